@@ -1,0 +1,1 @@
+"""moonbus: an embeddable, event-driven Lua scripting runtime for Python games."""

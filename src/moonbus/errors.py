@@ -1,0 +1,163 @@
+"""Every error moonbus raises, as one tree.
+
+Foreign errors (lupa, redis, sqlite3, socket) are translated at the boundary
+with ``raise ... from exc`` so that callers only ever need to catch these::
+
+    MoonbusError
+    ├── ClosedError                      the object was closed by its owner ("you closed it")
+    ├── ConfigError (ValueError)         a bad URL, option or setting value
+    ├── BusError
+    │   └── HandlerError                 a Python handler raised (collected, never propagated by emit)
+    ├── SharedError
+    │   ├── SharedTypeError (TypeError)  a key used with another kind; names key and both kinds
+    │   ├── SharedValueError (ValueError) overflow, size limit, depth limit, cycles, bad value
+    │   └── SharedBackendError           the backend broke (Redis unreachable...) ("it broke")
+    ├── ScriptError                      a Lua script failed (compile or run); carries file:line
+    │   ├── ScriptSyntaxError            the source does not compile
+    │   ├── ScriptTimeout (TimeoutError) a call ran past its CPU-time limit; cannot be swallowed
+    │   ├── ScriptMemoryError (MemoryError) the engine ran out of its memory budget
+    │   └── ScriptCancelled              a running job was cancelled from outside
+    ├── StoreError                       the durable event store failed (file, lock, corruption)
+    ├── AdminError                       an admin command failed or got bad arguments
+    │   └── AdminAuthError               wrong or missing RCON password
+    └── RunnerError
+        ├── RunnerClosedError (ClosedError)  submit after close
+        └── RunnerBusyError              no queue slot within acquire_timeout
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AdminAuthError",
+    "AdminError",
+    "BusError",
+    "ClosedError",
+    "ConfigError",
+    "HandlerError",
+    "MoonbusError",
+    "RunnerBusyError",
+    "RunnerClosedError",
+    "RunnerError",
+    "ScriptCancelled",
+    "ScriptError",
+    "ScriptMemoryError",
+    "ScriptSyntaxError",
+    "ScriptTimeout",
+    "SharedBackendError",
+    "SharedError",
+    "SharedTypeError",
+    "SharedValueError",
+    "StoreError",
+]
+
+
+class MoonbusError(Exception):
+    """Root of every error raised by moonbus."""
+
+
+class ClosedError(MoonbusError):
+    """The object was closed by its owner and cannot be used any more."""
+
+
+class ConfigError(MoonbusError, ValueError):
+    """A URL, option or setting has a bad value."""
+
+
+class BusError(MoonbusError):
+    """Event bus misuse (bad type name, bad pattern, waiting on a closed bus)."""
+
+
+class HandlerError(BusError):
+    """A subscriber raised; recorded by the bus, never raised out of ``emit``."""
+
+
+class SharedError(MoonbusError):
+    """Base for shared-store errors."""
+
+
+class SharedTypeError(SharedError, TypeError):
+    """A key is used with another kind than the one it holds.
+
+    The message names the key and both kinds, e.g.
+    ``shared key 'x' holds a string, not an int``.
+    """
+
+    def __init__(self, key: str, existing: str, requested: str) -> None:
+        self.key = key
+        self.existing = existing
+        self.requested = requested
+        article = "an" if existing[:1] in "aeiou" else "a"
+        req_article = "an" if requested[:1] in "aeiou" else "a"
+        super().__init__(
+            f"shared key {key!r} holds {article} {existing}, not {req_article} {requested}"
+        )
+
+    def __reduce__(self) -> tuple[type[SharedTypeError], tuple[str, str, str]]:
+        return (type(self), (self.key, self.existing, self.requested))
+
+
+class SharedValueError(SharedError, ValueError):
+    """A value the store refuses: overflow, too large, too deep, cyclic, bad type."""
+
+
+class SharedBackendError(SharedError):
+    """The backend itself failed (connection lost, server error)."""
+
+
+class ScriptError(MoonbusError):
+    """A Lua script failed. ``where`` is ``file:line`` when known."""
+
+    def __init__(self, message: str, *, where: str | None = None, traceback: str = "") -> None:
+        self.message = message
+        self.where = where
+        self.lua_traceback = traceback
+        super().__init__(message)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild_script_error, (type(self), self.message, self.where, self.lua_traceback))
+
+
+def _rebuild_script_error(
+    cls: type[ScriptError], message: str, where: str | None, traceback: str
+) -> ScriptError:
+    return cls(message, where=where, traceback=traceback)
+
+
+class ScriptSyntaxError(ScriptError):
+    """The Lua source does not compile."""
+
+
+class ScriptTimeout(ScriptError, TimeoutError):
+    """A Lua call ran past its CPU-time limit and was aborted."""
+
+
+class ScriptMemoryError(ScriptError, MemoryError):
+    """A Lua engine ran out of its memory budget."""
+
+
+class ScriptCancelled(ScriptError):
+    """A running Lua call was aborted because its job was cancelled."""
+
+
+class StoreError(MoonbusError):
+    """The durable event store failed: unreadable, locked or corrupt file, lost server."""
+
+
+class AdminError(MoonbusError):
+    """An admin command failed or was given bad arguments."""
+
+
+class AdminAuthError(AdminError):
+    """Authentication failed (wrong or missing password)."""
+
+
+class RunnerError(MoonbusError):
+    """Base for script-runner errors."""
+
+
+class RunnerClosedError(RunnerError, ClosedError):
+    """The runner was closed; no more jobs are accepted."""
+
+
+class RunnerBusyError(RunnerError):
+    """No queue slot became free within ``acquire_timeout``."""
