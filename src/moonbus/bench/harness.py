@@ -1,0 +1,88 @@
+"""Shared pieces for ``moonbus bench``: the result row and timing helpers.
+
+Every row is measured side by side with its peer in the same process and run,
+and reported as a ratio, so the numbers compare like with like on whatever
+machine runs them. Targets are printed next to the figures; they are never
+asserted in unit tests.
+
+A suite is a module in ``moonbus.bench`` with ``run(quick: bool) -> list[BenchRow]``;
+``quick`` shrinks the workload (used by the tests that check the suite runs).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+__all__ = ["BenchRow", "best_of", "ratio_row"]
+
+
+@dataclass(frozen=True)
+class BenchRow:
+    """One benchmark line.
+
+    ``value`` is ours, ``peer_value`` the peer's, in the same ``unit``.
+    ``ratio`` > 1 always means "moonbus is better" (for rates ours/peer, for
+    times peer/ours). ``ok`` is whether the target was met (``None`` when the
+    row has no target that can be checked by a number).
+    """
+
+    area: str
+    name: str
+    value: float
+    unit: str
+    target: str
+    peer: str | None = None
+    peer_value: float | None = None
+    ratio: float | None = None
+    ok: bool | None = None
+    note: str = ""
+
+
+def best_of(repeats: int, func: Callable[[], float]) -> float:
+    """Run ``func`` (which returns a duration or a rate) and keep the best result.
+
+    ``func`` returns seconds; the minimum is the least-disturbed measurement.
+    """
+    return min(func() for _ in range(max(1, repeats)))
+
+
+def timed(func: Callable[[], object]) -> float:
+    """Seconds taken by one call of ``func``."""
+    start = time.perf_counter()
+    func()
+    return time.perf_counter() - start
+
+
+def ratio_row(
+    area: str,
+    name: str,
+    *,
+    ours: float,
+    peer: str,
+    theirs: float,
+    unit: str,
+    higher_is_better: bool,
+    min_ratio: float | None,
+    target: str,
+    note: str = "",
+) -> BenchRow:
+    """Build a row comparing ours with a peer; ratio > 1 means we are better."""
+    if higher_is_better:
+        ratio = ours / theirs if theirs else float("inf")
+    else:
+        ratio = theirs / ours if ours else float("inf")
+    ok = None if min_ratio is None else ratio >= min_ratio
+    return BenchRow(
+        area=area,
+        name=name,
+        value=ours,
+        unit=unit,
+        target=target,
+        peer=peer,
+        peer_value=theirs,
+        ratio=ratio,
+        ok=ok,
+        note=note,
+    )
