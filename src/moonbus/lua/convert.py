@@ -1,0 +1,128 @@
+"""Plain-data conversion between Python and one Lua state.
+
+Values cross the boundary only as copies:
+
+* Python → Lua: ``None``, ``bool``, ``int``, ``float``, ``str`` as themselves;
+  mappings (also frozen event data) → new tables; lists and tuples → new
+  sequences (1-based); ``@lua_api`` objects → proxy tables whose methods call
+  back into the exposed names only. Anything else is a ``TypeError``: a raw
+  Python object never reaches a script.
+* Lua → Python: scalars as themselves (invalid UTF-8 is replaced); a proxy →
+  its Python object; a table → ``list`` when its keys are exactly 1..n, else
+  ``dict``; nesting deeper than ``max_depth`` or cyclic tables are rejected;
+  functions, coroutines and userdata are a ``TypeError``.
+
+Owner: the thread currently running the engine (conversion uses the state).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from moonbus.lua.exposure import exposed_methods, returns_multiple
+
+__all__ = ["LuaConverter"]
+
+_SCALARS = (bool, int, float, str, type(None))
+MAX_DEPTH = 64
+
+
+class LuaConverter:
+    """Converts values for one Lua runtime (see the module docstring)."""
+
+    def __init__(
+        self,
+        runtime: Any,
+        lua_type: Callable[[Any], str | None],
+        build_class: Any,
+        make_proxy: Any,
+        unproxy: Any,
+        *,
+        max_depth: int = MAX_DEPTH,
+    ) -> None:
+        self._rt = runtime
+        self._lua_type = lua_type
+        self._build_class = build_class
+        self._make_proxy = make_proxy
+        self._unproxy = unproxy
+        self._table_from = runtime.table_from
+        self._max_depth = max_depth
+        self._classes: dict[type, Any] = {}
+
+    # ----------------------------------------------------------- Python -> Lua
+    def to_lua(self, value: Any, _depth: int = 0) -> Any:
+        """Copy ``value`` into a Lua value (tables are new every call)."""
+        if isinstance(value, _SCALARS):
+            return value
+        if _depth > self._max_depth:
+            raise TypeError(f"value nested deeper than {self._max_depth} levels (or cyclic)")
+        if isinstance(value, Mapping):
+            converted = {}
+            for key, item in value.items():
+                if not isinstance(key, (str, int, float, bool)):
+                    raise TypeError(f"table key of type {type(key).__name__} cannot go to Lua")
+                converted[key] = item if isinstance(item, _SCALARS) else self.to_lua(
+                    item, _depth + 1
+                )
+            return self._table_from(converted)
+        if isinstance(value, (list, tuple)):
+            return self._table_from(
+                [v if isinstance(v, _SCALARS) else self.to_lua(v, _depth + 1) for v in value]
+            )
+        if self._lua_type(value) is not None:
+            return value  # already a Lua object of this runtime (a table we built)
+        methods = exposed_methods(type(value))
+        if methods:
+            return self._make_proxy(value, self._class_for(type(value), methods))
+        raise TypeError(f"a Python {type(value).__name__} cannot be passed to Lua")
+
+    def _class_for(self, cls: type, methods: frozenset[str]) -> Any:
+        mt = self._classes.get(cls)
+        if mt is None:
+            mt = self._build_class(
+                cls.__name__,
+                self._table_from(sorted(methods)),
+                self._invoke,
+                lambda a, b: a == b,
+            )
+            self._classes[cls] = mt
+        return mt
+
+    def _invoke(self, obj: Any, name: str, *args: Any) -> Any:
+        method = getattr(obj, name)
+        result = method(*[self.to_py(a) for a in args])
+        if isinstance(result, tuple) and returns_multiple(method):
+            return tuple(self.to_lua(r) for r in result)
+        return self.to_lua(result)
+
+    # ----------------------------------------------------------- Lua -> Python
+    def to_py(self, value: Any, _depth: int = 0) -> Any:
+        """Copy a Lua value into plain Python data (see the module docstring).
+
+        Cycles are caught by the depth limit (a cyclic table is infinitely deep).
+        """
+        if isinstance(value, _SCALARS):
+            return value
+        if isinstance(value, bytes):
+            return value.decode("utf-8", errors="replace")
+        kind = self._lua_type(value)
+        if kind == "table":
+            obj = self._unproxy(value)
+            if obj is not None:
+                return obj
+            if _depth >= self._max_depth:
+                raise TypeError(
+                    f"table nested deeper than {self._max_depth} levels (or cyclic)"
+                )
+            items = [(self.to_py(k, _depth + 1), self.to_py(v, _depth + 1))
+                     for k, v in value.items()]
+            n = len(items)
+            if n and all(type(k) is int for k, _ in items):
+                items.sort(key=lambda kv: kv[0])
+                if items[0][0] == 1 and items[-1][0] == n:
+                    return [v for _, v in items]
+            return dict(items)
+        if kind is None:
+            raise TypeError(f"a Python {type(value).__name__} cannot come back from Lua")
+        raise TypeError(f"a Lua {kind} cannot be converted to a Python value")

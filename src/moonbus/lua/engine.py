@@ -1,0 +1,314 @@
+"""One sandboxed Lua state with time, memory and cancellation limits.
+
+Threads: a ``LuaEngine`` is used by one thread at a time; ``_lock`` (an
+RLock, because a Python API called from Lua may legitimately call back into
+the same engine on the same thread) enforces it. Only ``abort`` may be called
+from another thread (the watchdog, or a runner cancelling a job); it takes
+``_hook_lock``, never ``_lock``, so it cannot deadlock with a running call.
+
+How an abort works: every Lua thread of the state (the main thread and each
+coroutine, registered at creation by the prelude) has the deadline hook
+function registered with an empty mask. ``abort`` switches on a count hook of
+1 with ``lua_sethook`` for the main thread and for every coroutine currently
+being resumed (the prelude reports resume enter/leave). From then on every
+Lua instruction in those threads raises "time limit exceeded": ``pcall``,
+``xpcall``, error objects with looping ``__tostring`` and coroutines cannot
+keep running, because the next instruction raises again. ``__gc``
+metamethods (during which Lua disables hooks) are refused by the sandbox's
+``setmetatable``. When the call has unwound, the hook is removed again.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import re
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from moonbus.errors import (
+    ClosedError,
+    ScriptCancelled,
+    ScriptError,
+    ScriptMemoryError,
+    ScriptSyntaxError,
+    ScriptTimeout,
+)
+from moonbus.lua.convert import LuaConverter
+from moonbus.lua.watchdog import Watchdog
+
+__all__ = ["HookControl", "LuaEngine"]
+
+_LUA_MASKCOUNT = 8
+_WHERE = re.compile(r"^(?:\[string \"(.+?)\"\]|([^\s:][^:\n]*?)):(\d+):")
+_MEMORY_MESSAGE = "not enough memory"
+
+
+def _deny_attribute(obj: object, name: object, is_setting: bool) -> object:
+    raise AttributeError("Python attributes are not accessible from Lua")
+
+
+class HookControl:
+    """ctypes access to ``lua_sethook`` in one lupa extension module.
+
+    ``hook_function`` is the address of ``hookf`` (the C trampoline of
+    ``debug.sethook`` that calls the Lua hook registered for the thread),
+    read once with ``lua_gethook`` after installing a throwaway hook.
+    """
+
+    def __init__(self, lua_module: Any) -> None:
+        lib = ctypes.CDLL(lua_module.__file__)
+        self._sethook = lib.lua_sethook
+        self._sethook.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
+        self._sethook.restype = None
+        gethook = lib.lua_gethook
+        gethook.argtypes = [ctypes.c_void_p]
+        gethook.restype = ctypes.c_void_p
+        probe = lua_module.LuaRuntime(register_eval=False, register_builtins=False)
+        state = int(probe.execute('return string.format("%p", coroutine.running())'), 16)
+        probe.execute('debug.sethook(function() end, "c")')
+        hookf = gethook(state)
+        probe.execute("debug.sethook()")
+        if not hookf:
+            raise RuntimeError("could not locate Lua's debug hook trampoline")
+        self.hook_function: int = hookf
+
+    def arm(self, state: int) -> None:
+        """Make the Lua thread ``state`` raise on its next instruction."""
+        self._sethook(state, self.hook_function, _LUA_MASKCOUNT, 1)
+
+    def disarm(self, state: int) -> None:
+        """Remove any hook from the Lua thread ``state``."""
+        self._sethook(state, None, 0, 0)
+
+
+def _split_error(text: str) -> tuple[str, str | None, str]:
+    """(first line, "file:line" or None, full traceback) of a Lua error text."""
+    message = text.split("\nstack traceback:", 1)[0].strip()
+    match = _WHERE.match(message)
+    where = None
+    if match:
+        where = f"{match.group(1) or match.group(2)}:{match.group(3)}"
+    return message, where, text
+
+
+class LuaEngine:
+    """A sandboxed Lua state; made only by ``SandboxFactory.create``."""
+
+    def __init__(
+        self,
+        *,
+        lua_module: Any,
+        prelude: str,
+        hooks: HookControl,
+        watchdog: Watchdog,
+        name: str,
+        memory_limit: int | None,
+    ) -> None:
+        self.name = name
+        self._lua = lua_module
+        self._hooks = hooks
+        self._watchdog = watchdog
+        self._lock = threading.RLock()
+        self._hook_lock = threading.Lock()
+        self._depth = 0
+        self._token = 0
+        self._in_call = False
+        self._abort_reason: str | None = None
+        self._chain: list[int] = []
+        self._closed = False
+        rt = lua_module.LuaRuntime(
+            register_eval=False,
+            register_builtins=False,
+            unpack_returned_tuples=True,
+            attribute_filter=_deny_attribute,
+            max_memory=memory_limit,
+        )
+        self._rt = rt
+        self._state = int(rt.execute('return string.format("%p", coroutine.running())'), 16)
+        api = rt.execute(prelude, self._enter, self._leave, _deny_attribute)
+        self._call = api["call"]
+        self._compile = api["compile"]
+        self._make_env = api["make_env"]
+        self._new_task = api["new_task"]
+        self._step = api["step"]
+        self.sleep_function = api["sleep"]
+        self.converter = LuaConverter(
+            rt, lua_module.lua_type, api["build_class"], api["make_proxy"], api["unproxy"]
+        )
+        self._table_from = rt.table_from
+
+    # -------------------------------------------------------------- coroutines
+    def _enter(self, pointer: str) -> None:
+        state = int(pointer, 16)
+        with self._hook_lock:
+            self._chain.append(state)
+            if self._abort_reason is not None:
+                self._hooks.arm(state)
+
+    def _leave(self, pointer: str) -> None:
+        state = int(pointer, 16)
+        with self._hook_lock:
+            if self._chain and self._chain[-1] == state:
+                self._chain.pop()
+            elif state in self._chain:
+                self._chain.remove(state)
+            if self._abort_reason is not None:
+                self._hooks.disarm(state)
+
+    # ------------------------------------------------------------------- abort
+    def abort(self, token: int, reason: str) -> bool:
+        """Abort call ``token`` (from any thread). False if it already ended."""
+        with self._hook_lock:
+            if not self._in_call or token != self._token or self._abort_reason is not None:
+                return False
+            self._abort_reason = reason
+            self._hooks.arm(self._state)
+            for state in self._chain:
+                self._hooks.arm(state)
+            return True
+
+    def current_token(self) -> int | None:
+        """Token of the call in progress (for cancellation), or None when idle."""
+        with self._hook_lock:
+            return self._token if self._in_call else None
+
+    # ------------------------------------------------------------------- calls
+    def call(self, func: Any, *args: Any, limit: float | None) -> tuple[Any, ...]:
+        """Run ``func(*args)`` under the limits; return its results as a tuple.
+
+        Raises ``ScriptTimeout`` (time limit), ``ScriptCancelled`` (aborted
+        from outside), ``ScriptMemoryError`` or ``ScriptError`` (with the Lua
+        traceback). Nested calls on the same thread share the outer deadline.
+        """
+        with self._lock:
+            if self._closed:
+                raise ClosedError(f"Lua engine {self.name!r} is closed")
+            outer = self._depth == 0
+            if outer:
+                with self._hook_lock:
+                    self._token += 1
+                    self._in_call = True
+                    self._abort_reason = None
+                    self._chain.clear()
+                    token = self._token
+                if limit is not None:
+                    self._watchdog.arm(self, self._watchdog.clock() + limit, token)
+            self._depth += 1
+            failure: BaseException | None = None
+            result: Any = None
+            try:
+                result = self._call(func, *args)
+            except self._lua.LuaMemoryError as exc:
+                failure = exc
+            except self._lua.LuaError as exc:
+                failure = exc
+            finally:
+                self._depth -= 1
+                reason = None
+                if outer:
+                    self._watchdog.disarm(self)
+                    with self._hook_lock:
+                        self._in_call = False
+                        reason = self._abort_reason
+                        if reason is not None:
+                            self._hooks.disarm(self._state)
+                            self._abort_reason = None
+                        self._chain.clear()
+            return self._outcome(result, failure, reason, limit)
+
+    def _outcome(
+        self,
+        result: Any,
+        failure: BaseException | None,
+        reason: str | None,
+        limit: float | None,
+    ) -> tuple[Any, ...]:
+        if failure is None:
+            values = result if isinstance(result, tuple) else (result,)
+            if values[0] is True:
+                return tuple(values[1:])
+            text = str(values[1]) if len(values) > 1 else "unknown error"
+        else:
+            text = str(failure)
+        if reason == "timeout":
+            message = f"time limit of {limit * 1000:.0f} ms exceeded" if limit else "time limit exceeded"
+            raise ScriptTimeout(f"{self.name}: {message}", traceback=text)
+        if reason is not None:
+            raise ScriptCancelled(f"{self.name}: cancelled", traceback=text)
+        if isinstance(failure, self._lua.LuaMemoryError) or text.startswith(_MEMORY_MESSAGE):
+            raise ScriptMemoryError(f"{self.name}: out of memory", traceback=text)
+        message, where, full = _split_error(text)
+        raise ScriptError(message, where=where, traceback=full)
+
+    def compile(self, source: str, chunkname: str, env: Any) -> Any:
+        """Compile text ``source`` as ``chunkname`` into ``env``; ScriptSyntaxError on failure."""
+        with self._lock:
+            try:
+                result = self._compile(source, "@" + chunkname, env)
+            except self._lua.LuaMemoryError as exc:
+                raise ScriptMemoryError(f"{self.name}: out of memory while compiling") from exc
+            values = result if isinstance(result, tuple) else (result, None)
+            func = values[0]
+            if func is None:
+                message, where, full = _split_error(str(values[1]))
+                raise ScriptSyntaxError(message, where=where, traceback=full)
+            return func
+
+    def new_env(self) -> Any:
+        """A fresh sandboxed global environment (a Lua table)."""
+        with self._lock:
+            return self._make_env()
+
+    def new_task(self, func: Any) -> Any:
+        """A coroutine that runs ``func``; drive it with ``step``."""
+        with self._lock:
+            return self._new_task(func)
+
+    def step(self, task: Any, *args: Any, limit: float | None) -> tuple[str, Any]:
+        """Resume ``task``: ("sleep", ms) or ("done", results tuple). Raises like ``call``."""
+        values = self.call(self._step, task, *args, limit=limit)
+        status = values[0]
+        if status == "sleep":
+            return "sleep", values[1]
+        if status == "done":
+            return "done", tuple(values[1:])
+        message, where, full = _split_error(str(values[1]))
+        raise ScriptError(message, where=where, traceback=full)
+
+    def table(self, value: Any = None) -> Any:
+        """A new Lua table copied from ``value`` (mapping or sequence), or empty."""
+        with self._lock:
+            if value is None:
+                return self._table_from({})
+            return self.converter.to_lua(value)
+
+    def function(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        """Mark a Python callable for passing into Lua (it is callable, not inspectable)."""
+        return func
+
+    def memory_used(self) -> int | None:
+        """Bytes allocated by the state (None when no memory limit is set)."""
+        used = self._rt.get_memory_used()
+        return int(used) if used is not None else None
+
+    def set_memory_limit(self, limit: int | None) -> None:
+        """Change the memory limit (bytes of total usage; None = unlimited)."""
+        with self._lock:
+            self._rt.set_max_memory(limit or 0, total=True)
+
+    def close(self) -> None:
+        """Release the Lua state. Idempotent; waits for a running call to finish."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._call = self._compile = self._make_env = self._new_task = self._step = None
+            self._rt = None
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __repr__(self) -> str:
+        return f"<LuaEngine {self.name!r}{' closed' if self._closed else ''}>"

@@ -1,0 +1,307 @@
+-- moonbus sandbox prelude.
+--
+-- Runs once in every fresh Lua state, with the full standard library, before
+-- any user code. It captures the privileged functions it needs as upvalues,
+-- builds the safe environment factory and the call trampolines, and returns
+-- them to Python. User code never runs in this state's real _G: it runs in an
+-- environment table made by `make_env`, which contains only what is listed
+-- below. Nothing in that environment can reach `debug`, `io`, `package`,
+-- the real `load`, `string.dump` or any Python object that was not exposed on
+-- purpose.
+--
+-- Time limits: the host sets a Lua count hook asynchronously (from its
+-- watchdog thread) when a call passes its deadline. Hooks are per Lua thread,
+-- so every coroutine gets the same hook function registered at creation
+-- (mask 0: costs nothing until armed), and the host is told which coroutines
+-- are running (enter/leave) so it can arm all of them at once.
+
+local py_enter, py_leave, pyobj_probe = ...
+
+local debug_sethook = debug.sethook
+local debug_traceback = debug.traceback
+local co_create, co_resume, co_yield = coroutine.create, coroutine.resume, coroutine.yield
+local co_status, co_running, co_isyieldable, co_close =
+  coroutine.status, coroutine.running, coroutine.isyieldable, coroutine.close
+local real_load, real_setmetatable, real_getmetatable = load, setmetatable, getmetatable
+local real_collectgarbage = collectgarbage
+local rawget, rawset, type, error, select, pairs, tostring = rawget, rawset, type, error, select, pairs, tostring
+local xpcall, pcall = xpcall, pcall
+local fmt, find, sub, gsub = string.format, string.find, string.sub, string.gsub
+local pack, unpack = table.pack, table.unpack
+
+local TIME_LIMIT_MESSAGE = "time limit exceeded"
+local function on_deadline()
+  error(TIME_LIMIT_MESSAGE, 2)
+end
+
+-- Register the deadline hook for the main thread with an empty mask: the hook
+-- table entry exists, the hook itself is off until the watchdog arms it.
+debug_sethook(on_deadline, "", 0)
+
+-- Python objects reach Lua only as functions the host passes in on purpose.
+-- Seal lupa's shared metatable for wrapped Python objects so scripts cannot
+-- fetch it (it holds __gc and __index) or replace it.
+local pymt = real_getmetatable(pyobj_probe)
+if pymt ~= nil then
+  rawset(pymt, "__metatable", "python object")
+end
+
+-- String helpers, added to the real string table (the string metatable's
+-- __index) so that `s:contains(x)` works, and copied into every environment.
+local string_lib = string
+function string_lib.contains(s, x)
+  return find(s, x, 1, true) ~= nil
+end
+function string_lib.starts_with(s, x)
+  return sub(s, 1, #x) == x
+end
+function string_lib.ends_with(s, x)
+  return x == "" or sub(s, -#x) == x
+end
+function string_lib.trim(s)
+  return (gsub(s, "^%s*(.-)%s*$", "%1"))
+end
+function string_lib.split(s, sep)
+  sep = sep or ","
+  if sep == "" then
+    error("split: separator must not be empty", 2)
+  end
+  local out, start = {}, 1
+  while true do
+    local i, j = find(s, sep, start, true)
+    if not i then
+      out[#out + 1] = sub(s, start)
+      return out
+    end
+    out[#out + 1] = sub(s, start, i - 1)
+    start = j + 1
+  end
+end
+string_lib.dump = nil
+rawset(real_getmetatable(""), "__metatable", "string")
+
+-- Marker yielded by sleep() up to the host's scheduler, through user coroutines.
+local SLEEP = real_setmetatable({}, { __name = "moonbus.sleep", __metatable = false })
+
+local function safe_create(f)
+  local co = co_create(f)
+  debug_sethook(co, on_deadline, "", 0)
+  return co
+end
+
+local function tracked_resume(co, ...)
+  local ptr = fmt("%p", co)
+  py_enter(ptr)
+  local r = pack(co_resume(co, ...))
+  py_leave(ptr)
+  return r
+end
+
+-- resume that forwards sleep() requests from nested coroutines to the host.
+local function safe_resume(co, ...)
+  if type(co) ~= "thread" then
+    error("bad argument #1 to 'resume' (coroutine expected)", 2)
+  end
+  local r = tracked_resume(co, ...)
+  while r[1] and r[2] == SLEEP and co_isyieldable() do
+    local resumed = pack(co_yield(SLEEP, r[3]))
+    r = tracked_resume(co, unpack(resumed, 1, resumed.n))
+  end
+  return unpack(r, 1, r.n)
+end
+
+local function safe_wrap(f)
+  local co = safe_create(f)
+  return function(...)
+    local r = pack(safe_resume(co, ...))
+    if not r[1] then
+      error(r[2], 0)
+    end
+    return unpack(r, 2, r.n)
+  end
+end
+
+local function safe_setmetatable(t, mt)
+  if type(mt) == "table" and rawget(mt, "__gc") ~= nil then
+    error("__gc metamethods are not allowed in the sandbox", 2)
+  end
+  return real_setmetatable(t, mt)
+end
+
+local GC_ALLOWED = { collect = true, count = true, step = true, isrunning = true }
+local function safe_collectgarbage(opt, ...)
+  opt = opt or "collect"
+  if not GC_ALLOWED[opt] then
+    error("collectgarbage('" .. tostring(opt) .. "') is not allowed in the sandbox", 2)
+  end
+  return real_collectgarbage(opt, ...)
+end
+
+local function copy(t)
+  local r = {}
+  for k, v in pairs(t) do
+    r[k] = v
+  end
+  return r
+end
+
+local BASE = {
+  "assert", "error", "ipairs", "next", "pairs", "pcall", "rawequal", "rawget",
+  "rawlen", "rawset", "select", "tonumber", "tostring", "type", "xpcall", "_VERSION",
+}
+local base_values = {}
+for _, name in pairs(BASE) do
+  base_values[name] = _G[name]
+end
+local math_lib, table_lib, utf8_lib = math, table, utf8
+local os_lib = { clock = os.clock, time = os.time, date = os.date, difftime = os.difftime }
+
+-- A fresh environment: copies of the safe libraries, so a script (or a runner
+-- job) that changes `string.x` or `math.pi` changes only its own copy.
+local function make_env()
+  local env = {}
+  for k, v in pairs(base_values) do
+    env[k] = v
+  end
+  env.string = copy(string_lib)
+  env.table = copy(table_lib)
+  env.math = copy(math_lib)
+  env.utf8 = copy(utf8_lib)
+  env.os = copy(os_lib)
+  env.coroutine = {
+    create = safe_create, resume = safe_resume, wrap = safe_wrap, yield = co_yield,
+    status = co_status, running = co_running, isyieldable = co_isyieldable, close = co_close,
+  }
+  env.setmetatable = safe_setmetatable
+  env.getmetatable = real_getmetatable
+  env.collectgarbage = safe_collectgarbage
+  env.unpack = table_lib.unpack
+  env.load = function(chunk, chunkname, mode, chunkenv)
+    if type(chunk) ~= "string" then
+      error("load: only text chunks (strings) are allowed in the sandbox", 2)
+    end
+    if mode ~= nil and mode ~= "t" then
+      error("load: binary chunks are not allowed in the sandbox", 2)
+    end
+    if chunkenv == nil then
+      chunkenv = env
+    end
+    return real_load(chunk, chunkname or "=(load)", "t", chunkenv)
+  end
+  env._G = env
+  return env
+end
+
+-- Error message handler: message plus Lua traceback, without trusting the
+-- error object (its __tostring runs under the same deadline as the call).
+local function error_text(err)
+  if type(err) == "string" then
+    return err
+  elseif type(err) == "number" then
+    return tostring(err)
+  end
+  local ok, s = pcall(tostring, err)
+  if ok and type(s) == "string" then
+    return s
+  end
+  return "(error object is a " .. type(err) .. " value)"
+end
+
+local function message_handler(err)
+  return debug_traceback(error_text(err), 2)
+end
+
+-- Call fn(...) under xpcall; the host reads (ok, results...) or (false, traceback).
+local function call(fn, ...)
+  return xpcall(fn, message_handler, ...)
+end
+
+-- Compile text only, into the given environment.
+local function compile(source, chunkname, env)
+  return real_load(source, chunkname, "t", env)
+end
+
+-- Start a lifecycle coroutine for fn (main engine): sleep() yields from it.
+local function new_task(fn)
+  return safe_create(fn)
+end
+
+-- Resume a lifecycle coroutine: returns "sleep", ms | "done", results... |
+-- "error", traceback.
+local function step(co, ...)
+  local r = tracked_resume(co, ...)
+  if not r[1] then
+    return "error", debug_traceback(co, error_text(r[2]))
+  end
+  if r[2] == SLEEP and co_status(co) == "suspended" then
+    return "sleep", r[3]
+  end
+  return "done", unpack(r, 2, r.n)
+end
+
+local function sleep(ms)
+  if not co_isyieldable() then
+    error("sleep() is only allowed in on_start, poll, on_stop and deferred handlers", 2)
+  end
+  if ms ~= nil and type(ms) ~= "number" then
+    error("bad argument #1 to 'sleep' (number expected, got " .. type(ms) .. ")", 2)
+  end
+  return co_yield(SLEEP, ms or 0)
+end
+
+-- Host API objects reach Lua as proxy tables (see moonbus.lua.exposure): the
+-- Python object is kept in a private weak table, never in the proxy itself.
+local proxied = real_setmetatable({}, { __mode = "k" })
+
+local function build_class(name, methods, invoke, equals)
+  local index = {}
+  for i = 1, #methods do
+    local method = methods[i]
+    index[method] = function(self, ...)
+      local obj = proxied[self]
+      if obj == nil then
+        error("'" .. method .. "' must be called as a method (obj:" .. method .. "(...))", 2)
+      end
+      return invoke(obj, method, ...)
+    end
+  end
+  return {
+    __index = index,
+    __name = name,
+    __metatable = name,
+    __tostring = function() return name end,
+    __eq = function(a, b)
+      local x, y = proxied[a], proxied[b]
+      return x ~= nil and y ~= nil and equals(x, y)
+    end,
+  }
+end
+
+local function make_proxy(obj, mt)
+  local p = real_setmetatable({}, mt)
+  proxied[p] = obj
+  return p
+end
+
+local function unproxy(p)
+  return proxied[p]
+end
+
+-- Strip the real globals: nothing outside make_env's tables stays reachable.
+local real_G = _G
+for k in pairs(real_G) do
+  real_G[k] = nil
+end
+
+return {
+  make_env = make_env,
+  call = call,
+  compile = compile,
+  new_task = new_task,
+  step = step,
+  sleep = sleep,
+  build_class = build_class,
+  make_proxy = make_proxy,
+  unproxy = unproxy,
+  time_limit_message = TIME_LIMIT_MESSAGE,
+}

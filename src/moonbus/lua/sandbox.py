@@ -1,0 +1,91 @@
+"""The sandbox factory: the one place where Lua states are made.
+
+Every engine (script event engine, script main engine, runner worker) comes
+from ``SandboxFactory.create`` so that every state gets the same hardening
+(see ``prelude.lua``), a memory limit and a shared watchdog for time limits.
+
+Lua flavour: Lua 5.4 through lupa by default (``lupa.lua54``). LuaJIT is not
+offered for untrusted code: its compiled loops never run debug hooks, so the
+time limit could not be enforced.
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+from importlib import resources
+from typing import Any
+
+from moonbus.errors import ConfigError
+from moonbus.lua.engine import HookControl, LuaEngine
+from moonbus.lua.watchdog import Watchdog
+
+__all__ = ["DEFAULT_MEMORY_LIMIT", "SUPPORTED_LUA", "SandboxFactory"]
+
+DEFAULT_MEMORY_LIMIT = 64 * 1024 * 1024
+SUPPORTED_LUA = ("lua54", "lua53")
+
+
+class SandboxFactory:
+    """Makes hardened ``LuaEngine`` objects that share one watchdog thread.
+
+    Thread-safe: ``create`` may be called from any thread. ``close`` stops the
+    watchdog (only when the factory created it).
+    """
+
+    def __init__(
+        self,
+        *,
+        lua: str = "lua54",
+        watchdog: Watchdog | None = None,
+        memory_limit: int | None = DEFAULT_MEMORY_LIMIT,
+    ) -> None:
+        if lua not in SUPPORTED_LUA:
+            raise ConfigError(f"unsupported Lua flavour {lua!r}; choose one of {SUPPORTED_LUA}")
+        try:
+            self._module = importlib.import_module(f"lupa.{lua}")
+        except ImportError as exc:
+            raise ConfigError(f"lupa does not provide {lua!r} on this machine") from exc
+        self.lua = lua
+        self._prelude = resources.files("moonbus.lua").joinpath("prelude.lua").read_text("utf-8")
+        self._hooks = HookControl(self._module)
+        self._own_watchdog = watchdog is None
+        self.watchdog = watchdog or Watchdog()
+        self.memory_limit = memory_limit
+        self._lock = threading.Lock()
+        self._created = 0
+
+    @property
+    def lua_module(self) -> Any:
+        """The lupa extension module in use (for ``lua_type`` and error classes)."""
+        return self._module
+
+    def create(self, name: str, *, memory_limit: int | None | bool = True) -> LuaEngine:
+        """A new sandboxed engine. ``memory_limit=True`` uses the factory default."""
+        limit = self.memory_limit if memory_limit is True else memory_limit
+        with self._lock:
+            self._created += 1
+        return LuaEngine(
+            lua_module=self._module,
+            prelude=self._prelude,
+            hooks=self._hooks,
+            watchdog=self.watchdog,
+            name=name,
+            memory_limit=limit or None,
+        )
+
+    @property
+    def created(self) -> int:
+        """How many engines this factory made."""
+        return self._created
+
+    def close(self) -> None:
+        """Stop the watchdog if this factory owns it."""
+        if self._own_watchdog:
+            self.watchdog.close()
+
+    def __enter__(self) -> SandboxFactory:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
