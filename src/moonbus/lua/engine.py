@@ -132,11 +132,21 @@ class LuaEngine:
         self._make_env = api["make_env"]
         self._new_task = api["new_task"]
         self._step = api["step"]
+        self._drop_task = api["drop_task"]
         self.sleep_function = api["sleep"]
         self.converter = LuaConverter(
             rt, lua_module.lua_type, api["build_class"], api["make_proxy"], api["unproxy"]
         )
         self._table_from = rt.table_from
+
+    @property
+    def lock(self) -> threading.RLock:
+        """Held by whichever thread is using the engine (re-entrant)."""
+        return self._lock
+
+    def lua_type(self, value: Any) -> str | None:
+        """Lua type name of a Lua object ("table", "function"...), None for Python values."""
+        return self._lua.lua_type(value)  # type: ignore[no-any-return]
 
     # -------------------------------------------------------------- coroutines
     def _enter(self, pointer: str) -> None:
@@ -260,10 +270,16 @@ class LuaEngine:
         with self._lock:
             return self._make_env()
 
-    def new_task(self, func: Any) -> Any:
-        """A coroutine that runs ``func``; drive it with ``step``."""
+    def new_task(self, func: Any) -> int:
+        """A coroutine that runs ``func`` (kept inside Lua); drive it with ``step``."""
         with self._lock:
-            return self._new_task(func)
+            return int(self._new_task(func))
+
+    def drop_task(self, task: int) -> None:
+        """Forget a task that will not be resumed again (no-op when finished)."""
+        with self._lock:
+            if not self._closed:
+                self._drop_task(task)
 
     def step(self, task: Any, *args: Any, limit: float | None) -> tuple[str, Any]:
         """Resume ``task``: ("sleep", ms) or ("done", results tuple). Raises like ``call``."""
@@ -304,6 +320,7 @@ class LuaEngine:
                 return
             self._closed = True
             self._call = self._compile = self._make_env = self._new_task = self._step = None
+            self._drop_task = None
             self._rt = None
 
     @property
