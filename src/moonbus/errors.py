@@ -18,6 +18,7 @@ with ``raise ... from exc`` so that callers only ever need to catch these::
     │   ├── ScriptMemoryError (MemoryError) the engine ran out of its memory budget
     │   └── ScriptCancelled              a running job was cancelled from outside
     ├── StoreError                       the durable event store failed (file, lock, corruption)
+    ├── GameApiError (ValueError)        a game API (demo world) was called with a bad argument
     ├── AdminError                       an admin command failed or got bad arguments
     │   └── AdminAuthError               wrong or missing RCON password
     └── RunnerError
@@ -33,6 +34,7 @@ __all__ = [
     "BusError",
     "ClosedError",
     "ConfigError",
+    "GameApiError",
     "HandlerError",
     "MoonbusError",
     "RunnerBusyError",
@@ -141,6 +143,14 @@ class ScriptCancelled(ScriptError):
 
 class StoreError(MoonbusError):
     """The durable event store failed: unreadable, locked or corrupt file, lost server."""
+
+
+class GameApiError(MoonbusError, ValueError):
+    """A game API was called with a bad argument: unknown skill, bad filter key, bad text.
+
+    Soft failures (a depleted rock, a full inventory) are not errors: the call
+    returns ``False``. This is for calls no game state could make valid.
+    """
 
 
 class AdminError(MoonbusError):

@@ -1,0 +1,186 @@
+"""SQL for reading the SQLite event store, and the row <-> Event codec (pure).
+
+Query planning is explicit rather than left to SQLite's guesses, because the
+obvious ``WHERE tick > ? ORDER BY seq`` makes SQLite walk the whole table in
+rowid order. Instead:
+
+* after a tick, while ticks never went backwards (``ticks_ordered``): walk the
+  tick index in ``(tick, seq)`` order, which is then the same as ``seq`` order
+  for every row with a tick, so ``LIMIT`` stops early and nothing is sorted;
+* after a tick, when some tick did go backwards: range-scan the same index
+  (``INDEXED BY``) and sort only the matching rows by seq;
+* after a seq (with or without a tick): a rowid range, or the ``(type, seq)``
+  index for one type;
+* several types: one indexed query per type, merged by seq here.
+
+Row layout: ``(seq, tick, type, ts, source, data_json)``.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import json
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+from moonbus.bus.event import Event, freeze, to_jsonable
+
+__all__ = [
+    "INSERT",
+    "Row",
+    "Select",
+    "decode_data",
+    "encode_data",
+    "merge_rows",
+    "plan_selects",
+    "row_json_line",
+    "row_to_event",
+]
+
+Row = tuple[int, int | None, str, int, str, str]
+
+COLUMNS = "seq, tick, type, ts, source, data"
+INSERT = f"INSERT INTO events ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"
+TYPES = (
+    "WITH RECURSIVE t(type) AS ("
+    " SELECT min(type) FROM events"
+    " UNION ALL"
+    " SELECT (SELECT min(type) FROM events WHERE type > t.type) FROM t WHERE t.type IS NOT NULL"
+    ") SELECT type FROM t WHERE type IS NOT NULL"
+)
+SET_META = "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)"
+GET_META = "SELECT value FROM meta WHERE key = ?"
+
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+def _json_default(value: object) -> Any:
+    if isinstance(value, Mapping):
+        return dict(value)
+    return to_jsonable(value)
+
+
+def encode_data(data: Mapping[str, Any]) -> str:
+    """Event data as compact JSON, byte-identical to ``Event.to_dict()['data']`` encoded
+    with ``Event.to_json``'s options. The C encoder does the work; read-only
+    mappings and value objects go through ``default``."""
+    return json.dumps(data, default=_json_default, separators=(",", ":"), ensure_ascii=False)
+
+
+def decode_data(text: str) -> Mapping[str, Any]:
+    """Stored JSON back to frozen event data (mappings read-only, arrays as tuples)."""
+    if text == "{}":
+        return _EMPTY
+    if "[" in text:
+        frozen: Mapping[str, Any] = freeze(json.loads(text))
+        return frozen
+    # No arrays anywhere: freezing is just wrapping each object, done while parsing.
+    decoded: Mapping[str, Any] = json.loads(text, object_hook=MappingProxyType)
+    return decoded
+
+
+def row_to_event(row: Row) -> Event:
+    """Rebuild the committed event from its row."""
+    seq, tick, event_type, ts, source, data = row
+    return Event(event_type, decode_data(data), seq, tick, ts, source)
+
+
+def row_json_line(row: Row) -> str:
+    """The row as one NDJSON line (no newline), identical to ``Event.to_json()``,
+    built without decoding the stored data."""
+    seq, tick, event_type, ts, source, data = row
+    tick_text = "null" if tick is None else str(tick)
+    return (
+        f'{{"seq":{seq},"tick":{tick_text},"type":{json.dumps(event_type, ensure_ascii=False)},'
+        f'"data":{data},"ts":{ts},"source":{json.dumps(source, ensure_ascii=False)}}}'
+    )
+
+
+@dataclass(frozen=True)
+class Select:
+    """One SELECT to run; ``descending`` rows come newest first and must be reversed."""
+
+    sql: str
+    params: tuple[object, ...]
+    descending: bool
+
+
+def _select(
+    event_type: str | None,
+    *,
+    after_tick: int | None,
+    after_seq: int | None,
+    limit: int | None,
+    newest: bool,
+    ticks_ordered: bool,
+) -> Select:
+    where: list[str] = []
+    params: list[object] = []
+    if event_type is not None:
+        where.append("type = ?")
+        params.append(event_type)
+    if after_tick is not None:
+        where.append("tick > ?")
+        params.append(after_tick)
+    if after_seq is not None:
+        where.append("seq > ?")
+        params.append(after_seq)
+    descending = newest and limit is not None
+    direction = " DESC" if descending else ""
+    if after_tick is not None and after_seq is None:
+        if ticks_ordered:
+            index = ""
+            order = f"tick{direction}, seq{direction}"
+        else:
+            index = " INDEXED BY events_type_tick" if event_type else " INDEXED BY events_tick"
+            order = f"seq{direction}"
+    else:
+        index = " INDEXED BY events_type_seq" if event_type is not None else ""
+        order = f"seq{direction}"
+    sql = f"SELECT {COLUMNS} FROM events{index}"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += f" ORDER BY {order}"
+    if limit is not None:
+        sql += " LIMIT ?"
+        params.append(limit)
+    return Select(sql, tuple(params), descending)
+
+
+def plan_selects(
+    *,
+    after_tick: int | None,
+    after_seq: int | None,
+    types: list[str] | None,
+    limit: int | None,
+    newest: bool,
+    ticks_ordered: bool,
+) -> list[Select]:
+    """The SELECTs answering one query: one for all types, or one per type."""
+    options: dict[str, Any] = {
+        "after_tick": after_tick,
+        "after_seq": after_seq,
+        "limit": limit,
+        "newest": newest,
+        "ticks_ordered": ticks_ordered,
+    }
+    if types is None:
+        return [_select(None, **options)]
+    return [_select(event_type, **options) for event_type in types]
+
+
+def merge_rows(
+    streams: Iterable[Iterable[Row]], *, limit: int | None, newest: bool
+) -> Iterator[Row]:
+    """Merge per-type row streams (each ascending by seq) into one seq-ordered stream,
+    keeping the first (or with ``newest``, the last) ``limit`` rows."""
+    merged = heapq.merge(*streams, key=lambda row: row[0])
+    if limit is None:
+        return merged
+    if newest:
+        rows = list(merged)
+        return iter(rows[max(0, len(rows) - limit) :])
+    return itertools.islice(merged, limit)
