@@ -61,6 +61,18 @@ def event_payload(event: Event) -> dict[str, Any]:
     return payload
 
 
+def _as_sequences(value: Any) -> Any:
+    """Shared tables keep string keys; give Lua back sequences where keys are "1".."n"."""
+    if isinstance(value, dict):
+        items = {k: _as_sequences(v) for k, v in value.items()}
+        n = len(items)
+        if n and all(isinstance(k, str) and k.isdigit() for k in items):
+            if sorted(int(k) for k in items) == list(range(1, n + 1)):
+                return [items[str(i)] for i in range(1, n + 1)]
+        return items
+    return value
+
+
 class ScriptEngine:
     """A sandboxed engine plus the script library installed in it."""
 
@@ -209,7 +221,7 @@ class ScriptEngine:
 
         def converted(method: Callable[..., Any]) -> Callable[..., Any]:
             def call(*args: Any) -> Any:
-                return to_lua(method(*[to_py(a) for a in args]))
+                return to_lua(_as_sequences(method(*[to_py(a) for a in args])))
             return call
 
         return tuple(converted(m) for m in methods)
