@@ -45,6 +45,7 @@ SHARED_METHODS: Mapping[str, tuple[str, ...]] = {
 }
 STOP_TOKEN = "\0moonbus:stop"
 _SCALARS = (str, int, float, bool, type(None))
+_SCALAR_TYPES = frozenset(_SCALARS)
 
 
 def _script_env_source() -> str:
@@ -111,6 +112,7 @@ class ScriptEngine:
         )
         engine = self.engine
         self.converter = engine.converter
+        self._table_from = engine.table_from
         self.env = engine.new_env()
         bridge = self._bridge()
         info = engine.table(
@@ -246,8 +248,14 @@ class ScriptEngine:
             return
         try:
             with engine.lock:
-                payload = self.converter.to_lua(event_payload(event))
-                engine.call(self._dispatch, sub_id, payload, limit=self._ctx.settings.handler_timeout)
+                payload = event_payload(event)
+                for value in payload.values():
+                    if type(value) not in _SCALAR_TYPES:
+                        table = self.converter.to_lua(payload)
+                        break
+                else:  # all plain values: one C-level copy
+                    table = self._table_from(payload)
+                engine.call(self._dispatch, sub_id, table, limit=self._ctx.settings.handler_timeout)
         except (ScriptError, TypeError) as exc:
             self._on_handler_error(f"handler for {self.patterns.get(sub_id, '?')!r}", exc)
         finally:
