@@ -22,6 +22,7 @@ makes sure no state is ever touched by two threads at once.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import threading
 from collections.abc import Callable, Mapping
@@ -124,9 +125,11 @@ class ScriptEngine:
             }
         )
         info["sleep"] = engine.sleep_function
+        info["message_handler"] = engine.message_handler
         installer = engine.compile(env_source, "=moonbus", engine.new_env())
         lib = engine.call(installer, self.env, bridge, info, limit=ctx.settings.lifecycle_timeout)[0]
         self._dispatch = lib["dispatch"]
+        self._deliver = lib["deliver"]
         self._forget = lib["forget"]
 
     # ------------------------------------------------------------------ bridge
@@ -164,8 +167,7 @@ class ScriptEngine:
         if self.kind == "main" and self.loading:
             return sub_id  # delivered by the event engine; recorded for off()
         if self.kind == "event":
-            def handler(event: Event, _id: int = sub_id) -> None:
-                self.deliver(_id, event)
+            handler = functools.partial(self.deliver, sub_id)
         else:
             def handler(event: Event, _id: int = sub_id) -> None:
                 self._on_deferred(_id, event)
@@ -244,18 +246,21 @@ class ScriptEngine:
     def deliver(self, sub_id: int, event: Event) -> None:
         """Run one handler now, on the calling thread (event engine delivery)."""
         engine = self.engine
-        if engine.closed:
-            return
         try:
             with engine.lock:
-                payload = event_payload(event)
-                for value in payload.values():
+                if engine.closed:
+                    return
+                data = event.data
+                for value in data.values():
                     if type(value) not in _SCALAR_TYPES:
-                        table = self.converter.to_lua(payload)
+                        table = self.converter.to_lua(data)
                         break
                 else:  # all plain values: one C-level copy
-                    table = self._table_from(payload)
-                engine.call(self._dispatch, sub_id, table, limit=self._ctx.settings.handler_timeout)
+                    table = self._table_from(data)
+                engine.call_protected(
+                    self._deliver, sub_id, table, event.tick, event.seq, event.type,
+                    limit=self._ctx.settings.handler_timeout,
+                )
         except (ScriptError, TypeError) as exc:
             self._on_handler_error(f"handler for {self.patterns.get(sub_id, '?')!r}", exc)
         finally:

@@ -128,6 +128,7 @@ class LuaEngine:
         self._state = int(rt.execute('return string.format("%p", coroutine.running())'), 16)
         api = rt.execute(prelude, self._enter, self._leave, _deny_attribute)
         self._call = api["call"]
+        self.message_handler = api["message_handler"]
         self._compile = api["compile"]
         self._make_env = api["make_env"]
         self._new_task = api["new_task"]
@@ -191,19 +192,29 @@ class LuaEngine:
         Raises ``ScriptTimeout`` (time limit), ``ScriptCancelled`` (aborted
         from outside), ``ScriptMemoryError`` or ``ScriptError`` (with the Lua
         traceback). Nested calls on the same thread share the outer deadline.
-
-        This is the hot path of event delivery: the token is bumped without
-        ``_hook_lock`` (``abort`` compares it only while ``_in_call`` is set,
-        and only this thread writes both), and the lock is taken once at the
-        end, where it must serialise with a concurrent ``abort``.
         """
+        return self._guarded(self._call, func, args, limit)
+
+    def call_protected(self, func: Any, *args: Any, limit: float | None) -> tuple[Any, ...]:
+        """Like ``call`` for a Lua function that runs its own ``xpcall`` with
+        ``message_handler`` and returns ``(ok, ...)`` (saves a trampoline frame on
+        the event-delivery hot path)."""
+        return self._guarded(None, func, args, limit)
+
+    def _guarded(
+        self, invoker: Any, func: Any, args: tuple[Any, ...], limit: float | None
+    ) -> tuple[Any, ...]:
+        # The hot path of event delivery: the token is bumped without
+        # ``_hook_lock`` (``abort`` compares it only while ``_in_call`` is set,
+        # and only this thread writes both), and the lock is taken once at the
+        # end, where it must serialise with a concurrent ``abort``.
         lock = self._lock
         lock.acquire()
         try:
             if self._closed:
                 raise ClosedError(f"Lua engine {self.name!r} is closed")
             if self._depth:
-                return self._nested_call(func, args, limit)
+                return self._nested_call(invoker, func, args, limit)
             self._token = token = self._token + 1
             self._in_call = True
             watchdog = self._watchdog
@@ -213,7 +224,7 @@ class LuaEngine:
             failure: BaseException | None = None
             result: Any = None
             try:
-                result = self._call(func, *args)
+                result = invoker(func, *args) if invoker is not None else func(*args)
             except self._lua.LuaError as exc:  # LuaMemoryError is a subclass
                 failure = exc
             finally:
@@ -237,14 +248,16 @@ class LuaEngine:
         finally:
             lock.release()
 
-    def _nested_call(self, func: Any, args: tuple[Any, ...], limit: float | None) -> tuple[Any, ...]:
+    def _nested_call(
+        self, invoker: Any, func: Any, args: tuple[Any, ...], limit: float | None
+    ) -> tuple[Any, ...]:
         # A Python API called from Lua called back into this engine: same
         # thread, same deadline as the outer call.
         self._depth += 1
         failure: BaseException | None = None
         result: Any = None
         try:
-            result = self._call(func, *args)
+            result = invoker(func, *args) if invoker is not None else func(*args)
         except self._lua.LuaError as exc:
             failure = exc
         finally:
