@@ -17,7 +17,7 @@ from moonbus.cli.run import run_command
 __all__ = ["cli", "main"]
 
 
-@click.group(cls=MoonbusGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group("moonbus", cls=MoonbusGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="moonbus", prog_name="moonbus")
 def cli() -> None:
     """moonbus: event-driven Lua scripts for Python games.

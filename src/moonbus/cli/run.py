@@ -23,7 +23,10 @@ Threads: the command runs on the main thread; see ``session`` for the rest.
 from __future__ import annotations
 
 import json
+import logging
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import quote
@@ -69,6 +72,23 @@ class _EchoSink:
         text = f"[{tick}] {line.script}/{line.engine} {line.level}: {line.msg}"
         with self._lock:
             click.echo(text, err=True)
+
+
+@contextmanager
+def _script_logs_through_sinks() -> Iterator[None]:
+    """During a run, script log lines reach the user through the panel, the
+    echo sink and --log-json only; not a second time through Python's
+    last-resort logging handler (which prints warnings to stderr)."""
+    log = logging.getLogger("moonbus.script")
+    handler = logging.NullHandler()
+    propagate = log.propagate
+    log.addHandler(handler)
+    log.propagate = False
+    try:
+        yield
+    finally:
+        log.removeHandler(handler)
+        log.propagate = propagate
 
 
 def _usage(exc: Exception) -> click.UsageError:
@@ -129,7 +149,8 @@ def run_command(
     log_stream: IO[str] | None = None
     try:
         if log_json is not None:
-            log_stream = open(log_json, "w", encoding="utf-8")  # noqa: SIM115 (closed below)
+            # Line-buffered, so that `tail -f` follows a real-time run.
+            log_stream = open(log_json, "w", encoding="utf-8", buffering=1)  # noqa: SIM115
             session.add_log_sink(_JsonLogSink(log_stream))
         code = _run(session, ticks=ticks, quiet=quiet, summary=summary)
     finally:
@@ -145,7 +166,7 @@ def _run(session: Session, *, ticks: int | None, quiet: bool, summary: Path | No
     if not quiet and not use_panel:
         session.add_log_sink(_EchoSink())
     stop = threading.Event()
-    with stop_on_interrupt(stop):
+    with stop_on_interrupt(stop), _script_logs_through_sinks():
         session.start()
         try:
             if use_panel:

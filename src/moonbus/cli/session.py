@@ -10,10 +10,10 @@ can build on it the same way.
 Two ways to drive it:
 
 * virtual time (``run_virtual``): on the calling thread, tick after tick, as
-  fast as possible. The virtual clock reads ``tick * tick_seconds`` (600 ms of
-  virtual time per tick by default), so a ``poll`` that returns 600 runs once
-  per tick and ``sleep(1200)`` lasts two ticks, whatever the machine's speed.
-  Same scripts, seed and ticks → the same run, event for event.
+  fast as possible. The virtual clock advances 600 ms of virtual time per
+  tick (``tick_seconds``), so a ``poll`` that returns 600 runs once per tick
+  and ``sleep(1200)`` lasts two ticks, whatever the machine's speed. Same
+  scripts, seed and ticks → the same run, event for event.
 * real time (``run_realtime``): a game-loop thread steps the world every
   ``tick_seconds`` of wall time; the runtime's scheduler threads run the
   scripts' main engines; the calling thread only waits (and may refresh a
@@ -70,10 +70,25 @@ class ScriptReport:
 
 
 class VirtualClock:
-    """The time scripts see in virtual mode: set by the session, read by the scheduler."""
+    """The time scripts see in virtual mode: set by the session, read by the scheduler.
 
-    def __init__(self) -> None:
+    Tick ``k`` reads ``k * (tick_seconds + SLACK)``. Without the slack, a
+    script due exactly N ticks later (``now + 0.6`` computed by the host)
+    could land one ulp after the clock's ``N * 0.6`` and run a tick late,
+    because neither 0.6 nor the sums are exact in binary. With one
+    microsecond of slack per tick, a delay of exactly N ticks is always due
+    at tick N, and a delay even 1 ms longer is not (for delays below
+    600,000 ticks).
+    """
+
+    SLACK = 1e-6
+
+    def __init__(self, tick_seconds: float) -> None:
+        self.tick_seconds = tick_seconds
         self.now = 0.0
+
+    def set_tick(self, tick: int) -> None:
+        self.now = tick * (self.tick_seconds + self.SLACK)
 
     def __call__(self) -> float:
         return self.now
@@ -118,7 +133,7 @@ class Session:
         self.seed = seed
         self.virtual = virtual
         self.tick_seconds = tick_seconds
-        self._clock = VirtualClock()
+        self._clock = VirtualClock(tick_seconds)
         clock: Callable[[], float] = self._clock if virtual else time.monotonic
         self.runtime = Runtime(events=events_url, threaded=not virtual, clock=clock,
                                workers=workers)
@@ -163,7 +178,7 @@ class Session:
 
     def advance_virtual(self) -> int:
         """Virtual mode: one tick of the world, then every script slice due by then."""
-        self._clock.now = (self.world.tick + 1) * self.tick_seconds
+        self._clock.set_tick(self.world.tick + 1)
         tick = self.world.step()
         self.runtime.run_due(self._clock.now)
         return tick
