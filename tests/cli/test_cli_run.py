@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -277,3 +278,17 @@ def test_real_time_run(summary_of: Run, lua: Lua) -> None:
     assert entry["status"] == "running"
     assert entry["shared"]["ticks_seen"] == 5
     assert entry["polls"] >= 1
+
+
+def test_live_panel_on_a_terminal(moonbus: Any, lua: Lua,
+                                  monkeypatch: Any) -> None:
+    monkeypatch.setenv("TTY_COMPATIBLE", "1")  # rich: treat the captured stdout as a terminal
+    script = lua("counter.lua", COUNTER)
+    result = moonbus("run", script, "--ticks", "5", "--tick-ms", "0")
+    assert result.exit_code == 0
+    screen = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", result.stdout)
+    assert "Ctrl-C stops the scripts" in screen
+    assert "recent log" in screen
+    assert "counter/main info: start nil" in screen  # log lines go to the panel...
+    assert result.stderr == ""  # ...not to stderr
+    assert "moonbus run: 5 ticks" in screen

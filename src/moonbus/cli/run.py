@@ -124,7 +124,28 @@ def run_command(
     events_db: Path | None,
     quiet: bool,
 ) -> None:
-    """Run SCRIPT... (.lua files or script folders) against the demo world."""
+    """Run SCRIPT... (.lua files or script folders) against the demo world.
+
+    \b
+    Examples:
+      moonbus run examples/mining.lua
+      moonbus run examples/mining.lua --ticks 300 --tick-ms 0 --summary out.json
+      moonbus run examples/chat_monitor.lua examples/mining.lua --option mining:ore=tin
+
+    Scripts are named after their file (mining.lua -> mining; the same file
+    again -> mining#2). --option KEY=VALUE goes to every script, NAME:KEY=VALUE
+    only to that one; values are typed (true/false, numbers, else text) unless
+    the script's manifest gives a default, whose type wins.
+
+    With --tick-ms 0 each tick is 600 ms of virtual time: poll delays and
+    sleep() count in it, and the same scripts, seed and ticks give the same
+    summary. The run ends at --ticks, on Ctrl-C, or when no script is left
+    running; the scripts are then stopped (on_stop runs). In the summary,
+    "running" means the script was still running when the run ended.
+
+    Exit codes: 0 ok, 1 a script failed, 2 bad usage or a script that does
+    not compile (nothing is started).
+    """
     try:
         plans = plan_scripts(scripts, option_texts)
         for path, what in ((summary, "--summary"), (log_json, "--log-json"),
