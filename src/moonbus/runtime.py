@@ -103,6 +103,9 @@ class Runtime:
             tick=self._current_tick,
             apis=self._apis,
         )
+        from moonbus.admin.commands import build_registry
+
+        self.admin = build_registry(self)
         self._closed = False
         if threaded:
             self.scheduler.start(workers)

@@ -22,6 +22,7 @@ makes sure no state is ever touched by two threads at once.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import threading
 from collections.abc import Callable, Mapping
@@ -45,6 +46,7 @@ SHARED_METHODS: Mapping[str, tuple[str, ...]] = {
 }
 STOP_TOKEN = "\0moonbus:stop"
 _SCALARS = (str, int, float, bool, type(None))
+_SCALAR_TYPES = frozenset(_SCALARS)
 
 
 def _script_env_source() -> str:
@@ -59,6 +61,18 @@ def event_payload(event: Event) -> dict[str, Any]:
     payload.setdefault("type", event.type)
     payload.setdefault("seq", event.seq)
     return payload
+
+
+def _as_sequences(value: Any) -> Any:
+    """Shared tables keep string keys; give Lua back sequences where keys are "1".."n"."""
+    if isinstance(value, dict):
+        items = {k: _as_sequences(v) for k, v in value.items()}
+        n = len(items)
+        if n and all(isinstance(k, str) and k.isdigit() for k in items):
+            if sorted(int(k) for k in items) == list(range(1, n + 1)):
+                return [items[str(i)] for i in range(1, n + 1)]
+        return items
+    return value
 
 
 class ScriptEngine:
@@ -99,6 +113,7 @@ class ScriptEngine:
         )
         engine = self.engine
         self.converter = engine.converter
+        self._table_from = engine.table_from
         self.env = engine.new_env()
         bridge = self._bridge()
         info = engine.table(
@@ -110,9 +125,11 @@ class ScriptEngine:
             }
         )
         info["sleep"] = engine.sleep_function
+        info["message_handler"] = engine.message_handler
         installer = engine.compile(env_source, "=moonbus", engine.new_env())
         lib = engine.call(installer, self.env, bridge, info, limit=ctx.settings.lifecycle_timeout)[0]
         self._dispatch = lib["dispatch"]
+        self._deliver = lib["deliver"]
         self._forget = lib["forget"]
 
     # ------------------------------------------------------------------ bridge
@@ -150,8 +167,7 @@ class ScriptEngine:
         if self.kind == "main" and self.loading:
             return sub_id  # delivered by the event engine; recorded for off()
         if self.kind == "event":
-            def handler(event: Event, _id: int = sub_id) -> None:
-                self.deliver(_id, event)
+            handler = functools.partial(self.deliver, sub_id)
         else:
             def handler(event: Event, _id: int = sub_id) -> None:
                 self._on_deferred(_id, event)
@@ -209,7 +225,7 @@ class ScriptEngine:
 
         def converted(method: Callable[..., Any]) -> Callable[..., Any]:
             def call(*args: Any) -> Any:
-                return to_lua(method(*[to_py(a) for a in args]))
+                return to_lua(_as_sequences(method(*[to_py(a) for a in args])))
             return call
 
         return tuple(converted(m) for m in methods)
@@ -230,12 +246,21 @@ class ScriptEngine:
     def deliver(self, sub_id: int, event: Event) -> None:
         """Run one handler now, on the calling thread (event engine delivery)."""
         engine = self.engine
-        if engine.closed:
-            return
         try:
             with engine.lock:
-                payload = self.converter.to_lua(event_payload(event))
-                engine.call(self._dispatch, sub_id, payload, limit=self._ctx.settings.handler_timeout)
+                if engine.closed:
+                    return
+                data = event.data
+                for value in data.values():
+                    if type(value) not in _SCALAR_TYPES:
+                        table = self.converter.to_lua(data)
+                        break
+                else:  # all plain values: one C-level copy
+                    table = self._table_from(data)
+                engine.call_protected(
+                    self._deliver, sub_id, table, event.tick, event.seq, event.type,
+                    limit=self._ctx.settings.handler_timeout,
+                )
         except (ScriptError, TypeError) as exc:
             self._on_handler_error(f"handler for {self.patterns.get(sub_id, '?')!r}", exc)
         finally:

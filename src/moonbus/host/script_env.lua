@@ -100,7 +100,8 @@ end
 
 env.events = library("events", events)
 
--- Called by the host (through the sandbox's guarded call) to run one handler.
+-- Called by the host (through the sandbox's guarded call) to run one handler
+-- as a coroutine task (main engine, deferred delivery).
 local function dispatch(id, event)
   local h = handlers[id]
   if h == nil then
@@ -111,6 +112,30 @@ local function dispatch(id, event)
   end
   h.fn(event)
   return true
+end
+
+-- Event-engine hot path, called directly by the host (no trampoline): fills
+-- in tick/type/seq unless the data has them, runs the handler under xpcall
+-- and returns (ok, traceback) like the sandbox's guarded call.
+local message_handler = info.message_handler
+local function deliver(id, event, tick, seq, event_type)
+  local h = handlers[id]
+  if h == nil then
+    return true
+  end
+  if h.once then
+    handlers[id] = nil
+  end
+  if event.tick == nil then
+    event.tick = tick
+  end
+  if event.type == nil then
+    event.type = event_type
+  end
+  if event.seq == nil then
+    event.seq = seq
+  end
+  return xpcall(h.fn, message_handler, event)
 end
 
 -- Called by the host when a once-handler fired in the other engine, or when
@@ -274,4 +299,4 @@ for name, value in pairs(py.apis()) do
   env[name] = value
 end
 
-return { dispatch = dispatch, forget = forget }
+return { dispatch = dispatch, deliver = deliver, forget = forget }

@@ -314,6 +314,7 @@ end
 return {
   make_env = make_env,
   call = call,
+  message_handler = message_handler,
   compile = compile,
   new_task = new_task,
   drop_task = drop_task,

@@ -6,6 +6,6 @@ determinism, ``moonbus.world.api`` for what scripts can call.
 
 from moonbus.world.events import EVENT_TYPES
 from moonbus.world.items import Item
-from moonbus.world.world import World
+from moonbus.world.world import World, WorldApis
 
-__all__ = ["EVENT_TYPES", "Item", "World"]
+__all__ = ["EVENT_TYPES", "Item", "World", "WorldApis"]

@@ -31,18 +31,30 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypedDict, TypeVar
 
 from moonbus.errors import ConfigError
 from moonbus.world import api, tick
 from moonbus.world.content import SKILLS
 from moonbus.world.state import PendingEvent, WorldState
 
-__all__ = ["World"]
+__all__ = ["World", "WorldApis"]
 
 T = TypeVar("T")
 
 EmitFn = Callable[..., Any]
+
+
+class WorldApis(TypedDict):
+    """The Lua globals of the demo world (a plain dict at run time)."""
+
+    players: api.Players
+    npcs: api.Npcs
+    game_objects: api.GameObjects
+    inventory: api.Inventory
+    skills: api.Skills
+    chat: api.Chat
+    bank: api.Bank
 
 
 class World:
@@ -94,8 +106,11 @@ class World:
         self._drain()
         return result
 
-    def apis(self) -> dict[str, object]:
-        """The Lua globals to register, by name. Each call builds fresh API objects."""
+    def apis(self) -> WorldApis:
+        """The Lua globals to register, by name. Each call builds fresh API objects.
+
+        ``for name, obj in world.apis().items(): runtime.register_api(name, obj)``
+        """
         return {
             "players": api.Players(self),
             "npcs": api.Npcs(self),
