@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import click
 
+from moonbus.cli.admin_cmd import admin_command
 from moonbus.cli.check import check_command
+from moonbus.cli.events_cmd import events_command
 from moonbus.cli.group import MoonbusGroup
 from moonbus.cli.run import run_command
 
@@ -28,6 +30,8 @@ def cli() -> None:
 
 cli.add_command(run_command)
 cli.add_command(check_command)
+cli.add_command(admin_command)
+cli.add_command(events_command)
 
 
 def main() -> None:
