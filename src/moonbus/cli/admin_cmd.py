@@ -74,12 +74,12 @@ def _run_local(events_db: Path, line: str) -> None:
 
 
 def _run_remote(host: str, port: int, password: str | None, line: str, timeout: float) -> None:
-    from moonbus.admin.rcon_client import RconClient
-
     if not password:
         raise click.UsageError(
             "an RCON password is required (--password or MOONBUS_RCON_PASSWORD)"
         )
+    from moonbus.admin.rcon_client import RconClient
+
     try:
         with RconClient(host, port, password, timeout=timeout) as client:
             answer = client.command(line)
