@@ -4,10 +4,10 @@ Foreign errors (lupa, redis, sqlite3, socket) are translated at the boundary
 with ``raise ... from exc`` so that callers only ever need to catch these::
 
     MoonbusError
-    ├── ClosedError                      the object was closed by its owner ("you closed it")
+    ├── ClosedError                      closed by its owner ("you closed it")
     ├── ConfigError (ValueError)         a bad URL, option or setting value
     ├── BusError
-    │   └── HandlerError                 a Python handler raised (collected, never propagated by emit)
+    │   └── HandlerError                 a Python handler raised (logged; never raised by emit)
     ├── SharedError
     │   ├── SharedTypeError (TypeError)  a key used with another kind; names key and both kinds
     │   ├── SharedValueError (ValueError) overflow, size limit, depth limit, cycles, bad value

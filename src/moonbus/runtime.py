@@ -29,7 +29,7 @@ from typing import Any
 
 from moonbus.bus import Bus, Event
 from moonbus.errors import ConfigError
-from moonbus.host.context import HostSettings, LogSink, ScriptContext
+from moonbus.host.context import HostSettings, ScriptContext
 from moonbus.host.scheduler import ScriptScheduler
 from moonbus.host.script import ScriptHost
 from moonbus.host.source import load_source, merge_options

@@ -95,7 +95,7 @@ def test_settings_show_and_set_live(rt: Runtime) -> None:
     assert rt.store_settings.retention_ticks == 600
     with pytest.raises(AdminError, match="unknown setting 'colour'"):
         rt.admin.run("settings.set colour red")
-    with pytest.raises(AdminError, match="must be a int, got 'lots'|must be a float"):
+    with pytest.raises(AdminError, match=r"must be a int, got 'lots'"):
         rt.admin.run("settings.set max_poll_failures lots")
 
 

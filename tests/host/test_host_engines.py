@@ -131,7 +131,9 @@ def test_sleep_wakes_at_once_when_stopped(threaded, tmp_path):
     path = tmp_path / "sleeper.lua"
     path.write_text(
         """
-        function poll() shared:bool("sleeping"):set(true); sleep(60000); shared:bool("woke"):set(true) end
+        function poll()
+          shared:bool("sleeping"):set(true); sleep(60000); shared:bool("woke"):set(true)
+        end
         function on_stop() shared:bool("stopped"):set(true) end
         """
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 from conftest import Recorder
@@ -80,11 +81,11 @@ def test_bookkeeping_matches_the_events(seed: int, program: list[tuple[str, int]
         assert ups == list(range(start + 1, value["level"] + 1))
     # Combat: every start has one end, in order, and nothing overlaps.
     fights = [e.type for e in recorder.events if e.type.startswith("combat_")]
-    assert all(a != b for a, b in zip(fights, fights[1:], strict=False))
+    assert all(a != b for a, b in itertools.pairwise(fights))
     assert not fights or fights[0] == "combat_started"
     assert (len(fights) % 2 == 1) == snap["player"]["is_in_combat"]
     # Bank: opened and closed alternate, and the last one says whether it is open.
     bank = [e.type for e in recorder.events if e.type.startswith("bank_")]
-    assert all(a != b for a, b in zip(bank, bank[1:], strict=False))
+    assert all(a != b for a, b in itertools.pairwise(bank))
     assert (bank[-1:] == ["bank_opened"]) == snap["bank"]["open"]
     assert 0 < snap["player"]["health"] <= snap["player"]["max_health"]

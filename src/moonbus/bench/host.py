@@ -103,7 +103,8 @@ def _latency_p99_us(directory: Path, n: int, rate: float) -> tuple[float, float]
     probe = _Probe()
     with Runtime(threaded=False, clock=lambda: 0.0) as rt:
         rt.register_api("probe", probe)
-        host = rt.load(_script(directory, "latency", 'events:on("ping", function(e) probe:mark() end)'))
+        script = _script(directory, "latency", 'events:on("ping", function() probe:mark() end)')
+        host = rt.load(script)
         host.start()
         starts: list[float] = []
         interval = 1.0 / rate
@@ -154,7 +155,8 @@ def _naive_increment_ns(n: int) -> float:
     rt = lua.LuaRuntime()
     counter = _NaiveCounter()
     loop = rt.eval(
-        f"function(c) local t = os.clock() for i = 1, {n} do c:increment() end return os.clock() - t end"
+        f"function(c) local t = os.clock() for i = 1, {n} do c:increment() end"
+        " return os.clock() - t end"
     )
     elapsed = loop(counter)
     if counter.value != n:
@@ -216,7 +218,8 @@ def run(quick: bool) -> list[BenchRow]:
                 peer="queue.Queue + thread + dict payload", theirs=glue, unit="events/s",
                 higher_is_better=True, min_ratio=2.5,
                 target=">= 200k events/s, >= 2.5x glue",
-                note="ours commits every event (seq, log) and runs a sandboxed, time-limited handler",
+                note="ours commits every event (seq, log) and runs a sandboxed, "
+                "time-limited handler",
             )
         ]
         p99, p50 = _latency_p99_us(directory, 2_000 if quick else 10_000, 10_000.0)

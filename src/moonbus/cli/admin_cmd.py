@@ -12,7 +12,6 @@ on stderr); 2 bad usage, wrong password or unreachable server.
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 

@@ -68,9 +68,9 @@ def _as_sequences(value: Any) -> Any:
     if isinstance(value, dict):
         items = {k: _as_sequences(v) for k, v in value.items()}
         n = len(items)
-        if n and all(isinstance(k, str) and k.isdigit() for k in items):
-            if sorted(int(k) for k in items) == list(range(1, n + 1)):
-                return [items[str(i)] for i in range(1, n + 1)]
+        numbered = n and all(isinstance(k, str) and k.isdigit() for k in items)
+        if numbered and sorted(int(k) for k in items) == list(range(1, n + 1)):
+            return [items[str(i)] for i in range(1, n + 1)]
         return items
     return value
 
@@ -127,7 +127,8 @@ class ScriptEngine:
         info["sleep"] = engine.sleep_function
         info["message_handler"] = engine.message_handler
         installer = engine.compile(env_source, "=moonbus", engine.new_env())
-        lib = engine.call(installer, self.env, bridge, info, limit=ctx.settings.lifecycle_timeout)[0]
+        limit = ctx.settings.lifecycle_timeout
+        lib = engine.call(installer, self.env, bridge, info, limit=limit)[0]
         self._dispatch = lib["dispatch"]
         self._deliver = lib["deliver"]
         self._forget = lib["forget"]
@@ -166,11 +167,8 @@ class ScriptEngine:
         self.patterns[sub_id] = pattern
         if self.kind == "main" and self.loading:
             return sub_id  # delivered by the event engine; recorded for off()
-        if self.kind == "event":
-            handler = functools.partial(self.deliver, sub_id)
-        else:
-            def handler(event: Event, _id: int = sub_id) -> None:
-                self._on_deferred(_id, event)
+        target = self.deliver if self.kind == "event" else self._on_deferred
+        handler = functools.partial(target, sub_id)
         owner = f"{self.script_name}:{self.kind}"
         bus = self._bus
         sub = (bus.once if once else bus.on)(pattern, handler, owner=owner)

@@ -429,7 +429,9 @@ class ScriptHost:
             if self._consecutive_failures >= settings.max_poll_failures:
                 self._record_error(
                     "host",
-                    ScriptError(f"{self._consecutive_failures} consecutive poll failures: stopping"),
+                    ScriptError(
+                        f"{self._consecutive_failures} consecutive poll failures: stopping"
+                    ),
                 )
                 self._failing = True
                 self._stop_requested = True

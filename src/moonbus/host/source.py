@@ -66,13 +66,16 @@ def _read_text(path: Path) -> str:
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise ConfigError(f"cannot read script {path}: {exc.strerror or exc}") from exc
+        reason = exc.strerror or exc
+        raise ConfigError(f"cannot read script {path}: {reason}") from exc
     if len(data) > MAX_SOURCE_BYTES:
         raise ConfigError(f"script {path} is larger than {MAX_SOURCE_BYTES} bytes")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"script {path} is not UTF-8 text (byte {exc.start})") from exc
+        raise ConfigError(
+            f"script {path} is not UTF-8 text (byte {exc.start})"
+        ) from exc
 
 
 def load_source(path: str | Path, *, text: str | None = None) -> ScriptSource:
@@ -132,13 +135,17 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
             return float(value)
     except ValueError:
         raise ConfigError(
-            f"option {key}={value!r}: expected {type(default).__name__} like the default {default!r}"
+            f"option {key}={value!r}: expected {type(default).__name__} "
+            f"like the default {default!r}"
         ) from None
     return value
 
 
 def merge_options(defaults: Mapping[str, Any], user: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Manifest defaults overridden by the user's options (strings coerced to the default's type)."""
+    """Manifest defaults overridden by the user's options.
+
+    String values are coerced to the type of the manifest default, when there is one.
+    """
     merged = dict(defaults)
     for key, value in (user or {}).items():
         if not isinstance(key, str) or not key:

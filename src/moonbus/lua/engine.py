@@ -243,7 +243,7 @@ class LuaEngine:
                 if result is True:
                     return ()
                 if type(result) is tuple and result[0] is True:
-                    return result[1:]  # type: ignore[no-any-return]
+                    return result[1:]
             return self._outcome(result, failure, reason, limit)
         finally:
             lock.release()
@@ -279,7 +279,9 @@ class LuaEngine:
         else:
             text = str(failure)
         if reason == "timeout":
-            message = f"time limit of {limit * 1000:.0f} ms exceeded" if limit else "time limit exceeded"
+            message = (
+                f"time limit of {limit * 1000:.0f} ms exceeded" if limit else "time limit exceeded"
+            )
             raise ScriptTimeout(f"{self.name}: {message}", traceback=text)
         if reason is not None:
             raise ScriptCancelled(f"{self.name}: cancelled", traceback=text)
