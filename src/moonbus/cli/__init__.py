@@ -11,6 +11,7 @@ from __future__ import annotations
 import click
 
 from moonbus.cli.admin_cmd import admin_command
+from moonbus.cli.bench_cmd import bench_command
 from moonbus.cli.check import check_command
 from moonbus.cli.events_cmd import events_command
 from moonbus.cli.group import MoonbusGroup
@@ -32,6 +33,7 @@ cli.add_command(run_command)
 cli.add_command(check_command)
 cli.add_command(admin_command)
 cli.add_command(events_command)
+cli.add_command(bench_command)
 
 
 def main() -> None:
