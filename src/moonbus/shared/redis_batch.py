@@ -1,0 +1,316 @@
+"""One connection, many threads: batch concurrent commands into one round trip.
+
+Every Redis operation of the shared store is *one* command (a single read such
+as ``HMGET``, or one ``EVALSHA`` of a server-side script), so each is atomic on
+the server by itself. ``CommandBatcher`` only decides how commands travel:
+
+- A calling thread appends its ``Op`` to a queue. If no thread is talking to
+  Redis, the caller becomes the *leader*: it takes the whole queue, writes all
+  commands in one ``send`` and reads the replies in order (a pipeline without
+  MULTI). Threads that arrive meanwhile wait on a condition; when the leader is
+  done it wakes them, and one of those whose op is still queued becomes the
+  next leader and sends everything that piled up. With one thread this is a
+  plain request/reply; with N threads a round trip carries up to N commands.
+- No dedicated thread, no sleep-polling; the connection is used only by the
+  current leader, so it needs no lock of its own.
+
+Faults (the link reports them as ``LinkDown`` or ``LinkLost``):
+
+- ``LinkDown`` - the link could not be made ready; *nothing was sent*. Every
+  op is retried with exponential backoff until ``retry_timeout`` has passed,
+  then fails with ``SharedBackendError`` naming the URL.
+- ``LinkLost`` - the connection broke after commands were sent. An op whose
+  reply was not read may or may not have been applied: ops marked
+  ``retry_safe`` (reads) are retried like above; every other op (any write)
+  fails at once with ``SharedBackendError`` saying the outcome is unknown. An
+  increment is therefore never applied twice, and never reported as done when
+  it was not.
+- ``NOSCRIPT`` (the server restarted and lost its script cache) and
+  ``LOADING`` replies mean the command was *not* executed: the script is
+  loaded again (``SCRIPT LOAD``) and the op re-sent, whatever its kind.
+
+The link reconnects by itself on the next batch. This module imports no Redis
+client: ``redis_backend.RedisLink`` adapts redis-py to the ``Link`` protocol,
+and the tests drive the batcher with a scripted fake link.
+
+Thread safety: ``run`` may be called from any number of threads; ``close``
+from any thread, once the owner is done (late ``run`` calls raise
+``ClosedError``; a leader sleeping in backoff wakes up and fails its batch).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from moonbus.errors import ClosedError, SharedBackendError
+
+__all__ = [
+    "BatchStatistics",
+    "CommandBatcher",
+    "Link",
+    "LinkDown",
+    "LinkLost",
+    "Op",
+    "ReplyError",
+    "ScriptRef",
+    "pack",
+]
+
+MAX_BATCH = 256
+
+# Error replies meaning the command was refused before it ran (safe to resend).
+_NOT_EXECUTED = frozenset({"LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN"})
+
+
+@dataclass(frozen=True, slots=True)
+class BatchStatistics:
+    """Counters of one batcher: round trips (``batches``) and commands (``ops``)."""
+
+    batches: int
+    ops: int
+
+
+def pack(*args: bytes) -> bytes:
+    """One command in the Redis protocol (RESP) as bytes."""
+    parts = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        parts.append(b"$%d\r\n%s\r\n" % (len(arg), arg))
+    return b"".join(parts)
+
+
+class LinkDown(Exception):
+    """The link is not usable and nothing of the current batch was sent."""
+
+
+class LinkLost(Exception):
+    """The connection broke after sending; unread replies are unknown."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyError:
+    """An error reply. ``code`` is its first word (``NOSCRIPT``, ``LOADING``,
+    ``MOONBUS`` for our scripts' own errors, ``ERR``...)."""
+
+    code: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class ScriptRef:
+    """A server-side script: its SHA1 (hex, as bytes) and its source."""
+
+    sha: bytes
+    source: bytes
+
+
+class Link(Protocol):
+    """The connection the batcher drives (only the leader calls it)."""
+
+    url: str
+
+    def ensure_ready(self) -> None:
+        """Connect if needed and check the connection is alive and idle;
+        raise ``LinkDown`` when that fails (nothing sent)."""
+
+    def send(self, payload: bytes) -> None:
+        """Write commands; raise ``LinkLost`` on failure (some may have been sent)."""
+
+    def read(self) -> Any:
+        """Read one reply; error replies are returned as ``ReplyError``;
+        raise ``LinkLost`` when the connection breaks."""
+
+    def close(self) -> None: ...
+
+
+class Op:
+    """One command and, once ``done``, its ``reply`` (or ``error``)."""
+
+    __slots__ = ("done", "error", "payload", "reply", "retry_safe", "script")
+
+    def __init__(self, payload: bytes, *, script: ScriptRef | None, retry_safe: bool) -> None:
+        self.payload = payload
+        self.script = script
+        self.retry_safe = retry_safe
+        self.done = False
+        self.reply: Any = None
+        self.error: Exception | None = None
+
+    def finish(self, reply: Any = None, error: Exception | None = None) -> None:
+        self.reply = reply
+        self.error = error
+        self.done = True
+
+
+class CommandBatcher:
+    """Sends ops over one ``Link``, batching those issued at the same time."""
+
+    def __init__(
+        self,
+        link: Link,
+        *,
+        retry_timeout: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not retry_timeout >= 0:
+            raise ValueError(f"retry_timeout must be >= 0, got {retry_timeout!r}")
+        self._link = link
+        self._retry_timeout = retry_timeout
+        self._clock = clock
+        self._cond = threading.Condition(threading.Lock())
+        self._queue: list[Op] = []
+        self._leader = False
+        self._closed = False
+        self._closing = threading.Event()  # wakes a leader sleeping in backoff
+        self._batches = 0  # written by the leader only
+        self._ops = 0
+
+    def run(self, op: Op) -> Any:
+        """Send ``op`` (maybe with others) and return its reply; raises its error."""
+        with self._cond:
+            if self._closed:
+                raise ClosedError("the shared store is closed")
+            self._queue.append(op)
+        while True:
+            with self._cond:
+                while self._leader and not op.done:
+                    self._cond.wait()
+                if op.done:
+                    break
+                # The queue is FIFO: op is in it, and is sent by this or a later batch.
+                self._leader = True
+                batch = self._queue[:MAX_BATCH]
+                del self._queue[:MAX_BATCH]
+            self._lead(batch)
+        if op.error is not None:
+            raise op.error
+        return op.reply
+
+    def _lead(self, batch: list[Op]) -> None:
+        try:
+            self._flush(batch)
+        except BaseException as exc:
+            # Never leave an op unfinished: its thread would wait for nothing.
+            for op in batch:
+                if not op.done:
+                    op.finish(error=SharedBackendError(f"shared store batch failed: {exc!r}"))
+            raise
+        finally:
+            with self._cond:
+                self._leader = False
+                closed = self._closed
+                self._cond.notify_all()
+            if closed:
+                self._link.close()
+
+    def statistics(self) -> BatchStatistics:
+        """Round trips made and ops sent so far (``ops / batches`` is the mean batch)."""
+        return BatchStatistics(batches=self._batches, ops=self._ops)
+
+    def close(self) -> None:
+        """Refuse new ops, fail queued ones, and close the link (after the
+        current leader, if any, has finished)."""
+        with self._cond:
+            if self._closed:
+                return
+            self._closed = True
+            self._closing.set()
+            for op in self._queue:
+                op.finish(error=ClosedError("the shared store is closed"))
+            self._queue.clear()
+            self._cond.notify_all()
+            leader_active = self._leader
+        if not leader_active:
+            self._link.close()
+
+    # -- the leader's work --------------------------------------------------
+
+    def _flush(self, batch: list[Op]) -> None:
+        self._batches += 1
+        self._ops += len(batch)
+        pending = batch
+        deadline: float | None = None
+        attempt = 0
+        while pending:
+            if self._closing.is_set():
+                for op in pending:
+                    op.finish(error=ClosedError("the shared store is closed"))
+                return
+            try:
+                self._link.ensure_ready()
+                retry, problem = self._exchange(pending)
+            except LinkDown as exc:
+                retry, problem = pending, f"cannot reach Redis at {self._link.url}: {exc}"
+            if not retry:
+                return
+            now = self._clock()
+            if deadline is None:
+                deadline = now + self._retry_timeout
+            if now >= deadline:
+                for op in retry:
+                    op.finish(error=SharedBackendError(f"{problem} (gave up after retrying)"))
+                return
+            delay = min(0.005 * 2**attempt, 0.25, deadline - now)
+            attempt += 1
+            self._closing.wait(delay)
+            pending = retry
+
+    def _exchange(self, pending: Sequence[Op], *, reloaded: bool = False) -> tuple[list[Op], str]:
+        """One round trip. Returns the ops to retry and why."""
+        lost = f"lost the connection to Redis at {self._link.url}"
+        try:
+            self._link.send(b"".join(op.payload for op in pending))
+        except LinkLost as exc:
+            return self._after_loss(list(pending), exc), f"{lost}: {exc}"
+        retry: list[Op] = []
+        reload: list[Op] = []
+        why = ""
+        for index, op in enumerate(pending):
+            try:
+                reply = self._link.read()
+            except LinkLost as exc:
+                retry += self._after_loss(list(pending[index:]), exc)
+                return retry + reload, f"{lost}: {exc}"
+            if type(reply) is ReplyError:
+                if reply.code == "NOSCRIPT" and op.script is not None and not reloaded:
+                    reload.append(op)
+                    continue
+                if reply.code in _NOT_EXECUTED:
+                    why = f"Redis at {self._link.url} is not ready: {reply.message}"
+                    retry.append(op)
+                    continue
+            op.finish(reply)
+        if not reload:
+            return retry, why
+        # A NOSCRIPT op was not run, so sending it again cannot apply it twice.
+        try:
+            self._load_scripts({op.script.sha: op.script for op in reload if op.script})
+        except LinkLost as exc:
+            return retry + reload, f"{lost}: {exc}"
+        again, why_again = self._exchange(reload, reloaded=True)
+        return retry + again, why_again or why
+
+    def _load_scripts(self, scripts: dict[bytes, ScriptRef]) -> None:
+        self._link.send(b"".join(pack(b"SCRIPT", b"LOAD", s.source) for s in scripts.values()))
+        for script in scripts.values():
+            reply = self._link.read()
+            if type(reply) is ReplyError:
+                raise LinkLost(f"SCRIPT LOAD of {script.sha.decode()} failed: {reply.message}")
+
+    def _after_loss(self, unanswered: list[Op], exc: LinkLost) -> list[Op]:
+        """Fail the writes whose outcome is unknown; return the reads to retry."""
+        retry = []
+        for op in unanswered:
+            if op.retry_safe:
+                retry.append(op)
+            else:
+                op.finish(
+                    error=SharedBackendError(
+                        f"lost the connection to Redis at {self._link.url} after sending a "
+                        f"write; it may or may not have been applied and is not retried ({exc})"
+                    )
+                )
+        return retry
