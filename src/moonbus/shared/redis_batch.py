@@ -58,9 +58,11 @@ __all__ = [
     "ReplyError",
     "ScriptRef",
     "pack",
+    "pack_args",
 ]
 
 MAX_BATCH = 256
+MAX_ROUNDS = 8  # batches one leader sends in a row before handing over
 
 # Error replies meaning the command was refused before it ran (safe to resend).
 _NOT_EXECUTED = frozenset({"LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN"})
@@ -76,10 +78,12 @@ class BatchStatistics:
 
 def pack(*args: bytes) -> bytes:
     """One command in the Redis protocol (RESP) as bytes."""
-    parts = [b"*%d\r\n" % len(args)]
-    for arg in args:
-        parts.append(b"$%d\r\n%s\r\n" % (len(arg), arg))
-    return b"".join(parts)
+    return b"*%d\r\n%s" % (len(args), pack_args(args))
+
+
+def pack_args(args: Sequence[bytes]) -> bytes:
+    """The arguments part of a RESP command (after its ``*<count>`` line)."""
+    return b"".join([b"$%d\r\n%s\r\n" % (len(arg), arg) for arg in args])
 
 
 class LinkDown(Exception):
@@ -127,9 +131,13 @@ class Link(Protocol):
 
 
 class Op:
-    """One command and, once ``done``, its ``reply`` (or ``error``)."""
+    """One command and, once ``done``, its ``reply`` (or ``error``).
 
-    __slots__ = ("done", "error", "payload", "reply", "retry_safe", "script")
+    A caller that has to wait blocks on its own ``waiter`` lock, released by the
+    leader when the op is done or when the caller is ``promoted`` to leader.
+    """
+
+    __slots__ = ("done", "error", "payload", "promoted", "reply", "retry_safe", "script", "waiter")
 
     def __init__(self, payload: bytes, *, script: ScriptRef | None, retry_safe: bool) -> None:
         self.payload = payload
@@ -138,6 +146,8 @@ class Op:
         self.done = False
         self.reply: Any = None
         self.error: Exception | None = None
+        self.waiter: threading.Lock | None = None
+        self.promoted = False
 
     def finish(self, reply: Any = None, error: Exception | None = None) -> None:
         self.reply = reply
@@ -146,7 +156,15 @@ class Op:
 
 
 class CommandBatcher:
-    """Sends ops over one ``Link``, batching those issued at the same time."""
+    """Sends ops over one ``Link``, batching those issued at the same time.
+
+    Invariant (under ``_mutex``): the queue is empty whenever no leader is
+    active, because a leader that finishes with a non-empty queue promotes the
+    thread of the first queued op. Waiters are woken one by one (their op is
+    done, or they are the next leader), never all at once. A promoted leader
+    takes the queue only when it runs, so the callers woken just before it
+    have had a chance to queue their next op into its batch.
+    """
 
     def __init__(
         self,
@@ -160,7 +178,7 @@ class CommandBatcher:
         self._link = link
         self._retry_timeout = retry_timeout
         self._clock = clock
-        self._cond = threading.Condition(threading.Lock())
+        self._mutex = threading.Lock()
         self._queue: list[Op] = []
         self._leader = False
         self._closed = False
@@ -170,41 +188,74 @@ class CommandBatcher:
 
     def run(self, op: Op) -> Any:
         """Send ``op`` (maybe with others) and return its reply; raises its error."""
-        with self._cond:
+        with self._mutex:
             if self._closed:
                 raise ClosedError("the shared store is closed")
-            self._queue.append(op)
-        while True:
-            with self._cond:
-                while self._leader and not op.done:
-                    self._cond.wait()
-                if op.done:
-                    break
-                # The queue is FIFO: op is in it, and is sent by this or a later batch.
+            if self._leader:
+                waiter = op.waiter = threading.Lock()
+                waiter.acquire()
+                self._queue.append(op)
+                batch = None
+            else:
                 self._leader = True
-                batch = self._queue[:MAX_BATCH]
-                del self._queue[:MAX_BATCH]
+                batch = [op]
+        if batch is None:
+            op.waiter.acquire()  # type: ignore[union-attr]  # set above
+            if not op.done:  # promoted: op is first in the queue (FIFO, we lead)
+                with self._mutex:
+                    batch = self._queue[:MAX_BATCH]
+                    del self._queue[:MAX_BATCH]
+        if batch is not None:
             self._lead(batch)
         if op.error is not None:
             raise op.error
         return op.reply
 
     def _lead(self, batch: list[Op]) -> None:
-        try:
-            self._flush(batch)
-        except BaseException as exc:
-            # Never leave an op unfinished: its thread would wait for nothing.
-            for op in batch:
-                if not op.done:
-                    op.finish(error=SharedBackendError(f"shared store batch failed: {exc!r}"))
-            raise
-        finally:
-            with self._cond:
+        """Send batches until the queue is empty or ``MAX_ROUNDS`` were sent,
+        waking each batch's callers, then pass leadership on."""
+        rounds = 0
+        next_batch: list[Op] | None = batch
+        while next_batch is not None:
+            batch = next_batch
+            next_batch = None
+            rounds += 1
+            try:
+                self._flush(batch)
+            except BaseException as exc:
+                # Never leave an op unfinished: its thread would wait for nothing.
+                for op in batch:
+                    if not op.done:
+                        op.finish(error=SharedBackendError(f"shared store batch failed: {exc!r}"))
+                rounds = MAX_ROUNDS  # hand over below, then let the error propagate
+                raise
+            finally:
+                next_batch = self._after_round(batch, keep_leading=rounds < MAX_ROUNDS)
+
+    def _after_round(self, batch: list[Op], *, keep_leading: bool) -> list[Op] | None:
+        """Wake the callers of ``batch``; return the next batch to send, or
+        promote a successor (or step down) and return None."""
+        successor: Op | None = None
+        next_batch: list[Op] | None = None
+        with self._mutex:
+            closed = self._closed
+            if not self._queue or closed:
                 self._leader = False
-                closed = self._closed
-                self._cond.notify_all()
-            if closed:
-                self._link.close()
+            elif keep_leading:
+                # Staying leader saves a thread hand-over on the critical path.
+                next_batch = self._queue[:MAX_BATCH]
+                del self._queue[:MAX_BATCH]
+            else:
+                successor = self._queue[0]
+                successor.promoted = True
+        for op in batch:
+            if op.waiter is not None and not op.promoted:
+                op.waiter.release()
+        if successor is not None:
+            successor.waiter.release()  # type: ignore[union-attr]
+        if closed:
+            self._link.close()
+        return next_batch
 
     def statistics(self) -> BatchStatistics:
         """Round trips made and ops sent so far (``ops / batches`` is the mean batch)."""
@@ -213,16 +264,16 @@ class CommandBatcher:
     def close(self) -> None:
         """Refuse new ops, fail queued ones, and close the link (after the
         current leader, if any, has finished)."""
-        with self._cond:
+        with self._mutex:
             if self._closed:
                 return
             self._closed = True
             self._closing.set()
-            for op in self._queue:
-                op.finish(error=ClosedError("the shared store is closed"))
-            self._queue.clear()
-            self._cond.notify_all()
+            queued, self._queue = self._queue, []
             leader_active = self._leader
+        for op in queued:
+            op.finish(error=ClosedError("the shared store is closed"))
+            op.waiter.release()  # type: ignore[union-attr]
         if not leader_active:
             self._link.close()
 

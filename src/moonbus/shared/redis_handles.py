@@ -20,7 +20,7 @@ from typing import Any, NoReturn
 
 from moonbus.errors import SharedBackendError, SharedTypeError, SharedValueError
 from moonbus.shared.handles import SharedBool, SharedFloat, SharedInt, SharedString, SharedTable
-from moonbus.shared.redis_batch import CommandBatcher, Op, ReplyError, ScriptRef, pack
+from moonbus.shared.redis_batch import CommandBatcher, Op, ReplyError, ScriptRef, pack, pack_args
 from moonbus.shared.redis_scripts import (
     decode_field,
     encode_field,
@@ -69,7 +69,7 @@ class RedisContext:
 class RedisHandle:
     """Base of every Redis handle: its keys, and how it talks to Redis."""
 
-    __slots__ = ("_ctx", "_index", "_key", "_name_bytes", "name")
+    __slots__ = ("_ctx", "_heads", "_index", "_key", "_name_bytes", "name")
     kind: Kind
 
     def __init__(self, name: str, ctx: RedisContext, namespace: str) -> None:
@@ -78,10 +78,16 @@ class RedisHandle:
         self._key = value_key(ctx.prefix, namespace, name)
         self._index = index_key(ctx.prefix, namespace)
         self._name_bytes = name.encode("utf-8")
+        self._heads: dict[str, bytes] = {}
 
     def _script(self, script: str, *argv: bytes, retry_safe: bool = False) -> Any:
         ref = self._ctx.scripts[script]
-        payload = pack(b"EVALSHA", ref.sha, b"2", self._key, self._index, self._name_bytes, *argv)
+        head = self._heads.get(script)
+        if head is None:
+            # The part of the EVALSHA command that never changes for this handle.
+            head = pack(b"EVALSHA", ref.sha, b"2", self._key, self._index, self._name_bytes)
+            head = self._heads[script] = head[head.index(b"\r\n") + 2 :]
+        payload = b"*%d\r\n%s%s" % (6 + len(argv), head, pack_args(argv))
         return self._ctx.batcher.run(Op(payload, script=ref, retry_safe=retry_safe))
 
     def _read(self, *command: bytes) -> Any:
