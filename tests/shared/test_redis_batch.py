@@ -61,7 +61,7 @@ class FakeLink:
         self.send_delay = 0.0
         self.broken = False
 
-    def ensure_ready(self) -> None:
+    def ensure_ready(self, busy: bool) -> None:
         if self.down:
             self.down -= 1
             raise LinkDown("connection refused")

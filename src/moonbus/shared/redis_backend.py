@@ -26,6 +26,7 @@ Thread safety: every method may be called from any thread (see
 from __future__ import annotations
 
 import select
+import time
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -63,6 +64,7 @@ __all__ = ["RedisBackend", "RedisLink", "public_url"]
 
 _CONNECT_TIMEOUT = 2.0
 _SOCKET_TIMEOUT = 5.0
+_IDLE_CHECK = 0.005  # seconds without a reply after which the link is polled
 
 
 def public_url(url: str) -> str:
@@ -89,17 +91,22 @@ class RedisLink:
         self._conn: Any = None
         self._poller = select.poll()
         self._polled: object = None
+        self._last_reply = 0.0
 
-    def ensure_ready(self) -> None:
+    def ensure_ready(self, busy: bool) -> None:
         try:
             if self._conn is None:
                 self._conn = self._pool.get_connection()  # connects
             conn = self._conn
             conn.connect()  # no-op while connected
-            if self._readable(conn):
+            recent = time.monotonic() - self._last_reply < _IDLE_CHECK
+            if not (busy and recent) and self._readable(conn):
                 # Nothing is outstanding, so readable means EOF (the server went
                 # away, e.g. restarted) or stray data: start a fresh connection
-                # before sending, so no write is lost in a dead socket.
+                # before sending, so no write is lost in a dead socket. Skipped
+                # for a multi-op batch on a connection that answered within the
+                # last few ms: the poll releases the GIL, which costs a thread
+                # switch per batch when many threads are waiting.
                 conn.disconnect()
                 conn.connect()
         except (redis.RedisError, OSError) as exc:
@@ -126,7 +133,9 @@ class RedisLink:
 
     def read(self) -> Any:
         try:
-            return self._conn.read_response(disable_decoding=True)
+            reply = self._conn.read_response(disable_decoding=True)
+            self._last_reply = time.monotonic()
+            return reply
         except NoScriptError as exc:
             return ReplyError("NOSCRIPT", str(exc))
         except BusyLoadingError as exc:

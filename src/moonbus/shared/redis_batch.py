@@ -19,7 +19,8 @@ Faults (the link reports them as ``LinkDown`` or ``LinkLost``):
 - ``LinkDown`` - the link could not be made ready; *nothing was sent*. Every
   op is retried with exponential backoff until ``retry_timeout`` has passed,
   then fails with ``SharedBackendError`` naming the URL.
-- ``LinkLost`` - the connection broke after commands were sent. An op whose
+- ``LinkLost`` - the connection broke after commands were sent (also when a
+  busy batch was written into a connection whose server had just died). An op whose
   reply was not read may or may not have been applied: ops marked
   ``retry_safe`` (reads) are retried like above; every other op (any write)
   fails at once with ``SharedBackendError`` saying the outcome is unknown. An
@@ -116,9 +117,11 @@ class Link(Protocol):
 
     url: str
 
-    def ensure_ready(self) -> None:
+    def ensure_ready(self, busy: bool) -> None:
         """Connect if needed and check the connection is alive and idle;
-        raise ``LinkDown`` when that fails (nothing sent)."""
+        raise ``LinkDown`` when that fails (nothing sent). ``busy`` says the
+        batch holds several ops (the link may then skip a costly liveness probe
+        on a connection it used a moment ago)."""
 
     def send(self, payload: bytes) -> None:
         """Write commands; raise ``LinkLost`` on failure (some may have been sent)."""
@@ -291,7 +294,7 @@ class CommandBatcher:
                     op.finish(error=ClosedError("the shared store is closed"))
                 return
             try:
-                self._link.ensure_ready()
+                self._link.ensure_ready(len(pending) > 1)
                 retry, problem = self._exchange(pending)
             except LinkDown as exc:
                 retry, problem = pending, f"cannot reach Redis at {self._link.url}: {exc}"

@@ -80,14 +80,19 @@ class RedisHandle:
         self._name_bytes = name.encode("utf-8")
         self._heads: dict[str, bytes] = {}
 
-    def _script(self, script: str, *argv: bytes, retry_safe: bool = False) -> Any:
-        ref = self._ctx.scripts[script]
+    def _payload(self, script: str, argv: tuple[bytes, ...]) -> bytes:
+        """The EVALSHA command running ``script`` on this handle's keys with ``argv``."""
         head = self._heads.get(script)
         if head is None:
-            # The part of the EVALSHA command that never changes for this handle.
-            head = pack(b"EVALSHA", ref.sha, b"2", self._key, self._index, self._name_bytes)
+            # The part of the command that never changes for this handle.
+            sha = self._ctx.scripts[script].sha
+            head = pack(b"EVALSHA", sha, b"2", self._key, self._index, self._name_bytes)
             head = self._heads[script] = head[head.index(b"\r\n") + 2 :]
-        payload = b"*%d\r\n%s%s" % (6 + len(argv), head, pack_args(argv))
+        return b"*%d\r\n%s%s" % (6 + len(argv), head, pack_args(argv))
+
+    def _script(self, script: str, *argv: bytes, retry_safe: bool = False) -> Any:
+        payload = self._payload(script, argv)
+        ref = self._ctx.scripts[script]
         return self._ctx.batcher.run(Op(payload, script=ref, retry_safe=retry_safe))
 
     def _read(self, *command: bytes) -> Any:
@@ -145,7 +150,11 @@ class RedisHandle:
 
 
 class RedisInt(RedisHandle, SharedInt):
-    __slots__ = ()
+    __slots__ = ("_unit",)
+
+    def __init__(self, name: str, ctx: RedisContext, namespace: str) -> None:
+        super().__init__(name, ctx, namespace)
+        self._unit: bytes | None = None  # the whole command of increment(1), built once
 
     def get(self) -> int:
         raw = self._scalar("get")
@@ -157,7 +166,16 @@ class RedisInt(RedisHandle, SharedInt):
     def increment(self, n: int = 1) -> int:
         if type(n) is not int:
             raise int_operand_error(self.name, "increment", n)
-        return self._add("increment", n, n)
+        if n != 1:
+            return self._add("increment", n, n)
+        # The hot path (``counter:increment()``): a prebuilt command.
+        ref = self._ctx.scripts["int_add"]
+        if self._unit is None:
+            self._unit = self._payload("int_add", split_delta(1))
+        reply = self._ctx.batcher.run(Op(self._unit, script=ref, retry_safe=False))
+        if type(reply) is ReplyError:
+            self._fail(reply, "increment", 1)
+        return int(reply)
 
     def decrement(self, n: int = 1) -> int:
         if type(n) is not int:
