@@ -356,11 +356,17 @@ def test_kind_changes_race_with_operations(store: SharedStore) -> None:
     outcomes: Counter[str] = Counter()
 
     def flipper() -> None:
-        for i in range(150):
-            store.remove("x")
-            if i % 2:
-                store.string("x").set("text")
-        stop.set()
+        try:
+            for i in range(150):
+                store.remove("x")
+                if i % 2:
+                    try:
+                        store.string("x").set("text")
+                    except SharedTypeError as exc:  # an increment re-created it first
+                        assert (exc.existing, exc.requested) == ("int", "string")
+                        outcomes["flip_lost"] += 1
+        finally:
+            stop.set()
 
     def incrementer() -> None:
         while not stop.is_set():

@@ -94,9 +94,20 @@ class SharedStore:
                     f"shared store URL {url!r}: memory:// takes no host, path or options"
                 )
             backend = MemoryBackend(limits)
+        elif scheme in ("redis", "rediss", "unix"):
+            if not isinstance(prefix, str) or not prefix:
+                raise ConfigError(f"shared store prefix must be a non-empty string, got {prefix!r}")
+            try:
+                from moonbus.shared.redis_backend import RedisBackend
+            except ImportError as exc:  # the optional dependency is missing
+                raise ConfigError(
+                    f"shared store URL {url!r} needs the 'redis' package "
+                    "(pip install 'moonbus[redis]')"
+                ) from exc
+            backend = RedisBackend(url, prefix=prefix, limits=limits, retry_timeout=retry_timeout)
         else:
             raise ConfigError(
-                f"shared store URL {url!r}: unknown scheme {scheme!r} (use memory://)"
+                f"shared store URL {url!r}: unknown scheme {scheme!r} (use memory:// or redis://)"
             )
         return cls._view(backend, DEFAULT_NAMESPACE, owner=True)
 
