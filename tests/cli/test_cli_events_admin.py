@@ -72,3 +72,17 @@ def test_admin_over_rcon_needs_a_password(moonbus, monkeypatch) -> None:  # type
     result = moonbus("admin", "--port", "27999", "help")
     assert result.exit_code == 2
     assert "password is required" in result.output
+
+
+def test_run_with_unreachable_redis_names_the_url(moonbus, examples: Path) -> None:  # type: ignore[no-untyped-def]
+    result = moonbus("run", examples / "mining.lua", "--ticks", "5", "--tick-ms", "0", "-q",
+                     "--shared", "redis://127.0.0.1:1/0")
+    assert result.exit_code == 2
+    assert "redis://127.0.0.1:1/0" in result.output
+
+
+def test_events_db_and_events_url_are_exclusive(moonbus, examples: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    result = moonbus("run", examples / "mining.lua", "--ticks", "5", "--tick-ms", "0", "-q",
+                     "--events-db", tmp_path / "a.db", "--events", "sqlite:///b.db")
+    assert result.exit_code == 2
+    assert "not both" in result.output

@@ -40,7 +40,7 @@ from moonbus.cli.panel import final_table, render_panel, view_of
 from moonbus.cli.plan import compile_problems, plan_scripts
 from moonbus.cli.session import Session
 from moonbus.cli.summary import build_summary, check_writable, dumps, write_atomic
-from moonbus.errors import ConfigError, StoreError
+from moonbus.errors import ConfigError, SharedBackendError, StoreError
 from moonbus.runtime import LogLine
 
 __all__ = ["run_command"]
@@ -110,6 +110,10 @@ def _usage(exc: Exception) -> click.UsageError:
               help="Write every script log line here, one JSON object a line.")
 @click.option("--events-db", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Record every event in this SQLite file.")
+@click.option("--events", "events_url", default=None, metavar="URL",
+              help="Record every event in this store (sqlite:///FILE or redis://HOST:PORT/DB).")
+@click.option("--shared", "shared_url", default="memory://", show_default=True, metavar="URL",
+              help="Shared store: memory:// or redis://HOST:PORT/DB (several processes).")
 @click.option("--quiet", "-q", is_flag=True, help="No panel, no log lines, no final table.")
 @click.pass_context
 def run_command(
@@ -122,6 +126,8 @@ def run_command(
     summary: Path | None,
     log_json: Path | None,
     events_db: Path | None,
+    events_url: str | None,
+    shared_url: str,
     quiet: bool,
 ) -> None:
     """Run SCRIPT... (.lua files or script folders) against the demo world.
@@ -161,11 +167,15 @@ def run_command(
         ctx.exit(2)
 
     virtual = tick_ms == 0
-    events_url = None if events_db is None else f"sqlite:///{quote(str(events_db))}"
+    if events_db is not None:
+        if events_url is not None:
+            raise click.UsageError("give --events-db FILE or --events URL, not both")
+        events_url = f"sqlite:///{quote(str(events_db))}"
     try:
         session = Session(plans, seed=seed, virtual=virtual, events_url=events_url,
+                          shared_url=shared_url,
                           tick_seconds=VIRTUAL_TICK_SECONDS if virtual else tick_ms / 1000.0)
-    except (ConfigError, StoreError) as exc:
+    except (ConfigError, StoreError, SharedBackendError) as exc:
         raise _usage(exc) from exc
     log_stream: IO[str] | None = None
     try:

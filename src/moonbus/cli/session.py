@@ -128,6 +128,7 @@ class Session:
         virtual: bool,
         tick_seconds: float = 0.6,
         events_url: str | None = None,
+        shared_url: str = "memory://",
         workers: int = 4,
     ) -> None:
         self.seed = seed
@@ -135,8 +136,8 @@ class Session:
         self.tick_seconds = tick_seconds
         self._clock = VirtualClock(tick_seconds)
         clock: Callable[[], float] = self._clock if virtual else time.monotonic
-        self.runtime = Runtime(events=events_url, threaded=not virtual, clock=clock,
-                               workers=workers)
+        self.runtime = Runtime(events=events_url, shared=shared_url, threaded=not virtual,
+                               clock=clock, workers=workers)
         try:
             self.counter = EventCounter()
             self.runtime.bus.on("*", self.counter, owner="moonbus-cli")
