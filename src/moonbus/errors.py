@@ -19,7 +19,8 @@ with ``raise ... from exc`` so that callers only ever need to catch these::
     │   └── ScriptCancelled              a running job was cancelled from outside
     ├── StoreError                       the durable event store failed (file, lock, corruption)
     ├── AdminError                       an admin command failed or got bad arguments
-    │   └── AdminAuthError               wrong or missing RCON password
+    │   ├── AdminAuthError               wrong or missing RCON password
+    │   └── RconProtocolError            a peer broke the RCON wire format (malformed, oversized, truncated)
     └── RunnerError
         ├── RunnerClosedError (ClosedError)  submit after close
         └── RunnerBusyError              no queue slot within acquire_timeout
@@ -35,6 +36,7 @@ __all__ = [
     "ConfigError",
     "HandlerError",
     "MoonbusError",
+    "RconProtocolError",
     "RunnerBusyError",
     "RunnerClosedError",
     "RunnerError",
@@ -149,6 +151,10 @@ class AdminError(MoonbusError):
 
 class AdminAuthError(AdminError):
     """Authentication failed (wrong or missing password)."""
+
+
+class RconProtocolError(AdminError):
+    """A peer broke the Source RCON wire format: a malformed, oversized or truncated packet."""
 
 
 class RunnerError(MoonbusError):
