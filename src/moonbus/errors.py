@@ -20,7 +20,7 @@ with ``raise ... from exc`` so that callers only ever need to catch these::
     ├── StoreError                       the durable event store failed (file, lock, corruption)
     ├── AdminError                       an admin command failed or got bad arguments
     │   ├── AdminAuthError               wrong or missing RCON password
-    │   └── RconProtocolError            a peer broke the RCON wire format (malformed, oversized, truncated)
+    │   └── RconProtocolError            a peer broke the RCON wire format (bad/oversized packet)
     └── RunnerError
         ├── RunnerClosedError (ClosedError)  submit after close
         └── RunnerBusyError              no queue slot within acquire_timeout

@@ -34,6 +34,7 @@ threads, possibly several at once, so it must be thread-safe.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import logging
 import threading
@@ -208,10 +209,8 @@ class RconServer:
         self._stopped = True
         loop, stop_requested = self._loop, self._stop_requested
         if loop is not None and stop_requested is not None:
-            try:
+            with contextlib.suppress(RuntimeError):  # the loop already ended
                 loop.call_soon_threadsafe(stop_requested.set)
-            except RuntimeError:  # the loop already ended
-                pass
         self._thread.join()
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
@@ -243,7 +242,7 @@ class RconServer:
     # -- loop thread ----------------------------------------------------
 
     def _run_loop(self) -> None:
-        loop = asyncio.new_event_loop()
+        loop = asyncio.SelectorEventLoop()  # on every platform: stop() uses remove_reader
         try:
             loop.run_until_complete(self._serve(loop))
         except BaseException as exc:  # surfaces in start() instead of dying silently
@@ -256,7 +255,7 @@ class RconServer:
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()
 
-    async def _serve(self, loop: asyncio.AbstractEventLoop) -> None:
+    async def _serve(self, loop: asyncio.SelectorEventLoop) -> None:
         self._loop = loop
         self._stop_requested = asyncio.Event()
         try:
@@ -272,12 +271,29 @@ class RconServer:
         try:
             await self._stop_requested.wait()
         finally:
+            # Stop accepting first and let connections accepted in this tick be set
+            # up (they see the stop request and close). Closing the listener while
+            # such a connection is half-accepted leaks its socket in asyncio 3.11;
+            # connections still queued in the kernel are reset when it closes.
+            for listener in server.sockets:
+                loop.remove_reader(listener.fileno())
+            await self._end_sessions()
             server.close()
-            sessions = list(self._sessions)
-            for task in sessions:
-                task.cancel()
-            await asyncio.gather(*sessions, return_exceptions=True)
             await server.wait_closed()
+
+    async def _end_sessions(self) -> None:
+        # Every other task on this loop is a connection. Ones accepted just before
+        # the listener closed may not have started yet: they are left to start,
+        # see the stop request and close; running ones are cancelled.
+        current = asyncio.current_task()
+        while True:
+            await asyncio.sleep(0)
+            others = [task for task in asyncio.all_tasks() if task is not current]
+            if not others:
+                return
+            for task in self._sessions:
+                task.cancel()
+            await asyncio.gather(*others, return_exceptions=True)
 
     async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -373,6 +389,9 @@ class _Session:
                     else:
                         answer += await self._answer(packet)
                 await self._send(answer)
+        except asyncio.CancelledError:
+            clean = True  # the server is stopping: a plain close, not a reset
+            raise
         except _PeerNotReading:
             server._count("timeouts")
         except RconProtocolError as exc:
