@@ -105,7 +105,7 @@ def read_packets(sock: socket.socket, count: int) -> list[Packet]:
 
 def login(sock: socket.socket) -> None:
     sock.sendall(encode(Packet(1, SERVERDATA_AUTH, PASSWORD.encode())))
-    assert read_packets(sock, 2)[1] == Packet(1, SERVERDATA_AUTH_RESPONSE)
+    assert read_packets(sock, 1) == [Packet(1, SERVERDATA_AUTH_RESPONSE)]
 
 
 def assert_closed_by_server(sock: socket.socket) -> None:
@@ -200,7 +200,18 @@ def test_moonbus_errors_are_answered_with_their_message() -> None:
 # -- protocol details, with raw sockets ------------------------------------------
 
 
-def test_login_handshake_is_the_source_one(server: RconServer) -> None:
+def test_login_is_answered_by_one_auth_response(server: RconServer) -> None:
+    with raw(server) as sock:
+        sock.sendall(encode(Packet(77, SERVERDATA_AUTH, b"bad")))
+        assert read_packets(sock, 1) == [Packet(-1, SERVERDATA_AUTH_RESPONSE)]
+        sock.sendall(encode(Packet(78, SERVERDATA_AUTH, PASSWORD.encode())))
+        assert read_packets(sock, 1) == [Packet(78, SERVERDATA_AUTH_RESPONSE)]
+        sock.sendall(encode(Packet(79, SERVERDATA_EXECCOMMAND, b"echo in sync")))
+        assert read_packets(sock, 1) == [Packet(79, SERVERDATA_RESPONSE_VALUE, b"in sync")]
+
+
+def test_source_auth_preamble_on_request(make_server: Callable[..., RconServer]) -> None:
+    server = make_server(source_auth_preamble=True)
     with raw(server) as sock:
         sock.sendall(encode(Packet(77, SERVERDATA_AUTH, b"bad")))
         assert read_packets(sock, 2) == [
@@ -212,6 +223,47 @@ def test_login_handshake_is_the_source_one(server: RconServer) -> None:
             Packet(78, SERVERDATA_RESPONSE_VALUE),
             Packet(78, SERVERDATA_AUTH_RESPONSE),
         ]
+    with RconClient("127.0.0.1", server.port, PASSWORD) as client:  # skips the preamble
+        assert client.command("echo ok") == "ok"
+
+
+class McrconStyle:
+    """Reads exactly as mcrcon (Tiiffi) does: one packet per request.
+
+    Login succeeds unless that one packet has id -1; a command's answer is the
+    next packet, which must carry the command's id.
+    """
+
+    PID = 0x0BADC0DE
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        self.decoder = PacketDecoder(max_packet_size=4096)  # mcrcon's own limit
+
+    def next_packet(self) -> Packet:
+        packets: list[Packet] = []
+        while not packets:
+            packets = self.decoder.feed(self.sock.recv(1))  # never reads ahead
+        return packets[0]
+
+    def auth(self, password: str) -> bool:
+        self.sock.sendall(encode(Packet(self.PID, SERVERDATA_AUTH, password.encode())))
+        return self.next_packet().id != -1
+
+    def command(self, text: str) -> str | None:
+        self.sock.sendall(encode(Packet(self.PID, SERVERDATA_EXECCOMMAND, text.encode())))
+        packet = self.next_packet()
+        return packet.body.decode() if packet.id == self.PID else None
+
+
+def test_mcrcon_style_clients_work(server: RconServer) -> None:
+    wrong = McrconStyle(server.port)
+    with wrong.sock:
+        assert not wrong.auth("wrong")
+    right = McrconStyle(server.port)
+    with right.sock:
+        assert right.auth(PASSWORD)
+        assert [right.command(f"echo {n}") for n in range(3)] == ["0", "1", "2"]
 
 
 def test_commands_before_login_are_refused(server: RconServer) -> None:
@@ -225,7 +277,7 @@ def test_wrong_password_on_an_open_connection_logs_it_out(server: RconServer) ->
     with raw(server) as sock:
         login(sock)
         sock.sendall(encode(Packet(9, SERVERDATA_AUTH, b"bad")))
-        assert read_packets(sock, 2)[1].id == -1
+        assert read_packets(sock, 1)[0].id == -1
         sock.sendall(encode(Packet(10, SERVERDATA_EXECCOMMAND, b"echo hi")))
         assert read_packets(sock, 1) == [Packet(-1, SERVERDATA_AUTH_RESPONSE)]
 
@@ -398,7 +450,7 @@ def test_repeated_failures_from_one_address_are_slowed_down(
         answered = []
         for attempt in range(4):
             sock.sendall(encode(Packet(attempt, SERVERDATA_AUTH, b"guess")))
-            assert read_packets(sock, 2)[1].id == -1
+            assert read_packets(sock, 1)[0].id == -1
             answered.append(time.monotonic())
         gaps = [later - earlier for earlier, later in itertools.pairwise(answered)]
         # after the 1st, 2nd, 3rd failure, checks are at least 0.05, 0.1, 0.2 s apart
@@ -406,7 +458,7 @@ def test_repeated_failures_from_one_address_are_slowed_down(
         assert gaps[0] >= 0.045 and gaps[1] >= 0.09 and gaps[2] >= 0.18, gaps
         # the right password still gets in (after its wait) and clears the record
         sock.sendall(encode(Packet(9, SERVERDATA_AUTH, PASSWORD.encode())))
-        assert read_packets(sock, 2)[1] == Packet(9, SERVERDATA_AUTH_RESPONSE)
+        assert read_packets(sock, 1) == [Packet(9, SERVERDATA_AUTH_RESPONSE)]
     assert server.statistics().auth_failures == 4
 
 

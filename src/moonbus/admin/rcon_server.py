@@ -8,10 +8,16 @@ slow admin command never stalls other connections or the loop.
 
 Protocol behaviour (as Source does it):
 
-* ``SERVERDATA_AUTH``: answered by an empty ``RESPONSE_VALUE`` then an
-  ``AUTH_RESPONSE`` carrying the request id, or -1 when the password is wrong.
-  Comparison is constant-time; failures from one address are slowed down
-  (:class:`~moonbus.admin.rcon_throttle.LoginThrottle`).
+* ``SERVERDATA_AUTH``: answered by an ``AUTH_RESPONSE`` carrying the request
+  id, or -1 when the password is wrong. Comparison is constant-time; failures
+  from one address are slowed down
+  (:class:`~moonbus.admin.rcon_throttle.LoginThrottle`). Source servers send
+  an empty ``RESPONSE_VALUE`` first; that preamble is off by default
+  (``source_auth_preamble``) because the standard clients misread it: mcrcon
+  reads one packet and takes it as success even for a wrong password, then
+  reads every answer one command late; the ``rcon`` package drops the
+  ``AUTH_RESPONSE`` when both arrive in one TCP segment. Clients written for
+  Source read until the ``AUTH_RESPONSE``, so they work either way.
 * ``SERVERDATA_EXECCOMMAND`` before a successful login: ``AUTH_RESPONSE`` -1.
   After it: the handler's answer as one or more ``RESPONSE_VALUE`` packets
   with the request id (bodies of at most 4096 bytes). A handler that raises
@@ -66,7 +72,7 @@ _READ_CHUNK = 65536
 _LISTEN_BACKLOG = 1024
 _REFUSAL_LINGER = 1.0  # seconds a refused peer gets to read the notice before the socket closes
 _CLOSE_GRACE = 1.0
-_AUTH_PACKET_GAP = 0.005  # seconds between the two packets of the login answer
+_AUTH_PACKET_GAP = 0.005  # seconds between Source's preamble and the AUTH_RESPONSE
 
 
 @dataclass(frozen=True)
@@ -108,6 +114,8 @@ class RconServer:
     4096, i.e. commands of up to 4086 bytes). ``auth_failure_delay`` is the wait
     after the first failed login from an address; it doubles per failure up
     to ``auth_failure_max_delay``. ``clock`` feeds the login throttle.
+    ``source_auth_preamble`` sends Source's empty ``RESPONSE_VALUE`` before each
+    ``AUTH_RESPONSE`` (for clients that insist on it; see the module docstring).
     """
 
     def __init__(
@@ -124,6 +132,7 @@ class RconServer:
         auth_failure_delay: float = 0.25,
         auth_failure_max_delay: float = 10.0,
         handler_threads: int = 4,
+        source_auth_preamble: bool = False,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not callable(handler):
@@ -149,6 +158,7 @@ class RconServer:
         self._idle_timeout = float(idle_timeout)
         self._auth_timeout = float(auth_timeout)
         self._handler_threads = handler_threads
+        self._source_auth_preamble = source_auth_preamble
         self._throttle = LoginThrottle(
             base_delay=auth_failure_delay, max_delay=auth_failure_max_delay, clock=clock
         )
@@ -430,12 +440,11 @@ class _Session:
         if wait > 0:
             await asyncio.sleep(wait)
         accepted = hmac.compare_digest(packet.body, server._password)
-        # Source's handshake: an empty RESPONSE_VALUE, then the AUTH_RESPONSE.
-        # They go out as two writes a moment apart, as from a Source server:
-        # clients that read each packet through a fresh buffered reader (the
-        # `rcon` package) lose the second one when both arrive in one segment.
-        await self._send(encode(Packet(packet.id, SERVERDATA_RESPONSE_VALUE)))
-        await asyncio.sleep(_AUTH_PACKET_GAP)
+        if server._source_auth_preamble:
+            # Two writes a moment apart, as from a Source server, so that a client
+            # reading each packet through a fresh buffered reader has a chance.
+            await self._send(encode(Packet(packet.id, SERVERDATA_RESPONSE_VALUE)))
+            await asyncio.sleep(_AUTH_PACKET_GAP)
         if accepted:
             self._authenticated = True
             server._throttle.record_success(self._address)
