@@ -20,7 +20,8 @@ with ``raise ... from exc`` so that callers only ever need to catch these::
     ├── StoreError                       the durable event store failed (file, lock, corruption)
     ├── GameApiError (ValueError)        a game API (demo world) was called with a bad argument
     ├── AdminError                       an admin command failed or got bad arguments
-    │   └── AdminAuthError               wrong or missing RCON password
+    │   ├── AdminAuthError               wrong or missing RCON password
+    │   └── RconProtocolError            a peer broke the RCON wire format (bad/oversized packet)
     └── RunnerError
         ├── RunnerClosedError (ClosedError)  submit after close
         └── RunnerBusyError              no queue slot within acquire_timeout
@@ -37,6 +38,7 @@ __all__ = [
     "GameApiError",
     "HandlerError",
     "MoonbusError",
+    "RconProtocolError",
     "RunnerBusyError",
     "RunnerClosedError",
     "RunnerError",
@@ -159,6 +161,10 @@ class AdminError(MoonbusError):
 
 class AdminAuthError(AdminError):
     """Authentication failed (wrong or missing password)."""
+
+
+class RconProtocolError(AdminError):
+    """A peer broke the Source RCON wire format: a malformed, oversized or truncated packet."""
 
 
 class RunnerError(MoonbusError):
