@@ -16,6 +16,7 @@ from moonbus.cli.check import check_command
 from moonbus.cli.events_cmd import events_command
 from moonbus.cli.group import MoonbusGroup
 from moonbus.cli.run import run_command
+from moonbus.cli.serve import serve_command
 
 __all__ = ["cli", "main"]
 
@@ -34,6 +35,7 @@ cli.add_command(check_command)
 cli.add_command(admin_command)
 cli.add_command(events_command)
 cli.add_command(bench_command)
+cli.add_command(serve_command)
 
 
 def main() -> None:

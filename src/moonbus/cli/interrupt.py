@@ -22,8 +22,11 @@ __all__ = ["stop_on_interrupt"]
 
 
 @contextmanager
-def stop_on_interrupt(stop: threading.Event) -> Iterator[None]:
-    """Within the block, SIGINT sets ``stop`` (twice: ``KeyboardInterrupt``)."""
+def stop_on_interrupt(stop: threading.Event, *, sigterm: bool = False) -> Iterator[None]:
+    """Within the block, SIGINT sets ``stop`` (twice: ``KeyboardInterrupt``).
+
+    With ``sigterm``, SIGTERM also sets ``stop`` (a service manager's clean stop).
+    """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -33,8 +36,14 @@ def stop_on_interrupt(stop: threading.Event) -> Iterator[None]:
             raise KeyboardInterrupt
         stop.set()
 
+    def on_term(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
     previous = signal.signal(signal.SIGINT, handler)
+    previous_term = signal.signal(signal.SIGTERM, on_term) if sigterm else None
     try:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+        if previous_term is not None:
+            signal.signal(signal.SIGTERM, previous_term)

@@ -211,8 +211,10 @@ class Session:
         stop: threading.Event,
         progress: ProgressFn | None = None,
         progress_every: float = 0.25,
+        keep_alive: bool = False,
     ) -> None:
-        """Run the game loop thread until ``ticks``, ``stop`` or no script left running.
+        """Run the game loop thread until ``ticks``, ``stop`` or no script left running
+        (with ``keep_alive``, only ``ticks`` or ``stop`` end it: ``moonbus serve``).
 
         The calling thread wakes every ``progress_every`` seconds to call
         ``progress`` and look at ``stop``. Returns once the loop thread has
@@ -229,7 +231,7 @@ class Session:
             while not done.wait(progress_every):
                 if progress is not None:
                     progress()
-                if stop.is_set() or not self.any_running():
+                if stop.is_set() or (not keep_alive and not self.any_running()):
                     break
         finally:
             halt.set()
