@@ -215,11 +215,9 @@ class SqliteEventStore(EventStore):
             _log.debug("event store %s: appended seq %d (%s)", self.path, event.seq, event.type)
 
     def append_many(self, events: Iterable[Event]) -> None:
-        """Record several events in order; durable mode commits them in one transaction."""
-        if self._writer is not None:
-            for event in events:
-                self.append(event)
-            return
+        """Record several events in order. The whole batch is checked first (nothing
+        is recorded if a seq is out of order); durable mode commits it in one
+        transaction."""
         batch = list(events)
         rows = [self._encode(event) for event in batch if self.settings.wants(event.type)]
         with self._append_lock:
@@ -231,7 +229,10 @@ class SqliteEventStore(EventStore):
                         f"event store {self.path}: event seq {event.seq} is not after seq {last}"
                     )
                 last = event.seq
-            if rows:
+            if self._writer is not None:
+                for row in rows:
+                    self._writer.put(row)
+            elif rows:
                 with self._write_lock:
                     self._commit(rows)
             self._last_seq = last
