@@ -59,7 +59,10 @@ class BatchWriter(Generic[T]):
         self.flush_interval = flush_interval
         self.max_pending = max_pending
         self.name = name
-        self._cond = threading.Condition()
+        # Entered as a plain Lock on the hot path (``with self._lock``), which is
+        # much cheaper than entering the Condition object that wraps it.
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         self._buffer: list[T] = []
         self._oldest_at = 0.0
         self._put = 0
@@ -79,7 +82,7 @@ class BatchWriter(Generic[T]):
 
     def put(self, item: T) -> None:
         """Queue one item; blocks while ``max_pending`` items are waiting."""
-        with self._cond:
+        with self._lock:
             self._check()
             while len(self._buffer) >= self.max_pending:
                 self._cond.wait()

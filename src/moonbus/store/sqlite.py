@@ -63,8 +63,12 @@ from moonbus.store.base import (
 from moonbus.store.batching import BatchWriter
 from moonbus.store.retention import PruneSchedule, plan_prune
 from moonbus.store.sqlite_query import (
+    COUNT_TYPE,
+    COUNT_TYPE_AFTER_TICK,
     GET_META,
     INSERT,
+    PRUNE_BY_COUNT,
+    PRUNE_BY_TICK,
     SET_META,
     TYPES,
     Row,
@@ -307,24 +311,16 @@ class SqliteEventStore(EventStore):
         deleted = 0
         for step in plan_prune(self.settings, types, newest_tick):
             if step.max_tick is not None:
-                gone = conn.execute(
-                    "DELETE FROM events WHERE type = ? AND tick <= ?", (step.type, step.max_tick)
-                ).rowcount
+                gone = conn.execute(PRUNE_BY_TICK, (step.type, step.max_tick)).rowcount
                 deleted += gone
                 if step.type in counts:
                     counts[step.type] -= gone
             if step.keep is not None:
                 if step.type not in counts:
-                    counts[step.type] = conn.execute(
-                        "SELECT count(*) FROM events WHERE type = ?", (step.type,)
-                    ).fetchone()[0]
+                    counts[step.type] = conn.execute(COUNT_TYPE, (step.type,)).fetchone()[0]
                 excess = counts[step.type] - step.keep
                 if excess > 0:
-                    gone = conn.execute(
-                        "DELETE FROM events WHERE type = ? AND seq <= (SELECT seq FROM events"
-                        " WHERE type = ? ORDER BY seq LIMIT 1 OFFSET ?)",
-                        (step.type, step.type, excess - 1),
-                    ).rowcount
+                    gone = conn.execute(PRUNE_BY_COUNT, (step.type, step.type, excess - 1)).rowcount
                     deleted += gone
                     counts[step.type] -= gone
         if deleted:
@@ -562,9 +558,7 @@ class SqliteEventStore(EventStore):
                 return {str(name): int(count) for name, count in rows}
             counts: dict[str, int] = {}
             for (name,) in conn.execute(TYPES).fetchall():
-                count = conn.execute(
-                    "SELECT count(*) FROM events WHERE type = ? AND tick > ?", (name, after_tick)
-                ).fetchone()[0]
+                count = conn.execute(COUNT_TYPE_AFTER_TICK, (name, after_tick)).fetchone()[0]
                 if count:
                     counts[str(name)] = int(count)
         return counts
