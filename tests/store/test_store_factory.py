@@ -42,7 +42,7 @@ def test_options(tmp_path: Path) -> None:
         assert (store.mode, store.lock_timeout) == ("fast", 1.5)
         assert store._writer is not None
         assert (store._writer.batch_size, store._writer.flush_interval) == (50, 0.2)
-        assert store._conn.execute("PRAGMA synchronous").fetchone()[0] == 2
+        assert store._db._conn.execute("PRAGMA synchronous").fetchone()[0] == 2
     finally:
         store.close()
     assert opened(f"sqlite:///{tmp_path}/d.db").mode == "durable"

@@ -17,7 +17,9 @@ def test_defaults() -> None:
 
 def test_per_type_override_and_types_filter() -> None:
     settings = StoreSettings(
-        retention_count=10, per_type={"tick": {"ticks": 600, "count": None}}, types=["tick"]
+        retention_count=10,
+        per_type={"tick": {"ticks": 600, "count": None}},
+        types=frozenset({"tick"}),
     )
     assert settings.limits_for("tick") == (600, None)
     assert settings.limits_for("chat") == (DEFAULT_RETENTION_TICKS, 10)

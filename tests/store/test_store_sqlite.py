@@ -167,11 +167,11 @@ def test_disk_stays_bounded_by_page_reuse(db: str) -> None:
 def test_file_is_in_wal_mode_with_the_asked_synchronous(db: str) -> None:
     with SqliteEventStore(db, synchronous="full") as store:
         store.append(ev(1, 1))
-        mode = store._conn.execute("PRAGMA journal_mode").fetchone()[0]
-        sync = store._conn.execute("PRAGMA synchronous").fetchone()[0]
+        mode = store._db._conn.execute("PRAGMA journal_mode").fetchone()[0]
+        sync = store._db._conn.execute("PRAGMA synchronous").fetchone()[0]
     assert (mode, sync) == ("wal", 2)
     with SqliteEventStore(db) as store:
-        assert store._conn.execute("PRAGMA synchronous").fetchone()[0] == 1
+        assert store._db._conn.execute("PRAGMA synchronous").fetchone()[0] == 1
 
 
 def test_bad_options(db: str) -> None:

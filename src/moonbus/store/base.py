@@ -17,7 +17,7 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO, Any, Self
 
 from moonbus.bus.event import Event
 from moonbus.errors import ConfigError
@@ -255,7 +255,7 @@ class EventStore(ABC):
     def close(self) -> None:
         """Flush and release the backend. Idempotent."""
 
-    def __enter__(self) -> EventStore:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

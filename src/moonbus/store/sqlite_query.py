@@ -23,6 +23,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import json
+import sqlite3
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -43,6 +44,7 @@ __all__ = [
     "encode_data",
     "merge_rows",
     "plan_selects",
+    "read_meta",
     "row_json_line",
     "row_to_event",
 ]
@@ -70,6 +72,12 @@ COUNT_TYPE_AFTER_TICK = "SELECT count(*) FROM events WHERE type = ? AND tick > ?
 GET_META = "SELECT value FROM meta WHERE key = ?"
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+def read_meta(conn: sqlite3.Connection, key: str, default: int) -> int:
+    """One integer from the ``meta`` table, or ``default`` when it was never set."""
+    row = conn.execute(GET_META, (key,)).fetchone()
+    return default if row is None else int(row[0])
 
 
 def _json_default(value: object) -> Any:
