@@ -57,7 +57,7 @@ class StoreSettings:
             }
         )
         for key, value in checked.items():
-            object.__setattr__(self, key, value)
+            setattr(self, key, value)
 
     def limits_for(self, event_type: str) -> tuple[int | None, int | None]:
         """(ticks, count) retention for one type, after per-type overrides."""

@@ -18,6 +18,11 @@ process dies: the rows not yet committed, which are at most ``max_pending``
 while the writer keeps up, at most ``flush_interval`` seconds of appends.
 ``flush()`` makes everything appended so far durable (in the sense above).
 Queries flush first, so a query always sees every event appended before it.
+``close()`` (or leaving the ``with`` block) writes what is pending; the writer
+thread is a daemon, so a fast store that is never closed loses its pending
+rows when the interpreter exits. If a batch cannot be committed (say the file
+stays locked past ``lock_timeout``), the store is broken from then on: every
+later call raises ``StoreError`` saying how many events were not written.
 
 Retention (see ``moonbus.store.retention``) runs inside the committing
 transaction, amortized: after ``prune_every`` committed rows or once the newest
