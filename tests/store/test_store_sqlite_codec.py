@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import json
+import pickle
 from collections.abc import Mapping
 from typing import Any
 
@@ -71,6 +73,9 @@ def test_decode_shapes() -> None:
     assert decode_data('{"a":[1,{"b":[]}]}') == freeze({"a": [1, {"b": []}]})
     assert isinstance(decode_data('{"a":{"b":1}}')["a"], Mapping)
     assert StoredData('{"x":1}') == StoredData('{"x": 1}')
+    event = row_to_event((1, 2, "t", 3, "s", '{"a":[1,2]}'))
+    assert pickle.loads(pickle.dumps(event)) == event
+    assert copy.deepcopy(event).data["a"] == (1, 2)
 
 
 def test_merge_rows_keeps_seq_order_and_limits() -> None:
