@@ -242,6 +242,17 @@ def test_unencodable_data_is_refused_and_nothing_stored(db: str) -> None:
         assert store.last_seq() == 1
 
 
+def test_value_object_that_recurses_forever_is_refused(db: str) -> None:
+    class Loop:
+        def __moonbus_json__(self) -> object:
+            return {"again": self}
+
+    with SqliteEventStore(db) as store:
+        with pytest.raises(StoreError, match=r"seq 1 \(a\).*JSON"):
+            store.append(Event.create("a", {"loop": Loop()}, seq=1, tick=1))
+        assert store.query() == []
+
+
 def test_log_appends_setting(db: str, caplog: pytest.LogCaptureFixture) -> None:
     settings = StoreSettings()
     with SqliteEventStore(db, settings=settings) as store:

@@ -8,10 +8,12 @@ import pickle
 from collections.abc import Mapping
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from moonbus.bus.event import Event, freeze, to_jsonable
+from moonbus.store import sqlite_query
 from moonbus.store.sqlite_query import (
     StoredData,
     decode_data,
@@ -56,6 +58,13 @@ def test_encoding_round_trips(data: dict[str, Any], tick: int | None, source: st
     assert again == event
     assert again.to_json() == event.to_json()
     assert encode_data(again.data) == text
+
+
+def test_pure_python_encoder_gives_the_same_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    event = Event.create("t", {"a": [1, 2.5, {"b": None}], "é": "ü"}, seq=1)
+    fast = encode_data(event.data)
+    monkeypatch.setattr(sqlite_query, "_FAST_ENCODE", None)
+    assert encode_data(event.data) == fast == _compact(to_jsonable(event.data))
 
 
 def _frozen(value: Any) -> bool:

@@ -158,7 +158,7 @@ class SqliteEventStore(EventStore):
     def _encode(self, event: Event) -> Row:
         try:
             data = encode_data(event.data)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, RecursionError) as exc:
             raise StoreError(
                 f"event store {self.path}: event seq {event.seq} ({event.type}) has data "
                 f"that cannot be stored as JSON: {exc}"
