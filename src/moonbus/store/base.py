@@ -17,7 +17,7 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO, Any, Self
 
 from moonbus.bus.event import Event
 from moonbus.errors import ConfigError
@@ -57,7 +57,7 @@ class StoreSettings:
             }
         )
         for key, value in checked.items():
-            object.__setattr__(self, key, value)
+            setattr(self, key, value)
 
     def limits_for(self, event_type: str) -> tuple[int | None, int | None]:
         """(ticks, count) retention for one type, after per-type overrides."""
@@ -255,7 +255,7 @@ class EventStore(ABC):
     def close(self) -> None:
         """Flush and release the backend. Idempotent."""
 
-    def __enter__(self) -> EventStore:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

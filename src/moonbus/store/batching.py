@@ -59,7 +59,13 @@ class BatchWriter(Generic[T]):
         self.flush_interval = flush_interval
         self.max_pending = max_pending
         self.name = name
-        self._cond = threading.Condition()
+        # Entered as a plain Lock on the hot path (``with self._lock``), which is
+        # much cheaper than entering a Condition object. Three conditions share it:
+        # the writer waits for items, appenders for room, flushers for progress.
+        self._lock = threading.Lock()
+        self._items = threading.Condition(self._lock)
+        self._room = threading.Condition(self._lock)
+        self._done = threading.Condition(self._lock)
         self._buffer: list[T] = []
         self._oldest_at = 0.0
         self._put = 0
@@ -74,45 +80,51 @@ class BatchWriter(Generic[T]):
     @property
     def pending(self) -> int:
         """Items put but not yet written."""
-        with self._cond:
+        with self._lock:
             return self._put - self._written - self._lost
 
     def put(self, item: T) -> None:
         """Queue one item; blocks while ``max_pending`` items are waiting."""
-        with self._cond:
+        with self._lock:
             self._check()
-            while len(self._buffer) >= self.max_pending:
-                self._cond.wait()
-                self._check()
+            if len(self._buffer) >= self.max_pending:
+                while len(self._buffer) >= self.max_pending:
+                    self._room.wait()
+                    self._check()
             if not self._buffer:
                 self._oldest_at = time.monotonic()
-                self._cond.notify_all()
+                self._items.notify()
             self._buffer.append(item)
             self._put += 1
             if len(self._buffer) == self.batch_size:
-                self._cond.notify_all()
+                self._items.notify()
 
     def flush(self) -> None:
         """Block until every item put before this call is written."""
-        with self._cond:
+        with self._lock:
             target = self._put
             if self._failure is None and self._written < target:
                 self._flush_upto = max(self._flush_upto, target)
-                self._cond.notify_all()
+                self._items.notify()
                 while self._written < target and self._failure is None:
-                    self._cond.wait()
+                    self._done.wait()
             self._raise_failure()
 
     def close(self) -> None:
         """Write everything still queued, stop the thread. Idempotent."""
-        with self._cond:
+        with self._lock:
             already = self._closing
             self._closing = True
-            self._cond.notify_all()
+            self._wake_all()
         if not already:
             self._thread.join()
-        with self._cond:
+        with self._lock:
             self._raise_failure()
+
+    def _wake_all(self) -> None:
+        self._items.notify_all()
+        self._room.notify_all()
+        self._done.notify_all()
 
     def _check(self) -> None:
         if self._closing:
@@ -127,12 +139,12 @@ class BatchWriter(Generic[T]):
             ) from self._failure
 
     def _take(self) -> list[T] | None:
-        """Wait for the next batch (None: closing and drained). Holds the lock."""
-        with self._cond:
+        """Wait for the next batch (None: closing and drained)."""
+        with self._lock:
             while not self._buffer:
                 if self._closing:
                     return None
-                self._cond.wait()
+                self._items.wait()
             deadline = self._oldest_at + self.flush_interval
             while (
                 len(self._buffer) < self.batch_size
@@ -142,10 +154,13 @@ class BatchWriter(Generic[T]):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
-                self._cond.wait(remaining)
+                self._items.wait(remaining)
             batch = self._buffer[: self.batch_size]
             del self._buffer[: self.batch_size]
-            self._cond.notify_all()  # room for blocked appenders
+            if len(self._buffer) <= self.max_pending // 2:
+                # Hysteresis: blocked appenders wake once there is room for many
+                # items, not after every batch (fewer thread switches when saturated).
+                self._room.notify_all()
             return batch
 
     def _run(self) -> None:
@@ -156,12 +171,12 @@ class BatchWriter(Generic[T]):
             try:
                 self._write(batch)
             except BaseException as exc:
-                with self._cond:
+                with self._lock:
                     self._failure = exc
                     self._lost = len(batch) + len(self._buffer)
                     self._buffer.clear()
-                    self._cond.notify_all()
+                    self._wake_all()
                 return
-            with self._cond:
+            with self._lock:
                 self._written += len(batch)
-                self._cond.notify_all()
+                self._done.notify_all()

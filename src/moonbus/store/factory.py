@@ -114,12 +114,12 @@ def open_event_store(
     """
     if not isinstance(url, str) or not url.strip():
         raise ConfigError(f"event store URL must be a non-empty string, not {url!r}")
-    if "://" not in url:
-        # A plain path, taken as it is: "?", "#" or "%" in a file name stay part of it.
-        return _sqlite_store(url, url, {}, settings, create)
     scheme, _, remainder = url.partition(":")
     scheme = scheme.lower()
     opener = _OPENERS.get(scheme)
+    if opener is None and "://" not in url:
+        # A plain path, taken as it is: "?", "#" or "%" in a file name stay part of it.
+        return _sqlite_store(url, url, {}, settings, create)
     if opener is None:
         raise ConfigError(
             f"event store URL {url!r}: unknown scheme {scheme!r} "
