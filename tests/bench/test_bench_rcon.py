@@ -17,7 +17,7 @@ def test_quick_run_reports_both_rows_without_errors() -> None:
         assert row.peer is None and row.ratio is None
         assert row.ok is not None
         assert row.note.endswith("errors: 0")
-        assert "stand-in handler" in row.note
+        assert row.note.startswith("admin registry")
 
 
 def test_a_handler_can_be_passed_in() -> None:
@@ -28,10 +28,11 @@ def test_a_handler_can_be_passed_in() -> None:
         return f"answered {command}"
 
     rows = rcon.run(quick=True, handler=handler)
-    assert all(row.note == "admin handler; errors: 0" for row in rows)
+    assert all(row.note == "custom handler; errors: 0" for row in rows)
     assert len(calls) > 500 and set(calls) == {"events"}
 
 
-def test_stand_in_formats_an_events_summary() -> None:
-    lines = rcon.EventsSummaryStandIn(types=2)("events").splitlines()
-    assert lines == ["- type_00.a: 5", "- type_00.b: 5", "- type_01.a: 42", "- type_01.b: 42"]
+def test_default_handler_is_the_admin_registry() -> None:
+    rows = rcon.run(quick=True)
+    assert all(row.note.startswith("admin registry") for row in rows)
+    assert all(row.note.endswith("errors: 0") for row in rows)

@@ -5,9 +5,8 @@ doing the same at once (each from its own thread, with ``RconClient``). The
 clients run in this process, so they share the interpreter with the server:
 the figures are a floor for what external clients would see.
 
-Until the admin command registry is wired, the handler is a stand-in doing
-work of the size of the ``events`` command (format one line per event type
-from a dict of counts); pass ``handler=`` to measure the real one.
+The handler is the real admin registry running ``events`` (a summary query
+on a SQLite store with 24 event types); ``handler=`` replaces it in tests.
 
 Threads: ``run`` starts a server (its own loop thread and pool) and client
 threads, and stops them all before it returns.
@@ -15,6 +14,7 @@ threads, and stops them all before it returns.
 
 from __future__ import annotations
 
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -22,8 +22,9 @@ from collections.abc import Callable
 from moonbus.admin.rcon_client import RconClient
 from moonbus.admin.rcon_server import RconServer
 from moonbus.bench.harness import BenchRow
+from moonbus.runtime import Runtime
 
-__all__ = ["EventsSummaryStandIn", "run"]
+__all__ = ["run"]
 
 _AREA = "admin"
 _TARGET_RATE = 2000.0
@@ -31,27 +32,30 @@ _PASSWORD = "bench-password"
 _COMMAND = "events"
 
 
-class EventsSummaryStandIn:
-    """Answers like ``events``: ``- <type>: <count>`` per stored type, sorted."""
-
-    def __init__(self, types: int = 24) -> None:
-        self._counts = {f"type_{n:02d}.{kind}": 37 * n + 5 for n in range(types) for kind in "ab"}
-
-    def __call__(self, command: str) -> str:
-        if not self._counts:
-            return "no events are stored"
-        return "\n".join(f"- {name}: {count}" for name, count in sorted(self._counts.items()))
+def _admin_runtime(directory: str, events: int) -> Runtime:
+    """A runtime whose SQLite store holds ``events`` events of 24 types."""
+    rt = Runtime(threaded=False, clock=lambda: 0.0, events=f"sqlite:///{directory}/bench.db")
+    for i in range(events):
+        rt.bus.emit(f"type_{i % 24:02d}", {"i": i}, tick=i // 24)
+    return rt
 
 
 def run(quick: bool, *, handler: Callable[[str], str] | None = None) -> list[BenchRow]:
-    """Measure both rows; ``quick`` shrinks the workload to well under a second."""
-    answer_handler = handler if handler is not None else EventsSummaryStandIn()
+    """Measure both rows against the real admin registry (``events`` on a SQLite store
+    with 24 event types); ``handler`` replaces it (tests)."""
+    with tempfile.TemporaryDirectory() as directory:
+        rt = None if handler is not None else _admin_runtime(directory, 2_000 if quick else 20_000)
+        try:
+            answer = handler if handler is not None else rt.admin.answer  # type: ignore[union-attr]
+            return _measure(quick, answer, "admin registry, `events` on a SQLite store"
+                            if handler is None else "custom handler")
+        finally:
+            if rt is not None:
+                rt.close()
+
+
+def _measure(quick: bool, answer_handler: Callable[[str], str], note: str) -> list[BenchRow]:
     expected = answer_handler(_COMMAND)
-    note = (
-        "stand-in handler (events-style summary) until the admin registry is wired"
-        if handler is None
-        else "admin handler"
-    )
     server = RconServer(answer_handler, password=_PASSWORD, port=0, max_connections=64)
     with server:
         single = _one_connection(server.port, expected, 300 if quick else 5000)

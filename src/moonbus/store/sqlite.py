@@ -359,12 +359,10 @@ class SqliteEventStore(EventStore):
         """Count of stored events by type, types sorted; ``after_tick`` counts only
         events with a greater tick."""
         check_query(after_tick, None, None)
+        if after_tick is None:
+            self.flush()
+            return self._db.counts()
         with self._reading("summarising") as conn:
-            if after_tick is None:
-                rows = conn.execute(
-                    "SELECT type, count(*) FROM events GROUP BY type ORDER BY type"
-                ).fetchall()
-                return {str(name): int(count) for name, count in rows}
             counts: dict[str, int] = {}
             for (name,) in conn.execute(TYPES).fetchall():
                 count = conn.execute(COUNT_TYPE_AFTER_TICK, (name, after_tick)).fetchone()[0]

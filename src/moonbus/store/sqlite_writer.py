@@ -68,11 +68,16 @@ class SqliteWriter:
                 ).fetchone()[0]
                 self._ticks_ordered = bool(read_meta(conn, "ticks_ordered", 1))
                 self._types: set[str] = {row[0] for row in conn.execute(TYPES)}
+                # Per-type counts, kept exact by every commit/prune/clear below, so
+                # that the admin summary costs O(types) instead of a table scan.
+                self._counts: dict[str, int] = {
+                    str(name): int(n)
+                    for name, n in conn.execute("SELECT type, count(*) FROM events GROUP BY type")
+                }
         except BaseException:
             self._conn.close()
             raise
         self.committed_seq: int = max(max_seq, high_water)
-        self._counts: dict[str, int] = {}  # per type, filled lazily for count retention
 
     @contextmanager
     def _transaction(self, action: str) -> Iterator[sqlite3.Connection]:
@@ -201,6 +206,11 @@ class SqliteWriter:
                 self._counts = {**self._counts, event_type: 0}
         return deleted
 
+    def counts(self) -> dict[str, int]:
+        """Committed events per type (types with none left are omitted), sorted by type."""
+        with self.lock:
+            return {t: n for t, n in sorted(self._counts.items()) if n > 0}
+
     def close(self, high_water: int | None = None) -> None:
         """Record ``high_water`` if it is past every committed row, then close."""
         with self.lock:
@@ -214,7 +224,6 @@ class SqliteWriter:
 
 
 def _count_rows(counts: dict[str, int], rows: Iterable[Row]) -> None:
-    """Add committed rows to the per-type counts that are known."""
+    """Add committed rows to the per-type counts."""
     for row in rows:
-        if row[2] in counts:
-            counts[row[2]] += 1
+        counts[row[2]] = counts.get(row[2], 0) + 1
