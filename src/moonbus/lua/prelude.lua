@@ -19,6 +19,7 @@ local py_enter, py_leave, pyobj_probe = ...
 
 local debug_sethook = debug.sethook
 local debug_traceback = debug.traceback
+local debug_gethook = debug.gethook
 local co_create, co_resume, co_yield = coroutine.create, coroutine.resume, coroutine.yield
 local co_status, co_running, co_isyieldable, co_close =
   coroutine.status, coroutine.running, coroutine.isyieldable, coroutine.close
@@ -128,6 +129,22 @@ local function safe_setmetatable(t, mt)
   return real_setmetatable(t, mt)
 end
 
+-- xpcall's message handler runs before the error unwinds. For the deadline's
+-- error that is still inside the hook, where Lua switches hooks off: a user
+-- handler that loops would never be stopped. While the running thread is armed
+-- (it has a hook), the user's handler is skipped and the error passes through.
+local function safe_xpcall(f, handler, ...)
+  if type(handler) ~= "function" then
+    error("bad argument #2 to 'xpcall' (function expected, got " .. type(handler) .. ")", 2)
+  end
+  return xpcall(f, function(err)
+    if debug_gethook() ~= nil then
+      return err
+    end
+    return handler(err)
+  end, ...)
+end
+
 local GC_ALLOWED = { collect = true, count = true, step = true, isrunning = true }
 local function safe_collectgarbage(opt, ...)
   opt = opt or "collect"
@@ -147,7 +164,7 @@ end
 
 local BASE = {
   "assert", "error", "ipairs", "next", "pairs", "pcall", "rawequal", "rawget",
-  "rawlen", "rawset", "select", "tonumber", "tostring", "type", "xpcall", "_VERSION",
+  "rawlen", "rawset", "select", "tonumber", "tostring", "type", "_VERSION",
 }
 local base_values = {}
 for _, name in pairs(BASE) do
@@ -173,6 +190,7 @@ local function make_env()
     status = co_status, running = co_running, isyieldable = co_isyieldable, close = co_close,
   }
   env.setmetatable = safe_setmetatable
+  env.xpcall = safe_xpcall
   env.getmetatable = real_getmetatable
   env.collectgarbage = safe_collectgarbage
   env.unpack = table_lib.unpack
