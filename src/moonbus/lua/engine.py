@@ -99,6 +99,7 @@ class LuaEngine:
         self,
         *,
         lua_module: Any,
+        bounded: str,
         prelude: str,
         hooks: HookControl,
         watchdog: Watchdog,
@@ -126,6 +127,7 @@ class LuaEngine:
         )
         self._rt = rt
         self._state = int(rt.execute('return string.format("%p", coroutine.running())'), 16)
+        rt.execute(bounded)
         api = rt.execute(prelude, self._enter, self._leave, _deny_attribute)
         self._call = api["call"]
         self._compile = api["compile"]
