@@ -10,12 +10,14 @@ How an abort works: every Lua thread of the state (the main thread and each
 coroutine, registered at creation by the prelude) has the deadline hook
 function registered with an empty mask. ``abort`` switches on a count hook of
 1 with ``lua_sethook`` for the main thread and for every coroutine currently
-being resumed (the prelude reports resume enter/leave). From then on every
+being resumed or closed (the prelude reports enter/leave). From then on every
 Lua instruction in those threads raises "time limit exceeded": ``pcall``,
 ``xpcall``, error objects with looping ``__tostring`` and coroutines cannot
 keep running, because the next instruction raises again. ``__gc``
 metamethods (during which Lua disables hooks) are refused by the sandbox's
-``setmetatable``. When the call has unwound, the hook is removed again.
+``setmetatable``. When the call has unwound, the hook is removed again, also
+from coroutines whose resume never returned normally (the prelude keeps them
+alive until then, so no pointer in ``_chain`` outlives its coroutine).
 """
 
 from __future__ import annotations
@@ -134,6 +136,7 @@ class LuaEngine:
         self._make_env = api["make_env"]
         self._new_task = api["new_task"]
         self._step = api["step"]
+        self._forget = api["forget"]
         self.sleep_function = api["sleep"]
         self.converter = LuaConverter(
             rt, lua_module.lua_type, api["build_class"], api["make_proxy"], api["unproxy"]
@@ -216,7 +219,13 @@ class LuaEngine:
                         if reason is not None:
                             self._hooks.disarm(self._state)
                             self._abort_reason = None
+                        leftover = bool(self._chain)
                         self._chain.clear()
+                    if leftover:
+                        # A resume that never returned normally (abort, error):
+                        # its coroutine may still be armed. Lua resets and
+                        # releases it (the prelude kept it alive until now).
+                        self._forget()
             return self._outcome(result, failure, reason, limit)
 
     def _outcome(
@@ -306,6 +315,7 @@ class LuaEngine:
                 return
             self._closed = True
             self._call = self._compile = self._make_env = self._new_task = self._step = None
+            self._forget = None
             self._rt = None
 
     @property

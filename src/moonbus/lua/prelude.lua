@@ -90,12 +90,51 @@ local function safe_create(f)
   return co
 end
 
-local function tracked_resume(co, ...)
+-- Coroutines the host holds a pointer to while they run (LuaEngine._chain),
+-- kept alive here so that the pointer stays valid: until fn returns, or, when
+-- it does not return normally (an abort, or an error between enter and
+-- leave), until the host calls `forget` at the end of the call.
+local entered = {}
+
+-- Run fn(co, ...) (resume or close: both run code in co) with co reported to
+-- the host, so that an abort also arms co.
+local function tracked(co, fn, ...)
   local ptr = fmt("%p", co)
+  entered[co] = (entered[co] or 0) + 1
   py_enter(ptr)
-  local r = pack(co_resume(co, ...))
+  local r = pack(fn(co, ...))
   py_leave(ptr)
+  local n = entered[co] - 1
+  entered[co] = n > 0 and n or nil
   return r
+end
+
+local function tracked_resume(co, ...)
+  return tracked(co, co_resume, ...)
+end
+
+-- coroutine.close runs the pending __close handlers of a suspended (or
+-- failed) coroutine in that coroutine: it must be armed by an abort too.
+local function safe_close(co)
+  if type(co) ~= "thread" then
+    error("bad argument #1 to 'close' (coroutine expected)", 2)
+  end
+  local status = co_status(co)
+  if status == "running" or status == "normal" then
+    error("cannot close a " .. status .. " coroutine", 2)
+  end
+  local r = tracked(co, co_close)
+  return unpack(r, 1, r.n)
+end
+
+-- After a call in which a tracked fn did not return normally: give those
+-- coroutines their idle hook back (one still armed would fail at its next
+-- resume, in a later call) and let them go.
+local function forget()
+  for co in pairs(entered) do
+    debug_sethook(co, on_deadline, "", 0)
+    entered[co] = nil
+  end
 end
 
 -- resume that forwards sleep() requests from nested coroutines to the host.
@@ -187,7 +226,7 @@ local function make_env()
   env.os = copy(os_lib)
   env.coroutine = {
     create = safe_create, resume = safe_resume, wrap = safe_wrap, yield = co_yield,
-    status = co_status, running = co_running, isyieldable = co_isyieldable, close = co_close,
+    status = co_status, running = co_running, isyieldable = co_isyieldable, close = safe_close,
   }
   env.setmetatable = safe_setmetatable
   env.xpcall = safe_xpcall
@@ -320,6 +359,7 @@ return {
   sleep = sleep,
   build_class = build_class,
   make_proxy = make_proxy,
+  forget = forget,
   unproxy = unproxy,
   time_limit_message = TIME_LIMIT_MESSAGE,
 }
