@@ -20,6 +20,7 @@ local py_enter, py_leave, pyobj_probe = ...
 local debug_sethook = debug.sethook
 local debug_traceback = debug.traceback
 local debug_gethook = debug.gethook
+local debug_getmetatable = debug.getmetatable
 local co_create, co_resume, co_yield = coroutine.create, coroutine.resume, coroutine.yield
 local co_status, co_running, co_isyieldable, co_close =
   coroutine.status, coroutine.running, coroutine.isyieldable, coroutine.close
@@ -312,17 +313,7 @@ local proxied = real_setmetatable({}, { __mode = "k" })
 
 local function build_class(name, methods, invoke, equals)
   local index = {}
-  for i = 1, #methods do
-    local method = methods[i]
-    index[method] = function(self, ...)
-      local obj = proxied[self]
-      if obj == nil then
-        error("'" .. method .. "' must be called as a method (obj:" .. method .. "(...))", 2)
-      end
-      return invoke(obj, method, ...)
-    end
-  end
-  return {
+  local mt = {
     __index = index,
     __name = name,
     __metatable = name,
@@ -332,6 +323,19 @@ local function build_class(name, methods, invoke, equals)
       return x ~= nil and y ~= nil and equals(x, y)
     end,
   }
+  for i = 1, #methods do
+    local method = methods[i]
+    index[method] = function(self, ...)
+      -- self must be a proxy of this class: another class's proxy would make
+      -- invoke() call whatever that object has under this name.
+      local obj = proxied[self]
+      if obj == nil or debug_getmetatable(self) ~= mt then
+        error("'" .. method .. "' must be called as a method (obj:" .. method .. "(...))", 2)
+      end
+      return invoke(obj, method, ...)
+    end
+  end
+  return mt
 end
 
 local function make_proxy(obj, mt)
