@@ -46,7 +46,11 @@ _WHERE = re.compile(r"^(?:\[string \"(.+?)\"\]|([^\s:][^:\n]*?)):(\d+):")
 _MEMORY_MESSAGE = "not enough memory"
 
 
-def _deny_attribute(obj: object, name: object, is_setting: bool) -> object:
+def _deny_get(obj: object, name: object) -> object:
+    raise AttributeError("Python attributes are not accessible from Lua")
+
+
+def _deny_set(obj: object, name: object, value: object) -> None:
     raise AttributeError("Python attributes are not accessible from Lua")
 
 
@@ -124,13 +128,16 @@ class LuaEngine:
             register_eval=False,
             register_builtins=False,
             unpack_returned_tuples=True,
-            attribute_filter=_deny_attribute,
+            # Handlers, not a filter: lupa skips an attribute_filter for
+            # objects with __getitem__ (dicts, lists...), which it indexes by
+            # item, readable and writable. Handlers see every access.
+            attribute_handlers=(_deny_get, _deny_set),
             max_memory=memory_limit,
         )
         self._rt = rt
         self._state = int(rt.execute('return string.format("%p", coroutine.running())'), 16)
         rt.execute(bounded)
-        api = rt.execute(prelude, self._enter, self._leave, _deny_attribute)
+        api = rt.execute(prelude, self._enter, self._leave, _deny_get)
         self._call = api["call"]
         self._compile = api["compile"]
         self._make_env = api["make_env"]
