@@ -269,14 +269,20 @@ class LuaEngine:
             values = result if isinstance(result, tuple) else (result, None)
             func = values[0]
             if func is None:
-                message, where, full = _split_error(str(values[1]))
+                text = str(values[1])
+                if text.startswith(_MEMORY_MESSAGE):  # load() returns it like a syntax error
+                    raise ScriptMemoryError(f"{self.name}: out of memory while compiling")
+                message, where, full = _split_error(text)
                 raise ScriptSyntaxError(message, where=where, traceback=full)
             return func
 
     def new_env(self) -> Any:
         """A fresh sandboxed global environment (a Lua table)."""
         with self._lock:
-            return self._make_env()
+            try:
+                return self._make_env()
+            except self._lua.LuaMemoryError as exc:
+                raise ScriptMemoryError(f"{self.name}: out of memory") from exc
 
     def new_task(self, func: Any) -> Any:
         """A coroutine that runs ``func``; drive it with ``step``."""
