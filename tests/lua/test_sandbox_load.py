@@ -9,6 +9,7 @@ import pytest
 
 from moonbus.errors import ScriptError, ScriptSyntaxError
 from moonbus.lua.engine import LuaEngine
+from moonbus.lua.sandbox import SandboxFactory
 
 Run = Callable[..., tuple[Any, ...]]
 
@@ -22,6 +23,20 @@ def test_binary_chunk_is_refused(lua: Run) -> None:
         None,
         "attempt to load a binary chunk (mode is 't')",
     )
+
+
+def test_real_precompiled_chunk_is_refused(factory: SandboxFactory, lua: Run) -> None:
+    raw = factory.lua_module.LuaRuntime(encoding=None)
+    chunk = raw.execute("return string.dump(function() return 42 end)")
+    assert isinstance(chunk, bytes) and chunk.startswith(b"\x1bLua")
+    assert raw.execute("return load(...)()", chunk) == 42  # it is a working chunk
+    assert lua("return load(...)", chunk) == (None, "attempt to load a binary chunk (mode is 't')")
+    assert lua("return load(..., 'c', 't', {})", chunk) == (
+        None,
+        "attempt to load a binary chunk (mode is 't')",
+    )
+    with pytest.raises(ScriptError, match="binary chunks are not allowed"):
+        lua("return load(..., 'c', 'b')", chunk)
 
 
 @pytest.mark.parametrize("mode", ["b", "bt"])
