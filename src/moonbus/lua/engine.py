@@ -10,12 +10,14 @@ How an abort works: every Lua thread of the state (the main thread and each
 coroutine, registered at creation by the prelude) has the deadline hook
 function registered with an empty mask. ``abort`` switches on a count hook of
 1 with ``lua_sethook`` for the main thread and for every coroutine currently
-being resumed (the prelude reports resume enter/leave). From then on every
+being resumed or closed (the prelude reports enter/leave). From then on every
 Lua instruction in those threads raises "time limit exceeded": ``pcall``,
 ``xpcall``, error objects with looping ``__tostring`` and coroutines cannot
 keep running, because the next instruction raises again. ``__gc``
 metamethods (during which Lua disables hooks) are refused by the sandbox's
-``setmetatable``. When the call has unwound, the hook is removed again.
+``setmetatable``. When the call has unwound, the hook is removed again, also
+from coroutines whose resume never returned normally (the prelude keeps them
+alive until then, so no pointer in ``_chain`` outlives its coroutine).
 """
 
 from __future__ import annotations
@@ -44,7 +46,11 @@ _WHERE = re.compile(r"^(?:\[string \"(.+?)\"\]|([^\s:][^:\n]*?)):(\d+):")
 _MEMORY_MESSAGE = "not enough memory"
 
 
-def _deny_attribute(obj: object, name: object, is_setting: bool) -> object:
+def _deny_get(obj: object, name: object) -> object:
+    raise AttributeError("Python attributes are not accessible from Lua")
+
+
+def _deny_set(obj: object, name: object, value: object) -> None:
     raise AttributeError("Python attributes are not accessible from Lua")
 
 
@@ -99,6 +105,7 @@ class LuaEngine:
         self,
         *,
         lua_module: Any,
+        bounded: str,
         prelude: str,
         hooks: HookControl,
         watchdog: Watchdog,
@@ -121,12 +128,16 @@ class LuaEngine:
             register_eval=False,
             register_builtins=False,
             unpack_returned_tuples=True,
-            attribute_filter=_deny_attribute,
+            # Handlers, not a filter: lupa skips an attribute_filter for
+            # objects with __getitem__ (dicts, lists...), which it indexes by
+            # item, readable and writable. Handlers see every access.
+            attribute_handlers=(_deny_get, _deny_set),
             max_memory=memory_limit,
         )
         self._rt = rt
         self._state = int(rt.execute('return string.format("%p", coroutine.running())'), 16)
-        api = rt.execute(prelude, self._enter, self._leave, _deny_attribute)
+        rt.execute(bounded)
+        api = rt.execute(prelude, self._enter, self._leave, _deny_get)
         self._call = api["call"]
         self.message_handler = api["message_handler"]
         self._compile = api["compile"]
@@ -134,6 +145,7 @@ class LuaEngine:
         self._new_task = api["new_task"]
         self._step = api["step"]
         self._drop_task = api["drop_task"]
+        self._forget = api["forget"]
         self.sleep_function = api["sleep"]
         self.converter = LuaConverter(
             rt, lua_module.lua_type, api["build_class"], api["make_proxy"], api["unproxy"]
@@ -237,8 +249,14 @@ class LuaEngine:
                     if reason is not None:
                         self._hooks.disarm(self._state)
                         self._abort_reason = None
-                    if self._chain:
+                    leftover = bool(self._chain)
+                    if leftover:
                         self._chain.clear()
+                if leftover:
+                    # A resume that never returned normally (abort, error): its
+                    # coroutine may still be armed. Lua resets and releases it
+                    # (the prelude kept it alive until now).
+                    self._forget()
             if reason is None and failure is None:
                 if result is True:
                     return ()
@@ -300,14 +318,20 @@ class LuaEngine:
             values = result if isinstance(result, tuple) else (result, None)
             func = values[0]
             if func is None:
-                message, where, full = _split_error(str(values[1]))
+                text = str(values[1])
+                if text.startswith(_MEMORY_MESSAGE):  # load() returns it like a syntax error
+                    raise ScriptMemoryError(f"{self.name}: out of memory while compiling")
+                message, where, full = _split_error(text)
                 raise ScriptSyntaxError(message, where=where, traceback=full)
             return func
 
     def new_env(self) -> Any:
         """A fresh sandboxed global environment (a Lua table)."""
         with self._lock:
-            return self._make_env()
+            try:
+                return self._make_env()
+            except self._lua.LuaMemoryError as exc:
+                raise ScriptMemoryError(f"{self.name}: out of memory") from exc
 
     def new_task(self, func: Any) -> int:
         """A coroutine that runs ``func`` (kept inside Lua); drive it with ``step``."""
@@ -360,6 +384,7 @@ class LuaEngine:
             self._closed = True
             self._call = self._compile = self._make_env = self._new_task = self._step = None
             self._drop_task = None
+            self._forget = None
             self._rt = None
 
     @property
