@@ -114,9 +114,16 @@ local function tracked_resume(co, ...)
   return tracked(co, co_resume, ...)
 end
 
+-- Coroutines that run the host's lifecycle tasks (see new_task): only the host
+-- resumes or closes them; a script that got one from coroutine.running() cannot.
+local host_owned = real_setmetatable({}, { __mode = "k" })
+
 -- coroutine.close runs the pending __close handlers of a suspended (or
 -- failed) coroutine in that coroutine: it must be armed by an abort too.
 local function safe_close(co)
+  if host_owned[co] then
+    error("cannot close the script's own lifecycle coroutine", 2)
+  end
   if type(co) ~= "thread" then
     error("bad argument #1 to 'close' (coroutine expected)", 2)
   end
@@ -142,6 +149,9 @@ end
 local function safe_resume(co, ...)
   if type(co) ~= "thread" then
     error("bad argument #1 to 'resume' (coroutine expected)", 2)
+  end
+  if host_owned[co] then
+    error("cannot resume the script's own lifecycle coroutine", 2)
   end
   local r = tracked_resume(co, ...)
   while r[1] and r[2] == SLEEP and co_isyieldable() do
@@ -287,7 +297,9 @@ local task_count = 0
 
 local function new_task(fn)
   task_count = task_count + 1
-  tasks[task_count] = safe_create(fn)
+  local co = safe_create(fn)
+  host_owned[co] = true
+  tasks[task_count] = co
   return task_count
 end
 

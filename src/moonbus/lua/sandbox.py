@@ -23,7 +23,7 @@ from moonbus.lua.watchdog import Watchdog
 __all__ = ["DEFAULT_MEMORY_LIMIT", "SUPPORTED_LUA", "SandboxFactory"]
 
 DEFAULT_MEMORY_LIMIT = 64 * 1024 * 1024
-SUPPORTED_LUA = ("lua54", "lua53")
+SUPPORTED_LUA = ("lua54",)
 
 
 class SandboxFactory:
