@@ -48,6 +48,9 @@ local function sorted_keys(a, b, where)
     if type(k) ~= "string" then
       return nil, where .. " has a non-string key"
     end
+    if rawget(b, k) == nil then
+      return nil, where .. "." .. k .. " exists in only one environment"
+    end
     keys[#keys + 1] = k
   end
   for k in pairs(b) do

@@ -200,6 +200,10 @@ class Worker:
             return Outcome.CANCELLED, exc
         except (ScriptError, JobDataError) as exc:
             return Outcome.FAILED, exc
+        except UnicodeEncodeError as exc:
+            problem = JobDataError(f"job arguments contain text that is not valid Unicode: {exc}")
+            problem.__cause__ = exc
+            return Outcome.FAILED, problem
         except Exception as exc:  # a bug: fail the job, keep the worker
             log.exception("runner worker %d: unexpected error in job", self.index)
             return Outcome.FAILED, exc
