@@ -35,10 +35,7 @@ def check_args(args: Sequence[Any]) -> tuple[Any, ...]:
 
     Raises ``JobDataError`` naming the position and the problem.
     """
-    if type(args) is tuple and all(
-        type(value) in _FLAT and (type(value) is not int or INT_MIN <= value <= INT_MAX)
-        for value in args
-    ):
+    if type(args) is tuple and _flat(args):
         return args
     if isinstance(args, (str, bytes, Mapping)) or not isinstance(args, (list, tuple)):
         raise JobDataError(
@@ -47,6 +44,14 @@ def check_args(args: Sequence[Any]) -> tuple[Any, ...]:
     for index, value in enumerate(args):
         _check(value, f"args[{index}]", 0, set())
     return tuple(args)
+
+
+def _flat(args: tuple[Any, ...]) -> bool:
+    for value in args:  # the common case, checked without building paths
+        kind = type(value)
+        if kind not in _FLAT or (kind is int and not INT_MIN <= value <= INT_MAX):
+            return False
+    return True
 
 
 def _check(value: Any, path: str, depth: int, active: set[int]) -> None:
