@@ -129,10 +129,12 @@ def timeout_precision(samples: int, limit: float = 0.05) -> BenchRow:
         runner.submit("return 1").result()
         for _ in range(samples):
             settled: list[float] = []
+
+            def stamp(_: object, into: list[float] = settled) -> None:
+                into.append(time.perf_counter())
+
             start = time.perf_counter()
-            future = runner.submit(
-                SPIN, timeout=limit, callback=lambda f: settled.append(time.perf_counter())
-            )
+            future = runner.submit(SPIN, timeout=limit, callback=stamp)
             future.exception()
             lateness.append((settled[0] - start - limit) * 1000)
     worst = max(lateness)

@@ -59,7 +59,8 @@ _SCALARS = frozenset({int, float, str, bool, type(None)})
 
 
 def _all_scalars(values: tuple[Any, ...]) -> bool:
-    for value in values:  # a plain loop: cheaper than all() on one or two values
+    # A plain loop: cheaper than all() with a generator on one or two values.
+    for value in values:  # noqa: SIM110
         if type(value) not in _SCALARS:
             return False
     return True
