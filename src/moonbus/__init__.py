@@ -1,1 +1,64 @@
-"""moonbus: an embeddable, event-driven Lua scripting runtime for Python games."""
+"""moonbus: an embeddable, event-driven Lua scripting runtime for Python games.
+
+The public names live here; everything else is importable from its module but
+may change between releases.
+"""
+
+from moonbus.bus import Bus, BusStatistics, Event, Subscription
+from moonbus.errors import (
+    AdminAuthError,
+    AdminError,
+    ClosedError,
+    ConfigError,
+    MoonbusError,
+    RunnerBusyError,
+    RunnerClosedError,
+    ScriptCancelled,
+    ScriptError,
+    ScriptMemoryError,
+    ScriptSyntaxError,
+    ScriptTimeout,
+    SharedBackendError,
+    SharedTypeError,
+    SharedValueError,
+    StoreError,
+)
+from moonbus.host.context import HostSettings
+from moonbus.host.script import ScriptHost
+from moonbus.lua.exposure import lua_api, lua_multi
+from moonbus.runtime import Runtime
+from moonbus.shared import SharedStore
+from moonbus.store.base import EventStore, StoreSettings
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AdminAuthError",
+    "AdminError",
+    "Bus",
+    "BusStatistics",
+    "ClosedError",
+    "ConfigError",
+    "Event",
+    "EventStore",
+    "HostSettings",
+    "MoonbusError",
+    "RunnerBusyError",
+    "RunnerClosedError",
+    "Runtime",
+    "ScriptCancelled",
+    "ScriptError",
+    "ScriptHost",
+    "ScriptMemoryError",
+    "ScriptSyntaxError",
+    "ScriptTimeout",
+    "SharedBackendError",
+    "SharedStore",
+    "SharedTypeError",
+    "SharedValueError",
+    "StoreError",
+    "StoreSettings",
+    "Subscription",
+    "lua_api",
+    "lua_multi",
+]

@@ -4,10 +4,10 @@ Foreign errors (lupa, redis, sqlite3, socket) are translated at the boundary
 with ``raise ... from exc`` so that callers only ever need to catch these::
 
     MoonbusError
-    ├── ClosedError                      the object was closed by its owner ("you closed it")
+    ├── ClosedError                      closed by its owner ("you closed it")
     ├── ConfigError (ValueError)         a bad URL, option or setting value
     ├── BusError
-    │   └── HandlerError                 a Python handler raised (collected, never propagated by emit)
+    │   └── HandlerError                 a Python handler raised (logged; never raised by emit)
     ├── SharedError
     │   ├── SharedTypeError (TypeError)  a key used with another kind; names key and both kinds
     │   ├── SharedValueError (ValueError) overflow, size limit, depth limit, cycles, bad value
@@ -18,8 +18,10 @@ with ``raise ... from exc`` so that callers only ever need to catch these::
     │   ├── ScriptMemoryError (MemoryError) the engine ran out of its memory budget
     │   └── ScriptCancelled              a running job was cancelled from outside
     ├── StoreError                       the durable event store failed (file, lock, corruption)
+    ├── GameApiError (ValueError)        a game API (demo world) was called with a bad argument
     ├── AdminError                       an admin command failed or got bad arguments
-    │   └── AdminAuthError               wrong or missing RCON password
+    │   ├── AdminAuthError               wrong or missing RCON password
+    │   └── RconProtocolError            a peer broke the RCON wire format (bad/oversized packet)
     └── RunnerError
         ├── RunnerClosedError (ClosedError)  submit after close
         ├── RunnerBusyError              no queue slot within acquire_timeout
@@ -34,9 +36,11 @@ __all__ = [
     "BusError",
     "ClosedError",
     "ConfigError",
+    "GameApiError",
     "HandlerError",
     "JobDataError",
     "MoonbusError",
+    "RconProtocolError",
     "RunnerBusyError",
     "RunnerClosedError",
     "RunnerError",
@@ -145,12 +149,24 @@ class StoreError(MoonbusError):
     """The durable event store failed: unreadable, locked or corrupt file, lost server."""
 
 
+class GameApiError(MoonbusError, ValueError):
+    """A game API was called with a bad argument: unknown skill, bad filter key, bad text.
+
+    Soft failures (a depleted rock, a full inventory) are not errors: the call
+    returns ``False``. This is for calls no game state could make valid.
+    """
+
+
 class AdminError(MoonbusError):
     """An admin command failed or was given bad arguments."""
 
 
 class AdminAuthError(AdminError):
     """Authentication failed (wrong or missing password)."""
+
+
+class RconProtocolError(AdminError):
+    """A peer broke the Source RCON wire format: a malformed, oversized or truncated packet."""
 
 
 class RunnerError(MoonbusError):

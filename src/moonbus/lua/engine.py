@@ -128,15 +128,27 @@ class LuaEngine:
         self._state = int(rt.execute('return string.format("%p", coroutine.running())'), 16)
         api = rt.execute(prelude, self._enter, self._leave, _deny_attribute)
         self._call = api["call"]
+        self.message_handler = api["message_handler"]
         self._compile = api["compile"]
         self._make_env = api["make_env"]
         self._new_task = api["new_task"]
         self._step = api["step"]
+        self._drop_task = api["drop_task"]
         self.sleep_function = api["sleep"]
         self.converter = LuaConverter(
             rt, lua_module.lua_type, api["build_class"], api["make_proxy"], api["unproxy"]
         )
         self._table_from = rt.table_from
+        self.table_from = rt.table_from  # plain-value copy into a new table (owner thread)
+
+    @property
+    def lock(self) -> threading.RLock:
+        """Held by whichever thread is using the engine (re-entrant)."""
+        return self._lock
+
+    def lua_type(self, value: Any) -> str | None:
+        """Lua type name of a Lua object ("table", "function"...), None for Python values."""
+        return self._lua.lua_type(value)  # type: ignore[no-any-return]
 
     # -------------------------------------------------------------- coroutines
     def _enter(self, pointer: str) -> None:
@@ -181,41 +193,76 @@ class LuaEngine:
         from outside), ``ScriptMemoryError`` or ``ScriptError`` (with the Lua
         traceback). Nested calls on the same thread share the outer deadline.
         """
-        with self._lock:
+        return self._guarded(self._call, func, args, limit)
+
+    def call_protected(self, func: Any, *args: Any, limit: float | None) -> tuple[Any, ...]:
+        """Like ``call`` for a Lua function that runs its own ``xpcall`` with
+        ``message_handler`` and returns ``(ok, ...)`` (saves a trampoline frame on
+        the event-delivery hot path)."""
+        return self._guarded(None, func, args, limit)
+
+    def _guarded(
+        self, invoker: Any, func: Any, args: tuple[Any, ...], limit: float | None
+    ) -> tuple[Any, ...]:
+        # The hot path of event delivery: the token is bumped without
+        # ``_hook_lock`` (``abort`` compares it only while ``_in_call`` is set,
+        # and only this thread writes both), and the lock is taken once at the
+        # end, where it must serialise with a concurrent ``abort``.
+        lock = self._lock
+        lock.acquire()
+        try:
             if self._closed:
                 raise ClosedError(f"Lua engine {self.name!r} is closed")
-            outer = self._depth == 0
-            if outer:
-                with self._hook_lock:
-                    self._token += 1
-                    self._in_call = True
-                    self._abort_reason = None
-                    self._chain.clear()
-                    token = self._token
-                if limit is not None:
-                    self._watchdog.arm(self, self._watchdog.clock() + limit, token)
-            self._depth += 1
+            if self._depth:
+                return self._nested_call(invoker, func, args, limit)
+            self._token = token = self._token + 1
+            self._in_call = True
+            watchdog = self._watchdog
+            if limit is not None:
+                watchdog.arm(self, watchdog.clock() + limit, token)
+            self._depth = 1
             failure: BaseException | None = None
             result: Any = None
             try:
-                result = self._call(func, *args)
-            except self._lua.LuaMemoryError as exc:
-                failure = exc
-            except self._lua.LuaError as exc:
+                result = invoker(func, *args) if invoker is not None else func(*args)
+            except self._lua.LuaError as exc:  # LuaMemoryError is a subclass
                 failure = exc
             finally:
-                self._depth -= 1
-                reason = None
-                if outer:
-                    self._watchdog.disarm(self)
-                    with self._hook_lock:
-                        self._in_call = False
-                        reason = self._abort_reason
-                        if reason is not None:
-                            self._hooks.disarm(self._state)
-                            self._abort_reason = None
+                self._depth = 0
+                if limit is not None:
+                    watchdog.disarm(self)
+                with self._hook_lock:
+                    self._in_call = False
+                    reason = self._abort_reason
+                    if reason is not None:
+                        self._hooks.disarm(self._state)
+                        self._abort_reason = None
+                    if self._chain:
                         self._chain.clear()
+            if reason is None and failure is None:
+                if result is True:
+                    return ()
+                if type(result) is tuple and result[0] is True:
+                    return result[1:]
             return self._outcome(result, failure, reason, limit)
+        finally:
+            lock.release()
+
+    def _nested_call(
+        self, invoker: Any, func: Any, args: tuple[Any, ...], limit: float | None
+    ) -> tuple[Any, ...]:
+        # A Python API called from Lua called back into this engine: same
+        # thread, same deadline as the outer call.
+        self._depth += 1
+        failure: BaseException | None = None
+        result: Any = None
+        try:
+            result = invoker(func, *args) if invoker is not None else func(*args)
+        except self._lua.LuaError as exc:
+            failure = exc
+        finally:
+            self._depth -= 1
+        return self._outcome(result, failure, self._abort_reason, limit)
 
     def _outcome(
         self,
@@ -232,7 +279,9 @@ class LuaEngine:
         else:
             text = str(failure)
         if reason == "timeout":
-            message = f"time limit of {limit * 1000:.0f} ms exceeded" if limit else "time limit exceeded"
+            message = (
+                f"time limit of {limit * 1000:.0f} ms exceeded" if limit else "time limit exceeded"
+            )
             raise ScriptTimeout(f"{self.name}: {message}", traceback=text)
         if reason is not None:
             raise ScriptCancelled(f"{self.name}: cancelled", traceback=text)
@@ -260,10 +309,16 @@ class LuaEngine:
         with self._lock:
             return self._make_env()
 
-    def new_task(self, func: Any) -> Any:
-        """A coroutine that runs ``func``; drive it with ``step``."""
+    def new_task(self, func: Any) -> int:
+        """A coroutine that runs ``func`` (kept inside Lua); drive it with ``step``."""
         with self._lock:
-            return self._new_task(func)
+            return int(self._new_task(func))
+
+    def drop_task(self, task: int) -> None:
+        """Forget a task that will not be resumed again (no-op when finished)."""
+        with self._lock:
+            if not self._closed:
+                self._drop_task(task)
 
     def step(self, task: Any, *args: Any, limit: float | None) -> tuple[str, Any]:
         """Resume ``task``: ("sleep", ms) or ("done", results tuple). Raises like ``call``."""
@@ -304,6 +359,7 @@ class LuaEngine:
                 return
             self._closed = True
             self._call = self._compile = self._make_env = self._new_task = self._step = None
+            self._drop_task = None
             self._rt = None
 
     @property

@@ -236,20 +236,38 @@ local function compile(source, chunkname, env)
   return real_load(source, chunkname, "t", env)
 end
 
--- Start a lifecycle coroutine for fn (main engine): sleep() yields from it.
+-- Lifecycle coroutines (main engine) stay inside Lua: lupa turns a
+-- not-yet-started coroutine handed to Python into a function, so the host
+-- only ever holds task numbers.
+local tasks = {}
+local task_count = 0
+
 local function new_task(fn)
-  return safe_create(fn)
+  task_count = task_count + 1
+  tasks[task_count] = safe_create(fn)
+  return task_count
 end
 
--- Resume a lifecycle coroutine: returns "sleep", ms | "done", results... |
--- "error", traceback.
-local function step(co, ...)
+local function drop_task(id)
+  tasks[id] = nil
+end
+
+-- Resume task `id`: returns "sleep", ms | "done", results... | "error", traceback.
+local function step(id, ...)
+  local co = tasks[id]
+  if co == nil then
+    return "error", "unknown or finished task " .. tostring(id)
+  end
   local r = tracked_resume(co, ...)
   if not r[1] then
+    tasks[id] = nil
     return "error", debug_traceback(co, error_text(r[2]))
   end
   if r[2] == SLEEP and co_status(co) == "suspended" then
     return "sleep", r[3]
+  end
+  if co_status(co) == "dead" then
+    tasks[id] = nil
   end
   return "done", unpack(r, 2, r.n)
 end
@@ -311,8 +329,10 @@ end
 return {
   make_env = make_env,
   call = call,
+  message_handler = message_handler,
   compile = compile,
   new_task = new_task,
+  drop_task = drop_task,
   step = step,
   sleep = sleep,
   build_class = build_class,

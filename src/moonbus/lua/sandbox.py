@@ -60,7 +60,7 @@ class SandboxFactory:
         """The lupa extension module in use (for ``lua_type`` and error classes)."""
         return self._module
 
-    def create(self, name: str, *, memory_limit: int | None | bool = True) -> LuaEngine:
+    def create(self, name: str, *, memory_limit: int | bool | None = True) -> LuaEngine:
         """A new sandboxed engine. ``memory_limit=True`` uses the factory default."""
         limit = self.memory_limit if memory_limit is True else memory_limit
         with self._lock:

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO, Any, Self
 
 from moonbus.bus.event import Event
+from moonbus.errors import ConfigError
 
-__all__ = ["EventStore", "StoreSettings", "StoreStatistics"]
+__all__ = ["EventStore", "StoreSettings", "StoreStatistics", "check_query", "type_list"]
 
 DEFAULT_RETENTION_TICKS = 36_000
 
@@ -45,6 +46,19 @@ class StoreSettings:
     log_appends: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
+    def __post_init__(self) -> None:
+        checked = _checked_settings(
+            {
+                "retention_ticks": self.retention_ticks,
+                "retention_count": self.retention_count,
+                "per_type": self.per_type,
+                "types": self.types,
+                "log_appends": self.log_appends,
+            }
+        )
+        for key, value in checked.items():
+            setattr(self, key, value)
+
     def limits_for(self, event_type: str) -> tuple[int | None, int | None]:
         """(ticks, count) retention for one type, after per-type overrides."""
         with self._lock:
@@ -59,12 +73,99 @@ class StoreSettings:
         return types is None or event_type in types
 
     def update(self, **changes: Any) -> None:
-        """Change settings atomically; takes effect on the next append."""
+        """Change settings atomically; takes effect on the next append or prune.
+
+        Every value is checked first; a bad key or value raises ``ConfigError``
+        naming it and nothing changes.
+        """
+        checked = _checked_settings(changes)
         with self._lock:
-            for key, value in changes.items():
-                if key.startswith("_") or not hasattr(self, key):
-                    raise KeyError(key)
+            for key, value in checked.items():
                 setattr(self, key, value)
+
+
+_SETTING_NAMES = ("retention_ticks", "retention_count", "per_type", "types", "log_appends")
+_LIMIT_NAMES = {"ticks", "count"}
+
+
+def _checked_limit(name: str, value: object) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(
+            f"store setting {name} must be a whole number >= 0 or None, not {value!r}"
+        )
+    return value
+
+
+def _checked_settings(changes: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate and normalise setting values; raises ``ConfigError`` naming the bad one."""
+    checked: dict[str, Any] = {}
+    for key, value in changes.items():
+        if key not in _SETTING_NAMES:
+            raise ConfigError(f"unknown store setting {key!r} (known: {', '.join(_SETTING_NAMES)})")
+        if key in ("retention_ticks", "retention_count"):
+            checked[key] = _checked_limit(key, value)
+        elif key == "per_type":
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"store setting per_type must be a mapping, not {value!r}")
+            per_type: dict[str, dict[str, int | None]] = {}
+            for event_type, limits in value.items():
+                if not isinstance(event_type, str) or not isinstance(limits, Mapping):
+                    raise ConfigError(
+                        f"store setting per_type needs {{type: {{'ticks'|'count': n}}}}, "
+                        f"not {event_type!r}: {limits!r}"
+                    )
+                unknown = set(limits) - _LIMIT_NAMES
+                if unknown:
+                    raise ConfigError(
+                        f"store setting per_type[{event_type!r}] has unknown limit(s) "
+                        f"{sorted(unknown)} (known: count, ticks)"
+                    )
+                per_type[event_type] = {
+                    name: _checked_limit(f"per_type[{event_type!r}][{name!r}]", limit)
+                    for name, limit in limits.items()
+                }
+            checked[key] = per_type
+        elif key == "types":
+            if value is None:
+                checked[key] = None
+            elif isinstance(value, str) or not isinstance(value, Iterable):
+                raise ConfigError(
+                    f"store setting types must be a collection of type names or None, not {value!r}"
+                )
+            else:
+                names = frozenset(value)
+                if not all(isinstance(name, str) for name in names):
+                    raise ConfigError(f"store setting types must hold strings, not {value!r}")
+                checked[key] = names
+        else:
+            if not isinstance(value, bool):
+                raise ConfigError(f"store setting log_appends must be a bool, not {value!r}")
+            checked[key] = value
+    return checked
+
+
+def type_list(types: str | Iterable[str] | None) -> list[str] | None:
+    """Normalise a ``types`` query argument: one name or several, deduplicated, in order."""
+    if types is None:
+        return None
+    if isinstance(types, str):
+        return [types]
+    names = list(dict.fromkeys(types))
+    for name in names:
+        if not isinstance(name, str):
+            raise ConfigError(f"event types must be strings, not {name!r}")
+    return names
+
+
+def check_query(after_tick: int | None, after_seq: int | None, limit: int | None) -> None:
+    """Reject nonsensical query arguments with a ``ConfigError`` naming the argument."""
+    for name, value in (("after_tick", after_tick), ("after_seq", after_seq)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise ConfigError(f"{name} must be an int or None, not {value!r}")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+        raise ConfigError(f"limit must be a whole number >= 0 or None, not {limit!r}")
 
 
 @dataclass(frozen=True)
@@ -97,12 +198,17 @@ class EventStore(ABC):
         *,
         after_tick: int | None = None,
         after_seq: int | None = None,
-        types: Sequence[str] | None = None,
+        types: str | Sequence[str] | None = None,
         limit: int | None = None,
         newest: bool = False,
     ) -> list[Event]:
         """Events oldest first. ``newest=True`` with ``limit`` returns the last
-        ``limit`` matching events (still oldest first)."""
+        ``limit`` matching events (still oldest first).
+
+        ``after_tick`` keeps events whose tick is greater (events without a tick
+        never match it); ``after_seq`` keeps events whose seq is greater;
+        ``types`` is one type name or several. Bad arguments raise ``ConfigError``.
+        """
 
     @abstractmethod
     def summary(self, after_tick: int | None = None) -> dict[str, int]:
@@ -129,6 +235,11 @@ class EventStore(ABC):
         return count
 
     @abstractmethod
+    def prune(self) -> int:
+        """Apply retention now (normally done amortized by ``append``); returns
+        how many events were deleted."""
+
+    @abstractmethod
     def last_seq(self) -> int:
         """Highest ``seq`` ever stored (0 when empty), so a reopened bus continues."""
 
@@ -136,14 +247,15 @@ class EventStore(ABC):
     def statistics(self) -> StoreStatistics:
         """Counters for introspection and benchmarks."""
 
+    @abstractmethod
     def flush(self) -> None:
-        """Make everything appended so far durable (no-op in durable mode)."""
+        """Make everything appended so far durable (nothing to do in durable mode)."""
 
     @abstractmethod
     def close(self) -> None:
         """Flush and release the backend. Idempotent."""
 
-    def __enter__(self) -> EventStore:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -1,0 +1,196 @@
+"""The standard admin commands of SPEC §7, bound to one ``Runtime``.
+
+Events come from the durable event store when one is attached; otherwise
+from the bus's bounded in-memory log (``events.clear`` then needs a store).
+Settings are the host's (time limits, poll delay, failure threshold) and the
+store's (retention, logging); ``settings.set`` changes them live.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from moonbus.admin.registry import CommandRegistry, parse_int
+from moonbus.bus import Event
+from moonbus.errors import AdminError
+from moonbus.store.render import events_json, snapshot_json, summary_lines
+
+if TYPE_CHECKING:
+    from moonbus.runtime import Runtime
+
+__all__ = ["build_registry"]
+
+# setting name -> (object attribute, scale from the admin unit to the stored unit, kind)
+_HOST_SETTINGS: dict[str, tuple[str, float, type]] = {
+    "handler_timeout_ms": ("handler_timeout", 0.001, float),
+    "lifecycle_timeout_ms": ("lifecycle_timeout", 0.001, float),
+    "poll_delay_ms": ("poll_delay", 0.001, float),
+    "max_poll_failures": ("max_poll_failures", 1, int),
+}
+_STORE_SETTINGS = ("retention_ticks", "retention_count", "log_appends")
+
+
+class _Commands:
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+
+    # ------------------------------------------------------------------ events
+    def _events(self, after_tick: int | None, types: list[str] | None = None) -> list[Event]:
+        store = self.rt.event_store
+        if store is not None:
+            store.flush()
+            return store.query(after_tick=after_tick, types=types)
+        events = self.rt.bus.log(types=types)
+        if after_tick is not None:
+            events = [e for e in events if e.tick is not None and e.tick > after_tick]
+        return events
+
+    @staticmethod
+    def _after(args: Sequence[str], index: int) -> int | None:
+        return parse_int(args[index], "after_tick") if len(args) > index else None
+
+    def events(self, args: Sequence[str]) -> str:
+        after = self._after(args, 0)
+        store = self.rt.event_store
+        if store is not None:
+            store.flush()
+            summary = store.summary(after)
+        else:
+            summary = {}
+            for event in self._events(after):
+                summary[event.type] = summary.get(event.type, 0) + 1
+        return summary_lines(summary, after_tick=after)
+
+    def events_get(self, args: Sequence[str]) -> str:
+        return events_json(self._events(self._after(args, 1), [args[0]]))
+
+    def events_snapshot(self, args: Sequence[str]) -> str:
+        grouped: dict[str, list[Event]] = {}
+        for event in self._events(self._after(args, 0)):
+            grouped.setdefault(event.type, []).append(event)
+        return snapshot_json(dict(sorted(grouped.items())))
+
+    def events_clear(self, args: Sequence[str]) -> str:
+        store = self.rt.event_store
+        if store is None:
+            raise AdminError("no durable event store is attached (start with --events-db)")
+        event_type = args[0] if args else None
+        removed = store.clear(event_type)
+        what = f"events of type {event_type!r}" if event_type else "events"
+        return f"cleared {removed} {what}"
+
+    # ----------------------------------------------------------------- scripts
+    def listeners(self, args: Sequence[str]) -> str:
+        lines = [
+            f"{name} {engine} {pattern} {sub_id}"
+            for name, host in self.rt.scripts.items()
+            for engine, sub_id, pattern in host.listeners()
+        ]
+        return "\n".join(lines) if lines else "no active listeners"
+
+    def scripts(self, args: Sequence[str]) -> str:
+        lines = []
+        for info in (host.info() for host in self.rt.scripts.values()):
+            lines.append(
+                f"{info.name} {info.status} uptime={info.uptime:.1f}s polls={info.polls} "
+                f"handler_errors={info.handler_errors}"
+            )
+        return "\n".join(lines) if lines else "no scripts loaded"
+
+    def _host(self, name: str) -> Any:
+        try:
+            return self.rt.script(name)
+        except KeyError:
+            raise AdminError(f"no script named {name!r}") from None
+
+    def script_reload(self, args: Sequence[str]) -> str:
+        host = self._host(args[0])
+        host.reload()
+        return f"reloaded {host.name} ({host.status})"
+
+    def script_stop(self, args: Sequence[str]) -> str:
+        host = self._host(args[0])
+        host.stop()
+        return f"stopped {host.name} ({host.status})"
+
+    def script_start(self, args: Sequence[str]) -> str:
+        host = self._host(args[0])
+        if host.status in ("starting", "running"):
+            return f"{host.name} is already {host.status}"
+        host.start()
+        return f"started {host.name}"
+
+    def shared_dump(self, args: Sequence[str]) -> str:
+        host = self._host(args[0])
+        return json.dumps(host.shared.dump(), sort_keys=True, ensure_ascii=False)
+
+    # ---------------------------------------------------------------- settings
+    def settings(self, args: Sequence[str]) -> str:
+        lines = []
+        host = self.rt.settings
+        for name, (attr, scale, kind) in _HOST_SETTINGS.items():
+            value = getattr(host, attr) / scale
+            lines.append(f"{name} = {kind(round(value, 3)) if kind is int else round(value, 3)}")
+        store = self.rt.store_settings
+        for name in _STORE_SETTINGS:
+            lines.append(f"{name} = {getattr(store, name)}")
+        return "\n".join(lines)
+
+    def settings_set(self, args: Sequence[str]) -> str:
+        key, raw = args
+        if key in _HOST_SETTINGS:
+            attr, scale, kind = _HOST_SETTINGS[key]
+            try:
+                number = kind(raw)
+            except ValueError:
+                raise AdminError(f"{key} must be a {kind.__name__}, got {raw!r}") from None
+            if number <= 0:
+                raise AdminError(f"{key} must be positive, got {raw!r}")
+            setattr(self.rt.settings, attr, number * scale if scale != 1 else number)
+            return f"{key} = {number}"
+        if key in _STORE_SETTINGS:
+            value: Any
+            if key == "log_appends":
+                if raw.lower() not in ("true", "false", "on", "off", "1", "0"):
+                    raise AdminError(f"{key} must be true or false, got {raw!r}")
+                value = raw.lower() in ("true", "on", "1")
+            elif raw.lower() in ("none", "off", "unlimited"):
+                value = None
+            else:
+                value = parse_int(raw, key)
+            self.rt.store_settings.update(**{key: value})
+            return f"{key} = {value}"
+        known = ", ".join([*_HOST_SETTINGS, *_STORE_SETTINGS])
+        raise AdminError(f"unknown setting {key!r} (known: {known})")
+
+
+def build_registry(rt: Runtime) -> CommandRegistry:
+    """The SPEC §7 commands for ``rt``, in their documented order."""
+    c = _Commands(rt)
+    reg = CommandRegistry()
+    reg.register("events", c.events, usage="events [after_tick]",
+                 help="count of stored events by type", args=(0, 1))
+    reg.register("events.get", c.events_get, usage="events.get <type> [after_tick]",
+                 help="JSON array of the events of one type", args=(1, 2))
+    reg.register("events.snapshot", c.events_snapshot, usage="events.snapshot [after_tick]",
+                 help="JSON object of all stored events by type", args=(0, 1))
+    reg.register("events.clear", c.events_clear, usage="events.clear [type]",
+                 help="delete stored events (all, or one type)", args=(0, 1))
+    reg.register("listeners", c.listeners, usage="listeners",
+                 help="active handlers: script, engine, event type, id")
+    reg.register("scripts", c.scripts, usage="scripts",
+                 help="scripts: name, status, uptime, polls, handler errors")
+    reg.register("script.reload", c.script_reload, usage="script.reload <name>",
+                 help="reload a script's source; shared values survive", args=(1, 1))
+    reg.register("script.stop", c.script_stop, usage="script.stop <name>",
+                 help="stop a script (on_stop runs)", args=(1, 1))
+    reg.register("script.start", c.script_start, usage="script.start <name>",
+                 help="start a stopped script", args=(1, 1))
+    reg.register("shared.dump", c.shared_dump, usage="shared.dump <script>",
+                 help="JSON object of a script's shared values", args=(1, 1))
+    reg.register("settings", c.settings, usage="settings", help="current settings")
+    reg.register("settings.set", c.settings_set, usage="settings.set <key> <value>",
+                 help="change a setting; applies at once", args=(2, 2))
+    return reg

@@ -1,0 +1,247 @@
+"""Script-host benchmarks: event delivery into Lua, shared counters, scale.
+
+Rows (each measured side by side with its peer in the same run):
+
+* event → Lua handler reading 3 fields: ``Bus.emit`` committing every event
+  and running a sandboxed, time-limited Lua handler, against the glue people
+  write by hand — a ``queue.Queue``, a consumer thread owning a raw lupa
+  runtime, and a dict payload per event converted to a Lua table.
+* p99 emit → handler latency at 10k events/s (paced emits).
+* ``counter:increment()`` from Lua on the memory store, against a "naive
+  binding": a Python counter object handed to a raw lupa runtime, its method
+  fetched by attribute on every call.
+* 1,000 scripts (TICK handler + poll) at 10 ticks/s: RSS and tick lag.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from moonbus.bench.harness import BenchRow, ratio_row
+from moonbus.lua.exposure import lua_api
+from moonbus.runtime import Runtime
+
+__all__ = ["run"]
+
+AREA = "host"
+HANDLER = """
+local n = 0
+events:on("game_action", function(e)
+  if e.interaction and e.scene_x and e.entity_idx then n = n + 1 end
+end)
+"""
+PAYLOAD = {"interaction": "Mine Iron rocks", "scene_x": 10, "entity_idx": 3}
+
+
+def _script(directory: Path, name: str, text: str) -> Path:
+    path = directory / f"{name}.lua"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def _ours_events_per_second(directory: Path, n: int) -> float:
+    with Runtime(threaded=False, clock=lambda: 0.0) as rt:
+        host = rt.load(_script(directory, "handler", HANDLER))
+        host.start()
+        emit = rt.bus.emit
+        start = time.perf_counter()
+        for i in range(n):
+            emit("game_action", PAYLOAD, tick=i)
+        elapsed = time.perf_counter() - start
+        if host.handler_errors:
+            raise RuntimeError(f"benchmark handler failed: {host.errors[-1]}")
+    return n / elapsed
+
+
+def _glue_events_per_second(n: int) -> float:
+    import lupa.lua54 as lua
+
+    inbox: queue.Queue[dict[str, object] | None] = queue.Queue()
+    done = threading.Event()
+
+    def consumer() -> None:
+        rt = lua.LuaRuntime()
+        handler = rt.eval(
+            "function(e) if e.interaction and e.scene_x and e.entity_idx then return 1 end end"
+        )
+        while True:
+            item = inbox.get()
+            if item is None:
+                break
+            handler(rt.table_from(item))
+        done.set()
+
+    thread = threading.Thread(target=consumer)
+    thread.start()
+    start = time.perf_counter()
+    for i in range(n):
+        inbox.put({**PAYLOAD, "tick": i})
+    inbox.put(None)
+    done.wait()
+    elapsed = time.perf_counter() - start
+    thread.join()
+    return n / elapsed
+
+
+@lua_api
+class _Probe:
+    """Records when the Lua handler started (perf_counter, seconds)."""
+
+    def __init__(self) -> None:
+        self.marks: list[float] = []
+
+    def mark(self) -> None:
+        self.marks.append(time.perf_counter())
+
+
+def _latency_p99_us(directory: Path, n: int, rate: float) -> tuple[float, float]:
+    probe = _Probe()
+    with Runtime(threaded=False, clock=lambda: 0.0) as rt:
+        rt.register_api("probe", probe)
+        script = _script(directory, "latency", 'events:on("ping", function() probe:mark() end)')
+        host = rt.load(script)
+        host.start()
+        starts: list[float] = []
+        interval = 1.0 / rate
+        next_at = time.perf_counter()
+        for i in range(n):
+            while time.perf_counter() < next_at:
+                pass
+            starts.append(time.perf_counter())
+            rt.bus.emit("ping", {"i": i})
+            next_at += interval
+    lat = sorted((m - s) * 1e6 for s, m in zip(starts, probe.marks, strict=True))
+    return lat[int(len(lat) * 0.99) - 1], lat[len(lat) // 2]
+
+
+def _ours_increment_ns(directory: Path, n: int) -> float:
+    text = f"""
+    function on_start()
+      local c = shared:int("hits")
+      local t = os.clock()
+      for i = 1, {n} do c:increment() end
+      stats:set("elapsed", os.clock() - t)
+    end
+    """
+    with Runtime(threaded=False, clock=lambda: 0.0) as rt:
+        host = rt.load(_script(directory, "counter", text))
+        host.start()
+        rt.run_due(0.0)
+        elapsed = host.stats.get("elapsed")
+        if host.shared.int("hits").get() != n or not isinstance(elapsed, float):
+            raise RuntimeError(f"counter benchmark failed: {host.errors}")
+    return elapsed / n * 1e9
+
+
+class _NaiveCounter:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.value = 0
+
+    def increment(self, n: int = 1) -> int:
+        with self._lock:
+            self.value += n
+            return self.value
+
+
+def _naive_increment_ns(n: int) -> float:
+    import lupa.lua54 as lua
+
+    rt = lua.LuaRuntime()
+    counter = _NaiveCounter()
+    loop = rt.eval(
+        f"function(c) local t = os.clock() for i = 1, {n} do c:increment() end"
+        " return os.clock() - t end"
+    )
+    elapsed = loop(counter)
+    if counter.value != n:
+        raise RuntimeError("naive counter benchmark failed")
+    return float(elapsed) / n * 1e9
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status", encoding="ascii") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _scale(directory: Path, scripts: int, seconds: float) -> tuple[float, float, int, int]:
+    text = """
+    events:on("tick", function(e) shared:int("ticks"):increment() end)
+    function poll() shared:int("polls"):increment() return 100 end
+    """
+    path = _script(directory, "scaled", text)
+    before = _rss_mb()
+    with Runtime(threaded=True, workers=2) as rt:
+        hosts = [rt.load(path) for _ in range(scripts)]
+        for host in hosts:
+            host.start()
+        lags: list[float] = []
+        ticks = int(seconds * 10)
+        next_at = time.perf_counter()
+        for tick in range(1, ticks + 1):
+            next_at += 0.1
+            start = time.perf_counter()
+            rt.bus.emit("tick", {"tick": tick}, tick=tick)
+            lags.append(time.perf_counter() - start)
+            pause = next_at - time.perf_counter()
+            if pause > 0:
+                time.sleep(pause)
+        rss = _rss_mb() - before
+        handled = sum(h.shared.int("ticks").get() for h in hosts)
+        polls = sum(h.polls for h in hosts)
+        failed = [h.name for h in hosts if h.status != "running"]
+        if failed or handled != scripts * ticks:
+            raise RuntimeError(f"scale benchmark lost work: {failed[:3]} {handled}")
+    lags.sort()
+    return rss, lags[int(len(lags) * 0.99) - 1] * 1000, polls, ticks
+
+
+def run(quick: bool) -> list[BenchRow]:
+    """The host rows; ``quick`` shrinks every workload."""
+    n_events = 5_000 if quick else 100_000
+    n_incr = 20_000 if quick else 1_000_000
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = Path(tmp)
+        ours = _ours_events_per_second(directory, n_events)
+        glue = _glue_events_per_second(n_events)
+        rows = [
+            ratio_row(
+                AREA, "event -> Lua handler reading 3 fields", ours=ours,
+                peer="queue.Queue + thread + dict payload", theirs=glue, unit="events/s",
+                higher_is_better=True, min_ratio=2.5,
+                target=">= 200k events/s, >= 2.5x glue",
+                note="ours commits every event (seq, log) and runs a sandboxed, "
+                "time-limited handler",
+            )
+        ]
+        p99, p50 = _latency_p99_us(directory, 2_000 if quick else 10_000, 10_000.0)
+        rows.append(BenchRow(AREA, "emit -> handler latency at 10k events/s (p99)", p99, "us",
+                             target="p99 <= 200 us", ok=p99 <= 200.0, note=f"p50 {p50:.1f} us"))
+        ours_ns = _ours_increment_ns(directory, n_incr)
+        naive_ns = _naive_increment_ns(n_incr)
+        rows.append(ratio_row(
+            AREA, "counter:increment() from Lua", ours=ours_ns,
+            peer="naive binding (Python object, method by attribute)", theirs=naive_ns,
+            unit="ns/op", higher_is_better=False, min_ratio=5.0,
+            target="<= 500 ns/op, >= 5x naive",
+        ))
+        scripts = 50 if quick else 1_000
+        rss, lag_p99, polls, ticks = _scale(directory, scripts, 1.0 if quick else 5.0)
+        rows.append(BenchRow(
+            AREA, f"{scripts} scripts, TICK handler + poll, 10 ticks/s: RSS", rss, "MiB",
+            target="< 1024 MiB for 1,000 scripts", ok=rss < 1024 if not quick else None,
+            note=f"{polls} polls in {ticks} ticks; pid {os.getpid()}",
+        ))
+        rows.append(BenchRow(
+            AREA, f"{scripts} scripts: tick emit -> all handlers done (p99)", lag_p99, "ms",
+            target="no tick lag (< 100 ms per tick)", ok=lag_p99 < 100.0,
+        ))
+    return rows

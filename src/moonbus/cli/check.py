@@ -1,0 +1,72 @@
+"""``moonbus check``: compile and lint scripts without running them (SPEC §8).
+
+Prints one line per problem: ``file:line: message`` for a syntax error,
+``file:line: warning: message`` for a lint warning (see ``moonbus.cli.lint``),
+and a one-line tally at the end (not with ``--quiet``). Exit 2 when a script
+is missing, unreadable or does not compile; warnings alone exit 0 (or 1 with
+``--strict``).
+
+Threads: runs on the main thread; owns its probe engine.
+"""
+
+from __future__ import annotations
+
+import click
+
+from moonbus.cli.script_check import Problem, ScriptChecker
+from moonbus.errors import ConfigError, ScriptError
+from moonbus.host.source import load_source
+from moonbus.lua.sandbox import SandboxFactory
+from moonbus.world.world import World
+
+__all__ = ["check_command"]
+
+
+def _demo_api_names() -> list[str]:
+    """The Lua globals the demo world registers (scripts are checked against it)."""
+    world = World(seed=0, emit=lambda *args, **kwargs: None)
+    return sorted(world.apis())
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+@click.command("check")
+@click.argument("scripts", nargs=-1, required=True, metavar="SCRIPT...")
+@click.option("--no-lint", is_flag=True, help="Only compile; skip the lint warnings.")
+@click.option("--strict", is_flag=True, help="Exit 1 when there are warnings.")
+@click.option("--quiet", "-q", is_flag=True, help="Only the problems, no tally line.")
+@click.pass_context
+def check_command(
+    ctx: click.Context, scripts: tuple[str, ...], no_lint: bool, strict: bool, quiet: bool
+) -> None:
+    """Compile and lint SCRIPT... (.lua files or script folders) without running them."""
+    errors = 0
+    warnings = 0
+    with SandboxFactory(memory_limit=None) as factory, \
+            ScriptChecker(factory, _demo_api_names()) as checker:
+        for path in scripts:
+            problems: list[Problem]
+            try:
+                source = load_source(path)
+                problems = checker.compile(source, path)
+                if not problems and not no_lint:
+                    problems = checker.lint(source, path)
+            except (ConfigError, ScriptError) as exc:
+                problems = [Problem(None, str(exc))]
+            for problem in problems:
+                click.echo(str(problem))
+                if problem.severity == "error":
+                    errors += 1
+                else:
+                    warnings += 1
+    if not quiet:
+        click.echo(
+            f"checked {_plural(len(scripts), 'script')}: {_plural(errors, 'error')}, "
+            f"{_plural(warnings, 'warning')}",
+            err=True,
+        )
+    if errors:
+        ctx.exit(2)
+    ctx.exit(1 if strict and warnings else 0)

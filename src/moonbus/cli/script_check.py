@@ -1,0 +1,138 @@
+"""Compiling (and linting) scripts without running them.
+
+Used by ``moonbus check`` and by ``moonbus run`` before it starts anything:
+every file of every script is compiled in one probe engine from the sandbox
+factory (the same Lua the scripts will run in), so a syntax error is reported
+as ``file:line: message`` with the path the user typed, and nothing starts.
+
+A folder script is its ``main.lua`` plus every other ``.lua`` file in the
+folder (the modules ``require`` may load), each compiled on its own.
+
+Threads: a ``ScriptChecker`` owns its probe engine and is used by one thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final, Literal
+
+from moonbus.cli.lint import assigned_globals, lint_globals
+from moonbus.errors import ScriptError
+from moonbus.host.source import ScriptSource
+from moonbus.lua.sandbox import SandboxFactory
+
+__all__ = ["MOONBUS_GLOBALS", "Problem", "ScriptChecker", "ScriptFile", "script_files"]
+
+#: The globals ``host/script_env.lua`` installs in both engines (``require``
+#: only for folder scripts). A test checks this list against a real engine.
+MOONBUS_GLOBALS: Final = ("events", "shared", "logger", "stats", "options", "sleep", "time",
+                          "print")
+_LIBRARIES: Final = ("string", "table", "math", "utf8", "os", "coroutine")
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One finding: ``where`` is ``path:line`` or ``path`` (or None for no file)."""
+
+    where: str | None
+    message: str
+    severity: Literal["error", "warning"] = "error"
+
+    def __str__(self) -> str:
+        prefix = f"{self.where}: " if self.where else ""
+        tag = "warning: " if self.severity == "warning" else ""
+        return f"{prefix}{tag}{self.message}"
+
+
+@dataclass(frozen=True, slots=True)
+class ScriptFile:
+    """One Lua file of a script: the path to show, the runtime's chunk name, its text."""
+
+    display: str
+    chunkname: str
+    text: str
+    is_main: bool
+
+
+def script_files(source: ScriptSource, display: str) -> list[ScriptFile]:
+    """The files of ``source``: the main chunk first, then a folder's modules by path.
+
+    ``display`` is the path as the user gave it. Modules are read with the
+    host's own reader (size limit, UTF-8, confinement); one that cannot be
+    read raises ``ScriptError``/``ConfigError`` naming it.
+    """
+    if source.folder is None:
+        return [ScriptFile(display, source.chunkname, source.text, True)]
+    root = Path(display)
+    files = [ScriptFile(str(root / "main.lua"), source.chunkname, source.text, True)]
+    folder = source.folder
+    for path in sorted(folder.rglob("*.lua")):
+        relative = path.relative_to(folder)
+        if relative == Path("main.lua"):
+            continue
+        module = ".".join(relative.with_suffix("").parts)
+        try:
+            text, chunkname = source.read_module(module)
+        except ScriptError:
+            # Not loadable by require (odd file name): compile it as it is anyway.
+            text = path.read_text("utf-8")
+            chunkname = f"{folder.name}/{relative.as_posix()}"
+        files.append(ScriptFile(str(root / relative), chunkname, text, False))
+    return files
+
+
+def _syntax_problem(display: str, exc: ScriptError) -> Problem:
+    message = exc.message
+    if exc.where and message.startswith(exc.where + ":"):
+        line = exc.where.rsplit(":", 1)[1]
+        return Problem(f"{display}:{line}", message[len(exc.where) + 1 :].strip())
+    return Problem(display, message)
+
+
+class ScriptChecker:
+    """Compiles and lints script files in one probe engine (owned; ``close`` it)."""
+
+    def __init__(self, factory: SandboxFactory, api_names: Collection[str] = ()) -> None:
+        self._engine = factory.create("moonbus-check", memory_limit=None)
+        with self._engine.lock:
+            env = self._engine.new_env()
+            sandbox = {str(k) for k in env}
+            self._libraries = {
+                name: frozenset(str(k) for k in env[name]) for name in _LIBRARIES
+            }
+        self._known = frozenset(sandbox | set(MOONBUS_GLOBALS) | set(api_names) | {"_ENV"})
+
+    def compile(self, source: ScriptSource, display: str) -> list[Problem]:
+        """Syntax errors of every file of ``source`` (empty when all compile)."""
+        problems: list[Problem] = []
+        for f in script_files(source, display):
+            try:
+                self._engine.compile(f.text, f.chunkname, self._engine.new_env())
+            except ScriptError as exc:
+                problems.append(_syntax_problem(f.display, exc))
+        return problems
+
+    def lint(self, source: ScriptSource, display: str) -> list[Problem]:
+        """Warnings about globals (see ``moonbus.cli.lint``); call after ``compile``."""
+        files = script_files(source, display)
+        known = set(self._known)
+        if source.folder is not None:
+            known.add("require")
+        for f in files:  # a folder's modules share the script's globals
+            known |= assigned_globals(f.text)
+        problems: list[Problem] = []
+        for f in files:
+            for finding in lint_globals(f.text, known, self._libraries):
+                problems.append(Problem(f"{f.display}:{finding.line}", finding.message, "warning"))
+        return problems
+
+    def close(self) -> None:
+        self._engine.close()
+
+    def __enter__(self) -> ScriptChecker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

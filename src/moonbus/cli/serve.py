@@ -1,0 +1,112 @@
+"""``moonbus serve``: the demo world in real time, scripts, a durable store, RCON.
+
+The same session as ``moonbus run`` (world, runtime, scripts), kept running
+until Ctrl-C or SIGTERM even when no script is left running (an operator can
+start them again over RCON), with the admin RCON server answering from the
+runtime's command registry. On stop: the RCON server closes, scripts stop
+(``on_stop`` runs), the event store is flushed and closed, exit 0.
+
+The RCON password comes from ``--rcon-password`` or ``MOONBUS_RCON_PASSWORD``;
+there is no default and the server never starts without one.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from urllib.parse import quote
+
+import click
+
+from moonbus.admin.rcon_server import RconServer
+from moonbus.cli.interrupt import stop_on_interrupt
+from moonbus.cli.plan import compile_problems, plan_scripts
+from moonbus.cli.session import Session
+from moonbus.errors import AdminError, ConfigError, SharedBackendError, StoreError
+
+__all__ = ["serve_command"]
+
+DEFAULT_EVENTS_DB = "moonbus-events.db"
+
+
+@click.command("serve")
+@click.argument("scripts", nargs=-1, required=True, metavar="SCRIPT...")
+@click.option("--rcon-host", default="127.0.0.1", show_default=True)
+@click.option("--rcon-port", type=click.IntRange(0, 65535), default=27015, show_default=True,
+              help="0 picks a free port (printed at start).")
+@click.option("--rcon-password", envvar="MOONBUS_RCON_PASSWORD", default=None,
+              help="Required (or MOONBUS_RCON_PASSWORD).")
+@click.option("--events-db", type=click.Path(dir_okay=False, path_type=Path),
+              default=DEFAULT_EVENTS_DB, show_default=True, help="Durable SQLite event store.")
+@click.option("--events", "events_url", default=None, metavar="URL",
+              help="Event store URL instead of --events-db (sqlite:///FILE, redis://...).")
+@click.option("--shared", "shared_url", default="memory://", show_default=True, metavar="URL",
+              help="Shared store: memory:// or redis://HOST:PORT/DB.")
+@click.option("--tick-ms", type=click.IntRange(min=1), default=600, show_default=True)
+@click.option("--ticks", type=click.IntRange(min=0), default=None,
+              help="Stop after N ticks (default: until Ctrl-C or SIGTERM).")
+@click.option("--seed", type=int, default=0, show_default=True, help="World seed.")
+@click.option("--option", "option_texts", multiple=True, metavar="[SCRIPT:]KEY=VALUE",
+              help="A script option (repeatable).")
+@click.pass_context
+def serve_command(
+    ctx: click.Context,
+    scripts: tuple[str, ...],
+    rcon_host: str,
+    rcon_port: int,
+    rcon_password: str | None,
+    events_db: Path,
+    events_url: str | None,
+    shared_url: str,
+    tick_ms: int,
+    ticks: int | None,
+    seed: int,
+    option_texts: tuple[str, ...],
+) -> None:
+    """Run SCRIPT... in real time with the admin RCON server and a durable event store."""
+    if not rcon_password:
+        raise click.UsageError(
+            "an RCON password is required (--rcon-password or MOONBUS_RCON_PASSWORD)"
+        )
+    try:
+        plans = plan_scripts(scripts, option_texts)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from exc
+    problems = compile_problems(plans)
+    if problems:
+        for problem in problems:
+            click.echo(str(problem), err=True)
+        ctx.exit(2)
+    url = events_url or f"sqlite:///{quote(str(events_db))}"
+    try:
+        session = Session(plans, seed=seed, virtual=False, events_url=url, shared_url=shared_url,
+                          tick_seconds=tick_ms / 1000.0)
+    except (ConfigError, StoreError, SharedBackendError) as exc:
+        raise click.UsageError(str(exc)) from exc
+    try:
+        try:
+            server = RconServer(session.runtime.admin.answer, password=rcon_password,
+                                host=rcon_host, port=rcon_port)
+            server.start()
+        except (ConfigError, AdminError) as exc:
+            raise click.UsageError(str(exc)) from exc
+        try:
+            click.echo(
+                f"moonbus serve: {len(plans)} script(s), RCON on {server.host}:{server.port}, "
+                f"events in {events_url or events_db}; Ctrl-C or SIGTERM stops",
+                err=True,
+            )
+            stop = threading.Event()
+            with stop_on_interrupt(stop, sigterm=True):
+                session.start()
+                try:
+                    session.run_realtime(ticks, stop, keep_alive=True)
+                finally:
+                    session.stop_scripts()
+        finally:
+            server.stop()
+        failed = [r.name for r in session.report() if r.status == "failed"]
+    finally:
+        session.close()
+    click.echo(f"moonbus serve: stopped; {len(failed)} failed script(s)", err=True)
+    ctx.exit(0)

@@ -1,0 +1,295 @@
+"""One of a script's two engines, with the bridge its Lua library calls.
+
+``ScriptEngine`` wraps a sandboxed ``LuaEngine`` and installs the script
+globals (``script_env.lua``) into a fresh environment. The Lua library calls
+back into the small set of Python functions built here (``_bridge``); they
+are passed into Lua as plain callables, which the sandbox lets Lua call but
+never inspect.
+
+Delivery rules (SPEC §4), decided in ``_subscribe``:
+
+* event engine: every ``events:on`` is a bus subscription whose handler runs
+  the Lua handler at once, on the thread delivering the event;
+* main engine, while the chunk loads: recorded but never delivered (the event
+  engine delivers the same top-level handlers; no double delivery);
+* main engine, from lifecycle code: a bus subscription that queues the event
+  for the script thread (``on_deferred``), which runs it between polls.
+
+Threads: the event engine is run by the bus's delivering thread; the main
+engine by the scheduler thread running the script. ``LuaEngine``'s lock
+makes sure no state is ever touched by two threads at once.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import threading
+from collections.abc import Callable, Mapping
+from importlib import resources
+from typing import Any
+
+from moonbus.bus import Bus, Event, Subscription
+from moonbus.errors import ScriptError
+from moonbus.host.context import ScriptContext
+from moonbus.host.source import ScriptSource
+from moonbus.lua.engine import LuaEngine
+
+__all__ = ["SHARED_METHODS", "ScriptEngine", "event_payload"]
+
+SHARED_METHODS: Mapping[str, tuple[str, ...]] = {
+    "int": ("get", "set", "increment", "decrement", "add", "subtract"),
+    "float": ("get", "set", "add"),
+    "string": ("get", "set", "append"),
+    "bool": ("get", "set", "toggle"),
+    "table": ("get", "set", "contains", "remove", "clear", "keys", "to_table", "increment"),
+}
+STOP_TOKEN = "\0moonbus:stop"
+_SCALARS = (str, int, float, bool, type(None))
+_SCALAR_TYPES = frozenset(_SCALARS)
+
+
+def _script_env_source() -> str:
+    return resources.files("moonbus.host").joinpath("script_env.lua").read_text("utf-8")
+
+
+def event_payload(event: Event) -> dict[str, Any]:
+    """What a Lua handler receives: the data fields plus ``tick`` (and ``type``,
+    ``seq`` unless the data has fields of those names)."""
+    payload = dict(event.data)
+    payload.setdefault("tick", event.tick)
+    payload.setdefault("type", event.type)
+    payload.setdefault("seq", event.seq)
+    return payload
+
+
+def _as_sequences(value: Any) -> Any:
+    """Shared tables keep string keys; give Lua back sequences where keys are "1".."n"."""
+    if isinstance(value, dict):
+        items = {k: _as_sequences(v) for k, v in value.items()}
+        n = len(items)
+        numbered = n and all(isinstance(k, str) and k.isdigit() for k in items)
+        if numbered and sorted(int(k) for k in items) == list(range(1, n + 1)):
+            return [items[str(i)] for i in range(1, n + 1)]
+        return items
+    return value
+
+
+class ScriptEngine:
+    """A sandboxed engine plus the script library installed in it."""
+
+    def __init__(
+        self,
+        *,
+        kind: str,
+        script_name: str,
+        source: ScriptSource,
+        options: Mapping[str, Any],
+        shared: Any,
+        stats: dict[str, Any],
+        stats_lock: threading.Lock,
+        ctx: ScriptContext,
+        on_deferred: Callable[[int, Event], None],
+        on_handler_error: Callable[[str, BaseException], None],
+        env_source: str,
+    ) -> None:
+        self.kind = kind
+        self.script_name = script_name
+        self._source = source
+        self._options = dict(options)
+        self._shared = shared
+        self._stats = stats
+        self._stats_lock = stats_lock
+        self._ctx = ctx
+        self._bus: Bus = ctx.bus
+        self._on_deferred = on_deferred
+        self._on_handler_error = on_handler_error
+        self.loading = True
+        self.subscriptions: dict[int, Subscription] = {}
+        self.patterns: dict[int, str] = {}
+        self._ids = itertools.count(1)
+        self.engine: LuaEngine = ctx.factory.create(
+            f"{script_name}:{kind}", memory_limit=ctx.settings.memory_limit
+        )
+        engine = self.engine
+        self.converter = engine.converter
+        self._table_from = engine.table_from
+        self.env = engine.new_env()
+        bridge = self._bridge()
+        info = engine.table(
+            {
+                "engine": kind,
+                "event_types": dict(ctx.event_types),
+                "stop_token": STOP_TOKEN,
+                "shared_methods": {k: list(v) for k, v in SHARED_METHODS.items()},
+            }
+        )
+        info["sleep"] = engine.sleep_function
+        info["message_handler"] = engine.message_handler
+        installer = engine.compile(env_source, "=moonbus", engine.new_env())
+        limit = ctx.settings.lifecycle_timeout
+        lib = engine.call(installer, self.env, bridge, info, limit=limit)[0]
+        self._dispatch = lib["dispatch"]
+        self._deliver = lib["deliver"]
+        self._forget = lib["forget"]
+
+    # ------------------------------------------------------------------ bridge
+    def _bridge(self) -> Any:
+        conv = self.converter
+        to_py = conv.to_py
+        to_lua = conv.to_lua
+        functions: dict[str, Any] = {
+            "subscribe": self._subscribe,
+            "unsubscribe": self._unsubscribe,
+            "emit": self._emit,
+            "log": self._log,
+            "stats_set": self._stats_set,
+            "stats_get": self._stats_get,
+            "stats_clear": self._stats_clear,
+            "options": lambda: to_lua(self._options),
+            "time": self._ctx.tick,
+            "shared_handle": self._shared_handle,
+            "shared_check": lambda kind, name: getattr(self._shared, kind)(name) and None,
+            "shared_contains": lambda name: self._shared.contains(to_py(name)),
+            "shared_remove": lambda name: self._shared.remove(to_py(name)),
+            "shared_clear": lambda: self._shared.clear(),
+            "apis": lambda: to_lua(dict(self._ctx.apis)),
+        }
+        if self._source.folder is not None:
+            functions["require"] = self._require
+        table = self.engine.table({})
+        for name, func in functions.items():
+            table[name] = func
+        return table
+
+    def _subscribe(self, pattern: str, once: bool) -> int:
+        sub_id = next(self._ids)
+        self.patterns[sub_id] = pattern
+        if self.kind == "main" and self.loading:
+            return sub_id  # delivered by the event engine; recorded for off()
+        target = self.deliver if self.kind == "event" else self._on_deferred
+        handler = functools.partial(target, sub_id)
+        owner = f"{self.script_name}:{self.kind}"
+        bus = self._bus
+        sub = (bus.once if once else bus.on)(pattern, handler, owner=owner)
+        self.subscriptions[sub_id] = sub
+        return sub_id
+
+    def _unsubscribe(self, sub_id: int) -> None:
+        self.patterns.pop(sub_id, None)
+        sub = self.subscriptions.pop(sub_id, None)
+        if sub is not None:
+            sub.cancel()
+
+    def _emit(self, name: str, data: Any) -> int:
+        payload = None if data is None else self.converter.to_py(data)
+        if payload is not None and not isinstance(payload, dict):
+            payload = {str(i + 1): v for i, v in enumerate(payload)}
+        event = self._bus.emit(
+            name, payload, source=f"script:{self.script_name}", tick=self._ctx.tick()
+        )
+        return event.seq
+
+    def _log(self, level: str, message: str) -> None:
+        self._ctx.log(self.script_name, self.kind, level, message, self._ctx.tick())
+
+    def _stats_set(self, key: Any, value: Any) -> None:
+        if not isinstance(key, str):
+            raise TypeError(f"stats key must be a string, got {type(key).__name__}")
+        if not isinstance(value, _SCALARS):
+            raise TypeError(
+                f"stats value for {key!r} must be a string, number or boolean, got a table"
+            )
+        with self._stats_lock:
+            if value is None:
+                self._stats.pop(key, None)
+            else:
+                self._stats[key] = value
+
+    def _stats_get(self, key: Any) -> Any:
+        with self._stats_lock:
+            return self._stats.get(key)
+
+    def _stats_clear(self) -> None:
+        with self._stats_lock:
+            self._stats.clear()
+
+    def _shared_handle(self, kind: str, name: Any) -> tuple[Any, ...]:
+        handle = getattr(self._shared, kind)(name)
+        methods = [getattr(handle, m) for m in SHARED_METHODS[kind]]
+        if kind != "table":
+            return tuple(methods)
+        to_py, to_lua = self.converter.to_py, self.converter.to_lua
+
+        def converted(method: Callable[..., Any]) -> Callable[..., Any]:
+            def call(*args: Any) -> Any:
+                return to_lua(_as_sequences(method(*[to_py(a) for a in args])))
+            return call
+
+        return tuple(converted(m) for m in methods)
+
+    def _require(self, module: str) -> Any:
+        text, chunkname = self._source.read_module(module)
+        return self.engine.compile(text, chunkname, self.env)
+
+    # ---------------------------------------------------------------- running
+    def load_chunk(self) -> tuple[Any, ...]:
+        """Compile and run the script's top-level code in this engine."""
+        chunk = self.engine.compile(self._source.text, self._source.chunkname, self.env)
+        try:
+            return self.engine.call(chunk, limit=self._ctx.settings.lifecycle_timeout)
+        finally:
+            self.loading = False
+
+    def deliver(self, sub_id: int, event: Event) -> None:
+        """Run one handler now, on the calling thread (event engine delivery)."""
+        engine = self.engine
+        try:
+            with engine.lock:
+                if engine.closed:
+                    return
+                data = event.data
+                for value in data.values():
+                    if type(value) not in _SCALAR_TYPES:
+                        table = self.converter.to_lua(data)
+                        break
+                else:  # all plain values: one C-level copy
+                    table = self._table_from(data)
+                engine.call_protected(
+                    self._deliver, sub_id, table, event.tick, event.seq, event.type,
+                    limit=self._ctx.settings.handler_timeout,
+                )
+        except (ScriptError, TypeError) as exc:
+            self._on_handler_error(f"handler for {self.patterns.get(sub_id, '?')!r}", exc)
+        finally:
+            sub = self.subscriptions.get(sub_id)
+            if sub is not None and not sub.active:
+                self.subscriptions.pop(sub_id, None)
+                self.patterns.pop(sub_id, None)
+
+    def deferred_task(self, sub_id: int, event: Event) -> Any:
+        """A coroutine running one deferred handler (main engine, script thread)."""
+        sub = self.subscriptions.get(sub_id)
+        if sub is not None and not sub.active:
+            self.subscriptions.pop(sub_id, None)
+        with self.engine.lock:
+            payload = self.converter.to_lua(event_payload(event))
+            task = self.engine.new_task(self._dispatch)
+        return task, (sub_id, payload)
+
+    def global_function(self, name: str) -> Any:
+        """A global function of the script (``on_start``...), or None."""
+        value = self.env[name]
+        return value if self.engine.lua_type(value) == "function" else None
+
+    def listeners(self) -> list[tuple[int, str]]:
+        """(id, pattern) of the handlers this engine actually delivers."""
+        return sorted((i, self.patterns.get(i, "?")) for i, s in self.subscriptions.items()
+                      if s.active)
+
+    def close(self) -> None:
+        """Drop every bus subscription and release the Lua state."""
+        for sub in list(self.subscriptions.values()):
+            sub.cancel()
+        self.subscriptions.clear()
+        self.engine.close()

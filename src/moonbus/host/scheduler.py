@@ -1,0 +1,196 @@
+"""Drives the main engines of many scripts with few threads.
+
+A script's main engine never owns an OS thread. Its work (``on_start``,
+each ``poll``, deferred handlers, ``on_stop``) runs in Lua coroutines that
+yield when the script calls ``sleep``; the script tells the scheduler when it
+next has work (``run_slice`` returns a due time) and the scheduler calls it
+again then, or earlier when it is woken (a deferred event arrived, a stop was
+asked). So 1,000 sleeping scripts cost 1,000 heap entries, not 1,000 threads.
+
+Two modes, chosen by the owner:
+
+* threaded (``start(workers)``): worker threads wait on a condition for the
+  earliest due entry and run it. A script is run by at most one worker at a
+  time (``_busy``); a wake that arrives while it runs is kept and honoured
+  when the slice ends.
+* stepped (``run_due(now)``): the caller's thread runs every entry due at
+  ``now`` once, in (due time, scheduling order) order. With a virtual clock
+  this makes a whole run deterministic (``moonbus run --tick-ms 0``).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+__all__ = ["Schedulable", "ScriptScheduler"]
+
+_log = logging.getLogger("moonbus.scheduler")
+
+
+class Schedulable(Protocol):
+    """Something with work to do at times it chooses."""
+
+    def run_slice(self, now: float) -> float | None:
+        """Do the work due at ``now``; return when to be called next (None = only when woken)."""
+        ...
+
+
+class ScriptScheduler:
+    """A timer heap of schedulables, run by worker threads or stepped by the caller."""
+
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int, Schedulable]] = []
+        self._due: dict[Schedulable, float] = {}
+        self._busy: set[Schedulable] = set()
+        self._rerun: dict[Schedulable, float] = {}
+        self._order = itertools.count()
+        self._threads: list[threading.Thread] = []
+        self._closed = False
+
+    @property
+    def threaded(self) -> bool:
+        """True when worker threads run the schedule."""
+        return bool(self._threads)
+
+    def schedule(self, task: Schedulable, due: float) -> None:
+        """Run ``task`` at ``due`` (the earliest of several requests wins)."""
+        with self._cond:
+            if self._closed:
+                return
+            if task in self._busy:
+                previous = self._rerun.get(task)
+                self._rerun[task] = due if previous is None else min(previous, due)
+                return
+            current = self._due.get(task)
+            if current is not None and current <= due:
+                return
+            self._due[task] = due
+            heapq.heappush(self._heap, (due, next(self._order), task))
+            self._cond.notify()
+
+    def wake(self, task: Schedulable) -> None:
+        """Run ``task`` as soon as possible."""
+        self.schedule(task, self.clock())
+
+    def remove(self, task: Schedulable) -> None:
+        """Forget every pending run of ``task``."""
+        with self._cond:
+            self._due.pop(task, None)
+            self._rerun.pop(task, None)
+
+    def pending(self) -> int:
+        """How many tasks have a pending run."""
+        with self._cond:
+            return len(self._due)
+
+    def next_due(self) -> float | None:
+        """The earliest pending due time, or None."""
+        with self._cond:
+            self._discard_stale()
+            return self._heap[0][0] if self._heap else None
+
+    def _discard_stale(self) -> None:
+        heap = self._heap
+        while heap and self._due.get(heap[0][2]) != heap[0][0]:
+            heapq.heappop(heap)
+
+    def _pop_due(self, now: float) -> Schedulable | None:
+        self._discard_stale()
+        if not self._heap or self._heap[0][0] > now:
+            return None
+        _, _, task = heapq.heappop(self._heap)
+        del self._due[task]
+        self._busy.add(task)
+        return task
+
+    def _finish(self, task: Schedulable, next_due: float | None) -> None:
+        with self._cond:
+            self._busy.discard(task)
+            rerun = self._rerun.pop(task, None)
+            if rerun is not None:
+                next_due = rerun if next_due is None else min(next_due, rerun)
+            if next_due is not None and not self._closed:
+                self._due[task] = next_due
+                heapq.heappush(self._heap, (next_due, next(self._order), task))
+                self._cond.notify()
+            else:
+                self._cond.notify_all()
+
+    def _run_one(self, task: Schedulable, now: float) -> None:
+        next_due: float | None = None
+        try:
+            next_due = task.run_slice(now)
+        except Exception:  # a bug in the host, not in the script: keep serving others
+            _log.exception("scheduler task %r failed", task)
+        finally:
+            self._finish(task, next_due)
+
+    # ------------------------------------------------------------- stepped mode
+    def run_due(self, now: float | None = None) -> int:
+        """Run, on this thread, every task due at ``now`` once; returns how many ran."""
+        now = self.clock() if now is None else now
+        batch: list[Schedulable] = []
+        with self._cond:
+            while True:
+                task = self._pop_due(now)
+                if task is None:
+                    break
+                batch.append(task)
+        for task in batch:
+            self._run_one(task, now)
+        return len(batch)
+
+    # ------------------------------------------------------------ threaded mode
+    def start(self, workers: int = 4) -> None:
+        """Start ``workers`` threads that run tasks when they are due."""
+        if workers < 1:
+            raise ValueError("workers must be at least 1")
+        with self._cond:
+            if self._threads:
+                return
+            for i in range(workers):
+                thread = threading.Thread(
+                    target=self._worker, name=f"moonbus-script-{i}", daemon=True
+                )
+                self._threads.append(thread)
+        for thread in self._threads:
+            thread.start()
+
+    def _worker(self) -> None:
+        while True:
+            with self._cond:
+                while True:
+                    if self._closed:
+                        return
+                    now = self.clock()
+                    task = self._pop_due(now)
+                    if task is not None:
+                        break
+                    self._discard_stale()
+                    timeout = self._heap[0][0] - now if self._heap else None
+                    self._cond.wait(timeout)
+            self._run_one(task, now)
+
+    def wait_idle(self, task: Schedulable, timeout: float | None = None) -> bool:
+        """Block until ``task`` is not being run by a worker (True) or timeout."""
+        with self._cond:
+            return self._cond.wait_for(lambda: task not in self._busy, timeout)
+
+    def close(self) -> None:
+        """Stop the workers (after their current slice) and drop the schedule."""
+        with self._cond:
+            self._closed = True
+            self._heap.clear()
+            self._due.clear()
+            self._cond.notify_all()
+        for thread in self._threads:
+            if thread is not threading.current_thread():
+                thread.join(timeout=10.0)

@@ -1,0 +1,302 @@
+-- moonbus script library: installs the script-facing globals into one
+-- sandboxed environment (one per engine). Called by the host with:
+--   env      the environment table made by the sandbox's make_env
+--   py       a table of Python bridge functions (see moonbus.host.bridge)
+--   info     { engine = "event" | "main", event_types = {NAME = "name"...},
+--              sleep = <sandbox sleep>, stop_token = <string> }
+-- Returns the Lua-side dispatcher used by the host to call handlers.
+local env, py, info = ...
+
+local type, error, select, tostring, pairs, rawget, setmetatable =
+  type, error, select, tostring, pairs, rawget, setmetatable
+local concat = table.concat
+local engine_kind = info.engine
+local sandbox_sleep = info.sleep
+local STOP_TOKEN = info.stop_token
+
+-- `lib.fn(...)` and `lib:fn(...)` both work: drop a leading self (any of
+-- the library objects installed below).
+local selves = setmetatable({}, { __mode = "k" })
+local function method_args(_, ...)
+  if select("#", ...) > 0 and selves[(select(1, ...))] then
+    return select(2, ...)
+  end
+  return ...
+end
+local function library(name, lib)
+  local proxy = setmetatable({}, {
+    __index = lib,
+    __newindex = function() error(name .. " is read-only", 2) end,
+    __metatable = name,
+  })
+  selves[proxy] = true
+  selves[lib] = true
+  return proxy
+end
+
+---------------------------------------------------------------- events
+local handlers = {}      -- id -> { pattern = ..., fn = ..., once = bool }
+local events = {}
+events.EventType = {}
+for k, v in pairs(info.event_types) do
+  events.EventType[k] = v
+end
+
+local function register(once, ...)
+  local name, fn = method_args(events, ...)
+  if type(name) ~= "string" then
+    error("events.on: event name must be a string, got " .. type(name), 3)
+  end
+  if type(fn) ~= "function" then
+    error("events.on: handler must be a function, got " .. type(fn), 3)
+  end
+  local id = py.subscribe(name, once)
+  handlers[id] = { pattern = name, fn = fn, once = once }
+  return id
+end
+
+function events.on(...)
+  return register(false, ...)
+end
+
+function events.once(...)
+  return register(true, ...)
+end
+
+function events.off(...)
+  local a, b = method_args(events, ...)
+  if type(a) == "number" then
+    if handlers[a] == nil then
+      return false
+    end
+    handlers[a] = nil
+    py.unsubscribe(a)
+    return true
+  end
+  if type(a) == "string" and type(b) == "function" then
+    local removed = 0
+    for id, h in pairs(handlers) do
+      if h.pattern == a and h.fn == b then
+        handlers[id] = nil
+        py.unsubscribe(id)
+        removed = removed + 1
+      end
+    end
+    return removed > 0
+  end
+  error("events.off: expected a handler id, or an event name and a function", 2)
+end
+
+function events.emit(...)
+  local name, data = method_args(events, ...)
+  if type(name) ~= "string" then
+    error("events.emit: event name must be a string, got " .. type(name), 2)
+  end
+  if data ~= nil and type(data) ~= "table" then
+    error("events.emit: event data must be a table, got " .. type(data), 2)
+  end
+  return py.emit(name, data)
+end
+
+env.events = library("events", events)
+
+-- Called by the host (through the sandbox's guarded call) to run one handler
+-- as a coroutine task (main engine, deferred delivery).
+local function dispatch(id, event)
+  local h = handlers[id]
+  if h == nil then
+    return false
+  end
+  if h.once then
+    handlers[id] = nil
+  end
+  h.fn(event)
+  return true
+end
+
+-- Event-engine hot path, called directly by the host (no trampoline): fills
+-- in tick/type/seq unless the data has them, runs the handler under xpcall
+-- and returns (ok, traceback) like the sandbox's guarded call.
+local message_handler = info.message_handler
+local function deliver(id, event, tick, seq, event_type)
+  local h = handlers[id]
+  if h == nil then
+    return true
+  end
+  if h.once then
+    handlers[id] = nil
+  end
+  if event.tick == nil then
+    event.tick = tick
+  end
+  if event.type == nil then
+    event.type = event_type
+  end
+  if event.seq == nil then
+    event.seq = seq
+  end
+  return xpcall(h.fn, message_handler, event)
+end
+
+-- Called by the host when a once-handler fired in the other engine, or when
+-- the host drops a subscription.
+local function forget(id)
+  handlers[id] = nil
+end
+
+---------------------------------------------------------------- logger
+local function render(...)
+  local n = select("#", ...)
+  local parts = {}
+  for i = 1, n do
+    parts[i] = tostring((select(i, ...)))
+  end
+  return concat(parts, " ")
+end
+
+local logger = {}
+for _, level in pairs({ "debug", "info", "warn", "error" }) do
+  logger[level] = function(...)
+    py.log(level, render(method_args(logger, ...)))
+  end
+end
+env.logger = library("logger", logger)
+env.print = function(...)
+  py.log("info", render(...))
+end
+
+---------------------------------------------------------------- stats
+local stats = {}
+function stats.set(...)
+  local key, value = method_args(stats, ...)
+  py.stats_set(key, value)
+end
+function stats.get(...)
+  return py.stats_get((method_args(stats, ...)))
+end
+function stats.clear(...)
+  py.stats_clear()
+end
+env.stats = library("stats", stats)
+
+---------------------------------------------------------------- options
+local function readonly(t, what)
+  local proxy = {}
+  for k, v in pairs(t) do
+    if type(v) == "table" then
+      t[k] = readonly(v, what)
+    end
+  end
+  return setmetatable(proxy, {
+    __index = t,
+    __newindex = function() error(what .. " is read-only", 2) end,
+    __pairs = function() return pairs(t) end,
+    __len = function() return #t end,
+    __metatable = what,
+  })
+end
+env.options = readonly(py.options(), "options")
+
+---------------------------------------------------------------- sleep, time
+if engine_kind == "main" then
+  env.sleep = function(ms)
+    local r = sandbox_sleep(ms)
+    if r == STOP_TOKEN then
+      error("script stopped", 2)
+    end
+    return true
+  end
+else
+  env.sleep = function()
+    error("sleep() is not allowed in event handlers (they run in the event engine)", 2)
+  end
+end
+env.time = py.time
+
+---------------------------------------------------------------- shared
+-- Kind name -> method names, in the order the Python bridge returns them.
+local KIND_METHODS = info.shared_methods
+local shared = {}
+local handle_cache = {}
+
+local function make_handle(kind, name)
+  local fns = { py.shared_handle(kind, name) }
+  local index = {}
+  for i, method in pairs(KIND_METHODS[kind]) do
+    local f = fns[i]
+    index[method] = function(self, ...)
+      return f(...)
+    end
+  end
+  return setmetatable({}, {
+    __index = index,
+    __newindex = function() error("shared handles are read-only", 2) end,
+    __tostring = function() return "shared " .. kind .. " " .. name end,
+    __metatable = "shared " .. kind,
+  })
+end
+
+for kind in pairs(KIND_METHODS) do
+  shared[kind] = function(...)
+    local name = method_args(shared, ...)
+    if type(name) ~= "string" then
+      error("shared:" .. kind .. ": name must be a string, got " .. type(name), 2)
+    end
+    local key = kind .. "\0" .. name
+    local h = handle_cache[key]
+    if h == nil then
+      h = make_handle(kind, name)
+      handle_cache[key] = h
+    else
+      py.shared_check(kind, name)
+    end
+    return h
+  end
+end
+function shared.contains(...)
+  return py.shared_contains((method_args(shared, ...)))
+end
+function shared.remove(...)
+  return py.shared_remove((method_args(shared, ...)))
+end
+function shared.clear(...)
+  return py.shared_clear()
+end
+env.shared = library("shared", shared)
+
+---------------------------------------------------------------- require
+if py.require ~= nil then
+  local loaded = {}
+  local loading = {}
+  env.require = function(name)
+    if type(name) ~= "string" then
+      error("require: module name must be a string", 2)
+    end
+    local m = loaded[name]
+    if m ~= nil then
+      return m
+    end
+    if loading[name] then
+      error("require: circular require of '" .. name .. "'", 2)
+    end
+    loading[name] = true
+    local chunk = py.require(name)
+    local ok, result = pcall(chunk, name)
+    loading[name] = nil
+    if not ok then
+      error(result, 0)
+    end
+    if result == nil then
+      result = true
+    end
+    loaded[name] = result
+    return result
+  end
+end
+
+---------------------------------------------------------------- host API globals
+for name, value in pairs(py.apis()) do
+  env[name] = value
+end
+
+return { dispatch = dispatch, deliver = deliver, forget = forget }

@@ -1,0 +1,257 @@
+"""The composition root: one ``Runtime`` owns a bus, stores, hosts and engines.
+
+Nothing in moonbus is global. ``Runtime`` builds every collaborator from URLs
+and options and passes each its dependencies; tests build fresh runtimes.
+
+Two ways to drive scripts:
+
+* ``threaded=True`` (default): scheduler worker threads run the scripts'
+  main engines in real time; the host just emits events.
+* ``threaded=False`` with an injected ``clock``: the host calls
+  ``run_due()`` after each game tick; everything runs on the host's thread,
+  in a deterministic order (this is how ``moonbus run --tick-ms 0`` works).
+
+Threads: ``load``, ``register_api`` and ``close`` are meant for the host's
+control thread; ``bus.emit`` may be called from any thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from moonbus.bus import Bus, Event
+from moonbus.errors import ConfigError
+from moonbus.host.context import HostSettings, ScriptContext
+from moonbus.host.scheduler import ScriptScheduler
+from moonbus.host.script import ScriptHost
+from moonbus.host.source import load_source, merge_options
+from moonbus.lua.sandbox import SandboxFactory
+from moonbus.shared import SharedStore
+from moonbus.store.base import EventStore, StoreSettings
+
+__all__ = ["LogLine", "Runtime"]
+
+_script_log = logging.getLogger("moonbus.script")
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
+           "error": logging.ERROR}
+
+
+@dataclass(frozen=True)
+class LogLine:
+    """One script log line, as shown in the live panel and written by --log-json."""
+
+    tick: int | None
+    script: str
+    engine: str
+    level: str
+    msg: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"tick": self.tick, "script": self.script, "engine": self.engine,
+                "level": self.level, "msg": self.msg}
+
+
+class Runtime:
+    """Owns one bus, one shared store, an optional event store, and script hosts."""
+
+    def __init__(
+        self,
+        *,
+        shared: str | SharedStore = "memory://",
+        events: str | EventStore | None = None,
+        settings: HostSettings | None = None,
+        store_settings: StoreSettings | None = None,
+        log_size: int = 10_000,
+        lua: str = "lua54",
+        threaded: bool = True,
+        workers: int = 4,
+        clock: Callable[[], float] = time.monotonic,
+        recent_log_size: int = 200,
+    ) -> None:
+        self.settings = settings or HostSettings()
+        self.store_settings = store_settings or StoreSettings()
+        self._owned: list[Any] = []
+        self.shared = self._open_shared(shared)
+        self.event_store = self._open_events(events)
+        self.bus = Bus(log_size=log_size, store=self.event_store)
+        self.factory = SandboxFactory(lua=lua, memory_limit=self.settings.memory_limit)
+        self.scheduler = ScriptScheduler(clock=clock)
+        self._tick: int | None = None
+        self._tick_sub = self.bus.on("tick", self._on_tick, owner="runtime")
+        self._sinks: list[Callable[[LogLine], None]] = []
+        self.recent_logs: deque[LogLine] = deque(maxlen=recent_log_size)
+        self._lock = threading.Lock()
+        self._scripts: dict[str, ScriptHost] = {}
+        self._apis: dict[str, Any] = {}
+        self._env_source = resources.files("moonbus.host").joinpath("script_env.lua").read_text(
+            "utf-8"
+        )
+        self._ctx = ScriptContext(
+            bus=self.bus,
+            factory=self.factory,
+            scheduler=self.scheduler,
+            settings=self.settings,
+            log=self._log,
+            tick=self._current_tick,
+            apis=self._apis,
+        )
+        from moonbus.admin.commands import build_registry
+
+        self.admin = build_registry(self)
+        self._closed = False
+        if threaded:
+            self.scheduler.start(workers)
+
+    # ----------------------------------------------------------- construction
+    def _open_shared(self, shared: str | SharedStore) -> SharedStore:
+        if isinstance(shared, SharedStore):
+            return shared
+        store = SharedStore.from_url(shared)
+        self._owned.append(store)
+        return store
+
+    def _open_events(self, events: str | EventStore | None) -> EventStore | None:
+        if events is None or isinstance(events, EventStore):
+            return events
+        from moonbus.store.factory import open_event_store
+
+        store = open_event_store(events, self.store_settings)
+        self._owned.append(store)
+        return store
+
+    # ------------------------------------------------------------------ ticks
+    def _on_tick(self, event: Event) -> None:
+        if event.tick is not None:
+            self._tick = event.tick
+
+    def _current_tick(self) -> int | None:
+        return self._tick
+
+    @property
+    def tick(self) -> int | None:
+        """The current game tick (from the latest ``tick`` event or ``set_tick``)."""
+        return self._tick
+
+    def set_tick(self, tick: int) -> None:
+        """Tell scripts' ``time()`` the current tick without emitting an event."""
+        self._tick = tick
+
+    # -------------------------------------------------------------------- logs
+    def _log(self, script: str, engine: str, level: str, message: str, tick: int | None) -> None:
+        line = LogLine(tick=tick, script=script, engine=engine, level=level, msg=message)
+        self.recent_logs.append(line)
+        _script_log.log(_LEVELS.get(level, logging.INFO), "[%s/%s t=%s] %s",
+                        script, engine, tick, message)
+        for sink in list(self._sinks):
+            sink(line)
+
+    def add_log_sink(self, sink: Callable[[LogLine], None]) -> None:
+        """Also send every script log line to ``sink`` (called on the logging thread)."""
+        self._sinks.append(sink)
+
+    # -------------------------------------------------------------------- apis
+    def register_api(self, name: str, api: Any) -> None:
+        """Expose ``api`` (a ``@lua_api`` object or plain data) as a Lua global to
+        scripts loaded from now on."""
+        if not name.isidentifier() or name in ("events", "shared", "logger", "stats", "options",
+                                               "sleep", "time", "require", "print", "_G"):
+            raise ConfigError(f"cannot register a Lua global named {name!r}")
+        self._apis[name] = api
+
+    # ----------------------------------------------------------------- scripts
+    def load(
+        self,
+        path: str | Path,
+        options: Mapping[str, Any] | None = None,
+        *,
+        name: str | None = None,
+        namespace: str | None = None,
+        text: str | None = None,
+    ) -> ScriptHost:
+        """Load a script (file or folder) without starting it.
+
+        ``name`` defaults to the file's stem, made unique with ``#2``, ``#3``.
+        ``namespace`` (default: the script's name) selects its shared values;
+        give several scripts the same namespace to share them.
+        """
+        self._check_open()
+        source = load_source(path, text=text)
+        merged = merge_options(source.defaults, options)
+        with self._lock:
+            base = name or source.name
+            unique = base
+            n = 1
+            while unique in self._scripts:
+                n += 1
+                unique = f"{base}#{n}"
+            shared = self.shared.namespace(namespace or unique)
+            host = ScriptHost(
+                name=unique,
+                source=source,
+                options=merged,
+                shared=shared,
+                ctx=self._ctx,
+                env_source=self._env_source,
+            )
+            self._scripts[unique] = host
+        return host
+
+    @property
+    def scripts(self) -> dict[str, ScriptHost]:
+        """Loaded scripts by name, in load order (a copy)."""
+        with self._lock:
+            return dict(self._scripts)
+
+    def script(self, name: str) -> ScriptHost:
+        """The script called ``name``; ``KeyError`` naming it when unknown."""
+        with self._lock:
+            try:
+                return self._scripts[name]
+            except KeyError:
+                raise KeyError(f"no script named {name!r}") from None
+
+    def unload(self, name: str) -> None:
+        """Stop and forget a script."""
+        host = self.script(name)
+        host.close()
+        with self._lock:
+            self._scripts.pop(name, None)
+
+    def run_due(self, now: float | None = None) -> int:
+        """Stepped mode: run every script slice due now on this thread."""
+        return self.scheduler.run_due(now)
+
+    # ------------------------------------------------------------------- close
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ConfigError("the runtime is closed")
+
+    def close(self) -> None:
+        """Stop every script (running ``on_stop``), flush stores, release everything."""
+        if self._closed:
+            return
+        self._closed = True
+        for host in list(self.scripts.values()):
+            try:
+                host.close()
+            except Exception:
+                logging.getLogger("moonbus.runtime").exception("closing script %s", host.name)
+        self.scheduler.close()
+        self.bus.close()
+        for owned in reversed(self._owned):
+            owned.close()
+        self.factory.close()
+
+    def __enter__(self) -> Runtime:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,288 @@
+"""In-process shared store: one lock per store, one dict per namespace.
+
+Values are stored as their canonical Python objects (see ``values.py``), so a
+value's kind is its Python type: ``type(v) is int`` means an int cell, ``dict``
+a table, and so on. No per-cell wrapper is allocated and the kind check is one
+identity comparison, which keeps an int increment to one dict read, one add,
+one range check and one dict write under the lock (``bench/shared.py``
+measures it against a plain locked dict).
+
+Thread safety: one ``threading.Lock`` per backend guards every namespace dict;
+every handle method takes it for exactly one operation, so each operation is
+atomic and operations on one store are linearizable. Validation and copying of
+table values run before the lock is taken. Any thread may call anything.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from moonbus.errors import SharedTypeError
+from moonbus.shared.backend import SharedBackend
+from moonbus.shared.handles import SharedBool, SharedFloat, SharedInt, SharedString
+from moonbus.shared.memory_state import MemoryHandle, MemoryState, raise_closed
+from moonbus.shared.memory_table import MemoryTable
+from moonbus.shared.values import (
+    INT_MAX,
+    INT_MIN,
+    Kind,
+    SharedLimits,
+    check_bool,
+    check_float,
+    check_int,
+    check_string,
+    copy_value,
+    float_overflow_error,
+    int_operand_error,
+    kind_of,
+    overflow_error,
+    utf8_size,
+)
+
+__all__ = ["MemoryBackend"]
+
+
+class MemoryInt(MemoryHandle, SharedInt):
+    __slots__ = ()
+
+    def get(self) -> int:
+        with self._lock:
+            value = self._values.get(self.name, 0)
+            if type(value) is int and not self._state.closed:
+                return value
+            raise self._state.failure(self.name, value, "int")
+
+    def set(self, value: int) -> None:
+        check_int(self.name, "set", value)
+        with self._lock:
+            current = self._values.get(self.name, 0)
+            if type(current) is int and not self._state.closed:
+                self._values[self.name] = value
+                return
+            raise self._state.failure(self.name, current, "int")
+
+    def increment(self, n: int = 1) -> int:
+        # The hot path of the whole store (``counter:increment()`` from Lua): the
+        # body of ``_apply`` inlined, to save a Python call per operation.
+        if type(n) is not int:
+            raise int_operand_error(self.name, "increment", n)
+        name = self.name
+        values = self._values
+        lock = self._lock
+        lock.acquire()
+        try:
+            current = values.get(name, 0)
+            if type(current) is int and not self._state.closed:
+                result = current + n
+                if INT_MIN <= result <= INT_MAX:
+                    values[name] = result
+                    return result
+                raise overflow_error(name, "increment", current, n)
+            raise self._state.failure(name, current, "int")
+        finally:
+            lock.release()
+
+    def decrement(self, n: int = 1) -> int:
+        if type(n) is not int:
+            raise int_operand_error(self.name, "decrement", n)
+        return self._apply("decrement", n, -n)
+
+    def add(self, n: int) -> int:
+        if type(n) is not int:
+            raise int_operand_error(self.name, "add", n)
+        return self._apply("add", n, n)
+
+    def subtract(self, n: int) -> int:
+        if type(n) is not int:
+            raise int_operand_error(self.name, "subtract", n)
+        return self._apply("subtract", n, -n)
+
+    def _apply(self, op: str, n: int, delta: int) -> int:
+        # One lock, one dict read and write; errors are built on the slow path.
+        name = self.name
+        values = self._values
+        lock = self._lock
+        lock.acquire()
+        try:
+            current = values.get(name, 0)
+            if type(current) is int and not self._state.closed:
+                result = current + delta
+                if INT_MIN <= result <= INT_MAX:
+                    values[name] = result
+                    return result
+                raise overflow_error(name, op, current, n)
+            raise self._state.failure(name, current, "int")
+        finally:
+            lock.release()
+
+
+class MemoryFloat(MemoryHandle, SharedFloat):
+    __slots__ = ()
+
+    def get(self) -> float:
+        with self._lock:
+            value = self._values.get(self.name, 0.0)
+            if type(value) is float and not self._state.closed:
+                return value
+            raise self._state.failure(self.name, value, "float")
+
+    def set(self, value: float) -> None:
+        number = check_float(self.name, "set", value)
+        with self._lock:
+            current = self._values.get(self.name, 0.0)
+            if type(current) is float and not self._state.closed:
+                self._values[self.name] = number
+                return
+            raise self._state.failure(self.name, current, "float")
+
+    def add(self, x: float) -> float:
+        number = check_float(self.name, "add", x)
+        with self._lock:
+            current = self._values.get(self.name, 0.0)
+            if type(current) is float and not self._state.closed:
+                result = current + number
+                if not math.isfinite(result):
+                    raise float_overflow_error(self.name, current, number)
+                self._values[self.name] = result
+                return result
+            raise self._state.failure(self.name, current, "float")
+
+
+class MemoryString(MemoryHandle, SharedString):
+    __slots__ = ()
+
+    def get(self) -> str:
+        with self._lock:
+            value = self._values.get(self.name, "")
+            if type(value) is str and not self._state.closed:
+                return value
+            raise self._state.failure(self.name, value, "string")
+
+    def set(self, value: str) -> None:
+        text = check_string(self.name, "set", value, self._state.limits.max_string_bytes)
+        with self._lock:
+            current = self._values.get(self.name, "")
+            if type(current) is str and not self._state.closed:
+                self._values[self.name] = text
+                return
+            raise self._state.failure(self.name, current, "string")
+
+    def append(self, text: str) -> str:
+        limit = self._state.limits.max_string_bytes
+        piece = check_string(self.name, "append", text, limit)
+        with self._lock:
+            current = self._values.get(self.name, "")
+            if type(current) is str and not self._state.closed:
+                result = current + piece
+                if 4 * len(result) > limit and utf8_size(result) > limit:
+                    check_string(self.name, "append", result, limit)
+                self._values[self.name] = result
+                return result
+            raise self._state.failure(self.name, current, "string")
+
+
+class MemoryBool(MemoryHandle, SharedBool):
+    __slots__ = ()
+
+    def get(self) -> bool:
+        with self._lock:
+            value = self._values.get(self.name, False)
+            if type(value) is bool and not self._state.closed:
+                return value
+            raise self._state.failure(self.name, value, "bool")
+
+    def set(self, value: bool) -> None:
+        flag = check_bool(self.name, "set", value)
+        with self._lock:
+            current = self._values.get(self.name, False)
+            if type(current) is bool and not self._state.closed:
+                self._values[self.name] = flag
+                return
+            raise self._state.failure(self.name, current, "bool")
+
+    def toggle(self) -> bool:
+        with self._lock:
+            current = self._values.get(self.name, False)
+            if type(current) is bool and not self._state.closed:
+                result = not current
+                self._values[self.name] = result
+                return result
+            raise self._state.failure(self.name, current, "bool")
+
+
+_FRESH: dict[Kind, type] = {"int": int, "float": float, "string": str, "bool": bool, "table": dict}
+
+
+class MemoryBackend(SharedBackend):
+    """The in-process backend (``memory://``). Values live as long as the object."""
+
+    def __init__(self, limits: SharedLimits | None = None) -> None:
+        self.limits = limits or SharedLimits()
+        self.url = "memory://"
+        self._state = MemoryState(self.limits)
+
+    def _handle(self, cls: type[Any], namespace: str, name: str) -> Any:
+        state = self._state
+        values = state.space(namespace)
+        with state.lock:
+            if state.closed:
+                raise_closed()
+            current = values.get(name)
+            if current is not None and type(current) is not _FRESH[cls.kind]:
+                raise SharedTypeError(name, kind_of(current), cls.kind)
+        return cls(name, state, values)
+
+    def int_handle(self, namespace: str, name: str) -> MemoryInt:
+        return self._handle(MemoryInt, namespace, name)  # type: ignore[no-any-return]
+
+    def float_handle(self, namespace: str, name: str) -> MemoryFloat:
+        return self._handle(MemoryFloat, namespace, name)  # type: ignore[no-any-return]
+
+    def string_handle(self, namespace: str, name: str) -> MemoryString:
+        return self._handle(MemoryString, namespace, name)  # type: ignore[no-any-return]
+
+    def bool_handle(self, namespace: str, name: str) -> MemoryBool:
+        return self._handle(MemoryBool, namespace, name)  # type: ignore[no-any-return]
+
+    def table_handle(self, namespace: str, name: str) -> MemoryTable:
+        return self._handle(MemoryTable, namespace, name)  # type: ignore[no-any-return]
+
+    def contains(self, namespace: str, name: str) -> bool:
+        values = self._state.space(namespace)
+        with self._state.lock:
+            if self._state.closed:
+                raise_closed()
+            return name in values
+
+    def remove(self, namespace: str, name: str) -> bool:
+        values = self._state.space(namespace)
+        with self._state.lock:
+            if self._state.closed:
+                raise_closed()
+            return values.pop(name, None) is not None
+
+    def clear(self, namespace: str) -> None:
+        values = self._state.space(namespace)
+        with self._state.lock:
+            if self._state.closed:
+                raise_closed()
+            values.clear()
+
+    def names(self, namespace: str) -> list[str]:
+        values = self._state.space(namespace)
+        with self._state.lock:
+            if self._state.closed:
+                raise_closed()
+            return sorted(values)
+
+    def dump(self, namespace: str) -> dict[str, Any]:
+        values = self._state.space(namespace)
+        with self._state.lock:
+            if self._state.closed:
+                raise_closed()
+            return {k: copy_value(values[k]) for k in sorted(values)}
+
+    def close(self) -> None:
+        with self._state.lock:
+            self._state.closed = True

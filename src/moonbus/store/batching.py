@@ -1,0 +1,182 @@
+"""A bounded buffer drained by one background thread in batches (fast mode).
+
+Why: in *fast* mode a store trades a small, bounded loss window for throughput.
+Appenders only add an item to a list under a lock; one writer thread takes up
+to ``batch_size`` items at a time and hands them to ``write`` (one transaction
+or one pipeline). The window is bounded twice:
+
+* by count: at most ``max_pending`` items wait in the buffer (appenders block
+  when it is full), plus the ``batch_size`` items being written;
+* by time: the writer takes a batch at the latest ``flush_interval`` seconds
+  after its oldest item arrived (while the writer keeps up with the appenders).
+
+``flush()`` blocks until everything put before the call has been written.
+
+Threads: ``put``, ``flush`` and ``close`` may be called from any thread; the
+writer thread (created here, owned by this object) is the only caller of
+``write``. If ``write`` raises, the writer stops; the items not written are
+counted and every later ``put``/``flush``/``close`` raises ``StoreError``
+naming the failure ("it broke"), while calls after ``close`` raise
+``ClosedError`` ("you closed it").
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+from moonbus.errors import ClosedError, ConfigError, StoreError
+
+__all__ = ["BatchWriter"]
+
+T = TypeVar("T")
+
+
+class BatchWriter(Generic[T]):
+    """Collects items from any thread; one background thread writes them in order."""
+
+    def __init__(
+        self,
+        write: Callable[[list[T]], None],
+        *,
+        batch_size: int,
+        flush_interval: float,
+        max_pending: int,
+        name: str,
+    ) -> None:
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, not {batch_size!r}")
+        if not flush_interval > 0:
+            raise ConfigError(f"flush_interval must be > 0 seconds, not {flush_interval!r}")
+        if max_pending < batch_size:
+            raise ConfigError(
+                f"max_pending ({max_pending!r}) must be at least batch_size ({batch_size!r})"
+            )
+        self._write = write
+        self.batch_size = batch_size
+        self.flush_interval = flush_interval
+        self.max_pending = max_pending
+        self.name = name
+        # Entered as a plain Lock on the hot path (``with self._lock``), which is
+        # much cheaper than entering a Condition object. Three conditions share it:
+        # the writer waits for items, appenders for room, flushers for progress.
+        self._lock = threading.Lock()
+        self._items = threading.Condition(self._lock)
+        self._room = threading.Condition(self._lock)
+        self._done = threading.Condition(self._lock)
+        self._buffer: list[T] = []
+        self._oldest_at = 0.0
+        self._put = 0
+        self._written = 0
+        self._flush_upto = 0
+        self._closing = False
+        self._failure: BaseException | None = None
+        self._lost = 0
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    @property
+    def pending(self) -> int:
+        """Items put but not yet written."""
+        with self._lock:
+            return self._put - self._written - self._lost
+
+    def put(self, item: T) -> None:
+        """Queue one item; blocks while ``max_pending`` items are waiting."""
+        with self._lock:
+            self._check()
+            if len(self._buffer) >= self.max_pending:
+                while len(self._buffer) >= self.max_pending:
+                    self._room.wait()
+                    self._check()
+            if not self._buffer:
+                self._oldest_at = time.monotonic()
+                self._items.notify()
+            self._buffer.append(item)
+            self._put += 1
+            if len(self._buffer) == self.batch_size:
+                self._items.notify()
+
+    def flush(self) -> None:
+        """Block until every item put before this call is written."""
+        with self._lock:
+            target = self._put
+            if self._failure is None and self._written < target:
+                self._flush_upto = max(self._flush_upto, target)
+                self._items.notify()
+                while self._written < target and self._failure is None:
+                    self._done.wait()
+            self._raise_failure()
+
+    def close(self) -> None:
+        """Write everything still queued, stop the thread. Idempotent."""
+        with self._lock:
+            already = self._closing
+            self._closing = True
+            self._wake_all()
+        if not already:
+            self._thread.join()
+        with self._lock:
+            self._raise_failure()
+
+    def _wake_all(self) -> None:
+        self._items.notify_all()
+        self._room.notify_all()
+        self._done.notify_all()
+
+    def _check(self) -> None:
+        if self._closing:
+            raise ClosedError(f"{self.name} is closed")
+        self._raise_failure()
+
+    def _raise_failure(self) -> None:
+        if self._failure is not None:
+            raise StoreError(
+                f"{self.name}: the background writer failed ({self._failure}); "
+                f"{self._lost} appended event(s) were not written"
+            ) from self._failure
+
+    def _take(self) -> list[T] | None:
+        """Wait for the next batch (None: closing and drained)."""
+        with self._lock:
+            while not self._buffer:
+                if self._closing:
+                    return None
+                self._items.wait()
+            deadline = self._oldest_at + self.flush_interval
+            while (
+                len(self._buffer) < self.batch_size
+                and not self._closing
+                and self._flush_upto <= self._written
+            ):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._items.wait(remaining)
+            batch = self._buffer[: self.batch_size]
+            del self._buffer[: self.batch_size]
+            if len(self._buffer) <= self.max_pending // 2:
+                # Hysteresis: blocked appenders wake once there is room for many
+                # items, not after every batch (fewer thread switches when saturated).
+                self._room.notify_all()
+            return batch
+
+    def _run(self) -> None:
+        while True:
+            batch = self._take()
+            if batch is None:
+                return
+            try:
+                self._write(batch)
+            except BaseException as exc:
+                with self._lock:
+                    self._failure = exc
+                    self._lost = len(batch) + len(self._buffer)
+                    self._buffer.clear()
+                    self._wake_all()
+                return
+            with self._lock:
+                self._written += len(batch)
+                self._done.notify_all()

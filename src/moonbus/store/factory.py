@@ -1,0 +1,138 @@
+"""Choosing an event-store backend from a URL.
+
+Accepted forms::
+
+    sqlite:///relative/path.db        relative to the current directory
+    sqlite:////abs/path.db            absolute
+    sqlite://:memory:                 (also sqlite:///:memory:) in-memory, this process only
+    path/to/file.db                   a plain path means SQLite
+    ...?mode=fast                     SQLite options as query parameters:
+                                      mode=durable|fast, sync=normal|full,
+                                      batch_size=N, flush_interval=SECONDS,
+                                      lock_timeout=SECONDS
+    redis://host:port/db              the Redis Streams backend (not in this build yet)
+
+Adding a backend means adding one entry to ``_OPENERS``: a function from the
+parsed URL to an ``EventStore``. Each backend's imports stay inside its opener.
+Bad URLs and options raise ``ConfigError`` naming the URL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+from typing import Any
+from urllib.parse import parse_qsl, unquote
+
+from moonbus.errors import ConfigError
+from moonbus.store.base import EventStore, StoreSettings
+
+__all__ = ["open_event_store"]
+
+Opener = Callable[[str, str, dict[str, str], StoreSettings | None, bool], EventStore]
+
+
+def _sqlite_path(url: str, rest: str) -> str:
+    """The file path from what follows ``sqlite:``."""
+    if rest in ("//:memory:", "///:memory:", ":memory:"):
+        return ":memory:"
+    if not rest.startswith("//"):
+        raise ConfigError(f"event store URL {url!r}: expected sqlite:///path or sqlite://:memory:")
+    path = rest[2:]
+    if not path.startswith("/"):
+        raise ConfigError(
+            f"event store URL {url!r}: expected sqlite:///relative.db, sqlite:////abs.db "
+            "or sqlite://:memory: (a host name is not allowed)"
+        )
+    path = unquote(path[1:])
+    if not path:
+        raise ConfigError(f"event store URL {url!r} names no file")
+    return path
+
+
+def _number(url: str, key: str, text: str, kind: type[int] | type[float]) -> Any:
+    try:
+        value = kind(text)
+    except ValueError:
+        raise ConfigError(f"event store URL {url!r}: {key}={text!r} is not a number") from None
+    return value
+
+
+def _open_sqlite(
+    url: str, rest: str, options: dict[str, str], settings: StoreSettings | None, create: bool
+) -> EventStore:
+    return _sqlite_store(url, _sqlite_path(url, rest), options, settings, create)
+
+
+def _sqlite_store(
+    url: str, path: str, options: dict[str, str], settings: StoreSettings | None, create: bool
+) -> EventStore:
+    from moonbus.store.sqlite import SqliteEventStore
+
+    kwargs: dict[str, Any] = {}
+    for key, value in options.items():
+        if key == "mode":
+            if value not in ("durable", "fast"):
+                raise ConfigError(f"event store URL {url!r}: mode must be durable or fast")
+            kwargs["mode"] = value
+        elif key == "sync":
+            if value not in ("normal", "full"):
+                raise ConfigError(f"event store URL {url!r}: sync must be normal or full")
+            kwargs["synchronous"] = value
+        elif key == "batch_size":
+            kwargs["batch_size"] = _number(url, key, value, int)
+        elif key in ("flush_interval", "lock_timeout"):
+            kwargs[key] = _number(url, key, value, float)
+        else:
+            raise ConfigError(
+                f"event store URL {url!r}: unknown option {key!r} "
+                "(known: batch_size, flush_interval, lock_timeout, mode, sync)"
+            )
+    return SqliteEventStore(path, settings=settings, create=create, **kwargs)
+
+
+def _open_redis(
+    url: str, rest: str, options: dict[str, str], settings: StoreSettings | None, create: bool
+) -> EventStore:
+    raise ConfigError(
+        f"event store URL {url!r} needs the redis backend, which this build does not include yet"
+    )
+
+
+_OPENERS: Mapping[str, Opener] = MappingProxyType(
+    {"sqlite": _open_sqlite, "redis": _open_redis, "rediss": _open_redis}
+)
+
+
+def open_event_store(
+    url: str, settings: StoreSettings | None = None, *, create: bool = True
+) -> EventStore:
+    """Open the event store a URL (or plain SQLite file path) names.
+
+    ``create=False`` refuses to create a missing file (for readers such as
+    ``moonbus events --db``).
+    """
+    if not isinstance(url, str) or not url.strip():
+        raise ConfigError(f"event store URL must be a non-empty string, not {url!r}")
+    scheme, _, remainder = url.partition(":")
+    scheme = scheme.lower()
+    opener = _OPENERS.get(scheme)
+    if opener is None and "://" not in url:
+        # A plain path, taken as it is: "?", "#" or "%" in a file name stay part of it.
+        return _sqlite_store(url, url, {}, settings, create)
+    if opener is None:
+        raise ConfigError(
+            f"event store URL {url!r}: unknown scheme {scheme!r} "
+            f"(known: {', '.join(sorted(_OPENERS))})"
+        )
+    rest, _, query = remainder.partition("?")
+    try:
+        pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query))
+    except ValueError:
+        raise ConfigError(f"event store URL {url!r}: malformed query string") from None
+    options: dict[str, str] = {}
+    for key, value in pairs:
+        if key in options:
+            raise ConfigError(f"event store URL {url!r}: option {key!r} given twice")
+        options[key] = value
+    return opener(url, rest, options, settings, create)

@@ -1,0 +1,410 @@
+"""The embedded event store: committed events in one SQLite file (WAL journal).
+
+Modes
+-----
+*durable* (default): ``append`` returns after the row's transaction has
+committed. The journal is WAL with ``synchronous=NORMAL``: a commit appends the
+transaction to the WAL file through ``write()``, so it sits in the operating
+system's page cache and survives the *process* dying at any instant (kill -9,
+a crash, an exception) because the OS still writes it out; on the next open
+SQLite replays the WAL. What NORMAL does not promise is surviving a power loss
+or kernel crash (the last commits may roll back; the file stays consistent).
+Pass ``synchronous="full"`` to fsync the WAL on every commit for that too.
+
+*fast*: ``append`` encodes the row and hands it to a ``BatchWriter``; its
+thread commits up to ``batch_size`` rows per transaction. Loss window if the
+process dies: the rows not yet committed, which are at most ``max_pending``
+(default ``2 * batch_size``) waiting plus ``batch_size`` being written, and,
+while the writer keeps up, at most ``flush_interval`` seconds of appends.
+``flush()`` makes everything appended so far durable (in the sense above).
+Queries flush first, so a query always sees every event appended before it.
+``close()`` (or leaving the ``with`` block) writes what is pending; the writer
+thread is a daemon, so a fast store that is never closed loses its pending
+rows when the interpreter exits. If a batch cannot be committed (say the file
+stays locked past ``lock_timeout``), the store is broken from then on: every
+later call raises ``StoreError`` saying how many events were not written.
+
+Retention (see ``moonbus.store.retention``) runs inside the committing
+transaction, amortized: after ``prune_every`` committed rows or once the newest
+tick moved ``prune_tick_step`` ticks, as one index-range ``DELETE`` per type.
+Freed pages go to SQLite's freelist and are reused by later rows, so the file
+stops growing once the retention window is full; the WAL is checkpointed
+automatically and truncated to 16 MiB (``journal_size_limit``).
+
+Threads and connections
+-----------------------
+* ``append``/``append_many`` may be called from any thread; they are
+  serialised by ``_append_lock`` and must come in increasing ``seq`` order.
+* The one write connection belongs to a ``SqliteWriter`` and is used only under
+  its lock: by the appending thread (durable), by the ``BatchWriter`` thread
+  (fast), and by ``prune``, ``clear`` and ``close``.
+* Queries (any thread) use read connections from a ``ReaderPool``, one per
+  concurrent query, so a long export never blocks appends (WAL readers do not
+  block the writer). A ``:memory:`` database cannot be shared between
+  connections, so there queries use the write connection under its lock.
+* One process should write a given file through one store; other processes
+  (``moonbus events --db``) may open it to read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from typing import IO, Any, Literal
+
+from moonbus.bus.event import Event
+from moonbus.errors import ClosedError, ConfigError, StoreError
+from moonbus.store.base import (
+    EventStore,
+    StoreSettings,
+    StoreStatistics,
+    check_query,
+    type_list,
+)
+from moonbus.store.batching import BatchWriter
+from moonbus.store.sqlite_query import (
+    COUNT_TYPE_AFTER_TICK,
+    TYPES,
+    Row,
+    encode_data,
+    merge_rows,
+    plan_selects,
+    read_meta,
+    row_json_line,
+    row_to_event,
+)
+from moonbus.store.sqlite_readers import ReaderPool
+from moonbus.store.sqlite_schema import MEMORY, Synchronous, translated
+from moonbus.store.sqlite_writer import SqliteWriter
+
+__all__ = ["SqliteEventStore"]
+
+_log = logging.getLogger(__name__)
+
+Mode = Literal["durable", "fast"]
+_QUERY_KEYS = frozenset({"after_tick", "after_seq", "types", "limit", "newest"})
+
+
+class SqliteEventStore(EventStore):
+    """Committed events in an SQLite file (or ``":memory:"``). See the module docstring."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        mode: Mode = "durable",
+        settings: StoreSettings | None = None,
+        batch_size: int = 1000,
+        flush_interval: float = 0.05,
+        max_pending: int | None = None,
+        synchronous: Synchronous = "normal",
+        lock_timeout: float = 5.0,
+        prune_every: int = 1000,
+        prune_tick_step: int = 60,
+        create: bool = True,
+    ) -> None:
+        if mode not in ("durable", "fast"):
+            raise ConfigError(f"event store mode must be 'durable' or 'fast', not {mode!r}")
+        if synchronous not in ("normal", "full"):
+            raise ConfigError(f"synchronous must be 'normal' or 'full', not {synchronous!r}")
+        if not lock_timeout >= 0:
+            raise ConfigError(f"lock_timeout must be >= 0 seconds, not {lock_timeout!r}")
+        self.path = os.fspath(path)
+        self.mode: Mode = mode
+        self.settings = settings if settings is not None else StoreSettings()
+        self.lock_timeout = lock_timeout
+        self._append_lock = threading.Lock()  # serialises appends; guards _last_seq
+        self._closed = False
+        self._db = SqliteWriter(
+            self.path,
+            settings=self.settings,
+            synchronous=synchronous,
+            lock_timeout=lock_timeout,
+            create=create,
+            prune_every=prune_every,
+            prune_tick_step=prune_tick_step,
+        )
+        self._last_seq = self._db.committed_seq
+        self._readers = (
+            None if self.path == MEMORY else ReaderPool(self.path, lock_timeout=lock_timeout)
+        )
+        self._writer: BatchWriter[Row] | None = None
+        if mode == "fast":
+            try:
+                self._writer = BatchWriter(
+                    self._write_batch,
+                    batch_size=batch_size,
+                    flush_interval=flush_interval,
+                    max_pending=2 * batch_size if max_pending is None else max_pending,
+                    name=f"event store {self.path} writer",
+                )
+            except BaseException:
+                self._db.close()
+                raise
+
+    def __repr__(self) -> str:
+        return f"SqliteEventStore({self.path!r}, mode={self.mode!r})"
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClosedError(f"event store {self.path} is closed")
+
+    # ---------------------------------------------------------------- append
+
+    def _encode(self, event: Event) -> Row:
+        try:
+            data = encode_data(event.data)
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise StoreError(
+                f"event store {self.path}: event seq {event.seq} ({event.type}) has data "
+                f"that cannot be stored as JSON: {exc}"
+            ) from exc
+        return (event.seq, event.tick, event.type, event.ts, event.source, data)
+
+    def _check_seq(self, seq: int, after: int) -> None:
+        if seq <= after:
+            raise StoreError(f"event store {self.path}: event seq {seq} is not after seq {after}")
+
+    def append(self, event: Event) -> None:
+        """Record one committed event. Durable mode: committed when this returns."""
+        row = self._encode(event) if self.settings.wants(event.type) else None
+        with self._append_lock:
+            self._check_open()
+            self._check_seq(event.seq, self._last_seq)
+            if row is not None:
+                if self._writer is not None:
+                    self._writer.put(row)
+                else:
+                    self._db.commit([row], event.seq)
+            self._last_seq = event.seq
+        if row is not None and self.settings.log_appends:
+            _log.debug("event store %s: appended seq %d (%s)", self.path, event.seq, event.type)
+
+    def append_many(self, events: Iterable[Event]) -> None:
+        """Record several events in order. The whole batch is checked first (nothing
+        is recorded if a seq is out of order); durable mode commits it in one
+        transaction."""
+        batch = list(events)
+        rows = [self._encode(event) for event in batch if self.settings.wants(event.type)]
+        with self._append_lock:
+            self._check_open()
+            last = self._last_seq
+            for event in batch:
+                self._check_seq(event.seq, last)
+                last = event.seq
+            if self._writer is not None:
+                for row in rows:
+                    self._writer.put(row)
+            elif rows:
+                self._db.commit(rows, last)
+            self._last_seq = last
+
+    def _write_batch(self, rows: list[Row]) -> None:
+        """Fast mode: called by the ``BatchWriter`` thread only."""
+        self._db.commit(rows, self._last_seq)
+
+    def flush(self) -> None:
+        """Block until every event appended so far is committed (fast mode)."""
+        self._check_open()
+        if self._writer is not None:
+            self._writer.flush()
+
+    # ------------------------------------------------------ prune and clear
+
+    def prune(self) -> int:
+        """Apply retention now; returns how many events were deleted."""
+        self.flush()
+        return self._db.prune(self._last_seq)
+
+    def clear(self, event_type: str | None = None) -> int:
+        """Delete all events, or all of one type; ``last_seq`` is kept."""
+        if event_type is not None and not isinstance(event_type, str):
+            raise ConfigError(f"event type must be a string, not {event_type!r}")
+        self.flush()
+        return self._db.clear(event_type, self._last_seq)
+
+    # --------------------------------------------------------------- reading
+
+    @contextlib.contextmanager
+    def _reading(self, action: str) -> Iterator[sqlite3.Connection]:
+        """A connection inside one read transaction (a consistent snapshot),
+        after everything appended so far is committed."""
+        self.flush()
+        if self._readers is not None:
+            with self._readers.snapshot(action) as conn:
+                yield conn
+            return
+        with self._db.connection() as conn:
+            self._check_open()
+            with translated(self.path, action, self.lock_timeout):
+                conn.execute("BEGIN")
+                try:
+                    yield conn
+                finally:
+                    conn.execute("COMMIT")
+
+    def _rows(
+        self,
+        conn: sqlite3.Connection,
+        *,
+        after_tick: int | None,
+        after_seq: int | None,
+        types: list[str] | None,
+        limit: int | None,
+        newest: bool,
+    ) -> Iterator[Row]:
+        ordered = bool(read_meta(conn, "ticks_ordered", 1))
+        selects = plan_selects(
+            after_tick=after_tick,
+            after_seq=after_seq,
+            types=types,
+            limit=limit,
+            newest=newest,
+            ticks_ordered=ordered,
+        )
+        streams: list[Iterable[Row]] = []
+        for select in selects:
+            cursor = conn.execute(select.sql, select.params)
+            streams.append(cursor.fetchall()[::-1] if select.descending else cursor)
+        if len(streams) == 1:
+            return iter(streams[0])
+        return merge_rows(streams, limit=limit, newest=newest)
+
+    def query(
+        self,
+        *,
+        after_tick: int | None = None,
+        after_seq: int | None = None,
+        types: str | Sequence[str] | None = None,
+        limit: int | None = None,
+        newest: bool = False,
+    ) -> list[Event]:
+        """Events oldest first; see ``EventStore.query``."""
+        check_query(after_tick, after_seq, limit)
+        names = type_list(types)
+        if limit == 0 or names == []:
+            self._check_open()
+            return []
+        with self._reading("querying") as conn:
+            rows = list(
+                self._rows(
+                    conn,
+                    after_tick=after_tick,
+                    after_seq=after_seq,
+                    types=names,
+                    limit=limit,
+                    newest=newest,
+                )
+            )
+        return [row_to_event(row) for row in rows]
+
+    def query_plan(
+        self,
+        *,
+        after_tick: int | None = None,
+        after_seq: int | None = None,
+        types: str | Sequence[str] | None = None,
+        limit: int | None = None,
+        newest: bool = False,
+    ) -> list[str]:
+        """SQLite's ``EXPLAIN QUERY PLAN`` lines for the SELECTs ``query`` would run."""
+        check_query(after_tick, after_seq, limit)
+        with self._reading("explaining a query") as conn:
+            ordered = bool(read_meta(conn, "ticks_ordered", 1))
+            lines: list[str] = []
+            for select in plan_selects(
+                after_tick=after_tick,
+                after_seq=after_seq,
+                types=type_list(types),
+                limit=limit,
+                newest=newest,
+                ticks_ordered=ordered,
+            ):
+                plan = conn.execute("EXPLAIN QUERY PLAN " + select.sql, select.params)
+                lines.extend(str(row[3]) for row in plan)
+        return lines
+
+    def export_ndjson(self, fp: IO[str], **query: Any) -> int:
+        """Stream matching events as NDJSON lines without decoding their data."""
+        unknown = set(query) - _QUERY_KEYS
+        if unknown:
+            raise ConfigError(f"unknown export option(s): {', '.join(sorted(unknown))}")
+        after_tick = query.get("after_tick")
+        after_seq = query.get("after_seq")
+        limit = query.get("limit")
+        check_query(after_tick, after_seq, limit)
+        names = type_list(query.get("types"))
+        if limit == 0 or names == []:
+            return 0
+        count = 0
+        with self._reading("exporting") as conn:
+            for row in self._rows(
+                conn,
+                after_tick=after_tick,
+                after_seq=after_seq,
+                types=names,
+                limit=limit,
+                newest=bool(query.get("newest", False)),
+            ):
+                fp.write(row_json_line(row))
+                fp.write("\n")
+                count += 1
+        return count
+
+    def summary(self, after_tick: int | None = None) -> dict[str, int]:
+        """Count of stored events by type, types sorted; ``after_tick`` counts only
+        events with a greater tick."""
+        check_query(after_tick, None, None)
+        if after_tick is None:
+            self.flush()
+            return self._db.counts()
+        with self._reading("summarising") as conn:
+            counts: dict[str, int] = {}
+            for (name,) in conn.execute(TYPES).fetchall():
+                count = conn.execute(COUNT_TYPE_AFTER_TICK, (name, after_tick)).fetchone()[0]
+                if count:
+                    counts[str(name)] = int(count)
+        return counts
+
+    def last_seq(self) -> int:
+        """Highest seq ever appended or stored (kept across clear, prune and reopen)."""
+        with self._reading("reading the last seq") as conn:
+            stored = conn.execute("SELECT max(seq) FROM events").fetchone()[0] or 0
+            high_water = read_meta(conn, "high_water", 0)
+        return max(stored, high_water, self._last_seq)
+
+    def statistics(self) -> StoreStatistics:
+        """Appended and pruned (this session), stored now, pending (fast mode)."""
+        with self._reading("counting") as conn:
+            stored = conn.execute("SELECT count(*) FROM events").fetchone()[0]
+        pending = self._writer.pending if self._writer is not None else 0
+        return StoreStatistics(
+            appended=self._db.appended, pruned=self._db.pruned, stored=int(stored), pending=pending
+        )
+
+    # ----------------------------------------------------------------- close
+
+    def close(self) -> None:
+        """Write what is pending, record the high-water seq, close every connection.
+
+        Raises ``StoreError`` (after closing) if the fast-mode writer had failed.
+        """
+        with self._append_lock:
+            if self._closed:
+                return
+            self._closed = True
+        failure: StoreError | None = None
+        if self._writer is not None:
+            try:
+                self._writer.close()
+            except StoreError as exc:
+                failure = exc
+        if self._readers is not None:
+            self._readers.close()
+        self._db.close(None if failure is not None else self._last_seq)
+        if failure is not None:
+            raise failure

@@ -1,0 +1,229 @@
+"""The write side of the SQLite event store: one connection, its transactions and
+what it remembers about the rows (types, per-type counts, newest tick).
+
+Why separate: everything that changes the file goes through here, under one
+lock, so the in-memory state can only be updated after a successful COMMIT
+and is never seen half-changed.
+
+Threads: every public method takes ``lock`` itself and may be called from any
+thread: the appending thread (durable mode), the fast-mode writer thread,
+``prune``/``clear`` callers, and ``close``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+
+from moonbus.store.base import StoreSettings
+from moonbus.store.retention import PruneSchedule, plan_prune
+from moonbus.store.sqlite_query import (
+    COUNT_TYPE,
+    INSERT,
+    PRUNE_BY_COUNT,
+    PRUNE_BY_TICK,
+    SET_META,
+    TYPES,
+    Row,
+    read_meta,
+)
+from moonbus.store.sqlite_schema import Synchronous, open_writer, translated
+
+__all__ = ["SqliteWriter"]
+
+
+class SqliteWriter:
+    """Owns the write connection. See the module docstring for threads."""
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        settings: StoreSettings,
+        synchronous: Synchronous,
+        lock_timeout: float,
+        create: bool,
+        prune_every: int,
+        prune_tick_step: int,
+    ) -> None:
+        self.path = path
+        self.settings = settings
+        self.lock_timeout = lock_timeout
+        self.lock = threading.Lock()
+        self._schedule = PruneSchedule(every=prune_every, tick_step=prune_tick_step)
+        self.appended = 0
+        self.pruned = 0
+        self._conn = open_writer(
+            path, synchronous=synchronous, lock_timeout=lock_timeout, create=create
+        )
+        try:
+            with translated(path, "reading the store state", lock_timeout):
+                conn = self._conn
+                max_seq = conn.execute("SELECT max(seq) FROM events").fetchone()[0] or 0
+                high_water = read_meta(conn, "high_water", 0)
+                self._max_tick: int | None = conn.execute(
+                    "SELECT max(tick) FROM events"
+                ).fetchone()[0]
+                self._ticks_ordered = bool(read_meta(conn, "ticks_ordered", 1))
+                self._types: set[str] = {row[0] for row in conn.execute(TYPES)}
+                # Per-type counts, kept exact by every commit/prune/clear below, so
+                # that the admin summary costs O(types) instead of a table scan.
+                self._counts: dict[str, int] = {
+                    str(name): int(n)
+                    for name, n in conn.execute("SELECT type, count(*) FROM events GROUP BY type")
+                }
+        except BaseException:
+            self._conn.close()
+            raise
+        self.committed_seq: int = max(max_seq, high_water)
+
+    @contextmanager
+    def _transaction(self, action: str) -> Iterator[sqlite3.Connection]:
+        """``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back on any error. Holds ``lock``."""
+        conn = self._conn
+        with translated(self.path, action, self.lock_timeout):
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+
+    @contextmanager
+    def connection(self) -> Iterator[sqlite3.Connection]:
+        """The write connection, locked (for ``:memory:`` stores, which have no readers)."""
+        with self.lock:
+            yield self._conn
+
+    def commit(self, rows: list[Row], high_water: int) -> None:
+        """Insert rows (in seq order) in one transaction, pruning in it when due.
+
+        ``high_water`` is the highest seq appended so far, recorded when a prune
+        deletes rows so that ``last_seq`` survives.
+        """
+        with self.lock:
+            max_tick = self._max_tick
+            ordered = self._ticks_ordered
+            for row in rows:
+                tick = row[1]
+                if tick is not None:
+                    if max_tick is not None and tick < max_tick:
+                        ordered = False
+                    if max_tick is None or tick > max_tick:
+                        max_tick = tick
+            prune_due = self._schedule.due(len(rows), max_tick)
+            flag_changed = ordered != self._ticks_ordered
+            deleted = 0
+            counts = dict(self._counts)
+            if len(rows) == 1 and not prune_due and not flag_changed:
+                with translated(self.path, "appending", self.lock_timeout):
+                    self._conn.execute(INSERT, rows[0])  # autocommit: its own transaction
+                _count_rows(counts, rows)
+            else:
+                with self._transaction("appending") as conn:
+                    conn.executemany(INSERT, rows)
+                    _count_rows(counts, rows)
+                    if flag_changed:
+                        conn.execute(SET_META, ("ticks_ordered", 0))
+                    if prune_due:
+                        types = self._types.union(row[2] for row in rows)
+                        high_water = max(high_water, rows[-1][0])
+                        deleted = self._prune_in(conn, types, max_tick, counts, high_water)
+            self._counts = counts
+            self._types.update(row[2] for row in rows)
+            self._max_tick = max_tick
+            self._ticks_ordered = ordered
+            self.committed_seq = rows[-1][0]
+            self.appended += len(rows)
+            self.pruned += deleted
+            if prune_due:
+                self._schedule.done(max_tick)
+            else:
+                self._schedule.note(len(rows), max_tick)
+
+    def _prune_in(
+        self,
+        conn: sqlite3.Connection,
+        types: set[str],
+        newest_tick: int | None,
+        counts: dict[str, int],
+        high_water: int,
+    ) -> int:
+        """Run retention inside the open transaction; updates ``counts`` in place."""
+        deleted = 0
+        for step in plan_prune(self.settings, types, newest_tick):
+            if step.max_tick is not None:
+                gone = conn.execute(PRUNE_BY_TICK, (step.type, step.max_tick)).rowcount
+                deleted += gone
+                if step.type in counts:
+                    counts[step.type] -= gone
+            if step.keep is not None:
+                if step.type not in counts:
+                    counts[step.type] = conn.execute(COUNT_TYPE, (step.type,)).fetchone()[0]
+                excess = counts[step.type] - step.keep
+                if excess > 0:
+                    gone = conn.execute(PRUNE_BY_COUNT, (step.type, step.type, excess - 1)).rowcount
+                    deleted += gone
+                    counts[step.type] -= gone
+        if deleted:
+            conn.execute(SET_META, ("high_water", high_water))
+        return deleted
+
+    def prune(self, high_water: int) -> int:
+        """Apply retention now; returns how many events were deleted."""
+        with self.lock:
+            counts = dict(self._counts)
+            with self._transaction("pruning") as conn:
+                deleted = self._prune_in(conn, self._types, self._max_tick, counts, high_water)
+            self._counts = counts
+            self.pruned += deleted
+            self._schedule.done(self._max_tick)
+        return deleted
+
+    def clear(self, event_type: str | None, high_water: int) -> int:
+        """Delete all events, or all of one type, keeping the high-water seq."""
+        with self.lock:
+            with self._transaction("clearing") as conn:
+                conn.execute(SET_META, ("high_water", high_water))
+                if event_type is None:
+                    deleted: int = conn.execute("DELETE FROM events").rowcount
+                    conn.execute(SET_META, ("ticks_ordered", 1))
+                else:
+                    deleted = conn.execute(
+                        "DELETE FROM events WHERE type = ?", (event_type,)
+                    ).rowcount
+            if event_type is None:
+                self._types.clear()
+                self._counts = {}
+                self._max_tick = None
+                self._ticks_ordered = True
+            else:
+                self._types.discard(event_type)
+                self._counts = {**self._counts, event_type: 0}
+        return deleted
+
+    def counts(self) -> dict[str, int]:
+        """Committed events per type (types with none left are omitted), sorted by type."""
+        with self.lock:
+            return {t: n for t, n in sorted(self._counts.items()) if n > 0}
+
+    def close(self, high_water: int | None = None) -> None:
+        """Record ``high_water`` if it is past every committed row, then close."""
+        with self.lock:
+            try:
+                if high_water is not None and high_water > self.committed_seq:
+                    # skipped (unwanted) events advanced the seq: keep numbering after them
+                    with translated(self.path, "closing", self.lock_timeout):
+                        self._conn.execute(SET_META, ("high_water", high_water))
+            finally:
+                self._conn.close()
+
+
+def _count_rows(counts: dict[str, int], rows: Iterable[Row]) -> None:
+    """Add committed rows to the per-type counts."""
+    for row in rows:
+        counts[row[2]] = counts.get(row[2], 0) + 1

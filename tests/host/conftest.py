@@ -1,0 +1,67 @@
+"""Fixtures for script-host tests: runtimes in stepped (virtual clock) and threaded mode."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from moonbus.runtime import LogLine, Runtime
+
+
+class VirtualClock:
+    """A clock the test advances by hand (seconds)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Stepped:
+    """A stepped runtime plus helpers to write scripts and advance time."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.clock = VirtualClock()
+        self.rt = Runtime(threaded=False, clock=self.clock)
+        self.logs: list[LogLine] = []
+        self.rt.add_log_sink(self.logs.append)
+        self._dir = tmp_path
+        self._n = 0
+
+    def script(self, text: str, name: str = "s", **kwargs: object):  # type: ignore[no-untyped-def]
+        self._n += 1
+        path = self._dir / f"{name}.lua"
+        path.write_text(text, encoding="utf-8")
+        return self.rt.load(path, **kwargs)  # type: ignore[arg-type]
+
+    def advance(self, seconds: float, step: float = 0.05) -> None:
+        """Advance virtual time, running due work at every step."""
+        end = self.clock.now + seconds
+        while self.clock.now < end:
+            self.rt.run_due(self.clock.now)
+            self.clock.now = round(self.clock.now + step, 6)
+        self.rt.run_due(self.clock.now)
+
+    def messages(self, level: str | None = None) -> list[str]:
+        return [line.msg for line in self.logs if level is None or line.level == level]
+
+
+@pytest.fixture
+def stepped(tmp_path: Path) -> Iterator[Stepped]:
+    env = Stepped(tmp_path)
+    try:
+        yield env
+    finally:
+        env.rt.close()
+
+
+@pytest.fixture
+def threaded() -> Iterator[Runtime]:
+    rt = Runtime(threaded=True, workers=2)
+    try:
+        yield rt
+    finally:
+        rt.close()
