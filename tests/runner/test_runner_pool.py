@@ -197,3 +197,50 @@ def test_statistics_snapshot(runner1: Runner) -> None:
         stats.done = 5  # type: ignore[misc]
     blocker.cancel()
     assert runner1.statistics().busy_workers == 0
+
+
+class _FailingFactory(SandboxFactory):
+    """Makes ``good`` engines, then fails."""
+
+    def __init__(self, good: int) -> None:
+        super().__init__()
+        self.good = good
+        self.made: list[Any] = []
+
+    def create(self, name: str, *, memory_limit: int | bool | None = True) -> Any:
+        if len(self.made) == self.good:
+            raise RuntimeError("no more engines")
+        engine = super().create(name, memory_limit=memory_limit)
+        self.made.append(engine)
+        return engine
+
+
+def test_a_failed_start_closes_what_it_made() -> None:
+    factory = _FailingFactory(good=2)  # the compiler and one worker
+    try:
+        with pytest.raises(RuntimeError, match="no more engines"):
+            Runner(workers=2, factory=factory)
+        assert [engine.closed for engine in factory.made] == [True, True]
+    finally:
+        factory.close()
+
+
+def test_an_internal_error_fails_the_job_not_the_worker(
+    runner1: Runner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    worker = runner1._workers[0]
+    original = worker._run_job
+    calls: list[int] = []
+
+    def broken(job: Any, compiled: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("runner bug")
+        return original(job, compiled)
+
+    monkeypatch.setattr(worker, "_run_job", broken)
+    error = runner1.submit("return 1").exception(timeout=5)
+    assert isinstance(error, RuntimeError)
+    assert runner1.submit("return 2").result(timeout=5) == 2
+    stats = runner1.statistics()
+    assert (stats.busy_workers, stats.failed, stats.done) == (0, 1, 1)

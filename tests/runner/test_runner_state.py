@@ -178,3 +178,13 @@ def test_runner_falls_back_to_new_env_when_the_builder_cannot_be_used(
         assert fallback.submit(POLLUTE).result(timeout=5) == 6
         assert fallback.submit("return x, string.polluted").result(timeout=5) == (None, None)
     assert "refused for the test" in caplog.text
+
+
+def test_a_cancelled_drop_still_forgets_the_state(runner1: Runner) -> None:
+    blocker = runner1.submit(SPIN, timeout=30)
+    wait_in_lua(blocker)
+    runner1.submit("n = 41", state="s")
+    drop = runner1.drop_state("s")
+    assert drop.cancel() is True
+    blocker.cancel()
+    assert runner1.submit("return n", state="s").result(timeout=5) is None

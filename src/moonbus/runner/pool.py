@@ -152,6 +152,8 @@ class Runner:
         except BaseException:
             self._closed = True
             self._queue.close(take_pending=True)
+            for worker in self._workers:
+                worker.discard()
             self._release()
             raise
         for worker in self._workers:

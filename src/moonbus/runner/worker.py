@@ -140,10 +140,22 @@ class Worker:
         return self._current
 
     # ------------------------------------------------------------ worker thread
+    def discard(self) -> None:
+        """Close the engine of a worker whose thread never started (owner thread)."""
+        self._teardown()
+
     def _run(self) -> None:
         try:
             while (job := self._queue.take(self.index)) is not None:
-                self._execute(job)
+                try:
+                    self._execute(job)
+                except Exception as exc:  # a bug in the runner: keep serving jobs
+                    log.exception("runner worker %d: internal error", self.index)
+                    self._stats.busy = False
+                    if not job.future.done():
+                        self._stats.record(Outcome.FAILED, self._clock() - job.submitted_at)
+                        job.future.finish()
+                        job.future.set_exception(exc)
         finally:
             self._teardown()
 
@@ -155,13 +167,13 @@ class Worker:
 
     def _execute(self, job: Job) -> None:
         future = job.future
+        if job.compiled is None:
+            self._drop_state(job)
+            return
         if self._queue.discarding and future.cancel():
             return  # taken just before close(cancel_pending=True)
         if not future.claim():
             return  # cancelled while queued; counted by the runner
-        if job.compiled is None:
-            self._drop_state(job)
-            return
         stats = self._stats
         stats.busy = True
         self._current = future
@@ -277,6 +289,9 @@ class Worker:
         return tuple(converted)
 
     def _drop_state(self, job: Job) -> None:
+        # Runs even when its future was cancelled: the runner already forgot the
+        # name, so a later job of that name must never find this environment.
         existed = job.state is not None and self._states.pop(job.state, None) is not None
-        job.future.finish()
-        job.future.set_result(existed)
+        if job.future.claim():
+            job.future.finish()
+            job.future.set_result(existed)
