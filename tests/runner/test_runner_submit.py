@@ -240,6 +240,8 @@ def test_bad_results_fail_the_future(runner: Runner, source: str, fragment: str)
         {"state": ""},
         {"state": 3},
         {"acquire_timeout": -1},
+        {"acquire_timeout": "1"},
+        {"acquire_timeout": math.nan},
         {"apply": 5},
     ],
 )
@@ -260,6 +262,7 @@ def test_source_must_be_text(runner: Runner) -> None:
         {"workers": 1.5},
         {"queue_size": 0},
         {"acquire_timeout": -1},
+        {"acquire_timeout": True},
         {"default_timeout": 0},
         {"default_memory": 0},
         {"chunk_cache_size": 0},

@@ -71,6 +71,13 @@ def _positive(name: str, value: float) -> float:
     return float(value)
 
 
+def _wait(value: float) -> float:
+    """An acquire timeout: 0 (fail at once) or a positive number of seconds."""
+    if value == 0 and not isinstance(value, bool):
+        return 0.0
+    return _positive("acquire_timeout", value)
+
+
 def _positive_int(name: str, value: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigError(f"{name} must be a positive int, not {value!r}")
@@ -105,9 +112,7 @@ class Runner:
     ) -> None:
         self._workers_n = _positive_int("workers", workers)
         queue_size = _positive_int("queue_size", queue_size)
-        if acquire_timeout != 0:
-            acquire_timeout = _positive("acquire_timeout", acquire_timeout)
-        self._acquire_timeout = float(acquire_timeout)
+        self._acquire_timeout = _wait(acquire_timeout)
         self._default_timeout = _positive("default_timeout", default_timeout)
         self._default_memory = _positive_int("default_memory", default_memory)
         chunk_cache_size = _positive_int("chunk_cache_size", chunk_cache_size)
@@ -135,8 +140,8 @@ class Runner:
                 engine = self._factory.create(
                     f"{name}-{index}", memory_limit=limit or _TRACKING_ONLY_LIMIT
                 )
-                self._workers.append(
-                    Worker(
+                try:
+                    worker = Worker(
                         index,
                         engine,
                         lua_errors=(lua.LuaMemoryError, lua.LuaError),
@@ -148,7 +153,10 @@ class Runner:
                         chunk_cache_size=chunk_cache_size,
                         thread_name=f"{name}-{index}",
                     )
-                )
+                except BaseException:
+                    engine.close()
+                    raise
+                self._workers.append(worker)
         except BaseException:
             self._closed = True
             self._queue.close(take_pending=True)
@@ -192,9 +200,7 @@ class Runner:
             raise RunnerClosedError("the runner is closed; it accepts no more jobs")
         limit = self._default_timeout if timeout is None else _positive("timeout", timeout)
         budget = self._default_memory if memory is None else _positive_int("memory", memory)
-        wait = self._acquire_timeout if acquire_timeout is None else float(acquire_timeout)
-        if wait < 0 or not math.isfinite(wait):
-            raise ConfigError(f"acquire_timeout must be >= 0 seconds, not {acquire_timeout!r}")
+        wait = self._acquire_timeout if acquire_timeout is None else _wait(acquire_timeout)
         if state is not None and (not isinstance(state, str) or not state):
             raise ConfigError(f"state must be a non-empty str or None, not {state!r}")
         if apply is not None and not callable(apply):
