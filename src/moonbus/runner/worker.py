@@ -139,11 +139,11 @@ class Worker:
         """The future of the job running now (a racy snapshot, for cancellation)."""
         return self._current
 
-    # ------------------------------------------------------------ worker thread
     def discard(self) -> None:
-        """Close the engine of a worker whose thread never started (owner thread)."""
+        """Close the engine of a worker whose thread never started."""
         self._teardown()
 
+    # ------------------------------------------------------------ worker thread
     def _run(self) -> None:
         try:
             while (job := self._queue.take(self.index)) is not None:
