@@ -221,19 +221,6 @@ for _, name in pairs(BASE) do
   base_values[name] = _G[name]
 end
 
--- Lua runs a message handler where the error happened, before unwinding. For
--- the error raised by the deadline hook that is still inside the hook, where
--- Lua disables hooks: a script's handler could loop there forever. So a
--- script's xpcall handler never sees the deadline error (it passes through).
-local TIME_LIMIT_LEN = #TIME_LIMIT_MESSAGE
-local function safe_xpcall(f, handler, ...)
-  return xpcall(f, function(err)
-    if type(err) == "string" and sub(err, -TIME_LIMIT_LEN) == TIME_LIMIT_MESSAGE then
-      return err
-    end
-    return handler(err)
-  end, ...)
-end
 base_values.xpcall = safe_xpcall
 local math_lib, table_lib, utf8_lib = math, table, utf8
 local os_lib = { clock = os.clock, time = os.time, date = os.date, difftime = os.difftime }
