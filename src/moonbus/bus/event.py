@@ -66,7 +66,7 @@ def to_jsonable(value: Any) -> Any:
     raise TypeError(f"event data value of type {type(value).__name__} is not JSON-encodable")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Event:
     """One committed fact. Immutable; ``seq`` is strictly increasing with no gaps per bus.
 
