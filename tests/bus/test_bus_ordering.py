@@ -4,11 +4,24 @@ from __future__ import annotations
 
 import threading
 from collections import defaultdict
+from collections.abc import Callable
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from moonbus.bus import Bus, Event
+
+
+def _seq_recorder(seen: list[int]) -> Callable[[Event], None]:
+    return lambda event: seen.append(event.seq)
+
+
+def _blocking_handler(inside: threading.Event, release: threading.Event) -> Callable[[Event], None]:
+    def handler(event: Event) -> None:
+        inside.set()
+        release.wait(5)
+    return handler
 
 
 def test_handler_emit_is_delivered_breadth_first(bus: Bus) -> None:
@@ -63,7 +76,7 @@ def test_emits_from_many_threads_reach_every_subscriber_in_seq_order() -> None:
         seen: dict[str, list[int]] = defaultdict(list)
         for name in ("exact", "prefix", "star"):
             pattern = {"exact": "work:item", "prefix": "work:*", "star": "*"}[name]
-            bus.on(pattern, lambda e, name=name: seen[name].append(e.seq))
+            bus.on(pattern, _seq_recorder(seen[name]))
         barrier = threading.Barrier(threads)
         missing: list[int] = []
 
@@ -105,7 +118,7 @@ def test_threads_and_nested_emits_property(
         per_sub: dict[str, list[int]] = defaultdict(list)
         trace: list[int] = []
 
-        def recorder(name: str) -> object:
+        def recorder(name: str) -> Callable[[Event], None]:
             def handler(event: Event) -> None:
                 with lock:
                     per_sub[name].append(event.seq)
@@ -184,13 +197,55 @@ def test_emit_from_another_thread_while_a_handler_runs_waits_for_its_delivery() 
         second = threading.Thread(target=lambda: result.append(bus.emit("fast")))
         second.start()
         second.join(0.2)
-        # The second emit has committed (seq 2) but must not return before "fast"
-        # has been delivered, and "fast" must not overtake "slow".
+        # The second emit waits for the running delivery before it commits, so
+        # "fast" can neither overtake "slow" nor return before its handlers ran.
         assert second.is_alive()
-        assert bus.last_seq == 2
+        assert bus.last_seq == 1
         assert order == []
         release.set()
         first.join(5)
         second.join(5)
         assert order == ["slow:1", "fast:2"]
         assert result[0].seq == 2
+
+
+def test_registry_and_log_do_not_wait_for_a_running_handler() -> None:
+    import asyncio
+
+    with Bus() as bus:
+        inside = threading.Event()
+        release = threading.Event()
+        bus.on("slow", _blocking_handler(inside, release))
+        first = threading.Thread(target=bus.emit, args=("slow",))
+        first.start()
+        try:
+            assert inside.wait(5)
+            # All of these run on this thread while the handler blocks the other.
+            sub = bus.on("x", print)
+            assert sub in bus.subscriptions()
+            assert sub.cancel() is True
+            assert [e.seq for e in bus.log()] == [1]
+            assert bus.statistics().last_seq == 1
+            with pytest.raises(TimeoutError):
+                asyncio.run(bus.wait_for("x", timeout=0.01))
+        finally:
+            release.set()
+            first.join(5)
+
+
+def test_close_from_another_thread_waits_for_the_running_delivery() -> None:
+    bus = Bus()
+    inside = threading.Event()
+    release = threading.Event()
+    bus.on("slow", _blocking_handler(inside, release))
+    first = threading.Thread(target=bus.emit, args=("slow",))
+    first.start()
+    assert inside.wait(5)
+    closer = threading.Thread(target=bus.close)
+    closer.start()
+    closer.join(0.1)
+    assert closer.is_alive() and not bus.closed
+    release.set()
+    first.join(5)
+    closer.join(5)
+    assert bus.closed

@@ -39,8 +39,10 @@ class ListStore(EventStore):
             self.events.append(event)
 
     def query(self, *, after_tick: int | None = None, after_seq: int | None = None,
-              types: Sequence[str] | None = None, limit: int | None = None,
+              types: str | Sequence[str] | None = None, limit: int | None = None,
               newest: bool = False) -> list[Event]:
+        if isinstance(types, str):
+            types = [types]
         with self._lock:
             found = [e for e in self.events
                      if (after_seq is None or e.seq > after_seq)
@@ -62,6 +64,12 @@ class ListStore(EventStore):
             removed = len(self.events) - len(kept)
             self.events = kept
         return removed
+
+    def prune(self) -> int:
+        return 0  # no retention in this fake
+
+    def flush(self) -> None:
+        pass  # nothing is buffered
 
     def last_seq(self) -> int:
         with self._lock:
