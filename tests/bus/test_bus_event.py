@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 import pytest
@@ -11,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from moonbus.bus import Bus, Event
-from moonbus.bus.event import freeze, thaw, to_jsonable
+from moonbus.bus.event import EMPTY_DATA, freeze, freeze_data, thaw, to_jsonable
 
 FIELDS = ("type", "data", "seq", "tick", "ts", "source")
 
@@ -203,3 +205,38 @@ def test_bus_rejects_cyclic_data_without_consuming_a_seq(bus: Bus) -> None:
     with pytest.raises(ValueError, match="cyclic"):
         bus.emit("a", cyclic)
     assert bus.emit("a").seq == 1
+
+
+class Tag(str):
+    """A str subclass: the fast path must not keep it as a key."""
+
+
+payload_keys = st.one_of(st.text(max_size=3), st.integers(-3, 3),
+                         st.builds(Tag, st.text(max_size=2)), st.booleans(), st.none())
+payload_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=3) | st.floats(allow_nan=False)
+    | st.builds(Item, st.text(max_size=2), st.integers(0, 5)) | st.builds(Tag, st.text(max_size=2)),
+    lambda children: st.lists(children, max_size=3) | st.tuples(children)
+    | st.dictionaries(st.text(max_size=2), children, max_size=3),
+    max_leaves=8,
+)
+
+
+def _shape(value: Any) -> Any:
+    """Value plus the exact type of every key and container, for strict comparison."""
+    if isinstance(value, Mapping):
+        return ("map", type(value), sorted(((type(k), k, _shape(v)) for k, v in value.items()),
+                                           key=repr))
+    if isinstance(value, tuple):
+        return ("tuple", type(value), [_shape(v) for v in value])
+    return (type(value), value)
+
+
+@given(st.dictionaries(payload_keys, payload_values, max_size=5))
+def test_emit_freezes_exactly_like_freeze(data: dict[Any, Any]) -> None:
+    """The bus inlines freeze_data's short path; the result must be the same."""
+    with Bus() as bus:
+        event = bus.emit("t", data)
+    assert _shape(event.data) == _shape(freeze(data) if data else EMPTY_DATA)
+    assert _shape(freeze_data(data)) == _shape(event.data)
+    assert isinstance(event.data, MappingProxyType)

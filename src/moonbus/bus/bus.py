@@ -38,7 +38,7 @@ Speed (``emit`` is the hot path; ``python -m moonbus.bench.bus`` measures it)
   which is cheaper than ``with`` on CPython 3.11.
 * Validated type names are remembered in a bounded set: a name is checked once.
 * ``data`` is frozen before the lock is taken; a ``dict`` of scalars is one
-  shallow copy (see ``freeze_data``). ``Event`` is a named tuple, built with
+  shallow copy (``freeze_data``'s short path, inlined). ``Event`` is a named tuple, built with
   ``tuple.__new__``; the default clock is read as ``time.time_ns()``.
 * Handler lists are cached per event type (``Route``). For types whose
   handlers are all plain sync handlers, delivery is a loop over a list of
@@ -56,9 +56,10 @@ import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType as _read_only
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
-from moonbus.bus.event import EMPTY_DATA, Event, freeze_data
+from moonbus.bus.event import EMPTY_DATA, SCALAR_TYPES, Event, freeze_data
 from moonbus.bus.patterns import check_pattern, check_type_name, matches
 from moonbus.bus.subscription import Handler, Route, Subscription
 from moonbus.errors import BusError, ClosedError
@@ -302,7 +303,16 @@ class Bus:
             self._learn_type(type)
         if data is None:
             frozen = EMPTY_DATA
-        elif _typeof(data) is dict or isinstance(data, Mapping):
+        elif _typeof(data) is dict:
+            # freeze_data's short path, inlined: the usual payload is a dict of
+            # scalars under str keys, and a shallow copy freezes it completely.
+            for key, value in data.items():
+                if _typeof(key) is not str or _typeof(value) not in SCALAR_TYPES:
+                    frozen = freeze_data(data)
+                    break
+            else:
+                frozen = _read_only(data.copy()) if data else EMPTY_DATA
+        elif isinstance(data, Mapping):
             frozen = freeze_data(data)
         else:
             raise BusError(f"event data must be a mapping, got {data.__class__.__name__}")

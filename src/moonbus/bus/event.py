@@ -26,12 +26,12 @@ from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
-__all__ = ["EMPTY_DATA", "Event", "freeze", "freeze_data", "thaw", "to_jsonable"]
+__all__ = ["EMPTY_DATA", "SCALAR_TYPES", "Event", "freeze", "freeze_data", "thaw", "to_jsonable"]
 
 EMPTY_DATA: Mapping[str, Any] = MappingProxyType({})
 _EMPTY = EMPTY_DATA
 _SCALARS = (str, int, float, bool, type(None))
-_SCALAR_TYPES = frozenset(_SCALARS)
+SCALAR_TYPES = frozenset(_SCALARS)  # types kept as they are, without copying
 
 
 def freeze(value: Any, _depth: int = 0) -> Any:
@@ -59,7 +59,7 @@ def freeze_data(data: Mapping[str, Any]) -> Mapping[str, Any]:
     if not data:
         return _EMPTY
     if type(data) is dict:
-        scalar_types = _SCALAR_TYPES
+        scalar_types = SCALAR_TYPES
         for key, value in data.items():
             if type(key) is not str or type(value) not in scalar_types:
                 break
