@@ -369,3 +369,77 @@ def test_emit_from_a_handler_after_close_raises_into_that_handler(
     assert bus.statistics().handler_errors == 1
     assert "ClosedError" in caplog.text
     assert bus.last_seq == 1
+
+
+def test_events_left_by_an_interrupted_delivery_go_out_first_and_in_order(bus: Bus) -> None:
+    seen: list[str] = []
+
+    def interrupt_after_emitting(event: Event) -> None:
+        if event.type == "a":
+            bus.emit("b")  # queued behind "a"
+            raise KeyboardInterrupt
+
+    bus.on("a", interrupt_after_emitting)
+    bus.on("*", lambda e: seen.append(f"{e.type}:{e.seq}"))
+    with pytest.raises(KeyboardInterrupt):
+        bus.emit("a")
+    assert seen == []
+    assert bus.statistics().pending == 1
+    bus.emit("c")
+    assert seen == ["b:2", "c:3"]
+    assert bus.statistics().pending == 0
+
+
+def test_same_handler_twice_errors_are_counted_on_each_subscription(
+    bus: Bus, caplog: pytest.LogCaptureFixture
+) -> None:
+    def fail(event: Event) -> None:
+        raise Boom("twice")
+
+    first = bus.on("a", fail)
+    second = bus.on("a*", fail)
+    third = bus.on("*", fail)
+    with caplog.at_level(logging.ERROR, logger="moonbus.bus"):
+        bus.emit("a")
+    assert (first.errors, second.errors, third.errors) == (1, 1, 1)
+    assert [r.args[1] for r in caplog.records] == ["a", "a*", "*"]  # pattern of each failure
+
+
+def test_handler_that_cancels_itself_and_raises_is_counted(
+    bus: Bus, caplog: pytest.LogCaptureFixture
+) -> None:
+    subs: list[Subscription] = []
+
+    def quit_and_fail(event: Event) -> None:
+        subs[0].cancel()
+        raise Boom("bye")
+
+    subs.append(bus.on("a", quit_and_fail))
+    with caplog.at_level(logging.ERROR, logger="moonbus.bus"):
+        bus.emit("a")
+        bus.emit("a")
+    assert subs[0].errors == 1
+    assert bus.statistics().handler_errors == 1
+
+
+def test_cancelled_during_dispatch_is_not_counted_as_delivered(bus: Bus) -> None:
+    later: list[Subscription] = []
+    bus.on("a", lambda e: later[0].cancel())
+    later.append(bus.on("a", lambda e: None))
+    bus.emit("a")
+    assert bus.statistics().delivered == 1
+
+
+def test_many_distinct_types_beyond_the_caches(bus: Bus) -> None:
+    # More names than the bus remembers: every one still validated and routed.
+    seen: list[int] = []
+    bus.on("*", lambda e: seen.append(e.seq))
+    bus.on("t:1*", lambda e: seen.append(-e.seq))
+    total = 5_000
+    for i in range(total):
+        bus.emit(f"t:{i}")
+    with pytest.raises(BusError):
+        bus.emit("bad name")
+    assert [s for s in seen if s > 0] == list(range(1, total + 1))
+    assert [-s for s in seen if s < 0] == [i + 1 for i in range(total) if str(i).startswith("1")]
+    assert bus.emit("t:1").seq == total + 1

@@ -249,3 +249,44 @@ def test_close_from_another_thread_waits_for_the_running_delivery() -> None:
     first.join(5)
     closer.join(5)
     assert bus.closed
+
+
+def test_subscribing_and_cancelling_while_other_threads_emit() -> None:
+    with Bus() as bus:
+        steady: list[int] = []
+        bus.on("*", _seq_recorder(steady))
+        churned: list[list[int]] = []
+        stop = threading.Event()
+        errors: list[BaseException] = []
+
+        def churn() -> None:
+            try:
+                while not stop.is_set():
+                    seen: list[int] = []
+                    churned.append(seen)
+                    sub = bus.on("w*", _seq_recorder(seen))
+                    once = bus.once("*", _seq_recorder(seen))
+                    sub.cancel()
+                    once.cancel()
+            except BaseException as exc:  # pragma: no cover - reported below
+                errors.append(exc)
+
+        def emit_many() -> None:
+            for _ in range(2_000):
+                bus.emit("work")
+
+        churner = threading.Thread(target=churn)
+        churner.start()
+        emitters = [threading.Thread(target=emit_many) for _ in range(3)]
+        for t in emitters:
+            t.start()
+        for t in emitters:
+            t.join()
+        stop.set()
+        churner.join()
+        assert errors == []
+        assert steady == list(range(1, 6_001))
+        for seen in churned:
+            assert seen == sorted(seen)  # each short-lived subscriber in seq order too
+        assert bus.subscriptions()[0].pattern == "*"
+        assert len(bus.subscriptions()) == 1
