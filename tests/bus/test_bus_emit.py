@@ -402,7 +402,7 @@ def test_same_handler_twice_errors_are_counted_on_each_subscription(
     with caplog.at_level(logging.ERROR, logger="moonbus.bus"):
         bus.emit("a")
     assert (first.errors, second.errors, third.errors) == (1, 1, 1)
-    assert [r.args[1] for r in caplog.records] == ["a", "a*", "*"]  # pattern of each failure
+    assert [r.args[1] for r in caplog.records if isinstance(r.args, tuple)] == ["a", "a*", "*"]
 
 
 def test_handler_that_cancels_itself_and_raises_is_counted(
