@@ -262,3 +262,45 @@ def test_close_fails_pending_waiters_and_new_ones() -> None:
             await bus.wait_for("a", timeout=1)
 
     asyncio.run(main())
+
+
+def test_predicate_may_use_the_bus_and_its_emit_is_delivered_after_the_event() -> None:
+    async def main() -> None:
+        with Bus() as bus:
+            seen: list[str] = []
+            bus.on("*", lambda e: seen.append(f"{e.type}:{e.seq}"))
+
+            def busy_predicate(event: Event) -> bool:
+                bus.statistics()
+                bus.log()
+                bus.on("late", print).cancel()
+                bus.emit("from-predicate")
+                return True
+
+            task = asyncio.create_task(bus.wait_for("a", where=busy_predicate, timeout=5))
+            await asyncio.sleep(0)
+            first = bus.emit("a")
+            assert seen == ["a:1", "from-predicate:2"]
+            assert await task == first
+
+    asyncio.run(main())
+
+
+def test_predicate_emit_during_a_nested_emit_keeps_seq_order() -> None:
+    async def main() -> None:
+        with Bus() as bus:
+            seen: list[int] = []
+            bus.on("*", lambda e: seen.append(e.seq))
+            bus.on("outer", lambda e: bus.emit("inner"))
+
+            def emits(event: Event) -> bool:
+                bus.emit("from-predicate")
+                return True
+
+            task = asyncio.create_task(bus.wait_for("inner", where=emits, timeout=5))
+            await asyncio.sleep(0)
+            bus.emit("outer")
+            assert seen == [1, 2, 3]
+            assert (await task).seq == 2
+
+    asyncio.run(main())

@@ -56,6 +56,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 from types import MappingProxyType as _read_only
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
@@ -73,6 +74,7 @@ DEFAULT_LOG_SIZE = 10_000
 _CACHE_LIMIT = 4_096  # distinct type names remembered (validated names, routes)
 _typeof = type  # ``emit`` has a parameter named ``type``
 _new_tuple = tuple.__new__
+_seq_of = attrgetter("seq")
 _time_ns = time.time_ns
 _H = TypeVar("_H", bound=Handler)
 
@@ -144,10 +146,9 @@ class Bus:
         self._log: deque[Event] = deque(maxlen=log_size)
         self._pending: deque[Event] = deque()
         self._closed = False
-        # Under _registry_lock (read without it by the delivering thread):
+        # Under _registry_lock (routes are read without it by the delivering thread):
         self._subs: list[Subscription] = []
         self._routes: dict[str, Route] = {}
-        self._plain_routes: dict[str, Route] = {}  # the routes with only plain handlers
         self._in_flight: Route | None = None  # the plain route being delivered
         self._waiters: list[_Waiter] = []
         # Any thread (set.add is atomic; a lost race only means one more check):
@@ -270,19 +271,14 @@ class Bus:
         # Under the registry lock. clear() keeps the dict objects, so the
         # delivering thread's references see the change.
         self._routes.clear()
-        self._plain_routes.clear()
 
     def _route(self, event_type: str) -> Route:
-        """The route for ``event_type``, built on a cache miss (delivering thread)."""
-        route = self._routes.get(event_type)
-        if route is None:
-            with self._registry_lock:
-                if len(self._routes) >= _CACHE_LIMIT:
-                    self._drop_routes()
-                route = Route(tuple(s for s in self._subs if matches(s.pattern, event_type)))
-                self._routes[event_type] = route
-                if route.plain:
-                    self._plain_routes[event_type] = route
+        """Build and cache the route for ``event_type`` (delivering thread, cache miss)."""
+        with self._registry_lock:
+            if len(self._routes) >= _CACHE_LIMIT:
+                self._drop_routes()
+            route = Route(tuple(s for s in self._subs if matches(s.pattern, event_type)))
+            self._routes[event_type] = route
         return route
 
     # ----------------------------------------------------------------------- emit
@@ -334,24 +330,33 @@ class Bus:
                 store.append(event)  # raises: nothing committed, no seq consumed
             self._seq = seq
             self._log.append(event)
-            if self._waiters:
-                self._resolve_waiters(event)
-            # ---- deliver
+            # ---- deliver (waiters are resolved once the event has its place in
+            # the delivery order, so an emit from a `where` predicate queues behind it)
             pending = self._pending
             if self._draining:
                 pending.append(event)  # nested emit: the running drain delivers it
+                if self._waiters:
+                    self._resolve_waiters(event)
                 return event
             self._draining = True
             try:
-                current = event
-                if pending:  # left over by a drain that a BaseException cut short
-                    pending.append(current)
+                if self._waiters:
+                    self._resolve_waiters(event)
+                current, event_type = event, type
+                if pending:  # left by an interrupted drain, or emitted by a predicate
+                    queued = sorted((*pending, current), key=_seq_of)
+                    pending.clear()
+                    pending.extend(queued)
                     current = pending.popleft()
-                plain_routes = self._plain_routes
+                    event_type = current.type
+                routes = self._routes
                 while True:
-                    route = plain_routes.get(current.type)
-                    if route is None:
-                        self._dispatch(current)
+                    try:
+                        route = routes[event_type]
+                    except KeyError:
+                        route = self._route(event_type)
+                    if not route.plain:
+                        self._dispatch(route, current)
                     else:
                         self._in_flight = route
                         handlers = route.handlers
@@ -364,8 +369,10 @@ class Bus:
                     if not pending:
                         break
                     current = pending.popleft()
+                    event_type = current.type
             finally:
                 self._draining = False
+                self._in_flight = None  # do not keep cancelled handlers alive
         finally:
             lock.release()
         return event
@@ -377,9 +384,9 @@ class Bus:
         if len(self._type_names) < _CACHE_LIMIT:
             self._type_names.add(name)
 
-    def _dispatch(self, event: Event) -> None:
-        """The general case: ``once`` and async subscriptions, or a cold cache."""
-        for sub in self._route(event.type).subs:
+    def _dispatch(self, route: Route, event: Event) -> None:
+        """The general case: a route with ``once`` or async subscriptions."""
+        for sub in route.subs:
             if not sub.active:
                 continue
             if sub.once and not self._remove(sub):
@@ -453,23 +460,30 @@ class Bus:
                     self._waiters.remove(waiter)
 
     def _resolve_waiters(self, event: Event) -> None:
-        # Under the emit lock; bind each waiter to the first matching event.
+        # Under the emit lock, so each waiter is bound to the first matching
+        # event. Predicates run outside the registry lock, so they may use the
+        # bus; an event they emit is queued like one emitted by a handler.
         with self._registry_lock:
-            keep: list[_Waiter] = []
-            for waiter in self._waiters:
-                if waiter.future.done():
-                    continue
-                if matches(waiter.pattern, event.type):
-                    try:
-                        hit = waiter.where is None or bool(waiter.where(event))
-                    except Exception as exc:
-                        self._set_waiter(waiter, exc)
-                        continue
-                    if hit:
-                        self._set_waiter(waiter, event)
-                        continue
-                keep.append(waiter)
-            self._waiters = keep
+            waiters = list(self._waiters)
+        finished: list[_Waiter] = []
+        for waiter in waiters:
+            if waiter.future.done():  # timed out or cancelled
+                finished.append(waiter)
+                continue
+            if not matches(waiter.pattern, event.type):
+                continue
+            try:
+                hit = waiter.where is None or bool(waiter.where(event))
+            except Exception as exc:
+                self._set_waiter(waiter, exc)
+                finished.append(waiter)
+                continue
+            if hit:
+                self._set_waiter(waiter, event)
+                finished.append(waiter)
+        if finished:
+            with self._registry_lock:
+                self._waiters = [w for w in self._waiters if w not in finished]
 
     @staticmethod
     def _set_waiter(waiter: _Waiter, outcome: Event | BaseException) -> None:
@@ -527,9 +541,8 @@ class Bus:
         return self._seq
 
     def statistics(self) -> BusStatistics:
-        """Counters for monitoring and the admin ``listeners`` command."""
-        with self._registry_lock:
-            subscriptions = len(self._subs)
+        """Counters for monitoring and the admin ``listeners`` command (no lock taken)."""
+        subscriptions = len(self._subs)
         seq = self._seq
         return BusStatistics(
             last_seq=seq,

@@ -65,7 +65,12 @@ class Subscription:
         return not (self.once or self.is_async)
 
     def cancel(self) -> bool:
-        """Unsubscribe. Returns False when it was already inactive."""
+        """Unsubscribe. Returns False when it was already inactive.
+
+        Called on the delivering thread (from a handler), the handler gets no
+        further event, not even the one being delivered. Called from another
+        thread, an event whose delivery has already begun may still reach it.
+        """
         return self._bus._remove(self)
 
     def __call__(self) -> bool:
