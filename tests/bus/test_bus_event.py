@@ -240,3 +240,19 @@ def test_emit_freezes_exactly_like_freeze(data: dict[Any, Any]) -> None:
     assert _shape(event.data) == _shape(freeze(data) if data else EMPTY_DATA)
     assert _shape(freeze_data(data)) == _shape(event.data)
     assert isinstance(event.data, MappingProxyType)
+
+
+def test_an_event_inside_data_stays_an_event() -> None:
+    cause = Event.create("cause", {"k": [1]}, seq=1, tick=2, source="s", ts=3)
+    event = Event.create("effect", {"cause": cause, "chain": [cause]}, seq=2, ts=4)
+    assert event.data["cause"] is cause
+    assert event.data["chain"][0] is cause
+    assert thaw(event.data)["cause"] is cause
+    assert event.to_dict()["data"]["cause"] == cause.to_dict()
+    assert json.loads(event.to_json())["data"]["chain"] == [cause.to_dict()]
+
+
+def test_events_are_not_hashable_but_compare_by_value() -> None:
+    event = Event.create("a", None, seq=1, ts=0)
+    with pytest.raises(TypeError):
+        hash(event)

@@ -26,8 +26,8 @@ running handler. ``log()`` copies the log without a lock (see ``log``).
 
 Async handlers (coroutine functions) are scheduled on the event loop that was
 running when they subscribed (or the ``loop=`` given), never awaited by
-``emit``. ``wait_for`` waiters are bound to the first matching event at commit
-time and resolved on their loop.
+``emit``. ``wait_for`` waiters (``waiters.py``) are bound to the first matching
+event at commit time and resolved on their loop.
 
 A handler that raises is logged with its traceback and counted; the other
 handlers still run and the event stays committed.
@@ -38,8 +38,10 @@ Speed (``emit`` is the hot path; ``python -m moonbus.bench.bus`` measures it)
   which is cheaper than ``with`` on CPython 3.11.
 * Validated type names are remembered in a bounded set: a name is checked once.
 * ``data`` is frozen before the lock is taken; a ``dict`` of scalars is one
-  shallow copy (``freeze_data``'s short path, inlined). ``Event`` is a named tuple, built with
-  ``tuple.__new__``; the default clock is read as ``time.time_ns()``.
+  shallow copy (``freeze_data``'s short path, inlined). ``Event`` is a named
+  tuple, built with ``tuple.__new__``; the default clock is ``time.time_ns()``.
+* Delivery needs no queue unless a handler emits: the emitting thread hands
+  its own event straight to the handlers; ``_pending`` holds nested events.
 * Handler lists are cached per event type (``Route``). For types whose
   handlers are all plain sync handlers, delivery is a loop over a list of
   callables; ``once`` and async subscriptions take the general path.
@@ -48,7 +50,6 @@ Speed (``emit`` is the hot path; ``python -m moonbus.bench.bus`` measures it)
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import logging
 import threading
@@ -63,6 +64,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 from moonbus.bus.event import EMPTY_DATA, SCALAR_TYPES, Event, freeze_data
 from moonbus.bus.patterns import check_pattern, check_type_name, matches
 from moonbus.bus.subscription import Handler, Route, Subscription
+from moonbus.bus.waiters import Waiter, Waiters
 from moonbus.errors import BusError, ClosedError
 
 if TYPE_CHECKING:
@@ -93,22 +95,6 @@ class BusStatistics:
     subscriptions: int
     log_size: int
     pending: int
-
-
-class _Waiter:
-    __slots__ = ("future", "loop", "pattern", "where")
-
-    def __init__(
-        self,
-        pattern: str,
-        where: Callable[[Event], bool] | None,
-        loop: asyncio.AbstractEventLoop,
-        future: asyncio.Future[Event],
-    ) -> None:
-        self.pattern = pattern
-        self.where = where
-        self.loop = loop
-        self.future = future
 
 
 class Bus:
@@ -150,7 +136,7 @@ class Bus:
         self._subs: list[Subscription] = []
         self._routes: dict[str, Route] = {}
         self._in_flight: Route | None = None  # the plain route being delivered
-        self._waiters: list[_Waiter] = []
+        self._waiters = Waiters(self._registry_lock)
         # Any thread (set.add is atomic; a lost race only means one more check):
         self._type_names: set[str] = set()
         self._delivered = 0  # written by the delivering thread only
@@ -336,12 +322,12 @@ class Bus:
             if self._draining:
                 pending.append(event)  # nested emit: the running drain delivers it
                 if self._waiters:
-                    self._resolve_waiters(event)
+                    self._waiters.offer(event)
                 return event
             self._draining = True
             try:
                 if self._waiters:
-                    self._resolve_waiters(event)
+                    self._waiters.offer(event)
                 current, event_type = event, type
                 if pending:  # left by an interrupted drain, or emitted by a predicate
                     queued = sorted((*pending, current), key=_seq_of)
@@ -446,57 +432,14 @@ class Bus:
         """Wait for the next event matching ``pattern`` (and ``where``), committed
         after this call started. Raises ``TimeoutError`` after ``timeout`` seconds."""
         check_pattern(pattern)
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Event] = loop.create_future()
-        waiter = _Waiter(pattern, where, loop, future)
+        waiter = Waiter(pattern, where, asyncio.get_running_loop())
         with self._registry_lock:
             self._check_open()
-            self._waiters.append(waiter)
+            self._waiters.add(waiter)
         try:
-            return await asyncio.wait_for(future, timeout)
+            return await asyncio.wait_for(waiter.future, timeout)
         finally:
-            with self._registry_lock:
-                if waiter in self._waiters:
-                    self._waiters.remove(waiter)
-
-    def _resolve_waiters(self, event: Event) -> None:
-        # Under the emit lock, so each waiter is bound to the first matching
-        # event. Predicates run outside the registry lock, so they may use the
-        # bus; an event they emit is queued like one emitted by a handler.
-        with self._registry_lock:
-            waiters = list(self._waiters)
-        finished: list[_Waiter] = []
-        for waiter in waiters:
-            if waiter.future.done():  # timed out or cancelled
-                finished.append(waiter)
-                continue
-            if not matches(waiter.pattern, event.type):
-                continue
-            try:
-                hit = waiter.where is None or bool(waiter.where(event))
-            except Exception as exc:
-                self._set_waiter(waiter, exc)
-                finished.append(waiter)
-                continue
-            if hit:
-                self._set_waiter(waiter, event)
-                finished.append(waiter)
-        if finished:
-            with self._registry_lock:
-                self._waiters = [w for w in self._waiters if w not in finished]
-
-    @staticmethod
-    def _set_waiter(waiter: _Waiter, outcome: Event | BaseException) -> None:
-        def settle() -> None:
-            if waiter.future.done():
-                return
-            if isinstance(outcome, BaseException):
-                waiter.future.set_exception(outcome)
-            else:
-                waiter.future.set_result(outcome)
-
-        with contextlib.suppress(RuntimeError):  # the waiter's loop is closed: nobody waits
-            waiter.loop.call_soon_threadsafe(settle)
+            self._waiters.discard(waiter)
 
     # ----------------------------------------------------------------------- log
     def log(
@@ -573,9 +516,9 @@ class Bus:
             if self._closed:
                 return
             self._closed = True
-            waiters, self._waiters = self._waiters, []
+            waiters = self._waiters.take_all()
         for waiter in waiters:
-            self._set_waiter(waiter, ClosedError("the bus is closed"))
+            waiter.settle(ClosedError("the bus is closed"))
 
     def __enter__(self) -> Bus:
         return self

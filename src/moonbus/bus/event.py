@@ -29,7 +29,6 @@ from typing import Any, NamedTuple
 __all__ = ["EMPTY_DATA", "SCALAR_TYPES", "Event", "freeze", "freeze_data", "thaw", "to_jsonable"]
 
 EMPTY_DATA: Mapping[str, Any] = MappingProxyType({})
-_EMPTY = EMPTY_DATA
 _SCALARS = (str, int, float, bool, type(None))
 SCALAR_TYPES = frozenset(_SCALARS)  # types kept as they are, without copying
 
@@ -57,7 +56,7 @@ def freeze_data(data: Mapping[str, Any]) -> Mapping[str, Any]:
     proxy is already a deep-frozen private copy.
     """
     if not data:
-        return _EMPTY
+        return EMPTY_DATA
     if type(data) is dict:
         scalar_types = SCALAR_TYPES
         for key, value in data.items():
@@ -126,7 +125,7 @@ class Event(NamedTuple):
         ts: int | None = None,
     ) -> Event:
         """Build an event, deep-freezing ``data``."""
-        frozen = _EMPTY if not data else freeze_data(data)
+        frozen = EMPTY_DATA if not data else freeze_data(data)
         return cls(
             type=type,
             data=frozen,
@@ -162,4 +161,3 @@ class Event(NamedTuple):
             ts=int(obj["ts"]),
             source=str(obj.get("source", "host")),
         )
-
