@@ -321,12 +321,12 @@ class Bus:
             pending = self._pending
             if self._draining:
                 pending.append(event)  # nested emit: the running drain delivers it
-                if self._waiters:
+                if self._waiters.any:
                     self._waiters.offer(event)
                 return event
             self._draining = True
             try:
-                if self._waiters:
+                if self._waiters.any:
                     self._waiters.offer(event)
                 current, event_type = event, type
                 if pending:  # left by an interrupted drain, or emitted by a predicate
