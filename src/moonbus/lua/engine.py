@@ -25,6 +25,7 @@ from __future__ import annotations
 import ctypes
 import re
 import threading
+from threading import get_native_id as _native_id
 from collections.abc import Callable
 from typing import Any
 
@@ -126,6 +127,8 @@ class LuaEngine:
         self._in_call = False
         self._abort_reason: str | None = None
         self._last_reason: str | None = None  # abort reason of the call that just ended
+        self._task_threads: dict[int, int] = {}  # task id -> its Lua thread pointer
+        self._finished_tasks: list[int] = []  # released by the next new_task
         self._chain: list[int] = []
         self._closed = False
         rt = lua_module.LuaRuntime(
@@ -253,7 +256,7 @@ class LuaEngine:
             watchdog = self._watchdog
             armed = self._armed
             if limit is not None:  # Watchdog.arm, inlined (hot path)
-                armed[self] = (self._clock() + limit, token)
+                armed[self] = (self._clock(), limit, token, _native_id())
                 if watchdog.idle:
                     watchdog.wake()
             self._depth = 1
@@ -276,7 +279,7 @@ class LuaEngine:
         finally:
             lock.release()
 
-    def _end_call(self) -> bool:
+    def _end_call(self, host_thread: int | None = None) -> bool:
         # Serialises with a concurrent abort(): after this, no hook can be armed
         # on an idle engine. Returns whether coroutines were left mid-resume.
         with self._hook_lock:
@@ -285,13 +288,25 @@ class LuaEngine:
             if reason is not None:
                 self._hooks.disarm(self._state)
                 self._abort_reason = None
+            if host_thread is not None:
+                # The host's task thread: still alive (see new_task), so its
+                # hook can be reset here; it is not the prelude's to forget.
+                if reason is not None:
+                    self._hooks.disarm(host_thread)
+                if host_thread in self._chain:
+                    self._chain.remove(host_thread)
             leftover = bool(self._chain)
             if leftover:
                 self._chain.clear()
         return leftover
 
     def _guarded(
-        self, invoker: Any, func: Any, args: tuple[Any, ...], limit: float | None
+        self,
+        invoker: Any,
+        func: Any,
+        args: tuple[Any, ...],
+        limit: float | None,
+        host_thread: int | None = None,
     ) -> tuple[Any, ...]:
         # The hot path of event delivery: the token is bumped without
         # ``_hook_lock`` (``abort`` compares it only while ``_in_call`` is set,
@@ -304,12 +319,16 @@ class LuaEngine:
                 raise ClosedError(f"Lua engine {self.name!r} is closed")
             if self._depth:
                 return self._nested_call(invoker, func, args, limit)
+            if host_thread is not None:
+                # Joins the chain before the call is marked live, so an abort
+                # (which needs _in_call) always sees it; only this thread writes.
+                self._chain.append(host_thread)
             self._token = token = self._token + 1
             self._in_call = True
             watchdog = self._watchdog
             armed = self._armed
             if limit is not None:  # Watchdog.arm, inlined (hot path)
-                armed[self] = (self._clock() + limit, token)
+                armed[self] = (self._clock(), limit, token, _native_id())
                 if watchdog.idle:
                     watchdog.wake()
             self._depth = 1
@@ -323,7 +342,7 @@ class LuaEngine:
                 self._depth = 0
                 if limit is not None:
                     armed.pop(self, None)
-                if self._end_call():
+                if self._end_call(host_thread):
                     # A resume that never returned normally (abort, error): its
                     # coroutine may still be armed. Lua resets and releases it
                     # (the prelude kept it alive until now).
@@ -406,20 +425,42 @@ class LuaEngine:
                 raise ScriptMemoryError(f"{self.name}: out of memory") from exc
 
     def new_task(self, func: Any) -> int:
-        """A coroutine that runs ``func`` (kept inside Lua); drive it with ``step``."""
+        """A coroutine that runs ``func`` (kept inside Lua); drive it with ``step``.
+
+        A task that finished is released by the next ``new_task`` (or
+        ``drop_task``): until then its thread stays alive, so the pointer the
+        host tracked while stepping it can never dangle.
+        """
         with self._lock:
-            return int(self._new_task(func))
+            finished = self._finished_tasks.pop() if self._finished_tasks else None
+            task, pointer = self._new_task(func, finished)
+            if finished is not None:
+                self._task_threads.pop(finished, None)
+            self._task_threads[task] = int(pointer, 16)
+            return int(task)
 
     def drop_task(self, task: int) -> None:
         """Forget a task that will not be resumed again (no-op when finished)."""
         with self._lock:
             if not self._closed:
                 self._drop_task(task)
+                self._task_threads.pop(task, None)
 
-    def step(self, task: Any, *args: Any, limit: float | None) -> tuple[str, Any]:
-        """Resume ``task``: ("sleep", ms) or ("done", results tuple). Raises like ``call``."""
-        values = self.call(self._step, task, *args, limit=limit)
+    def step(self, task: int, *args: Any, limit: float | None) -> tuple[str, Any]:
+        """Resume ``task``: ("sleep", ms) or ("done", results tuple). Raises like ``call``.
+
+        The task's thread joins the abort chain directly (the host knows it),
+        instead of through the prelude's enter/leave callbacks.
+        """
+        thread = self._task_threads.get(task)
+        try:
+            values = self._guarded(self._call, self._step, (task, *args), limit, thread)
+        except BaseException:
+            self._finished_tasks.append(task)
+            raise
         status = values[0]
+        if status != "sleep":
+            self._finished_tasks.append(task)
         if status == "sleep":
             return "sleep", values[1]
         if status == "done":

@@ -293,16 +293,22 @@ end
 
 -- Lifecycle coroutines (main engine) stay inside Lua: lupa turns a
 -- not-yet-started coroutine handed to Python into a function, so the host
--- only ever holds task numbers.
+-- only ever holds task numbers, plus each task's thread pointer. The host
+-- tracks a task's thread itself while it steps it (no enter/leave callbacks
+-- on this hot path), so a task stays in `tasks` — alive, its pointer valid —
+-- until the host drops it, after the call that finished it has ended.
 local tasks = {}
 local task_count = 0
 
-local function new_task(fn)
+local function new_task(fn, finished)
+  if finished then
+    tasks[finished] = nil
+  end
   task_count = task_count + 1
   local co = safe_create(fn)
   host_owned[co] = true
   tasks[task_count] = co
-  return task_count
+  return task_count, fmt("%p", co)
 end
 
 local function drop_task(id)
@@ -315,16 +321,12 @@ local function step(id, ...)
   if co == nil then
     return "error", "unknown or finished task " .. tostring(id)
   end
-  local r = tracked_resume(co, ...)
+  local r = pack(co_resume(co, ...))
   if not r[1] then
-    tasks[id] = nil
     return "error", debug_traceback(co, error_text(r[2]))
   end
   if r[2] == SLEEP and co_status(co) == "suspended" then
     return "sleep", r[3]
-  end
-  if co_status(co) == "dead" then
-    tasks[id] = nil
   end
   return "done", unpack(r, 2, r.n)
 end

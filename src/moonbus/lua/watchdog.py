@@ -1,17 +1,29 @@
-"""One thread that aborts Lua calls which run past their deadline.
+"""One thread that aborts Lua calls which use more than their CPU-time budget.
 
 Why a watchdog instead of a count hook: a per-instruction ``debug.sethook``
 count hook roughly doubles the run time of pure-Lua code. Lua documents
 ``lua_sethook`` as safe to call asynchronously, so the watchdog does nothing
-to a running call until its deadline passes and only then installs a count
+to a running call until its budget is spent and only then installs a count
 hook (count 1) that raises on the next instruction, in every Lua thread of the
-call (see ``LuaEngine.abort``). A call that finishes in time pays two dict
-operations and a clock read.
+call (see ``LuaEngine.abort``). A call that finishes in time pays a dict store,
+a dict pop and a clock read.
 
-Threads: ``arm``/``disarm`` are called by whichever thread runs the engine;
-the watchdog's own thread only reads the armed table and calls
-``Abortable.abort``. While nothing is armed the thread sleeps on an event, so
-an idle runtime costs nothing. Precision is ``period`` (default 2 ms).
+CPU time, not wall time: a call's thread may wait for the GIL (another thread
+runs Python) or inside a host API; that waiting must not count, or a busy host
+would abort well-behaved handlers. An armed entry records the wall-clock start
+and the thread's native id. When the wall-clock budget has passed, the
+watchdog reads that thread's CPU clock (Linux: the per-thread CPU clock id
+made from the thread id, as glibc's ``pthread_getcpuclockid`` does; reading a
+finished thread's clock fails cleanly with ``EINVAL``). The first time it sees
+an entry it samples the thread's CPU time; at the deadline it charges the call
+with the CPU time used since that sample plus the wall time before it, which
+can only over-estimate. If the budget is not spent yet the deadline moves out
+by what is left. Where per-thread CPU clocks are unavailable, wall time is used.
+
+Threads: the engine running a call writes its entry (``armed``) and pops it;
+the watchdog's own thread reads the table and calls ``Abortable.abort``. While
+nothing is armed the thread sleeps on an event, so an idle runtime costs
+nothing. Precision is ``period`` (default 2 ms).
 """
 
 from __future__ import annotations
@@ -21,7 +33,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-__all__ = ["Abortable", "Watchdog"]
+__all__ = ["Abortable", "Watchdog", "thread_cpu_time"]
 
 
 class Abortable(Protocol):
@@ -30,19 +42,35 @@ class Abortable(Protocol):
     def abort(self, token: int, reason: str) -> bool: ...
 
 
+def thread_cpu_time(native_id: int) -> float | None:
+    """CPU seconds used so far by the thread with this native id (None if unknown)."""
+    try:
+        return time.clock_gettime(((~native_id) << 3) | 6)  # CPUCLOCK_SCHED, per thread
+    except (OSError, OverflowError, AttributeError):
+        return None
+
+
+# An armed entry: (wall start, budget seconds, call token, native thread id).
+Entry = tuple[float, float, int, int]
+
+
 class Watchdog:
-    """Fires ``abort(token, "timeout")`` on armed calls whose deadline passed."""
+    """Fires ``abort(token, "timeout")`` on armed calls that spent their CPU budget."""
 
     def __init__(
         self,
         *,
         period: float = 0.002,
         clock: Callable[[], float] = time.monotonic,
+        cpu_clock: Callable[[int], float | None] = thread_cpu_time,
         name: str = "moonbus-watchdog",
     ) -> None:
         self._period = period
         self._clock = clock
-        self._armed: dict[Abortable, tuple[float, int]] = {}
+        self._cpu_clock = cpu_clock
+        self._armed: dict[Abortable, Entry] = {}
+        # (target, token) -> (CPU time at first sight, wall time at first sight)
+        self._samples: dict[tuple[Abortable, int], tuple[float, float]] = {}
         self._wake = threading.Event()
         self._idle = False  # True while the thread waits for something to be armed
         self._stop = False
@@ -55,9 +83,10 @@ class Watchdog:
         return self._clock
 
     @property
-    def armed(self) -> dict[Abortable, tuple[float, int]]:
+    def armed(self) -> dict[Abortable, Entry]:
         """The armed table itself, for hot paths that arm inline (see ``LuaEngine``):
-        ``armed[target] = (deadline, token)`` then ``if watchdog.idle: watchdog.wake()``."""
+        ``armed[target] = (start, budget, token, threading.get_native_id())`` then
+        ``if watchdog.idle: watchdog.wake()``."""
         return self._armed
 
     @property
@@ -69,10 +98,11 @@ class Watchdog:
         """Wake the thread after arming inline."""
         self._wake.set()
 
-    def arm(self, target: Abortable, deadline: float, token: int) -> None:
-        """Watch ``target``'s call ``token`` until ``disarm``; abort it after ``deadline``."""
-        self._armed[target] = (deadline, token)
-        if self._idle:  # cheaper than Event.is_set() on every call
+    def arm(self, target: Abortable, budget: float, token: int) -> None:
+        """Watch ``target``'s call ``token`` (running on this thread) until ``disarm``;
+        abort it once it has used ``budget`` seconds of CPU time."""
+        self._armed[target] = (self._clock(), budget, token, threading.get_native_id())
+        if self._idle:
             self._wake.set()
 
     def disarm(self, target: Abortable) -> None:
@@ -91,15 +121,37 @@ class Watchdog:
             self._idle = True
             self._wake.clear()
             if not self._armed:
+                self._samples.clear()
                 self._wake.wait()
                 self._idle = False
                 continue
             self._idle = False
             time.sleep(self._period)
-            now = self._clock()
-            for target, (deadline, token) in list(self._armed.items()):
-                if now >= deadline and target.abort(token, "timeout"):
-                    self._fired += 1
+            self._scan(self._clock())
+
+    def _scan(self, now: float) -> None:
+        live: set[tuple[Abortable, int]] = set()
+        for target, (start, budget, token, native_id) in list(self._armed.items()):
+            key = (target, token)
+            live.add(key)
+            sample = self._samples.get(key)
+            if sample is None:
+                cpu = self._cpu_clock(native_id)
+                if cpu is not None:
+                    self._samples[key] = sample = (cpu, now)
+            if now - start < budget:
+                continue
+            if sample is not None:
+                cpu = self._cpu_clock(native_id)
+                if cpu is not None:
+                    # Wall time before the sample counts in full: an over-estimate.
+                    used = (sample[1] - start) + (cpu - sample[0])
+                    if used < budget:
+                        continue  # waited (GIL, I/O), did not compute: not yet
+            if target.abort(token, "timeout"):
+                self._fired += 1
+        for key in [k for k in self._samples if k not in live]:
+            del self._samples[key]
 
     def close(self) -> None:
         """Stop the thread (idempotent)."""
