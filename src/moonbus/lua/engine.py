@@ -25,8 +25,8 @@ from __future__ import annotations
 import ctypes
 import re
 import threading
-from threading import get_native_id as _native_id
 from collections.abc import Callable
+from threading import get_native_id as _native_id
 from typing import Any
 
 from moonbus.errors import (
