@@ -125,8 +125,10 @@ class Bus:
 
     ``store`` (optional) receives every committed event inside the commit
     section; if the store fails, ``emit`` raises and the event is not
-    committed (no gap in ``seq``). ``first_seq`` lets a bus reopened over a
-    durable store continue numbering.
+    committed (no gap in ``seq``). A bus reopened over a durable store
+    continues its numbering. A store that assigns seqs itself (``assigns_seq``,
+    the Redis store shared by several processes) numbers every event instead
+    of the bus: its seqs are the deployment's global order.
     """
 
     def __init__(
@@ -265,18 +267,30 @@ class Bus:
         check_type_name(type)
         if data is not None and not isinstance(data, Mapping):
             raise BusError(f"event data must be a mapping, got {data.__class__.__name__}")
+        store = self._store
         with self._commit_lock:
             self._check_open()
-            event = Event.create(
-                type,
-                data,
-                seq=self._seq + 1,
-                tick=tick,
-                source=self._default_source if source is None else source,
-                ts=int(self._clock() * 1000),
-            )
-            if self._store is not None and self._store.settings.wants(type):
-                self._store.append(event)  # raises: nothing committed, no seq consumed
+            if store is not None and store.assigns_seq:
+                # The store numbers events (shared by several processes): it
+                # appends and returns the event with its seq; raises: nothing committed.
+                event = store.append_new(
+                    type,
+                    data,
+                    tick=tick,
+                    ts=int(self._clock() * 1000),
+                    source=self._default_source if source is None else source,
+                )
+            else:
+                event = Event.create(
+                    type,
+                    data,
+                    seq=self._seq + 1,
+                    tick=tick,
+                    source=self._default_source if source is None else source,
+                    ts=int(self._clock() * 1000),
+                )
+                if store is not None and store.settings.wants(type):
+                    store.append(event)  # raises: nothing committed, no seq consumed
             self._seq = event.seq
             self._log.append(event)
             self._pending.append(event)
