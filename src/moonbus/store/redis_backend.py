@@ -108,7 +108,7 @@ class RedisEventStore(EventStore):
         if not isinstance(prefix, str) or not prefix:
             raise ConfigError(f"event store prefix must be a non-empty string, not {prefix!r}")
         if isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1:
-            raise ConfigError(f"event store page_size must be a whole number >= 1, not {page_size!r}")
+            raise ConfigError(f"event store page_size must be a whole number >= 1, not {page_size}")
         for name, value in (("transit_keep", transit_keep), ("max_events", max_events)):
             if value is not None and (
                 isinstance(value, bool) or not isinstance(value, int) or value < 0
