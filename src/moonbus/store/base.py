@@ -20,12 +20,20 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import IO, Any, ClassVar, Self
+from typing import IO, Any, ClassVar, Protocol, Self
 
 from moonbus.bus.event import Event
 from moonbus.errors import ConfigError, StoreError
 
-__all__ = ["EventStore", "StoreSettings", "StoreStatistics", "check_query", "type_list"]
+__all__ = [
+    "EventStore",
+    "Follower",
+    "RemoteSink",
+    "StoreSettings",
+    "StoreStatistics",
+    "check_query",
+    "type_list",
+]
 
 DEFAULT_RETENTION_TICKS = 36_000
 
@@ -181,6 +189,31 @@ class StoreStatistics:
     pending: int
 
 
+class RemoteSink(Protocol):
+    """Where a store's feed hands events emitted by other processes (the bus).
+
+    ``attach_remote(after_seq)``: every event after ``after_seq`` will be
+    accounted for by the feed. ``deliver_remote(events, upto=, own=)``: other
+    processes' ``events`` (seq order), this process's own entries by seq, and
+    the feed has read through seq ``upto``; commits, does not run handlers.
+    ``drain()``: run the handlers of committed events (the feed's delivery thread).
+    """
+
+    def attach_remote(self, after_seq: int) -> None: ...
+
+    def deliver_remote(
+        self, events: Sequence[Event], *, upto: int, own: Mapping[int, Event]
+    ) -> None: ...
+
+    def drain(self) -> None: ...
+
+
+class Follower(Protocol):
+    """A running feed; ``close()`` stops it."""
+
+    def close(self) -> None: ...
+
+
 class EventStore(ABC):
     """A durable, append-only record of committed events.
 
@@ -217,6 +250,12 @@ class EventStore(ABC):
         """Record several committed events, in order."""
         for event in events:
             self.append(event)
+
+    def follow(self, sink: RemoteSink) -> Follower | None:
+        """Start handing events that *other processes* append to this store to
+        ``sink`` (from now on; nothing earlier is replayed). None when the store
+        is private to this process."""
+        return None
 
     @abstractmethod
     def query(

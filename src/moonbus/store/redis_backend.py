@@ -72,11 +72,21 @@ from moonbus.bus.event import Event
 from moonbus.errors import ClosedError, ConfigError, SharedBackendError, StoreError
 from moonbus.shared.redis_backend import connect
 from moonbus.shared.redis_batch import Op, ReplyError, pack
-from moonbus.store.base import EventStore, StoreSettings, StoreStatistics, check_query, type_list
+from moonbus.store.base import (
+    EventStore,
+    RemoteSink,
+    StoreSettings,
+    StoreStatistics,
+    check_query,
+    type_list,
+)
+from moonbus.store.redis_append import OpNumbers, append_call
+from moonbus.store.redis_feed import StreamFeed
 from moonbus.store.redis_query import PAGE_SIZE, QUERY_KEYS, PageReader
+from moonbus.store.redis_reader import StreamReader
 from moonbus.store.redis_scripts import SCRIPTS, Keys
 from moonbus.store.retention import PruneSchedule, plan_prune
-from moonbus.store.sqlite_query import encode_data, row_json_line, row_to_event
+from moonbus.store.sqlite_query import row_json_line, row_to_event
 
 __all__ = ["RedisEventStore"]
 
@@ -123,15 +133,16 @@ class RedisEventStore(EventStore):
             url, SCRIPTS, retry_timeout=retry_timeout, what="event store", error=StoreError
         )
         self.url = linked.url
+        self._redis_url = url  # with its password, for the feeds' own connections
+        self._feeds: list[StreamFeed] = []
         self._batcher = linked.batcher
         self._scripts = linked.scripts
         self._keys = Keys(prefix)
         #: Identifies this instance's entries in the stream (``o`` field).
         self.origin = uuid.uuid4().hex[:16]
         self._ops_key = self._keys.ops(self.origin)
-        self._op_lock = threading.Lock()  # guards the op numbers and counters below
-        self._next_op = 1
-        self._in_flight: set[int] = set()
+        self._ops = OpNumbers()
+        self._op_lock = threading.Lock()  # guards the counters below
         self._appended = 0
         self._pruned = 0
         self._newest_tick: int | None = None
@@ -177,59 +188,27 @@ class RedisEventStore(EventStore):
 
     # ---------------------------------------------------------------- append
 
-    def _encode(self, event: Event) -> bytes:
-        try:
-            return encode_data(event.data).encode("utf-8")
-        except (TypeError, ValueError, RecursionError) as exc:
-            raise StoreError(
-                f"event store {self.url}: event {event.type!r} has data that cannot be "
-                f"stored as JSON: {exc}"
-            ) from exc
-
     def _run_append(self, script: str, events: Sequence[Event], *, explicit: bool) -> list[int]:
         """One append script run for ``events`` (at most ``_BATCH``); returns their seqs."""
-        type_index: dict[str, int] = {}
-        keys = [
-            self._keys.stream,
-            self._keys.seq,
-            self._keys.count,
-            self._keys.meta,
-            self._keys.transit,
+        keys, fields = append_call(
+            self._keys,
             self._ops_key,
-        ]
-        fields: list[bytes] = []
-        for event in events:
-            index = type_index.get(event.type)
-            if index is None:
-                index = type_index[event.type] = len(type_index) + 1
-                keys.extend(self._keys.of_type(event.type))
-            fields += (
-                b"%d" % event.seq if explicit else b"",
-                event.type.encode("utf-8"),
-                b"%d" % index,
-                b"" if event.tick is None else b"%d" % event.tick,
-                b"%d" % event.ts,
-                event.source.encode("utf-8"),
-                self._encode(event),
-                b"1" if self.settings.wants(event.type) else b"0",
-            )
-        with self._op_lock:
-            op = self._next_op
-            self._next_op += 1
-            self._in_flight.add(op)
-            floor = min(self._in_flight)
+            events,
+            explicit=explicit,
+            wants=self.settings.wants,
+            url=self.url,
+        )
+        op, floor = self._ops.start()
         header = (self.origin.encode(), b"%d" % op, b"%d" % floor)
-        payload = self._payload(script, keys, [*header, *fields])
         try:
-            reply = self._send(payload, "appending", script)
+            reply = self._send(self._payload(script, keys, [*header, *fields]), "appending", script)
         except StoreError as exc:
             raise StoreError(
                 f"{exc}; the event was not appended, unless the connection broke after "
                 "sending it (then it may be in the stream without this process knowing its seq)"
             ) from exc.__cause__
         finally:
-            with self._op_lock:
-                self._in_flight.discard(op)
+            self._ops.finish(op)
         if type(reply) is ReplyError:
             if explicit and reply.message.startswith("MOONBUS seq "):
                 raise StoreError(
@@ -443,12 +422,35 @@ class RedisEventStore(EventStore):
             appended=appended, pruned=pruned, stored=sum(int(n) for n in reply), pending=0
         )
 
+    # ------------------------------------------------------------------ feed
+
+    def follow(self, sink: RemoteSink) -> StreamFeed:
+        """Hand events that other processes append from now on to ``sink`` (the
+        bus), in the global order, on a feed with its own connection and threads
+        (see ``redis_feed``). Stop it with ``close()`` (``close`` of the store
+        stops it too)."""
+        self._check_open()
+        source = StreamReader(self._redis_url, self._keys, self.url)
+        try:
+            feed = StreamFeed(
+                source, sink, origin=self.origin, after_seq=self.last_seq(), url=self.url
+            )
+            feed.start()
+        except BaseException:
+            source.close()
+            raise
+        self._feeds.append(feed)
+        return feed
+
     # ----------------------------------------------------------------- close
 
     def close(self) -> None:
-        """Forget this instance's re-send records and close the connection. Idempotent."""
+        """Stop the feeds, forget this instance's re-send records and close the
+        connection. Idempotent."""
         if self._closed:
             return
+        for feed in self._feeds:
+            feed.close()
         try:
             self._call(pack(b"UNLINK", self._ops_key), "closing")
         except StoreError as exc:  # the records expire by themselves
@@ -456,3 +458,4 @@ class RedisEventStore(EventStore):
         finally:
             self._closed = True
             self._batcher.close()
+

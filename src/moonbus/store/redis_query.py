@@ -35,7 +35,7 @@ from moonbus.shared.redis_batch import pack
 from moonbus.store.redis_scripts import Keys
 from moonbus.store.sqlite_query import Row
 
-__all__ = ["QUERY_KEYS", "PageReader", "entry_row"]
+__all__ = ["QUERY_KEYS", "PageReader", "entry_origin", "entry_row"]
 
 QUERY_KEYS = frozenset({"after_tick", "after_seq", "types", "limit", "newest"})
 
@@ -62,6 +62,12 @@ def entry_row(entry: Any) -> Row:
         )
     except (ValueError, TypeError, IndexError, AttributeError) as exc:
         raise StoreError(f"stream entry {entry!r:.200} is not in moonbus's format: {exc}") from exc
+
+
+def entry_origin(entry: Any) -> bytes:
+    """The origin id (``o`` field) of a stream entry written by ``entry_row``'s layout."""
+    origin: bytes = entry[1][11]
+    return origin
 
 
 class PageReader:

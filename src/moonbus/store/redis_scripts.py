@@ -410,6 +410,12 @@ elseif #ms > 0 then
 end
 return {#ms, left}
 """,
+    # The feed's atomic tail read. KEYS: 1 stream, 2 seq. ARGV: 1 after seq,
+    # 2 count. Returns {the seq counter, entries after the seq (at most count)}.
+    "tail": """
+local counter = tonumber(redis.call('GET', KEYS[2]) or '0')
+return {counter, redis.call('XRANGE', KEYS[1], '(' .. ARGV[1] .. '-0', '+', 'COUNT', ARGV[2])}
+""",
     # Delete every event (the seq counter stays). KEYS: 1 stream, 2 count,
     # 3 meta, 4 transit. Returns how many recorded events there were.
     "clear_all": _TYPE_KEYS
