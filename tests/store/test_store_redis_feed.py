@@ -13,12 +13,12 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import pytest
+from tests.shared.redis_support import REDIS_URL, delete_prefix, redis_or_skip, unique_prefix
 
 from moonbus.bus.event import Event
 from moonbus.errors import StoreError
 from moonbus.store.redis_backend import RedisEventStore
 from moonbus.store.redis_feed import StreamFeed
-from tests.shared.redis_support import REDIS_URL, delete_prefix, redis_or_skip, unique_prefix
 
 
 class Sink:
