@@ -15,11 +15,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from tests.shared.redis_support import REDIS_URL, delete_prefix, redis_or_skip, unique_prefix
 
 import moonbus
 from moonbus.shared import SharedStore
 from moonbus.store.redis_backend import RedisEventStore
-from tests.shared.redis_support import REDIS_URL, delete_prefix, redis_or_skip, unique_prefix
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
