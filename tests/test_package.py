@@ -16,7 +16,7 @@ def test_all_is_sorted_and_complete() -> None:
 
 
 def test_spec_entry_points_are_public() -> None:
-    for name in ("Bus", "SharedStore", "Runtime"):
+    for name in ("Bus", "SharedStore", "Runtime", "Runner"):
         assert name in moonbus.__all__
 
 

@@ -10,7 +10,10 @@ from moonbus.errors import (
     AdminError,
     ClosedError,
     ConfigError,
+    GameApiError,
+    JobDataError,
     MoonbusError,
+    RconProtocolError,
     RunnerBusyError,
     RunnerClosedError,
     ScriptCancelled,
@@ -26,6 +29,7 @@ from moonbus.errors import (
 from moonbus.host.context import HostSettings
 from moonbus.host.script import ScriptHost
 from moonbus.lua.exposure import lua_api, lua_multi
+from moonbus.runner import CompiledJob, JobFuture, Runner, RunnerStatistics
 from moonbus.runtime import Runtime
 from moonbus.shared import SharedStore
 from moonbus.store.base import EventStore, StoreSettings
@@ -38,13 +42,20 @@ __all__ = [
     "Bus",
     "BusStatistics",
     "ClosedError",
+    "CompiledJob",
     "ConfigError",
     "Event",
     "EventStore",
+    "GameApiError",
     "HostSettings",
+    "JobDataError",
+    "JobFuture",
     "MoonbusError",
+    "RconProtocolError",
+    "Runner",
     "RunnerBusyError",
     "RunnerClosedError",
+    "RunnerStatistics",
     "Runtime",
     "ScriptCancelled",
     "ScriptError",

@@ -24,7 +24,8 @@ with ``raise ... from exc`` so that callers only ever need to catch these::
     │   └── RconProtocolError            a peer broke the RCON wire format (bad/oversized packet)
     └── RunnerError
         ├── RunnerClosedError (ClosedError)  submit after close
-        └── RunnerBusyError              no queue slot within acquire_timeout
+        ├── RunnerBusyError              no queue slot within acquire_timeout
+        └── JobDataError (TypeError)     job args or results that cannot cross as plain data
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ __all__ = [
     "ConfigError",
     "GameApiError",
     "HandlerError",
+    "JobDataError",
     "MoonbusError",
     "RconProtocolError",
     "RunnerBusyError",
@@ -177,3 +179,10 @@ class RunnerClosedError(RunnerError, ClosedError):
 
 class RunnerBusyError(RunnerError):
     """No queue slot became free within ``acquire_timeout``."""
+
+
+class JobDataError(RunnerError, TypeError):
+    """A job's arguments or results are not plain data (functions, objects, cycles...).
+
+    The message names the offending value's position, e.g. ``args[0]['pos']``.
+    """

@@ -15,22 +15,22 @@ from moonbus.errors import BusError
 
 
 class Harness:
+    """A sequencer and the seqs it committed so far (in take() order)."""
+
     def __init__(self, timeout: float = 5.0) -> None:
-        self.cond = threading.Condition(threading.Lock())
-        self.committed: list[int] = []
-        self.seq = Sequencer(
-            self.cond,
-            lambda event: self.committed.append(event.seq),
-            timeout=timeout,
-            logger=logging.getLogger("test.sequencer"),
-        )
+        self.seq = Sequencer(timeout=timeout, logger=logging.getLogger("test.sequencer"))
+        self.taken: list[int] = []
+
+    @property
+    def committed(self) -> list[int]:
+        self.taken += [event.seq for event in self.seq.take()]
+        return self.taken
 
     def __enter__(self) -> Sequencer:
-        self.cond.acquire()
         return self.seq
 
     def __exit__(self, *exc: object) -> None:
-        self.cond.release()
+        pass
 
 
 def ev(seq: int, event_type: str = "t") -> Event:
@@ -124,8 +124,7 @@ def test_wait_times_out_skips_what_is_missing_and_drops_late_arrivals(
     with h as s:
         s.attach(0)
         ticket = s.begin()
-        s.arrived(ticket, ev(3))
-        s.wait(3)  # 1 and 2 never come: the feed is stuck
+        s.arrived(ticket, ev(3), wait=True)  # 1 and 2 never come: the feed is stuck
         assert h.committed == [3]
         assert s.skipped == 2
         s.remote([ev(2, "r")], upto=3, own={})
@@ -148,16 +147,16 @@ def test_wait_returns_once_another_thread_commits() -> None:
     with h as s:
         s.attach(0)
         ticket = s.begin()
-        s.arrived(ticket, ev(2))
 
-    def feed() -> None:
-        with h as s:
+        def feed() -> None:
             s.remote([ev(1, "r")], upto=2, own={})
 
-    threading.Timer(0.05, feed).start()
-    with h as s:
-        s.wait(2)
+        timer = threading.Timer(0.05, feed)
+        timer.start()
+        s.arrived(ticket, ev(2), wait=True)
+        timer.join()
     assert h.committed == [1, 2]
+    assert h.seq.skipped == 0
 
 
 @given(

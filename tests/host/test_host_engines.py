@@ -339,3 +339,30 @@ def test_shared_kind_conflict_and_overflow_reach_lua_as_errors(stepped):
     assert h.stats["big"] is True
     assert h.stats["nested"] == 2
     assert h.stats["tinc"] == 5
+
+
+def test_a_script_cannot_resume_or_close_its_own_lifecycle_coroutine(stepped):
+    h = stepped.script(
+        """
+        local poll_co
+        function on_start()
+          events:on("ping", function()
+            local ok, err = pcall(coroutine.resume, poll_co)
+            stats:set("resume", tostring(err))
+            local ok2, err2 = pcall(coroutine.close, poll_co)
+            stats:set("close", tostring(err2))
+          end)
+        end
+        function poll()
+          poll_co = coroutine.running()
+          sleep(10000)
+        end
+        """
+    )
+    h.start()
+    stepped.advance(0.2)
+    stepped.rt.bus.emit("ping")
+    stepped.advance(0.2)
+    assert "own lifecycle coroutine" in h.stats["resume"]
+    assert "own lifecycle coroutine" in h.stats["close"]
+    assert h.status == "running" and h.poll_errors == 0

@@ -24,14 +24,18 @@ Two modes:
   from the stream copy if it was this process's own event whose emit failed
   after the append was applied, otherwise skipped as missing (logged).
 
-An emitting thread waits (``wait``) for its own event to be committed, at
-most ``timeout`` seconds; then every seq still missing before it is logged
-and skipped, so a stuck feed never hangs ``emit``. An event that arrives
-after its seq was skipped is logged and not delivered.
+An emitting thread may wait (``arrived(..., wait=True)``) for its own event
+to be committed, at most ``timeout`` seconds; then every seq still missing
+before it is logged and skipped, so a stuck feed never hangs ``emit``. An
+event that arrives after its seq was skipped is logged and not delivered.
 
-Threads: every method must be called with the bus's commit lock held (the
-lock of ``cond``); ``wait`` releases it while waiting. ``commit`` is called
-under that lock, in seq order.
+"Committed" here means "has its place in the order": committed events queue
+in ``take()`` order (seq order); the bus moves them into its log and delivers
+them under its own lock. The sequencer has its own lock, never held while a
+handler runs, so the feed's reader thread is never held up by handlers.
+
+Threads: every public method may be called from any thread; each takes the
+sequencer's lock (``wait`` releases it while waiting).
 """
 
 from __future__ import annotations
@@ -51,12 +55,10 @@ __all__ = ["Sequencer"]
 
 
 class Sequencer:
-    """See the module docstring. ``commit(event)`` commits one event (bus side)."""
+    """See the module docstring."""
 
     def __init__(
         self,
-        cond: threading.Condition,
-        commit: Callable[[Event], None],
         *,
         timeout: float,
         logger: logging.Logger,
@@ -64,8 +66,8 @@ class Sequencer:
     ) -> None:
         if not timeout > 0:
             raise BusError(f"reorder timeout must be > 0 seconds, not {timeout!r}")
-        self._cond = cond
-        self._commit = commit
+        self._cond = threading.Condition(threading.Lock())
+        self._out: deque[Event] = deque()  # committed, in seq order, for take()
         self.timeout = timeout
         self._logger = logger
         self._clock = clock
@@ -85,61 +87,74 @@ class Sequencer:
     # ----------------------------------------------------------- feed side
     def attach(self, after_seq: int) -> None:
         """Switch to feed mode: the feed reports every seq after ``after_seq``."""
-        if self._flying or self._ready:
-            raise BusError("attach the remote feed before any event is emitted")
-        self.feed = True
-        self.next_seq = after_seq + 1
+        with self._cond:
+            if self._flying or self._ready:
+                raise BusError("attach the remote feed before any event is emitted")
+            self.feed = True
+            self.next_seq = after_seq + 1
+            self.highest = max(self.highest, after_seq)
 
     def remote(self, events: Iterable[Event], *, upto: int, own: Mapping[int, Event]) -> None:
         """A feed batch: other processes' ``events`` (seq order), this process's
         own entries (``own``, by seq), and the feed has read the stream through
         seq ``upto``."""
-        self._epoch += 1
-        for event in events:
-            if event.seq < self.next_seq:
-                self._late(event, "from the feed")
-            elif event.seq not in self._ready:
-                self._ready[event.seq] = (event, self._epoch)
-        for seq, event in own.items():
-            if seq >= self.next_seq and seq not in self._ready:
-                self._own[seq] = event
-        if upto > (self._known[-1][0] if self._known else self.next_seq - 1):
-            self._known.append((upto, self._epoch))
-        self._advance()
+        with self._cond:
+            self._epoch += 1
+            for event in events:
+                if event.seq < self.next_seq:
+                    self._late(event, "from the feed")
+                elif event.seq not in self._ready:
+                    self._ready[event.seq] = (event, self._epoch)
+            for seq, event in own.items():
+                if seq >= self.next_seq and seq not in self._ready:
+                    self._own[seq] = event
+            if upto > (self._known[-1][0] if self._known else self.next_seq - 1):
+                self._known.append((upto, self._epoch))
+            self._advance()
 
     # ---------------------------------------------------------- local side
     def begin(self) -> int:
         """Register a local append about to be sent; returns its ticket."""
-        ticket = next(self._tickets)
-        self._flying[ticket] = self._epoch
-        return ticket
+        with self._cond:
+            ticket = next(self._tickets)
+            self._flying[ticket] = self._epoch
+            return ticket
 
     def failed(self, ticket: int) -> None:
         """The append of ``ticket`` failed (nothing to commit)."""
-        del self._flying[ticket]
-        self._advance()
+        with self._cond:
+            del self._flying[ticket]
+            self._advance()
 
-    def arrived(self, ticket: int, event: Event) -> None:
-        """The append of ``ticket`` returned ``event`` with its seq."""
-        del self._flying[ticket]
-        self._epoch += 1
-        if event.seq <= self.highest or (self.feed and event.seq < self.next_seq):
-            self._late(event, "from this process")
-            return
-        self._ready[event.seq] = (event, self._epoch)
-        if not self.feed:
-            heapq.heappush(self._heap, event.seq)
-        self._advance()
+    def arrived(self, ticket: int, event: Event, *, wait: bool = False) -> None:
+        """The append of ``ticket`` returned ``event`` with its seq. With ``wait``,
+        return only once it is committed (or, after ``timeout``, forced)."""
+        with self._cond:
+            del self._flying[ticket]
+            self._epoch += 1
+            if event.seq <= self.highest or (self.feed and event.seq < self.next_seq):
+                self._late(event, "from this process")
+                return
+            self._ready[event.seq] = (event, self._epoch)
+            if not self.feed:
+                heapq.heappush(self._heap, event.seq)
+            self._advance()
+            if wait:
+                self._wait(event.seq)
+
+    def take(self) -> list[Event]:
+        """The events committed since the last call, in seq order."""
+        with self._cond:
+            out = list(self._out)
+            self._out.clear()
+            return out
 
     def pending(self, seq: int) -> bool:
         """True while the event ``seq`` waits to be committed."""
-        return seq in self._ready
+        with self._cond:
+            return seq in self._ready
 
-    def wait(self, seq: int) -> None:
-        """Wait until event ``seq`` is committed; after ``timeout`` seconds, skip
-        whatever is still missing before it (logged) and commit it."""
-        if seq not in self._ready:
-            return
+    def _wait(self, seq: int) -> None:
         deadline = self._clock() + self.timeout
         while seq in self._ready:
             remaining = deadline - self._clock()
@@ -193,7 +208,7 @@ class Sequencer:
 
     def _commit_one(self, event: Event) -> None:
         self.highest = max(self.highest, event.seq)
-        self._commit(event)
+        self._out.append(event)
 
     def _oldest_flying(self) -> int | None:
         return min(self._flying.values()) if self._flying else None

@@ -30,7 +30,7 @@ from importlib import resources
 from typing import Any
 
 from moonbus.bus import Bus, Event, Subscription
-from moonbus.errors import ScriptError
+from moonbus.errors import ClosedError, ScriptError
 from moonbus.host.context import ScriptContext
 from moonbus.host.source import ScriptSource
 from moonbus.lua.engine import LuaEngine
@@ -107,6 +107,7 @@ class ScriptEngine:
         self.loading = True
         self.subscriptions: dict[int, Subscription] = {}
         self.patterns: dict[int, str] = {}
+        self._once_ids: set[int] = set()
         self._ids = itertools.count(1)
         self.engine: LuaEngine = ctx.factory.create(
             f"{script_name}:{kind}", memory_limit=ctx.settings.memory_limit
@@ -173,6 +174,8 @@ class ScriptEngine:
         bus = self._bus
         sub = (bus.once if once else bus.on)(pattern, handler, owner=owner)
         self.subscriptions[sub_id] = sub
+        if once:
+            self._once_ids.add(sub_id)
         return sub_id
 
     def _unsubscribe(self, sub_id: int) -> None:
@@ -243,29 +246,19 @@ class ScriptEngine:
 
     def deliver(self, sub_id: int, event: Event) -> None:
         """Run one handler now, on the calling thread (event engine delivery)."""
-        engine = self.engine
         try:
-            with engine.lock:
-                if engine.closed:
-                    return
-                data = event.data
-                for value in data.values():
-                    if type(value) not in _SCALAR_TYPES:
-                        table = self.converter.to_lua(data)
-                        break
-                else:  # all plain values: one C-level copy
-                    table = self._table_from(data)
-                engine.call_protected(
-                    self._deliver, sub_id, table, event.tick, event.seq, event.type,
-                    limit=self._ctx.settings.handler_timeout,
-                )
+            self.engine.call_event(
+                self._deliver, sub_id, event.data, event.tick, event.seq, event.type,
+                limit=self._ctx.settings.handler_timeout,
+            )
         except (ScriptError, TypeError) as exc:
             self._on_handler_error(f"handler for {self.patterns.get(sub_id, '?')!r}", exc)
-        finally:
-            sub = self.subscriptions.get(sub_id)
-            if sub is not None and not sub.active:
-                self.subscriptions.pop(sub_id, None)
-                self.patterns.pop(sub_id, None)
+        except ClosedError:
+            return  # the script stopped while this event was on its way
+        if sub_id in self._once_ids:
+            self._once_ids.discard(sub_id)
+            self.subscriptions.pop(sub_id, None)
+            self.patterns.pop(sub_id, None)
 
     def deferred_task(self, sub_id: int, event: Event) -> Any:
         """A coroutine running one deferred handler (main engine, script thread)."""

@@ -19,6 +19,8 @@ local py_enter, py_leave, pyobj_probe = ...
 
 local debug_sethook = debug.sethook
 local debug_traceback = debug.traceback
+local debug_gethook = debug.gethook
+local debug_getmetatable = debug.getmetatable
 local co_create, co_resume, co_yield = coroutine.create, coroutine.resume, coroutine.yield
 local co_status, co_running, co_isyieldable, co_close =
   coroutine.status, coroutine.running, coroutine.isyieldable, coroutine.close
@@ -89,18 +91,67 @@ local function safe_create(f)
   return co
 end
 
-local function tracked_resume(co, ...)
+-- Coroutines the host holds a pointer to while they run (LuaEngine._chain),
+-- kept alive here so that the pointer stays valid: until fn returns, or, when
+-- it does not return normally (an abort, or an error between enter and
+-- leave), until the host calls `forget` at the end of the call.
+local entered = {}
+
+-- Run fn(co, ...) (resume or close: both run code in co) with co reported to
+-- the host, so that an abort also arms co.
+local function tracked(co, fn, ...)
   local ptr = fmt("%p", co)
+  entered[co] = (entered[co] or 0) + 1
   py_enter(ptr)
-  local r = pack(co_resume(co, ...))
+  local r = pack(fn(co, ...))
   py_leave(ptr)
+  local n = entered[co] - 1
+  entered[co] = n > 0 and n or nil
   return r
+end
+
+local function tracked_resume(co, ...)
+  return tracked(co, co_resume, ...)
+end
+
+-- Coroutines that run the host's lifecycle tasks (see new_task): only the host
+-- resumes or closes them; a script that got one from coroutine.running() cannot.
+local host_owned = real_setmetatable({}, { __mode = "k" })
+
+-- coroutine.close runs the pending __close handlers of a suspended (or
+-- failed) coroutine in that coroutine: it must be armed by an abort too.
+local function safe_close(co)
+  if host_owned[co] then
+    error("cannot close the script's own lifecycle coroutine", 2)
+  end
+  if type(co) ~= "thread" then
+    error("bad argument #1 to 'close' (coroutine expected)", 2)
+  end
+  local status = co_status(co)
+  if status == "running" or status == "normal" then
+    error("cannot close a " .. status .. " coroutine", 2)
+  end
+  local r = tracked(co, co_close)
+  return unpack(r, 1, r.n)
+end
+
+-- After a call in which a tracked fn did not return normally: give those
+-- coroutines their idle hook back (one still armed would fail at its next
+-- resume, in a later call) and let them go.
+local function forget()
+  for co in pairs(entered) do
+    debug_sethook(co, on_deadline, "", 0)
+    entered[co] = nil
+  end
 end
 
 -- resume that forwards sleep() requests from nested coroutines to the host.
 local function safe_resume(co, ...)
   if type(co) ~= "thread" then
     error("bad argument #1 to 'resume' (coroutine expected)", 2)
+  end
+  if host_owned[co] then
+    error("cannot resume the script's own lifecycle coroutine", 2)
   end
   local r = tracked_resume(co, ...)
   while r[1] and r[2] == SLEEP and co_isyieldable() do
@@ -128,6 +179,22 @@ local function safe_setmetatable(t, mt)
   return real_setmetatable(t, mt)
 end
 
+-- xpcall's message handler runs before the error unwinds. For the deadline's
+-- error that is still inside the hook, where Lua switches hooks off: a user
+-- handler that loops would never be stopped. While the running thread is armed
+-- (it has a hook), the user's handler is skipped and the error passes through.
+local function safe_xpcall(f, handler, ...)
+  if type(handler) ~= "function" then
+    error("bad argument #2 to 'xpcall' (function expected, got " .. type(handler) .. ")", 2)
+  end
+  return xpcall(f, function(err)
+    if debug_gethook() ~= nil then
+      return err
+    end
+    return handler(err)
+  end, ...)
+end
+
 local GC_ALLOWED = { collect = true, count = true, step = true, isrunning = true }
 local function safe_collectgarbage(opt, ...)
   opt = opt or "collect"
@@ -147,12 +214,14 @@ end
 
 local BASE = {
   "assert", "error", "ipairs", "next", "pairs", "pcall", "rawequal", "rawget",
-  "rawlen", "rawset", "select", "tonumber", "tostring", "type", "xpcall", "_VERSION",
+  "rawlen", "rawset", "select", "tonumber", "tostring", "type", "_VERSION",
 }
 local base_values = {}
 for _, name in pairs(BASE) do
   base_values[name] = _G[name]
 end
+
+base_values.xpcall = safe_xpcall
 local math_lib, table_lib, utf8_lib = math, table, utf8
 local os_lib = { clock = os.clock, time = os.time, date = os.date, difftime = os.difftime }
 
@@ -170,9 +239,10 @@ local function make_env()
   env.os = copy(os_lib)
   env.coroutine = {
     create = safe_create, resume = safe_resume, wrap = safe_wrap, yield = co_yield,
-    status = co_status, running = co_running, isyieldable = co_isyieldable, close = co_close,
+    status = co_status, running = co_running, isyieldable = co_isyieldable, close = safe_close,
   }
   env.setmetatable = safe_setmetatable
+  env.xpcall = safe_xpcall
   env.getmetatable = real_getmetatable
   env.collectgarbage = safe_collectgarbage
   env.unpack = table_lib.unpack
@@ -229,7 +299,9 @@ local task_count = 0
 
 local function new_task(fn)
   task_count = task_count + 1
-  tasks[task_count] = safe_create(fn)
+  local co = safe_create(fn)
+  host_owned[co] = true
+  tasks[task_count] = co
   return task_count
 end
 
@@ -273,17 +345,7 @@ local proxied = real_setmetatable({}, { __mode = "k" })
 
 local function build_class(name, methods, invoke, equals)
   local index = {}
-  for i = 1, #methods do
-    local method = methods[i]
-    index[method] = function(self, ...)
-      local obj = proxied[self]
-      if obj == nil then
-        error("'" .. method .. "' must be called as a method (obj:" .. method .. "(...))", 2)
-      end
-      return invoke(obj, method, ...)
-    end
-  end
-  return {
+  local mt = {
     __index = index,
     __name = name,
     __metatable = name,
@@ -293,6 +355,19 @@ local function build_class(name, methods, invoke, equals)
       return x ~= nil and y ~= nil and equals(x, y)
     end,
   }
+  for i = 1, #methods do
+    local method = methods[i]
+    index[method] = function(self, ...)
+      -- self must be a proxy of this class: another class's proxy would make
+      -- invoke() call whatever that object has under this name.
+      local obj = proxied[self]
+      if obj == nil or debug_getmetatable(self) ~= mt then
+        error("'" .. method .. "' must be called as a method (obj:" .. method .. "(...))", 2)
+      end
+      return invoke(obj, method, ...)
+    end
+  end
+  return mt
 end
 
 local function make_proxy(obj, mt)
@@ -322,6 +397,7 @@ return {
   sleep = sleep,
   build_class = build_class,
   make_proxy = make_proxy,
+  forget = forget,
   unproxy = unproxy,
   time_limit_message = TIME_LIMIT_MESSAGE,
 }

@@ -2,7 +2,7 @@
 
 Every engine (script event engine, script main engine, runner worker) comes
 from ``SandboxFactory.create`` so that every state gets the same hardening
-(see ``prelude.lua``), a memory limit and a shared watchdog for time limits.
+(see ``bounded.lua`` and ``prelude.lua``), a memory limit and a shared watchdog for time limits.
 
 Lua flavour: Lua 5.4 through lupa by default (``lupa.lua54``). LuaJIT is not
 offered for untrusted code: its compiled loops never run debug hooks, so the
@@ -23,7 +23,7 @@ from moonbus.lua.watchdog import Watchdog
 __all__ = ["DEFAULT_MEMORY_LIMIT", "SUPPORTED_LUA", "SandboxFactory"]
 
 DEFAULT_MEMORY_LIMIT = 64 * 1024 * 1024
-SUPPORTED_LUA = ("lua54", "lua53")
+SUPPORTED_LUA = ("lua54",)
 
 
 class SandboxFactory:
@@ -47,7 +47,9 @@ class SandboxFactory:
         except ImportError as exc:
             raise ConfigError(f"lupa does not provide {lua!r} on this machine") from exc
         self.lua = lua
-        self._prelude = resources.files("moonbus.lua").joinpath("prelude.lua").read_text("utf-8")
+        lua_dir = resources.files("moonbus.lua")
+        self._bounded = lua_dir.joinpath("bounded.lua").read_text("utf-8")
+        self._prelude = lua_dir.joinpath("prelude.lua").read_text("utf-8")
         self._hooks = HookControl(self._module)
         self._own_watchdog = watchdog is None
         self.watchdog = watchdog or Watchdog()
@@ -67,6 +69,7 @@ class SandboxFactory:
             self._created += 1
         return LuaEngine(
             lua_module=self._module,
+            bounded=self._bounded,
             prelude=self._prelude,
             hooks=self._hooks,
             watchdog=self.watchdog,

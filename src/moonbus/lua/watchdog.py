@@ -44,6 +44,7 @@ class Watchdog:
         self._clock = clock
         self._armed: dict[Abortable, tuple[float, int]] = {}
         self._wake = threading.Event()
+        self._idle = False  # True while the thread waits for something to be armed
         self._stop = False
         self._fired = 0
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -53,10 +54,25 @@ class Watchdog:
     def clock(self) -> Callable[[], float]:
         return self._clock
 
+    @property
+    def armed(self) -> dict[Abortable, tuple[float, int]]:
+        """The armed table itself, for hot paths that arm inline (see ``LuaEngine``):
+        ``armed[target] = (deadline, token)`` then ``if watchdog.idle: watchdog.wake()``."""
+        return self._armed
+
+    @property
+    def idle(self) -> bool:
+        """True while the watchdog thread sleeps until something is armed."""
+        return self._idle
+
+    def wake(self) -> None:
+        """Wake the thread after arming inline."""
+        self._wake.set()
+
     def arm(self, target: Abortable, deadline: float, token: int) -> None:
         """Watch ``target``'s call ``token`` until ``disarm``; abort it after ``deadline``."""
         self._armed[target] = (deadline, token)
-        if not self._wake.is_set():
+        if self._idle:  # cheaper than Event.is_set() on every call
             self._wake.set()
 
     def disarm(self, target: Abortable) -> None:
@@ -70,10 +86,15 @@ class Watchdog:
 
     def _run(self) -> None:
         while not self._stop:
+            # Order matters: publish "idle" before the last look at _armed, so an
+            # arm() racing with it either is seen here or sees _idle and wakes us.
+            self._idle = True
             self._wake.clear()
             if not self._armed:
                 self._wake.wait()
+                self._idle = False
                 continue
+            self._idle = False
             time.sleep(self._period)
             now = self._clock()
             for target, (deadline, token) in list(self._armed.items()):

@@ -1,0 +1,140 @@
+"""Benchmark: what the sandbox's time limit costs on pure-Lua code.
+
+Row "time limit on a pure-Lua loop" runs the same loop three ways, interleaved
+in one process so that they share the machine's state:
+
+* in a sandbox engine with no limit (``limit=None``: no watchdog);
+* in a sandbox engine with our limit armed (the watchdog thread holds the
+  deadline and installs a hook only when it passes, so a call that finishes
+  in time runs without any hook);
+* in a raw lupa ``LuaRuntime`` with the common approach: a ``debug.sethook``
+  count hook that runs every 1000 instructions and checks a deadline.
+
+It reports our overhead over no limit (target: at most 10%) and the count
+hook's time relative to ours. Times are CPU seconds of the whole process
+(``time.process_time``, best of several interleaved runs): they include the
+watchdog thread's work, and unlike wall-clock time they do not grow when
+other processes compete for the machine. The engines are made and closed here; nothing
+is shared with other suites. Single-threaded apart from the watchdog.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from moonbus.bench.harness import BenchRow, ratio_row
+from moonbus.lua.sandbox import SandboxFactory
+
+__all__ = ["run"]
+
+AREA = "sandbox"
+HOOK_EVERY = 1000
+MAX_OVERHEAD = 0.10
+
+LOOP = """
+local n = ...
+local acc = 0
+for i = 1, n do
+  acc = (acc + i * 3) % 1000003
+end
+return acc
+"""
+
+# The peer's hook, as scripts and hosts commonly write it.
+HOOK_SETUP = f"""
+local limit = ...
+local clock, error = os.clock, error
+local deadline = clock() + limit
+debug.sethook(function()
+  if clock() > deadline then
+    error("time limit exceeded")
+  end
+end, "", {HOOK_EVERY})
+"""
+
+
+def _timed(call: Callable[[], Any]) -> tuple[float, Any]:
+    """CPU seconds of the whole process (the watchdog thread's included)."""
+    start = time.process_time()
+    result = call()
+    return time.process_time() - start, result
+
+
+def run(quick: bool) -> list[BenchRow]:
+    """Measure the three variants; ``quick`` shrinks the loop for tests."""
+    iterations = 300_000 if quick else 20_000_000
+    repeats = 3 if quick else 7
+    limit = 60.0  # far beyond the loop's run time: armed, never fires
+
+    with SandboxFactory() as factory:
+        engine = factory.create("bench-sandbox")
+        try:
+            loop = engine.compile(LOOP, "bench_loop.lua", engine.new_env())
+            lupa = factory.lua_module
+            peer = lupa.LuaRuntime(register_eval=False, register_builtins=False)
+            peer_loop = peer.execute("return function(...) " + LOOP + " end")
+            setup = peer.execute("return function(...) " + HOOK_SETUP + " end")
+            clear = peer.execute("return function() debug.sethook() end")
+
+            def hooked() -> Any:
+                setup(limit)
+                try:
+                    return peer_loop(iterations)
+                finally:
+                    clear()
+
+            variants: dict[str, Callable[[], Any]] = {
+                "none": lambda: engine.call(loop, iterations, limit=None)[0],
+                "ours": lambda: engine.call(loop, iterations, limit=limit)[0],
+                "hook": hooked,
+            }
+            best = {name: float("inf") for name in variants}
+            expected: Any = None
+            for _ in range(repeats):
+                for name, call in variants.items():
+                    seconds, result = _timed(call)
+                    if expected is None:
+                        expected = result
+                    elif result != expected:
+                        raise RuntimeError(
+                            f"benchmark variant {name!r} computed {result!r}, not {expected!r}"
+                        )
+                    best[name] = min(best[name], seconds)
+        finally:
+            engine.close()
+
+    overhead = best["ours"] / best["none"] - 1.0
+    loop_note = f"{iterations:,} iterations, best of {repeats}"
+    return [
+        ratio_row(
+            AREA,
+            "time limit on a pure-Lua loop",
+            ours=best["ours"],
+            peer="same loop, no limit",
+            theirs=best["none"],
+            unit="s CPU",
+            higher_is_better=False,
+            min_ratio=1.0 / (1.0 + MAX_OVERHEAD),
+            target="≤ 10% over no limit",
+            note=f"overhead {overhead * 100:+.1f}%; {loop_note}",
+        ),
+        ratio_row(
+            AREA,
+            "time limit on a pure-Lua loop vs count hook",
+            ours=best["ours"],
+            peer=f"debug.sethook count hook every {HOOK_EVERY} instructions",
+            theirs=best["hook"],
+            unit="s CPU",
+            higher_is_better=False,
+            min_ratio=None,
+            target="report (ratio > 1: the hook is slower)",
+            note=loop_note,
+        ),
+    ]
+
+
+if __name__ == "__main__":
+    for row in run(quick=False):
+        print(row)

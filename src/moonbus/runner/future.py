@@ -1,0 +1,152 @@
+"""``JobFuture``: a ``concurrent.futures.Future`` whose ``cancel()`` stops running jobs.
+
+Why a subclass: the standard ``Future.cancel()`` returns False once a job is
+running. A runner job runs Lua that the engine can abort from another thread,
+so ``cancel()`` here also works on a running job: it aborts the Lua call
+(``engine.abort(token, "cancel")``), waits until the worker has unwound it
+(typically well under a millisecond: the abort hook fires on the next Lua
+instruction, and ``pcall``/coroutines cannot swallow it) and returns True;
+the future then raises ``concurrent.futures.CancelledError``.
+
+Phases (guarded by the future's own ``_condition``, an RLock-based condition;
+the worker moves them forward)::
+
+    QUEUED ──claim()──► PREPARING ──entered_lua()──► IN_LUA ──finish()──► FINISHING
+      │ cancel(): removed from the queue, CANCELLED at once
+      └───────────► DONE
+
+``cancel()`` in PREPARING or IN_LUA sets ``_cancel_requested``; in IN_LUA it
+also aborts the call; a job that reaches ``finish()`` with the flag set ends
+CANCELLED whatever its outcome, so ``cancel() == True`` always means
+``CancelledError``. In FINISHING the result is being set: ``cancel()`` is too
+late and returns False, as for any finished future.
+
+Moving a *running* future to CANCELLED has no public API, so
+``settle_cancelled`` does what ``Future.cancel`` and
+``Future.set_running_or_notify_cancel`` do together, on the documented
+private fields (``_condition``, ``_state``, ``_waiters``) that
+``concurrent.futures`` itself relies on; ``wait()``, ``as_completed()``,
+``asyncio.wrap_future`` and done-callbacks all see a normal cancellation
+(the runner's tests check each of them).
+
+Threads: ``cancel()`` and the ``Future`` API from any thread; ``claim``,
+``entered_lua``, ``finish`` and ``settle_cancelled`` only from the worker
+running the job.
+"""
+
+from __future__ import annotations
+
+import enum
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from concurrent.futures._base import CANCELLED_AND_NOTIFIED, RUNNING
+from typing import Any
+
+from moonbus.lua.watchdog import Abortable
+
+__all__ = ["JobFuture", "Phase"]
+
+
+class Phase(enum.Enum):
+    QUEUED = "queued"
+    PREPARING = "preparing"
+    IN_LUA = "in_lua"
+    FINISHING = "finishing"
+    DONE = "done"
+
+
+class JobFuture(Future[Any]):
+    """The future returned by ``Runner.submit`` (see the module docstring)."""
+
+    def __init__(self, on_queued_cancel: Callable[[JobFuture], None] | None = None) -> None:
+        super().__init__()
+        self._phase = Phase.QUEUED
+        self._cancel_requested = False
+        self._engine: Abortable | None = None
+        self._token = 0
+        self._worker = 0  # thread ident of the worker running the job
+        self._on_queued_cancel = on_queued_cancel
+
+    # ------------------------------------------------------------ any thread
+    def cancel(self) -> bool:
+        """Cancel the job, also while it runs; True means it raises ``CancelledError``."""
+        with self._condition:
+            phase = self._phase
+            if phase is Phase.QUEUED:
+                self._phase = Phase.DONE
+            elif phase is Phase.PREPARING or phase is Phase.IN_LUA:
+                first = not self._cancel_requested
+                self._cancel_requested = True
+                if first and phase is Phase.IN_LUA and self._engine is not None:
+                    self._engine.abort(self._token, "cancel")
+            elif not self._cancel_requested:
+                return super().cancel()
+        if phase is Phase.QUEUED:
+            super().cancel()
+            self.set_running_or_notify_cancel()  # lets wait()/as_completed() see it
+            if self._on_queued_cancel is not None:
+                self._on_queued_cancel(self)
+            return True
+        if self._worker != threading.get_ident():
+            with self._condition:
+                while self._state == RUNNING:
+                    self._condition.wait()
+        return True
+
+    @property
+    def phase(self) -> Phase:
+        """Where the job is (for introspection and tests)."""
+        return self._phase
+
+    def fail_now(self, exc: BaseException) -> None:
+        """Fail a job that never reached the queue (syntax error, bad arguments)."""
+        with self._condition:
+            self._phase = Phase.DONE
+        self.set_exception(exc)
+
+    def succeed_now(self, result: Any) -> None:
+        """Resolve a request that needed no worker."""
+        with self._condition:
+            self._phase = Phase.DONE
+        self.set_result(result)
+
+    # ------------------------------------------------------------ worker only
+    def claim(self) -> bool:
+        """Mark the job running; False when it was cancelled while queued."""
+        with self._condition:
+            if self._phase is not Phase.QUEUED:
+                return False
+            if not self.set_running_or_notify_cancel():
+                self._phase = Phase.DONE
+                return False
+            self._phase = Phase.PREPARING
+            self._worker = threading.get_ident()
+            return True
+
+    def entered_lua(self, engine: Abortable, token: int) -> None:
+        """The job's Lua call ``token`` started; a cancel already asked for aborts it now."""
+        with self._condition:
+            self._engine = engine
+            self._token = token
+            self._phase = Phase.IN_LUA
+            if self._cancel_requested:
+                engine.abort(token, "cancel")
+
+    def finish(self) -> bool:
+        """The Lua call is over; True when the job must end cancelled."""
+        with self._condition:
+            self._phase = Phase.FINISHING
+            self._engine = None
+            return self._cancel_requested
+
+    def settle_cancelled(self) -> None:
+        """RUNNING → CANCELLED_AND_NOTIFIED, waking waiters and running callbacks."""
+        with self._condition:
+            if self._state != RUNNING:
+                return
+            self._state = CANCELLED_AND_NOTIFIED
+            for waiter in self._waiters:
+                waiter.add_cancelled(self)
+            self._condition.notify_all()
+        self._invoke_callbacks()  # type: ignore[attr-defined]

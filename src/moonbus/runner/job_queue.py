@@ -1,0 +1,168 @@
+"""The bounded job queue between submitting threads and workers.
+
+Why not ``queue.Queue``: jobs of a persistent named state must run on the
+worker that holds that state, while other jobs may run on any worker. So there
+is one shared FIFO plus one FIFO per worker, counted together against one
+capacity, and a worker takes the older of its two heads (by submission
+``seq``), so pinned and shared jobs keep their submission order.
+
+No sleep-polling: one lock, one condition per worker (a worker waits on its
+own, so a pinned job wakes exactly the worker that must run it) and one
+``_space`` condition where submitters wait for a free slot, up to their
+acquire timeout. A submit only notifies when some worker is actually idle.
+
+Threads: ``put`` from any submitting thread; ``take(i)`` only from worker
+``i``; ``remove``, ``close``, ``depth`` from any thread.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+
+from moonbus.errors import RunnerBusyError, RunnerClosedError
+from moonbus.runner.future import JobFuture
+from moonbus.runner.job import Job
+
+__all__ = ["JobQueue"]
+
+
+class JobQueue:
+    """Bounded FIFO with per-worker lanes (see the module docstring)."""
+
+    def __init__(self, workers: int, capacity: int) -> None:
+        self._lock = threading.Lock()
+        self._space = threading.Condition(self._lock)
+        self._ready = [threading.Condition(self._lock) for _ in range(workers)]
+        self._shared: deque[Job] = deque()
+        self._pinned: list[deque[Job]] = [deque() for _ in range(workers)]
+        self._idle: list[int] = []
+        self._size = 0
+        self._space_waiters = 0
+        self._capacity = capacity
+        self._seq = 0
+        self._closed = False
+        self._discarding = False
+        self.accepted = 0  # jobs queued by submitters (not internal ones)
+        self.rejected = 0  # puts refused with RunnerBusyError
+
+    @property
+    def capacity(self) -> int:
+        return self._capacity
+
+    def depth(self) -> int:
+        """Jobs waiting for a worker."""
+        return self._size
+
+    # ---------------------------------------------------------- submitters
+    def put(
+        self, job: Job, worker: int | None, acquire_timeout: float, *, counted: bool = True
+    ) -> None:
+        """Queue ``job`` (on ``worker``'s lane when pinned).
+
+        Blocks while the queue is full, up to ``acquire_timeout`` seconds, then
+        raises ``RunnerBusyError``; raises ``RunnerClosedError`` after ``close``.
+        ``counted`` jobs are counted in ``accepted`` / ``rejected``.
+        """
+        with self._lock:
+            if self._closed:
+                raise RunnerClosedError("the runner is closed; it accepts no more jobs")
+            if self._size >= self._capacity:
+                try:
+                    self._wait_for_space(acquire_timeout)
+                except RunnerBusyError:
+                    self.rejected += counted
+                    raise
+            self.accepted += counted
+            self._seq += 1
+            job.seq = self._seq
+            self._size += 1
+            if worker is None:
+                self._shared.append(job)
+                if self._idle:
+                    self._ready[self._idle.pop()].notify()
+            else:
+                self._pinned[worker].append(job)
+                if worker in self._idle:
+                    self._idle.remove(worker)
+                    self._ready[worker].notify()
+
+    def _wait_for_space(self, acquire_timeout: float) -> None:
+        deadline = time.monotonic() + acquire_timeout
+        while self._size >= self._capacity:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise RunnerBusyError(
+                    f"runner queue is full ({self._capacity} jobs waiting) and no slot "
+                    f"became free within {acquire_timeout:g} s; submit fewer jobs, add "
+                    "workers or raise queue_size / acquire_timeout"
+                )
+            self._space_waiters += 1
+            try:
+                self._space.wait(remaining)
+            finally:
+                self._space_waiters -= 1
+            if self._closed:
+                raise RunnerClosedError("the runner was closed while waiting for a queue slot")
+
+    # ---------------------------------------------------------- workers
+    def take(self, worker: int) -> Job | None:
+        """The next job for ``worker``, waiting for one; None once closed and empty."""
+        with self._lock:
+            lane = self._pinned[worker]
+            while True:
+                if lane or self._shared:
+                    if lane and (not self._shared or lane[0].seq < self._shared[0].seq):
+                        job = lane.popleft()
+                    else:
+                        job = self._shared.popleft()
+                    self._size -= 1
+                    if self._space_waiters:
+                        self._space.notify()
+                    return job
+                if self._closed:
+                    return None
+                self._idle.append(worker)
+                self._ready[worker].wait()
+                if worker in self._idle:
+                    self._idle.remove(worker)
+
+    # ---------------------------------------------------------- any thread
+    @property
+    def discarding(self) -> bool:
+        """True once closed with ``take_pending``: jobs taken just before must be cancelled."""
+        return self._discarding
+
+    def remove_future(self, future: JobFuture) -> bool:
+        """Take out the queued job of ``future`` (it was cancelled). False if not queued."""
+        with self._lock:
+            for lane in (self._shared, *self._pinned):
+                for job in lane:
+                    if job.future is future:
+                        lane.remove(job)
+                        self._size -= 1
+                        if self._space_waiters:
+                            self._space.notify()
+                        return True
+            return False
+
+    def close(self, *, take_pending: bool) -> list[Job]:
+        """Refuse new jobs and wake everyone; with ``take_pending`` return the queued jobs."""
+        with self._lock:
+            self._closed = True
+            taken: list[Job] = []
+            if take_pending:
+                self._discarding = True
+                taken.extend(self._shared)
+                self._shared.clear()
+                for lane in self._pinned:
+                    taken.extend(lane)
+                    lane.clear()
+                self._size = 0
+            self._space.notify_all()
+            for ready in self._ready:
+                ready.notify_all()
+            self._idle.clear()
+            taken.sort(key=lambda job: job.seq)
+            return taken

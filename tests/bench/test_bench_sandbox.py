@@ -1,0 +1,28 @@
+"""The sandbox benchmark suite runs and reports well-formed rows."""
+
+from __future__ import annotations
+
+import math
+
+from moonbus.bench import sandbox
+
+
+def test_quick_run_reports_both_rows() -> None:
+    rows = sandbox.run(quick=True)
+    assert [row.name for row in rows] == [
+        "time limit on a pure-Lua loop",
+        "time limit on a pure-Lua loop vs count hook",
+    ]
+    limit_row, hook_row = rows
+    for row in rows:
+        assert row.area == "sandbox"
+        assert row.unit == "s CPU"
+        assert row.value > 0 and math.isfinite(row.value)
+        assert row.peer_value is not None and row.peer_value > 0
+        assert row.ratio is not None and row.ratio > 0
+    assert limit_row.ok in (True, False)
+    assert limit_row.peer_value is not None
+    assert limit_row.ratio == limit_row.peer_value / limit_row.value
+    assert limit_row.note.startswith("overhead ")
+    assert hook_row.ok is None
+    assert hook_row.peer == "debug.sethook count hook every 1000 instructions"
