@@ -123,6 +123,9 @@ def test_two_processes_emitting_5000_each_see_the_same_10000_in_order() -> None:
         assert seqs == list(range(seqs[0], seqs[0] + 10_000))  # no gap
         for name in ("A", "B"):  # each emitter's own order is kept
             assert [e[3] for e in logs[0] if e[2] == name] == list(range(5000))
+        sources = [entry[2] for entry in logs[0]]
+        switches = sum(a != b for a, b in zip(sources, sources[1:], strict=False))
+        assert switches > 1  # the two really emitted at the same time
     finally:
         delete_prefix(prefix)
 
