@@ -27,8 +27,9 @@ from tests.shared.redis_support import (
     unique_prefix,
 )
 
-from moonbus.bus import Bus
+from moonbus.bus import Bus, Event
 from moonbus.errors import StoreError
+from moonbus.runtime import Runtime
 from moonbus.store.redis_backend import RedisEventStore
 from moonbus.store.redis_scripts import Keys
 
@@ -206,3 +207,35 @@ def test_a_client_killed_mid_append_leaves_no_gap() -> None:
             assert [e.seq for e in store.query(types="hit")] == list(range(1, last + 1))
     finally:
         delete_prefix(prefix)
+
+
+def test_delivery_to_another_process_survives_a_restart(server: PrivateRedis) -> None:
+    """Runtime B follows the stream while A emits through two Redis restarts:
+    B receives exactly A's committed events, in order, once."""
+    a_url = f"{server.url}?retry_timeout=10"
+    with Runtime(events=a_url, threaded=False) as a, Runtime(
+        events=a_url, threaded=False
+    ) as b:
+        got: list[int] = []
+        done = threading.Event()
+
+        def record(event: Event) -> None:
+            got.append(event.data["n"])
+            if len(got) == 300:
+                done.set()
+
+        b.bus.on("hit", record)
+        sent = []
+        for n in range(300):
+            if n in (100, 200):
+                server.kill()
+                restart = threading.Timer(0.3, server.start)
+                restart.start()
+            sent.append(a.bus.emit("hit", {"n": n}).seq)
+            if n in (100, 200):
+                restart.join()
+        assert done.wait(30), f"B got {len(got)} of 300"
+        time.sleep(0.3)  # a duplicate would arrive now
+        assert got == list(range(300))
+        assert sent == sorted(sent)
+        assert [e.seq for e in b.bus.log(types="hit")] == sent

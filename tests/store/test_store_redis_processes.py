@@ -9,6 +9,7 @@ deleted afterwards.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -17,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from tests.shared.redis_support import REDIS_URL, delete_prefix, redis_or_skip, unique_prefix
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
@@ -124,7 +124,7 @@ def test_two_processes_emitting_5000_each_see_the_same_10000_in_order() -> None:
         for name in ("A", "B"):  # each emitter's own order is kept
             assert [e[3] for e in logs[0] if e[2] == name] == list(range(5000))
         sources = [entry[2] for entry in logs[0]]
-        switches = sum(a != b for a, b in zip(sources, sources[1:], strict=False))
+        switches = sum(a != b for a, b in itertools.pairwise(sources))
         assert switches > 1  # the two really emitted at the same time
     finally:
         delete_prefix(prefix)
