@@ -9,7 +9,11 @@ import pytest
 from moonbus.bench import store_redis
 from tests.shared.redis_support import redis_or_skip
 
-NAMES = ["event append to the stream (redis)", "bus.emit on a redis store"]
+NAMES = [
+    "event append to the stream (redis)",
+    "bus.emit on a redis store",
+    "bus.emit from 8 threads on a redis store",
+]
 
 
 @pytest.mark.redis
@@ -23,7 +27,8 @@ def test_quick_run_reports_every_row() -> None:
         assert row.peer_value is not None and row.peer_value > 0
         assert row.ratio is not None and row.ratio > 0
     assert rows[0].ok in (True, False)
-    assert rows[1].ok is None  # informational
+    assert rows[1].ok is None and rows[2].ok is None  # informational
+    assert rows[2].note.endswith("appends per round trip")
 
 
 def test_rows_without_redis_are_marked_skipped() -> None:

@@ -72,5 +72,12 @@ def test_two_processes_increment_one_shared_int_through_lua_exactly(tmp_path: Pa
             assert [e.seq for e in stored] == list(range(1, len(stored) + 1))
             ticks = [e for e in stored if e.type == "tick"]
             assert len(ticks) == 300
+        listed = subprocess.run(
+            [sys.executable, "-m", "moonbus", "events", "--db", events, "--type", "tick",
+             "--limit", "4", "--format", "json"],
+            cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=60, check=False,
+        )
+        assert listed.returncode == 0, listed.stderr
+        assert json.loads(listed.stdout) == [e.to_dict() for e in ticks[-4:]]
     finally:
         delete_prefix(prefix)

@@ -10,6 +10,11 @@ Rows (measured side by side in one run, alternating rounds, best of each):
 * ``bus.emit on a redis store``: ``Bus.emit`` (one round trip per event: the
   seq must be known when ``emit`` returns) against raw unpipelined ``XADD``.
   Informational: the price of a server-assigned seq is one round trip.
+* ``bus.emit from 8 threads on a redis store``: the appends of concurrent emits
+  travel together (one round trip carries several; the reorder point keeps the
+  seq order) against 8 threads calling raw ``XADD`` through one client (a
+  connection each from its pool). Informational; the note gives the mean
+  number of appends per round trip.
 
 Uses ``MOONBUS_BENCH_REDIS`` (default redis://127.0.0.1:6379/0) with a unique
 key prefix whose keys are deleted afterwards; without a reachable Redis the
@@ -19,6 +24,7 @@ rows are reported as skipped (value NaN) with the reason in the note.
 from __future__ import annotations
 
 import os
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -37,7 +43,12 @@ __all__ = ["run"]
 AREA = "store"
 _TYPES = ("game_action", "tick", "player:chat", "inventory_changed")
 _BATCH = 100
-_NAMES = ("event append to the stream (redis)", "bus.emit on a redis store")
+_NAMES = (
+    "event append to the stream (redis)",
+    "bus.emit on a redis store",
+    "bus.emit from 8 threads on a redis store",
+)
+_THREADS = 8
 
 
 def _data(n: int) -> dict[str, object]:
@@ -109,12 +120,25 @@ def redis_rows(quick: bool, url: str) -> list[BenchRow]:
 
         return _rate(emits, work)
 
-    funcs = (ours_batched, raw_pipelined, ours_emit, raw_unpipelined)
+    def ours_threads() -> float:
+        return _in_threads(_THREADS, emits // _THREADS, lambda i: bus.emit(_TYPES[i % 4], _data(i)))
+
+    def raw_threads() -> float:
+        fields = _fields(drafts[0])
+        return _in_threads(_THREADS, emits // _THREADS, lambda i: client.xadd(raw_key, fields))
+
+    funcs = (ours_batched, raw_pipelined, ours_emit, raw_unpipelined, ours_threads, raw_threads)
     rates = {f.__name__: 0.0 for f in funcs}
+    per_trip = 0.0
     try:
         for _ in range(repeat):  # interleaved, best of each
             for func in funcs:
-                rates[func.__name__] = max(rates[func.__name__], func())
+                before = store.round_trips()
+                rate = func()
+                if func is ours_threads:
+                    trips, ops = (a - b for a, b in zip(store.round_trips(), before, strict=True))
+                    per_trip = max(per_trip, ops / trips if trips else 0.0)
+                rates[func.__name__] = max(rates[func.__name__], rate)
     finally:
         bus.close()
         store.clear()
@@ -148,7 +172,45 @@ def redis_rows(quick: bool, url: str) -> list[BenchRow]:
             target="info: one round trip per emit",
             note="the seq comes from Redis, so each emit waits for its reply",
         ),
+        ratio_row(
+            AREA,
+            _NAMES[2],
+            ours=rates["ours_threads"],
+            peer=f"redis-py XADD from {_THREADS} threads",
+            theirs=rates["raw_threads"],
+            unit="events/s",
+            higher_is_better=True,
+            min_ratio=None,
+            target="info: appends batched across threads",
+            note=f"{per_trip:.1f} appends per round trip",
+        ),
     ]
+
+
+def _in_threads(threads: int, per_thread: int, call: Callable[[int], object]) -> float:
+    """Events/s of ``threads`` threads each calling ``call(i)`` ``per_thread`` times."""
+    barrier = threading.Barrier(threads + 1)
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        barrier.wait()
+        try:
+            for i in range(per_thread):
+                call(i)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    workers = [threading.Thread(target=work) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    barrier.wait()
+    start = time.perf_counter()
+    for worker in workers:
+        worker.join()
+    elapsed = time.perf_counter() - start
+    if errors:
+        raise errors[0]
+    return threads * per_thread / elapsed
 
 
 def _fields(event: Event) -> dict[Any, Any]:

@@ -422,6 +422,12 @@ class RedisEventStore(EventStore):
             appended=appended, pruned=pruned, stored=sum(int(n) for n in reply), pending=0
         )
 
+    def round_trips(self) -> tuple[int, int]:
+        """(round trips, commands) sent so far on the store's connection; their
+        ratio is how many concurrent operations shared a round trip."""
+        stats = self._batcher.statistics()
+        return stats.batches, stats.ops
+
     # ------------------------------------------------------------------ feed
 
     def follow(self, sink: RemoteSink) -> StreamFeed:
