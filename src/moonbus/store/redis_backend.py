@@ -29,14 +29,16 @@ Retention
 ---------
 Amortized like the SQLite store (``retention.PruneSchedule``): after
 ``prune_every`` appends of this instance, or once its newest tick moved
-``prune_tick_step`` ticks, the appending thread runs the prune script: per type
-an index range (ticks <= cutoff in the tick index, the oldest beyond the count
-in the seq index) is deleted from the stream (``XDEL``) and the indexes, in
-rounds of at most 5,000 deletions so Redis never stalls. ``max_events`` adds a
-global cap: only events among the newest ``max_events`` seqs are kept, and
-the stream is cut with ``XTRIM MINID`` (exact). Memory note: ``XDEL`` frees a
-stream node once all its entries are gone, so types with a short retention
-mixed with long-lived ones hold some memory until the long-lived ones expire.
+``prune_tick_step`` ticks, the appending thread asks the store's pruner thread
+(``background.Coalescing``) to run the prune script, so no emit waits for it;
+``flush()`` waits for it. Per type an index range (ticks <= cutoff in the tick
+index, the oldest beyond the count in the seq index) is deleted from the
+stream (``XDEL``) and the indexes, in rounds of at most 5,000 deletions so
+Redis never stalls. ``max_events`` adds a global cap: only events among the
+newest ``max_events`` seqs are kept, and the stream is cut with ``XTRIM
+MINID`` (exact). Memory note: ``XDEL`` frees a stream node once all its
+entries are gone, so types with a short retention mixed with long-lived ones
+hold some memory until the long-lived ones expire.
 
 Faults, per operation
 ---------------------
@@ -56,7 +58,8 @@ Faults, per operation
   only the reported count may be short).
 
 Threads: every method may be called from any thread; ``close`` once, by the
-owner, after the users stop.
+owner, after the users stop. The store owns its pruner thread and the feeds'
+threads (``follow``) and stops them in ``close``.
 """
 
 from __future__ import annotations
@@ -72,6 +75,7 @@ from moonbus.bus.event import Event
 from moonbus.errors import ClosedError, ConfigError, SharedBackendError, StoreError
 from moonbus.shared.redis_backend import connect
 from moonbus.shared.redis_batch import Op, ReplyError, pack
+from moonbus.store.background import Coalescing
 from moonbus.store.base import (
     EventStore,
     RemoteSink,
@@ -148,6 +152,9 @@ class RedisEventStore(EventStore):
         self._newest_tick: int | None = None
         self._prune_lock = threading.Lock()  # one prune at a time; owns _schedule
         self._closed = False
+        self._pruner = Coalescing(
+            self.prune, name=f"event store {self.url} pruner", on_error=self._prune_failed
+        )
         self._pages = PageReader(
             self._call, self._keys, self._scripts["page"].sha, page_size=page_size
         )
@@ -235,11 +242,12 @@ class RedisEventStore(EventStore):
             if not self._schedule.due(len(events), newest):
                 self._schedule.note(len(events), newest)
                 return
-        try:
-            self.prune()
-        except StoreError as exc:
-            # The events are appended; a failed prune is retried at the next one due.
-            _log.warning("event store %s: amortized prune failed: %s", self.url, exc)
+            self._schedule.done(newest)  # the next one is counted from here
+        self._pruner.request()
+
+    def _prune_failed(self, exc: Exception) -> None:
+        # The events are appended; the next prune due tries again.
+        _log.warning("event store %s: amortized prune failed: %s", self.url, exc)
 
     def append_new(
         self,
@@ -288,8 +296,10 @@ class RedisEventStore(EventStore):
             self._appended_now(batch)
 
     def flush(self) -> None:
-        """Nothing is ever pending: every append returned after Redis acknowledged it."""
+        """Every append returned after Redis acknowledged it; this also waits for
+        the amortized prune requested so far to finish."""
         self._check_open()
+        self._pruner.wait_idle()
 
     # ------------------------------------------------------ prune and clear
 
@@ -455,6 +465,7 @@ class RedisEventStore(EventStore):
         connection. Idempotent."""
         if self._closed:
             return
+        self._pruner.close()
         for feed in self._feeds:
             feed.close()
         try:
