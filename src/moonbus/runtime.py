@@ -11,6 +11,12 @@ Two ways to drive scripts:
   ``run_due()`` after each game tick; everything runs on the host's thread,
   in a deterministic order (this is how ``moonbus run --tick-ms 0`` works).
 
+Several processes: with an event store shared by several processes
+(``events="redis://..."``) the runtime follows it (``remote_events=True``):
+events the other processes emit from then on reach this runtime's Python
+subscribers and scripts too, in the one global order, on the store feed's
+delivery thread. Their data arrives as JSON (value objects become tables).
+
 Threads: ``load``, ``register_api`` and ``close`` are meant for the host's
 control thread; ``bus.emit`` may be called from any thread.
 """
@@ -75,6 +81,7 @@ class Runtime:
         workers: int = 4,
         clock: Callable[[], float] = time.monotonic,
         recent_log_size: int = 200,
+        remote_events: bool = True,
     ) -> None:
         self.settings = settings or HostSettings()
         self.store_settings = store_settings or StoreSettings()
@@ -107,6 +114,13 @@ class Runtime:
 
         self.admin = build_registry(self)
         self._closed = False
+        # A store shared by several processes (Redis) also brings their events
+        # to this bus, from now on, in the global order (see Bus.deliver_remote).
+        self._follower = (
+            self.event_store.follow(self.bus)
+            if self.event_store is not None and remote_events
+            else None
+        )
         if threaded:
             self.scheduler.start(workers)
 
@@ -245,6 +259,8 @@ class Runtime:
             except Exception:
                 logging.getLogger("moonbus.runtime").exception("closing script %s", host.name)
         self.scheduler.close()
+        if self._follower is not None:
+            self._follower.close()
         self.bus.close()
         for owned in reversed(self._owned):
             owned.close()

@@ -62,8 +62,11 @@ def test_create_false_refuses_a_missing_file(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("url", "message"),
     [
-        ("redis://127.0.0.1:6379/0", "needs the redis backend"),
-        ("rediss://example:6380/0", "needs the redis backend"),
+        ("redis://127.0.0.1:6379/0?colour=red", "unknown option 'colour'"),
+        ("rediss://example:6380/0?prune_every=often", "prune_every='often' is not a number"),
+        ("redis://127.0.0.1:6379/0?prefix=a&prefix=b", "given twice"),
+        ("redis://127.0.0.1:6379/0?max_events=-1", "max_events must be a number >= 0"),
+        ("redis://127.0.0.1:6379/0?prefix=", "prefix must be a non-empty string"),
         ("postgres://db/events", "unknown scheme 'postgres'"),
         ("sqlite:///x.db?mode=eventual", "mode must be durable or fast"),
         ("sqlite:///x.db?sync=off", "sync must be normal or full"),

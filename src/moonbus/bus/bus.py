@@ -32,6 +32,21 @@ event at commit time and resolved on their loop.
 A handler that raises is logged with its traceback and counted; the other
 handlers still run and the event stays committed.
 
+Seqs from the store, events from other processes
+------------------------------------------------
+A store that assigns seqs itself (``assigns_seq``: Redis, shared by several
+processes) numbers every event instead of the bus. ``emit`` then appends first,
+*outside* ``_emit_lock`` (appends from several threads travel together in one
+round trip), and hands the event to a ``Sequencer`` (the reorder point), which
+commits events in seq order: an event whose earlier seqs are still on their
+way waits for them (at most ``reorder_timeout`` seconds; then they are logged
+and skipped). Committed events are moved into the log and delivered under
+``_emit_lock`` as usual. A store feed (``attach_remote``, ``deliver_remote``,
+``drain``) adds the events other processes emit, in the same global order; a
+handler that emits does not wait for its event's place (it is delivered later
+by the running drain or the feed's delivery thread). Without such a store none
+of this runs: the path above is unchanged.
+
 Speed (``emit`` is the hot path; ``python -m moonbus.bench.bus`` measures it)
 -----------------------------------------------------------------------------
 * One lock round trip per emit; locks are taken with ``acquire``/``release``,
@@ -63,6 +78,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from moonbus.bus.event import EMPTY_DATA, SCALAR_TYPES, Event, freeze_data
 from moonbus.bus.patterns import check_pattern, check_type_name, matches
+from moonbus.bus.sequencer import Sequencer
 from moonbus.bus.subscription import Handler, Route, Subscription
 from moonbus.bus.waiters import Waiter, Waiters
 from moonbus.errors import BusError, ClosedError
@@ -103,8 +119,10 @@ class Bus:
     ``store`` (optional) receives every committed event inside the commit
     section; if the store fails, ``emit`` raises and the event is not
     committed (no gap in ``seq``). A bus over a store that already holds
-    events continues numbering after the store's ``last_seq()``. ``clock``
-    returns wall-clock seconds (``ts`` is that in whole milliseconds).
+    events continues numbering after the store's ``last_seq()``; a store that
+    assigns seqs (``assigns_seq``) numbers the events itself, and
+    ``reorder_timeout`` bounds how long an event waits for earlier seqs.
+    ``clock`` returns wall-clock seconds (``ts`` is that in whole milliseconds).
     """
 
     def __init__(
@@ -115,6 +133,7 @@ class Bus:
         clock: Callable[[], float] = time.time,
         logger: logging.Logger | None = None,
         default_source: str = "host",
+        reorder_timeout: float = 5.0,
     ) -> None:
         if log_size < 1:
             raise BusError("log_size must be at least 1")
@@ -141,6 +160,11 @@ class Bus:
         self._type_names: set[str] = set()
         self._delivered = 0  # written by the delivering thread only
         self._handler_errors = 0
+        # Stores that number events: the reorder point, and the delivering thread.
+        self._ordered: Sequencer | None = None
+        if store is not None and store.assigns_seq:
+            self._ordered = Sequencer(timeout=reorder_timeout, logger=self._logger)
+        self._drainer: int | None = None  # under _emit_lock
 
     # ------------------------------------------------------------------ subscribe
     @overload
@@ -300,6 +324,8 @@ class Bus:
             raise BusError(f"event data must be a mapping, got {data.__class__.__name__}")
         if source is None:
             source = self._default_source
+        if self._ordered is not None:
+            return self._emit_numbered(type, frozen, source, tick)
 
         lock = self._emit_lock
         lock.acquire()
@@ -362,6 +388,98 @@ class Bus:
         finally:
             lock.release()
         return event
+
+    # ------------------------------------------------- seqs assigned by the store
+    def _emit_numbered(
+        self, type: str, data: Mapping[str, Any], source: str, tick: int | None
+    ) -> Event:
+        """``emit`` over a store that assigns seqs (see the module docstring)."""
+        if self._closed:
+            raise ClosedError("the bus is closed")
+        store = self._store
+        ordered = self._ordered
+        assert store is not None and ordered is not None
+        clock = self._clock
+        ts = _time_ns() // 1_000_000 if clock is None else int(clock() * 1000)
+        ticket = ordered.begin()
+        try:
+            event = store.append_new(type, data, tick=tick, ts=ts, source=source)
+        except BaseException:
+            ordered.failed(ticket)  # raises: nothing committed
+            raise
+        nested = self._drainer == threading.get_ident()
+        ordered.arrived(ticket, event, wait=not nested)
+        self._deliver_ordered()
+        return event
+
+    def _deliver_ordered(self) -> None:
+        """Move the events the sequencer committed into the log, then deliver every
+        pending event in order (unless this thread is already delivering)."""
+        ordered = self._ordered
+        assert ordered is not None
+        lock = self._emit_lock
+        lock.acquire()
+        try:
+            pending = self._pending
+            for event in ordered.take():
+                if event.seq > self._seq:
+                    self._seq = event.seq
+                self._log.append(event)
+                pending.append(event)
+                if self._waiters.any:
+                    self._waiters.offer(event)
+            if self._draining:
+                return  # a handler emitted: the running drain delivers it
+            self._draining = True
+            self._drainer = threading.get_ident()
+            try:
+                routes = self._routes
+                while pending:
+                    current = pending.popleft()
+                    try:
+                        route = routes[current.type]
+                    except KeyError:
+                        route = self._route(current.type)
+                    if not route.plain:
+                        self._dispatch(route, current)
+                        continue
+                    self._in_flight = route
+                    self._delivered += len(route.handlers)
+                    for handler in route.handlers:
+                        try:
+                            handler(current)
+                        except Exception:
+                            self._handler_failed(route.owner(handler), current)
+            finally:
+                self._draining = False
+                self._drainer = None
+                self._in_flight = None
+        finally:
+            lock.release()
+
+    def attach_remote(self, after_seq: int) -> None:
+        """A store feed will report every seq after ``after_seq`` (other processes'
+        events through ``deliver_remote``). Call before the first emit."""
+        if self._ordered is None:
+            raise BusError("events from other processes need a store that assigns seqs")
+        self._ordered.attach(after_seq)
+
+    def deliver_remote(
+        self, events: Sequence[Event], *, upto: int, own: Mapping[int, Event]
+    ) -> None:
+        """From the store's feed thread: other processes' ``events`` (seq order),
+        copies of this process's own events by seq, and the stream has been read
+        through ``upto``. Gives them their place in the order; ``drain`` delivers."""
+        if self._ordered is None:
+            raise BusError("events from other processes need a store that assigns seqs")
+        if not self._closed:
+            self._ordered.remote(events, upto=upto, own=own)
+
+    def drain(self) -> None:
+        """Deliver every event that has its place in the order (the feed's
+        delivery thread calls this after ``deliver_remote``)."""
+        if self._ordered is not None:
+            self._deliver_ordered()
 
     def _learn_type(self, name: object) -> None:
         """Validate a type name not seen before (raises ``BusError``) and remember it."""

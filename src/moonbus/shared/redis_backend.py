@@ -27,8 +27,9 @@ from __future__ import annotations
 
 import select
 import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import redis
 from redis.backoff import NoBackoff
@@ -46,6 +47,7 @@ from moonbus.shared.redis_batch import (
     ReplyError,
     ScriptRef,
     pack,
+    public_url,
 )
 from moonbus.shared.redis_handles import (
     RedisBool,
@@ -60,22 +62,70 @@ from moonbus.shared.redis_handles import (
 from moonbus.shared.redis_scripts import SCRIPTS, decode_scalar, index_key, value_key
 from moonbus.shared.values import SharedLimits
 
-__all__ = ["RedisBackend", "RedisLink", "public_url"]
+__all__ = ["Connected", "RedisBackend", "RedisLink", "connect", "public_url"]
 
 _CONNECT_TIMEOUT = 2.0
 _SOCKET_TIMEOUT = 5.0
 _IDLE_CHECK = 0.005  # seconds without a reply after which the link is polled
 
 
-def public_url(url: str) -> str:
-    """``url`` with any password replaced by ``***`` (for messages and logs)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))
+@dataclass(frozen=True)
+class Connected:
+    """What ``connect`` hands back: the batcher over one connection, the loaded
+    scripts by name, and the URL with its password hidden."""
+
+    batcher: CommandBatcher
+    scripts: dict[str, ScriptRef]
+    url: str
+
+
+def connect(
+    url: str,
+    scripts: Mapping[str, str],
+    *,
+    retry_timeout: float,
+    what: str,
+    error: Callable[[str], Exception],
+) -> Connected:
+    """Connect to ``url``, load ``scripts`` (name -> Lua source) once, and build a
+    ``CommandBatcher`` over a ``RedisLink``. Used by every Redis-backed part.
+
+    ``what`` names the part in messages (``"shared store"``); ``error`` builds
+    the part's own exception for an unreachable server. A malformed URL or bad
+    ``retry_timeout`` raises ``ConfigError``.
+    """
+    shown = public_url(url)
+    if (
+        isinstance(retry_timeout, bool)
+        or not isinstance(retry_timeout, int | float)
+        or not retry_timeout >= 0
+    ):
+        raise ConfigError(f"retry_timeout must be a number >= 0, got {retry_timeout!r}")
+    try:
+        pool = redis.ConnectionPool.from_url(
+            url,
+            protocol=2,
+            socket_connect_timeout=_CONNECT_TIMEOUT,
+            socket_timeout=_SOCKET_TIMEOUT,
+            retry=Retry(NoBackoff(), 0),  # retries are CommandBatcher's job
+        )
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{what} URL {shown!r}: {exc}") from exc
+    client = redis.Redis(connection_pool=pool)
+    registered = {name: client.register_script(source) for name, source in scripts.items()}
+    try:
+        client.ping()
+        for script in registered.values():
+            client.script_load(script.script)
+    except (redis.RedisError, OSError) as exc:
+        pool.disconnect()
+        raise error(f"cannot reach Redis at {shown}: {exc}") from exc
+    refs = {
+        name: ScriptRef(sha=script.sha.encode(), source=scripts[name].encode())
+        for name, script in registered.items()
+    }
+    batcher = CommandBatcher(RedisLink(pool, shown), retry_timeout=float(retry_timeout))
+    return Connected(batcher=batcher, scripts=refs, url=shown)
 
 
 class RedisLink:
@@ -159,34 +209,11 @@ class RedisBackend(SharedBackend):
     ) -> None:
         self.limits = limits
         self.url = public_url(url)
-        if not isinstance(retry_timeout, int | float) or not retry_timeout >= 0:
-            raise ConfigError(f"retry_timeout must be a number >= 0, got {retry_timeout!r}")
-        try:
-            pool = redis.ConnectionPool.from_url(
-                url,
-                protocol=2,
-                socket_connect_timeout=_CONNECT_TIMEOUT,
-                socket_timeout=_SOCKET_TIMEOUT,
-                retry=Retry(NoBackoff(), 0),  # retries are CommandBatcher's job
-            )
-        except (ValueError, TypeError) as exc:
-            raise ConfigError(f"shared store URL {self.url!r}: {exc}") from exc
-        client = redis.Redis(connection_pool=pool)
-        registered = {name: client.register_script(source) for name, source in SCRIPTS.items()}
-        try:
-            client.ping()
-            for script in registered.values():
-                client.script_load(script.script)
-        except (redis.RedisError, OSError) as exc:
-            pool.disconnect()
-            raise SharedBackendError(f"cannot reach Redis at {self.url}: {exc}") from exc
-        scripts = {
-            name: ScriptRef(sha=script.sha.encode(), source=SCRIPTS[name].encode())
-            for name, script in registered.items()
-        }
-        batcher = CommandBatcher(RedisLink(pool, self.url), retry_timeout=float(retry_timeout))
+        link = connect(
+            url, SCRIPTS, retry_timeout=retry_timeout, what="shared store", error=SharedBackendError
+        )
         self._ctx = RedisContext(
-            batcher=batcher, prefix=prefix, limits=limits, scripts=scripts, url=self.url
+            batcher=link.batcher, prefix=prefix, limits=limits, scripts=link.scripts, url=self.url
         )
         self._prefix = prefix
 

@@ -46,6 +46,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
+from urllib.parse import urlsplit, urlunsplit
 
 from moonbus.errors import ClosedError, SharedBackendError
 
@@ -60,6 +61,7 @@ __all__ = [
     "ScriptRef",
     "pack",
     "pack_args",
+    "public_url",
 ]
 
 MAX_BATCH = 256
@@ -75,6 +77,22 @@ class BatchStatistics:
 
     batches: int
     ops: int
+
+
+def public_url(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (for messages and logs)."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:  # a malformed netloc: hide everything before the host
+        if "@" not in url:
+            return url
+        return url.partition("://")[0] + "://***@" + url.rpartition("@")[2]
+    if password is None:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 def pack(*args: bytes) -> bytes:

@@ -18,12 +18,13 @@ from __future__ import annotations
 
 from types import TracebackType
 from typing import Any, Final
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from moonbus.errors import ConfigError
 from moonbus.shared.backend import SharedBackend
 from moonbus.shared.handles import SharedBool, SharedFloat, SharedInt, SharedString, SharedTable
 from moonbus.shared.memory import MemoryBackend
+from moonbus.shared.redis_batch import public_url
 from moonbus.shared.values import (
     DEFAULT_MAX_DEPTH,
     DEFAULT_MAX_STRING_BYTES,
@@ -40,6 +41,19 @@ _int = int
 _float = float
 _str = str
 _bool = bool
+
+
+def _prefix_from_url(url: _str, prefix: _str) -> tuple[_str, _str]:
+    """Take a ``prefix`` query parameter out of a Redis URL (the rest goes to redis-py)."""
+    parts = urlsplit(url)
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    chosen = [value for key, value in pairs if key == "prefix"]
+    if not chosen:
+        return url, prefix
+    if len(chosen) > 1:
+        raise ConfigError(f"shared store URL {public_url(url)!r}: option 'prefix' given twice")
+    rest = urlencode([(key, value) for key, value in pairs if key != "prefix"])
+    return urlunsplit(parts._replace(query=rest)), chosen[0]
 
 
 class SharedStore:
@@ -77,7 +91,9 @@ class SharedStore:
         """Open a store by URL.
 
         ``memory://``: in this process. ``redis://[user:password@]host:port/db``
-        (also ``rediss://``, ``unix://``): every key starts with ``prefix:``.
+        (also ``rediss://``, ``unix://``): every key starts with ``prefix:``
+        (``?prefix=P`` in the URL overrides the argument, so a command line's
+        ``--shared`` URL can choose it).
         ``retry_timeout`` bounds how long a Redis operation that is safe to
         retry keeps retrying while the server is unreachable. Raises
         ``ConfigError`` for a bad URL, ``SharedBackendError`` (naming the URL)
@@ -95,6 +111,7 @@ class SharedStore:
                 )
             backend = MemoryBackend(limits)
         elif scheme in ("redis", "rediss", "unix"):
+            url, prefix = _prefix_from_url(url, prefix)
             if not isinstance(prefix, str) or not prefix:
                 raise ConfigError(f"shared store prefix must be a non-empty string, got {prefix!r}")
             try:

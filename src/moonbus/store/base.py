@@ -2,9 +2,12 @@
 
 The bus calls ``append`` inside its commit section, in ``seq`` order, from
 whichever thread emitted; a backend must therefore be thread-safe and must not
-call back into the bus. In *durable* mode ``append`` returns only after the
-event is on disk (or acknowledged by the server); in *fast* mode it may return
-earlier, with the loss window the backend documents.
+call back into the bus. A backend shared by several processes numbers events
+itself (``assigns_seq = True``): the bus then calls ``append_new`` instead, for
+every event, and takes the seq the store assigned. In *durable* mode
+``append`` returns only after the event is on disk (or acknowledged by the
+server); in *fast* mode it may return earlier, with the loss window the
+backend documents.
 
 Queries return events oldest first (``seq`` order). Retention is applied by the
 backend as part of appending, amortized (never a full scan per tick), using the
@@ -17,12 +20,20 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import IO, Any, Self
+from typing import IO, Any, ClassVar, Protocol, Self
 
 from moonbus.bus.event import Event
-from moonbus.errors import ConfigError
+from moonbus.errors import ConfigError, StoreError
 
-__all__ = ["EventStore", "StoreSettings", "StoreStatistics", "check_query", "type_list"]
+__all__ = [
+    "EventStore",
+    "Follower",
+    "RemoteSink",
+    "StoreSettings",
+    "StoreStatistics",
+    "check_query",
+    "type_list",
+]
 
 DEFAULT_RETENTION_TICKS = 36_000
 
@@ -178,10 +189,58 @@ class StoreStatistics:
     pending: int
 
 
+class RemoteSink(Protocol):
+    """Where a store's feed hands events emitted by other processes (the bus).
+
+    ``attach_remote(after_seq)``: every event after ``after_seq`` will be
+    accounted for by the feed. ``deliver_remote(events, upto=, own=)``: other
+    processes' ``events`` (seq order), this process's own entries by seq, and
+    the feed has read through seq ``upto``; commits, does not run handlers.
+    ``drain()``: run the handlers of committed events (the feed's delivery thread).
+    """
+
+    def attach_remote(self, after_seq: int) -> None: ...
+
+    def deliver_remote(
+        self, events: Sequence[Event], *, upto: int, own: Mapping[int, Event]
+    ) -> None: ...
+
+    def drain(self) -> None: ...
+
+
+class Follower(Protocol):
+    """A running feed; ``close()`` stops it."""
+
+    def close(self) -> None: ...
+
+
 class EventStore(ABC):
-    """A durable, append-only record of committed events."""
+    """A durable, append-only record of committed events.
+
+    ``assigns_seq``: False for a store that records the seqs the bus assigns
+    (``append``); True for one that assigns them itself (``append_new``), so
+    that several processes writing one store share one numbering.
+    """
 
     settings: StoreSettings
+    assigns_seq: ClassVar[bool] = False
+
+    def append_new(
+        self,
+        event_type: str,
+        data: Mapping[str, Any] | None = None,
+        *,
+        tick: int | None = None,
+        ts: int,
+        source: str,
+    ) -> Event:
+        """Append a new event and return it with the seq the store assigned
+        (stores with ``assigns_seq``). Called for every event, recorded type or
+        not, from any thread; raises ``StoreError`` when nothing was appended."""
+        raise StoreError(
+            f"{type(self).__name__} does not assign seqs: the bus numbers the events "
+            "and calls append()"
+        )
 
     @abstractmethod
     def append(self, event: Event) -> None:
@@ -191,6 +250,12 @@ class EventStore(ABC):
         """Record several committed events, in order."""
         for event in events:
             self.append(event)
+
+    def follow(self, sink: RemoteSink) -> Follower | None:
+        """Start handing events that *other processes* append to this store to
+        ``sink`` (from now on; nothing earlier is replayed). None when the store
+        is private to this process."""
+        return None
 
     @abstractmethod
     def query(

@@ -10,7 +10,12 @@ Accepted forms::
                                       mode=durable|fast, sync=normal|full,
                                       batch_size=N, flush_interval=SECONDS,
                                       lock_timeout=SECONDS
-    redis://host:port/db              the Redis Streams backend (not in this build yet)
+    redis://[user:password@]host:port/db?prefix=P
+                                      the Redis Streams backend (also rediss://);
+                                      options: prefix (default moonbus),
+                                      retry_timeout=SECONDS, prune_every=N,
+                                      prune_tick_step=N, transit_keep=N,
+                                      max_events=N
 
 Adding a backend means adding one entry to ``_OPENERS``: a function from the
 parsed URL to an ``EventStore``. Each backend's imports stay inside its opener.
@@ -25,6 +30,7 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote
 
 from moonbus.errors import ConfigError
+from moonbus.shared.redis_batch import public_url
 from moonbus.store.base import EventStore, StoreSettings
 
 __all__ = ["open_event_store"]
@@ -91,12 +97,39 @@ def _sqlite_store(
     return SqliteEventStore(path, settings=settings, create=create, **kwargs)
 
 
+_REDIS_INTS = ("prune_every", "prune_tick_step", "transit_keep", "max_events")
+
+
 def _open_redis(
     url: str, rest: str, options: dict[str, str], settings: StoreSettings | None, create: bool
 ) -> EventStore:
-    raise ConfigError(
-        f"event store URL {url!r} needs the redis backend, which this build does not include yet"
-    )
+    try:
+        from moonbus.store.redis_backend import RedisEventStore
+    except ImportError as exc:  # the optional dependency is missing
+        raise ConfigError(
+            f"event store URL {public_url(url)!r} needs the 'redis' package "
+            "(pip install 'moonbus[redis]')"
+        ) from exc
+    shown = public_url(url)
+    kwargs: dict[str, Any] = {}
+    for key, value in options.items():
+        if key == "prefix":
+            if not value:
+                raise ConfigError(f"event store URL {shown!r}: prefix must be a non-empty string")
+            kwargs["prefix"] = value
+        elif key == "retry_timeout" or key in _REDIS_INTS:
+            kind = float if key == "retry_timeout" else int
+            kwargs[key] = number = _number(shown, key, value, kind)
+            if not number >= 0:
+                raise ConfigError(f"event store URL {shown!r}: {key} must be a number >= 0")
+        else:
+            raise ConfigError(
+                f"event store URL {shown!r}: unknown option {key!r} "
+                f"(known: prefix, retry_timeout, {', '.join(_REDIS_INTS)})"
+            )
+    scheme = url.partition(":")[0]
+    # Create or not, a Redis store makes nothing until the first append.
+    return RedisEventStore(f"{scheme}:{rest}", settings=settings, **kwargs)
 
 
 _OPENERS: Mapping[str, Opener] = MappingProxyType(
@@ -129,10 +162,10 @@ def open_event_store(
     try:
         pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query))
     except ValueError:
-        raise ConfigError(f"event store URL {url!r}: malformed query string") from None
+        raise ConfigError(f"event store URL {public_url(url)!r}: malformed query string") from None
     options: dict[str, str] = {}
     for key, value in pairs:
         if key in options:
-            raise ConfigError(f"event store URL {url!r}: option {key!r} given twice")
+            raise ConfigError(f"event store URL {public_url(url)!r}: option {key!r} given twice")
         options[key] = value
     return opener(url, rest, options, settings, create)
