@@ -1,0 +1,872 @@
+-- moonbus sandbox: string.find / match / gmatch / gsub that the time limit
+-- can stop.
+--
+-- The C pattern matcher backtracks without bound, and a C function never
+-- reaches the time limit's hook: string.find(("a"):rep(4e4), ".-.-b") runs
+-- for minutes. This chunk replaces the four functions in the real string
+-- library (so that s:find(...) gets them too) with wrappers that call the C
+-- function only when it provably finishes within BUDGET steps, and
+-- otherwise run the pure-Lua port in pmatch.lua, which the hook interrupts
+-- like any other Lua code. Results and errors are those of the C functions.
+--
+-- The bound. One "step" is one call of the C `match`, one `singlematch` of a
+-- single-character class (a [set] counts its length), or one byte scanned
+-- by %b, a back-reference or plain find. For a pattern, the cost of one
+-- match attempt from any position of a subject of length n (M = n + 1) is
+-- bounded by a polynomial T(M), computed item by item from the end:
+--   * a fixed item costs its class; captures, %f and $ are constant; %b and
+--     a back-reference scan at most M bytes;
+--   * x* x- x+ try the rest after at most M expansions: T = M*c + M*T(rest),
+--     except when at most one of those tries can be expensive:
+--       - the rest always succeeds (first try wins): T = M*c + T(rest);
+--       - every character x matches makes the rest fail at its first test
+--         (its first mandatory item is disjoint from x, or the rest
+--         succeeds whenever that first item matches): T = M*(c + f) + T(rest)
+--         where f is the cost of that quick failure;
+--   * x? is the same with 2 instead of M.
+-- find/match try n + 1 start positions (1 when anchored), gmatch n + 2 per
+-- call, gsub 2(n + 1) (a position is retried once after an empty match).
+-- For patterns where a failing start can only fail within a fixed-width
+-- prefix (e.g. "%s+", "(%d+)", "[^,]+"), successful matches are paid for by
+-- the characters they consume, so the total is linear: (n + 2) * k. The
+-- wrapper takes the smaller bound, adds the cost of returning captures and
+-- of gsub's replacements, and calls C when it is at most BUDGET.
+--
+-- Why it is safe: every backtracking branch of the C matcher is one of the
+-- cases above (the port in pmatch.lua has the same structure), each bound
+-- over-counts the C code's steps, and per-step time is measured in the
+-- sandbox benchmark's worst cases (see tests/lua/test_sandbox_patterns.py):
+-- BUDGET steps stay within a few milliseconds of C. Beyond the budget, the
+-- Lua port runs; its scan over start positions may skip ahead with short C
+-- calls (at most BUDGET steps each) to the next position where the first
+-- item can match.
+--
+-- Arguments are checked here, in the same order and with the same messages
+-- as lauxlib (luaL_checklstring, luaL_optinteger, luaL_argexpected), and
+-- the C function is tail-called, so its errors name the script's line.
+-- Known difference: a script that tail-calls these functions
+-- (`return s:find(p)`) gets errors at its caller's line, as with every
+-- wrapper written in Lua.
+--
+-- Runs once per state after bounded.lua and before the prelude (full
+-- standard library); `...` is the table returned by pmatch.lua. One thread
+-- at a time uses the state; the caches below belong to the state.
+
+local port, budget = ...
+
+local LOADED = package.loaded
+local string_lib = string
+local c_find, c_match, c_gmatch, c_gsub = string.find, string.match, string.gmatch, string.gsub
+local byte, sub, fmt = string.byte, string.sub, string.format
+local type, error, tostring, tonumber, select, rawget, pairs, ipairs =
+  type, error, tostring, tonumber, select, rawget, pairs, ipairs
+local tointeger = math.tointeger
+local getinfo, getmetatable_raw = debug.getinfo, debug.getmetatable
+local compile, port_find, port_gmatch, port_gsub = port.compile, port.find, port.gmatch, port.gsub
+local KIND, QUANT = port.kinds, port.quantifiers
+
+-- Steps a C call may take. See the header and the sandbox benchmark.
+local BUDGET = budget or 500000
+local MAX_DEGREE = 24           -- higher powers of M are folded into this one
+local CACHE_LIMIT = 256         -- compiled patterns kept per cache
+local CACHED_LENGTH = 1024      -- longer patterns are compiled on every call
+local SUBJECT_CAP = 1 << 52     -- no subject is longer (memory)
+local MAXCAPTURES = 32
+local MAXCCALLS = 200
+
+-- The C functions under their usual names (for tracebacks; see bounded.lua).
+LOADED["string.find"], LOADED["string.match"] = c_find, c_match
+LOADED["string.gmatch"], LOADED["string.gsub"] = c_gmatch, c_gsub
+
+-- ------------------------------------------------------------ polynomials
+-- Coefficients of powers of M = n + 1, lowest first (p[1] is constant).
+-- All floats: counts grow exponentially with x? items, and integers wrap.
+local function poly_const(c)
+  return { 0.0 + c }
+end
+
+local function poly_add(a, b)
+  local r = {}
+  for i = 1, (#a > #b and #a or #b) do
+    r[i] = 0.0 + (a[i] or 0) + (b[i] or 0)
+  end
+  return r
+end
+
+local function poly_add_const(a, c)
+  local r = {}
+  for i = 1, #a do
+    r[i] = a[i]
+  end
+  r[1] = 0.0 + r[1] + c
+  return r
+end
+
+-- a * M, folding the top power into MAX_DEGREE (M >= 1, so it only grows).
+local function poly_mul_m(a)
+  local r = { 0.0 }
+  for i = 1, #a do
+    local j = i + 1
+    if j > MAX_DEGREE + 1 then
+      j = MAX_DEGREE + 1
+    end
+    r[j] = 0.0 + (r[j] or 0) + a[i]
+  end
+  for i = 1, #r do
+    r[i] = r[i] or 0.0
+  end
+  return r
+end
+
+local function poly_scale(a, k)
+  local r = {}
+  for i = 1, #a do
+    r[i] = a[i] * (0.0 + k)
+  end
+  return r
+end
+
+local function poly_eval(a, m)
+  local v = 0.0
+  for i = #a, 1, -1 do
+    v = v * m + a[i]
+  end
+  return v
+end
+
+-- ------------------------------------------------------------------- sets
+-- A set of bytes is a table {[byte] = true}; nil stands for "any byte".
+local EMPTY = {}
+local FULL_SIZE = 256
+
+local function set_size(set)
+  local n = 0
+  for _ in pairs(set) do
+    n = n + 1
+  end
+  return n
+end
+
+local function disjoint(a, b)
+  if a == EMPTY or b == EMPTY then
+    return true
+  elseif a == nil or b == nil then
+    return false
+  end
+  for k in pairs(a) do
+    if b[k] then
+      return false
+    end
+  end
+  return true
+end
+
+local function union(a, b)
+  if a == nil or b == nil then
+    return nil
+  end
+  local r = {}
+  for k in pairs(a) do
+    r[k] = true
+  end
+  for k in pairs(b) do
+    r[k] = true
+  end
+  return r
+end
+
+-- ---------------------------------------------------------------- analysis
+local K_END, K_CHAR, K_ANY, K_SET = KIND.END, KIND.CHAR, KIND.ANY, KIND.SET
+local K_OPEN, K_POS, K_CLOSE, K_DOLLAR = KIND.OPEN, KIND.POS, KIND.CLOSE, KIND.DOLLAR
+local K_BALANCE, K_FRONTIER, K_BACKREF, K_ERROR = KIND.BALANCE, KIND.FRONTIER, KIND.BACKREF, KIND.ERROR
+local Q_ONE, Q_OPT, Q_STAR, Q_PLUS, Q_MIN = QUANT.ONE, QUANT.OPT, QUANT.STAR, QUANT.PLUS, QUANT.MIN
+
+-- The bytes a single item matches (nil: any byte).
+local function item_set(cp, i)
+  local k = cp.K[i]
+  if k == K_CHAR then
+    return { [cp.A[i]] = true }
+  elseif k == K_SET then
+    local set = cp.A[i]
+    if set_size(set) == FULL_SIZE then
+      return nil
+    end
+    return set
+  end
+  return nil
+end
+
+-- Per item i, from the end of the pattern (cp.C[i] = c is the item's weight):
+--   T[i]   polynomial in M bounding the steps of a fresh match() call at item
+--          i (its entry counts 1; an item reached by goto pays no entry, so
+--          T[i] bounds that too);
+--   AS[i]  the call always succeeds (or raises an error);
+--   SAS[i] ... and every choice point in it succeeds at its first try;
+--   EE[i]  the call succeeds at the end of the subject;
+--   F[i]   bytes the current character must be in for the call to succeed
+--          (nil: unknown); otherwise it fails within FF[i] steps;
+--   FS[i]  the call succeeds whenever the current character is in F[i].
+-- The choice points, as in lstrlib.c: x* and x+ count up to M repetitions
+-- (c each) and retry the rest at each; x- retries the rest after each of up
+-- to M repetitions; x? tries the rest twice. Each is entered after one
+-- singlematch (c) in match() itself.
+local function analyse(cp)
+  local K, Q, C, n = cp.K, cp.Q, cp.C, cp.n
+  local T, AS, SAS, EE, F, FF, FS = {}, {}, {}, {}, {}, {}, {}
+  T[n + 1], AS[n + 1], SAS[n + 1], EE[n + 1], FF[n + 1], FS[n + 1] = poly_const(1), true, true, true, 1, true
+  for i = n, 1, -1 do
+    local k, c = K[i], C[i]
+    local t, as, ee, fs, ff = T[i + 1], AS[i + 1], EE[i + 1], FS[i + 1], FF[i + 1]
+    if k == K_ERROR then
+      T[i], AS[i], SAS[i], EE[i], F[i], FF[i], FS[i] = poly_const(2), true, true, true, EMPTY, 2, true
+    elseif k == K_OPEN or k == K_POS or k == K_CLOSE then
+      -- entry, the capture, a fresh call for the rest
+      T[i], AS[i], SAS[i], EE[i] = poly_add_const(t, c + 1), as, SAS[i + 1], ee
+      F[i], FF[i], FS[i] = F[i + 1], ff + c + 1, fs
+    elseif k == K_DOLLAR then
+      T[i], AS[i], SAS[i], EE[i], F[i], FF[i], FS[i] = poly_const(2), false, false, true, EMPTY, 2, false
+    elseif k == K_BALANCE then
+      -- entry, first byte, at most M - 1 bytes scanned, then the rest
+      T[i] = poly_add(t, { 2, 1 })
+      AS[i], SAS[i], EE[i], F[i], FF[i], FS[i] = false, false, false, { [cp.A[i] // 256] = true }, 2, false
+    elseif k == K_FRONTIER then
+      T[i], AS[i], SAS[i], EE[i], F[i], FF[i], FS[i] = poly_add_const(t, c + 1), false, false, false, cp.A[i], c + 1, false
+    elseif k == K_BACKREF then
+      -- entry, the check, a comparison of at most M - 1 bytes, then the rest
+      T[i] = poly_add(t, { 2, 1 })
+      AS[i], SAS[i], EE[i], F[i], FF[i], FS[i] = false, false, false, nil, 0, false
+    else
+      local q, x = Q[i], item_set(cp, i)
+      -- At most one try of the rest can be slow when every character x
+      -- matches fails the rest at once, or when the rest succeeds as soon as
+      -- its first item matches (then the first such try ends the search);
+      -- the try at the end of the repetitions may fail slowly first: 2 * t.
+      local rest_fast = fs or disjoint(x, F[i + 1])
+      if q == Q_ONE then
+        T[i] = poly_add_const(t, c)
+      elseif q == Q_OPT then
+        if as then
+          T[i] = poly_add_const(t, c + 1)
+        elseif rest_fast then
+          T[i] = poly_add_const(poly_scale(t, 2), c + 2 * ff + 1)
+        else
+          T[i] = poly_add_const(poly_scale(t, 2), c + 1)
+        end
+      else -- x* x+ x-: entry and a singlematch, then the expansion
+        local expand
+        if as then
+          -- the first try succeeds (x-: after no repetition)
+          expand = q == Q_MIN and t or poly_add(poly_mul_m({ c }), t)
+        elseif rest_fast then
+          expand = poly_add(poly_mul_m({ c + ff + 1 }), poly_scale(t, 2))
+        else
+          expand = poly_add(poly_mul_m({ c }), poly_mul_m(t))
+        end
+        T[i] = poly_add_const(expand, c + 1)
+      end
+      if q == Q_ONE or q == Q_PLUS then
+        AS[i], SAS[i], EE[i], F[i], FF[i], FS[i] = false, false, false, x, c + 1, as
+      else
+        -- x covering every byte, before a rest that succeeds at the end:
+        -- some try (at the latest the one at the end) succeeds.
+        AS[i] = as or (q ~= Q_OPT and x == nil and ee)
+        SAS[i], EE[i] = SAS[i + 1], ee
+        F[i], FF[i], FS[i] = union(x, F[i + 1]), c + ff + 1, AS[i]
+      end
+    end
+  end
+  return T, SAS
+end
+
+-- Linear bound for the whole scan (see header): (n + 2) * k, or nil. The
+-- pattern must be a fixed-width prefix (single items, x?, captures, %f, $)
+-- followed by a suffix in which every choice succeeds at its first try
+-- (SAS); an x+ right before the suffix is x then x*. A failing start then
+-- costs at most `prefix` steps, a successful one `prefix + suffix` plus
+-- `widest` per character it consumes.
+local function linear_factor(cp, SAS)
+  local K, Q, C, n = cp.K, cp.Q, cp.C, cp.n
+  local j0 = n + 1
+  while j0 > 1 and SAS[j0 - 1] do
+    j0 = j0 - 1
+  end
+  local suffix, widest = 1.0, 0
+  for i = j0, n do
+    suffix = suffix + 2 * C[i] + 2
+    if Q[i] == Q_STAR and C[i] > widest then
+      widest = C[i]
+    end
+  end
+  local prefix = 0.0
+  for i = j0 - 1, 1, -1 do
+    local k, q, c = K[i], Q[i], C[i]
+    if k == K_OPEN or k == K_POS or k == K_CLOSE or k == K_FRONTIER then
+      prefix = prefix + c + 1
+    elseif k == K_DOLLAR then
+      prefix = prefix + 2
+    elseif k == K_CHAR or k == K_ANY or k == K_SET then
+      if q == Q_ONE then
+        prefix = prefix + c + 1
+      elseif q == Q_PLUS and i == j0 - 1 then
+        prefix = prefix + c + 1
+        suffix = suffix + 2 * c + 2
+        if c > widest then
+          widest = c
+        end
+      elseif q == Q_OPT then
+        prefix = 2 * prefix + c + 2
+      else
+        return nil
+      end
+    else
+      return nil
+    end
+  end
+  return 2 * prefix + 2 * suffix + widest + 1
+end
+
+-- Largest n (0 .. SUBJECT_CAP) with cost(n) <= budget, or -1.
+local function largest_n(cost, budget)
+  if cost(0) > budget then
+    return -1
+  end
+  local lo, hi = 0, SUBJECT_CAP
+  while lo < hi do
+    local mid = (lo + hi + 1) // 2
+    if cost(mid) <= budget then
+      lo = mid
+    else
+      hi = mid - 1
+    end
+  end
+  return lo
+end
+
+-- Has the pattern none of lstrlib's SPECIALS? (then find does a plain search)
+local function no_specials(p)
+  for _, special in ipairs({ "^", "$", "*", "+", "?", ".", "(", "[", "%", "-" }) do
+    if c_find(p, special, 1, true) then
+      return false
+    end
+  end
+  return true
+end
+
+-- The first item, when every match must start with it: a literal byte or a
+-- class spec. The Lua scan then jumps to where it matches.
+local function lead(cp)
+  local K, Q, i = cp.K, cp.Q, 1
+  while (K[i] == K_OPEN or K[i] == K_POS) and i <= MAXCAPTURES do
+    i = i + 1
+  end
+  if Q[i] ~= Q_ONE and Q[i] ~= Q_PLUS then
+    return nil
+  end
+  if K[i] == K_CHAR then
+    return cp.A[i], BUDGET // 2
+  elseif K[i] == K_SET and cp.lead_spec and cp.lead_index == i then
+    return cp.lead_spec, BUDGET // (cp.C[i] + 1)
+  end
+  return nil
+end
+
+-- ------------------------------------------------------------ plain find
+-- lmemfind costs at most (n - lp + 2) * (lp + 1) steps.
+local function plain_cost(n, lp)
+  if lp == 0 or lp > n then
+    return 0
+  end
+  return (n - lp + 2.0) * (lp + 1.0)
+end
+
+-- Plain search from `start`, in C calls over slices of growing length, each
+-- within BUDGET steps.
+local function plain_find(s, p, start)
+  local ls, lp = #s, #p
+  local most = BUDGET // (lp + 1)
+  if most < 1 then
+    most = 1
+  end
+  local span = 256
+  local last_start = ls - lp + 1
+  while start <= last_start do
+    if span > most then
+      span = most
+    end
+    local hi = start + span - 1
+    if hi > last_start then
+      hi = last_start
+    end
+    local at = c_find(sub(s, start, hi + lp - 1), p, 1, true)
+    if at then
+      return start + at - 1, start + at + lp - 2
+    end
+    start = hi + 1
+    span = span * 2
+  end
+  return nil
+end
+
+-- Can the C matcher raise an error for this pattern? Errors are lazy, but
+-- whether one is possible is static: the capture state at each item does
+-- not depend on the subject, and each nested match() call advances at least
+-- one item, so the depth never exceeds n + 1. Patterns that could raise run
+-- in the port, which raises the same message at the script's line (a C
+-- error would name the wrapper's line: a tail call from Lua to C keeps the
+-- Lua frame).
+local function error_free(cp)
+  local K, A, n = cp.K, cp.A, cp.n
+  if n + 1 >= MAXCCALLS then
+    return false
+  end
+  local level, open = 0, {}
+  for i = 1, n do
+    local k = K[i]
+    if k == K_ERROR then
+      return false
+    elseif k == K_OPEN or k == K_POS then
+      if level >= MAXCAPTURES then
+        return false
+      end
+      level = level + 1
+      open[level] = k == K_OPEN
+    elseif k == K_CLOSE then
+      local l = level
+      while l >= 1 and not open[l] do
+        l = l - 1
+      end
+      if l < 1 then
+        return false
+      end
+      open[l] = false
+    elseif k == K_BACKREF then
+      local l = A[i]
+      if l < 1 or l > level or open[l] then
+        return false
+      end
+    end
+  end
+  for l = 1, level do
+    if open[l] then
+      return false  -- "unfinished capture" once a match succeeds
+    end
+  end
+  return true
+end
+
+local function prepare(p, anchored_api)
+  local cp = compile(p, anchored_api)
+  local T, SAS = analyse(cp)
+  local t = T[1]
+  local lin = linear_factor(cp, SAS)
+  local caps = cp.ncap + 1
+  -- Floats throughout: integer products could wrap around for large n.
+  local function scan(starts)
+    return function(n)
+      n = n + 0.0
+      local m = n + 1
+      local w = starts(n) * poly_eval(t, m)
+      if lin and (n + 2) * lin < w then
+        w = (n + 2) * lin
+      end
+      return w + caps * m
+    end
+  end
+  if anchored_api then
+    local one = function() return 1 end
+    cp.cost_find = scan(cp.anchor and one or function(n) return n + 1 end)
+    cp.cost_gsub = scan(cp.anchor and one or function(n) return 2 * (n + 1) end)
+    cp.nmax_find = largest_n(cp.cost_find, BUDGET)
+    cp.nmax_gsub = largest_n(cp.cost_gsub, BUDGET / 2)
+    cp.plain = no_specials(p)
+  else
+    cp.cost_gmatch = scan(function(n) return n + 2 end)
+    cp.nmax_gmatch = largest_n(cp.cost_gmatch, BUDGET)
+  end
+  cp.first, cp.window = lead(cp)
+  if not error_free(cp) then
+    cp.nmax_find, cp.nmax_gsub, cp.nmax_gmatch = -1, -1, -1
+  end
+  if anchored_api then
+    -- find without arguments 3 and 4 (a plain search when no specials)
+    cp.nmax_fast = cp.nmax_find
+    if cp.plain then
+      local lp = #p
+      cp.nmax_fast = largest_n(function(n) return plain_cost(n, lp) end, BUDGET)
+    end
+  end
+  return cp
+end
+
+-- Compiled patterns with their thresholds, by pattern text; each table is
+-- replaced by an empty one when full. Wrappers index them directly and
+-- call `anchored_miss` / `gmatch_miss` on a miss.
+local anchored_cache, anchored_count = {}, 0
+local gmatch_cache, gmatch_count = {}, 0
+
+local function anchored_miss(p)
+  local cp = prepare(p, true)
+  if #p <= CACHED_LENGTH then
+    if anchored_count >= CACHE_LIMIT then
+      anchored_cache, anchored_count = {}, 0
+    end
+    anchored_cache[p] = cp
+    anchored_count = anchored_count + 1
+  end
+  return cp
+end
+
+local function gmatch_miss(p)
+  local cp = prepare(p, false)
+  if #p <= CACHED_LENGTH then
+    if gmatch_count >= CACHE_LIMIT then
+      gmatch_cache, gmatch_count = {}, 0
+    end
+    gmatch_cache[p] = cp
+    gmatch_count = gmatch_count + 1
+  end
+  return cp
+end
+
+local function anchored_pattern(p)
+  return anchored_cache[p] or anchored_miss(p)
+end
+
+local function gmatch_pattern(p)
+  return gmatch_cache[p] or gmatch_miss(p)
+end
+
+-- -------------------------------------------------------------- arguments
+local GLOBAL_NAME = {}
+
+-- luaL_argerror, for a bad argument of the wrapper that called this.
+local function argerror(arg, extramsg)
+  local ar = getinfo(2, "nf")
+  local name = ar.name
+  if ar.namewhat == "method" then
+    arg = arg - 1
+    if arg == 0 then
+      error(fmt("calling '%s' on bad self (%s)", name, extramsg), 3)
+    end
+  end
+  if name == nil then
+    name = GLOBAL_NAME[ar.func] or "?"
+  end
+  error(fmt("bad argument #%d to '%s' (%s)", arg, name, extramsg), 3)
+end
+
+-- luaL_typeerror's message.
+local function type_message(expected, arg, nargs, value)
+  local got
+  if arg > nargs then
+    got = "no value"
+  else
+    local mt = getmetatable_raw(value)
+    local name = mt ~= nil and rawget(mt, "__name") or nil
+    got = type(name) == "string" and name or type(value)
+  end
+  return expected .. " expected, got " .. got
+end
+
+-- luaL_checkinteger's message for a value that is not an integer.
+local function integer_message(arg, nargs, value)
+  if type(value) == "number" or (type(value) == "string" and tonumber(value) ~= nil) then
+    return "number has no integer representation"
+  end
+  return type_message("number", arg, nargs, value)
+end
+
+-- posrelatI
+local function position(pos, len)
+  if pos > 0 then
+    return pos
+  elseif pos == 0 or pos < -len then
+    return 1
+  end
+  return len + pos + 1
+end
+
+-- --------------------------------------------------------------- wrappers
+-- Each wrapper starts with the common case: a cached pattern (so p is a
+-- string), a string subject, default optional arguments, a subject short
+-- enough for C. Everything else takes the general path below it.
+local function find(...)
+  local s, p, init, plain = ...
+  local cp = anchored_cache[p]
+  if cp and init == nil and not plain and type(s) == "string" and #s <= cp.nmax_fast then
+    return c_find(...)
+  end
+  if type(s) ~= "string" then
+    if type(s) ~= "number" then
+      argerror(1, type_message("string", 1, select("#", ...), s))
+    end
+    s = tostring(s)
+  end
+  if type(p) ~= "string" then
+    if type(p) ~= "number" then
+      argerror(2, type_message("string", 2, select("#", ...), p))
+    end
+    p = tostring(p)
+  end
+  local ls, start = #s, 1
+  if init ~= nil then
+    local i = tointeger(init)
+    if i == nil then
+      argerror(3, integer_message(3, select("#", ...), init))
+    end
+    start = position(i, ls)
+    if start > ls + 1 then
+      return nil
+    end
+  end
+  local n = ls - start + 1
+  if plain then
+    if plain_cost(n, #p) <= BUDGET then
+      return c_find(...)
+    end
+    return plain_find(s, p, start)
+  end
+  cp = anchored_cache[p] or anchored_miss(p)
+  if cp.plain then
+    if plain_cost(n, #p) <= BUDGET then
+      return c_find(...)
+    end
+    return plain_find(s, p, start)
+  end
+  if n <= cp.nmax_find then
+    return c_find(...)
+  end
+  return port_find(cp, s, start, true, cp.first, cp.window)
+end
+
+local function match(...)
+  local s, p, init = ...
+  local cp = anchored_cache[p]
+  if cp and init == nil and type(s) == "string" and #s <= cp.nmax_find then
+    return c_match(...)
+  end
+  if type(s) ~= "string" then
+    if type(s) ~= "number" then
+      argerror(1, type_message("string", 1, select("#", ...), s))
+    end
+    s = tostring(s)
+  end
+  if type(p) ~= "string" then
+    if type(p) ~= "number" then
+      argerror(2, type_message("string", 2, select("#", ...), p))
+    end
+    p = tostring(p)
+  end
+  local ls, start = #s, 1
+  if init ~= nil then
+    local i = tointeger(init)
+    if i == nil then
+      argerror(3, integer_message(3, select("#", ...), init))
+    end
+    start = position(i, ls)
+    if start > ls + 1 then
+      return nil
+    end
+  end
+  cp = anchored_cache[p] or anchored_miss(p)
+  if ls - start + 1 <= cp.nmax_find then
+    return c_match(...)
+  end
+  return port_find(cp, s, start, false, cp.first, cp.window)
+end
+
+local function gmatch(...)
+  local s, p, init = ...
+  local cp = gmatch_cache[p]
+  if cp and init == nil and type(s) == "string" and #s <= cp.nmax_gmatch then
+    return c_gmatch(...)
+  end
+  if type(s) ~= "string" then
+    if type(s) ~= "number" then
+      argerror(1, type_message("string", 1, select("#", ...), s))
+    end
+    s = tostring(s)
+  end
+  if type(p) ~= "string" then
+    if type(p) ~= "number" then
+      argerror(2, type_message("string", 2, select("#", ...), p))
+    end
+    p = tostring(p)
+  end
+  local ls, start = #s, 1
+  if init ~= nil then
+    local i = tointeger(init)
+    if i == nil then
+      argerror(3, integer_message(3, select("#", ...), init))
+    end
+    start = position(i, ls)
+    if start > ls + 1 then
+      start = ls + 2
+    end
+  end
+  cp = gmatch_cache[p] or gmatch_miss(p)
+  if ls - start + 1 <= cp.nmax_gmatch then
+    return c_gmatch(...)
+  end
+  return port_gmatch(cp, s, start, cp.first, cp.window)
+end
+
+local REPLACEMENT = { string = true, number = true, ["function"] = true, table = true }
+
+-- The highest capture a replacement string refers to (%1-%9; 0 if none), or
+-- false when it has an escape the C gsub refuses. Cached like patterns.
+local repl_cache, repl_count = {}, 0
+local function repl_captures(repl)
+  local highest = repl_cache[repl]
+  if highest ~= nil then
+    return highest
+  end
+  highest = 0
+  local from = 1
+  while true do
+    local at = c_find(repl, "%", from, true)
+    if at == nil then
+      break
+    end
+    local d = byte(repl, at + 1)
+    if d ~= 37 and (d == nil or d < 48 or d > 57) then
+      highest = false
+      break
+    elseif d ~= 37 and d - 48 > highest then
+      highest = d - 48
+    end
+    from = at + 2
+  end
+  if #repl <= CACHED_LENGTH then
+    if repl_count >= CACHE_LIMIT then
+      repl_cache, repl_count = {}, 0
+    end
+    repl_cache[repl] = highest
+    repl_count = repl_count + 1
+  end
+  return highest
+end
+
+-- add_value's error for a function's or table's value, raised at the line
+-- that called gsub. Called (not tail-called) by the closures gsub hands to
+-- the C gsub; levels: 1 this, 2 the closure, 3 the C gsub, 4 the wrapper
+-- (a tail call from Lua to C keeps the Lua frame), 5 the caller.
+local function bad_value(value)
+  error("invalid replacement value (a " .. type(value) .. ")", 5)
+end
+
+local function gsub(...)
+  local s, p, repl, max_s = ...
+  local cp = anchored_cache[p]
+  if cp and max_s == nil and type(s) == "string" and type(repl) == "string" then
+    local ls = #s
+    local highest = repl_cache[repl]
+    if ls <= cp.nmax_gsub and highest ~= nil and highest ~= false
+        and (highest <= cp.ncap or highest == 1)
+        and (ls + 1.0) * (cp.ncap + 4 + 2 * #repl) <= BUDGET / 2 then
+      return c_gsub(...)
+    end
+  end
+  if type(s) ~= "string" then
+    if type(s) ~= "number" then
+      argerror(1, type_message("string", 1, select("#", ...), s))
+    end
+    s = tostring(s)
+  end
+  if type(p) ~= "string" then
+    if type(p) ~= "number" then
+      argerror(2, type_message("string", 2, select("#", ...), p))
+    end
+    p = tostring(p)
+  end
+  local tr = type(repl)
+  local ls = #s
+  local limit = ls + 1
+  if max_s ~= nil then
+    limit = tointeger(max_s)
+    if limit == nil then
+      argerror(4, integer_message(4, select("#", ...), max_s))
+    end
+  end
+  if not REPLACEMENT[tr] then
+    argerror(3, type_message("string/function/table", 3, select("#", ...), repl))
+  end
+  cp = anchored_cache[p] or anchored_miss(p)
+  if tr == "number" then
+    repl = tostring(repl)
+    tr = "string"
+  end
+  local per_match = cp.ncap + 4
+  local in_c = ls <= cp.nmax_gsub
+  if tr == "string" then
+    per_match = per_match + 2 * #repl
+    if in_c then
+      local highest = repl_captures(repl)
+      in_c = highest and (highest <= cp.ncap or highest == 1)
+    end
+  end
+  if in_c and (ls + 1.0) * per_match <= BUDGET / 2 then
+    if tr == "string" then
+      return c_gsub(...)
+    elseif tr == "function" then
+      local f = repl
+      return c_gsub(s, p, function(...)
+        local value = f(...)
+        if value and type(value) ~= "string" and type(value) ~= "number" then
+          bad_value(value)
+        end
+        return value
+      end, max_s)
+    end
+    local t = repl
+    return c_gsub(s, p, function(key)
+      local value = t[key]
+      if value and type(value) ~= "string" and type(value) ~= "number" then
+        bad_value(value)
+      end
+      return value
+    end, max_s)
+  end
+  return port_gsub(cp, s, repl, tr, limit, cp.first, cp.window)
+end
+
+GLOBAL_NAME[find], GLOBAL_NAME[match] = "string.find", "string.match"
+GLOBAL_NAME[gmatch], GLOBAL_NAME[gsub] = "string.gmatch", "string.gsub"
+string_lib.find, string_lib.match, string_lib.gmatch, string_lib.gsub = find, match, gmatch, gsub
+
+-- For tests and the benchmark (the prelude does not pass this on to scripts).
+return {
+  budget = BUDGET,
+  -- Which implementation a call would use: "c", "plain" or "lua".
+  route = function(fname, s, p, repl)
+    local ls = #s
+    if fname == "gmatch" then
+      return ls <= gmatch_pattern(p).nmax_gmatch and "c" or "lua"
+    end
+    local cp = anchored_pattern(p)
+    if fname == "find" and cp.plain then
+      return plain_cost(ls, #p) <= BUDGET and "c" or "plain"
+    elseif fname == "gsub" then
+      local per_match = cp.ncap + 4 + (type(repl) == "string" and 2 * #repl or 0)
+      return (ls <= cp.nmax_gsub and (ls + 1.0) * per_match <= BUDGET / 2) and "c" or "lua"
+    end
+    return ls <= cp.nmax_find and "c" or "lua"
+  end,
+  -- The step bound of one call of `fname` (one iterator call for gmatch;
+  -- without the replacements for gsub) on a subject of length n.
+  bound = function(fname, p, n)
+    if fname == "gmatch" then
+      return gmatch_pattern(p).cost_gmatch(n)
+    end
+    local cp = anchored_pattern(p)
+    return fname == "gsub" and cp.cost_gsub(n) or cp.cost_find(n)
+  end,
+  -- The longest subject that `fname` with pattern p hands to C.
+  threshold = function(fname, p)
+    if fname == "gmatch" then
+      return gmatch_pattern(p).nmax_gmatch
+    end
+    local cp = anchored_pattern(p)
+    return fname == "gsub" and cp.nmax_gsub or cp.nmax_find
+  end,
+}
