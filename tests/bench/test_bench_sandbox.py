@@ -7,13 +7,14 @@ import math
 from moonbus.bench import sandbox
 
 
-def test_quick_run_reports_both_rows() -> None:
+def test_quick_run_reports_all_rows() -> None:
     rows = sandbox.run(quick=True)
     assert [row.name for row in rows] == [
         "time limit on a pure-Lua loop",
         "time limit on a pure-Lua loop vs count hook",
+        "pattern matching, common patterns: sandbox vs raw Lua",
     ]
-    limit_row, hook_row = rows
+    limit_row, hook_row, pattern_row = rows
     for row in rows:
         assert row.area == "sandbox"
         assert row.unit == "s CPU"
@@ -26,3 +27,6 @@ def test_quick_run_reports_both_rows() -> None:
     assert limit_row.note.startswith("overhead ")
     assert hook_row.ok is None
     assert hook_row.peer == "debug.sethook count hook every 1000 instructions"
+    assert pattern_row.ok in (True, False)
+    assert pattern_row.peer == "raw lupa runtime, C string functions"
+    assert pattern_row.ratio == pattern_row.peer_value / pattern_row.value

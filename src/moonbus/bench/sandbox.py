@@ -1,4 +1,5 @@
-"""Benchmark: what the sandbox's time limit costs on pure-Lua code.
+"""Benchmark: what the sandbox's time limit costs on pure-Lua code and on
+pattern matching.
 
 Row "time limit on a pure-Lua loop" runs the same loop three ways, interleaved
 in one process so that they share the machine's state:
@@ -11,7 +12,15 @@ in one process so that they share the machine's state:
   count hook that runs every 1000 instructions and checks a deadline.
 
 It reports our overhead over no limit (target: at most 10%) and the count
-hook's time relative to ours. Times are CPU seconds of the whole process
+hook's time relative to ours.
+
+Row "pattern matching, common patterns: sandbox vs raw Lua" runs a mix of
+everyday string.find / match / gmatch / gsub calls on chat-sized lines in a
+sandbox engine (where patterns.lua checks each call and hands it to the C
+function when it is provably short) and in a raw lupa runtime with the
+unwrapped C functions, and reports raw time / sandbox time.
+
+Times are CPU seconds of the whole process
 (``time.process_time``, best of several interleaved runs): they include the
 watchdog thread's work, and unlike wall-clock time they do not grow when
 other processes compete for the machine. The engines are made and closed here; nothing
@@ -42,6 +51,37 @@ end
 return acc
 """
 
+# Everyday pattern calls on lines a game script sees (commands, chat, logs).
+PATTERNS = """
+local rounds = ...
+local lines = {
+  "player Steve joined the game at 2024-05-01 12:30",
+  "  /give   Alex  diamond_sword 1  ",
+  "speed = 12.5",
+  "The quick brown fox jumps over the lazy dog, 42 times!",
+}
+local acc = 0
+for _ = 1, rounds do
+  for i = 1, #lines do
+    local s = lines[i]
+    if s:find("joined", 1, true) then acc = acc + 1 end
+    local k, v = s:match("^(%w+)%s*=%s*(.-)$")
+    if k then acc = acc + #v end
+    local _, _, d = s:match("(%d+)-(%d+)-(%d+)")
+    if d then acc = acc + #d end
+    local _, n = s:gsub("%s+", " ")
+    acc = acc + n
+    for w in s:gmatch("%a+") do acc = acc + #w end
+    acc = acc + (s:find("%d+") or 0)
+    acc = acc + #(s:gsub("[^%w]", ""))
+    local cmd, rest = s:match("^%s*/(%S+)%s*(.*)$")
+    if cmd then acc = acc + #rest end
+  end
+end
+return acc
+"""
+MIN_PATTERN_RATIO = 0.7
+
 # The peer's hook, as scripts and hosts commonly write it.
 HOOK_SETUP = f"""
 local limit = ...
@@ -62,6 +102,42 @@ def _timed(call: Callable[[], Any]) -> tuple[float, Any]:
     return time.process_time() - start, result
 
 
+def _pattern_row(factory: SandboxFactory, quick: bool) -> BenchRow:
+    """Common pattern calls: sandbox engine vs a raw runtime, interleaved."""
+    rounds = 200 if quick else 20_000
+    repeats = 3 if quick else 7
+    engine = factory.create("bench-patterns")
+    try:
+        ours = engine.compile(PATTERNS, "bench_patterns.lua", engine.new_env())
+        raw = factory.lua_module.LuaRuntime(register_eval=False, register_builtins=False)
+        theirs = raw.execute("return function(...) " + PATTERNS + " end")
+        best = {"ours": float("inf"), "raw": float("inf")}
+        results = set()
+        for _ in range(repeats):
+            seconds, result = _timed(lambda: engine.call(ours, rounds, limit=60.0)[0])
+            best["ours"] = min(best["ours"], seconds)
+            results.add(result)
+            seconds, result = _timed(lambda: theirs(rounds))
+            best["raw"] = min(best["raw"], seconds)
+            results.add(result)
+        if len(results) != 1:
+            raise RuntimeError(f"pattern benchmark results differ: {sorted(results)}")
+    finally:
+        engine.close()
+    return ratio_row(
+        AREA,
+        "pattern matching, common patterns: sandbox vs raw Lua",
+        ours=best["ours"],
+        peer="raw lupa runtime, C string functions",
+        theirs=best["raw"],
+        unit="s CPU",
+        higher_is_better=False,
+        min_ratio=MIN_PATTERN_RATIO,
+        target=f"≥ {MIN_PATTERN_RATIO} (sandbox within {1 / MIN_PATTERN_RATIO:.2f}x of raw)",
+        note=f"8 calls x 4 lines x {rounds:,} rounds, best of {repeats}",
+    )
+
+
 def run(quick: bool) -> list[BenchRow]:
     """Measure the three variants; ``quick`` shrinks the loop for tests."""
     iterations = 300_000 if quick else 20_000_000
@@ -69,6 +145,7 @@ def run(quick: bool) -> list[BenchRow]:
     limit = 60.0  # far beyond the loop's run time: armed, never fires
 
     with SandboxFactory() as factory:
+        pattern_row = _pattern_row(factory, quick)
         engine = factory.create("bench-sandbox")
         try:
             loop = engine.compile(LOOP, "bench_loop.lua", engine.new_env())
@@ -132,6 +209,7 @@ def run(quick: bool) -> list[BenchRow]:
             target="report (ratio > 1: the hook is slower)",
             note=loop_note,
         ),
+        pattern_row,
     ]
 
 
