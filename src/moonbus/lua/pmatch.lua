@@ -326,10 +326,23 @@ end
 local do_match
 
 local function max_expand(s, i)
+  -- Count the repetitions: single(s + n, i) until it fails, inlined.
+  local k, arg = K[i], A[i]
   local n = 0
-  while single(s + n, i) do
-    n = n + 1
+  if k == K_ANY then
+    if s <= SLEN then
+      n = SLEN - s + 1
+    end
+  elseif k == K_CHAR then
+    while s + n <= SLEN and byte(S, s + n) == arg do
+      n = n + 1
+    end
+  else
+    while s + n <= SLEN and arg[byte(S, s + n)] do
+      n = n + 1
+    end
   end
+  STEPS = STEPS + W[i] * (n + 1)
   while n >= 0 do
     local r = do_match(s + n, i + 1)
     if r then
