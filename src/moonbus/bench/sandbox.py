@@ -20,6 +20,13 @@ sandbox engine (where patterns.lua checks each call and hands it to the C
 function when it is provably short) and in a raw lupa runtime with the
 unwrapped C functions, and reports raw time / sandbox time.
 
+Row "pattern matching, slowest C call the dispatcher allows" is the
+calibration behind patterns.lua's budget: for patterns whose backtracking
+makes the most of each counted step, it builds the worst subject of the
+longest length the dispatcher still hands to C, times the raw C call, and
+reports the slowest (target: a few milliseconds, within the watchdog's
+reaction time).
+
 Times are CPU seconds of the whole process
 (``time.process_time``, best of several interleaved runs): they include the
 watchdog thread's work, and unlike wall-clock time they do not grow when
@@ -31,6 +38,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from functools import partial
+from importlib import resources
 from typing import Any
 
 from moonbus.bench.harness import BenchRow, ratio_row
@@ -82,6 +91,26 @@ return acc
 """
 MIN_PATTERN_RATIO = 0.7
 
+# (function, pattern, replacement, worst subject of length n) for the row
+# "slowest C call": shapes where a counted step costs the most.
+SLOW_SHAPES: list[tuple[str, str, str | None, Callable[[int], str]]] = [
+    ("find", "(" * 31 + "a" + ")" * 31 + "b", None, lambda n: "a" * n),
+    ("find", "()" * 32 + "x", None, lambda n: "a" * n),
+    ("find", "a?" * 8 + "a" * 8 + "b", None, lambda n: "a" * n),
+    ("find", "%a*%d", None, lambda n: "a" * n),
+    ("find", "." * 300 + "b", None, lambda n: "a" * n),
+    ("find", "[a]" * 300 + "b", None, lambda n: "a" * n),
+    ("find", "%s+x", None, lambda n: " " * n),
+    ("find", ".-b", None, lambda n: "a" * n),
+    ("find", "ab", None, lambda n: "a" * n),
+    ("match", "^%s*(.-)%s*$", None, lambda n: "a" + " " * max(0, n - 2) + "b"),
+    ("find", "%b()", None, lambda n: "(" * n),
+    ("gsub", "", "-", lambda n: "a" * n),
+    ("gsub", "x*", "-", lambda n: "a" * n),
+    ("gmatch", "%a-b", None, lambda n: "a" * n),
+]
+MAX_SLOWEST_MS = 5.0
+
 # The peer's hook, as scripts and hosts commonly write it.
 HOOK_SETUP = f"""
 local limit = ...
@@ -100,6 +129,40 @@ def _timed(call: Callable[[], Any]) -> tuple[float, Any]:
     start = time.process_time()
     result = call()
     return time.process_time() - start, result
+
+
+def _slowest_row(factory: SandboxFactory, quick: bool) -> BenchRow:
+    """Time raw C calls at the longest subjects the dispatcher hands to C."""
+    lupa = factory.lua_module
+    lua_dir = resources.files("moonbus.lua")
+    dispatcher = lupa.LuaRuntime(register_eval=False, register_builtins=False)
+    port = dispatcher.execute(lua_dir.joinpath("pmatch.lua").read_text("utf-8"))
+    info = dispatcher.execute(lua_dir.joinpath("patterns.lua").read_text("utf-8"), port)
+    raw = lupa.LuaRuntime(register_eval=False, register_builtins=False)
+    call = raw.execute(
+        "return function(f, s, p, r) if f == 'gmatch' then return string.gmatch(s, p)() end"
+        " return string[f](s, p, r) end"
+    )
+    repeats = 2 if quick else 5
+    slowest, worst = 0.0, ""
+    for fname, pattern, repl, subject in SLOW_SHAPES:
+        n = int(info.threshold(fname, pattern, None if repl is None else len(repl)))
+        if n < 1:
+            continue
+        args = (fname, subject(n), pattern, repl)
+        seconds = min(_timed(partial(call, *args))[0] for _ in range(repeats))
+        if seconds > slowest:
+            slowest, worst = seconds, f"{fname} {pattern[:16]!r} on {n:,} bytes"
+    milliseconds = slowest * 1000
+    return BenchRow(
+        area=AREA,
+        name="pattern matching, slowest C call the dispatcher allows",
+        value=milliseconds,
+        unit="ms CPU",
+        target=f"≤ {MAX_SLOWEST_MS:g} ms",
+        ok=milliseconds <= MAX_SLOWEST_MS,
+        note=f"budget {int(info.budget):,} steps; slowest: {worst}; best of {repeats}",
+    )
 
 
 def _pattern_row(factory: SandboxFactory, quick: bool) -> BenchRow:
@@ -146,6 +209,7 @@ def run(quick: bool) -> list[BenchRow]:
 
     with SandboxFactory() as factory:
         pattern_row = _pattern_row(factory, quick)
+        slowest_row = _slowest_row(factory, quick)
         engine = factory.create("bench-sandbox")
         try:
             loop = engine.compile(LOOP, "bench_loop.lua", engine.new_env())
@@ -210,6 +274,7 @@ def run(quick: bool) -> list[BenchRow]:
             note=loop_note,
         ),
         pattern_row,
+        slowest_row,
     ]
 
 

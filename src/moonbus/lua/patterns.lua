@@ -9,48 +9,59 @@
 -- otherwise run the pure-Lua port in pmatch.lua, which the hook interrupts
 -- like any other Lua code. Results and errors are those of the C functions.
 --
--- The bound. One "step" is one call of the C `match`, one `singlematch` of a
--- single-character class (a [set] counts its length), or one byte scanned
--- by %b, a back-reference or plain find. For a pattern, the cost of one
--- match attempt from any position of a subject of length n (M = n + 1) is
--- bounded by a polynomial T(M), computed item by item from the end:
---   * a fixed item costs its class; captures, %f and $ are constant; %b and
---     a back-reference scan at most M bytes;
---   * x* x- x+ try the rest after at most M expansions: T = M*c + M*T(rest),
---     except when at most one of those tries can be expensive:
---       - the rest always succeeds (first try wins): T = M*c + T(rest);
---       - every character x matches makes the rest fail at its first test
---         (its first mandatory item is disjoint from x, or the rest
---         succeeds whenever that first item matches): T = M*(c + f) + T(rest)
---         where f is the cost of that quick failure;
---   * x? is the same with 2 instead of M.
--- find/match try n + 1 start positions (1 when anchored), gmatch n + 2 per
--- call, gsub 2(n + 1) (a position is retried once after an empty match).
--- For patterns where a failing start can only fail within a fixed-width
--- prefix (e.g. "%s+", "(%d+)", "[^,]+"), successful matches are paid for by
--- the characters they consume, so the total is linear: (n + 2) * k. The
--- wrapper takes the smaller bound, adds the cost of returning captures and
--- of gsub's replacements, and calls C when it is at most BUDGET.
+-- The bound. A step is one call of the C match(), one singlematch() (weight
+-- 2 for a character or %class, length + 1 for a [set]; pmatch.lua's C[i]),
+-- a capture item (3), or one byte scanned by %b, a back-reference or a
+-- plain find. For a pattern, the steps of one match() call at item i on a
+-- subject of length n (M = n + 1) are bounded by a polynomial T_i(M),
+-- computed item by item from the end, following lstrlib.c:
+--   * a single item costs its weight, a capture its weight + 1, $ and %f a
+--     constant; %b and a back-reference scan at most M bytes;
+--   * x* x+ x- count or take up to M repetitions (weight c each) and retry
+--     the rest after each: T = M*c + M*T_rest, except when at most one retry
+--     can be slow: when the rest always succeeds (the first retry wins:
+--     M*c + T_rest), or when every character x matches makes the rest fail
+--     at its first test (its first mandatory item is disjoint from x, or the
+--     rest succeeds as soon as that item matches): M*(c + f + 1) + 2*T_rest,
+--     f being the cost of that quick failure;
+--   * x? retries the rest at most twice.
+-- find/match try n + 1 start positions (1 when anchored), a gmatch call
+-- n + 2, gsub 2(n + 1) (a position is retried once after an empty match).
+-- When a failing start can only fail within a fixed-width prefix ("%s+",
+-- "(%d+)", "[^,]+"), successful matches are paid for by the characters they
+-- consume and the whole scan is linear: (n + 2) * k. The wrapper takes the
+-- smaller bound, adds the cost of returning captures and of gsub's
+-- replacements, and calls C when the total is at most BUDGET.
 --
--- Why it is safe: every backtracking branch of the C matcher is one of the
--- cases above (the port in pmatch.lua has the same structure), each bound
--- over-counts the C code's steps, and per-step time is measured in the
--- sandbox benchmark's worst cases (see tests/lua/test_sandbox_patterns.py):
--- BUDGET steps stay within a few milliseconds of C. Beyond the budget, the
--- Lua port runs; its scan over start positions may skip ahead with short C
--- calls (at most BUDGET steps each) to the next position where the first
--- item can match.
+-- Why it is safe. Every choice point of the C matcher is one of the cases
+-- above (pmatch.lua has the same structure, and counts its steps in the
+-- same unit: tests/lua/test_sandbox_patterns.py checks on generated
+-- patterns and subjects that the steps taken never exceed the bound). What
+-- a step costs was measured on adversarial subjects at the largest length
+-- the bound lets through: at most about 3 ns (31 nested captures), mostly
+-- below 1 ns; BUDGET = 500,000 steps is about 1.5 ms of C at worst, and
+-- the benchmark row "pattern matching, slowest C call the dispatcher
+-- allows" re-measures it. Beyond the budget the port runs; its scan over
+-- start positions may jump ahead with C searches of at most BUDGET steps
+-- for the first item, and a long plain find runs in C over slices.
 --
--- Arguments are checked here, in the same order and with the same messages
--- as lauxlib (luaL_checklstring, luaL_optinteger, luaL_argexpected), and
--- the C function is tail-called, so its errors name the script's line.
--- Known difference: a script that tail-calls these functions
--- (`return s:find(p)`) gets errors at its caller's line, as with every
--- wrapper written in Lua.
+-- Errors. Arguments are checked here, in lauxlib's order and words
+-- (luaL_checklstring, luaL_optinteger, luaL_argexpected, luaL_typeerror
+-- with __name, "calling 'find' on bad self"). A C function's own errors
+-- would name this chunk's line (a tail call from Lua to C keeps the Lua
+-- frame), so C only gets patterns that cannot raise (error_free below) and
+-- replacement strings whose escapes are valid; a function's or table's
+-- replacement value is checked in a closure that raises at the caller's
+-- line. Everything else runs in the port, which raises the C messages at
+-- the script's line. Known difference: a script that tail-calls these
+-- functions (`return s:find(p)`) gets errors at its caller's line, naming
+-- 'string.find', as with every wrapper written in Lua.
 --
 -- Runs once per state after bounded.lua and before the prelude (full
--- standard library); `...` is the table returned by pmatch.lua. One thread
--- at a time uses the state; the caches below belong to the state.
+-- standard library); `...` is the table returned by pmatch.lua and an
+-- optional budget (tests use 0 to force the port). Returns a table for
+-- tests and benchmarks; scripts never see it. One thread at a time uses the
+-- state; the caches below belong to the state.
 
 local port, budget = ...
 
@@ -65,7 +76,7 @@ local getinfo, getmetatable_raw = debug.getinfo, debug.getmetatable
 local compile, port_find, port_gmatch, port_gsub = port.compile, port.find, port.gmatch, port.gsub
 local KIND, QUANT = port.kinds, port.quantifiers
 
--- Steps a C call may take. See the header and the sandbox benchmark.
+-- Steps a C call may take (see the header).
 local BUDGET = budget or 500000
 local MAX_DEGREE = 24           -- higher powers of M are folded into this one
 local CACHE_LIMIT = 256         -- compiled patterns kept per cache
@@ -837,21 +848,6 @@ string_lib.find, string_lib.match, string_lib.gmatch, string_lib.gsub = find, ma
 -- For tests and the benchmark (the prelude does not pass this on to scripts).
 return {
   budget = BUDGET,
-  -- Which implementation a call would use: "c", "plain" or "lua".
-  route = function(fname, s, p, repl)
-    local ls = #s
-    if fname == "gmatch" then
-      return ls <= gmatch_pattern(p).nmax_gmatch and "c" or "lua"
-    end
-    local cp = anchored_pattern(p)
-    if fname == "find" and cp.plain then
-      return plain_cost(ls, #p) <= BUDGET and "c" or "plain"
-    elseif fname == "gsub" then
-      local per_match = cp.ncap + 4 + (type(repl) == "string" and 2 * #repl or 0)
-      return (ls <= cp.nmax_gsub and (ls + 1.0) * per_match <= BUDGET / 2) and "c" or "lua"
-    end
-    return ls <= cp.nmax_find and "c" or "lua"
-  end,
   -- The step bound of one call of `fname` (one iterator call for gmatch;
   -- without the replacements for gsub) on a subject of length n.
   bound = function(fname, p, n)
@@ -861,12 +857,21 @@ return {
     local cp = anchored_pattern(p)
     return fname == "gsub" and cp.cost_gsub(n) or cp.cost_find(n)
   end,
-  -- The longest subject that `fname` with pattern p hands to C.
-  threshold = function(fname, p)
+  -- The longest subject that `fname` with pattern p hands to C when called
+  -- with two arguments (gsub: with a replacement string of length `rlen`,
+  -- or a function or table when rlen is nil), as the wrappers decide it.
+  threshold = function(fname, p, rlen)
     if fname == "gmatch" then
       return gmatch_pattern(p).nmax_gmatch
     end
     local cp = anchored_pattern(p)
-    return fname == "gsub" and cp.nmax_gsub or cp.nmax_find
+    if fname == "find" then
+      return cp.nmax_fast
+    elseif fname == "match" then
+      return cp.nmax_find
+    end
+    local per_match = cp.ncap + 4 + 2 * (rlen or 0)
+    local by_replacement = (BUDGET / 2) // per_match - 1
+    return math.min(cp.nmax_gsub, math.tointeger(by_replacement))
   end,
 }
