@@ -285,6 +285,9 @@ local function analyse(cp)
         F[i], FF[i], FS[i] = union(x, F[i + 1]), c + ff + 1, AS[i]
       end
     end
+    -- Only item i + 1's polynomial and set are ever needed: memory stays
+    -- flat for long patterns.
+    T[i + 1], F[i + 1] = nil, nil
   end
   return T, SAS
 end
@@ -631,7 +634,8 @@ local function find(...)
     end
   end
   local n = ls - start + 1
-  if plain then
+  if plain or (#p > CACHED_LENGTH and cp == nil and no_specials(p)) then
+    -- (a long literal needle is not compiled: C searches it plainly)
     if plain_cost(n, #p) <= BUDGET then
       return c_find(...)
     end
