@@ -1,4 +1,4 @@
-"""string.find / match / gmatch / gsub under the time limit (patterns.lua, pmatch.lua).
+"""string.find / match / gmatch / gsub under the time limit (pmatch, pcost, patterns.lua).
 
 Four groups:
 
@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 
 from moonbus.errors import ScriptError, ScriptTimeout
 from moonbus.lua.engine import LuaEngine
-from moonbus.lua.sandbox import _stripped
+from moonbus.lua.sandbox import PATTERN_CHUNKS, _stripped
 
 pytestmark = pytest.mark.timeout(120, method="thread")
 
@@ -48,13 +48,14 @@ def _pattern_runtime(budget: int | None) -> tuple[Any, Any, Any]:
     """
     lua_dir = resources.files("moonbus.lua")
     runtime = lua54.LuaRuntime(register_eval=False, register_builtins=False)
-    matcher = _stripped(lua54, lua_dir.joinpath("pmatch.lua").read_text("utf-8"))
-    patterns = _stripped(lua54, lua_dir.joinpath("patterns.lua").read_text("utf-8"))
+    chunks = [
+        _stripped(lua54, lua_dir.joinpath(name).read_text("utf-8")) for name in PATTERN_CHUNKS
+    ]
     loaded = runtime.execute(
-        "local m, p, budget = ... local port = load(m, '=pmatch.lua', 'b')()"
-        " return port, load(p, '=patterns.lua', 'b')(port, budget)",
-        matcher,
-        patterns,
+        "local m, c, p, budget = ... local port = load(m, '=pmatch.lua', 'b')()"
+        " local cost = load(c, '=pcost.lua', 'b')(port, budget)"
+        " return port, load(p, '=patterns.lua', 'b')(port, cost)",
+        *chunks,
         budget,
     )
     return runtime, loaded[0], loaded[1]

@@ -137,7 +137,8 @@ def _slowest_row(factory: SandboxFactory, quick: bool) -> BenchRow:
     lua_dir = resources.files("moonbus.lua")
     dispatcher = lupa.LuaRuntime(register_eval=False, register_builtins=False)
     port = dispatcher.execute(lua_dir.joinpath("pmatch.lua").read_text("utf-8"))
-    info = dispatcher.execute(lua_dir.joinpath("patterns.lua").read_text("utf-8"), port)
+    cost = dispatcher.execute(lua_dir.joinpath("pcost.lua").read_text("utf-8"), port)
+    info = dispatcher.execute(lua_dir.joinpath("patterns.lua").read_text("utf-8"), port, cost)
     raw = lupa.LuaRuntime(register_eval=False, register_builtins=False)
     call = raw.execute(
         "return function(f, s, p, r) if f == 'gmatch' then return string.gmatch(s, p)() end"

@@ -22,8 +22,8 @@ alive until then, so no pointer in ``_chain`` outlives its coroutine).
 A hook runs only between Lua instructions, so C library functions that could
 run long are wrapped before the prelude runs: ``bounded.lua`` (string.rep,
 table functions) and ``patterns.lua`` (string.find/match/gmatch/gsub, which
-fall back to the Lua matcher of ``pmatch.lua`` when the C matcher could take
-long).
+fall back to the Lua matcher of ``pmatch.lua`` when ``pcost.lua``'s bound
+says the C matcher could take long).
 """
 
 from __future__ import annotations
@@ -50,12 +50,14 @@ __all__ = ["HookControl", "LuaEngine"]
 _LUA_MASKCOUNT = 8
 _WHERE = re.compile(r"^(?:\[string \"(.+?)\"\]|([^\s:][^:\n]*?)):(\d+):")
 _MEMORY_MESSAGE = "not enough memory"
-# Runs the factory's precompiled pattern chunks (pmatch.lua, then
-# patterns.lua with the matcher's table), before the prelude removes `load`.
+# Runs the factory's precompiled pattern chunks (pmatch.lua, pcost.lua with
+# the matcher's table, patterns.lua with both) before the prelude removes
+# `load`.
 _LOAD_BYTECODE = """
-local matcher, patterns = ...
+local matcher, cost, patterns = ...
 local port = assert(load(matcher, "=pmatch.lua", "b"))()
-assert(load(patterns, "=patterns.lua", "b"))(port)
+local bound = assert(load(cost, "=pcost.lua", "b"))(port)
+assert(load(patterns, "=patterns.lua", "b"))(port, bound)
 """
 
 
@@ -119,8 +121,7 @@ class LuaEngine:
         *,
         lua_module: Any,
         bounded: str,
-        matcher: bytes,
-        patterns: bytes,
+        patterns: tuple[bytes, ...],
         prelude: str,
         hooks: HookControl,
         watchdog: Watchdog,
@@ -152,7 +153,7 @@ class LuaEngine:
         self._rt = rt
         self._state = int(rt.execute('return string.format("%p", coroutine.running())'), 16)
         rt.execute(bounded)
-        rt.execute(_LOAD_BYTECODE, matcher, patterns)
+        rt.execute(_LOAD_BYTECODE, *patterns)
         api = rt.execute(prelude, self._enter, self._leave, _deny_get)
         self._call = api["call"]
         self.message_handler = api["message_handler"]

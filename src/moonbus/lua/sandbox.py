@@ -2,8 +2,8 @@
 
 Every engine (script event engine, script main engine, runner worker) comes
 from ``SandboxFactory.create`` so that every state gets the same hardening
-(see ``bounded.lua``, ``pmatch.lua`` with ``patterns.lua``, and
-``prelude.lua``), a memory limit and a shared watchdog for time limits.
+(see ``bounded.lua``, the pattern chunks ``pmatch.lua``, ``pcost.lua`` and
+``patterns.lua``, and ``prelude.lua``), a memory limit and a shared watchdog for time limits.
 
 Lua flavour: Lua 5.4 through lupa by default (``lupa.lua54``). LuaJIT is not
 offered for untrusted code: its compiled loops never run debug hooks, so the
@@ -24,6 +24,8 @@ from moonbus.lua.watchdog import Watchdog
 __all__ = ["DEFAULT_MEMORY_LIMIT", "SUPPORTED_LUA", "SandboxFactory"]
 
 DEFAULT_MEMORY_LIMIT = 64 * 1024 * 1024
+# Loaded in this order: the Lua matcher, the C cost bound, the wrappers.
+PATTERN_CHUNKS = ("pmatch.lua", "pcost.lua", "patterns.lua")
 SUPPORTED_LUA = ("lua54",)
 
 
@@ -70,9 +72,9 @@ class SandboxFactory:
         self.lua = lua
         lua_dir = resources.files("moonbus.lua")
         self._bounded = lua_dir.joinpath("bounded.lua").read_text("utf-8")
-        self._matcher = _stripped(self._module, lua_dir.joinpath("pmatch.lua").read_text("utf-8"))
-        self._patterns = _stripped(
-            self._module, lua_dir.joinpath("patterns.lua").read_text("utf-8")
+        self._patterns = tuple(
+            _stripped(self._module, lua_dir.joinpath(name).read_text("utf-8"))
+            for name in PATTERN_CHUNKS
         )
         self._prelude = lua_dir.joinpath("prelude.lua").read_text("utf-8")
         self._hooks = HookControl(self._module)
@@ -95,7 +97,6 @@ class SandboxFactory:
         return LuaEngine(
             lua_module=self._module,
             bounded=self._bounded,
-            matcher=self._matcher,
             patterns=self._patterns,
             prelude=self._prelude,
             hooks=self._hooks,
