@@ -17,9 +17,8 @@
 -- * table.move loops over the range it is given: ranges longer than
 --   MOVE_CHUNK are moved in chunks, with Lua instructions in between.
 --
--- Not bounded here: the C pattern matcher (string.find / match / gmatch /
--- gsub) backtracks, and some patterns take polynomial time in the subject's
--- length.
+-- Not here: the C pattern matcher (string.find / match / gmatch / gsub)
+-- backtracks without bound; patterns.lua (run next) wraps those.
 --
 -- Errors: the wrappers call the C functions through pcall and re-raise their
 -- argument errors at the script's line, so messages and ScriptError.where

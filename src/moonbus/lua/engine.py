@@ -18,6 +18,12 @@ metamethods (during which Lua disables hooks) are refused by the sandbox's
 ``setmetatable``. When the call has unwound, the hook is removed again, also
 from coroutines whose resume never returned normally (the prelude keeps them
 alive until then, so no pointer in ``_chain`` outlives its coroutine).
+
+A hook runs only between Lua instructions, so C library functions that could
+run long are wrapped before the prelude runs: ``bounded.lua`` (string.rep,
+table functions) and ``patterns.lua`` (string.find/match/gmatch/gsub, which
+fall back to the Lua matcher of ``pmatch.lua`` when ``pcost.lua``'s bound
+says the C matcher could take long).
 """
 
 from __future__ import annotations
@@ -46,6 +52,15 @@ _LUA_MASKCOUNT = 8
 _WHERE = re.compile(r"^(?:\[string \"(.+?)\"\]|([^\s:][^:\n]*?)):(\d+):")
 _MEMORY_MESSAGE = "not enough memory"
 _PLAIN = frozenset((str, int, float, bool, type(None)))
+# Runs the factory's precompiled pattern chunks (pmatch.lua, pcost.lua with
+# the matcher's table, patterns.lua with both) before the prelude removes
+# `load`.
+_LOAD_BYTECODE = """
+local matcher, cost, patterns = ...
+local port = assert(load(matcher, "=pmatch.lua", "b"))()
+local bound = assert(load(cost, "=pcost.lua", "b"))(port)
+assert(load(patterns, "=patterns.lua", "b"))(port, bound)
+"""
 
 
 def _deny_get(obj: object, name: object) -> object:
@@ -108,6 +123,7 @@ class LuaEngine:
         *,
         lua_module: Any,
         bounded: str,
+        patterns: tuple[bytes, ...],
         prelude: str,
         hooks: HookControl,
         watchdog: Watchdog,
@@ -144,6 +160,7 @@ class LuaEngine:
         self._rt = rt
         self._state = int(rt.execute('return string.format("%p", coroutine.running())'), 16)
         rt.execute(bounded)
+        rt.execute(_LOAD_BYTECODE, *patterns)
         api = rt.execute(prelude, self._enter, self._leave, _deny_get)
         self._call = api["call"]
         self.message_handler = api["message_handler"]

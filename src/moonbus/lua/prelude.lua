@@ -28,7 +28,7 @@ local real_load, real_setmetatable, real_getmetatable = load, setmetatable, getm
 local real_collectgarbage = collectgarbage
 local rawget, rawset, type, error, select, pairs, tostring = rawget, rawset, type, error, select, pairs, tostring
 local xpcall, pcall = xpcall, pcall
-local fmt, find, sub, gsub = string.format, string.find, string.sub, string.gsub
+local fmt, find, sub, reverse = string.format, string.find, string.sub, string.reverse
 local pack, unpack = table.pack, table.unpack
 
 local TIME_LIMIT_MESSAGE = "time limit exceeded"
@@ -60,8 +60,15 @@ end
 function string_lib.ends_with(s, x)
   return x == "" or sub(s, -#x) == x
 end
+-- Linear time (the pattern "^%s*(.-)%s*$" is quadratic on long runs of
+-- spaces); same result, and non-strings are refused by find as by gsub.
 function string_lib.trim(s)
-  return (gsub(s, "^%s*(.-)%s*$", "%1"))
+  local first = find(s, "%S")
+  if first == nil then
+    return ""
+  end
+  s = tostring(s)
+  return sub(s, first, #s + 1 - find(reverse(s), "%S"))
 end
 function string_lib.split(s, sep)
   sep = sep or ","

@@ -2,7 +2,8 @@
 
 Every engine (script event engine, script main engine, runner worker) comes
 from ``SandboxFactory.create`` so that every state gets the same hardening
-(see ``bounded.lua`` and ``prelude.lua``), a memory limit and a shared watchdog for time limits.
+(see ``bounded.lua``, the pattern chunks ``pmatch.lua``, ``pcost.lua`` and
+``patterns.lua``, and ``prelude.lua``), a memory limit and a shared watchdog for time limits.
 
 Lua flavour: Lua 5.4 through lupa by default (``lupa.lua54``). LuaJIT is not
 offered for untrusted code: its compiled loops never run debug hooks, so the
@@ -23,7 +24,29 @@ from moonbus.lua.watchdog import Watchdog
 __all__ = ["DEFAULT_MEMORY_LIMIT", "SUPPORTED_LUA", "SandboxFactory"]
 
 DEFAULT_MEMORY_LIMIT = 64 * 1024 * 1024
+# Loaded in this order: the Lua matcher, the C cost bound, the wrappers.
+PATTERN_CHUNKS = ("pmatch.lua", "pcost.lua", "patterns.lua")
 SUPPORTED_LUA = ("lua54",)
+
+
+def _stripped(lua_module: Any, source: str) -> bytes:
+    """``source`` compiled once into Lua bytecode without debug information.
+
+    The pattern chunks are large: loading bytecode is several times faster
+    than compiling text in every new state, and takes less memory. Without
+    line information their frames carry no position, so an error a gsub
+    callback raises at level 2 reads as it does when the C gsub called it.
+    Only this trusted source is ever loaded as bytecode; scripts cannot load
+    binary chunks.
+    """
+    compiler = lua_module.LuaRuntime(register_eval=False, register_builtins=False, encoding=None)
+    dumped = compiler.execute(
+        b"local chunk, err = load(...) return chunk and string.dump(chunk, true), err",
+        source.encode("utf-8"),
+    )
+    if not isinstance(dumped, tuple) or not isinstance(dumped[0], bytes):
+        raise RuntimeError(f"sandbox chunk does not compile: {dumped!r}")
+    return dumped[0]
 
 
 class SandboxFactory:
@@ -49,6 +72,10 @@ class SandboxFactory:
         self.lua = lua
         lua_dir = resources.files("moonbus.lua")
         self._bounded = lua_dir.joinpath("bounded.lua").read_text("utf-8")
+        self._patterns = tuple(
+            _stripped(self._module, lua_dir.joinpath(name).read_text("utf-8"))
+            for name in PATTERN_CHUNKS
+        )
         self._prelude = lua_dir.joinpath("prelude.lua").read_text("utf-8")
         self._hooks = HookControl(self._module)
         self._own_watchdog = watchdog is None
@@ -70,6 +97,7 @@ class SandboxFactory:
         return LuaEngine(
             lua_module=self._module,
             bounded=self._bounded,
+            patterns=self._patterns,
             prelude=self._prelude,
             hooks=self._hooks,
             watchdog=self.watchdog,
