@@ -61,6 +61,12 @@ class Phase(enum.Enum):
 class JobFuture(Future[Any]):
     """The future returned by ``Runner.submit`` (see the module docstring)."""
 
+    # Defaults until the worker sets them (fewer stores per job in __init__).
+    _cancel_requested = False
+    _engine: Abortable | None = None
+    _token = 0
+    _worker = 0  # thread ident of the worker running the job
+
     def __init__(self, on_queued_cancel: Callable[[JobFuture], None] | None = None) -> None:
         # Future.__init__'s fields, with a FutureCondition instead of a
         # threading.Condition (a unit test checks no field of Future is missed).
@@ -71,10 +77,6 @@ class JobFuture(Future[Any]):
         self._waiters = []
         self._done_callbacks: list[Callable[[Future[Any]], object]] = []
         self._phase = Phase.QUEUED
-        self._cancel_requested = False
-        self._engine: Abortable | None = None
-        self._token = 0
-        self._worker = 0  # thread ident of the worker running the job
         self._on_queued_cancel = on_queued_cancel
 
     # ------------------------------------------------------------ any thread
