@@ -147,3 +147,15 @@ def test_raising_the_limit_lets_the_script_finish(small: LuaEngine) -> None:
         run(small, source)
     small.set_memory_limit(64 * 1024 * 1024)
     assert run(small, source) == (24 * 2**20,)
+
+
+def test_memory_budget_is_on_top_of_current_usage(small: LuaEngine) -> None:
+    env = small.new_env()
+    run(small, "keep = string.rep('k', 4 * 2^20)", env)  # 4 MiB the state holds on to
+    small.set_memory_budget(2 * 1024 * 1024)
+    # 1 MiB more fits although the state already uses 4 MiB; 3 MiB more does not
+    assert run(small, "return #string.rep('x', 2^20)", env) == (2**20,)
+    with pytest.raises(ScriptMemoryError):
+        run(small, "local s = string.rep('x', 3 * 2^20)", env)
+    small.set_memory_budget(8 * 1024 * 1024)  # a new budget replaces the old one
+    assert run(small, "return #string.rep('x', 3 * 2^20)", env) == (3 * 2**20,)

@@ -506,6 +506,18 @@ class LuaEngine:
         with self._lock:
             self._rt.set_max_memory(limit or 0, total=True)
 
+    def set_memory_budget(self, extra: int) -> None:
+        """Limit the state to what it uses now plus ``extra`` bytes (a job's budget).
+
+        One locked step instead of ``memory_used()`` then ``set_memory_limit()``.
+        Needs an engine created with a memory limit (as ``set_memory_limit``).
+        """
+        with self._lock:
+            rt = self._rt
+            # Not ``total``: lupa adds the state's base usage, which
+            # get_memory_used() leaves out, so the limit is usage now + extra.
+            rt.set_max_memory(rt.get_memory_used() + extra)
+
     def close(self) -> None:
         """Release the Lua state. Idempotent; waits for a running call to finish."""
         with self._lock:

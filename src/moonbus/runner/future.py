@@ -8,8 +8,9 @@ so ``cancel()`` here also works on a running job: it aborts the Lua call
 instruction, and ``pcall``/coroutines cannot swallow it) and returns True;
 the future then raises ``concurrent.futures.CancelledError``.
 
-Phases (guarded by the future's own ``_condition``, an RLock-based condition;
-the worker moves them forward)::
+Phases (guarded by the future's own ``_condition``, a ``FutureCondition``:
+an RLock that is its own condition variable, far cheaper to make than the
+``threading.Condition`` of a plain ``Future``; the worker moves them forward)::
 
     QUEUED ──claim()──► PREPARING ──entered_lua()──► IN_LUA ──finish()──► FINISHING
       │ cancel(): removed from the queue, CANCELLED at once
@@ -40,10 +41,11 @@ import enum
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
-from concurrent.futures._base import CANCELLED_AND_NOTIFIED, RUNNING
+from concurrent.futures._base import CANCELLED_AND_NOTIFIED, PENDING, RUNNING
 from typing import Any
 
 from moonbus.lua.watchdog import Abortable
+from moonbus.runner.condition import FutureCondition
 
 __all__ = ["JobFuture", "Phase"]
 
@@ -59,13 +61,22 @@ class Phase(enum.Enum):
 class JobFuture(Future[Any]):
     """The future returned by ``Runner.submit`` (see the module docstring)."""
 
+    # Defaults until the worker sets them (fewer stores per job in __init__).
+    _cancel_requested = False
+    _engine: Abortable | None = None
+    _token = 0
+    _worker = 0  # thread ident of the worker running the job
+
     def __init__(self, on_queued_cancel: Callable[[JobFuture], None] | None = None) -> None:
-        super().__init__()
+        # Future.__init__'s fields, with a FutureCondition instead of a
+        # threading.Condition (a unit test checks no field of Future is missed).
+        self._condition = FutureCondition()  # type: ignore[assignment]
+        self._state = PENDING
+        self._result = None
+        self._exception = None
+        self._waiters = []
+        self._done_callbacks: list[Callable[[Future[Any]], object]] = []
         self._phase = Phase.QUEUED
-        self._cancel_requested = False
-        self._engine: Abortable | None = None
-        self._token = 0
-        self._worker = 0  # thread ident of the worker running the job
         self._on_queued_cancel = on_queued_cancel
 
     # ------------------------------------------------------------ any thread
@@ -117,9 +128,10 @@ class JobFuture(Future[Any]):
         with self._condition:
             if self._phase is not Phase.QUEUED:
                 return False
-            if not self.set_running_or_notify_cancel():
-                self._phase = Phase.DONE
-                return False
+            # QUEUED under the lock: nobody cancelled it (cancel() leaves
+            # QUEUED first), so the Future is PENDING; this is what
+            # set_running_or_notify_cancel() would do.
+            self._state = RUNNING
             self._phase = Phase.PREPARING
             self._worker = threading.get_ident()
             return True

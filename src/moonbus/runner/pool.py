@@ -149,7 +149,6 @@ class Runner:
                         actions=self._actions,
                         stats=self._worker_stats[index],
                         clock=clock,
-                        base_memory_limit=limit,
                         chunk_cache_size=chunk_cache_size,
                         thread_name=f"{name}-{index}",
                     )

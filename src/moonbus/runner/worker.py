@@ -12,9 +12,10 @@ compiling the job costs far more than a short job itself. A worker keeps:
 
 Each job gets a fresh sandboxed global table, built inside the job's own Lua
 call (see ``env_builder.py``; ``engine.new_env()`` when the builder cannot
-reproduce the sandbox), unless it names a state. Memory: for the duration of
-a job the engine's limit is its usage at job start plus the job's budget,
-then the factory limit again. The Lua call goes through a small trampoline
+reproduce the sandbox), unless it names a state. Memory: each job first sets
+the engine's limit to its usage at that moment plus the job's budget (one
+engine call); the limit stays until the next job sets its own, since no Lua
+runs on the engine between jobs. The Lua call goes through a small trampoline
 whose first act is to report the call's abort token
 (``JobFuture.entered_lua``), so ``cancel()`` can abort it even if it arrives
 while the call is starting.
@@ -32,7 +33,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from moonbus.errors import (
@@ -90,7 +91,6 @@ class Worker:
         actions: ActionQueue,
         stats: WorkerStats,
         clock: Callable[[], float],
-        base_memory_limit: int | None,
         chunk_cache_size: int,
         thread_name: str,
     ) -> None:
@@ -101,7 +101,6 @@ class Worker:
         self._actions = actions
         self._stats = stats
         self._clock = clock
-        self._base_limit = base_memory_limit
         self._chunk_cache_size = chunk_cache_size
         self._chunks: OrderedDict[str, Any] = OrderedDict()
         self._states: dict[str, Any] = {}
@@ -203,14 +202,29 @@ class Worker:
             future.entered_lua(self._engine, token)
 
     def _run_job(self, job: Job, compiled: CompiledJob) -> tuple[Outcome, Any]:
+        # The hot path: the cached-chunk, fresh-env and plain-scalar cases are
+        # inlined (each helper frame costs a job about as much as a lock).
         engine = self._engine
-        used = engine.memory_used() or 0
-        engine.set_memory_limit(used + job.memory)
         try:
-            func = self._chunk(compiled, job.timeout)
-            env = self._env(job.state)
-            args = self._to_lua(job.args)
+            engine.set_memory_budget(job.memory)
+            func = self._chunks.get(compiled.digest)
+            if func is None:
+                func = self._load(compiled, job.timeout)
+            else:
+                self._chunks.move_to_end(compiled.digest)
+            state = job.state
+            if state is None:
+                env = None if self._fast_env else engine.new_env()
+            else:
+                env = self._state_env(state)
+            args: Sequence[Any] = job.args
+            if not _all_scalars(job.args):
+                args = self._to_lua(job.args)
             values = engine.call(self._trampoline, func, env, *args, limit=job.timeout)
+            if _all_scalars(values):
+                if not values:
+                    return Outcome.DONE, None
+                return Outcome.DONE, values[0] if len(values) == 1 else values
             return Outcome.DONE, self._to_py(values)
         except ScriptTimeout as exc:
             return Outcome.TIMED_OUT, exc
@@ -227,14 +241,9 @@ class Worker:
         except Exception as exc:  # a bug: fail the job, keep the worker
             log.exception("runner worker %d: unexpected error in job", self.index)
             return Outcome.FAILED, exc
-        finally:
-            engine.set_memory_limit(self._base_limit)
 
-    def _chunk(self, compiled: CompiledJob, limit: float) -> Any:
-        func = self._chunks.get(compiled.digest)
-        if func is not None:
-            self._chunks.move_to_end(compiled.digest)
-            return func
+    def _load(self, compiled: CompiledJob, limit: float) -> Any:
+        """Compile a job that is not in the chunk cache yet, and cache it."""
         engine = self._engine
         engine.compile(compiled.source, compiled.name, self._blank)  # a complete chunk?
         wrapper = engine.compile(wrap_source(compiled.source), compiled.name, self._blank)
@@ -244,18 +253,15 @@ class Worker:
             self._chunks.popitem(last=False)
         return func
 
-    def _env(self, state: str | None) -> Any:
-        if state is None:
-            return None if self._fast_env else self._engine.new_env()
+    def _state_env(self, state: str) -> Any:
         env = self._states.get(state)
         if env is None:
             env = self._engine.new_env()
             self._states[state] = env
         return env
 
-    def _to_lua(self, args: tuple[Any, ...]) -> tuple[Any, ...] | list[Any]:
-        if _all_scalars(args):
-            return args  # Lua gets these as themselves
+    def _to_lua(self, args: tuple[Any, ...]) -> list[Any]:
+        """Copy non-scalar arguments into Lua tables (scalars go as themselves)."""
         to_lua = self._engine.converter.to_lua
         try:
             return [to_lua(value) for value in args]
@@ -265,10 +271,7 @@ class Worker:
             raise ScriptMemoryError("out of memory while copying the job arguments") from exc
 
     def _to_py(self, values: tuple[Any, ...]) -> Any:
-        if _all_scalars(values):
-            if not values:
-                return None
-            return values[0] if len(values) == 1 else values
+        """Copy results that are not all scalars out of Lua."""
         to_py = self._engine.converter.to_py
         converted = []
         for number, value in enumerate(values, 1):
