@@ -36,6 +36,7 @@ from typing import Any
 from moonbus.bus import Bus, Event
 from moonbus.errors import ConfigError
 from moonbus.host.context import HostSettings, ScriptContext
+from moonbus.host.gate import DeliveryGate
 from moonbus.host.scheduler import ScriptScheduler
 from moonbus.host.script import ScriptHost
 from moonbus.host.source import load_source, merge_options
@@ -88,9 +89,12 @@ class Runtime:
         self._owned: list[Any] = []
         self.shared = self._open_shared(shared)
         self.event_store = self._open_events(events)
-        self.bus = Bus(log_size=log_size, store=self.event_store)
+        # Handlers before polls: scheduler workers hold off new slices while
+        # the bus delivers (see moonbus.host.gate).
+        self.gate = DeliveryGate()
+        self.bus = Bus(log_size=log_size, store=self.event_store, gate=self.gate)
         self.factory = SandboxFactory(lua=lua, memory_limit=self.settings.memory_limit)
-        self.scheduler = ScriptScheduler(clock=clock)
+        self.scheduler = ScriptScheduler(clock=clock, gate=self.gate)
         self._tick: int | None = None
         self._tick_sub = self.bus.on("tick", self._on_tick, owner="runtime")
         self._sinks: list[Callable[[LogLine], None]] = []

@@ -74,7 +74,7 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from operator import attrgetter
 from types import MappingProxyType as _read_only
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, overload
 
 from moonbus.bus.event import EMPTY_DATA, SCALAR_TYPES, Event, freeze_data
 from moonbus.bus.patterns import check_pattern, check_type_name, matches
@@ -95,6 +95,16 @@ _new_tuple = tuple.__new__
 _seq_of = attrgetter("seq")
 _time_ns = time.time_ns
 _H = TypeVar("_H", bound=Handler)
+
+
+class DispatchGate(Protocol):
+    """Told when a drain (delivery of one or more events) starts and ends, on
+    the delivering thread; the runtime uses it to let handlers run before polls
+    (see ``moonbus.host.gate``)."""
+
+    def enter(self) -> None: ...
+
+    def exit(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -134,10 +144,12 @@ class Bus:
         logger: logging.Logger | None = None,
         default_source: str = "host",
         reorder_timeout: float = 5.0,
+        gate: DispatchGate | None = None,
     ) -> None:
         if log_size < 1:
             raise BusError("log_size must be at least 1")
         self._store = store
+        self._gate = gate  # told when a drain starts and ends (see DispatchGate)
         # None means the default wall clock, read as time.time_ns() // 10**6.
         self._clock: Callable[[], float] | None = None if clock is time.time else clock
         self._logger = logger or logging.getLogger("moonbus.bus")
@@ -351,6 +363,9 @@ class Bus:
                     self._waiters.offer(event)
                 return event
             self._draining = True
+            gate = self._gate
+            if gate is not None:
+                gate.enter()
             try:
                 if self._waiters.any:
                     self._waiters.offer(event)
@@ -385,6 +400,8 @@ class Bus:
             finally:
                 self._draining = False
                 self._in_flight = None  # do not keep cancelled handlers alive
+                if gate is not None:
+                    gate.exit()
         finally:
             lock.release()
         return event
@@ -432,6 +449,9 @@ class Bus:
                 return  # a handler emitted: the running drain delivers it
             self._draining = True
             self._drainer = threading.get_ident()
+            gate = self._gate
+            if gate is not None:
+                gate.enter()
             try:
                 routes = self._routes
                 while pending:
@@ -454,6 +474,8 @@ class Bus:
                 self._draining = False
                 self._drainer = None
                 self._in_flight = None
+                if gate is not None:
+                    gate.exit()
         finally:
             lock.release()
 

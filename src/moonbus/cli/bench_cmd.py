@@ -8,6 +8,7 @@ raw rows for comparing runs.
 
 from __future__ import annotations
 
+import gc
 import importlib
 import json
 import pkgutil
@@ -75,6 +76,7 @@ def bench_command(quick: bool, only: tuple[str, ...], json_path: Path | None) ->
     for name in (n for n in names if not only or n in only):
         console.print(f"[dim]running {name}...[/dim]")
         module = importlib.import_module(f"moonbus.bench.{name}")
+        gc.collect()  # one suite's garbage must not be collected in the next one's timings
         rows.extend(module.run(quick))
     console.print(_table(rows))
     if json_path is not None:

@@ -28,6 +28,8 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
+from moonbus.host.gate import DeliveryGate
+
 __all__ = ["Schedulable", "ScriptScheduler"]
 
 _log = logging.getLogger("moonbus.scheduler")
@@ -44,8 +46,14 @@ class Schedulable(Protocol):
 class ScriptScheduler:
     """A timer heap of schedulables, run by worker threads or stepped by the caller."""
 
-    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        gate: DeliveryGate | None = None,
+    ) -> None:
         self.clock = clock
+        self._gate = gate
         self._cond = threading.Condition()
         self._heap: list[tuple[float, int, Schedulable]] = []
         self._due: dict[Schedulable, float] = {}
@@ -165,7 +173,10 @@ class ScriptScheduler:
             thread.start()
 
     def _worker(self) -> None:
+        gate = self._gate
         while True:
+            if gate is not None:
+                gate.hold()  # event handlers first (see moonbus.host.gate)
             with self._cond:
                 while True:
                     if self._closed:
