@@ -183,6 +183,7 @@ def _scale(directory: Path, scripts: int, seconds: float) -> tuple[float, float,
         hosts = [rt.load(path) for _ in range(scripts)]
         for host in hosts:
             host.start()
+        time.sleep(1.0)  # measure the steady state: every script polling on its cadence
         lags: list[float] = []
         ticks = int(seconds * 10)
         next_at = time.perf_counter()
