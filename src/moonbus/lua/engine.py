@@ -52,6 +52,7 @@ _LUA_MASKCOUNT = 8
 _WHERE = re.compile(r"^(?:\[string \"(.+?)\"\]|([^\s:][^:\n]*?)):(\d+):")
 _MEMORY_MESSAGE = "not enough memory"
 _PLAIN = frozenset((str, int, float, bool, type(None)))
+_PROXY = type(type.__dict__)  # types.MappingProxyType
 # Runs the factory's precompiled pattern chunks (pmatch.lua, pcost.lua with
 # the matcher's table, patterns.lua with both) before the prelude removes
 # `load`.
@@ -265,7 +266,9 @@ class LuaEngine:
                     table = self.converter.to_lua(data)
                     break
             else:
-                table = self._table_from(data)
+                # A plain dict copies into Lua ~30% faster than a mappingproxy
+                # (lupa's dict fast path), and .copy() is one C call.
+                table = self._table_from(data.copy() if type(data) is _PROXY else data)
             if self._depth:
                 return self._nested_call(None, func, (sub_id, table, tick, seq, event_type), limit)
             self._token = token = self._token + 1

@@ -72,7 +72,9 @@ class Watchdog:
         # (target, token) -> (CPU time at first sight, wall time at first sight)
         self._samples: dict[tuple[Abortable, int], tuple[float, float]] = {}
         self._wake = threading.Event()
-        self._idle = False  # True while the thread waits for something to be armed
+        # True while the thread waits for something to be armed. A plain
+        # attribute, read on every armed call (a property costs ~80 ns there).
+        self.idle = False
         self._stop = False
         self._fired = 0
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -89,11 +91,6 @@ class Watchdog:
         ``if watchdog.idle: watchdog.wake()``."""
         return self._armed
 
-    @property
-    def idle(self) -> bool:
-        """True while the watchdog thread sleeps until something is armed."""
-        return self._idle
-
     def wake(self) -> None:
         """Wake the thread after arming inline."""
         self._wake.set()
@@ -102,7 +99,7 @@ class Watchdog:
         """Watch ``target``'s call ``token`` (running on this thread) until ``disarm``;
         abort it once it has used ``budget`` seconds of CPU time."""
         self._armed[target] = (self._clock(), budget, token, threading.get_native_id())
-        if self._idle:
+        if self.idle:
             self._wake.set()
 
     def disarm(self, target: Abortable) -> None:
@@ -118,14 +115,14 @@ class Watchdog:
         while not self._stop:
             # Order matters: publish "idle" before the last look at _armed, so an
             # arm() racing with it either is seen here or sees _idle and wakes us.
-            self._idle = True
+            self.idle = True
             self._wake.clear()
             if not self._armed:
                 self._samples.clear()
                 self._wake.wait()
-                self._idle = False
+                self.idle = False
                 continue
-            self._idle = False
+            self.idle = False
             time.sleep(self._period)
             self._scan(self._clock())
 
