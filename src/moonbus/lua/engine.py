@@ -252,9 +252,9 @@ class LuaEngine:
         """Event-delivery hot path: ``func(sub_id, <data as a new table>, tick, seq,
         event_type)`` where ``func`` runs its own ``xpcall`` (see ``call_protected``).
 
-        One frame and one lock round trip instead of three: the conversion and
-        the guarded call share the engine lock. Plain payloads (scalar values)
-        are copied by lupa in C; anything else goes through the converter.
+        The payload is converted under the same lock hold as the call. Plain
+        payloads (scalar values) are copied by lupa in C; anything else goes
+        through the converter.
         """
         lock = self._lock
         lock.acquire()
@@ -269,33 +269,7 @@ class LuaEngine:
                 # A plain dict copies into Lua ~30% faster than a mappingproxy
                 # (lupa's dict fast path), and .copy() is one C call.
                 table = self._table_from(data.copy() if type(data) is _PROXY else data)
-            if self._depth:
-                return self._nested_call(None, func, (sub_id, table, tick, seq, event_type), limit)
-            self._token = token = self._token + 1
-            self._in_call = True
-            watchdog = self._watchdog
-            armed = self._armed
-            if limit is not None:  # Watchdog.arm, inlined (hot path)
-                armed[self] = (self._clock(), limit, token, _native_id())
-                if watchdog.idle:
-                    watchdog.wake()
-            self._depth = 1
-            failure: BaseException | None = None
-            result: Any = None
-            try:
-                result = func(sub_id, table, tick, seq, event_type)
-            except self._lua.LuaError as exc:
-                failure = exc
-            finally:
-                self._depth = 0
-                if limit is not None:
-                    armed.pop(self, None)
-                leftover = self._end_call()
-                if leftover:
-                    self._forget()
-            if result is True and failure is None and self._last_reason is None:
-                return ()
-            return self._outcome(result, failure, self._last_reason, limit)
+            return self._guarded(None, func, (sub_id, table, tick, seq, event_type), limit)
         finally:
             lock.release()
 
