@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import Recorder, Until
+from world_support import Recorder, Until
 
 from moonbus.errors import ConfigError, GameApiError
 from moonbus.lua.exposure import exposed_methods, is_lua_api

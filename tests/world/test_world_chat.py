@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import Recorder
+from world_support import Recorder
 
 from moonbus.errors import GameApiError
 from moonbus.world import World

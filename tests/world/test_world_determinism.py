@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from conftest import Recorder
+from world_support import Recorder
 
 from moonbus.world import World
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from conftest import Recorder, Until
+from world_support import Recorder, Until
 
 from moonbus.world import World
 from moonbus.world.content import OBJECTS

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import Recorder
+from world_support import Recorder
 
 from moonbus.bus.event import Event
 from moonbus.world import EVENT_TYPES, Item, World

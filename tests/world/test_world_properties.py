@@ -5,9 +5,9 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from conftest import Recorder
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from world_support import Recorder
 
 from moonbus.world import World
 

@@ -8,7 +8,7 @@ import threading
 from typing import Any
 
 import pytest
-from conftest import Recorded, Recorder
+from world_support import Recorded, Recorder
 
 from moonbus.world import World
 

@@ -16,6 +16,7 @@ answering with the last known values (position, name; an NPC's health reads
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from typing import Generic, Protocol, TypeVar
 
@@ -145,15 +146,19 @@ class Npc(_Entity[NpcState]):
         return self._world.read(lambda _s: self._record.in_combat)
 
 
-class _Finder(Generic[E]):
+class _Finder(ABC, Generic[E]):
+    """The find_* methods shared by ``game_objects`` and ``npcs``."""
+
     def __init__(self, world: WorldAccess) -> None:
         self._world = world
 
+    @abstractmethod
     def _records(self, state: WorldState) -> list[E]:
-        raise NotImplementedError
+        """Every entity of this finder's kind in the world state."""
 
+    @abstractmethod
     def _wrap(self, record: E) -> _Entity[E]:
-        raise NotImplementedError
+        """The Lua-facing object for one entity."""
 
     def _ore(self, record: E) -> str | None:
         return record.definition.ore if isinstance(record, ObjectState) else None
