@@ -139,7 +139,7 @@ class _Recorder:
         return True
 
 
-def test_cancel_while_the_call_is_starting_aborts_it_on_entry() -> None:
+def test_cancel_while_preparing_skips_the_call() -> None:
     fut = JobFuture()
     assert fut.claim()
     answer: list[bool] = []
@@ -148,8 +148,27 @@ def test_cancel_while_the_call_is_starting_aborts_it_on_entry() -> None:
     wait_for(lambda: fut._cancel_requested)
     assert canceller.is_alive()  # waits until the worker has settled the job
     engine = _Recorder()
-    fut.entered_lua(engine, 7)
-    assert engine.aborts == [(7, "cancel")]
+    assert fut.entering_lua(engine, 7) is False
+    assert engine.aborts == []
+    assert fut.phase is Phase.PREPARING
+    assert fut.finish() is True
+    fut.settle_cancelled()
+    canceller.join(5)
+    assert answer == [True]
+    assert fut.cancelled()
+
+
+def test_cancel_after_entering_aborts_the_announced_call() -> None:
+    fut = JobFuture()
+    assert fut.claim()
+    engine = _Recorder()
+    assert fut.entering_lua(engine, 7) is True
+    assert fut.phase is Phase.IN_LUA
+    answer: list[bool] = []
+    canceller = threading.Thread(target=lambda: answer.append(fut.cancel()))
+    canceller.start()
+    wait_for(lambda: engine.aborts == [(7, "cancel")])
+    assert canceller.is_alive()
     assert fut.finish() is True
     fut.settle_cancelled()
     canceller.join(5)

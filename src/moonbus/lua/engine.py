@@ -141,6 +141,8 @@ class LuaEngine:
         self._hook_lock = threading.Lock()
         self._depth = 0
         self._token = 0
+        self._pending_token = 0  # latest token abort() saw before its call was live
+        self._pending_reason: str | None = None
         self._in_call = False
         self._abort_reason: str | None = None
         self._last_reason: str | None = None  # abort reason of the call that just ended
@@ -207,15 +209,48 @@ class LuaEngine:
 
     # ------------------------------------------------------------------- abort
     def abort(self, token: int, reason: str) -> bool:
-        """Abort call ``token`` (from any thread). False if it already ended."""
+        """Abort call ``token`` (from any thread); True if it was running and is now aborting.
+
+        ``token`` may also be that of a call that has not started yet (see
+        ``next_token``): it is recorded, and that call aborts itself as it
+        starts (``_guarded``), before running any Lua; this returns False then.
+        A stale token (a call that ended) is recorded too, harmlessly: tokens
+        only grow, so it never matches again, and a later token is never
+        replaced by an earlier one.
+        """
         with self._hook_lock:
+            if token >= self._token and token > self._pending_token:
+                # Recorded before the live check: if the owner starts the call
+                # after this store, it sees it; if before, the check below does.
+                self._pending_token = token
+                self._pending_reason = reason
             if not self._in_call or token != self._token or self._abort_reason is not None:
                 return False
-            self._abort_reason = reason
-            self._hooks.arm(self._state)
-            for state in self._chain:
-                self._hooks.arm(state)
+            self._arm(reason)
             return True
+
+    def _arm(self, reason: str) -> None:
+        # Under _hook_lock, during a call.
+        self._abort_reason = reason
+        self._hooks.arm(self._state)
+        for state in self._chain:
+            self._hooks.arm(state)
+
+    def _abort_on_entry(self, token: int) -> None:
+        # Owner thread, call ``token`` just marked live: an abort recorded for it
+        # before it started takes effect now (unless abort() already armed it).
+        with self._hook_lock:
+            reason = self._pending_reason
+            if self._abort_reason is None and reason is not None and self._token == token:
+                self._arm(reason)
+
+    def next_token(self) -> int:
+        """Token the next top-level call will get (owner thread, between calls).
+
+        Lets a canceller be told the token before the call starts: ``abort``
+        accepts it at once, and the call aborts as it starts.
+        """
+        return self._token + 1
 
     def current_token(self) -> int | None:
         """Token of the call in progress (for cancellation), or None when idle."""
@@ -319,6 +354,8 @@ class LuaEngine:
                 self._chain.append(host_thread)
             self._token = token = self._token + 1
             self._in_call = True
+            if self._pending_token == token:  # aborted before it started
+                self._abort_on_entry(token)
             watchdog = self._watchdog
             armed = self._armed
             if limit is not None:  # Watchdog.arm, inlined (hot path)

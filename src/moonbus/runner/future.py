@@ -12,13 +12,15 @@ Phases (guarded by the future's own ``_condition``, a ``FutureCondition``:
 an RLock that is its own condition variable, far cheaper to make than the
 ``threading.Condition`` of a plain ``Future``; the worker moves them forward)::
 
-    QUEUED ──claim()──► PREPARING ──entered_lua()──► IN_LUA ──finish()──► FINISHING
+    QUEUED ──claim()──► PREPARING ──entering_lua()──► IN_LUA ──finish()──► FINISHING
       │ cancel(): removed from the queue, CANCELLED at once
       └───────────► DONE
 
-``cancel()`` in PREPARING or IN_LUA sets ``_cancel_requested``; in IN_LUA it
-also aborts the call; a job that reaches ``finish()`` with the flag set ends
-CANCELLED whatever its outcome, so ``cancel() == True`` always means
+``cancel()`` in PREPARING or IN_LUA sets ``_cancel_requested``; in PREPARING
+the worker then skips the Lua call, in IN_LUA ``cancel()`` also aborts it
+(the engine takes the token of a call that is about to start); a job that
+reaches ``finish()`` with the flag set ends CANCELLED whatever its outcome,
+so ``cancel() == True`` always means
 ``CancelledError``. In FINISHING the result is being set: ``cancel()`` is too
 late and returns False, as for any finished future.
 
@@ -31,7 +33,7 @@ private fields (``_condition``, ``_state``, ``_waiters``) that
 (the runner's tests check each of them).
 
 Threads: ``cancel()`` and the ``Future`` API from any thread; ``claim``,
-``entered_lua``, ``finish`` and ``settle_cancelled`` only from the worker
+``entering_lua``, ``finish`` and ``settle_cancelled`` only from the worker
 running the job.
 """
 
@@ -136,14 +138,19 @@ class JobFuture(Future[Any]):
             self._worker = threading.get_ident()
             return True
 
-    def entered_lua(self, engine: Abortable, token: int) -> None:
-        """The job's Lua call ``token`` started; a cancel already asked for aborts it now."""
+    def entering_lua(self, engine: Abortable, token: int) -> bool:
+        """The job's Lua call ``token`` is about to start; False when cancelled already.
+
+        From here ``cancel()`` aborts call ``token``, also in the moment before
+        it starts (``LuaEngine.abort`` accepts the next call's token).
+        """
         with self._condition:
+            if self._cancel_requested:
+                return False
             self._engine = engine
             self._token = token
             self._phase = Phase.IN_LUA
-            if self._cancel_requested:
-                engine.abort(token, "cancel")
+            return True
 
     def finish(self) -> bool:
         """The Lua call is over; True when the job must end cancelled."""

@@ -15,10 +15,11 @@ call (see ``env_builder.py``; ``engine.new_env()`` when the builder cannot
 reproduce the sandbox), unless it names a state. Memory: each job first sets
 the engine's limit to its usage at that moment plus the job's budget (one
 engine call); the limit stays until the next job sets its own, since no Lua
-runs on the engine between jobs. The Lua call goes through a small trampoline
-whose first act is to report the call's abort token
-(``JobFuture.entered_lua``), so ``cancel()`` can abort it even if it arrives
-while the call is starting.
+runs on the engine between jobs. Right before the job's Lua call the worker
+hands the future the token that call will get (``JobFuture.entering_lua``
+with ``engine.next_token()``): a ``cancel()`` from then on aborts the call,
+even one that has not started yet (the engine records the token and the call
+aborts as it starts), and a cancel that came earlier skips the call.
 
 No outcome of a job (error, timeout, out of memory, cancel, bad result) leaves
 anything behind in the engine except what a persistent state keeps by design;
@@ -67,9 +68,8 @@ def _all_scalars(values: tuple[Any, ...]) -> bool:
     return True
 
 _TRAMPOLINE = """
-local started, build_env = ...
+local build_env = ...
 return function(job, env, ...)
-  started()
   if env == nil then
     env = build_env()
   end
@@ -116,7 +116,6 @@ class Worker:
             )
         self._trampoline = engine.call(
             engine.compile(_TRAMPOLINE, "runner-trampoline", self._blank),
-            self._started,
             builder,
             limit=None,
         )[0]
@@ -194,13 +193,6 @@ class Worker:
         else:
             future.set_exception(value)
 
-    def _started(self) -> None:
-        """Called from Lua by the trampoline, first thing in every job call."""
-        future = self._current
-        token = self._engine.current_token()
-        if future is not None and token is not None:
-            future.entered_lua(self._engine, token)
-
     def _run_job(self, job: Job, compiled: CompiledJob) -> tuple[Outcome, Any]:
         # The hot path: the cached-chunk, fresh-env and plain-scalar cases are
         # inlined (each helper frame costs a job about as much as a lock).
@@ -220,6 +212,8 @@ class Worker:
             args: Sequence[Any] = job.args
             if not _all_scalars(job.args):
                 args = self._to_lua(job.args)
+            if not job.future.entering_lua(engine, engine.next_token()):
+                return Outcome.CANCELLED, None  # cancelled while preparing; Lua never ran
             values = engine.call(self._trampoline, func, env, *args, limit=job.timeout)
             if _all_scalars(values):
                 if not values:
