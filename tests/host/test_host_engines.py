@@ -256,6 +256,7 @@ def test_event_handlers_run_on_the_emitting_thread_in_threaded_mode(threaded, tm
         t.start()
     for t in threads:
         t.join()
+    assert h.handler_errors == 0, h.errors
     assert h.shared.int("n").get() == 800
 
 

@@ -53,3 +53,31 @@ def test_wall_clock_is_the_fallback_without_cpu_clocks() -> None:
             engine.close()
     finally:
         watchdog.close()
+
+
+class _Target:
+    def __init__(self) -> None:
+        self.aborted: list[int] = []
+
+    def abort(self, token: int, reason: str) -> bool:
+        self.aborted.append(token)
+        return True
+
+
+def test_a_starved_watchdog_does_not_charge_its_own_delay_as_cpu() -> None:
+    cpu = {"now": 10.0}
+    watchdog = Watchdog(period=0.002, clock=lambda: 0.0, cpu_clock=lambda native_id: cpu["now"])
+    try:
+        target = _Target()
+        watchdog.armed[target] = (0.0, 0.1, 7, 1234)  # started at 0, budget 100 ms
+        watchdog._scan(0.5)  # first look only 500 ms later (watchdog starved)
+        assert target.aborted == []  # the call may have been waiting too: not charged
+        cpu["now"] = 10.05
+        watchdog._scan(0.6)  # 50 ms of real CPU since the sample: still under budget
+        assert target.aborted == []
+        cpu["now"] = 10.2
+        watchdog._scan(0.7)  # now it has computed past its budget
+        assert target.aborted == [7]
+    finally:
+        watchdog.armed.clear()
+        watchdog.close()

@@ -15,10 +15,10 @@ and the thread's native id. When the wall-clock budget has passed, the
 watchdog reads that thread's CPU clock (Linux: the per-thread CPU clock id
 made from the thread id, as glibc's ``pthread_getcpuclockid`` does; reading a
 finished thread's clock fails cleanly with ``EINVAL``). The first time it sees
-an entry it samples the thread's CPU time; at the deadline it charges the call
-with the CPU time used since that sample plus the wall time before it, which
-can only over-estimate. If the budget is not spent yet the deadline moves out
-by what is left. Where per-thread CPU clocks are unavailable, wall time is used.
+an entry it samples the thread's CPU time; past the wall-clock budget it
+charges the call with the CPU time used since that sample plus at most one
+scan period for the time before it, and aborts only when that reaches the
+budget. Where per-thread CPU clocks are unavailable, wall time is used.
 
 Threads: the engine running a call writes its entry (``armed``) and pops it;
 the watchdog's own thread reads the table and calls ``Abortable.abort``. While
@@ -141,8 +141,15 @@ class Watchdog:
             if sample is not None:
                 cpu = self._cpu_clock(native_id)
                 if cpu is not None:
-                    # Wall time before the sample counts in full: an over-estimate.
-                    used = (sample[1] - start) + (cpu - sample[0])
+                    # Before the first sample the call's CPU time is unknown. It
+                    # is charged as at most one scan period: normally the sample
+                    # comes within a period, so this is exact enough; when this
+                    # thread was itself starved of the GIL, the call most likely
+                    # was too, and charging that wait as CPU would abort a
+                    # well-behaved call. A call that really computes is stopped
+                    # at most one budget after the sample.
+                    before = min(sample[1] - start, self._period)
+                    used = before + (cpu - sample[0])
                     if used < budget:
                         continue  # waited (GIL, I/O), did not compute: not yet
             if target.abort(token, "timeout"):
