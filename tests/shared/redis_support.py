@@ -7,8 +7,10 @@ import os
 import shutil
 import socket
 import subprocess
+import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -104,3 +106,21 @@ class PrivateRedis:
 
     def client(self) -> redis.Redis:
         return redis.Redis(port=self.port)
+
+    def restart_while(
+        self, work: Callable[[threading.Event], None], *, restarts: int = 3, pause: float = 0.3
+    ) -> None:
+        """Run ``work(stop)`` on a thread while the server is killed and restarted
+        ``restarts`` times, ``pause`` seconds apart; then set ``stop`` and join."""
+        stop = threading.Event()
+        worker = threading.Thread(target=work, args=(stop,))
+        worker.start()
+        try:
+            for _ in range(restarts):
+                time.sleep(pause)
+                self.kill()
+                self.start()
+            time.sleep(pause)
+        finally:
+            stop.set()
+            worker.join(timeout=30)

@@ -138,11 +138,10 @@ def test_read_in_flight_when_the_server_dies_is_retried(server: PrivateRedis) ->
 def test_increments_during_restarts_are_never_doubled_or_lost(server: PrivateRedis) -> None:
     with SharedStore.from_url(server.url, retry_timeout=10.0) as store:
         counter = store.int("hits")
-        stop = threading.Event()
         done = 0
         unknown = 0
 
-        def work() -> None:
+        def work(stop: threading.Event) -> None:
             nonlocal done, unknown
             while not stop.is_set():
                 try:
@@ -152,17 +151,7 @@ def test_increments_during_restarts_are_never_doubled_or_lost(server: PrivateRed
                     assert "may or may not have been applied" in str(exc)
                     unknown += 1
 
-        worker = threading.Thread(target=work)
-        worker.start()
-        try:
-            for _ in range(3):
-                time.sleep(0.3)
-                server.kill()
-                server.start()
-            time.sleep(0.3)
-        finally:
-            stop.set()
-            worker.join(timeout=30)
+        server.restart_while(work)
         final = counter.get()
         assert done > 0
         assert done <= final <= done + unknown

@@ -122,11 +122,10 @@ def test_append_in_flight_when_the_server_dies_is_resent_once(server: PrivateRed
 
 def test_emits_during_restarts_are_never_doubled_or_lost(server: PrivateRedis) -> None:
     with RedisEventStore(server.url, retry_timeout=10.0) as store, Bus(store=store) as bus:
-        stop = threading.Event()
         committed: list[int] = []
         failed = 0
 
-        def work() -> None:
+        def work(stop: threading.Event) -> None:
             nonlocal failed
             n = 0
             while not stop.is_set():
@@ -138,17 +137,7 @@ def test_emits_during_restarts_are_never_doubled_or_lost(server: PrivateRedis) -
                     failed += 1
                 n += 1
 
-        worker = threading.Thread(target=work)
-        worker.start()
-        try:
-            for _ in range(3):
-                time.sleep(0.3)
-                server.kill()
-                server.start()
-            time.sleep(0.3)
-        finally:
-            stop.set()
-            worker.join(timeout=30)
+        server.restart_while(work)
         assert len(committed) > 10
         assert failed == 0  # every outage was shorter than retry_timeout
         client = server.client()
