@@ -1,4 +1,8 @@
-"""Fixtures for script-host tests: runtimes in stepped (virtual clock) and threaded mode."""
+"""Fixtures for script-host tests: runtimes in stepped (virtual clock) and threaded mode.
+
+Every host test runs twice: with event delivery into Lua on the C fast path
+(when it is built) and on the pure-Python reference path.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,19 @@ from pathlib import Path
 
 import pytest
 
+from moonbus.lua.fastcall import native_available
 from moonbus.runtime import LogLine, Runtime
+
+_PATHS = ["native", "python"] if native_available() else ["python"]
+
+
+@pytest.fixture(autouse=True, params=_PATHS)
+def delivery_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Which delivery path the scripts loaded in this test use."""
+    path: str = request.param
+    if path == "python":
+        monkeypatch.setenv("MOONBUS_PURE_PYTHON", "1")
+    return path
 
 
 class VirtualClock:

@@ -11,6 +11,10 @@ hands the same data to the same number of Python calls. The three emitters run
 in interleaved rounds and the best round of each is kept, so a noisy moment
 hurts all of them alike. Runs on the calling thread only.
 
+The C fast path of ``emit`` (``moonbus.bus._fastemit``, built at install) is
+what a user gets; the pure-Python reference path (``Bus(native=False)``) is
+measured too, as a reference row.
+
 Run it alone with ``python -m moonbus.bench.bus``.
 """
 
@@ -23,6 +27,7 @@ from typing import Any
 
 from moonbus.bench.harness import BenchRow, ratio_row
 from moonbus.bus import Bus, Event
+from moonbus.bus.core import native_available
 
 __all__ = ["run"]
 
@@ -55,8 +60,8 @@ class Emitter:
         return calls
 
 
-def moonbus_emitter(handlers: int) -> Emitter:
-    bus = Bus()
+def moonbus_emitter(handlers: int, *, native: bool = True) -> Emitter:
+    bus = Bus(native=native)
     counter = itertools.count()
     tick = counter.__next__
     for _ in range(handlers):
@@ -118,8 +123,13 @@ def pyee_emitter(handlers: int) -> Emitter:
     return Emitter(loop, counter)
 
 
+def moonbus_python_emitter(handlers: int) -> Emitter:
+    return moonbus_emitter(handlers, native=False)
+
+
 EMITTERS: dict[str, Callable[[int], Emitter]] = {
     "moonbus": moonbus_emitter,
+    "moonbus-python": moonbus_python_emitter,
     "blinker": blinker_emitter,
     "pyee": pyee_emitter,
 }
@@ -151,13 +161,20 @@ def run(quick: bool) -> list[BenchRow]:
     """Rows for 1 and 10 handlers, each against pyee (the target) and blinker."""
     n, rounds = (5_000, 3) if quick else (100_000, 7)
     rows: list[BenchRow] = []
+    path = "C fast path" if native_available() else "pure-Python path (C fast path not built)"
     for handlers in (1, 10):
         name = f"bus emit, {handlers} Python handler{'s' if handlers > 1 else ''}"
         best = measure(handlers, n, rounds)
         rows.append(ratio_row(
             AREA, name, ours=best["moonbus"], peer="pyee EventEmitter.emit",
             theirs=best["pyee"], unit="ns/emit", higher_is_better=False,
-            min_ratio=1.0, target=TARGET, note=NOTE,
+            min_ratio=1.0, target=TARGET, note=f"{path}; {NOTE}",
+        ))
+        rows.append(ratio_row(
+            AREA, f"{name} (pure-Python path)", ours=best["moonbus-python"],
+            peer="pyee EventEmitter.emit", theirs=best["pyee"], unit="ns/emit",
+            higher_is_better=False, min_ratio=None,
+            target="reference (no target): Bus(native=False)",
         ))
         rows.append(ratio_row(
             AREA, name, ours=best["moonbus"], peer="blinker Signal.send",

@@ -76,6 +76,7 @@ from operator import attrgetter
 from types import MappingProxyType as _read_only
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, overload
 
+from moonbus.bus.core import EmitState, NativeEmitCore, make_emit_state
 from moonbus.bus.event import EMPTY_DATA, SCALAR_TYPES, Event, freeze_data
 from moonbus.bus.patterns import check_pattern, check_type_name, matches
 from moonbus.bus.sequencer import Sequencer
@@ -145,6 +146,7 @@ class Bus:
         default_source: str = "host",
         reorder_timeout: float = 5.0,
         gate: DispatchGate | None = None,
+        native: bool = True,
     ) -> None:
         if log_size < 1:
             raise BusError("log_size must be at least 1")
@@ -156,27 +158,49 @@ class Bus:
         self._default_source = default_source
         self._emit_lock = threading.RLock()
         self._registry_lock = threading.Lock()
+        first_seq = store.last_seq() if store is not None else 0
+        self._first_seq = first_seq
         # Under _emit_lock:
-        self._draining = False  # a thread is delivering (nested emits only queue)
-        self._seq = store.last_seq() if store is not None else 0
-        self._first_seq = self._seq
         self._log: deque[Event] = deque(maxlen=log_size)
         self._pending: deque[Event] = deque()
-        self._closed = False
         # Under _registry_lock (routes are read without it by the delivering thread):
         self._subs: list[Subscription] = []
         self._routes: dict[str, Route] = {}
-        self._in_flight: Route | None = None  # the plain route being delivered
         self._waiters = Waiters(self._registry_lock)
         # Any thread (set.add is atomic; a lost race only means one more check):
         self._type_names: set[str] = set()
-        self._delivered = 0  # written by the delivering thread only
         self._handler_errors = 0
         # Stores that number events: the reorder point, and the delivering thread.
         self._ordered: Sequencer | None = None
         if store is not None and store.assigns_seq:
             self._ordered = Sequencer(timeout=reorder_timeout, logger=self._logger)
         self._drainer: int | None = None  # under _emit_lock
+        # The emit state (seq, closed, draining, in_flight, delivered), under
+        # _emit_lock, and the C fast path over it when that is built (see
+        # moonbus.bus.core); the general path below shares the same state.
+        self._core: EmitState = make_emit_state(
+            native=native and self._ordered is None,
+            event_type=Event,
+            type_names=self._type_names,
+            lock=self._emit_lock,
+            clock=self._clock,
+            store=store,
+            log=self._log,
+            pending=self._pending,
+            gate=gate,
+            waiters=self._waiters,
+            routes=self._routes,
+            default_source=default_source,
+            empty_data=EMPTY_DATA,
+            handler_failed=self._plain_handler_failed,
+            drain_pending=self._drain_pending,
+            general=self._emit_general,
+            seq=first_seq,
+        )
+        if isinstance(self._core, NativeEmitCore):
+            # Calling the C core *is* emit: it takes the common case and hands
+            # everything else, arguments as given, to the Python path below.
+            self.emit = self._core  # type: ignore[method-assign]
 
     # ------------------------------------------------------------------ subscribe
     @overload
@@ -280,14 +304,15 @@ class Bus:
                 return False
             sub.active = False
             self._subs.remove(sub)
-            if self._in_flight is not None:
-                self._in_flight.skip(sub, self._skipped)
+            in_flight = self._core.in_flight
+            if in_flight is not None:
+                in_flight.skip(sub, self._skipped)
             self._drop_routes()
             return True
 
     def _skipped(self, event: Event) -> None:
         # Stands in for a handler cancelled while its route was being delivered.
-        self._delivered -= 1
+        self._core.delivered -= 1
 
     def _drop_routes(self) -> None:
         # Under the registry lock. clear() keeps the dict objects, so the
@@ -312,7 +337,11 @@ class Bus:
         source: str | None = None,
         tick: int | None = None,
     ) -> Event:
-        """Commit one event and deliver it (see the module docstring for the rules)."""
+        """Commit one event and deliver it (see the module docstring for the rules).
+
+        This is the reference (pure-Python) path; a bus with the C core built
+        (``moonbus.bus.core``) runs the common case in C and the rest here.
+        """
         try:
             known = type in self._type_names
         except TypeError:  # unhashable: certainly not a type name
@@ -339,79 +368,102 @@ class Bus:
         if self._ordered is not None:
             return self._emit_numbered(type, frozen, source, tick)
 
+        core = self._core
         lock = self._emit_lock
         lock.acquire()
         try:
             # ---- commit
-            if self._closed:
+            if core.closed:
                 raise ClosedError("the bus is closed")
-            seq = self._seq + 1
+            seq = core.seq + 1
             clock = self._clock
             ts = _time_ns() // 1_000_000 if clock is None else int(clock() * 1000)
             event: Event = _new_tuple(Event, (type, frozen, seq, tick, ts, source))
             store = self._store
             if store is not None and store.settings.wants(type):
                 store.append(event)  # raises: nothing committed, no seq consumed
-            self._seq = seq
+            core.seq = seq
             self._log.append(event)
             # ---- deliver (waiters are resolved once the event has its place in
             # the delivery order, so an emit from a `where` predicate queues behind it)
             pending = self._pending
-            if self._draining:
+            if core.draining:
                 pending.append(event)  # nested emit: the running drain delivers it
                 if self._waiters.any:
                     self._waiters.offer(event)
                 return event
-            self._draining = True
+            core.draining = True
             gate = self._gate
             if gate is not None:
                 gate.enter()
             try:
                 if self._waiters.any:
                     self._waiters.offer(event)
-                current, event_type = event, type
                 if pending:  # left by an interrupted drain, or emitted by a predicate
-                    queued = sorted((*pending, current), key=_seq_of)
-                    pending.clear()
-                    pending.extend(queued)
-                    current = pending.popleft()
-                    event_type = current.type
-                routes = self._routes
-                while True:
+                    self._drain_pending(event)
+                else:
                     try:
-                        route = routes[event_type]
+                        route = self._routes[type]
                     except KeyError:
-                        route = self._route(event_type)
+                        route = self._route(type)
                     if not route.plain:
-                        self._dispatch(route, current)
+                        self._dispatch(route, event)
                     else:
-                        self._in_flight = route
+                        core.in_flight = route
                         handlers = route.handlers
-                        self._delivered += len(handlers)
+                        core.delivered += len(handlers)
                         for handler in handlers:
                             try:
-                                handler(current)
-                            except Exception:
-                                self._handler_failed(route.owner(handler), current)
-                    if not pending:
-                        break
-                    current = pending.popleft()
-                    event_type = current.type
+                                handler(event)
+                            except Exception as exc:
+                                self._plain_handler_failed(route, handler, event, exc)
+                    if pending:  # handlers emitted
+                        self._drain_pending(None)
             finally:
-                self._draining = False
-                self._in_flight = None  # do not keep cancelled handlers alive
+                core.draining = False
+                core.in_flight = None  # do not keep cancelled handlers alive
                 if gate is not None:
                     gate.exit()
         finally:
             lock.release()
         return event
 
+    _emit_general = emit
+
+    def _drain_pending(self, first: Event | None) -> None:
+        """Deliver the queued events in seq order, ``first`` (if given) among
+        them (delivering thread, under ``_emit_lock``, draining)."""
+        pending = self._pending
+        if first is not None:
+            queued = sorted((*pending, first), key=_seq_of)
+            pending.clear()
+            pending.extend(queued)
+        core = self._core
+        routes = self._routes
+        while pending:
+            current = pending.popleft()
+            try:
+                route = routes[current.type]
+            except KeyError:
+                route = self._route(current.type)
+            if not route.plain:
+                self._dispatch(route, current)
+                continue
+            core.in_flight = route
+            handlers = route.handlers
+            core.delivered += len(handlers)
+            for handler in handlers:
+                try:
+                    handler(current)
+                except Exception as exc:
+                    self._plain_handler_failed(route, handler, current, exc)
+
     # ------------------------------------------------- seqs assigned by the store
     def _emit_numbered(
         self, type: str, data: Mapping[str, Any], source: str, tick: int | None
     ) -> Event:
         """``emit`` over a store that assigns seqs (see the module docstring)."""
-        if self._closed:
+        if self._core.closed:
             raise ClosedError("the bus is closed")
         store = self._store
         ordered = self._ordered
@@ -436,44 +488,29 @@ class Bus:
         assert ordered is not None
         lock = self._emit_lock
         lock.acquire()
+        core = self._core
         try:
             pending = self._pending
             for event in ordered.take():
-                if event.seq > self._seq:
-                    self._seq = event.seq
+                if event.seq > core.seq:
+                    core.seq = event.seq
                 self._log.append(event)
                 pending.append(event)
                 if self._waiters.any:
                     self._waiters.offer(event)
-            if self._draining:
+            if core.draining:
                 return  # a handler emitted: the running drain delivers it
-            self._draining = True
+            core.draining = True
             self._drainer = threading.get_ident()
             gate = self._gate
             if gate is not None:
                 gate.enter()
             try:
-                routes = self._routes
-                while pending:
-                    current = pending.popleft()
-                    try:
-                        route = routes[current.type]
-                    except KeyError:
-                        route = self._route(current.type)
-                    if not route.plain:
-                        self._dispatch(route, current)
-                        continue
-                    self._in_flight = route
-                    self._delivered += len(route.handlers)
-                    for handler in route.handlers:
-                        try:
-                            handler(current)
-                        except Exception:
-                            self._handler_failed(route.owner(handler), current)
+                self._drain_pending(None)
             finally:
-                self._draining = False
+                core.draining = False
                 self._drainer = None
-                self._in_flight = None
+                core.in_flight = None
                 if gate is not None:
                     gate.exit()
         finally:
@@ -494,7 +531,7 @@ class Bus:
         through ``upto``. Gives them their place in the order; ``drain`` delivers."""
         if self._ordered is None:
             raise BusError("events from other processes need a store that assigns seqs")
-        if not self._closed:
+        if not self._core.closed:
             self._ordered.remote(events, upto=upto, own=own)
 
     def drain(self) -> None:
@@ -517,7 +554,7 @@ class Bus:
                 continue
             if sub.once and not self._remove(sub):
                 continue
-            self._delivered += 1
+            self._core.delivered += 1
             if sub.is_async:
                 self._schedule(sub, event)
                 continue
@@ -532,6 +569,18 @@ class Bus:
         self._handler_errors += 1
         self._logger.exception(
             "handler %r for %r failed on event seq=%d", sub.handler, sub.pattern, event.seq
+        )
+
+    def _plain_handler_failed(
+        self, route: Route, handler: Handler, event: Event, exc: BaseException
+    ) -> None:
+        """A handler of a plain route raised ``exc`` (also called by the C fast path)."""
+        sub = route.owner(handler)
+        sub.errors += 1
+        self._handler_errors += 1
+        self._logger.error(
+            "handler %r for %r failed on event seq=%d", sub.handler, sub.pattern, event.seq,
+            exc_info=exc,
         )
 
     def _schedule(self, sub: Subscription, event: Event) -> None:
@@ -621,16 +670,17 @@ class Bus:
     @property
     def last_seq(self) -> int:
         """The ``seq`` of the newest committed event (0 before any)."""
-        return self._seq
+        return self._core.seq
 
     def statistics(self) -> BusStatistics:
         """Counters for monitoring and the admin ``listeners`` command (no lock taken)."""
         subscriptions = len(self._subs)
-        seq = self._seq
+        core = self._core
+        seq = core.seq
         return BusStatistics(
             last_seq=seq,
             emitted=seq - self._first_seq,
-            delivered=self._delivered,
+            delivered=core.delivered,
             handler_errors=self._handler_errors,
             subscriptions=subscriptions,
             log_size=len(self._log),
@@ -639,12 +689,12 @@ class Bus:
 
     # --------------------------------------------------------------------- close
     def _check_open(self) -> None:
-        if self._closed:
+        if self._core.closed:
             raise ClosedError("the bus is closed")
 
     @property
     def closed(self) -> bool:
-        return self._closed
+        return self._core.closed
 
     def close(self) -> None:
         """Refuse further emits and subscriptions; pending waiters get ``ClosedError``.
@@ -653,9 +703,9 @@ class Bus:
         a handler, it returns at once), so no event is committed after it.
         """
         with self._emit_lock, self._registry_lock:
-            if self._closed:
+            if self._core.closed:
                 return
-            self._closed = True
+            self._core.closed = True
             waiters = self._waiters.take_all()
         for waiter in waiters:
             waiter.settle(ClosedError("the bus is closed"))

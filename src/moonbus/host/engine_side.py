@@ -133,6 +133,14 @@ class ScriptEngine:
         self._dispatch = lib["dispatch"]
         self._deliver = lib["deliver"]
         self._forget = lib["forget"]
+        # The C path of deliver() (moonbus.lua.fastcall), when built: what the
+        # bus calls for this engine's non-once subscriptions.
+        self._fast_deliver: Callable[[int, Event], None] | None = None
+        if kind == "event":
+            self._fast_deliver = engine.native_delivery(
+                self._deliver, fallback=self.deliver, failed=self._delivery_failed,
+                settings=ctx.settings,
+            )
 
     # ------------------------------------------------------------------ bridge
     def _bridge(self) -> Any:
@@ -168,7 +176,10 @@ class ScriptEngine:
         self.patterns[sub_id] = pattern
         if self.kind == "main" and self.loading:
             return sub_id  # delivered by the event engine; recorded for off()
-        target = self.deliver if self.kind == "event" else self._on_deferred
+        if self.kind == "event":
+            target = self.deliver if once or self._fast_deliver is None else self._fast_deliver
+        else:
+            target = self._on_deferred
         handler = functools.partial(target, sub_id)
         owner = f"{self.script_name}:{self.kind}"
         bus = self._bus
@@ -260,6 +271,20 @@ class ScriptEngine:
             self.subscriptions.pop(sub_id, None)
             self.patterns.pop(sub_id, None)
 
+    def _delivery_failed(
+        self,
+        sub_id: int,
+        result: Any,
+        failure: BaseException | None,
+        reason: str | None,
+        limit: float | None,
+    ) -> None:
+        """The C path's call did not end plainly: settle it as ``deliver`` does."""
+        try:
+            self.engine.outcome(result, failure, reason, limit)
+        except (ScriptError, TypeError) as exc:
+            self._on_handler_error(f"handler for {self.patterns.get(sub_id, '?')!r}", exc)
+
     def deferred_task(self, sub_id: int, event: Event) -> Any:
         """A coroutine running one deferred handler (main engine, script thread)."""
         sub = self.subscriptions.get(sub_id)
@@ -285,4 +310,5 @@ class ScriptEngine:
         for sub in list(self.subscriptions.values()):
             sub.cancel()
         self.subscriptions.clear()
+        self._fast_deliver = None  # it keeps the lupa runtime alive
         self.engine.close()

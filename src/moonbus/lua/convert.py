@@ -52,7 +52,19 @@ class LuaConverter:
 
     # ----------------------------------------------------------- Python -> Lua
     def to_lua(self, value: Any, _depth: int = 0) -> Any:
-        """Copy ``value`` into a Lua value (tables are new every call)."""
+        """Copy ``value`` into a Lua value (tables are new every call).
+
+        An int beyond Lua's 64-bit integers inside a table is a ``TypeError``
+        (lupa reports it as an ``OverflowError``).
+        """
+        try:
+            return self._to_lua(value, _depth)
+        except OverflowError as exc:
+            raise TypeError(
+                f"an integer does not fit in a Lua integer (64 bits): {exc}"
+            ) from exc
+
+    def _to_lua(self, value: Any, _depth: int = 0) -> Any:
         if isinstance(value, _SCALARS):
             return value
         if _depth > self._max_depth:
@@ -62,13 +74,13 @@ class LuaConverter:
             for key, item in value.items():
                 if not isinstance(key, (str, int, float, bool)):
                     raise TypeError(f"table key of type {type(key).__name__} cannot go to Lua")
-                converted[key] = item if isinstance(item, _SCALARS) else self.to_lua(
+                converted[key] = item if isinstance(item, _SCALARS) else self._to_lua(
                     item, _depth + 1
                 )
             return self._table_from(converted)
         if isinstance(value, (list, tuple)):
             return self._table_from(
-                [v if isinstance(v, _SCALARS) else self.to_lua(v, _depth + 1) for v in value]
+                [v if isinstance(v, _SCALARS) else self._to_lua(v, _depth + 1) for v in value]
             )
         if self._lua_type(value) is not None:
             return value  # already a Lua object of this runtime (a table we built)

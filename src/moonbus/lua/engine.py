@@ -44,6 +44,7 @@ from moonbus.errors import (
     ScriptTimeout,
 )
 from moonbus.lua.convert import LuaConverter
+from moonbus.lua.fastcall import native_delivery
 from moonbus.lua.watchdog import Watchdog
 
 __all__ = ["HookControl", "LuaEngine"]
@@ -181,6 +182,39 @@ class LuaEngine:
         self.table_from = rt.table_from  # plain-value copy into a new table (owner thread)
 
     @property
+    def lua_module(self) -> Any:
+        """The lupa module this engine's state comes from (``lupa.lua54``...)."""
+        return self._lua
+
+    def native_delivery(
+        self,
+        func: Any,
+        *,
+        fallback: Callable[[int, Any], None],
+        failed: Callable[[int, Any, Any, str | None, float | None], None],
+        settings: Any,
+    ) -> Callable[[int, Any], None] | None:
+        """The C fast path of ``call_event`` for ``func`` (see ``fastcall.py``), or None.
+
+        It follows ``_guarded`` and ``_end_call`` step by step on this
+        engine's own fields, so C and Python calls interleave freely.
+        """
+        with self._lock:
+            if self._closed:
+                raise ClosedError(f"Lua engine {self.name!r} is closed")
+            return native_delivery(
+                self, self._rt, self._state, func, fallback=fallback, failed=failed,
+                settings=settings,
+            )
+
+    def outcome(
+        self, result: Any, failure: BaseException | None, reason: str | None, limit: float | None
+    ) -> tuple[Any, ...]:
+        """The results of a call that the C path could not settle alone: its
+        values, or the ``ScriptError`` family raised as for any call."""
+        return self._outcome(result, failure, reason, limit)
+
+    @property
     def lock(self) -> threading.RLock:
         """Held by whichever thread is using the engine (re-entrant)."""
         return self._lock
@@ -305,6 +339,11 @@ class LuaEngine:
                 # (lupa's dict fast path), and .copy() is one C call.
                 table = self._table_from(data.copy() if type(data) is _PROXY else data)
             return self._guarded(None, func, (sub_id, table, tick, seq, event_type), limit)
+        except OverflowError as exc:  # lupa, copying an int that Lua cannot hold
+            raise TypeError(
+                f"event {event_type!r} seq={seq}: an integer in its data or tick does not "
+                "fit in a Lua integer (64 bits)"
+            ) from exc
         finally:
             lock.release()
 

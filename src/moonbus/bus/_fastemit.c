@@ -1,0 +1,669 @@
+/*
+ * moonbus.bus._fastemit: the common case of Bus.emit, in C.
+ *
+ * Why: emit is the hottest call of the runtime. Its Python form costs about
+ * 1.2 us with one handler, of which the interpreter's own overhead (frames,
+ * attribute loads, bytecode) is most; pyee's emit, which commits nothing,
+ * costs ~0.7 us. This module does exactly what bus.py's emit does for the
+ * usual event, with the same locks and the same state, and hands everything
+ * else back to bus.py before it has changed anything.
+ *
+ * The contract (bus.py is the reference; tests/bus run against both):
+ *
+ *   EmitCore(...)             one per Bus, made in Bus.__init__
+ *   core.seq, core.delivered  ints, core.closed, core.draining bools,
+ *   core.in_flight            the Route being delivered (or None):
+ *                             the bus's mutable emit state, shared with bus.py
+ *   core.emit(type, data, source, tick)
+ *       -> the committed Event, or NotImplemented when this event needs
+ *          the general path (unknown type name, data that is not a dict of
+ *          scalars under str keys, a closed bus, a nested emit, queued or
+ *          waited-for events, a route not cached yet or not plain). In the
+ *          NotImplemented case nothing was committed and no lock is held.
+ *
+ * Threads: every field is read and written with the GIL held and, for the
+ * emit state, under the bus's emit lock (an RLock, acquired through its
+ * bound methods exactly as bus.py does), so the C and Python paths can
+ * interleave freely. Handlers are called with the GIL held and may run
+ * Python that emits (nested: the Python path queues on the pending deque,
+ * and this code then hands the rest of the drain to bus._drain_pending).
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+#include <time.h>
+
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall; /* calling the core is Bus.emit */
+    /* emit state shared with bus.py (under the emit lock) */
+    long long seq;
+    long long delivered;
+    char closed;
+    char draining;
+    PyObject *in_flight;
+    /* wiring, fixed at construction */
+    PyTypeObject *event_type;
+    PyObject *type_names;
+    PyObject *lock_acquire;
+    PyObject *lock_release;
+    PyObject *clock;
+    PyObject *store;
+    PyObject *log_append;
+    PyObject *pending;
+    PyObject *gate_enter;
+    PyObject *gate_exit;
+    PyObject *waiters;
+    PyObject *routes;
+    PyObject *default_source;
+    PyObject *empty_data;
+    PyObject *handler_failed;
+    PyObject *drain_pending;
+    PyObject *general;
+} EmitCore;
+
+static PyObject *core_vectorcall(EmitCore *self, PyObject *const *args, size_t nargsf,
+                                 PyObject *kwnames);
+
+static PyObject *str_any, *str_plain, *str_handlers, *str_settings, *str_wants,
+    *str_append, *str_offer, *str_tick, *str_source, *num_thousand;
+
+static int
+core_traverse(EmitCore *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->in_flight);
+    Py_VISIT(self->event_type);
+    Py_VISIT(self->type_names);
+    Py_VISIT(self->lock_acquire);
+    Py_VISIT(self->lock_release);
+    Py_VISIT(self->clock);
+    Py_VISIT(self->store);
+    Py_VISIT(self->log_append);
+    Py_VISIT(self->pending);
+    Py_VISIT(self->gate_enter);
+    Py_VISIT(self->gate_exit);
+    Py_VISIT(self->waiters);
+    Py_VISIT(self->routes);
+    Py_VISIT(self->default_source);
+    Py_VISIT(self->empty_data);
+    Py_VISIT(self->handler_failed);
+    Py_VISIT(self->drain_pending);
+    Py_VISIT(self->general);
+    return 0;
+}
+
+static int
+core_clear(EmitCore *self)
+{
+    Py_CLEAR(self->in_flight);
+    Py_CLEAR(self->event_type);
+    Py_CLEAR(self->type_names);
+    Py_CLEAR(self->lock_acquire);
+    Py_CLEAR(self->lock_release);
+    Py_CLEAR(self->clock);
+    Py_CLEAR(self->store);
+    Py_CLEAR(self->log_append);
+    Py_CLEAR(self->pending);
+    Py_CLEAR(self->gate_enter);
+    Py_CLEAR(self->gate_exit);
+    Py_CLEAR(self->waiters);
+    Py_CLEAR(self->routes);
+    Py_CLEAR(self->default_source);
+    Py_CLEAR(self->empty_data);
+    Py_CLEAR(self->handler_failed);
+    Py_CLEAR(self->drain_pending);
+    Py_CLEAR(self->general);
+    return 0;
+}
+
+static void
+core_dealloc(EmitCore *self)
+{
+    PyObject_GC_UnTrack(self);
+    core_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int
+core_init(EmitCore *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {
+        "event_type", "type_names", "lock", "clock", "store", "log", "pending",
+        "gate", "waiters", "routes", "default_source", "empty_data",
+        "handler_failed", "drain_pending", "general", "seq", NULL};
+    PyObject *event_type, *type_names, *lock, *clock, *store, *log, *pending,
+        *gate, *waiters, *routes, *default_source, *empty_data, *handler_failed,
+        *drain_pending, *general;
+    long long seq;
+    if (!PyArg_ParseTupleAndKeywords(
+            args, kwds, "$OOOOOOOOOOOOOOOL", kwlist, &event_type, &type_names,
+            &lock, &clock, &store, &log, &pending, &gate, &waiters, &routes,
+            &default_source, &empty_data, &handler_failed, &drain_pending,
+            &general, &seq))
+        return -1;
+    if (!PyType_Check(event_type) ||
+        !PyType_IsSubtype((PyTypeObject *)event_type, &PyTuple_Type)) {
+        PyErr_SetString(PyExc_TypeError, "event_type must be a tuple subclass");
+        return -1;
+    }
+    if (!PySet_Check(type_names) || !PyDict_Check(routes)) {
+        PyErr_SetString(PyExc_TypeError, "type_names must be a set, routes a dict");
+        return -1;
+    }
+    core_clear(self);
+    self->vectorcall = (vectorcallfunc)core_vectorcall;
+    self->seq = seq;
+    self->delivered = 0;
+    self->closed = 0;
+    self->draining = 0;
+    self->in_flight = Py_NewRef(Py_None);
+    self->event_type = (PyTypeObject *)Py_NewRef(event_type);
+    self->type_names = Py_NewRef(type_names);
+    self->lock_acquire = PyObject_GetAttrString(lock, "acquire");
+    self->lock_release = PyObject_GetAttrString(lock, "release");
+    self->clock = Py_NewRef(clock);
+    self->store = Py_NewRef(store);
+    self->log_append = PyObject_GetAttr(log, str_append);
+    self->pending = Py_NewRef(pending);
+    if (gate == Py_None) {
+        self->gate_enter = Py_NewRef(Py_None);
+        self->gate_exit = Py_NewRef(Py_None);
+    } else {
+        self->gate_enter = PyObject_GetAttrString(gate, "enter");
+        self->gate_exit = PyObject_GetAttrString(gate, "exit");
+    }
+    self->waiters = Py_NewRef(waiters);
+    self->routes = Py_NewRef(routes);
+    self->default_source = Py_NewRef(default_source);
+    self->empty_data = Py_NewRef(empty_data);
+    self->handler_failed = Py_NewRef(handler_failed);
+    self->drain_pending = Py_NewRef(drain_pending);
+    self->general = Py_NewRef(general);
+    if (!self->lock_acquire || !self->lock_release || !self->log_append ||
+        !self->gate_enter || !self->gate_exit)
+        return -1;
+    return 0;
+}
+
+/* 1: a scalar the bus keeps as it is (exact types, as bus.py checks them). */
+static inline int
+is_scalar(PyObject *v)
+{
+    PyTypeObject *t = Py_TYPE(v);
+    return t == &PyUnicode_Type || t == &PyLong_Type || t == &PyFloat_Type ||
+           t == &PyBool_Type || v == Py_None;
+}
+
+/* The frozen copy of a dict of scalars under str keys; NULL without an error
+ * set when the data needs the general path; NULL with an error on failure. */
+static PyObject *
+freeze_plain(EmitCore *self, PyObject *data)
+{
+    if (data == Py_None)
+        return Py_NewRef(self->empty_data);
+    if (!PyDict_CheckExact(data))
+        return NULL;
+    if (PyDict_GET_SIZE(data) == 0)
+        return Py_NewRef(self->empty_data);
+    Py_ssize_t pos = 0;
+    PyObject *key, *value;
+    while (PyDict_Next(data, &pos, &key, &value)) {
+        if (!PyUnicode_CheckExact(key) || !is_scalar(value))
+            return NULL;
+    }
+    PyObject *copy = PyDict_Copy(data);
+    if (copy == NULL)
+        return NULL;
+    PyObject *proxy = PyDictProxy_New(copy);
+    Py_DECREF(copy);
+    return proxy;
+}
+
+static PyObject *
+timestamp_ms(EmitCore *self)
+{
+    if (self->clock == Py_None) {
+        /* time.time_ns() // 1_000_000: the same clock (CLOCK_REALTIME) */
+        struct timespec ts;
+        if (clock_gettime(CLOCK_REALTIME, &ts) != 0)
+            return PyErr_SetFromErrno(PyExc_OSError);
+        long long ns = (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+        return PyLong_FromLongLong(ns / 1000000LL);
+    }
+    /* int(clock() * 1000), as bus.py computes it */
+    PyObject *now = PyObject_CallNoArgs(self->clock);
+    if (now == NULL)
+        return NULL;
+    PyObject *scaled = PyNumber_Multiply(now, num_thousand);
+    Py_DECREF(now);
+    if (scaled == NULL)
+        return NULL;
+    PyObject *ms = PyNumber_Long(scaled);
+    Py_DECREF(scaled);
+    return ms;
+}
+
+static int
+call_void(PyObject *func)
+{
+    PyObject *r = PyObject_CallNoArgs(func);
+    if (r == NULL)
+        return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+static int
+call_one(PyObject *func, PyObject *arg)
+{
+    PyObject *r = PyObject_CallOneArg(func, arg);
+    if (r == NULL)
+        return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+/* Resolve wait_for waiters on ``event`` if there are any (0, or -1). */
+static int
+offer_to_waiters(EmitCore *self, PyObject *event)
+{
+    PyObject *any = PyObject_GetAttr(self->waiters, str_any);
+    if (any == NULL)
+        return -1;
+    int waited = PyObject_IsTrue(any);
+    Py_DECREF(any);
+    if (waited <= 0)
+        return waited;
+    PyObject *r = PyObject_CallMethodOneArg(self->waiters, str_offer, event);
+    if (r == NULL)
+        return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+/* Release the emit lock, keeping any exception that is set. */
+static void
+release_lock(EmitCore *self)
+{
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyObject *r = PyObject_CallNoArgs(self->lock_release);
+    if (r == NULL) {
+        if (type != NULL)
+            PyErr_WriteUnraisable(self->lock_release);
+        else
+            return; /* report the release failure itself */
+    } else {
+        Py_DECREF(r);
+    }
+    PyErr_Restore(type, value, tb);
+}
+
+/* Run the handlers of a plain route on ``event`` (draining, lock held).
+ * 0, or -1 with an exception that is not an Exception (it propagates). */
+static int
+deliver_plain(EmitCore *self, PyObject *route, PyObject *handlers, PyObject *event)
+{
+    Py_SETREF(self->in_flight, Py_NewRef(route));
+    self->delivered += PyList_GET_SIZE(handlers);
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(handlers); i++) {
+        /* another thread may replace a slot (Route.skip) while one runs */
+        PyObject *handler = Py_NewRef(PyList_GET_ITEM(handlers, i));
+        PyObject *r = PyObject_CallOneArg(handler, event);
+        if (r != NULL) {
+            Py_DECREF(r);
+            Py_DECREF(handler);
+            continue;
+        }
+        if (!PyErr_ExceptionMatches(PyExc_Exception)) {
+            Py_DECREF(handler);
+            return -1;
+        }
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        PyErr_NormalizeException(&type, &value, &tb);
+        if (tb != NULL)
+            PyException_SetTraceback(value, tb);
+        PyObject *args[4] = {route, handler, event, value};
+        PyObject *logged = PyObject_Vectorcall(self->handler_failed, args, 4, NULL);
+        Py_XDECREF(type);
+        Py_XDECREF(value);
+        Py_XDECREF(tb);
+        Py_DECREF(handler);
+        if (logged == NULL)
+            return -1;
+        Py_DECREF(logged);
+    }
+    return 0;
+}
+
+static PyObject *
+try_emit(EmitCore *self, PyObject *type, PyObject *data, PyObject *source, PyObject *tick)
+{
+    if (!PyUnicode_CheckExact(type))
+        Py_RETURN_NOTIMPLEMENTED;
+    int known = PySet_Contains(self->type_names, type);
+    if (known < 0)
+        return NULL;
+    if (!known)
+        Py_RETURN_NOTIMPLEMENTED;
+    PyObject *frozen = freeze_plain(self, data);
+    if (frozen == NULL) {
+        if (PyErr_Occurred())
+            return NULL;
+        Py_RETURN_NOTIMPLEMENTED;
+    }
+    if (source == Py_None)
+        source = self->default_source;
+
+    PyObject *locked = PyObject_CallNoArgs(self->lock_acquire);
+    if (locked == NULL) {
+        Py_DECREF(frozen);
+        return NULL;
+    }
+    Py_DECREF(locked);
+
+    /* ---- may this event take the fast path? (nothing changed yet) */
+    PyObject *route = NULL, *handlers = NULL, *event = NULL, *ts = NULL;
+    if (self->closed || self->draining || PyObject_Length(self->pending) != 0)
+        goto general;
+    route = PyDict_GetItemWithError(self->routes, type);
+    if (route == NULL) {
+        if (PyErr_Occurred())
+            goto fail;
+        goto general;
+    }
+    Py_INCREF(route);
+    PyObject *plain = PyObject_GetAttr(route, str_plain);
+    if (plain == NULL)
+        goto fail;
+    int is_plain = plain == Py_True;
+    Py_DECREF(plain);
+    if (!is_plain)
+        goto general;
+    handlers = PyObject_GetAttr(route, str_handlers);
+    if (handlers == NULL)
+        goto fail;
+    if (!PyList_CheckExact(handlers))
+        goto general;
+
+    /* ---- commit */
+    long long seq = self->seq + 1;
+    ts = timestamp_ms(self);
+    if (ts == NULL)
+        goto fail;
+    PyObject *seq_obj = PyLong_FromLongLong(seq);
+    if (seq_obj == NULL)
+        goto fail;
+    event = self->event_type->tp_alloc(self->event_type, 6);
+    if (event == NULL) {
+        Py_DECREF(seq_obj);
+        goto fail;
+    }
+    PyTuple_SET_ITEM(event, 0, Py_NewRef(type));
+    PyTuple_SET_ITEM(event, 1, frozen);
+    frozen = NULL;
+    PyTuple_SET_ITEM(event, 2, seq_obj);
+    PyTuple_SET_ITEM(event, 3, Py_NewRef(tick));
+    PyTuple_SET_ITEM(event, 4, ts);
+    ts = NULL;
+    PyTuple_SET_ITEM(event, 5, Py_NewRef(source));
+    if (self->store != Py_None) {
+        PyObject *settings = PyObject_GetAttr(self->store, str_settings);
+        if (settings == NULL)
+            goto fail;
+        PyObject *wants = PyObject_CallMethodOneArg(settings, str_wants, type);
+        Py_DECREF(settings);
+        if (wants == NULL)
+            goto fail;
+        int wanted = PyObject_IsTrue(wants);
+        Py_DECREF(wants);
+        if (wanted < 0)
+            goto fail;
+        if (wanted) {
+            /* raises: nothing committed, no seq consumed */
+            PyObject *r = PyObject_CallMethodOneArg(self->store, str_append, event);
+            if (r == NULL)
+                goto fail;
+            Py_DECREF(r);
+        }
+    }
+    self->seq = seq;
+    PyObject *appended = PyObject_CallOneArg(self->log_append, event);
+    if (appended == NULL)
+        goto fail; /* committed (seq taken) but not logged: as bus.py would */
+    Py_DECREF(appended);
+
+    /* ---- deliver (waiters are resolved once the event has its place in the
+     * delivery order, so an emit from a `where` predicate queues behind it) */
+    self->draining = 1;
+    int failed = 0;
+    if (self->gate_enter != Py_None && call_void(self->gate_enter) < 0) {
+        self->draining = 0;
+        goto fail;
+    }
+    failed = offer_to_waiters(self, event);
+    if (!failed && PyObject_Length(self->pending) != 0) {
+        /* a `where` predicate emitted: bus.py delivers everything in order */
+        failed = call_one(self->drain_pending, event);
+    } else if (!failed) {
+        failed = deliver_plain(self, route, handlers, event);
+        if (!failed && PyObject_Length(self->pending) != 0) {
+            /* handlers emitted: bus.py delivers the queued events in order */
+            failed = call_one(self->drain_pending, Py_None);
+        }
+    }
+    {
+        PyObject *type_, *value, *tb;
+        PyErr_Fetch(&type_, &value, &tb);
+        self->draining = 0;
+        Py_SETREF(self->in_flight, Py_NewRef(Py_None));
+        if (self->gate_exit != Py_None && call_void(self->gate_exit) < 0) {
+            if (type_ != NULL) {
+                PyErr_WriteUnraisable(self->gate_exit);
+            } else {
+                failed = -1;
+                PyErr_Fetch(&type_, &value, &tb);
+            }
+        }
+        PyErr_Restore(type_, value, tb);
+    }
+    Py_DECREF(route);
+    Py_DECREF(handlers);
+    release_lock(self);
+    if (failed || PyErr_Occurred()) {
+        Py_DECREF(event);
+        return NULL;
+    }
+    return event;
+
+general:
+    Py_XDECREF(route);
+    Py_XDECREF(handlers);
+    Py_DECREF(frozen);
+    release_lock(self);
+    if (PyErr_Occurred())
+        return NULL;
+    Py_RETURN_NOTIMPLEMENTED;
+
+fail:
+    Py_XDECREF(route);
+    Py_XDECREF(handlers);
+    Py_XDECREF(frozen);
+    Py_XDECREF(ts);
+    Py_XDECREF(event);
+    release_lock(self);
+    return NULL;
+}
+
+static PyObject *
+core_emit(EmitCore *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "emit(type, data, source, tick)");
+        return NULL;
+    }
+    return try_emit(self, args[0], args[1], args[2], args[3]);
+}
+
+/* Keyword names are almost always the interned constants of the caller's code. */
+static inline int
+same_name(PyObject *name, PyObject *interned)
+{
+    return name == interned || PyUnicode_Compare(name, interned) == 0;
+}
+
+/* core(type, data=None, *, source=None, tick=None): Bus.emit itself. Anything
+ * the fast path does not take, including bad arguments, goes to ``general``
+ * (bus.py's emit) with the arguments as given, so errors read the same. */
+static PyObject *
+core_vectorcall(EmitCore *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    PyObject *source = Py_None, *tick = Py_None;
+    int usable = nargs >= 1 && nargs <= 2;
+    if (usable && kwnames != NULL) {
+        Py_ssize_t nkw = PyTuple_GET_SIZE(kwnames);
+        for (Py_ssize_t i = 0; i < nkw; i++) {
+            PyObject *name = PyTuple_GET_ITEM(kwnames, i);
+            if (same_name(name, str_tick))
+                tick = args[nargs + i];
+            else if (same_name(name, str_source))
+                source = args[nargs + i];
+            else
+                usable = 0;
+        }
+    }
+    if (usable) {
+        PyObject *event =
+            try_emit(self, args[0], nargs == 2 ? args[1] : Py_None, source, tick);
+        if (event != Py_NotImplemented)
+            return event;
+        Py_DECREF(event);
+    }
+    return PyObject_Vectorcall(self->general, args, nargsf, kwnames);
+}
+
+static PyObject *
+core_get_closed(EmitCore *self, void *closure)
+{
+    return PyBool_FromLong(self->closed);
+}
+
+static int
+core_set_closed(EmitCore *self, PyObject *value, void *closure)
+{
+    int v = value ? PyObject_IsTrue(value) : -1;
+    if (v < 0) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_AttributeError, "cannot delete closed");
+        return -1;
+    }
+    self->closed = (char)v;
+    return 0;
+}
+
+static PyObject *
+core_get_draining(EmitCore *self, void *closure)
+{
+    return PyBool_FromLong(self->draining);
+}
+
+static int
+core_set_draining(EmitCore *self, PyObject *value, void *closure)
+{
+    int v = value ? PyObject_IsTrue(value) : -1;
+    if (v < 0) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_AttributeError, "cannot delete draining");
+        return -1;
+    }
+    self->draining = (char)v;
+    return 0;
+}
+
+static PyObject *
+core_get_in_flight(EmitCore *self, void *closure)
+{
+    return Py_NewRef(self->in_flight);
+}
+
+static int
+core_set_in_flight(EmitCore *self, PyObject *value, void *closure)
+{
+    if (value == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "cannot delete in_flight");
+        return -1;
+    }
+    Py_SETREF(self->in_flight, Py_NewRef(value));
+    return 0;
+}
+
+static PyGetSetDef core_getset[] = {
+    {"closed", (getter)core_get_closed, (setter)core_set_closed, "the bus refuses emits", NULL},
+    {"draining", (getter)core_get_draining, (setter)core_set_draining,
+     "a thread is delivering (nested emits only queue)", NULL},
+    {"in_flight", (getter)core_get_in_flight, (setter)core_set_in_flight,
+     "the plain route being delivered, or None", NULL},
+    {NULL}};
+
+static PyMemberDef core_members[] = {
+    {"seq", T_LONGLONG, offsetof(EmitCore, seq), 0, "the last committed seq"},
+    {"delivered", T_LONGLONG, offsetof(EmitCore, delivered), 0, "handler calls so far"},
+    {NULL}};
+
+static PyMethodDef core_methods[] = {
+    {"emit", (PyCFunction)(void (*)(void))core_emit, METH_FASTCALL,
+     "emit(type, data, source, tick) -> Event, or NotImplemented for the general path"},
+    {NULL}};
+
+static PyTypeObject EmitCoreType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "moonbus.bus._fastemit.EmitCore",
+    .tp_basicsize = sizeof(EmitCore),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_vectorcall_offset = offsetof(EmitCore, vectorcall),
+    .tp_call = PyVectorcall_Call,
+    .tp_doc = "The common case of Bus.emit (see the module source for the contract).",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)core_init,
+    .tp_dealloc = (destructor)core_dealloc,
+    .tp_traverse = (traverseproc)core_traverse,
+    .tp_clear = (inquiry)core_clear,
+    .tp_methods = core_methods,
+    .tp_members = core_members,
+    .tp_getset = core_getset,
+};
+
+static struct PyModuleDef fastemit_module = {
+    PyModuleDef_HEAD_INIT, "_fastemit", "The common case of Bus.emit, in C.", -1, NULL};
+
+PyMODINIT_FUNC
+PyInit__fastemit(void)
+{
+    /* interned names and constants: immortal for the process, like the type */
+    str_any = PyUnicode_InternFromString("any");
+    str_plain = PyUnicode_InternFromString("plain");
+    str_handlers = PyUnicode_InternFromString("handlers");
+    str_settings = PyUnicode_InternFromString("settings");
+    str_wants = PyUnicode_InternFromString("wants");
+    str_append = PyUnicode_InternFromString("append");
+    str_offer = PyUnicode_InternFromString("offer");
+    str_tick = PyUnicode_InternFromString("tick");
+    str_source = PyUnicode_InternFromString("source");
+    num_thousand = PyLong_FromLong(1000);
+    if (!str_any || !str_plain || !str_handlers || !str_settings || !str_wants ||
+        !str_append || !str_offer || !str_tick || !str_source ||
+        !num_thousand)
+        return NULL;
+    if (PyType_Ready(&EmitCoreType) < 0)
+        return NULL;
+    PyObject *m = PyModule_Create(&fastemit_module);
+    if (m == NULL)
+        return NULL;
+    if (PyModule_AddObjectRef(m, "EmitCore", (PyObject *)&EmitCoreType) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

@@ -1,0 +1,40 @@
+"""Type stub of the C fast path of ``Bus.emit`` (see ``_fastemit.c``)."""
+
+from collections.abc import Callable
+from typing import Any
+
+class EmitCore:
+    seq: int
+    delivered: int
+    closed: bool
+    draining: bool
+    in_flight: Any
+    def __init__(
+        self,
+        *,
+        event_type: type[tuple[Any, ...]],
+        type_names: set[str],
+        lock: Any,
+        clock: Callable[[], float] | None,
+        store: Any,
+        log: Any,
+        pending: Any,
+        gate: Any,
+        waiters: Any,
+        routes: dict[str, Any],
+        default_source: str,
+        empty_data: Any,
+        handler_failed: Callable[..., None],
+        drain_pending: Callable[[Any], None],
+        general: Callable[..., Any],
+        seq: int,
+    ) -> None: ...
+    def emit(self, type: str, data: Any, source: str | None, tick: int | None, /) -> Any: ...
+    def __call__(
+        self,
+        type: str,
+        data: Any = None,
+        *,
+        source: str | None = None,
+        tick: int | None = None,
+    ) -> Any: ...

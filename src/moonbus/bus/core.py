@@ -1,0 +1,74 @@
+"""The bus's emit state, and the C fast path over it when that is built.
+
+Why a separate object: ``Bus.emit`` is the hottest call of the runtime, and
+most of its cost in Python is the interpreter itself. ``_fastemit.c`` does the
+common case (a known type name, a dict of scalars, no nested or queued
+events, a cached plain route) in C; to let the C and Python paths interleave
+on one bus, the mutable emit state lives in this object, not on the ``Bus``:
+``seq``, ``delivered``, ``closed``, ``draining`` and ``in_flight``. bus.py
+reads and writes them as ``self._core.<name>`` under ``_emit_lock``, as before.
+
+``make_emit_state`` returns the C ``EmitCore`` when the extension was built
+(``pip install`` compiles it; a machine without a C compiler gets the pure
+Python path, which is the reference and behaves identically) and ``native``
+is True; otherwise a plain ``PyEmitState`` that holds the same fields. The
+environment variable ``MOONBUS_PURE_PYTHON=1`` turns the C path off for a
+whole process (the test suite runs the bus tests both ways).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from moonbus.native import pure_python_forced
+
+__all__ = ["EmitState", "NativeEmitCore", "PyEmitState", "make_emit_state", "native_available"]
+
+try:
+    from moonbus.bus._fastemit import EmitCore as NativeEmitCore
+except ImportError:  # not built (no C compiler at install time)
+
+    class NativeEmitCore:  # type: ignore[no-redef]
+        """Stands in for the C type when it is not built (never instantiated)."""
+
+        def __init__(self, **wiring: Any) -> None:
+            raise ImportError("moonbus.bus._fastemit is not built")
+
+
+class EmitState(Protocol):
+    """The mutable emit state of one bus (read and written under its emit lock)."""
+
+    seq: int
+    delivered: int
+    closed: bool
+    draining: bool
+    in_flight: Any
+
+
+class PyEmitState:
+    """The emit state as plain attributes (the pure-Python path)."""
+
+    __slots__ = ("closed", "delivered", "draining", "in_flight", "seq")
+
+    def __init__(self, seq: int) -> None:
+        self.seq = seq  # the last committed seq
+        self.delivered = 0  # handler calls so far
+        self.closed = False  # the bus refuses emits
+        self.draining = False  # a thread is delivering (nested emits only queue)
+        self.in_flight: Any = None  # the plain route being delivered
+
+
+def native_available() -> bool:
+    """Whether the C fast path is built and not switched off for this process."""
+    if pure_python_forced():
+        return False
+    module: str = NativeEmitCore.__module__
+    return module == "moonbus.bus._fastemit"
+
+
+def make_emit_state(*, native: bool, seq: int, **wiring: Any) -> EmitState:
+    """The C core wired to the bus's objects (see ``_fastemit.c``), or plain state."""
+    if native and native_available():
+        core: EmitState = NativeEmitCore(seq=seq, **wiring)
+        return core
+    return PyEmitState(seq)

@@ -1,0 +1,91 @@
+"""Wiring the C event-delivery fast path (``_fastcall.c``) to one engine.
+
+``native_delivery`` returns a callable ``delivery(sub_id, event)`` that runs
+a script's Lua ``deliver`` function for an event exactly as
+``ScriptEngine.deliver`` → ``LuaEngine.call_event`` → ``_guarded`` would, in
+C, and calls ``fallback(sub_id, event)`` (the Python path) for anything it
+does not take. It returns None, and the caller keeps the Python path, when
+the extension is not built, is switched off (``MOONBUS_PURE_PYTHON``), the
+engine is not a Lua 5.4 engine, or lupa's runtime lock cannot be found.
+
+Why the lupa lock is looked up with ``gc.get_referents``: lupa keeps it in a
+private field of ``LuaRuntime``, and every access to a Lua state must hold it
+(lupa's own finalizers take it from any thread to release references). The
+referents of a runtime are its Python-object fields; exactly one of them is a
+``FastRLock`` of the same lupa module, or the fast path is not used.
+
+Threads: build it on the engine's owner side (the caller holds
+``engine.lock``); the returned object is called on the bus's delivering
+thread, which is the event engine's user.
+"""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from moonbus.native import pure_python_forced
+
+if TYPE_CHECKING:
+    from moonbus.lua.engine import LuaEngine
+
+__all__ = ["native_delivery"]
+
+_GLOBAL_KEY = "__moonbus_native_delivery"  # in the state's real _G, which scripts never see
+
+Delivery: Any
+try:
+    from moonbus.lua._fastcall import LUA_MODULE, Delivery
+except ImportError:  # not built (no C compiler at install time), or lupa differs
+    Delivery = None
+    LUA_MODULE = ""
+
+
+def native_available() -> bool:
+    """Whether the C delivery path is built and not switched off."""
+    return Delivery is not None and not pure_python_forced()
+
+
+def _lupa_lock(runtime: Any, lua_module: Any) -> Any | None:
+    lock_type = getattr(lua_module, "FastRLock", None)
+    if lock_type is None:
+        return None
+    locks = [obj for obj in gc.get_referents(runtime) if type(obj) is lock_type]
+    return locks[0] if len(locks) == 1 else None
+
+
+def native_delivery(
+    engine: LuaEngine,
+    runtime: Any,
+    state: int,
+    func: Any,
+    *,
+    fallback: Callable[[int, Any], None],
+    failed: Callable[[int, Any, Any, str | None, float | None], None],
+    settings: Any,
+) -> Callable[[int, Any], None] | None:
+    """The C delivery of ``func`` (a Lua ``deliver``) on ``engine``, or None.
+
+    ``settings.handler_timeout`` is read at every call, as the Python path
+    does; ``failed(sub_id, result, failure, reason, limit)`` settles a call
+    that did not end plainly (see ``ScriptEngine._delivery_failed``).
+    """
+    if not native_available():
+        return None
+    lua_module = engine.lua_module
+    if lua_module.__name__ != LUA_MODULE:
+        return None
+    lock = _lupa_lock(runtime, lua_module)
+    if lock is None:
+        return None
+    globals_table = runtime.globals()
+    globals_table[_GLOBAL_KEY] = func
+    try:
+        delivery: Callable[[int, Any], None] = Delivery(
+            engine=engine, runtime=runtime, state=state, lupa_lock=lock,
+            global_key=_GLOBAL_KEY, fallback=fallback, failed=failed, settings=settings,
+        )
+    finally:
+        globals_table[_GLOBAL_KEY] = None
+    return delivery
