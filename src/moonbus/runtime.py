@@ -83,6 +83,7 @@ class Runtime:
         clock: Callable[[], float] = time.monotonic,
         recent_log_size: int = 200,
         remote_events: bool = True,
+        native: bool = True,
     ) -> None:
         self.settings = settings or HostSettings()
         self.store_settings = store_settings or StoreSettings()
@@ -92,7 +93,10 @@ class Runtime:
         # Handlers before polls: scheduler workers hold off new slices while
         # the bus delivers (see moonbus.host.gate).
         self.gate = DeliveryGate()
-        self.bus = Bus(log_size=log_size, store=self.event_store, gate=self.gate)
+        # native=False keeps the C fast paths (moonbus.native) off for this
+        # runtime: the pure-Python reference paths, for comparison and debugging.
+        self.native = native
+        self.bus = Bus(log_size=log_size, store=self.event_store, gate=self.gate, native=native)
         self.factory = SandboxFactory(lua=lua, memory_limit=self.settings.memory_limit)
         self.scheduler = ScriptScheduler(clock=clock, gate=self.gate)
         self._tick: int | None = None
@@ -113,6 +117,7 @@ class Runtime:
             log=self._log,
             tick=self._current_tick,
             apis=self._apis,
+            native=native,
         )
         from moonbus.admin.commands import build_registry
 

@@ -20,6 +20,7 @@ def test_bench_quick_host_writes_rows(moonbus, tmp_path: Path) -> None:  # type:
     rows = json.loads(out.read_text())
     names = [r["name"] for r in rows]
     assert "event -> Lua handler reading 3 fields" in names
+    assert "event -> Lua handler (pure-Python path)" in names
     assert "counter:increment() from Lua" in names
     counter = next(r for r in rows if r["name"] == "counter:increment() from Lua")
     assert counter["peer_value"] > 0 and counter["ratio"] > 0

@@ -283,3 +283,19 @@ def test_stopping_and_reloading_while_another_thread_emits(threaded, tmp_path):
     assert h.status == "running"
     assert h.handler_errors == 0, h.errors
     assert 0 < h.shared.int("n").get() <= sent[0]
+
+
+def test_runtime_native_false_keeps_the_python_paths(tmp_path):
+    from moonbus.bus.core import PyEmitState
+    from moonbus.runtime import Runtime
+
+    path = tmp_path / "t.lua"
+    path.write_text('events:on("ping", function(e) shared:int("n"):add(e.n) end)')
+    with Runtime(threaded=False, native=False) as rt:
+        assert isinstance(rt.bus._core, PyEmitState)
+        h = rt.load(path)
+        h.start()
+        sub = next(s for s in rt.bus.subscriptions() if s.pattern == "ping")
+        assert type(sub.handler.func).__name__ != "Delivery"  # type: ignore[attr-defined]
+        rt.bus.emit("ping", {"n": 2})
+        assert h.shared.int("n").get() == 2

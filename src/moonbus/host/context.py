@@ -67,3 +67,4 @@ class ScriptContext:
     tick: Callable[[], int | None]
     apis: dict[str, Any] = field(default_factory=dict)
     event_types: Mapping[str, str] = field(default_factory=lambda: dict(BUILTIN_EVENT_TYPES))
+    native: bool = True  # False: event delivery stays on the Python path (moonbus.native)

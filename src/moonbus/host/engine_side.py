@@ -136,7 +136,7 @@ class ScriptEngine:
         # The C path of deliver() (moonbus.lua.fastcall), when built: what the
         # bus calls for this engine's non-once subscriptions.
         self._fast_deliver: Callable[[int, Event], None] | None = None
-        if kind == "event":
+        if kind == "event" and ctx.native:
             self._fast_deliver = engine.native_delivery(
                 self._deliver, fallback=self.deliver, failed=self._delivery_failed,
                 settings=ctx.settings,
