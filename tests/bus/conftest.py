@@ -9,20 +9,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from tests.native_paths import both_paths
 
 from moonbus.bus import Bus
 from moonbus.bus.core import native_available
 
-_PATHS = ["native", "python"] if native_available() else ["python"]
-
-
-@pytest.fixture(autouse=True, params=_PATHS)
-def emit_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Which emit path the buses made in this test use."""
-    path: str = request.param
-    if path == "python":
-        monkeypatch.setenv("MOONBUS_PURE_PYTHON", "1")
-    return path
+emit_path = both_paths(native_available())  # which emit path this test's buses use
 
 
 @pytest.fixture

@@ -10,20 +10,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests.native_paths import both_paths
 
 from moonbus.lua.fastcall import native_available
 from moonbus.runtime import LogLine, Runtime
 
-_PATHS = ["native", "python"] if native_available() else ["python"]
-
-
-@pytest.fixture(autouse=True, params=_PATHS)
-def delivery_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Which delivery path the scripts loaded in this test use."""
-    path: str = request.param
-    if path == "python":
-        monkeypatch.setenv("MOONBUS_PURE_PYTHON", "1")
-    return path
+delivery_path = both_paths(native_available())  # which path this test's scripts use
 
 
 class VirtualClock:

@@ -213,27 +213,6 @@ def test_stopping_a_script_from_its_own_handler(stepped):
     assert h.status == "stopped"
 
 
-def test_threads_emitting_at_once_are_all_delivered(threaded, tmp_path):
-    path = tmp_path / "t.lua"
-    path.write_text('events:on("ping", function(e) shared:int("n"):add(e.n) end)')
-    hosts = [threaded.load(path) for _ in range(3)]
-    for h in hosts:
-        h.start()
-
-    def emit_many() -> None:
-        for _ in range(300):
-            threaded.bus.emit("ping", {"n": 1})
-
-    threads = [threading.Thread(target=emit_many) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    for h in hosts:
-        assert h.handler_errors == 0, h.errors
-        assert h.shared.int("n").get() == 1200
-
-
 def test_coroutines_inside_a_handler_and_a_timeout_inside_one(stepped):
     stepped.rt.settings.handler_timeout = 0.05
     h = stepped.script(

@@ -544,41 +544,24 @@ core_vectorcall(EmitCore *self, PyObject *const *args, size_t nargsf, PyObject *
     return PyObject_Vectorcall(self->general, args, nargsf, kwnames);
 }
 
+/* closed and draining: C chars read and written as Python bools; the
+ * closure is the field's offset in EmitCore. */
 static PyObject *
-core_get_closed(EmitCore *self, void *closure)
+core_get_flag(EmitCore *self, void *closure)
 {
-    return PyBool_FromLong(self->closed);
+    return PyBool_FromLong(*((char *)self + (Py_ssize_t)closure));
 }
 
 static int
-core_set_closed(EmitCore *self, PyObject *value, void *closure)
+core_set_flag(EmitCore *self, PyObject *value, void *closure)
 {
     int v = value ? PyObject_IsTrue(value) : -1;
     if (v < 0) {
         if (!PyErr_Occurred())
-            PyErr_SetString(PyExc_AttributeError, "cannot delete closed");
+            PyErr_SetString(PyExc_AttributeError, "cannot delete this attribute");
         return -1;
     }
-    self->closed = (char)v;
-    return 0;
-}
-
-static PyObject *
-core_get_draining(EmitCore *self, void *closure)
-{
-    return PyBool_FromLong(self->draining);
-}
-
-static int
-core_set_draining(EmitCore *self, PyObject *value, void *closure)
-{
-    int v = value ? PyObject_IsTrue(value) : -1;
-    if (v < 0) {
-        if (!PyErr_Occurred())
-            PyErr_SetString(PyExc_AttributeError, "cannot delete draining");
-        return -1;
-    }
-    self->draining = (char)v;
+    *((char *)self + (Py_ssize_t)closure) = (char)v;
     return 0;
 }
 
@@ -600,9 +583,10 @@ core_set_in_flight(EmitCore *self, PyObject *value, void *closure)
 }
 
 static PyGetSetDef core_getset[] = {
-    {"closed", (getter)core_get_closed, (setter)core_set_closed, "the bus refuses emits", NULL},
-    {"draining", (getter)core_get_draining, (setter)core_set_draining,
-     "a thread is delivering (nested emits only queue)", NULL},
+    {"closed", (getter)core_get_flag, (setter)core_set_flag, "the bus refuses emits",
+     (void *)offsetof(EmitCore, closed)},
+    {"draining", (getter)core_get_flag, (setter)core_set_flag,
+     "a thread is delivering (nested emits only queue)", (void *)offsetof(EmitCore, draining)},
     {"in_flight", (getter)core_get_in_flight, (setter)core_set_in_flight,
      "the plain route being delivered, or None", NULL},
     {NULL}};

@@ -399,26 +399,7 @@ class Bus:
             try:
                 if self._waiters.any:
                     self._waiters.offer(event)
-                if pending:  # left by an interrupted drain, or emitted by a predicate
-                    self._drain_pending(event)
-                else:
-                    try:
-                        route = self._routes[type]
-                    except KeyError:
-                        route = self._route(type)
-                    if not route.plain:
-                        self._dispatch(route, event)
-                    else:
-                        core.in_flight = route
-                        handlers = route.handlers
-                        core.delivered += len(handlers)
-                        for handler in handlers:
-                            try:
-                                handler(event)
-                            except Exception as exc:
-                                self._plain_handler_failed(route, handler, event, exc)
-                    if pending:  # handlers emitted
-                        self._drain_pending(None)
+                self._drain_pending(event)
             finally:
                 core.draining = False
                 core.in_flight = None  # do not keep cancelled handlers alive
@@ -432,12 +413,17 @@ class Bus:
 
     def _drain_pending(self, first: Event | None) -> None:
         """Deliver the queued events in seq order, ``first`` (if given) among
-        them (delivering thread, under ``_emit_lock``, draining)."""
+        them, and those that handlers emit meanwhile (delivering thread, under
+        ``_emit_lock``, draining). Events can be queued already when a drain
+        was interrupted or a ``wait_for`` predicate emitted."""
         pending = self._pending
         if first is not None:
-            queued = sorted((*pending, first), key=_seq_of)
-            pending.clear()
-            pending.extend(queued)
+            if pending:
+                queued = sorted((*pending, first), key=_seq_of)
+                pending.clear()
+                pending.extend(queued)
+            else:
+                pending.append(first)
         core = self._core
         routes = self._routes
         while pending:
