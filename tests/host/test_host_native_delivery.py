@@ -278,3 +278,29 @@ def test_runtime_native_false_keeps_the_python_paths(tmp_path):
         assert type(sub.handler.func).__name__ != "Delivery"  # type: ignore[attr-defined]
         rt.bus.emit("ping", {"n": 2})
         assert h.shared.int("n").get() == 2
+
+
+@lua_api
+class _Quitter:
+    def __init__(self) -> None:
+        self.host = None
+
+    def quit(self) -> None:
+        assert self.host is not None
+        self.host.stop()
+
+
+def test_a_handler_that_stops_its_own_script_through_a_host_api(stepped):
+    api = _Quitter()
+    stepped.rt.register_api("game", api)
+    h = stepped.script(
+        'events:on("p", function(e) shared:int("n"):increment() game:quit() '
+        'shared:int("after"):increment() end)'
+    )
+    api.host = h
+    h.start()
+    stepped.rt.bus.emit("p")
+    stepped.rt.bus.emit("p")
+    assert h.status == "stopped"
+    assert (h.shared.int("n").get(), h.shared.int("after").get()) == (1, 1)
+    assert h.handler_errors == 0, h.errors
