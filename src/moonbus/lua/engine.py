@@ -166,6 +166,10 @@ class LuaEngine:
         rt.execute(_LOAD_BYTECODE, *patterns)
         api = rt.execute(prelude, self._enter, self._leave, _deny_get)
         self._call = api["call"]
+        # The same Lua function, for Lua code that makes several protected calls
+        # inside one engine call (the runner's batches). Calling it from Python
+        # would bypass the limits: it is only ever passed into Lua.
+        self.protected_call = api["call"]
         self.message_handler = api["message_handler"]
         self._compile = api["compile"]
         self._make_env = api["make_env"]
@@ -425,10 +429,18 @@ class LuaEngine:
             raise ScriptTimeout(f"{self.name}: {message}", traceback=text)
         if reason is not None:
             raise ScriptCancelled(f"{self.name}: cancelled", traceback=text)
-        if isinstance(failure, self._lua.LuaMemoryError) or text.startswith(_MEMORY_MESSAGE):
+        if isinstance(failure, self._lua.LuaMemoryError):
             raise ScriptMemoryError(f"{self.name}: out of memory", traceback=text)
+        raise self.script_error(text)
+
+    def script_error(self, text: str) -> ScriptError:
+        """The exception for an error text from ``message_handler`` (the ``false, text``
+        of ``protected_call``): ``ScriptMemoryError`` when Lua ran out of memory,
+        else ``ScriptError`` with the message, ``where`` and the traceback."""
+        if text.startswith(_MEMORY_MESSAGE):
+            return ScriptMemoryError(f"{self.name}: out of memory", traceback=text)
         message, where, full = _split_error(text)
-        raise ScriptError(message, where=where, traceback=full)
+        return ScriptError(message, where=where, traceback=full)
 
     def compile(self, source: str, chunkname: str, env: Any) -> Any:
         """Compile text ``source`` as ``chunkname`` into ``env``; ScriptSyntaxError on failure."""
@@ -539,6 +551,7 @@ class LuaEngine:
                 return
             self._closed = True
             self._call = self._compile = self._make_env = self._new_task = self._step = None
+            self.protected_call = None
             self._drop_task = None
             self._forget = None
             self._rt = None

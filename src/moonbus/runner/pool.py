@@ -214,16 +214,8 @@ class Runner:
             self._submit_stats.record(Outcome.FAILED)
             future.fail_now(exc)
             return future
-        record = Job(
-            compiled=compiled,
-            args=plain,
-            timeout=limit,
-            memory=budget,
-            state=state,
-            apply=apply,
-            future=future,
-            submitted_at=self._clock(),
-        )
+        # Positional: half the cost of keywords on this hot path (see Job's field order).
+        record = Job(compiled, plain, limit, budget, state, apply, future, self._clock())
         self._queue.put(record, None if state is None else self._worker_for(state), wait)
         return future
 
@@ -350,8 +342,7 @@ class Runner:
             record.future.cancel()
         if cancel_pending:
             for worker in self._workers:
-                running = worker.current
-                if running is not None:
+                for running in worker.running():
                     running.cancel()
         for worker in self._workers:
             worker.join()
