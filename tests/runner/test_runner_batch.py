@@ -18,8 +18,9 @@ from runner_helpers import SPIN, wait_for, wait_in_lua
 from moonbus.errors import JobDataError, ScriptError, ScriptMemoryError, ScriptTimeout
 from moonbus.lua.sandbox import SandboxFactory
 from moonbus.runner import CompiledJob, JobFuture, Runner
-from moonbus.runner.batch import MAX_JOBS, SHORT, SLICE, small_args, small_result
+from moonbus.runner.batch import MAX_JOBS, SHORT, SLICE, LuaBatch, small_args, small_result
 from moonbus.runner.future import Phase
+from moonbus.runner.job import Job
 
 # Job n of a batch: fails, spins, allocates or returns a table for chosen n.
 PICKY = """
@@ -33,16 +34,26 @@ return n * 10
 
 
 class Batches:
-    """Records the size of every batch the runner's workers run."""
+    """Records the size of every batch the runner's workers run, and the
+    arguments of every job run alone."""
 
     def __init__(self, runner: Runner, monkeypatch: pytest.MonkeyPatch) -> None:
         self.sizes: list[int] = []
+        self.alone: list[tuple[Any, ...]] = []
         self.started = threading.Event()
         self.gate: threading.Event | None = None
         for worker in runner._workers:
             batch = worker._batch
             assert batch is not None
             monkeypatch.setattr(batch, "run", self._wrap(batch.run))
+            monkeypatch.setattr(worker, "_run_job", self._wrap_single(worker._run_job))
+
+    def _wrap_single(self, run_job: Callable[[Job, Any], Any]) -> Callable[[Job, Any], Any]:
+        def spy(job: Job, compiled: Any) -> Any:
+            self.alone.append(job.args)
+            return run_job(job, compiled)
+
+        return spy
 
     def _wrap(self, run: Callable[[int, Any], Any]) -> Callable[[int, Any], Any]:
         def spy(count: int, jobs: Any) -> Any:
@@ -153,6 +164,7 @@ def test_a_timeout_in_the_middle_of_a_batch_hits_only_that_job(
         n * 10 for n in range(8) if n != 3
     ]
     assert batches.sizes[0] == 8
+    assert (3, None, 3, None, None) in batches.alone  # stopped by the slice, run alone
     assert runner1.statistics().timed_out == 1
 
 
@@ -173,16 +185,85 @@ def test_a_job_longer_than_the_slice_still_gets_its_whole_limit(
     assert runner1.statistics().timed_out == 0
 
 
+def test_an_error_is_reported_from_the_batch_itself(runner1: Runner, batches: Batches) -> None:
+    _, futures = _picky(runner1, 4, fail=1)
+    error = futures[1].exception(timeout=5)
+    assert isinstance(error, ScriptError)
+    assert "runner-batch" in error.lua_traceback  # not run again alone
+    assert batches.sizes[0] == 4
+    assert (1, 1, None, None, None) not in batches.alone
+
+
 def test_a_memory_error_in_the_middle_of_a_batch_hits_only_that_job(
     runner1: Runner, batches: Batches
 ) -> None:
     _, futures = _picky(runner1, 8, hog=5, memory=1 << 20)
     assert isinstance(futures[5].exception(timeout=10), ScriptMemoryError)
+    # A batch leaves a job a little less room than a call of its own: the job
+    # ran again alone, and that run decided.
+    assert (5, None, None, 5, None) in batches.alone
     assert [f.result(timeout=5) for i, f in enumerate(futures) if i != 5] == [
         n * 10 for n in range(8) if n != 5
     ]
     assert batches.sizes[0] == 8
     assert runner1.statistics().out_of_memory == 1
+
+
+def test_a_stack_overflow_in_a_batch_is_decided_by_a_run_alone(
+    runner1: Runner, batches: Batches
+) -> None:
+    source = (
+        "local n = ... if n == 2 then "
+        "local t = setmetatable({}, {__index = function(t, k) return t[k] end}) return t.x end "
+        "return n"
+    )
+    job = runner1.compile(source)
+    learn(runner1, job, 0)
+    alone = runner1.submit(job, (2,)).exception(timeout=5)
+    assert isinstance(alone, ScriptError)
+    assert "stack overflow" in str(alone)
+    futures = behind_a_blocker(runner1, lambda: [runner1.submit(job, (n,)) for n in range(5)])
+    error = futures[2].exception(timeout=5)
+    assert isinstance(error, ScriptError)
+    assert str(error) == str(alone)
+    assert "runner-batch" not in error.lua_traceback
+    assert batches.alone.count((2,)) == 2  # once to learn what it does, once after the batch
+    assert [futures[n].result(timeout=5) for n in (0, 1, 3, 4)] == [0, 1, 3, 4]
+    assert batches.sizes[0] == 5
+
+
+def test_a_job_that_leaves_a_coroutine_tracked_ends_its_batch(
+    runner1: Runner, batches: Batches, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The engine keeps such a coroutine alive until the end of its call; the
+    # next job must not run beside it. Stand-in: every job "leaves one".
+    worker = runner1._workers[0]
+    engine = worker._engine
+    always = engine.call(engine.compile("return function() return true end", "t",
+                                        engine.table()), limit=None)[0]
+    monkeypatch.setattr(engine, "coroutines_tracked", always)
+    monkeypatch.setattr(worker, "_batch", LuaBatch(engine, worker._trampoline, worker._blank))
+    job = runner1.compile("return ... * 2")
+    learn(runner1, job, 0)
+    batches = Batches(runner1, monkeypatch)
+    futures = behind_a_blocker(runner1, lambda: [runner1.submit(job, (n,)) for n in range(4)])
+    assert [f.result(timeout=5) for f in futures] == [0, 2, 4, 6]
+    assert batches.sizes == [4, 3, 2]  # each batch ran one job; the rest went back
+
+
+def test_a_running_coroutine_is_tracked(factory: SandboxFactory) -> None:
+    engine = factory.create("tracking")
+    try:
+        env = engine.new_env()
+        env["tracked"] = engine.coroutines_tracked
+        chunk = engine.compile(
+            "local co = coroutine.create(function() return tracked() end) "
+            "local _, inside = coroutine.resume(co) return inside, tracked()",
+            "t", env,
+        )
+        assert engine.call(chunk, limit=1.0) == (True, False)
+    finally:
+        engine.close()
 
 
 def test_a_result_a_batch_cannot_keep_stops_the_batch_after_it(

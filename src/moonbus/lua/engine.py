@@ -170,6 +170,9 @@ class LuaEngine:
         # inside one engine call (the runner's batches). Calling it from Python
         # would bypass the limits: it is only ever passed into Lua.
         self.protected_call = api["call"]
+        # Lua function: true while a coroutine that did not return normally is
+        # kept alive until the end of the call (see prelude's `forget`).
+        self.coroutines_tracked = api["tracking"]
         self.message_handler = api["message_handler"]
         self._compile = api["compile"]
         self._make_env = api["make_env"]
@@ -551,7 +554,7 @@ class LuaEngine:
                 return
             self._closed = True
             self._call = self._compile = self._make_env = self._new_task = self._step = None
-            self.protected_call = None
+            self.protected_call = self.coroutines_tracked = None
             self._drop_task = None
             self._forget = None
             self._rt = None

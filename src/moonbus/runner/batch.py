@@ -11,38 +11,48 @@ back to back (a thread waiting on them wakes once, not once per job).
 What a batch may hold (``Worker`` decides, see ``worker.py``): jobs without
 a persistent state, of a chunk that ran on this worker before and came back
 quickly (in less than ``TINY``) with a small result (so it is compiled and
-likely tiny), with the
-same memory budget, a time limit of at least ``SLICE``, and arguments that
-are ``None``, booleans, numbers or strings of at most ``SHORT`` characters.
-At most ``MAX_JOBS`` jobs, and no more than a fair share of the queue.
+likely tiny), with the same memory budget, a time limit of at least
+``SLICE``, and arguments that are ``None``, booleans, numbers or strings of
+at most ``SHORT`` characters. At most ``MAX_JOBS`` jobs, and no more than a
+fair share of the queue.
 
 Each job keeps its own semantics:
 
 * **Environment.** Each job gets a fresh one, built in Lua as for a single
   job (the worker's trampoline); no state job is ever batched.
 * **Errors.** Each job runs in its own protected call (the engine's
-  ``protected_call``, the very call single jobs get), so an error, or a
-  memory error, fails that job only. The batch stops after it.
+  ``protected_call``, the very call single jobs get), so an error fails that
+  job only, with the same message. The batch stops after it.
 * **Memory.** The engine's limit is set once, to its usage at the start of
   the batch plus the (shared) budget. A job's garbage does not count against
-  the next one (Lua collects it before failing an allocation), and the
-  batch keeps nothing else between jobs: it goes on after a job only when
-  that job returned nothing, or one ``nil``, boolean, number or UTF-8 string
-  of at most ``SHORT`` bytes. Any other outcome (several values, a table,
-  other text, an error) stops the batch right after that job, and is read
-  and reported exactly as for a single job.
+  the next one (Lua collects it before failing an allocation), and the batch
+  keeps nothing else between jobs: it goes on after a job only when that job
+  returned nothing, or one ``nil``, boolean, number or UTF-8 string of at
+  most ``SHORT`` bytes, and left no coroutine that the engine keeps alive
+  until the end of its call (``LuaEngine.coroutines_tracked``: one whose
+  resume did not return normally, the error caught by the job). Any other
+  outcome (several values, a table, other text, an error) stops the batch
+  right after that job, and is read and reported exactly as for a single
+  job.
+* **Context.** Inside a batch a job has a little less room than alone (the
+  batch's job table, a few Lua frames, one more C level of stack). So a job
+  that runs out of memory or overflows the stack in a batch is not failed:
+  it runs again alone, and that run decides.
 * **Time.** The batch call's time limit is ``SLICE``, no more than any of
   its jobs' limits. A batch that uses it up is aborted like any runaway
   call; the job that was running then has not had its own full limit yet,
-  so it is not failed: it runs again, alone, from the start, in a fresh
-  environment and with its whole limit. (It cannot tell: a batched job has
-  no state and leaves nothing behind.) A job therefore ends inside a batch
-  only if it used less CPU time than ``SLICE`` — never more than its own
-  limit — and a job that needs more always ends the way a single job does.
+  so it is not failed either: it runs again alone, from the start, in a
+  fresh environment and with its whole limit. A job therefore ends inside a
+  batch only if it used less CPU time than ``SLICE`` (never more than its
+  own limit), and a job that needs more ends the way a single job does.
 * **Cancellation.** A batched job's future stays ``QUEUED`` until the worker
   settles it, so ``cancel()`` settles it at once, as for a queued job. If
   its Lua code is running at that moment, it is stopped by the slice at the
-  latest; its outcome is dropped.
+  latest; its outcome is dropped, and it is not run again.
+
+So every outcome a batched job gets is one its run alone could have had. A
+job run again alone cannot tell that it ran before: it has no state, its
+environment was fresh, and a batch keeps nothing of it.
 
 Jobs of a batch that did not start (it stopped early or was aborted) go back
 to the head of the queue, in order, for any worker.
@@ -51,7 +61,8 @@ How results come back: the loop keeps the values of finished jobs in one
 table reused by every batch (only small scalars, see above) and a count of
 finished jobs, updated after the value, so after an abort ``progress()``
 tells exactly which jobs finished. A normal end returns
-``true, value1, ..., valueN``; an early stop returns
+``true, value1, ..., valueI`` (I < N when a job left a coroutine tracked);
+a stop on a job's outcome returns
 ``false, {n = ..., ok, ...}, value1, ..., value(i-1)``: the stopping job's
 packed outcome and the values of the jobs before it.
 
@@ -86,7 +97,7 @@ SHORT = 40
 _FLAT = frozenset({int, float, bool, type(None)})
 
 _LOOP = """
-local run_job, call, select, type, unpack, pack, utf8_len, SHORT = ...
+local run_job, call, tracking, select, type, unpack, pack, utf8_len, SHORT = ...
 local values, done = {}, 0
 local start
 local function after(i, n, jobs, k, ok, ...)
@@ -97,8 +108,8 @@ local function after(i, n, jobs, k, ok, ...)
         or (kind == "string" and #v <= SHORT and utf8_len(v)) then
       values[i] = v
       done = i
-      if i == n then
-        return true, unpack(values, 1, n)
+      if i == n or tracking() then
+        return true, unpack(values, 1, i)
       end
       return start(i + 1, n, jobs, k)
     end
@@ -151,6 +162,7 @@ class LuaBatch:
             chunk,
             trampoline,
             engine.protected_call,
+            engine.coroutines_tracked,
             env["select"],
             env["type"],
             library["unpack"],

@@ -79,6 +79,8 @@ __all__ = ["Worker"]
 log = logging.getLogger(__name__)
 
 _SCALARS = frozenset({int, float, str, bool, type(None)})
+# In Lua's "stack overflow" and "C stack overflow" errors.
+_STACK_OVERFLOW = "stack overflow"
 
 
 def _all_scalars(values: tuple[Any, ...]) -> bool:
@@ -373,16 +375,21 @@ class Worker:
         now = self._clock()
         if values[0] is True:
             self._settle_values(jobs, values[1:], now)
+            self._queue.put_back(jobs[len(values) - 1 :])  # stopped early: see batch.py
             return None
         # Stopped early: values[1] is the stopping job's packed outcome.
         done = len(values) - 2
         self._settle_values(jobs, values[2:], now)
         stopping = jobs[done]
         outcome, value = self._stopped_outcome(batch, values[1])
+        self._queue.put_back(jobs[done + 1 :])
+        if outcome is Outcome.OUT_OF_MEMORY or (
+            outcome is Outcome.FAILED and _STACK_OVERFLOW in str(value)
+        ):
+            return stopping  # less room in a batch than alone: its run alone decides
         if outcome is Outcome.DONE and stopping.compiled is not None:
             tiny.pop(stopping.compiled.digest, None)  # it returns what a batch cannot keep
         self._settle(stopping, outcome, value, now)
-        self._queue.put_back(jobs[done + 1 :])
         return None
 
     def _stopped_outcome(self, batch: LuaBatch, packed: Any) -> tuple[Outcome, Any]:
