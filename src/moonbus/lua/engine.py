@@ -19,6 +19,14 @@ metamethods (during which Lua disables hooks) are refused by the sandbox's
 from coroutines whose resume never returned normally (the prelude keeps them
 alive until then, so no pointer in ``_chain`` outlives its coroutine).
 
+Several protected calls inside one engine call (the runner's batches): Lua
+code gets the prelude's own ``call`` as ``protected_call`` (the same
+``xpcall`` with ``message_handler`` every call gets, so errors read the
+same; ``script_error`` turns its error text into the exception a call would
+raise) and ``coroutines_tracked``, which tells whether a coroutine is being
+kept alive until the end of the call, as above. An abort still ends the
+whole engine call.
+
 A hook runs only between Lua instructions, so C library functions that could
 run long are wrapped before the prelude runs: ``bounded.lua`` (string.rep,
 table functions) and ``patterns.lua`` (string.find/match/gmatch/gsub, which

@@ -11,8 +11,9 @@ own, so a pinned job wakes exactly the worker that must run it) and one
 ``_space`` condition where submitters wait for a free slot, up to their
 acquire timeout. A submit only notifies when some worker is actually idle.
 
-Batches: ``take_batch`` hands a worker its next job plus, when the worker's
-``fits`` test accepts them, the shared jobs right behind it (see
+Batches: ``take_batch`` hands a worker its next job plus, when that job is a
+shared one and the worker's ``fits`` test accepts them, the shared jobs right
+behind it (see
 ``batch.py``), in one lock acquisition: at most ``limit`` and at most a fair
 share of what is queued (the queue split over the workers), and never past
 an older job on the worker's own lane, so submission order holds. Jobs a
@@ -157,9 +158,8 @@ class JobQueue:
                 if worker in self._idle:
                     self._idle.remove(worker)
             if lane and (not shared or lane[0].seq < shared[0].seq):
-                batch = [lane.popleft()]
-            else:
-                batch = [shared.popleft()]
+                return self._took([lane.popleft()])  # pinned jobs are never batched
+            batch = [shared.popleft()]
             first = batch[0]
             if shared and limit > 1 and fits(first, first):
                 share = -(-(len(shared) + 1) // len(self._pinned))
@@ -172,15 +172,20 @@ class JobQueue:
                     and fits(first, shared[0])
                 ):
                     batch.append(shared.popleft())
-            self._size -= len(batch)
-            if self._space_waiters:
-                self._space.notify(len(batch))
-            return batch
+            return self._took(batch)
+
+    def _took(self, batch: list[Job]) -> list[Job]:
+        # Under the lock: the jobs left the queue.
+        self._size -= len(batch)
+        if self._space_waiters:
+            self._space.notify(len(batch))
+        return batch
 
     def put_back(self, jobs: list[Job]) -> None:
         """Return jobs a worker took but did not start (see the module docstring).
 
-        Jobs cancelled meanwhile are left out (their slot was never re-taken).
+        Jobs cancelled meanwhile are left out (a racy read of their phase: one
+        cancelled just after is dropped by the worker that takes it).
         """
         jobs = [job for job in jobs if job.future.phase is Phase.QUEUED]
         if not jobs:

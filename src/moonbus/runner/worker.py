@@ -318,10 +318,10 @@ class Worker:
         compiled = job.compiled
         return (
             compiled is not None
+            and compiled.digest in self._tiny  # first: it rules out most other jobs
             and job.state is None
             and job.memory == first.memory
             and job.timeout >= SLICE
-            and compiled.digest in self._tiny
             and small_args(job.args)
         )
 
