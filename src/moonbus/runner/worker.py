@@ -346,12 +346,13 @@ class Worker:
         flat: list[Any] = []
         digest = ""
         for job in jobs:
-            if job.compiled is not None:  # always (see _fits); for the type checker
-                digest = job.compiled.digest
+            compiled = job.compiled
+            if compiled is not None and compiled.digest != digest:  # always set (see _fits)
+                digest = compiled.digest
+                self._chunks.move_to_end(digest)  # recently used, as for a single job
             flat.append(tiny[digest])
             flat.append(len(job.args))
             flat.extend(job.args)
-        self._chunks.move_to_end(digest)
         try:
             # The job table is made before the budget is set: every job may
             # allocate its budget on top of what the batch itself holds.
