@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from runner_helpers import wait_for
 
 from moonbus.errors import JobDataError, RunnerBusyError, RunnerClosedError
 from moonbus.runner.compiled import CompiledJob, wrap_source
@@ -102,6 +103,103 @@ def test_queue_close_keeps_pending_for_the_workers() -> None:
     job = _job()
     queue.put(job, None, 0)
     assert queue.close(take_pending=False) == []
+    assert queue.take(0) is job
+    assert queue.take(0) is None
+
+
+def _fits_labels(*labels: str) -> Any:
+    def fits(first: Job, job: Job) -> bool:
+        return job.args[0] in labels
+
+    return fits
+
+
+def test_take_batch_takes_fitting_shared_jobs_in_order() -> None:
+    queue = JobQueue(workers=1, capacity=10)
+    jobs = [_job(label) for label in "aabab"]
+    for job in jobs:
+        queue.put(job, None, 0)
+    assert queue.take_batch(0, _fits_labels("a"), 10) == jobs[:2]  # stops at the first misfit
+    assert queue.take_batch(0, _fits_labels("a"), 10) == [jobs[2]]  # b cannot be batched
+    assert queue.take_batch(0, _fits_labels("a", "b"), 10) == jobs[3:]
+    assert queue.depth() == 0
+
+
+def test_take_batch_limit_and_fair_share() -> None:
+    queue = JobQueue(workers=2, capacity=20)
+    jobs = [_job("a") for _ in range(10)]
+    for job in jobs:
+        queue.put(job, None, 0)
+    assert queue.take_batch(0, _fits_labels("a"), 3) == jobs[:3]
+    # 7 left for 2 workers: at most 4 for this one
+    assert queue.take_batch(1, _fits_labels("a"), 10) == jobs[3:7]
+    assert queue.take_batch(0, _fits_labels("a"), 10) == jobs[7:9]
+    assert queue.take_batch(1, _fits_labels("a"), 10) == jobs[9:]
+
+
+def test_take_batch_never_passes_an_older_pinned_job() -> None:
+    queue = JobQueue(workers=1, capacity=10)
+    jobs = [_job("a") for _ in range(5)]
+    queue.put(jobs[0], None, 0)
+    queue.put(jobs[1], None, 0)
+    queue.put(jobs[2], 0, 0)  # pinned to worker 0, e.g. a state job
+    queue.put(jobs[3], None, 0)
+    queue.put(jobs[4], None, 0)
+    assert queue.take_batch(0, _fits_labels("a"), 10) == jobs[:2]
+    assert queue.take_batch(0, _fits_labels("a"), 10) == [jobs[2]]  # pinned: never batched
+    assert queue.take_batch(0, _fits_labels("a"), 10) == jobs[3:]
+
+
+def test_take_batch_waits_and_ends_when_closed() -> None:
+    queue = JobQueue(workers=1, capacity=10)
+    got: list[list[Job]] = []
+    thread = threading.Thread(target=lambda: got.append(queue.take_batch(0, _fits_labels(), 4)))
+    thread.start()
+    job = _job()
+    queue.put(job, None, 0)
+    thread.join(5)
+    assert got == [[job]]
+    queue.close(take_pending=False)
+    assert queue.take_batch(0, _fits_labels(), 4) == []
+
+
+def test_put_back_returns_jobs_to_the_head_in_order() -> None:
+    queue = JobQueue(workers=1, capacity=3)
+    jobs = [_job(str(i)) for i in range(5)]
+    for job in jobs[:3]:
+        queue.put(job, None, 0)
+    taken = queue.take_batch(0, _fits_labels("0", "1", "2"), 3)
+    assert taken == jobs[:3]
+    queue.put(jobs[3], None, 0)
+    queue.put(jobs[4], None, 0)
+    assert jobs[1].future.cancel()  # cancelled while its batch ran: not put back
+    queue.put_back(taken[1:])
+    assert queue.depth() == 3  # may pass capacity: those jobs were accepted once
+    assert [queue.take(0) for _ in range(3)] == [jobs[2], jobs[3], jobs[4]]
+    assert queue.accepted == 5
+
+
+def test_put_back_wakes_an_idle_worker() -> None:
+    queue = JobQueue(workers=2, capacity=10)
+    job = _job()
+    queue.put(job, None, 0)
+    assert queue.take(0) is job
+    got: list[Job | None] = []
+    waiter = threading.Thread(target=lambda: got.append(queue.take(1)))
+    waiter.start()
+    wait_for(lambda: queue._idle == [1])
+    queue.put_back([job])
+    waiter.join(5)
+    assert got == [job]
+
+
+def test_put_back_after_close_still_runs_the_jobs() -> None:
+    queue = JobQueue(workers=1, capacity=10)
+    job = _job()
+    queue.put(job, None, 0)
+    assert queue.take(0) is job
+    queue.close(take_pending=False)
+    queue.put_back([job])
     assert queue.take(0) is job
     assert queue.take(0) is None
 

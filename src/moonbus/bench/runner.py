@@ -1,6 +1,8 @@
 """Benchmark: the script runner (issue 4's four rows).
 
-* **20,000 tiny jobs** (``return 1 + ...``): ``Runner(workers=2)`` against a
+* **20,000 tiny jobs** (``return 1 + ...``): ``Runner(workers=2)`` (which runs
+  them in batches, each job in its own fresh sandboxed environment with its
+  own limits: see ``moonbus.runner.batch``) against a
   ``ThreadPoolExecutor(2)`` that makes a fresh ``lupa.lua54.LuaRuntime()`` per
   job and ``execute``s the same source with the same argument (the obvious way
   to run untrusted snippets without a pool). The peer's runtime is *not*

@@ -19,6 +19,14 @@ metamethods (during which Lua disables hooks) are refused by the sandbox's
 from coroutines whose resume never returned normally (the prelude keeps them
 alive until then, so no pointer in ``_chain`` outlives its coroutine).
 
+Several protected calls inside one engine call (the runner's batches): Lua
+code gets the prelude's own ``call`` as ``protected_call`` (the same
+``xpcall`` with ``message_handler`` every call gets, so errors read the
+same; ``script_error`` turns its error text into the exception a call would
+raise) and ``coroutines_tracked``, which tells whether a coroutine is being
+kept alive until the end of the call, as above. An abort still ends the
+whole engine call.
+
 A hook runs only between Lua instructions, so C library functions that could
 run long are wrapped before the prelude runs: ``bounded.lua`` (string.rep,
 table functions) and ``patterns.lua`` (string.find/match/gmatch/gsub, which
@@ -167,6 +175,13 @@ class LuaEngine:
         rt.execute(_LOAD_BYTECODE, *patterns)
         api = rt.execute(prelude, self._enter, self._leave, _deny_get)
         self._call = api["call"]
+        # The same Lua function, for Lua code that makes several protected calls
+        # inside one engine call (the runner's batches). Calling it from Python
+        # would bypass the limits: it is only ever passed into Lua.
+        self.protected_call = api["call"]
+        # Lua function: true while a coroutine that did not return normally is
+        # kept alive until the end of the call (see prelude's `forget`).
+        self.coroutines_tracked = api["tracking"]
         self.message_handler = api["message_handler"]
         self._compile = api["compile"]
         self._make_env = api["make_env"]
@@ -464,10 +479,18 @@ class LuaEngine:
             raise ScriptTimeout(f"{self.name}: {message}", traceback=text)
         if reason is not None:
             raise ScriptCancelled(f"{self.name}: cancelled", traceback=text)
-        if isinstance(failure, self._lua.LuaMemoryError) or text.startswith(_MEMORY_MESSAGE):
+        if isinstance(failure, self._lua.LuaMemoryError):
             raise ScriptMemoryError(f"{self.name}: out of memory", traceback=text)
+        raise self.script_error(text)
+
+    def script_error(self, text: str) -> ScriptError:
+        """The exception for an error text from ``message_handler`` (the ``false, text``
+        of ``protected_call``): ``ScriptMemoryError`` when Lua ran out of memory,
+        else ``ScriptError`` with the message, ``where`` and the traceback."""
+        if text.startswith(_MEMORY_MESSAGE):
+            return ScriptMemoryError(f"{self.name}: out of memory", traceback=text)
         message, where, full = _split_error(text)
-        raise ScriptError(message, where=where, traceback=full)
+        return ScriptError(message, where=where, traceback=full)
 
     def compile(self, source: str, chunkname: str, env: Any) -> Any:
         """Compile text ``source`` as ``chunkname`` into ``env``; ScriptSyntaxError on failure."""
@@ -578,6 +601,7 @@ class LuaEngine:
                 return
             self._closed = True
             self._call = self._compile = self._make_env = self._new_task = self._step = None
+            self.protected_call = self.coroutines_tracked = None
             self._drop_task = None
             self._forget = None
             self._rt = None

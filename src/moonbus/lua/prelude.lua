@@ -152,6 +152,14 @@ local function forget()
   end
 end
 
+-- True while some coroutine is tracked past its resume (until `forget`): the
+-- runner's batches stop after a job that left one, so the next job of the
+-- same engine call never sees what it keeps alive.
+local next = next
+local function tracking()
+  return next(entered) ~= nil
+end
+
 -- resume that forwards sleep() requests from nested coroutines to the host.
 local function safe_resume(co, ...)
   if type(co) ~= "thread" then
@@ -407,6 +415,7 @@ return {
   build_class = build_class,
   make_proxy = make_proxy,
   forget = forget,
+  tracking = tracking,
   unproxy = unproxy,
   time_limit_message = TIME_LIMIT_MESSAGE,
 }

@@ -16,6 +16,14 @@ an RLock that is its own condition variable, far cheaper to make than the
       │ cancel(): removed from the queue, CANCELLED at once
       └───────────► DONE
 
+A job run in a batch (see ``batch.py``) skips the middle phases: its future
+stays QUEUED while its batch runs, so ``cancel()`` settles it at once as a
+queued job, and the worker moves it straight to FINISHING with
+``finish_queued()`` when the batch is over (False: it was cancelled, the
+outcome is dropped)::
+
+    QUEUED ──finish_queued()──► FINISHING
+
 ``cancel()`` in PREPARING or IN_LUA sets ``_cancel_requested``; in PREPARING
 the worker then skips the Lua call, in IN_LUA ``cancel()`` also aborts it
 (the engine takes the token of a call that is about to start); a job that
@@ -33,8 +41,8 @@ private fields (``_condition``, ``_state``, ``_waiters``) that
 (the runner's tests check each of them).
 
 Threads: ``cancel()`` and the ``Future`` API from any thread; ``claim``,
-``entering_lua``, ``finish`` and ``settle_cancelled`` only from the worker
-running the job.
+``entering_lua``, ``finish``, ``finish_queued`` and ``settle_cancelled``
+only from the worker running the job.
 """
 
 from __future__ import annotations
@@ -158,6 +166,19 @@ class JobFuture(Future[Any]):
             self._phase = Phase.FINISHING
             self._engine = None
             return self._cancel_requested
+
+    def finish_queued(self) -> bool:
+        """A batched job is over: QUEUED → FINISHING; False when it was cancelled.
+
+        After True, ``cancel()`` is too late (the future is RUNNING, as after
+        ``finish()``) and the worker sets the result or exception.
+        """
+        with self._condition:
+            if self._phase is not Phase.QUEUED:
+                return False
+            self._state = RUNNING
+            self._phase = Phase.FINISHING
+            return True
 
     def settle_cancelled(self) -> None:
         """RUNNING → CANCELLED_AND_NOTIFIED, waking waiters and running callbacks."""

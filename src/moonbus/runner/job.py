@@ -18,7 +18,11 @@ __all__ = ["Job"]
 
 @dataclass(slots=True, eq=False)
 class Job:
-    """A queued job. ``compiled is None`` marks the internal "drop this state" job."""
+    """A queued job. ``compiled is None`` marks the internal "drop this state" job.
+
+    ``Runner.submit`` makes it with positional arguments (cheaper on its hot
+    path): keep the field order.
+    """
 
     compiled: CompiledJob | None
     args: tuple[Any, ...]

@@ -11,8 +11,19 @@ own, so a pinned job wakes exactly the worker that must run it) and one
 ``_space`` condition where submitters wait for a free slot, up to their
 acquire timeout. A submit only notifies when some worker is actually idle.
 
-Threads: ``put`` from any submitting thread; ``take(i)`` only from worker
-``i``; ``remove``, ``close``, ``depth`` from any thread.
+Batches: ``take_batch`` hands a worker its next job plus, when that job is a
+shared one and the worker's ``fits`` test accepts them, the shared jobs right
+behind it (see
+``batch.py``), in one lock acquisition: at most ``limit`` and at most a fair
+share of what is queued (the queue split over the workers), and never past
+an older job on the worker's own lane, so submission order holds. Jobs a
+batch did not start come back with ``put_back``, at the head of the shared
+lane in their order; they were accepted once, so they are not counted again
+and may briefly take the queue past its capacity.
+
+Threads: ``put`` from any submitting thread; ``take(i)`` / ``take_batch(i)``
+only from worker ``i`` (``fits`` runs under the queue lock, on that worker);
+``put_back`` from workers; ``remove``, ``close``, ``depth`` from any thread.
 """
 
 from __future__ import annotations
@@ -20,9 +31,10 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 
 from moonbus.errors import RunnerBusyError, RunnerClosedError
-from moonbus.runner.future import JobFuture
+from moonbus.runner.future import JobFuture, Phase
 from moonbus.runner.job import Job
 
 __all__ = ["JobQueue"]
@@ -127,6 +139,62 @@ class JobQueue:
                 self._ready[worker].wait()
                 if worker in self._idle:
                     self._idle.remove(worker)
+
+    def take_batch(self, worker: int, fits: Callable[[Job, Job], bool], limit: int) -> list[Job]:
+        """The next job for ``worker`` and the shared jobs that may join it.
+
+        ``fits(first, job)`` says whether ``job`` may run in one batch with
+        ``first`` (``fits(first, first)`` whether ``first`` may be batched at
+        all). Waits for a job; an empty list once closed and empty.
+        """
+        with self._lock:
+            lane = self._pinned[worker]
+            shared = self._shared
+            while not (lane or shared):
+                if self._closed:
+                    return []
+                self._idle.append(worker)
+                self._ready[worker].wait()
+                if worker in self._idle:
+                    self._idle.remove(worker)
+            if lane and (not shared or lane[0].seq < shared[0].seq):
+                return self._took([lane.popleft()])  # pinned jobs are never batched
+            batch = [shared.popleft()]
+            first = batch[0]
+            if shared and limit > 1 and fits(first, first):
+                share = -(-(len(shared) + 1) // len(self._pinned))
+                limit = min(limit, share)
+                before = lane[0].seq if lane else None
+                while (
+                    shared
+                    and len(batch) < limit
+                    and (before is None or shared[0].seq < before)
+                    and fits(first, shared[0])
+                ):
+                    batch.append(shared.popleft())
+            return self._took(batch)
+
+    def _took(self, batch: list[Job]) -> list[Job]:
+        # Under the lock: the jobs left the queue.
+        self._size -= len(batch)
+        if self._space_waiters:
+            self._space.notify(len(batch))
+        return batch
+
+    def put_back(self, jobs: list[Job]) -> None:
+        """Return jobs a worker took but did not start (see the module docstring).
+
+        Jobs cancelled meanwhile are left out (a racy read of their phase: one
+        cancelled just after is dropped by the worker that takes it).
+        """
+        jobs = [job for job in jobs if job.future.phase is Phase.QUEUED]
+        if not jobs:
+            return
+        with self._lock:
+            self._shared.extendleft(reversed(jobs))
+            self._size += len(jobs)
+            for _ in range(min(len(jobs), len(self._idle))):
+                self._ready[self._idle.pop()].notify()
 
     # ---------------------------------------------------------- any thread
     @property

@@ -11,7 +11,8 @@ one Lua engine, so all jobs of one state name run on one worker: the state is
 pinned, on its first job, to the worker holding the fewest states (ties: the
 lowest index), and stays there until ``drop_state``. Jobs of one state
 therefore run one at a time, in submission order; jobs without a state run on
-any free worker.
+any free worker, tiny ones several to a Lua call when many are queued (each
+with its own environment, limits and cancellation: see ``batch.py``).
 
 Threads: ``submit``, ``run``, ``compile``, ``drop_state``, ``statistics`` and
 ``close`` may be called from any thread (``close`` not from a worker thread,
@@ -214,16 +215,8 @@ class Runner:
             self._submit_stats.record(Outcome.FAILED)
             future.fail_now(exc)
             return future
-        record = Job(
-            compiled=compiled,
-            args=plain,
-            timeout=limit,
-            memory=budget,
-            state=state,
-            apply=apply,
-            future=future,
-            submitted_at=self._clock(),
-        )
+        # Positional: half the cost of keywords on this hot path (see Job's field order).
+        record = Job(compiled, plain, limit, budget, state, apply, future, self._clock())
         self._queue.put(record, None if state is None else self._worker_for(state), wait)
         return future
 
@@ -336,8 +329,9 @@ class Runner:
         """Stop accepting jobs, finish (or cancel) the pending ones, join the workers.
 
         With ``cancel_pending`` the queued jobs are cancelled and running jobs
-        are aborted; otherwise queued jobs still run (each within its time
-        limit). Actions already queued stay available to ``drain``. Idempotent.
+        (also those of a running batch) are aborted; otherwise queued jobs still
+        run (each within its time limit). Actions already queued stay available
+        to ``drain``. Idempotent.
         """
         current = threading.current_thread()
         if any(worker.thread is current for worker in self._workers):
@@ -350,8 +344,7 @@ class Runner:
             record.future.cancel()
         if cancel_pending:
             for worker in self._workers:
-                running = worker.current
-                if running is not None:
+                for running in worker.running():
                     running.cancel()
         for worker in self._workers:
             worker.join()
