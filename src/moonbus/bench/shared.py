@@ -26,7 +26,6 @@ import time
 import timeit
 import uuid
 from collections.abc import Callable
-from dataclasses import replace
 
 from moonbus.bench.harness import BenchRow, ratio_row
 from moonbus.errors import SharedBackendError
@@ -72,11 +71,12 @@ def memory_increment_row(quick: bool) -> BenchRow:
         theirs=theirs,
         unit="ns/op",
         higher_is_better=False,
-        min_ratio=None,
-        target="~100 ns/op (lupa adds ~400 ns)",
-        note=f"bare lock acquire+release here: {bare_lock:.0f} ns",
+        min_ratio=1.0,
+        target=">= 1x: no dearer than the least a thread-safe store can do",
+        note=f"bare lock acquire+release here: {bare_lock:.0f} ns; "
+        "from Lua, lupa adds its call cost (see the host rows)",
     )
-    return replace(row, ok=ours <= 100.0)
+    return row
 
 
 def _rate_in_threads(
