@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from click.testing import Result
 
 from moonbus.store.factory import open_event_store
@@ -51,6 +52,20 @@ def test_virtual_time_is_deterministic(summary_of: Run, examples: Path, tmp_path
     result = moonbus("run", *args[:-1], "4", "--summary", other, "-q")
     assert result.exit_code == 0
     assert other.read_bytes() != outputs[0][0]
+
+
+def test_c_and_python_paths_give_the_same_run(examples: Path, tmp_path: Path, moonbus: Any,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    args = [examples / "mining.lua", examples / "chat_monitor.lua", examples / "combat.lua",
+            "--ticks", "300", "--tick-ms", "0", "-q"]
+    outputs = []
+    for pure in ("0", "1"):
+        monkeypatch.setenv("MOONBUS_PURE_PYTHON", pure)
+        summary, logs = tmp_path / f"s{pure}.json", tmp_path / f"l{pure}.json"
+        result = moonbus("run", *args, "--summary", summary, "--log-json", logs)
+        assert result.exit_code == 0, result.output
+        outputs.append((summary.read_bytes(), logs.read_bytes()))
+    assert outputs[0] == outputs[1]
 
 
 def test_summary_shape(summary_of: Run, lua: Lua) -> None:
