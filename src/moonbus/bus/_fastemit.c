@@ -33,6 +33,73 @@
 #include <structmember.h>
 #include <time.h>
 
+/* ------------------------------------------------------------ GateCounter
+ * The counting half of moonbus.host.gate.DeliveryGate (its base class):
+ * ``active`` drains in progress, ``waiting`` workers held off. exit() calls
+ * ``self._wake()`` when the last drain ends and a worker waits. Both run on
+ * the bus's delivering thread with the GIL held; the core below does the
+ * same in C when the bus's gate is one of these, so a drain costs no Python
+ * call. */
+typedef struct {
+    PyObject_HEAD
+    Py_ssize_t active;
+    Py_ssize_t waiting;
+} GateCounter;
+
+static PyObject *str_wake;
+
+static int
+gate_exit_impl(PyObject *gate)
+{
+    GateCounter *g = (GateCounter *)gate;
+    g->active -= 1;
+    if (g->waiting > 0 && g->active == 0) {
+        PyObject *r = PyObject_CallMethodNoArgs(gate, str_wake);
+        if (r == NULL)
+            return -1;
+        Py_DECREF(r);
+    }
+    return 0;
+}
+
+static PyObject *
+gate_enter(PyObject *gate, PyObject *unused)
+{
+    ((GateCounter *)gate)->active += 1;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+gate_exit(PyObject *gate, PyObject *unused)
+{
+    if (gate_exit_impl(gate) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef gate_methods[] = {
+    {"enter", gate_enter, METH_NOARGS, "A drain starts (delivering thread)."},
+    {"exit", gate_exit, METH_NOARGS,
+     "A drain ended; calls self._wake() when none is left and a worker waits."},
+    {NULL}};
+
+static PyMemberDef gate_members[] = {
+    {"active", T_PYSSIZET, offsetof(GateCounter, active), 0, "drains in progress"},
+    {"waiting", T_PYSSIZET, offsetof(GateCounter, waiting), 0, "workers held off"},
+    {NULL}};
+
+static PyTypeObject GateCounterType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "moonbus.bus._fastemit.GateCounter",
+    .tp_basicsize = sizeof(GateCounter),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+    .tp_doc = "Counts drains in progress (the base of DeliveryGate).",
+    .tp_new = PyType_GenericNew,
+    .tp_methods = gate_methods,
+    .tp_members = gate_members,
+};
+
+/* ------------------------------------------------------------ EmitCore */
 typedef struct {
     PyObject_HEAD
     vectorcallfunc vectorcall; /* calling the core is Bus.emit */
@@ -51,6 +118,7 @@ typedef struct {
     PyObject *store;
     PyObject *log_append;
     PyObject *pending;
+    PyObject *gate;        /* a GateCounter handled in C, or NULL */
     PyObject *gate_enter;
     PyObject *gate_exit;
     PyObject *waiters;
@@ -80,6 +148,7 @@ core_traverse(EmitCore *self, visitproc visit, void *arg)
     Py_VISIT(self->store);
     Py_VISIT(self->log_append);
     Py_VISIT(self->pending);
+    Py_VISIT(self->gate);
     Py_VISIT(self->gate_enter);
     Py_VISIT(self->gate_exit);
     Py_VISIT(self->waiters);
@@ -104,6 +173,7 @@ core_clear(EmitCore *self)
     Py_CLEAR(self->store);
     Py_CLEAR(self->log_append);
     Py_CLEAR(self->pending);
+    Py_CLEAR(self->gate);
     Py_CLEAR(self->gate_enter);
     Py_CLEAR(self->gate_exit);
     Py_CLEAR(self->waiters);
@@ -165,7 +235,8 @@ core_init(EmitCore *self, PyObject *args, PyObject *kwds)
     self->store = Py_NewRef(store);
     self->log_append = PyObject_GetAttr(log, str_append);
     self->pending = Py_NewRef(pending);
-    if (gate == Py_None) {
+    if (gate == Py_None || PyObject_TypeCheck(gate, &GateCounterType)) {
+        self->gate = gate == Py_None ? NULL : Py_NewRef(gate);
         self->gate_enter = Py_NewRef(Py_None);
         self->gate_exit = Py_NewRef(Py_None);
     } else {
@@ -438,7 +509,9 @@ try_emit(EmitCore *self, PyObject *type, PyObject *data, PyObject *source, PyObj
      * delivery order, so an emit from a `where` predicate queues behind it) */
     self->draining = 1;
     int failed = 0;
-    if (self->gate_enter != Py_None && call_void(self->gate_enter) < 0) {
+    if (self->gate != NULL) {
+        ((GateCounter *)self->gate)->active += 1;
+    } else if (self->gate_enter != Py_None && call_void(self->gate_enter) < 0) {
         self->draining = 0;
         goto fail;
     }
@@ -458,9 +531,12 @@ try_emit(EmitCore *self, PyObject *type, PyObject *data, PyObject *source, PyObj
         PyErr_Fetch(&type_, &value, &tb);
         self->draining = 0;
         Py_SETREF(self->in_flight, Py_NewRef(Py_None));
-        if (self->gate_exit != Py_None && call_void(self->gate_exit) < 0) {
+        int gate_failed = self->gate != NULL
+                              ? gate_exit_impl(self->gate)
+                              : (self->gate_exit != Py_None ? call_void(self->gate_exit) : 0);
+        if (gate_failed < 0) {
             if (type_ != NULL) {
-                PyErr_WriteUnraisable(self->gate_exit);
+                PyErr_WriteUnraisable(self->gate != NULL ? self->gate : self->gate_exit);
             } else {
                 failed = -1;
                 PyErr_Fetch(&type_, &value, &tb);
@@ -633,19 +709,21 @@ PyInit__fastemit(void)
     str_wants = PyUnicode_InternFromString("wants");
     str_append = PyUnicode_InternFromString("append");
     str_offer = PyUnicode_InternFromString("offer");
+    str_wake = PyUnicode_InternFromString("_wake");
     str_tick = PyUnicode_InternFromString("tick");
     str_source = PyUnicode_InternFromString("source");
     num_thousand = PyLong_FromLong(1000);
     if (!str_any || !str_plain || !str_handlers || !str_settings || !str_wants ||
-        !str_append || !str_offer || !str_tick || !str_source ||
+        !str_append || !str_offer || !str_wake || !str_tick || !str_source ||
         !num_thousand)
         return NULL;
-    if (PyType_Ready(&EmitCoreType) < 0)
+    if (PyType_Ready(&EmitCoreType) < 0 || PyType_Ready(&GateCounterType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&fastemit_module);
     if (m == NULL)
         return NULL;
-    if (PyModule_AddObjectRef(m, "EmitCore", (PyObject *)&EmitCoreType) < 0) {
+    if (PyModule_AddObjectRef(m, "EmitCore", (PyObject *)&EmitCoreType) < 0 ||
+        PyModule_AddObjectRef(m, "GateCounter", (PyObject *)&GateCounterType) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -38,3 +38,9 @@ class EmitCore:
         source: str | None = None,
         tick: int | None = None,
     ) -> Any: ...
+
+class GateCounter:
+    active: int
+    waiting: int
+    def enter(self) -> None: ...
+    def exit(self) -> None: ...

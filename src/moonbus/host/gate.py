@@ -15,6 +15,11 @@ The wait is bounded by ``max_wait``: under a continuous flood of events polls
 still run, at least one slice per worker per ``max_wait``. It is a condition
 wait, not polling; ``exit`` notifies only when a worker is waiting.
 
+The counting half (``enter``/``exit``) is a small C type when the extension
+is built (``moonbus.bus._fastemit.GateCounter``): the bus's C emit path then
+counts a drain without a Python call (~170 ns per emit saved); otherwise
+``PyGateCounter`` does the same in Python. Tests run the gate over both.
+
 Threads: ``enter``/``exit`` are called by the bus's delivering thread (one at a
 time: the bus serialises delivery); ``hold`` by scheduler workers.
 """
@@ -23,17 +28,19 @@ from __future__ import annotations
 
 import threading
 
-__all__ = ["DeliveryGate"]
+__all__ = ["DeliveryGate", "GateMixin", "PyGateCounter"]
 
 
-class DeliveryGate:
-    """A counter of handlers in progress and a condition workers wait on."""
+class PyGateCounter:
+    """The counting half of the gate in Python; ``moonbus.bus._fastemit``'s
+    ``GateCounter`` is the same in C (used when built: a bus whose gate is one
+    then counts drains without a Python call). ``active``: drains in progress;
+    ``waiting``: workers held off; ``exit`` calls ``_wake`` when the last drain
+    ends while a worker waits."""
 
-    def __init__(self, *, max_wait: float = 0.05) -> None:
-        self.max_wait = max_wait
+    def __init__(self) -> None:
         self.active = 0
-        self._waiting = 0
-        self._cond = threading.Condition(threading.Lock())
+        self.waiting = 0
 
     def enter(self) -> None:
         """The bus starts delivering (delivering thread)."""
@@ -42,17 +49,48 @@ class DeliveryGate:
     def exit(self) -> None:
         """The bus finished delivering; wakes waiting workers."""
         self.active -= 1
-        if self._waiting and not self.active:
-            with self._cond:
-                self._cond.notify_all()
+        if self.waiting and not self.active:
+            self._wake()
+
+    def _wake(self) -> None:
+        raise NotImplementedError
+
+
+try:
+    from moonbus.bus._fastemit import GateCounter as _Counter
+except ImportError:  # the C extension is not built
+    _Counter = PyGateCounter  # type: ignore[misc, assignment]
+
+
+class GateMixin:
+    """What a gate adds to its counter (``_Counter``, C or Python): the
+    condition workers wait on."""
+
+    active: int
+    waiting: int
+
+    def __init__(self, *, max_wait: float = 0.05) -> None:
+        super().__init__()
+        self.active = 0
+        self.waiting = 0
+        self.max_wait = max_wait
+        self._cond = threading.Condition(threading.Lock())
+
+    def _wake(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
 
     def hold(self) -> None:
         """Scheduler worker: wait (at most ``max_wait``) while the bus delivers."""
         if not self.active:
             return
         with self._cond:
-            self._waiting += 1
+            self.waiting += 1
             try:
                 self._cond.wait_for(lambda: not self.active, self.max_wait)
             finally:
-                self._waiting -= 1
+                self.waiting -= 1
+
+
+class DeliveryGate(GateMixin, _Counter):
+    """A counter of drains in progress and a condition workers wait on."""
