@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import queue
+from dataclasses import replace
 import tempfile
 import threading
 import time
@@ -223,15 +224,16 @@ def run(quick: bool) -> list[BenchRow]:
             )
         path = ("C fast paths" if bus_native_available() and lua_native_available()
                 else "pure-Python paths (C fast paths not built)")
+        throughput = ratio_row(
+            AREA, "event -> Lua handler reading 3 fields", ours=ours,
+            peer="queue.Queue + thread + dict payload", theirs=glue, unit="events/s",
+            higher_is_better=True, min_ratio=2.5,
+            target=">= 200k events/s, >= 2.5x glue",
+            note=f"{path}; ours commits every event (seq, log) and runs a sandboxed, "
+            "time-limited handler",
+        )
         rows = [
-            ratio_row(
-                AREA, "event -> Lua handler reading 3 fields", ours=ours,
-                peer="queue.Queue + thread + dict payload", theirs=glue, unit="events/s",
-                higher_is_better=True, min_ratio=2.5,
-                target=">= 200k events/s, >= 2.5x glue",
-                note=f"{path}; ours commits every event (seq, log) and runs a sandboxed, "
-                "time-limited handler",
-            ),
+            replace(throughput, ok=bool(throughput.ok) and ours >= 200_000),
             ratio_row(
                 AREA, "event -> Lua handler (pure-Python path)", ours=python_path,
                 peer="queue.Queue + thread + dict payload", theirs=glue, unit="events/s",
@@ -242,14 +244,17 @@ def run(quick: bool) -> list[BenchRow]:
         p99, p50 = _latency_p99_us(directory, 2_000 if quick else 10_000, 10_000.0)
         rows.append(BenchRow(AREA, "emit -> handler latency at 10k events/s (p99)", p99, "us",
                              target="p99 <= 200 us", ok=p99 <= 200.0, note=f"p50 {p50:.1f} us"))
-        ours_ns = _ours_increment_ns(directory, n_incr)
-        naive_ns = _naive_increment_ns(n_incr)
-        rows.append(ratio_row(
+        ours_ns = naive_ns = float("inf")
+        for _ in range(1 if quick else 3):  # interleaved rounds, best of each
+            ours_ns = min(ours_ns, _ours_increment_ns(directory, n_incr))
+            naive_ns = min(naive_ns, _naive_increment_ns(n_incr))
+        counter = ratio_row(
             AREA, "counter:increment() from Lua", ours=ours_ns,
             peer="naive binding (Python object, method by attribute)", theirs=naive_ns,
             unit="ns/op", higher_is_better=False, min_ratio=5.0,
             target="<= 500 ns/op, >= 5x naive",
-        ))
+        )
+        rows.append(replace(counter, ok=bool(counter.ok) and ours_ns <= 500.0))
         scripts = 50 if quick else 1_000
         rss, lag_p99, polls, ticks = _scale(directory, scripts, 1.0 if quick else 5.0)
         rows.append(BenchRow(
