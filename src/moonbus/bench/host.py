@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import os
 import queue
-from dataclasses import replace
 import tempfile
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from moonbus.bench.harness import BenchRow, ratio_row
