@@ -279,11 +279,7 @@ class Worker:
             if not job.future.entering_lua(engine, engine.next_token()):
                 return Outcome.CANCELLED, None  # cancelled while preparing; Lua never ran
             values = engine.call(self._trampoline, func, env, *args, limit=job.timeout)
-            if _all_scalars(values):
-                if not values:
-                    return Outcome.DONE, None
-                return Outcome.DONE, values[0] if len(values) == 1 else values
-            return Outcome.DONE, self._to_py(values)
+            return self._outcome_of(values)
         except ScriptTimeout as exc:
             return Outcome.TIMED_OUT, exc
         except ScriptMemoryError as exc:
