@@ -304,3 +304,14 @@ def test_a_handler_that_stops_its_own_script_through_a_host_api(stepped):
     assert h.status == "stopped"
     assert (h.shared.int("n").get(), h.shared.int("after").get()) == (1, 1)
     assert h.handler_errors == 0, h.errors
+
+
+def test_an_abort_recorded_before_a_handler_starts_stops_it_as_it_starts(stepped):
+    h = stepped.script('events:on("p", function(e) shared:int("ran"):increment() end)')
+    h.start()
+    engine = h._event.engine
+    assert engine.abort(engine.next_token(), "cancel") is False  # recorded, not live yet
+    stepped.rt.bus.emit("p")
+    stepped.rt.bus.emit("p")
+    assert h.shared.int("ran").get() == 1
+    assert h.handler_errors == 1 and "cancelled" in h.errors[0]

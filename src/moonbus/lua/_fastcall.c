@@ -287,7 +287,7 @@ typedef struct {
 
 static PyObject *s_closed, *s_depth, *s_token, *s_pending_token, *s_in_call,
     *s_abort_reason, *s_last_reason, *s_chain, *s_forget, *s_idle, *s_wake,
-    *s_unknown, *s_handler_timeout, *num_zero, *num_one;
+    *s_unknown, *s_handler_timeout, *s_abort_on_entry, *num_zero, *num_one;
 
 static int
 delivery_traverse(Delivery *self, visitproc visit, void *arg)
@@ -508,8 +508,8 @@ end_call(Delivery *self)
     return Py_NewRef(last);
 }
 
-/* 1 if the engine can take a call now (open, idle, nothing pending for the
- * next token), storing that token; 0 if not; -1 on error. Engine lock held. */
+/* 1 if the engine can take a call now (open and idle), storing the token the
+ * call gets; 0 if not; -1 on error. Engine lock held. */
 static int
 engine_ready(Delivery *self, long long *token)
 {
@@ -517,24 +517,37 @@ engine_ready(Delivery *self, long long *token)
     PyObject *closed = PyDict_GetItemWithError(d, s_closed);
     PyObject *depth = PyDict_GetItemWithError(d, s_depth);
     PyObject *current = PyDict_GetItemWithError(d, s_token);
-    PyObject *pending = PyDict_GetItemWithError(d, s_pending_token);
-    if (!closed || !depth || !current || !pending)
+    if (!closed || !depth || !current)
         return PyErr_Occurred() ? -1 : 0;
-    if (closed != Py_False || !PyLong_CheckExact(depth) || !PyLong_CheckExact(current) ||
-        !PyLong_CheckExact(pending))
+    if (closed != Py_False || !PyLong_CheckExact(depth) || !PyLong_CheckExact(current))
         return 0;
     long long level = PyLong_AsLongLong(depth);
     long long next = PyLong_AsLongLong(current);
-    long long aborted = PyLong_AsLongLong(pending);
     if (PyErr_Occurred())
         return -1;
     if (level != 0 || next == LLONG_MAX)
         return 0;
-    next += 1;
-    if (aborted == next)
-        return 0; /* cancelled before it started: engine.py aborts it on entry */
-    *token = next;
+    *token = next + 1;
     return 1;
+}
+
+/* After the call is marked live: an abort recorded for its token before it
+ * started takes effect now (LuaEngine._guarded's check, in the same order:
+ * an abort() racing with the marking is seen either here or by abort()). */
+static int
+abort_on_entry(Delivery *self, PyObject *token_obj)
+{
+    PyObject *pending = PyDict_GetItemWithError(self->engine_dict, s_pending_token);
+    if (pending == NULL)
+        return PyErr_Occurred() ? -1 : 0;
+    int same = PyObject_RichCompareBool(pending, token_obj, Py_EQ);
+    if (same <= 0)
+        return same;
+    PyObject *r = PyObject_CallMethodOneArg(self->engine, s_abort_on_entry, token_obj);
+    if (r == NULL)
+        return -1;
+    Py_DECREF(r);
+    return 0;
 }
 
 static PyObject *
@@ -618,6 +631,8 @@ delivery_vectorcall(Delivery *self, PyObject *const *args, size_t nargsf, PyObje
     }
     if (PyDict_SetItem(d, s_token, token_obj) < 0 || PyDict_SetItem(d, s_in_call, Py_True) < 0)
         goto unlock_fail;
+    if (abort_on_entry(self, token_obj) < 0)
+        goto end_fail;
     if (entry != NULL) {
         if (PyDict_SetItem(self->armed, self->engine, entry) < 0)
             goto end_fail;
@@ -728,11 +743,11 @@ delivery_vectorcall(Delivery *self, PyObject *const *args, size_t nargsf, PyObje
 
 end_fail:
     /* marked live but never ran: end it the way engine.py would */
-    if (entry != NULL && PyDict_DelItem(self->armed, self->engine) < 0)
-        PyErr_Clear();
     {
         PyObject *type_, *value, *tb;
         PyErr_Fetch(&type_, &value, &tb);
+        if (entry != NULL && PyDict_DelItem(self->armed, self->engine) < 0)
+            PyErr_Clear(); /* not armed yet */
         PyObject *r = end_call(self);
         if (r == NULL)
             PyErr_WriteUnraisable(self->end_call);
@@ -825,6 +840,7 @@ PyInit__fastcall(void)
     INTERN(s_wake, "wake");
     INTERN(s_unknown, "unknown error");
     INTERN(s_handler_timeout, "handler_timeout");
+    INTERN(s_abort_on_entry, "_abort_on_entry");
 #undef INTERN
     num_zero = PyLong_FromLong(0);
     num_one = PyLong_FromLong(1);
