@@ -315,3 +315,16 @@ def test_an_abort_recorded_before_a_handler_starts_stops_it_as_it_starts(stepped
     stepped.rt.bus.emit("p")
     assert h.shared.int("ran").get() == 1
     assert h.handler_errors == 1 and "cancelled" in h.errors[0]
+
+
+def test_an_error_text_that_is_not_utf8_is_reported_not_lost(stepped):
+    h = stepped.script(
+        'events:on("p", function(e) error("bad \\255 byte") end)\n'
+        'events:on("q", function(e) shared:int("ok"):increment() end)\n'
+    )
+    h.start()
+    stepped.rt.bus.emit("p")
+    stepped.rt.bus.emit("q")
+    assert h.handler_errors == 1
+    assert "s.lua:1: bad \ufffd byte" in h.errors[0]
+    assert h.shared.int("ok").get() == 1

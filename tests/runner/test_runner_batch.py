@@ -364,8 +364,9 @@ def test_text_that_is_not_utf8_ends_as_for_a_single_job(
     futures = behind_a_blocker(runner1, lambda: [runner1.submit(job, (n,)) for n in range(3)])
     assert futures[0].result(timeout=5) == futures[2].result(timeout=5) == "ok"
     error = futures[1].exception(timeout=5)
-    assert type(error) is type(alone)
+    assert type(error) is type(alone) is JobDataError
     assert str(error) == str(alone)
+    assert "not valid UTF-8" in str(error)
     assert batches.sizes == [3]
 
 

@@ -204,6 +204,16 @@ def test_too_deep_args(runner: Runner) -> None:
     assert "nested deeper" in str(error)
 
 
+@pytest.mark.parametrize(
+    "source", ['return "\\255"', 'return {"\\254"}', 'return "ok", {k = "\\255"}']
+)
+def test_a_result_that_is_not_utf8_text_is_a_clear_error(runner1: Runner, source: str) -> None:
+    error = runner1.submit(source).exception(timeout=5)
+    assert isinstance(error, JobDataError)
+    assert "not valid UTF-8" in str(error)
+    assert runner1.submit("return 1 + ...", args=(1,)).result(timeout=5) == 2
+
+
 def test_args_with_invalid_unicode(runner1: Runner) -> None:
     error = runner1.submit("return ...", args=("a\udc80",)).exception(timeout=5)
     assert isinstance(error, JobDataError)

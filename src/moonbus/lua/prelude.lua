@@ -292,8 +292,29 @@ local function error_text(err)
   return "(error object is a " .. type(err) .. " value)"
 end
 
+-- Error texts go to Python, which reads Lua strings as UTF-8: bytes that are
+-- not valid UTF-8 (a script's error("\xff")) become U+FFFD here, as Python's
+-- errors="replace" would, so the error is reported instead of lost.
+local utf8_len, utf8_concat = utf8.len, table.concat
+local function valid_utf8(text)
+  if utf8_len(text) then
+    return text
+  end
+  local parts, i = {}, 1
+  while true do
+    local _, bad = utf8_len(text, i)
+    if bad == nil then
+      parts[#parts + 1] = sub(text, i)
+      return utf8_concat(parts)
+    end
+    parts[#parts + 1] = sub(text, i, bad - 1)
+    parts[#parts + 1] = "\u{FFFD}"
+    i = bad + 1
+  end
+end
+
 local function message_handler(err)
-  return debug_traceback(error_text(err), 2)
+  return valid_utf8(debug_traceback(error_text(err), 2))
 end
 
 -- Call fn(...) under xpcall; the host reads (ok, results...) or (false, traceback).

@@ -106,6 +106,14 @@ end
 """
 
 
+def _not_utf8(exc: UnicodeDecodeError) -> JobDataError:
+    """A job result holding a Lua string that is not UTF-8 text (lupa decodes
+    every string it hands to Python as UTF-8)."""
+    problem = JobDataError(f"job result contains text that is not valid UTF-8: {exc}")
+    problem.__cause__ = exc
+    return problem
+
+
 class Worker:
     """A worker thread and the Lua engine it owns (see the module docstring)."""
 
@@ -292,6 +300,8 @@ class Worker:
             problem = JobDataError(f"job arguments contain text that is not valid Unicode: {exc}")
             problem.__cause__ = exc
             return Outcome.FAILED, problem
+        except UnicodeDecodeError as exc:
+            return Outcome.FAILED, _not_utf8(exc)
         except Exception as exc:  # a bug: fail the job, keep the worker
             log.exception("runner worker %d: unexpected error in job", self.index)
             return Outcome.FAILED, exc
@@ -393,6 +403,8 @@ class Worker:
         """The outcome of the job a batch stopped on, as if it had run alone."""
         try:
             ok, values = batch.unpack(packed)
+        except UnicodeDecodeError as exc:
+            return Outcome.FAILED, _not_utf8(exc)
         except Exception as exc:  # as in _run_job: lupa could not read the values
             log.exception("runner worker %d: unexpected error in job", self.index)
             return Outcome.FAILED, exc
@@ -439,6 +451,8 @@ class Worker:
             return Outcome.OUT_OF_MEMORY, exc
         except (ScriptError, JobDataError) as exc:
             return Outcome.FAILED, exc
+        except UnicodeDecodeError as exc:
+            return Outcome.FAILED, _not_utf8(exc)
 
     def _state_env(self, state: str) -> Any:
         env = self._states.get(state)
