@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import os
 import threading
+import time
 
 import pytest
 
@@ -252,6 +253,8 @@ def test_stopping_and_reloading_while_another_thread_emits(threaded, tmp_path):
     thread = threading.Thread(target=emit_many)
     thread.start()
     try:
+        while sent[0] < 50:  # events are flowing before the first stop
+            time.sleep(0.001)
         for _ in range(5):
             h.stop()
             h.start()
