@@ -331,3 +331,32 @@ def test_an_error_text_that_is_not_utf8_is_reported_not_lost(stepped):
     assert h.handler_errors == 1
     assert "s.lua:1: bad \ufffd byte" in h.errors[0]
     assert h.shared.int("ok").get() == 1
+
+
+@lua_api
+class _Shop:
+    def buy(self, item: str) -> None:
+        raise ValueError(f"no such item: {item!r}")
+
+
+def test_errors_raised_by_python_name_the_script_line(stepped):
+    stepped.rt.register_api("shop", _Shop())
+    h = stepped.script(
+        'events:on("a", function(e)\n'
+        '  shared:string("k"):set("x")\n'
+        '  shared:int("k"):increment()\n'
+        'end)\n'
+        'events:on("b", function(e)\n'
+        '  shop:buy("axe")\n'
+        'end)\n'
+        'events:on("c", function(e) error("no position", 0) end)\n',
+        name="shopper",
+    )
+    h.start()
+    for name in "abc":
+        stepped.rt.bus.emit(name)
+    assert h.errors == [
+        "handler for 'a': shopper.lua:3: shared key 'k' holds a string, not an int",
+        "handler for 'b': shopper.lua:6: no such item: 'axe'",
+        "handler for 'c': no position",  # error(msg, 0): the script chose no position
+    ]

@@ -111,7 +111,9 @@ def test_python_exception_is_a_lua_error_the_script_can_catch(lua: Run) -> None:
 def test_uncaught_python_exception_becomes_script_error(lua: Run) -> None:
     with pytest.raises(ScriptError) as caught:
         lua("local f = ...\nf()", fails("bad move"))
-    assert caught.value.message == "bad move"
+    # Raised in Python, so Lua gave it no position: it gets the script's frame.
+    assert caught.value.message == "attack.lua:2: bad move"
+    assert caught.value.where == "attack.lua:2"
     assert "attack.lua:2" in caught.value.lua_traceback
 
 
@@ -174,7 +176,7 @@ def test_python_exception_in_a_metamethod(lua: Run) -> None:
             " return t.x",
             fails("meta"),
         )
-    assert caught.value.message == "meta"
+    assert caught.value.message == "attack.lua:1: meta"
 
 
 # ------------------------------------------------ xpcall keeps its contract

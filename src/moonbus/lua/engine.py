@@ -59,6 +59,10 @@ __all__ = ["HookControl", "LuaEngine"]
 
 _LUA_MASKCOUNT = 8
 _WHERE = re.compile(r"^(?:\[string \"(.+?)\"\]|([^\s:][^:\n]*?)):(\d+):")
+# The innermost frame is a C function other than `error` (whose level the
+# script chose): Python code the script called raised the error.
+_RAISED_IN_C = re.compile(r"\n\t\[C\]: in (?!.*'error'$)[^\n]*$", re.MULTILINE)
+_SCRIPT_FRAME = re.compile(r"^\t([^\s\[=:][^:\n]*?\.lua):(\d+): ", re.MULTILINE)
 _MEMORY_MESSAGE = "not enough memory"
 _PLAIN = frozenset((str, int, float, bool, type(None)))
 _PROXY = type(type.__dict__)  # types.MappingProxyType
@@ -116,12 +120,25 @@ class HookControl:
 
 
 def _split_error(text: str) -> tuple[str, str | None, str]:
-    """(first line, "file:line" or None, full traceback) of a Lua error text."""
-    message = text.split("\nstack traceback:", 1)[0].strip()
+    """(first line, "file:line" or None, full traceback) of a Lua error text.
+
+    An error raised by Python code that a script called (a host API, a
+    shared value of another kind) carries no position of its own; it gets
+    the innermost script frame of the traceback (a ``.lua`` file, not ``[C]``
+    or moonbus's own chunks), so the message still says where the script was.
+    ``error(msg, 0)`` keeps its choice of no position.
+    """
+    message, _, trace = text.partition("\nstack traceback:")
+    message = message.strip()
     match = _WHERE.match(message)
     where = None
     if match:
         where = f"{match.group(1) or match.group(2)}:{match.group(3)}"
+    elif _RAISED_IN_C.match(trace):
+        frame = _SCRIPT_FRAME.search(trace)
+        if frame is not None:
+            where = f"{frame.group(1)}:{frame.group(2)}"
+            message = f"{where}: {message}"
     return message, where, text
 
 
