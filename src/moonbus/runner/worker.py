@@ -258,12 +258,8 @@ class Worker:
         stats.busy = False
         if cancelled:
             future.settle_cancelled()
-        elif outcome is Outcome.DONE:
-            if job.apply is not None:
-                self._actions.put(job.apply, value)
-            future.set_result(value)
         else:
-            future.set_exception(value)
+            self._hand_over(job, outcome, value)
 
     def _run_job(self, job: Job, compiled: CompiledJob) -> tuple[Outcome, Any]:
         # The hot path: the cached-chunk, fresh-env and plain-scalar cases are
@@ -432,12 +428,16 @@ class Worker:
         if not future.finish_queued():
             return  # cancelled while its batch ran; counted by the runner
         self._stats.record(outcome, now - job.submitted_at)
+        self._hand_over(job, outcome, value)
+
+    def _hand_over(self, job: Job, outcome: Outcome, value: Any) -> None:
+        """Settle a finished job's future (and queue its action when it succeeded)."""
         if outcome is Outcome.DONE:
             if job.apply is not None:
                 self._actions.put(job.apply, value)
-            future.set_result(value)
+            job.future.set_result(value)
         else:
-            future.set_exception(value)
+            job.future.set_exception(value)
 
     def _outcome_of(self, values: tuple[Any, ...]) -> tuple[Outcome, Any]:
         """A job's values as its result, as for a single job."""
