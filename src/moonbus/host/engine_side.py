@@ -231,6 +231,11 @@ class ScriptEngine:
     def _shared_handle(self, kind: str, name: Any) -> tuple[Any, ...]:
         handle = getattr(self._shared, kind)(name)
         methods = [getattr(handle, m) for m in SHARED_METHODS[kind]]
+        native_ops = getattr(handle, "native_ops", None)
+        if native_ops is not None and self._ctx.native:  # C int ops (memory backend)
+            ops = native_ops()
+            methods = [ops.get(m, method) for m, method in zip(SHARED_METHODS[kind], methods,
+                                                               strict=True)]
         if kind != "table":
             return tuple(methods)
         to_py, to_lua = self.converter.to_py, self.converter.to_lua
