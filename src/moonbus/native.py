@@ -1,11 +1,13 @@
 """The switch for moonbus's optional C fast paths.
 
-``pip install`` compiles two small C extensions (``moonbus.bus._fastemit``:
+``pip install`` compiles three small C extensions (``moonbus.bus._fastemit``:
 the common case of ``Bus.emit``; ``moonbus.lua._fastcall``: event delivery
-into Lua handlers). Each has a pure-Python reference path that behaves the
-same, used when the extension is not built (no C compiler) or when the
+into Lua handlers; ``moonbus.shared._fastint``: the memory backend's int
+operations as Lua calls them). Each has a pure-Python reference path that
+behaves the same, used when the extension is not built (no C compiler) or when the
 environment variable ``MOONBUS_PURE_PYTHON`` is set to anything but ``0``
-(read whenever a bus or a script engine is made, so tests can switch it).
+(read whenever a bus, a script engine or a shared int handle's C operations
+are made, so tests can switch it).
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@ what the Python methods give: the same values, the same errors, atomically."""
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Any
 
@@ -11,7 +12,7 @@ import pytest
 from moonbus.shared import INT_MAX, INT_MIN, SharedStore
 from moonbus.shared.memory import IntOp
 
-pytestmark = pytest.mark.skipif(IntOp is None, reason="the C int operations are not built")
+needs_c = pytest.mark.skipif(IntOp is None, reason="the C int operations are not built")
 
 START_VALUES: list[Any] = [None, 0, 41, -5, INT_MAX - 1, INT_MIN + 1, INT_MAX, INT_MIN,
                            "text", 1.5, True]
@@ -41,6 +42,7 @@ def _prepared(start: Any) -> tuple[SharedStore, Any]:
     return store, handle
 
 
+@needs_c
 @pytest.mark.parametrize("start", START_VALUES, ids=repr)
 @pytest.mark.parametrize(("name", "args"), CALLS, ids=repr)
 def test_c_and_python_operations_agree(start: Any, name: str, args: tuple[Any, ...]) -> None:
@@ -51,6 +53,7 @@ def test_c_and_python_operations_agree(start: Any, name: str, args: tuple[Any, .
     assert _outcome(c_store, c_op, args) == _outcome(python_store, python_op, args)
 
 
+@needs_c
 def test_keywords_and_extra_arguments_go_to_the_python_method() -> None:
     store = SharedStore()
     ops = store.int("k").native_ops()  # type: ignore[attr-defined]
@@ -59,6 +62,7 @@ def test_keywords_and_extra_arguments_go_to_the_python_method() -> None:
         ops["add"](1, 2)
 
 
+@needs_c
 def test_a_closed_store_refuses_as_the_python_method_does() -> None:
     store = SharedStore()
     handle = store.int("k")
@@ -72,6 +76,7 @@ def test_a_closed_store_refuses_as_the_python_method_does() -> None:
                                                           str(py_error.value))
 
 
+@needs_c
 def test_c_and_python_increments_from_threads_lose_nothing() -> None:
     store = SharedStore()
     handle = store.int("k")
@@ -93,3 +98,8 @@ def test_c_and_python_increments_from_threads_lose_nothing() -> None:
 def test_the_switch_turns_them_off(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MOONBUS_PURE_PYTHON", "1")
     assert SharedStore().int("k").native_ops() == {}  # type: ignore[attr-defined]
+
+
+def test_ci_builds_the_c_int_operations() -> None:
+    if os.environ.get("CI") == "true" and not os.environ.get("MOONBUS_PURE_PYTHON"):
+        assert IntOp is not None
