@@ -5,31 +5,28 @@ succeeds and moonbus runs on its pure-Python reference paths (same behaviour,
 slower). ``moonbus bench`` says which path it measured.
 """
 
+from typing import Any
+
 from setuptools import Extension, setup
+
+
+def _fast_path(module: str, **extra: Any) -> Extension:
+    """One optional extension ``moonbus.<module>`` built from ``src/moonbus/<module>.c``."""
+    return Extension(
+        f"moonbus.{module.replace('/', '.')}",
+        [f"src/moonbus/{module}.c"],
+        optional=True,
+        depends=["src/moonbus/_capi.h"],
+        extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter",
+                            "-Wno-missing-field-initializers"],
+        **extra,
+    )
+
 
 setup(
     ext_modules=[
-        Extension(
-            "moonbus.bus._fastemit",
-            ["src/moonbus/bus/_fastemit.c"],
-            optional=True,
-            extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter",
-                                "-Wno-missing-field-initializers"],
-        ),
-        Extension(
-            "moonbus.lua._fastcall",
-            ["src/moonbus/lua/_fastcall.c"],
-            optional=True,
-            libraries=["dl"],
-            extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter",
-                                "-Wno-missing-field-initializers"],
-        ),
-        Extension(
-            "moonbus.shared._fastint",
-            ["src/moonbus/shared/_fastint.c"],
-            optional=True,
-            extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter",
-                                "-Wno-missing-field-initializers"],
-        ),
+        _fast_path("bus/_fastemit"),
+        _fast_path("lua/_fastcall", libraries=["dl"]),
+        _fast_path("shared/_fastint"),
     ],
 )

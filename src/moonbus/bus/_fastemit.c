@@ -33,6 +33,8 @@
 #include <structmember.h>
 #include <time.h>
 
+#include "../_capi.h"
+
 /* ------------------------------------------------------------ GateCounter
  * The counting half of moonbus.host.gate.DeliveryGate (its base class):
  * ``active`` drains in progress, ``waiting`` workers held off. exit() calls
@@ -314,26 +316,6 @@ timestamp_ms(EmitCore *self)
     return ms;
 }
 
-static int
-call_void(PyObject *func)
-{
-    PyObject *r = PyObject_CallNoArgs(func);
-    if (r == NULL)
-        return -1;
-    Py_DECREF(r);
-    return 0;
-}
-
-static int
-call_one(PyObject *func, PyObject *arg)
-{
-    PyObject *r = PyObject_CallOneArg(func, arg);
-    if (r == NULL)
-        return -1;
-    Py_DECREF(r);
-    return 0;
-}
-
 /* Resolve wait_for waiters on ``event`` if there are any (0, or -1). */
 static int
 offer_to_waiters(EmitCore *self, PyObject *event)
@@ -350,24 +332,6 @@ offer_to_waiters(EmitCore *self, PyObject *event)
         return -1;
     Py_DECREF(r);
     return 0;
-}
-
-/* Release the emit lock, keeping any exception that is set. */
-static void
-release_lock(EmitCore *self)
-{
-    PyObject *type, *value, *tb;
-    PyErr_Fetch(&type, &value, &tb);
-    PyObject *r = PyObject_CallNoArgs(self->lock_release);
-    if (r == NULL) {
-        if (type != NULL)
-            PyErr_WriteUnraisable(self->lock_release);
-        else
-            return; /* report the release failure itself */
-    } else {
-        Py_DECREF(r);
-    }
-    PyErr_Restore(type, value, tb);
 }
 
 /* Run the handlers of a plain route on ``event`` (draining, lock held).
@@ -511,19 +475,19 @@ try_emit(EmitCore *self, PyObject *type, PyObject *data, PyObject *source, PyObj
     int failed = 0;
     if (self->gate != NULL) {
         ((GateCounter *)self->gate)->active += 1;
-    } else if (self->gate_enter != Py_None && call_void(self->gate_enter) < 0) {
+    } else if (self->gate_enter != Py_None && mb_call_noargs(self->gate_enter) < 0) {
         self->draining = 0;
         goto fail;
     }
     failed = offer_to_waiters(self, event);
     if (!failed && PyObject_Length(self->pending) != 0) {
         /* a `where` predicate emitted: bus.py delivers everything in order */
-        failed = call_one(self->drain_pending, event);
+        failed = mb_call_one(self->drain_pending, event);
     } else if (!failed) {
         failed = deliver_plain(self, route, handlers, event);
         if (!failed && PyObject_Length(self->pending) != 0) {
             /* handlers emitted: bus.py delivers the queued events in order */
-            failed = call_one(self->drain_pending, Py_None);
+            failed = mb_call_one(self->drain_pending, Py_None);
         }
     }
     {
@@ -533,7 +497,7 @@ try_emit(EmitCore *self, PyObject *type, PyObject *data, PyObject *source, PyObj
         Py_SETREF(self->in_flight, Py_NewRef(Py_None));
         int gate_failed = self->gate != NULL
                               ? gate_exit_impl(self->gate)
-                              : (self->gate_exit != Py_None ? call_void(self->gate_exit) : 0);
+                              : (self->gate_exit != Py_None ? mb_call_noargs(self->gate_exit) : 0);
         if (gate_failed < 0) {
             if (type_ != NULL) {
                 PyErr_WriteUnraisable(self->gate != NULL ? self->gate : self->gate_exit);
@@ -546,7 +510,7 @@ try_emit(EmitCore *self, PyObject *type, PyObject *data, PyObject *source, PyObj
     }
     Py_DECREF(route);
     Py_DECREF(handlers);
-    release_lock(self);
+    mb_release_keeping_error(self->lock_release);
     if (failed || PyErr_Occurred()) {
         Py_DECREF(event);
         return NULL;
@@ -557,7 +521,7 @@ general:
     Py_XDECREF(route);
     Py_XDECREF(handlers);
     Py_DECREF(frozen);
-    release_lock(self);
+    mb_release_keeping_error(self->lock_release);
     if (PyErr_Occurred())
         return NULL;
     Py_RETURN_NOTIMPLEMENTED;
@@ -568,7 +532,7 @@ fail:
     Py_XDECREF(frozen);
     Py_XDECREF(ts);
     Py_XDECREF(event);
-    release_lock(self);
+    mb_release_keeping_error(self->lock_release);
     return NULL;
 }
 

@@ -44,6 +44,8 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "../_capi.h"
+
 /* ------------------------------------------------------------ Lua 5.4 API */
 typedef struct lua_State lua_State;
 typedef long long lua_Integer;
@@ -348,31 +350,6 @@ delivery_dealloc(Delivery *self)
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
-static int
-call_noargs(PyObject *func)
-{
-    PyObject *r = PyObject_CallNoArgs(func);
-    if (r == NULL)
-        return -1;
-    Py_DECREF(r);
-    return 0;
-}
-
-/* Release a lock keeping any exception that is set. */
-static void
-release_keeping_error(PyObject *release)
-{
-    PyObject *type, *value, *tb;
-    PyErr_Fetch(&type, &value, &tb);
-    if (call_noargs(release) < 0) {
-        if (type != NULL)
-            PyErr_WriteUnraisable(release);
-        else
-            return;
-    }
-    PyErr_Restore(type, value, tb);
-}
-
 static PyObject *delivery_vectorcall(Delivery *self, PyObject *const *args, size_t nargsf,
                                      PyObject *kwnames);
 
@@ -433,7 +410,7 @@ delivery_init(Delivery *self, PyObject *args, PyObject *kwds)
     self->proxy_type = (PyTypeObject *)Py_NewRef((PyObject *)&PyDictProxy_Type);
 
     /* take the Lua function out of the global the caller parked it in */
-    if (call_noargs(self->lupa_acquire) < 0)
+    if (mb_call_noargs(self->lupa_acquire) < 0)
         return -1;
     lua_State *Ls = (lua_State *)L;
     int base = lua.gettop(Ls);
@@ -443,7 +420,7 @@ delivery_init(Delivery *self, PyObject *args, PyObject *kwds)
     int isnum = 0;
     lua_Integer ref = status == LUA_OK ? lua.tointegerx(Ls, -1, &isnum) : 0;
     lua.settop(Ls, base);
-    if (call_noargs(self->lupa_release) < 0)
+    if (mb_call_noargs(self->lupa_release) < 0)
         return -1;
     if (status != LUA_OK || !isnum || ref <= 0) {
         PyErr_SetString(PyExc_RuntimeError, "could not register the Lua deliver function");
@@ -470,7 +447,7 @@ static PyObject *
 end_call(Delivery *self)
 {
     PyObject *d = self->engine_dict;
-    if (call_noargs(self->hook_acquire) < 0)
+    if (mb_call_noargs(self->hook_acquire) < 0)
         return NULL;
     PyObject *reason = PyDict_GetItemWithError(d, s_abort_reason);
     PyObject *chain = PyDict_GetItemWithError(d, s_chain);
@@ -479,11 +456,11 @@ end_call(Delivery *self)
     if (simple) {
         if (PyDict_SetItem(d, s_in_call, Py_False) < 0 ||
             PyDict_SetItem(d, s_last_reason, Py_None) < 0) {
-            release_keeping_error(self->hook_release);
+            mb_release_keeping_error(self->hook_release);
             return NULL;
         }
     }
-    if (call_noargs(self->hook_release) < 0)
+    if (mb_call_noargs(self->hook_release) < 0)
         return NULL;
     if (simple)
         return Py_NewRef(Py_None);
@@ -497,7 +474,7 @@ end_call(Delivery *self)
         return NULL;
     if (forget) {
         PyObject *func = PyDict_GetItemWithError(d, s_forget);
-        if (func != NULL && func != Py_None && call_noargs(func) < 0)
+        if (func != NULL && func != Py_None && mb_call_noargs(func) < 0)
             return NULL;
         if (PyErr_Occurred())
             return NULL;
@@ -597,12 +574,12 @@ delivery_vectorcall(Delivery *self, PyObject *const *args, size_t nargsf, PyObje
         goto general;
 
     /* ---- the engine's lock, then the call's token (LuaEngine._guarded) */
-    if (call_noargs(self->lock_acquire) < 0)
+    if (mb_call_noargs(self->lock_acquire) < 0)
         return NULL;
     long long token = 0;
     int ready = engine_ready(self, &token);
     if (ready <= 0) {
-        release_keeping_error(self->lock_release);
+        mb_release_keeping_error(self->lock_release);
         if (ready < 0)
             return NULL;
         goto general;
@@ -654,7 +631,7 @@ delivery_vectorcall(Delivery *self, PyObject *const *args, size_t nargsf, PyObje
         goto end_fail;
 
     /* ---- Lua, under lupa's lock, without the GIL */
-    if (call_noargs(self->lupa_acquire) < 0) {
+    if (mb_call_noargs(self->lupa_acquire) < 0) {
         PyDict_SetItem(d, s_depth, num_zero);
         goto end_fail;
     }
@@ -680,7 +657,7 @@ delivery_vectorcall(Delivery *self, PyObject *const *args, size_t nargsf, PyObje
         }
     }
     lua.settop(L, base);
-    int released = call_noargs(self->lupa_release);
+    int released = mb_call_noargs(self->lupa_release);
 
     /* ---- end the call (LuaEngine._end_call) */
     int cleanup = PyDict_SetItem(d, s_depth, num_zero);
@@ -696,10 +673,10 @@ delivery_vectorcall(Delivery *self, PyObject *const *args, size_t nargsf, PyObje
     if (reason == NULL) {
         Py_XDECREF(message);
         Py_DECREF(limit);
-        release_keeping_error(self->lock_release);
+        mb_release_keeping_error(self->lock_release);
         return NULL;
     }
-    if (call_noargs(self->lock_release) < 0) {
+    if (mb_call_noargs(self->lock_release) < 0) {
         Py_DECREF(reason);
         Py_XDECREF(message);
         Py_DECREF(limit);
@@ -758,7 +735,7 @@ unlock_fail:
     Py_XDECREF(limit);
     Py_XDECREF(token_obj);
     Py_XDECREF(entry);
-    release_keeping_error(self->lock_release);
+    mb_release_keeping_error(self->lock_release);
     return NULL;
 
 general:

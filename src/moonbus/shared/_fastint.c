@@ -25,6 +25,8 @@
 #include <Python.h>
 #include <stddef.h>
 
+#include "../_capi.h"
+
 typedef struct {
     PyObject_HEAD
     vectorcallfunc vectorcall;
@@ -107,16 +109,6 @@ op_init(IntOp *self, PyObject *args, PyObject *kwds)
     return 0;
 }
 
-static int
-call_noargs(PyObject *func)
-{
-    PyObject *r = PyObject_CallNoArgs(func);
-    if (r == NULL)
-        return -1;
-    Py_DECREF(r);
-    return 0;
-}
-
 /* Under the lock: the new value, NULL with no error set for "take the
  * fallback", NULL with an error set on failure. */
 static PyObject *
@@ -171,12 +163,12 @@ op_vectorcall(IntOp *self, PyObject *const *args, size_t nargsf, PyObject *kwnam
         }
     }
     if (usable) {
-        if (call_noargs(self->acquire) < 0)
+        if (mb_call_noargs(self->acquire) < 0)
             return NULL;
         PyObject *result = apply_locked(self, self->sign * n);
         PyObject *type, *value, *tb;
         PyErr_Fetch(&type, &value, &tb);
-        int released = call_noargs(self->release);
+        int released = mb_call_noargs(self->release);
         if (released < 0) {
             Py_XDECREF(result);
             if (type != NULL) {
