@@ -546,28 +546,23 @@ class Bus:
                 continue
             try:
                 sub.handler(event)
-            except Exception:
-                self._handler_failed(sub, event)
+            except Exception as exc:
+                self._handler_failed(sub, event, exc)
 
-    def _handler_failed(self, sub: Subscription, event: Event) -> None:
-        # Called from inside the ``except`` block, so the traceback is current.
-        sub.errors += 1
-        self._handler_errors += 1
-        self._logger.exception(
-            "handler %r for %r failed on event seq=%d", sub.handler, sub.pattern, event.seq
-        )
-
-    def _plain_handler_failed(
-        self, route: Route, handler: Handler, event: Event, exc: BaseException
-    ) -> None:
-        """A handler of a plain route raised ``exc`` (also called by the C fast path)."""
-        sub = route.owner(handler)
+    def _handler_failed(self, sub: Subscription, event: Event, exc: BaseException) -> None:
+        """Count and log a sync handler that raised ``exc`` (with its traceback)."""
         sub.errors += 1
         self._handler_errors += 1
         self._logger.error(
             "handler %r for %r failed on event seq=%d", sub.handler, sub.pattern, event.seq,
             exc_info=exc,
         )
+
+    def _plain_handler_failed(
+        self, route: Route, handler: Handler, event: Event, exc: BaseException
+    ) -> None:
+        """A handler of a plain route raised ``exc`` (also called by the C fast path)."""
+        self._handler_failed(route.owner(handler), event, exc)
 
     def _schedule(self, sub: Subscription, event: Event) -> None:
         loop = sub.loop

@@ -268,7 +268,7 @@ class ScriptEngine:
                 limit=self._ctx.settings.handler_timeout,
             )
         except (ScriptError, TypeError) as exc:
-            self._on_handler_error(f"handler for {self.patterns.get(sub_id, '?')!r}", exc)
+            self._handler_failed(sub_id, exc)
         except ClosedError:
             return  # the script stopped while this event was on its way
         if sub_id in self._once_ids:
@@ -288,7 +288,10 @@ class ScriptEngine:
         try:
             self.engine.outcome(result, failure, reason, limit)
         except (ScriptError, TypeError) as exc:
-            self._on_handler_error(f"handler for {self.patterns.get(sub_id, '?')!r}", exc)
+            self._handler_failed(sub_id, exc)
+
+    def _handler_failed(self, sub_id: int, exc: BaseException) -> None:
+        self._on_handler_error(f"handler for {self.patterns.get(sub_id, '?')!r}", exc)
 
     def deferred_task(self, sub_id: int, event: Event) -> Any:
         """A coroutine running one deferred handler (main engine, script thread)."""

@@ -27,6 +27,7 @@ time: the bus serialises delivery); ``hold`` by scheduler workers.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 __all__ = ["DeliveryGate", "GateMixin", "PyGateCounter"]
 
@@ -37,6 +38,10 @@ class PyGateCounter:
     then counts drains without a Python call). ``active``: drains in progress;
     ``waiting``: workers held off; ``exit`` calls ``_wake`` when the last drain
     ends while a worker waits."""
+
+    # Provided by the gate built on this counter (GateMixin._wake), as the C
+    # GateCounter also looks it up on the instance.
+    _wake: Callable[[], None]
 
     def __init__(self) -> None:
         self.active = 0
@@ -51,9 +56,6 @@ class PyGateCounter:
         self.active -= 1
         if self.waiting and not self.active:
             self._wake()
-
-    def _wake(self) -> None:
-        raise NotImplementedError
 
 
 try:

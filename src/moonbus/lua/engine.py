@@ -239,13 +239,6 @@ class LuaEngine:
                 settings=settings,
             )
 
-    def outcome(
-        self, result: Any, failure: BaseException | None, reason: str | None, limit: float | None
-    ) -> tuple[Any, ...]:
-        """The results of a call that the C path could not settle alone: its
-        values, or the ``ScriptError`` family raised as for any call."""
-        return self._outcome(result, failure, reason, limit)
-
     @property
     def lock(self) -> threading.RLock:
         """Held by whichever thread is using the engine (re-entrant)."""
@@ -455,7 +448,7 @@ class LuaEngine:
                     return ()
                 if type(result) is tuple and result[0] is True:
                     return result[1:]
-            return self._outcome(result, failure, reason, limit)
+            return self.outcome(result, failure, reason, limit)
         finally:
             lock.release()
 
@@ -473,15 +466,17 @@ class LuaEngine:
             failure = exc
         finally:
             self._depth -= 1
-        return self._outcome(result, failure, self._abort_reason, limit)
+        return self.outcome(result, failure, self._abort_reason, limit)
 
-    def _outcome(
+    def outcome(
         self,
         result: Any,
         failure: BaseException | None,
         reason: str | None,
         limit: float | None,
     ) -> tuple[Any, ...]:
+        """A call's values, or the ``ScriptError`` family raised for how it ended
+        (also used by the C delivery path for calls it could not settle alone)."""
         if failure is None:
             values = result if isinstance(result, tuple) else (result,)
             if values[0] is True:

@@ -87,8 +87,9 @@ class MemoryInt(MemoryHandle, SharedInt):
             raise self._state.failure(self.name, current, "int")
 
     def increment(self, n: int = 1) -> int:
-        # The hot path of the whole store (``counter:increment()`` from Lua): the
-        # body of ``_apply`` inlined, to save a Python call per operation.
+        # The hot path for Python callers, and for Lua when the C operations
+        # (``native_ops``) are not built: the body of ``_apply`` inlined, to
+        # save a Python call per operation.
         if type(n) is not int:
             raise int_operand_error(self.name, "increment", n)
         name = self.name
