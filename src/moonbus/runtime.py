@@ -11,6 +11,11 @@ Two ways to drive scripts:
   ``run_due()`` after each game tick; everything runs on the host's thread,
   in a deterministic order (this is how ``moonbus run --tick-ms 0`` works).
 
+Event-engine handlers run inside ``emit`` by default (``event_delivery=
+"immediate"``); ``event_delivery="deferred"`` queues them for an event thread
+that runs them in batches soon after (``moonbus.host.deferred``);
+``flush_events`` waits for that queue.
+
 Several processes: with an event store shared by several processes
 (``events="redis://..."``) the runtime follows it (``remote_events=True``):
 events the other processes emit from then on reach this runtime's Python
@@ -36,6 +41,7 @@ from typing import Any
 from moonbus.bus import Bus, Event
 from moonbus.errors import ConfigError
 from moonbus.host.context import HostSettings, ScriptContext
+from moonbus.host.deferred import EVENT_DELIVERY_MODES, DeferredDelivery
 from moonbus.host.gate import DeliveryGate
 from moonbus.host.scheduler import ScriptScheduler
 from moonbus.host.script import ScriptHost
@@ -84,7 +90,13 @@ class Runtime:
         recent_log_size: int = 200,
         remote_events: bool = True,
         native: bool = True,
+        event_delivery: str = "immediate",
     ) -> None:
+        if event_delivery not in EVENT_DELIVERY_MODES:
+            raise ConfigError(
+                f"event_delivery must be one of {', '.join(EVENT_DELIVERY_MODES)}, "
+                f"got {event_delivery!r}"
+            )
         self.settings = settings or HostSettings()
         self.store_settings = store_settings or StoreSettings()
         self._owned: list[Any] = []
@@ -99,6 +111,14 @@ class Runtime:
         self.bus = Bus(log_size=log_size, store=self.event_store, gate=self.gate, native=native)
         self.factory = SandboxFactory(lua=lua, memory_limit=self.settings.memory_limit)
         self.scheduler = ScriptScheduler(clock=clock, gate=self.gate)
+        # "deferred": event-engine handlers run on an event thread, in batches,
+        # soon after emit returns (see moonbus.host.deferred).
+        self.event_delivery = event_delivery
+        self._deferred = (
+            DeferredDelivery(threaded=threaded, native=native)
+            if event_delivery == "deferred"
+            else None
+        )
         self._tick: int | None = None
         self._tick_sub = self.bus.on("tick", self._on_tick, owner="runtime")
         self._sinks: list[Callable[[LogLine], None]] = []
@@ -118,6 +138,7 @@ class Runtime:
             tick=self._current_tick,
             apis=self._apis,
             native=native,
+            deferred=self._deferred,
         )
         from moonbus.admin.commands import build_registry
 
@@ -249,8 +270,19 @@ class Runtime:
             self._scripts.pop(name, None)
 
     def run_due(self, now: float | None = None) -> int:
-        """Stepped mode: run every script slice due now on this thread."""
+        """Stepped mode: deliver queued events (deferred delivery), then run every
+        script slice due now, on this thread."""
+        if self._deferred is not None:
+            self._deferred.run_pending()
         return self.scheduler.run_due(now)
+
+    def flush_events(self, timeout: float | None = None) -> bool:
+        """Deferred delivery: wait until every event emitted so far has reached
+        the event-engine handlers (False if ``timeout`` seconds passed first).
+        With immediate delivery there is never anything to wait for."""
+        if self._deferred is None:
+            return True
+        return self._deferred.flush(timeout)
 
     # ------------------------------------------------------------------- close
     def _check_open(self) -> None:
@@ -262,12 +294,16 @@ class Runtime:
         if self._closed:
             return
         self._closed = True
+        if self._deferred is not None:
+            self._deferred.flush(5.0)  # what was emitted reaches the handlers first
         for host in list(self.scripts.values()):
             try:
                 host.close()
             except Exception:
                 logging.getLogger("moonbus.runtime").exception("closing script %s", host.name)
         self.scheduler.close()
+        if self._deferred is not None:
+            self._deferred.close()
         if self._follower is not None:
             self._follower.close()
         self.bus.close()

@@ -443,6 +443,12 @@ try_emit(EmitCore *self, PyObject *type, PyObject *data, PyObject *source, PyObj
     PyTuple_SET_ITEM(event, 4, ts);
     ts = NULL;
     PyTuple_SET_ITEM(event, 5, Py_NewRef(source));
+    /* Every field is a scalar or frozen data of scalars (a read-only proxy
+     * of a private dict): the event cannot be part of a reference cycle, so
+     * the cyclic collector need not scan it, as CPython untracks plain
+     * tuples of scalars. (The proxy stays tracked: its dealloc expects it.) */
+    if (is_scalar(source))
+        PyObject_GC_UnTrack(event);
     if (self->store != Py_None) {
         PyObject *settings = PyObject_GetAttr(self->store, str_settings);
         if (settings == NULL)

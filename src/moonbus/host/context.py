@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from moonbus.bus import Bus
+from moonbus.host.deferred import DeferredDelivery
 from moonbus.host.scheduler import ScriptScheduler
 from moonbus.lua.sandbox import SandboxFactory
 
@@ -68,3 +69,5 @@ class ScriptContext:
     apis: dict[str, Any] = field(default_factory=dict)
     event_types: Mapping[str, str] = field(default_factory=lambda: dict(BUILTIN_EVENT_TYPES))
     native: bool = True  # False: event delivery stays on the Python path (moonbus.native)
+    # Set when the runtime defers event-engine delivery (moonbus.host.deferred).
+    deferred: DeferredDelivery | None = None

@@ -9,7 +9,8 @@ never inspect.
 Delivery rules (SPEC §4), decided in ``_subscribe``:
 
 * event engine: every ``events:on`` is a bus subscription whose handler runs
-  the Lua handler at once, on the thread delivering the event;
+  the Lua handler at once, on the thread delivering the event (or, with
+  deferred delivery, queues it for the event thread: ``host/deferred.py``);
 * main engine, while the chunk loads: recorded but never delivered (the event
   engine delivers the same top-level handlers; no double delivery);
 * main engine, from lifecycle code: a bus subscription that queues the event
@@ -180,7 +181,11 @@ class ScriptEngine:
             target = self.deliver if once or self._fast_deliver is None else self._fast_deliver
         else:
             target = self._on_deferred
-        handler = functools.partial(target, sub_id)
+        deferred = self._ctx.deferred
+        if self.kind == "event" and deferred is not None:
+            handler = deferred.handler(target, sub_id)  # runs later, on the event thread
+        else:
+            handler = functools.partial(target, sub_id)
         owner = f"{self.script_name}:{self.kind}"
         bus = self._bus
         sub = (bus.once if once else bus.on)(pattern, handler, owner=owner)

@@ -226,8 +226,12 @@ class ScriptHost:
         """Ask the script to stop; with ``wait``, return once it has stopped.
 
         When no scheduler threads run (stepped mode), the stop is carried out
-        on the calling thread.
+        on the calling thread. With deferred event delivery, events queued
+        before the stop reach the handlers first.
         """
+        deferred = self._ctx.deferred
+        if deferred is not None:
+            deferred.flush(timeout)
         with self._control:
             if self._status not in ("starting", "running", "stopping"):
                 return

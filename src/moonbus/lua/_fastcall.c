@@ -11,6 +11,16 @@
  *
  * Delivery(engine, fallback, failed, ...)   one per script event engine
  * delivery(sub_id, event)                   what the bus calls (via partial)
+ * delivery.batch([(sub_id, event), ...])    several events, fewer Lua calls
+ * EventQueue(notify=, report=)              deferred delivery's queue
+ *   .handler(target, sub_id) -> Enqueuer    what the bus calls, deferred
+ *   .drain(max)                             runs queued events (event thread)
+ *
+ * Batches (deferred delivery): one engine call runs consecutive events for
+ * the same engine in one lua_pcall; the loop in run_items gives every event
+ * its own start in the watchdog's WatchSlot (see there) and stops the call
+ * at the first handler that fails; the call is then settled as a single
+ * delivery would be and a new call takes the remaining events.
  *
  * The common case: the engine is open and idle (no nested call), no abort is
  * pending for the next call, and the event's data is a read-only dict of up
@@ -40,7 +50,9 @@
 #include <dlfcn.h>
 #include <limits.h>
 #include <stddef.h>
+#include <stdatomic.h>
 #include <stdint.h>
+#include <time.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -60,6 +72,7 @@ typedef int (*lua_KFunction)(lua_State *L, int status, lua_KContext ctx);
 #define LUA_MULTRET (-1)
 #define LUA_REGISTRYINDEX (-1000000 - 1000) /* Lua 5.4: -LUAI_MAXSTACK - 1000 */
 #define MAX_FIELDS 32
+#define RUN_MAX 4096 /* events extracted for one run of engine calls */
 
 /* The Lua C API of lupa.lua54, resolved once when this module is imported
  * and never changed afterwards (a constant table, like a linker's). */
@@ -136,7 +149,125 @@ load_api(const char *path)
     return 0;
 }
 
-/* ------------------------------------------------------- one delivery call */
+/* ------------------------------------------------------------- watch slot */
+/* The watchdog's entry for this engine's C calls. It reads as the 4-item
+ * sequence (start, budget, token, native thread id) that engine.py arms as a
+ * tuple, and adds `gen`: the number of the event whose handler runs now.
+ * Several events can run in one engine call (Delivery.batch); between two of
+ * them the Lua-side loop, without the GIL, writes the next start and then
+ * advances gen by 2 with a compare-and-swap. The watchdog, before it aborts
+ * the call, claims the event it judged (claim(gen): gen -> gen | 1); once
+ * claimed, the loop cannot advance (its CAS fails), so an abort meant for
+ * one event can only hit that event, never the next one. */
+typedef struct {
+    PyObject_HEAD
+    _Atomic long long start_ns; /* CLOCK_MONOTONIC, as time.monotonic() */
+    _Atomic long long gen;      /* even: the running event; | 1: claimed */
+    double budget;              /* seconds; written with the GIL, before arming */
+    PyObject *token;            /* the engine call's token (int) */
+    long tid;                   /* native id of the thread running the call */
+} WatchSlot;
+
+static long long
+monotonic_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static void
+slot_dealloc(WatchSlot *self)
+{
+    Py_XDECREF(self->token);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static Py_ssize_t
+slot_length(PyObject *self)
+{
+    (void)self;
+    return 4;
+}
+
+static PyObject *
+slot_item(WatchSlot *self, Py_ssize_t i)
+{
+    switch (i) {
+    case 0: return PyFloat_FromDouble((double)atomic_load(&self->start_ns) / 1e9);
+    case 1: return PyFloat_FromDouble(self->budget);
+    case 2: return Py_NewRef(self->token ? self->token : Py_None);
+    case 3: return PyLong_FromLong(self->tid);
+    default:
+        PyErr_SetString(PyExc_IndexError, "watch slot index out of range");
+        return NULL;
+    }
+}
+
+/* (start, budget, token, tid, gen) read consistently, or None while the
+ * running event changes under the reader (the next scan reads it again). */
+static PyObject *
+slot_snapshot(WatchSlot *self, PyObject *unused)
+{
+    (void)unused;
+    long long before = atomic_load(&self->gen);
+    long long start = atomic_load(&self->start_ns);
+    if (atomic_load(&self->gen) != before || (before & 1))
+        Py_RETURN_NONE;
+    return Py_BuildValue("(ddOlL)", (double)start / 1e9, self->budget,
+                         self->token ? self->token : Py_None, self->tid, before);
+}
+
+static PyObject *
+slot_claim(WatchSlot *self, PyObject *arg)
+{
+    long long expected = PyLong_AsLongLong(arg);
+    if (expected == -1 && PyErr_Occurred())
+        return NULL;
+    if (expected & 1)
+        Py_RETURN_FALSE;
+    return PyBool_FromLong(atomic_compare_exchange_strong(&self->gen, &expected, expected | 1));
+}
+
+static PyObject *
+slot_get_gen(WatchSlot *self, void *closure)
+{
+    (void)closure;
+    return PyLong_FromLongLong(atomic_load(&self->gen));
+}
+
+static PySequenceMethods slot_as_sequence = {
+    .sq_length = slot_length,
+    .sq_item = (ssizeargfunc)slot_item,
+};
+
+static PyMethodDef slot_methods[] = {
+    {"snapshot", (PyCFunction)slot_snapshot, METH_NOARGS,
+     "(start, budget, token, native_id, gen), or None while the event changes."},
+    {"claim", (PyCFunction)slot_claim, METH_O,
+     "claim(gen): True if event gen is still running and is now claimed for an abort."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef slot_getset[] = {
+    {"gen", (getter)slot_get_gen, NULL, "the running event's number (| 1 once claimed)", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject WatchSlotType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "moonbus.lua._fastcall.WatchSlot",
+    .tp_basicsize = sizeof(WatchSlot),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "A C delivery's watchdog entry (see the module source).",
+    .tp_new = PyType_GenericNew, /* zeroed: start 0, gen 0, no token */
+    .tp_dealloc = (destructor)slot_dealloc,
+    .tp_as_sequence = &slot_as_sequence,
+    .tp_methods = slot_methods,
+    .tp_getset = slot_getset,
+};
+
+/* --------------------------------------------------------- the Lua side */
 enum { F_NIL, F_BOOL, F_INT, F_FLOAT, F_STR };
 
 typedef struct {
@@ -149,50 +280,92 @@ typedef struct {
     Py_ssize_t s_len;
 } Field;
 
-/* Everything the Lua side needs, extracted with the GIL held; the strings
- * point into Python str objects that the event keeps alive. */
+/* One event for one handler, extracted with the GIL held; the strings point
+ * into Python str objects that the event keeps alive. */
 typedef struct {
-    int func_ref;
     lua_Integer sub_id;
-    int nfields;
     int has_tick;
     lua_Integer tick;
     lua_Integer seq;
     const char *type;
     Py_ssize_t type_len;
-    Field fields[MAX_FIELDS];
-} CallArgs;
+    int first, nfields; /* its fields in Batch.fields */
+} Item;
 
-/* Runs inside lua_pcall (so allocation failures and errors are caught):
- * deliver(sub_id, {payload}, tick, seq, type), leaving its results. */
+/* A run of events for one engine call. `next`..`count` are to run; the Lua
+ * loop records how far it got (`done`, `current`), which event's handler
+ * returned an error (`failed`), and whether the watchdog claimed an event
+ * that had already finished (`claimed`: the call stops there). */
+typedef struct {
+    int func_ref;
+    int count, next, done, current, failed, claimed;
+    Item *items;
+    Field *fields;
+    WatchSlot *slot; /* NULL: no time limit */
+    long long gen;   /* the slot's gen for items[current] */
+} Batch;
+
+/* Runs inside lua_pcall (so allocation failures and errors are caught): for
+ * each event, deliver(sub_id, {payload}, tick, seq, type); stops at the first
+ * that does not return true, leaving that call's results as its own. */
 static int
-deliver_in_lua(lua_State *L)
+run_items(lua_State *L)
 {
-    const CallArgs *a = (const CallArgs *)lua.touserdata(L, 1);
-    lua.rawgeti(L, LUA_REGISTRYINDEX, a->func_ref);
-    lua.pushinteger(L, a->sub_id);
-    lua.createtable(L, 0, a->nfields + 3);
-    for (int i = 0; i < a->nfields; i++) {
-        const Field *f = &a->fields[i];
-        if (f->kind == F_NIL)
-            continue; /* a None value is an absent key, as lupa copies it */
-        lua.pushlstring(L, f->key, (size_t)f->key_len);
-        switch (f->kind) {
-        case F_BOOL: lua.pushboolean(L, (int)f->i); break;
-        case F_INT: lua.pushinteger(L, f->i); break;
-        case F_FLOAT: lua.pushnumber(L, f->f); break;
-        default: lua.pushlstring(L, f->s, (size_t)f->s_len); break;
+    Batch *b = (Batch *)lua.touserdata(L, 1);
+    lua.settop(L, 0);
+    WatchSlot *slot = b->slot;
+    for (int k = b->next; k < b->count; k++) {
+        if (k > b->next && slot != NULL) {
+            atomic_store(&slot->start_ns, monotonic_ns());
+            long long g = b->gen;
+            if (!atomic_compare_exchange_strong(&slot->gen, &g, g + 2)) {
+                b->claimed = 1; /* the watchdog claimed items[k - 1], which ended */
+                return 0;
+            }
+            b->gen = g + 2;
         }
-        lua.rawset(L, -3);
+        b->current = k;
+        const Item *it = &b->items[k];
+        lua.rawgeti(L, LUA_REGISTRYINDEX, b->func_ref);
+        lua.pushinteger(L, it->sub_id);
+        lua.createtable(L, 0, it->nfields + 3);
+        for (int i = 0; i < it->nfields; i++) {
+            const Field *f = &b->fields[it->first + i];
+            if (f->kind == F_NIL)
+                continue; /* a None value is an absent key, as lupa copies it */
+            lua.pushlstring(L, f->key, (size_t)f->key_len);
+            switch (f->kind) {
+            case F_BOOL: lua.pushboolean(L, (int)f->i); break;
+            case F_INT: lua.pushinteger(L, f->i); break;
+            case F_FLOAT: lua.pushnumber(L, f->f); break;
+            default: lua.pushlstring(L, f->s, (size_t)f->s_len); break;
+            }
+            lua.rawset(L, -3);
+        }
+        if (it->has_tick)
+            lua.pushinteger(L, it->tick);
+        else
+            lua.pushnil(L);
+        lua.pushinteger(L, it->seq);
+        lua.pushlstring(L, it->type, (size_t)it->type_len);
+        lua.callk(L, 5, LUA_MULTRET, 0, NULL);
+        int nresults = lua.gettop(L);
+        if (nresults < 1 || !lua.toboolean(L, 1)) {
+            b->failed = k;
+            return nresults; /* (false, message) */
+        }
+        lua.settop(L, 0);
+        b->done = k + 1;
     }
-    if (a->has_tick)
-        lua.pushinteger(L, a->tick);
-    else
-        lua.pushnil(L);
-    lua.pushinteger(L, a->seq);
-    lua.pushlstring(L, a->type, (size_t)a->type_len);
-    lua.callk(L, 5, LUA_MULTRET, 0, NULL);
-    return lua.gettop(L) - 1;
+    if (slot != NULL) {
+        /* no event runs any more: a claim from now on finds nothing to stop */
+        long long g = b->gen;
+        if (atomic_compare_exchange_strong(&slot->gen, &g, g + 2))
+            b->gen = g + 2;
+        else
+            b->claimed = 1;
+    }
+    return 0;
 }
 
 /* Registers the function stored under the global ``key`` and clears it. */
@@ -208,9 +381,11 @@ take_global(lua_State *L)
     return 1;
 }
 
-/* 1: plain, copied into ``a``; 0: needs the general path; -1: error set. */
+/* The fields of a read-only dict of at most MAX_FIELDS scalars under str
+ * keys, copied into ``fields``: 1; 0 when the data needs the general path;
+ * -1 with an error set. */
 static int
-extract_payload(PyObject *data, CallArgs *a, PyTypeObject *proxy_type)
+extract_payload(PyObject *data, Field *fields, int *nfields, PyTypeObject *proxy_type)
 {
     if (Py_TYPE(data) != proxy_type)
         return 0;
@@ -224,7 +399,7 @@ extract_payload(PyObject *data, CallArgs *a, PyTypeObject *proxy_type)
     while (PyDict_Next(dict, &pos, &key, &value)) {
         if (!PyUnicode_CheckExact(key))
             return 0;
-        Field *f = &a->fields[n++];
+        Field *f = &fields[n++];
         f->key = PyUnicode_AsUTF8AndSize(key, &f->key_len);
         if (f->key == NULL)
             goto not_utf8;
@@ -254,7 +429,7 @@ extract_payload(PyObject *data, CallArgs *a, PyTypeObject *proxy_type)
             return 0;
         }
     }
-    a->nfields = n;
+    *nfields = n;
     return 1;
 not_utf8: /* lone surrogates: the general path reports them as lupa does */
     if (PyErr_ExceptionMatches(PyExc_UnicodeEncodeError)) {
@@ -264,12 +439,50 @@ not_utf8: /* lone surrogates: the general path reports them as lupa does */
     return -1;
 }
 
+/* One (sub_id, event) into ``it`` and ``fields`` (room for MAX_FIELDS):
+ * 1 plain, 0 general path, -1 error set. */
+static int
+extract_item(PyObject *sub_id, PyObject *event, Item *it, Field *fields, int first,
+             PyTypeObject *proxy_type)
+{
+    if (!PyTuple_Check(event) || PyTuple_GET_SIZE(event) < 4 || !PyLong_CheckExact(sub_id))
+        return 0;
+    PyObject *type = PyTuple_GET_ITEM(event, 0), *data = PyTuple_GET_ITEM(event, 1),
+             *seq = PyTuple_GET_ITEM(event, 2), *tick = PyTuple_GET_ITEM(event, 3);
+    if (!PyUnicode_CheckExact(type) || !PyLong_CheckExact(seq) ||
+        (tick != Py_None && !PyLong_CheckExact(tick)))
+        return 0;
+    int overflow = 0;
+    it->sub_id = PyLong_AsLongLongAndOverflow(sub_id, &overflow);
+    if (overflow)
+        return 0;
+    it->seq = PyLong_AsLongLongAndOverflow(seq, &overflow);
+    if (overflow)
+        return 0;
+    it->has_tick = tick != Py_None;
+    it->tick = it->has_tick ? PyLong_AsLongLongAndOverflow(tick, &overflow) : 0;
+    if (overflow)
+        return 0;
+    if (PyErr_Occurred())
+        return -1;
+    it->type = PyUnicode_AsUTF8AndSize(type, &it->type_len);
+    if (it->type == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_UnicodeEncodeError))
+            return -1;
+        PyErr_Clear();
+        return 0;
+    }
+    it->first = first;
+    return extract_payload(data, fields + first, &it->nfields, proxy_type);
+}
+
 /* ------------------------------------------------------------ Delivery type */
 typedef struct {
     PyObject_HEAD
     vectorcallfunc vectorcall;
     lua_State *L;
     int func_ref;
+    int c_clock;           /* the watchdog's clock is time.monotonic (batches need it) */
     PyObject *runtime;     /* keeps the lupa runtime (and so L) alive */
     PyObject *engine;      /* the LuaEngine: the watchdog's key */
     PyObject *engine_dict; /* its __dict__: the call state engine.py keeps */
@@ -282,9 +495,10 @@ typedef struct {
     PyObject *settings;    /* .handler_timeout: float seconds or None, read per call */
     PyObject *end_call;    /* engine._end_call */
     PyObject *fallback;    /* ScriptEngine.deliver(sub_id, event) */
-    PyObject *failed;      /* failed(sub_id, result, failure, reason) */
+    PyObject *failed;      /* failed(sub_id, result, failure, reason, limit) */
     PyObject *lua_error, *lua_memory_error;
     PyTypeObject *proxy_type;
+    WatchSlot *slot;       /* this engine's watchdog entry while a C call runs */
 } Delivery;
 
 static PyObject *s_closed, *s_depth, *s_token, *s_pending_token, *s_in_call,
@@ -339,6 +553,7 @@ delivery_clear(Delivery *self)
     Py_CLEAR(self->lua_error);
     Py_CLEAR(self->lua_memory_error);
     Py_CLEAR(self->proxy_type);
+    Py_CLEAR(self->slot);
     return 0;
 }
 
@@ -408,6 +623,25 @@ delivery_init(Delivery *self, PyObject *args, PyObject *kwds)
     self->fallback = Py_NewRef(fallback);
     self->failed = Py_NewRef(failed);
     self->proxy_type = (PyTypeObject *)Py_NewRef((PyObject *)&PyDictProxy_Type);
+    self->slot = PyObject_New(WatchSlot, &WatchSlotType);
+    if (self->slot == NULL)
+        return -1;
+    atomic_init(&self->slot->start_ns, 0);
+    atomic_init(&self->slot->gen, 0);
+    self->slot->budget = 0.0;
+    self->slot->token = NULL;
+    self->slot->tid = 0;
+    /* Events of a batch get their start times from CLOCK_MONOTONIC without
+     * the GIL: only right when the watchdog measures with the same clock. */
+    PyObject *time_module = PyImport_ImportModule("time");
+    if (time_module == NULL)
+        return -1;
+    PyObject *monotonic = PyObject_GetAttrString(time_module, "monotonic");
+    Py_DECREF(time_module);
+    if (monotonic == NULL)
+        return -1;
+    self->c_clock = monotonic == clock;
+    Py_DECREF(monotonic);
 
     /* take the Lua function out of the global the caller parked it in */
     if (mb_call_noargs(self->lupa_acquire) < 0)
@@ -431,14 +665,14 @@ delivery_init(Delivery *self, PyObject *args, PyObject *kwds)
     return 0;
 }
 
-/* The caller's thread id as the watchdog wants it (threading.get_native_id). */
-static PyObject *
-native_thread_id(void)
+/* The caller's native thread id (threading.get_native_id), cached per thread. */
+static long
+native_tid(void)
 {
-    static __thread long tid = 0; /* per-thread cache of a per-thread constant */
+    static __thread long tid = 0;
     if (tid == 0)
         tid = (long)syscall(SYS_gettid);
-    return PyLong_FromLong(tid);
+    return tid;
 }
 
 /* Ends the call as LuaEngine._end_call does; returns the abort reason (a new
@@ -527,6 +761,264 @@ abort_on_entry(Delivery *self, PyObject *token_obj)
     return 0;
 }
 
+/* How one engine call ended (new references, NULL when not set). */
+typedef struct {
+    int status;        /* lua_pcall's */
+    PyObject *message; /* the error text, when the call or a handler failed */
+    PyObject *reason;  /* the abort reason, Py_None if there was none */
+    PyObject *limit;   /* the time limit the call ran under */
+} Outcome;
+
+static void
+outcome_clear(Outcome *o)
+{
+    Py_CLEAR(o->message);
+    Py_CLEAR(o->reason);
+    Py_CLEAR(o->limit);
+}
+
+/* Arms the watchdog for a call ``token`` under ``budget`` seconds: the slot,
+ * then the entry in the armed table (LuaEngine._guarded's inline arm). */
+static int
+arm_slot(Delivery *self, Batch *b, PyObject *token_obj, double budget)
+{
+    WatchSlot *slot = self->slot;
+    long long start;
+    if (self->c_clock) {
+        start = monotonic_ns();
+    } else {
+        PyObject *now = PyObject_CallNoArgs(self->clock);
+        if (now == NULL)
+            return -1;
+        double seconds = PyFloat_AsDouble(now);
+        Py_DECREF(now);
+        if (seconds == -1.0 && PyErr_Occurred())
+            return -1;
+        start = (long long)(seconds * 1e9);
+    }
+    atomic_store(&slot->start_ns, start);
+    slot->budget = budget;
+    Py_XSETREF(slot->token, Py_NewRef(token_obj));
+    slot->tid = native_tid();
+    /* a fresh even number: a claim made on an earlier call can never match */
+    long long gen = (atomic_load(&slot->gen) | 1) + 1;
+    atomic_store(&slot->gen, gen);
+    b->gen = gen;
+    if (PyDict_SetItem(self->armed, self->engine, (PyObject *)slot) < 0)
+        return -1;
+    b->slot = slot;
+    PyObject *idle = PyObject_GetAttr(self->watchdog, s_idle);
+    if (idle == NULL)
+        return -1;
+    int sleeping = PyObject_IsTrue(idle);
+    Py_DECREF(idle);
+    if (sleeping < 0)
+        return -1;
+    if (sleeping) {
+        PyObject *r = PyObject_CallMethodNoArgs(self->watchdog, s_wake);
+        if (r == NULL)
+            return -1;
+        Py_DECREF(r);
+    }
+    return 0;
+}
+
+/* One engine call running b->items[b->next ..] in Lua, following
+ * LuaEngine._guarded and _end_call step by step. 1: it ran and *o says how
+ * it ended (b->done, current, failed, claimed: how far it got); 0: the
+ * engine cannot take a call now (closed, or a call of this thread is in
+ * progress): nothing was changed, the caller uses the Python path; -1: an
+ * error is set. The engine's lock is released on return either way. */
+static int
+run_call(Delivery *self, Batch *b, Outcome *o)
+{
+    o->status = LUA_OK;
+    o->message = o->reason = o->limit = NULL;
+    b->slot = NULL;
+    b->claimed = 0;
+    b->failed = -1;
+    b->done = b->current = b->next;
+    if (mb_call_noargs(self->lock_acquire) < 0)
+        return -1;
+    long long token = 0;
+    int ready = engine_ready(self, &token);
+    if (ready <= 0) {
+        mb_release_keeping_error(self->lock_release);
+        return ready;
+    }
+    PyObject *d = self->engine_dict;
+    PyObject *token_obj = PyLong_FromLongLong(token);
+    if (token_obj == NULL)
+        goto unlock_fail;
+    o->limit = PyObject_GetAttr(self->settings, s_handler_timeout);
+    if (o->limit == NULL)
+        goto unlock_fail;
+    double budget = 0.0;
+    if (o->limit != Py_None) {
+        budget = PyFloat_AsDouble(o->limit);
+        if (budget == -1.0 && PyErr_Occurred())
+            goto unlock_fail;
+    }
+    if (PyDict_SetItem(d, s_token, token_obj) < 0 || PyDict_SetItem(d, s_in_call, Py_True) < 0)
+        goto unlock_fail;
+    if (abort_on_entry(self, token_obj) < 0)
+        goto end_fail;
+    if (o->limit != Py_None && arm_slot(self, b, token_obj, budget) < 0)
+        goto end_fail;
+    if (PyDict_SetItem(d, s_depth, num_one) < 0)
+        goto end_fail;
+
+    /* ---- Lua, under lupa's lock, without the GIL */
+    if (mb_call_noargs(self->lupa_acquire) < 0) {
+        PyDict_SetItem(d, s_depth, num_zero);
+        goto end_fail;
+    }
+    lua_State *L = self->L;
+    int base = lua.gettop(L);
+    lua.pushcclosure(L, run_items, 0);
+    lua.pushlightuserdata(L, b);
+    int status;
+    Py_BEGIN_ALLOW_THREADS
+    status = lua.pcallk(L, 1, LUA_MULTRET, 0, 0, NULL);
+    Py_END_ALLOW_THREADS
+    o->status = status;
+    int decode_failed = 0;
+    if (status != LUA_OK || b->failed >= 0) {
+        int at = status == LUA_OK ? base + 2 : base + 1;
+        if (at <= lua.gettop(L) && lua.type(L, at) == LUA_TSTRING) {
+            size_t len = 0;
+            const char *text = lua.tolstring(L, at, &len);
+            o->message = PyUnicode_DecodeUTF8(text, (Py_ssize_t)len, "replace");
+            decode_failed = o->message == NULL;
+        } else {
+            o->message = Py_NewRef(s_unknown);
+        }
+    }
+    lua.settop(L, base);
+    int released = mb_call_noargs(self->lupa_release);
+
+    /* ---- end the call (LuaEngine._end_call) */
+    int cleanup = PyDict_SetItem(d, s_depth, num_zero);
+    if (b->slot != NULL && PyDict_DelItem(self->armed, self->engine) < 0) {
+        if (PyErr_ExceptionMatches(PyExc_KeyError))
+            PyErr_Clear();
+        else
+            cleanup = -1;
+    }
+    o->reason = (released < 0 || cleanup < 0 || decode_failed) ? NULL : end_call(self);
+    Py_DECREF(token_obj);
+    if (o->reason == NULL) {
+        outcome_clear(o);
+        mb_release_keeping_error(self->lock_release);
+        return -1;
+    }
+    if (mb_call_noargs(self->lock_release) < 0) {
+        outcome_clear(o);
+        return -1;
+    }
+    return 1;
+
+end_fail:
+    /* marked live but never ran: end it the way engine.py would */
+    {
+        PyObject *type_, *value, *tb;
+        PyErr_Fetch(&type_, &value, &tb);
+        if (b->slot != NULL && PyDict_DelItem(self->armed, self->engine) < 0)
+            PyErr_Clear(); /* not armed yet */
+        PyObject *r = end_call(self);
+        if (r == NULL)
+            PyErr_WriteUnraisable(self->end_call);
+        Py_XDECREF(r);
+        PyErr_Restore(type_, value, tb);
+    }
+unlock_fail:
+    Py_XDECREF(token_obj);
+    outcome_clear(o);
+    mb_release_keeping_error(self->lock_release);
+    return -1;
+}
+
+/* The event at b->items[k] did not end plainly (its handler failed, or the
+ * call was aborted or failed while it ran): settle it with engine.py's
+ * outcome rules, through ``failed`` (which raises and reports as deliver()
+ * does). 0, or -1 with an error set. */
+static int
+report_failure(Delivery *self, PyObject *sub_id, const Outcome *o)
+{
+    PyObject *result, *failure;
+    if (o->status == LUA_OK) {
+        result = PyTuple_Pack(2, Py_False, o->message);
+        failure = Py_NewRef(Py_None);
+    } else {
+        result = Py_NewRef(Py_None);
+        failure = PyObject_CallOneArg(
+            o->status == LUA_ERRMEM ? self->lua_memory_error : self->lua_error, o->message);
+    }
+    if (result == NULL || failure == NULL) {
+        Py_XDECREF(result);
+        Py_XDECREF(failure);
+        return -1;
+    }
+    PyObject *fargs[5] = {sub_id, result, failure, o->reason, o->limit};
+    int rc = 0;
+    PyObject *r = PyObject_Vectorcall(self->failed, fargs, 5, NULL);
+    if (r == NULL)
+        rc = -1;
+    Py_XDECREF(r);
+    Py_DECREF(result);
+    Py_DECREF(failure);
+    return rc;
+}
+
+static int
+call_fallback(Delivery *self, PyObject *sub_id, PyObject *event)
+{
+    PyObject *fargs[2] = {sub_id, event};
+    PyObject *r = PyObject_Vectorcall(self->fallback, fargs, 2, NULL);
+    if (r == NULL)
+        return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+/* Runs the extracted events b->items[0 .. count) (sub_ids[k] and events[k]
+ * are their Python objects), as few engine calls as their outcomes allow: a
+ * call goes on to the next event after each plain end; a failed handler, an
+ * abort or an error ends the call, the event is settled, and a new call
+ * takes the rest. 0, or -1 with an error set. */
+static int
+run_batch(Delivery *self, Batch *b, PyObject *const *sub_ids, PyObject *const *events)
+{
+    b->next = 0;
+    while (b->next < b->count) {
+        Outcome o;
+        int ran = run_call(self, b, &o);
+        if (ran < 0)
+            return -1;
+        if (ran == 0) {
+            /* closed, or busy on this thread: the Python path says what that means */
+            for (int k = b->next; k < b->count; k++)
+                if (call_fallback(self, sub_ids[k], events[k]) < 0)
+                    return -1;
+            return 0;
+        }
+        if (o.status == LUA_OK && b->failed < 0) {
+            /* every event ran (or a claim came after the last that finished):
+             * an abort that hit no running handler changes nothing */
+            b->next = b->done;
+            outcome_clear(&o);
+            continue;
+        }
+        int k = o.status == LUA_OK ? b->failed : b->current;
+        int rc = report_failure(self, sub_ids[k], &o);
+        outcome_clear(&o);
+        if (rc < 0)
+            return -1;
+        b->next = k + 1;
+    }
+    return 0;
+}
+
 static PyObject *
 delivery_vectorcall(Delivery *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
@@ -538,212 +1030,111 @@ delivery_vectorcall(Delivery *self, PyObject *const *args, size_t nargsf, PyObje
     PyObject *sub_id = args[0], *event = args[1];
     if (self->L == NULL)
         goto general;
-    CallArgs a;
-    if (!PyTuple_Check(event) || PyTuple_GET_SIZE(event) < 4 || !PyLong_CheckExact(sub_id))
-        goto general;
-    PyObject *type = PyTuple_GET_ITEM(event, 0), *data = PyTuple_GET_ITEM(event, 1),
-             *seq = PyTuple_GET_ITEM(event, 2), *tick = PyTuple_GET_ITEM(event, 3);
-    if (!PyUnicode_CheckExact(type) || !PyLong_CheckExact(seq) ||
-        (tick != Py_None && !PyLong_CheckExact(tick)))
-        goto general;
-    int overflow = 0;
-    a.func_ref = self->func_ref;
-    a.sub_id = PyLong_AsLongLongAndOverflow(sub_id, &overflow);
-    if (overflow)
-        goto general;
-    a.seq = PyLong_AsLongLongAndOverflow(seq, &overflow);
-    if (overflow)
-        goto general;
-    a.has_tick = tick != Py_None;
-    a.tick = a.has_tick ? PyLong_AsLongLongAndOverflow(tick, &overflow) : 0;
-    if (overflow)
-        goto general;
-    if (PyErr_Occurred())
-        return NULL;
-    a.type = PyUnicode_AsUTF8AndSize(type, &a.type_len);
-    if (a.type == NULL) {
-        if (!PyErr_ExceptionMatches(PyExc_UnicodeEncodeError))
-            return NULL;
-        PyErr_Clear();
-        goto general;
-    }
-    int plain = extract_payload(data, &a, self->proxy_type);
+    Item item;
+    Field fields[MAX_FIELDS];
+    int plain = extract_item(sub_id, event, &item, fields, 0, self->proxy_type);
     if (plain < 0)
         return NULL;
     if (plain == 0)
         goto general;
-
-    /* ---- the engine's lock, then the call's token (LuaEngine._guarded) */
-    if (mb_call_noargs(self->lock_acquire) < 0)
+    Batch b = {.func_ref = self->func_ref, .count = 1, .items = &item, .fields = fields};
+    if (run_batch(self, &b, &args[0], &args[1]) < 0)
         return NULL;
-    long long token = 0;
-    int ready = engine_ready(self, &token);
-    if (ready <= 0) {
-        mb_release_keeping_error(self->lock_release);
-        if (ready < 0)
-            return NULL;
-        goto general;
-    }
-    PyObject *d = self->engine_dict;
-    PyObject *entry = NULL, *limit = NULL;
-    PyObject *token_obj = PyLong_FromLongLong(token);
-    if (token_obj == NULL)
-        goto unlock_fail;
-    limit = PyObject_GetAttr(self->settings, s_handler_timeout);
-    if (limit == NULL)
-        goto unlock_fail;
-    if (limit != Py_None) {
-        PyObject *now = PyObject_CallNoArgs(self->clock);
-        PyObject *tid = native_thread_id();
-        if (now == NULL || tid == NULL) {
-            Py_XDECREF(now);
-            Py_XDECREF(tid);
-            goto unlock_fail;
-        }
-        entry = PyTuple_Pack(4, now, limit, token_obj, tid);
-        Py_DECREF(now);
-        Py_DECREF(tid);
-        if (entry == NULL)
-            goto unlock_fail;
-    }
-    if (PyDict_SetItem(d, s_token, token_obj) < 0 || PyDict_SetItem(d, s_in_call, Py_True) < 0)
-        goto unlock_fail;
-    if (abort_on_entry(self, token_obj) < 0)
-        goto end_fail;
-    if (entry != NULL) {
-        if (PyDict_SetItem(self->armed, self->engine, entry) < 0)
-            goto end_fail;
-        PyObject *idle = PyObject_GetAttr(self->watchdog, s_idle);
-        if (idle == NULL)
-            goto end_fail;
-        int sleeping = PyObject_IsTrue(idle);
-        Py_DECREF(idle);
-        if (sleeping < 0)
-            goto end_fail;
-        if (sleeping) {
-            PyObject *r = PyObject_CallMethodNoArgs(self->watchdog, s_wake);
-            if (r == NULL)
-                goto end_fail;
-            Py_DECREF(r);
-        }
-    }
-    if (PyDict_SetItem(d, s_depth, num_one) < 0)
-        goto end_fail;
-
-    /* ---- Lua, under lupa's lock, without the GIL */
-    if (mb_call_noargs(self->lupa_acquire) < 0) {
-        PyDict_SetItem(d, s_depth, num_zero);
-        goto end_fail;
-    }
-    lua_State *L = self->L;
-    int base = lua.gettop(L);
-    lua.pushcclosure(L, deliver_in_lua, 0);
-    lua.pushlightuserdata(L, &a);
-    int status;
-    Py_BEGIN_ALLOW_THREADS
-    status = lua.pcallk(L, 1, LUA_MULTRET, 0, 0, NULL);
-    Py_END_ALLOW_THREADS
-    int nresults = lua.gettop(L) - base;
-    int ok = status == LUA_OK && nresults >= 1 && lua.toboolean(L, base + 1);
-    PyObject *message = NULL;
-    if (!ok) {
-        int at = status == LUA_OK ? base + 2 : base + 1;
-        if (at <= lua.gettop(L) && lua.type(L, at) == LUA_TSTRING) {
-            size_t len = 0;
-            const char *text = lua.tolstring(L, at, &len);
-            message = PyUnicode_DecodeUTF8(text, (Py_ssize_t)len, "replace");
-        } else {
-            message = Py_NewRef(s_unknown);
-        }
-    }
-    lua.settop(L, base);
-    int released = mb_call_noargs(self->lupa_release);
-
-    /* ---- end the call (LuaEngine._end_call) */
-    int cleanup = PyDict_SetItem(d, s_depth, num_zero);
-    if (entry != NULL && PyDict_DelItem(self->armed, self->engine) < 0) {
-        if (PyErr_ExceptionMatches(PyExc_KeyError))
-            PyErr_Clear();
-        else
-            cleanup = -1;
-    }
-    PyObject *reason = (released < 0 || cleanup < 0) ? NULL : end_call(self);
-    Py_DECREF(token_obj);
-    Py_XDECREF(entry);
-    if (reason == NULL) {
-        Py_XDECREF(message);
-        Py_DECREF(limit);
-        mb_release_keeping_error(self->lock_release);
-        return NULL;
-    }
-    if (mb_call_noargs(self->lock_release) < 0) {
-        Py_DECREF(reason);
-        Py_XDECREF(message);
-        Py_DECREF(limit);
-        return NULL;
-    }
-    if (ok && reason == Py_None) {
-        Py_DECREF(reason);
-        Py_DECREF(limit);
-        Py_RETURN_NONE;
-    }
-    if (!ok && message == NULL) {
-        Py_DECREF(reason);
-        Py_DECREF(limit);
-        return NULL;
-    }
-    /* ---- anything else: engine.py's outcome rules (raise, report) */
-    PyObject *result = NULL, *failure = Py_None;
-    if (status == LUA_OK) {
-        result = ok ? PyTuple_Pack(1, Py_True) : PyTuple_Pack(2, Py_False, message);
-        Py_INCREF(failure);
-    } else {
-        result = Py_NewRef(Py_None);
-        failure = PyObject_CallOneArg(
-            status == LUA_ERRMEM ? self->lua_memory_error : self->lua_error, message);
-    }
-    Py_XDECREF(message);
-    if (result == NULL || failure == NULL) {
-        Py_XDECREF(result);
-        Py_XDECREF(failure);
-        Py_DECREF(reason);
-        Py_DECREF(limit);
-        return NULL;
-    }
-    PyObject *fargs[5] = {sub_id, result, failure, reason, limit};
-    PyObject *r = PyObject_Vectorcall(self->failed, fargs, 5, NULL);
-    Py_DECREF(limit);
-    Py_DECREF(result);
-    Py_DECREF(failure);
-    Py_DECREF(reason);
-    return r;
-
-end_fail:
-    /* marked live but never ran: end it the way engine.py would */
-    {
-        PyObject *type_, *value, *tb;
-        PyErr_Fetch(&type_, &value, &tb);
-        if (entry != NULL && PyDict_DelItem(self->armed, self->engine) < 0)
-            PyErr_Clear(); /* not armed yet */
-        PyObject *r = end_call(self);
-        if (r == NULL)
-            PyErr_WriteUnraisable(self->end_call);
-        Py_XDECREF(r);
-        PyErr_Restore(type_, value, tb);
-    }
-unlock_fail:
-    Py_XDECREF(limit);
-    Py_XDECREF(token_obj);
-    Py_XDECREF(entry);
-    mb_release_keeping_error(self->lock_release);
-    return NULL;
+    Py_RETURN_NONE;
 
 general:
-    {
-        PyObject *fargs[2] = {sub_id, event};
-        return PyObject_Vectorcall(self->fallback, fargs, 2, NULL);
-    }
+    if (call_fallback(self, sub_id, event) < 0)
+        return NULL;
+    Py_RETURN_NONE;
 }
+
+
+/* batch([(sub_id, event), ...]): each event to its handler, in order, as if
+ * delivery(sub_id, event) were called for each, in fewer engine calls. */
+static PyObject *
+delivery_batch(Delivery *self, PyObject *arg)
+{
+    PyObject *pairs = PySequence_Tuple(arg); /* ours: nothing can change it meanwhile */
+    if (pairs == NULL)
+        return NULL;
+    Py_ssize_t n = PyTuple_GET_SIZE(pairs);
+    Item *items = PyMem_Malloc(sizeof(Item) * RUN_MAX);
+    PyObject **sub_ids = PyMem_Malloc(sizeof(PyObject *) * RUN_MAX);
+    PyObject **events = PyMem_Malloc(sizeof(PyObject *) * RUN_MAX);
+    Py_ssize_t capacity = RUN_MAX * 4 + MAX_FIELDS;
+    Field *fields = PyMem_Malloc(sizeof(Field) * (size_t)capacity);
+    if (!items || !sub_ids || !events || !fields) {
+        PyErr_NoMemory();
+        goto fail;
+    }
+    for (Py_ssize_t i = 0; i < n;) {
+        int count = 0, nfields = 0;
+        /* without the watchdog's own clock in C, one event per call */
+        int room = self->c_clock ? RUN_MAX : 1;
+        while (i + count < n && count < room && self->L != NULL) {
+            PyObject *pair = PyTuple_GET_ITEM(pairs, i + count);
+            if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2) {
+                PyErr_SetString(PyExc_TypeError, "batch() takes (sub_id, event) pairs");
+                goto fail;
+            }
+            if (nfields + MAX_FIELDS > capacity) {
+                capacity *= 2;
+                Field *grown = PyMem_Realloc(fields, sizeof(Field) * (size_t)capacity);
+                if (grown == NULL) {
+                    PyErr_NoMemory();
+                    goto fail;
+                }
+                fields = grown;
+            }
+            PyObject *sub_id = PyTuple_GET_ITEM(pair, 0), *event = PyTuple_GET_ITEM(pair, 1);
+            int plain = extract_item(sub_id, event, &items[count], fields, nfields,
+                                     self->proxy_type);
+            if (plain < 0)
+                goto fail;
+            if (plain == 0)
+                break;
+            sub_ids[count] = sub_id;
+            events[count] = event;
+            nfields += items[count].nfields;
+            count++;
+        }
+        if (count == 0) { /* not plain (or no Lua state): the Python path */
+            PyObject *pair = PyTuple_GET_ITEM(pairs, i);
+            if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2) {
+                PyErr_SetString(PyExc_TypeError, "batch() takes (sub_id, event) pairs");
+                goto fail;
+            }
+            if (call_fallback(self, PyTuple_GET_ITEM(pair, 0), PyTuple_GET_ITEM(pair, 1)) < 0)
+                goto fail;
+            i++;
+            continue;
+        }
+        Batch b = {.func_ref = self->func_ref, .count = count, .items = items,
+                   .fields = fields};
+        if (run_batch(self, &b, sub_ids, events) < 0)
+            goto fail;
+        i += count;
+    }
+    PyMem_Free(items);
+    PyMem_Free(sub_ids);
+    PyMem_Free(events);
+    PyMem_Free(fields);
+    Py_DECREF(pairs);
+    Py_RETURN_NONE;
+fail:
+    PyMem_Free(items);
+    PyMem_Free(sub_ids);
+    PyMem_Free(events);
+    PyMem_Free(fields);
+    Py_DECREF(pairs);
+    return NULL;
+}
+
+static PyMethodDef delivery_methods[] = {
+    {"batch", (PyCFunction)delivery_batch, METH_O,
+     "batch(pairs): deliver each (sub_id, event) in order, in as few Lua calls as possible."},
+    {NULL, NULL, 0, NULL},
+};
 
 static PyTypeObject DeliveryType = {
     PyVarObject_HEAD_INIT(NULL, 0)
@@ -757,8 +1148,403 @@ static PyTypeObject DeliveryType = {
     .tp_traverse = (traverseproc)delivery_traverse,
     .tp_clear = (inquiry)delivery_clear,
     .tp_vectorcall_offset = offsetof(Delivery, vectorcall),
+    .tp_methods = delivery_methods,
     .tp_call = PyVectorcall_Call,
 };
+
+/* ------------------------------------------------------------ EventQueue */
+/* Deferred delivery's queue (moonbus.host.deferred): the bus calls an
+ * Enqueuer(event) for each event-engine subscription; it appends
+ * (target, sub_id, event) here and, if the event thread sleeps, wakes it
+ * with ``notify()``. drain() takes what is queued, in order, and runs each
+ * run of events for the same C Delivery as one batch (run_batch), any other
+ * target as target(sub_id, event). Everything here runs with the GIL held
+ * (Lua itself runs inside run_batch with the GIL released, but the queue is
+ * not touched then), so the GIL is the queue's lock; one drain runs at a
+ * time (DeferredDelivery's run lock). The entries' references are owned by
+ * the ring, which the collector does not traverse: a queued event is alive
+ * until delivered, as it would be on the stack of an immediate delivery. */
+typedef struct {
+    PyObject *target, *sub_id, *event;
+} Entry;
+
+typedef struct {
+    PyObject_HEAD
+    Entry *ring;
+    Py_ssize_t capacity, head, size; /* capacity is a power of two */
+    int sleeping;                    /* the event thread waits for a notify */
+    PyObject *notify;                /* wakes the event thread */
+    PyObject *report;                /* report(target, exc): a target raised */
+} EventQueue;
+
+static void
+queue_dealloc(EventQueue *self)
+{
+    PyObject_GC_UnTrack(self);
+    for (Py_ssize_t k = 0; k < self->size; k++) {
+        Entry *e = &self->ring[(self->head + k) & (self->capacity - 1)];
+        Py_DECREF(e->target);
+        Py_DECREF(e->sub_id);
+        Py_DECREF(e->event);
+    }
+    PyMem_Free(self->ring);
+    Py_XDECREF(self->notify);
+    Py_XDECREF(self->report);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int
+queue_traverse(EventQueue *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->notify);
+    Py_VISIT(self->report);
+    return 0;
+}
+
+static int
+queue_clear(EventQueue *self)
+{
+    Py_CLEAR(self->notify);
+    Py_CLEAR(self->report);
+    return 0;
+}
+
+static int
+queue_init(EventQueue *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"notify", "report", NULL};
+    PyObject *notify, *report;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "$OO", kwlist, &notify, &report))
+        return -1;
+    if (self->ring == NULL) {
+        self->capacity = 1024;
+        self->ring = PyMem_Malloc(sizeof(Entry) * (size_t)self->capacity);
+        if (self->ring == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+    }
+    Py_XSETREF(self->notify, Py_NewRef(notify));
+    Py_XSETREF(self->report, Py_NewRef(report));
+    return 0;
+}
+
+static int
+queue_push(EventQueue *self, PyObject *target, PyObject *sub_id, PyObject *event)
+{
+    if (self->ring == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "EventQueue was not initialised");
+        return -1;
+    }
+    if (self->size == self->capacity) {
+        Py_ssize_t grown = self->capacity * 2;
+        Entry *ring = PyMem_Malloc(sizeof(Entry) * (size_t)grown);
+        if (ring == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        for (Py_ssize_t k = 0; k < self->size; k++)
+            ring[k] = self->ring[(self->head + k) & (self->capacity - 1)];
+        PyMem_Free(self->ring);
+        self->ring = ring;
+        self->capacity = grown;
+        self->head = 0;
+    }
+    Entry *e = &self->ring[(self->head + self->size) & (self->capacity - 1)];
+    e->target = Py_NewRef(target);
+    e->sub_id = Py_NewRef(sub_id);
+    e->event = Py_NewRef(event);
+    self->size++;
+    if (self->sleeping) {
+        self->sleeping = 0; /* one notify per sleep is enough */
+        return mb_call_noargs(self->notify);
+    }
+    return 0;
+}
+
+static Py_ssize_t
+queue_length(EventQueue *self)
+{
+    return self->size;
+}
+
+/* Delivers every entry of ``taken`` (n entries, references owned here and
+ * released as they go); a target that raises an Exception is reported and the
+ * rest still run; any other exception is returned (-1) after releasing all. */
+static int
+deliver_taken(EventQueue *self, Entry *taken, Py_ssize_t n)
+{
+    PyObject **sub_ids = PyMem_Malloc(sizeof(PyObject *) * RUN_MAX);
+    PyObject **events = PyMem_Malloc(sizeof(PyObject *) * RUN_MAX);
+    Item *items = PyMem_Malloc(sizeof(Item) * RUN_MAX);
+    Py_ssize_t capacity = RUN_MAX * 4 + MAX_FIELDS;
+    Field *fields = PyMem_Malloc(sizeof(Field) * (size_t)capacity);
+    int rc = 0;
+    Py_ssize_t i = 0;
+    if (!sub_ids || !events || !items || !fields) {
+        PyErr_NoMemory();
+        rc = -1;
+        goto done;
+    }
+    while (i < n) {
+        PyObject *target = taken[i].target;
+        int count = 0;
+        int failed = 0;
+        if (Py_IS_TYPE(target, &DeliveryType) && ((Delivery *)target)->L != NULL) {
+            Delivery *d = (Delivery *)target;
+            int room = d->c_clock ? RUN_MAX : 1;
+            int nfields = 0;
+            while (i + count < n && count < room && taken[i + count].target == target) {
+                if (nfields + MAX_FIELDS > capacity) {
+                    capacity *= 2;
+                    Field *grown = PyMem_Realloc(fields, sizeof(Field) * (size_t)capacity);
+                    if (grown == NULL) {
+                        PyErr_NoMemory();
+                        failed = 1;
+                        break;
+                    }
+                    fields = grown;
+                }
+                Entry *e = &taken[i + count];
+                int plain = extract_item(e->sub_id, e->event, &items[count], fields, nfields,
+                                         d->proxy_type);
+                if (plain < 0) {
+                    failed = 1;
+                    break;
+                }
+                if (plain == 0)
+                    break;
+                sub_ids[count] = e->sub_id;
+                events[count] = e->event;
+                nfields += items[count].nfields;
+                count++;
+            }
+            if (!failed && count > 0) {
+                Batch b = {.func_ref = d->func_ref, .count = count, .items = items,
+                           .fields = fields};
+                failed = run_batch(d, &b, sub_ids, events) < 0;
+            }
+        }
+        if (!failed && count == 0) {
+            /* not a C delivery, or an event it does not take: the target itself */
+            count = 1;
+            PyObject *fargs[2] = {taken[i].sub_id, taken[i].event};
+            PyObject *r = PyObject_Vectorcall(target, fargs, 2, NULL);
+            failed = r == NULL;
+            Py_XDECREF(r);
+        }
+        if (failed) {
+            if (count == 0)
+                count = 1;
+            if (!PyErr_ExceptionMatches(PyExc_Exception)) {
+                rc = -1;
+                i += count;
+                goto done;
+            }
+            PyObject *type, *exc, *tb;
+            PyErr_Fetch(&type, &exc, &tb);
+            PyErr_NormalizeException(&type, &exc, &tb);
+            if (tb != NULL)
+                PyException_SetTraceback(exc, tb);
+            PyObject *r = PyObject_CallFunctionObjArgs(self->report, target, exc, NULL);
+            Py_XDECREF(type);
+            Py_XDECREF(exc);
+            Py_XDECREF(tb);
+            if (r == NULL) {
+                rc = -1;
+                i += count;
+                goto done;
+            }
+            Py_DECREF(r);
+        }
+        for (int k = 0; k < count; k++) {
+            Py_DECREF(taken[i + k].target);
+            Py_DECREF(taken[i + k].sub_id);
+            Py_DECREF(taken[i + k].event);
+        }
+        i += count;
+    }
+done:
+    for (; i < n; i++) {
+        Py_DECREF(taken[i].target);
+        Py_DECREF(taken[i].sub_id);
+        Py_DECREF(taken[i].event);
+    }
+    PyMem_Free(sub_ids);
+    PyMem_Free(events);
+    PyMem_Free(items);
+    PyMem_Free(fields);
+    return rc;
+}
+
+/* drain(max): deliver up to ``max`` queued entries, oldest first; returns
+ * how many were taken. Entries queued meanwhile (handlers emitting) wait
+ * for the next drain. */
+static PyObject *
+queue_drain(EventQueue *self, PyObject *arg)
+{
+    Py_ssize_t max = PyLong_AsSsize_t(arg);
+    if (max == -1 && PyErr_Occurred())
+        return NULL;
+    Py_ssize_t n = self->size < max ? self->size : max;
+    if (n <= 0)
+        return PyLong_FromLong(0);
+    Entry *taken = PyMem_Malloc(sizeof(Entry) * (size_t)n);
+    if (taken == NULL)
+        return PyErr_NoMemory();
+    for (Py_ssize_t k = 0; k < n; k++)
+        taken[k] = self->ring[(self->head + k) & (self->capacity - 1)];
+    self->head = (self->head + n) & (self->capacity - 1);
+    self->size -= n;
+    int rc = deliver_taken(self, taken, n);
+    PyMem_Free(taken);
+    if (rc < 0)
+        return NULL;
+    return PyLong_FromSsize_t(n);
+}
+
+static PyObject *
+queue_get_sleeping(EventQueue *self, void *closure)
+{
+    (void)closure;
+    return PyBool_FromLong(self->sleeping);
+}
+
+static int
+queue_set_sleeping(EventQueue *self, PyObject *value, void *closure)
+{
+    (void)closure;
+    int truth = value == NULL ? 0 : PyObject_IsTrue(value);
+    if (truth < 0)
+        return -1;
+    self->sleeping = truth;
+    return 0;
+}
+
+static PyObject *
+queue_push_method(EventQueue *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "push(target, sub_id, event)");
+        return NULL;
+    }
+    if (queue_push(self, args[0], args[1], args[2]) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *queue_handler(EventQueue *self, PyObject *const *args, Py_ssize_t nargs);
+
+static PyMethodDef queue_methods[] = {
+    {"push", (PyCFunction)(void (*)(void))queue_push_method, METH_FASTCALL,
+     "push(target, sub_id, event): queue one delivery."},
+    {"handler", (PyCFunction)(void (*)(void))queue_handler, METH_FASTCALL,
+     "handler(target, sub_id): the bus handler that queues each event for it."},
+    {"drain", (PyCFunction)queue_drain, METH_O,
+     "drain(max): deliver up to max queued entries in order; returns how many."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef queue_getset[] = {
+    {"sleeping", (getter)queue_get_sleeping, (setter)queue_set_sleeping,
+     "set by the event thread before it waits; the next push calls notify()", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PySequenceMethods queue_as_sequence = {.sq_length = (lenfunc)queue_length};
+
+static PyTypeObject EventQueueType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "moonbus.lua._fastcall.EventQueue",
+    .tp_basicsize = sizeof(EventQueue),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "Deferred delivery's queue (see the module source).",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)queue_init,
+    .tp_dealloc = (destructor)queue_dealloc,
+    .tp_traverse = (traverseproc)queue_traverse,
+    .tp_clear = (inquiry)queue_clear,
+    .tp_methods = queue_methods,
+    .tp_getset = queue_getset,
+    .tp_as_sequence = &queue_as_sequence,
+};
+
+/* What the bus calls for one subscription: enqueuer(event). */
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    EventQueue *queue;
+    PyObject *target, *sub_id;
+} Enqueuer;
+
+static PyObject *
+enqueuer_vectorcall(Enqueuer *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    if (PyVectorcall_NARGS(nargsf) != 1 || kwnames != NULL) {
+        PyErr_SetString(PyExc_TypeError, "enqueuer(event) takes 1 argument");
+        return NULL;
+    }
+    if (queue_push(self->queue, self->target, self->sub_id, args[0]) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static int
+enqueuer_traverse(Enqueuer *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->queue);
+    Py_VISIT(self->target);
+    Py_VISIT(self->sub_id);
+    return 0;
+}
+
+static int
+enqueuer_clear(Enqueuer *self)
+{
+    Py_CLEAR(self->queue);
+    Py_CLEAR(self->target);
+    Py_CLEAR(self->sub_id);
+    return 0;
+}
+
+static void
+enqueuer_dealloc(Enqueuer *self)
+{
+    PyObject_GC_UnTrack(self);
+    enqueuer_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyTypeObject EnqueuerType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "moonbus.lua._fastcall.Enqueuer",
+    .tp_basicsize = sizeof(Enqueuer),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_doc = "The bus handler of one deferred subscription.",
+    .tp_dealloc = (destructor)enqueuer_dealloc,
+    .tp_traverse = (traverseproc)enqueuer_traverse,
+    .tp_clear = (inquiry)enqueuer_clear,
+    .tp_vectorcall_offset = offsetof(Enqueuer, vectorcall),
+    .tp_call = PyVectorcall_Call,
+};
+
+static PyObject *
+queue_handler(EventQueue *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "handler(target, sub_id)");
+        return NULL;
+    }
+    Enqueuer *e = PyObject_GC_New(Enqueuer, &EnqueuerType);
+    if (e == NULL)
+        return NULL;
+    e->vectorcall = (vectorcallfunc)enqueuer_vectorcall;
+    e->queue = (EventQueue *)Py_NewRef((PyObject *)self);
+    e->target = Py_NewRef(args[0]);
+    e->sub_id = Py_NewRef(args[1]);
+    PyObject_GC_Track(e);
+    return (PyObject *)e;
+}
 
 /* mappingproxy keeps its mapping as its first field after the header; make
  * sure of that on this interpreter before extract_payload relies on it. */
@@ -823,12 +1609,15 @@ PyInit__fastcall(void)
     num_one = PyLong_FromLong(1);
     if (!num_zero || !num_one)
         return NULL;
-    if (PyType_Ready(&DeliveryType) < 0)
+    if (PyType_Ready(&DeliveryType) < 0 || PyType_Ready(&WatchSlotType) < 0 ||
+        PyType_Ready(&EventQueueType) < 0 || PyType_Ready(&EnqueuerType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&fastcall_module);
     if (m == NULL)
         return NULL;
     if (PyModule_AddObjectRef(m, "Delivery", (PyObject *)&DeliveryType) < 0 ||
+        PyModule_AddObjectRef(m, "WatchSlot", (PyObject *)&WatchSlotType) < 0 ||
+        PyModule_AddObjectRef(m, "EventQueue", (PyObject *)&EventQueueType) < 0 ||
         PyModule_AddStringConstant(m, "LUA_MODULE", "lupa.lua54") < 0) {
         Py_DECREF(m);
         return NULL;

@@ -20,6 +20,13 @@ charges the call with the CPU time used since that sample plus at most one
 scan period for the time before it, and aborts only when that reaches the
 budget. Where per-thread CPU clocks are unavailable, wall time is used.
 
+A C delivery arms a ``WatchSlot`` instead of a tuple: one engine call may run
+a batch of events, each with its own start and number (``gen``), which the
+Lua loop advances without the GIL. The watchdog reads a consistent snapshot,
+keys its CPU samples by event, and claims the event (compare-and-swap) before
+aborting; a claimed event cannot be left for the next, so the abort can only
+hit the handler it judged.
+
 Threads: the engine running a call writes its entry (``armed``) and pops it;
 the watchdog's own thread reads the table and calls ``Abortable.abort``. While
 nothing is armed the thread sleeps on an event, so an idle runtime costs
@@ -33,7 +40,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-__all__ = ["Abortable", "Watchdog", "thread_cpu_time"]
+__all__ = ["Abortable", "WatchSlot", "Watchdog", "thread_cpu_time"]
 
 
 class Abortable(Protocol):
@@ -50,8 +57,20 @@ def thread_cpu_time(native_id: int) -> float | None:
         return None
 
 
-# An armed entry: (wall start, budget seconds, call token, native thread id).
-Entry = tuple[float, float, int, int]
+class WatchSlot(Protocol):
+    """The armed entry of a C delivery (``moonbus.lua._fastcall.WatchSlot``):
+    one engine call may run several events, each with its own start. The
+    watchdog reads it with ``snapshot`` and claims the event it judged before
+    aborting, so an abort meant for one event never hits the next."""
+
+    def snapshot(self) -> tuple[float, float, int, int, int] | None: ...
+
+    def claim(self, gen: int) -> bool: ...
+
+
+# An armed entry: (wall start, budget seconds, call token, native thread id),
+# or a C delivery's WatchSlot.
+Entry = tuple[float, float, int, int] | WatchSlot
 
 
 class Watchdog:
@@ -69,8 +88,9 @@ class Watchdog:
         self._clock = clock
         self._cpu_clock = cpu_clock
         self._armed: dict[Abortable, Entry] = {}
-        # (target, token) -> (CPU time at first sight, wall time at first sight)
-        self._samples: dict[tuple[Abortable, int], tuple[float, float]] = {}
+        # (target, token, event number or None) -> (CPU time at first sight,
+        # wall time at first sight)
+        self._samples: dict[tuple[Abortable, int, int | None], tuple[float, float]] = {}
         self._wake = threading.Event()
         # True while the thread waits for something to be armed. A plain
         # attribute, read on every armed call (a property costs ~80 ns there).
@@ -127,9 +147,19 @@ class Watchdog:
             self._scan(self._clock())
 
     def _scan(self, now: float) -> None:
-        live: set[tuple[Abortable, int]] = set()
-        for target, (start, budget, token, native_id) in list(self._armed.items()):
-            key = (target, token)
+        live: set[tuple[Abortable, int, int | None]] = set()
+        for target, entry in list(self._armed.items()):
+            slot: WatchSlot | None = None
+            gen: int | None = None
+            if isinstance(entry, tuple):
+                start, budget, token, native_id = entry
+            else:  # a C delivery's slot: one engine call may run several events
+                slot = entry
+                snapshot = entry.snapshot()
+                if snapshot is None:
+                    continue  # the running event is changing: judge it next scan
+                start, budget, token, native_id, gen = snapshot
+            key = (target, token, gen)
             live.add(key)
             sample = self._samples.get(key)
             if sample is None:
@@ -152,6 +182,8 @@ class Watchdog:
                     used = before + (cpu - sample[0])
                     if used < budget:
                         continue  # waited (GIL, I/O), did not compute: not yet
+            if slot is not None and gen is not None and not slot.claim(gen):
+                continue  # that event finished meanwhile; the next one has its own start
             if target.abort(token, "timeout"):
                 self._fired += 1
         for key in [k for k in self._samples if k not in live]:

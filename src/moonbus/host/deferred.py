@@ -1,0 +1,229 @@
+"""Deferred event delivery: event-engine handlers run on an event thread, in batches.
+
+Why: with the default, *immediate* delivery (SPEC §4), ``bus.emit`` runs
+every event-engine handler before it returns, one Lua call per handler on
+the emitting thread. That is the right default (the host knows the scripts
+have reacted when ``emit`` returns), but a host that emits a firehose of
+facts (positions, actions, chat at 100k+ events/s) pays a whole guarded Lua
+call per event on its own thread. ``Runtime(event_delivery="deferred")``
+is the other choice Roblox offers as ``SignalBehavior.Deferred``: ``emit``
+commits the event (seq, log, store) and queues it for each event-engine
+handler; the *event thread* then runs the handlers soon after, in ``seq``
+order, taking everything queued at once. Consecutive events for the same
+script go into Lua in one call (``Delivery.batch`` in ``_fastcall.c``):
+one lock hand-off, one GIL release, every handler still under its own time
+limit and with its own error. What the user gives up is only "ran before
+``emit`` returned": ``Runtime.flush_events()`` waits for the queue, and a
+script's stop delivers what was queued before it.
+
+Ordering: one FIFO for the whole runtime, appended in the bus's delivery
+order (which is ``seq`` order for every subscriber), and one deliverer at a
+time (``_run_lock``), so each engine sees its events in ``seq`` order, as
+with immediate delivery. Events emitted by handlers are queued behind.
+
+Threads: ``push`` runs on the bus's delivering thread (any emitting
+thread); ``deque.append`` and ``popleft`` are atomic, so pushing takes no
+lock. The event thread (threaded runtimes) or the caller of ``run_pending``
+(stepped runtimes, ``flush``) delivers, holding ``_run_lock``. Wake-ups:
+the event thread sets ``_sleeping`` under ``_cond`` and re-checks the queue
+before it waits; ``push`` appends first and notifies only if ``_sleeping``
+is set, so a push never waits on a lock while the thread is busy and no
+wake-up is lost.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from moonbus.bus import Event
+from moonbus.native import pure_python_forced
+
+__all__ = ["EVENT_DELIVERY_MODES", "DeferredDelivery"]
+
+EVENT_DELIVERY_MODES = ("immediate", "deferred")
+_log = logging.getLogger("moonbus.events")
+
+# One delivery target: ``target(sub_id, event)``; a C ``Delivery`` also has
+# ``batch([(sub_id, event), ...])``.
+Target = Callable[[int, Event], None]
+
+
+class PyEventQueue:
+    """The queue in Python: the reference for ``_fastcall.EventQueue`` (C),
+    which does the same without a Python frame per event and runs each run
+    of events for one C ``Delivery`` as one ``batch``."""
+
+    def __init__(self, *, notify: Callable[[], None],
+                 report: Callable[[Any, BaseException], None]) -> None:
+        self._entries: deque[tuple[Target, int, Event]] = deque()
+        self._notify = notify
+        self._report = report
+        self.sleeping = False
+
+    def handler(self, target: Target, sub_id: int) -> Callable[[Event], None]:
+        return functools.partial(self.push, target, sub_id)
+
+    def push(self, target: Target, sub_id: int, event: Event) -> None:
+        self._entries.append((target, sub_id, event))
+        if self.sleeping:
+            self.sleeping = False
+            self._notify()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def drain(self, limit: int) -> int:
+        entries = self._entries
+        taken = [entries.popleft() for _ in range(min(limit, len(entries)))]
+        i = 0
+        while i < len(taken):
+            target = taken[i][0]
+            j = i + 1
+            while j < len(taken) and taken[j][0] is target:
+                j += 1
+            try:
+                batch = getattr(target, "batch", None)
+                if batch is not None and j - i > 1:
+                    batch([(sub_id, event) for _, sub_id, event in taken[i:j]])
+                else:
+                    for _, sub_id, event in taken[i:j]:
+                        target(sub_id, event)
+            except Exception as exc:  # delivery reports script errors itself
+                self._report(target, exc)
+            i = j
+        return len(taken)
+
+
+def _queue_type(native: bool) -> Any:
+    if native and not pure_python_forced():
+        try:
+            from moonbus.lua._fastcall import EventQueue
+        except ImportError:  # not built
+            return PyEventQueue
+        return EventQueue
+    return PyEventQueue
+
+
+class DeferredDelivery:
+    """The runtime's queue of (target, sub_id, event) and the thread that drains it."""
+
+    def __init__(self, *, threaded: bool, native: bool = True, max_batch: int = 16384,
+                 name: str = "moonbus-events") -> None:
+        self._max_batch = max_batch
+        self._cond = threading.Condition(threading.Lock())
+        self._queue = _queue_type(native)(notify=self._notify, report=self._report)
+        self._run_lock = threading.RLock()
+        self._delivering = False
+        self._stop = False
+        self.delivered = 0
+        self._thread: threading.Thread | None = None
+        if threaded:
+            self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+            self._thread.start()
+
+    @property
+    def native(self) -> bool:
+        """Whether the C queue (and its batches) is in use."""
+        return not isinstance(self._queue, PyEventQueue)
+
+    # ------------------------------------------------------------ producers
+    def handler(self, target: Target, sub_id: int) -> Callable[[Event], None]:
+        """The bus handler that queues each event for ``target(sub_id, event)``."""
+        handler: Callable[[Event], None] = self._queue.handler(target, sub_id)
+        return handler
+
+    def push(self, target: Target, sub_id: int, event: Event) -> None:
+        """Queue one delivery (the bus's delivering thread)."""
+        self._queue.push(target, sub_id, event)
+
+    def _notify(self) -> None:
+        with self._cond:
+            self._cond.notify()
+
+    @staticmethod
+    def _report(target: Any, exc: BaseException) -> None:
+        _log.error("deferred delivery to %r failed", target, exc_info=exc)
+
+    @property
+    def pending(self) -> int:
+        """Deliveries queued and not yet started."""
+        return len(self._queue)
+
+    # ------------------------------------------------------------ delivering
+    def run_pending(self) -> int:
+        """Deliver everything queued, on this thread; returns how many ran.
+
+        Stepped runtimes call it from ``run_due``; the event thread calls it
+        when woken. Re-entrant calls (a handler stopping its own script) return 0.
+        """
+        with self._run_lock:
+            if self._delivering:
+                return 0
+            self._delivering = True
+            try:
+                return self._drain()
+            finally:
+                self._delivering = False
+
+    def _drain(self) -> int:
+        queue = self._queue
+        ran = 0
+        while len(queue):
+            taken: int = queue.drain(self._max_batch)
+            ran += taken
+            self.delivered += taken
+        return ran
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Return once everything queued before the call has been delivered
+        (True), or after ``timeout`` seconds (False). From the event thread
+        itself it returns at once (a handler cannot wait for itself)."""
+        if threading.current_thread() is self._thread:
+            return not len(self._queue)
+        if self._thread is None:
+            self.run_pending()
+            return not len(self._queue)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            with self._run_lock:  # taken between two drains: nothing in flight
+                if not len(self._queue):
+                    return True
+                if self._thread is None or not self._thread.is_alive():
+                    self._drain()
+                    continue
+            with self._cond:
+                self._cond.notify()
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            time.sleep(0.0005)
+
+    def _run(self) -> None:
+        cond = self._cond
+        while True:
+            with cond:
+                while not len(self._queue) and not self._stop:
+                    # Published before the last look at the queue (under the
+                    # GIL, push appends and then reads it), so no wake-up is lost.
+                    self._queue.sleeping = True
+                    if len(self._queue):
+                        break
+                    cond.wait()
+                self._queue.sleeping = False
+                if self._stop and not len(self._queue):
+                    return
+            self.run_pending()
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Deliver what is queued, then stop the event thread (idempotent)."""
+        self.flush(timeout)
+        with self._cond:
+            self._stop = True
+            self._cond.notify()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
