@@ -51,25 +51,18 @@ def _script(directory: Path, name: str, text: str) -> Path:
     return path
 
 
-def _ours_events_per_second(directory: Path, n: int, *, native: bool = True) -> float:
-    with Runtime(threaded=False, clock=lambda: 0.0, native=native) as rt:
-        host = rt.load(_script(directory, "handler", HANDLER))
-        host.start()
-        emit = rt.bus.emit
-        start = time.perf_counter()
-        for i in range(n):
-            emit("game_action", PAYLOAD, tick=i)
-        elapsed = time.perf_counter() - start
-        if host.handler_errors:
-            raise RuntimeError(f"benchmark handler failed: {host.errors[-1]}")
-    return n / elapsed
-
-
-def _deferred_events_per_second(directory: Path, n: int) -> float:
-    """Deferred delivery (the glue's own shape, done by moonbus): emit returns
-    once the event is committed and queued; the event thread runs the
-    handler in batches. Timed until every handler has run."""
-    with Runtime(event_delivery="deferred") as rt:
+def _ours_events_per_second(
+    directory: Path, n: int, *, native: bool = True, deferred: bool = False
+) -> float:
+    """Immediate delivery (default): the handler has run when emit returns.
+    Deferred delivery (the glue's own shape, done by moonbus): emit commits and
+    queues, the event thread runs the handler in batches; timed until every
+    handler has run."""
+    if deferred:
+        rt = Runtime(event_delivery="deferred", native=native)
+    else:
+        rt = Runtime(threaded=False, clock=lambda: 0.0, native=native)
+    with rt:
         host = rt.load(_script(directory, "handler", HANDLER))
         host.start()
         emit = rt.bus.emit
@@ -242,7 +235,7 @@ def run(quick: bool) -> list[BenchRow]:
         for _ in range(1 if quick else 3):
             ours = max(ours, _ours_events_per_second(directory, n_events))
             glue = max(glue, _glue_events_per_second(n_events))
-            deferred = max(deferred, _deferred_events_per_second(directory, n_events))
+            deferred = max(deferred, _ours_events_per_second(directory, n_events, deferred=True))
             python_path = max(
                 python_path, _ours_events_per_second(directory, n_events, native=False)
             )
