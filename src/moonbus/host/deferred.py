@@ -10,7 +10,7 @@ is the other choice Roblox offers as ``SignalBehavior.Deferred``: ``emit``
 commits the event (seq, log, store) and queues it for each event-engine
 handler; the *event thread* then runs the handlers soon after, in ``seq``
 order, taking everything queued at once. Consecutive events for the same
-script go into Lua in one call (``Delivery.batch`` in ``_fastcall.c``):
+script go into Lua in one call (``EventQueue.drain`` in ``_fastcall.c``):
 one lock hand-off, one GIL release, every handler still under its own time
 limit and with its own error. What the user gives up is only "ran before
 ``emit`` returned": ``Runtime.flush_events()`` waits for the queue, and a
@@ -49,15 +49,14 @@ __all__ = ["EVENT_DELIVERY_MODES", "DeferredDelivery"]
 EVENT_DELIVERY_MODES = ("immediate", "deferred")
 _log = logging.getLogger("moonbus.events")
 
-# One delivery target: ``target(sub_id, event)``; a C ``Delivery`` also has
-# ``batch([(sub_id, event), ...])``.
+# One delivery target: ``target(sub_id, event)``.
 Target = Callable[[int, Event], None]
 
 
 class PyEventQueue:
     """The queue in Python: the reference for ``_fastcall.EventQueue`` (C),
     which does the same without a Python frame per event and runs each run
-    of events for one C ``Delivery`` as one ``batch``."""
+    of events for one C ``Delivery`` in one Lua call."""
 
     def __init__(self, *, notify: Callable[[], None],
                  report: Callable[[Any, BaseException], None]) -> None:
@@ -81,22 +80,11 @@ class PyEventQueue:
     def drain(self, limit: int) -> int:
         entries = self._entries
         taken = [entries.popleft() for _ in range(min(limit, len(entries)))]
-        i = 0
-        while i < len(taken):
-            target = taken[i][0]
-            j = i + 1
-            while j < len(taken) and taken[j][0] is target:
-                j += 1
+        for target, sub_id, event in taken:
             try:
-                batch = getattr(target, "batch", None)
-                if batch is not None and j - i > 1:
-                    batch([(sub_id, event) for _, sub_id, event in taken[i:j]])
-                else:
-                    for _, sub_id, event in taken[i:j]:
-                        target(sub_id, event)
+                target(sub_id, event)
             except Exception as exc:  # delivery reports script errors itself
                 self._report(target, exc)
-            i = j
         return len(taken)
 
 

@@ -11,7 +11,6 @@
  *
  * Delivery(engine, fallback, failed, ...)   one per script event engine
  * delivery(sub_id, event)                   what the bus calls (via partial)
- * delivery.batch([(sub_id, event), ...])    several events, fewer Lua calls
  * EventQueue(notify=, report=)              deferred delivery's queue
  *   .handler(target, sub_id) -> Enqueuer    what the bus calls, deferred
  *   .drain(max)                             runs queued events (event thread)
@@ -153,7 +152,7 @@ load_api(const char *path)
 /* The watchdog's entry for this engine's C calls. It reads as the 4-item
  * sequence (start, budget, token, native thread id) that engine.py arms as a
  * tuple, and adds `gen`: the number of the event whose handler runs now.
- * Several events can run in one engine call (Delivery.batch); between two of
+ * Several events can run in one engine call (EventQueue.drain); between two of
  * them the Lua-side loop, without the GIL, writes the next start and then
  * advances gen by 2 with a compare-and-swap. The watchdog, before it aborts
  * the call, claims the event it judged (claim(gen): gen -> gen | 1); once
@@ -1049,93 +1048,6 @@ general:
 }
 
 
-/* batch([(sub_id, event), ...]): each event to its handler, in order, as if
- * delivery(sub_id, event) were called for each, in fewer engine calls. */
-static PyObject *
-delivery_batch(Delivery *self, PyObject *arg)
-{
-    PyObject *pairs = PySequence_Tuple(arg); /* ours: nothing can change it meanwhile */
-    if (pairs == NULL)
-        return NULL;
-    Py_ssize_t n = PyTuple_GET_SIZE(pairs);
-    Item *items = PyMem_Malloc(sizeof(Item) * RUN_MAX);
-    PyObject **sub_ids = PyMem_Malloc(sizeof(PyObject *) * RUN_MAX);
-    PyObject **events = PyMem_Malloc(sizeof(PyObject *) * RUN_MAX);
-    Py_ssize_t capacity = RUN_MAX * 4 + MAX_FIELDS;
-    Field *fields = PyMem_Malloc(sizeof(Field) * (size_t)capacity);
-    if (!items || !sub_ids || !events || !fields) {
-        PyErr_NoMemory();
-        goto fail;
-    }
-    for (Py_ssize_t i = 0; i < n;) {
-        int count = 0, nfields = 0;
-        /* without the watchdog's own clock in C, one event per call */
-        int room = self->c_clock ? RUN_MAX : 1;
-        while (i + count < n && count < room && self->L != NULL) {
-            PyObject *pair = PyTuple_GET_ITEM(pairs, i + count);
-            if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2) {
-                PyErr_SetString(PyExc_TypeError, "batch() takes (sub_id, event) pairs");
-                goto fail;
-            }
-            if (nfields + MAX_FIELDS > capacity) {
-                capacity *= 2;
-                Field *grown = PyMem_Realloc(fields, sizeof(Field) * (size_t)capacity);
-                if (grown == NULL) {
-                    PyErr_NoMemory();
-                    goto fail;
-                }
-                fields = grown;
-            }
-            PyObject *sub_id = PyTuple_GET_ITEM(pair, 0), *event = PyTuple_GET_ITEM(pair, 1);
-            int plain = extract_item(sub_id, event, &items[count], fields, nfields,
-                                     self->proxy_type);
-            if (plain < 0)
-                goto fail;
-            if (plain == 0)
-                break;
-            sub_ids[count] = sub_id;
-            events[count] = event;
-            nfields += items[count].nfields;
-            count++;
-        }
-        if (count == 0) { /* not plain (or no Lua state): the Python path */
-            PyObject *pair = PyTuple_GET_ITEM(pairs, i);
-            if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2) {
-                PyErr_SetString(PyExc_TypeError, "batch() takes (sub_id, event) pairs");
-                goto fail;
-            }
-            if (call_fallback(self, PyTuple_GET_ITEM(pair, 0), PyTuple_GET_ITEM(pair, 1)) < 0)
-                goto fail;
-            i++;
-            continue;
-        }
-        Batch b = {.func_ref = self->func_ref, .count = count, .items = items,
-                   .fields = fields};
-        if (run_batch(self, &b, sub_ids, events) < 0)
-            goto fail;
-        i += count;
-    }
-    PyMem_Free(items);
-    PyMem_Free(sub_ids);
-    PyMem_Free(events);
-    PyMem_Free(fields);
-    Py_DECREF(pairs);
-    Py_RETURN_NONE;
-fail:
-    PyMem_Free(items);
-    PyMem_Free(sub_ids);
-    PyMem_Free(events);
-    PyMem_Free(fields);
-    Py_DECREF(pairs);
-    return NULL;
-}
-
-static PyMethodDef delivery_methods[] = {
-    {"batch", (PyCFunction)delivery_batch, METH_O,
-     "batch(pairs): deliver each (sub_id, event) in order, in as few Lua calls as possible."},
-    {NULL, NULL, 0, NULL},
-};
-
 static PyTypeObject DeliveryType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "moonbus.lua._fastcall.Delivery",
@@ -1148,7 +1060,6 @@ static PyTypeObject DeliveryType = {
     .tp_traverse = (traverseproc)delivery_traverse,
     .tp_clear = (inquiry)delivery_clear,
     .tp_vectorcall_offset = offsetof(Delivery, vectorcall),
-    .tp_methods = delivery_methods,
     .tp_call = PyVectorcall_Call,
 };
 
