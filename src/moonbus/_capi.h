@@ -8,6 +8,15 @@
 
 #include <Python.h>
 
+/* The layout of moonbus.bus._fastemit.FrozenData (frozen event data of str
+ * keys and scalar values, pairs inline): defined here because
+ * lua/_fastcall.c reads it to copy event data into Lua without a Python
+ * call. ob_size is the number of pairs. */
+typedef struct {
+    PyObject_VAR_HEAD
+    PyObject *pairs[1]; /* key0, value0, key1, value1, ...: 2 * ob_size */
+} MbFrozenData;
+
 /* Call ``func()`` for its side effect: 0, or -1 with the exception set. */
 static inline int
 mb_call_noargs(PyObject *func)

@@ -11,6 +11,14 @@ host wants Lua to call methods on, such as the demo world's inventory item).
 A value object is encoded to JSON through its ``__moonbus_json__()`` method,
 or as its dataclass fields. An ``Event`` inside data is a value object too.
 
+The bus's C emit path (``_fastemit.c``) freezes the common payload (at most
+32 str keys with scalar values) into ``FrozenData`` instead: a read-only
+mapping with its pairs inline, which the cyclic collector never tracks (a
+proxy is tracked, and queued or logged events were rescanned by every
+collection). Both are read-only ``Mapping``s that compare equal to the dict
+they were made from; ``FROZEN_MAPPING_TYPES`` names them for code that wants
+a plain copy (``.copy()`` gives a dict for either).
+
 Speed: the bus freezes and builds one event per emit, so the common payload (a
 ``dict`` with string keys and scalar values) takes a short path in
 ``freeze_data`` (one shallow copy), and the bus builds the named tuple with
@@ -26,7 +34,18 @@ from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
-__all__ = ["EMPTY_DATA", "SCALAR_TYPES", "Event", "freeze", "freeze_data", "thaw", "to_jsonable"]
+__all__ = [
+    "EMPTY_DATA", "FROZEN_MAPPING_TYPES", "SCALAR_TYPES", "Event", "freeze", "freeze_data",
+    "thaw", "to_jsonable",
+]
+
+try:
+    from moonbus.bus._fastemit import FrozenData
+except ImportError:  # the C extension is not built: every event uses proxies
+    FROZEN_MAPPING_TYPES: frozenset[type] = frozenset({MappingProxyType})
+else:
+    Mapping.register(FrozenData)
+    FROZEN_MAPPING_TYPES = frozenset({MappingProxyType, FrozenData})
 
 EMPTY_DATA: Mapping[str, Any] = MappingProxyType({})
 _SCALARS = (str, int, float, bool, type(None))

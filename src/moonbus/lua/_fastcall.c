@@ -51,6 +51,7 @@
 #include <stddef.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <string.h>
 #include <time.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -71,7 +72,6 @@ typedef int (*lua_KFunction)(lua_State *L, int status, lua_KContext ctx);
 #define LUA_MULTRET (-1)
 #define LUA_REGISTRYINDEX (-1000000 - 1000) /* Lua 5.4: -LUAI_MAXSTACK - 1000 */
 #define MAX_FIELDS 32
-#define RUN_MAX 4096 /* events extracted for one run of engine calls */
 
 /* The Lua C API of lupa.lua54, resolved once when this module is imported
  * and never changed afterwards (a constant table, like a linker's). */
@@ -101,6 +101,11 @@ typedef struct {
 } LuaApi;
 
 static LuaApi lua;
+
+/* moonbus.bus._fastemit.FrozenData (layout in _capi.h), looked up once when
+ * this module is imported and never changed; NULL if that module is not
+ * built (event data then comes as mappingproxy only). */
+static PyTypeObject *frozen_type;
 
 static int
 load_api(const char *path)
@@ -380,12 +385,69 @@ take_global(lua_State *L)
     return 1;
 }
 
-/* The fields of a read-only dict of at most MAX_FIELDS scalars under str
- * keys, copied into ``fields``: 1; 0 when the data needs the general path;
- * -1 with an error set. */
+/* One str key and scalar value into ``f``: 1; 0 when it needs the general
+ * path; -1 with an error set. */
+static int
+extract_field(PyObject *key, PyObject *value, Field *f)
+{
+    if (!PyUnicode_CheckExact(key))
+        return 0;
+    f->key = PyUnicode_AsUTF8AndSize(key, &f->key_len);
+    if (f->key == NULL)
+        goto not_utf8;
+    PyTypeObject *t = Py_TYPE(value);
+    if (t == &PyUnicode_Type) {
+        f->kind = F_STR;
+        f->s = PyUnicode_AsUTF8AndSize(value, &f->s_len);
+        if (f->s == NULL)
+            goto not_utf8;
+    } else if (t == &PyBool_Type) {
+        f->kind = F_BOOL;
+        f->i = value == Py_True;
+    } else if (t == &PyLong_Type) {
+        int overflow = 0;
+        f->i = PyLong_AsLongLongAndOverflow(value, &overflow);
+        if (overflow)
+            return 0; /* lupa's rules for big ints apply */
+        if (f->i == -1 && PyErr_Occurred())
+            return -1;
+        f->kind = F_INT;
+    } else if (t == &PyFloat_Type) {
+        f->kind = F_FLOAT;
+        f->f = PyFloat_AS_DOUBLE(value);
+    } else if (value == Py_None) {
+        f->kind = F_NIL;
+    } else {
+        return 0;
+    }
+    return 1;
+not_utf8: /* lone surrogates: the general path reports them as lupa does */
+    if (PyErr_ExceptionMatches(PyExc_UnicodeEncodeError)) {
+        PyErr_Clear();
+        return 0;
+    }
+    return -1;
+}
+
+/* The fields of read-only event data of at most MAX_FIELDS scalars under str
+ * keys (a FrozenData, or a mappingproxy of a dict), copied into ``fields``:
+ * 1; 0 when the data needs the general path; -1 with an error set. */
 static int
 extract_payload(PyObject *data, Field *fields, int *nfields, PyTypeObject *proxy_type)
 {
+    if (frozen_type != NULL && Py_TYPE(data) == frozen_type) {
+        MbFrozenData *frozen = (MbFrozenData *)data;
+        Py_ssize_t n = Py_SIZE(frozen);
+        if (n > MAX_FIELDS)
+            return 0;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            int r = extract_field(frozen->pairs[2 * i], frozen->pairs[2 * i + 1], &fields[i]);
+            if (r <= 0)
+                return r;
+        }
+        *nfields = (int)n;
+        return 1;
+    }
     if (Py_TYPE(data) != proxy_type)
         return 0;
     /* mappingproxy's only field is the mapping; checked at import time */
@@ -396,46 +458,12 @@ extract_payload(PyObject *data, Field *fields, int *nfields, PyTypeObject *proxy
     PyObject *key, *value;
     int n = 0;
     while (PyDict_Next(dict, &pos, &key, &value)) {
-        if (!PyUnicode_CheckExact(key))
-            return 0;
-        Field *f = &fields[n++];
-        f->key = PyUnicode_AsUTF8AndSize(key, &f->key_len);
-        if (f->key == NULL)
-            goto not_utf8;
-        PyTypeObject *t = Py_TYPE(value);
-        if (t == &PyUnicode_Type) {
-            f->kind = F_STR;
-            f->s = PyUnicode_AsUTF8AndSize(value, &f->s_len);
-            if (f->s == NULL)
-                goto not_utf8;
-        } else if (t == &PyBool_Type) {
-            f->kind = F_BOOL;
-            f->i = value == Py_True;
-        } else if (t == &PyLong_Type) {
-            int overflow = 0;
-            f->i = PyLong_AsLongLongAndOverflow(value, &overflow);
-            if (overflow)
-                return 0; /* lupa's rules for big ints apply */
-            if (f->i == -1 && PyErr_Occurred())
-                return -1;
-            f->kind = F_INT;
-        } else if (t == &PyFloat_Type) {
-            f->kind = F_FLOAT;
-            f->f = PyFloat_AS_DOUBLE(value);
-        } else if (value == Py_None) {
-            f->kind = F_NIL;
-        } else {
-            return 0;
-        }
+        int r = extract_field(key, value, &fields[n++]);
+        if (r <= 0)
+            return r;
     }
     *nfields = n;
     return 1;
-not_utf8: /* lone surrogates: the general path reports them as lupa does */
-    if (PyErr_ExceptionMatches(PyExc_UnicodeEncodeError)) {
-        PyErr_Clear();
-        return 0;
-    }
-    return -1;
 }
 
 /* One (sub_id, event) into ``it`` and ``fields`` (room for MAX_FIELDS):
@@ -1079,6 +1107,52 @@ typedef struct {
     PyObject *target, *sub_id, *event;
 } Entry;
 
+/* Scratch space for one drain of n entries, kept by the queue between
+ * drains (a drain of thousands of events would otherwise map and fault in
+ * fresh pages every time). Only the thread holding the GIL and running the
+ * drain touches it; a nested drain (none happens today: DeferredDelivery
+ * refuses to re-enter) would get its own allocation. */
+typedef struct {
+    Entry *taken;
+    PyObject **sub_ids, **events;
+    Item *items;
+    Field *fields;
+    Py_ssize_t capacity, field_capacity;
+} Scratch;
+
+static void
+scratch_free(Scratch *s)
+{
+    PyMem_Free(s->taken);
+    PyMem_Free(s->sub_ids);
+    PyMem_Free(s->events);
+    PyMem_Free(s->items);
+    PyMem_Free(s->fields);
+    memset(s, 0, sizeof(*s));
+}
+
+/* Room for n entries and n * 4 + MAX_FIELDS fields: 0, or -1 (MemoryError). */
+static int
+scratch_reserve(Scratch *s, Py_ssize_t n)
+{
+    if (n <= s->capacity)
+        return 0;
+    scratch_free(s);
+    s->taken = PyMem_Malloc(sizeof(Entry) * (size_t)n);
+    s->sub_ids = PyMem_Malloc(sizeof(PyObject *) * (size_t)n);
+    s->events = PyMem_Malloc(sizeof(PyObject *) * (size_t)n);
+    s->items = PyMem_Malloc(sizeof(Item) * (size_t)n);
+    s->field_capacity = n * 4 + MAX_FIELDS;
+    s->fields = PyMem_Malloc(sizeof(Field) * (size_t)s->field_capacity);
+    if (!s->taken || !s->sub_ids || !s->events || !s->items || !s->fields) {
+        scratch_free(s);
+        PyErr_NoMemory();
+        return -1;
+    }
+    s->capacity = n;
+    return 0;
+}
+
 typedef struct {
     PyObject_HEAD
     Entry *ring;
@@ -1086,6 +1160,8 @@ typedef struct {
     int sleeping;                    /* the event thread waits for a notify */
     PyObject *notify;                /* wakes the event thread */
     PyObject *report;                /* report(target, exc): a target raised */
+    Scratch scratch;                 /* reused by drains (see Scratch) */
+    int scratch_busy;                /* a drain is using it */
 } EventQueue;
 
 static void
@@ -1099,6 +1175,7 @@ queue_dealloc(EventQueue *self)
         Py_DECREF(e->event);
     }
     PyMem_Free(self->ring);
+    scratch_free(&self->scratch);
     Py_XDECREF(self->notify);
     Py_XDECREF(self->report);
     Py_TYPE(self)->tp_free((PyObject *)self);
@@ -1183,57 +1260,50 @@ queue_length(EventQueue *self)
  * released as they go); a target that raises an Exception is reported and the
  * rest still run; any other exception is returned (-1) after releasing all. */
 static int
-deliver_taken(EventQueue *self, Entry *taken, Py_ssize_t n)
+deliver_taken(EventQueue *self, Entry *taken, Py_ssize_t n, Scratch *s)
 {
-    PyObject **sub_ids = PyMem_Malloc(sizeof(PyObject *) * RUN_MAX);
-    PyObject **events = PyMem_Malloc(sizeof(PyObject *) * RUN_MAX);
-    Item *items = PyMem_Malloc(sizeof(Item) * RUN_MAX);
-    Py_ssize_t capacity = RUN_MAX * 4 + MAX_FIELDS;
-    Field *fields = PyMem_Malloc(sizeof(Field) * (size_t)capacity);
     int rc = 0;
     Py_ssize_t i = 0;
-    if (!sub_ids || !events || !items || !fields) {
-        PyErr_NoMemory();
-        rc = -1;
-        goto done;
-    }
     while (i < n) {
         PyObject *target = taken[i].target;
         int count = 0;
         int failed = 0;
         if (Py_IS_TYPE(target, &DeliveryType) && ((Delivery *)target)->L != NULL) {
+            /* the whole run of entries for this script: one engine call */
             Delivery *d = (Delivery *)target;
-            int room = d->c_clock ? RUN_MAX : 1;
-            int nfields = 0;
-            while (i + count < n && count < room && taken[i + count].target == target) {
-                if (nfields + MAX_FIELDS > capacity) {
-                    capacity *= 2;
-                    Field *grown = PyMem_Realloc(fields, sizeof(Field) * (size_t)capacity);
+            Py_ssize_t room = d->c_clock ? n - i : 1;
+            Py_ssize_t nfields = 0;
+            while (count < room && taken[i + count].target == target) {
+                if (nfields + MAX_FIELDS > s->field_capacity) {
+                    Py_ssize_t grown_capacity = s->field_capacity * 2;
+                    Field *grown = PyMem_Realloc(s->fields,
+                                                 sizeof(Field) * (size_t)grown_capacity);
                     if (grown == NULL) {
                         PyErr_NoMemory();
                         failed = 1;
                         break;
                     }
-                    fields = grown;
+                    s->fields = grown;
+                    s->field_capacity = grown_capacity;
                 }
                 Entry *e = &taken[i + count];
-                int plain = extract_item(e->sub_id, e->event, &items[count], fields, nfields,
-                                         d->proxy_type);
+                int plain = extract_item(e->sub_id, e->event, &s->items[count], s->fields,
+                                         (int)nfields, d->proxy_type);
                 if (plain < 0) {
                     failed = 1;
                     break;
                 }
                 if (plain == 0)
                     break;
-                sub_ids[count] = e->sub_id;
-                events[count] = e->event;
-                nfields += items[count].nfields;
+                s->sub_ids[count] = e->sub_id;
+                s->events[count] = e->event;
+                nfields += s->items[count].nfields;
                 count++;
             }
             if (!failed && count > 0) {
-                Batch b = {.func_ref = d->func_ref, .count = count, .items = items,
-                           .fields = fields};
-                failed = run_batch(d, &b, sub_ids, events) < 0;
+                Batch b = {.func_ref = d->func_ref, .count = count, .items = s->items,
+                           .fields = s->fields};
+                failed = run_batch(d, &b, s->sub_ids, s->events) < 0;
             }
         }
         if (!failed && count == 0) {
@@ -1281,10 +1351,6 @@ done:
         Py_DECREF(taken[i].sub_id);
         Py_DECREF(taken[i].event);
     }
-    PyMem_Free(sub_ids);
-    PyMem_Free(events);
-    PyMem_Free(items);
-    PyMem_Free(fields);
     return rc;
 }
 
@@ -1300,15 +1366,22 @@ queue_drain(EventQueue *self, PyObject *arg)
     Py_ssize_t n = self->size < max ? self->size : max;
     if (n <= 0)
         return PyLong_FromLong(0);
-    Entry *taken = PyMem_Malloc(sizeof(Entry) * (size_t)n);
-    if (taken == NULL)
-        return PyErr_NoMemory();
+    if (n > INT_MAX / 8)
+        n = INT_MAX / 8; /* Batch counts are ints */
+    Scratch own = {0};
+    Scratch *s = self->scratch_busy ? &own : &self->scratch;
+    if (scratch_reserve(s, n) < 0)
+        return NULL;
+    Entry *taken = s->taken;
     for (Py_ssize_t k = 0; k < n; k++)
         taken[k] = self->ring[(self->head + k) & (self->capacity - 1)];
     self->head = (self->head + n) & (self->capacity - 1);
     self->size -= n;
-    int rc = deliver_taken(self, taken, n);
-    PyMem_Free(taken);
+    int was_busy = self->scratch_busy;
+    self->scratch_busy = 1;
+    int rc = deliver_taken(self, taken, n, s);
+    self->scratch_busy = was_busy;
+    scratch_free(&own);
     if (rc < 0)
         return NULL;
     return PyLong_FromSsize_t(n);
@@ -1500,6 +1573,18 @@ PyInit__fastcall(void)
     Py_DECREF(path);
     if (loaded < 0)
         return NULL;
+    PyObject *fastemit = PyImport_ImportModule("moonbus.bus._fastemit");
+    if (fastemit == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_ImportError))
+            return NULL;
+        PyErr_Clear();
+    } else {
+        /* a static type, alive for the process like the module holding it */
+        frozen_type = (PyTypeObject *)PyObject_GetAttrString(fastemit, "FrozenData");
+        Py_DECREF(fastemit);
+        if (frozen_type == NULL)
+            return NULL;
+    }
 #define INTERN(var, text)                                                             do {                                                                                  var = PyUnicode_InternFromString(text);                                           if (var == NULL)                                                                      return NULL;                                                              } while (0)
     INTERN(s_closed, "_closed");
     INTERN(s_depth, "_depth");
