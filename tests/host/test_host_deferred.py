@@ -1,10 +1,12 @@
 """Deferred event delivery (``Runtime(event_delivery="deferred")``): emit
 queues, the event thread (or ``run_due`` when stepped) runs the event-engine
-handlers in batches. Runs on the C path (EventQueue + Delivery.batch) and on
-the pure-Python path (see conftest); both must behave the same."""
+handlers in batches. Runs on the C path (EventQueue, its batches and
+stretches) and on the pure-Python path (see conftest); both must behave the
+same."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -286,3 +288,59 @@ def test_a_watch_slot_is_claimed_once_and_only_for_its_event() -> None:
     assert slot.claim(0) is False  # already claimed
     assert slot.gen == 1
     assert slot.snapshot() is None  # claimed: nothing for the watchdog to judge
+
+
+STRETCH = """
+local last, n, disorder, wide, nested = 0, 0, 0, 0, 0
+events:on("e", function(e)
+  if e.seq <= last then disorder = disorder + 1 end
+  last = e.seq
+  n = n + 1
+  if e.f9 then wide = wide + 1 end
+  if e.list then nested = nested + 1 end
+  if e.boom then error("boom " .. e.seq) end
+end)
+events:on("done", function()
+  shared:int("n"):set(n)
+  shared:int("disorder"):set(disorder)
+  shared:int("wide"):set(wide)
+  shared:int("nested"):set(nested)
+end)
+"""
+
+
+def test_a_firehose_from_another_thread_keeps_order_errors_and_every_kind_of_event(
+    threaded_deferred: Runtime, tmp_path: Path, delivery_path: str
+) -> None:
+    """The C queue's engine calls keep taking a script's queued events without
+    the GIL while the host emits (stretches); wide events (more fields than
+    are extracted at push time), nested payloads and failing handlers are
+    interleaved, and all must run exactly once, in seq order."""
+    rt = threaded_deferred
+    host = _load(rt, tmp_path, STRETCH)
+    total = 30_000
+
+    def firehose() -> None:
+        for i in range(total):
+            if i % 777 == 0:
+                rt.bus.emit("e", {"i": i, "list": [1, 2]})
+            elif i % 100 == 0:
+                rt.bus.emit("e", {f"f{k}": k for k in range(10)})
+            else:
+                rt.bus.emit("e", {"i": i, "boom": i % 1000 == 1})
+
+    emitter = threading.Thread(target=firehose)
+    emitter.start()
+    emitter.join()
+    rt.bus.emit("done")
+    assert rt.flush_events(timeout=60.0)
+    ns = rt.shared.namespace("s")
+    assert ns.int("n").get() == total
+    assert ns.int("disorder").get() == 0
+    assert ns.int("nested").get() == len(range(0, total, 777))
+    assert ns.int("wide").get() == len([i for i in range(total) if i % 100 == 0 and i % 777])
+    assert host.handler_errors == len(range(1, total, 1000))
+    assert "boom" in host.errors[-1]
+    queue = rt._deferred._queue if rt._deferred is not None else None
+    if delivery_path == "native":
+        assert getattr(queue, "stretched", 0) > 0, "no stretch ran"  # the C path really ran

@@ -12,9 +12,13 @@ handler; the *event thread* then runs the handlers soon after, in ``seq``
 order, taking everything queued at once. Consecutive events for the same
 script go into Lua in one call (``EventQueue.drain`` in ``_fastcall.c``):
 one lock hand-off, one GIL release, every handler still under its own time
-limit and with its own error. What the user gives up is only "ran before
-``emit`` returned": ``Runtime.flush_events()`` waits for the queue, and a
-script's stop delivers what was queued before it.
+limit and with its own error. In C, the emitting thread also prepares each
+event for Lua when it queues it (it holds the GIL anyway), so that call can
+keep taking the script's newly queued events without the GIL, in parallel
+with the emitter, for up to 20 ms (see the EventQueue comment there).
+What the user gives up is only "ran before ``emit`` returned":
+``Runtime.flush_events()`` waits for the queue, and a script's stop delivers
+what was queued before it.
 
 Ordering: one FIFO for the whole runtime, appended in the bus's delivery
 order (which is ``seq`` order for every subscriber), and one deliverer at a

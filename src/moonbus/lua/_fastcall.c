@@ -19,7 +19,9 @@
  * the same engine in one lua_pcall; the loop in run_items gives every event
  * its own start in the watchdog's WatchSlot (see there) and stops the call
  * at the first handler that fails; the call is then settled as a single
- * delivery would be and a new call takes the remaining events.
+ * delivery would be and a new call takes the remaining events. Having run
+ * its batch, the loop may take more queued events for the same script
+ * without the GIL (a stretch; see EventQueue).
  *
  * The common case: the engine is open and idle (no nested call), no abort is
  * pending for the next call, and the event's data is a read-only dict of up
@@ -55,6 +57,7 @@
 #include <time.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+#include <pthread.h>
 
 #include "../_capi.h"
 
@@ -299,15 +302,23 @@ typedef struct {
 /* A run of events for one engine call. `next`..`count` are to run; the Lua
  * loop records how far it got (`done`, `current`), which event's handler
  * returned an error (`failed`), and whether the watchdog claimed an event
- * that had already finished (`claimed`: the call stops there). */
+ * that had already finished (`claimed`: the call stops there).
+ * `sub_ids`/`events` are the events' Python objects (owned by the caller).
+ * With `stretch` set (deferred delivery), the loop, having run every event,
+ * takes more from the queue without the GIL (see stretch_batch). */
+struct Stretch;
 typedef struct {
     int func_ref;
     int count, next, done, current, failed, claimed;
     Item *items;
     Field *fields;
+    PyObject **sub_ids, **events;
     WatchSlot *slot; /* NULL: no time limit */
     long long gen;   /* the slot's gen for items[current] */
+    struct Stretch *stretch;
 } Batch;
+
+static int stretch_batch(Batch *b);
 
 /* Runs inside lua_pcall (so allocation failures and errors are caught): for
  * each event, deliver(sub_id, {payload}, tick, seq, type); stops at the first
@@ -318,7 +329,7 @@ run_items(lua_State *L)
     Batch *b = (Batch *)lua.touserdata(L, 1);
     lua.settop(L, 0);
     WatchSlot *slot = b->slot;
-    for (int k = b->next; k < b->count; k++) {
+    for (int k = b->next; k < b->count || (b->stretch != NULL && stretch_batch(b)); k++) {
         if (k > b->next && slot != NULL) {
             atomic_store(&slot->start_ns, monotonic_ns());
             long long g = b->gen;
@@ -429,16 +440,17 @@ not_utf8: /* lone surrogates: the general path reports them as lupa does */
     return -1;
 }
 
-/* The fields of read-only event data of at most MAX_FIELDS scalars under str
+/* The fields of read-only event data of at most max_fields scalars under str
  * keys (a FrozenData, or a mappingproxy of a dict), copied into ``fields``:
  * 1; 0 when the data needs the general path; -1 with an error set. */
 static int
-extract_payload(PyObject *data, Field *fields, int *nfields, PyTypeObject *proxy_type)
+extract_payload(PyObject *data, Field *fields, int *nfields, PyTypeObject *proxy_type,
+                int max_fields)
 {
     if (frozen_type != NULL && Py_TYPE(data) == frozen_type) {
         MbFrozenData *frozen = (MbFrozenData *)data;
         Py_ssize_t n = Py_SIZE(frozen);
-        if (n > MAX_FIELDS)
+        if (n > max_fields)
             return 0;
         for (Py_ssize_t i = 0; i < n; i++) {
             int r = extract_field(frozen->pairs[2 * i], frozen->pairs[2 * i + 1], &fields[i]);
@@ -452,7 +464,7 @@ extract_payload(PyObject *data, Field *fields, int *nfields, PyTypeObject *proxy
         return 0;
     /* mappingproxy's only field is the mapping; checked at import time */
     PyObject *dict = ((PyObject **)((char *)data + sizeof(PyObject)))[0];
-    if (!PyDict_CheckExact(dict) || PyDict_GET_SIZE(dict) > MAX_FIELDS)
+    if (!PyDict_CheckExact(dict) || PyDict_GET_SIZE(dict) > max_fields)
         return 0;
     Py_ssize_t pos = 0;
     PyObject *key, *value;
@@ -466,11 +478,11 @@ extract_payload(PyObject *data, Field *fields, int *nfields, PyTypeObject *proxy
     return 1;
 }
 
-/* One (sub_id, event) into ``it`` and ``fields`` (room for MAX_FIELDS):
+/* One (sub_id, event) into ``it`` and ``fields`` (room for max_fields):
  * 1 plain, 0 general path, -1 error set. */
 static int
 extract_item(PyObject *sub_id, PyObject *event, Item *it, Field *fields, int first,
-             PyTypeObject *proxy_type)
+             PyTypeObject *proxy_type, int max_fields)
 {
     if (!PyTuple_Check(event) || PyTuple_GET_SIZE(event) < 4 || !PyLong_CheckExact(sub_id))
         return 0;
@@ -500,7 +512,7 @@ extract_item(PyObject *sub_id, PyObject *event, Item *it, Field *fields, int fir
         return 0;
     }
     it->first = first;
-    return extract_payload(data, fields + first, &it->nfields, proxy_type);
+    return extract_payload(data, fields + first, &it->nfields, proxy_type, max_fields);
 }
 
 /* ------------------------------------------------------------ Delivery type */
@@ -1008,13 +1020,13 @@ call_fallback(Delivery *self, PyObject *sub_id, PyObject *event)
     return 0;
 }
 
-/* Runs the extracted events b->items[0 .. count) (sub_ids[k] and events[k]
- * are their Python objects), as few engine calls as their outcomes allow: a
+/* Runs the extracted events b->items[0 .. count) (b->sub_ids[k] and
+ * b->events[k] are their Python objects; a stretch may add more), as few engine calls as their outcomes allow: a
  * call goes on to the next event after each plain end; a failed handler, an
  * abort or an error ends the call, the event is settled, and a new call
  * takes the rest. 0, or -1 with an error set. */
 static int
-run_batch(Delivery *self, Batch *b, PyObject *const *sub_ids, PyObject *const *events)
+run_batch(Delivery *self, Batch *b)
 {
     b->next = 0;
     while (b->next < b->count) {
@@ -1025,7 +1037,7 @@ run_batch(Delivery *self, Batch *b, PyObject *const *sub_ids, PyObject *const *e
         if (ran == 0) {
             /* closed, or busy on this thread: the Python path says what that means */
             for (int k = b->next; k < b->count; k++)
-                if (call_fallback(self, sub_ids[k], events[k]) < 0)
+                if (call_fallback(self, b->sub_ids[k], b->events[k]) < 0)
                     return -1;
             return 0;
         }
@@ -1037,7 +1049,7 @@ run_batch(Delivery *self, Batch *b, PyObject *const *sub_ids, PyObject *const *e
             continue;
         }
         int k = o.status == LUA_OK ? b->failed : b->current;
-        int rc = report_failure(self, sub_ids[k], &o);
+        int rc = report_failure(self, b->sub_ids[k], &o);
         outcome_clear(&o);
         if (rc < 0)
             return -1;
@@ -1059,13 +1071,15 @@ delivery_vectorcall(Delivery *self, PyObject *const *args, size_t nargsf, PyObje
         goto general;
     Item item;
     Field fields[MAX_FIELDS];
-    int plain = extract_item(sub_id, event, &item, fields, 0, self->proxy_type);
+    int plain = extract_item(sub_id, event, &item, fields, 0, self->proxy_type, MAX_FIELDS);
     if (plain < 0)
         return NULL;
     if (plain == 0)
         goto general;
-    Batch b = {.func_ref = self->func_ref, .count = 1, .items = &item, .fields = fields};
-    if (run_batch(self, &b, &args[0], &args[1]) < 0)
+    PyObject *sub_ids[1] = {sub_id}, *events[1] = {event};
+    Batch b = {.func_ref = self->func_ref, .count = 1, .items = &item, .fields = fields,
+               .sub_ids = sub_ids, .events = events};
+    if (run_batch(self, &b) < 0)
         return NULL;
     Py_RETURN_NONE;
 
@@ -1095,25 +1109,52 @@ static PyTypeObject DeliveryType = {
 /* Deferred delivery's queue (moonbus.host.deferred): the bus calls an
  * Enqueuer(event) for each event-engine subscription; it appends
  * (target, sub_id, event) here and, if the event thread sleeps, wakes it
- * with ``notify()``. drain() takes what is queued, in order, and runs each
- * run of events for the same C Delivery as one batch (run_batch), any other
- * target as target(sub_id, event). Everything here runs with the GIL held
- * (Lua itself runs inside run_batch with the GIL released, but the queue is
- * not touched then), so the GIL is the queue's lock; one drain runs at a
- * time (DeferredDelivery's run lock). The entries' references are owned by
- * the ring, which the collector does not traverse: a queued event is alive
- * until delivered, as it would be on the stack of an immediate delivery. */
+ * with ``notify()``. drain() takes what is queued, oldest first, and runs
+ * each run of events for the same C Delivery as one engine call
+ * (run_batch), any other target as target(sub_id, event).
+ *
+ * Why the work is split this way: the event thread's Lua runs without the
+ * GIL, in parallel with the emitting thread, but everything that reads
+ * Python objects needs the GIL, which an emitting thread hands over only
+ * every switch interval (5 ms). So the emitting thread, which holds the GIL
+ * anyway, extracts each event for a C Delivery when it queues it (`plain`,
+ * `item`, `fields`: what run_items needs, pointing into the event's str
+ * objects, which the entry keeps alive), and the event thread, once in an
+ * engine call, keeps taking such entries for the same script from the ring
+ * without the GIL (stretch_batch) instead of going back for the GIL after
+ * every run. It returns for the GIL when the queue is empty, the next entry
+ * is for another target or needs Python, or STRETCH_MAX_EVENTS /
+ * STRETCH_MAX_NS are reached (a script's stop waits for the engine's lock
+ * at most that long); then the call ends and the references are released.
+ *
+ * Threads and locks: `mutex` guards the ring (head, size, capacity, the
+ * entries) and nothing else; it is held only for copying entries in or out,
+ * never while calling Python or Lua, and the GIL is never requested while
+ * holding it (the emitting thread takes it with the GIL held, the event
+ * thread inside a stretch without), so the two cannot deadlock. `sleeping`,
+ * notify and report are used with the GIL held. One drain runs at a time
+ * (DeferredDelivery's run lock; a nested call gets its own scratch). The
+ * entries' references are owned by the ring, which the collector does not
+ * traverse: a queued event is alive until delivered, as it would be on the
+ * stack of an immediate delivery. */
+#define ENTRY_FIELDS 8                     /* fields extracted at push time */
+#define STRETCH_MAX_EVENTS 65536           /* events taken in one stretch */
+#define STRETCH_MAX_NS (20 * 1000000LL)    /* and at most this long */
+#define STRETCH_MIN_TAKE 256               /* fewer queued: pause first */
+#define STRETCH_PAUSE_NS 100000            /* 0.1 ms */
+
 typedef struct {
     PyObject *target, *sub_id, *event;
+    int plain;                   /* item and fields hold the event, extracted */
+    Item item;                   /* item.first is 0: its fields are below */
+    Field fields[ENTRY_FIELDS];
 } Entry;
 
-/* Scratch space for one drain of n entries, kept by the queue between
- * drains (a drain of thousands of events would otherwise map and fault in
- * fresh pages every time). Only the thread holding the GIL and running the
- * drain touches it; a nested drain (none happens today: DeferredDelivery
- * refuses to re-enter) would get its own allocation. */
+/* The arrays of one drain's batch, kept by the queue between drains (a drain
+ * of thousands of events would otherwise map and fault in fresh pages every
+ * time). Raw allocations: a stretch grows them without the GIL. Used by the
+ * thread running the drain only. */
 typedef struct {
-    Entry *taken;
     PyObject **sub_ids, **events;
     Item *items;
     Field *fields;
@@ -1123,38 +1164,53 @@ typedef struct {
 static void
 scratch_free(Scratch *s)
 {
-    PyMem_Free(s->taken);
-    PyMem_Free(s->sub_ids);
-    PyMem_Free(s->events);
-    PyMem_Free(s->items);
-    PyMem_Free(s->fields);
+    PyMem_RawFree(s->sub_ids);
+    PyMem_RawFree(s->events);
+    PyMem_RawFree(s->items);
+    PyMem_RawFree(s->fields);
     memset(s, 0, sizeof(*s));
 }
 
-/* Room for n entries and n * 4 + MAX_FIELDS fields: 0, or -1 (MemoryError). */
+/* Room for n events and `fields` fields, keeping what is there: 0, or -1
+ * (out of memory; no exception is set: this may run without the GIL). */
 static int
-scratch_reserve(Scratch *s, Py_ssize_t n)
+scratch_grow(Scratch *s, Py_ssize_t n, Py_ssize_t fields)
 {
-    if (n <= s->capacity)
-        return 0;
-    scratch_free(s);
-    s->taken = PyMem_Malloc(sizeof(Entry) * (size_t)n);
-    s->sub_ids = PyMem_Malloc(sizeof(PyObject *) * (size_t)n);
-    s->events = PyMem_Malloc(sizeof(PyObject *) * (size_t)n);
-    s->items = PyMem_Malloc(sizeof(Item) * (size_t)n);
-    s->field_capacity = n * 4 + MAX_FIELDS;
-    s->fields = PyMem_Malloc(sizeof(Field) * (size_t)s->field_capacity);
-    if (!s->taken || !s->sub_ids || !s->events || !s->items || !s->fields) {
-        scratch_free(s);
-        PyErr_NoMemory();
-        return -1;
+    if (n > s->capacity) {
+        Py_ssize_t cap = s->capacity ? s->capacity : 1024;
+        while (cap < n)
+            cap *= 2;
+        PyObject **sub_ids = PyMem_RawRealloc(s->sub_ids, sizeof(PyObject *) * (size_t)cap);
+        if (sub_ids == NULL)
+            return -1;
+        s->sub_ids = sub_ids;
+        PyObject **events = PyMem_RawRealloc(s->events, sizeof(PyObject *) * (size_t)cap);
+        if (events == NULL)
+            return -1;
+        s->events = events;
+        Item *items = PyMem_RawRealloc(s->items, sizeof(Item) * (size_t)cap);
+        if (items == NULL)
+            return -1;
+        s->items = items;
+        s->capacity = cap;
     }
-    s->capacity = n;
+    if (fields > s->field_capacity) {
+        Py_ssize_t cap = s->field_capacity ? s->field_capacity : 4096;
+        while (cap < fields)
+            cap *= 2;
+        Field *grown = PyMem_RawRealloc(s->fields, sizeof(Field) * (size_t)cap);
+        if (grown == NULL)
+            return -1;
+        s->fields = grown;
+        s->field_capacity = cap;
+    }
     return 0;
 }
 
 typedef struct {
     PyObject_HEAD
+    pthread_mutex_t mutex;           /* guards the ring (see above) */
+    int mutex_ready;
     Entry *ring;
     Py_ssize_t capacity, head, size; /* capacity is a power of two */
     int sleeping;                    /* the event thread waits for a notify */
@@ -1162,7 +1218,19 @@ typedef struct {
     PyObject *report;                /* report(target, exc): a target raised */
     Scratch scratch;                 /* reused by drains (see Scratch) */
     int scratch_busy;                /* a drain is using it */
+    _Atomic long long stretched;     /* entries taken by stretches, ever */
 } EventQueue;
+
+/* A stretch: the engine call of a drain taking more entries for its target
+ * from the ring, without the GIL (run_items calls stretch_batch when it has
+ * run every event of its batch). */
+struct Stretch {
+    EventQueue *queue;
+    Scratch *scratch;
+    PyObject *target;
+    Py_ssize_t nfields;    /* fields used in scratch->fields */
+    long long deadline_ns; /* CLOCK_MONOTONIC */
+};
 
 static void
 queue_dealloc(EventQueue *self)
@@ -1174,8 +1242,10 @@ queue_dealloc(EventQueue *self)
         Py_DECREF(e->sub_id);
         Py_DECREF(e->event);
     }
-    PyMem_Free(self->ring);
+    PyMem_RawFree(self->ring);
     scratch_free(&self->scratch);
+    if (self->mutex_ready)
+        pthread_mutex_destroy(&self->mutex);
     Py_XDECREF(self->notify);
     Py_XDECREF(self->report);
     Py_TYPE(self)->tp_free((PyObject *)self);
@@ -1204,9 +1274,16 @@ queue_init(EventQueue *self, PyObject *args, PyObject *kwds)
     PyObject *notify, *report;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "$OO", kwlist, &notify, &report))
         return -1;
+    if (!self->mutex_ready) {
+        if (pthread_mutex_init(&self->mutex, NULL) != 0) {
+            PyErr_SetString(PyExc_RuntimeError, "EventQueue: cannot create its mutex");
+            return -1;
+        }
+        self->mutex_ready = 1;
+    }
     if (self->ring == NULL) {
         self->capacity = 1024;
-        self->ring = PyMem_Malloc(sizeof(Entry) * (size_t)self->capacity);
+        self->ring = PyMem_RawMalloc(sizeof(Entry) * (size_t)self->capacity);
         if (self->ring == NULL) {
             PyErr_NoMemory();
             return -1;
@@ -1217,6 +1294,8 @@ queue_init(EventQueue *self, PyObject *args, PyObject *kwds)
     return 0;
 }
 
+/* Appends one entry (GIL held); for a C Delivery, extracts the event now
+ * (see the section comment). */
 static int
 queue_push(EventQueue *self, PyObject *target, PyObject *sub_id, PyObject *event)
 {
@@ -1224,25 +1303,44 @@ queue_push(EventQueue *self, PyObject *target, PyObject *sub_id, PyObject *event
         PyErr_SetString(PyExc_RuntimeError, "EventQueue was not initialised");
         return -1;
     }
+    Entry entry;
+    entry.plain = 0;
+    if (Py_IS_TYPE(target, &DeliveryType) && ((Delivery *)target)->L != NULL &&
+        ((Delivery *)target)->c_clock) {
+        entry.plain = extract_item(sub_id, event, &entry.item, entry.fields, 0,
+                                   ((Delivery *)target)->proxy_type, ENTRY_FIELDS);
+        if (entry.plain < 0) {
+            /* the drain extracts it again and reports the error there */
+            PyErr_Clear();
+            entry.plain = 0;
+        }
+    }
+    pthread_mutex_lock(&self->mutex);
     if (self->size == self->capacity) {
         Py_ssize_t grown = self->capacity * 2;
-        Entry *ring = PyMem_Malloc(sizeof(Entry) * (size_t)grown);
+        Entry *ring = PyMem_RawMalloc(sizeof(Entry) * (size_t)grown);
         if (ring == NULL) {
+            pthread_mutex_unlock(&self->mutex);
             PyErr_NoMemory();
             return -1;
         }
         for (Py_ssize_t k = 0; k < self->size; k++)
             ring[k] = self->ring[(self->head + k) & (self->capacity - 1)];
-        PyMem_Free(self->ring);
+        PyMem_RawFree(self->ring);
         self->ring = ring;
         self->capacity = grown;
         self->head = 0;
     }
     Entry *e = &self->ring[(self->head + self->size) & (self->capacity - 1)];
-    e->target = Py_NewRef(target);
-    e->sub_id = Py_NewRef(sub_id);
-    e->event = Py_NewRef(event);
+    entry.target = Py_NewRef(target);
+    entry.sub_id = Py_NewRef(sub_id);
+    entry.event = Py_NewRef(event);
+    if (entry.plain)
+        *e = entry;
+    else
+        memcpy(e, &entry, offsetof(Entry, item));
     self->size++;
+    pthread_mutex_unlock(&self->mutex);
     if (self->sleeping) {
         self->sleeping = 0; /* one notify per sleep is enough */
         return mb_call_noargs(self->notify);
@@ -1253,138 +1351,184 @@ queue_push(EventQueue *self, PyObject *target, PyObject *sub_id, PyObject *event
 static Py_ssize_t
 queue_length(EventQueue *self)
 {
-    return self->size;
+    pthread_mutex_lock(&self->mutex);
+    Py_ssize_t size = self->size;
+    pthread_mutex_unlock(&self->mutex);
+    return size;
 }
 
-/* Delivers every entry of ``taken`` (n entries, references owned here and
- * released as they go); a target that raises an Exception is reported and the
- * rest still run; any other exception is returned (-1) after releasing all. */
+/* Moves plain entries for `target` from the ring's head into the scratch
+ * batch (from index `count`), at most `max` of them; the ring's references
+ * move with them, untouched (refcounts change only with the GIL). Returns the new count (mutex held by the caller; no GIL
+ * needed; stops early if the scratch cannot grow). */
 static int
-deliver_taken(EventQueue *self, Entry *taken, Py_ssize_t n, Scratch *s)
+take_plain_run(EventQueue *q, Scratch *s, PyObject *target, int count, Py_ssize_t max,
+               Py_ssize_t *nfields)
 {
-    int rc = 0;
-    Py_ssize_t i = 0;
-    while (i < n) {
-        PyObject *target = taken[i].target;
-        int count = 0;
-        int failed = 0;
-        if (Py_IS_TYPE(target, &DeliveryType) && ((Delivery *)target)->L != NULL) {
-            /* the whole run of entries for this script: one engine call */
-            Delivery *d = (Delivery *)target;
-            Py_ssize_t room = d->c_clock ? n - i : 1;
-            Py_ssize_t nfields = 0;
-            while (count < room && taken[i + count].target == target) {
-                if (nfields + MAX_FIELDS > s->field_capacity) {
-                    Py_ssize_t grown_capacity = s->field_capacity * 2;
-                    Field *grown = PyMem_Realloc(s->fields,
-                                                 sizeof(Field) * (size_t)grown_capacity);
-                    if (grown == NULL) {
-                        PyErr_NoMemory();
-                        failed = 1;
-                        break;
-                    }
-                    s->fields = grown;
-                    s->field_capacity = grown_capacity;
-                }
-                Entry *e = &taken[i + count];
-                int plain = extract_item(e->sub_id, e->event, &s->items[count], s->fields,
-                                         (int)nfields, d->proxy_type);
-                if (plain < 0) {
-                    failed = 1;
-                    break;
-                }
-                if (plain == 0)
-                    break;
-                s->sub_ids[count] = e->sub_id;
-                s->events[count] = e->event;
-                nfields += s->items[count].nfields;
-                count++;
-            }
-            if (!failed && count > 0) {
-                Batch b = {.func_ref = d->func_ref, .count = count, .items = s->items,
-                           .fields = s->fields};
-                failed = run_batch(d, &b, s->sub_ids, s->events) < 0;
-            }
-        }
-        if (!failed && count == 0) {
-            /* not a C delivery, or an event it does not take: the target itself */
-            count = 1;
-            PyObject *fargs[2] = {taken[i].sub_id, taken[i].event};
-            PyObject *r = PyObject_Vectorcall(target, fargs, 2, NULL);
-            failed = r == NULL;
-            Py_XDECREF(r);
-        }
-        if (failed) {
-            if (count == 0)
-                count = 1;
-            if (!PyErr_ExceptionMatches(PyExc_Exception)) {
-                rc = -1;
-                i += count;
-                goto done;
-            }
-            PyObject *type, *exc, *tb;
-            PyErr_Fetch(&type, &exc, &tb);
-            PyErr_NormalizeException(&type, &exc, &tb);
-            if (tb != NULL)
-                PyException_SetTraceback(exc, tb);
-            PyObject *r = PyObject_CallFunctionObjArgs(self->report, target, exc, NULL);
-            Py_XDECREF(type);
-            Py_XDECREF(exc);
-            Py_XDECREF(tb);
-            if (r == NULL) {
-                rc = -1;
-                i += count;
-                goto done;
-            }
-            Py_DECREF(r);
-        }
-        for (int k = 0; k < count; k++) {
-            Py_DECREF(taken[i + k].target);
-            Py_DECREF(taken[i + k].sub_id);
-            Py_DECREF(taken[i + k].event);
-        }
-        i += count;
+    while (count < max && q->size > 0) {
+        Entry *e = &q->ring[q->head];
+        if (e->target != target || !e->plain)
+            break;
+        int nf = e->item.nfields;
+        if (scratch_grow(s, count + 1, *nfields + nf) < 0)
+            break;
+        s->items[count] = e->item;
+        s->items[count].first = (int)*nfields;
+        memcpy(&s->fields[*nfields], e->fields, sizeof(Field) * (size_t)nf);
+        *nfields += nf;
+        s->sub_ids[count] = e->sub_id; /* the references move to the batch */
+        s->events[count] = e->event;   /* (and e->target's: released after it) */
+        q->head = (q->head + 1) & (q->capacity - 1);
+        q->size--;
+        count++;
     }
-done:
-    for (; i < n; i++) {
-        Py_DECREF(taken[i].target);
-        Py_DECREF(taken[i].sub_id);
-        Py_DECREF(taken[i].event);
+    return count;
+}
+
+/* Called by run_items, inside the engine call and without the GIL, when
+ * every event of the batch has run: takes more entries for the same
+ * script. 1 if there are more to run, 0 to end the call. */
+static int
+stretch_batch(Batch *b)
+{
+    struct Stretch *st = b->stretch;
+    if (b->count >= STRETCH_MAX_EVENTS || monotonic_ns() >= st->deadline_ns)
+        return 0;
+    EventQueue *q = st->queue;
+    /* Few queued: let the emitting thread queue a few more first, so each
+     * visit to the ring takes many entries (fewer hand-offs of the mutex
+     * and of the entries' cache lines between the two cores). */
+    pthread_mutex_lock(&q->mutex);
+    Py_ssize_t queued = q->size;
+    pthread_mutex_unlock(&q->mutex);
+    if (queued < STRETCH_MIN_TAKE) {
+        struct timespec pause = {0, STRETCH_PAUSE_NS};
+        nanosleep(&pause, NULL);
     }
+    pthread_mutex_lock(&q->mutex);
+    int count = take_plain_run(q, st->scratch, st->target, b->count, STRETCH_MAX_EVENTS,
+                               &st->nfields);
+    pthread_mutex_unlock(&q->mutex);
+    if (count == b->count)
+        return 0;
+    atomic_fetch_add(&q->stretched, count - b->count);
+    /* the arrays may have moved */
+    b->items = st->scratch->items;
+    b->fields = st->scratch->fields;
+    b->sub_ids = st->scratch->sub_ids;
+    b->events = st->scratch->events;
+    b->count = count;
+    return 1;
+}
+
+/* Reports a target's Exception through ``report`` (0), or returns -1 with
+ * an exception that must propagate (not an Exception, or report failed). */
+static int
+report_target_error(EventQueue *self, PyObject *target)
+{
+    if (!PyErr_ExceptionMatches(PyExc_Exception))
+        return -1;
+    PyObject *type, *exc, *tb;
+    PyErr_Fetch(&type, &exc, &tb);
+    PyErr_NormalizeException(&type, &exc, &tb);
+    if (tb != NULL)
+        PyException_SetTraceback(exc, tb);
+    PyObject *r = PyObject_CallFunctionObjArgs(self->report, target, exc, NULL);
+    Py_XDECREF(type);
+    Py_XDECREF(exc);
+    Py_XDECREF(tb);
+    if (r == NULL)
+        return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+/* One run of plain entries for the C Delivery at the ring's head, in one
+ * engine call that may stretch (see above). `*taken` says how many entries
+ * left the ring. 0, or -1 with an exception that must propagate. */
+static int
+drain_c_run(EventQueue *self, Scratch *s, Delivery *d, Py_ssize_t max, Py_ssize_t *taken)
+{
+    struct Stretch st = {.queue = self, .scratch = s, .target = (PyObject *)d, .nfields = 0};
+    if (scratch_grow(s, 1, ENTRY_FIELDS) < 0) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    pthread_mutex_lock(&self->mutex);
+    int count = take_plain_run(self, s, (PyObject *)d, 0, max, &st.nfields);
+    pthread_mutex_unlock(&self->mutex);
+    *taken = 0;
+    if (count == 0)
+        return 0; /* another drain took the head meanwhile (only if misused) */
+    st.deadline_ns = monotonic_ns() + STRETCH_MAX_NS;
+    Batch b = {.func_ref = d->func_ref, .count = count, .items = s->items,
+               .fields = s->fields, .sub_ids = s->sub_ids, .events = s->events,
+               .stretch = &st};
+    int rc = run_batch(d, &b);
+    if (rc < 0)
+        rc = report_target_error(self, (PyObject *)d);
+    /* every reference the taken entries held, now that the GIL is held */
+    *taken = b.count;
+    for (int k = 0; k < b.count; k++) {
+        Py_DECREF(s->sub_ids[k]);
+        Py_DECREF(s->events[k]);
+    }
+    for (int k = 0; k < b.count; k++)
+        Py_DECREF(d); /* the last may free d: nothing uses it after this */
     return rc;
 }
 
-/* drain(max): deliver up to ``max`` queued entries, oldest first; returns
- * how many were taken. Entries queued meanwhile (handlers emitting) wait
- * for the next drain. */
+/* drain(max): deliver queued entries, oldest first, starting at most
+ * ``max`` of them (a stretch may add more); returns how many were delivered.
+ * Entries queued meanwhile for another target wait for the next drain. */
 static PyObject *
 queue_drain(EventQueue *self, PyObject *arg)
 {
     Py_ssize_t max = PyLong_AsSsize_t(arg);
     if (max == -1 && PyErr_Occurred())
         return NULL;
-    Py_ssize_t n = self->size < max ? self->size : max;
-    if (n <= 0)
-        return PyLong_FromLong(0);
-    if (n > INT_MAX / 8)
-        n = INT_MAX / 8; /* Batch counts are ints */
+    if (max > INT_MAX / 8)
+        max = INT_MAX / 8; /* Batch counts are ints */
     Scratch own = {0};
     Scratch *s = self->scratch_busy ? &own : &self->scratch;
-    if (scratch_reserve(s, n) < 0)
-        return NULL;
-    Entry *taken = s->taken;
-    for (Py_ssize_t k = 0; k < n; k++)
-        taken[k] = self->ring[(self->head + k) & (self->capacity - 1)];
-    self->head = (self->head + n) & (self->capacity - 1);
-    self->size -= n;
     int was_busy = self->scratch_busy;
     self->scratch_busy = 1;
-    int rc = deliver_taken(self, taken, n, s);
+    Py_ssize_t delivered = 0;
+    int rc = 0;
+    while (delivered < max && rc == 0) {
+        pthread_mutex_lock(&self->mutex);
+        if (self->size == 0) {
+            pthread_mutex_unlock(&self->mutex);
+            break;
+        }
+        Entry head = self->ring[self->head];
+        if (head.plain && Py_IS_TYPE(head.target, &DeliveryType) &&
+            ((Delivery *)head.target)->L != NULL) {
+            pthread_mutex_unlock(&self->mutex);
+            Py_ssize_t taken = 0;
+            rc = drain_c_run(self, s, (Delivery *)head.target, max - delivered, &taken);
+            delivered += taken;
+            continue;
+        }
+        /* anything else: the target itself (a C Delivery takes its general path) */
+        self->head = (self->head + 1) & (self->capacity - 1);
+        self->size--;
+        pthread_mutex_unlock(&self->mutex);
+        PyObject *fargs[2] = {head.sub_id, head.event};
+        PyObject *r = PyObject_Vectorcall(head.target, fargs, 2, NULL);
+        if (r == NULL)
+            rc = report_target_error(self, head.target);
+        Py_XDECREF(r);
+        Py_DECREF(head.target);
+        Py_DECREF(head.sub_id);
+        Py_DECREF(head.event);
+        delivered++;
+    }
     self->scratch_busy = was_busy;
     scratch_free(&own);
     if (rc < 0)
         return NULL;
-    return PyLong_FromSsize_t(n);
+    return PyLong_FromSsize_t(delivered);
 }
 
 static PyObject *
@@ -1429,7 +1573,16 @@ static PyMethodDef queue_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
+static PyObject *
+queue_get_stretched(EventQueue *self, void *closure)
+{
+    (void)closure;
+    return PyLong_FromLongLong(atomic_load(&self->stretched));
+}
+
 static PyGetSetDef queue_getset[] = {
+    {"stretched", (getter)queue_get_stretched, NULL,
+     "entries an engine call took from the queue without the GIL, ever", NULL},
     {"sleeping", (getter)queue_get_sleeping, (setter)queue_set_sleeping,
      "set by the event thread before it waits; the next push calls notify()", NULL},
     {NULL, NULL, NULL, NULL, NULL},

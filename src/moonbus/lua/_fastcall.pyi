@@ -29,6 +29,8 @@ class WatchSlot:
 
 class EventQueue:
     sleeping: bool
+    @property
+    def stretched(self) -> int: ...
     def __init__(
         self, *, notify: Callable[[], None], report: Callable[[Any, BaseException], None]
     ) -> None: ...
