@@ -507,33 +507,13 @@ frozen_reduce(FrozenData *self, PyObject *unused)
     return Py_BuildValue("(O(N))", (PyObject *)Py_TYPE(self), dict);
 }
 
-static PyObject *
-frozen_richcompare(PyObject *self, PyObject *other, int op)
-{
-    if ((op != Py_EQ && op != Py_NE) || !PyObject_TypeCheck(self, &FrozenDataType))
-        Py_RETURN_NOTIMPLEMENTED;
-    if (!PyDict_Check(other) && !PyObject_TypeCheck(other, &FrozenDataType) &&
-        !PyObject_TypeCheck(other, &PyDictProxy_Type))
-        Py_RETURN_NOTIMPLEMENTED;
-    PyObject *mine = frozen_to_dict((FrozenData *)self);
-    if (mine == NULL)
-        return NULL;
-    PyObject *theirs = PyObject_TypeCheck(other, &FrozenDataType)
-                           ? frozen_to_dict((FrozenData *)other)
-                           : Py_NewRef(other);
-    if (theirs == NULL) {
-        Py_DECREF(mine);
-        return NULL;
-    }
-    PyObject *result = PyObject_RichCompare(mine, theirs, op);
-    Py_DECREF(mine);
-    Py_DECREF(theirs);
-    return result;
-}
+#define OP_OR (-1) /* on_dicts: `|` instead of a comparison */
 
-/* data | other, other | data: a new dict, as mappingproxy gives. */
+/* ``left <op> right`` with each FrozenData operand replaced by a plain dict
+ * copy: comparisons and `|` then behave exactly as a dict's (the data never
+ * changes, so the copy reads as the original). */
 static PyObject *
-frozen_or(PyObject *left, PyObject *right)
+on_dicts(PyObject *left, PyObject *right, int op)
 {
     PyObject *l = PyObject_TypeCheck(left, &FrozenDataType)
                       ? frozen_to_dict((FrozenData *)left) : Py_NewRef(left);
@@ -545,10 +525,28 @@ frozen_or(PyObject *left, PyObject *right)
         Py_DECREF(l);
         return NULL;
     }
-    PyObject *result = PyNumber_Or(l, r);
+    PyObject *result = op == OP_OR ? PyNumber_Or(l, r) : PyObject_RichCompare(l, r, op);
     Py_DECREF(l);
     Py_DECREF(r);
     return result;
+}
+
+static PyObject *
+frozen_richcompare(PyObject *self, PyObject *other, int op)
+{
+    if ((op != Py_EQ && op != Py_NE) || !PyObject_TypeCheck(self, &FrozenDataType))
+        Py_RETURN_NOTIMPLEMENTED;
+    if (!PyDict_Check(other) && !PyObject_TypeCheck(other, &FrozenDataType) &&
+        !PyObject_TypeCheck(other, &PyDictProxy_Type))
+        Py_RETURN_NOTIMPLEMENTED;
+    return on_dicts(self, other, op);
+}
+
+/* data | other, other | data: a new dict, as mappingproxy gives. */
+static PyObject *
+frozen_or(PyObject *left, PyObject *right)
+{
+    return on_dicts(left, right, OP_OR);
 }
 
 static PyObject *

@@ -1021,10 +1021,11 @@ call_fallback(Delivery *self, PyObject *sub_id, PyObject *event)
 }
 
 /* Runs the extracted events b->items[0 .. count) (b->sub_ids[k] and
- * b->events[k] are their Python objects; a stretch may add more), as few engine calls as their outcomes allow: a
- * call goes on to the next event after each plain end; a failed handler, an
- * abort or an error ends the call, the event is settled, and a new call
- * takes the rest. 0, or -1 with an error set. */
+ * b->events[k] are their Python objects; a stretch may add more), in as few
+ * engine calls as their outcomes allow: a call goes on to the next event
+ * after each plain end; a failed handler, an abort or an error ends the
+ * call, the event is settled, and a new call takes the rest. 0, or -1 with
+ * an error set. */
 static int
 run_batch(Delivery *self, Batch *b)
 {
@@ -1359,8 +1360,9 @@ queue_length(EventQueue *self)
 
 /* Moves plain entries for `target` from the ring's head into the scratch
  * batch (from index `count`), at most `max` of them; the ring's references
- * move with them, untouched (refcounts change only with the GIL). Returns the new count (mutex held by the caller; no GIL
- * needed; stops early if the scratch cannot grow). */
+ * move with them, untouched (refcounts change only with the GIL). Returns
+ * the new count (mutex held by the caller; no GIL needed; stops early if
+ * the scratch cannot grow). */
 static int
 take_plain_run(EventQueue *q, Scratch *s, PyObject *target, int count, Py_ssize_t max,
                Py_ssize_t *nfields)
@@ -1501,12 +1503,13 @@ queue_drain(EventQueue *self, PyObject *arg)
             pthread_mutex_unlock(&self->mutex);
             break;
         }
-        Entry head = self->ring[self->head];
-        if (head.plain && Py_IS_TYPE(head.target, &DeliveryType) &&
-            ((Delivery *)head.target)->L != NULL) {
+        Entry *head = &self->ring[self->head];
+        PyObject *target = head->target, *sub_id = head->sub_id, *event = head->event;
+        if (head->plain && Py_IS_TYPE(target, &DeliveryType) &&
+            ((Delivery *)target)->L != NULL) {
             pthread_mutex_unlock(&self->mutex);
             Py_ssize_t taken = 0;
-            rc = drain_c_run(self, s, (Delivery *)head.target, max - delivered, &taken);
+            rc = drain_c_run(self, s, (Delivery *)target, max - delivered, &taken);
             delivered += taken;
             continue;
         }
@@ -1514,14 +1517,14 @@ queue_drain(EventQueue *self, PyObject *arg)
         self->head = (self->head + 1) & (self->capacity - 1);
         self->size--;
         pthread_mutex_unlock(&self->mutex);
-        PyObject *fargs[2] = {head.sub_id, head.event};
-        PyObject *r = PyObject_Vectorcall(head.target, fargs, 2, NULL);
+        PyObject *fargs[2] = {sub_id, event};
+        PyObject *r = PyObject_Vectorcall(target, fargs, 2, NULL);
         if (r == NULL)
-            rc = report_target_error(self, head.target);
+            rc = report_target_error(self, target);
         Py_XDECREF(r);
-        Py_DECREF(head.target);
-        Py_DECREF(head.sub_id);
-        Py_DECREF(head.event);
+        Py_DECREF(target);
+        Py_DECREF(sub_id);
+        Py_DECREF(event);
         delivered++;
     }
     self->scratch_busy = was_busy;
