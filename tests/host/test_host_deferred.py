@@ -344,3 +344,27 @@ def test_a_firehose_from_another_thread_keeps_order_errors_and_every_kind_of_eve
     queue = rt._deferred._queue if rt._deferred is not None else None
     if delivery_path == "native":
         assert getattr(queue, "stretched", 0) > 0, "no stretch ran"  # the C path really ran
+
+
+def test_a_stretch_pauses_for_a_dense_stream_only(
+    stepped_deferred: Runtime, tmp_path: Path, delivery_path: str
+) -> None:
+    """After its batch, an engine call looks at the queue again. It waits
+    (0.1 ms) for more only when its last take was large (a dense stream,
+    where waiting lets one visit take many); after a few events it never
+    waits, so a sparse stream's events are not delayed by the pause."""
+    if delivery_path != "native":
+        pytest.skip("stretches are the C queue's")
+    rt = stepped_deferred
+    _load(rt, tmp_path, COUNTER)
+    assert rt._deferred is not None
+    queue = rt._deferred._queue
+    for i in range(10):
+        rt.bus.emit("e", {"i": i})
+    rt.run_due()
+    assert (queue.paused, queue.stretched) == (0, 0)
+    for i in range(1000):
+        rt.bus.emit("e", {"i": i})
+    rt.run_due()
+    assert queue.paused == 1
+    assert rt.shared.namespace("s").int("n").get() == 1010

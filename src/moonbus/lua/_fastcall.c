@@ -1141,7 +1141,8 @@ static PyTypeObject DeliveryType = {
 #define ENTRY_FIELDS 8                     /* fields extracted at push time */
 #define STRETCH_MAX_EVENTS 65536           /* events taken in one stretch */
 #define STRETCH_MAX_NS (20 * 1000000LL)    /* and at most this long */
-#define STRETCH_MIN_TAKE 256               /* fewer queued: pause first */
+#define STRETCH_MIN_TAKE 256               /* fewer queued: pause first, */
+#define STRETCH_DENSE 16                   /* if the last visit took this many */
 #define STRETCH_PAUSE_NS 100000            /* 0.1 ms */
 
 typedef struct {
@@ -1220,6 +1221,7 @@ typedef struct {
     Scratch scratch;                 /* reused by drains (see Scratch) */
     int scratch_busy;                /* a drain is using it */
     _Atomic long long stretched;     /* entries taken by stretches, ever */
+    _Atomic long long paused;        /* pauses stretches took for a dense stream */
 } EventQueue;
 
 /* A stretch: the engine call of a drain taking more entries for its target
@@ -1231,6 +1233,7 @@ struct Stretch {
     PyObject *target;
     Py_ssize_t nfields;    /* fields used in scratch->fields */
     long long deadline_ns; /* CLOCK_MONOTONIC */
+    int last_take;         /* entries the previous visit to the ring took */
 };
 
 static void
@@ -1397,20 +1400,28 @@ stretch_batch(Batch *b)
     if (b->count >= STRETCH_MAX_EVENTS || monotonic_ns() >= st->deadline_ns)
         return 0;
     EventQueue *q = st->queue;
-    /* Few queued: let the emitting thread queue a few more first, so each
-     * visit to the ring takes many entries (fewer hand-offs of the mutex
-     * and of the entries' cache lines between the two cores). */
     pthread_mutex_lock(&q->mutex);
     Py_ssize_t queued = q->size;
     pthread_mutex_unlock(&q->mutex);
     if (queued < STRETCH_MIN_TAKE) {
-        struct timespec pause = {0, STRETCH_PAUSE_NS};
-        nanosleep(&pause, NULL);
+        /* A dense stream (the last visit took many): let the emitting thread
+         * queue more first, so each visit takes many entries (fewer hand-offs
+         * of the mutex and of the entries' cache lines between the cores).
+         * A sparse one: never wait (each event's latency would grow by the
+         * pause); take what is there, or end the call if nothing is. */
+        if (st->last_take >= STRETCH_DENSE) {
+            struct timespec pause = {0, STRETCH_PAUSE_NS};
+            atomic_fetch_add(&q->paused, 1);
+            nanosleep(&pause, NULL);
+        } else if (queued == 0) {
+            return 0;
+        }
     }
     pthread_mutex_lock(&q->mutex);
     int count = take_plain_run(q, st->scratch, st->target, b->count, STRETCH_MAX_EVENTS,
                                &st->nfields);
     pthread_mutex_unlock(&q->mutex);
+    st->last_take = count - b->count;
     if (count == b->count)
         return 0;
     atomic_fetch_add(&q->stretched, count - b->count);
@@ -1463,6 +1474,7 @@ drain_c_run(EventQueue *self, Scratch *s, Delivery *d, Py_ssize_t max, Py_ssize_
     if (count == 0)
         return 0; /* another drain took the head meanwhile (only if misused) */
     st.deadline_ns = monotonic_ns() + STRETCH_MAX_NS;
+    st.last_take = count;
     Batch b = {.func_ref = d->func_ref, .count = count, .items = s->items,
                .fields = s->fields, .sub_ids = s->sub_ids, .events = s->events,
                .stretch = &st};
@@ -1583,9 +1595,18 @@ queue_get_stretched(EventQueue *self, void *closure)
     return PyLong_FromLongLong(atomic_load(&self->stretched));
 }
 
+static PyObject *
+queue_get_paused(EventQueue *self, void *closure)
+{
+    (void)closure;
+    return PyLong_FromLongLong(atomic_load(&self->paused));
+}
+
 static PyGetSetDef queue_getset[] = {
     {"stretched", (getter)queue_get_stretched, NULL,
      "entries an engine call took from the queue without the GIL, ever", NULL},
+    {"paused", (getter)queue_get_paused, NULL,
+     "times a stretch paused for a dense stream to queue more, ever", NULL},
     {"sleeping", (getter)queue_get_sleeping, (setter)queue_set_sleeping,
      "set by the event thread before it waits; the next push calls notify()", NULL},
     {NULL, NULL, NULL, NULL, NULL},
