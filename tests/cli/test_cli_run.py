@@ -295,6 +295,36 @@ def test_real_time_run(summary_of: Run, lua: Lua) -> None:
     assert entry["polls"] >= 1
 
 
+def test_deferred_event_delivery_gives_the_same_run(moonbus: Any, examples: Path,
+                                                    tmp_path: Path) -> None:
+    """--event-delivery deferred: handlers run after each tick's emits instead
+    of inside them; every event still reaches them, so the summary is the
+    same, and a virtual-time run stays deterministic."""
+    args = [examples / "mining.lua", examples / "chat_monitor.lua", examples / "combat.lua",
+            "--ticks", "300", "--tick-ms", "0", "-q"]
+    outputs = []
+    for mode in ("immediate", "deferred", "deferred"):
+        summary = tmp_path / f"s-{mode}-{len(outputs)}.json"
+        result = moonbus("run", *args, "--summary", summary, "--event-delivery", mode)
+        assert result.exit_code == 0, result.output
+        outputs.append(summary.read_bytes())
+    assert outputs[0] == outputs[1] == outputs[2]
+
+
+def test_deferred_event_delivery_in_real_time(summary_of: Run, lua: Lua) -> None:
+    script = lua("counter.lua", COUNTER)
+    result, summary = summary_of(script, "--ticks", "5", "--tick-ms", "20",
+                                 "--event-delivery", "deferred")
+    assert result.exit_code == 0, result.output
+    assert summary["scripts"]["counter"]["shared"]["ticks_seen"] == 5
+
+
+def test_unknown_event_delivery_is_a_usage_error(moonbus: Any, lua: Lua) -> None:
+    result = moonbus("run", lua("counter.lua", COUNTER), "--event-delivery", "later")
+    assert result.exit_code == 2
+    assert "'later' is not one of 'immediate', 'deferred'" in result.output
+
+
 def test_live_panel_on_a_terminal(moonbus: Any, lua: Lua,
                                   monkeypatch: Any) -> None:
     monkeypatch.setenv("TTY_COMPATIBLE", "1")  # rich: treat the captured stdout as a terminal

@@ -18,8 +18,10 @@ from rcon.source import Client
 PASSWORD = "test-secret"
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], int, Path]]:
+@pytest.fixture(params=["immediate", "deferred"])
+def server(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[tuple[subprocess.Popen[str], int, Path]]:
     script = tmp_path / "watcher.lua"
     script.write_text(
         'events:on("tick", function(e) shared:int("ticks"):increment() end)\n'
@@ -34,7 +36,7 @@ def server(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], int, Path]]:
     with open(log, "w") as stderr:  # a file, not a pipe: the server can never block on it
         proc = subprocess.Popen(
             [sys.executable, "-m", "moonbus", "serve", str(script), "--rcon-port", "0",
-             "--tick-ms", "20", "--events-db", str(db)],
+             "--tick-ms", "20", "--events-db", str(db), "--event-delivery", request.param],
             stderr=stderr, stdout=subprocess.DEVNULL, env=env,
         )
     try:

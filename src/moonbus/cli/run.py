@@ -41,6 +41,7 @@ from moonbus.cli.plan import compile_problems, plan_scripts
 from moonbus.cli.session import Session
 from moonbus.cli.summary import build_summary, check_writable, dumps, write_atomic
 from moonbus.errors import ConfigError, SharedBackendError, StoreError
+from moonbus.host.deferred import EVENT_DELIVERY_MODES
 from moonbus.runtime import LogLine
 
 __all__ = ["run_command"]
@@ -114,6 +115,10 @@ def _usage(exc: Exception) -> click.UsageError:
               help="Record every event in this store (sqlite:///FILE or redis://HOST:PORT/DB).")
 @click.option("--shared", "shared_url", default="memory://", show_default=True, metavar="URL",
               help="Shared store: memory:// or redis://HOST:PORT/DB (several processes).")
+@click.option("--event-delivery", type=click.Choice(EVENT_DELIVERY_MODES),
+              default="immediate", show_default=True,
+              help="immediate: handlers run inside emit; deferred: an event thread runs "
+              "them in batches (higher throughput).")
 @click.option("--quiet", "-q", is_flag=True, help="No panel, no log lines, no final table.")
 @click.pass_context
 def run_command(
@@ -128,6 +133,7 @@ def run_command(
     events_db: Path | None,
     events_url: str | None,
     shared_url: str,
+    event_delivery: str,
     quiet: bool,
 ) -> None:
     """Run SCRIPT... (.lua files or script folders) against the demo world.
@@ -173,7 +179,7 @@ def run_command(
         events_url = f"sqlite:///{quote(str(events_db))}"
     try:
         session = Session(plans, seed=seed, virtual=virtual, events_url=events_url,
-                          shared_url=shared_url,
+                          shared_url=shared_url, event_delivery=event_delivery,
                           tick_seconds=VIRTUAL_TICK_SECONDS if virtual else tick_ms / 1000.0)
     except (ConfigError, StoreError, SharedBackendError) as exc:
         raise _usage(exc) from exc

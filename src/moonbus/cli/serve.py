@@ -23,6 +23,7 @@ from moonbus.cli.interrupt import stop_on_interrupt
 from moonbus.cli.plan import compile_problems, plan_scripts
 from moonbus.cli.session import Session
 from moonbus.errors import AdminError, ConfigError, SharedBackendError, StoreError
+from moonbus.host.deferred import EVENT_DELIVERY_MODES
 
 __all__ = ["serve_command"]
 
@@ -48,6 +49,10 @@ DEFAULT_EVENTS_DB = "moonbus-events.db"
 @click.option("--seed", type=int, default=0, show_default=True, help="World seed.")
 @click.option("--option", "option_texts", multiple=True, metavar="[SCRIPT:]KEY=VALUE",
               help="A script option (repeatable).")
+@click.option("--event-delivery", type=click.Choice(EVENT_DELIVERY_MODES),
+              default="immediate", show_default=True,
+              help="immediate: handlers run inside emit; deferred: an event thread runs "
+              "them in batches (higher throughput).")
 @click.pass_context
 def serve_command(
     ctx: click.Context,
@@ -62,6 +67,7 @@ def serve_command(
     ticks: int | None,
     seed: int,
     option_texts: tuple[str, ...],
+    event_delivery: str,
 ) -> None:
     """Run SCRIPT... in real time with the admin RCON server and a durable event store."""
     if not rcon_password:
@@ -80,7 +86,7 @@ def serve_command(
     url = events_url or f"sqlite:///{quote(str(events_db))}"
     try:
         session = Session(plans, seed=seed, virtual=False, events_url=url, shared_url=shared_url,
-                          tick_seconds=tick_ms / 1000.0)
+                          tick_seconds=tick_ms / 1000.0, event_delivery=event_delivery)
     except (ConfigError, StoreError, SharedBackendError) as exc:
         raise click.UsageError(str(exc)) from exc
     try:

@@ -130,6 +130,7 @@ class Session:
         events_url: str | None = None,
         shared_url: str = "memory://",
         workers: int = 4,
+        event_delivery: str = "immediate",
     ) -> None:
         self.seed = seed
         self.virtual = virtual
@@ -137,7 +138,7 @@ class Session:
         self._clock = VirtualClock(tick_seconds)
         clock: Callable[[], float] = self._clock if virtual else time.monotonic
         self.runtime = Runtime(events=events_url, shared=shared_url, threaded=not virtual,
-                               clock=clock, workers=workers)
+                               clock=clock, workers=workers, event_delivery=event_delivery)
         try:
             self.counter = EventCounter()
             self.runtime.bus.on("*", self.counter, owner="moonbus-cli")
