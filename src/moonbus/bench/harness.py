@@ -11,11 +11,12 @@ A suite is a module in ``moonbus.bench`` with ``run(quick: bool) -> list[BenchRo
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["BenchRow", "best_of", "ratio_row"]
+__all__ = ["BenchRow", "best_of", "rate_in_threads", "ratio_row"]
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,38 @@ def timed(func: Callable[[], object]) -> float:
     start = time.perf_counter()
     func()
     return time.perf_counter() - start
+
+
+def rate_in_threads(
+    threads: int, per_thread: int, make: Callable[[], Callable[[], object]]
+) -> float:
+    """Calls/s of ``threads`` threads each calling ``make()``'s function
+    ``per_thread`` times. ``make`` runs on each thread before the start (so a
+    thread can have its own connection); the clock runs from the moment all
+    are ready until the last is done. A thread's error is raised here."""
+    barrier = threading.Barrier(threads + 1)
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        func = make()
+        barrier.wait()
+        try:
+            for _ in range(per_thread):
+                func()
+        except BaseException as exc:  # raised below, on the caller's thread
+            errors.append(exc)
+
+    workers = [threading.Thread(target=work) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    barrier.wait()
+    start = time.perf_counter()
+    for worker in workers:
+        worker.join()
+    elapsed = time.perf_counter() - start
+    if errors:
+        raise errors[0]
+    return threads * per_thread / elapsed
 
 
 def ratio_row(

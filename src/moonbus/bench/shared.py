@@ -22,12 +22,11 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 import timeit
 import uuid
 from collections.abc import Callable
 
-from moonbus.bench.harness import BenchRow, ratio_row
+from moonbus.bench.harness import BenchRow, rate_in_threads, ratio_row
 from moonbus.errors import SharedBackendError
 from moonbus.shared import SharedStore
 
@@ -79,35 +78,6 @@ def memory_increment_row(quick: bool) -> BenchRow:
     return row
 
 
-def _rate_in_threads(
-    threads: int, per_thread: int, make: Callable[[], Callable[[], object]]
-) -> float:
-    """Ops/s of ``threads`` threads each calling ``make()``'s function ``per_thread`` times."""
-    barrier = threading.Barrier(threads + 1)
-    errors: list[BaseException] = []
-
-    def work() -> None:
-        func = make()
-        barrier.wait()
-        try:
-            for _ in range(per_thread):
-                func()
-        except BaseException as exc:  # reported by the caller
-            errors.append(exc)
-
-    workers = [threading.Thread(target=work) for _ in range(threads)]
-    for worker in workers:
-        worker.start()
-    barrier.wait()
-    start = time.perf_counter()
-    for worker in workers:
-        worker.join()
-    elapsed = time.perf_counter() - start
-    if errors:
-        raise errors[0]
-    return threads * per_thread / elapsed
-
-
 def redis_rows(quick: bool, url: str) -> list[BenchRow]:
     """The two Redis increment rows (single thread and 8 threads)."""
     import redis
@@ -128,20 +98,20 @@ def redis_rows(quick: bool, url: str) -> list[BenchRow]:
         counter = store.int("hits")
 
         def ours_single() -> float:
-            return _rate_in_threads(1, single, lambda: counter.increment)
+            return rate_in_threads(1, single, lambda: counter.increment)
 
         def raw_single() -> float:
-            return _rate_in_threads(1, single, lambda: lambda: client.incr(raw_key))
+            return rate_in_threads(1, single, lambda: lambda: client.incr(raw_key))
 
         def ours_eight() -> float:
-            return _rate_in_threads(8, per_thread, lambda: counter.increment)
+            return rate_in_threads(8, per_thread, lambda: counter.increment)
 
         def raw_eight() -> float:
-            return _rate_in_threads(8, per_thread, lambda: lambda: client.incr(raw_key))
+            return rate_in_threads(8, per_thread, lambda: lambda: client.incr(raw_key))
 
         def unbatched_eight() -> float:
             # The same 8 threads with a store (so a connection) each: no batching.
-            return _rate_in_threads(8, per_thread, lambda: own_store().int("hits").increment)
+            return rate_in_threads(8, per_thread, lambda: own_store().int("hits").increment)
 
         def own_store() -> SharedStore:
             extra = SharedStore.from_url(url, prefix=prefix)

@@ -23,14 +23,14 @@ rows are reported as skipped (value NaN) with the reason in the note.
 
 from __future__ import annotations
 
+import itertools
 import os
-import threading
 import time
 import uuid
 from collections.abc import Callable
 from typing import Any
 
-from moonbus.bench.harness import BenchRow, ratio_row
+from moonbus.bench.harness import BenchRow, rate_in_threads, ratio_row
 from moonbus.bus import Bus
 from moonbus.bus.event import Event
 from moonbus.errors import StoreError
@@ -66,6 +66,16 @@ def _rate(count: int, func: Callable[[], object]) -> float:
     start = time.perf_counter()
     func()
     return count / (time.perf_counter() - start)
+
+
+def _numbered(call: Callable[[int], object]) -> Callable[[], Callable[[], object]]:
+    """For rate_in_threads: each thread calls ``call(0)``, ``call(1)``, ..."""
+
+    def make() -> Callable[[], object]:
+        numbers = itertools.count()
+        return lambda: call(next(numbers))
+
+    return make
 
 
 def _skipped(reason: str) -> list[BenchRow]:
@@ -121,11 +131,13 @@ def redis_rows(quick: bool, url: str) -> list[BenchRow]:
         return _rate(emits, work)
 
     def ours_threads() -> float:
-        return _in_threads(_THREADS, emits // _THREADS, lambda i: bus.emit(_TYPES[i % 4], _data(i)))
+        return rate_in_threads(_THREADS, emits // _THREADS,
+                               _numbered(lambda i: bus.emit(_TYPES[i % 4], _data(i))))
 
     def raw_threads() -> float:
         fields = _fields(drafts[0])
-        return _in_threads(_THREADS, emits // _THREADS, lambda i: client.xadd(raw_key, fields))
+        return rate_in_threads(_THREADS, emits // _THREADS,
+                               _numbered(lambda i: client.xadd(raw_key, fields)))
 
     funcs = (ours_batched, raw_pipelined, ours_emit, raw_unpipelined, ours_threads, raw_threads)
     rates = {f.__name__: 0.0 for f in funcs}
@@ -185,32 +197,6 @@ def redis_rows(quick: bool, url: str) -> list[BenchRow]:
             note=f"{per_trip:.1f} appends per round trip",
         ),
     ]
-
-
-def _in_threads(threads: int, per_thread: int, call: Callable[[int], object]) -> float:
-    """Events/s of ``threads`` threads each calling ``call(i)`` ``per_thread`` times."""
-    barrier = threading.Barrier(threads + 1)
-    errors: list[BaseException] = []
-
-    def work() -> None:
-        barrier.wait()
-        try:
-            for i in range(per_thread):
-                call(i)
-        except BaseException as exc:  # reported below
-            errors.append(exc)
-
-    workers = [threading.Thread(target=work) for _ in range(threads)]
-    for worker in workers:
-        worker.start()
-    barrier.wait()
-    start = time.perf_counter()
-    for worker in workers:
-        worker.join()
-    elapsed = time.perf_counter() - start
-    if errors:
-        raise errors[0]
-    return threads * per_thread / elapsed
 
 
 def _fields(event: Event) -> dict[Any, Any]:
