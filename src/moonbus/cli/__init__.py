@@ -17,6 +17,7 @@ from moonbus.cli.events_cmd import events_command
 from moonbus.cli.group import MoonbusGroup
 from moonbus.cli.run import run_command
 from moonbus.cli.serve import serve_command
+from moonbus.cli.stubs_cmd import stubs_command
 
 __all__ = ["cli", "main"]
 
@@ -36,6 +37,7 @@ cli.add_command(admin_command)
 cli.add_command(events_command)
 cli.add_command(bench_command)
 cli.add_command(serve_command)
+cli.add_command(stubs_command)
 
 
 def main() -> None:
