@@ -8,7 +8,8 @@
 -- them. poll() only refreshes the stats panel now and then.
 
 local MSG_PUBLIC, MSG_PRIVATE = 0, 7
-local me = players:local_player():name()
+local me -- the local player's name, looked up by the first handler call (a host
+          -- call in top-level code would run twice: once in each engine)
 
 local function kind_of(e)
   if e.msg_type == MSG_PRIVATE then
@@ -22,6 +23,7 @@ local function kind_of(e)
 end
 
 events.on(events.EventType.MESSAGE_RECEIVED, function(e)
+  me = me or players:local_player():name()
   if e.sender == me then
     return -- our own lines echo back as public chat
   end

@@ -102,3 +102,48 @@ def test_assigned_globals() -> None:
                 max_size=40))
 def test_lint_never_crashes_on_token_soup(words: list[str]) -> None:
     lint_globals(" ".join(words), KNOWN, LIBS)
+
+
+def test_near_misses_of_lifecycle_names_say_what_was_meant() -> None:
+    source = """
+local script = {}
+function onStart() end
+function Poll() return 100 end
+function on_stop() end
+function script:on_strat() end
+function script.OnStop() end
+function script:poll() end
+function polling() end
+return script
+"""
+    found = messages(source)
+    assert (3, "'onStart' is not a lifecycle function and is never called: "
+               "did you mean on_start?") in found
+    assert any(line == 4 and "did you mean poll?" in msg for line, msg in found)
+    assert any(line == 6 and "'on_strat'" in msg and "on_start?" in msg for line, msg in found)
+    assert any(line == 7 and "did you mean on_stop?" in msg for line, msg in found)
+    # the real names, and names that are not near misses, get no such warning
+    assert not any(line in (5, 8) for line, _ in found)
+    assert not any("polling" in msg and "did you mean" in msg for _, msg in found)
+
+
+def test_side_effects_in_top_level_code_are_reported_once_a_line() -> None:
+    source = """
+local me = players:local_player():name()
+shared:int("boots"):increment()
+local fresh = shared:int("boots"):get()
+events:emit("hello", {})
+events:on("tick", function(e) players:local_player() shared:int("n"):increment() end)
+function on_start()
+  chat:send("hi")
+  shared:table("t"):set("k", 1)
+  events:emit("started", {})
+end
+"""
+    found = [(f.line, f.message) for f in lint_globals(
+        source, KNOWN | {"players", "chat"}, LIBS, host_globals={"players", "chat"})]
+    lines = [line for line, _ in found]
+    assert lines == [2, 3, 5], found
+    assert "host call 'players:local_player' in top-level code runs twice" in found[0][1]
+    assert "shared write ':increment'" in found[1][1]
+    assert found[2][1].startswith("events:emit in top-level code")

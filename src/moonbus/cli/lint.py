@@ -9,7 +9,13 @@ What it reports (each a warning; the script still compiles and runs):
 * a read of a global that is neither a Lua, moonbus or game global nor
   assigned anywhere in the file (usually a typo: ``loger.info``);
 * a field of a standard library that the sandbox removed (``os.execute``,
-  ``string.dump``).
+  ``string.dump``);
+* a function whose name is a near miss of a lifecycle function
+  (``onStart``, ``Poll``, ``script:on_strat``): moonbus would never call it,
+  and the script would sit "running" with no poll ("did you mean on_start?");
+* a host API call, a shared-value write or an ``events:emit`` in top-level
+  code: the chunk runs once in each engine, so the side effect happens
+  twice (move it into ``on_start`` or a handler).
 
 How: a scope-aware walk over the tokens (``lua_tokens``), tracking ``local``
 declarations, function parameters, ``for`` variables and blocks. It is
@@ -21,6 +27,7 @@ Pure functions; any thread may call them.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Final
@@ -30,6 +37,21 @@ from moonbus.cli.lua_tokens import Token, tokenize
 __all__ = ["LIFECYCLE_GLOBALS", "LintFinding", "assigned_globals", "lint_globals"]
 
 LIFECYCLE_GLOBALS: Final = frozenset({"on_start", "poll", "on_stop"})
+# Shared-handle methods that change a value (a read at top level is harmless).
+SHARED_WRITES: Final = frozenset({"set", "increment", "decrement", "add", "subtract", "append",
+                                  "toggle", "remove", "clear"})
+
+
+def lifecycle_near_miss(name: str) -> str | None:
+    """The lifecycle function ``name`` was probably meant to be, if it is a near miss."""
+    if name in LIFECYCLE_GLOBALS:
+        return None
+    folded = name.lower().replace("_", "")
+    for real in sorted(LIFECYCLE_GLOBALS):
+        if folded == real.replace("_", ""):
+            return real
+    close = difflib.get_close_matches(name.lower(), sorted(LIFECYCLE_GLOBALS), n=1, cutoff=0.8)
+    return close[0] if close else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,10 +73,13 @@ class _Walker:
         tokens: list[Token],
         known: Collection[str],
         libraries: Mapping[str, Collection[str]],
+        host_globals: Collection[str] = (),
     ) -> None:
         self.t = tokens
         self.known = known
         self.libraries = libraries
+        self.host = host_globals
+        self.side_effect_lines: set[int] = set()
         self.blocks: list[_Block] = [_Block("chunk")]
         self.pending_loop: set[str] | None = None
         self.assigned: dict[str, int] = {}
@@ -78,6 +103,9 @@ class _Walker:
 
     def declare(self, name: str) -> None:
         self.blocks[-1].names.add(name)
+
+    def top_level(self) -> bool:
+        return not any(b.kind == "function" for b in self.blocks)
 
     def push(self, kind: str, names: set[str] | None = None) -> None:
         self.blocks.append(_Block(kind, set(names or ())))
@@ -174,6 +202,7 @@ class _Walker:
             while (self.is_(i, ".") or self.is_(i, ":")) and self.is_name(i + 1):
                 if self.is_(i, ":"):
                     params.add("self")
+                self.near_miss(self.t[i + 1])
                 i += 2
         if self.is_(i, "("):
             i += 1
@@ -203,6 +232,8 @@ class _Walker:
             self.library_field(i)
             return
         followed_by_assign = self.is_(i + 1, "=")
+        if not followed_by_assign:
+            self.top_level_side_effect(i)
         if self.brackets:
             if followed_by_assign and self.brackets[-1] == "{":
                 return  # a table constructor's field name
@@ -243,6 +274,41 @@ class _Walker:
                 )
             )
 
+    def near_miss(self, t: Token) -> bool:
+        meant = lifecycle_near_miss(t.text)
+        if meant is None:
+            return False
+        self.findings.append(LintFinding(
+            t.line, f"'{t.text}' is not a lifecycle function and is never called: "
+            f"did you mean {meant}?"))
+        return True
+
+    def top_level_side_effect(self, i: int) -> None:
+        """A host call, a shared write or events:emit in code that runs in both engines."""
+        t = self.t[i]
+        if not self.top_level() or self.declared(t.text) or t.line in self.side_effect_lines:
+            return
+        if not (self.is_(i + 1, ":") or self.is_(i + 1, ".")) or not self.is_name(i + 2):
+            return
+        what: str | None = None
+        if t.text in self.host:
+            what = f"host call '{t.text}{self.t[i + 1].text}{self.t[i + 2].text}'"
+        elif t.text == "events" and self.t[i + 2].text == "emit":
+            what = "events:emit"
+        elif t.text == "shared":
+            j = i + 1
+            while j < len(self.t) and self.t[j].line == t.line:
+                if (self.is_(j, ":") and self.is_name(j + 1) and self.t[j + 1].text in SHARED_WRITES
+                        and self.is_(j + 2, "(")):
+                    what = f"shared write ':{self.t[j + 1].text}'"
+                    break
+                j += 1
+        if what is not None:
+            self.side_effect_lines.add(t.line)
+            self.findings.append(LintFinding(
+                t.line, f"{what} in top-level code runs twice (the chunk loads in both "
+                "engines): move it into on_start or a handler"))
+
     def read(self, t: Token) -> None:
         if self.declared(t.text) or t.text in self.known:
             return
@@ -253,7 +319,7 @@ class _Walker:
             return
         first = t.text not in self.assigned
         self.assigned.setdefault(t.text, t.line)
-        if t.text in LIFECYCLE_GLOBALS or not first:
+        if t.text in LIFECYCLE_GLOBALS or not first or self.near_miss(t):
             return
         self.findings.append(
             LintFinding(
@@ -274,14 +340,17 @@ def lint_globals(
     source: str,
     known: Collection[str],
     libraries: Mapping[str, Collection[str]] | None = None,
+    host_globals: Collection[str] = (),
 ) -> list[LintFinding]:
     """Warnings about globals in ``source`` (already known to compile), by line.
 
     ``known`` are the globals a script may read (sandbox, moonbus library,
     game APIs); ``libraries`` maps a standard library name (``os``) to the
-    fields the sandbox keeps.
+    fields the sandbox keeps; ``host_globals`` are the game's API globals,
+    whose calls in top-level code are reported.
     """
-    return _Walker(tokenize(source), frozenset(known), libraries or {}).walk()
+    walker = _Walker(tokenize(source), frozenset(known), libraries or {}, frozenset(host_globals))
+    return walker.walk()
 
 
 def assigned_globals(source: str) -> set[str]:

@@ -103,6 +103,7 @@ class ScriptChecker:
                 name: frozenset(str(k) for k in env[name]) for name in _LIBRARIES
             }
         self._known = frozenset(sandbox | set(MOONBUS_GLOBALS) | set(api_names) | {"_ENV"})
+        self._host = frozenset(api_names)
 
     def compile(self, source: ScriptSource, display: str) -> list[Problem]:
         """Syntax errors of every file of ``source`` (empty when all compile)."""
@@ -124,7 +125,7 @@ class ScriptChecker:
             known |= assigned_globals(f.text)
         problems: list[Problem] = []
         for f in files:
-            for finding in lint_globals(f.text, known, self._libraries):
+            for finding in lint_globals(f.text, known, self._libraries, self._host):
                 problems.append(Problem(f"{f.display}:{finding.line}", finding.message, "warning"))
         return problems
 
