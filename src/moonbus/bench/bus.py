@@ -15,6 +15,9 @@ The C fast path of ``emit`` (``moonbus.bus._fastemit``, built at install) is
 what a user gets; the pure-Python reference path (``Bus(native=False)``) is
 measured too, as a reference row.
 
+blinker and pyee are dev-only peers: without one, its rows keep the moonbus
+figure and say "skipped: peer missing: pip install <peer>" instead of a ratio.
+
 Run it alone with ``python -m moonbus.bench.bus``.
 """
 
@@ -22,10 +25,10 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from typing import Any
 
-from moonbus.bench.harness import BenchRow, ratio_row
+from moonbus.bench.harness import BenchRow, missing_peer, ratio_row, skipped_row
 from moonbus.bus import Bus, Event
 from moonbus.bus.core import native_available
 
@@ -135,15 +138,22 @@ EMITTERS: dict[str, Callable[[int], Emitter]] = {
 }
 
 
+# The emitters that need a package moonbus does not depend on -> that package.
+PEERS = {"blinker": "blinker", "pyee": "pyee"}
+
+
 def _ns_per_call(loop: Callable[[int], None], n: int) -> float:
     start = time.perf_counter()
     loop(n)
     return (time.perf_counter() - start) / n * 1e9
 
 
-def measure(handlers: int, n: int, rounds: int) -> dict[str, float]:
-    """Best ns per emit for each library, measured in interleaved rounds."""
-    emitters = {name: make(handlers) for name, make in EMITTERS.items()}
+def measure(handlers: int, n: int, rounds: int,
+            libraries: Collection[str] | None = None) -> dict[str, float]:
+    """Best ns per emit for each library (all, or ``libraries``), measured in
+    interleaved rounds."""
+    emitters = {name: make(handlers) for name, make in EMITTERS.items()
+                if libraries is None or name in libraries}
     warm_up = min(n, 2_000)  # fills caches and lets the adaptive interpreter specialize
     for emitter in emitters.values():
         emitter.loop(warm_up)
@@ -157,28 +167,38 @@ def measure(handlers: int, n: int, rounds: int) -> dict[str, float]:
     return best
 
 
+def _against(name: str, ours: float, peer: str, theirs: float | None, missing: str | None,
+             **row: Any) -> BenchRow:
+    """A row against ``peer``, or ours alone when the peer is missing."""
+    if theirs is None:
+        return skipped_row(AREA, name, "ns/emit", missing or "peer not measured", peer=peer,
+                           value=ours, target=row.get("target", ""))
+    return ratio_row(AREA, name, ours=ours, peer=peer, theirs=theirs, unit="ns/emit",
+                     higher_is_better=False, **row)
+
+
 def run(quick: bool) -> list[BenchRow]:
     """Rows for 1 and 10 handlers, each against pyee (the target) and blinker."""
     n, rounds = (5_000, 3) if quick else (100_000, 7)
+    missing = {lib: missing_peer(lib, package) for lib, package in PEERS.items()}
+    libraries = [lib for lib in EMITTERS if missing.get(lib) is None]
     rows: list[BenchRow] = []
     path = "C fast path" if native_available() else "pure-Python path (C fast path not built)"
     for handlers in (1, 10):
         name = f"bus emit, {handlers} Python handler{'s' if handlers > 1 else ''}"
-        best = measure(handlers, n, rounds)
-        rows.append(ratio_row(
-            AREA, name, ours=best["moonbus"], peer="pyee EventEmitter.emit",
-            theirs=best["pyee"], unit="ns/emit", higher_is_better=False,
+        best = measure(handlers, n, rounds, libraries)
+        pyee, blinker = best.get("pyee"), best.get("blinker")
+        rows.append(_against(
+            name, best["moonbus"], "pyee EventEmitter.emit", pyee, missing["pyee"],
             min_ratio=1.0, target=TARGET, note=f"{path}; {NOTE}",
         ))
-        rows.append(ratio_row(
-            AREA, f"{name} (pure-Python path)", ours=best["moonbus-python"],
-            peer="pyee EventEmitter.emit", theirs=best["pyee"], unit="ns/emit",
-            higher_is_better=False, min_ratio=None,
+        rows.append(_against(
+            f"{name} (pure-Python path)", best["moonbus-python"], "pyee EventEmitter.emit",
+            pyee, missing["pyee"], min_ratio=None,
             target="reference (no target): Bus(native=False)",
         ))
-        rows.append(ratio_row(
-            AREA, name, ours=best["moonbus"], peer="blinker Signal.send",
-            theirs=best["blinker"], unit="ns/emit", higher_is_better=False,
+        rows.append(_against(
+            name, best["moonbus"], "blinker Signal.send", blinker, missing["blinker"],
             min_ratio=None, target="reference (no target)",
         ))
     return rows

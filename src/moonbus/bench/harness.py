@@ -7,16 +7,33 @@ asserted in unit tests.
 
 A suite is a module in ``moonbus.bench`` with ``run(quick: bool) -> list[BenchRow]``;
 ``quick`` shrinks the workload (used by the tests that check the suite runs).
+
+Peers that are not moonbus dependencies (blinker, pyee, redis: the ``dev``
+extra) may be missing where moonbus was installed from a wheel; a suite asks
+``missing_peer`` before it imports one and reports the rows it cannot measure
+as skipped (``skipped_row``: value NaN, the reason in the note), so
+``moonbus bench`` runs on any install.
 """
 
 from __future__ import annotations
 
+import importlib
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["BenchRow", "best_of", "rate_in_threads", "ratio_row"]
+__all__ = [
+    "SKIPPED",
+    "BenchRow",
+    "best_of",
+    "missing_peer",
+    "rate_in_threads",
+    "ratio_row",
+    "skipped_row",
+]
+
+SKIPPED = "skipped: "  # how the note of a row that was not measured starts
 
 
 @dataclass(frozen=True)
@@ -39,6 +56,29 @@ class BenchRow:
     ratio: float | None = None
     ok: bool | None = None
     note: str = ""
+
+    @property
+    def skipped(self) -> str | None:
+        """Why this row (or its comparison) was not measured, or None."""
+        return self.note.removeprefix(SKIPPED) if self.note.startswith(SKIPPED) else None
+
+
+def missing_peer(module: str, package: str | None = None) -> str | None:
+    """None when ``module`` imports; else why the rows that need it are skipped
+    ("peer missing: pip install <package>"). Any ImportError counts (also a
+    broken install of the peer), since the row cannot be measured either way."""
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        return f"peer missing: pip install {package or module}"
+    return None
+
+
+def skipped_row(area: str, name: str, unit: str, reason: str, *, peer: str | None = None,
+                value: float = float("nan"), target: str = "") -> BenchRow:
+    """A row that could not be measured (``value`` NaN), or whose peer could not
+    (``value`` ours, no ratio); ``reason`` goes into the note."""
+    return BenchRow(area, name, value, unit, target, peer=peer, note=SKIPPED + reason)
 
 
 def best_of(repeats: int, func: Callable[[], float]) -> float:

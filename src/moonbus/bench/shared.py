@@ -15,7 +15,8 @@ Rows:
 
 The Redis rows use ``MOONBUS_BENCH_REDIS`` (default redis://127.0.0.1:6379/0)
 with a unique key prefix and delete their keys; without a reachable Redis they
-are reported as skipped (value NaN, ``ok`` None) with the reason in the note.
+are reported as skipped (value NaN, ``ok`` None) with the reason in the note,
+as they are without the redis package ("peer missing: pip install redis").
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import timeit
 import uuid
 from collections.abc import Callable
 
-from moonbus.bench.harness import BenchRow, rate_in_threads, ratio_row
+from moonbus.bench.harness import BenchRow, missing_peer, rate_in_threads, ratio_row, skipped_row
 from moonbus.errors import SharedBackendError
 from moonbus.shared import SharedStore
 
@@ -80,17 +81,17 @@ def memory_increment_row(quick: bool) -> BenchRow:
 
 def redis_rows(quick: bool, url: str) -> list[BenchRow]:
     """The two Redis increment rows (single thread and 8 threads)."""
+    names = ("shared increment from one thread (redis)", "shared increment from 8 threads (redis)")
+    missing = missing_peer("redis")
+    if missing is not None:
+        return [skipped_row(AREA, name, "ops/s", missing) for name in names]
     import redis
 
-    names = ("shared increment from one thread (redis)", "shared increment from 8 threads (redis)")
     prefix = f"moonbus-bench-{uuid.uuid4().hex}"
     try:
         store = SharedStore.from_url(url, prefix=prefix)
     except SharedBackendError as exc:
-        return [
-            BenchRow(AREA, name, float("nan"), "ops/s", "", note=f"skipped: {exc}")
-            for name in names
-        ]
+        return [skipped_row(AREA, name, "ops/s", str(exc)) for name in names]
     client = redis.Redis.from_url(url)
     raw_key = f"{prefix}:raw"
     single, per_thread, repeat = (300, 60, 1) if quick else (5_000, 1_500, 3)

@@ -18,7 +18,9 @@ Rows (measured side by side in one run, alternating rounds, best of each):
 
 Uses ``MOONBUS_BENCH_REDIS`` (default redis://127.0.0.1:6379/0) with a unique
 key prefix whose keys are deleted afterwards; without a reachable Redis the
-rows are reported as skipped (value NaN) with the reason in the note.
+rows are reported as skipped (value NaN) with the reason in the note, as they
+are without the redis package ("peer missing: pip install redis"): the Redis
+store is imported only once the package is known to be there.
 """
 
 from __future__ import annotations
@@ -30,12 +32,11 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from moonbus.bench.harness import BenchRow, rate_in_threads, ratio_row
+from moonbus.bench.harness import BenchRow, missing_peer, rate_in_threads, ratio_row, skipped_row
 from moonbus.bus import Bus
 from moonbus.bus.event import Event
 from moonbus.errors import StoreError
 from moonbus.store.base import StoreSettings
-from moonbus.store.redis_backend import RedisEventStore
 from moonbus.store.sqlite_query import encode_data
 
 __all__ = ["run"]
@@ -79,13 +80,17 @@ def _numbered(call: Callable[[int], object]) -> Callable[[], Callable[[], object
 
 
 def _skipped(reason: str) -> list[BenchRow]:
-    return [BenchRow(AREA, name, float("nan"), "events/s", "", note=f"skipped: {reason}")
-            for name in _NAMES]
+    return [skipped_row(AREA, name, "events/s", reason) for name in _NAMES]
 
 
 def redis_rows(quick: bool, url: str) -> list[BenchRow]:
     """Both rows against the Redis at ``url``."""
+    missing = missing_peer("redis")
+    if missing is not None:
+        return _skipped(missing)
     import redis
+
+    from moonbus.store.redis_backend import RedisEventStore
 
     prefix = f"moonbus-bench-{uuid.uuid4().hex}"
     settings = StoreSettings(retention_ticks=None)

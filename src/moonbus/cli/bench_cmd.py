@@ -3,7 +3,9 @@
 Every suite is a module of ``moonbus.bench`` with ``run(quick) -> list[BenchRow]``;
 each row is measured side by side with its peer in the same process and run and
 reported as a ratio (> 1 means moonbus is better). ``--json FILE`` keeps the
-raw rows for comparing runs.
+raw rows for comparing runs. A row that could not be measured (a peer that is
+not installed, no Redis to reach) reads "skipped" and its reason is printed
+under the table; the other rows still run.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import gc
 import importlib
 import json
+import math
 import pkgutil
 from dataclasses import asdict
 from pathlib import Path
@@ -37,7 +40,7 @@ def suite_names() -> list[str]:
 
 
 def _fmt(value: float | None) -> str:
-    if value is None:
+    if value is None or math.isnan(value):
         return "-"
     if value >= 1000:
         return f"{value:,.0f}"
@@ -51,10 +54,19 @@ def _table(rows: list[BenchRow]) -> Table:
     for col in ("area", "row", "moonbus", "unit", "peer", "peer value", "ratio", "target", "ok"):
         table.add_column(col, overflow="fold")
     for r in rows:
-        ok = "-" if r.ok is None else ("yes" if r.ok else "NO")
+        ok = "skipped" if r.skipped else "-" if r.ok is None else ("yes" if r.ok else "NO")
         table.add_row(r.area, r.name, _fmt(r.value), r.unit, r.peer or "-", _fmt(r.peer_value),
                       "-" if r.ratio is None else f"{r.ratio:.2f}x", r.target, ok)
     return table
+
+
+def _skip_reasons(rows: list[BenchRow]) -> dict[str, int]:
+    """Reason -> how many rows it skipped, in table order."""
+    reasons: dict[str, int] = {}
+    for r in rows:
+        if r.skipped:
+            reasons[r.skipped] = reasons.get(r.skipped, 0) + 1
+    return reasons
 
 
 @click.command("bench")
@@ -79,5 +91,7 @@ def bench_command(quick: bool, only: tuple[str, ...], json_path: Path | None) ->
         gc.collect()  # one suite's garbage must not be collected in the next one's timings
         rows.extend(module.run(quick))
     console.print(_table(rows))
+    for reason, count in _skip_reasons(rows).items():
+        console.print(f"{count} row{'s' if count > 1 else ''} skipped: {reason}", highlight=False)
     if json_path is not None:
         json_path.write_text(json.dumps([asdict(r) for r in rows], indent=2), encoding="utf-8")
