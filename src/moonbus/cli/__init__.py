@@ -13,6 +13,8 @@ import click
 from moonbus.cli.admin_cmd import admin_command
 from moonbus.cli.bench_cmd import bench_command
 from moonbus.cli.check import check_command
+from moonbus.cli.diagnosis import version_line
+from moonbus.cli.doctor_cmd import doctor_command
 from moonbus.cli.events_cmd import events_command
 from moonbus.cli.group import MoonbusGroup
 from moonbus.cli.run import run_command
@@ -22,8 +24,17 @@ from moonbus.cli.stubs_cmd import stubs_command
 __all__ = ["cli", "main"]
 
 
+def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    """``--version``: moonbus's version (installed metadata) with lupa's and Lua's."""
+    if value and not ctx.resilient_parsing:
+        click.echo(version_line())
+        ctx.exit()
+
+
 @click.group("moonbus", cls=MoonbusGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="moonbus", prog_name="moonbus")
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True,
+              callback=_print_version,
+              help="Show the moonbus, lupa and Lua versions and exit.")
 def cli() -> None:
     """moonbus: event-driven Lua scripts for Python games.
 
@@ -38,6 +49,7 @@ cli.add_command(events_command)
 cli.add_command(bench_command)
 cli.add_command(serve_command)
 cli.add_command(stubs_command)
+cli.add_command(doctor_command)
 
 
 def main() -> None:
