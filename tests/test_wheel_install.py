@@ -164,7 +164,7 @@ def test_the_sdist_holds_the_whole_project(dists: Dists) -> None:
     assert sorted(in_src - names) == []
     assert sorted(_c_sources() - names) == []
     for required in ("LICENSE", "README.md", "pyproject.toml", "setup.py", "MANIFEST.in",
-                     "examples/mining.lua", "tests/test_wheel_install.py"):
+                     "mkdocs.yml", "examples/mining.lua", "tests/test_wheel_install.py"):
         assert required in names, required
     assert any(n.startswith("docs/") for n in names)
     assert not [n for n in names if n.endswith((".so", ".pyc"))]
