@@ -104,6 +104,16 @@ def test_pure_python_switch_is_named_as_the_reason(monkeypatch: pytest.MonkeyPat
         assert not finding["required"]
 
 
+def test_without_lua_54_the_install_is_broken(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "lupa.lua54", None)
+    code, found = _doctor("--timeout", "0.5")
+    assert code == 1
+    assert found["lupa"]["status"] == "FAILED" and "no Lua 5.4" in found["lupa"]["detail"]
+    assert "core" not in found  # nothing to run it on; the lupa line says why
+    version = CliRunner().invoke(cli, ["--version"])
+    assert version.exit_code == 0 and "no Lua 5.4" in version.output
+
+
 def _program(code: str, *args: str, path: Path) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items()
            if k not in (REDIS_URL_ENV, "MOONBUS_PURE_PYTHON")}
@@ -133,7 +143,7 @@ def test_a_program_without_c_extensions_says_each_is_not_built(tmp_path: Path) -
     for name in FAST_PATHS:
         finding = found[f"fast path: {name}"]
         assert finding["status"] == "off", finding
-        assert " not built: No module named 'moonbus." in finding["detail"]
+        assert " not importable: No module named 'moonbus." in finding["detail"]
     assert found["core"]["status"] == "ok"
 
 

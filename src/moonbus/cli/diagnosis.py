@@ -125,7 +125,8 @@ def _package() -> Finding:
 def _lupa() -> Finding:
     summary = lupa_summary()
     good = summary.startswith("lupa ") and "no Lua" not in summary
-    return Finding("lupa", "ok" if good else "FAILED", summary + " (lupa.lua54)", good, True)
+    detail = summary + " (lupa.lua54)" if good else summary
+    return Finding("lupa", "ok" if good else "FAILED", detail, good, True)
 
 
 def _probe(name: str, run: Callable[[], str]) -> Finding:
@@ -223,7 +224,7 @@ def _fast_path(name: str, module: str, on: Callable[[], bool],
     if pure_python_forced() and env_switch:
         reason = f"MOONBUS_PURE_PYTHON={os.environ.get('MOONBUS_PURE_PYTHON', '')}"
     elif (error := _extension(module)) is not None:
-        reason = f"{module} not built: {error}"
+        reason = f"{module} not importable: {error}"
     else:
         reason = why_off() if why_off is not None else f"{module} is built but not used"
     return Finding(f"fast path: {name}", "off", reason, False, False)
