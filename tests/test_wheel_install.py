@@ -170,6 +170,18 @@ def test_the_sdist_holds_the_whole_project(dists: Dists) -> None:
     assert not [n for n in names if n.endswith((".so", ".pyc"))]
 
 
+def test_a_wheel_built_from_the_sdist_is_the_same_wheel(dists: Dists, tmp_path: Path) -> None:
+    """What pip does on a platform without a matching wheel: build from the
+    sdist alone (C sources, headers, setup.py and the data files must be in it)."""
+    done = _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", tmp_path,
+                 dists.sdist], cwd=tmp_path, timeout=BUILD_TIMEOUT)
+    _needs_index(done, "pip wheel from the sdist")
+    (rebuilt,) = tmp_path.glob("moonbus-*.whl")
+    assert rebuilt.name == dists.wheel.name
+    assert (sorted(zipfile.ZipFile(rebuilt).namelist())
+            == sorted(zipfile.ZipFile(dists.wheel).namelist()))
+
+
 def test_the_installed_package_runs_an_example(venv: Venv) -> None:
     where = _run([venv.python, "-c", "import moonbus; print(moonbus.__file__)"],
                  cwd=venv.elsewhere, timeout=RUN_TIMEOUT)
