@@ -13,19 +13,14 @@ from __future__ import annotations
 
 import click
 
+from moonbus.app import api_names_of
+from moonbus.cli.app_option import app_option, resolve_app
 from moonbus.cli.script_check import Problem, ScriptChecker
 from moonbus.errors import ConfigError, ScriptError
 from moonbus.host.source import load_source
 from moonbus.lua.sandbox import SandboxFactory
-from moonbus.world.world import World
 
 __all__ = ["check_command"]
-
-
-def _demo_api_names() -> list[str]:
-    """The Lua globals the demo world registers (scripts are checked against it)."""
-    world = World(seed=0, emit=lambda *args, **kwargs: None)
-    return sorted(world.apis())
 
 
 def _plural(n: int, word: str) -> str:
@@ -37,15 +32,23 @@ def _plural(n: int, word: str) -> str:
 @click.option("--no-lint", is_flag=True, help="Only compile; skip the lint warnings.")
 @click.option("--strict", is_flag=True, help="Exit 1 when there are warnings.")
 @click.option("--quiet", "-q", is_flag=True, help="Only the problems, no tally line.")
+@app_option
 @click.pass_context
 def check_command(
-    ctx: click.Context, scripts: tuple[str, ...], no_lint: bool, strict: bool, quiet: bool
+    ctx: click.Context, scripts: tuple[str, ...], no_lint: bool, strict: bool, quiet: bool,
+    app_spec: str | None,
 ) -> None:
-    """Compile and lint SCRIPT... (.lua files or script folders) without running them."""
+    """Compile and lint SCRIPT... (.lua files or script folders) without running them.
+
+    The lint knows the globals of the game the scripts are for: the demo
+    world's, or those the --app registers; any other global a script reads
+    but never sets is a warning (a misspelt API name, say).
+    """
+    api_names = api_names_of(resolve_app(app_spec))
     errors = 0
     warnings = 0
     with SandboxFactory(memory_limit=None) as factory, \
-            ScriptChecker(factory, _demo_api_names()) as checker:
+            ScriptChecker(factory, api_names) as checker:
         for path in scripts:
             problems: list[Problem]
             try:

@@ -95,6 +95,9 @@ class ScriptChecker:
     """Compiles and lints script files in one probe engine (owned; ``close`` it)."""
 
     def __init__(self, factory: SandboxFactory, api_names: Collection[str] = ()) -> None:
+        """``api_names``: the host's Lua globals (``moonbus.app.api_names_of(app)``),
+        known to the lint besides the sandbox's and moonbus's own."""
+        self.api_names: frozenset[str] = frozenset(api_names)
         self._engine = factory.create("moonbus-check", memory_limit=None)
         with self._engine.lock:
             env = self._engine.new_env()
