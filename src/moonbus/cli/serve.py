@@ -92,7 +92,8 @@ def serve_command(
     url = events_url or f"sqlite:///{quote(str(events_db))}"
     try:
         session = Session(plans, seed=seed, app=app, virtual=False, events_url=url,
-                          shared_url=shared_url, tick_seconds=tick_ms / 1000.0, event_delivery=event_delivery)
+                          shared_url=shared_url, tick_seconds=tick_ms / 1000.0,
+                          event_delivery=event_delivery)
     except (ConfigError, StoreError, SharedBackendError) as exc:
         raise click.UsageError(str(exc)) from exc
     try:
