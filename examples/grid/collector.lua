@@ -1,4 +1,6 @@
--- Steers the rover to the nearest gem, one step a tick (moonbus --app examples.grid_game:app).
+-- Steers the rover to the nearest gem, one step a tick, whatever the tick length:
+-- it decides in a `tick` handler (event engine), not in poll.
+--   moonbus run --app examples.grid_game:app examples/grid/collector.lua --tick-ms 0 --ticks 100
 local dirs = { "north", "east", "south", "west" }
 local detours = 0
 
@@ -17,16 +19,15 @@ local function step_towards(tx, ty)
   end
 end
 
-events:on(events.EventType.GEM_COLLECTED, function(e)
-  shared:int("collected"):increment()
-  logger:info(("gem at %d,%d (%d carried)"):format(e.x, e.y, e.total))
-end)
-
-function poll()
+events:on(events.EventType.TICK, function()
   local gem = grid:nearest_gem()
   if gem then step_towards(gem.x, gem.y) end
   stats:set("carried", rover:gems())
   stats:set("on board", grid:gems_left())
   stats:set("detours", detours)
-  return 600 -- one decision a tick (600 ms of virtual time with --tick-ms 0)
-end
+end)
+
+events:on(events.EventType.GEM_COLLECTED, function(e)
+  shared:int("collected"):increment()
+  logger:info(("gem at %d,%d (%d carried)"):format(e.x, e.y, e.total))
+end)

@@ -1,4 +1,5 @@
--- Walks the rover round a square, SIDE steps a side, and counts what it bumps into.
+-- Walks the rover round a square, SIDE steps a side (one step a poll, every 600 ms),
+-- and counts what it bumps into.
 local side = options.side or 7
 local order = { "east", "south", "west", "north" }
 local leg, taken = 1, 0
