@@ -9,7 +9,7 @@ events:on(events.EventType.ROVER_BUMPED, function(e)
   logger:warn(("bumped into the %s going %s at %d,%d"):format(e.what, e.direction, e.x, e.y))
 end)
 
-events:on(events.EventType.ROVER_MOVED, function(e)
+events:on(events.EventType.ROVER_MOVED, function()
   shared:int("steps"):increment()
 end)
 

@@ -1,5 +1,5 @@
 -- Keeps the score of the board from its events alone: no poll, handlers only.
-events:on(events.EventType.GEM_SPAWNED, function(e)
+events:on(events.EventType.GEM_SPAWNED, function()
   shared:int("spawned"):increment()
 end)
 

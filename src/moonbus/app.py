@@ -45,7 +45,7 @@ from moonbus.bus import Bus
 from moonbus.errors import ConfigError
 
 __all__ = ["DEFAULT_APP", "App", "AppWorld", "EventSpec", "api_names_of", "event_type_table",
-           "load_app"]
+           "load_app", "probe_apis"]
 
 #: What ``--app`` means when it is not given.
 DEFAULT_APP = "moonbus.world.app:app"
@@ -116,11 +116,18 @@ def event_type_table(app: App) -> dict[str, str]:
     return table
 
 
-def api_names_of(app: App) -> list[str]:
-    """The Lua globals ``app`` registers, sorted: read from a world built on a
-    throwaway bus (what ``moonbus check`` knows scripts may use)."""
+def probe_apis(app: App) -> dict[str, Any]:
+    """The Lua globals ``app`` registers, from a world built (seed 0) on a
+    throwaway, closed bus: for tools that read names and types only
+    (``moonbus check``, ``moonbus stubs``), never to call."""
     with Bus() as bus:
-        return sorted(app.create(seed=0, bus=bus).apis())
+        return dict(app.create(seed=0, bus=bus).apis())
+
+
+def api_names_of(app: App) -> list[str]:
+    """The Lua globals ``app`` registers, sorted (what ``moonbus check`` knows
+    scripts may use)."""
+    return sorted(probe_apis(app))
 
 
 def load_app(spec: str | None) -> App:

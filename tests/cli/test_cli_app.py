@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -240,3 +242,29 @@ def test_load_app_reports_a_non_app_attribute(tiny: str) -> None:
     module = tiny.split(":")[0]
     with pytest.raises(ConfigError, match="is a int, not an app: it needs a name"):
         load_app(f"{module}:not_an_app")
+
+
+def test_stubs_describe_the_apps_globals_and_events(at_root: Invoke, tmp_path: Path) -> None:
+    result = at_root("stubs", "--app", GRID, "--out", tmp_path / "stubs")
+    assert result.exit_code == 0, result.output
+    meta = (tmp_path / "stubs" / "moonbus_meta" / "moonbus.lua").read_text("utf-8")
+    assert "rover" in meta and "nearest_gem" in meta
+    assert 'GEM_COLLECTED = "gem_collected"' in meta
+    assert "players" not in meta  # the demo world's globals are not the grid game's
+
+
+def test_luacheck_lints_the_grid_scripts_clean_with_the_apps_stubs(
+    at_root: Invoke, tmp_path: Path
+) -> None:
+    luacheck = shutil.which("luacheck")
+    if luacheck is None:
+        pytest.skip("luacheck is not installed (apt-get install lua-check; CI has it)")
+    out = tmp_path / "project"
+    assert at_root("stubs", "--app", GRID, "--out", out).exit_code == 0
+    shutil.copytree(ROOT / "examples" / "grid", out / "grid")
+    (out / "grid" / "typo.lua").write_text("rovr:move('east')\n", "utf-8")
+    done = subprocess.run([luacheck, "--no-color", "grid"], cwd=out, capture_output=True,
+                          text=True, timeout=60)
+    lines = [line.strip() for line in done.stdout.splitlines() if line.startswith("    grid/")]
+    assert lines == ["grid/typo.lua:1:1: accessing undefined variable 'rovr'"], done.stdout
+    assert "Total: 1 warning / 0 errors in 4 files" in done.stdout
