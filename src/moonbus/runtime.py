@@ -38,6 +38,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from moonbus.api_check import check_api, check_event_types
 from moonbus.bus import Bus, Event
 from moonbus.errors import ConfigError
 from moonbus.host.context import HostSettings, ScriptContext
@@ -91,6 +92,7 @@ class Runtime:
         remote_events: bool = True,
         native: bool = True,
         event_delivery: str = "immediate",
+        event_types: Mapping[str, str] | None = None,
     ) -> None:
         if event_delivery not in EVENT_DELIVERY_MODES:
             raise ConfigError(
@@ -140,6 +142,9 @@ class Runtime:
             native=native,
             deferred=self._deferred,
         )
+        if event_types is not None:
+            # The host's declared event types: scripts' events.EventType table.
+            self._ctx.event_types = check_event_types(event_types)
         from moonbus.admin.commands import build_registry
 
         self.admin = build_registry(self)
@@ -204,11 +209,14 @@ class Runtime:
     # -------------------------------------------------------------------- apis
     def register_api(self, name: str, api: Any) -> None:
         """Expose ``api`` (a ``@lua_api`` object or plain data) as a Lua global to
-        scripts loaded from now on."""
-        if not name.isidentifier() or name in ("events", "shared", "logger", "stats", "options",
-                                               "sleep", "time", "require", "print", "_G"):
-            raise ConfigError(f"cannot register a Lua global named {name!r}")
-        self._apis[name] = api
+        scripts loaded from now on.
+
+        Checked here, once (``moonbus.api_check``): a name that is not a Lua
+        name or would shadow a standard library or moonbus global, and a value
+        Lua cannot use (a plain function, an undecorated object...), raise
+        ``ConfigError`` naming the global and what to do instead.
+        """
+        self._apis[check_api(name, api)] = api
 
     # ----------------------------------------------------------------- scripts
     def load(

@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from moonbus.cli.panel import PanelView, ScriptRow, final_table, render_panel, world_line
+from moonbus.cli.panel import PanelView, ScriptRow, final_table, render_panel
 from moonbus.cli.session import ScriptReport
 from moonbus.cli.summary import build_summary, check_writable, dumps, write_atomic
 from moonbus.errors import ConfigError
 from moonbus.runtime import LogLine
+from moonbus.world.app import world_line
 from moonbus.world.world import World
 
 
@@ -27,7 +28,7 @@ def render(renderable: object) -> str:
 
 
 def test_panel_shows_scripts_world_and_logs() -> None:
-    world = World(seed=1, emit=lambda *a, **k: None).snapshot()
+    world = world_line(World(seed=1, emit=lambda *a, **k: None).snapshot())
     view = PanelView(
         mode="virtual time",
         tick=42,
@@ -39,7 +40,8 @@ def test_panel_shows_scripts_world_and_logs() -> None:
         logs=[LogLine(41, "mining", "event", "warn", "inventory nearly full\nsecond line")],
     )
     text = render(render_panel(view))
-    for expected in ("tick 42", "virtual time", "seed 1", "99 events", "mining", "running",
+    for expected in ("demo world · tick 42", "virtual time", "seed 1", "99 events", "mining",
+                     "running",
                      "ore = 7", 'ores = {"Tin ore": 3}', "chat", "failed",
                      "Moonbus at 20,20", "hp 10/10", "idle", "inventory 0/28",
                      "[   41] mining/event warn: inventory nearly full"):

@@ -8,7 +8,7 @@ from typing import Any
 
 from click.testing import Result
 
-from moonbus.cli.check import _demo_api_names
+from moonbus.app import api_names_of, load_app
 from moonbus.cli.script_check import MOONBUS_GLOBALS, Problem, ScriptChecker, script_files
 from moonbus.host.source import load_source
 from moonbus.lua.sandbox import SandboxFactory
@@ -37,7 +37,7 @@ def test_known_globals_match_a_running_script(summary_of: Run, lua: Lua) -> None
             sandbox = {str(k) for k in engine.new_env()}
         finally:
             engine.close()
-    expected = sandbox | set(MOONBUS_GLOBALS) | set(_demo_api_names()) | {"on_start"}
+    expected = sandbox | set(MOONBUS_GLOBALS) | set(api_names_of(load_app(None))) | {"on_start"}
     assert seen == expected
 
 

@@ -11,21 +11,18 @@ Threads: runs on the main thread; owns its probe engine.
 
 from __future__ import annotations
 
+import contextlib
+
 import click
 
+from moonbus.app import api_names_of, event_type_table
+from moonbus.cli.app_option import app_option, resolve_app
 from moonbus.cli.script_check import Problem, ScriptChecker
 from moonbus.errors import ConfigError, ScriptError
-from moonbus.host.source import load_source
+from moonbus.host.source import ScriptSource, load_source
 from moonbus.lua.sandbox import SandboxFactory
-from moonbus.world.world import World
 
 __all__ = ["check_command"]
-
-
-def _demo_api_names() -> list[str]:
-    """The Lua globals the demo world registers (scripts are checked against it)."""
-    world = World(seed=0, emit=lambda *args, **kwargs: None)
-    return sorted(world.apis())
 
 
 def _plural(n: int, word: str) -> str:
@@ -37,22 +34,45 @@ def _plural(n: int, word: str) -> str:
 @click.option("--no-lint", is_flag=True, help="Only compile; skip the lint warnings.")
 @click.option("--strict", is_flag=True, help="Exit 1 when there are warnings.")
 @click.option("--quiet", "-q", is_flag=True, help="Only the problems, no tally line.")
+@app_option
 @click.pass_context
 def check_command(
-    ctx: click.Context, scripts: tuple[str, ...], no_lint: bool, strict: bool, quiet: bool
+    ctx: click.Context, scripts: tuple[str, ...], no_lint: bool, strict: bool, quiet: bool,
+    app_spec: str | None,
 ) -> None:
-    """Compile and lint SCRIPT... (.lua files or script folders) without running them."""
+    """Compile and lint SCRIPT... (.lua files or script folders) without running them.
+
+    The lint knows the game the scripts are for (the demo world, or --app):
+    a global a script reads that the game does not register and no script
+    sets is a warning (a misspelt API name, say), and so is an event name
+    that the game does not declare and no checked script emits.
+    """
+    app = resolve_app(app_spec)
+    api_names = api_names_of(app)
     errors = 0
     warnings = 0
     with SandboxFactory(memory_limit=None) as factory, \
-            ScriptChecker(factory, _demo_api_names()) as checker:
+            ScriptChecker(factory, api_names, event_types=event_type_table(app),
+                          app_name=app.name) as checker:
+        loaded: list[tuple[str, ScriptSource | Problem]] = []
         for path in scripts:
+            try:
+                loaded.append((path, load_source(path)))
+            except (ConfigError, ScriptError) as exc:
+                loaded.append((path, Problem(None, str(exc))))
+        if not no_lint:
+            with contextlib.suppress(ConfigError, ScriptError):  # reported below, per script
+                checker.learn_emitted((source, path) for path, source in loaded
+                                      if isinstance(source, ScriptSource))
+        for path, source in loaded:
             problems: list[Problem]
             try:
-                source = load_source(path)
-                problems = checker.compile(source, path)
-                if not problems and not no_lint:
-                    problems = checker.lint(source, path)
+                if isinstance(source, Problem):
+                    problems = [source]
+                else:
+                    problems = checker.compile(source, path)
+                    if not problems and not no_lint:
+                        problems = checker.lint(source, path)
             except (ConfigError, ScriptError) as exc:
                 problems = [Problem(None, str(exc))]
             for problem in problems:

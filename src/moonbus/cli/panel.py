@@ -4,8 +4,12 @@
 ``render_panel`` and ``final_table`` turn views into rich renderables and do
 nothing else, so they are tested against a ``Console(file=StringIO())``.
 
+The world line is the app's own (``AppWorld.status_line``, see
+``moonbus.app``), so the panel works the same for the demo world and for a
+game given with ``--app``.
+
 Threads: ``view_of`` reads the session from the control thread (script stats,
-shared values and the world snapshot are read under their own locks, so it
+shared values and the app's status line are read under their own locks, so it
 is safe while scripts run); rendering touches nothing shared.
 """
 
@@ -24,7 +28,7 @@ from rich.text import Text
 from moonbus.cli.session import ScriptReport, Session
 from moonbus.runtime import LogLine
 
-__all__ = ["PanelView", "ScriptRow", "final_table", "render_panel", "view_of", "world_line"]
+__all__ = ["PanelView", "ScriptRow", "final_table", "render_panel", "view_of"]
 
 _STATUS_STYLE = {"running": "green", "stopped": "cyan", "failed": "bold red",
                  "starting": "yellow", "stopping": "yellow", "loaded": "dim"}
@@ -52,8 +56,9 @@ class PanelView:
     seed: int
     events: int
     scripts: Sequence[ScriptRow]
-    world: Mapping[str, Any]
+    world: str
     logs: Sequence[LogLine]
+    app: str = "demo world"
 
 
 def view_of(session: Session, *, log_lines: int = 10) -> PanelView:
@@ -77,8 +82,9 @@ def view_of(session: Session, *, log_lines: int = 10) -> PanelView:
         seed=session.seed,
         events=sum(session.counter.snapshot().values()),
         scripts=rows,
-        world=session.world.snapshot(),
+        world=session.world.status_line(),
         logs=session.recent_logs(log_lines),
+        app=session.app.name,
     )
 
 
@@ -89,32 +95,6 @@ def _short(value: Any) -> str:
 
 def _pairs(values: Mapping[str, Any]) -> str:
     return "\n".join(f"{k} = {_short(v)}" for k, v in values.items()) or "-"
-
-
-def world_line(world: Mapping[str, Any]) -> str:
-    """One line about the player: position, health, activity, inventory, trained skills."""
-    player = world.get("player", {})
-    parts = [f"{player.get('name', '?')} at {player.get('x')},{player.get('y')}",
-             f"hp {player.get('health')}/{player.get('max_health')}"]
-    activity = player.get("activity")
-    if activity:
-        parts.append(f"{activity['action']} {activity['target']}")
-    elif player.get("is_in_combat"):
-        parts.append("in combat")
-    else:
-        parts.append("idle")
-    inventory = world.get("inventory", {})
-    used = 28 - int(world.get("empty_slots", 28))
-    items = ", ".join(f"{name} x{n}" for name, n in inventory.items())
-    parts.append(f"inventory {used}/28" + (f": {items}" if items else ""))
-    skills = world.get("skills", {})
-    trained = [f"{name} {s['level']}" for name, s in skills.items()
-               if s.get("xp") and name != "hitpoints"]
-    if trained:
-        parts.append("levels: " + ", ".join(trained))
-    if world.get("bank", {}).get("open"):
-        parts.append("bank open")
-    return " · ".join(parts)
 
 
 def _log_text(line: LogLine) -> Text:
@@ -148,11 +128,12 @@ def render_panel(view: PanelView) -> RenderableType:
         )
     logs = Group(*(_log_text(line) for line in view.logs)) if view.logs else Text("-", "dim")
     header = Text(
-        f"tick {view.tick} · {view.mode} · seed {view.seed} · {view.events} events",
+        f"{view.app} · tick {view.tick} · {view.mode} · seed {view.seed} · "
+        f"{view.events} events",
         style="bold",
     )
     return Panel(
-        Group(header, scripts, Text(world_line(view.world)),
+        Group(header, scripts, Text(view.world),
               Panel(logs, title="recent log", title_align="left", border_style="dim")),
         title="moonbus run",
         title_align="left",

@@ -1,4 +1,4 @@
-"""``moonbus run``: scripts against the demo world (SPEC §8).
+"""``moonbus run``: scripts against a game: the demo world or ``--app MODULE:ATTR`` (SPEC §8).
 
 Order of work, so that bad input never half-starts a run:
 
@@ -6,7 +6,7 @@ Order of work, so that bad input never half-starts a run:
    options against manifest defaults; compile every file of every script;
    check that the output files can be written. Any problem: one line (or
    ``file:line: message`` per syntax error) and exit 2, nothing started.
-2. build the session (runtime, world, event store), start every script.
+2. build the session (runtime, the app's world, event store), start every script.
 3. tick: virtual time (``--tick-ms 0``, deterministic, as fast as possible;
    600 ms of virtual time per tick, which is what ``poll`` delays and
    ``sleep`` count) or real time (a game-loop thread, ``--tick-ms`` apart),
@@ -35,6 +35,7 @@ import click
 from rich.console import Console
 from rich.live import Live
 
+from moonbus.cli.app_option import app_option, resolve_app
 from moonbus.cli.interrupt import stop_on_interrupt
 from moonbus.cli.panel import final_table, render_panel, view_of
 from moonbus.cli.plan import compile_problems, plan_scripts
@@ -120,6 +121,7 @@ def _usage(exc: Exception) -> click.UsageError:
               help="immediate: handlers run inside emit; deferred: an event thread runs "
               "them in batches (higher throughput).")
 @click.option("--quiet", "-q", is_flag=True, help="No panel, no log lines, no final table.")
+@app_option
 @click.pass_context
 def run_command(
     ctx: click.Context,
@@ -135,14 +137,16 @@ def run_command(
     shared_url: str,
     event_delivery: str,
     quiet: bool,
+    app_spec: str | None,
 ) -> None:
-    """Run SCRIPT... (.lua files or script folders) against the demo world.
+    """Run SCRIPT... (.lua files or script folders) against the demo world or --app.
 
     \b
     Examples:
       moonbus run examples/mining.lua
       moonbus run examples/mining.lua --ticks 300 --tick-ms 0 --summary out.json
       moonbus run examples/chat_monitor.lua examples/mining.lua --option mining:ore=tin
+      moonbus run --app examples.grid_game:app examples/grid/collector.lua --tick-ms 0
 
     Scripts are named after their file (mining.lua -> mining; the same file
     again -> mining#2). --option KEY=VALUE goes to every script, NAME:KEY=VALUE
@@ -158,6 +162,7 @@ def run_command(
     Exit codes: 0 ok, 1 a script failed, 2 bad usage or a script that does
     not compile (nothing is started).
     """
+    app = resolve_app(app_spec)
     try:
         plans = plan_scripts(scripts, option_texts)
         for path, what in ((summary, "--summary"), (log_json, "--log-json"),
@@ -178,7 +183,7 @@ def run_command(
             raise click.UsageError("give --events-db FILE or --events URL, not both")
         events_url = f"sqlite:///{quote(str(events_db))}"
     try:
-        session = Session(plans, seed=seed, virtual=virtual, events_url=events_url,
+        session = Session(plans, seed=seed, app=app, virtual=virtual, events_url=events_url,
                           shared_url=shared_url, event_delivery=event_delivery,
                           tick_seconds=VIRTUAL_TICK_SECONDS if virtual else tick_ms / 1000.0)
     except (ConfigError, StoreError, SharedBackendError) as exc:
@@ -216,7 +221,7 @@ def _run(session: Session, *, ticks: int | None, quiet: bool, summary: Path | No
     events = session.counter.snapshot()
     if summary is not None:
         document = build_summary(ticks=session.tick, seed=session.seed, reports=reports,
-                                 events=events)
+                                 events=events, world=session.world.summary())
         write_atomic(summary, dumps(document))
     if not quiet:
         console.print(final_table(reports, ticks=session.tick, events=sum(events.values())))

@@ -13,11 +13,12 @@ Threads: a ``ScriptChecker`` owns its probe engine and is used by one thread.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Literal
 
+from moonbus.cli.event_lint import event_uses, lint_events
 from moonbus.cli.lint import assigned_globals, lint_globals
 from moonbus.errors import ScriptError
 from moonbus.host.source import ScriptSource
@@ -94,7 +95,23 @@ def _syntax_problem(display: str, exc: ScriptError) -> Problem:
 class ScriptChecker:
     """Compiles and lints script files in one probe engine (owned; ``close`` it)."""
 
-    def __init__(self, factory: SandboxFactory, api_names: Collection[str] = ()) -> None:
+    def __init__(
+        self,
+        factory: SandboxFactory,
+        api_names: Collection[str] = (),
+        *,
+        event_types: Mapping[str, str] | None = None,
+        app_name: str = "game",
+    ) -> None:
+        """``api_names``: the host's Lua globals (``moonbus.app.api_names_of(app)``),
+        known to the lint besides the sandbox's and moonbus's own.
+        ``event_types``: the host's declared ``events.EventType`` table
+        (``moonbus.app.event_type_table(app)``); given, the lint also warns
+        about event names no one declared (``moonbus.cli.event_lint``)."""
+        self.api_names: frozenset[str] = frozenset(api_names)
+        self.event_types = None if event_types is None else dict(event_types)
+        self.app_name = app_name
+        self._emitted: set[str] = set()
         self._engine = factory.create("moonbus-check", memory_limit=None)
         with self._engine.lock:
             env = self._engine.new_env()
@@ -103,7 +120,6 @@ class ScriptChecker:
                 name: frozenset(str(k) for k in env[name]) for name in _LIBRARIES
             }
         self._known = frozenset(sandbox | set(MOONBUS_GLOBALS) | set(api_names) | {"_ENV"})
-        self._host = frozenset(api_names)
 
     def compile(self, source: ScriptSource, display: str) -> list[Problem]:
         """Syntax errors of every file of ``source`` (empty when all compile)."""
@@ -115,6 +131,13 @@ class ScriptChecker:
                 problems.append(_syntax_problem(f.display, exc))
         return problems
 
+    def learn_emitted(self, sources: Iterable[tuple[ScriptSource, str]]) -> None:
+        """Count the event names these scripts emit as declared (custom events
+        one checked script sends another); call before ``lint``."""
+        for source, display in sources:
+            for f in script_files(source, display):
+                self._emitted |= event_uses(f.text).emitted
+
     def lint(self, source: ScriptSource, display: str) -> list[Problem]:
         """Warnings about globals (see ``moonbus.cli.lint``); call after ``compile``."""
         files = script_files(source, display)
@@ -125,7 +148,13 @@ class ScriptChecker:
             known |= assigned_globals(f.text)
         problems: list[Problem] = []
         for f in files:
-            for finding in lint_globals(f.text, known, self._libraries, self._host):
+            findings = lint_globals(f.text, known, self._libraries, self.api_names)
+            if self.event_types is not None:
+                uses = event_uses(f.text)
+                emitted = self._emitted | uses.emitted
+                findings += lint_events(uses, self.event_types, emitted, self.app_name)
+                findings.sort(key=lambda finding: finding.line)
+            for finding in findings:
                 problems.append(Problem(f"{f.display}:{finding.line}", finding.message, "warning"))
         return problems
 

@@ -1,4 +1,5 @@
-"""``moonbus serve``: the demo world in real time, scripts, a durable store, RCON.
+"""``moonbus serve``: a game (the demo world or ``--app``) in real time, scripts,
+a durable store, RCON.
 
 The same session as ``moonbus run`` (world, runtime, scripts), kept running
 until Ctrl-C or SIGTERM even when no script is left running (an operator can
@@ -19,6 +20,7 @@ from urllib.parse import quote
 import click
 
 from moonbus.admin.rcon_server import RconServer
+from moonbus.cli.app_option import app_option, resolve_app
 from moonbus.cli.interrupt import stop_on_interrupt
 from moonbus.cli.plan import compile_problems, plan_scripts
 from moonbus.cli.session import Session
@@ -53,6 +55,7 @@ DEFAULT_EVENTS_DB = "moonbus-events.db"
               default="immediate", show_default=True,
               help="immediate: handlers run inside emit; deferred: an event thread runs "
               "them in batches (higher throughput).")
+@app_option
 @click.pass_context
 def serve_command(
     ctx: click.Context,
@@ -68,12 +71,15 @@ def serve_command(
     seed: int,
     option_texts: tuple[str, ...],
     event_delivery: str,
+    app_spec: str | None,
 ) -> None:
-    """Run SCRIPT... in real time with the admin RCON server and a durable event store."""
+    """Run SCRIPT... in real time against the demo world or --app, with the admin RCON
+    server and a durable event store."""
     if not rcon_password:
         raise click.UsageError(
             "an RCON password is required (--rcon-password or MOONBUS_RCON_PASSWORD)"
         )
+    app = resolve_app(app_spec)
     try:
         plans = plan_scripts(scripts, option_texts)
     except ConfigError as exc:
@@ -85,8 +91,9 @@ def serve_command(
         ctx.exit(2)
     url = events_url or f"sqlite:///{quote(str(events_db))}"
     try:
-        session = Session(plans, seed=seed, virtual=False, events_url=url, shared_url=shared_url,
-                          tick_seconds=tick_ms / 1000.0, event_delivery=event_delivery)
+        session = Session(plans, seed=seed, app=app, virtual=False, events_url=url,
+                          shared_url=shared_url, tick_seconds=tick_ms / 1000.0,
+                          event_delivery=event_delivery)
     except (ConfigError, StoreError, SharedBackendError) as exc:
         raise click.UsageError(str(exc)) from exc
     try:
@@ -98,7 +105,8 @@ def serve_command(
             raise click.UsageError(str(exc)) from exc
         try:
             click.echo(
-                f"moonbus serve: {len(plans)} script(s), RCON on {server.host}:{server.port}, "
+                f"moonbus serve: {app.name}, {len(plans)} script(s), "
+                f"RCON on {server.host}:{server.port}, "
                 f"events in {events_url or events_db}; Ctrl-C or SIGTERM stops",
                 err=True,
             )

@@ -1,11 +1,12 @@
-"""One demo world, one runtime and the scripts a ``moonbus run`` drives.
+"""One app's world, one runtime and the scripts a ``moonbus run`` drives.
 
 ``Session`` is the host side of the command line: it builds the ``Runtime``
-(threaded for real time, stepped with a virtual clock for ``--tick-ms 0``),
-the demo ``World`` wired to the runtime's bus, registers the world's Lua APIs,
-loads the planned scripts under their unique names, counts every committed
-event by type, and stops everything in order at the end. ``moonbus serve``
-can build on it the same way.
+(threaded for real time, stepped with a virtual clock for ``--tick-ms 0``)
+with the app's declared event types, the app's world (``App.create``, the
+demo world by default; see ``moonbus.app``) wired to the runtime's bus,
+registers the world's Lua APIs, loads the planned scripts under their unique
+names, counts every committed event by type, and stops everything in order
+at the end. ``moonbus serve`` builds on it the same way.
 
 Two ways to drive it:
 
@@ -34,12 +35,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from moonbus.app import App, AppWorld, event_type_table, load_app
 from moonbus.bus import Event
 from moonbus.errors import ScriptError
 from moonbus.host.script import ScriptHost
 from moonbus.host.source import ScriptSource
 from moonbus.runtime import LogLine, Runtime
-from moonbus.world.world import World
 
 __all__ = ["EventCounter", "ScriptPlan", "ScriptReport", "Session", "VirtualClock"]
 
@@ -72,23 +73,19 @@ class ScriptReport:
 class VirtualClock:
     """The time scripts see in virtual mode: set by the session, read by the scheduler.
 
-    Tick ``k`` reads ``k * (tick_seconds + SLACK)``. Without the slack, a
-    script due exactly N ticks later (``now + 0.6`` computed by the host)
-    could land one ulp after the clock's ``N * 0.6`` and run a tick late,
-    because neither 0.6 nor the sums are exact in binary. With one
-    microsecond of slack per tick, a delay of exactly N ticks is always due
-    at tick N, and a delay even 1 ms longer is not (for delays below
-    600,000 ticks).
+    Tick ``k`` reads ``k * tick_seconds``. That product and a script's
+    deadlines (sums of delays) are inexact in binary; the scheduler counts a
+    task due within its ``due_tolerance`` (1 µs) and keeps polls on a fixed
+    schedule, so a delay of exactly N ticks is due at tick N, every time, and
+    a delay even 1 ms longer is not.
     """
-
-    SLACK = 1e-6
 
     def __init__(self, tick_seconds: float) -> None:
         self.tick_seconds = tick_seconds
         self.now = 0.0
 
     def set_tick(self, tick: int) -> None:
-        self.now = tick * (self.tick_seconds + self.SLACK)
+        self.now = tick * self.tick_seconds
 
     def __call__(self) -> float:
         return self.now
@@ -118,13 +115,14 @@ def _summary_status(status: str) -> str:
 
 
 class Session:
-    """A world plus a runtime plus scripts, for one command-line run."""
+    """An app's world plus a runtime plus scripts, for one command-line run."""
 
     def __init__(
         self,
         plans: Sequence[ScriptPlan],
         *,
         seed: int,
+        app: App | None = None,
         virtual: bool,
         tick_seconds: float = 0.6,
         events_url: str | None = None,
@@ -133,16 +131,18 @@ class Session:
         event_delivery: str = "immediate",
     ) -> None:
         self.seed = seed
+        self.app = app if app is not None else load_app(None)
         self.virtual = virtual
         self.tick_seconds = tick_seconds
         self._clock = VirtualClock(tick_seconds)
         clock: Callable[[], float] = self._clock if virtual else time.monotonic
         self.runtime = Runtime(events=events_url, shared=shared_url, threaded=not virtual,
-                               clock=clock, workers=workers, event_delivery=event_delivery)
+                               clock=clock, workers=workers, event_delivery=event_delivery,
+                               event_types=event_type_table(self.app))
         try:
             self.counter = EventCounter()
             self.runtime.bus.on("*", self.counter, owner="moonbus-cli")
-            self.world = World(seed=seed, emit=self.runtime.bus.emit)
+            self.world: AppWorld = self.app.create(seed=seed, bus=self.runtime.bus)
             self.runtime.set_tick(self.world.tick)  # time() reads 0 before the first tick
             for name, api in self.world.apis().items():
                 self.runtime.register_api(name, api)

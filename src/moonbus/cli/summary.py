@@ -29,9 +29,12 @@ def build_summary(
     seed: int,
     reports: Sequence[ScriptReport],
     events: Mapping[str, int],
+    world: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The summary object: ticks, seed, one entry per script, event counts."""
-    return {
+    """The summary object: ticks, seed, one entry per script, event counts, and
+    ``world`` when the app gives one (``AppWorld.summary``; the demo world does
+    not, so its summary keeps SPEC §8's four keys)."""
+    document: dict[str, Any] = {
         "ticks": ticks,
         "seed": seed,
         "scripts": {
@@ -50,6 +53,9 @@ def build_summary(
             "by_type": {k: events[k] for k in sorted(events)},
         },
     }
+    if world is not None:
+        document["world"] = dict(world)
+    return document
 
 
 def dumps(document: Any) -> str:

@@ -16,6 +16,15 @@ Two modes, chosen by the owner:
 * stepped (``run_due(now)``): the caller's thread runs every entry due at
   ``now`` once, in (due time, scheduling order) order. With a virtual clock
   this makes a whole run deterministic (``moonbus run --tick-ms 0``).
+
+Due times are floats, and a host's frame times and a script's deadlines are
+sums of inexact binary fractions (1/60 s, 0.1 s): the frame meant to be "the
+6th after a 100 ms deadline" can read an ulp earlier than the deadline. So a
+task counts as due when its due time is at most ``due_tolerance`` (1 µs by
+default, far below any frame or poll delay, far above float error for clocks
+below ~10^9 s) after ``now``, and such a task is run *at its due time*
+(``run_slice(due)``), so a script that keeps a fixed schedule from its
+deadlines (``ScriptHost``: next poll = deadline + delay) stays on it exactly.
 """
 
 from __future__ import annotations
@@ -51,8 +60,12 @@ class ScriptScheduler:
         *,
         clock: Callable[[], float] = time.monotonic,
         gate: DeliveryGate | None = None,
+        due_tolerance: float = 1e-6,
     ) -> None:
+        if not 0.0 <= due_tolerance < 0.001:
+            raise ValueError(f"due_tolerance must be in [0, 0.001) seconds, got {due_tolerance}")
         self.clock = clock
+        self.due_tolerance = due_tolerance
         self._gate = gate
         self._cond = threading.Condition()
         self._heap: list[tuple[float, int, Schedulable]] = []
@@ -110,14 +123,15 @@ class ScriptScheduler:
         while heap and self._due.get(heap[0][2]) != heap[0][0]:
             heapq.heappop(heap)
 
-    def _pop_due(self, now: float) -> Schedulable | None:
+    def _pop_due(self, now: float) -> tuple[Schedulable, float] | None:
+        """The next task due at ``now`` (within the tolerance) and the time it runs at."""
         self._discard_stale()
-        if not self._heap or self._heap[0][0] > now:
+        if not self._heap or self._heap[0][0] > now + self.due_tolerance:
             return None
-        _, _, task = heapq.heappop(self._heap)
+        due, _, task = heapq.heappop(self._heap)
         del self._due[task]
         self._busy.add(task)
-        return task
+        return task, max(now, due)
 
     def _finish(self, task: Schedulable, next_due: float | None) -> None:
         with self._cond:
@@ -145,15 +159,15 @@ class ScriptScheduler:
     def run_due(self, now: float | None = None) -> int:
         """Run, on this thread, every task due at ``now`` once; returns how many ran."""
         now = self.clock() if now is None else now
-        batch: list[Schedulable] = []
+        batch: list[tuple[Schedulable, float]] = []
         with self._cond:
             while True:
-                task = self._pop_due(now)
-                if task is None:
+                popped = self._pop_due(now)
+                if popped is None:
                     break
-                batch.append(task)
-        for task in batch:
-            self._run_one(task, now)
+                batch.append(popped)
+        for task, at in batch:
+            self._run_one(task, at)
         return len(batch)
 
     # ------------------------------------------------------------ threaded mode
@@ -182,13 +196,14 @@ class ScriptScheduler:
                     if self._closed:
                         return
                     now = self.clock()
-                    task = self._pop_due(now)
-                    if task is not None:
+                    popped = self._pop_due(now)
+                    if popped is not None:
+                        task, at = popped
                         break
                     self._discard_stale()
                     timeout = self._heap[0][0] - now if self._heap else None
                     self._cond.wait(timeout)
-            self._run_one(task, now)
+            self._run_one(task, at)
 
     def wait_idle(self, task: Schedulable, timeout: float | None = None) -> bool:
         """Block until ``task`` is not being run by a worker (True) or timeout."""

@@ -390,9 +390,11 @@ class ScriptHost:
 
     def _run_lifecycle(self, now: float) -> None:
         task = self._life
+        deadline: float | None = None  # a poll starting now: the deadline it is run for
         if task is None:
             if self._status != "running" or now < self._next_poll:
                 return
+            deadline = self._next_poll
             task = self._new_lifecycle_task("poll")
             if task is None:
                 self._next_poll = now + 3600.0  # nothing to poll; handlers only
@@ -408,7 +410,7 @@ class ScriptHost:
         if task.kind == "on_start":
             self._after_start(outcome, value)
         else:
-            self._after_poll(now, outcome, value)
+            self._after_poll(now, outcome, value, deadline)
 
     def _after_start(self, outcome: str, value: Any) -> None:
         if outcome == "error":
@@ -424,7 +426,17 @@ class ScriptHost:
             return
         self._begin_running()
 
-    def _after_poll(self, now: float, outcome: str, value: Any) -> None:
+    def _after_poll(self, now: float, outcome: str, value: Any, deadline: float | None) -> None:
+        """Count the poll and set the next one.
+
+        Fixed schedule (SPEC §10): a poll that finished in the slice it
+        started in (it did not sleep) is next due at ``deadline + delay``,
+        the deadline it ran for plus the delay it returned, not ``now +
+        delay``; so lateness within a frame never adds up, and ``return 100``
+        under a 60 fps clock runs every 6th frame for ever. A poll that fell
+        a whole delay behind, or slept, counts its delay from ``now`` (no
+        burst of catch-up polls; a sleep's time is not taken from the delay).
+        """
         settings = self._ctx.settings
         if outcome == "error":
             self.poll_errors += 1
@@ -445,9 +457,12 @@ class ScriptHost:
         self._consecutive_failures = 0
         delay = value[0] if value else None
         if isinstance(delay, (int, float)) and not isinstance(delay, bool) and delay >= 0:
-            self._next_poll = now + float(delay) / 1000.0
+            seconds = float(delay) / 1000.0
         else:
-            self._next_poll = now + settings.poll_delay
+            seconds = settings.poll_delay
+        scheduled = None if deadline is None else deadline + seconds
+        self._next_poll = scheduled if scheduled is not None and scheduled > now \
+            else now + seconds
 
     def _finish(self, now: float) -> None:
         """Stop now: end the sleeping task, deliver queued deferred events, run on_stop."""
