@@ -366,7 +366,7 @@ def test_garbage_before_login(server: RconServer) -> None:
 def test_200_idle_connections_do_not_stall_an_active_client(
     make_server: Callable[..., RconServer],
 ) -> None:
-    server = make_server(max_connections=256)
+    server = make_server(max_connections=256, max_unauthenticated_per_address=256)
     idle = [raw(server) for _ in range(200)]
     try:
         wait_until(lambda: server.statistics().connections_open == 200)
@@ -380,31 +380,53 @@ def test_200_idle_connections_do_not_stall_an_active_client(
     wait_until(lambda: server.statistics().connections_open == 0)
 
 
-def test_connections_beyond_the_cap_are_refused_politely(
+def test_a_full_server_evicts_the_oldest_connection_not_logged_in(
     make_server: Callable[..., RconServer],
 ) -> None:
-    server = make_server(max_connections=4)
+    server = make_server(max_connections=4, max_unauthenticated_per_address=64)
     first = RconClient("127.0.0.1", server.port, PASSWORD)
     first.connect()
     idle = [raw(server) for _ in range(3)]
+    extra: list[socket.socket] = []
     try:
         wait_until(lambda: server.statistics().connections_open == 4)
-        extra = [raw(server) for _ in range(20)]
-        for sock in extra:
-            packets = read_packets(sock, 1)
-            assert packets[0].id == -1
-            assert b"server full: 4 RCON connections" in packets[0].body
+        for _ in range(5):
+            extra.append(raw(server))
+            wait_until(lambda: server.statistics().connections_evicted_server_full == len(extra))
+        for sock in idle + extra[:2]:  # the five oldest that had not logged in
             assert_closed_by_server(sock)
+        assert first.command("echo served") == "served"  # the logged-in admin kept its place
+        still_serving(server)  # and a newcomer with the password gets in
+        assert server.statistics().connections_refused == 0
+    finally:
+        for sock in idle + extra:
             sock.close()
+        first.close()
+    wait_until(lambda: server.statistics().connections_open == 0)
+
+
+def test_when_every_connection_is_logged_in_newcomers_are_refused_politely(
+    make_server: Callable[..., RconServer],
+) -> None:
+    server = make_server(max_connections=2)
+    clients = [RconClient("127.0.0.1", server.port, PASSWORD) for _ in range(2)]
+    for client in clients:
+        client.connect()
+    try:
+        for _ in range(5):
+            with raw(server) as sock:
+                packets = read_packets(sock, 1)
+                assert packets[0].id == -1
+                assert b"server full: 2 RCON connections" in packets[0].body
+                assert_closed_by_server(sock)
         refused = RconClient("127.0.0.1", server.port, PASSWORD)
         with pytest.raises(AdminError, match="closed the connection: server full"):
             refused.connect()
-        assert first.command("echo served") == "served"
-        assert server.statistics().connections_refused == 21
+        assert clients[0].command("echo served") == "served"
+        assert server.statistics().connections_refused == 6
     finally:
-        for sock in idle:
-            sock.close()
-        first.close()
+        for client in clients:
+            client.close()
     wait_until(lambda: server.statistics().connections_open == 0)
     still_serving(server)
 

@@ -25,56 +25,85 @@ def make(clock: FakeClock, **kwargs: float) -> LoginThrottle:
 
 
 def fail(throttle: LoginThrottle, clock: FakeClock, address: str) -> float:
-    """One failed attempt that waits its turn; returns the wait it was given."""
-    wait = throttle.reserve(address)
-    clock.advance(wait)
-    throttle.record_failure(address)
-    return wait
+    """One failed attempt on one connection: waits for a place, is checked, serves
+    its penalty. Returns the total time it took."""
+    began = clock.now
+    while (wait := throttle.wait_before_check(address)) > 0:
+        clock.advance(wait)
+    clock.advance(throttle.record_failure(address))
+    return clock.now - began
 
 
-def test_the_delay_doubles_per_failure_up_to_the_cap() -> None:
+def test_the_penalty_doubles_per_failure_up_to_the_cap() -> None:
     clock = FakeClock()
     throttle = make(clock)
-    waits = [fail(throttle, clock, "10.0.0.1") for _ in range(7)]
-    assert waits == [0.0, 1.0, 2.0, 4.0, 8.0, 8.0, 8.0]
+    penalties = [fail(throttle, clock, "10.0.0.1") for _ in range(7)]
+    assert penalties == [1.0, 2.0, 4.0, 8.0, 8.0, 8.0, 8.0]
     assert throttle.failures("10.0.0.1") == 7
 
 
 def test_addresses_are_counted_separately() -> None:
     clock = FakeClock()
-    throttle = make(clock)
-    for _ in range(3):
-        fail(throttle, clock, "10.0.0.1")
-    assert throttle.reserve("10.0.0.2") == 0.0
-    assert throttle.reserve("10.0.0.1") == 4.0
+    throttle = make(clock, burst=1)
+    throttle.record_failure("10.0.0.1")
+    assert throttle.wait_before_check("10.0.0.1") == 1.0
+    assert throttle.wait_before_check("10.0.0.2") == 0.0
+    assert throttle.failures("10.0.0.2") == 0
 
 
 def test_success_resets_the_address() -> None:
     clock = FakeClock()
-    throttle = make(clock)
+    throttle = make(clock, burst=1)
     for _ in range(4):
-        fail(throttle, clock, "10.0.0.1")
+        throttle.record_failure("10.0.0.1")
     throttle.record_success("10.0.0.1")
     assert throttle.failures("10.0.0.1") == 0
-    assert throttle.reserve("10.0.0.1") == 0.0
+    assert throttle.wait_before_check("10.0.0.1") == 0.0
 
 
-def test_time_already_waited_counts() -> None:
+def test_a_check_waits_only_when_the_burst_is_serving_penalties() -> None:
     clock = FakeClock()
-    throttle = make(clock)
-    fail(throttle, clock, "a")
-    fail(throttle, clock, "a")  # two failures: next attempt owes 2 s after the last slot
-    clock.advance(1.5)
-    assert throttle.reserve("a") == pytest.approx(0.5)
+    throttle = make(clock, burst=3)
+    assert [throttle.record_failure("a") for _ in range(3)] == [1.0, 2.0, 4.0]
+    # three penalties running: the next attempt waits for the earliest to end
+    assert throttle.wait_before_check("a") == 1.0
+    clock.advance(1.0)
+    assert throttle.wait_before_check("a") == 0.0
 
 
-def test_parallel_attempts_queue_up() -> None:
+def test_sixty_parallel_failures_never_queue_a_later_attempt() -> None:
+    """The bug this design replaced: parallel failures booked check slots one after
+    another, so a correct login from the same address waited minutes."""
     clock = FakeClock()
-    throttle = make(clock)
-    fail(throttle, clock, "a")
-    fail(throttle, clock, "a")
-    # three connections try at the same instant: each waits behind the one before
-    assert [throttle.reserve("a") for _ in range(3)] == [2.0, 4.0, 6.0]
+    throttle = make(clock, burst=4)
+    waits = []
+    for _ in range(60):  # 60 attempts arriving together, each checked when allowed
+        wait = throttle.wait_before_check("a")
+        waits.append(wait)
+        if wait == 0:
+            throttle.record_failure("a")
+    assert max(waits) <= 8.0  # never more than max_delay
+    assert waits.count(0.0) == 4  # only the burst was checked at once
+    # a later attempt (the operator) waits at most max_delay, however many failed
+    assert 0 < throttle.wait_before_check("a") <= 8.0
+    clock.advance(8.0)
+    assert throttle.wait_before_check("a") == 0.0
+
+
+def test_guess_rate_is_bounded_by_burst_per_penalty() -> None:
+    clock = FakeClock()
+    throttle = make(clock, burst=2)
+    checked = 0
+    start = clock.now
+    while clock.now - start < 80.0:
+        wait = throttle.wait_before_check("a")
+        if wait > 0:
+            clock.advance(wait)
+            continue
+        throttle.record_failure("a")
+        checked += 1
+    # after the ramp-up (1+2+4 s), two guesses per 8 s
+    assert checked <= 2 * 80 / 8 + 4
 
 
 def test_a_quiet_address_is_forgotten() -> None:
@@ -84,7 +113,7 @@ def test_a_quiet_address_is_forgotten() -> None:
         fail(throttle, clock, "a")
     clock.advance(100.5)
     assert throttle.failures("a") == 0
-    assert throttle.reserve("a") == 0.0
+    assert throttle.wait_before_check("a") == 0.0
 
 
 def test_memory_is_bounded() -> None:
@@ -113,6 +142,8 @@ def test_stale_entries_are_pruned_when_others_fail() -> None:
         ({"base_delay": 5.0, "max_delay": 1.0}, "auth failure delay"),
         ({"forget_after": 0.0}, "forget_after must be positive"),
         ({"max_tracked": 0}, "max_tracked must be at least 1"),
+        ({"burst": 0}, "auth failure burst must be an integer >= 1"),
+        ({"max_delay": float("inf")}, "auth failure delay"),
     ],
 )
 def test_bad_settings_are_refused(kwargs: dict[str, float], message: str) -> None:

@@ -10,8 +10,11 @@ Protocol behaviour (as Source does it):
 
 * ``SERVERDATA_AUTH``: answered by an ``AUTH_RESPONSE`` carrying the request
   id, or -1 when the password is wrong. Comparison is constant-time; failures
-  from one address are slowed down
-  (:class:`~moonbus.admin.rcon_throttle.LoginThrottle`). Source servers send
+  from one address are slowed down without queueing anyone else's login
+  (:class:`~moonbus.admin.rcon_throttle.LoginThrottle`: a wrong password is
+  answered only after its penalty, a correct one at once; see there for the
+  guess-rate bound). Every such wait ends by the connection's auth timeout.
+  Source servers send
   an empty ``RESPONSE_VALUE`` first; that preamble is off by default
   (``source_auth_preamble``) because the standard clients misread it: mcrcon
   reads one packet and takes it as success even for a wrong password, then
@@ -28,8 +31,19 @@ Protocol behaviour (as Source does it):
   packet after its marker, and a second one would desynchronise it.
 * A malformed, oversized, garbage or truncated packet, an idle connection
   (``idle_timeout``) or one that has not logged in within ``auth_timeout``
-  is closed; nothing else is touched. Connections beyond ``max_connections``
-  get one ``RESPONSE_VALUE`` (id -1) saying the server is full, then EOF.
+  is closed; nothing else is touched.
+
+Connection caps (operators are never locked out by idle sockets): one
+address holds at most ``max_unauthenticated_per_address`` connections that
+have not logged in; a new one from that address evicts (closes) its oldest
+such connection. When ``max_connections`` are open, a new connection evicts
+the oldest connection that has not logged in, from any address; only when
+every open connection is logged in is the newcomer refused, with one
+``RESPONSE_VALUE`` (id -1) saying the server is full, then EOF. So idle or
+guessing sockets can delay nobody past their auth timeout, and cannot hold a
+place a logged-in admin or a newcomer with the password needs. Evicting a
+connection that is serving a failure penalty frees no guess: the penalty
+stays with its address.
 
 Threads: ``start``, ``stop`` and the context manager belong to the owner's
 thread (not to be called concurrently with each other); ``statistics`` and
@@ -82,10 +96,13 @@ class RconServerStatistics:
     connections_open: int
     connections_accepted: int
     connections_refused: int
+    connections_evicted_per_address: int
+    connections_evicted_server_full: int
     commands_served: int
     command_errors: int
     auth_successes: int
     auth_failures: int
+    auth_throttled: int
     unauthenticated_requests: int
     protocol_errors: int
     timeouts: int
@@ -96,10 +113,13 @@ class _Counters:
     connections_open: int = 0
     connections_accepted: int = 0
     connections_refused: int = 0
+    connections_evicted_per_address: int = 0
+    connections_evicted_server_full: int = 0
     commands_served: int = 0
     command_errors: int = 0
     auth_successes: int = 0
     auth_failures: int = 0
+    auth_throttled: int = 0
     unauthenticated_requests: int = 0
     protocol_errors: int = 0
     timeouts: int = 0
@@ -111,9 +131,14 @@ class RconServer:
     ``port=0`` binds an ephemeral port; read the real one from :attr:`port`
     after :meth:`start`. ``password`` is required and may not be empty.
     ``max_packet_size`` bounds the ``size`` field of incoming packets (Source's
-    4096, i.e. commands of up to 4086 bytes). ``auth_failure_delay`` is the wait
-    after the first failed login from an address; it doubles per failure up
-    to ``auth_failure_max_delay``. ``clock`` feeds the login throttle.
+    4096, i.e. commands of up to 4086 bytes). ``auth_failure_delay`` is the
+    penalty of the first failed login from an address; it doubles per failure
+    up to ``auth_failure_max_delay``; ``auth_failure_burst`` failures of one
+    address may serve their penalty at once before further attempts from it
+    wait (see :class:`~moonbus.admin.rcon_throttle.LoginThrottle`).
+    ``max_unauthenticated_per_address`` caps the connections one address holds
+    before logging in (see the module docstring). ``clock`` feeds the login
+    throttle.
     ``source_auth_preamble`` sends Source's empty ``RESPONSE_VALUE`` before each
     ``AUTH_RESPONSE`` (for clients that insist on it; see the module docstring).
     """
@@ -131,6 +156,8 @@ class RconServer:
         auth_timeout: float = 10.0,
         auth_failure_delay: float = 0.25,
         auth_failure_max_delay: float = 10.0,
+        auth_failure_burst: int = 4,
+        max_unauthenticated_per_address: int = 8,
         handler_threads: int = 4,
         source_auth_preamble: bool = False,
         clock: Callable[[], float] = time.monotonic,
@@ -143,6 +170,13 @@ class RconServer:
             raise ConfigError(f"RCON port must be 0..65535, got {port!r}")
         if max_connections < 1:
             raise ConfigError(f"max_connections must be at least 1, got {max_connections}")
+        if not isinstance(max_unauthenticated_per_address, int) or (
+            max_unauthenticated_per_address < 1
+        ):
+            raise ConfigError(
+                "max_unauthenticated_per_address must be an integer >= 1, "
+                f"got {max_unauthenticated_per_address!r}"
+            )
         if handler_threads < 1:
             raise ConfigError(f"handler_threads must be at least 1, got {handler_threads}")
         for name, value in (("idle_timeout", idle_timeout), ("auth_timeout", auth_timeout)):
@@ -154,13 +188,17 @@ class RconServer:
         self._host = host
         self._port = port
         self._max_connections = max_connections
+        self._max_unauthenticated_per_address = max_unauthenticated_per_address
         self._max_packet_size = max_packet_size
         self._idle_timeout = float(idle_timeout)
         self._auth_timeout = float(auth_timeout)
         self._handler_threads = handler_threads
         self._source_auth_preamble = source_auth_preamble
         self._throttle = LoginThrottle(
-            base_delay=auth_failure_delay, max_delay=auth_failure_max_delay, clock=clock
+            base_delay=auth_failure_delay,
+            max_delay=auth_failure_max_delay,
+            burst=auth_failure_burst,
+            clock=clock,
         )
         self._counters = _Counters()
         self._counters_lock = threading.Lock()
@@ -168,6 +206,8 @@ class RconServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop_requested: asyncio.Event | None = None
         self._sessions: set[asyncio.Task[None]] = set()
+        self._admitted: dict[_Session, None] = {}  # open and not evicted, oldest first
+        self._unauthenticated: dict[_Session, None] = {}  # of those, not logged in
         # Owned by the owner's thread:
         self._thread: threading.Thread | None = None
         self._pool: ThreadPoolExecutor | None = None
@@ -313,15 +353,18 @@ class RconServer:
             if self._stop_requested is not None and self._stop_requested.is_set():
                 writer.transport.abort()
                 return
-            if self._open_sessions() >= self._max_connections:
+            session = _Session(self, reader, writer, task)
+            if not self._admit(session):
                 self._count("connections_refused")
                 await self._refuse(reader, writer)
                 return
             self._count("connections_accepted")
             self._count("connections_open")
             try:
-                await _Session(self, reader, writer).run()
+                await session.run()
             finally:
+                self._admitted.pop(session, None)
+                self._unauthenticated.pop(session, None)
                 self._count("connections_open", -1)
         except asyncio.CancelledError:
             # stop() cancels sessions; end the task normally, because the 3.11
@@ -330,9 +373,37 @@ class RconServer:
         finally:
             self._sessions.discard(task)
 
-    def _open_sessions(self) -> int:
-        with self._counters_lock:
-            return self._counters.connections_open
+    def _admit(self, session: _Session) -> bool:
+        """Make room for ``session`` by the caps in the module docstring; False
+        when every open connection is logged in (the newcomer is refused)."""
+        same_address = [s for s in self._unauthenticated if s.address == session.address]
+        if len(same_address) >= self._max_unauthenticated_per_address:
+            self._evict(same_address[0], "connections_evicted_per_address")
+        if len(self._admitted) >= self._max_connections:
+            oldest = next(iter(self._unauthenticated), None)
+            if oldest is None:
+                return False
+            self._evict(oldest, "connections_evicted_server_full")
+        self._admitted[session] = None
+        self._unauthenticated[session] = None
+        return True
+
+    def _evict(self, session: _Session, counter: str) -> None:
+        """Close a connection that has not logged in, to make room (loop thread)."""
+        self._admitted.pop(session, None)
+        self._unauthenticated.pop(session, None)
+        self._count(counter)
+        _log.debug("RCON connection from %s evicted (%s)", session.address, counter)
+        session.task.cancel()
+
+    def _logged_in(self, session: _Session, authenticated: bool) -> None:
+        """A login succeeded (or a wrong password logged the connection out)."""
+        if session not in self._admitted:
+            return
+        if authenticated:
+            self._unauthenticated.pop(session, None)
+        else:
+            self._unauthenticated[session] = None
 
     async def _refuse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         notice = f"server full: {self._max_connections} RCON connections are open; try later"
@@ -357,30 +428,43 @@ class _PeerNotReading(Exception):
     """The peer left our answer unread for ``idle_timeout`` seconds."""
 
 
+class _AuthTimedOut(Exception):
+    """The connection's auth timeout ended while it waited to log in."""
+
+
 class _Session:
-    """One client connection. Lives on the server's loop thread."""
+    """One client connection. Lives on the server's loop thread.
+
+    Hashed by identity: the server keeps sessions in insertion-ordered dicts
+    to find the oldest connection that has not logged in.
+    """
 
     def __init__(
-        self, server: RconServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self,
+        server: RconServer,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        task: asyncio.Task[None],
     ) -> None:
         self._server = server
         self._reader = reader
         self._writer = writer
+        self.task = task
         self._decoder = PacketDecoder(server._max_packet_size)
         self._authenticated = False
         peer = writer.get_extra_info("peername")
-        self._address = str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
+        self.address = str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
+        self._auth_deadline = asyncio.get_running_loop().time() + server._auth_timeout
 
     async def run(self) -> None:
         server = self._server
         loop = asyncio.get_running_loop()
-        auth_deadline = loop.time() + server._auth_timeout
         clean = False
         try:
             while True:
                 deadline = loop.time() + server._idle_timeout
                 if not self._authenticated:
-                    deadline = min(deadline, auth_deadline)
+                    deadline = min(deadline, self._auth_deadline)
                 try:
                     async with asyncio.timeout_at(deadline):
                         data = await self._reader.read(_READ_CHUNK)
@@ -402,13 +486,13 @@ class _Session:
         except asyncio.CancelledError:
             clean = True  # the server is stopping: a plain close, not a reset
             raise
-        except _PeerNotReading:
+        except (_PeerNotReading, _AuthTimedOut):
             server._count("timeouts")
         except RconProtocolError as exc:
             server._count("protocol_errors")
-            _log.info("RCON connection from %s closed: %s", self._address, exc)
+            _log.info("RCON connection from %s closed: %s", self.address, exc)
         except OSError as exc:
-            _log.debug("RCON connection from %s failed: %s", self._address, exc)
+            _log.debug("RCON connection from %s failed: %s", self.address, exc)
         finally:
             await _close(self._writer, clean=clean)
 
@@ -434,11 +518,21 @@ class _Session:
         message = f"error: unknown RCON packet type {packet.type}"
         return encode(Packet(packet.id, SERVERDATA_RESPONSE_VALUE, message.encode()))
 
+    async def _wait_within_auth_timeout(self, seconds: float) -> None:
+        """Sleep ``seconds``, but never past the auth deadline (then close)."""
+        left = self._auth_deadline - asyncio.get_running_loop().time()
+        if left <= 0:
+            raise _AuthTimedOut
+        await asyncio.sleep(min(seconds, left))
+
     async def _login(self, packet: Packet) -> bytes:
         server = self._server
-        wait = server._throttle.reserve(self._address)
-        if wait > 0:
-            await asyncio.sleep(wait)
+        throttled = False
+        while (wait := server._throttle.wait_before_check(self.address)) > 0:
+            if not throttled:
+                throttled = True
+                server._count("auth_throttled")
+            await self._wait_within_auth_timeout(wait)
         accepted = hmac.compare_digest(packet.body, server._password)
         if server._source_auth_preamble:
             # Two writes a moment apart, as from a Source server, so that a client
@@ -447,13 +541,22 @@ class _Session:
             await asyncio.sleep(_AUTH_PACKET_GAP)
         if accepted:
             self._authenticated = True
-            server._throttle.record_success(self._address)
+            server._logged_in(self, True)
+            server._throttle.record_success(self.address)
             server._count("auth_successes")
             return encode(Packet(packet.id, SERVERDATA_AUTH_RESPONSE))
-        self._authenticated = False
-        server._throttle.record_failure(self._address)
+        if self._authenticated:  # logged out: it gets a fresh auth timeout
+            self._authenticated = False
+            self._auth_deadline = asyncio.get_running_loop().time() + server._auth_timeout
+            server._logged_in(self, False)
+        penalty = server._throttle.record_failure(self.address)
         server._count("auth_failures")
-        _log.warning("RCON login from %s refused: wrong password", self._address)
+        _log.warning("RCON login from %s refused: wrong password", self.address)
+        # The failing attempt serves its penalty before it learns the answer (bounded
+        # by the auth timeout: past it, the read loop closes the connection).
+        left = self._auth_deadline - asyncio.get_running_loop().time()
+        if penalty > 0 and left > 0:
+            await asyncio.sleep(min(penalty, left))
         return encode(Packet(-1, SERVERDATA_AUTH_RESPONSE))
 
     async def _execute(self, body: bytes) -> str:
