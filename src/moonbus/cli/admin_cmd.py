@@ -4,7 +4,11 @@ Over RCON (``--host``/``--port``/``--password``, the password also from
 ``MOONBUS_RCON_PASSWORD``): the command runs in the ``moonbus serve`` process
 and its answer is printed. Locally (``--events-db FILE``, no ``--host``): a
 runtime without scripts is opened on that store, so the ``events*`` commands
-and ``settings`` work on a file offline.
+and ``settings`` work on a file offline. The file is opened read-only
+(``moonbus.store.sqlite_file_reader``: exact schema, bounded work, bad rows
+are errors naming their seq) unless the command changes the store
+(``events.clear``); then it is opened for writing, which checks the schema
+the same way before anything is written.
 
 Exit codes: 0 ok; 1 the command failed (its ``error: ...`` answer is printed
 on stderr); 2 bad usage, wrong password or unreachable server.
@@ -60,13 +64,27 @@ def admin_command(
     _run_remote(host or "127.0.0.1", port or DEFAULT_PORT, password, line, timeout)
 
 
+# Admin commands that change the event store: only these open the file for writing.
+_WRITING_COMMANDS = frozenset({"events.clear"})
+
+
 def _run_local(events_db: Path, line: str) -> None:
     from moonbus.runtime import Runtime
+    from moonbus.store.base import EventStore
+    from moonbus.store.sqlite import SqliteEventStore
+    from moonbus.store.sqlite_file_reader import SqliteFileReader
 
     if not events_db.exists():
         raise click.UsageError(f"no event store at {events_db}")
+    path = str(events_db.resolve())
+    name = line.split(maxsplit=1)[0] if line.strip() else ""
     try:
-        with Runtime(threaded=False, events=f"sqlite:///{events_db.resolve()}") as rt:
+        store: EventStore = (
+            SqliteEventStore(path, create=False)
+            if name in _WRITING_COMMANDS
+            else SqliteFileReader(path)
+        )
+        with store, Runtime(threaded=False, events=store) as rt:
             _print_answer(rt.admin.answer(line))
     except MoonbusError as exc:
         raise click.UsageError(str(exc)) from exc

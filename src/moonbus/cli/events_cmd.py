@@ -1,8 +1,10 @@
 """``moonbus events``: read a durable event store (SQLite file or Redis URL).
 
-Reads only: the store is opened, queried and closed; nothing is appended,
-pruned or rewritten (a file that is not a moonbus store is refused by the
-store itself, untouched).
+Reads only: an SQLite file is opened read-only (``mode=ro``), must hold
+exactly a moonbus store's schema (no views or triggers), and every read stops
+after ``--read-timeout`` seconds; a file that is not a store, is not a regular
+file, or holds a bad row is a clear error (exit 2, no traceback) and stays
+byte-for-byte as it was (see ``moonbus.store.sqlite_file_reader``).
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ from pathlib import Path
 import click
 
 from moonbus.errors import ConfigError, StoreError
-from moonbus.store.factory import open_event_store
+from moonbus.store.factory import open_event_reader
 from moonbus.store.render import events_json, events_ndjson, events_table
+from moonbus.store.sqlite_file_reader import DEFAULT_READ_SECONDS
 
 __all__ = ["events_command"]
 
@@ -25,7 +28,13 @@ def _store_url(db: str) -> str:
     path = Path(db)
     if not path.exists():
         raise click.UsageError(f"no event store at {db} (give a SQLite file or a redis:// URL)")
-    return f"sqlite:///{path.resolve()}"
+    return str(path.resolve())  # a plain path: "?", "#" or "%" in its name stay part of it
+
+
+class _ReadError(click.ClickException):
+    """The store could not be read (a bad file or row, a limit): exit 2."""
+
+    exit_code = 2
 
 
 @click.command("events")
@@ -38,6 +47,9 @@ def _store_url(db: str) -> str:
               help="At most N events (the newest N).")
 @click.option("--format", "fmt", type=click.Choice(["json", "ndjson", "table"]), default="json",
               show_default=True)
+@click.option("--read-timeout", type=click.FloatRange(min=0, min_open=True, max=86400.0),
+              default=DEFAULT_READ_SECONDS, show_default=True, metavar="SECONDS",
+              help="Stop reading an SQLite file after this long (an error, exit 2).")
 def events_command(
     db: str,
     types: tuple[str, ...],
@@ -45,10 +57,11 @@ def events_command(
     after_seq: int | None,
     limit: int | None,
     fmt: str,
+    read_timeout: float,
 ) -> None:
     """Print stored events in seq order (json: one array of {seq, tick, type, data, ts, source})."""
     try:
-        store = open_event_store(_store_url(db))
+        store = open_event_reader(_store_url(db), max_seconds=read_timeout)
     except (ConfigError, StoreError) as exc:
         raise click.UsageError(str(exc)) from exc
     try:
@@ -60,7 +73,7 @@ def events_command(
             newest=limit is not None,
         )
     except (ConfigError, StoreError) as exc:
-        raise click.ClickException(str(exc)) from exc
+        raise _ReadError(str(exc)) from exc
     finally:
         store.close()
     if fmt == "json":

@@ -17,6 +17,11 @@ Accepted forms::
                                       prune_tick_step=N, transit_keep=N,
                                       max_events=N
 
+``open_event_reader`` opens a store only to read it (``moonbus events --db``,
+offline admin): an SQLite file through ``SqliteFileReader`` (read-only,
+exact schema, bounded work; option ``lock_timeout`` only), a Redis URL as
+``open_event_store`` does (reading a stream writes nothing).
+
 Adding a backend means adding one entry to ``_OPENERS``: a function from the
 parsed URL to an ``EventStore``. Each backend's imports stay inside its opener.
 Bad URLs and options raise ``ConfigError`` naming the URL.
@@ -33,7 +38,7 @@ from moonbus.errors import ConfigError
 from moonbus.shared.redis_batch import public_url
 from moonbus.store.base import EventStore, StoreSettings
 
-__all__ = ["open_event_store"]
+__all__ = ["open_event_reader", "open_event_store"]
 
 Opener = Callable[[str, str, dict[str, str], StoreSettings | None, bool], EventStore]
 
@@ -169,3 +174,39 @@ def open_event_store(
             raise ConfigError(f"event store URL {public_url(url)!r}: option {key!r} given twice")
         options[key] = value
     return opener(url, rest, options, settings, create)
+
+
+def open_event_reader(url: str, *, max_seconds: float | None = None) -> EventStore:
+    """Open the store a URL (or plain SQLite file path) names, for reading only.
+
+    An SQLite file must exist and hold exactly a moonbus store; it is never
+    changed, and each read stops with a ``StoreError`` after ``max_seconds``
+    (default: ``SqliteFileReader``'s). See the module docstring.
+    """
+    from moonbus.store.sqlite_file_reader import DEFAULT_READ_SECONDS, SqliteFileReader
+
+    if not isinstance(url, str) or not url.strip():
+        raise ConfigError(f"event store URL must be a non-empty string, not {url!r}")
+    scheme, _, remainder = url.partition(":")
+    if scheme.lower() != "sqlite" and "://" in url:
+        return open_event_store(url, create=False)
+    options: dict[str, str] = {}
+    path = url
+    if scheme.lower() == "sqlite":
+        rest, _, query = remainder.partition("?")
+        path = _sqlite_path(url, rest)
+        try:
+            options = dict(parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query)))
+        except ValueError:
+            raise ConfigError(f"event store URL {url!r}: malformed query string") from None
+    unknown = set(options) - {"lock_timeout"}
+    if unknown:
+        raise ConfigError(
+            f"event store URL {url!r}: option(s) {', '.join(sorted(unknown))} do not apply "
+            "when reading (known: lock_timeout)"
+        )
+    lock_timeout = 5.0
+    if "lock_timeout" in options:
+        lock_timeout = _number(url, "lock_timeout", options["lock_timeout"], float)
+    seconds = DEFAULT_READ_SECONDS if max_seconds is None else max_seconds
+    return SqliteFileReader(path, max_seconds=seconds, lock_timeout=lock_timeout)

@@ -71,11 +71,11 @@ from moonbus.store.sqlite_query import (
     TYPES,
     Row,
     encode_data,
-    merge_rows,
     plan_selects,
     read_meta,
     row_json_line,
     row_to_event,
+    select_rows,
 )
 from moonbus.store.sqlite_readers import ReaderPool
 from moonbus.store.sqlite_schema import MEMORY, Synchronous, translated
@@ -247,33 +247,6 @@ class SqliteEventStore(EventStore):
                 finally:
                     conn.execute("COMMIT")
 
-    def _rows(
-        self,
-        conn: sqlite3.Connection,
-        *,
-        after_tick: int | None,
-        after_seq: int | None,
-        types: list[str] | None,
-        limit: int | None,
-        newest: bool,
-    ) -> Iterator[Row]:
-        ordered = bool(read_meta(conn, "ticks_ordered", 1))
-        selects = plan_selects(
-            after_tick=after_tick,
-            after_seq=after_seq,
-            types=types,
-            limit=limit,
-            newest=newest,
-            ticks_ordered=ordered,
-        )
-        streams: list[Iterable[Row]] = []
-        for select in selects:
-            cursor = conn.execute(select.sql, select.params)
-            streams.append(cursor.fetchall()[::-1] if select.descending else cursor)
-        if len(streams) == 1:
-            return iter(streams[0])
-        return merge_rows(streams, limit=limit, newest=newest)
-
     def query(
         self,
         *,
@@ -291,7 +264,7 @@ class SqliteEventStore(EventStore):
             return []
         with self._reading("querying") as conn:
             rows = list(
-                self._rows(
+                select_rows(
                     conn,
                     after_tick=after_tick,
                     after_seq=after_seq,
@@ -342,7 +315,7 @@ class SqliteEventStore(EventStore):
             return 0
         count = 0
         with self._reading("exporting") as conn:
-            for row in self._rows(
+            for row in select_rows(
                 conn,
                 after_tick=after_tick,
                 after_seq=after_seq,

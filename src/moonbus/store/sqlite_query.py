@@ -15,7 +15,11 @@ rowid order. Instead:
   index for one type;
 * several types: one indexed query per type, merged by seq here.
 
-Row layout: ``(seq, tick, type, ts, source, data_json)``.
+Row layout: ``(seq, tick, type, ts, source, data_json)``. A row read from a
+file is checked before it becomes an event or an output line
+(:func:`check_row`): SQLite does not enforce column types, so a crafted file
+can hold a text ``tick`` (which would otherwise be spliced into NDJSON) or
+data that is not a JSON object; such a row is a ``StoreError`` naming its seq.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from types import MappingProxyType
 from typing import Any
 
 from moonbus.bus.event import Event, freeze, to_jsonable
+from moonbus.errors import StoreError
 
 __all__ = [
     "COUNT_TYPE",
@@ -40,6 +45,7 @@ __all__ = [
     "Row",
     "Select",
     "StoredData",
+    "check_row",
     "decode_data",
     "encode_data",
     "merge_rows",
@@ -47,6 +53,7 @@ __all__ = [
     "read_meta",
     "row_json_line",
     "row_to_event",
+    "select_rows",
 ]
 
 Row = tuple[int, int | None, str, int, str, str]
@@ -124,16 +131,30 @@ def encode_data(data: Mapping[str, Any]) -> str:
 
 
 def decode_data(text: str) -> Mapping[str, Any]:
-    """Stored JSON back to frozen event data (mappings read-only, arrays as tuples)."""
+    """Stored JSON back to frozen event data (mappings read-only, arrays as tuples).
+
+    Raises ``ValueError`` with a clear reason when the text is not a JSON
+    object, has trailing bytes, or is nested too deeply to decode (JSON's own
+    recursion limit, or the 64 levels event data may have).
+    """
     if text == "{}":
         return _EMPTY
-    if "[" in text:
-        frozen: Mapping[str, Any] = freeze(json.loads(text))
-        return frozen
-    # No arrays anywhere: freezing is just wrapping each object, done while parsing.
-    # raw_decode: the text is our own compact JSON, so no whitespace to skip.
-    decoded: Mapping[str, Any] = _DECODER.raw_decode(text)[0]
-    return decoded
+    try:
+        if "[" in text:
+            frozen: Any = freeze(json.loads(text))
+        else:
+            # No arrays anywhere: freezing is just wrapping each object, done while
+            # parsing. raw_decode: our own compact JSON has no whitespace to skip.
+            frozen, end = _DECODER.raw_decode(text)
+            if end != len(text):
+                raise ValueError(f"extra data after the JSON value at offset {end}")
+    except RecursionError:
+        raise ValueError("the data is nested too deeply to decode") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"the data is not valid JSON ({exc})") from None
+    if not isinstance(frozen, Mapping):
+        raise ValueError(f"the data is a JSON {type(frozen).__name__}, not an object")
+    return frozen
 
 
 class StoredData(Mapping[str, Any]):
@@ -146,16 +167,22 @@ class StoredData(Mapping[str, Any]):
     threads racing on the first read decode equal values and either one is kept.
     """
 
-    __slots__ = ("_data", "text")
+    __slots__ = ("_data", "seq", "text")
 
-    def __init__(self, text: str) -> None:
+    def __init__(
+        self, text: str, seq: int | None = None, decoded: Mapping[str, Any] | None = None
+    ) -> None:
         self.text = text
-        self._data: Mapping[str, Any] | None = None
+        self.seq = seq
+        self._data = decoded  # given when the caller already decoded ``text``
 
     def _decoded(self) -> Mapping[str, Any]:
         data = self._data
         if data is None:
-            data = self._data = decode_data(self.text)
+            try:
+                data = self._data = decode_data(self.text)
+            except ValueError as exc:
+                raise StoreError(f"stored event seq {self.seq}: {exc}") from None
         return data
 
     def __getitem__(self, key: str) -> Any:
@@ -183,16 +210,43 @@ class StoredData(Mapping[str, Any]):
         return f"StoredData({dict(self._decoded())!r})"
 
 
-def row_to_event(row: Row) -> Event:
-    """Rebuild the committed event from its row (data decoded on first use)."""
+def check_row(row: tuple[Any, ...]) -> str | None:
+    """What is wrong with the column types of a row read from a file (None when
+    nothing). Cheap: a few type checks; the data's JSON is checked when decoded."""
     seq, tick, event_type, ts, source, data = row
-    return Event(event_type, StoredData(data), seq, tick, ts, source)
+    if type(seq) is not int:
+        return f"seq {seq!r} is not an integer"
+    for name, value, ok in (
+        ("tick", tick, tick is None or type(tick) is int),
+        ("type", event_type, type(event_type) is str),
+        ("ts", ts, type(ts) is int),
+        ("source", source, type(source) is str),
+        ("data", data, type(data) is str),
+    ):
+        if not ok:
+            return f"its {name} is a {type(value).__name__}, not what the store writes"
+    return None
+
+
+def _checked(row: Row) -> Row:
+    problem = check_row(row)
+    if problem is not None:
+        raise StoreError(f"stored event seq {row[0]}: {problem}")
+    return row
+
+
+def row_to_event(row: Row, decoded: Mapping[str, Any] | None = None) -> Event:
+    """Rebuild the committed event from its row (data decoded on first use, or
+    ``decoded`` when the caller already did)."""
+    seq, tick, event_type, ts, source, data = _checked(row)
+    return Event(event_type, StoredData(data, seq, decoded), seq, tick, ts, source)
 
 
 def row_json_line(row: Row) -> str:
     """The row as one NDJSON line (no newline), identical to ``Event.to_json()``,
-    built without decoding the stored data."""
-    seq, tick, event_type, ts, source, data = row
+    built without decoding the stored data (its columns are type-checked, so
+    nothing but the data text is spliced in)."""
+    seq, tick, event_type, ts, source, data = _checked(row)
     tick_text = "null" if tick is None else str(tick)
     return (
         f'{{"seq":{seq},"tick":{tick_text},"type":{json.dumps(event_type, ensure_ascii=False)},'
@@ -280,6 +334,34 @@ def plan_selects(
     if types is None:
         return [_select(None, **options)]
     return [_select(event_type, **options) for event_type in types]
+
+
+def select_rows(
+    conn: sqlite3.Connection,
+    *,
+    after_tick: int | None,
+    after_seq: int | None,
+    types: list[str] | None,
+    limit: int | None,
+    newest: bool,
+) -> Iterator[Row]:
+    """Run the SELECTs answering one query on ``conn`` and stream the rows in seq order."""
+    ordered = bool(read_meta(conn, "ticks_ordered", 1))
+    selects = plan_selects(
+        after_tick=after_tick,
+        after_seq=after_seq,
+        types=types,
+        limit=limit,
+        newest=newest,
+        ticks_ordered=ordered,
+    )
+    streams: list[Iterable[Row]] = []
+    for select in selects:
+        cursor = conn.execute(select.sql, select.params)
+        streams.append(cursor.fetchall()[::-1] if select.descending else cursor)
+    if len(streams) == 1:
+        return iter(streams[0])
+    return merge_rows(streams, limit=limit, newest=newest)
 
 
 def merge_rows(

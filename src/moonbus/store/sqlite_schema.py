@@ -7,6 +7,19 @@ header is checked (an SQLite file starts with ``SQLite format 3\\0``), then its
 with moonbus's application id and schema version is touched. Everything else
 gives a ``StoreError`` naming the file, and the file's bytes stay as they were.
 
+A file marked as ours must also hold exactly our schema: the tables and
+indexes below with their exact definitions, and nothing else. A view, a
+trigger or an unknown object in a crafted file could run arbitrary SQL (a
+recursive view that never ends, a trigger that writes) inside our queries, so
+such a file is refused, naming the objects, before any query or pragma that
+could change it. Only a regular file is opened: a FIFO or a device would
+block or stream forever.
+
+Readers of a file (``moonbus events --db``) open it with
+:func:`open_read_only`: SQLite's ``mode=ro``, ``query_only``, no
+``journal_mode`` change, and a progress handler that interrupts any statement
+running past the caller's deadline (:class:`WorkLimit`).
+
 Schema (one table, three indexes, each chosen for a query or a prune):
 
 * ``events(seq INTEGER PRIMARY KEY, ...)``: ``seq`` is the rowid, so "after
@@ -27,19 +40,26 @@ Connections made here are plain ``sqlite3`` connections in autocommit mode
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
+import stat
+import time
+import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Literal
 
-from moonbus.errors import StoreError
+from moonbus.errors import ConfigError, StoreError
 
 __all__ = [
     "APPLICATION_ID",
     "MEMORY",
     "SCHEMA",
     "SCHEMA_VERSION",
+    "WorkLimit",
     "check_header",
+    "check_schema",
+    "open_read_only",
     "open_reader",
     "open_writer",
     "translated",
@@ -67,6 +87,21 @@ SCHEMA = (
 )
 
 Synchronous = Literal["normal", "full"]
+
+_PROGRESS_STEPS = 10_000  # SQLite VM instructions between two looks at the deadline
+
+
+def _normalised(sql: str) -> str:
+    return " ".join(re.sub(r"\s*([(),])\s*", r"\1", sql).split())
+
+
+def _name_of(statement: str) -> tuple[str, str]:
+    words = statement.split()
+    return words[1].lower(), words[2]
+
+
+# (type, name) -> normalised CREATE statement: exactly what a store holds.
+_EXPECTED = {_name_of(statement): _normalised(statement) for statement in SCHEMA}
 
 
 @contextmanager
@@ -104,8 +139,7 @@ def check_header(path: str, *, create: bool) -> None:
     if os.path.isdir(path):
         raise StoreError(f"event store {path}: is a directory, not a database file")
     try:
-        with open(path, "rb") as fp:
-            head = fp.read(len(SQLITE_MAGIC))
+        head = _read_head(path)
     except FileNotFoundError:
         if not create:
             raise StoreError(f"event store {path}: no such file") from None
@@ -117,6 +151,26 @@ def check_header(path: str, *, create: bool) -> None:
         raise StoreError(f"event store {path}: cannot read the file ({exc})") from exc
     if head and head != SQLITE_MAGIC:
         raise StoreError(f"event store {path}: not an SQLite database; refusing to touch it")
+
+
+def _read_head(path: str) -> bytes:
+    """The first bytes of ``path``, refusing anything but a regular file. Opened
+    non-blocking and checked with ``fstat`` on the open descriptor, so a FIFO or
+    a device is refused without ever waiting on it."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = (
+                "a FIFO" if stat.S_ISFIFO(mode)
+                else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+                else "a socket" if stat.S_ISSOCK(mode)
+                else "not a regular file"
+            )
+            raise StoreError(f"event store {path}: is {kind}, not a database file; refusing it")
+        return os.read(fd, len(SQLITE_MAGIC))
+    finally:
+        os.close(fd)
 
 
 def _connect(path: str, lock_timeout: float) -> sqlite3.Connection:
@@ -138,6 +192,7 @@ def _verify_ours(conn: sqlite3.Connection, path: str) -> bool:
                 f"event store {path}: schema version {version} is not supported "
                 f"(this moonbus reads version {SCHEMA_VERSION})"
             )
+        check_schema(conn, path)
         return False
     if app_id == 0 and not tables:
         return True
@@ -145,6 +200,108 @@ def _verify_ours(conn: sqlite3.Connection, path: str) -> bool:
         f"event store {path}: an SQLite database that is not a moonbus event store; "
         "refusing to touch it"
     )
+
+
+def check_schema(conn: sqlite3.Connection, path: str) -> None:
+    """Refuse a file whose schema is not exactly a moonbus event store's: every
+    table and index of ``SCHEMA`` with its definition, and no other object (no
+    view, trigger or extra table). Reads ``sqlite_master`` only."""
+    found: dict[tuple[str, str], str] = {}
+    for kind, name, sql in conn.execute("SELECT type, name, sql FROM sqlite_master"):
+        found[(str(kind), str(name))] = "" if sql is None else _normalised(str(sql))
+    extra = sorted(f"{kind} {name!r}" for kind, name in found if (kind, name) not in _EXPECTED)
+    missing = sorted(f"{kind} {name!r}" for kind, name in _EXPECTED if (kind, name) not in found)
+    changed = sorted(
+        f"{kind} {name!r}"
+        for (kind, name), sql in _EXPECTED.items()
+        if (kind, name) in found and found[(kind, name)] != sql
+    )
+    problems = [
+        f"{label}: {', '.join(items)}"
+        for label, items in (("unexpected", extra), ("missing", missing), ("altered", changed))
+        if items
+    ]
+    if problems:
+        raise StoreError(
+            f"event store {path}: the schema is not a moonbus event store's "
+            f"({'; '.join(problems)}); refusing to read or write it"
+        )
+
+
+class WorkLimit:
+    """Interrupts any statement on a connection that runs past a deadline.
+
+    Why: even with our exact schema, a huge or damaged file can make a query
+    long; a reader (a CLI command, an offline admin) must end with an error
+    instead of spinning. ``start(action)`` arms the deadline for one operation;
+    SQLite then calls the progress handler every ``_PROGRESS_STEPS``
+    instructions and the statement fails with "interrupted", which
+    :meth:`error` turns into a ``StoreError`` naming the limit. Threads: one
+    connection, used by one thread at a time.
+    """
+
+    def __init__(self, path: str, max_seconds: float) -> None:
+        if not 0 < max_seconds < float("inf"):
+            raise ConfigError(f"read time limit must be a positive number, got {max_seconds!r}")
+        self.path = path
+        self.max_seconds = float(max_seconds)
+        self.interrupted = 0  # statements stopped by the limit (a counter)
+        self._deadline = float("inf")
+
+    def install(self, conn: sqlite3.Connection) -> None:
+        conn.set_progress_handler(self._check, _PROGRESS_STEPS)
+
+    def start(self) -> None:
+        self._deadline = time.monotonic() + self.max_seconds
+
+    def _check(self) -> int:
+        if time.monotonic() > self._deadline:
+            self.interrupted += 1
+            return 1
+        return 0
+
+    def error(self, action: str) -> StoreError:
+        return StoreError(
+            f"event store {self.path}: {action} took longer than the read time limit "
+            f"({self.max_seconds:g} s); stopped"
+        )
+
+
+def open_read_only(path: str, *, lock_timeout: float, limit: WorkLimit) -> sqlite3.Connection:
+    """Open a moonbus store file strictly for reading.
+
+    A regular file only, an SQLite header, ``mode=ro`` (SQLite itself refuses
+    to write), ``query_only``, ``trusted_schema=OFF``, our application id,
+    schema version and exact schema; an empty database is not a store. Nothing
+    here changes the file: no ``journal_mode``, no other persistent pragma.
+    """
+    if path == MEMORY:
+        raise StoreError("event store :memory: cannot be opened for reading from a file")
+    check_header(path, create=False)
+    uri = "file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=ro"
+    with translated(path, "opening for reading", lock_timeout):
+        conn = sqlite3.connect(
+            uri, uri=True, timeout=lock_timeout, isolation_level=None, check_same_thread=False
+        )
+    try:
+        limit.install(conn)
+        limit.start()
+        try:
+            with translated(path, "checking the file", lock_timeout):
+                conn.execute("PRAGMA query_only=ON")
+                conn.execute("PRAGMA trusted_schema=OFF")
+                if _verify_ours(conn, path):
+                    raise StoreError(
+                        f"event store {path}: an empty SQLite database, not a moonbus event store"
+                    )
+        except StoreError as exc:
+            if limit.interrupted:
+                raise limit.error("checking the file") from exc
+            raise
+    except BaseException:
+        conn.close()
+        raise
+    return conn
 
 
 def open_writer(
