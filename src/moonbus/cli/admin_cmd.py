@@ -64,6 +64,12 @@ def admin_command(
     _run_remote(host or "127.0.0.1", port or DEFAULT_PORT, password, line, timeout)
 
 
+class _StoreFailed(click.ClickException):
+    """The store file could not be opened (not a store, not a regular file): exit 2."""
+
+    exit_code = 2
+
+
 # Admin commands that change the event store: only these open the file for writing.
 _WRITING_COMMANDS = frozenset({"events.clear"})
 
@@ -87,7 +93,7 @@ def _run_local(events_db: Path, line: str) -> None:
         with store, Runtime(threaded=False, events=store) as rt:
             _print_answer(rt.admin.answer(line))
     except MoonbusError as exc:
-        raise click.UsageError(str(exc)) from exc
+        raise _StoreFailed(str(exc)) from exc
 
 
 def _run_remote(host: str, port: int, password: str | None, line: str, timeout: float) -> None:

@@ -62,8 +62,10 @@ def events_command(
     """Print stored events in seq order (json: one array of {seq, tick, type, data, ts, source})."""
     try:
         store = open_event_reader(_store_url(db), max_seconds=read_timeout)
-    except (ConfigError, StoreError) as exc:
+    except ConfigError as exc:
         raise click.UsageError(str(exc)) from exc
+    except StoreError as exc:
+        raise _ReadError(str(exc)) from exc
     try:
         events = store.query(
             after_tick=after_tick,
