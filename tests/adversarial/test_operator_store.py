@@ -125,7 +125,10 @@ def test_a_trigger_or_an_extra_table_is_refused_by_name(tmp_path: Path, reader: 
 BAD_ROWS = {
     "bad json": ((99, 1, "tick", 0, "s", "{not json"), "not valid JSON"),
     "deep json": ((99, 1, "tick", 0, "s", '{"a":' * 100_000 + "1" + "}" * 100_000), "nested"),
-    "deep arrays": ((99, 1, "tick", 0, "s", '{"a":' + "[" * 100_000 + "]" * 100_000 + "}"), "nested"),
+    "deep arrays": (
+        (99, 1, "tick", 0, "s", '{"a":' + "[" * 100_000 + "]" * 100_000 + "}"),
+        "nested",
+    ),
     "too deep to render": ((99, 1, "tick", 0, "s", '{"a":' * 200 + "1" + "}" * 200), "64 levels"),
     "not an object": ((99, 1, "tick", 0, "s", "[1, 2]"), "not an object"),
     "text tick": ((99, '1,"injected":2', "tick", 0, "s", "{}"), "its tick is a str"),
@@ -166,7 +169,7 @@ def test_an_empty_database_is_not_a_store(tmp_path: Path) -> None:
 def test_reading_a_real_store_changes_nothing(tmp_path: Path) -> None:
     path = store_file(tmp_path)
     before = path.read_bytes()
-    result, took = run("events", "--db", path)
+    result, _ = run("events", "--db", path)
     assert result.exit_code == 0, result.output
     assert [e["seq"] for e in json.loads(result.output)] == [1, 2, 3, 4, 5]
     summary, _ = run("admin", "--events-db", path, "events")
@@ -178,12 +181,12 @@ def test_a_read_that_runs_past_the_time_limit_is_stopped(tmp_path: Path) -> None
     path = store_file(tmp_path)
     with SqliteFileReader(path, max_seconds=0.2) as reader:
         began = time.monotonic()
-        with pytest.raises(StoreError, match=r"took longer than the read time limit \(0.2 s\)"):
-            with reader._reading("spinning") as conn:
-                conn.execute(
-                    "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) "
-                    "SELECT count(*) FROM r"
-                ).fetchall()
+        spin = (
+            "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) SELECT count(*) FROM r"
+        )
+        limit = r"took longer than the read time limit \(0.2 s\)"
+        with pytest.raises(StoreError, match=limit), reader._reading("spinning") as conn:
+            conn.execute(spin).fetchall()
         assert time.monotonic() - began < BOUND
         assert reader.interrupted == 1
         assert len(reader.query()) == 5  # the next read gets a fresh deadline
