@@ -498,6 +498,8 @@ def test_a_password_is_required(password: str | None) -> None:
     [
         ({"port": 70000}, "port must be 0..65535"),
         ({"max_connections": 0}, "max_connections must be at least 1"),
+        ({"max_unauthenticated_per_address": 0}, "max_unauthenticated_per_address must be at"),
+        ({"auth_failure_burst": 0}, "auth failure burst must be an integer >= 1"),
         ({"handler_threads": 0}, "handler_threads must be at least 1"),
         ({"idle_timeout": 0}, "idle_timeout must be positive"),
         ({"auth_timeout": -1}, "auth_timeout must be positive"),

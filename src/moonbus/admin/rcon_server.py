@@ -33,17 +33,14 @@ Protocol behaviour (as Source does it):
   (``idle_timeout``) or one that has not logged in within ``auth_timeout``
   is closed; nothing else is touched.
 
-Connection caps (operators are never locked out by idle sockets): one
-address holds at most ``max_unauthenticated_per_address`` connections that
-have not logged in; a new one from that address evicts (closes) its oldest
-such connection. When ``max_connections`` are open, a new connection evicts
-the oldest connection that has not logged in, from any address; only when
-every open connection is logged in is the newcomer refused, with one
-``RESPONSE_VALUE`` (id -1) saying the server is full, then EOF. So idle or
-guessing sockets can delay nobody past their auth timeout, and cannot hold a
-place a logged-in admin or a newcomer with the password needs. Evicting a
-connection that is serving a failure penalty frees no guess: the penalty
-stays with its address.
+Connection caps (operators are never locked out by idle sockets; see
+:mod:`moonbus.admin.rcon_admission`): ``max_unauthenticated_per_address``
+connections not logged in per address, ``max_connections`` in all; a
+newcomer evicts the oldest connection not logged in, and is refused (one
+``RESPONSE_VALUE``, id -1, saying the server is full, then EOF) only when
+every open connection is logged in. Evicting a connection that is serving a
+failure penalty frees no guess: the penalty stays with its address.
+Connections are served by :class:`~moonbus.admin.rcon_session.Session`.
 
 Threads: ``start``, ``stop`` and the context manager belong to the owner's
 thread (not to be called concurrently with each other); ``statistics`` and
@@ -55,7 +52,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import logging
 import threading
 import time
@@ -64,29 +60,24 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
 from types import TracebackType
 
+from moonbus.admin.rcon_admission import Admission
 from moonbus.admin.rcon_codec import (
     DEFAULT_MAX_PACKET_SIZE,
-    SERVERDATA_AUTH,
-    SERVERDATA_AUTH_RESPONSE,
-    SERVERDATA_EXECCOMMAND,
     SERVERDATA_RESPONSE_VALUE,
     Packet,
     PacketDecoder,
     encode,
-    split_response,
 )
+from moonbus.admin.rcon_session import READ_CHUNK, Session, close_connection
 from moonbus.admin.rcon_throttle import LoginThrottle
-from moonbus.errors import AdminError, ClosedError, ConfigError, MoonbusError, RconProtocolError
+from moonbus.errors import AdminError, ClosedError, ConfigError
 
 __all__ = ["RconServer", "RconServerStatistics"]
 
 _log = logging.getLogger(__name__)
 
-_READ_CHUNK = 65536
 _LISTEN_BACKLOG = 1024
 _REFUSAL_LINGER = 1.0  # seconds a refused peer gets to read the notice before the socket closes
-_CLOSE_GRACE = 1.0
-_AUTH_PACKET_GAP = 0.005  # seconds between Source's preamble and the AUTH_RESPONSE
 
 
 @dataclass(frozen=True)
@@ -168,15 +159,9 @@ class RconServer:
             raise ConfigError("an RCON password is required; the server never runs without one")
         if not isinstance(port, int) or not 0 <= port <= 65535:
             raise ConfigError(f"RCON port must be 0..65535, got {port!r}")
-        if max_connections < 1:
-            raise ConfigError(f"max_connections must be at least 1, got {max_connections}")
-        if not isinstance(max_unauthenticated_per_address, int) or (
-            max_unauthenticated_per_address < 1
-        ):
-            raise ConfigError(
-                "max_unauthenticated_per_address must be an integer >= 1, "
-                f"got {max_unauthenticated_per_address!r}"
-            )
+        self._admission: Admission[Session] = Admission(
+            max_connections=max_connections, per_address=max_unauthenticated_per_address
+        )  # owned by the loop thread once started
         if handler_threads < 1:
             raise ConfigError(f"handler_threads must be at least 1, got {handler_threads}")
         for name, value in (("idle_timeout", idle_timeout), ("auth_timeout", auth_timeout)):
@@ -188,7 +173,6 @@ class RconServer:
         self._host = host
         self._port = port
         self._max_connections = max_connections
-        self._max_unauthenticated_per_address = max_unauthenticated_per_address
         self._max_packet_size = max_packet_size
         self._idle_timeout = float(idle_timeout)
         self._auth_timeout = float(auth_timeout)
@@ -206,8 +190,6 @@ class RconServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop_requested: asyncio.Event | None = None
         self._sessions: set[asyncio.Task[None]] = set()
-        self._admitted: dict[_Session, None] = {}  # open and not evicted, oldest first
-        self._unauthenticated: dict[_Session, None] = {}  # of those, not logged in
         # Owned by the owner's thread:
         self._thread: threading.Thread | None = None
         self._pool: ThreadPoolExecutor | None = None
@@ -286,6 +268,7 @@ class RconServer:
         return RconServerStatistics(**values)
 
     def _count(self, name: str, delta: int = 1) -> None:
+        """Add to one counter (any thread; sessions call it from the loop thread)."""
         with self._counters_lock:
             setattr(self._counters, name, getattr(self._counters, name) + delta)
 
@@ -353,8 +336,13 @@ class RconServer:
             if self._stop_requested is not None and self._stop_requested.is_set():
                 writer.transport.abort()
                 return
-            session = _Session(self, reader, writer, task)
-            if not self._admit(session):
+            session = Session(self, reader, writer, task)
+            decision = self._admission.admit(session, session.address)
+            for evicted, reason in decision.evicted:
+                self._count(f"connections_evicted_{reason}")
+                _log.debug("RCON connection from %s evicted (%s)", evicted.address, reason)
+                evicted.task.cancel()
+            if not decision.admitted:
                 self._count("connections_refused")
                 await self._refuse(reader, writer)
                 return
@@ -363,8 +351,7 @@ class RconServer:
             try:
                 await session.run()
             finally:
-                self._admitted.pop(session, None)
-                self._unauthenticated.pop(session, None)
+                self._admission.close(session)
                 self._count("connections_open", -1)
         except asyncio.CancelledError:
             # stop() cancels sessions; end the task normally, because the 3.11
@@ -372,38 +359,6 @@ class RconServer:
             pass
         finally:
             self._sessions.discard(task)
-
-    def _admit(self, session: _Session) -> bool:
-        """Make room for ``session`` by the caps in the module docstring; False
-        when every open connection is logged in (the newcomer is refused)."""
-        same_address = [s for s in self._unauthenticated if s.address == session.address]
-        if len(same_address) >= self._max_unauthenticated_per_address:
-            self._evict(same_address[0], "connections_evicted_per_address")
-        if len(self._admitted) >= self._max_connections:
-            oldest = next(iter(self._unauthenticated), None)
-            if oldest is None:
-                return False
-            self._evict(oldest, "connections_evicted_server_full")
-        self._admitted[session] = None
-        self._unauthenticated[session] = None
-        return True
-
-    def _evict(self, session: _Session, counter: str) -> None:
-        """Close a connection that has not logged in, to make room (loop thread)."""
-        self._admitted.pop(session, None)
-        self._unauthenticated.pop(session, None)
-        self._count(counter)
-        _log.debug("RCON connection from %s evicted (%s)", session.address, counter)
-        session.task.cancel()
-
-    def _logged_in(self, session: _Session, authenticated: bool) -> None:
-        """A login succeeded (or a wrong password logged the connection out)."""
-        if session not in self._admitted:
-            return
-        if authenticated:
-            self._unauthenticated.pop(session, None)
-        else:
-            self._unauthenticated[session] = None
 
     async def _refuse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         notice = f"server full: {self._max_connections} RCON connections are open; try later"
@@ -415,182 +370,10 @@ class RconServer:
             # Read (and drop) what the peer sends until it closes, so closing our
             # side does not reset the connection before the notice is read.
             async with asyncio.timeout(_REFUSAL_LINGER):
-                while await reader.read(_READ_CHUNK):
+                while await reader.read(READ_CHUNK):
                     pass
             clean = True
         except (TimeoutError, OSError):
             pass
         finally:
-            await _close(writer, clean=clean)
-
-
-class _PeerNotReading(Exception):
-    """The peer left our answer unread for ``idle_timeout`` seconds."""
-
-
-class _AuthTimedOut(Exception):
-    """The connection's auth timeout ended while it waited to log in."""
-
-
-class _Session:
-    """One client connection. Lives on the server's loop thread.
-
-    Hashed by identity: the server keeps sessions in insertion-ordered dicts
-    to find the oldest connection that has not logged in.
-    """
-
-    def __init__(
-        self,
-        server: RconServer,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        task: asyncio.Task[None],
-    ) -> None:
-        self._server = server
-        self._reader = reader
-        self._writer = writer
-        self.task = task
-        self._decoder = PacketDecoder(server._max_packet_size)
-        self._authenticated = False
-        peer = writer.get_extra_info("peername")
-        self.address = str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
-        self._auth_deadline = asyncio.get_running_loop().time() + server._auth_timeout
-
-    async def run(self) -> None:
-        server = self._server
-        loop = asyncio.get_running_loop()
-        clean = False
-        try:
-            while True:
-                deadline = loop.time() + server._idle_timeout
-                if not self._authenticated:
-                    deadline = min(deadline, self._auth_deadline)
-                try:
-                    async with asyncio.timeout_at(deadline):
-                        data = await self._reader.read(_READ_CHUNK)
-                except TimeoutError:
-                    server._count("timeouts")
-                    return
-                if not data:
-                    self._decoder.check_complete()
-                    clean = True
-                    return
-                answer = bytearray()
-                for packet in self._decoder.feed(data):
-                    if packet.type == SERVERDATA_AUTH:
-                        await self._send(answer)
-                        answer = bytearray(await self._login(packet))
-                    else:
-                        answer += await self._answer(packet)
-                await self._send(answer)
-        except asyncio.CancelledError:
-            clean = True  # the server is stopping: a plain close, not a reset
-            raise
-        except (_PeerNotReading, _AuthTimedOut):
-            server._count("timeouts")
-        except RconProtocolError as exc:
-            server._count("protocol_errors")
-            _log.info("RCON connection from %s closed: %s", self.address, exc)
-        except OSError as exc:
-            _log.debug("RCON connection from %s failed: %s", self.address, exc)
-        finally:
-            await _close(self._writer, clean=clean)
-
-    async def _send(self, data: bytes | bytearray) -> None:
-        if not data:
-            return
-        self._writer.write(data)
-        try:
-            async with asyncio.timeout(self._server._idle_timeout):
-                await self._writer.drain()
-        except TimeoutError:
-            raise _PeerNotReading from None
-
-    async def _answer(self, packet: Packet) -> bytes:
-        if not self._authenticated:
-            self._server._count("unauthenticated_requests")
-            return encode(Packet(-1, SERVERDATA_AUTH_RESPONSE))
-        if packet.type == SERVERDATA_EXECCOMMAND:
-            text = await self._execute(packet.body)
-            return b"".join(encode(p) for p in split_response(packet.id, text))
-        if packet.type == SERVERDATA_RESPONSE_VALUE:
-            return encode(packet)  # the end-of-answer marker, mirrored
-        message = f"error: unknown RCON packet type {packet.type}"
-        return encode(Packet(packet.id, SERVERDATA_RESPONSE_VALUE, message.encode()))
-
-    async def _wait_within_auth_timeout(self, seconds: float) -> None:
-        """Sleep ``seconds``, but never past the auth deadline (then close)."""
-        left = self._auth_deadline - asyncio.get_running_loop().time()
-        if left <= 0:
-            raise _AuthTimedOut
-        await asyncio.sleep(min(seconds, left))
-
-    async def _login(self, packet: Packet) -> bytes:
-        server = self._server
-        throttled = False
-        while (wait := server._throttle.wait_before_check(self.address)) > 0:
-            if not throttled:
-                throttled = True
-                server._count("auth_throttled")
-            await self._wait_within_auth_timeout(wait)
-        accepted = hmac.compare_digest(packet.body, server._password)
-        if server._source_auth_preamble:
-            # Two writes a moment apart, as from a Source server, so that a client
-            # reading each packet through a fresh buffered reader has a chance.
-            await self._send(encode(Packet(packet.id, SERVERDATA_RESPONSE_VALUE)))
-            await asyncio.sleep(_AUTH_PACKET_GAP)
-        if accepted:
-            self._authenticated = True
-            server._logged_in(self, True)
-            server._throttle.record_success(self.address)
-            server._count("auth_successes")
-            return encode(Packet(packet.id, SERVERDATA_AUTH_RESPONSE))
-        if self._authenticated:  # logged out: it gets a fresh auth timeout
-            self._authenticated = False
-            self._auth_deadline = asyncio.get_running_loop().time() + server._auth_timeout
-            server._logged_in(self, False)
-        penalty = server._throttle.record_failure(self.address)
-        server._count("auth_failures")
-        _log.warning("RCON login from %s refused: wrong password", self.address)
-        # The failing attempt serves its penalty before it learns the answer (bounded
-        # by the auth timeout: past it, the read loop closes the connection).
-        left = self._auth_deadline - asyncio.get_running_loop().time()
-        if penalty > 0 and left > 0:
-            await asyncio.sleep(min(penalty, left))
-        return encode(Packet(-1, SERVERDATA_AUTH_RESPONSE))
-
-    async def _execute(self, body: bytes) -> str:
-        server = self._server
-        server._count("commands_served")
-        try:
-            command = body.decode("utf-8")
-        except UnicodeDecodeError:
-            server._count("command_errors")
-            return "error: the command is not valid UTF-8"
-        assert server._pool is not None
-        loop = asyncio.get_running_loop()
-        try:
-            result = await loop.run_in_executor(server._pool, server._handler, command)
-        except Exception as exc:
-            server._count("command_errors")
-            if isinstance(exc, MoonbusError):
-                return f"error: {exc}"
-            _log.exception("RCON command %r raised", command)
-            return f"error: {type(exc).__name__}: {exc}"
-        if not isinstance(result, str):
-            server._count("command_errors")
-            return f"error: the command handler returned {type(result).__name__}, not str"
-        return result
-
-
-async def _close(writer: asyncio.StreamWriter, *, clean: bool) -> None:
-    """Close a connection: flush and close when it ended cleanly, else abort."""
-    if clean:
-        writer.close()
-    else:
-        writer.transport.abort()
-    try:
-        async with asyncio.timeout(_CLOSE_GRACE):
-            await writer.wait_closed()
-    except (TimeoutError, OSError):
-        writer.transport.abort()
+            await close_connection(writer, clean=clean)
