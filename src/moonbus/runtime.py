@@ -28,6 +28,7 @@ control thread; ``bus.emit`` may be called from any thread.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -44,6 +45,7 @@ from moonbus.errors import ConfigError
 from moonbus.host.context import HostSettings, ScriptContext
 from moonbus.host.deferred import EVENT_DELIVERY_MODES, DeferredDelivery
 from moonbus.host.gate import DeliveryGate
+from moonbus.host.limits import LifecycleCounters, LifecycleStatistics
 from moonbus.host.scheduler import ScriptScheduler
 from moonbus.host.script import ScriptHost
 from moonbus.host.source import load_source, merge_options
@@ -54,6 +56,7 @@ from moonbus.store.base import EventStore, StoreSettings
 __all__ = ["LogLine", "Runtime"]
 
 _script_log = logging.getLogger("moonbus.script")
+_runtime_log = logging.getLogger("moonbus.runtime")
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
            "error": logging.ERROR}
 
@@ -297,27 +300,84 @@ class Runtime:
         if self._closed:
             raise ConfigError("the runtime is closed")
 
-    def close(self) -> None:
-        """Stop every script (running ``on_stop``), flush stores, release everything."""
+    def close(self, timeout: float = 30.0) -> None:
+        """Stop every script (running ``on_stop``), flush stores, release everything.
+
+        Always returns, within about ``timeout`` seconds plus the stores' own
+        flushing: scripts are asked to stop all at once and each gets what is
+        left of one deadline (a script's code runs at most its lifecycle
+        limit after its stop; see ``ScriptHost``). Every step runs even when
+        an earlier one fails (the event store is flushed and closed whatever
+        a script or thread did); errors are logged, and the first is raised
+        at the end with the others as notes. A thread still alive after its
+        timed join is logged and counted (``threads_not_ended``).
+        """
         if self._closed:
             return
         self._closed = True
-        if self._deferred is not None:
-            self._deferred.flush(5.0)  # what was emitted reaches the handlers first
-        for host in list(self.scripts.values()):
+        deadline = time.monotonic() + timeout
+        errors: list[BaseException] = []
+
+        def step(what: str, action: Callable[[], object]) -> None:
             try:
-                host.close()
-            except Exception:
-                logging.getLogger("moonbus.runtime").exception("closing script %s", host.name)
-        self.scheduler.close()
-        if self._deferred is not None:
-            self._deferred.close()
+                action()
+            except Exception as exc:
+                _runtime_log.exception("close: %s failed", what)
+                exc.add_note(f"while closing the runtime: {what}")
+                errors.append(exc)
+
+        def left() -> float:
+            return max(0.1, deadline - time.monotonic())
+
+        deferred = self._deferred
+        if deferred is not None:  # what was emitted reaches the handlers first
+            step("delivering deferred events", lambda: deferred.flush(min(5.0, left())))
+        hosts = list(self.scripts.values())
+        for host in hosts:
+            step(f"stopping script {host.name}", functools.partial(host.stop, wait=False))
+        for host in hosts:
+            step(f"closing script {host.name}",
+                 lambda host=host: host.close(timeout=left()))  # type: ignore[misc]
+        step("stopping the scheduler",
+             lambda: self._not_ended(self.scheduler.close(timeout=min(10.0, left()))))
+        if deferred is not None:
+            step("stopping the event thread",
+                 lambda: self._not_ended(0 if deferred.close(min(5.0, left())) else 1))
         if self._follower is not None:
-            self._follower.close()
-        self.bus.close()
+            step("stopping the event store feed", self._follower.close)
+        step("closing the bus", self.bus.close)
         for owned in reversed(self._owned):
-            owned.close()
-        self.factory.close()
+            step(f"closing {owned!r}", owned.close)
+        step("closing the Lua factory", self.factory.close)
+        if errors:
+            first = errors[0]
+            for other in errors[1:]:
+                first.add_note(f"also: {other!r}")
+            raise first
+
+    def _not_ended(self, count: int) -> None:
+        if count:
+            self._ctx.counters.add("threads_not_ended", count)
+
+    @property
+    def lifecycle_counters(self) -> LifecycleCounters:
+        """The counters of the lifecycle limits (admin commands add to them too)."""
+        return self._ctx.counters
+
+    def lifecycle_statistics(self) -> LifecycleStatistics:
+        """What the lifecycle limits did: stops that had to end running code,
+        clamped and refused numbers, scheduler errors caught, threads that
+        did not end in time (see ``moonbus.host.limits``)."""
+        counters = self._ctx.counters
+        sched = self.scheduler.statistics()
+        return LifecycleStatistics(
+            stop_aborts=counters.stop_aborts,
+            clamped_numbers=counters.clamped_numbers,
+            refused_numbers=counters.refused_numbers,
+            scheduler_job_exceptions=sched.job_exceptions,
+            scheduler_worker_errors=sched.worker_errors,
+            threads_not_ended=counters.threads_not_ended,
+        )
 
     def __enter__(self) -> Runtime:
         return self

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 from moonbus.admin.registry import CommandRegistry, parse_int
 from moonbus.bus import Event
-from moonbus.errors import AdminError
+from moonbus.errors import AdminError, ConfigError
+from moonbus.host.limits import setting_bounds
 from moonbus.store.render import events_json, snapshot_json, summary_lines
 
 if TYPE_CHECKING:
@@ -28,6 +29,7 @@ _HOST_SETTINGS: dict[str, tuple[str, float, type]] = {
     "lifecycle_timeout_ms": ("lifecycle_timeout", 0.001, float),
     "poll_delay_ms": ("poll_delay", 0.001, float),
     "max_poll_failures": ("max_poll_failures", 1, int),
+    "max_poll_delay_ms": ("max_poll_delay", 0.001, float),
 }
 _STORE_SETTINGS = ("retention_ticks", "retention_count", "log_appends")
 
@@ -145,10 +147,20 @@ class _Commands:
             try:
                 number = kind(raw)
             except ValueError:
+                self.rt.lifecycle_counters.add("refused_numbers")
                 raise AdminError(f"{key} must be a {kind.__name__}, got {raw!r}") from None
-            if number <= 0:
-                raise AdminError(f"{key} must be positive, got {raw!r}")
-            setattr(self.rt.settings, attr, number * scale if scale != 1 else number)
+            stored = number * scale if scale != 1 else number
+            try:
+                # HostSettings checks every value it is given (finite, above
+                # zero, within its bound: moonbus.host.limits).
+                setattr(self.rt.settings, attr, stored)
+            except ConfigError:
+                self.rt.lifecycle_counters.add("refused_numbers")
+                low, high = setting_bounds(attr)
+                raise AdminError(
+                    f"{key} must be a finite number above {low / scale:g} and at most "
+                    f"{high / scale:g}, got {raw!r} ({key} is unchanged)"
+                ) from None
             return f"{key} = {number}"
         if key in _STORE_SETTINGS:
             value: Any

@@ -653,6 +653,14 @@ class Bus:
         """The ``seq`` of the newest committed event (0 before any)."""
         return self._core.seq
 
+    def emitting_here(self) -> bool:
+        """True while the calling thread is inside ``emit`` (committing or
+        delivering: a handler runs here). Such a thread holds the emit lock, so
+        it must not wait for another thread that may need to emit (the script
+        host's ``stop`` asks for the stop without waiting then)."""
+        # RLock._is_owned is what threading.Condition uses for the same question.
+        return bool(self._emit_lock._is_owned())  # type: ignore[attr-defined]
+
     def statistics(self) -> BusStatistics:
         """Counters for monitoring and the admin ``listeners`` command (no lock taken)."""
         subscriptions = len(self._subs)

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from moonbus.bus import Bus
 from moonbus.host.deferred import DeferredDelivery
+from moonbus.host.limits import LifecycleCounters, check_setting
 from moonbus.host.scheduler import ScriptScheduler
 from moonbus.lua.sandbox import SandboxFactory
 
@@ -45,15 +46,28 @@ class LogSink(Protocol):
 class HostSettings:
     """Tunables read by script hosts at each call (so changes apply at once).
 
-    Times are seconds. ``poll_delay`` is used when ``poll`` returns no number.
+    Times are seconds. ``poll_delay`` is used when ``poll`` returns no number;
+    ``max_poll_delay`` bounds the delay ``poll`` may return and ``sleep`` may
+    ask for (larger ones, infinity included, are clamped to it).
+    ``lifecycle_timeout`` is also the stop budget: once a script is being
+    stopped, all of its code (the unwinding task, deferred events queued
+    before the stop, ``on_stop``) gets that much more time, then it is ended.
+
+    Every field is checked when set (``moonbus.host.limits.check_setting``):
+    NaN, infinity, zero, negative or absurd values raise ``ConfigError``
+    naming the field and the value, so no bad number reaches a timer.
     """
 
-    handler_timeout: float = 0.1
+    handler_timeout: float | None = 0.1  # None: no limit (Python embedders only)
     lifecycle_timeout: float = 5.0
     poll_delay: float = 0.1
     max_poll_failures: int = 5
     memory_limit: int = 64 * 1024 * 1024
     max_errors_kept: int = 20
+    max_poll_delay: float = 24 * 3600.0
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        super().__setattr__(name, check_setting(name, value))
 
 
 @dataclass
@@ -71,3 +85,6 @@ class ScriptContext:
     native: bool = True  # False: event delivery stays on the Python path (moonbus.native)
     # Set when the runtime defers event-engine delivery (moonbus.host.deferred).
     deferred: DeferredDelivery | None = None
+    # What the lifecycle limits did (stop aborts, clamped numbers...), shared
+    # by the runtime's hosts; read through Runtime.lifecycle_statistics().
+    counters: LifecycleCounters = field(default_factory=LifecycleCounters)

@@ -211,11 +211,18 @@ class DeferredDelivery:
                     return
             self.run_pending()
 
-    def close(self, timeout: float = 5.0) -> None:
-        """Deliver what is queued, then stop the event thread (idempotent)."""
+    def close(self, timeout: float = 5.0) -> bool:
+        """Deliver what is queued, then stop the event thread (idempotent).
+
+        Returns False when the event thread was still running ``timeout``
+        seconds after it was told to stop (a handler that does not return);
+        the caller reports it (``Runtime.close``).
+        """
         self.flush(timeout)
         with self._cond:
             self._stop = True
             self._cond.notify()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
+            return not self._thread.is_alive()
+        return True

@@ -25,6 +25,17 @@ default, far below any frame or poll delay, far above float error for clocks
 below ~10^9 s) after ``now``, and such a task is run *at its due time*
 (``run_slice(due)``), so a script that keeps a fixed schedule from its
 deadlines (``ScriptHost``: next poll = deadline + delay) stays on it exactly.
+
+No worker ever dies of a job: an exception from one ``run_slice`` is logged
+and counted (``job_exceptions``) and the worker goes on with the next; an
+error in the worker's own loop is logged and counted (``worker_errors``) and
+the loop goes on. Due times are checked where they enter (NaN and infinity
+never reach the heap, see ``_sane``) and a worker's wait is cut into pieces
+of at most ``_MAX_WAIT``, so no delay overflows ``Condition.wait``.
+
+Threads: ``schedule``, ``wake``, ``remove``, ``statistics`` from any thread;
+``run_due`` by the stepping thread; ``close`` by the owner (it joins the
+workers against one deadline and counts those that did not end).
 """
 
 from __future__ import annotations
@@ -32,16 +43,34 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 from moonbus.host.gate import DeliveryGate
 
-__all__ = ["Schedulable", "ScriptScheduler"]
+__all__ = ["Schedulable", "SchedulerStatistics", "ScriptScheduler"]
 
 _log = logging.getLogger("moonbus.scheduler")
+# Longest single Condition.wait of a worker (seconds): far below
+# threading.TIMEOUT_MAX; a worker that wakes early just looks again.
+_MAX_WAIT = 60.0
+
+
+@dataclass(frozen=True)
+class SchedulerStatistics:
+    """A snapshot of the scheduler (``ScriptScheduler.statistics``)."""
+
+    workers: int  # worker threads started
+    workers_alive: int  # of those, still running
+    pending: int  # tasks with a pending run
+    job_exceptions: int  # run_slice calls that raised (logged; the worker went on)
+    worker_errors: int  # errors in a worker's own loop (logged; the worker went on)
+    bad_due_times: int  # NaN or infinite due times turned into "now" / "when woken"
+    threads_not_ended: int  # workers still alive after close()'s timed join
 
 
 class Schedulable(Protocol):
@@ -75,6 +104,11 @@ class ScriptScheduler:
         self._order = itertools.count()
         self._threads: list[threading.Thread] = []
         self._closed = False
+        # Counters, under _cond.
+        self._job_exceptions = 0
+        self._worker_errors = 0
+        self._bad_due = 0
+        self._not_ended = 0
 
     @property
     def threaded(self) -> bool:
@@ -86,6 +120,10 @@ class ScriptScheduler:
         with self._cond:
             if self._closed:
                 return
+            sane = self._sane(due)
+            if sane is None:
+                return
+            due = sane
             if task in self._busy:
                 previous = self._rerun.get(task)
                 self._rerun[task] = due if previous is None else min(previous, due)
@@ -96,6 +134,16 @@ class ScriptScheduler:
             self._due[task] = due
             heapq.heappush(self._heap, (due, next(self._order), task))
             self._cond.notify()
+
+    def _sane(self, due: float | None) -> float | None:
+        # Under _cond. The hosts check delays from scripts (moonbus.host.limits);
+        # this keeps a bug elsewhere from breaking the heap's order (NaN) or a
+        # worker's wait (infinity): NaN and -inf run now, +inf only when woken.
+        if due is None or math.isfinite(due):
+            return due
+        self._bad_due += 1
+        _log.error("scheduler: due time %r is not a finite number", due)
+        return None if due > 0 else self.clock()
 
     def wake(self, task: Schedulable) -> None:
         """Run ``task`` as soon as possible."""
@@ -137,6 +185,7 @@ class ScriptScheduler:
         with self._cond:
             self._busy.discard(task)
             rerun = self._rerun.pop(task, None)
+            next_due = self._sane(next_due)
             if rerun is not None:
                 next_due = rerun if next_due is None else min(next_due, rerun)
             if next_due is not None and not self._closed:
@@ -152,6 +201,8 @@ class ScriptScheduler:
             next_due = task.run_slice(now)
         except Exception:  # a bug in the host, not in the script: keep serving others
             _log.exception("scheduler task %r failed", task)
+            with self._cond:
+                self._job_exceptions += 1
         finally:
             self._finish(task, next_due)
 
@@ -187,36 +238,75 @@ class ScriptScheduler:
             thread.start()
 
     def _worker(self) -> None:
+        while not self._closed:
+            try:
+                self._work_once()
+            except Exception:  # never let one bad turn end a worker
+                _log.exception("scheduler worker %s: error in its loop",
+                               threading.current_thread().name)
+                with self._cond:
+                    self._worker_errors += 1
+                    if not self._closed:
+                        self._cond.wait(0.01)  # do not spin if the error repeats
+
+    def _work_once(self) -> None:
         gate = self._gate
-        while True:
-            if gate is not None:
-                gate.hold()  # event handlers first (see moonbus.host.gate)
-            with self._cond:
-                while True:
-                    if self._closed:
-                        return
-                    now = self.clock()
-                    popped = self._pop_due(now)
-                    if popped is not None:
-                        task, at = popped
-                        break
-                    self._discard_stale()
-                    timeout = self._heap[0][0] - now if self._heap else None
-                    self._cond.wait(timeout)
-            self._run_one(task, at)
+        if gate is not None:
+            gate.hold()  # event handlers first (see moonbus.host.gate)
+        with self._cond:
+            while True:
+                if self._closed:
+                    return
+                now = self.clock()
+                popped = self._pop_due(now)
+                if popped is not None:
+                    task, at = popped
+                    break
+                self._discard_stale()
+                timeout = self._heap[0][0] - now if self._heap else _MAX_WAIT
+                self._cond.wait(min(max(timeout, 0.0), _MAX_WAIT))
+        self._run_one(task, at)
 
     def wait_idle(self, task: Schedulable, timeout: float | None = None) -> bool:
         """Block until ``task`` is not being run by a worker (True) or timeout."""
         with self._cond:
             return self._cond.wait_for(lambda: task not in self._busy, timeout)
 
-    def close(self) -> None:
-        """Stop the workers (after their current slice) and drop the schedule."""
+    def statistics(self) -> SchedulerStatistics:
+        """Counters and a snapshot of the workers (any thread)."""
+        with self._cond:
+            return SchedulerStatistics(
+                workers=len(self._threads),
+                workers_alive=sum(t.is_alive() for t in self._threads),
+                pending=len(self._due),
+                job_exceptions=self._job_exceptions,
+                worker_errors=self._worker_errors,
+                bad_due_times=self._bad_due,
+                threads_not_ended=self._not_ended,
+            )
+
+    def close(self, timeout: float = 10.0) -> int:
+        """Stop the workers (after their current slice) and drop the schedule.
+
+        Joins the workers against one deadline ``timeout`` seconds away and
+        returns how many did not end by then (logged and counted in
+        ``threads_not_ended``; they are daemon threads and end with their slice).
+        """
         with self._cond:
             self._closed = True
             self._heap.clear()
             self._due.clear()
             self._cond.notify_all()
+        deadline = time.monotonic() + timeout
+        alive: list[str] = []
         for thread in self._threads:
             if thread is not threading.current_thread():
-                thread.join(timeout=10.0)
+                thread.join(timeout=max(0.0, deadline - time.monotonic()))
+                if thread.is_alive():
+                    alive.append(thread.name)
+        if alive:
+            _log.warning("scheduler: %d worker(s) still running %.1f s after close: %s",
+                         len(alive), timeout, ", ".join(alive))
+            with self._cond:
+                self._not_ended += len(alive)
+        return len(alive)

@@ -169,7 +169,14 @@ local function safe_resume(co, ...)
     error("cannot resume the script's own lifecycle coroutine", 2)
   end
   local r = tracked_resume(co, ...)
-  while r[1] and r[2] == SLEEP and co_isyieldable() do
+  while r[1] and r[2] == SLEEP do
+    if not co_isyieldable() then
+      -- Resumed from inside a C function (a string.gsub callback, a sort
+      -- comparator...): the sleep cannot reach the host from here, and the
+      -- marker must never reach the script (it could forge a sleep with it).
+      error("sleep() cannot wait here: the coroutine that called it was resumed inside a C "
+        .. "function (such as a string.gsub callback); call sleep from plain script code", 2)
+    end
     local resumed = pack(co_yield(SLEEP, r[3]))
     r = tracked_resume(co, unpack(resumed, 1, resumed.n))
   end
@@ -361,8 +368,14 @@ local function step(id, ...)
   if not r[1] then
     return "error", debug_traceback(co, error_text(r[2]))
   end
-  if r[2] == SLEEP and co_status(co) == "suspended" then
-    return "sleep", r[3]
+  if co_status(co) == "suspended" then
+    if r[2] == SLEEP and type(r[3]) == "number" then
+      return "sleep", r[3]
+    end
+    -- Only sleep() may suspend a lifecycle task: a bare coroutine.yield here
+    -- would leave it half-run (and its values are not a delay).
+    return "error", debug_traceback(co, "coroutine.yield() outside a coroutine: on_start, poll, "
+      .. "on_stop and deferred handlers wait with sleep(ms), not coroutine.yield")
   end
   return "done", unpack(r, 2, r.n)
 end
@@ -373,6 +386,9 @@ local function sleep(ms)
   end
   if ms ~= nil and type(ms) ~= "number" then
     error("bad argument #1 to 'sleep' (number expected, got " .. type(ms) .. ")", 2)
+  end
+  if ms ~= ms then
+    error("bad argument #1 to 'sleep' (delay is nan: a number of milliseconds expected)", 2)
   end
   return co_yield(SLEEP, ms or 0)
 end

@@ -1,0 +1,459 @@
+"""What the runner thread does with a script: start, poll, deferred events, stop.
+
+``ScriptLifecycle`` is the half of ``ScriptHost`` (``host/script.py``) that runs
+on the script's *runner* thread, under ``_control`` (a scheduler worker, or
+the stepping thread): ``run_slice`` and everything it calls. The other half
+(``start``, ``stop``, ``close``...: any thread) lives in ``script.py``; both
+share the fields declared below, with the locks that module's docstring
+lists.
+
+Main-engine work runs as Lua coroutines (``LifecycleTask``) that yield when the
+script calls ``sleep``; ``run_slice`` resumes what is due and tells the
+scheduler when it next has work.
+
+Delays the script gives (``poll``'s return value, ``sleep``) go through
+``moonbus.host.limits.script_delay``: NaN is a script error, a negative delay
+is 0, a delay over ``max_poll_delay`` is clamped (counted, logged once per
+kind), so no bad number reaches the scheduler.
+
+Stopping ("stop always wins", SPEC §4b): the sleeping task resumes with a
+stop token (``sleep`` raises "script stopped"), deferred events queued before
+the stop are delivered, then ``on_stop`` runs, the engines are closed and the
+status becomes ``stopped`` (or ``failed``). All that code shares one *stop
+budget*, the lifecycle limit (``HostSettings.lifecycle_timeout``), from when
+the runner starts the stop: no new call starts once it has passed, and each
+call's own (CPU-time) limit is capped by what is left of it. A task that
+catches "script stopped" and calls ``sleep`` again is not resumed again (it
+is dropped where it sleeps); code still running past its limit is aborted by
+the engine's watchdog. Either way the script ends ``failed`` with the reason
+in its errors, and ``LifecycleStatistics.stop_aborts`` counts the stop.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from typing import Any
+
+from moonbus.bus import Event
+from moonbus.errors import ClosedError, ScriptError, ScriptTimeout
+from moonbus.host.context import ScriptContext
+from moonbus.host.engine_side import STOP_TOKEN, ScriptEngine
+from moonbus.host.limits import script_delay
+
+__all__ = ["ACTIVE", "ENDED", "LifecycleTask", "ScriptLifecycle"]
+
+_log = logging.getLogger("moonbus.script")
+_STOPPED_MESSAGE = "script stopped"
+ACTIVE = ("starting", "running", "stopping")
+ENDED = ("stopped", "failed")
+
+
+class LifecycleTask:
+    """A suspended or runnable Lua coroutine of the main engine."""
+
+    __slots__ = ("args", "coroutine", "kind", "started", "told", "wake_at")
+
+    def __init__(self, kind: str, coroutine: Any, args: tuple[Any, ...]) -> None:
+        self.kind = kind
+        self.coroutine = coroutine
+        self.args = args
+        self.wake_at = 0.0
+        self.started = False
+        self.told = False  # resumed with the stop token: "script stopped" was raised in it
+
+
+class ScriptLifecycle:
+    """The runner-thread half of ``ScriptHost`` (see the module docstring)."""
+
+    # Set by ScriptHost.__init__ (see there and host/script.py's docstring).
+    name: str
+    _ctx: ScriptContext
+    _control: threading.RLock
+    _state: threading.Lock
+    _done: threading.Condition
+    _runner: int | None
+    _status: str
+    _stop_requested: bool
+    _failing: bool
+    _start_ok: bool
+    _next_poll: float
+    _warned: set[str]
+    _errors: deque[str]
+    _event: ScriptEngine | None
+    _main: ScriptEngine | None
+    _script_table: Any
+    _life: LifecycleTask | None
+    _dtask: LifecycleTask | None
+    _queue_lock: threading.Lock
+    _deferred: deque[tuple[int, Event]]
+    polls: int
+    handler_errors: int
+    poll_errors: int
+    _consecutive_failures: int
+
+    # --------------------------------------------------------------- errors
+    def _record_error(self, what: str, exc: BaseException) -> None:
+        text = f"{what}: {exc}"
+        self._errors.append(text)
+        trace = getattr(exc, "lua_traceback", "") or ""
+        self._ctx.log(self.name, "host", "error", f"{text}\n{trace}".rstrip(), self._ctx.tick())
+        _log.debug("script %s: %s", self.name, text)
+
+    def _handler_error(self, what: str, exc: BaseException) -> None:
+        self.handler_errors += 1
+        self._record_error(what, exc)
+
+    def _set_status(self, status: str) -> None:
+        with self._state:
+            self._status = status
+            self._done.notify_all()
+
+    def _request_stop(self, *, failing: bool = False) -> bool:
+        """Mark the script as stopping; False when it is not active."""
+        with self._state:
+            if self._status not in ACTIVE:
+                return False
+            self._stop_requested = True
+            self._failing = self._failing or failing
+            self._status = "stopping"
+            return True
+
+    def _delay(self, ms: Any, what: str) -> float:
+        """Seconds for a delay the script gave (``moonbus.host.limits.script_delay``):
+        clamps are counted and logged once per kind; NaN raises ``ScriptError``."""
+        counters = self._ctx.counters
+        try:
+            seconds, note = script_delay(ms, what=what, maximum=self._ctx.settings.max_poll_delay)
+        except ScriptError:
+            counters.add("refused_numbers")
+            raise
+        if note is not None:
+            counters.add("clamped_numbers")
+            kind = f"{what}:{'negative' if seconds == 0 else 'large'}"
+            if kind not in self._warned:
+                self._warned.add(kind)
+                self._ctx.log(self.name, "host", "warn", f"{note} (logged once)", self._ctx.tick())
+        return seconds
+
+    # ------------------------------------------------------------ lifecycle
+    def _lifecycle_function(self, name: str) -> tuple[Any, tuple[Any, ...]] | None:
+        main = self._main
+        assert main is not None
+        table = self._script_table
+        if table is not None:
+            func = table[name]
+            if func is not None and main.engine.lua_type(func) == "function":
+                return func, (table,)
+            return None
+        func = main.global_function(name)
+        return (func, ()) if func is not None else None
+
+    def _new_lifecycle_task(self, name: str) -> LifecycleTask | None:
+        found = self._lifecycle_function(name)
+        if found is None:
+            return None
+        func, args = found
+        assert self._main is not None
+        return LifecycleTask(name, self._main.engine.new_task(func), args)
+
+    def _begin_running(self) -> None:
+        with self._state:
+            self._status = "stopping" if self._stop_requested else "running"
+            self._done.notify_all()
+        self._start_ok = True
+        self._next_poll = self._ctx.scheduler.clock()
+
+    def _step(
+        self, task: LifecycleTask, *, stopping: bool, limit: float | None = None
+    ) -> tuple[str, Any]:
+        """Resume ``task`` once: ("sleep", seconds) | ("done", results) | ("error", exc).
+
+        ``limit`` (what is left of the stop budget) caps the call's own limit.
+        """
+        main = self._main
+        assert main is not None
+        settings = self._ctx.settings
+        own = settings.handler_timeout if task.kind == "deferred" else settings.lifecycle_timeout
+        if limit is not None:
+            own = limit if own is None else min(own, limit)
+        if task.started:
+            args: tuple[Any, ...] = (STOP_TOKEN,) if stopping else ()
+            task.told = task.told or stopping
+        else:
+            args = task.args
+            task.started = True
+        try:
+            outcome, value = main.engine.step(task.coroutine, *args, limit=own)
+            if outcome == "sleep":
+                return "sleep", self._delay(value, "sleep")
+        except (ScriptError, ClosedError) as exc:
+            if not main.engine.closed:
+                main.engine.drop_task(task.coroutine)
+            return "error", exc
+        return outcome, value
+
+    def _is_stop_error(self, exc: BaseException) -> bool:
+        return isinstance(exc, ScriptError) and _STOPPED_MESSAGE in str(exc).split("\n", 1)[0]
+
+    def run_slice(self, now: float) -> float | None:
+        """Scheduler entry point: do what is due at ``now`` (see the module docstring)."""
+        with self._control:
+            if self._status not in ACTIVE or self._main is None:
+                return None
+            outer, self._runner = self._runner, threading.get_ident()
+            try:
+                return self._run_slice(now)
+            finally:
+                self._runner = outer
+
+    def _run_slice(self, now: float) -> float | None:
+        # Runner thread, under _control.
+        if self._stop_requested:
+            self._finish()
+            return None
+        self._run_deferred(now)
+        if self._status in ("starting", "running"):
+            self._run_lifecycle(now)
+        if self._stop_requested or self._status in ENDED:
+            if self._status not in ENDED:
+                self._finish()
+            return None
+        return self._next_due(now)
+
+    def _next_due(self, now: float) -> float | None:
+        candidates: list[float] = []
+        if self._dtask is not None:
+            candidates.append(self._dtask.wake_at)
+        elif self._deferred:
+            candidates.append(now)
+        if self._life is not None:
+            candidates.append(self._life.wake_at)
+        elif self._status == "running":
+            candidates.append(self._next_poll)
+        return min(candidates) if candidates else None
+
+    def _next_deferred(self) -> LifecycleTask | None:
+        """The next queued deferred event as a task; None when the queue is empty."""
+        main = self._main
+        assert main is not None
+        while True:
+            with self._queue_lock:
+                if not self._deferred:
+                    return None
+                sub_id, event = self._deferred.popleft()
+            try:
+                coroutine, args = main.deferred_task(sub_id, event)
+            except (ScriptError, TypeError) as exc:
+                self._handler_error("deferred handler", exc)
+                continue
+            return LifecycleTask("deferred", coroutine, args)
+
+    def _run_deferred(self, now: float) -> None:
+        while True:
+            task = self._dtask
+            if task is None:
+                task = self._next_deferred()
+                if task is None:
+                    return
+            elif task.wake_at > now:
+                return
+            outcome, value = self._step(task, stopping=False)
+            if outcome == "sleep":
+                task.wake_at = now + value
+                self._dtask = task
+                return
+            self._dtask = None
+            if outcome == "error" and not self._is_stop_error(value):
+                self._handler_error("deferred handler", value)
+
+    def _run_lifecycle(self, now: float) -> None:
+        task = self._life
+        deadline: float | None = None  # a poll starting now: the deadline it is run for
+        if task is None:
+            if self._status != "running" or now < self._next_poll:
+                return
+            deadline = self._next_poll
+            task = self._new_lifecycle_task("poll")
+            if task is None:
+                self._next_poll = now + 3600.0  # nothing to poll; handlers only
+                return
+            self._life = task
+        elif task.wake_at > now:
+            return
+        outcome, value = self._step(task, stopping=False)
+        if outcome == "sleep":
+            task.wake_at = now + value
+            return
+        self._life = None
+        if task.kind == "on_start":
+            self._after_start(outcome, value)
+        else:
+            self._after_poll(now, outcome, value, deadline)
+
+    def _after_start(self, outcome: str, value: Any) -> None:
+        if outcome == "error":
+            self._record_error("on_start", value)
+            self._close_engines()
+            self._set_status("failed")
+            return
+        if value and value[0] is False:
+            self._ctx.log(self.name, "host", "info", "on_start returned false: not started",
+                          self._ctx.tick())
+            self._close_engines()
+            self._set_status("stopped")
+            return
+        self._begin_running()
+
+    def _after_poll(self, now: float, outcome: str, value: Any, deadline: float | None) -> None:
+        """Count the poll and set the next one.
+
+        Fixed schedule (SPEC §10): a poll that finished in the slice it
+        started in (it did not sleep) is next due at ``deadline + delay``,
+        the deadline it ran for plus the delay it returned, not ``now +
+        delay``; so lateness within a frame never adds up, and ``return 100``
+        under a 60 fps clock runs every 6th frame for ever. A poll that fell
+        a whole delay behind, or slept, counts its delay from ``now`` (no
+        burst of catch-up polls; a sleep's time is not taken from the delay).
+        The delay is checked first (``_delay``: NaN fails the poll, negative
+        is 0, over ``max_poll_delay`` is clamped).
+        """
+        settings = self._ctx.settings
+        delay = value[0] if outcome == "done" and value else None
+        numeric = isinstance(delay, (int, float)) and not isinstance(delay, bool)
+        seconds = settings.poll_delay
+        if numeric:
+            try:
+                seconds = self._delay(delay, "poll")
+            except ScriptError as exc:  # NaN: the poll failed
+                outcome, value = "error", ScriptError(f"poll returned an invalid delay: {exc}")
+        if outcome == "error":
+            self.poll_errors += 1
+            self._consecutive_failures += 1
+            self._record_error("poll", value)
+            if self._consecutive_failures >= settings.max_poll_failures:
+                self._record_error(
+                    "host",
+                    ScriptError(
+                        f"{self._consecutive_failures} consecutive poll failures "
+                        f"(max_poll_failures): stopping"
+                    ),
+                )
+                self._request_stop(failing=True)
+            self._next_poll = now + settings.poll_delay
+            return
+        self.polls += 1
+        self._consecutive_failures = 0
+        scheduled = None if deadline is None else deadline + seconds
+        self._next_poll = scheduled if scheduled is not None and scheduled > now \
+            else now + seconds
+
+    # -------------------------------------------------------------- stopping
+    def _run_stopping(self, task: LifecycleTask, deadline: float) -> tuple[str, Any]:
+        """Run ``task`` to its end during a stop, within the stop budget.
+
+        ("done", results) | ("error", exc) | ("ended", ScriptError): "ended"
+        means the task was not let run on (it slept again after being told
+        to stop, ran past its limit, or the budget ran out) and is dropped.
+        """
+        main = self._main
+        assert main is not None
+        budget_ms = self._ctx.settings.lifecycle_timeout * 1000
+        while True:
+            left = deadline - time.monotonic()
+            reason: str | None = None
+            if left <= 0:
+                reason = (f"still running when the stop budget ({budget_ms:.0f} ms, the "
+                          f"lifecycle limit) ran out: ended")
+            else:
+                outcome, value = self._step(task, stopping=True, limit=left)
+                if outcome == "error" and isinstance(value, ScriptTimeout):
+                    reason = f"kept running after the stop: {value}"
+                elif outcome != "sleep":
+                    return outcome, value
+                elif task.told:
+                    reason = ("called sleep() again after 'script stopped' was raised in it "
+                              "(a pcall around sleep cannot keep a stopped script running): ended")
+            if reason is not None:
+                if not main.engine.closed:
+                    main.engine.drop_task(task.coroutine)
+                return "ended", ScriptError(reason)
+
+    def _stop_deferred(self, deadline: float) -> bool:
+        """Deliver the deferred events queued before the stop; False if one had
+        to be ended or the budget ran out before the queue was empty."""
+        task, self._dtask = self._dtask, None
+        clean = True
+        while True:
+            if task is None:
+                if deadline <= time.monotonic():
+                    with self._queue_lock:
+                        left = len(self._deferred)
+                        self._deferred.clear()
+                    if left:
+                        self._record_error("stop", ScriptError(
+                            f"{left} deferred event(s) queued before the stop were not "
+                            "delivered: the stop budget (lifecycle limit) ran out"))
+                        clean = False
+                    return clean
+                task = self._next_deferred()
+                if task is None:
+                    return clean
+            outcome, value = self._run_stopping(task, deadline)
+            task = None
+            if outcome == "ended":
+                self._handler_error("deferred handler", value)
+                clean = False
+            elif outcome == "error" and not self._is_stop_error(value):
+                self._handler_error("deferred handler", value)
+
+    def _finish(self) -> None:
+        """Stop now: end the sleeping task, deliver queued deferred events, run
+        on_stop, all within one stop budget (see the module docstring)."""
+        deadline = time.monotonic() + self._ctx.settings.lifecycle_timeout
+        with self._state:
+            failed = self._failing
+            self._status = "stopping"
+        ended = False
+        for side in (self._event, self._main):
+            if side is not None:
+                for sub in list(side.subscriptions.values()):
+                    sub.cancel()
+        life, self._life = self._life, None
+        if life is not None and life.started:
+            outcome, value = self._run_stopping(life, deadline)
+            if outcome == "ended":
+                self._record_error(life.kind, value)
+                ended = failed = True
+            elif outcome == "error" and not self._is_stop_error(value):
+                self._record_error(life.kind, value)
+                if life.kind == "on_start":
+                    self._start_ok = False
+                    failed = True
+        if not self._stop_deferred(deadline):
+            ended = failed = True
+        task = self._new_lifecycle_task("on_stop") if self._start_ok else None
+        if task is not None:
+            outcome, value = self._run_stopping(task, deadline)
+            if outcome == "ended":
+                self._record_error("on_stop", value)
+                ended = failed = True
+            elif outcome == "error" and not self._is_stop_error(value):
+                self._record_error("on_stop", value)
+        if ended:
+            self._ctx.counters.add("stop_aborts")
+        self._close_engines()
+        self._set_status("failed" if failed else "stopped")
+
+    def _close_engines(self) -> None:
+        for side in (self._event, self._main):
+            if side is not None:
+                side.close()
+        self._event = None
+        self._main = None
+        self._script_table = None
+        self._ctx.scheduler.remove(self)
+        with self._state:
+            self._done.notify_all()
