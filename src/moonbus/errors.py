@@ -16,7 +16,8 @@ with ``raise ... from exc`` so that callers only ever need to catch these::
     │   ├── ScriptSyntaxError            the source does not compile
     │   ├── ScriptTimeout (TimeoutError) a call ran past its CPU-time limit; cannot be swallowed
     │   ├── ScriptMemoryError (MemoryError) the engine ran out of its memory budget
-    │   └── ScriptCancelled              a running job was cancelled from outside
+    │   ├── ScriptCancelled              a running job was cancelled from outside
+    │   └── ScriptLimitError             a script went past a host-side cap (stats, emit size...)
     ├── StoreError                       the durable event store failed (file, lock, corruption)
     ├── GameApiError (ValueError)        a game API (demo world) was called with a bad argument
     ├── AdminError                       an admin command failed or got bad arguments
@@ -46,6 +47,7 @@ __all__ = [
     "RunnerError",
     "ScriptCancelled",
     "ScriptError",
+    "ScriptLimitError",
     "ScriptMemoryError",
     "ScriptSyntaxError",
     "ScriptTimeout",
@@ -143,6 +145,12 @@ class ScriptMemoryError(ScriptError, MemoryError):
 
 class ScriptCancelled(ScriptError):
     """A running Lua call was aborted because its job was cancelled."""
+
+
+class ScriptLimitError(ScriptError):
+    """A script went past a host-side memory cap (SPEC §4b): stats keys or value
+    size, emitted event size, the deferred queue. The message names the limit
+    and the setting that changes it."""
 
 
 class StoreError(MoonbusError):

@@ -30,6 +30,15 @@ _HOST_SETTINGS: dict[str, tuple[str, float, type]] = {
     "poll_delay_ms": ("poll_delay", 0.001, float),
     "max_poll_failures": ("max_poll_failures", 1, int),
     "max_poll_delay_ms": ("max_poll_delay", 0.001, float),
+    # Host-side memory caps per script (SPEC §4b, moonbus.host.memory_caps).
+    "max_log_line": ("max_log_line", 1, int),
+    "max_error_length": ("max_error_length", 1, int),
+    "max_stats_keys": ("max_stats_keys", 1, int),
+    "max_stats_key": ("max_stats_key", 1, int),
+    "max_stats_value": ("max_stats_value", 1, int),
+    "max_deferred_events": ("max_deferred_events", 1, int),
+    "max_emit_size": ("max_emit_size", 1, int),
+    "max_host_value": ("max_host_value", 1, int),
 }
 _STORE_SETTINGS = ("retention_ticks", "retention_count", "log_appends")
 

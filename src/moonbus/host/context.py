@@ -56,6 +56,20 @@ class HostSettings:
     Every field is checked when set (``moonbus.host.limits.check_setting``):
     NaN, infinity, zero, negative or absurd values raise ``ConfigError``
     naming the field and the value, so no bad number reaches a timer.
+
+    Host-side memory caps per script (SPEC §4b; ``moonbus.host.memory_caps``):
+    ``max_log_line`` and ``max_error_length`` are UTF-8 bytes kept of one log
+    line or recorded error text (the rest is cut, with a marker);
+    ``max_stats_keys``, ``max_stats_key`` and ``max_stats_value`` bound the
+    ``stats`` panel (keys, key bytes, string value bytes: past them ``set``
+    is an error and nothing is stored); ``max_deferred_events`` is how many
+    events may wait for the main engine's deferred handlers (reaching it
+    stops the script as ``failed``); ``max_emit_size`` is the estimated host
+    memory in bytes of one event a script emits (``LuaConverter.to_py``:
+    the bus log keeps up to ``log_size`` events, so it bounds their total);
+    ``max_host_value`` is the estimated size of any other value a script
+    passes to the host in one call (a shared table, a game API argument),
+    read when the script starts.
     """
 
     handler_timeout: float | None = 0.1  # None: no limit (Python embedders only)
@@ -64,6 +78,14 @@ class HostSettings:
     max_poll_failures: int = 5
     memory_limit: int = 64 * 1024 * 1024
     max_errors_kept: int = 20
+    max_log_line: int = 8 * 1024
+    max_error_length: int = 4 * 1024
+    max_stats_keys: int = 256
+    max_stats_key: int = 256
+    max_stats_value: int = 4 * 1024
+    max_deferred_events: int = 10_000
+    max_emit_size: int = 32 * 1024
+    max_host_value: int = 8 * 1024 * 1024
     max_poll_delay: float = 24 * 3600.0
 
     def __setattr__(self, name: str, value: Any) -> None:

@@ -25,15 +25,17 @@ from __future__ import annotations
 
 import functools
 import itertools
-import threading
 from collections.abc import Callable, Mapping
 from importlib import resources
 from typing import Any
 
 from moonbus.bus import Bus, Event, Subscription
-from moonbus.errors import ClosedError, ScriptError
+from moonbus.errors import ClosedError, ScriptError, ScriptLimitError
 from moonbus.host.context import ScriptContext
+from moonbus.host.memory_caps import LOG_TRANSFER, ScriptLimitCounters, clip_line
 from moonbus.host.source import ScriptSource
+from moonbus.host.stats_panel import StatsPanel
+from moonbus.lua.convert import ValueTooLarge
 from moonbus.lua.engine import LuaEngine
 
 __all__ = ["SHARED_METHODS", "ScriptEngine", "event_payload"]
@@ -46,8 +48,16 @@ SHARED_METHODS: Mapping[str, tuple[str, ...]] = {
     "table": ("get", "set", "contains", "remove", "clear", "keys", "to_table", "increment"),
 }
 STOP_TOKEN = "\0moonbus:stop"
-_SCALARS = (str, int, float, bool, type(None))
-_SCALAR_TYPES = frozenset(_SCALARS)
+
+
+# Bridge entry -> the name a script knows it by (for error messages).
+_LUA_NAMES: Mapping[str, str] = {
+    "subscribe": "events.on", "unsubscribe": "events.off", "emit": "events.emit",
+    "log": "logger", "stats_set": "stats.set", "stats_get": "stats.get",
+    "stats_clear": "stats.clear", "shared_handle": "shared", "shared_check": "shared",
+    "shared_contains": "shared.contains", "shared_remove": "shared.remove",
+    "shared_clear": "shared.clear",
+}
 
 
 def _script_env_source() -> str:
@@ -87,8 +97,8 @@ class ScriptEngine:
         source: ScriptSource,
         options: Mapping[str, Any],
         shared: Any,
-        stats: dict[str, Any],
-        stats_lock: threading.Lock,
+        stats: StatsPanel,
+        limits: ScriptLimitCounters,
         ctx: ScriptContext,
         on_deferred: Callable[[int, Event], None],
         on_handler_error: Callable[[str, BaseException], None],
@@ -100,7 +110,7 @@ class ScriptEngine:
         self._options = dict(options)
         self._shared = shared
         self._stats = stats
-        self._stats_lock = stats_lock
+        self._limits = limits
         self._ctx = ctx
         self._bus: Bus = ctx.bus
         self._on_deferred = on_deferred
@@ -115,6 +125,9 @@ class ScriptEngine:
         )
         engine = self.engine
         self.converter = engine.converter
+        self.converter.max_size = ctx.settings.max_host_value
+        self.converter.max_size_setting = "max_host_value"
+        self.converter.on_too_large = functools.partial(limits.count, "refused_host_values")
         self._table_from = engine.table_from
         self.env = engine.new_env()
         bridge = self._bridge()
@@ -128,6 +141,8 @@ class ScriptEngine:
         )
         info["sleep"] = engine.sleep_function
         info["message_handler"] = engine.message_handler
+        info["host_function"] = engine.host_function_maker
+        info["log_transfer"] = LOG_TRANSFER
         installer = engine.compile(env_source, "=moonbus", engine.new_env())
         limit = ctx.settings.lifecycle_timeout
         lib = engine.call(installer, self.env, bridge, info, limit=limit)[0]
@@ -145,6 +160,8 @@ class ScriptEngine:
 
     # ------------------------------------------------------------------ bridge
     def _bridge(self) -> Any:
+        # Every entry reaches Lua through host_function: a plain Lua function
+        # whose errors are strings (SPEC §4b, moonbus.lua.host_errors).
         conv = self.converter
         to_py = conv.to_py
         to_lua = conv.to_lua
@@ -153,9 +170,9 @@ class ScriptEngine:
             "unsubscribe": self._unsubscribe,
             "emit": self._emit,
             "log": self._log,
-            "stats_set": self._stats_set,
-            "stats_get": self._stats_get,
-            "stats_clear": self._stats_clear,
+            "stats_set": self._stats.set,
+            "stats_get": self._stats.get,
+            "stats_clear": self._stats.clear,
             "options": lambda: to_lua(self._options),
             "time": self._ctx.tick,
             "shared_handle": self._shared_handle,
@@ -169,7 +186,7 @@ class ScriptEngine:
             functions["require"] = self._require
         table = self.engine.table({})
         for name, func in functions.items():
-            table[name] = func
+            table[name] = self.engine.host_function(func, _LUA_NAMES.get(name, name))
         return table
 
     def _subscribe(self, pattern: str, once: bool) -> int:
@@ -201,7 +218,18 @@ class ScriptEngine:
             sub.cancel()
 
     def _emit(self, name: str, data: Any) -> int:
-        payload = None if data is None else self.converter.to_py(data)
+        limit = self._ctx.settings.max_emit_size
+        try:
+            payload = None if data is None else self.converter.to_py(data, max_size=limit)
+        except ValueTooLarge:
+            # The bus log keeps the last ``log_size`` events: this bounds what
+            # a script's events can hold there (SPEC §4b "pending emits"), and
+            # the copy stops as soon as it passes the limit.
+            self._limits.count("refused_emits")
+            raise ScriptLimitError(
+                f"events.emit: data of event '{name[:64]}' is larger than the limit of "
+                f"{limit} bytes (max_emit_size)"
+            ) from None
         if payload is not None and not isinstance(payload, dict):
             payload = {str(i + 1): v for i, v in enumerate(payload)}
         event = self._bus.emit(
@@ -209,29 +237,17 @@ class ScriptEngine:
         )
         return event.seq
 
-    def _log(self, level: str, message: str) -> None:
-        self._ctx.log(self.script_name, self.kind, level, message, self._ctx.tick())
-
-    def _stats_set(self, key: Any, value: Any) -> None:
-        if not isinstance(key, str):
-            raise TypeError(f"stats key must be a string, got {type(key).__name__}")
-        if not isinstance(value, _SCALARS):
-            raise TypeError(
-                f"stats value for {key!r} must be a string, number or boolean, got a table"
-            )
-        with self._stats_lock:
-            if value is None:
-                self._stats.pop(key, None)
-            else:
-                self._stats[key] = value
-
-    def _stats_get(self, key: Any) -> Any:
-        with self._stats_lock:
-            return self._stats.get(key)
-
-    def _stats_clear(self) -> None:
-        with self._stats_lock:
-            self._stats.clear()
+    def _log(self, level: str, message: Any, size: int) -> None:
+        # Cut before any sink sees it: the recent-log buffer, the CLI panel,
+        # --log-json and Python logging all get the clipped line. ``size`` is
+        # the line's length in Lua (bytes): longer than ``message`` when Lua
+        # cut it at LOG_TRANSFER already.
+        if isinstance(message, bytes):
+            message = message.decode("utf-8", errors="replace")
+        line = clip_line(message, self._ctx.settings.max_log_line, size)
+        if line is not message:
+            self._limits.count("truncated_log_lines")
+        self._ctx.log(self.script_name, self.kind, level, line, self._ctx.tick())
 
     def _shared_handle(self, kind: str, name: Any) -> tuple[Any, ...]:
         handle = getattr(self._shared, kind)(name)
@@ -242,7 +258,7 @@ class ScriptEngine:
             methods = [ops.get(m, method) for m, method in zip(SHARED_METHODS[kind], methods,
                                                                strict=True)]
         if kind != "table":
-            return tuple(methods)
+            return tuple(methods)  # wrapped by script_env.lua's make_handle
         to_py, to_lua = self.converter.to_py, self.converter.to_lua
 
         def converted(method: Callable[..., Any]) -> Callable[..., Any]:

@@ -42,6 +42,7 @@ from moonbus.errors import ClosedError, ScriptError, ScriptTimeout
 from moonbus.host.context import ScriptContext
 from moonbus.host.engine_side import STOP_TOKEN, ScriptEngine
 from moonbus.host.limits import script_delay
+from moonbus.host.memory_caps import ScriptLimitCounters, clip
 
 __all__ = ["ACTIVE", "ENDED", "LifecycleTask", "ScriptLifecycle"]
 
@@ -82,6 +83,7 @@ class ScriptLifecycle:
     _next_poll: float
     _warned: set[str]
     _errors: deque[str]
+    _limits: ScriptLimitCounters
     _event: ScriptEngine | None
     _main: ScriptEngine | None
     _script_table: Any
@@ -96,10 +98,12 @@ class ScriptLifecycle:
 
     # --------------------------------------------------------------- errors
     def _record_error(self, what: str, exc: BaseException) -> None:
-        text = f"{what}: {exc}"
+        settings = self._ctx.settings  # texts are capped: a script chooses its error messages
+        text = self._limits.clip(f"{what}: {exc}", settings.max_error_length, "truncated_errors")
         self._errors.append(text)
         trace = getattr(exc, "lua_traceback", "") or ""
-        self._ctx.log(self.name, "host", "error", f"{text}\n{trace}".rstrip(), self._ctx.tick())
+        line, _ = clip(f"{text}\n{trace}".rstrip(), settings.max_log_line)
+        self._ctx.log(self.name, "host", "error", line, self._ctx.tick())
         _log.debug("script %s: %s", self.name, text)
 
     def _handler_error(self, what: str, exc: BaseException) -> None:

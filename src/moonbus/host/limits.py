@@ -50,6 +50,15 @@ _SETTING_BOUNDS: dict[str, tuple[type, float, float]] = {
     "max_poll_failures": (int, 0, 1_000_000),
     "memory_limit": (int, 0, 1 << 40),
     "max_errors_kept": (int, 0, 10_000),
+    # Host-side memory caps per script (moonbus.host.memory_caps), in bytes or counts.
+    "max_log_line": (int, 0, 1 << 30),
+    "max_error_length": (int, 0, 1 << 30),
+    "max_stats_keys": (int, 0, 10_000_000),
+    "max_stats_key": (int, 0, 1 << 30),
+    "max_stats_value": (int, 0, 1 << 30),
+    "max_deferred_events": (int, 0, 100_000_000),
+    "max_emit_size": (int, 0, 1 << 40),
+    "max_host_value": (int, 0, 1 << 40),
 }
 # None turns the limit off (embedders measuring their handlers); never from
 # settings.set. lifecycle_timeout is the stop budget and cannot be off.

@@ -93,7 +93,8 @@ EVENTS = LuaGlobal(
            "Removes a handler by id, or every handler of name that is fn."),
         _f("emit", (("name", "string"), ("data", "table?")), "nil",
            "Emits a custom event (committed, logged and delivered like any other); "
-           "data is copied, string keys and plain values only."),
+           "data is copied, string keys and plain values only; data larger than "
+           "max_emit_size (32 KiB) is an error (see Limits)."),
     ),
     fields=(("EventType", "table<string, string>",
              "The declared event names: EventType.TICK == \"tick\" and so on."),),
@@ -118,7 +119,8 @@ STATS = LuaGlobal(
     "the summary, admin `scripts`).",
     functions=(
         _f("set", (("key", "string"), ("value", "string|number|boolean|nil")), "nil",
-           "Sets one panel entry (nil removes it)."),
+           "Sets one panel entry (nil removes it); at most 256 keys and 4 KiB "
+           "string values, past them an error and nothing stored (see Limits)."),
         _f("get", (("key", "string"),), "any", "Reads one panel entry back."),
         _f("clear", (), "nil", "Removes every panel entry."),
     ),

@@ -45,13 +45,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from moonbus.bus import Event
-from moonbus.errors import ScriptError
+from moonbus.errors import ScriptError, ScriptLimitError
 from moonbus.host.context import ScriptContext
 from moonbus.host.engine_side import ScriptEngine
 from moonbus.host.lifecycle import ACTIVE, ENDED, LifecycleTask, ScriptLifecycle
+from moonbus.host.memory_caps import ScriptLimitCounters, ScriptLimitStatistics
 from moonbus.host.source import ScriptSource, load_source
+from moonbus.host.stats_panel import StatsPanel
 
-__all__ = ["ScriptHost", "ScriptInfo"]
+__all__ = ["ScriptHost", "ScriptInfo", "ScriptStatistics"]
 
 _log = logging.getLogger("moonbus.script")
 
@@ -68,6 +70,20 @@ class ScriptInfo:
     poll_errors: int
     errors: tuple[str, ...]
     stats: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class ScriptStatistics:
+    """Counters of one script for ``statistics()``: its run, its deferred queue
+    now, and how often it hit its host-side memory caps (``limits``)."""
+
+    name: str
+    status: str
+    polls: int
+    handler_errors: int
+    poll_errors: int
+    deferred_queued: int
+    limits: ScriptLimitStatistics
 
 
 class ScriptHost(ScriptLifecycle):
@@ -95,8 +111,9 @@ class ScriptHost(ScriptLifecycle):
         self._runner: int | None = None  # ident of the thread in run_slice (under _control)
         self._queue_lock = threading.Lock()
         self._status = "loaded"
-        self._stats: dict[str, Any] = {}
-        self._stats_lock = threading.Lock()
+        # Host-side memory caps (SPEC §4b): counted here, for both engines.
+        self._limits = ScriptLimitCounters()
+        self._stats = StatsPanel(ctx.settings, self._limits)
         self._errors: deque[str] = deque(maxlen=ctx.settings.max_errors_kept)
         self.polls = 0
         self.handler_errors = 0
@@ -124,8 +141,7 @@ class ScriptHost(ScriptLifecycle):
     @property
     def stats(self) -> dict[str, Any]:
         """A copy of the script's ``stats`` panel."""
-        with self._stats_lock:
-            return dict(self._stats)
+        return self._stats.snapshot()
 
     @property
     def errors(self) -> list[str]:
@@ -145,6 +161,20 @@ class ScriptHost(ScriptLifecycle):
             poll_errors=self.poll_errors,
             errors=tuple(self._errors),
             stats=self.stats,
+        )
+
+    def statistics(self) -> ScriptStatistics:
+        """Counters of this script, including its memory-cap counters."""
+        with self._queue_lock:
+            queued = len(self._deferred)
+        return ScriptStatistics(
+            name=self.name,
+            status=self._status,
+            polls=self.polls,
+            handler_errors=self.handler_errors,
+            poll_errors=self.poll_errors,
+            deferred_queued=queued,
+            limits=self._limits.snapshot(),
         )
 
     def listeners(self) -> list[tuple[str, int, str]]:
@@ -208,7 +238,7 @@ class ScriptHost(ScriptLifecycle):
             options=self.options,
             shared=self.shared,
             stats=self._stats,
-            stats_lock=self._stats_lock,
+            limits=self._limits,
             ctx=self._ctx,
             on_deferred=self._enqueue,
             on_handler_error=self._handler_error,
@@ -282,10 +312,29 @@ class ScriptHost(ScriptLifecycle):
 
     # ------------------------------------------------------------- deferred
     def _enqueue(self, sub_id: int, event: Event) -> None:
+        # Bus thread. The queue is capped (max_deferred_events): past it the
+        # script is stopped as failed, and what it had queued is discarded and
+        # said so (never a silent drop of some events while it keeps running).
+        limit = self._ctx.settings.max_deferred_events
         with self._queue_lock:
             if self._stop_requested:
                 return
-            self._deferred.append((sub_id, event))
+            queued = len(self._deferred)
+            overflow = queued >= limit
+            if overflow:
+                self._deferred.clear()
+                self._request_stop(failing=True)  # _state is a leaf: safe under this lock
+            else:
+                self._deferred.append((sub_id, event))
+                if queued >= self._limits.deferred_peak:
+                    self._limits.deferred_peak = queued + 1
+        if overflow:
+            self._limits.count("deferred_overflows")
+            self._record_error("host", ScriptLimitError(
+                f"deferred queue limit of {limit} events (max_deferred_events) reached at "
+                f"event '{event.type}' seq={event.seq}: stopping the script; its {queued} "
+                "queued events are not delivered"
+            ))
         self._ctx.scheduler.wake(self)
 
     def close(self, *, timeout: float | None = 30.0) -> None:

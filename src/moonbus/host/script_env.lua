@@ -3,7 +3,8 @@
 --   env      the environment table made by the sandbox's make_env
 --   py       a table of Python bridge functions (see moonbus.host.bridge)
 --   info     { engine = "event" | "main", event_types = {NAME = "name"...},
---              sleep = <sandbox sleep>, stop_token = <string> }
+--              sleep = <sandbox sleep>, stop_token = <string>,
+--              host_function = <prelude's wrapper for Python callables> }
 -- Returns the Lua-side dispatcher used by the host to call handlers.
 local env, py, info = ...
 
@@ -13,6 +14,8 @@ local concat = table.concat
 local engine_kind = info.engine
 local sandbox_sleep = info.sleep
 local STOP_TOKEN = info.stop_token
+-- Wraps a Python callable as a plain Lua function whose errors are strings.
+local host_function = info.host_function
 
 -- `lib.fn(...)` and `lib:fn(...)` both work: drop a leading self (any of
 -- the library objects installed below).
@@ -154,15 +157,37 @@ local function render(...)
   return concat(parts, " ")
 end
 
+-- The host cuts a line to its max_log_line setting; a line longer than
+-- info.log_transfer bytes is cut here already, so that a huge line is never
+-- copied into the host (its full length still goes along, for the marker).
+local LOG_TRANSFER = info.log_transfer
+local string_sub, string_byte = string.sub, string.byte
+local function log(level, text)
+  local size = #text
+  if size > LOG_TRANSFER then
+    -- Not inside a UTF-8 character: back off over continuation bytes (0x80-0xBF).
+    local cut = LOG_TRANSFER
+    for _ = 1, 3 do
+      local b = string_byte(text, cut + 1)
+      if b < 0x80 or b >= 0xC0 then
+        break
+      end
+      cut = cut - 1
+    end
+    text = string_sub(text, 1, cut)
+  end
+  py.log(level, text, size)
+end
+
 local logger = {}
 for _, level in pairs({ "debug", "info", "warn", "error" }) do
   logger[level] = function(...)
-    py.log(level, render(method_args(logger, ...)))
+    log(level, render(method_args(logger, ...)))
   end
 end
 env.logger = library("logger", logger)
 env.print = function(...)
-  py.log("info", render(...))
+  log("info", render(...))
 end
 
 ---------------------------------------------------------------- stats
@@ -223,7 +248,7 @@ local function make_handle(kind, name)
   local fns = { py.shared_handle(kind, name) }
   local index = {}
   for i, method in pairs(KIND_METHODS[kind]) do
-    local f = fns[i]
+    local f = host_function(fns[i], "shared " .. kind .. " " .. method)
     index[method] = function(self, ...)
       return f(...)
     end

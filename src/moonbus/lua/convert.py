@@ -9,7 +9,8 @@ Values cross the boundary only as copies:
   Python object never reaches a script.
 * Lua → Python: scalars as themselves (invalid UTF-8 is replaced); a proxy →
   its Python object; a table → ``list`` when its keys are exactly 1..n, else
-  ``dict``; nesting deeper than ``max_depth`` or cyclic tables are rejected;
+  ``dict``; nesting deeper than ``max_depth`` or cyclic tables are rejected,
+  and so is a copy whose estimated size passes ``max_size`` (``ValueTooLarge``);
   functions, coroutines and userdata are a ``TypeError``.
 
 Owner: the thread currently running the engine (conversion uses the state).
@@ -22,10 +23,27 @@ from typing import Any
 
 from moonbus.lua.exposure import exposed_methods, returns_multiple
 
-__all__ = ["LuaConverter"]
+__all__ = ["MAX_SIZE", "LuaConverter", "ValueTooLarge"]
 
 _SCALARS = (bool, int, float, str, type(None))
 MAX_DEPTH = 64
+# Largest copy of a Lua value into Python (estimated bytes, see to_py): about
+# 100,000 table entries. The copy runs in Python, where the Lua time limit
+# cannot stop it, so this also bounds how long one host call can take.
+MAX_SIZE = 8 * 1024 * 1024
+# Rough CPython sizes (64-bit) of what a converted Lua value becomes.
+_STR_COST = 56
+_NUMBER_COST = 32
+_ENTRY_COST = 40  # a dict or list slot, plus its share of the container
+_CONTAINER_COST = 72
+
+
+class ValueTooLarge(TypeError):
+    """A Lua value whose copy into Python would pass the conversion's size limit."""
+
+    def __init__(self, limit: int, setting: str) -> None:
+        self.limit = limit
+        super().__init__(f"value is larger than the limit of {limit} bytes ({setting})")
 
 
 class LuaConverter:
@@ -40,6 +58,7 @@ class LuaConverter:
         unproxy: Any,
         *,
         max_depth: int = MAX_DEPTH,
+        max_size: int = MAX_SIZE,
     ) -> None:
         self._rt = runtime
         self._lua_type = lua_type
@@ -48,6 +67,10 @@ class LuaConverter:
         self._unproxy = unproxy
         self._table_from = runtime.table_from
         self._max_depth = max_depth
+        self.max_size = max_size  # the owner may change it between calls
+        self.max_size_setting = "max_size"  # how its owner calls it, for messages
+        # Called when a copy passes ``max_size`` (the owner counts refusals).
+        self.on_too_large: Callable[[], None] | None = None
         self._classes: dict[type, Any] = {}
 
     # ----------------------------------------------------------- Python -> Lua
@@ -109,26 +132,53 @@ class LuaConverter:
         return self.to_lua(result)
 
     # ----------------------------------------------------------- Lua -> Python
-    def to_py(self, value: Any, _depth: int = 0) -> Any:
+    def to_py(self, value: Any, *, max_size: int | None = None) -> Any:
         """Copy a Lua value into plain Python data (see the module docstring).
 
         Cycles are caught by the depth limit (a cyclic table is infinitely deep).
+        The copy's estimated size in host memory (strings: their length plus
+        ``_STR_COST``; numbers, table entries and tables: fixed costs close to
+        CPython's) is bounded by ``max_size`` (default: the converter's
+        ``max_size``): past it ``ValueTooLarge`` is raised at once, so neither
+        a huge table nor a small one that holds the same table many times
+        (exponentially many paths) builds up in Python.
         """
         if isinstance(value, _SCALARS):
             return value
+        if max_size is not None:
+            return self._to_py(value, 0, _Budget(max_size, "max_size"))
+        try:
+            return self._to_py(value, 0, _Budget(self.max_size, self.max_size_setting))
+        except ValueTooLarge:
+            if self.on_too_large is not None:
+                self.on_too_large()
+            raise
+
+    def _to_py(self, value: Any, depth: int, budget: _Budget) -> Any:
+        if isinstance(value, str):
+            budget.spend(_STR_COST + len(value))
+            return value
+        if isinstance(value, _SCALARS):
+            budget.spend(_NUMBER_COST)
+            return value
         if isinstance(value, bytes):
+            budget.spend(_STR_COST + len(value))
             return value.decode("utf-8", errors="replace")
         kind = self._lua_type(value)
         if kind == "table":
             obj = self._unproxy(value)
             if obj is not None:
                 return obj
-            if _depth >= self._max_depth:
+            if depth >= self._max_depth:
                 raise TypeError(
                     f"table nested deeper than {self._max_depth} levels (or cyclic)"
                 )
-            items = [(self.to_py(k, _depth + 1), self.to_py(v, _depth + 1))
-                     for k, v in value.items()]
+            budget.spend(_CONTAINER_COST)
+            items = []
+            for k, v in value.items():
+                budget.spend(_ENTRY_COST)
+                items.append((self._to_py(k, depth + 1, budget),
+                              self._to_py(v, depth + 1, budget)))
             n = len(items)
             if n and all(type(k) is int for k, _ in items):
                 items.sort(key=lambda kv: kv[0])
@@ -137,4 +187,23 @@ class LuaConverter:
             return dict(items)
         if kind is None:
             raise TypeError(f"a Python {type(value).__name__} cannot come back from Lua")
-        raise TypeError(f"a Lua {kind} cannot be converted to a Python value")
+        raise TypeError(
+            f"a Lua {kind} cannot be passed to the host "
+            "(only nil, booleans, numbers, strings and tables can)"
+        )
+
+
+class _Budget:
+    """What is left of one conversion's size limit (bytes, estimated)."""
+
+    __slots__ = ("left", "limit", "setting")
+
+    def __init__(self, limit: int, setting: str) -> None:
+        self.limit = limit
+        self.left = limit
+        self.setting = setting
+
+    def spend(self, cost: int) -> None:
+        self.left -= cost
+        if self.left < 0:
+            raise ValueTooLarge(self.limit, self.setting)

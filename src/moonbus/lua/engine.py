@@ -54,6 +54,7 @@ from moonbus.errors import (
 )
 from moonbus.lua.convert import LuaConverter
 from moonbus.lua.fastcall import native_delivery
+from moonbus.lua.host_errors import describe_host_error
 from moonbus.lua.watchdog import Watchdog
 
 __all__ = ["HookControl", "LuaEngine"]
@@ -66,6 +67,8 @@ _RAISED_IN_C = re.compile(r"\n\t\[C\]: in (?!.*'error'$)[^\n]*$", re.MULTILINE)
 _SCRIPT_FRAME = re.compile(r"^\t([^\s\[=:][^:\n]*?\.lua):(\d+): ", re.MULTILINE)
 _MEMORY_MESSAGE = "not enough memory"
 _PLAIN = frozenset((str, int, float, bool, type(None)))
+# Runs trusted sandbox source under a chunk name (before the prelude removes `load`).
+_RUN_NAMED = "function(source, name, ...) return assert(load(source, name, 't'))(...) end"
 # Runs the factory's precompiled pattern chunks (pmatch.lua, pcost.lua with
 # the matcher's table, patterns.lua with both) before the prelude removes
 # `load`.
@@ -188,9 +191,13 @@ class LuaEngine:
         )
         self._rt = rt
         self._state = int(rt.execute('return string.format("%p", coroutine.running())'), 16)
-        rt.execute(bounded)
+        # The sandbox's own chunks get names of their own: lupa's default
+        # ("<python>") would show in the position of errors they raise.
+        run_named = rt.eval(_RUN_NAMED)
+        run_named(bounded, "=sandbox")
         rt.execute(_LOAD_BYTECODE, *patterns)
-        api = rt.execute(prelude, self._enter, self._leave, _deny_get)
+        api = run_named(prelude, "=sandbox", self._enter, self._leave, _deny_get,
+                        describe_host_error)
         self._call = api["call"]
         # The same Lua function, for Lua code that makes several protected calls
         # inside one engine call (the runner's batches). Calling it from Python
@@ -207,6 +214,10 @@ class LuaEngine:
         self._drop_task = api["drop_task"]
         self._forget = api["forget"]
         self.sleep_function = api["sleep"]
+        self._host_function = api["host_function"]
+        # The same Lua function, for Lua code that wraps the Python callables it
+        # gets from the host (script_env.lua's shared handles).
+        self.host_function_maker = api["host_function"]
         self.converter = LuaConverter(
             rt, lua_module.lua_type, api["build_class"], api["make_proxy"], api["unproxy"]
         )
@@ -582,9 +593,18 @@ class LuaEngine:
                 return self._table_from({})
             return self.converter.to_lua(value)
 
-    def function(self, func: Callable[..., Any]) -> Callable[..., Any]:
-        """Mark a Python callable for passing into Lua (it is callable, not inspectable)."""
-        return func
+    def host_function(self, func: Callable[..., Any], name: str) -> Any:
+        """``func`` as a plain Lua function for scripts (SPEC §4b "nothing of Python shows").
+
+        The only way a Python callable should reach a script: to it, the result
+        is a Lua function like any other, and an exception ``func`` raises
+        arrives as a Lua string (``moonbus.lua.host_errors``) prefixed with the
+        calling script line, ``name`` standing for the function in messages.
+        """
+        with self._lock:
+            if self._closed:
+                raise ClosedError(f"Lua engine {self.name!r} is closed")
+            return self._host_function(func, name)
 
     def memory_used(self) -> int | None:
         """Bytes allocated by the state (None when no memory limit is set)."""
@@ -616,6 +636,7 @@ class LuaEngine:
             self._closed = True
             self._call = self._compile = self._make_env = self._new_task = self._step = None
             self.protected_call = self.coroutines_tracked = None
+            self._host_function = self.host_function_maker = None
             self._drop_task = None
             self._forget = None
             self._rt = None

@@ -15,12 +15,13 @@
 -- (mask 0: costs nothing until armed), and the host is told which coroutines
 -- are running (enter/leave) so it can arm all of them at once.
 
-local py_enter, py_leave, pyobj_probe = ...
+local py_enter, py_leave, pyobj_probe, py_describe = ...
 
 local debug_sethook = debug.sethook
 local debug_traceback = debug.traceback
 local debug_gethook = debug.gethook
 local debug_getmetatable = debug.getmetatable
+local debug_getinfo = debug.getinfo
 local co_create, co_resume, co_yield = coroutine.create, coroutine.resume, coroutine.yield
 local co_status, co_running, co_isyieldable, co_close =
   coroutine.status, coroutine.running, coroutine.isyieldable, coroutine.close
@@ -183,7 +184,21 @@ local function safe_resume(co, ...)
   return unpack(r, 1, r.n)
 end
 
+-- Scripts' coroutine.create/wrap: a bad argument is reported where the script
+-- called, as the standard functions do.
+local function need_function(f, what)
+  if type(f) ~= "function" then
+    error("bad argument #1 to '" .. what .. "' (function expected, got " .. type(f) .. ")", 3)
+  end
+end
+
+local function user_create(f)
+  need_function(f, "create")
+  return safe_create(f)
+end
+
 local function safe_wrap(f)
+  need_function(f, "wrap")
   local co = safe_create(f)
   return function(...)
     local r = pack(safe_resume(co, ...))
@@ -195,6 +210,9 @@ local function safe_wrap(f)
 end
 
 local function safe_setmetatable(t, mt)
+  if type(t) ~= "table" then
+    error("bad argument #1 to 'setmetatable' (table expected, got " .. type(t) .. ")", 2)
+  end
   if type(mt) == "table" and rawget(mt, "__gc") ~= nil then
     error("__gc metamethods are not allowed in the sandbox", 2)
   end
@@ -260,7 +278,7 @@ local function make_env()
   env.utf8 = copy(utf8_lib)
   env.os = copy(os_lib)
   env.coroutine = {
-    create = safe_create, resume = safe_resume, wrap = safe_wrap, yield = co_yield,
+    create = user_create, resume = safe_resume, wrap = safe_wrap, yield = co_yield,
     status = co_status, running = co_running, isyieldable = co_isyieldable, close = safe_close,
   }
   env.setmetatable = safe_setmetatable
@@ -393,12 +411,64 @@ local function sleep(ms)
   return co_yield(SLEEP, ms or 0)
 end
 
+-- Python callables reach scripts only through host_function: a plain Lua
+-- function (type "function", tostring "function: 0x..." like any other) that
+-- calls the Python one. When Python raises, lupa's error value is the Python
+-- exception wrapped as a userdata; the script gets a string instead, made by
+-- moonbus.lua.host_errors (no repr, type name, address or traceback), with
+-- the position of the script line that called in, as a Lua error would have.
+-- Errors that are already Lua values (the time limit, "not enough memory", an
+-- error from Lua code the host called back) pass through unchanged.
+local MEMORY_MESSAGE = "not enough memory"
+
+local function script_position()
+  local level = 3
+  while true do
+    local info = debug_getinfo(level, "Sl")
+    if info == nil then
+      return ""
+    end
+    local src = info.source
+    if sub(src, 1, 1) == "@" and sub(src, -4) == ".lua" and info.currentline > 0 then
+      return info.short_src .. ":" .. info.currentline .. ": "
+    end
+    level = level + 1
+  end
+end
+
+local function host_failure(name, err)
+  if type(err) ~= "userdata" then
+    error(err, 0)
+  end
+  local ok, text = pcall(py_describe, err, name)
+  if not ok or type(text) ~= "string" then
+    text = name .. ": error in the host"
+  end
+  if text == MEMORY_MESSAGE then
+    error(text, 0)
+  end
+  error(script_position() .. text, 0)
+end
+
+local function host_function(f, name)
+  local function settle(ok, ...)
+    if ok then
+      return ...
+    end
+    return host_failure(name, (...))
+  end
+  return function(...)
+    return settle(pcall(f, ...))
+  end
+end
+
 -- Host API objects reach Lua as proxy tables (see moonbus.lua.exposure): the
 -- Python object is kept in a private weak table, never in the proxy itself.
 local proxied = real_setmetatable({}, { __mode = "k" })
 
 local function build_class(name, methods, invoke, equals)
   local index = {}
+  local same = host_function(equals, name .. " ==")
   local mt = {
     __index = index,
     __name = name,
@@ -406,11 +476,12 @@ local function build_class(name, methods, invoke, equals)
     __tostring = function() return name end,
     __eq = function(a, b)
       local x, y = proxied[a], proxied[b]
-      return x ~= nil and y ~= nil and equals(x, y)
+      return x ~= nil and y ~= nil and same(x, y)
     end,
   }
   for i = 1, #methods do
     local method = methods[i]
+    local call = host_function(invoke, name .. ":" .. method)
     index[method] = function(self, ...)
       -- self must be a proxy of this class: another class's proxy would make
       -- invoke() call whatever that object has under this name.
@@ -418,7 +489,7 @@ local function build_class(name, methods, invoke, equals)
       if obj == nil or debug_getmetatable(self) ~= mt then
         error("'" .. method .. "' must be called as a method (obj:" .. method .. "(...))", 2)
       end
-      return invoke(obj, method, ...)
+      return call(obj, method, ...)
     end
   end
   return mt
@@ -451,6 +522,7 @@ return {
   sleep = sleep,
   build_class = build_class,
   make_proxy = make_proxy,
+  host_function = host_function,
   forget = forget,
   tracking = tracking,
   unproxy = unproxy,
