@@ -17,6 +17,7 @@ from moonbus.cli.diagnosis import version_line
 from moonbus.cli.doctor_cmd import doctor_command
 from moonbus.cli.events_cmd import events_command
 from moonbus.cli.group import MoonbusGroup
+from moonbus.cli.repl_cmd import repl_command
 from moonbus.cli.run import run_command
 from moonbus.cli.serve import serve_command
 from moonbus.cli.stubs_cmd import stubs_command
@@ -50,6 +51,7 @@ cli.add_command(bench_command)
 cli.add_command(serve_command)
 cli.add_command(stubs_command)
 cli.add_command(doctor_command)
+cli.add_command(repl_command)
 
 
 def main() -> None:
