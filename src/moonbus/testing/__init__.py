@@ -12,17 +12,21 @@ demo world by default) and closes it at the end of the test. Several sims
 in one test are independent.
 
 ``Sim`` itself needs no pytest: ``from moonbus.testing.sim import Sim``.
+Installed as a pytest plugin, this module is imported by every pytest run of
+the project, so it imports the runtime (and lupa) only when a test asks for
+a sim.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pytest
 
-from moonbus.testing.sim import Sim
+if TYPE_CHECKING:
+    from moonbus.testing.sim import Sim
 
 __all__ = ["Sim", "SimFactory", "moonbus_sim"]
 
@@ -55,6 +59,8 @@ def moonbus_sim() -> Iterator[SimFactory]:
         event_delivery: str = "immediate",
         root: str | Path | None = None,
     ) -> Sim:
+        from moonbus.testing.sim import Sim
+
         sim = Sim(app, seed=seed, tick_seconds=tick_seconds, event_delivery=event_delivery,
                   root=root)
         sims.append(sim)
@@ -65,3 +71,12 @@ def moonbus_sim() -> Iterator[SimFactory]:
     finally:
         for sim in reversed(sims):
             sim.close()
+
+
+def __getattr__(name: str) -> Any:
+    """``from moonbus.testing import Sim`` without importing the runtime at plugin load."""
+    if name == "Sim":
+        from moonbus.testing.sim import Sim
+
+        return Sim
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

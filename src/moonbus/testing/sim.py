@@ -162,10 +162,11 @@ class Sim:
         Fails with ``AssertionError`` (naming ``what`` and ``max_ticks``) when
         it is still false after ``max_ticks`` ticks.
         """
-        for _ in range(max_ticks + 1):
+        for done in range(max_ticks + 1):
             if condition():
                 return self.tick
-            self.advance()
+            if done < max_ticks:
+                self.advance()
         label = what or getattr(condition, "__name__", "condition")
         raise AssertionError(
             f"{label} still false after {max_ticks} ticks (tick {self.tick}); "
