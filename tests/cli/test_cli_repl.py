@@ -10,6 +10,7 @@ which the prompt still answers.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pty
 import select
@@ -49,7 +50,8 @@ def _env(tmp_path: Path) -> dict[str, str]:
     ("local p, q", " p, q = nil"),
     ("local function f() local y = 1 return y end", " function f() local y = 1 return y end"),
     ("do local inner = 1 end", "do local inner = 1 end"),
-    ("for i = 1, 2 do local k = i end local after = 3", "for i = 1, 2 do local k = i end  after = 3"),
+    ("for i = 1, 2 do local k = i end local after = 3",
+     "for i = 1, 2 do local k = i end  after = 3"),
     ("if x then local a = 1 elseif y then local b = 2 else local c = 3 end",
      "if x then local a = 1 elseif y then local b = 2 else local c = 3 end"),
     ("repeat local r = 1 until r local s = 2", "repeat local r = 1 until r  s = 2"),
@@ -190,7 +192,9 @@ class _Pty:
     def eof_and_wait(self) -> int:
         if self._child is not None:
             self._child.sendeof()
-            self._child.expect(__import__("pexpect").EOF, timeout=30)
+            import pexpect
+
+            self._child.expect(pexpect.EOF, timeout=30)
             self._child.close()
             return int(self._child.exitstatus)
         os.write(self._fd, b"\x04")
@@ -202,10 +206,8 @@ class _Pty:
                 return os.waitstatus_to_exitcode(status)
             with_data, _, _ = select.select([self._fd], [], [], 0.1)
             if with_data:
-                try:
+                with contextlib.suppress(OSError):
                     os.read(self._fd, 4096)
-                except OSError:
-                    pass
         raise AssertionError("the repl did not end after Ctrl-D")
 
 
