@@ -5,6 +5,9 @@ How each fenced block is checked (the language after the fence decides):
 * ``python``: run as a program in a fresh interpreter, in a temporary folder
   holding a copy of ``examples/``; it must exit 0 (its own ``assert``\\ s are
   the checks).
+  A block whose first line is ``# test_NAME.py`` is a pytest file (the test
+  kit's examples, docs/testing.md): it is written under that name there and
+  run with ``pytest -p moonbus.testing``; every test in it must pass.
 * ``lua``: run as a script with ``moonbus run --ticks 30 --tick-ms 0`` against
   the demo world (or the app named by a first line ``-- app: MODULE:ATTR``);
   it must compile, start and not fail.
@@ -44,6 +47,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 FENCE = re.compile(r"^```(\w*)\s*$")
 SKIP = re.compile(r"<!-- docs-test: skip (.+?) -->")
+TEST_FILE = re.compile(r"#\s*(test_\w+\.py)\s*\n")
 SHELL = {"sh", "bash", "console", "shell"}
 PROSE = {"text", ""}
 MAX_SKIPPED = 3
@@ -158,7 +162,13 @@ def test_code_block_runs(block: Block, tmp_path: Path) -> None:
         pytest.skip(f"{block.id}: {block.skip}")
     cwd = _workdir(tmp_path)
     if block.lang == "python":
-        _run([sys.executable, "-c", block.code], cwd, block)
+        test_file = TEST_FILE.match(block.code)
+        if test_file:
+            (cwd / test_file.group(1)).write_text(block.code, "utf-8")
+            _run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                  "-p", "moonbus.testing", test_file.group(1)], cwd, block)
+        else:
+            _run([sys.executable, "-c", block.code], cwd, block)
     elif block.lang == "lua":
         first = block.code.splitlines()[0] if block.code.strip() else ""
         app = first.split("-- app:", 1)[1].strip() if first.startswith("-- app:") else None
