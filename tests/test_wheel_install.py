@@ -212,6 +212,24 @@ def test_the_installed_package_runs_a_runner_job_and_a_runtime(venv: Venv) -> No
     assert done.stdout.split() == ["42", "running", "7"]
 
 
+def test_the_installed_test_kit_registers_its_pytest_plugin(venv: Venv) -> None:
+    """The wheel declares the ``pytest11`` entry point (so a project's pytest finds
+    ``moonbus_sim`` by itself) and its ``Sim`` runs without pytest installed."""
+    mining = str(ROOT / "examples" / "mining.lua")
+    code = (
+        "from importlib.metadata import entry_points\n"
+        "plugins = {e.name: e.value for e in entry_points(group='pytest11')}\n"
+        "print(plugins.get('moonbus.testing'))\n"
+        "from moonbus.testing.sim import Sim\n"
+        "with Sim(seed=0) as sim:\n"
+        f"    sim.load({mining!r})\n"
+        "    sim.advance(50); sim.assert_no_errors(); print(sim.status('mining'))\n"
+    )
+    done = _run([venv.python, "-c", code], cwd=venv.elsewhere, timeout=RUN_TIMEOUT)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["moonbus.testing", "running"]
+
+
 def test_the_installed_cli_reports_its_versions_and_health(venv: Venv) -> None:
     version = _run([venv.moonbus, "--version"], cwd=venv.elsewhere, timeout=RUN_TIMEOUT)
     assert version.returncode == 0, version.stderr

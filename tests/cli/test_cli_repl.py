@@ -90,6 +90,17 @@ def test_the_evaluator_keeps_locals_and_prints_lua_style() -> None:
         assert repl.feed(":quit").quit
 
 
+def test_the_script_limits_hold_at_the_prompt_and_it_answers_after() -> None:
+    with Repl() as repl:
+        assert "out of memory" in repl.feed('string.rep("x", 2^30)').error
+        printed_forever = "setmetatable({}, {__tostring = function() while true do end end})"
+        assert "time limit of 100 ms exceeded" in repl.feed(printed_forever).error
+        assert "time limit" in repl.feed("function r() return r() end r()").error
+        big = repl.feed("t = {} for i = 1, 1e5 do t[i] = i end return t").output
+        assert big.endswith("49, 50, ...}")
+        assert repl.feed("#t").output == "100000"
+
+
 def test_handlers_from_the_prompt_hear_events_and_shared_values_are_the_scripts() -> None:
     with Repl() as repl:
         repl.feed('events.on("ping", function(e) logger.info("pong " .. e.n) end)')
