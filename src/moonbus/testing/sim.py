@@ -26,7 +26,7 @@ import fnmatch
 from collections import Counter
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from moonbus.bus import Event
 from moonbus.cli.session import Session
@@ -36,7 +36,7 @@ from moonbus.host.script import ScriptHost
 from moonbus.runtime import LogLine, Runtime
 from moonbus.shared import SharedStore
 
-__all__ = ["Sim"]
+__all__ = ["Sim", "SimFactory"]
 
 ScriptRef = ScriptHost | str
 
@@ -331,3 +331,17 @@ class Sim:
 
     def _status_line(self) -> str:
         return ", ".join(f"{n}={h.status}" for n, h in self.scripts.items()) or "none loaded"
+
+
+class SimFactory(Protocol):
+    """The ``moonbus_sim`` fixture's type: call it to get a fresh ``Sim``."""
+
+    def __call__(
+        self,
+        app: Any = None,
+        *,
+        seed: int = 0,
+        tick_seconds: float = 0.6,
+        event_delivery: str = "immediate",
+        root: str | Path | None = None,
+    ) -> Sim: ...
