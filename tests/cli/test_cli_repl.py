@@ -150,6 +150,17 @@ def test_a_clean_piped_session_exits_0_and_an_unfinished_chunk_fails(tmp_path: P
     assert cut.returncode == 1 and "unfinished chunk" in cut.stderr
 
 
+def test_the_app_option_gives_the_prompt_that_games_globals(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run([*REPL, "--app", "examples.grid_game:app"],
+                          input="grid:gems_left() > 0\nplayers\n", capture_output=True,
+                          text=True, env=_env(tmp_path), cwd=root, timeout=60)
+    assert done.stdout.split() == ["true", "nil"], done.stderr
+    bad = subprocess.run([*REPL, "--app", "nope:app"], input="", capture_output=True,
+                         text=True, env=_env(tmp_path), cwd=tmp_path, timeout=60)
+    assert bad.returncode == 2 and "cannot import module 'nope'" in bad.stderr
+
+
 # -------------------------------------------------------------------- terminal
 class _Pty:
     """A child process on a pseudo-terminal: ``expect`` text, ``send`` lines.

@@ -4,13 +4,16 @@ Each test drives the demo world in virtual time through ``moonbus_sim``
 (``moonbus.testing``) and checks what the script is for: mining counts its
 ore and banks when full, combat counts kills and refuses an unknown target,
 chat_monitor sorts messages, woodcutter counts logs from a deferred
-handler, banker (a folder script) banks in batches. A few hundred ticks
-each, well under a second.
+handler, banker (a folder script) banks in batches; the grid game's
+collector (``--app examples.grid_game:app``) picks up gems. A few hundred
+ticks each, well under a second.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+
+import pytest
 
 from moonbus.testing import SimFactory
 
@@ -105,3 +108,19 @@ def test_banker_keeps_quiet_when_told(moonbus_sim: SimFactory) -> None:
                       what="first batch banked")
     assert not [e for e in sim.emitted("message_received")
                 if str(e.data.get("content", "")).startswith("banked")]
+
+
+def test_grid_collector_gathers_gems_the_watcher_counts(
+    moonbus_sim: SimFactory, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(EXAMPLES.parent)  # where examples.grid_game is imported from
+    sim = moonbus_sim(app="examples.grid_game:app", seed=0, root=EXAMPLES / "grid")
+    collector = sim.load("collector.lua")
+    watcher = sim.load("watcher.lua")
+    sim.advance_until(lambda: sim.shared(collector).int("collected").get() >= 3,
+                      max_ticks=300, what="three gems collected")
+    gems = sim.emitted("gem_collected")
+    assert len(gems) == sim.shared(collector).int("collected").get()
+    assert sim.shared(watcher).int("collected").get() == len(gems)
+    sim.assert_logged(f"gem at {gems[0].data['x']},{gems[0].data['y']}", script=collector)
+    sim.assert_no_errors()

@@ -125,9 +125,20 @@ def test_relative_paths_are_read_from_root(moonbus_sim: SimFactory) -> None:
     assert sim.status("combat") == "running"
 
 
-def test_an_app_other_than_the_demo_world_is_refused_with_a_clear_error() -> None:
-    with pytest.raises(ConfigError, match="demo world only"):
-        Sim(app="mygame:app")
+def test_an_app_is_named_as_for_the_command_line_or_given_as_an_object(
+    moonbus_sim: SimFactory, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(ROOT)  # MODULE:ATTR is imported from the working directory first
+    sim = moonbus_sim(app="examples.grid_game:app", seed=1)
+    assert sim.app.name == "grid game"
+    rover = sim.load("rover.lua", text="function poll() rover:move('east') return 600 end")
+    sim.advance(3)
+    assert sim.emitted("rover_moved") or sim.emitted("rover_bumped")
+    sim.assert_no_errors(rover)
+    again = moonbus_sim(app=sim.app, seed=1)  # the App object itself
+    assert again.app is sim.app and "rover" in again.world.apis()
+    with pytest.raises(ConfigError, match="cannot import module 'nope'"):
+        moonbus_sim(app="nope:app")
 
 
 PROJECT_SCRIPT = """

@@ -27,6 +27,7 @@ from types import ModuleType
 
 import click
 
+from moonbus.cli.app_option import app_option, resolve_app
 from moonbus.cli.repl_core import Repl
 
 __all__ = ["repl_command"]
@@ -51,11 +52,13 @@ def _history_file() -> Path | None:
 
 
 @click.command("repl")
+@app_option
 @click.option("--seed", type=int, default=0, show_default=True, help="World seed.")
 @click.option("--tick-ms", type=click.IntRange(min=1), default=600, show_default=True,
               help="Virtual milliseconds one :tick advances the clock.")
-def repl_command(seed: int, tick_ms: int) -> None:
-    """An interactive Lua prompt in a script's sandbox and limits, against the demo world.
+def repl_command(app_spec: str | None, seed: int, tick_ms: int) -> None:
+    """An interactive Lua prompt in a script's sandbox and limits, against the demo
+    world or --app.
 
     Expressions print their values; a top-level `local` is kept for the next
     lines; :tick N advances the world in virtual time; :help lists the
@@ -63,12 +66,13 @@ def repl_command(seed: int, tick_ms: int) -> None:
 
       echo 'return players:local_player():name()' | moonbus repl
     """
+    app = resolve_app(app_spec)
     interactive = sys.stdin.isatty()
     failed = False
-    with Repl(seed=seed, tick_seconds=tick_ms / 1000) as repl:
+    with Repl(app=app, seed=seed, tick_seconds=tick_ms / 1000) as repl:
         history = _start_history() if interactive else None
         if interactive:
-            click.echo(f"moonbus repl: Lua 5.4, demo world (seed {seed}). "
+            click.echo(f"moonbus repl: Lua 5.4, {app.name} (seed {seed}). "
                        ":help for commands, Ctrl-D to quit.")
         try:
             while True:

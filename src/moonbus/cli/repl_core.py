@@ -1,7 +1,8 @@
 """The evaluating side of ``moonbus repl``: one script's sandbox, fed line by line.
 
 ``Repl`` is the real script host, not a look-alike: a stepped ``Session``
-(the demo world in virtual time, as ``moonbus run --tick-ms 0``) with one
+(the app's world, the demo world by default, in virtual time, as ``moonbus
+run --tick-ms 0``) with one
 script, ``repl``, loaded from an empty source and started. Each complete
 chunk the user types is compiled into that script's *event engine*
 environment and run there under the handler time limit
@@ -30,6 +31,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
+from moonbus.app import App
 from moonbus.bus import Event
 from moonbus.cli.repl_lua import FORMATTER, is_incomplete, promote_locals
 from moonbus.cli.session import Session
@@ -40,7 +42,7 @@ from moonbus.runtime import LogLine
 __all__ = ["HELP", "Repl", "Reply"]
 
 HELP = """\
-Lua 5.4 in a moonbus script's sandbox (the demo world's APIs, shared, events, logger, stats).
+Lua 5.4 in a moonbus script's sandbox (the app's APIs, shared, events, logger, stats).
   <expression>       print its value(s)          = <expression>  the same
   <statement>        run it (a top-level `local` is kept for the next lines)
   :tick [N]          advance the world N ticks (default 1) in virtual time
@@ -65,10 +67,11 @@ class Reply:
 class Repl:
     """One REPL session: a world, a runtime and the ``repl`` script to evaluate in."""
 
-    def __init__(self, *, seed: int = 0, tick_seconds: float = 0.6, width: int = 4000,
-                 events_kept: int = 1000) -> None:
+    def __init__(self, *, app: App | None = None, seed: int = 0, tick_seconds: float = 0.6,
+                 width: int = 4000, events_kept: int = 1000) -> None:
         self.width = width
-        self._session = Session([], seed=seed, virtual=True, tick_seconds=tick_seconds)
+        self._session = Session([], seed=seed, app=app, virtual=True, tick_seconds=tick_seconds)
+        self.app = self._session.app
         try:
             self._pending: list[str] = []
             self._events: deque[Event] = deque(maxlen=events_kept)

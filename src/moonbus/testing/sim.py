@@ -28,6 +28,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
+from moonbus.app import App, AppWorld, load_app
 from moonbus.bus import Event
 from moonbus.cli.session import Session
 from moonbus.errors import ConfigError
@@ -50,8 +51,9 @@ def _describe(event: Event) -> str:
 class Sim:
     """One world, one stepped runtime and the scripts a test loads.
 
-    ``app`` selects the host application; ``None`` is the demo world (the
-    only one until ``--app`` apps are supported here). ``seed`` seeds the
+    ``app`` selects the host application: an ``App`` object, a
+    ``"MODULE:ATTR"`` string as ``--app`` takes (the working directory is
+    searched first), or ``None`` for the demo world. ``seed`` seeds the
     world. ``tick_seconds`` is the virtual time of one tick (600 ms, as in
     ``moonbus run``). ``event_delivery`` is the runtime's mode
     (``"immediate"`` or ``"deferred"``; both stepped on this thread).
@@ -69,14 +71,10 @@ class Sim:
         event_delivery: str = "immediate",
         root: str | Path | None = None,
     ) -> None:
-        if app is not None:
-            raise ConfigError(
-                f"app {app!r}: this moonbus tests scripts against the demo world only "
-                "(pass app=None)"
-            )
         self.root = Path(root) if root is not None else None
-        self._session = Session([], seed=seed, virtual=True, tick_seconds=tick_seconds,
-                                event_delivery=event_delivery)
+        self.app: App = app if isinstance(app, App) else load_app(app)
+        self._session = Session([], seed=seed, app=self.app, virtual=True,
+                                tick_seconds=tick_seconds, event_delivery=event_delivery)
         self._events: list[Event] = []
         self._logs: list[LogLine] = []
         self._session.runtime.bus.on("*", self._events.append, owner="moonbus-testing")
@@ -90,8 +88,8 @@ class Sim:
         return self._session.runtime
 
     @property
-    def world(self) -> Any:
-        """The app's world (the demo ``World`` by default): read its state, call its APIs."""
+    def world(self) -> AppWorld:
+        """The app's world (the demo world by default): read its state, call its APIs."""
         return self._session.world
 
     @property
