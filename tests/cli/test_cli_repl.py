@@ -14,6 +14,7 @@ import contextlib
 import os
 import pty
 import select
+import signal
 import subprocess
 import sys
 import time
@@ -180,6 +181,7 @@ class _Pty:
         if pid == 0:  # the child: never returns
             os.execvpe(args[0], args, env)
         self._pid, self._fd = pid, fd
+        self._ended = False
 
     def expect(self, text: str, timeout: float = 30.0) -> str:
         if self._child is not None:
@@ -225,12 +227,28 @@ class _Pty:
             pid, status = os.waitpid(self._pid, os.WNOHANG)
             if pid:
                 os.close(self._fd)
+                self._ended = True
                 return os.waitstatus_to_exitcode(status)
             with_data, _, _ = select.select([self._fd], [], [], 0.1)
             if with_data:
                 with contextlib.suppress(OSError):
                     os.read(self._fd, 4096)
         raise AssertionError("the repl did not end after Ctrl-D")
+
+    def close(self) -> None:
+        """End the child if a failed test left it running (by its own pid)."""
+        if self._child is not None:
+            if self._child.isalive():
+                self._child.close(force=True)
+            return
+        if self._ended:
+            return
+        self._ended = True
+        with contextlib.suppress(ChildProcessError):
+            if os.waitpid(self._pid, os.WNOHANG)[0] == 0:
+                os.kill(self._pid, signal.SIGKILL)
+                os.waitpid(self._pid, 0)
+        os.close(self._fd)
 
 
 def _has_pexpect() -> bool:
@@ -248,27 +266,30 @@ def _has_pexpect() -> bool:
 ])
 def test_an_interactive_session_on_a_terminal(tmp_path: Path, driver: str) -> None:
     term = _Pty(REPL, _env(tmp_path), use_pexpect=driver == "pexpect")
-    term.expect("moonbus repl: Lua 5.4")
-    term.expect("> ")
-    term.send("local answer = 41")
-    term.expect("> ")
-    term.send("answer + 1")
-    assert "42" in term.expect("> ")
-    term.send("function greet(name)")
-    term.expect(">> ")
-    term.send('  return "hi " .. name')
-    term.expect(">> ")
-    term.send("end")
-    term.expect("> ")
-    term.send('greet("Ann")')
-    assert "hi Ann" in term.expect("> ")
-    term.send("os.execute('echo owned')")
-    assert "attempt to call a nil value (field 'execute')" in term.expect("> ")
-    term.send("while true do end")
-    assert "time limit of 100 ms exceeded" in term.expect("> ")
-    term.send("answer * 2")
-    assert "82" in term.expect("> ")
-    term.send(":tick 5")
-    assert "tick 5" in term.expect("> ")
-    assert term.eof_and_wait() == 0
-    assert "answer + 1" in (tmp_path / "history").read_text("utf-8")  # readline history
+    try:
+        term.expect("moonbus repl: Lua 5.4")
+        term.expect("> ")
+        term.send("local answer = 41")
+        term.expect("> ")
+        term.send("answer + 1")
+        assert "42" in term.expect("> ")
+        term.send("function greet(name)")
+        term.expect(">> ")
+        term.send('  return "hi " .. name')
+        term.expect(">> ")
+        term.send("end")
+        term.expect("> ")
+        term.send('greet("Ann")')
+        assert "hi Ann" in term.expect("> ")
+        term.send("os.execute('echo owned')")
+        assert "attempt to call a nil value (field 'execute')" in term.expect("> ")
+        term.send("while true do end")
+        assert "time limit of 100 ms exceeded" in term.expect("> ")
+        term.send("answer * 2")
+        assert "82" in term.expect("> ")
+        term.send(":tick 5")
+        assert "tick 5" in term.expect("> ")
+        assert term.eof_and_wait() == 0
+        assert "answer + 1" in (tmp_path / "history").read_text("utf-8")  # readline history
+    finally:
+        term.close()

@@ -85,7 +85,7 @@ class Repl:
             runtime.run_due()
             self._side = self._event_side()
             engine = self._side.engine
-            maker = engine.compile(FORMATTER, "=repl", engine.new_env())
+            maker = engine.compile(FORMATTER, "(repl printer)", engine.new_env())
             limit = runtime.settings.lifecycle_timeout
             self._printer = engine.call(maker, limit=limit)[0]
         except BaseException:
