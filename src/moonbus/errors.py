@@ -14,6 +14,7 @@ with ``raise ... from exc`` so that callers only ever need to catch these::
     │   └── SharedBackendError           the backend broke (Redis unreachable...) ("it broke")
     ├── ScriptError                      a Lua script failed (compile or run); carries file:line
     │   ├── ScriptSyntaxError            the source does not compile
+    │   ├── ScriptSourceTooLarge         a source over the compile size cap (max_source_bytes)
     │   ├── ScriptTimeout (TimeoutError) a call ran past its CPU-time limit; cannot be swallowed
     │   ├── ScriptMemoryError (MemoryError) the engine ran out of its memory budget
     │   ├── ScriptCancelled              a running job was cancelled from outside
@@ -49,6 +50,7 @@ __all__ = [
     "ScriptError",
     "ScriptLimitError",
     "ScriptMemoryError",
+    "ScriptSourceTooLarge",
     "ScriptSyntaxError",
     "ScriptTimeout",
     "SharedBackendError",
@@ -133,6 +135,11 @@ def _rebuild_script_error(
 
 class ScriptSyntaxError(ScriptError):
     """The Lua source does not compile."""
+
+
+class ScriptSourceTooLarge(ScriptError):
+    """A source is larger than the compile size cap (``max_source_bytes``); it was
+    refused before parsing. The message names its size and the limit."""
 
 
 class ScriptTimeout(ScriptError, TimeoutError):

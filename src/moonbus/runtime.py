@@ -238,7 +238,7 @@ class Runtime:
         give several scripts the same namespace to share them.
         """
         self._check_open()
-        source = load_source(path, text=text)
+        source = load_source(path, text=text, max_bytes=self.settings.max_source_bytes)
         merged = merge_options(source.defaults, options)
         with self._lock:
             base = name or source.name

@@ -207,10 +207,10 @@ class _FailingFactory(SandboxFactory):
         self.good = good
         self.made: list[Any] = []
 
-    def create(self, name: str, *, memory_limit: int | bool | None = True) -> Any:
+    def create(self, name: str, **options: Any) -> Any:
         if len(self.made) == self.good:
             raise RuntimeError("no more engines")
-        engine = super().create(name, memory_limit=memory_limit)
+        engine = super().create(name, **options)
         self.made.append(engine)
         return engine
 

@@ -3,8 +3,9 @@
 Prints one line per problem: ``file:line: message`` for a syntax error,
 ``file:line: warning: message`` for a lint warning (see ``moonbus.cli.lint``),
 and a one-line tally at the end (not with ``--quiet``). Exit 2 when a script
-is missing, unreadable or does not compile; warnings alone exit 0 (or 1 with
-``--strict``).
+is missing, unreadable, too large or does not compile (also when compiling
+it takes longer than ``--compile-timeout``); warnings alone exit 0 (or 1
+with ``--strict``).
 
 Threads: runs on the main thread; owns its probe engine.
 """
@@ -12,6 +13,7 @@ Threads: runs on the main thread; owns its probe engine.
 from __future__ import annotations
 
 import contextlib
+import math
 
 import click
 
@@ -19,10 +21,18 @@ from moonbus.app import api_names_of, event_type_table
 from moonbus.cli.app_option import app_option, resolve_app
 from moonbus.cli.script_check import Problem, ScriptChecker
 from moonbus.errors import ConfigError, ScriptError
+from moonbus.host.context import HostSettings
 from moonbus.host.source import ScriptSource, load_source
 from moonbus.lua.sandbox import SandboxFactory
 
 __all__ = ["check_command"]
+
+
+def _finite(seconds: float) -> float:
+    # FloatRange lets NaN through (every comparison with it is false).
+    if not math.isfinite(seconds):
+        raise click.BadParameter(f"must be a finite number of seconds, not {seconds!r}")
+    return seconds
 
 
 def _plural(n: int, word: str) -> str:
@@ -34,11 +44,19 @@ def _plural(n: int, word: str) -> str:
 @click.option("--no-lint", is_flag=True, help="Only compile; skip the lint warnings.")
 @click.option("--strict", is_flag=True, help="Exit 1 when there are warnings.")
 @click.option("--quiet", "-q", is_flag=True, help="Only the problems, no tally line.")
+@click.option(
+    "--compile-timeout",
+    type=click.FloatRange(min=0, min_open=True, max=3600),
+    default=HostSettings.lifecycle_timeout,
+    show_default=True,
+    callback=lambda ctx, param, value: _finite(value),
+    help="Seconds of CPU time one file may take to compile (as the runtime allows).",
+)
 @app_option
 @click.pass_context
 def check_command(
     ctx: click.Context, scripts: tuple[str, ...], no_lint: bool, strict: bool, quiet: bool,
-    app_spec: str | None,
+    compile_timeout: float, app_spec: str | None,
 ) -> None:
     """Compile and lint SCRIPT... (.lua files or script folders) without running them.
 
@@ -53,7 +71,7 @@ def check_command(
     warnings = 0
     with SandboxFactory(memory_limit=None) as factory, \
             ScriptChecker(factory, api_names, event_types=event_type_table(app),
-                          app_name=app.name) as checker:
+                          app_name=app.name, time_limit=compile_timeout) as checker:
         loaded: list[tuple[str, ScriptSource | Problem]] = []
         for path in scripts:
             try:

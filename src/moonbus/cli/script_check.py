@@ -8,6 +8,11 @@ as ``file:line: message`` with the path the user typed, and nothing starts.
 A folder script is its ``main.lua`` plus every other ``.lua`` file in the
 folder (the modules ``require`` may load), each compiled on its own.
 
+Compiling is limited as in the runtime (SPEC §4b): each file compiles under
+``time_limit`` seconds of CPU time (default: the runtime's lifecycle limit)
+and within the size cap, so a file built to be costly to parse is reported
+as a problem instead of hanging the check.
+
 Threads: a ``ScriptChecker`` owns its probe engine and is used by one thread.
 """
 
@@ -20,8 +25,10 @@ from typing import Final, Literal
 
 from moonbus.cli.event_lint import event_uses, lint_events
 from moonbus.cli.lint import assigned_globals, lint_globals
-from moonbus.errors import ScriptError
+from moonbus.errors import ScriptError, ScriptTimeout
+from moonbus.host.context import HostSettings
 from moonbus.host.source import ScriptSource
+from moonbus.lua.compile_limits import chunk_display
 from moonbus.lua.sandbox import SandboxFactory
 
 __all__ = ["MOONBUS_GLOBALS", "Problem", "ScriptChecker", "ScriptFile", "script_files"]
@@ -84,12 +91,15 @@ def script_files(source: ScriptSource, display: str) -> list[ScriptFile]:
     return files
 
 
-def _syntax_problem(display: str, exc: ScriptError) -> Problem:
+def _syntax_problem(f: ScriptFile, exc: ScriptError) -> Problem:
     message = exc.message
     if exc.where and message.startswith(exc.where + ":"):
         line = exc.where.rsplit(":", 1)[1]
-        return Problem(f"{display}:{line}", message[len(exc.where) + 1 :].strip())
-    return Problem(display, message)
+        return Problem(f"{f.display}:{line}", message[len(exc.where) + 1 :].strip())
+    for prefix in (chunk_display("@" + f.chunkname), f.chunkname):
+        if message.startswith(prefix + ": "):  # a message without a line (nesting, size)
+            return Problem(f.display, message[len(prefix) + 2 :])
+    return Problem(f.display, message)
 
 
 class ScriptChecker:
@@ -102,16 +112,19 @@ class ScriptChecker:
         *,
         event_types: Mapping[str, str] | None = None,
         app_name: str = "game",
+        time_limit: float = HostSettings.lifecycle_timeout,
     ) -> None:
         """``api_names``: the host's Lua globals (``moonbus.app.api_names_of(app)``),
         known to the lint besides the sandbox's and moonbus's own.
         ``event_types``: the host's declared ``events.EventType`` table
         (``moonbus.app.event_type_table(app)``); given, the lint also warns
-        about event names no one declared (``moonbus.cli.event_lint``)."""
+        about event names no one declared (``moonbus.cli.event_lint``).
+        ``time_limit``: seconds of CPU time one file may take to compile."""
         self.api_names: frozenset[str] = frozenset(api_names)
         self.event_types = None if event_types is None else dict(event_types)
         self.app_name = app_name
         self._emitted: set[str] = set()
+        self._time_limit = time_limit
         self._engine = factory.create("moonbus-check", memory_limit=None)
         with self._engine.lock:
             env = self._engine.new_env()
@@ -126,9 +139,17 @@ class ScriptChecker:
         problems: list[Problem] = []
         for f in script_files(source, display):
             try:
-                self._engine.compile(f.text, f.chunkname, self._engine.new_env())
+                self._engine.compile(
+                    f.text, f.chunkname, self._engine.new_env(), limit=self._time_limit
+                )
+            except ScriptTimeout:
+                problems.append(Problem(
+                    f.display,
+                    f"compiling took longer than the time limit of {self._time_limit:g} s "
+                    "(a source this costly to parse would not load either)",
+                ))
             except ScriptError as exc:
-                problems.append(_syntax_problem(f.display, exc))
+                problems.append(_syntax_problem(f, exc))
         return problems
 
     def learn_emitted(self, sources: Iterable[tuple[ScriptSource, str]]) -> None:

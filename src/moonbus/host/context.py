@@ -16,7 +16,7 @@ from moonbus.bus import Bus
 from moonbus.host.deferred import DeferredDelivery
 from moonbus.host.limits import LifecycleCounters, check_setting
 from moonbus.host.scheduler import ScriptScheduler
-from moonbus.lua.sandbox import SandboxFactory
+from moonbus.lua.sandbox import DEFAULT_MAX_SOURCE_BYTES, SandboxFactory
 
 __all__ = ["BUILTIN_EVENT_TYPES", "HostSettings", "LogSink", "ScriptContext"]
 
@@ -70,6 +70,12 @@ class HostSettings:
     ``max_host_value`` is the estimated size of any other value a script
     passes to the host in one call (a shared table, a game API argument),
     read when the script starts.
+
+    ``max_source_bytes`` caps the size of every source a script compiles: its
+    files (read by ``Runtime.load``, ``require``) and ``load`` inside it; it
+    applies to scripts started after a change. Compiling runs under the
+    time limit of the call it is part of (``lifecycle_timeout`` for the
+    script's files, the handler's limit for a ``load`` in a handler).
     """
 
     handler_timeout: float | None = 0.1  # None: no limit (Python embedders only)
@@ -87,6 +93,7 @@ class HostSettings:
     max_emit_size: int = 32 * 1024
     max_host_value: int = 8 * 1024 * 1024
     max_poll_delay: float = 24 * 3600.0
+    max_source_bytes: int = DEFAULT_MAX_SOURCE_BYTES
 
     def __setattr__(self, name: str, value: Any) -> None:
         super().__setattr__(name, check_setting(name, value))

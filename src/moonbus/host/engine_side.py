@@ -121,7 +121,9 @@ class ScriptEngine:
         self._once_ids: set[int] = set()
         self._ids = itertools.count(1)
         self.engine: LuaEngine = ctx.factory.create(
-            f"{script_name}:{kind}", memory_limit=ctx.settings.memory_limit
+            f"{script_name}:{kind}",
+            memory_limit=ctx.settings.memory_limit,
+            max_source_bytes=ctx.settings.max_source_bytes,
         )
         engine = self.engine
         self.converter = engine.converter
@@ -143,7 +145,7 @@ class ScriptEngine:
         info["message_handler"] = engine.message_handler
         info["host_function"] = engine.host_function_maker
         info["log_transfer"] = LOG_TRANSFER
-        installer = engine.compile(env_source, "=moonbus", engine.new_env())
+        installer = engine.compile(env_source, "=moonbus", engine.new_env(), capped=False)
         limit = ctx.settings.lifecycle_timeout
         lib = engine.call(installer, self.env, bridge, info, limit=limit)[0]
         self._dispatch = lib["dispatch"]
@@ -269,15 +271,21 @@ class ScriptEngine:
         return tuple(converted(m) for m in methods)
 
     def _require(self, module: str) -> Any:
+        # Called from Lua: the compile shares the running call's deadline.
         text, chunkname = self._source.read_module(module)
-        return self.engine.compile(text, chunkname, self.env)
+        return self.engine.compile(
+            text, chunkname, self.env, limit=self._ctx.settings.lifecycle_timeout
+        )
 
     # ---------------------------------------------------------------- running
     def load_chunk(self) -> tuple[Any, ...]:
-        """Compile and run the script's top-level code in this engine."""
-        chunk = self.engine.compile(self._source.text, self._source.chunkname, self.env)
+        """Compile and run the script's top-level code in this engine (each step
+        under the lifecycle time limit: a source costly to parse is cut too)."""
+        limit = self._ctx.settings.lifecycle_timeout
+        chunk = self.engine.compile(self._source.text, self._source.chunkname, self.env,
+                                    limit=limit)
         try:
-            return self.engine.call(chunk, limit=self._ctx.settings.lifecycle_timeout)
+            return self.engine.call(chunk, limit=limit)
         finally:
             self.loading = False
 

@@ -59,6 +59,7 @@ _SETTING_BOUNDS: dict[str, tuple[type, float, float]] = {
     "max_deferred_events": (int, 0, 100_000_000),
     "max_emit_size": (int, 0, 1 << 40),
     "max_host_value": (int, 0, 1 << 40),
+    "max_source_bytes": (int, 0, 1 << 30),
 }
 # None turns the limit off (embedders measuring their handlers); never from
 # settings.set. lifecycle_timeout is the stop budget and cannot be off.

@@ -297,10 +297,14 @@ class ScriptHost(ScriptLifecycle):
         The new source is compiled before the old instance is stopped, so a
         reload with a syntax error leaves the running script untouched.
         """
-        fresh = load_source(self.source.path, text=text)
-        probe = self._ctx.factory.create(f"{self.name}:check", memory_limit=None)
+        settings = self._ctx.settings
+        fresh = load_source(self.source.path, text=text, max_bytes=settings.max_source_bytes)
+        probe = self._ctx.factory.create(
+            f"{self.name}:check", memory_limit=None, max_source_bytes=settings.max_source_bytes
+        )
         try:
-            probe.compile(fresh.text, fresh.chunkname, probe.new_env())
+            probe.compile(fresh.text, fresh.chunkname, probe.new_env(),
+                          limit=settings.lifecycle_timeout)
         finally:
             probe.close()
         was_running = self._status in ACTIVE

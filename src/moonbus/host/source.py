@@ -13,6 +13,11 @@ refused), and nothing else on the file system is reachable.
 ``options`` are the defaults; the user's options override them. A user option
 given as a string (from the command line) is converted to the type of the
 manifest default when there is one ("5" → 5 for an int default).
+
+Size: a file larger than ``max_bytes`` (``HostSettings.max_source_bytes``,
+default 4 MiB) is refused with a ``ConfigError`` naming its size and the
+limit, without reading more than the limit; the engines apply the same cap
+again when compiling (``LuaEngine.compile``).
 """
 
 from __future__ import annotations
@@ -25,11 +30,11 @@ from pathlib import Path
 from typing import Any
 
 from moonbus.errors import ConfigError, ScriptError
+from moonbus.lua.compile_limits import DEFAULT_MAX_SOURCE_BYTES
 
 __all__ = ["ScriptSource", "load_source", "merge_options"]
 
 _MODULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
-MAX_SOURCE_BYTES = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,7 @@ class ScriptSource:
     folder: Path | None = None
     defaults: Mapping[str, Any] = field(default_factory=dict)
     description: str = ""
+    max_bytes: int = DEFAULT_MAX_SOURCE_BYTES  # size cap of its modules too
 
     def read_module(self, module: str) -> tuple[str, str]:
         """(text, chunkname) of a ``require``d module of a folder script."""
@@ -59,17 +65,23 @@ class ScriptSource:
             raise ScriptError(f"require({module!r}): outside the script folder")
         if not candidate.is_file():
             raise ScriptError(f"require({module!r}): no file {relative} in {self.folder.name}/")
-        return _read_text(candidate), f"{self.folder.name}/{relative.as_posix()}"
+        text = _read_text(candidate, self.max_bytes)
+        return text, f"{self.folder.name}/{relative.as_posix()}"
 
 
-def _read_text(path: Path) -> str:
+def _read_text(path: Path, max_bytes: int) -> str:
     try:
-        data = path.read_bytes()
+        with path.open("rb") as file:
+            data = file.read(max_bytes + 1)  # never more than the limit allows
+            if len(data) > max_bytes:
+                size = max(path.stat().st_size, len(data))
+                raise ConfigError(
+                    f"script {path} is {size} bytes, more than the limit of {max_bytes} "
+                    "bytes (max_source_bytes)"
+                )
     except OSError as exc:
         reason = exc.strerror or exc
         raise ConfigError(f"cannot read script {path}: {reason}") from exc
-    if len(data) > MAX_SOURCE_BYTES:
-        raise ConfigError(f"script {path} is larger than {MAX_SOURCE_BYTES} bytes")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -78,11 +90,17 @@ def _read_text(path: Path) -> str:
         ) from exc
 
 
-def load_source(path: str | Path, *, text: str | None = None) -> ScriptSource:
-    """Read a script file or folder. ``text`` overrides the file's content (tests, reload)."""
+def load_source(
+    path: str | Path, *, text: str | None = None, max_bytes: int = DEFAULT_MAX_SOURCE_BYTES
+) -> ScriptSource:
+    """Read a script file or folder. ``text`` overrides the file's content (tests, reload).
+
+    Files larger than ``max_bytes`` are refused (``ConfigError``); a ``text``
+    is checked when it is compiled.
+    """
     p = Path(path)
     if text is not None and not p.is_dir():
-        return ScriptSource(name=p.stem, path=p, text=text, chunkname=p.name)
+        return ScriptSource(name=p.stem, path=p, text=text, chunkname=p.name, max_bytes=max_bytes)
     if p.is_dir():
         manifest_path = p / "manifest.json"
         main = p / "main.lua"
@@ -91,7 +109,7 @@ def load_source(path: str | Path, *, text: str | None = None) -> ScriptSource:
         if not main.is_file():
             raise ConfigError(f"script folder {p} has no main.lua")
         try:
-            manifest = json.loads(_read_text(manifest_path))
+            manifest = json.loads(_read_text(manifest_path, max_bytes))
         except json.JSONDecodeError as exc:
             raise ConfigError(
                 f"{manifest_path}:{exc.lineno}: invalid JSON: {exc.msg}"
@@ -105,17 +123,20 @@ def load_source(path: str | Path, *, text: str | None = None) -> ScriptSource:
         return ScriptSource(
             name=name,
             path=p,
-            text=_read_text(main) if text is None else text,
+            text=_read_text(main, max_bytes) if text is None else text,
             chunkname=f"{p.name}/main.lua",
             folder=p,
             defaults=defaults,
             description=str(manifest.get("description", "")),
+            max_bytes=max_bytes,
         )
     if not p.exists():
         raise ConfigError(f"script not found: {p}")
     if p.suffix != ".lua":
         raise ConfigError(f"not a Lua script (expected a .lua file or a folder): {p}")
-    return ScriptSource(name=p.stem, path=p, text=_read_text(p), chunkname=p.name)
+    return ScriptSource(
+        name=p.stem, path=p, text=_read_text(p, max_bytes), chunkname=p.name, max_bytes=max_bytes
+    )
 
 
 def _coerce(key: str, value: Any, default: Any) -> Any:

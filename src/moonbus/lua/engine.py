@@ -31,7 +31,9 @@ A hook runs only between Lua instructions, so C library functions that could
 run long are wrapped before the prelude runs: ``bounded.lua`` (string.rep,
 table functions) and ``patterns.lua`` (string.find/match/gmatch/gsub, which
 fall back to the Lua matcher of ``pmatch.lua`` when ``pcost.lua``'s bound
-says the C matcher could take long).
+says the C matcher could take long). The parser runs no hooks either:
+``compile`` and the sandbox's ``load`` feed it a piece at a time through a
+Lua reader, and refuse sources over the size cap (see ``compile_limits.py``).
 """
 
 from __future__ import annotations
@@ -49,9 +51,11 @@ from moonbus.errors import (
     ScriptCancelled,
     ScriptError,
     ScriptMemoryError,
+    ScriptSourceTooLarge,
     ScriptSyntaxError,
     ScriptTimeout,
 )
+from moonbus.lua.compile_limits import COMPILE_PIECE, CompileCounters, chunk_display, oversize
 from moonbus.lua.convert import LuaConverter
 from moonbus.lua.fastcall import native_delivery
 from moonbus.lua.host_errors import describe_host_error
@@ -159,8 +163,13 @@ class LuaEngine:
         watchdog: Watchdog,
         name: str,
         memory_limit: int | None,
+        max_source_bytes: int,
+        compile_counters: CompileCounters,
     ) -> None:
         self.name = name
+        # Size cap of every source compiled here (host compiles and load).
+        self.max_source_bytes = max_source_bytes
+        self._compile_counters = compile_counters
         self._lua = lua_module
         self._hooks = hooks
         self._watchdog = watchdog
@@ -197,7 +206,8 @@ class LuaEngine:
         run_named(bounded, "=sandbox")
         rt.execute(_LOAD_BYTECODE, *patterns)
         api = run_named(prelude, "=sandbox", self._enter, self._leave, _deny_get,
-                        describe_host_error)
+                        describe_host_error, max_source_bytes, COMPILE_PIECE,
+                        compile_counters.refused)
         self._call = api["call"]
         # The same Lua function, for Lua code that makes several protected calls
         # inside one engine call (the runner's batches). Calling it from Python
@@ -208,6 +218,7 @@ class LuaEngine:
         self.coroutines_tracked = api["tracking"]
         self.message_handler = api["message_handler"]
         self._compile = api["compile"]
+        self._compiling = api["compiling"]  # .chunk: the chunk a cut parse left (prelude)
         self._make_env = api["make_env"]
         self._new_task = api["new_task"]
         self._step = api["step"]
@@ -497,10 +508,14 @@ class LuaEngine:
             text = str(values[1]) if len(values) > 1 else "unknown error"
         else:
             text = str(failure)
+        compiling = self._cut_compile() if reason is not None else None
         if reason == "timeout":
             message = (
                 f"time limit of {limit * 1000:.0f} ms exceeded" if limit else "time limit exceeded"
             )
+            if compiling is not None:
+                self._compile_counters.timed_out()
+                message += f" while compiling {compiling}"
             raise ScriptTimeout(f"{self.name}: {message}", traceback=text)
         if reason is not None:
             raise ScriptCancelled(f"{self.name}: cancelled", traceback=text)
@@ -517,22 +532,58 @@ class LuaEngine:
         message, where, full = _split_error(text)
         return ScriptError(message, where=where, traceback=full)
 
-    def compile(self, source: str, chunkname: str, env: Any) -> Any:
-        """Compile text ``source`` as ``chunkname`` into ``env``; ScriptSyntaxError on failure."""
-        with self._lock:
-            try:
-                result = self._compile(source, "@" + chunkname, env)
-            except self._lua.LuaMemoryError as exc:
-                raise ScriptMemoryError(f"{self.name}: out of memory while compiling") from exc
-            values = result if isinstance(result, tuple) else (result, None)
-            func = values[0]
-            if func is None:
-                text = str(values[1])
-                if text.startswith(_MEMORY_MESSAGE):  # load() returns it like a syntax error
-                    raise ScriptMemoryError(f"{self.name}: out of memory while compiling")
-                message, where, full = _split_error(text)
-                raise ScriptSyntaxError(message, where=where, traceback=full)
-            return func
+    def _cut_compile(self) -> str | None:
+        # After an aborted call: the chunk whose parse the abort cut (the
+        # prelude's marker, which the cut parse could not clear), cleared here.
+        compiling = self._compiling
+        chunk = compiling["chunk"] if compiling is not None else None
+        if chunk is None:
+            return None
+        compiling["chunk"] = None
+        return chunk_display(str(chunk))
+
+    def compile(
+        self,
+        source: str,
+        chunkname: str,
+        env: Any,
+        *,
+        limit: float | None = None,
+        capped: bool = True,
+    ) -> Any:
+        """Compile text ``source`` as ``chunkname`` into ``env``; ScriptSyntaxError on failure.
+
+        ``limit``: seconds of CPU time the parse may take (``ScriptTimeout``
+        naming the chunk when it runs over); None only for moonbus's own
+        chunks: any source a script, a file or a user brings needs one.
+        Sources over ``max_source_bytes`` raise ``ScriptSourceTooLarge``;
+        ``capped=False`` when the caller vouches for the size: moonbus's own
+        chunks, or a job source just checked in a shorter form (the runner's
+        wrapper). Inside a running call (``require``) the compile shares that
+        call's deadline.
+        """
+        cap = self.max_source_bytes
+        if capped:
+            size = oversize(source, cap)
+            if size is not None:
+                self._compile_counters.refused()
+                raise ScriptSourceTooLarge(
+                    f"{chunkname}: the source is {size} bytes, more than the limit of "
+                    f"{cap} bytes (max_source_bytes)"
+                )
+        try:
+            func, error = self._guarded(self._call, self._compile, (source, "@" + chunkname, env),
+                                        limit)
+        except ScriptMemoryError as exc:
+            raise ScriptMemoryError(f"{self.name}: out of memory while compiling {chunkname}",
+                                    traceback=exc.lua_traceback) from exc
+        if func is None:
+            text = str(error)
+            if text.startswith(_MEMORY_MESSAGE):  # load() returns it like a syntax error
+                raise ScriptMemoryError(f"{self.name}: out of memory while compiling {chunkname}")
+            message, where, full = _split_error(text)
+            raise ScriptSyntaxError(message, where=where, traceback=full)
+        return func
 
     def new_env(self) -> Any:
         """A fresh sandboxed global environment (a Lua table)."""
@@ -635,6 +686,7 @@ class LuaEngine:
                 return
             self._closed = True
             self._call = self._compile = self._make_env = self._new_task = self._step = None
+            self._compiling = None
             self.protected_call = self.coroutines_tracked = None
             self._host_function = self.host_function_maker = None
             self._drop_task = None

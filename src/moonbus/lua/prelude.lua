@@ -14,8 +14,18 @@
 -- so every coroutine gets the same hook function registered at creation
 -- (mask 0: costs nothing until armed), and the host is told which coroutines
 -- are running (enter/leave) so it can arm all of them at once.
+--
+-- Compiling: the Lua parser runs no hooks, so a source that is costly to
+-- parse would run past any time limit. Every compile (the host's, and `load`
+-- in a script) feeds the parser through a reader function that hands out
+-- COMPILE_PIECE bytes at a time: the reader is Lua code, so an armed hook
+-- fires in it and ends the parse (load returns "time limit exceeded" and the
+-- next instruction of the caller raises again). Between two reader calls the
+-- parser handles one piece, which bounds how late the limit bites. Sources
+-- longer than `max_source` bytes are refused before parsing (`on_refused`
+-- tells the host, which counts them).
 
-local py_enter, py_leave, pyobj_probe, py_describe = ...
+local py_enter, py_leave, pyobj_probe, py_describe, max_source, COMPILE_PIECE, on_refused = ...
 
 local debug_sethook = debug.sethook
 local debug_traceback = debug.traceback
@@ -244,6 +254,54 @@ local function safe_collectgarbage(opt, ...)
   return real_collectgarbage(opt, ...)
 end
 
+-- What is being compiled right now, for the host: a parse cut by the time
+-- limit never returns here to clear it (see load_text), so after an aborted
+-- call the host finds the chunk name in `compiling.chunk`, names it in the
+-- timeout error and counts the cut compile (then clears it).
+local compiling = {}
+
+-- How Lua shows a chunk name in messages (luaO_chunkid, without truncation).
+local function chunk_id(chunkname)
+  local first = sub(chunkname, 1, 1)
+  if first == "=" or first == "@" then
+    return sub(chunkname, 2)
+  end
+  local line = sub(chunkname, 1, (find(chunkname, "\n", 1, true) or 0) - 1)
+  return '[string "' .. line .. (#line < #chunkname and '..."]' or '"]')
+end
+
+-- The parser's nesting limit raises "C stack overflow" with no chunk name
+-- (the running function is load itself): say which chunk and why.
+local C_STACK_OVERFLOW = "C stack overflow"
+
+-- Compile text `source` (mode "t") into `env`, feeding the parser piece by
+-- piece (see the top of this file): returns the function, or nil and the
+-- error message, as load does.
+local function load_text(source, chunkname, env)
+  local chunk = source
+  local size = #source
+  if size > COMPILE_PIECE then
+    local at = 1
+    chunk = function()
+      local first = at
+      if first > size then
+        return nil
+      end
+      at = first + COMPILE_PIECE
+      return sub(source, first, first + COMPILE_PIECE - 1)
+    end
+  end
+  compiling.chunk = chunkname
+  local fn, err = real_load(chunk, chunkname, "t", env)
+  compiling.chunk = nil
+  if type(err) == "string" and (err == C_STACK_OVERFLOW
+      or sub(err, 1, #C_STACK_OVERFLOW + 1) == C_STACK_OVERFLOW .. "\n") then
+    err = chunk_id(chunkname) .. ": too many nested blocks, functions, calls or "
+      .. "expressions (the parser ran out of C stack)"
+  end
+  return fn, err
+end
+
 local function copy(t)
   local r = {}
   for k, v in pairs(t) do
@@ -293,10 +351,15 @@ local function make_env()
     if mode ~= nil and mode ~= "t" then
       error("load: binary chunks are not allowed in the sandbox", 2)
     end
+    if #chunk > max_source then
+      on_refused()
+      error(fmt("load: the source is %d bytes, more than the limit of %d bytes "
+        .. "(max_source_bytes)", #chunk, max_source), 2)
+    end
     if chunkenv == nil then
       chunkenv = env
     end
-    return real_load(chunk, chunkname or "=(load)", "t", chunkenv)
+    return load_text(chunk, chunkname or "=(load)", chunkenv)
   end
   env._G = env
   return env
@@ -347,9 +410,9 @@ local function call(fn, ...)
   return xpcall(fn, message_handler, ...)
 end
 
--- Compile text only, into the given environment.
+-- Compile text only, into the given environment (the host checked the size).
 local function compile(source, chunkname, env)
-  return real_load(source, chunkname, "t", env)
+  return load_text(source, chunkname, env)
 end
 
 -- Lifecycle coroutines (main engine) stay inside Lua: lupa turns a
@@ -516,6 +579,7 @@ return {
   call = call,
   message_handler = message_handler,
   compile = compile,
+  compiling = compiling,
   new_task = new_task,
   drop_task = drop_task,
   step = step,

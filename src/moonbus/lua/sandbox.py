@@ -14,14 +14,22 @@ from __future__ import annotations
 
 import importlib
 import threading
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
 from moonbus.errors import ConfigError
+from moonbus.lua.compile_limits import DEFAULT_MAX_SOURCE_BYTES, CompileCounters
 from moonbus.lua.engine import HookControl, LuaEngine
 from moonbus.lua.watchdog import Watchdog
 
-__all__ = ["DEFAULT_MEMORY_LIMIT", "SUPPORTED_LUA", "SandboxFactory"]
+__all__ = [
+    "DEFAULT_MAX_SOURCE_BYTES",
+    "DEFAULT_MEMORY_LIMIT",
+    "SUPPORTED_LUA",
+    "SandboxFactory",
+    "SandboxStatistics",
+]
 
 DEFAULT_MEMORY_LIMIT = 64 * 1024 * 1024
 # Loaded in this order: the Lua matcher, the C cost bound, the wrappers.
@@ -49,11 +57,34 @@ def _stripped(lua_module: Any, source: str) -> bytes:
     return dumped[0]
 
 
+@dataclass(frozen=True)
+class SandboxStatistics:
+    """Counters of one factory's engines (``SandboxFactory.statistics``).
+
+    ``compiles_timed_out``: compiles (``load`` in a script, script files)
+    cut by their time limit; ``sources_refused``: sources refused because they
+    were larger than their size cap. Engines made with counters of their own
+    (a ``Runner``'s, in ``RunnerStatistics``) are counted there instead.
+    """
+
+    engines_created: int
+    compiles_timed_out: int
+    sources_refused: int
+
+
+def _source_cap(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"max_source_bytes must be a positive int, not {value!r}")
+    return value
+
+
 class SandboxFactory:
     """Makes hardened ``LuaEngine`` objects that share one watchdog thread.
 
-    Thread-safe: ``create`` may be called from any thread. ``close`` stops the
-    watchdog (only when the factory created it).
+    ``max_source_bytes`` is the default size cap of the sources its engines
+    compile (``create`` may give another). Thread-safe: ``create`` may be
+    called from any thread. ``close`` stops the watchdog (only when the
+    factory created it).
     """
 
     def __init__(
@@ -62,6 +93,7 @@ class SandboxFactory:
         lua: str = "lua54",
         watchdog: Watchdog | None = None,
         memory_limit: int | None = DEFAULT_MEMORY_LIMIT,
+        max_source_bytes: int = DEFAULT_MAX_SOURCE_BYTES,
     ) -> None:
         if lua not in SUPPORTED_LUA:
             raise ConfigError(f"unsupported Lua flavour {lua!r}; choose one of {SUPPORTED_LUA}")
@@ -81,6 +113,8 @@ class SandboxFactory:
         self._own_watchdog = watchdog is None
         self.watchdog = watchdog or Watchdog()
         self.memory_limit = memory_limit
+        self.max_source_bytes = _source_cap(max_source_bytes)
+        self._compile_counters = CompileCounters()
         self._lock = threading.Lock()
         self._created = 0
 
@@ -89,9 +123,19 @@ class SandboxFactory:
         """The lupa extension module in use (for ``lua_type`` and error classes)."""
         return self._module
 
-    def create(self, name: str, *, memory_limit: int | bool | None = True) -> LuaEngine:
-        """A new sandboxed engine. ``memory_limit=True`` uses the factory default."""
+    def create(
+        self,
+        name: str,
+        *,
+        memory_limit: int | bool | None = True,
+        max_source_bytes: int | None = None,
+        compile_counters: CompileCounters | None = None,
+    ) -> LuaEngine:
+        """A new sandboxed engine. ``memory_limit=True`` and ``max_source_bytes=None``
+        use the factory defaults; ``compile_counters`` (default: the factory's)
+        counts its cut compiles and refused sources."""
         limit = self.memory_limit if memory_limit is True else memory_limit
+        cap = self.max_source_bytes if max_source_bytes is None else _source_cap(max_source_bytes)
         with self._lock:
             self._created += 1
         return LuaEngine(
@@ -103,12 +147,23 @@ class SandboxFactory:
             watchdog=self.watchdog,
             name=name,
             memory_limit=limit or None,
+            max_source_bytes=cap,
+            compile_counters=compile_counters or self._compile_counters,
         )
 
     @property
     def created(self) -> int:
         """How many engines this factory made."""
         return self._created
+
+    def statistics(self) -> SandboxStatistics:
+        """Engines made, compiles cut by their time limit, sources refused for size."""
+        compiles = self._compile_counters.snapshot()
+        return SandboxStatistics(
+            engines_created=self._created,
+            compiles_timed_out=compiles.compiles_timed_out,
+            sources_refused=compiles.sources_refused,
+        )
 
     def close(self) -> None:
         """Stop the watchdog if this factory owns it."""

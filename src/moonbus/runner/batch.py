@@ -157,7 +157,7 @@ class LuaBatch:
     def __init__(self, engine: LuaEngine, trampoline: Any, blank: Any) -> None:
         env = engine.new_env()
         library = env["table"]
-        chunk = engine.compile(_LOOP, "runner-batch", blank)
+        chunk = engine.compile(_LOOP, "runner-batch", blank, capped=False)
         self._run, self._progress = engine.call(
             chunk,
             trampoline,

@@ -69,8 +69,15 @@ class JobCompiler:
         self._cache_size = cache_size
         self._lock = threading.Lock()
 
-    def compile(self, source: str, name: str = DEFAULT_JOB_NAME) -> CompiledJob:
-        """A ``CompiledJob`` for ``source``; raises ``ScriptSyntaxError`` with file:line."""
+    def compile(
+        self, source: str, name: str = DEFAULT_JOB_NAME, *, limit: float | None
+    ) -> CompiledJob:
+        """A ``CompiledJob`` for ``source``; raises ``ScriptSyntaxError`` with file:line.
+
+        The check compiles under ``limit`` seconds of CPU time (``ScriptTimeout``
+        naming the job) and refuses sources over the engine's size cap
+        (``ScriptSourceTooLarge``); a cached source is not compiled again.
+        """
         if not isinstance(source, str):
             raise TypeError(f"a job source must be a str, not {type(source).__name__}")
         if not isinstance(name, str) or not name:
@@ -79,7 +86,7 @@ class JobCompiler:
         found = self._cache.get(key)
         if found is not None:
             return found
-        self._engine.compile(source, name, self._blank)  # raises ScriptSyntaxError
+        self._engine.compile(source, name, self._blank, limit=limit)  # ScriptSyntaxError...
         compiled = CompiledJob.of(source, name)
         with self._lock:
             if len(self._cache) >= self._cache_size:

@@ -132,9 +132,9 @@ def make_builder(engine: LuaEngine, blank: Any) -> tuple[Any, str | None]:
     chunks (they read no globals of their own).
     """
     first, second = engine.new_env(), engine.new_env()
-    generator = engine.compile(GENERATOR, "runner-env-generator", first)
+    generator = engine.compile(GENERATOR, "runner-env-generator", first, capped=False)
     values = engine.call(generator, first, second, limit=None)
     if values[0] is None:
         return None, str(values[1]) if len(values) > 1 else "unknown reason"
-    chunk = engine.compile(values[0], "runner-env-builder", blank)
+    chunk = engine.compile(values[0], "runner-env-builder", blank, capped=False)
     return engine.call(chunk, first, limit=None)[0], None

@@ -39,6 +39,7 @@ from moonbus.errors import (
     RunnerError,
     ScriptError,
 )
+from moonbus.lua.compile_limits import CompileCounters
 from moonbus.lua.sandbox import SandboxFactory
 from moonbus.runner.action_queue import ActionQueue
 from moonbus.runner.compiled import DEFAULT_JOB_NAME, CompiledJob, JobCompiler
@@ -94,7 +95,10 @@ class Runner:
     ``acquire_timeout`` seconds, then raises ``RunnerBusyError``.
     ``default_timeout`` (seconds of Lua run time) and ``default_memory`` (bytes
     the job may allocate on top of what its engine already uses) apply to
-    jobs submitted without their own.
+    jobs submitted without their own. ``max_source_bytes`` (default: the
+    factory's) caps the size of job sources and of ``load`` inside jobs;
+    compiling a job runs under the job's time limit (``compile`` without a
+    job: ``default_timeout``).
     """
 
     def __init__(
@@ -110,6 +114,7 @@ class Runner:
         latency_window: int = DEFAULT_WINDOW,
         clock: Callable[[], float] = time.perf_counter,
         name: str = "moonbus-runner",
+        max_source_bytes: int | None = None,
     ) -> None:
         self._workers_n = _positive_int("workers", workers)
         queue_size = _positive_int("queue_size", queue_size)
@@ -133,13 +138,18 @@ class Runner:
         self._states_per_worker = [0] * self._workers_n
         self._workers: list[Worker] = []
         self._compiler: JobCompiler | None = None
+        self._compile_counters = CompileCounters()
         try:
-            self._compiler = JobCompiler(self._factory.create(f"{name}-compiler"))
+            self._compiler = JobCompiler(self._factory.create(
+                f"{name}-compiler", max_source_bytes=max_source_bytes,
+                compile_counters=self._compile_counters,
+            ))
             lua = self._factory.lua_module
             limit = self._factory.memory_limit
             for index in range(self._workers_n):
                 engine = self._factory.create(
-                    f"{name}-{index}", memory_limit=limit or _TRACKING_ONLY_LIMIT
+                    f"{name}-{index}", memory_limit=limit or _TRACKING_ONLY_LIMIT,
+                    max_source_bytes=max_source_bytes, compile_counters=self._compile_counters,
                 )
                 try:
                     worker = Worker(
@@ -168,9 +178,14 @@ class Runner:
             worker.start()
 
     # ------------------------------------------------------------ submitting
-    def compile(self, source: str, name: str = DEFAULT_JOB_NAME) -> CompiledJob:
-        """Check ``source`` once; raises ``ScriptSyntaxError`` (message and ``where``)."""
-        return self._checker().compile(source, name)
+    def compile(
+        self, source: str, name: str = DEFAULT_JOB_NAME, *, timeout: float | None = None
+    ) -> CompiledJob:
+        """Check ``source`` once; raises ``ScriptSyntaxError`` (message and ``where``),
+        ``ScriptSourceTooLarge`` or ``ScriptTimeout`` (compiling took longer than
+        ``timeout``, default ``default_timeout``)."""
+        limit = self._default_timeout if timeout is None else _positive("timeout", timeout)
+        return self._checker().compile(source, name, limit=limit)
 
     def submit(
         self,
@@ -193,8 +208,10 @@ class Runner:
 
         A source that does not compile, or arguments that are not plain data,
         fail the returned future at once (``ScriptSyntaxError``,
-        ``JobDataError``). Raises ``RunnerBusyError`` when no queue slot frees
-        up within ``acquire_timeout`` and ``RunnerClosedError`` after ``close``.
+        ``ScriptSourceTooLarge``, ``ScriptTimeout`` when compiling it took
+        longer than ``timeout`` on this thread, ``JobDataError``). Raises
+        ``RunnerBusyError`` when no queue slot frees up within
+        ``acquire_timeout`` and ``RunnerClosedError`` after ``close``.
         """
         if self._closed:
             raise RunnerClosedError("the runner is closed; it accepts no more jobs")
@@ -209,7 +226,9 @@ class Runner:
         if callback is not None:
             future.add_done_callback(callback)
         try:
-            compiled = job if isinstance(job, CompiledJob) else self._checker().compile(job)
+            compiled = (
+                job if isinstance(job, CompiledJob) else self._checker().compile(job, limit=limit)
+            )
             plain = check_args(args)
         except (ScriptError, JobDataError) as exc:
             self._submit_stats.record(Outcome.FAILED)
@@ -323,6 +342,7 @@ class Runner:
             queue_depth=queue.depth(),
             pending_actions=len(self._actions),
             states=states,
+            compiles=self._compile_counters.snapshot(),
         )
 
     def close(self, cancel_pending: bool = False) -> None:

@@ -24,6 +24,8 @@ import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from moonbus.lua.compile_limits import CompileStatistics
+
 __all__ = [
     "DEFAULT_WINDOW",
     "Outcome",
@@ -51,7 +53,10 @@ class RunnerStatistics:
 
     ``failed`` counts errors other than timeouts, memory and cancellation
     (script errors, syntax errors, bad arguments or results); ``rejected``
-    counts submits refused with ``RunnerBusyError``.
+    counts submits refused with ``RunnerBusyError``. ``compiles_timed_out``
+    and ``sources_refused`` count job sources (or ``load`` in jobs) whose
+    compile ran past the time limit or that were over ``max_source_bytes``;
+    those jobs are also counted in their outcome (failed or timed out).
     """
 
     workers: int
@@ -69,6 +74,8 @@ class RunnerStatistics:
     latency_p50: float | None
     latency_p95: float | None
     latency_p99: float | None
+    compiles_timed_out: int = 0
+    sources_refused: int = 0
 
 
 def percentile(sorted_values: Sequence[float], fraction: float) -> float | None:
@@ -126,8 +133,10 @@ def summarize(
     queue_depth: int,
     pending_actions: int,
     states: int,
+    compiles: CompileStatistics | None = None,
 ) -> RunnerStatistics:
     """Add the per-worker and submit-side counters into one snapshot."""
+    compiles = compiles or CompileStatistics()
     counts = list(submit.counts)
     latencies: list[float] = []
     for stats in workers:
@@ -151,6 +160,8 @@ def summarize(
         latency_p50=percentile(latencies, 0.50),
         latency_p95=percentile(latencies, 0.95),
         latency_p99=percentile(latencies, 0.99),
+        compiles_timed_out=compiles.compiles_timed_out,
+        sources_refused=compiles.sources_refused,
     )
 
 

@@ -153,7 +153,7 @@ class Worker:
                 self.env_builder_problem,
             )
         self._trampoline = engine.call(
-            engine.compile(_TRAMPOLINE, "runner-trampoline", self._blank),
+            engine.compile(_TRAMPOLINE, "runner-trampoline", self._blank, capped=False),
             builder,
             limit=None,
         )[0]
@@ -303,10 +303,17 @@ class Worker:
             return Outcome.FAILED, exc
 
     def _load(self, compiled: CompiledJob, limit: float) -> Any:
-        """Compile a job that is not in the chunk cache yet, and cache it."""
+        """Compile a job that is not in the chunk cache yet, and cache it.
+
+        Both compiles run under the job's time limit, and the plain source
+        under the size cap (the wrapped one is that source plus the wrapper).
+        """
         engine = self._engine
-        engine.compile(compiled.source, compiled.name, self._blank)  # a complete chunk?
-        wrapper = engine.compile(wrap_source(compiled.source), compiled.name, self._blank)
+        engine.compile(compiled.source, compiled.name, self._blank, limit=limit)  # complete?
+        wrapper = engine.compile(
+            wrap_source(compiled.source), compiled.name, self._blank, limit=limit,
+            capped=False,
+        )
         func = engine.call(wrapper, limit=limit)[0]
         self._chunks[compiled.digest] = func
         if len(self._chunks) > self._chunk_cache_size:
