@@ -114,7 +114,11 @@ class Runtime:
         # runtime: the pure-Python reference paths, for comparison and debugging.
         self.native = native
         self.bus = Bus(log_size=log_size, store=self.event_store, gate=self.gate, native=native)
-        self.factory = SandboxFactory(lua=lua, memory_limit=self.settings.memory_limit)
+        self.factory = SandboxFactory(
+            lua=lua,
+            memory_limit=self.settings.memory_limit,
+            max_source_bytes=self.settings.max_source_bytes,
+        )
         self.scheduler = ScriptScheduler(clock=clock, gate=self.gate)
         # "deferred": event-engine handlers run on an event thread, in batches,
         # soon after emit returns (see moonbus.host.deferred).

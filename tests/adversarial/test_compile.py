@@ -147,7 +147,12 @@ def test_pathological_script_file_fails_its_start_naming_file_and_limit(tmp_path
         assert host.status == "failed"
         rt.bus.emit("tick", tick=1)
         assert companion.shared.int("ticks").get() == 1
-        assert rt.factory.statistics().compiles_timed_out == 1
+        with pytest.raises(ScriptTimeout, match=r"while compiling companion\.lua"):
+            companion.reload(text=patho_source())  # checked before the running one stops
+        assert companion.status == "running"
+        rt.bus.emit("tick", tick=2)
+        assert companion.shared.int("ticks").get() == 2
+        assert rt.factory.statistics().compiles_timed_out == 2
 
 
 def test_pathological_module_is_cut_inside_require(tmp_path: Path) -> None:
@@ -224,6 +229,18 @@ end)
                                                        r"more than the limit of 1000 bytes"):
             text.start()
         assert rt.factory.statistics().sources_refused == 2
+
+
+def test_the_size_cap_is_a_live_setting(tmp_path: Path) -> None:
+    with Runtime(threaded=False, clock=lambda: 0.0) as rt:
+        assert "max_source_bytes = 4194304" in rt.admin.run("settings")
+        assert rt.admin.run("settings.set max_source_bytes 1000") == "max_source_bytes = 1000"
+        host = rt.load(_write(tmp_path, "later.lua", """
+local ok, err = pcall(load, ("x=1 "):rep(300))
+shared:string("err"):set(err)
+"""))
+        host.start()  # started after the change: the new cap applies
+        assert "more than the limit of 1000 bytes" in host.shared.string("err").get()
 
 
 def test_runner_job_sources_are_limited(tmp_path: Path) -> None:

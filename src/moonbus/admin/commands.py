@@ -39,6 +39,7 @@ _HOST_SETTINGS: dict[str, tuple[str, float, type]] = {
     "max_deferred_events": ("max_deferred_events", 1, int),
     "max_emit_size": ("max_emit_size", 1, int),
     "max_host_value": ("max_host_value", 1, int),
+    "max_source_bytes": ("max_source_bytes", 1, int),  # scripts started from now on
 }
 _STORE_SETTINGS = ("retention_ticks", "retention_count", "log_appends")
 
