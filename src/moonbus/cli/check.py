@@ -72,27 +72,26 @@ def check_command(
     with SandboxFactory(memory_limit=None) as factory, \
             ScriptChecker(factory, api_names, event_types=event_type_table(app),
                           app_name=app.name, time_limit=compile_timeout) as checker:
-        loaded: list[tuple[str, ScriptSource | Problem]] = []
+        # Compile everything first: the lint (Python, linear but far slower
+        # than Lua's parser) then reads only sources that compiled, so a file
+        # built to be costly to parse costs the check its compile time limit.
+        checked: list[tuple[str, ScriptSource | None, list[Problem]]] = []
         for path in scripts:
             try:
-                loaded.append((path, load_source(path)))
+                source = load_source(path)
+                checked.append((path, source, checker.compile(source, path)))
             except (ConfigError, ScriptError) as exc:
-                loaded.append((path, Problem(None, str(exc))))
+                checked.append((path, None, [Problem(None, str(exc))]))
         if not no_lint:
             with contextlib.suppress(ConfigError, ScriptError):  # reported below, per script
-                checker.learn_emitted((source, path) for path, source in loaded
-                                      if isinstance(source, ScriptSource))
-        for path, source in loaded:
-            problems: list[Problem]
-            try:
-                if isinstance(source, Problem):
-                    problems = [source]
-                else:
-                    problems = checker.compile(source, path)
-                    if not problems and not no_lint:
-                        problems = checker.lint(source, path)
-            except (ConfigError, ScriptError) as exc:
-                problems = [Problem(None, str(exc))]
+                checker.learn_emitted((read, path) for path, read, problems in checked
+                                      if read is not None and not problems)
+        for path, read, problems in checked:
+            if read is not None and not problems and not no_lint:
+                try:
+                    problems = checker.lint(read, path)
+                except (ConfigError, ScriptError) as exc:
+                    problems = [Problem(None, str(exc))]
             for problem in problems:
                 click.echo(str(problem))
                 if problem.severity == "error":
