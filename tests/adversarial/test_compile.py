@@ -229,6 +229,17 @@ end)
                                                        r"more than the limit of 1000 bytes"):
             text.start()
         assert rt.factory.statistics().sources_refused == 2
+        folder = tmp_path / "modded"
+        folder.mkdir()
+        _write(folder, "manifest.json", "{}")
+        _write(folder, "main.lua", 'shared:string("err"):set(select(2, pcall(require, "big")))')
+        _write(folder, "big.lua", "x = 1\n" * 200)
+        modded = rt.load(folder)
+        modded.start()  # the module is named as the script knows it, not by the host's path
+        assert modded.shared.string("err").get() == (
+            "script modded/big.lua is 1200 bytes, more than the limit of 1000 bytes "
+            "(max_source_bytes)"
+        )
 
 
 def test_the_size_cap_is_a_live_setting(tmp_path: Path) -> None:

@@ -65,28 +65,30 @@ class ScriptSource:
             raise ScriptError(f"require({module!r}): outside the script folder")
         if not candidate.is_file():
             raise ScriptError(f"require({module!r}): no file {relative} in {self.folder.name}/")
-        text = _read_text(candidate, self.max_bytes)
-        return text, f"{self.folder.name}/{relative.as_posix()}"
+        # Named as the script knows it (its folder's name, not the host's path).
+        chunkname = f"{self.folder.name}/{relative.as_posix()}"
+        return _read_text(candidate, self.max_bytes, chunkname), chunkname
 
 
-def _read_text(path: Path, max_bytes: int) -> str:
+def _read_text(path: Path, max_bytes: int, shown: str | None = None) -> str:
+    name = shown or path
     try:
         with path.open("rb") as file:
             data = file.read(max_bytes + 1)  # never more than the limit allows
             if len(data) > max_bytes:
                 size = max(path.stat().st_size, len(data))
                 raise ConfigError(
-                    f"script {path} is {size} bytes, more than the limit of {max_bytes} "
+                    f"script {name} is {size} bytes, more than the limit of {max_bytes} "
                     "bytes (max_source_bytes)"
                 )
     except OSError as exc:
         reason = exc.strerror or exc
-        raise ConfigError(f"cannot read script {path}: {reason}") from exc
+        raise ConfigError(f"cannot read script {name}: {reason}") from exc
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(
-            f"script {path} is not UTF-8 text (byte {exc.start})"
+            f"script {name} is not UTF-8 text (byte {exc.start})"
         ) from exc
 
 
