@@ -237,8 +237,8 @@ end)
         modded = rt.load(folder)
         modded.start()  # the module is named as the script knows it, not by the host's path
         assert modded.shared.string("err").get() == (
-            "script modded/big.lua is 1200 bytes, more than the limit of 1000 bytes "
-            "(max_source_bytes)"
+            "modded/main.lua:1: script modded/big.lua is 1200 bytes, more than the limit of "
+            "1000 bytes (max_source_bytes)"
         )
 
 
