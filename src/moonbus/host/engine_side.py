@@ -27,6 +27,7 @@ import functools
 import itertools
 from collections.abc import Callable, Mapping
 from importlib import resources
+from types import FunctionType, MethodType
 from typing import Any
 
 from moonbus.bus import Bus, Event, Subscription
@@ -35,6 +36,7 @@ from moonbus.host.context import ScriptContext
 from moonbus.host.memory_caps import LOG_TRANSFER, ScriptLimitCounters, clip_line
 from moonbus.host.source import ScriptSource
 from moonbus.host.stats_panel import StatsPanel
+from moonbus.lua.boundary import detached
 from moonbus.lua.convert import ValueTooLarge
 from moonbus.lua.engine import LuaEngine
 
@@ -188,7 +190,8 @@ class ScriptEngine:
             functions["require"] = self._require
         table = self.engine.table({})
         for name, func in functions.items():
-            table[name] = self.engine.host_function(func, _LUA_NAMES.get(name, name))
+            # detached: the error keeps no Lua value alive (moonbus.lua.boundary)
+            table[name] = self.engine.host_function(detached(func), _LUA_NAMES.get(name, name))
         return table
 
     def _subscribe(self, pattern: str, once: bool) -> int:
@@ -260,7 +263,10 @@ class ScriptEngine:
             methods = [ops.get(m, method) for m, method in zip(SHARED_METHODS[kind], methods,
                                                                strict=True)]
         if kind != "table":
-            return tuple(methods)  # wrapped by script_env.lua's make_handle
+            # wrapped by script_env.lua's make_handle; C ops raise without a Python
+            # frame, Python methods are detached (moonbus.lua.boundary)
+            return tuple(detached(m) if isinstance(m, MethodType | FunctionType) else m
+                         for m in methods)
         to_py, to_lua = self.converter.to_py, self.converter.to_lua
 
         def converted(method: Callable[..., Any]) -> Callable[..., Any]:
@@ -268,7 +274,7 @@ class ScriptEngine:
                 return to_lua(_as_sequences(method(*[to_py(a) for a in args])))
             return call
 
-        return tuple(converted(m) for m in methods)
+        return tuple(detached(converted(m)) for m in methods)
 
     def _require(self, module: str) -> Any:
         # Called from Lua: the compile shares the running call's deadline.

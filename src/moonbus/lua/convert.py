@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from moonbus.lua.boundary import detached
 from moonbus.lua.exposure import exposed_methods, returns_multiple
 
 __all__ = ["MAX_SIZE", "LuaConverter", "ValueTooLarge"]
@@ -118,7 +119,7 @@ class LuaConverter:
             mt = self._build_class(
                 cls.__name__,
                 self._table_from(sorted(methods)),
-                self._invoke,
+                detached(self._invoke),  # errors keep no Lua value alive (lua.boundary)
                 lambda a, b: a == b,
             )
             self._classes[cls] = mt

@@ -228,8 +228,15 @@ class CommandBatcher:
                     del self._queue[:MAX_BATCH]
         if batch is not None:
             self._lead(batch)
-        if op.error is not None:
-            raise op.error
+        error, op.error = op.error, None
+        if error is not None:
+            # Raised without keeping a cycle (op -> error -> traceback -> this
+            # frame -> op): the error and the caller's frames are freed as soon
+            # as the caller drops it, not at some later garbage collection.
+            try:
+                raise error
+            finally:
+                del error
         return op.reply
 
     def _lead(self, batch: list[Op]) -> None:
