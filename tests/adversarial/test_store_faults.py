@@ -5,12 +5,19 @@ read-only file. Every server, process and mount a test starts is stopped in a
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.adversarial.support_store_faults import own_redis, serve, stop
+from moonbus.bus import Event
+from moonbus.errors import StoreError
+from moonbus.runtime import Runtime
+from moonbus.store.sqlite import SqliteEventStore
+from tests.adversarial.support_store_faults import SRC, own_redis, serve, small_tmpfs, stop
 
 POLL_EMITTER = """
 function poll()
@@ -49,3 +56,89 @@ def test_serve_exits_cleanly_after_script_emits_failed_on_a_lost_redis(tmp_path:
             server.start()
             time.sleep(0.5)
             assert stop(proc) == 0, log.read_text()
+
+
+# ------------------------------------------------- 17: one writer per SQLite file
+_SECOND_WRITER = """
+import sys
+from moonbus.errors import StoreError
+from moonbus.store.sqlite import SqliteEventStore
+try:
+    SqliteEventStore(sys.argv[1])
+except StoreError as exc:
+    print(exc)
+    sys.exit(3)
+sys.exit(0)
+"""
+
+
+def _open_in_other_process(path: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    return subprocess.run([sys.executable, "-c", _SECOND_WRITER, str(path)],
+                          capture_output=True, text=True, timeout=30, env=env)
+
+
+def test_a_second_writer_is_refused_at_open_and_the_first_keeps_writing(tmp_path: Path) -> None:
+    db = tmp_path / "events.db"
+    with Runtime(events=f"sqlite:///{db}") as rt:
+        rt.bus.emit("hit", {"n": 1})
+        other = _open_in_other_process(db)
+        assert other.returncode == 3, other.stderr
+        assert "another writer has it open" in other.stdout
+        assert f"process {os.getpid()}" in other.stdout
+        with pytest.raises(StoreError, match="one process writes a given store at a time"):
+            SqliteEventStore(db)  # a second store in this process too
+        rt.bus.emit("hit", {"n": 2})  # the first writer never notices
+        assert [e.data["n"] for e in rt.event_store.query()] == [1, 2]
+    assert _open_in_other_process(db).returncode == 0  # closed: free again
+
+
+def test_a_killed_writer_leaves_no_stale_lock(tmp_path: Path) -> None:
+    db = tmp_path / "events.db"
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom moonbus.store.sqlite import "
+         "SqliteEventStore\ns = SqliteEventStore(sys.argv[1])\nprint('open', flush=True)\n"
+         "time.sleep(60)\n", str(db)], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "open"
+        assert _open_in_other_process(db).returncode == 3
+        holder.kill()  # kill -9: the kernel drops the flock with the process
+        holder.wait(timeout=10)
+        with SqliteEventStore(db) as store:
+            store.append(Event.create("hit", {}, seq=1, tick=None, source="t", ts=0))
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait(timeout=10)
+        if holder.stdout is not None:
+            holder.stdout.close()
+
+
+# ------------------------------------------------------ 18: a read-only store file
+def test_a_read_only_store_is_refused_at_open(tmp_path: Path) -> None:
+    mount = tmp_path / "ro"
+    with small_tmpfs(mount):
+        db = mount / "events.db"
+        with SqliteEventStore(db) as store:
+            store.append(Event.create("hit", {}, seq=1, tick=None, source="t", ts=0))
+        (mount / "events.db.lock").unlink()
+        remount = subprocess.run(["mount", "-o", "remount,ro", str(mount)],
+                                 capture_output=True, text=True, timeout=10)
+        if remount.returncode != 0:
+            pytest.skip(f"cannot remount read-only: {remount.stderr.strip()}")
+        with pytest.raises(StoreError, match=r"events\.db: .*(read-only|write access)"):
+            SqliteEventStore(db)
+
+
+def test_a_read_only_file_in_a_writable_directory_is_refused_at_open(tmp_path: Path) -> None:
+    db = tmp_path / "events.db"
+    with SqliteEventStore(db) as store:
+        store.append(Event.create("hit", {}, seq=1, tick=None, source="t", ts=0))
+    for name in ("events.db-wal", "events.db-shm"):
+        (tmp_path / name).unlink(missing_ok=True)
+    db.chmod(0o444)
+    if os.access(db, os.W_OK):
+        pytest.skip("running as root: a chmod 444 file is still writable")
+    with pytest.raises(StoreError, match="read-only"):
+        SqliteEventStore(db)

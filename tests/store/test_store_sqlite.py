@@ -186,13 +186,19 @@ def test_bad_options(db: str) -> None:
 
 
 def test_durable_append_is_visible_to_another_connection_at_once(db: str) -> None:
+    # A plain read connection: a second SqliteEventStore (a writer) is refused at open.
+    def seqs(reader: sqlite3.Connection) -> list[int]:
+        return [row[0] for row in reader.execute("SELECT seq FROM events ORDER BY seq")]
+
     with SqliteEventStore(db) as store:
         store.append(ev(1, 1))
-        with SqliteEventStore(db, create=False) as reader:
-            assert [e.seq for e in reader.query()] == [1]
+        reader = sqlite3.connect(f"file:{db}?mode=ro", uri=True, isolation_level=None)
+        try:
+            assert seqs(reader) == [1]
             store.append(ev(2, 2))
-            assert [e.seq for e in reader.query()] == [1, 2]
-            assert reader.last_seq() == 2
+            assert seqs(reader) == [1, 2]
+        finally:
+            reader.close()
 
 
 def test_fast_mode_pending_events_are_written_by_time(db: str) -> None:
@@ -200,10 +206,13 @@ def test_fast_mode_pending_events_are_written_by_time(db: str) -> None:
         store.append(ev(1, 1))
         done = threading.Event()
         for _ in range(500):  # a commit is due 10 ms after the append; wait up to 5 s
-            with SqliteEventStore(db, create=False) as reader:
-                if reader.statistics().stored == 1:
+            reader = sqlite3.connect(f"file:{db}?mode=ro", uri=True, isolation_level=None)
+            try:
+                if reader.execute("SELECT count(*) FROM events").fetchone()[0] == 1:
                     done.set()
                     break
+            finally:
+                reader.close()
             done.wait(0.01)
         assert done.is_set()
 

@@ -42,8 +42,12 @@ Threads and connections
   concurrent query, so a long export never blocks appends (WAL readers do not
   block the writer). A ``:memory:`` database cannot be shared between
   connections, so there queries use the write connection under its lock.
-* One process should write a given file through one store; other processes
-  (``moonbus events --db``) may open it to read.
+* One store writes a given file at a time: a second writer (another process,
+  or a second store in this one) is refused at open with a ``StoreError``
+  saying so (an exclusive ``flock`` on ``<file>.lock``, dropped by the kernel
+  when the holder dies: ``sqlite_lock``). A file, directory or file system
+  this process cannot write is refused at open too. Other processes
+  (``moonbus events --db``) may open the file to read.
 """
 
 from __future__ import annotations

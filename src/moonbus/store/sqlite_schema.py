@@ -59,6 +59,7 @@ __all__ = [
     "WorkLimit",
     "check_header",
     "check_schema",
+    "check_writable",
     "open_read_only",
     "open_reader",
     "open_writer",
@@ -311,6 +312,8 @@ def open_writer(
     if synchronous not in ("normal", "full"):
         raise StoreError(f"event store {path}: synchronous must be 'normal' or 'full'")
     check_header(path, create=create)
+    if path != MEMORY:
+        check_writable(path)
     with translated(path, "opening", lock_timeout):
         conn = _connect(path, lock_timeout)
     try:
@@ -339,6 +342,31 @@ def open_writer(
         conn.close()
         raise
     return conn
+
+
+def check_writable(path: str) -> None:
+    """Refuse a file this process cannot write: SQLite would silently open it
+    read-only and only the first append would fail. The file, its directory
+    (where the WAL and shared-memory files live) and the file system must all
+    be writable. Checked without taking any lock, so a writer of another
+    program holding the database for a moment does not delay the open."""
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        read_only_fs = bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except OSError:
+        read_only_fs = False
+    if read_only_fs:
+        why = f"the file system of {folder} is mounted read-only"
+    elif os.path.exists(path) and not os.access(path, os.W_OK):
+        why = "the file is read-only for this process"
+    elif not os.access(folder, os.W_OK | os.X_OK):
+        why = f"its directory {folder} is read-only for this process (SQLite writes its WAL there)"
+    else:
+        return
+    raise StoreError(
+        f"event store {path}: {why}; a writer needs write access to the file and its "
+        "directory (read it with moonbus events --db)"
+    )
 
 
 def open_reader(path: str, *, lock_timeout: float) -> sqlite3.Connection:

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 
 from moonbus.store.base import StoreSettings
 from moonbus.store.retention import PruneSchedule, plan_prune
+from moonbus.store.sqlite_lock import WriterLock
 from moonbus.store.sqlite_query import (
     COUNT_TYPE,
     INSERT,
@@ -29,7 +30,14 @@ from moonbus.store.sqlite_query import (
     Row,
     read_meta,
 )
-from moonbus.store.sqlite_schema import Synchronous, open_writer, translated
+from moonbus.store.sqlite_schema import (
+    MEMORY,
+    Synchronous,
+    check_header,
+    check_writable,
+    open_writer,
+    translated,
+)
 
 __all__ = ["SqliteWriter"]
 
@@ -55,9 +63,19 @@ class SqliteWriter:
         self._schedule = PruneSchedule(every=prune_every, tick_step=prune_tick_step)
         self.appended = 0
         self.pruned = 0
-        self._conn = open_writer(
-            path, synchronous=synchronous, lock_timeout=lock_timeout, create=create
-        )
+        # One writer per file (SPEC §6): refused here, at open, not at the first append.
+        self._writer_lock = WriterLock(path) if path != MEMORY else None
+        if self._writer_lock is not None:
+            check_header(path, create=create)  # a missing directory says so first
+            check_writable(path)  # a read-only file says so, not the lock file
+            self._writer_lock.acquire()
+        try:
+            self._conn = open_writer(
+                path, synchronous=synchronous, lock_timeout=lock_timeout, create=create
+            )
+        except BaseException:
+            self._release_lock()
+            raise
         try:
             with translated(path, "reading the store state", lock_timeout):
                 conn = self._conn
@@ -76,6 +94,7 @@ class SqliteWriter:
                 }
         except BaseException:
             self._conn.close()
+            self._release_lock()
             raise
         self.committed_seq: int = max(max_seq, high_water)
 
@@ -221,6 +240,11 @@ class SqliteWriter:
                         self._conn.execute(SET_META, ("high_water", high_water))
             finally:
                 self._conn.close()
+                self._release_lock()
+
+    def _release_lock(self) -> None:
+        if self._writer_lock is not None:
+            self._writer_lock.release()
 
 
 def _count_rows(counts: dict[str, int], rows: Iterable[Row]) -> None:
