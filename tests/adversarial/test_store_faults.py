@@ -89,6 +89,7 @@ def test_a_second_writer_is_refused_at_open_and_the_first_keeps_writing(tmp_path
         with pytest.raises(StoreError, match="one process writes a given store at a time"):
             SqliteEventStore(db)  # a second store in this process too
         rt.bus.emit("hit", {"n": 2})  # the first writer never notices
+        assert rt.event_store is not None
         assert [e.data["n"] for e in rt.event_store.query()] == [1, 2]
     assert _open_in_other_process(db).returncode == 0  # closed: free again
 
