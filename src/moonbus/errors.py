@@ -161,7 +161,25 @@ class ScriptLimitError(ScriptError):
 
 
 class StoreError(MoonbusError):
-    """The durable event store failed: unreadable, locked or corrupt file, lost server."""
+    """The durable event store failed: unreadable, locked or corrupt file, lost server.
+
+    ``kind`` sorts failures for the store's counters (``statistics().append_failures``):
+    ``disk_full``, ``locked``, ``read_only``, ``io``, ``corrupt``, ``unreachable``
+    (Redis away past the retry window), ``lost_reply`` (the connection broke
+    after sending), ``refused`` (an error reply), ``data_loss`` (the server
+    lost its data), ``other``.
+    """
+
+    def __init__(self, message: str, *, kind: str = "other") -> None:
+        self.kind = kind
+        super().__init__(message)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild_store_error, (type(self), str(self), self.kind))
+
+
+def _rebuild_store_error(cls: type[StoreError], message: str, kind: str) -> StoreError:
+    return cls(message, kind=kind)
 
 
 class GameApiError(MoonbusError, ValueError):

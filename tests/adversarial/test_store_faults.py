@@ -17,7 +17,14 @@ from moonbus.bus import Event
 from moonbus.errors import StoreError
 from moonbus.runtime import Runtime
 from moonbus.store.sqlite import SqliteEventStore
-from tests.adversarial.support_store_faults import SRC, own_redis, serve, small_tmpfs, stop
+from tests.adversarial.support_store_faults import (
+    SRC,
+    fill,
+    own_redis,
+    serve,
+    small_tmpfs,
+    stop,
+)
 
 POLL_EMITTER = """
 function poll()
@@ -143,3 +150,58 @@ def test_a_read_only_file_in_a_writable_directory_is_refused_at_open(tmp_path: P
         pytest.skip("running as root: a chmod 444 file is still writable")
     with pytest.raises(StoreError, match="read-only"):
         SqliteEventStore(db)
+
+
+# ------------------------------------------------------ 16: disk full, serve goes on
+def _emit_until_refused(rt: Runtime, limit: int = 5000) -> StoreError:
+    """Emit until the (full) store refuses one; its WAL may have room for a few."""
+    for n in range(limit):
+        try:
+            rt.bus.emit("hit", {"n": n})
+        except StoreError as exc:
+            return exc
+    raise AssertionError(f"{limit} emits and the full disk never refused one")
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["native", "python"])
+def test_disk_full_refuses_the_emit_and_nothing_half_committed_remains(
+    tmp_path: Path, native: bool
+) -> None:
+    small = tmp_path / "small"
+    with small_tmpfs(small), Runtime(events=f"sqlite:///{small / 'events.db'}",
+                                     native=native) as rt:
+        seen: list[int] = []
+        rt.bus.on("hit", lambda e: seen.append(e.seq))
+        rt.bus.emit("hit", {"n": -1})
+        filler = fill(small)
+        error = _emit_until_refused(rt)
+        assert "events.db: the disk is full" in str(error) and error.kind == "disk_full"
+        last = rt.bus.statistics().last_seq
+        # the refused event: no seq consumed, not in the log, not delivered
+        assert seen == [e.seq for e in rt.bus.log()] == list(range(1, last + 1))
+        assert rt.event_store is not None
+        filler.unlink()  # space again: the store recovers by itself
+        assert rt.event_store.statistics().append_failures == {"disk_full": 1}
+        assert rt.bus.emit("hit", {"n": 0}).seq == last + 1
+        stored = [e.seq for e in rt.event_store.query()]
+        assert stored == list(range(1, last + 2)) == seen
+
+
+def test_serve_keeps_running_on_a_full_disk_and_recovers(tmp_path: Path) -> None:
+    script = tmp_path / "emitter.lua"
+    script.write_text(POLL_EMITTER)
+    log = tmp_path / "serve.log"
+    with small_tmpfs(tmp_path / "small") as small:
+        db = small / "events.db"
+        args = [str(script), "--tick-ms", "20", "--events-db", str(db)]
+        with serve(args, log) as proc:
+            filler = fill(small)
+            assert _wait_for(lambda: "store error" in log.read_text()), log.read_text()
+            time.sleep(0.3)
+            assert proc.poll() is None, log.read_text()  # still serving
+            filler.unlink()
+            assert _wait_for(lambda: "event store recovered" in log.read_text()), log.read_text()
+            assert stop(proc) == 0, log.read_text()
+        text = log.read_text()
+        assert "Traceback" not in text
+        assert "tick(s) refused by the event store" in text

@@ -7,6 +7,11 @@ start them again over RCON), with the admin RCON server answering from the
 runtime's command registry. On stop: the RCON server closes, scripts stop
 (``on_stop`` runs), the event store is flushed and closed, exit 0.
 
+A store error (disk full, lock held, Redis away) never stops the server: the
+tick whose events were refused is reported (``StoreErrorReport``) and the
+game goes on; a script's failed ``events.emit`` raises in the script. If
+closing the store fails at the end, that is printed and the exit code is 1.
+
 The RCON password comes from ``--rcon-password`` or ``MOONBUS_RCON_PASSWORD``;
 there is no default and the server never starts without one.
 """
@@ -14,6 +19,8 @@ there is no default and the server never starts without one.
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import quote
 
@@ -27,9 +34,47 @@ from moonbus.cli.session import Session
 from moonbus.errors import AdminError, ConfigError, SharedBackendError, StoreError
 from moonbus.host.deferred import EVENT_DELIVERY_MODES
 
-__all__ = ["serve_command"]
+__all__ = ["StoreErrorReport", "serve_command"]
 
 DEFAULT_EVENTS_DB = "moonbus-events.db"
+REPEAT_EVERY = 10.0  # seconds between reminders while the store keeps failing
+
+
+class StoreErrorReport:
+    """What ``serve`` does with a tick the event store refused (SPEC §6: logged
+    and counted, the host keeps running): the first error of an outage is
+    printed, then a reminder with the count at most every ``repeat_every``
+    seconds, and the recovery with the outage's total. ``refused`` counts
+    every refused tick of the run (printed at the end).
+
+    Threads: called by the game-loop thread only; ``refused`` is read by the
+    control thread after the loop ended.
+    """
+
+    def __init__(
+        self, echo: Callable[[str], None], *, repeat_every: float = REPEAT_EVERY,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._echo = echo
+        self._repeat_every = repeat_every
+        self._clock = clock
+        self.refused = 0
+        self._streak = 0
+        self._last_said = 0.0
+
+    def __call__(self, error: StoreError | None) -> None:
+        if error is None:
+            self._echo(f"moonbus serve: event store recovered; {self._streak} tick(s) had "
+                       "events it refused")
+            self._streak = 0
+            return
+        self.refused += 1
+        self._streak += 1
+        now = self._clock()
+        if self._streak == 1 or now - self._last_said >= self._repeat_every:
+            self._last_said = now
+            self._echo(f"moonbus serve: store error ({self._streak} tick(s) refused so far, "
+                       f"the server keeps running): {error}")
 
 
 @click.command("serve")
@@ -111,16 +156,24 @@ def serve_command(
                 err=True,
             )
             stop = threading.Event()
+            store_errors = StoreErrorReport(lambda text: click.echo(text, err=True))
             with stop_on_interrupt(stop, sigterm=True):
                 session.start()
                 try:
-                    session.run_realtime(ticks, stop, keep_alive=True)
+                    session.run_realtime(ticks, stop, keep_alive=True,
+                                         store_errors=store_errors)
                 finally:
                     session.stop_scripts()
         finally:
             server.stop()
         failed = [r.name for r in session.report() if r.status == "failed"]
     finally:
-        session.close()
-    click.echo(f"moonbus serve: stopped; {len(failed)} failed script(s)", err=True)
+        try:
+            session.close()
+        except StoreError as exc:  # e.g. the final flush on a full disk
+            click.echo(f"moonbus serve: closing the event store failed: {exc}", err=True)
+            ctx.exit(1)
+    refused = f"; {store_errors.refused} tick(s) refused by the event store" if (
+        store_errors.refused) else ""
+    click.echo(f"moonbus serve: stopped; {len(failed)} failed script(s){refused}", err=True)
     ctx.exit(0)

@@ -37,7 +37,7 @@ from typing import Any
 
 from moonbus.app import App, AppWorld, event_type_table, load_app
 from moonbus.bus import Event
-from moonbus.errors import ScriptError
+from moonbus.errors import ScriptError, StoreError
 from moonbus.host.script import ScriptHost
 from moonbus.host.source import ScriptSource
 from moonbus.runtime import LogLine, Runtime
@@ -45,6 +45,8 @@ from moonbus.runtime import LogLine, Runtime
 __all__ = ["EventCounter", "ScriptPlan", "ScriptReport", "Session", "VirtualClock"]
 
 ProgressFn = Callable[[], None]
+#: Told of each refused tick (the error) and of recovery (None); game-loop thread.
+StoreErrorFn = Callable[[StoreError | None], None]
 
 
 @dataclass(frozen=True)
@@ -213,19 +215,25 @@ class Session:
         progress: ProgressFn | None = None,
         progress_every: float = 0.25,
         keep_alive: bool = False,
+        store_errors: StoreErrorFn | None = None,
     ) -> None:
         """Run the game loop thread until ``ticks``, ``stop`` or no script left running
         (with ``keep_alive``, only ``ticks`` or ``stop`` end it: ``moonbus serve``).
 
         The calling thread wakes every ``progress_every`` seconds to call
         ``progress`` and look at ``stop``. Returns once the loop thread has
-        ended; if the world raised, that error is re-raised here.
+        ended; if the world raised, that error is re-raised here. With
+        ``store_errors``, a tick whose events the event store refused
+        (``StoreError``: disk full, lock held, server away) is handed to it
+        (``store_errors(error)``, then ``store_errors(None)`` after the next
+        tick that went through) and the loop goes on: ``moonbus serve`` keeps
+        running while the store is down.
         """
         halt = threading.Event()
         done = threading.Event()
         thread = threading.Thread(
-            target=self._game_loop, args=(ticks, halt, done), name="moonbus-game-loop",
-            daemon=True,
+            target=self._game_loop, args=(ticks, halt, done, store_errors),
+            name="moonbus-game-loop", daemon=True,
         )
         thread.start()
         try:
@@ -240,7 +248,14 @@ class Session:
         if self.loop_error is not None:
             raise self.loop_error
 
-    def _game_loop(self, ticks: int | None, halt: threading.Event, done: threading.Event) -> None:
+    def _game_loop(
+        self,
+        ticks: int | None,
+        halt: threading.Event,
+        done: threading.Event,
+        store_errors: StoreErrorFn | None,
+    ) -> None:
+        failing = False
         try:
             next_at = time.monotonic()
             while ticks is None or self.world.tick < ticks:
@@ -253,7 +268,18 @@ class Session:
                     next_at = time.monotonic()  # behind: carry on, do not burst to catch up
                     if halt.is_set():
                         return
-                self.world.step()
+                if store_errors is None:
+                    self.world.step()
+                    continue
+                try:
+                    self.world.step()
+                except StoreError as exc:  # the event was not committed; the tick goes on
+                    failing = True
+                    store_errors(exc)
+                    continue
+                if failing:
+                    failing = False
+                    store_errors(None)
         except BaseException as exc:  # kept for the control thread, which re-raises it
             self.loop_error = exc
         finally:

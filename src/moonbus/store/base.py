@@ -27,6 +27,7 @@ from moonbus.errors import ConfigError, StoreError
 
 __all__ = [
     "EventStore",
+    "FailureCounts",
     "Follower",
     "RemoteSink",
     "StoreSettings",
@@ -181,12 +182,37 @@ def check_query(after_tick: int | None, after_seq: int | None, limit: int | None
 
 @dataclass(frozen=True)
 class StoreStatistics:
-    """A snapshot of a store's counters."""
+    """A snapshot of a store's counters.
+
+    ``append_failures``: appends that raised, by ``StoreError.kind``
+    (``disk_full``, ``locked``, ``unreachable``...). ``retries``: commands
+    re-sent after a transient failure (Redis). ``data_losses``: times the
+    server was found to have lost events (Redis; see ``RedisEventStore``).
+    """
 
     appended: int
     pruned: int
     stored: int
     pending: int
+    append_failures: Mapping[str, int] = field(default_factory=dict)
+    retries: int = 0
+    data_losses: int = 0
+
+
+class FailureCounts:
+    """Append failures by kind, for ``StoreStatistics``. Any thread."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: dict[str, int] = {}
+
+    def note(self, error: StoreError) -> None:
+        with self._lock:
+            self._counts[error.kind] = self._counts.get(error.kind, 0) + 1
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(sorted(self._counts.items()))
 
 
 class RemoteSink(Protocol):

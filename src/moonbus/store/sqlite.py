@@ -64,6 +64,7 @@ from moonbus.bus.event import Event
 from moonbus.errors import ClosedError, ConfigError, StoreError
 from moonbus.store.base import (
     EventStore,
+    FailureCounts,
     StoreSettings,
     StoreStatistics,
     check_query,
@@ -122,6 +123,7 @@ class SqliteEventStore(EventStore):
         self.settings = settings if settings is not None else StoreSettings()
         self.lock_timeout = lock_timeout
         self._append_lock = threading.Lock()  # serialises appends; guards _last_seq
+        self._failures = FailureCounts()
         self._closed = False
         self._db = SqliteWriter(
             self.path,
@@ -180,10 +182,14 @@ class SqliteEventStore(EventStore):
             self._check_open()
             self._check_seq(event.seq, self._last_seq)
             if row is not None:
-                if self._writer is not None:
-                    self._writer.put(row)
-                else:
-                    self._db.commit([row], event.seq)
+                try:
+                    if self._writer is not None:
+                        self._writer.put(row)
+                    else:
+                        self._db.commit([row], event.seq)
+                except StoreError as exc:  # nothing recorded; counted by kind
+                    self._failures.note(exc)
+                    raise
             self._last_seq = event.seq
         if row is not None and self.settings.log_appends:
             _log.debug("event store %s: appended seq %d (%s)", self.path, event.seq, event.type)
@@ -200,16 +206,24 @@ class SqliteEventStore(EventStore):
             for event in batch:
                 self._check_seq(event.seq, last)
                 last = event.seq
-            if self._writer is not None:
-                for row in rows:
-                    self._writer.put(row)
-            elif rows:
-                self._db.commit(rows, last)
+            try:
+                if self._writer is not None:
+                    for row in rows:
+                        self._writer.put(row)
+                elif rows:
+                    self._db.commit(rows, last)
+            except StoreError as exc:
+                self._failures.note(exc)
+                raise
             self._last_seq = last
 
     def _write_batch(self, rows: list[Row]) -> None:
         """Fast mode: called by the ``BatchWriter`` thread only."""
-        self._db.commit(rows, self._last_seq)
+        try:
+            self._db.commit(rows, self._last_seq)
+        except StoreError as exc:
+            self._failures.note(exc)
+            raise
 
     def flush(self) -> None:
         """Block until every event appended so far is committed (fast mode)."""
@@ -360,7 +374,11 @@ class SqliteEventStore(EventStore):
             stored = conn.execute("SELECT count(*) FROM events").fetchone()[0]
         pending = self._writer.pending if self._writer is not None else 0
         return StoreStatistics(
-            appended=self._db.appended, pruned=self._db.pruned, stored=int(stored), pending=pending
+            appended=self._db.appended,
+            pruned=self._db.pruned,
+            stored=int(stored),
+            pending=pending,
+            append_failures=self._failures.snapshot(),
         )
 
     # ----------------------------------------------------------------- close

@@ -120,16 +120,27 @@ def store_error(
     """The ``StoreError`` for one ``sqlite3`` failure, with the file and what was being done."""
     text = str(exc)
     lowered = text.lower()
+    kind = "other"
     if "locked" in lowered or "busy" in lowered:
         waited = "" if lock_timeout is None else f" (waited {lock_timeout:g} s)"
         why = f"the database is locked by another connection or process{waited}"
+        kind = "locked"
     elif "not a database" in lowered or "malformed" in lowered or "corrupt" in lowered:
         why = f"the file is corrupt or not an SQLite database ({text})"
+        kind = "corrupt"
     elif "unable to open" in lowered:
         why = f"cannot open the file ({text})"
+        kind = "io"
+    elif "full" in lowered:
+        why = f"the disk is full ({text})"
+        kind = "disk_full"
+    elif "readonly" in lowered or "read-only" in lowered:
+        why = f"the file is read-only ({text})"
+        kind = "read_only"
     else:
         why = text
-    return StoreError(f"event store {path}: {why} while {action}")
+        kind = "io" if "i/o" in lowered else "other"
+    return StoreError(f"event store {path}: {why} while {action}", kind=kind)
 
 
 def check_header(path: str, *, create: bool) -> None:
