@@ -9,8 +9,10 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,7 +32,7 @@ class OwnRedis:
     flushed on every write (a restart keeps the data); else nothing is saved
     (a restart comes back empty, as a server that lost its data)."""
 
-    def __init__(self, directory: Path, *, persist: bool) -> None:
+    def __init__(self, directory: Path, *, persist: bool, extra: tuple[str, ...] = ()) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             if os.environ.get("CI") == "true":
@@ -39,6 +41,7 @@ class OwnRedis:
         self.binary = binary
         self.directory = directory
         self.persist = persist
+        self.extra = extra
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.process: subprocess.Popen[bytes] | None = None
@@ -48,7 +51,7 @@ class OwnRedis:
             "--appendonly", "no"]
         self.process = subprocess.Popen(
             [self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
-             "--dir", str(self.directory), "--save", "", *persistence],
+             "--dir", str(self.directory), "--save", "", *persistence, *self.extra],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 10
@@ -56,6 +59,8 @@ class OwnRedis:
             try:
                 redis.Redis(port=self.port, socket_connect_timeout=0.2).ping()
                 return
+            except redis.BusyLoadingError:
+                return  # up, still loading its data: LOADING replies for a while
             except (redis.RedisError, OSError):
                 time.sleep(0.02)
         raise RuntimeError(f"redis-server on port {self.port} did not start")
@@ -72,8 +77,10 @@ class OwnRedis:
 
 
 @contextmanager
-def own_redis(directory: Path, *, persist: bool) -> Iterator[OwnRedis]:
-    server = OwnRedis(directory, persist=persist)
+def own_redis(
+    directory: Path, *, persist: bool, extra: tuple[str, ...] = ()
+) -> Iterator[OwnRedis]:
+    server = OwnRedis(directory, persist=persist, extra=extra)
     server.start()
     try:
         yield server
@@ -140,3 +147,102 @@ def stop(proc: subprocess.Popen[str], timeout: float = 20) -> int:
     """SIGTERM and the exit code."""
     proc.send_signal(signal.SIGTERM)
     return proc.wait(timeout=timeout)
+
+
+class LoadingRedis:
+    """A fake Redis on a free port that answers ``CLIENT``/``PING`` with
+    ``+OK``/``+PONG`` and every other command with ``:7``, except that the
+    first ``loading_batches`` reads carrying other commands are answered
+    ``-LOADING`` for each of their commands, as a restarted Redis loading its
+    data does (redis-py then closes the connection). A real server cannot be
+    made to answer LOADING on cue; the wire format here is the real one.
+    Threads: one acceptor, one per connection; ``close`` stops them."""
+
+    def __init__(self, *, loading_batches: int = 1) -> None:
+        self.loading_batches = loading_batches
+        self.loading_sent = 0
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.port = self._server.getsockname()[1]
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._closing = threading.Event()
+        self._threads: list[threading.Thread] = []
+        acceptor = threading.Thread(target=self._accept, daemon=True)
+        acceptor.start()
+        self._threads.append(acceptor)
+
+    def _accept(self) -> None:
+        self._server.settimeout(0.1)
+        while not self._closing.is_set():
+            try:
+                conn, _ = self._server.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            worker = threading.Thread(target=self._serve, args=(conn,), daemon=True)
+            worker.start()
+            self._threads.append(worker)
+
+    def _serve(self, conn: socket.socket) -> None:
+        conn.settimeout(0.1)
+        buffer = b""
+        with conn:
+            while not self._closing.is_set():
+                try:
+                    data = conn.recv(65536)
+                except TimeoutError:
+                    continue
+                except OSError:
+                    return
+                if not data:
+                    return
+                buffer += data
+                commands, buffer = _split_commands(buffer)
+                names = [command[0].upper() for command in commands]
+                loading = self.loading_sent < self.loading_batches and any(
+                    name not in (b"CLIENT", b"PING") for name in names)
+                if loading:
+                    self.loading_sent += 1
+                replies = [
+                    b"+OK\r\n" if name == b"CLIENT" else b"+PONG\r\n" if name == b"PING"
+                    else b"-LOADING Redis is loading the dataset in memory\r\n" if loading
+                    else b":7\r\n"
+                    for name in names
+                ]
+                try:
+                    conn.sendall(b"".join(replies))
+                except OSError:
+                    return
+
+    def close(self) -> None:
+        self._closing.set()
+        self._server.close()
+        for thread in self._threads:
+            thread.join(timeout=5)
+
+
+def _split_commands(buffer: bytes) -> tuple[list[list[bytes]], bytes]:
+    """Complete RESP commands (arrays of bulk strings) at the front of ``buffer``."""
+    commands: list[list[bytes]] = []
+    while buffer.startswith(b"*"):
+        pos = buffer.find(b"\r\n")
+        if pos < 0:
+            break
+        count = int(buffer[1:pos])
+        pos += 2
+        parts: list[bytes] = []
+        for _ in range(count):
+            end = buffer.find(b"\r\n", pos)
+            if end < 0:
+                return commands, buffer
+            size = int(buffer[pos + 1 : end])
+            start = end + 2
+            if len(buffer) < start + size + 2:
+                return commands, buffer
+            parts.append(buffer[start : start + size])
+            pos = start + size + 2
+        if len(parts) < count:
+            break
+        commands.append(parts)
+        buffer = buffer[pos:]
+    return commands, buffer

@@ -8,17 +8,25 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from moonbus.bus import Event
-from moonbus.errors import StoreError
+from moonbus.errors import SharedBackendError, StoreError
 from moonbus.runtime import Runtime
+from moonbus.shared.redis_backend import RedisLink
+from moonbus.shared.redis_batch import CommandBatcher, Op, pack
+from moonbus.store.redis_backend import RedisEventStore
 from moonbus.store.sqlite import SqliteEventStore
 from tests.adversarial.support_store_faults import (
     SRC,
+    LoadingRedis,
     fill,
     own_redis,
     serve,
@@ -205,3 +213,103 @@ def test_serve_keeps_running_on_a_full_disk_and_recovers(tmp_path: Path) -> None
         text = log.read_text()
         assert "Traceback" not in text
         assert "tick(s) refused by the event store" in text
+
+
+# ------------------------------------- 14: LOADING and other transient replies
+def test_a_loading_reply_inside_a_batch_is_retried_not_a_raw_error() -> None:
+    """redis-py closes the connection when it reads a LOADING reply; the
+    replies after it in the same batch used to be read from the closed
+    connection (a raw AttributeError). Now: every op is retried and succeeds."""
+    fake = LoadingRedis(loading_batches=1)
+    pool = redis.ConnectionPool.from_url(fake.url, protocol=2, retry=Retry(NoBackoff(), 0))
+    batcher = CommandBatcher(RedisLink(pool, fake.url), retry_timeout=5, what="event store")
+    try:
+        link_ops = [Op(pack(b"EVALSHA", b"x", b"0", b"%d" % n), script=None, retry_safe=True)
+                    for n in range(3)]
+        # three ops in one round trip: drive the leader's batch directly
+        batcher._flush(link_ops)
+        assert [op.reply for op in link_ops] == [7, 7, 7]
+        assert [op.error for op in link_ops] == [None, None, None]
+        assert fake.loading_sent == 1
+        assert batcher.statistics().retries == 3
+        # a write after a LOADING reply: its reply is lost with the connection,
+        # so it fails as "may or may not have been applied", a moonbus error
+        fake.loading_batches = 2
+        ops = [Op(pack(b"GET", b"k"), script=None, retry_safe=True),
+               Op(pack(b"INCR", b"k"), script=None, retry_safe=False)]
+        batcher._flush(ops)
+        assert ops[0].reply == 7
+        assert isinstance(ops[1].error, SharedBackendError)
+    finally:
+        batcher.close()
+        fake.close()
+
+
+@pytest.mark.redis
+def test_busy_replies_are_retried_within_the_retry_window(tmp_path: Path) -> None:
+    """A script running past busy-reply-threshold makes Redis answer BUSY to
+    everyone else: appends wait (retried with backoff) and go through after."""
+    with own_redis(tmp_path, persist=False) as server:
+        store = RedisEventStore(server.url, retry_timeout=10)
+        admin = server.client()
+        admin.config_set("busy-reply-threshold", 50)
+
+        def block() -> None:
+            with pytest.raises(redis.RedisError, match="killed"):
+                server.client().eval("while true do end", 0)
+
+        blocker = threading.Thread(target=block)
+        try:
+            store.append_new("hit", None, ts=0, source="t")
+            blocker.start()
+            time.sleep(0.2)
+            killer = threading.Timer(0.5, lambda: server.client().script_kill())
+            killer.start()
+            event = store.append_new("hit", None, ts=1, source="t")  # BUSY, then retried
+            killer.join(timeout=10)
+            assert event.seq == 2
+            assert store.statistics().retries > 0
+        finally:
+            blocker.join(timeout=10)
+            store.close()
+
+
+@pytest.mark.redis
+def test_every_event_store_failure_is_a_store_error_naming_the_event_store(
+    tmp_path: Path,
+) -> None:
+    with own_redis(tmp_path, persist=False) as server:
+        store = RedisEventStore(server.url, retry_timeout=0.2)
+        try:
+            store.append_new("hit", None, ts=0, source="t")
+            server.kill()
+            with pytest.raises(StoreError, match=f"event store {server.url}: appending") as info:
+                store.append_new("hit", None, ts=0, source="t")
+            assert info.value.kind == "unreachable"
+            assert "shared store" not in str(info.value)
+            server.start()
+            assert store.statistics().append_failures == {"unreachable": 1}
+        finally:
+            store.close()
+
+
+# ----------------------------------------------- 15: Redis restarted without its data
+@pytest.mark.redis
+def test_a_redis_that_lost_its_data_is_reported_and_delivery_goes_on(tmp_path: Path) -> None:
+    with own_redis(tmp_path, persist=False) as server, Runtime(events=server.url) as rt:
+        seen: list[int] = []
+        rt.bus.on("hit", lambda e: seen.append(e.seq))
+        for n in range(5):
+            rt.bus.emit("hit", {"n": n})
+        assert seen == [1, 2, 3, 4, 5]
+        server.kill()
+        server.start()  # empty: the stream and its seq counter are gone
+        with pytest.raises(StoreError, match="lost its data: seq went back from 5 to 0") as info:
+            rt.bus.emit("hit", {"n": 5})
+        assert info.value.kind == "data_loss"
+        # the counter is back above every seq handed out: delivery goes on
+        assert rt.bus.emit("hit", {"n": 6}).seq == 6
+        assert seen == [1, 2, 3, 4, 5, 6]
+        assert rt.event_store is not None
+        stats = rt.event_store.statistics()
+        assert stats.data_losses == 1 and stats.append_failures == {"data_loss": 1}

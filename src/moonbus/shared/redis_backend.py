@@ -124,7 +124,7 @@ def connect(
         name: ScriptRef(sha=script.sha.encode(), source=scripts[name].encode())
         for name, script in registered.items()
     }
-    batcher = CommandBatcher(RedisLink(pool, shown), retry_timeout=float(retry_timeout))
+    batcher = CommandBatcher(RedisLink(pool, shown), retry_timeout=float(retry_timeout), what=what)
     return Connected(batcher=batcher, scripts=refs, url=shown)
 
 
@@ -182,13 +182,18 @@ class RedisLink:
             raise LinkLost(str(exc)) from exc
 
     def read(self) -> Any:
+        conn = self._conn
+        if conn._sock is None:
+            # redis-py closed it (it does on a LOADING reply): the replies still
+            # expected in this batch are gone with it.
+            raise LinkLost("the connection was closed by the client after an error reply")
         try:
-            reply = self._conn.read_response(disable_decoding=True)
+            reply = conn.read_response(disable_decoding=True)
             self._last_reply = time.monotonic()
             return reply
         except NoScriptError as exc:
             return ReplyError("NOSCRIPT", str(exc))
-        except BusyLoadingError as exc:
+        except BusyLoadingError as exc:  # not executed; redis-py closed the connection
             return ReplyError("LOADING", str(exc))
         except redis.ResponseError as exc:
             message = str(exc)

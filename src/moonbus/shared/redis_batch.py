@@ -26,9 +26,16 @@ Faults (the link reports them as ``LinkDown`` or ``LinkLost``):
   fails at once with ``SharedBackendError`` saying the outcome is unknown. An
   increment is therefore never applied twice, and never reported as done when
   it was not.
-- ``NOSCRIPT`` (the server restarted and lost its script cache) and
-  ``LOADING`` replies mean the command was *not* executed: the script is
-  loaded again (``SCRIPT LOAD``) and the op re-sent, whatever its kind.
+- ``NOSCRIPT`` (the server restarted and lost its script cache) means the
+  command was *not* executed: the script is loaded again (``SCRIPT LOAD``) and
+  the op re-sent, whatever its kind. ``LOADING``, ``BUSY``, ``MASTERDOWN`` and
+  ``TRYAGAIN`` replies also mean "not executed": the op is retried with
+  backoff within ``retry_timeout``, whatever its kind. (redis-py closes the
+  connection on ``LOADING``: the link then reports the rest of the batch as
+  ``LinkLost``.)
+- Anything else that goes wrong while a batch is sent (a client bug) fails
+  that batch's ops with ``SharedBackendError`` naming the part (``what``) and
+  the URL; it never reaches a caller as a foreign exception.
 
 The link reconnects by itself on the next batch. This module imports no Redis
 client: ``redis_backend.RedisLink`` adapts redis-py to the ``Link`` protocol,
@@ -73,10 +80,12 @@ _NOT_EXECUTED = frozenset({"LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN"})
 
 @dataclass(frozen=True, slots=True)
 class BatchStatistics:
-    """Counters of one batcher: round trips (``batches``) and commands (``ops``)."""
+    """Counters of one batcher: round trips (``batches``), commands (``ops``)
+    and commands re-sent after a transient failure (``retries``)."""
 
     batches: int
     ops: int
+    retries: int = 0
 
 
 def public_url(url: str) -> str:
@@ -193,9 +202,11 @@ class CommandBatcher:
         *,
         retry_timeout: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
+        what: str = "shared store",
     ) -> None:
         if not retry_timeout >= 0:
             raise ValueError(f"retry_timeout must be >= 0, got {retry_timeout!r}")
+        self.what = what  # names the part in messages ("shared store", "event store")
         self._link = link
         self._retry_timeout = retry_timeout
         self._clock = clock
@@ -206,6 +217,7 @@ class CommandBatcher:
         self._closing = threading.Event()  # wakes a leader sleeping in backoff
         self._batches = 0  # written by the leader only
         self._ops = 0
+        self._retries = 0
 
     def run(self, op: Op) -> Any:
         """Send ``op`` (maybe with others) and return its reply; raises its error."""
@@ -252,11 +264,19 @@ class CommandBatcher:
                 self._flush(batch)
             except BaseException as exc:
                 # Never leave an op unfinished: its thread would wait for nothing.
+                # A bug or an unexpected client error becomes each op's error (a
+                # moonbus error naming the part); only an interrupt propagates.
                 for op in batch:
                     if not op.done:
-                        op.finish(error=SharedBackendError(f"shared store batch failed: {exc!r}"))
-                rounds = MAX_ROUNDS  # hand over below, then let the error propagate
-                raise
+                        error = SharedBackendError(
+                            f"{self.what} at {self._link.url}: a batch of commands failed "
+                            f"unexpectedly ({type(exc).__name__}: {exc})"
+                        )
+                        error.__cause__ = exc
+                        op.finish(error=error)
+                rounds = MAX_ROUNDS  # hand over below
+                if not isinstance(exc, Exception):
+                    raise
             finally:
                 next_batch = self._after_round(batch, keep_leading=rounds < MAX_ROUNDS)
 
@@ -287,7 +307,7 @@ class CommandBatcher:
 
     def statistics(self) -> BatchStatistics:
         """Round trips made and ops sent so far (``ops / batches`` is the mean batch)."""
-        return BatchStatistics(batches=self._batches, ops=self._ops)
+        return BatchStatistics(batches=self._batches, ops=self._ops, retries=self._retries)
 
     def close(self) -> None:
         """Refuse new ops, fail queued ones, and close the link (after the
@@ -335,6 +355,7 @@ class CommandBatcher:
             delay = min(0.005 * 2**attempt, 0.25, deadline - now)
             attempt += 1
             self._closing.wait(delay)
+            self._retries += len(retry)
             pending = retry
 
     def _exchange(self, pending: Sequence[Op], *, reloaded: bool = False) -> tuple[list[Op], str]:

@@ -56,6 +56,20 @@ Faults, per operation
   event may already be in the stream if it was sent before the connection broke).
 * Prune and clear are re-sent like reads (deleting twice deletes nothing more;
   only the reported count may be short).
+* Replies meaning "not executed, try again" (``LOADING`` while a restarted
+  Redis loads its data, ``BUSY``, ``TRYAGAIN``...) and connection resets are
+  retried within ``retry_timeout`` like an unreachable server; every failure
+  is a ``StoreError`` naming the event store, with a ``kind`` that
+  ``statistics().append_failures`` counts.
+* Redis lost its data (restarted without persistence, flushed): the seq
+  counter is behind seqs already handed out, and delivery would silently
+  stop (the bus drops seqs it has already passed). Every append carries the
+  highest seq this instance has seen (its own appends and its feeds' reads);
+  the script that finds the counter below it moves the counter back up to it
+  and refuses that one append: ``emit`` raises ``StoreError`` ("event store
+  ... lost its data: seq went back from N to M", kind ``data_loss``), it is
+  logged as an error and counted (``statistics().data_losses``), and the
+  next emits get seqs after N, so delivery goes on. The lost events stay lost.
 
 Threads: every method may be called from any thread; ``close`` once, by the
 owner, after the users stop. The store owns its pruner thread and the feeds'
@@ -78,6 +92,7 @@ from moonbus.shared.redis_batch import Op, ReplyError, pack
 from moonbus.store.background import Coalescing
 from moonbus.store.base import (
     EventStore,
+    FailureCounts,
     RemoteSink,
     StoreSettings,
     StoreStatistics,
@@ -149,6 +164,9 @@ class RedisEventStore(EventStore):
         self._op_lock = threading.Lock()  # guards the counters below
         self._appended = 0
         self._pruned = 0
+        self._high = 0  # highest seq an append of this instance got back
+        self._data_losses = 0
+        self._failures = FailureCounts()
         self._newest_tick: int | None = None
         self._prune_lock = threading.Lock()  # one prune at a time; owns _schedule
         self._closed = False
@@ -178,7 +196,9 @@ class RedisEventStore(EventStore):
         except ClosedError as exc:
             raise ClosedError(f"event store {self.url} is closed") from exc
         except SharedBackendError as exc:
-            raise StoreError(f"event store {self.url}: {action} failed: {exc}") from exc
+            kind = "lost_reply" if "may or may not have been applied" in str(exc) else (
+                "unreachable")
+            raise StoreError(f"event store {self.url}: {action} failed: {exc}", kind=kind) from exc
 
     def _call(self, payload: bytes, action: str, script: str | None = None) -> Any:
         """``_send``, with an error reply raised as ``StoreError``."""
@@ -205,25 +225,61 @@ class RedisEventStore(EventStore):
             wants=self.settings.wants,
             url=self.url,
         )
-        op, floor = self._ops.start()
-        header = (self.origin.encode(), b"%d" % op, b"%d" % floor)
+        op, in_flight = self._ops.start()
+        header = (self.origin.encode(), b"%d" % op, b"%d" % in_flight, b"%d" % self._seen())
         try:
             reply = self._send(self._payload(script, keys, [*header, *fields]), "appending", script)
         except StoreError as exc:
-            raise StoreError(
+            failure = StoreError(
                 f"{exc}; the event was not appended, unless the connection broke after "
-                "sending it (then it may be in the stream without this process knowing its seq)"
-            ) from exc.__cause__
+                "sending it (then it may be in the stream without this process knowing its seq)",
+                kind=exc.kind,
+            )
+            self._failures.note(failure)
+            raise failure from exc.__cause__
         finally:
             self._ops.finish(op)
         if type(reply) is ReplyError:
-            if explicit and reply.message.startswith("MOONBUS seq "):
-                raise StoreError(
+            if reply.message.startswith("MOONBUS lost "):
+                failure = self._lost_data(reply.message)
+            elif explicit and reply.message.startswith("MOONBUS seq "):
+                failure = StoreError(
                     f"event store {self.url}: event seq {events[0].seq} is not after seq "
                     f"{reply.message.rsplit(' ', 1)[-1]}"
                 )
-            raise StoreError(f"event store {self.url}: Redis refused the append: {reply.message}")
-        return [int(seq) for seq in reply]
+            else:
+                failure = StoreError(
+                    f"event store {self.url}: Redis refused the append: {reply.message}",
+                    kind="refused",
+                )
+            self._failures.note(failure)
+            raise failure
+        seqs = [int(seq) for seq in reply]
+        with self._op_lock:
+            if seqs and seqs[-1] > self._high:
+                self._high = seqs[-1]
+        return seqs
+
+    def _seen(self) -> int:
+        """The highest seq this instance has seen (its appends, its feeds' reads):
+        the append scripts' floor (see "Faults" in the module docstring)."""
+        with self._op_lock:
+            high = self._high
+        return max([high, *(feed.last_read for feed in self._feeds)])
+
+    def _lost_data(self, message: str) -> StoreError:
+        """The append script found the counter below our floor and moved it up."""
+        counter, floor = (int(part) for part in message.split()[2:4])
+        with self._op_lock:
+            self._data_losses += 1
+        text = (
+            f"event store {self.url} lost its data: seq went back from {floor} to {counter} "
+            "(Redis restarted without its data?); events up to there are gone from the "
+            f"stream. The seq counter is moved back up to {floor}, so numbering and delivery "
+            "go on after it; this event was not appended (emit it again)"
+        )
+        _log.error("%s", text)
+        return StoreError(text, kind="data_loss")
 
     def _appended_now(self, events: Sequence[Event]) -> None:
         """Count appends and run the amortized prune when it is due."""
@@ -428,8 +484,15 @@ class RedisEventStore(EventStore):
         reply = self._call(pack(b"HVALS", self._keys.count), "counting")
         with self._op_lock:
             appended, pruned = self._appended, self._pruned
+            data_losses = self._data_losses
         return StoreStatistics(
-            appended=appended, pruned=pruned, stored=sum(int(n) for n in reply), pending=0
+            appended=appended,
+            pruned=pruned,
+            stored=sum(int(n) for n in reply),
+            pending=0,
+            append_failures=self._failures.snapshot(),
+            retries=self._batcher.statistics().retries,
+            data_losses=data_losses,
         )
 
     def round_trips(self) -> tuple[int, int]:

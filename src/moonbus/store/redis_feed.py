@@ -86,6 +86,11 @@ class StreamFeed:
             target=self._deliver_loop, name="moonbus-feed-delivery", daemon=True
         )
 
+    @property
+    def last_read(self) -> int:
+        """The highest seq the feed has read through (written by its reader thread)."""
+        return self._last
+
     def start(self) -> None:
         """Attach the bus (events after ``after_seq`` only) and start both threads."""
         self._sink.attach_remote(self._last)

@@ -36,6 +36,9 @@ doubles); seqs are formatted with ``%d`` because Lua's default formatting
 rounds beyond 14 digits.
 
 Errors: ``MOONBUS seq <current>`` - an explicit seq is not after the current one.
+``MOONBUS lost <counter> <floor>`` - the counter is below a seq the client has
+already seen (the server lost its data); the script moved the counter up to
+the floor (its one write) and appended nothing.
 A script checks everything before its first write (Redis does not roll a
 script back), so a refused call changes nothing.
 """
@@ -91,7 +94,8 @@ local function kkey(typ) return base .. ':k:' .. typ end
 
 # Append scripts. KEYS: 1 stream, 2 seq, 3 count, 4 meta, 5 transit, 6 ops,
 # then (seq index, tick index) per distinct type of the batch.
-# ARGV: 1 origin, 2 op number, 3 lowest op number still in flight, then
+# ARGV: 1 origin, 2 op number, 3 lowest op number still in flight, 4 floor
+# (the highest seq the client has seen: a counter below it means lost data), then
 # EVENT_FIELDS per event: seq ('' = assign), type, type index (1-based, into
 # the type keys), tick or '', ts, source, data, '1' recorded / '0' transit.
 _APPEND_HEAD = (
@@ -105,6 +109,16 @@ if seen[1] then
     out[#out + 1] = tonumber(s)
   end
   return out
+end
+
+-- The counter below what this client has seen: the server lost its data
+-- (restarted empty). Move the counter back up, so the global order goes on
+-- above every seq already handed out, and refuse this append (reported).
+local floor = tonumber(ARGV[4])
+local counter = tonumber(redis.call('GET', KEYS[2]) or '0')
+if counter < floor then
+  redis.call('SET', KEYS[2], fmt(floor))
+  return redis.error_reply('MOONBUS lost ' .. fmt(counter) .. ' ' .. fmt(floor))
 end
 
 local function record(m, typ, ti, tk)
@@ -137,7 +151,7 @@ end
 
 _APPEND_LOOP = """
 local out = {}
-for a = 3, #ARGV - 1, FIELDS do
+for a = 4, #ARGV - 1, FIELDS do
   local typ, ti, tk = ARGV[a + 2], tonumber(ARGV[a + 3]), ARGV[a + 4]
   local wanted = ARGV[a + 8] == '1'
   local seq = NEXT_SEQ
@@ -170,7 +184,7 @@ SCRIPTS: Final[dict[str, str]] = {
     "append_put": _APPEND_HEAD
     + """
 local current = tonumber(redis.call('GET', KEYS[2]) or '0')
-if tonumber(ARGV[4]) <= current then
+if tonumber(ARGV[5]) <= current then
   return redis.error_reply('MOONBUS seq ' .. fmt(current))
 end
 """
