@@ -296,7 +296,10 @@ def test_every_event_store_failure_is_a_store_error_naming_the_event_store(
 # ----------------------------------------------- 15: Redis restarted without its data
 @pytest.mark.redis
 def test_a_redis_that_lost_its_data_is_reported_and_delivery_goes_on(tmp_path: Path) -> None:
-    with own_redis(tmp_path, persist=False) as server, Runtime(events=server.url) as rt:
+    """Detected by the append (no feed here): that emit raises, the next go on."""
+    with own_redis(tmp_path, persist=False) as server, Runtime(
+        events=server.url, remote_events=False
+    ) as rt:
         seen: list[int] = []
         rt.bus.on("hit", lambda e: seen.append(e.seq))
         for n in range(5):
@@ -313,3 +316,25 @@ def test_a_redis_that_lost_its_data_is_reported_and_delivery_goes_on(tmp_path: P
         assert rt.event_store is not None
         stats = rt.event_store.statistics()
         assert stats.data_losses == 1 and stats.append_failures == {"data_loss": 1}
+
+
+@pytest.mark.redis
+def test_the_feed_detects_a_redis_that_lost_its_data_and_repairs_the_order(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Detected by the cross-process feed while this process emits nothing: it
+    is logged as an error and counted, the counter is moved back up, and the
+    next emit is delivered (before: seqs 1.. again, dropped as already passed)."""
+    with own_redis(tmp_path, persist=False) as server, Runtime(events=server.url) as rt:
+        seen: list[int] = []
+        rt.bus.on("hit", lambda e: seen.append(e.seq))
+        for n in range(5):
+            rt.bus.emit("hit", {"n": n})
+        server.kill()
+        server.start()
+        store = rt.event_store
+        assert store is not None
+        assert _wait_for(lambda: store.statistics().data_losses == 1)
+        assert "went back from seq 5 to 0" in caplog.text
+        assert rt.bus.emit("hit", {"n": 5}).seq == 6
+        assert seen == [1, 2, 3, 4, 5, 6]

@@ -82,6 +82,10 @@ class Script:
         self.calls.append(("tail", after))
         return self.tails.pop(0)
 
+    def rebase(self, floor: int) -> int:
+        self.calls.append(("rebase", floor))
+        return 0
+
     def close(self) -> None:
         self.closed = True
 
@@ -134,6 +138,14 @@ def test_a_stream_that_went_back_is_reported(caplog: pytest.LogCaptureFixture) -
     feed._step()
     assert sink.uptos == []
     assert "went back from seq 10 to 2" in caplog.text
+    assert source_calls(feed)[-1] == ("rebase", 10)  # the counter is moved back up
+    assert feed.data_losses == 1
+
+
+def source_calls(feed: StreamFeed) -> list[tuple[str, int]]:
+    source = feed._source
+    assert isinstance(source, Script)
+    return source.calls
 
 
 # ------------------------------------------------------------ a real stream

@@ -484,7 +484,7 @@ class RedisEventStore(EventStore):
         reply = self._call(pack(b"HVALS", self._keys.count), "counting")
         with self._op_lock:
             appended, pruned = self._appended, self._pruned
-            data_losses = self._data_losses
+            data_losses = self._data_losses + sum(feed.data_losses for feed in self._feeds)
         return StoreStatistics(
             appended=appended,
             pruned=pruned,

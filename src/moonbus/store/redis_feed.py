@@ -22,7 +22,11 @@ Two threads, both owned by a ``StreamFeed``:
 Faults: when Redis is unreachable the reader logs once, retries with backoff
 (up to one second apart) and carries on from its last entry when Redis is
 back; nothing is re-delivered. If the stream went *backwards* (Redis restarted
-without its data), that is logged as an error: the global order is lost.
+without its data), that is logged as an error and counted, and the reader
+moves the seq counter back up to the last seq it read (the ``rebase`` script;
+never down), so new events get seqs after every seq the bus has committed and
+delivery goes on (the lost events stay lost). The store's appends do the same
+from their side (``redis_backend``).
 
 Threads: ``start`` and ``close`` belong to the owner (the ``Runtime``); the
 bus methods are called from the two threads above.
@@ -54,6 +58,9 @@ class StreamSource(Protocol):
     def tail(self, after: int, count: int) -> tuple[int, list[Any]]:
         """The seq counter and the entries after ``after``, read atomically."""
 
+    def rebase(self, floor: int) -> int:
+        """Move the seq counter up to ``floor`` if it is below; the counter before."""
+
     def close(self) -> None: ...
 
 
@@ -81,6 +88,7 @@ class StreamFeed:
         self._closing = threading.Event()
         self._wake = threading.Event()
         self.received = 0  # other processes' events handed to the bus (reader thread)
+        self.data_losses = 0  # times the stream went back (reader thread)
         self._reader = threading.Thread(target=self._read_loop, name="moonbus-feed", daemon=True)
         self._deliverer = threading.Thread(
             target=self._deliver_loop, name="moonbus-feed-delivery", daemon=True
@@ -135,14 +143,21 @@ class StreamFeed:
         if not entries:
             counter, entries = self._source.tail(self._last, self.count)
             if counter < self._last:
+                # Redis lost its data. Left alone, every process would be handed
+                # seqs its bus has already passed (and drop them): move the
+                # counter back up to what we have read, so the order goes on.
+                self._source.rebase(self._last)
+                self.data_losses += 1
                 _log.error(
                     "event stream at %s went back from seq %d to %d (Redis lost its data?); "
-                    "events from other processes are no longer delivered in order",
+                    "the events up to seq %d are gone; the seq counter is moved back up to "
+                    "%d so the order and delivery go on",
                     self.url,
                     self._last,
                     counter,
+                    self._last,
+                    self._last,
                 )
-                self._closing.wait(1.0)
                 return
             if len(entries) < self.count:
                 upto = counter

@@ -28,6 +28,7 @@ class StreamReader:
             url, protocol=2, socket_connect_timeout=2.0, socket_timeout=10.0
         )
         self._tail = self._client.register_script(SCRIPTS["tail"])
+        self._rebase = self._client.register_script(SCRIPTS["rebase"])
 
     def read(self, after: int, count: int, block_ms: int) -> list[Any]:
         try:
@@ -51,6 +52,14 @@ class StreamReader:
         except (redis.RedisError, OSError) as exc:
             raise StoreError(f"reading the event stream at {self._shown} failed: {exc}") from exc
         return int(counter), list(entries)
+
+    def rebase(self, floor: int) -> int:
+        """Move the seq counter up to ``floor`` if it is below (Redis lost its
+        data); returns the counter before."""
+        try:
+            return int(self._rebase(keys=[self._keys.seq], args=[floor]))
+        except (redis.RedisError, OSError) as exc:
+            raise StoreError(f"repairing the seq counter at {self._shown} failed: {exc}") from exc
 
     def close(self) -> None:
         self._client.close()

@@ -430,6 +430,13 @@ return {#ms, left}
 local counter = tonumber(redis.call('GET', KEYS[2]) or '0')
 return {counter, redis.call('XRANGE', KEYS[1], '(' .. ARGV[1] .. '-0', '+', 'COUNT', ARGV[2])}
 """,
+    # Redis lost its data: move the seq counter back up to a seq already handed
+    # out (never down). KEYS: 1 seq. ARGV: 1 floor. Returns the counter before.
+    "rebase": """
+local counter = tonumber(redis.call('GET', KEYS[1]) or '0')
+if counter < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end
+return counter
+""",
     # Delete every event (the seq counter stays). KEYS: 1 stream, 2 count,
     # 3 meta, 4 transit. Returns how many recorded events there were.
     "clear_all": _TYPE_KEYS
