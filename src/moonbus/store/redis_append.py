@@ -21,7 +21,7 @@ from moonbus.errors import StoreError
 from moonbus.store.redis_scripts import Keys
 from moonbus.store.sqlite_query import encode_data
 
-__all__ = ["OpNumbers", "append_call"]
+__all__ = ["OpNumbers", "append_call", "refused_append"]
 
 
 class OpNumbers:
@@ -88,3 +88,24 @@ def append_call(
             b"1" if wants(event.type) else b"0",
         )
     return names, fields
+
+
+def refused_append(message: str, *, url: str, first: int) -> StoreError:
+    """The ``StoreError`` for an append script's error reply ``message``
+    (``redis_scripts``: ``MOONBUS lost <counter> <floor>``, ``MOONBUS seq
+    <current>``, or anything Redis itself refused). ``first``: the batch's
+    first seq (explicit appends)."""
+    if message.startswith("MOONBUS lost "):
+        counter, floor = (int(part) for part in message.split()[2:4])
+        return StoreError(
+            f"event store {url} lost its data: seq went back from {floor} to {counter} "
+            "(Redis restarted without its data?); events up to there are gone from the "
+            f"stream. The seq counter is moved back up to {floor}, so numbering and delivery "
+            "go on after it; this event was not appended (emit it again)",
+            kind="data_loss",
+        )
+    if message.startswith("MOONBUS seq "):
+        return StoreError(
+            f"event store {url}: event seq {first} is not after seq {message.rsplit(' ', 1)[-1]}"
+        )
+    return StoreError(f"event store {url}: Redis refused the append: {message}", kind="refused")

@@ -56,20 +56,16 @@ Faults, per operation
   event may already be in the stream if it was sent before the connection broke).
 * Prune and clear are re-sent like reads (deleting twice deletes nothing more;
   only the reported count may be short).
-* Replies meaning "not executed, try again" (``LOADING`` while a restarted
-  Redis loads its data, ``BUSY``, ``TRYAGAIN``...) and connection resets are
-  retried within ``retry_timeout`` like an unreachable server; every failure
-  is a ``StoreError`` naming the event store, with a ``kind`` that
-  ``statistics().append_failures`` counts.
-* Redis lost its data (restarted without persistence, flushed): the seq
-  counter is behind seqs already handed out, and delivery would silently
-  stop (the bus drops seqs it has already passed). Every append carries the
-  highest seq this instance has seen (its own appends and its feeds' reads);
-  the script that finds the counter below it moves the counter back up to it
-  and refuses that one append: ``emit`` raises ``StoreError`` ("event store
-  ... lost its data: seq went back from N to M", kind ``data_loss``), it is
-  logged as an error and counted (``statistics().data_losses``), and the
-  next emits get seqs after N, so delivery goes on. The lost events stay lost.
+* ``LOADING``, ``BUSY``, ``TRYAGAIN`` replies and connection resets are retried
+  within ``retry_timeout``; every failure is a ``StoreError`` naming the event
+  store, with a ``kind`` counted in ``statistics().append_failures``.
+* Redis lost its data (restarted empty): its seq counter is behind seqs already
+  handed out, which the bus would drop. Each append carries the highest seq
+  this instance has seen (its appends, its feeds' reads); the script that
+  finds the counter below it moves it back up and refuses that one append:
+  ``emit`` raises ``StoreError`` (kind ``data_loss``, "lost its data: seq went
+  back from N to M"), logged and counted (``data_losses``); later emits get
+  seqs after N. The feed repairs the same way (``redis_feed``).
 
 Threads: every method may be called from any thread; ``close`` once, by the
 owner, after the users stop. The store owns its pruner thread and the feeds'
@@ -99,7 +95,7 @@ from moonbus.store.base import (
     check_query,
     type_list,
 )
-from moonbus.store.redis_append import OpNumbers, append_call
+from moonbus.store.redis_append import OpNumbers, append_call, refused_append
 from moonbus.store.redis_feed import StreamFeed
 from moonbus.store.redis_query import PAGE_SIZE, QUERY_KEYS, PageReader
 from moonbus.store.redis_reader import StreamReader
@@ -240,18 +236,11 @@ class RedisEventStore(EventStore):
         finally:
             self._ops.finish(op)
         if type(reply) is ReplyError:
-            if reply.message.startswith("MOONBUS lost "):
-                failure = self._lost_data(reply.message)
-            elif explicit and reply.message.startswith("MOONBUS seq "):
-                failure = StoreError(
-                    f"event store {self.url}: event seq {events[0].seq} is not after seq "
-                    f"{reply.message.rsplit(' ', 1)[-1]}"
-                )
-            else:
-                failure = StoreError(
-                    f"event store {self.url}: Redis refused the append: {reply.message}",
-                    kind="refused",
-                )
+            failure = refused_append(reply.message, url=self.url, first=events[0].seq)
+            if failure.kind == "data_loss":
+                _log.error("%s", failure)
+                with self._op_lock:
+                    self._data_losses += 1
             self._failures.note(failure)
             raise failure
         seqs = [int(seq) for seq in reply]
@@ -266,20 +255,6 @@ class RedisEventStore(EventStore):
         with self._op_lock:
             high = self._high
         return max([high, *(feed.last_read for feed in self._feeds)])
-
-    def _lost_data(self, message: str) -> StoreError:
-        """The append script found the counter below our floor and moved it up."""
-        counter, floor = (int(part) for part in message.split()[2:4])
-        with self._op_lock:
-            self._data_losses += 1
-        text = (
-            f"event store {self.url} lost its data: seq went back from {floor} to {counter} "
-            "(Redis restarted without its data?); events up to there are gone from the "
-            f"stream. The seq counter is moved back up to {floor}, so numbering and delivery "
-            "go on after it; this event was not appended (emit it again)"
-        )
-        _log.error("%s", text)
-        return StoreError(text, kind="data_loss")
 
     def _appended_now(self, events: Sequence[Event]) -> None:
         """Count appends and run the amortized prune when it is due."""
