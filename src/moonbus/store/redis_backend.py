@@ -249,6 +249,10 @@ class RedisEventStore(EventStore):
                 self._high = seqs[-1]
         return seqs
 
+    def _own_high(self) -> int:
+        with self._op_lock:
+            return self._high
+
     def _seen(self) -> int:
         """The highest seq this instance has seen (its appends, its feeds' reads):
         the append scripts' floor (see "Faults" in the module docstring)."""
@@ -487,7 +491,8 @@ class RedisEventStore(EventStore):
         source = StreamReader(self._redis_url, self._keys, self.url)
         try:
             feed = StreamFeed(
-                source, sink, origin=self.origin, after_seq=self.last_seq(), url=self.url
+                source, sink, origin=self.origin, after_seq=self.last_seq(), url=self.url,
+                seen=self._own_high,
             )
             feed.start()
         except BaseException:

@@ -23,8 +23,9 @@ Faults: when Redis is unreachable the reader logs once, retries with backoff
 (up to one second apart) and carries on from its last entry when Redis is
 back; nothing is re-delivered. If the stream went *backwards* (Redis restarted
 without its data), that is logged as an error and counted, and the reader
-moves the seq counter back up to the last seq it read (the ``rebase`` script;
-never down), so new events get seqs after every seq the bus has committed and
+moves the seq counter back up to the highest seq it knows (read from the
+stream, or handed to this process's own appends; the ``rebase`` script, never
+down), so new events get seqs after every seq the bus has committed and
 delivery goes on (the lost events stay lost). The store's appends do the same
 from their side (``redis_backend``).
 
@@ -36,6 +37,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from moonbus.bus.event import Event
@@ -77,8 +79,12 @@ class StreamFeed:
         url: str,
         count: int = 1000,
         block_ms: int = 100,
+        seen: Callable[[], int] | None = None,
     ) -> None:
         self._source = source
+        # The highest seq this process's store got back from its own appends: the
+        # feed may not have read that far yet when Redis loses its data.
+        self._seen = seen
         self._sink = sink
         self._origin = origin.encode()
         self._last = after_seq
@@ -142,21 +148,22 @@ class StreamFeed:
         upto = None
         if not entries:
             counter, entries = self._source.tail(self._last, self.count)
-            if counter < self._last:
+            floor = max(self._last, self._seen() if self._seen is not None else 0)
+            if counter < floor:
                 # Redis lost its data. Left alone, every process would be handed
                 # seqs its bus has already passed (and drop them): move the
-                # counter back up to what we have read, so the order goes on.
-                self._source.rebase(self._last)
+                # counter back up to the highest seq we know of, so the order goes on.
+                self._source.rebase(floor)
                 self.data_losses += 1
                 _log.error(
                     "event stream at %s went back from seq %d to %d (Redis lost its data?); "
                     "the events up to seq %d are gone; the seq counter is moved back up to "
                     "%d so the order and delivery go on",
                     self.url,
-                    self._last,
+                    floor,
                     counter,
-                    self._last,
-                    self._last,
+                    floor,
+                    floor,
                 )
                 return
             if len(entries) < self.count:
