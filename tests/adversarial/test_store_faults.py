@@ -338,3 +338,32 @@ def test_the_feed_detects_a_redis_that_lost_its_data_and_repairs_the_order(
         assert "went back from seq 5 to 0" in caplog.text
         assert rt.bus.emit("hit", {"n": 5}).seq == 6
         assert seen == [1, 2, 3, 4, 5, 6]
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["native", "python"])
+def test_a_failed_host_call_from_a_coroutine_keeps_no_lua_value_alive(
+    tmp_path: Path, native: bool
+) -> None:
+    """The mechanism behind the crash: the Lua table a coroutine passed to a
+    failing host function must be freed when the call is over, not kept by
+    the error's traceback until some later collection (when the coroutine
+    that lupa tied it to may be gone)."""
+    held: list[object] = []
+
+    def failing_emit(*args: object, **kwargs: object) -> object:
+        held.append(sys._getframe(1).f_locals["data"])  # the Lua table, from the coroutine
+        raise StoreError("event store test: appending failed (Redis away)")
+
+    script = tmp_path / "emitter.lua"
+    script.write_text(POLL_EMITTER)
+    with Runtime(threaded=False, native=native) as rt:
+        rt.bus.emit = failing_emit  # type: ignore[method-assign,assignment]
+        host = rt.load(str(script))
+        host.start()
+        rt.run_due()
+        assert "appending failed" in str(host.stats.get("last_error"))
+        assert len(held) == 1
+        # only our list (and getrefcount's argument) refer to it: no traceback does
+        references = sys.getrefcount(held[0])
+        assert references == 2
+        held.clear()
