@@ -105,14 +105,13 @@ def small_tmpfs(directory: Path, size: str = "2m") -> Iterator[Path]:
 def fill(directory: Path) -> Path:
     """Write a filler file until the file system is full; returns it."""
     filler = directory / "filler"
-    chunk = b"\0" * 65536
-    with open(filler, "wb") as fp:
-        try:
-            while True:
-                fp.write(chunk)
-                fp.flush()
-        except OSError:
-            pass
+    with open(filler, "wb", buffering=0) as fp:  # unbuffered: close has nothing to flush
+        for size in (65536, 512):  # big chunks, then the last scraps
+            try:
+                while fp.write(b"\0" * size):
+                    pass
+            except OSError:
+                pass
     return filler
 
 
