@@ -19,6 +19,7 @@ from redis.retry import Retry
 
 from moonbus.bus import Event
 from moonbus.errors import SharedBackendError, StoreError
+from moonbus.lua.boundary import detached
 from moonbus.runtime import Runtime
 from moonbus.shared.redis_backend import RedisLink
 from moonbus.shared.redis_batch import CommandBatcher, Op, pack
@@ -367,3 +368,27 @@ def test_a_failed_host_call_from_a_coroutine_keeps_no_lua_value_alive(
         references = sys.getrefcount(held[0])
         assert references == 2
         held.clear()
+
+
+def test_a_host_bug_keeps_its_traceback_as_text_without_frames() -> None:
+    """Dropping frames at the Lua boundary must not cost the host its
+    debugging: a bug (not an error raised for scripts) keeps a text note."""
+
+    def buggy(value: object) -> None:
+        raise AttributeError(f"no attribute on {type(value).__name__}")
+
+    def refused(value: object) -> None:
+        raise StoreError("event store x: appending failed")
+
+    with pytest.raises(AttributeError) as bug:
+        detached(buggy)({"a": 1})
+    names = []
+    tb = bug.value.__traceback__
+    while tb is not None:
+        names.append(tb.tb_frame.f_code.co_name)
+        tb = tb.tb_next
+    assert "buggy" not in names  # its frame (and argument) are not kept
+    assert "in buggy" in "".join(getattr(bug.value, "__notes__", []))
+    with pytest.raises(StoreError) as expected:
+        detached(refused)({"a": 1})
+    assert not getattr(expected.value, "__notes__", None)

@@ -25,15 +25,28 @@ Threads: the wrapper holds no state; it runs on whichever thread runs the engine
 
 from __future__ import annotations
 
+import traceback
 from collections.abc import Callable
 from typing import Any
+
+from moonbus.errors import MoonbusError
 
 __all__ = ["detached", "without_frames"]
 
 
+# Errors a host function raises on purpose for the script to read; anything
+# else is a host bug, whose traceback the host's log still needs (as text).
+_EXPECTED = (MoonbusError, TypeError, ValueError, LookupError, ArithmeticError, MemoryError)
+
+
 def without_frames(exc: BaseException) -> BaseException:
     """Drop the tracebacks of ``exc`` and of every exception chained to it
-    (cause and context), in place; returns ``exc``."""
+    (cause and context), in place; returns ``exc``. A host bug (not one of
+    the errors raised for scripts) keeps its traceback as text, in a note, so
+    the host's log of it still says where it happened."""
+    if exc.__traceback__ is not None and not isinstance(exc, _EXPECTED):
+        lines = traceback.format_tb(exc.__traceback__)
+        exc.add_note("host traceback (frames dropped at the Lua boundary):\n" + "".join(lines))
     seen: set[int] = set()
     todo: list[BaseException | None] = [exc]
     while todo:
