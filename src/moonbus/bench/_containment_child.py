@@ -208,7 +208,9 @@ def attack_main(spec: dict[str, Any], conn: Connection, stderr_path: str) -> Non
     result: dict[str, Any] = {"limit": limit, "stretch": stretch()}
     companion = rt.load("companion.lua", text=COMPANION, name="companion")
     companion.start()
-    pace = 0.0 if spec["unpaced"] else spec["pace"]
+    # Alone and after: paced, spread over time (a burst of µs-long emits is
+    # at the mercy of one time slice). The attack unpaced when it needs many events.
+    pace = spec["pace"]
     result["alone"] = measure.phase("alone", spec["alone_events"], spec["seconds"], pace)
     companion.stop(timeout=STOP_TIMEOUT)
 
@@ -243,7 +245,8 @@ def attack_main(spec: dict[str, Any], conn: Connection, stderr_path: str) -> Non
         result["stop_seconds"] = time.perf_counter() - stop_started
         attack = {k: first[k] + rest[k] for k in first}
     else:
-        attack = measure.phase("attack", spec["attack_events"], spec["seconds"], pace)
+        attack = measure.phase("attack", spec["attack_events"], spec["seconds"],
+                               0.0 if spec["unpaced"] else pace)
     result["attack"] = attack
     if trigger is not None:
         result["trigger_stopped"] = trigger.stop()

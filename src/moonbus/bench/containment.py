@@ -31,9 +31,13 @@ the companion alone (p99), so the ratio (alone / attack) shows the slowdown.
 
 An attack that is not contained may hang the host or eat memory: the parent
 kills its process at a wall-clock bound (or at ``RSS_KILL_MIB``) and reports
-the row as NOT CONTAINED with what it saw (``ok`` False). This module runs on
-the caller's thread; the child's stdout is read by one helper thread per
-attack, which ends with the child.
+the row as NOT CONTAINED with what it saw (``ok`` False). The processes are
+forked from a ``multiprocessing`` forkserver that has imported the attack
+runner (start-up in milliseconds); as with any ``multiprocessing`` user, a
+script that calls ``run`` directly guards its entry point with
+``if __name__ == "__main__"`` (``moonbus bench`` does). Threads: ``run`` and
+``measure_attack`` run on the caller's thread (a quick run measures two
+attacks at a time on two pool threads, each owning its own child and pipe).
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from moonbus.bench._containment_child import attack_main
-from moonbus.bench.harness import BenchRow
+from moonbus.bench.harness import MISSED, BenchRow
 
 __all__ = ["ATTACKS", "Attack", "Outcome", "bound_for", "measure_attack", "row_for", "run"]
 
@@ -265,7 +269,7 @@ def _uncontained(attack: Attack, outcome: Outcome, why: str) -> BenchRow:
     return BenchRow(
         AREA, attack.name, max(outcome.slow, default=float("nan")) * 1e6, "us p99",
         target=TARGET, peer="companion alone", ok=False,
-        note=f"NOT CONTAINED: {why} (phase {outcome.phase}){seen}"
+        note=f"{MISSED}{why} (phase {outcome.phase}){seen}"
         + (f"; child: {tail}" if tail and not outcome.killed else "")
         + f"; expected: {attack.expect}",
     )
@@ -330,7 +334,7 @@ def row_for(attack: Attack, outcome: Outcome) -> BenchRow:
         facts.append(f"refused at start: {result['start_errors'][0][:100]}")
     note = "; ".join(facts)
     if failures:
-        note = "NOT CONTAINED: " + ", ".join(failures) + "; " + note
+        note = MISSED + ", ".join(failures) + "; " + note
     return BenchRow(
         AREA, attack.name, p99_attack * 1e6, "us p99", target=TARGET,
         peer="companion alone", peer_value=p99_alone * 1e6,

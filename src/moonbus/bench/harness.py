@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 __all__ = [
+    "MISSED",
     "SKIPPED",
     "BenchRow",
     "best_of",
@@ -34,6 +35,9 @@ __all__ = [
 ]
 
 SKIPPED = "skipped: "  # how the note of a row that was not measured starts
+# How the note of a row that missed its target starts when the reason matters
+# more than the figure (an attack not contained): printed under the table.
+MISSED = "NOT CONTAINED: "
 
 
 @dataclass(frozen=True)

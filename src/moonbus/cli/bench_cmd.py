@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.table import Table
 
 import moonbus.bench
-from moonbus.bench.harness import BenchRow
+from moonbus.bench.harness import MISSED, BenchRow
 
 __all__ = ["bench_command", "suite_names"]
 
@@ -93,5 +93,8 @@ def bench_command(quick: bool, only: tuple[str, ...], json_path: Path | None) ->
     console.print(_table(rows))
     for reason, count in _skip_reasons(rows).items():
         console.print(f"{count} row{'s' if count > 1 else ''} skipped: {reason}", highlight=False)
+    for r in rows:
+        if r.note.startswith(MISSED):
+            console.print(f"{r.area} / {r.name}: {r.note}", highlight=False)
     if json_path is not None:
         json_path.write_text(json.dumps([asdict(r) for r in rows], indent=2), encoding="utf-8")
