@@ -87,5 +87,7 @@ def test_ok_is_computed_from_the_acceptance_numbers() -> None:
     assert not ok and "peak RSS 1,500 MiB" in note
     lost = {"latencies": [50e-6], "cpu": [50e-6], "emits": [50e-6, 50e-6], "lost": 1}
     assert "1 events lost" in _row(attack=lost)[1]
+    none = {"latencies": [], "cpu": [], "emits": [], "lost": 0}
+    assert "no event reached the companion during the attack" in _row(attack=none)[1]
     row = row_for(ATTACKS[0], Outcome(result=_result(), closed=False))
     assert not row.ok and "Runtime.close() did not return" in row.note

@@ -260,11 +260,12 @@ def attack_main(spec: dict[str, Any], conn: Connection, stderr_path: str) -> Non
     result["start_errors"] = start_errors
     cut = []
     for host in offenders:
-        if host.status in ("running", "starting", "stopping"):
-            host.stop(timeout=STOP_TIMEOUT)
-            cut.append("stopped by the host")
-        else:
+        if host.status in ("failed", "stopped"):
             cut.append(f"{host.status} by moonbus")
+            continue
+        host.stop(timeout=STOP_TIMEOUT)
+        ended = host.status in ("failed", "stopped")
+        cut.append("stopped by the host" if ended else f"still {host.status} after stop()")
     result["cut"] = cut
     result["stretch"] = max(result["stretch"], stretch())  # the load may have changed
     result["rss_before"] = rss_before

@@ -267,7 +267,7 @@ def _uncontained(attack: Attack, outcome: Outcome, why: str) -> BenchRow:
     seen = f"; slowest event seen {max(outcome.slow) * 1e3:,.0f} ms" if outcome.slow else ""
     tail = outcome.stderr.splitlines()[-1][:160] if outcome.stderr else ""
     return BenchRow(
-        AREA, attack.name, max(outcome.slow, default=float("nan")) * 1e6, "us p99",
+        AREA, attack.name, float("nan"), "us p99",
         target=TARGET, peer="companion alone", ok=False,
         note=f"{MISSED}{why} (phase {outcome.phase}){seen}"
         + (f"; child: {tail}" if tail and not outcome.killed else "")
@@ -296,6 +296,8 @@ def row_for(attack: Attack, outcome: Outcome) -> BenchRow:
     failures = []
     if not limit:
         failures.append("no handler limit set")
+    elif not attack_lat:
+        failures.append("no event reached the companion during the attack")
     elif not cpu_worst <= allowed:
         failures.append(f"an event cost {cpu_worst * 1e3:,.0f} ms CPU > the "
                         f"{limit * 1e3:.0f} ms limit")
@@ -313,6 +315,8 @@ def row_for(attack: Attack, outcome: Outcome) -> BenchRow:
     if outcome.killed or not outcome.closed:
         failures.append("Runtime.close() did not return" if not outcome.killed
                         else outcome.killed + " after the figures")
+    if any(c.startswith("still") for c in result["cut"]):
+        failures.append("an offender did not end when stopped")
     if result.get("trigger_stopped") is False:
         failures.append("the trigger's emit did not return")
     facts = [
