@@ -209,7 +209,9 @@ def measure_attack(attack: Attack, quick: bool, bound: float) -> Outcome:
     """Run one attack in its own process, killed at ``bound`` seconds or at
     ``RSS_KILL_MIB``; runs on the caller's thread."""
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload([attack_main.__module__])
+    # "__main__" too: else every child would run the caller's main script
+    # again to set up (a console script imports the whole CLI).
+    context.set_forkserver_preload(["__main__", attack_main.__module__])
     outcome = Outcome()
     with tempfile.NamedTemporaryFile("r", encoding="utf-8", suffix=".log") as stderr:
         receive, send = context.Pipe(duplex=False)
