@@ -272,6 +272,7 @@ def _uncontained(attack: Attack, outcome: Outcome, why: str) -> BenchRow:
         AREA, attack.name, float("nan"), "us p99",
         target=TARGET, peer="companion alone", ok=False,
         note=f"{MISSED}{why} (phase {outcome.phase}){seen}"
+        + f"; peak RSS {outcome.peak_rss_mib:,.0f} MiB"
         + (f"; child: {tail}" if tail and not outcome.killed else "")
         + f"; expected: {attack.expect}",
     )
