@@ -219,11 +219,13 @@ def attack_main(spec: dict[str, Any], conn: Connection, stderr_path: str) -> Non
     offenders = [rt.load(f"offender{n}.lua", text=text, name=f"offender{n}")
                  for n, text in enumerate(spec["offenders"])]
     start_errors = []
+    started = time.perf_counter()
     for host in offenders:
         try:
             host.start()
         except Exception as exc:  # a script refused at start is contained, not a crash
             start_errors.append(f"{type(exc).__name__}: {exc}"[:160])
+    result["start_seconds"] = time.perf_counter() - started  # the host's thread was held
     companion.start()
     if spec["threaded"]:
         wait_for(lambda: all(h.status != "starting" for h in offenders), STOP_TIMEOUT)

@@ -337,6 +337,8 @@ def row_for(attack: Attack, outcome: Outcome) -> BenchRow:
                      f"{result['trigger_emit_max'] * 1e3:,.0f} ms")
     if "stop_seconds" in result:
         facts.append(f"stop took {result['stop_seconds']:.2f} s")
+    if result.get("start_seconds", 0.0) > limit:
+        facts.append(f"starting the offenders held the host {result['start_seconds']:.1f} s")
     if result["start_errors"]:
         facts.append(f"refused at start: {result['start_errors'][0][:100]}")
     note = "; ".join(facts)
