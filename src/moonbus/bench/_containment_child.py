@@ -231,6 +231,7 @@ def attack_main(spec: dict[str, Any], conn: Connection, stderr_path: str) -> Non
         wait_for(lambda: all(h.status != "starting" for h in offenders), STOP_TIMEOUT)
         time.sleep(spec["warmup"])  # the attack in full swing before we measure
     trigger = Trigger(rt, spec["trigger"]) if spec.get("trigger") else None
+    window_start = time.perf_counter()  # CLOCK_MONOTONIC: the parent's clock too
     stopper: threading.Thread | None = None
     if spec.get("stop_during_attack"):
         def stop_all() -> None:
@@ -250,6 +251,7 @@ def attack_main(spec: dict[str, Any], conn: Connection, stderr_path: str) -> Non
         attack = measure.phase("attack", spec["attack_events"], spec["seconds"],
                                0.0 if spec["unpaced"] else pace)
     result["attack"] = attack
+    result["window"] = (window_start, time.perf_counter())
     if trigger is not None:
         result["trigger_stopped"] = trigger.stop()
         result["trigger_emit_max"] = max(trigger.durations, default=0.0)
