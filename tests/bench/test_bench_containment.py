@@ -81,6 +81,12 @@ def test_ok_is_computed_from_the_acceptance_numbers() -> None:
     ok, note = _row(attack=waited)  # a lock or the GIL: wall time, no CPU
     assert not ok and "an event waited 500 ms" in note
     assert _row(attack=waited, stretch=5.0)[0] is True  # a machine 5x over-loaded
+    # the parent's load samples count only inside the attack's window
+    samples = [(1.0, 1.0), (2.0, 5.0), (3.0, 5.0), (9.0, 50.0)]
+    for window, ok in (((0.5, 3.5), True), ((8.5, 9.5), True), ((3.5, 8.5), False)):
+        outcome = Outcome(result=_result(attack=waited, window=window), closed=True,
+                          stretch_samples=samples)
+        assert row_for(ATTACKS[0], outcome).ok is ok, window
     ok, note = _row(after={"latencies": [100e-6] * 10, "cpu": [], "emits": [], "lost": 0})
     assert not ok and "after the cut-off p50 2.5x alone" in note
     ok, note = _row(rss_peak=1500.0)
