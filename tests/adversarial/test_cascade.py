@@ -14,18 +14,21 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from moonbus.bus import Bus, Event
 from moonbus.bus.cascade import DEFAULT_MAX_CASCADE_DEPTH, DEFAULT_MAX_CASCADE_EVENTS
+from moonbus.bus.event import freeze_data
 from moonbus.errors import CascadeError, ConfigError
 from moonbus.host.context import HostSettings
 from moonbus.host.script import ScriptHost
 from moonbus.lua.fastcall import native_available
 from moonbus.runtime import Runtime
+from moonbus.store.base import EventStore, StoreSettings, StoreStatistics
 from tests.native_paths import both_paths
 
 delivery_path = both_paths(native_available())  # C and Python paths for every test
@@ -297,3 +300,89 @@ def test_storm_from_another_thread_does_not_block_other_emitters(
     _tick_companion(rt, companion, 5)
     storm_thread.join(BOUND)
     assert not storm_thread.is_alive()
+
+
+class _NumberingStore(EventStore):
+    """A store that assigns seqs itself (as Redis does): the bus's ordered path."""
+
+    assigns_seq = True
+
+    def __init__(self) -> None:
+        self.settings = StoreSettings()
+        self.events: list[Event] = []
+        self._lock = threading.Lock()
+
+    def append_new(self, event_type: str, data: Mapping[str, Any] | None = None, *,
+                   tick: int | None = None, ts: int, source: str) -> Event:
+        with self._lock:
+            event = Event(event_type, freeze_data(data or {}), len(self.events) + 1, tick, ts,
+                          source)
+            self.events.append(event)
+            return event
+
+    def append(self, event: Event) -> None:
+        raise AssertionError("a numbering store is given new events only")
+
+    def query(self, **kwargs: Any) -> list[Event]:
+        return list(self.events)
+
+    def summary(self, after_tick: int | None = None) -> dict[str, int]:
+        return {}
+
+    def clear(self, event_type: str | None = None) -> int:
+        return 0
+
+    def prune(self) -> int:
+        return 0
+
+    def last_seq(self) -> int:
+        return len(self.events)
+
+    def statistics(self) -> StoreStatistics:
+        return StoreStatistics(appended=len(self.events), pruned=0, stored=0, pending=0)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_storm_is_cut_on_a_bus_whose_store_numbers_the_events() -> None:
+    bus = Bus(store=_NumberingStore(), max_cascade_events=100)
+    refused: list[str] = []
+
+    def again(event: Event) -> None:
+        try:
+            bus.emit("go")
+            bus.emit("go")
+        except CascadeError as exc:
+            refused.append(str(exc))
+
+    bus.on("go", again)
+    bus.emit("go")
+    assert bus.last_seq == 101
+    assert refused and "max_cascade_events=100" in refused[0]
+    bus.emit("go")
+    assert bus.last_seq == 202
+    assert bus.statistics().cascades_cut == 2
+
+
+def test_timeouts_on_every_other_event_still_stop_the_script(
+    runtime: Runtime, tmp_path: Path
+) -> None:
+    """A window, not "consecutive": running out on every other tick counts."""
+    rt = runtime
+    rt.settings.max_handler_timeouts = 3
+    rt.settings.handler_timeout = 0.05
+    sly = _load(rt, tmp_path, "sly", """
+events:on("tick", function(e)
+  if e.tick % 2 == 1 then while true do end end
+end)
+""")
+    for i in range(8):
+        rt.bus.emit("tick", tick=i)
+        assert rt.flush_events(BOUND)
+    assert _wait(lambda: sly.status == "failed")
+    assert sly.handler_timeouts == 3
+    assert "max_handler_timeouts=3" in sly.info().quarantined
