@@ -180,6 +180,7 @@ class Bus:
         # the two max_cascade_* arguments.
         self.cascade = CascadeTracker(cascade_limits or CascadeLimits(
             max_cascade_depth=max_cascade_depth, max_cascade_events=max_cascade_events))
+        self._links = self.cascade.links  # the same dict, never rebound
         self._current: CascadeLink | None = None
         self._root_link: CascadeLink | None = None
         self._store = store
@@ -415,9 +416,12 @@ class Bus:
             # ---- commit
             if core.closed:
                 raise ClosedError("the bus is closed")
+            # a handler's emit: its cascade link (CascadeError: nothing committed)
             link = None
-            if core.draining or cause is not None:
-                link = self._caused_link(cause)  # raises CascadeError: nothing committed
+            if core.draining:
+                link = self.cascade.child(self._current or self._root_link or self.current_cause())
+            elif cause is not None:
+                link = self._caused_link(cause)
             seq = core.seq + 1
             clock = self._clock
             ts = _time_ns() // 1_000_000 if clock is None else int(clock() * 1000)
@@ -428,7 +432,8 @@ class Bus:
             core.seq = seq
             self._log.append(event)
             if link is not None:
-                self.cascade.committed(seq, link)
+                link[0].events += 1  # CascadeTracker.committed, inlined
+                self._links[seq] = link
             # ---- deliver (waiters are resolved once the event has its place in
             # the delivery order, so an emit from a `where` predicate queues behind it)
             pending = self._pending
@@ -463,7 +468,7 @@ class Bus:
         by ``cause``. Raises ``CascadeError`` past a limit."""
         if self._core.draining:
             parent = self.current_cause()
-        elif isinstance(cause, CascadeLink):
+        elif isinstance(cause, tuple):
             parent = cause
         else:
             assert cause is not None
@@ -518,7 +523,7 @@ class Bus:
         core = self._core
         routes = self._routes
         cascade = self.cascade
-        links = cascade.links
+        links = self._links
         try:
             while pending:
                 current = pending.popleft()

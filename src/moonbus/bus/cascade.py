@@ -87,14 +87,9 @@ class CascadeBudget:
         self.cut = False  # a limit was reached (counted once per cascade)
 
 
-class CascadeLink:
-    """One event's place in a cascade: its budget and its depth (root: 0)."""
-
-    __slots__ = ("budget", "depth")
-
-    def __init__(self, budget: CascadeBudget, depth: int) -> None:
-        self.budget = budget
-        self.depth = depth
+# One event's place in a cascade: (its cascade's budget, its depth; a root is
+# 0). A plain tuple: one is made for every caused event, on the emit path.
+CascadeLink = tuple[CascadeBudget, int]
 
 
 @dataclass(frozen=True)
@@ -142,7 +137,7 @@ class CascadeTracker:
     @staticmethod
     def root() -> CascadeLink:
         """A new cascade, for a top-level event."""
-        return CascadeLink(CascadeBudget(), 0)
+        return (CascadeBudget(), 0)
 
     def link(self, seq: int) -> CascadeLink:
         """The link of event ``seq``: kept, or a new root kept from now on."""
@@ -154,28 +149,27 @@ class CascadeTracker:
     def child(self, parent: CascadeLink) -> CascadeLink:
         """The link of an event caused by ``parent``'s event, or ``CascadeError``
         naming the limit it would pass (nothing is committed then)."""
-        budget = parent.budget
-        depth = parent.depth + 1
+        budget, depth = parent
         limits = self.limits
-        if depth > limits.max_cascade_depth:
-            self._refuse(budget)
+        most = limits.max_cascade_events
+        if (depth < limits.max_cascade_depth and budget.events < most
+                and len(self.links) < (4 * most if most > _MIN_TABLE // 4 else _MIN_TABLE)):
+            return (budget, depth + 1)
+        self._refuse(budget)
+        if depth >= limits.max_cascade_depth:
             raise CascadeError(
-                f"event cascade too deep: an event caused at depth {depth} "
+                f"event cascade too deep: an event caused at depth {depth + 1} "
                 f"(max_cascade_depth={limits.max_cascade_depth}); the emit was refused"
             )
-        if budget.events >= limits.max_cascade_events:
-            self._refuse(budget)
+        if budget.events >= most:
             raise CascadeError(
                 f"event cascade too long: {budget.events} events caused by one top-level "
-                f"emit (max_cascade_events={limits.max_cascade_events}); the emit was refused"
+                f"emit (max_cascade_events={most}); the emit was refused"
             )
-        if len(self.links) >= self.table_limit:
-            self._refuse(budget)
-            raise CascadeError(
-                f"too many caused events in flight ({len(self.links)}, at most "
-                f"{self.table_limit} = 4 x max_cascade_events); the emit was refused"
-            )
-        return CascadeLink(budget, depth)
+        raise CascadeError(
+            f"too many caused events in flight ({len(self.links)}, at most "
+            f"{self.table_limit} = 4 x max_cascade_events); the emit was refused"
+        )
 
     def _refuse(self, budget: CascadeBudget) -> None:
         self.refused += 1
@@ -185,7 +179,7 @@ class CascadeTracker:
 
     def committed(self, seq: int, link: CascadeLink) -> None:
         """The event ``seq`` caused under ``link`` was committed: count and keep it."""
-        link.budget.events += 1
+        link[0].events += 1
         self.links[seq] = link
 
     def release_through(self, seq: int) -> int:
