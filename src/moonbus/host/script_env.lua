@@ -147,10 +147,10 @@ local function deliver(id, event, tick, seq, event_type)
   if event.seq == nil then
     event.seq = seq
   end
+  -- Left set afterwards: event-engine code runs only in handlers (and in
+  -- the chunk, before any), so the next handler sets it before it matters.
   current_seq = seq
-  local ok, result = xpcall(h.fn, message_handler, event)
-  current_seq = nil
-  return ok, result
+  return xpcall(h.fn, message_handler, event)
 end
 
 -- Called by the host when a once-handler fired in the other engine, or when
