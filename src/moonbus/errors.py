@@ -7,7 +7,8 @@ with ``raise ... from exc`` so that callers only ever need to catch these::
     ├── ClosedError                      closed by its owner ("you closed it")
     ├── ConfigError (ValueError)         a bad URL, option or setting value
     ├── BusError
-    │   └── HandlerError                 a Python handler raised (logged; never raised by emit)
+    │   ├── HandlerError                 a Python handler raised (logged; never raised by emit)
+    │   └── CascadeError                 an emit from a handler passed a cascade limit (refused)
     ├── SharedError
     │   ├── SharedTypeError (TypeError)  a key used with another kind; names key and both kinds
     │   ├── SharedValueError (ValueError) overflow, size limit, depth limit, cycles, bad value
@@ -36,6 +37,7 @@ __all__ = [
     "AdminAuthError",
     "AdminError",
     "BusError",
+    "CascadeError",
     "ClosedError",
     "ConfigError",
     "GameApiError",
@@ -79,6 +81,11 @@ class BusError(MoonbusError):
 
 class HandlerError(BusError):
     """A subscriber raised; recorded by the bus, never raised out of ``emit``."""
+
+
+class CascadeError(BusError):
+    """An emit from a handler would pass a cascade limit (``max_cascade_depth``,
+    ``max_cascade_events``): it is refused, nothing is committed (SPEC §4b)."""
 
 
 class SharedError(MoonbusError):

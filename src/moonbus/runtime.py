@@ -113,7 +113,8 @@ class Runtime:
         # native=False keeps the C fast paths (moonbus.native) off for this
         # runtime: the pure-Python reference paths, for comparison and debugging.
         self.native = native
-        self.bus = Bus(log_size=log_size, store=self.event_store, gate=self.gate, native=native)
+        self.bus = Bus(log_size=log_size, store=self.event_store, gate=self.gate, native=native,
+                       cascade_limits=self.settings)
         self.factory = SandboxFactory(
             lua=lua,
             memory_limit=self.settings.memory_limit,
@@ -123,11 +124,13 @@ class Runtime:
         # "deferred": event-engine handlers run on an event thread, in batches,
         # soon after emit returns (see moonbus.host.deferred).
         self.event_delivery = event_delivery
-        self._deferred = (
-            DeferredDelivery(threaded=threaded, native=native)
-            if event_delivery == "deferred"
-            else None
-        )
+        self._deferred = None
+        if event_delivery == "deferred":
+            # The event queue, not the end of a bus drain, says when the
+            # cascade links of queued events can go (moonbus.bus.cascade).
+            self.bus.cascade.held = True
+            self._deferred = DeferredDelivery(threaded=threaded, native=native,
+                                              progress=self.bus.release_cascades)
         self._tick: int | None = None
         self._tick_sub = self.bus.on("tick", self._on_tick, owner="runtime")
         self._sinks: list[Callable[[LogLine], None]] = []

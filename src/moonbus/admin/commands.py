@@ -40,6 +40,11 @@ _HOST_SETTINGS: dict[str, tuple[str, float, type]] = {
     "max_emit_size": ("max_emit_size", 1, int),
     "max_host_value": ("max_host_value", 1, int),
     "max_source_bytes": ("max_source_bytes", 1, int),  # scripts started from now on
+    "max_cascade_depth": ("max_cascade_depth", 1, int),
+    "max_cascade_events": ("max_cascade_events", 1, int),
+    "max_handler_timeouts": ("max_handler_timeouts", 1, int),
+    "handler_timeout_window_ms": ("handler_timeout_window", 0.001, float),
+    "max_handlers_per_script": ("max_handlers_per_script", 1, int),
 }
 _STORE_SETTINGS = ("retention_ticks", "retention_count", "log_appends")
 

@@ -14,6 +14,9 @@
  *   core.seq, core.delivered  ints, core.closed, core.draining bools,
  *   core.in_flight            the Route being delivered (or None):
  *                             the bus's mutable emit state, shared with bus.py
+ *   core.linked               bus.py made cascade state while a handler ran
+ *                             (moonbus.bus.cascade): the drain ends in
+ *                             bus._drain_pending, which resets it
  *   core.emit(type, data, source, tick)
  *       -> the committed Event, or NotImplemented when this event needs
  *          the general path (unknown type name, data that is not a dict of
@@ -110,6 +113,7 @@ typedef struct {
     long long delivered;
     char closed;
     char draining;
+    char linked;
     PyObject *in_flight;
     /* wiring, fixed at construction */
     PyTypeObject *event_type;
@@ -228,6 +232,7 @@ core_init(EmitCore *self, PyObject *args, PyObject *kwds)
     self->delivered = 0;
     self->closed = 0;
     self->draining = 0;
+    self->linked = 0;
     self->in_flight = Py_NewRef(Py_None);
     self->event_type = (PyTypeObject *)Py_NewRef(event_type);
     self->type_names = Py_NewRef(type_names);
@@ -829,8 +834,9 @@ try_emit(EmitCore *self, PyObject *type, PyObject *data, PyObject *source, PyObj
         failed = mb_call_one(self->drain_pending, event);
     } else if (!failed) {
         failed = deliver_plain(self, route, handlers, event);
-        if (!failed && PyObject_Length(self->pending) != 0) {
-            /* handlers emitted: bus.py delivers the queued events in order */
+        if (!failed && (PyObject_Length(self->pending) != 0 || self->linked)) {
+            /* handlers emitted (or asked for their cascade): bus.py delivers
+             * the queued events in order and resets the cascade state */
             failed = mb_call_one(self->drain_pending, Py_None);
         }
     }
@@ -971,6 +977,9 @@ static PyGetSetDef core_getset[] = {
      (void *)offsetof(EmitCore, closed)},
     {"draining", (getter)core_get_flag, (setter)core_set_flag,
      "a thread is delivering (nested emits only queue)", (void *)offsetof(EmitCore, draining)},
+    {"linked", (getter)core_get_flag, (setter)core_set_flag,
+     "cascade state was made during this drain: it ends in bus.py",
+     (void *)offsetof(EmitCore, linked)},
     {"in_flight", (getter)core_get_in_flight, (setter)core_set_in_flight,
      "the plain route being delivered, or None", NULL},
     {NULL}};

@@ -8,6 +8,7 @@ class EmitCore:
     delivered: int
     closed: bool
     draining: bool
+    linked: bool
     in_flight: Any
     def __init__(
         self,
@@ -37,6 +38,7 @@ class EmitCore:
         *,
         source: str | None = None,
         tick: int | None = None,
+        cause: Any = None,
     ) -> Any: ...
 
 class GateCounter:

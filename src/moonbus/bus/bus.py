@@ -16,7 +16,10 @@ emits (on the delivering thread; the lock is re-entrant) only commits: the new
 event is queued on ``_pending`` and delivered after the current one has reached
 all its handlers (breadth-first), and that nested ``emit`` returns before its
 handlers have run — the one documented exception to "handlers have run when
-emit returns".
+emit returns". Those nested events form the *cascade* of the top-level emit,
+bounded in depth and count (``cascade.py``): past a limit, the nested emit
+raises ``CascadeError`` in its handler and commits nothing, so a handler that
+re-emits what it handles cannot keep the top-level ``emit`` from returning.
 
 ``_registry_lock`` guards subscriptions, the cached handler lists and the
 waiters. It is short, never held while a handler runs, and taken after
@@ -76,6 +79,14 @@ from operator import attrgetter
 from types import MappingProxyType as _read_only
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, overload
 
+from moonbus.bus.cascade import (
+    DEFAULT_MAX_CASCADE_DEPTH,
+    DEFAULT_MAX_CASCADE_EVENTS,
+    CascadeLimits,
+    CascadeLink,
+    CascadeSettings,
+    CascadeTracker,
+)
 from moonbus.bus.core import EmitState, NativeEmitCore, make_emit_state
 from moonbus.bus.event import EMPTY_DATA, SCALAR_TYPES, Event, freeze_data
 from moonbus.bus.patterns import check_pattern, check_type_name, matches
@@ -113,6 +124,8 @@ class BusStatistics:
     """Counters of one bus, taken atomically enough for monitoring.
 
     ``delivered`` counts handler calls (async handlers: scheduled calls).
+    ``cascades_cut`` counts top-level emits whose cascade reached a limit
+    (``moonbus.bus.cascade``); ``cascade_emits_refused`` the emits refused.
     """
 
     last_seq: int
@@ -122,6 +135,8 @@ class BusStatistics:
     subscriptions: int
     log_size: int
     pending: int
+    cascades_cut: int = 0
+    cascade_emits_refused: int = 0
 
 
 class Bus:
@@ -134,6 +149,9 @@ class Bus:
     assigns seqs (``assigns_seq``) numbers the events itself, and
     ``reorder_timeout`` bounds how long an event waits for earlier seqs.
     ``clock`` returns wall-clock seconds (``ts`` is that in whole milliseconds).
+    Events emitted by handlers form a cascade per top-level emit, bounded by
+    ``max_cascade_depth`` and ``max_cascade_events`` (or ``cascade_limits``,
+    read live): see ``moonbus.bus.cascade``.
     """
 
     def __init__(
@@ -147,9 +165,24 @@ class Bus:
         reorder_timeout: float = 5.0,
         gate: DispatchGate | None = None,
         native: bool = True,
+        max_cascade_depth: int = DEFAULT_MAX_CASCADE_DEPTH,
+        max_cascade_events: int = DEFAULT_MAX_CASCADE_EVENTS,
+        cascade_limits: CascadeSettings | None = None,
     ) -> None:
         if log_size < 1:
             raise BusError("log_size must be at least 1")
+        # Cascade limits and the links of caused events (moonbus.bus.cascade),
+        # under _emit_lock. _current: the link of the event the draining thread
+        # delivers (None: a root); _root_link: that root's, made when it first
+        # causes an event (core.linked tells the C path to end the drain in
+        # bus.py, which resets both).
+        # cascade_limits (read live, e.g. the runtime's HostSettings) wins over
+        # the two max_cascade_* arguments.
+        self.cascade = CascadeTracker(cascade_limits or CascadeLimits(
+            max_cascade_depth=max_cascade_depth, max_cascade_events=max_cascade_events))
+        self._links = self.cascade.links  # the same dict, never rebound
+        self._current: CascadeLink | None = None
+        self._root_link: CascadeLink | None = None
         self._store = store
         self._gate = gate  # told when a drain starts and ends (see DispatchGate)
         # None means the default wall clock, read as time.time_ns() // 10**6.
@@ -336,8 +369,16 @@ class Bus:
         *,
         source: str | None = None,
         tick: int | None = None,
+        cause: int | CascadeLink | None = None,
     ) -> Event:
         """Commit one event and deliver it (see the module docstring for the rules).
+
+        ``cause``: the seq (or ``CascadeLink``) of the event whose handler emits
+        this one, when that handler does not run inside this bus's delivery
+        (deferred delivery, a script's main engine). The event then counts
+        against that event's cascade, as an emit from a handler run by the bus
+        does without it; ``CascadeError`` when that passes a cascade limit
+        (``moonbus.bus.cascade``), with nothing committed.
 
         This is the reference (pure-Python) path; a bus with the C core built
         (``moonbus.bus.core``) runs the common case in C and the rest here.
@@ -366,7 +407,7 @@ class Bus:
         if source is None:
             source = self._default_source
         if self._ordered is not None:
-            return self._emit_numbered(type, frozen, source, tick)
+            return self._emit_numbered(type, frozen, source, tick, cause)
 
         core = self._core
         lock = self._emit_lock
@@ -375,6 +416,12 @@ class Bus:
             # ---- commit
             if core.closed:
                 raise ClosedError("the bus is closed")
+            # a handler's emit: its cascade link (CascadeError: nothing committed)
+            link = None
+            if core.draining:
+                link = self.cascade.child(self._current or self._root_link or self.current_cause())
+            elif cause is not None:
+                link = self._caused_link(cause)
             seq = core.seq + 1
             clock = self._clock
             ts = _time_ns() // 1_000_000 if clock is None else int(clock() * 1000)
@@ -384,6 +431,9 @@ class Bus:
                 store.append(event)  # raises: nothing committed, no seq consumed
             core.seq = seq
             self._log.append(event)
+            if link is not None:
+                link[0].events += 1  # CascadeTracker.committed, inlined
+                self._links[seq] = link
             # ---- deliver (waiters are resolved once the event has its place in
             # the delivery order, so an emit from a `where` predicate queues behind it)
             pending = self._pending
@@ -411,6 +461,52 @@ class Bus:
 
     _emit_general = emit
 
+    # ------------------------------------------------------------- cascades
+    def _caused_link(self, cause: int | CascadeLink | None) -> CascadeLink:
+        """The cascade link of an event about to be committed by a handler
+        (under ``_emit_lock``): caused by the event this thread delivers, or
+        by ``cause``. Raises ``CascadeError`` past a limit."""
+        if self._core.draining:
+            parent = self.current_cause()
+        elif isinstance(cause, tuple):
+            parent = cause
+        else:
+            assert cause is not None
+            parent = self.cascade.link(cause)
+        return self.cascade.child(parent)
+
+    def current_cause(self) -> CascadeLink:
+        """The cascade link of the event being delivered (delivering thread,
+        inside a handler): what a handler that runs later passes as ``cause``."""
+        current = self._current
+        if current is None:
+            current = self._root_link
+            if current is None:
+                current = self.cascade.root()
+                if self._core.draining:  # kept for the rest of this event's delivery
+                    self._root_link = current
+                    self._core.linked = True  # the drain must end in bus.py (resets it)
+        return current
+
+    def release_cascades(self, next_seq: int | None) -> None:
+        """Deferred delivery's progress: every handler of the events before
+        ``next_seq`` (None: of every event delivered so far) has run, so their
+        cascade links can go (the event thread, after each batch). Skipped
+        when another thread is delivering: the next batch releases them."""
+        tracker = self.cascade
+        if not tracker.links:
+            return
+        lock = self._emit_lock
+        if not lock.acquire(blocking=False):
+            return
+        try:
+            core = self._core
+            if core.draining:
+                return  # an event on its way: its remaining pushes need its link
+            tracker.release_through(core.seq if next_seq is None else next_seq - 1)
+        finally:
+            lock.release()
+
     def _drain_pending(self, first: Event | None) -> None:
         """Deliver the queued events in seq order, ``first`` (if given) among
         them, and those that handlers emit meanwhile (delivering thread, under
@@ -426,27 +522,44 @@ class Bus:
                 pending.append(first)
         core = self._core
         routes = self._routes
-        while pending:
-            current = pending.popleft()
-            try:
-                route = routes[current.type]
-            except KeyError:
-                route = self._route(current.type)
-            if not route.plain:
-                self._dispatch(route, current)
-                continue
-            core.in_flight = route
-            handlers = route.handlers
-            core.delivered += len(handlers)
-            for handler in handlers:
+        cascade = self.cascade
+        links = self._links
+        try:
+            while pending:
+                current = pending.popleft()
+                # the link of the event now delivered (None: a root of its own)
+                self._current = links.get(current.seq) if links else None
+                self._root_link = None
                 try:
-                    handler(current)
-                except Exception as exc:
-                    self._plain_handler_failed(route, handler, current, exc)
+                    route = routes[current.type]
+                except KeyError:
+                    route = self._route(current.type)
+                if not route.plain:
+                    self._dispatch(route, current)
+                    continue
+                core.in_flight = route
+                handlers = route.handlers
+                core.delivered += len(handlers)
+                for handler in handlers:
+                    try:
+                        handler(current)
+                    except Exception as exc:
+                        self._plain_handler_failed(route, handler, current, exc)
+        finally:
+            self._current = None
+            self._root_link = None
+            core.linked = False
+            if links and not cascade.held:
+                links.clear()  # every handler has run: no link is needed any more
 
     # ------------------------------------------------- seqs assigned by the store
     def _emit_numbered(
-        self, type: str, data: Mapping[str, Any], source: str, tick: int | None
+        self,
+        type: str,
+        data: Mapping[str, Any],
+        source: str,
+        tick: int | None,
+        cause: int | CascadeLink | None,
     ) -> Event:
         """``emit`` over a store that assigns seqs (see the module docstring)."""
         if self._core.closed:
@@ -454,6 +567,11 @@ class Bus:
         store = self._store
         ordered = self._ordered
         assert store is not None and ordered is not None
+        nested = self._drainer == threading.get_ident()
+        link = None
+        if nested or cause is not None:
+            with self._emit_lock:  # held already when nested (re-entrant)
+                link = self._caused_link(cause)  # raises CascadeError: nothing appended
         clock = self._clock
         ts = _time_ns() // 1_000_000 if clock is None else int(clock() * 1000)
         ticket = ordered.begin()
@@ -462,7 +580,9 @@ class Bus:
         except BaseException:
             ordered.failed(ticket)  # raises: nothing committed
             raise
-        nested = self._drainer == threading.get_ident()
+        if link is not None:
+            with self._emit_lock:
+                self.cascade.committed(event.seq, link)
         ordered.arrived(ticket, event, wait=not nested)
         self._deliver_ordered()
         return event
@@ -674,6 +794,8 @@ class Bus:
             subscriptions=subscriptions,
             log_size=len(self._log),
             pending=len(self._pending),
+            cascades_cut=self.cascade.cut,
+            cascade_emits_refused=self.cascade.refused,
         )
 
     # --------------------------------------------------------------------- close

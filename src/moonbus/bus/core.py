@@ -5,7 +5,8 @@ most of its cost in Python is the interpreter itself. ``_fastemit.c`` does the
 common case (a known type name, a dict of scalars, no nested or queued
 events, a cached plain route) in C; to let the C and Python paths interleave
 on one bus, the mutable emit state lives in this object, not on the ``Bus``:
-``seq``, ``delivered``, ``closed``, ``draining`` and ``in_flight``. bus.py
+``seq``, ``delivered``, ``closed``, ``draining``, ``in_flight`` and ``linked``
+(a handler touched cascade state, so the drain must end in bus.py). bus.py
 reads and writes them as ``self._core.<name>`` under ``_emit_lock``, as before.
 
 ``make_emit_state`` returns the C ``EmitCore`` when the extension was built
@@ -43,12 +44,13 @@ class EmitState(Protocol):
     closed: bool
     draining: bool
     in_flight: Any
+    linked: bool
 
 
 class PyEmitState:
     """The emit state as plain attributes (the pure-Python path)."""
 
-    __slots__ = ("closed", "delivered", "draining", "in_flight", "seq")
+    __slots__ = ("closed", "delivered", "draining", "in_flight", "linked", "seq")
 
     def __init__(self, seq: int) -> None:
         self.seq = seq  # the last committed seq
@@ -56,6 +58,7 @@ class PyEmitState:
         self.closed = False  # the bus refuses emits
         self.draining = False  # a thread is delivering (nested emits only queue)
         self.in_flight: Any = None  # the plain route being delivered
+        self.linked = False  # cascade state to reset: the drain ends in bus.py
 
 
 def native_available() -> bool:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from moonbus.bus import Bus
+from moonbus.bus.cascade import DEFAULT_MAX_CASCADE_DEPTH, DEFAULT_MAX_CASCADE_EVENTS
 from moonbus.host.deferred import DeferredDelivery
 from moonbus.host.limits import LifecycleCounters, check_setting
 from moonbus.host.scheduler import ScriptScheduler
@@ -76,6 +77,22 @@ class HostSettings:
     applies to scripts started after a change. Compiling runs under the
     time limit of the call it is part of (``lifecycle_timeout`` for the
     script's files, the handler's limit for a ``load`` in a handler).
+
+    Cascades and handler time (SPEC §4b), with defaults a real game does not
+    reach:
+
+    * ``max_cascade_depth`` / ``max_cascade_events``: the events handlers may
+      cause per top-level emit (``moonbus.bus.cascade``; the bus reads them
+      here, live);
+    * ``handler_timeout`` is one budget per script per event: all of a
+      script's event-engine handlers for one event share it;
+    * ``max_handler_timeouts`` exhaustions of that budget (or of a deferred
+      handler's) within ``handler_timeout_window`` seconds stop the script as
+      ``failed``: 5 within 60 s is ~0.5 s of stolen handler time a minute,
+      never reached by a script that only sometimes runs long;
+    * ``max_handlers_per_script``: ``events:on``/``once`` per engine; 1,000 is
+      ~10x what the largest demo or example script registers, and bounds
+      what every event costs (each handler is one Lua call).
     """
 
     handler_timeout: float | None = 0.1  # None: no limit (Python embedders only)
@@ -94,6 +111,11 @@ class HostSettings:
     max_host_value: int = 8 * 1024 * 1024
     max_poll_delay: float = 24 * 3600.0
     max_source_bytes: int = DEFAULT_MAX_SOURCE_BYTES
+    max_cascade_depth: int = DEFAULT_MAX_CASCADE_DEPTH
+    max_cascade_events: int = DEFAULT_MAX_CASCADE_EVENTS
+    max_handler_timeouts: int = 5
+    handler_timeout_window: float = 60.0
+    max_handlers_per_script: int = 1_000
 
     def __setattr__(self, name: str, value: Any) -> None:
         super().__setattr__(name, check_setting(name, value))

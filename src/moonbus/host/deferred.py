@@ -81,6 +81,11 @@ class PyEventQueue:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def head_seq(self) -> int | None:
+        """The seq of the oldest queued event (None: empty)."""
+        entries = self._entries
+        return entries[0][2].seq if entries else None
+
     def drain(self, limit: int) -> int:
         entries = self._entries
         taken = [entries.popleft() for _ in range(min(limit, len(entries)))]
@@ -106,8 +111,13 @@ class DeferredDelivery:
     """The runtime's queue of (target, sub_id, event) and the thread that drains it."""
 
     def __init__(self, *, threaded: bool, native: bool = True, max_batch: int = 16384,
-                 name: str = "moonbus-events") -> None:
+                 name: str = "moonbus-events",
+                 progress: Callable[[int | None], None] | None = None) -> None:
         self._max_batch = max_batch
+        # Told, after each batch, the seq of the oldest event still queued
+        # (None: none): every handler of the events before it has run, so the
+        # bus can forget their cascade links (Bus.release_cascades).
+        self._progress = progress
         self._cond = threading.Condition(threading.Lock())
         self._queue = _queue_type(native)(notify=self._notify, report=self._report)
         self._run_lock = threading.RLock()
@@ -165,11 +175,14 @@ class DeferredDelivery:
 
     def _drain(self) -> int:
         queue = self._queue
+        progress = self._progress
         ran = 0
         while len(queue):
             taken: int = queue.drain(self._max_batch)
             ran += taken
             self.delivered += taken
+            if progress is not None:
+                progress(queue.head_seq())
         return ran
 
     def flush(self, timeout: float | None = None) -> bool:

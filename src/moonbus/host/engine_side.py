@@ -31,7 +31,9 @@ from types import FunctionType, MethodType
 from typing import Any
 
 from moonbus.bus import Bus, Event, Subscription
-from moonbus.errors import ClosedError, ScriptError, ScriptLimitError
+from moonbus.bus.cascade import CascadeLink
+from moonbus.errors import CascadeError, ClosedError, ScriptError, ScriptLimitError
+from moonbus.host.budget import make_handler_budget, remaining, spend
 from moonbus.host.context import ScriptContext
 from moonbus.host.memory_caps import LOG_TRANSFER, ScriptLimitCounters, clip_line
 from moonbus.host.source import ScriptSource
@@ -118,10 +120,17 @@ class ScriptEngine:
         self._on_deferred = on_deferred
         self._on_handler_error = on_handler_error
         self.loading = True
+        # Main engine: the cascade of the deferred handler running now (set by
+        # the script thread around each step; None while poll/on_start run).
+        self.cause: CascadeLink | None = None
         self.subscriptions: dict[int, Subscription] = {}
         self.patterns: dict[int, str] = {}
         self._once_ids: set[int] = set()
         self._ids = itertools.count(1)
+        self.handlers_refused = 0  # events:on past max_handlers_per_script
+        # One handler time budget per event for this engine (moonbus.host.budget),
+        # shared with the C delivery path.
+        self.budget = make_handler_budget(kind == "event" and ctx.native)
         self.engine: LuaEngine = ctx.factory.create(
             f"{script_name}:{kind}",
             memory_limit=ctx.settings.memory_limit,
@@ -159,7 +168,7 @@ class ScriptEngine:
         if kind == "event" and ctx.native:
             self._fast_deliver = engine.native_delivery(
                 self._deliver, fallback=self.deliver, failed=self._delivery_failed,
-                settings=ctx.settings,
+                settings=ctx.settings, budget=self.budget,
             )
 
     # ------------------------------------------------------------------ bridge
@@ -195,6 +204,14 @@ class ScriptEngine:
         return table
 
     def _subscribe(self, pattern: str, once: bool) -> int:
+        limit = self._ctx.settings.max_handlers_per_script
+        if len(self.patterns) >= limit:
+            # Each handler costs every matching event a Lua call: bounded per script.
+            self.handlers_refused += 1
+            raise ScriptLimitError(
+                f"events.on: this script already has {len(self.patterns)} handlers "
+                f"(max_handlers_per_script={limit}); remove some with events:off first"
+            )
         sub_id = next(self._ids)
         self.patterns[sub_id] = pattern
         if self.kind == "main" and self.loading:
@@ -222,7 +239,13 @@ class ScriptEngine:
         if sub is not None:
             sub.cancel()
 
-    def _emit(self, name: str, data: Any) -> int:
+    def _emit(self, name: str, data: Any, handling: int | None = None) -> Any:
+        """``events:emit``: the new event's seq, or (None, message) when a
+        cascade limit refused it (the Lua library raises the message at the
+        caller's line). ``handling``: the seq of the event whose handler runs
+        now in the event engine (the Lua library passes it); in the main
+        engine the host sets ``cause`` while a deferred handler runs. Either
+        makes the new event count against that event's cascade (SPEC §4b)."""
         limit = self._ctx.settings.max_emit_size
         try:
             payload = None if data is None else self.converter.to_py(data, max_size=limit)
@@ -237,9 +260,16 @@ class ScriptEngine:
             ) from None
         if payload is not None and not isinstance(payload, dict):
             payload = {str(i + 1): v for i, v in enumerate(payload)}
-        event = self._bus.emit(
-            name, payload, source=f"script:{self.script_name}", tick=self._ctx.tick()
-        )
+        cause: int | CascadeLink | None = handling if self.kind == "event" else self.cause
+        source = f"script:{self.script_name}"
+        try:
+            if cause is None:
+                event = self._bus.emit(name, payload, source=source, tick=self._ctx.tick())
+            else:
+                event = self._bus.emit(name, payload, source=source, tick=self._ctx.tick(),
+                                       cause=cause)
+        except CascadeError as exc:
+            return None, str(exc)
         return event.seq
 
     def _log(self, level: str, message: Any, size: int) -> None:
@@ -296,16 +326,26 @@ class ScriptEngine:
             self.loading = False
 
     def deliver(self, sub_id: int, event: Event) -> None:
-        """Run one handler now, on the calling thread (event engine delivery)."""
-        try:
-            self.engine.call_event(
-                self._deliver, sub_id, event.data, event.tick, event.seq, event.type,
-                limit=self._ctx.settings.handler_timeout,
-            )
-        except (ScriptError, TypeError) as exc:
-            self._handler_failed(sub_id, exc)
-        except ClosedError:
-            return  # the script stopped while this event was on its way
+        """Run one handler now, on the calling thread (event engine delivery),
+        under what is left of this script's budget for the event (or not at
+        all when it is spent: ``moonbus.host.budget``)."""
+        limit = self._ctx.settings.handler_timeout
+        seq = event.seq
+        budget = self.budget
+        left = None if limit is None else remaining(budget, seq, limit)
+        if (left is not None or limit is None) and not budget.blocked:
+            try:
+                self.engine.call_event(
+                    self._deliver, sub_id, event.data, event.tick, seq, event.type,
+                    limit=None if left is None else left[0],
+                )
+            except (ScriptError, TypeError) as exc:
+                self._handler_failed(sub_id, exc)
+            except ClosedError:
+                return  # the script stopped while this event was on its way
+            finally:
+                if left is not None:
+                    spend(budget, seq, left[1])
         if sub_id in self._once_ids:
             self._once_ids.discard(sub_id)
             self.subscriptions.pop(sub_id, None)
@@ -333,6 +373,9 @@ class ScriptEngine:
         sub = self.subscriptions.get(sub_id)
         if sub is not None and not sub.active:
             self.subscriptions.pop(sub_id, None)
+            if sub_id in self._once_ids:  # fired: no longer counts as a handler
+                self._once_ids.discard(sub_id)
+                self.patterns.pop(sub_id, None)
         with self.engine.lock:
             payload = self.converter.to_lua(event_payload(event))
             task = self.engine.new_task(self._dispatch)

@@ -38,7 +38,9 @@ from collections import deque
 from typing import Any
 
 from moonbus.bus import Event
+from moonbus.bus.cascade import CascadeLink
 from moonbus.errors import ClosedError, ScriptError, ScriptTimeout
+from moonbus.host.budget import TimeoutWatch
 from moonbus.host.context import ScriptContext
 from moonbus.host.engine_side import STOP_TOKEN, ScriptEngine
 from moonbus.host.limits import script_delay
@@ -53,14 +55,17 @@ ENDED = ("stopped", "failed")
 
 
 class LifecycleTask:
-    """A suspended or runnable Lua coroutine of the main engine."""
+    """A suspended or runnable Lua coroutine of the main engine; ``cause``:
+    the cascade of the event a deferred handler handles (its emits count there)."""
 
-    __slots__ = ("args", "coroutine", "kind", "started", "told", "wake_at")
+    __slots__ = ("args", "cause", "coroutine", "kind", "started", "told", "wake_at")
 
-    def __init__(self, kind: str, coroutine: Any, args: tuple[Any, ...]) -> None:
+    def __init__(self, kind: str, coroutine: Any, args: tuple[Any, ...],
+                 cause: CascadeLink | None = None) -> None:
         self.kind = kind
         self.coroutine = coroutine
         self.args = args
+        self.cause = cause
         self.wake_at = 0.0
         self.started = False
         self.told = False  # resumed with the stop token: "script stopped" was raised in it
@@ -90,11 +95,15 @@ class ScriptLifecycle:
     _life: LifecycleTask | None
     _dtask: LifecycleTask | None
     _queue_lock: threading.Lock
-    _deferred: deque[tuple[int, Event]]
+    _deferred: deque[tuple[int, Event, CascadeLink]]
     polls: int
     handler_errors: int
     poll_errors: int
     _consecutive_failures: int
+    _timeouts: TimeoutWatch
+    quarantined: str
+    _skipped_before: int
+    _refused_before: int
 
     # --------------------------------------------------------------- errors
     def _record_error(self, what: str, exc: BaseException) -> None:
@@ -109,6 +118,29 @@ class ScriptLifecycle:
     def _handler_error(self, what: str, exc: BaseException) -> None:
         self.handler_errors += 1
         self._record_error(what, exc)
+        if isinstance(exc, ScriptTimeout):  # a handler spent its event's budget
+            reason = self._timeouts.exhausted(self._ctx.settings)
+            if reason is not None:
+                self._quarantine(reason)
+
+    def _quarantine(self, reason: str) -> None:
+        """Stop the script as ``failed`` for exhausting its handler budget too
+        often (SPEC §4b), from the thread that saw the timeout: no handler of
+        it runs from now on (its budget is blocked, which also stops events
+        already queued for it), its subscriptions are cancelled, and the runner
+        finishes the stop (``on_stop``, status ``failed``). Takes only the
+        leaf lock (``_request_stop``): the runner may be inside an emit that
+        waits for this thread."""
+        if self.quarantined or not self._request_stop(failing=True):
+            return
+        self.quarantined = reason
+        for side in (self._event, self._main):
+            if side is not None:
+                side.budget.blocked = True
+                for sub in list(side.subscriptions.values()):
+                    sub.cancel()
+        self._record_error("host", ScriptError(reason))
+        self._ctx.scheduler.wake(self)
 
     def _set_status(self, status: str) -> None:
         with self._state:
@@ -189,6 +221,7 @@ class ScriptLifecycle:
         else:
             args = task.args
             task.started = True
+        main.cause = task.cause  # what a deferred handler emits counts in its cascade
         try:
             outcome, value = main.engine.step(task.coroutine, *args, limit=own)
             if outcome == "sleep":
@@ -197,6 +230,8 @@ class ScriptLifecycle:
             if not main.engine.closed:
                 main.engine.drop_task(task.coroutine)
             return "error", exc
+        finally:
+            main.cause = None
         return outcome, value
 
     def _is_stop_error(self, exc: BaseException) -> bool:
@@ -247,13 +282,13 @@ class ScriptLifecycle:
             with self._queue_lock:
                 if not self._deferred:
                     return None
-                sub_id, event = self._deferred.popleft()
+                sub_id, event, cause = self._deferred.popleft()
             try:
                 coroutine, args = main.deferred_task(sub_id, event)
             except (ScriptError, TypeError) as exc:
                 self._handler_error("deferred handler", exc)
                 continue
-            return LifecycleTask("deferred", coroutine, args)
+            return LifecycleTask("deferred", coroutine, args, cause)
 
     def _run_deferred(self, now: float) -> None:
         while True:
@@ -454,6 +489,8 @@ class ScriptLifecycle:
     def _close_engines(self) -> None:
         for side in (self._event, self._main):
             if side is not None:
+                self._skipped_before += int(side.budget.skipped)
+                self._refused_before += side.handlers_refused
                 side.close()
         self._event = None
         self._main = None

@@ -60,6 +60,11 @@ _SETTING_BOUNDS: dict[str, tuple[type, float, float]] = {
     "max_emit_size": (int, 0, 1 << 40),
     "max_host_value": (int, 0, 1 << 40),
     "max_source_bytes": (int, 0, 1 << 30),
+    "max_cascade_depth": (int, 0, 1_000_000),
+    "max_cascade_events": (int, 0, 100_000_000),
+    "max_handler_timeouts": (int, 0, 1_000_000),
+    "handler_timeout_window": (float, 0.0, MAX_SECONDS),
+    "max_handlers_per_script": (int, 0, 10_000_000),
 }
 # None turns the limit off (embedders measuring their handlers); never from
 # settings.set. lifecycle_timeout is the stop budget and cannot be off.

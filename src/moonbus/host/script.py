@@ -45,7 +45,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from moonbus.bus import Event
+from moonbus.bus.cascade import CascadeLink
 from moonbus.errors import ScriptError, ScriptLimitError
+from moonbus.host.budget import TimeoutWatch
 from moonbus.host.context import ScriptContext
 from moonbus.host.engine_side import ScriptEngine
 from moonbus.host.lifecycle import ACTIVE, ENDED, LifecycleTask, ScriptLifecycle
@@ -70,6 +72,13 @@ class ScriptInfo:
     poll_errors: int
     errors: tuple[str, ...]
     stats: Mapping[str, Any]
+    # Containment counters (SPEC §4b): handler budgets exhausted (timeouts),
+    # handler calls skipped (budget spent or script blocked), events:on refused
+    # (max_handlers_per_script), and why the host stopped it ("" if it did not).
+    handler_timeouts: int = 0
+    handlers_skipped: int = 0
+    handlers_refused: int = 0
+    quarantined: str = ""
 
 
 @dataclass(frozen=True)
@@ -119,13 +128,19 @@ class ScriptHost(ScriptLifecycle):
         self.handler_errors = 0
         self.poll_errors = 0
         self._consecutive_failures = 0
+        # Handler budget exhaustions (too many stop the script: _quarantine),
+        # and the counters of engines already closed.
+        self._timeouts = TimeoutWatch()
+        self.quarantined = ""
+        self._skipped_before = 0
+        self._refused_before = 0
         self._started_at: float | None = None
         self._event: ScriptEngine | None = None
         self._main: ScriptEngine | None = None
         self._script_table: Any = None
         self._life: LifecycleTask | None = None
         self._dtask: LifecycleTask | None = None
-        self._deferred: deque[tuple[int, Event]] = deque()
+        self._deferred: deque[tuple[int, Event, CascadeLink]] = deque()
         self._stop_requested = False
         self._failing = False
         self._start_ok = False
@@ -161,6 +176,10 @@ class ScriptHost(ScriptLifecycle):
             poll_errors=self.poll_errors,
             errors=tuple(self._errors),
             stats=self.stats,
+            handler_timeouts=self._timeouts.total,
+            handlers_skipped=self.handlers_skipped,
+            handlers_refused=self.handlers_refused,
+            quarantined=self.quarantined,
         )
 
     def statistics(self) -> ScriptStatistics:
@@ -176,6 +195,24 @@ class ScriptHost(ScriptLifecycle):
             deferred_queued=queued,
             limits=self._limits.snapshot(),
         )
+
+    @property
+    def handler_timeouts(self) -> int:
+        """Handler budgets exhausted (a handler aborted by its time limit)."""
+        return self._timeouts.total
+
+    @property
+    def handlers_skipped(self) -> int:
+        """Handler calls not run: the script's budget for the event was spent,
+        or the script was being stopped for exhausting it (all runs)."""
+        side = self._event
+        return self._skipped_before + (int(side.budget.skipped) if side is not None else 0)
+
+    @property
+    def handlers_refused(self) -> int:
+        """``events:on``/``once`` calls refused by ``max_handlers_per_script`` (all runs)."""
+        live = sum(s.handlers_refused for s in (self._event, self._main) if s is not None)
+        return self._refused_before + live
 
     def listeners(self) -> list[tuple[str, int, str]]:
         """(engine, id, pattern) of every active handler."""
@@ -223,6 +260,8 @@ class ScriptHost(ScriptLifecycle):
             self._stop_requested = False
             self._failing = False
         self._warned.clear()
+        self.quarantined = ""
+        self._timeouts.reset()
         self._start_ok = False
         self._consecutive_failures = 0
         self._life = None
@@ -319,6 +358,9 @@ class ScriptHost(ScriptLifecycle):
         # Bus thread. The queue is capped (max_deferred_events): past it the
         # script is stopped as failed, and what it had queued is discarded and
         # said so (never a silent drop of some events while it keeps running).
+        # The event's cascade goes with it, so what the handler emits later
+        # (runner thread) counts against it.
+        cause = self._ctx.bus.current_cause()
         limit = self._ctx.settings.max_deferred_events
         with self._queue_lock:
             if self._stop_requested:
@@ -329,7 +371,7 @@ class ScriptHost(ScriptLifecycle):
                 self._deferred.clear()
                 self._request_stop(failing=True)  # _state is a leaf: safe under this lock
             else:
-                self._deferred.append((sub_id, event))
+                self._deferred.append((sub_id, event, cause))
                 if queued >= self._limits.deferred_peak:
                     self._limits.deferred_peak = queued + 1
         if overflow:

@@ -39,6 +39,9 @@ end
 
 ---------------------------------------------------------------- events
 local handlers = {}      -- id -> { pattern = ..., fn = ..., once = bool }
+-- The seq of the event whose handler runs now (event engine), passed with
+-- every emit so the host counts it against that event's cascade.
+local current_seq = nil
 local events = {}
 events.EventType = {}
 for k, v in pairs(info.event_types) do
@@ -98,7 +101,13 @@ function events.emit(...)
   if data ~= nil and type(data) ~= "table" then
     error("events.emit: event data must be a table, got " .. type(data), 2)
   end
-  return py.emit(name, data)
+  -- A refused emit (a cascade limit) comes back as (nil, message) and is
+  -- raised here, at the caller's line, rather than as a host exception.
+  local seq, refused = py.emit(name, data, current_seq)
+  if refused ~= nil then
+    error(refused, 2)
+  end
+  return seq
 end
 
 env.events = library("events", events)
@@ -138,6 +147,9 @@ local function deliver(id, event, tick, seq, event_type)
   if event.seq == nil then
     event.seq = seq
   end
+  -- Left set afterwards: event-engine code runs only in handlers (and in
+  -- the chunk, before any), so the next handler sets it before it matters.
+  current_seq = seq
   return xpcall(h.fn, message_handler, event)
 end
 

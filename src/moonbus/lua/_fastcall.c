@@ -48,6 +48,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
 #include <dlfcn.h>
 #include <limits.h>
 #include <stddef.h>
@@ -316,6 +317,8 @@ typedef struct {
     WatchSlot *slot; /* NULL: no time limit */
     long long gen;   /* the slot's gen for items[current] */
     struct Stretch *stretch;
+    int has_left;    /* run under `left` seconds, not settings.handler_timeout */
+    double left;     /* what the script's budget for this event has left */
 } Batch;
 
 static int stretch_batch(Batch *b);
@@ -330,7 +333,9 @@ run_items(lua_State *L)
     lua.settop(L, 0);
     WatchSlot *slot = b->slot;
     for (int k = b->next; k < b->count || (b->stretch != NULL && stretch_batch(b)); k++) {
-        if (k > b->next && slot != NULL) {
+        /* the next handler of the same event shares its budget: same start,
+         * same number (an abort claimed for one hits the next: intended) */
+        if (k > b->next && slot != NULL && b->items[k].seq != b->items[k - 1].seq) {
             atomic_store(&slot->start_ns, monotonic_ns());
             long long g = b->gen;
             if (!atomic_compare_exchange_strong(&slot->gen, &g, g + 2)) {
@@ -515,6 +520,62 @@ extract_item(PyObject *sub_id, PyObject *event, Item *it, Field *fields, int fir
     return extract_payload(data, fields + first, &it->nfields, proxy_type, max_fields);
 }
 
+/* ------------------------------------------------------------ HandlerBudget */
+/* One budget per script per event (SPEC §4b): all of one engine's handlers
+ * for one event share one handler time limit. The state both paths keep
+ * (moonbus.host.budget has the same in Python, the reference): `seq`, the
+ * event whose budget was spent last, and `spent_ns`, the wall time its
+ * handlers used so far; `blocked`: the script is being stopped (quarantine),
+ * run none of its handlers; `skipped`: handler calls not run for either
+ * reason. The C path runs only the case where the budget is fresh (a new
+ * event) and not blocked; an event whose budget is partly spent goes to the
+ * Python path (ScriptEngine.deliver), which runs the handler under what is
+ * left or skips it. Consecutive handlers of one event in one engine call
+ * (a deferred batch) share the call's start and watchdog number instead.
+ * Fields are read and written with the GIL held. */
+typedef struct {
+    PyObject_HEAD
+    long long seq;
+    long long spent_ns;
+    char blocked;
+    long long skipped;
+} HandlerBudget;
+
+static int
+budget_init(HandlerBudget *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "", kwlist))
+        return -1;
+    self->seq = -1;
+    self->spent_ns = 0;
+    self->blocked = 0;
+    self->skipped = 0;
+    return 0;
+}
+
+static PyMemberDef budget_members[] = {
+    {"seq", T_LONGLONG, offsetof(HandlerBudget, seq), 0,
+     "the event whose budget was spent last (-1: none)"},
+    {"spent_ns", T_LONGLONG, offsetof(HandlerBudget, spent_ns), 0,
+     "wall time this engine's handlers used on that event"},
+    {"blocked", T_BOOL, offsetof(HandlerBudget, blocked), 0,
+     "the script is being stopped: run none of its handlers"},
+    {"skipped", T_LONGLONG, offsetof(HandlerBudget, skipped), 0,
+     "handler calls not run (budget spent, or blocked)"},
+    {NULL}};
+
+static PyTypeObject HandlerBudgetType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "moonbus.lua._fastcall.HandlerBudget",
+    .tp_basicsize = sizeof(HandlerBudget),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "One engine's handler time budget per event (see the module source).",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)budget_init,
+    .tp_members = budget_members,
+};
+
 /* ------------------------------------------------------------ Delivery type */
 typedef struct {
     PyObject_HEAD
@@ -532,6 +593,7 @@ typedef struct {
     PyObject *watchdog;    /* .idle, .wake() */
     PyObject *clock;       /* watchdog.clock */
     PyObject *settings;    /* .handler_timeout: float seconds or None, read per call */
+    HandlerBudget *budget; /* shared with the Python path; NULL: none */
     PyObject *end_call;    /* engine._end_call */
     PyObject *fallback;    /* ScriptEngine.deliver(sub_id, event) */
     PyObject *failed;      /* failed(sub_id, result, failure, reason, limit) */
@@ -560,6 +622,7 @@ delivery_traverse(Delivery *self, visitproc visit, void *arg)
     Py_VISIT(self->watchdog);
     Py_VISIT(self->clock);
     Py_VISIT(self->settings);
+    Py_VISIT(self->budget);
     Py_VISIT(self->end_call);
     Py_VISIT(self->fallback);
     Py_VISIT(self->failed);
@@ -586,6 +649,7 @@ delivery_clear(Delivery *self)
     Py_CLEAR(self->watchdog);
     Py_CLEAR(self->clock);
     Py_CLEAR(self->settings);
+    Py_CLEAR(self->budget);
     Py_CLEAR(self->end_call);
     Py_CLEAR(self->fallback);
     Py_CLEAR(self->failed);
@@ -611,13 +675,18 @@ static int
 delivery_init(Delivery *self, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"engine", "runtime", "state", "lupa_lock", "global_key",
-                             "fallback", "failed", "settings", NULL};
+                             "fallback", "failed", "settings", "budget", NULL};
     PyObject *engine, *runtime, *state, *lupa_lock, *fallback, *failed, *settings;
+    PyObject *budget = Py_None;
     const char *global_key;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "$OOOOsOOO", kwlist, &engine, &runtime,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "$OOOOsOOOO", kwlist, &engine, &runtime,
                                      &state, &lupa_lock, &global_key, &fallback, &failed,
-                                     &settings))
+                                     &settings, &budget))
         return -1;
+    if (budget != Py_None && !Py_IS_TYPE(budget, &HandlerBudgetType)) {
+        PyErr_SetString(PyExc_TypeError, "budget must be a HandlerBudget or None");
+        return -1;
+    }
     delivery_clear(self);
     self->vectorcall = (vectorcallfunc)delivery_vectorcall;
     void *L = PyLong_AsVoidPtr(state);
@@ -659,6 +728,7 @@ delivery_init(Delivery *self, PyObject *args, PyObject *kwds)
     self->watchdog = Py_NewRef(watchdog);
     self->clock = Py_NewRef(clock);
     self->settings = Py_NewRef(settings);
+    self->budget = budget == Py_None ? NULL : (HandlerBudget *)Py_NewRef(budget);
     self->fallback = Py_NewRef(fallback);
     self->failed = Py_NewRef(failed);
     self->proxy_type = (PyTypeObject *)Py_NewRef((PyObject *)&PyDictProxy_Type);
@@ -889,7 +959,8 @@ run_call(Delivery *self, Batch *b, Outcome *o)
     PyObject *token_obj = PyLong_FromLongLong(token);
     if (token_obj == NULL)
         goto unlock_fail;
-    o->limit = PyObject_GetAttr(self->settings, s_handler_timeout);
+    o->limit = b->has_left ? PyFloat_FromDouble(b->left)
+                           : PyObject_GetAttr(self->settings, s_handler_timeout);
     if (o->limit == NULL)
         goto unlock_fail;
     double budget = 0.0;
@@ -1029,12 +1100,63 @@ call_fallback(Delivery *self, PyObject *sub_id, PyObject *event)
 static int
 run_batch(Delivery *self, Batch *b)
 {
+    HandlerBudget *budget = self->budget;
     b->next = 0;
     while (b->next < b->count) {
+        if (budget != NULL && (budget->blocked || !self->c_clock)) {
+            /* a blocked script (or a test clock): the Python path decides */
+            if (call_fallback(self, b->sub_ids[b->next], b->events[b->next]) < 0)
+                return -1;
+            b->next++;
+            continue;
+        }
+        /* The script's budget for this event is partly spent (an earlier call
+         * ran some of its handlers): skip the handler when nothing is left,
+         * else run this event's handlers alone, under what is left. */
+        long long carry = 0;
+        int count = b->count;
+        struct Stretch *stretch = b->stretch;
+        lua_Integer seq = b->items[b->next].seq;
+        if (budget != NULL && budget->seq == seq) {
+            PyObject *limit = PyObject_GetAttr(self->settings, s_handler_timeout);
+            if (limit == NULL)
+                return -1;
+            double seconds = limit == Py_None ? -1.0 : PyFloat_AsDouble(limit);
+            Py_DECREF(limit);
+            if (seconds == -1.0 && PyErr_Occurred())
+                return -1;
+            if (seconds >= 0) {
+                carry = budget->spent_ns;
+                b->left = seconds - (double)carry / 1e9;
+                if (b->left <= 0) {
+                    budget->skipped++;
+                    b->next++;
+                    continue;
+                }
+                b->has_left = 1;
+                int end = b->next + 1;
+                while (end < count && b->items[end].seq == seq)
+                    end++;
+                b->count = end;
+                b->stretch = NULL;
+            }
+        }
         Outcome o;
         int ran = run_call(self, b, &o);
+        if (b->has_left) {
+            b->has_left = 0;
+            b->count = count;
+            b->stretch = stretch;
+        }
         if (ran < 0)
             return -1;
+        if (ran > 0 && budget != NULL && b->slot != NULL) {
+            /* what the last event that ran spent (its start covers the earlier
+             * handlers of the same event in this call, `carry` the calls before) */
+            budget->spent_ns = monotonic_ns() - atomic_load(&b->slot->start_ns) +
+                               (b->items[b->current].seq == seq ? carry : 0);
+            budget->seq = b->items[b->current].seq;
+        }
         if (ran == 0) {
             /* closed, or busy on this thread: the Python path says what that means */
             for (int k = b->next; k < b->count; k++)
@@ -1578,7 +1700,28 @@ queue_push_method(EventQueue *self, PyObject *const *args, Py_ssize_t nargs)
 
 static PyObject *queue_handler(EventQueue *self, PyObject *const *args, Py_ssize_t nargs);
 
+/* head_seq(): the seq of the oldest queued event (item 2 of the Event
+ * tuple), or None when the queue is empty. Every event before it has been
+ * delivered to all its deferred handlers (the queue is in seq order), which
+ * is what lets the bus forget those events' cascade links. */
+static PyObject *
+queue_head_seq(EventQueue *self, PyObject *unused)
+{
+    (void)unused;
+    PyObject *seq = NULL;
+    pthread_mutex_lock(&self->mutex);
+    if (self->size > 0) {
+        PyObject *event = self->ring[self->head].event;
+        if (PyTuple_Check(event) && PyTuple_GET_SIZE(event) > 2)
+            seq = Py_NewRef(PyTuple_GET_ITEM(event, 2));
+    }
+    pthread_mutex_unlock(&self->mutex);
+    return seq != NULL ? seq : Py_NewRef(Py_None);
+}
+
 static PyMethodDef queue_methods[] = {
+    {"head_seq", (PyCFunction)queue_head_seq, METH_NOARGS,
+     "head_seq(): the seq of the oldest queued event, or None when empty."},
     {"push", (PyCFunction)(void (*)(void))queue_push_method, METH_FASTCALL,
      "push(target, sub_id, event): queue one delivery."},
     {"handler", (PyCFunction)(void (*)(void))queue_handler, METH_FASTCALL,
@@ -1783,7 +1926,8 @@ PyInit__fastcall(void)
     if (!num_zero || !num_one)
         return NULL;
     if (PyType_Ready(&DeliveryType) < 0 || PyType_Ready(&WatchSlotType) < 0 ||
-        PyType_Ready(&EventQueueType) < 0 || PyType_Ready(&EnqueuerType) < 0)
+        PyType_Ready(&EventQueueType) < 0 || PyType_Ready(&EnqueuerType) < 0 ||
+        PyType_Ready(&HandlerBudgetType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&fastcall_module);
     if (m == NULL)
@@ -1791,6 +1935,7 @@ PyInit__fastcall(void)
     if (PyModule_AddObjectRef(m, "Delivery", (PyObject *)&DeliveryType) < 0 ||
         PyModule_AddObjectRef(m, "WatchSlot", (PyObject *)&WatchSlotType) < 0 ||
         PyModule_AddObjectRef(m, "EventQueue", (PyObject *)&EventQueueType) < 0 ||
+        PyModule_AddObjectRef(m, "HandlerBudget", (PyObject *)&HandlerBudgetType) < 0 ||
         PyModule_AddStringConstant(m, "LUA_MODULE", "lupa.lua54") < 0) {
         Py_DECREF(m);
         return NULL;

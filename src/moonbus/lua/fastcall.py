@@ -64,12 +64,15 @@ def native_delivery(
     fallback: Callable[[int, Any], None],
     failed: Callable[[int, Any, Any, str | None, float | None], None],
     settings: Any,
+    budget: Any = None,
 ) -> Callable[[int, Any], None] | None:
     """The C delivery of ``func`` (a Lua ``deliver``) on ``engine``, or None.
 
     ``settings.handler_timeout`` is read at every call, as the Python path
     does; ``failed(sub_id, result, failure, reason, limit)`` settles a call
     that did not end plainly (see ``ScriptEngine._delivery_failed``).
+    ``budget``: the engine's ``HandlerBudget`` (``moonbus.host.budget``): a
+    partly spent or blocked budget sends the event to ``fallback``.
     """
     if not native_available():
         return None
@@ -85,6 +88,7 @@ def native_delivery(
         delivery: Callable[[int, Any], None] = Delivery(
             engine=engine, runtime=runtime, state=state, lupa_lock=lock,
             global_key=_GLOBAL_KEY, fallback=fallback, failed=failed, settings=settings,
+            budget=budget,
         )
     finally:
         globals_table[_GLOBAL_KEY] = None
