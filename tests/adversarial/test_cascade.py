@@ -97,8 +97,8 @@ def _tick_companion(rt: Runtime, companion: ScriptHost, ticks: int) -> None:
 # ----------------------------------------------------------------- cascades
 def test_defaults_are_far_above_a_game() -> None:
     settings = HostSettings()
-    assert (settings.max_cascade_depth, settings.max_cascade_events) == (16, 10_000)
-    assert (DEFAULT_MAX_CASCADE_DEPTH, DEFAULT_MAX_CASCADE_EVENTS) == (16, 10_000)
+    assert (settings.max_cascade_depth, settings.max_cascade_events) == (16, 1_000)
+    assert (DEFAULT_MAX_CASCADE_DEPTH, DEFAULT_MAX_CASCADE_EVENTS) == (16, 1_000)
     assert settings.max_handlers_per_script == 1_000
     assert (settings.max_handler_timeouts, settings.handler_timeout_window) == (5, 60.0)
     with pytest.raises(ConfigError, match="max_cascade_depth"):

@@ -48,8 +48,8 @@ def test_handler_emit_is_delivered_breadth_first(bus: Bus) -> None:
 
 def test_deep_chain_of_nested_emits_keeps_order_and_has_no_recursion() -> None:
     seen: list[int] = []
-    # the cascade depth limit (default 16) raised for this chain of 3,000
-    bus = Bus(max_cascade_depth=3000)
+    # the cascade limits (depth 16, 1,000 events) raised for this chain of 3,000
+    bus = Bus(max_cascade_depth=3000, max_cascade_events=3000)
 
     def relay(event: Event) -> None:
         seen.append(event.seq)

@@ -13,10 +13,15 @@ the host's ``emit`` returns.
 
 The defaults are far above what a game does: one fact (a kill) causing a
 handful of others (xp, level up, loot, chat) is depth 3 and tens of events;
-16 levels and 10,000 events per top-level emit leave two orders of
-magnitude of room and still end a doubling storm within ~10 ms of handler
-time. A limit must be at least 1 (0 would forbid handlers from emitting at
-all, which scripts rely on). Limits are read at every caused emit from a
+16 levels and 1,000 events per top-level emit leave well over an order
+of magnitude of room. The count is also what bounds a storm's *time*: every
+caused event is committed and delivered inside the top-level emit (or on the
+event thread), and others wait for the bus meanwhile, so 1,000 events
+(~40 ms of delivery on a quiet 2-core machine, measured by the containment
+bench's cascade row) keep a storm within one handler limit of the other
+scripts' latency, where 10,000 took ~0.5 s of CPU. A limit must be at
+least 1 (0 would forbid handlers from emitting at all, which scripts rely
+on). Limits are read at every caused emit from a
 ``CascadeSettings`` object (the runtime's ``HostSettings``), so
 ``settings.set`` changes them live.
 
@@ -56,7 +61,7 @@ __all__ = [
 ]
 
 DEFAULT_MAX_CASCADE_DEPTH = 16
-DEFAULT_MAX_CASCADE_EVENTS = 10_000
+DEFAULT_MAX_CASCADE_EVENTS = 1_000
 _MIN_TABLE = 65_536
 
 

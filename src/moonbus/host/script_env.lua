@@ -57,6 +57,9 @@ local function register(once, ...)
     error("events.on: handler must be a function, got " .. type(fn), 3)
   end
   local id = py.subscribe(name, once)
+  if type(id) == "string" then -- refused (max_handlers_per_script): the message
+    error(id, 3)
+  end
   handlers[id] = { pattern = name, fn = fn, once = once }
   return id
 end
