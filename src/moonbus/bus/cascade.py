@@ -16,10 +16,10 @@ handful of others (xp, level up, loot, chat) is depth 3 and tens of events;
 16 levels and 1,000 events per top-level emit leave well over an order
 of magnitude of room. The count is also what bounds a storm's *time*: every
 caused event is committed and delivered inside the top-level emit (or on the
-event thread), and others wait for the bus meanwhile, so 1,000 events
-(~40 ms of delivery on a quiet 2-core machine, measured by the containment
-bench's cascade row) keep a storm within one handler limit of the other
-scripts' latency, where 10,000 took ~0.5 s of CPU. A limit must be at
+event thread), and others wait for the bus meanwhile. A doubling storm cut
+at 1,000 took ~0.1 s and one cut at 10,000 ~0.7 s (a stepped runtime on a
+2-core machine at load 9, most of it the handler errors of the refused
+emits; ``moonbus bench --only containment`` has the row). A limit must be at
 least 1 (0 would forbid handlers from emitting at all, which scripts rely
 on). Limits are read at every caused emit from a
 ``CascadeSettings`` object (the runtime's ``HostSettings``), so
