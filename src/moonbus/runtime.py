@@ -50,6 +50,7 @@ from moonbus.host.scheduler import ScriptScheduler
 from moonbus.host.script import ScriptHost
 from moonbus.host.source import load_source, merge_options
 from moonbus.lua.sandbox import SandboxFactory
+from moonbus.replay.observer import RunObserver
 from moonbus.shared import SharedStore
 from moonbus.store.base import EventStore, StoreSettings
 
@@ -96,6 +97,8 @@ class Runtime:
         native: bool = True,
         event_delivery: str = "immediate",
         event_types: Mapping[str, str] | None = None,
+        seed: int | None = None,
+        record: str | Path | RunObserver | None = None,
     ) -> None:
         if event_delivery not in EVENT_DELIVERY_MODES:
             raise ConfigError(
@@ -151,7 +154,12 @@ class Runtime:
             apis=self._apis,
             native=native,
             deferred=self._deferred,
+            # Reproducible runs (docs/replay.md): seeded math.random; in
+            # stepped mode with an injected clock, os.time/os.clock read it.
+            random_seed=seed,
+            virtual_clock=None if threaded or clock is time.monotonic else clock,
         )
+        self.seed = seed
         if event_types is not None:
             # The host's declared event types: scripts' events.EventType table.
             self._ctx.event_types = check_event_types(event_types)
@@ -166,6 +174,17 @@ class Runtime:
             if self.event_store is not None and remote_events
             else None
         )
+        # record=FILE (or an observer such as the replayer's checker): every
+        # host event, API call and script of this run (moonbus.replay).
+        self.recorder: RunObserver | None = None
+        if record is not None:
+            if isinstance(record, (str, Path)):
+                from moonbus.replay.recorder import Recorder
+
+                record = Recorder(record)
+            self.recorder = record
+            self._ctx.api_view = record.api_view
+            record.attach(self)
         if threaded:
             self.scheduler.start(workers)
 
@@ -199,6 +218,11 @@ class Runtime:
         """The current game tick (from the latest ``tick`` event or ``set_tick``)."""
         return self._tick
 
+    @property
+    def event_types(self) -> dict[str, str]:
+        """Scripts' ``events.EventType`` table (key -> event name), a copy."""
+        return dict(self._ctx.event_types)
+
     def set_tick(self, tick: int) -> None:
         """Tell scripts' ``time()`` the current tick without emitting an event."""
         self._tick = tick
@@ -226,7 +250,8 @@ class Runtime:
         Lua cannot use (a plain function, an undecorated object...), raise
         ``ConfigError`` naming the global and what to do instead.
         """
-        self._apis[check_api(name, api)] = api
+        checked = check_api(name, api)
+        self._apis[checked] = api if self.recorder is None else self.recorder.wrap_api(checked, api)
 
     # ----------------------------------------------------------------- scripts
     def load(
@@ -264,6 +289,8 @@ class Runtime:
                 env_source=self._env_source,
             )
             self._scripts[unique] = host
+        if self.recorder is not None:
+            self.recorder.script_loaded(unique, source, dict(options or {}))
         return host
 
     @property
@@ -347,6 +374,9 @@ class Runtime:
                  lambda host=host: host.close(timeout=left()))  # type: ignore[misc]
         step("stopping the scheduler",
              lambda: self._not_ended(self.scheduler.close(timeout=min(10.0, left()))))
+        recorder = self.recorder
+        if recorder is not None:  # every script has ended: its final values are known
+            step("finishing the recording", lambda: recorder.finish(hosts))
         if deferred is not None:
             step("stopping the event thread",
                  lambda: self._not_ended(0 if deferred.close(min(5.0, left())) else 1))

@@ -18,6 +18,7 @@ from moonbus.cli.doctor_cmd import doctor_command
 from moonbus.cli.events_cmd import events_command
 from moonbus.cli.group import MoonbusGroup
 from moonbus.cli.repl_cmd import repl_command
+from moonbus.cli.replay_cmd import replay_command
 from moonbus.cli.run import run_command
 from moonbus.cli.serve import serve_command
 from moonbus.cli.stubs_cmd import stubs_command
@@ -52,6 +53,7 @@ cli.add_command(serve_command)
 cli.add_command(stubs_command)
 cli.add_command(doctor_command)
 cli.add_command(repl_command)
+cli.add_command(replay_command)
 
 
 def main() -> None:

@@ -39,6 +39,7 @@ from moonbus.cli.app_option import app_option, resolve_app
 from moonbus.cli.interrupt import stop_on_interrupt
 from moonbus.cli.panel import final_table, render_panel, view_of
 from moonbus.cli.plan import compile_problems, plan_scripts
+from moonbus.cli.replay_cmd import note_app, record_option
 from moonbus.cli.session import Session
 from moonbus.cli.summary import build_summary, check_writable, dumps, write_atomic
 from moonbus.errors import ConfigError, SharedBackendError, StoreError
@@ -121,6 +122,7 @@ def _usage(exc: Exception) -> click.UsageError:
               help="immediate: handlers run inside emit; deferred: an event thread runs "
               "them in batches (higher throughput).")
 @click.option("--quiet", "-q", is_flag=True, help="No panel, no log lines, no final table.")
+@record_option
 @app_option
 @click.pass_context
 def run_command(
@@ -137,6 +139,7 @@ def run_command(
     shared_url: str,
     event_delivery: str,
     quiet: bool,
+    record: Path | None,
     app_spec: str | None,
 ) -> None:
     """Run SCRIPT... (.lua files or script folders) against the demo world or --app.
@@ -147,6 +150,7 @@ def run_command(
       moonbus run examples/mining.lua --ticks 300 --tick-ms 0 --summary out.json
       moonbus run examples/chat_monitor.lua examples/mining.lua --option mining:ore=tin
       moonbus run --app examples.grid_game:app examples/grid/collector.lua --tick-ms 0
+      moonbus run examples/mining.lua --ticks 300 --tick-ms 0 --record run.mbrec
 
     Scripts are named after their file (mining.lua -> mining; the same file
     again -> mining#2). --option KEY=VALUE goes to every script, NAME:KEY=VALUE
@@ -166,7 +170,7 @@ def run_command(
     try:
         plans = plan_scripts(scripts, option_texts)
         for path, what in ((summary, "--summary"), (log_json, "--log-json"),
-                           (events_db, "--events-db")):
+                           (events_db, "--events-db"), (record, "--record")):
             if path is not None:
                 check_writable(path, what)
     except ConfigError as exc:
@@ -185,7 +189,9 @@ def run_command(
     try:
         session = Session(plans, seed=seed, app=app, virtual=virtual, events_url=events_url,
                           shared_url=shared_url, event_delivery=event_delivery,
-                          tick_seconds=VIRTUAL_TICK_SECONDS if virtual else tick_ms / 1000.0)
+                          tick_seconds=VIRTUAL_TICK_SECONDS if virtual else tick_ms / 1000.0,
+                          record=record)
+        note_app(session, app_spec)
     except (ConfigError, StoreError, SharedBackendError) as exc:
         raise _usage(exc) from exc
     log_stream: IO[str] | None = None

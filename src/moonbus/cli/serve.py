@@ -28,6 +28,7 @@ import click
 
 from moonbus.admin.rcon_server import RconServer
 from moonbus.cli.app_option import app_option, resolve_app
+from moonbus.cli.replay_cmd import note_app, record_option
 from moonbus.cli.interrupt import stop_on_interrupt
 from moonbus.cli.plan import compile_problems, plan_scripts
 from moonbus.cli.session import Session
@@ -100,6 +101,7 @@ class StoreErrorReport:
               default="immediate", show_default=True,
               help="immediate: handlers run inside emit; deferred: an event thread runs "
               "them in batches (higher throughput).")
+@record_option
 @app_option
 @click.pass_context
 def serve_command(
@@ -116,6 +118,7 @@ def serve_command(
     seed: int,
     option_texts: tuple[str, ...],
     event_delivery: str,
+    record: Path | None,
     app_spec: str | None,
 ) -> None:
     """Run SCRIPT... in real time against the demo world or --app, with the admin RCON
@@ -138,7 +141,8 @@ def serve_command(
     try:
         session = Session(plans, seed=seed, app=app, virtual=False, events_url=url,
                           shared_url=shared_url, tick_seconds=tick_ms / 1000.0,
-                          event_delivery=event_delivery)
+                          event_delivery=event_delivery, record=record)
+        note_app(session, app_spec)
     except (ConfigError, StoreError, SharedBackendError) as exc:
         raise click.UsageError(str(exc)) from exc
     try:

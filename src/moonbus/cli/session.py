@@ -33,13 +33,17 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from moonbus.app import App, AppWorld, event_type_table, load_app
 from moonbus.bus import Event
 from moonbus.errors import ScriptError, StoreError
+from moonbus.host.context import HostSettings
 from moonbus.host.script import ScriptHost
 from moonbus.host.source import ScriptSource
+from moonbus.replay.observer import RunObserver
+from moonbus.replay.recorder import Recorder
 from moonbus.runtime import LogLine, Runtime
 
 __all__ = ["EventCounter", "ScriptPlan", "ScriptReport", "Session", "VirtualClock"]
@@ -131,6 +135,8 @@ class Session:
         shared_url: str = "memory://",
         workers: int = 4,
         event_delivery: str = "immediate",
+        settings: HostSettings | None = None,
+        record: str | Path | RunObserver | None = None,
     ) -> None:
         self.seed = seed
         self.app = app if app is not None else load_app(None)
@@ -138,9 +144,16 @@ class Session:
         self.tick_seconds = tick_seconds
         self._clock = VirtualClock(tick_seconds)
         clock: Callable[[], float] = self._clock if virtual else time.monotonic
+        # --record FILE: a Recorder that also knows the app and the tick length.
+        self.recorder: Recorder | None = None
+        if isinstance(record, (str, Path)):
+            self.recorder = record = Recorder(record)
+            record.note(app={"name": self.app.name}, tick_seconds=tick_seconds,
+                        virtual=virtual)
         self.runtime = Runtime(events=events_url, shared=shared_url, threaded=not virtual,
                                clock=clock, workers=workers, event_delivery=event_delivery,
-                               event_types=event_type_table(self.app))
+                               event_types=event_type_table(self.app), seed=seed,
+                               settings=settings, record=record)
         try:
             self.counter = EventCounter()
             self.runtime.bus.on("*", self.counter, owner="moonbus-cli")

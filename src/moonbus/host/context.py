@@ -8,6 +8,8 @@ them live through the admin ``settings.set`` command.
 
 from __future__ import annotations
 
+import hashlib
+
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -19,7 +21,7 @@ from moonbus.host.limits import LifecycleCounters, check_setting
 from moonbus.host.scheduler import ScriptScheduler
 from moonbus.lua.sandbox import DEFAULT_MAX_SOURCE_BYTES, SandboxFactory
 
-__all__ = ["BUILTIN_EVENT_TYPES", "HostSettings", "LogSink", "ScriptContext"]
+__all__ = ["BUILTIN_EVENT_TYPES", "HostSettings", "LogSink", "ScriptContext", "script_seed"]
 
 BUILTIN_EVENT_TYPES: Mapping[str, str] = {
     "TICK": "tick",
@@ -33,6 +35,17 @@ BUILTIN_EVENT_TYPES: Mapping[str, str] = {
     "BANK_OPENED": "bank_opened",
     "BANK_CLOSED": "bank_closed",
 }
+
+
+def script_seed(run_seed: int, script: str, engine: str) -> int:
+    """The ``math.random`` seed of one engine of one script in a run seeded ``run_seed``.
+
+    Derived with a stable hash (not Python's salted ``hash``), so a replay in
+    another process draws the same numbers; different per script and engine,
+    so two scripts do not draw in lockstep. Fits a Lua integer.
+    """
+    digest = hashlib.blake2b(f"{run_seed}\0{script}\0{engine}".encode(), digest_size=7)
+    return int.from_bytes(digest.digest(), "big")
 
 
 class LogSink(Protocol):
@@ -139,3 +152,19 @@ class ScriptContext:
     # What the lifecycle limits did (stop aborts, clamped numbers...), shared
     # by the runtime's hosts; read through Runtime.lifecycle_statistics().
     counters: LifecycleCounters = field(default_factory=LifecycleCounters)
+    # Reproducible runs (docs/replay.md): the run's seed, from which each
+    # engine's math.random is seeded (None: Lua's own random seed), and the
+    # virtual clock that os.time/os.clock/os.date read in virtual time (None:
+    # the wall clock).
+    random_seed: int | None = None
+    virtual_clock: Callable[[], float] | None = None
+    # Set by a recorder or a replay (Runtime(record=...)): the API objects one
+    # script gets, so that each script's calls are recorded and answered as
+    # its own (moonbus.replay.observer).
+    api_view: Callable[[str, Mapping[str, Any]], Mapping[str, Any]] | None = None
+
+    def apis_for(self, script: str) -> dict[str, Any]:
+        """The Lua globals registered by the host, as script ``script`` gets them."""
+        if self.api_view is None:
+            return dict(self.apis)
+        return dict(self.api_view(script, self.apis))

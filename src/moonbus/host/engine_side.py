@@ -34,7 +34,7 @@ from moonbus.bus import Bus, Event, Subscription
 from moonbus.bus.cascade import CascadeLink
 from moonbus.errors import CascadeError, ClosedError, ScriptError, ScriptLimitError
 from moonbus.host.budget import make_handler_budget, remaining, spend
-from moonbus.host.context import ScriptContext
+from moonbus.host.context import ScriptContext, script_seed
 from moonbus.host.memory_caps import LOG_TRANSFER, ScriptLimitCounters, clip_line
 from moonbus.host.source import ScriptSource
 from moonbus.host.stats_panel import StatsPanel
@@ -156,6 +156,8 @@ class ScriptEngine:
         info["message_handler"] = engine.message_handler
         info["host_function"] = engine.host_function_maker
         info["log_transfer"] = LOG_TRANSFER
+        if ctx.random_seed is not None:
+            info["random_seed"] = script_seed(ctx.random_seed, script_name, kind)
         installer = engine.compile(env_source, "=moonbus", engine.new_env(), capped=False)
         limit = ctx.settings.lifecycle_timeout
         lib = engine.call(installer, self.env, bridge, info, limit=limit)[0]
@@ -193,8 +195,10 @@ class ScriptEngine:
             "shared_contains": lambda name: self._shared.contains(to_py(name)),
             "shared_remove": lambda name: self._shared.remove(to_py(name)),
             "shared_clear": lambda: self._shared.clear(),
-            "apis": lambda: to_lua(dict(self._ctx.apis)),
+            "apis": lambda: to_lua(self._ctx.apis_for(self.script_name)),
         }
+        if self._ctx.virtual_clock is not None:
+            functions["virtual_clock"] = self._ctx.virtual_clock
         if self._source.folder is not None:
             functions["require"] = self._require
         table = self.engine.table({})

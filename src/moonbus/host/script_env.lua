@@ -253,6 +253,26 @@ else
 end
 env.time = py.time
 
+-- Reproducible runs (docs/replay.md): math.random draws from a generator
+-- seeded from the run's seed (per script and engine), and in virtual time
+-- os.time/os.clock/os.date read the virtual clock (seconds since the run
+-- began), never the wall clock.
+if info.random_seed ~= nil then
+  math.randomseed(info.random_seed)
+end
+if py.virtual_clock ~= nil then
+  local virtual_clock, floor = py.virtual_clock, math.floor
+  local os_time, os_date = env.os.time, env.os.date
+  env.os.clock = function() return virtual_clock() end
+  env.os.time = function(t)
+    if t == nil then return floor(virtual_clock()) end
+    return os_time(t)
+  end
+  env.os.date = function(format, t)
+    return os_date(format, t == nil and floor(virtual_clock()) or t)
+  end
+end
+
 ---------------------------------------------------------------- shared
 -- Kind name -> method names, in the order the Python bridge returns them.
 local KIND_METHODS = info.shared_methods
