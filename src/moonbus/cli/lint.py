@@ -15,7 +15,10 @@ What it reports (each a warning; the script still compiles and runs):
   and the script would sit "running" with no poll ("did you mean on_start?");
 * a host API call, a shared-value write or an ``events:emit`` in top-level
   code: the chunk runs once in each engine, so the side effect happens
-  twice (move it into ``on_start`` or a handler).
+  twice (move it into ``on_start`` or a handler);
+* ``os.time()``, ``os.clock()`` or ``os.date(fmt)`` without a time argument:
+  the wall clock in a real-time run, which a replay cannot reproduce
+  (``moonbus replay``; in virtual time they read the virtual clock).
 
 How: a scope-aware walk over the tokens (``lua_tokens``), tracking ``local``
 declarations, function parameters, ``for`` variables and blocks. It is
@@ -273,6 +276,40 @@ class _Walker:
                     f"'{owner.text}.{self.t[i].text}' is not available in the sandbox",
                 )
             )
+        elif owner.text == "os":
+            self.wall_clock(i)
+
+    def wall_clock(self, i: int) -> None:
+        """``os.time()``, ``os.clock()`` or ``os.date(fmt)``: the wall clock in real time.
+
+        In virtual time they read the virtual clock, but a real-time run that
+        puts them in a payload, a shared value or a decision cannot be
+        replayed exactly (docs/replay.md). With a time argument (``os.time(t)``,
+        ``os.date(fmt, t)``) they are pure and stay quiet.
+        """
+        name = self.t[i].text
+        wanted = {"time": 0, "clock": 0, "date": 1}.get(name)
+        if wanted is None or not self.is_(i + 1, "("):
+            return
+        depth, args, j = 0, 0, i + 2
+        if not self.is_(j, ")"):
+            args = 1
+        while (t := self.tok(j)) is not None:
+            if t.kind == "symbol" and t.text in ("(", "{", "["):
+                depth += 1
+            elif t.kind == "symbol" and t.text in (")", "}", "]"):
+                if depth == 0:
+                    break
+                depth -= 1
+            elif depth == 0 and self.is_(j, ","):
+                args += 1
+            j += 1
+        if args <= wanted:
+            self.findings.append(LintFinding(
+                self.t[i].line,
+                f"'os.{name}()' reads the wall clock in a real-time run, so the run cannot "
+                "be replayed exactly (moonbus replay); use time() (the tick), or pass the "
+                "time as an argument"))
 
     def near_miss(self, t: Token) -> bool:
         meant = lifecycle_near_miss(t.text)

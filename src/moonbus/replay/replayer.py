@@ -8,7 +8,8 @@ code is not needed. What is compared:
 * every event a script emitted, per script, in order: type and payload
   (as recorded JSON). Per script, not by global seq, so that a real-time
   recording (whose threads interleaved as they happened to) replays in
-  virtual time; the report gives both seqs;
+  virtual time; in a real-time recording, per script and event type (its
+  poll and its handlers ran on two threads); the report gives both seqs;
 * every host API call (object, method, arguments) against the recording;
 * at the end, each script's status, shared values and stats
   (not ``--until``); polls and timings are not compared.
@@ -23,10 +24,12 @@ delivery; the check locks).
 
 from __future__ import annotations
 
+import logging
 import tempfile
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,7 +44,7 @@ from moonbus.replay.recording import Recording, ScriptRow
 from moonbus.replay.world import ReplayApp, ReplayBook, ref
 
 if TYPE_CHECKING:
-    from moonbus.cli.session import ScriptPlan
+    from moonbus.cli.session import ScriptPlan, Session
     from moonbus.host.script import ScriptHost
     from moonbus.runtime import LogLine, Runtime
 
@@ -112,7 +115,7 @@ class _Check:
         data = encode(event.data, ref)
         with self._lock:
             self.script_events += 1
-            queue = self._book.expected.get(event.source)
+            queue = self._book.expected.get(self._book.stream_key(event.source, event.type))
             expected = queue.popleft() if queue else None
         actual = f"{event.type} {short(data)}"
         if expected is None:
@@ -181,6 +184,30 @@ def _plans(rows: Sequence[ScriptRow], folder: Path, swaps: Mapping[str, str | Pa
     return plans
 
 
+@contextmanager
+def _quiet_script_logs() -> Iterator[None]:
+    """The replayed scripts' log lines were shown when the run was recorded; a
+    replay reports divergences only (they still reach log sinks)."""
+    log = logging.getLogger("moonbus.script")
+    handler = logging.NullHandler()
+    propagate = log.propagate
+    log.addHandler(handler)
+    log.propagate = False
+    try:
+        yield
+    finally:
+        log.removeHandler(handler)
+        log.propagate = propagate
+
+
+def _drive(session: Session, ticks: int | None, stop: threading.Event) -> None:
+    session.start()
+    try:
+        session.run_virtual(ticks, stop)
+    finally:
+        session.stop_scripts()
+
+
 def replay(path: str | Path, *, scripts: Mapping[str, str | Path] | None = None,
            until: int | None = None) -> ReplayResult:
     """Replay the recording at ``path`` (see the module docstring).
@@ -210,11 +237,8 @@ def replay(path: str | Path, *, scripts: Mapping[str, str | Path] | None = None,
                           settings=_settings(meta.get("settings")), record=check)
         try:
             session.add_log_sink(check.log_line)
-            session.start()
-            try:
-                session.run_virtual(ticks, check.stop)
-            finally:
-                session.stop_scripts()
+            with _quiet_script_logs():
+                _drive(session, ticks, check.stop)
         finally:
             session.close()
     check.leftovers()

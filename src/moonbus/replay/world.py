@@ -69,7 +69,12 @@ class ReplayBook:
             self.calls[(call.obj, call.method)].append(call)
         self.by_tick: dict[int, list[EventRow]] = defaultdict(list)
         self.by_call: dict[int, list[EventRow]] = defaultdict(list)
-        self.expected: dict[str, deque[EventRow]] = defaultdict(deque)
+        # What scripts emitted, by stream_key: per script in a virtual-time
+        # recording; per script and event type in a real-time one, where a
+        # script's poll (main engine) and handlers (event engine) interleaved
+        # as the threads happened to run.
+        self.by_type = not recording.meta.get("virtual", True)
+        self.expected: dict[tuple[str, str], deque[EventRow]] = defaultdict(deque)
         self.last_seq = 0
         self.until_tick: int | None = None
         tick = 0
@@ -82,7 +87,7 @@ class ReplayBook:
             if until is not None and row.seq > until:
                 continue
             if row.from_script:
-                self.expected[row.source].append(row)
+                self.expected[self.stream_key(row.source, row.type)].append(row)
             elif row.call is not None:
                 self.by_call[row.call].append(row)
             else:
@@ -90,6 +95,9 @@ class ReplayBook:
         if until is not None and self.until_tick is None:
             self.until_tick = tick
         self.on_call: Callable[[ProxyBase, str, tuple[Any, ...]], Any] | None = None
+
+    def stream_key(self, source: str, type_: str) -> tuple[str, str]:
+        return (source, type_ if self.by_type else "")
 
     def obj(self, rec_id: int) -> ProxyBase:
         """The stand-in for recorded object ``rec_id`` (one per id)."""
