@@ -13,7 +13,7 @@ How each fenced block is checked (the language after the fence decides):
   it must compile, start and not fail.
 * ``sh``/``bash``/``console``: every ``moonbus ...`` line runs in one
   temporary folder per block (so a file one line writes is there for the
-  next) when it ends by itself (virtual-time runs, ``check``, ``events``,
+  next) when it ends by itself (virtual-time runs, ``check``, ``events``, ``replay``,
   offline ``admin``, ``--version``, ``doctor``, ``stubs``) and uses no shared
   server; other lines (real-time runs, ``serve``, RCON, Redis URLs) are
   parsed by the real command line, so a renamed command or option fails.
@@ -142,7 +142,7 @@ def _runs_by_itself(args: list[str]) -> bool:
             args[args.index("--tick-ms") + 1] == "0"
     if command == "admin":
         return "--host" not in args and "--events-db" in args
-    return command in {"check", "events", "--version", "doctor", "stubs"}
+    return command in {"check", "events", "--version", "doctor", "stubs", "replay"}
 
 
 def _parse_only(args: list[str]) -> None:
