@@ -61,7 +61,8 @@ def write(folder: Path, name: str, text: str) -> Path:
 def scripts(tmp_path: Path) -> dict[str, Path]:
     folder = tmp_path / "scripts"
     folder.mkdir()
-    return {"probe": write(folder, "probe.lua", PROBE), "walker": write(folder, "walker.lua", WALKER)}
+    return {"probe": write(folder, "probe.lua", PROBE),
+            "walker": write(folder, "walker.lua", WALKER)}
 
 
 @pytest.fixture

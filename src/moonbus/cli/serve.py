@@ -28,9 +28,9 @@ import click
 
 from moonbus.admin.rcon_server import RconServer
 from moonbus.cli.app_option import app_option, resolve_app
-from moonbus.cli.replay_cmd import note_app, record_option
 from moonbus.cli.interrupt import stop_on_interrupt
 from moonbus.cli.plan import compile_problems, plan_scripts
+from moonbus.cli.replay_cmd import note_app, record_option
 from moonbus.cli.session import Session
 from moonbus.errors import AdminError, ConfigError, SharedBackendError, StoreError
 from moonbus.host.deferred import EVENT_DELIVERY_MODES

@@ -9,7 +9,6 @@ them live through the admin ``settings.set`` command.
 from __future__ import annotations
 
 import hashlib
-
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol

@@ -14,7 +14,8 @@
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
     from moonbus.replay.divergence import Divergence, ReplayDivergenceError, ReplayResult
@@ -27,9 +28,11 @@ __all__ = ["Divergence", "Recorder", "Recording", "ReplayDivergenceError", "Repl
 
 # Imported on first use: moonbus.runtime imports moonbus.replay.observer, and
 # the replayer imports the runtime, so this package must not import it eagerly.
-_WHERE = {"Divergence": "divergence", "ReplayDivergenceError": "divergence",
-          "ReplayResult": "divergence", "Recorder": "recorder", "Recording": "recording",
-          "replay": "replayer"}
+_WHERE: Final = MappingProxyType({
+    "Divergence": "divergence", "ReplayDivergenceError": "divergence",
+    "ReplayResult": "divergence", "Recorder": "recorder", "Recording": "recording",
+    "replay": "replayer",
+})
 
 
 def __getattr__(name: str) -> Any:

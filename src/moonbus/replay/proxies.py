@@ -32,7 +32,7 @@ CallHandler = Callable[["ProxyBase", str, tuple[Any, ...]], Any]
 class ProxyBase:
     """A host object's stand-in: its id in the recording, plus what answers for it."""
 
-    __slots__ = ("_handler", "_json", "_rec_id", "_script", "_target")
+    __slots__ = ("__weakref__", "_handler", "_json", "_rec_id", "_script", "_target")
 
     def __init__(self, rec_id: int, handler: CallHandler, target: Any = None,
                  json_form: Any = None, script: str | None = None) -> None:

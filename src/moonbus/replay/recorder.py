@@ -24,6 +24,7 @@ from __future__ import annotations
 import itertools
 import threading
 import time
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -69,8 +70,12 @@ class Recorder:
         self._local = threading.local()
         self._classes = ProxyClasses()
         self._known_classes: set[type] = set()
-        # (script, id(real object)) -> its proxy; the proxy keeps the object alive
-        self._proxies: dict[tuple[str | None, int], ProxyBase] = {}
+        # (script, id(real object)) -> its proxy, while a script holds the proxy
+        # (which keeps the object alive, so the id stays its own): a long run
+        # whose API hands out fresh objects does not pile them up here.
+        self._proxies: weakref.WeakValueDictionary[tuple[str | None, int], ProxyBase] = (
+            weakref.WeakValueDictionary())
+        self._views: dict[str, Mapping[str, Any]] = {}  # each script's API globals, kept
         self._ids = itertools.count(1)
         self._call_ids = itertools.count(1)
         self._events: list[tuple[int, int | None, str, str, str, int | None]] = []
@@ -119,6 +124,7 @@ class Recorder:
     def api_view(self, script: str, apis: Mapping[str, Any]) -> Mapping[str, Any]:
         with self._lock:
             view = {name: self._wrap(api, script) for name, api in apis.items()}
+            self._views[script] = view
             self._apis[script] = {name: encode(v, self._ref) for name, v in view.items()}
         return view
 
@@ -207,7 +213,7 @@ class Recorder:
     # --------------------------------------------------------------- objects
     def _wrap(self, value: Any, script: str | None) -> Any:
         """``value`` with every host object replaced by ``script``'s recording proxy."""
-        if isinstance(value, _SCALARS) or isinstance(value, ProxyBase):
+        if isinstance(value, (*_SCALARS, ProxyBase)):
             return value
         if isinstance(value, Mapping):
             return {k: self._wrap(v, script) for k, v in value.items()}

@@ -180,6 +180,7 @@ class ReplayWorld:
             recorded = queue[0] if queue else None
             if recorded is None or canonical(recorded.args) != canonical(actual_args):
                 actual = call_text(class_name, method, actual_args)
+                tick: int | None
                 if recorded is None:
                     expected = f"no further call of {class_name}:{method} on this object"
                     seq, tick = self._bus.last_seq, self._tick
