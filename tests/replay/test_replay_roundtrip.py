@@ -102,3 +102,27 @@ def test_result_json_is_one_object(record: Record, scripts: dict[str, Path]) -> 
     doc = json.loads(result.to_json())
     assert doc["identical"] is True and doc["divergence"] is None
     assert doc["counts"]["script_events"] == result.counts["script_events"]
+
+
+def test_no_file_is_left_when_the_session_cannot_start(tmp_path: Path,
+                                                       scripts: dict[str, Path]) -> None:
+    from moonbus.app import load_app
+    from moonbus.cli.plan import plan_scripts
+    from moonbus.cli.session import Session
+
+    out = tmp_path / "never.mbrec"
+    with pytest.raises(ConfigError):
+        Session(plan_scripts((str(scripts["probe"]),), ()), seed=1, app=load_app(None),
+                virtual=True, events_url="bogus://nowhere", record=out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scripts"]
+
+
+def test_each_script_has_its_own_stand_ins(record: Record, scripts: dict[str, Path]) -> None:
+    path = record([scripts["probe"], scripts["walker"]], ticks=12)
+    with sqlite3.connect(path) as db:
+        owners = dict(db.execute("SELECT DISTINCT o.script, count(*) FROM calls c "
+                                 "JOIN objects o ON o.id = c.obj GROUP BY o.script"))
+        apis = json.loads(db.execute("SELECT value FROM meta WHERE key = 'apis'").fetchone()[0])
+    assert set(owners) == {"probe", "walker"}
+    assert {"", "probe", "walker"} <= set(apis)
+    assert apis["probe"]["players"] != apis["walker"]["players"]

@@ -150,10 +150,15 @@ class Session:
             self.recorder = record = Recorder(record)
             record.note(app={"name": self.app.name}, tick_seconds=tick_seconds,
                         virtual=virtual)
-        self.runtime = Runtime(events=events_url, shared=shared_url, threaded=not virtual,
-                               clock=clock, workers=workers, event_delivery=event_delivery,
-                               event_types=event_type_table(self.app), seed=seed,
-                               settings=settings, record=record)
+        try:
+            self.runtime = Runtime(events=events_url, shared=shared_url, threaded=not virtual,
+                                   clock=clock, workers=workers, event_delivery=event_delivery,
+                                   event_types=event_type_table(self.app), seed=seed,
+                                   settings=settings, record=record)
+        except BaseException:
+            if self.recorder is not None:
+                self.recorder.abandon()  # no half-written file left behind
+            raise
         try:
             self.counter = EventCounter()
             self.runtime.bus.on("*", self.counter, owner="moonbus-cli")

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Final
 
 from moonbus.bus import Event
 from moonbus.bus.event import to_jsonable
@@ -64,9 +64,14 @@ def _key(key: Any) -> Any:
     return tuple(key) if isinstance(key, list) else key
 
 
+# One encoder, reused (json.dumps with options builds a new one per call); it
+# holds no state between calls.
+_COMPACT: Final = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
 def dumps(value: Any) -> str:
     """Compact JSON text of encoded data (NaN and infinities kept, as Python's json does)."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return _COMPACT.encode(value)
 
 
 def canonical(value: Any) -> str:

@@ -140,6 +140,13 @@ class Recorder:
         with self._lock:
             self.meta.update(meta)
 
+    def abandon(self) -> None:
+        """Drop the recording (the run never started): no file is left."""
+        with self._lock:
+            if not self._finished:
+                self._finished = True
+                self._writer.abandon()
+
     def finish(self, hosts: Sequence[ScriptHost]) -> None:
         """Write each script's final values and the rest, and put the file in place."""
         with self._lock:
