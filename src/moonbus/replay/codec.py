@@ -23,7 +23,7 @@ from typing import Any, Final
 from moonbus.bus import Event
 from moonbus.bus.event import to_jsonable
 
-__all__ = ["canonical", "decode", "dumps", "encode"]
+__all__ = ["decode", "dumps", "encode", "same"]
 
 _SCALARS = (str, int, float, bool, type(None))
 
@@ -74,6 +74,17 @@ def dumps(value: Any) -> str:
     return _COMPACT.encode(value)
 
 
-def canonical(value: Any) -> str:
-    """Text that two encoded values share exactly when they are equal (keys sorted)."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+def same(a: Any, b: Any) -> bool:
+    """Whether two encoded values are equal as JSON texts would be: ``1`` is not
+    ``1.0`` nor ``true`` (Lua tells integers, floats and booleans apart), key
+    order does not matter, NaN equals NaN."""
+    kind = type(a)
+    if kind is not type(b):
+        return False
+    if kind is dict:
+        return a.keys() == b.keys() and all(same(v, b[k]) for k, v in a.items())
+    if kind is list:
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
+    if kind is float and a != a:
+        return bool(b != b)
+    return bool(a == b)

@@ -24,6 +24,7 @@ delivery; the check locks).
 
 from __future__ import annotations
 
+import json
 import logging
 import tempfile
 import threading
@@ -38,7 +39,7 @@ from moonbus.bus import Event
 from moonbus.errors import ConfigError
 from moonbus.host.context import HostSettings
 from moonbus.host.source import ScriptSource, load_source
-from moonbus.replay.codec import canonical, decode, encode
+from moonbus.replay.codec import decode, dumps, encode, same
 from moonbus.replay.divergence import Divergence, ReplayResult, short
 from moonbus.replay.recording import Recording, ScriptRow
 from moonbus.replay.world import ReplayApp, ReplayBook, ref
@@ -99,7 +100,7 @@ class _Check:
             got = {"status": host.status, "shared": encode(host.shared.dump(), ref),
                    "stats": encode(host.stats, ref)}
             for key in ("status", "shared", "stats"):
-                if canonical(want[key]) != canonical(got[key]):
+                if not same(want[key], json.loads(dumps(got[key]))):
                     self.diverged(Divergence(
                         "final value", self._book.last_seq, None, host.name,
                         f"{key} {short(want[key])}", f"{key} {short(got[key])}"))
@@ -124,7 +125,7 @@ class _Check:
                                          "no further event from this script", actual,
                                          event.seq, event.tick))
             return
-        if expected.type != event.type or canonical(expected.data) != canonical(data):
+        if expected.type != event.type or not same(expected.data, data):
             self.diverged(Divergence("event", expected.seq, expected.tick, script,
                                      f"{expected.type} {short(expected.data)}", actual,
                                      event.seq, event.tick))
@@ -219,6 +220,7 @@ def replay(path: str | Path, *, scripts: Mapping[str, str | Path] | None = None,
     """
     from moonbus.cli.session import Session
 
+    started = time.perf_counter()  # the replay's time includes reading the file
     with Recording(path) as recording:
         book = ReplayBook(recording, until)
         rows = recording.scripts()
@@ -228,7 +230,6 @@ def replay(path: str | Path, *, scripts: Mapping[str, str | Path] | None = None,
     app = ReplayApp(book, check.diverged)
     check.set_app(app)
     ticks = book.until_tick if until is not None else int(meta.get("ticks") or 0)
-    started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="moonbus-replay-") as folder:
         plans = _plans(rows, Path(folder), scripts or {}, book)
         session = Session(plans, seed=int(meta.get("seed") or 0), app=app, virtual=True,

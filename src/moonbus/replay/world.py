@@ -32,7 +32,7 @@ from moonbus.app import EventSpec
 from moonbus.bus import Bus
 from moonbus.errors import GameApiError
 from moonbus.lua.exposure import returns_multiple
-from moonbus.replay.codec import canonical, decode, encode
+from moonbus.replay.codec import decode, encode, same
 from moonbus.replay.divergence import Divergence, ReplayDivergenceError, short
 from moonbus.replay.proxies import ProxyBase, ProxyClasses
 from moonbus.replay.recording import CallRow, EventRow, Recording
@@ -178,7 +178,7 @@ class ReplayWorld:
         with book.lock:
             queue = book.calls.get((ProxyBase.id_of(proxy), method))
             recorded = queue[0] if queue else None
-            if recorded is None or canonical(recorded.args) != canonical(actual_args):
+            if recorded is None or not same(recorded.args, actual_args):
                 actual = call_text(class_name, method, actual_args)
                 tick: int | None
                 if recorded is None:
