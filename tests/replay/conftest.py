@@ -1,60 +1,18 @@
-"""Fixtures for the record/replay tests: small scripts that emit, call and draw random numbers."""
+"""Fixtures for the record/replay tests (helpers: replay_support)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
+from replay_support import PROBE, WALKER, Record, write
 
 from moonbus.app import load_app
 from moonbus.cli.plan import plan_scripts
 from moonbus.cli.session import Session
-
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-
-# Emits from a tick handler (with a constant and a random draw), calls the
-# game from poll, keeps shared values and stats: what a replay compares.
-PROBE = """
-local STEP = 3
-events.on("tick", function(e)
-  if e.tick % 4 == 0 then
-    shared:int("probes"):increment()
-    events.emit("probe", {tick = e.tick, roll = math.random(1, 1000), step = STEP * e.tick})
-  end
-end)
-function poll()
-  local me = players:local_player()
-  stats.set("level", skills:level("mining"))
-  events.emit("seen", {name = me:name()})
-  return 1200
-end
-"""
-
-# Walks the player to the bank and back: its calls change the world, which emits.
-WALKER = """
-local trips = 0
-events.on("bank_opened", function() events.emit("banked", {trips = trips}) end)
-function poll()
-  if bank:is_open() then
-    bank:close()
-    trips = trips + 1
-    shared:int("trips"):set(trips)
-    return 1800
-  end
-  bank:open()
-  return 600
-end
-"""
-
-Record = Callable[..., Path]
-
-
-def write(folder: Path, name: str, text: str) -> Path:
-    path = folder / name
-    path.write_text(text, "utf-8")
-    return path
 
 
 @pytest.fixture
@@ -79,8 +37,6 @@ def record(tmp_path: Path) -> Record:
         virtual = tick_ms == 0
         session = Session(plans, seed=seed, app=load_app(app), virtual=virtual,
                           tick_seconds=0.6 if virtual else tick_ms / 1000, record=out, **options)
-        import threading
-
         try:
             session.start()
             try:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import EXAMPLES, Record, write
+from replay_support import EXAMPLES, Record, write
 
 from moonbus import Runtime
 from moonbus.cli import cli

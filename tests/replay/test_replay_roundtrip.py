@@ -7,7 +7,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from conftest import EXAMPLES, Record, write
+from replay_support import EXAMPLES, Record, write
 
 from moonbus.errors import ConfigError
 from moonbus.replay import Recording, replay
