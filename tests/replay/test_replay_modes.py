@@ -147,3 +147,17 @@ def test_acceptance_2000_ticks_of_three_examples(record: Record, tmp_path: Path)
     result = replay(path)
     assert result.identical, result.describe()
     assert result.counts["ticks"] == 2000
+
+
+def test_serve_records_too_and_the_event_store_keeps_item_fields(tmp_path: Path) -> None:
+    out, db = tmp_path / "serve.mbrec", tmp_path / "events.db"
+    done = CliRunner().invoke(cli, [
+        "serve", str(EXAMPLES / "mining.lua"), "--rcon-password", "x", "--rcon-port", "0",
+        "--ticks", "20", "--tick-ms", "50", "--events-db", str(db), "--record", str(out)])
+    assert done.exit_code == 0, done.output
+    result = replay(out)
+    assert result.identical, result.describe()
+    events = CliRunner().invoke(cli, ["events", "--db", str(db), "--type", "inventory_changed",
+                                      "--format", "json"])
+    items = [e["data"]["item"] for e in json.loads(events.output)]
+    assert items and all(set(item) == {"name", "id", "count"} for item in items)
