@@ -126,3 +126,22 @@ def test_each_script_has_its_own_stand_ins(record: Record, scripts: dict[str, Pa
     assert set(owners) == {"probe", "walker"}
     assert {"", "probe", "walker"} <= set(apis)
     assert apis["probe"]["players"] != apis["walker"]["players"]
+
+
+def test_a_recorded_api_error_is_raised_again_with_its_message(record: Record,
+                                                               tmp_path: Path) -> None:
+    script = write(tmp_path, "asker.lua", """
+events.on("tick", function(e)
+  local ok, err = pcall(function() return skills:level("knitting") end)
+  events.emit("asked", {ok = ok, err = tostring(err)})
+end)
+""")
+    path = record([script], ticks=3)
+    with sqlite3.connect(path) as db:
+        error = db.execute("SELECT error FROM calls WHERE error IS NOT NULL").fetchone()[0]
+        emitted = db.execute("SELECT data FROM events WHERE type = 'asked'").fetchone()[0]
+    assert "unknown skill 'knitting'" in json.loads(error)["message"]
+    assert "unknown skill 'knitting'" in json.loads(emitted)["err"]
+    result = replay(path)
+    assert result.identical, result.describe()
+    assert result.counts["script_events"] == 3
