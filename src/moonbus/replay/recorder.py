@@ -98,11 +98,11 @@ class Recorder:
         stack = self._stack
 
         def emit(type: str, data: Mapping[str, Any] | None = None, *,
-                 source: str | None = None, tick: int | None = None) -> Event:
+                 source: str | None = None, tick: int | None = None, **more: Any) -> Event:
             host = source is None or not source.startswith("script:")
             if host and data:
                 data = self._wrap(data, None)
-            event = inner(type, data, source=source, tick=tick)
+            event = inner(type, data, source=source, tick=tick, **more)
             if host:
                 running = stack()
                 if running:
