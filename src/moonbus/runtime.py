@@ -185,6 +185,7 @@ class Runtime:
             self.recorder = record
             self._ctx.api_view = record.api_view
             record.attach(self)
+        self._threaded = threaded
         if threaded:
             self.scheduler.start(workers)
 
@@ -313,6 +314,26 @@ class Runtime:
         host.close()
         with self._lock:
             self._scripts.pop(name, None)
+
+    def frame(self, tick: int, data: Mapping[str, Any] | None = None) -> int:
+        """Stepped mode, one call per game frame (SPEC §10): set the tick
+        (scripts' ``time()``), emit ``tick`` with ``data`` (plus ``tick``) at
+        that tick, then run everything due at the runtime's clock: event
+        handlers have run, deferred events are delivered, due polls have run.
+        Returns the number of script slices run.
+
+        The clock is the one the runtime was built with (``Runtime(threaded=
+        False, clock=game_clock)``): advance it before calling, and poll
+        deadlines keep a fixed schedule on it (``return 100`` under a 60 fps
+        clock runs every 6th frame). Call it from the thread that drives the
+        game loop; a threaded runtime runs its scripts on its own workers, so
+        there ``frame`` is refused (emit ``tick`` yourself)."""
+        if self._threaded:
+            raise ConfigError("frame() drives a stepped runtime: build it with threaded=False")
+        self.set_tick(tick)
+        payload = {"tick": tick} if data is None else {**data, "tick": tick}
+        self.bus.emit("tick", payload, tick=tick)
+        return self.run_due()
 
     def run_due(self, now: float | None = None) -> int:
         """Stepped mode: deliver queued events (deferred delivery), then run every

@@ -4,7 +4,7 @@ What a game developer asks first: "how much of my 16.7 ms frame does
 scripting cost?". The loop drives 30 entities, each with one script whose
 ``tick`` handler reads its entity through a host API and moves it; the host
 emits one ``tick`` a frame and calls ``run_due()``, as a stepped game does
-(``docs/embedding.md``). The peer is the same rules written as plain Python
+(``Runtime.frame``, ``docs/embedding.md``). The peer is the same rules written as plain Python
 functions called from the same loop: the cost of the rules themselves,
 without scripting. Rows give the mean and the p99 time a frame spends in
 moonbus (emit + handlers + run_due), with the event store in its fast mode
@@ -104,12 +104,11 @@ def _moonbus_frames(frames: int, events_url: str, directory: Path) -> list[float
         rt.register_api("world", world)
         for i in range(ENTITIES):
             rt.load(script, {"id": i}, name=f"entity{i}").start()
-        emit, run_due = rt.bus.emit, rt.run_due
+        step = rt.frame
         for frame in range(frames):
             clock.now = frame / FPS
             start = time.perf_counter()
-            emit("tick", {"frame": frame}, tick=frame)
-            run_due()
+            step(frame, {"frame": frame})
             times.append(time.perf_counter() - start)
         for host in rt.scripts.values():
             if host.info().handler_errors:
@@ -132,7 +131,7 @@ def _rows(label: str, ours: list[float], peer: list[float]) -> list[BenchRow]:
             value=value, unit="us/frame", target=f"<= {target_us:,.0f} us (of a 16,667 us frame)",
             peer="same rules in plain Python", peer_value=theirs,
             ratio=theirs / value if value else None, ok=value <= target_us,
-            note="moonbus: emit(tick) + 30 Lua handlers calling a host API + run_due",
+            note="moonbus: rt.frame() = emit(tick) + 30 Lua handlers calling a host API + run_due",
         ))
     return rows
 
