@@ -7,7 +7,10 @@ import pytest
 from moonbus import ConfigError, Runtime
 
 POLLER = """
-events:on("tick", function(e) shared:int("last_tick"):set(e.tick) shared:string("hp"):set(tostring(e.hp)) end)
+events:on("tick", function(e)
+  shared:int("last_tick"):set(e.tick)
+  shared:string("hp"):set(tostring(e.hp))
+end)
 function poll()
   shared:table("polls"):set(tostring(shared:int("n"):increment()), time())
   return 100
