@@ -41,6 +41,7 @@ from typing import Any
 
 from moonbus.api_check import check_api, check_event_types
 from moonbus.bus import Bus, Event
+from moonbus.bus.event import FROZEN_MAPPING_TYPES
 from moonbus.errors import ConfigError
 from moonbus.host.context import HostSettings, ScriptContext
 from moonbus.host.deferred import EVENT_DELIVERY_MODES, DeferredDelivery
@@ -122,6 +123,7 @@ class Runtime:
             lua=lua,
             memory_limit=self.settings.memory_limit,
             max_source_bytes=self.settings.max_source_bytes,
+            frozen_mappings=FROZEN_MAPPING_TYPES,  # event data: copied as dicts into Lua
         )
         self.scheduler = ScriptScheduler(clock=clock, gate=self.gate)
         # "deferred": event-engine handlers run on an event thread, in batches,

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from moonbus.bus import Bus
 from moonbus.bus.core import native_available
 from moonbus.bus.event import FROZEN_MAPPING_TYPES, thaw, to_jsonable
-from moonbus.store.sqlite_query import encode_data
+from moonbus.store.event_codec import encode_data
 
 pytestmark = pytest.mark.skipif(not native_available(), reason="the C fast path is not built")
 

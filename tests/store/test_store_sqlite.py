@@ -14,13 +14,13 @@ import pytest
 from moonbus.bus.event import Event, thaw, to_jsonable
 from moonbus.errors import ConfigError, StoreError
 from moonbus.store.base import StoreSettings
+from moonbus.store.event_codec import StoredData
 from moonbus.store.sqlite import SqliteEventStore
 from moonbus.store.sqlite_query import (
     COUNT_TYPE,
     COUNT_TYPE_AFTER_TICK,
     PRUNE_BY_COUNT,
     PRUNE_BY_TICK,
-    StoredData,
 )
 
 

@@ -13,15 +13,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from moonbus.bus.event import Event, freeze, to_jsonable
-from moonbus.store import sqlite_query
-from moonbus.store.sqlite_query import (
+from moonbus.store import event_codec
+from moonbus.store.event_codec import (
     StoredData,
     decode_data,
     encode_data,
-    merge_rows,
     row_json_line,
     row_to_event,
 )
+from moonbus.store.sqlite_query import merge_rows
 
 _scalars = st.one_of(
     st.none(),
@@ -63,7 +63,7 @@ def test_encoding_round_trips(data: dict[str, Any], tick: int | None, source: st
 def test_pure_python_encoder_gives_the_same_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
     event = Event.create("t", {"a": [1, 2.5, {"b": None}], "é": "ü"}, seq=1)
     fast = encode_data(event.data)
-    monkeypatch.setattr(sqlite_query, "_FAST_ENCODE", None)
+    monkeypatch.setattr(event_codec, "_FAST_ENCODE", None)
     assert encode_data(event.data) == fast == _compact(to_jsonable(event.data))
 
 

@@ -37,7 +37,7 @@ from moonbus.bus import Bus
 from moonbus.bus.event import Event
 from moonbus.errors import StoreError
 from moonbus.store.base import StoreSettings
-from moonbus.store.sqlite_query import encode_data
+from moonbus.store.event_codec import encode_data
 
 __all__ = ["run"]
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 import functools
 import itertools
 from collections.abc import Callable, Mapping
-from importlib import resources
 from types import FunctionType, MethodType
 from typing import Any
 
@@ -62,10 +61,6 @@ _LUA_NAMES: Mapping[str, str] = {
     "shared_contains": "shared.contains", "shared_remove": "shared.remove",
     "shared_clear": "shared.clear",
 }
-
-
-def _script_env_source() -> str:
-    return resources.files("moonbus.host").joinpath("script_env.lua").read_text("utf-8")
 
 
 def event_payload(event: Event) -> dict[str, Any]:

@@ -1,8 +1,9 @@
-"""What the runner thread does with a script: start, poll, deferred events, stop.
+"""What the script thread does with a script: start, poll, deferred events, stop.
 
 ``ScriptLifecycle`` is the half of ``ScriptHost`` (``host/script.py``) that runs
-on the script's *runner* thread, under ``_control`` (a scheduler worker, or
-the stepping thread): ``run_slice`` and everything it calls. The other half
+on the *script thread*, under ``_control`` (whichever thread runs the script's
+main engine now: a scheduler worker, or the stepping thread; not the job
+threads of ``moonbus.runner``): ``run_slice`` and everything it calls. The other half
 (``start``, ``stop``, ``close``...: any thread) lives in ``script.py``; both
 share the fields declared below, with the locks that module's docstring
 lists.
@@ -21,7 +22,7 @@ stop token (``sleep`` raises "script stopped"), deferred events queued before
 the stop are delivered, then ``on_stop`` runs, the engines are closed and the
 status becomes ``stopped`` (or ``failed``). All that code shares one *stop
 budget*, the lifecycle limit (``HostSettings.lifecycle_timeout``), from when
-the runner starts the stop: no new call starts once it has passed, and each
+the script thread starts the stop: no new call starts once it has passed, and each
 call's own (CPU-time) limit is capped by what is left of it. A task that
 catches "script stopped" and calls ``sleep`` again is not resumed again (it
 is dropped where it sleeps); code still running past its limit is aborted by
@@ -72,7 +73,7 @@ class LifecycleTask:
 
 
 class ScriptLifecycle:
-    """The runner-thread half of ``ScriptHost`` (see the module docstring)."""
+    """The script-thread half of ``ScriptHost`` (see the module docstring)."""
 
     # Set by ScriptHost.__init__ (see there and host/script.py's docstring).
     name: str

@@ -10,8 +10,8 @@ Statuses: ``loaded`` → ``starting`` → ``running`` → ``stopping`` →
 
 Threads and locks (in the only order they are ever taken):
 
-* ``_control`` (an RLock), the *runner* lock: held by the thread that runs
-  the main engine: ``run_slice`` (a scheduler worker, or the stepping
+* ``_control`` (an RLock), the *script-thread* lock: held by the thread that
+  runs the main engine (the script thread): ``run_slice`` (a scheduler worker, or the stepping
   thread), ``start`` while it loads the chunk, ``close`` when it releases the
   engines. It may be held for a whole Lua call, during which the script may
   ``emit`` (and so wait for the bus's ``_emit_lock``).
@@ -30,7 +30,7 @@ finish); there it only asks for the stop. The event engine is run by the
 bus's delivering thread. The deferred queue is the only structure both
 sides touch; it is guarded by ``_queue_lock``.
 
-Stopping ("stop always wins", SPEC §4b) is carried out by the runner, under
+Stopping ("stop always wins", SPEC §4b) is carried out by the script thread, under
 one stop budget (the lifecycle limit): see ``moonbus.host.lifecycle``.
 """
 
@@ -114,7 +114,7 @@ class ScriptHost(ScriptLifecycle):
         self.shared = shared
         self._ctx = ctx
         self._env_source = env_source
-        self._control = threading.RLock()  # the runner lock (module docstring)
+        self._control = threading.RLock()  # the script-thread lock (module docstring)
         self._state = threading.Lock()  # leaf lock: _status, _stop_requested, _failing
         self._done = threading.Condition(self._state)
         self._runner: int | None = None  # ident of the thread in run_slice (under _control)
@@ -317,9 +317,9 @@ class ScriptHost(ScriptLifecycle):
                 self._done.wait_for(lambda: self._status in ENDED, _left(deadline))
 
     def _can_wait(self) -> bool:
-        """Whether the calling thread may wait for this script's runner: not
-        when it is that runner, nor (with worker threads) when it holds the
-        bus's emit lock, which the runner may need in order to finish."""
+        """Whether the calling thread may wait for this script's script thread:
+        not when it is that thread, nor (with worker threads) when it holds the
+        bus's emit lock, which the script thread may need in order to finish."""
         if self._runner == threading.get_ident():
             return False
         return not (self._ctx.scheduler.threaded and self._ctx.bus.emitting_here())
@@ -386,9 +386,9 @@ class ScriptHost(ScriptLifecycle):
     def close(self, *, timeout: float | None = 30.0) -> None:
         """Stop (if running) and release everything; returns within about ``timeout``.
 
-        Where ``stop`` cannot wait (see there), or when the script's runner
-        does not let go in time, the engines are released by the runner when
-        the stop it was asked for ends.
+        Where ``stop`` cannot wait (see there), or when the script thread
+        does not let go in time, the engines are released by the script thread
+        when the stop it was asked for ends.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         self.stop(wait=True, timeout=timeout)

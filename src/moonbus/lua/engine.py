@@ -45,7 +45,6 @@ from collections.abc import Callable
 from threading import get_native_id as _native_id
 from typing import Any
 
-from moonbus.bus.event import FROZEN_MAPPING_TYPES
 from moonbus.errors import (
     ClosedError,
     ScriptCancelled,
@@ -165,8 +164,12 @@ class LuaEngine:
         memory_limit: int | None,
         max_source_bytes: int,
         compile_counters: CompileCounters,
+        frozen_mappings: frozenset[type] = frozenset(),
     ) -> None:
         self.name = name
+        # Frozen event-data types (``.copy()`` is a dict), handed in so the sandbox
+        # need not know the bus: ``call_event`` copies them for lupa's dict path.
+        self._frozen_mappings = frozen_mappings
         # Size cap of every source compiled here (host compiles and load).
         self.max_source_bytes = max_source_bytes
         self._compile_counters = compile_counters
@@ -335,11 +338,6 @@ class LuaEngine:
         """
         return self._token + 1
 
-    def current_token(self) -> int | None:
-        """Token of the call in progress (for cancellation), or None when idle."""
-        with self._hook_lock:
-            return self._token if self._in_call else None
-
     # ------------------------------------------------------------------- calls
     def call(self, func: Any, *args: Any, limit: float | None) -> tuple[Any, ...]:
         """Run ``func(*args)`` under the limits; return its results as a tuple.
@@ -349,12 +347,6 @@ class LuaEngine:
         traceback). Nested calls on the same thread share the outer deadline.
         """
         return self._guarded(self._call, func, args, limit)
-
-    def call_protected(self, func: Any, *args: Any, limit: float | None) -> tuple[Any, ...]:
-        """Like ``call`` for a Lua function that runs its own ``xpcall`` with
-        ``message_handler`` and returns ``(ok, ...)`` (saves a trampoline frame on
-        the event-delivery hot path)."""
-        return self._guarded(None, func, args, limit)
 
     def call_event(
         self,
@@ -368,7 +360,8 @@ class LuaEngine:
         limit: float | None,
     ) -> tuple[Any, ...]:
         """Event-delivery hot path: ``func(sub_id, <data as a new table>, tick, seq,
-        event_type)`` where ``func`` runs its own ``xpcall`` (see ``call_protected``).
+        event_type)`` where ``func`` runs its own ``xpcall`` with ``message_handler``
+        and returns ``(ok, ...)`` (no trampoline frame on the hot path).
 
         The payload is converted under the same lock hold as the call. Plain
         payloads (scalar values) are copied by lupa in C; anything else goes
@@ -387,7 +380,7 @@ class LuaEngine:
                 # A plain dict copies into Lua ~30% faster than a read-only
                 # mapping (lupa's dict fast path), and .copy() is one C call.
                 table = self._table_from(
-                    data.copy() if type(data) in FROZEN_MAPPING_TYPES else data
+                    data.copy() if type(data) in self._frozen_mappings else data
                 )
             return self._guarded(None, func, (sub_id, table, tick, seq, event_type), limit)
         except OverflowError as exc:  # lupa, copying an int that Lua cannot hold

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -94,6 +95,7 @@ class SandboxFactory:
         watchdog: Watchdog | None = None,
         memory_limit: int | None = DEFAULT_MEMORY_LIMIT,
         max_source_bytes: int = DEFAULT_MAX_SOURCE_BYTES,
+        frozen_mappings: Iterable[type] = (),
     ) -> None:
         if lua not in SUPPORTED_LUA:
             raise ConfigError(f"unsupported Lua flavour {lua!r}; choose one of {SUPPORTED_LUA}")
@@ -115,6 +117,9 @@ class SandboxFactory:
         self.memory_limit = memory_limit
         self.max_source_bytes = _source_cap(max_source_bytes)
         self._compile_counters = CompileCounters()
+        # Read-only mapping types event data arrives as (the runtime passes the
+        # bus's); engines copy them to a dict before lupa copies them to Lua.
+        self._frozen_mappings = frozenset(frozen_mappings)
         self._lock = threading.Lock()
         self._created = 0
 
@@ -149,6 +154,7 @@ class SandboxFactory:
             memory_limit=limit or None,
             max_source_bytes=cap,
             compile_counters=compile_counters or self._compile_counters,
+            frozen_mappings=self._frozen_mappings,
         )
 
     @property

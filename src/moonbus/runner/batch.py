@@ -71,6 +71,7 @@ Threads: used only by the worker that owns the engine.
 
 from __future__ import annotations
 
+from importlib import resources
 from typing import Any
 
 from moonbus.lua.engine import LuaEngine
@@ -96,40 +97,8 @@ SHORT = 40
 
 _FLAT = frozenset({int, float, bool, type(None)})
 
-_LOOP = """
-local run_job, call, tracking, select, type, unpack, pack, utf8_len, SHORT = ...
-local values, done = {}, 0
-local start
-local function after(i, n, jobs, k, ok, ...)
-  if ok and select("#", ...) <= 1 then
-    local v = ...
-    local kind = type(v)
-    if kind == "number" or kind == "boolean" or kind == "nil"
-        or (kind == "string" and #v <= SHORT and utf8_len(v)) then
-      values[i] = v
-      done = i
-      if i == n or tracking() then
-        return true, unpack(values, 1, i)
-      end
-      return start(i + 1, n, jobs, k)
-    end
-  end
-  return false, pack(ok, ...), unpack(values, 1, i - 1)
-end
-start = function(i, n, jobs, k)
-  local nargs = jobs[k + 1]
-  return after(i, n, jobs, k + 2 + nargs,
-    call(run_job, jobs[k], nil, unpack(jobs, k + 2, k + 1 + nargs)))
-end
-local function run(n, jobs)
-  done = 0
-  return start(1, n, jobs, 1)
-end
-local function progress()
-  return done, unpack(values, 1, done)
-end
-return run, progress
-"""
+# The loop itself (Lua, shipped next to this module); read once, an immutable string.
+_LOOP = resources.files("moonbus.runner").joinpath("batch_loop.lua").read_text("utf-8")
 
 
 def small_args(args: tuple[Any, ...]) -> bool:

@@ -18,8 +18,8 @@ from collections.abc import Callable, Sequence
 
 from moonbus.bus.event import Event
 from moonbus.errors import StoreError
+from moonbus.store.event_codec import encode_data
 from moonbus.store.redis_scripts import Keys
-from moonbus.store.sqlite_query import encode_data
 
 __all__ = ["OpNumbers", "append_call", "refused_append"]
 

@@ -95,13 +95,13 @@ from moonbus.store.base import (
     check_query,
     type_list,
 )
+from moonbus.store.event_codec import row_json_line, row_to_event
 from moonbus.store.redis_append import OpNumbers, append_call, refused_append
 from moonbus.store.redis_feed import StreamFeed
 from moonbus.store.redis_query import PAGE_SIZE, QUERY_KEYS, PageReader
 from moonbus.store.redis_reader import StreamReader
 from moonbus.store.redis_scripts import SCRIPTS, Keys
 from moonbus.store.retention import PruneSchedule, plan_prune
-from moonbus.store.sqlite_query import row_json_line, row_to_event
 
 __all__ = ["RedisEventStore"]
 

@@ -43,8 +43,8 @@ from typing import Any, Protocol
 from moonbus.bus.event import Event
 from moonbus.errors import StoreError
 from moonbus.store.base import RemoteSink
+from moonbus.store.event_codec import row_to_event
 from moonbus.store.redis_query import entry_origin, entry_row
-from moonbus.store.sqlite_query import row_to_event
 
 __all__ = ["StreamFeed", "StreamSource"]
 

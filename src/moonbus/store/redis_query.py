@@ -32,8 +32,8 @@ from typing import Any
 
 from moonbus.errors import StoreError
 from moonbus.shared.redis_batch import pack
+from moonbus.store.event_codec import Row
 from moonbus.store.redis_scripts import Keys
-from moonbus.store.sqlite_query import Row
 
 __all__ = ["QUERY_KEYS", "PageReader", "entry_origin", "entry_row"]
 

@@ -71,15 +71,12 @@ from moonbus.store.base import (
     type_list,
 )
 from moonbus.store.batching import BatchWriter
+from moonbus.store.event_codec import Row, encode_data, row_json_line, row_to_event
 from moonbus.store.sqlite_query import (
     COUNT_TYPE_AFTER_TICK,
     TYPES,
-    Row,
-    encode_data,
     plan_selects,
     read_meta,
-    row_json_line,
-    row_to_event,
     select_rows,
 )
 from moonbus.store.sqlite_readers import ReaderPool

@@ -8,7 +8,7 @@ defines. This reader opens through
 :func:`~moonbus.store.sqlite_schema.open_read_only` (regular file, ``mode=ro``,
 exact schema, no views or triggers), bounds every operation with a
 :class:`~moonbus.store.sqlite_schema.WorkLimit` (``max_seconds``), and checks
-every row it returns (:func:`~moonbus.store.sqlite_query.check_row`, data
+every row it returns (:func:`~moonbus.store.event_codec.check_row`, data
 decoded): a bad row is a ``StoreError`` naming its seq and the problem.
 Writing (``append``, ``clear``, ``prune``) raises ``StoreError``.
 
@@ -26,15 +26,8 @@ from contextlib import contextmanager
 from moonbus.bus.event import Event
 from moonbus.errors import ClosedError, StoreError
 from moonbus.store.base import EventStore, StoreStatistics, check_query, type_list
-from moonbus.store.sqlite_query import (
-    COUNT_TYPE_AFTER_TICK,
-    TYPES,
-    check_row,
-    decode_data,
-    read_meta,
-    row_to_event,
-    select_rows,
-)
+from moonbus.store.event_codec import check_row, decode_data, row_to_event
+from moonbus.store.sqlite_query import COUNT_TYPE_AFTER_TICK, TYPES, read_meta, select_rows
 from moonbus.store.sqlite_schema import WorkLimit, open_read_only, store_error
 
 __all__ = ["DEFAULT_READ_SECONDS", "MAX_DATA_DEPTH", "SqliteFileReader"]
