@@ -119,7 +119,7 @@ class SandboxFactory:
         self._compile_counters = CompileCounters()
         # Read-only mapping types event data arrives as (the runtime passes the
         # bus's); engines copy them to a dict before lupa copies them to Lua.
-        self._frozen_mappings = frozenset(frozen_mappings)
+        self.frozen_mappings = frozenset(frozen_mappings)
         self._lock = threading.Lock()
         self._created = 0
 
@@ -154,7 +154,7 @@ class SandboxFactory:
             memory_limit=limit or None,
             max_source_bytes=cap,
             compile_counters=compile_counters or self._compile_counters,
-            frozen_mappings=self._frozen_mappings,
+            frozen_mappings=self.frozen_mappings,
         )
 
     @property
