@@ -122,8 +122,8 @@ class Runtime:
         self.factory = SandboxFactory(
             lua=lua,
             memory_limit=self.settings.memory_limit,
-            max_source_bytes=self.settings.max_source_bytes,
             frozen_mappings=FROZEN_MAPPING_TYPES,  # event data: copied as dicts into Lua
+            max_source_bytes=self.settings.max_source_bytes,
         )
         self.scheduler = ScriptScheduler(clock=clock, gate=self.gate)
         # "deferred": event-engine handlers run on an event thread, in batches,

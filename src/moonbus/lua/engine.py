@@ -163,8 +163,8 @@ class LuaEngine:
         name: str,
         memory_limit: int | None,
         max_source_bytes: int,
+        frozen_mappings: frozenset[type],
         compile_counters: CompileCounters,
-        frozen_mappings: frozenset[type] = frozenset(),
     ) -> None:
         self.name = name
         # Frozen event-data types (``.copy()`` is a dict), handed in so the sandbox

@@ -94,8 +94,8 @@ class SandboxFactory:
         lua: str = "lua54",
         watchdog: Watchdog | None = None,
         memory_limit: int | None = DEFAULT_MEMORY_LIMIT,
-        max_source_bytes: int = DEFAULT_MAX_SOURCE_BYTES,
         frozen_mappings: Iterable[type] = (),
+        max_source_bytes: int = DEFAULT_MAX_SOURCE_BYTES,
     ) -> None:
         if lua not in SUPPORTED_LUA:
             raise ConfigError(f"unsupported Lua flavour {lua!r}; choose one of {SUPPORTED_LUA}")
@@ -116,10 +116,10 @@ class SandboxFactory:
         self.watchdog = watchdog or Watchdog()
         self.memory_limit = memory_limit
         self.max_source_bytes = _source_cap(max_source_bytes)
-        self._compile_counters = CompileCounters()
         # Read-only mapping types event data arrives as (the runtime passes the
         # bus's); engines copy them to a dict before lupa copies them to Lua.
         self.frozen_mappings = frozenset(frozen_mappings)
+        self._compile_counters = CompileCounters()
         self._lock = threading.Lock()
         self._created = 0
 
@@ -153,8 +153,8 @@ class SandboxFactory:
             name=name,
             memory_limit=limit or None,
             max_source_bytes=cap,
-            compile_counters=compile_counters or self._compile_counters,
             frozen_mappings=self.frozen_mappings,
+            compile_counters=compile_counters or self._compile_counters,
         )
 
     @property
