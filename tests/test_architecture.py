@@ -14,7 +14,8 @@ What is checked (docs/architecture.md draws the same layers):
   entry that no longer matches an import fails too, so it is removed when
   fixed).
 * **No cycles between packages.** The strongly connected components of the
-  package import graph (every import, allowlisted or not) are single packages.
+  package import graph (every import, allowlisted or not) are single packages,
+  but for the ones in ``KNOWN_CYCLES`` (made by known back edges; shrinks only).
 * **Module size.** A module (``.py``, ``.pyi``, ``.lua``; C sources are not
   counted) has at most ``MAX_MODULE_LINES`` lines (DESIGN.md rule 7). Today's
   larger ones are in ``OVERSIZE`` with their line count, which must not grow.
@@ -71,6 +72,13 @@ KNOWN_BACK_EDGES: dict[tuple[str, str], str] = {
     ("moonbus.store.redis_backend", "moonbus.shared.redis_backend"): "Redis plumbing (c12-faults)",
     ("moonbus.store.redis_backend", "moonbus.shared.redis_batch"): "Redis plumbing (c12-faults)",
     ("moonbus.store.redis_query", "moonbus.shared.redis_batch"): "Redis plumbing (c12-faults)",
+    # The run loop of a game session (``cli/session.py``: world, runtime, ticks)
+    # is a library that the replayer and the replay bench drive, but it lives in
+    # the CLI. Fix: move the session (and ``cli/plan.py``) below ``cli`` and
+    # ``replay``; these edges and the cycle below go away with it.
+    ("moonbus.replay.replayer", "moonbus.cli.session"): "the run session lives in cli",
+    ("moonbus.bench.replay", "moonbus.cli.session"): "the run session lives in cli",
+    ("moonbus.bench.replay", "moonbus.cli.plan"): "script planning lives in cli",
 }
 
 # Type-only imports (under ``if TYPE_CHECKING:``) that point up or sideways:
@@ -78,7 +86,17 @@ KNOWN_BACK_EDGES: dict[tuple[str, str], str] = {
 TYPE_ONLY_UP: dict[tuple[str, str], str] = {
     ("moonbus.bus.bus", "moonbus.store.base"): "the runtime hands the bus its EventStore",
     ("moonbus.admin.commands", "moonbus.runtime"): "commands are built over the Runtime",
+    ("moonbus.replay.observer", "moonbus.runtime"): "the runtime hands the recorder itself",
+    ("moonbus.replay.recorder", "moonbus.runtime"): "the runtime hands the recorder itself",
+    ("moonbus.replay.replayer", "moonbus.runtime"): "the session's runtime, annotated",
+    ("moonbus.replay.replayer", "moonbus.cli.session"): "the run session lives in cli (above)",
 }
+
+# Package cycles today, each made by back edges listed above; shrinks only.
+KNOWN_CYCLES: tuple[frozenset[str], ...] = (
+    # replay -> cli (session) -> runtime -> replay; bench -> cli (session) -> bench
+    frozenset({"bench", "cli", "moonbus", "replay", "runtime"}),
+)
 
 MAX_MODULE_LINES = 500
 # Module path under src/moonbus -> its line count today (a ceiling: must not grow;
@@ -294,7 +312,10 @@ def package_graph() -> dict[str, set[str]]:
 
 
 def test_no_cycle_between_packages() -> None:
-    cycles = [c for c in strongly_connected(package_graph()) if len(c) > 1]
+    found = [c for c in strongly_connected(package_graph()) if len(c) > 1]
+    stale = set(KNOWN_CYCLES) - {frozenset(c) for c in found}
+    assert not stale, f"KNOWN_CYCLES entries that no longer occur (remove them): {stale}"
+    cycles = [c for c in found if frozenset(c) not in KNOWN_CYCLES]
     if cycles:
         edges = []
         for imp in all_imports():
