@@ -191,9 +191,7 @@ def test_deferred_queue_limit_is_a_setting(tmp_path: Path) -> None:
         offender = arena.load(SLEEPY, "offender")
         offender.start()
         arena.step()
-        # The handler is on "*": the two script:started notifications (companion,
-        # offender) are two of the five events it holds.
-        arena.ping(3)
+        arena.ping(5)
         assert offender.status == "running"
         assert offender.statistics().deferred_queued == 4  # one is being handled (asleep)
         arena.ping(2)

@@ -176,7 +176,7 @@ def test_an_app_in_the_current_directory(moonbus: Invoke, tiny: str, lua: Any,
     assert summary["world"] == {"n": 5 + 11}  # the seed, then one bump per poll (ticks 0..10)
     entry = summary["scripts"]["bumper"]
     assert entry["shared"] == {"evens": 5} and entry["stats"] == {"top": 99}
-    assert summary["events"]["by_type"] == {"even": 5, "tick": 10, "script:started": 1}
+    assert summary["events"]["by_type"] == {"even": 5, "tick": 10}
 
 
 def test_the_live_panel_shows_the_apps_name_and_status_line(

@@ -432,3 +432,22 @@ def test_a_threaded_runtime_summarises_repeats_once_a_window():
         assert summarised.wait(10), lines  # no further error is needed to say it
         assert h.status == "running" and h.handler_errors == 10
         assert sum("stack traceback" in line for line in lines) == 1
+
+
+def test_notifications_reach_the_bus_only_when_someone_asks_for_them(stepped):
+    everything: list[Event] = []
+    stepped.rt.bus.on("*", everything.append)  # "*" alone does not ask for them
+    h = stepped.script(FAILING, name="quiet")
+    h.start()
+    stepped.rt.bus.emit("ping", {})
+    stepped.rt.run_due()
+    assert [e.type for e in everything] == ["ping"]
+    assert stepped.rt.bus.last_seq == 1  # the game's seqs are its own
+    stepped.rt.bus.on("script:failed", lambda e: None)
+    h.stop()
+    stepped.rt.run_due()
+    assert [e.type for e in everything] == ["ping"]  # a stop is not a failure
+    bad = stepped.script("function on_start() error('x') end", name="bad")
+    bad.start()
+    stepped.rt.run_due()
+    assert [e.type for e in everything] == ["ping", "script:failed"]

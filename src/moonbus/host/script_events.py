@@ -11,6 +11,12 @@ Every status change that matters to a host (a script *started* running,
   but only moonbus uses ``source="moonbus"``; ``events:on("script:*", ...)``
   or ``bus.on("script:*", ...)`` catches all four).
 
+On the bus only when asked for: while some subscription names the type or
+a pattern other than ``*`` that selects it (``script:*``). A game that does
+not listen for them keeps its event log, its store and its ``seq`` numbers
+to its own events (a recorded run replays the same), and a script's
+``events:on("*", ...)`` alone does not bring them into being.
+
 Not synchronously: a status changes while the script's control lock is held
 (and a handler error on whatever thread ran the handler), so the record is
 queued and delivered by the hub's notifier, outside every script lock. A
@@ -46,6 +52,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, overload
 
+from moonbus.bus.patterns import matches
 from moonbus.errors import ClosedError
 
 if TYPE_CHECKING:
@@ -270,20 +277,27 @@ class ScriptEventHub:
                 self.listener_errors += 1
                 _log.exception("script listener %r failed on %s", listener, event)
         self.delivered += 1
-        if not emit:
+        event_type = SCRIPT_EVENT_TYPES[event.what]
+        if not emit or not self._wanted(event_type):
             return
         self._local.emitting = True
         try:
-            self._bus.emit(SCRIPT_EVENT_TYPES[event.what], event.to_dict(),
-                           source=MOONBUS_SOURCE, tick=event.tick)
+            self._bus.emit(event_type, event.to_dict(), source=MOONBUS_SOURCE,
+                           tick=event.tick)
             self.bus_events += 1
         except ClosedError:
             pass
         except Exception:  # a refused store append, a replaced emit: the notifier goes on
             self.emit_errors += 1
-            _log.exception("emitting %s", SCRIPT_EVENT_TYPES[event.what])
+            _log.exception("emitting %s", event_type)
         finally:
             self._local.emitting = False
+
+    def _wanted(self, event_type: str) -> bool:
+        """Whether someone subscribed to ``event_type`` by name or by a pattern
+        other than ``*`` (``script:*``): only then is it emitted (see the module)."""
+        return any(sub.active and sub.pattern != "*" and matches(sub.pattern, event_type)
+                   for sub in self._bus.subscriptions())
 
     def _ensure_thread(self) -> None:
         """Start the notifier thread (under ``_cond``)."""

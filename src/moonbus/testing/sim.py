@@ -34,7 +34,6 @@ from moonbus.cli.session import Session
 from moonbus.errors import ConfigError
 from moonbus.host.context import HostSettings
 from moonbus.host.script import ScriptHost
-from moonbus.host.script_events import MOONBUS_SOURCE
 from moonbus.runtime import LogLine, Runtime
 from moonbus.shared import SharedStore
 
@@ -291,9 +290,7 @@ class Sim:
             lines += ["  " + _describe(e) for e in same_type[-5:]]
         for e in found[:5]:
             lines.append("  matched " + _describe(e))
-        # The game's and the scripts' events; moonbus's own script:* notifications
-        # (source "moonbus", moonbus.host.script_events) would only be noise here.
-        by_type = Counter(e.type for e in self._events if e.source != MOONBUS_SOURCE)
+        by_type = Counter(e.type for e in self._events)
         lines.append(f"events by type: {dict(sorted(by_type.items()))}")
         raise AssertionError("\n".join(lines))
 
