@@ -286,7 +286,8 @@ class Runtime:
         names = self._ctx.event_names
         if names is None:
             return stats
-        return dataclasses.replace(stats, undeclared_event_names=names.warnings)
+        return dataclasses.replace(stats, undeclared_event_names=names.warnings,
+                                   event_names_learned=names.learned)
 
     # -------------------------------------------------------------------- apis
     def register_api(self, name: str, api: Any) -> None:

@@ -67,6 +67,8 @@ def test_distinct_errors_do_not_grow_the_error_log_and_names_are_bounded():
         assert any("(max_event_names): no more undeclared-name warnings" in w
                    for w in warnings)
         assert not any("made_up_99" in w for w in warnings)
+        stats = rt.script_event_statistics()
+        assert stats.event_names_learned == 20 and stats.errors_forgotten == 100 - 8
 
 
 def test_the_notification_backlog_is_bounded_while_no_one_dispatches():

@@ -195,6 +195,7 @@ def test_distinct_errors_are_bounded_per_script(stepped):
         stepped.rt.bus.emit("ping", {"n": n})
     assert h.handler_errors == 50
     assert len(h._reporter._log._entries) == 4  # the oldest are forgotten
+    assert stepped.rt.script_event_statistics().errors_forgotten == 50 - 4
     log_lines: list[LogLine] = [line for line in stepped.logs if line.level == "error"]
     assert len(log_lines) == 50  # all distinct: each is news
 

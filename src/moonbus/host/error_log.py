@@ -92,6 +92,7 @@ class HandlerErrorLog:
         self.max_distinct = max_distinct
         self._lock = threading.Lock()
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
+        self.forgotten = 0  # distinct errors dropped at max_distinct (counted by the hub)
 
     def record(self, what: str, exc: BaseException, now: float,
                clip: Callable[[str], str] | None = None) -> list[ErrorLine]:
@@ -117,6 +118,7 @@ class HandlerErrorLog:
                     lines.append(self._summary(other, old, now))
             while len(self._entries) >= max(1, self.max_distinct):
                 self._entries.popitem(last=False)
+                self.forgotten += 1
             self._entries[headline] = _Entry(now)
         lines.append(ErrorLine(headline, text, 1, True))
         return lines

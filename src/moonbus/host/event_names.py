@@ -49,6 +49,11 @@ class EventNameChecker:
         self._full = False
         self.warnings = 0
 
+    @property
+    def learned(self) -> int:
+        """How many names were learned from scripts (bounded by max_event_names)."""
+        return len(self._learned)
+
     def known(self, name: str) -> bool:
         """Whether ``name`` is declared, learned, or a pattern."""
         return name.endswith("*") or name in self._declared or name in self._learned

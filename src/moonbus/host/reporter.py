@@ -65,6 +65,7 @@ class ScriptReporter:
         log = self._log
         log.window = settings.error_log_window
         log.max_distinct = settings.max_distinct_errors
+        forgotten = log.forgotten
         lines = log.record(what, exc, self._ctx.scheduler.clock(), clip=self._clip_error)
         for line in lines:
             if line.first and line.headline not in self._errors:
@@ -72,6 +73,8 @@ class ScriptReporter:
         self._write(lines)
         hub = self._ctx.script_events
         if hub is not None:
+            if log.forgotten != forgotten:
+                hub.count("errors_forgotten", log.forgotten - forgotten)
             hub.watch_log(self._key, log, self.write_due)
 
     def write_due(self, now: float, force: bool) -> None:

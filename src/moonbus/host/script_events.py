@@ -118,6 +118,8 @@ class ScriptEventStatistics:
     bus_events_held: int  # handler errors not emitted (loop guard or one-per-window)
     dropped: int  # handler-error records dropped: the backlog was full
     emit_errors: int  # bus events that could not be emitted (logged)
+    errors_forgotten: int  # distinct handler errors dropped at max_distinct_errors
+    event_names_learned: int  # names learned from scripts' emits (max_event_names)
     undeclared_event_names: int  # warnings logged (moonbus.host.event_names)
 
 
@@ -172,6 +174,7 @@ class ScriptEventHub:
         self._max_backlog = max_backlog  # HostSettings.max_script_event_backlog
         self.dropped = 0
         self.emit_errors = 0
+        self.errors_forgotten = 0
         self.posted = self.delivered = self.listener_errors = 0
         self.bus_events = self.bus_events_held = 0
 
@@ -229,6 +232,11 @@ class ScriptEventHub:
                 return False
             self._last_error_event[script] = now
             return True
+
+    def count(self, counter: str, n: int = 1) -> None:
+        """Add ``n`` to one of the counters (``errors_forgotten``); any thread."""
+        with self._cond:
+            setattr(self, counter, getattr(self, counter) + n)
 
     def watch_log(self, key: int, log: HandlerErrorLog,
                   write: Callable[[float, bool], None]) -> None:
@@ -324,7 +332,8 @@ class ScriptEventHub:
                 posted=self.posted, delivered=self.delivered, pending=len(self._pending),
                 listener_errors=self.listener_errors, bus_events=self.bus_events,
                 bus_events_held=self.bus_events_held, dropped=self.dropped,
-                emit_errors=self.emit_errors,
+                emit_errors=self.emit_errors, errors_forgotten=self.errors_forgotten,
+                event_names_learned=0,
                 undeclared_event_names=0,
             )
 
