@@ -8,7 +8,8 @@ with ``raise ... from exc`` so that callers only ever need to catch these::
     ├── ConfigError (ValueError)         a bad URL, option or setting value
     ├── BusError
     │   ├── HandlerError                 a Python handler raised (logged; never raised by emit)
-    │   └── CascadeError                 an emit from a handler passed a cascade limit (refused)
+    │   ├── CascadeError                 an emit from a handler passed a cascade limit (refused)
+    │   └── EventDataError (TypeError)   emit got a value that is not event data; names the field
     ├── SharedError
     │   ├── SharedTypeError (TypeError)  a key used with another kind; names key and both kinds
     │   ├── SharedValueError (ValueError) overflow, size limit, depth limit, cycles, bad value
@@ -40,6 +41,7 @@ __all__ = [
     "CascadeError",
     "ClosedError",
     "ConfigError",
+    "EventDataError",
     "GameApiError",
     "HandlerError",
     "JobDataError",
@@ -86,6 +88,12 @@ class HandlerError(BusError):
 class CascadeError(BusError):
     """An emit from a handler would pass a cascade limit (``max_cascade_depth``,
     ``max_cascade_events``): it is refused, nothing is committed (SPEC §4b)."""
+
+
+class EventDataError(BusError, TypeError):
+    """``emit`` was given a value that is not event data (SPEC §2); the message
+    names the field, e.g. ``data.monster.pos: a Python Socket is not event data``.
+    Nothing is committed."""
 
 
 class SharedError(MoonbusError):

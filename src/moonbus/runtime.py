@@ -28,6 +28,7 @@ control thread; ``bus.emit`` may be called from any thread.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import threading
@@ -45,10 +46,17 @@ from moonbus.bus.event import FROZEN_MAPPING_TYPES
 from moonbus.errors import ConfigError
 from moonbus.host.context import HostSettings, ScriptContext
 from moonbus.host.deferred import EVENT_DELIVERY_MODES, DeferredDelivery
+from moonbus.host.event_names import EventNameChecker
 from moonbus.host.gate import DeliveryGate
 from moonbus.host.limits import LifecycleCounters, LifecycleStatistics
 from moonbus.host.scheduler import ScriptScheduler
 from moonbus.host.script import ScriptHost
+from moonbus.host.script_events import (
+    SCRIPT_EVENT_TYPES,
+    ScriptEventHub,
+    ScriptEventStatistics,
+    ScriptListener,
+)
 from moonbus.host.source import load_source, merge_options
 from moonbus.lua.sandbox import SandboxFactory
 from moonbus.replay.observer import RunObserver
@@ -100,6 +108,7 @@ class Runtime:
         event_types: Mapping[str, str] | None = None,
         seed: int | None = None,
         record: str | Path | RunObserver | None = None,
+        on_script_event: ScriptListener | None = None,
     ) -> None:
         if event_delivery not in EVENT_DELIVERY_MODES:
             raise ConfigError(
@@ -146,6 +155,15 @@ class Runtime:
         self._env_source = resources.files("moonbus.host").joinpath("script_env.lua").read_text(
             "utf-8"
         )
+        # Scripts started, stopped, failed, handler errors: to listeners and
+        # the bus, from a notifier outside every script lock (host/script_events.py).
+        self._script_events = ScriptEventHub(
+            bus=self.bus, threaded=threaded, clock=clock,
+            window=lambda: self.settings.error_log_window,
+            max_backlog=lambda: self.settings.max_script_event_backlog,
+        )
+        if on_script_event is not None:
+            self._script_events.add_listener(on_script_event)
         self._ctx = ScriptContext(
             bus=self.bus,
             factory=self.factory,
@@ -160,11 +178,19 @@ class Runtime:
             # stepped mode with an injected clock, os.time/os.clock read it.
             random_seed=seed,
             virtual_clock=None if threaded or clock is time.monotonic else clock,
+            script_events=self._script_events,
         )
         self.seed = seed
         if event_types is not None:
             # The host's declared event types: scripts' events.EventType table.
             self._ctx.event_types = check_event_types(event_types)
+            # ...and names no one declared are warned about (host/event_names.py).
+            self._ctx.event_names = EventNameChecker(
+                [*self._ctx.event_types.values(), *SCRIPT_EVENT_TYPES.values()],
+                max_names=lambda: self.settings.max_event_names,
+                warn=lambda script, level, msg: self._log(script, "host", level, msg,
+                                                          self._tick),
+            )
         from moonbus.admin.commands import build_registry
 
         self.admin = build_registry(self)
@@ -243,6 +269,28 @@ class Runtime:
         """Also send every script log line to ``sink`` (called on the logging thread)."""
         self._sinks.append(sink)
 
+    # ----------------------------------------------------------- script events
+    def add_script_listener(self, listener: ScriptListener) -> Callable[[], None]:
+        """Call ``listener(ScriptEvent)`` when a script starts, stops, fails or a
+        handler of it errs; returns a function that removes the listener.
+
+        Called on the ``moonbus-script-events`` thread (threaded runtime) or
+        inside ``run_due()`` (stepped), never under a script's lock: it may
+        stop or reload scripts. The same records reach the bus as
+        ``script:started``/``stopped``/``failed``/``handler_error`` events
+        with ``source="moonbus"`` (``moonbus.host.script_events``).
+        """
+        return self._script_events.add_listener(listener)
+
+    def script_event_statistics(self) -> ScriptEventStatistics:
+        """Counters of script notifications and undeclared event names."""
+        stats = self._script_events.statistics()
+        names = self._ctx.event_names
+        if names is None:
+            return stats
+        return dataclasses.replace(stats, undeclared_event_names=names.warnings,
+                                   event_names_learned=names.learned)
+
     # -------------------------------------------------------------------- apis
     def register_api(self, name: str, api: Any) -> None:
         """Expose ``api`` (a ``@lua_api`` object or plain data) as a Lua global to
@@ -274,6 +322,8 @@ class Runtime:
         """
         self._check_open()
         source = load_source(path, text=text, max_bytes=self.settings.max_source_bytes)
+        if self._ctx.event_names is not None:
+            self._ctx.event_names.learn_source(source.text)  # its literal emits
         merged = merge_options(source.defaults, options)
         with self._lock:
             base = name or source.name
@@ -342,7 +392,9 @@ class Runtime:
         script slice due now, on this thread."""
         if self._deferred is not None:
             self._deferred.run_pending()
-        return self.scheduler.run_due(now)
+        ran = self.scheduler.run_due(now)
+        self._script_events.dispatch()  # what happened to scripts, on this thread
+        return ran
 
     def flush_events(self, timeout: float | None = None) -> bool:
         """Deferred delivery: wait until every event emitted so far has reached
@@ -397,6 +449,9 @@ class Runtime:
                  lambda host=host: host.close(timeout=left()))  # type: ignore[misc]
         step("stopping the scheduler",
              lambda: self._not_ended(self.scheduler.close(timeout=min(10.0, left()))))
+        # The scripts' last notifications, before the bus closes.
+        step("delivering script notifications",
+             lambda: self._script_events.close(min(5.0, left())))
         recorder = self.recorder
         if recorder is not None:  # every script has ended: its final values are known
             step("finishing the recording", lambda: recorder.finish(hosts))

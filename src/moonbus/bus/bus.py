@@ -88,7 +88,8 @@ from moonbus.bus.cascade import (
     CascadeTracker,
 )
 from moonbus.bus.core import EmitState, NativeEmitCore, make_emit_state
-from moonbus.bus.event import EMPTY_DATA, SCALAR_TYPES, Event, freeze_data
+from moonbus.bus.emit_data import freeze_emitted
+from moonbus.bus.event import EMPTY_DATA, SCALAR_TYPES, Event
 from moonbus.bus.patterns import check_pattern, check_type_name, matches
 from moonbus.bus.sequencer import Sequencer
 from moonbus.bus.subscription import Handler, Route, Subscription
@@ -396,12 +397,12 @@ class Bus:
             # scalars under str keys, and a shallow copy freezes it completely.
             for key, value in data.items():
                 if _typeof(key) is not str or _typeof(value) not in SCALAR_TYPES:
-                    frozen = freeze_data(data)
+                    frozen = freeze_emitted(data)  # refuses non-event data
                     break
             else:
                 frozen = _read_only(data.copy()) if data else EMPTY_DATA
         elif isinstance(data, Mapping):
-            frozen = freeze_data(data)
+            frozen = freeze_emitted(data)  # refuses non-event data
         else:
             raise BusError(f"event data must be a mapping, got {data.__class__.__name__}")
         if source is None:

@@ -11,14 +11,18 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from moonbus.bus import Bus
 from moonbus.bus.cascade import DEFAULT_MAX_CASCADE_DEPTH, DEFAULT_MAX_CASCADE_EVENTS
 from moonbus.host.deferred import DeferredDelivery
 from moonbus.host.limits import LifecycleCounters, check_setting
 from moonbus.host.scheduler import ScriptScheduler
+from moonbus.host.script_events import ScriptEventHub
 from moonbus.lua.sandbox import DEFAULT_MAX_SOURCE_BYTES, SandboxFactory
+
+if TYPE_CHECKING:
+    from moonbus.host.event_names import EventNameChecker
 
 __all__ = ["BUILTIN_EVENT_TYPES", "HostSettings", "LogSink", "ScriptContext", "script_seed"]
 
@@ -131,6 +135,14 @@ class HostSettings:
 
     def __setattr__(self, name: str, value: Any) -> None:
         super().__setattr__(name, check_setting(name, value))
+    # Handler errors (moonbus.host.error_log): repeats of one error are
+    # summarised once a window; at most this many distinct errors tracked per script.
+    error_log_window: float = 1.0
+    max_distinct_errors: int = 64
+    # ScriptEvent records waiting for the notifier (moonbus.host.script_events).
+    max_script_event_backlog: int = 10_000
+    # Event names learned from scripts' emits (moonbus.host.event_names).
+    max_event_names: int = 10_000
 
 
 @dataclass
@@ -167,3 +179,7 @@ class ScriptContext:
         if self.api_view is None:
             return dict(self.apis)
         return dict(self.api_view(script, self.apis))
+    # Where scripts' ScriptEvent records go (moonbus.host.script_events).
+    script_events: ScriptEventHub | None = None
+    # Set when the host declared its event types (moonbus.host.event_names).
+    event_names: EventNameChecker | None = None

@@ -40,6 +40,7 @@ from moonbus.host.stats_panel import StatsPanel
 from moonbus.lua.boundary import detached
 from moonbus.lua.convert import ValueTooLarge
 from moonbus.lua.engine import LuaEngine
+from moonbus.lua.value_path import payload_error
 
 __all__ = ["SHARED_METHODS", "ScriptEngine", "event_payload"]
 
@@ -118,6 +119,7 @@ class ScriptEngine:
         # Main engine: the cascade of the deferred handler running now (set by
         # the script thread around each step; None while poll/on_start run).
         self.cause: CascadeLink | None = None
+        self.returned_table: Any = None
         self.subscriptions: dict[int, Subscription] = {}
         self.patterns: dict[int, str] = {}
         self._once_ids: set[int] = set()
@@ -191,6 +193,8 @@ class ScriptEngine:
             "shared_remove": lambda name: self._shared.remove(to_py(name)),
             "shared_clear": lambda: self._shared.clear(),
             "apis": lambda: to_lua(self._ctx.apis_for(self.script_name)),
+            "event_known": self._event_known,
+            "undeclared_event": self._undeclared_event,
         }
         if self._ctx.virtual_clock is not None:
             functions["virtual_clock"] = self._ctx.virtual_clock
@@ -242,6 +246,16 @@ class ScriptEngine:
         if sub is not None:
             sub.cancel()
 
+    def _event_known(self, name: str) -> bool:
+        names = self._ctx.event_names
+        # The main engine's top-level handlers are the event engine's (checked there).
+        return names is None or (self.kind == "main" and self.loading) or names.known(name)
+
+    def _undeclared_event(self, name: str, where: Any) -> None:
+        names = self._ctx.event_names
+        if names is not None:
+            names.undeclared(self.script_name, name, where if isinstance(where, str) else "")
+
     def _emit(self, name: str, data: Any, handling: int | None = None) -> Any:
         """``events:emit``: the new event's seq, or (None, message) when a
         cascade limit refused it (the Lua library raises the message at the
@@ -273,6 +287,8 @@ class ScriptEngine:
                                        cause=cause)
         except CascadeError as exc:
             return None, str(exc)
+        if self._ctx.event_names is not None:
+            self._ctx.event_names.learn(name)  # a custom event: declared from now on
         return event.seq
 
     def _log(self, level: str, message: Any, size: int) -> None:
@@ -324,9 +340,12 @@ class ScriptEngine:
         chunk = self.engine.compile(self._source.text, self._source.chunkname, self.env,
                                     limit=limit)
         try:
-            return self.engine.call(chunk, limit=limit)
+            results = self.engine.call(chunk, limit=limit)
         finally:
             self.loading = False
+        if results and self.engine.lua_type(results[0]) == "table":
+            self.returned_table = results[0]  # a script table (ScriptHost.call finds methods)
+        return results
 
     def deliver(self, sub_id: int, event: Event) -> None:
         """Run one handler now, on the calling thread (event engine delivery),
@@ -380,7 +399,11 @@ class ScriptEngine:
                 self._once_ids.discard(sub_id)
                 self.patterns.pop(sub_id, None)
         with self.engine.lock:
-            payload = self.converter.to_lua(event_payload(event))
+            try:
+                payload = self.converter.to_lua(event_payload(event))
+            except TypeError as exc:  # name the field that could not cross
+                raise TypeError(payload_error(event.type, event.seq, event.data, event.tick,
+                                              exc)) from exc
             task = self.engine.new_task(self._dispatch)
         return task, (sub_id, payload)
 

@@ -46,6 +46,7 @@ from moonbus.host.context import ScriptContext
 from moonbus.host.engine_side import STOP_TOKEN, ScriptEngine
 from moonbus.host.limits import script_delay
 from moonbus.host.memory_caps import ScriptLimitCounters, clip
+from moonbus.host.reporter import ScriptReporter
 
 __all__ = ["ACTIVE", "ENDED", "LifecycleTask", "ScriptLifecycle"]
 
@@ -90,6 +91,7 @@ class ScriptLifecycle:
     _warned: set[str]
     _errors: deque[str]
     _limits: ScriptLimitCounters
+    _reporter: ScriptReporter
     _event: ScriptEngine | None
     _main: ScriptEngine | None
     _script_table: Any
@@ -108,17 +110,19 @@ class ScriptLifecycle:
 
     # --------------------------------------------------------------- errors
     def _record_error(self, what: str, exc: BaseException) -> None:
+        # The headline once and the script's own frames (moonbus.host.error_log).
+        headline, full = self._reporter.error_text(what, exc)
         settings = self._ctx.settings  # texts are capped: a script chooses its error messages
-        text = self._limits.clip(f"{what}: {exc}", settings.max_error_length, "truncated_errors")
+        text = self._limits.clip(headline, settings.max_error_length, "truncated_errors")
         self._errors.append(text)
-        trace = getattr(exc, "lua_traceback", "") or ""
-        line, _ = clip(f"{text}\n{trace}".rstrip(), settings.max_log_line)
+        line, _ = clip(full, settings.max_log_line)
         self._ctx.log(self.name, "host", "error", line, self._ctx.tick())
         _log.debug("script %s: %s", self.name, text)
 
     def _handler_error(self, what: str, exc: BaseException) -> None:
+        """Counted every time; logged once per distinct error (moonbus.host.reporter)."""
         self.handler_errors += 1
-        self._record_error(what, exc)
+        self._reporter.handler_error(what, exc)
         if isinstance(exc, ScriptTimeout):  # a handler spent its event's budget
             reason = self._timeouts.exhausted(self._ctx.settings)
             if reason is not None:

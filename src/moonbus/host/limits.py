@@ -65,6 +65,12 @@ _SETTING_BOUNDS: dict[str, tuple[type, float, float]] = {
     "max_handler_timeouts": (int, 0, 1_000_000),
     "handler_timeout_window": (float, 0.0, MAX_SECONDS),
     "max_handlers_per_script": (int, 0, 10_000_000),
+    # Script notifications and the handler-error log (moonbus.host.script_events,
+    # moonbus.host.error_log) and learned event names (moonbus.host.event_names).
+    "error_log_window": (float, 0.0, MAX_SECONDS),
+    "max_distinct_errors": (int, 0, 1_000_000),
+    "max_script_event_backlog": (int, 0, 100_000_000),
+    "max_event_names": (int, 0, 100_000_000),
 }
 # None turns the limit off (embedders measuring their handlers); never from
 # settings.set. lifecycle_timeout is the stop budget and cannot be off.

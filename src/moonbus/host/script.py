@@ -52,6 +52,9 @@ from moonbus.host.context import ScriptContext
 from moonbus.host.engine_side import ScriptEngine
 from moonbus.host.lifecycle import ACTIVE, ENDED, LifecycleTask, ScriptLifecycle
 from moonbus.host.memory_caps import ScriptLimitCounters, ScriptLimitStatistics
+from moonbus.host.reporter import ScriptReporter
+from moonbus.host.script_call import call_in_engine
+from moonbus.host.script_events import ObservedStatus
 from moonbus.host.source import ScriptSource, load_source
 from moonbus.host.stats_panel import StatsPanel
 
@@ -98,6 +101,8 @@ class ScriptStatistics:
 class ScriptHost(ScriptLifecycle):
     """One script instance. Users get it from ``Runtime.load``."""
 
+    _status = ObservedStatus()  # changes reach the host (moonbus.host.script_events)
+
     def __init__(
         self,
         *,
@@ -124,6 +129,8 @@ class ScriptHost(ScriptLifecycle):
         self._limits = ScriptLimitCounters()
         self._stats = StatsPanel(ctx.settings, self._limits)
         self._errors: deque[str] = deque(maxlen=ctx.settings.max_errors_kept)
+        self._reporter = ScriptReporter(name=name, ctx=ctx, source=source, errors=self._errors,
+                                        limits=self._limits)
         self.polls = 0
         self.handler_errors = 0
         self.poll_errors = 0
@@ -222,6 +229,20 @@ class ScriptHost(ScriptLifecycle):
                 rows.extend((side.kind, i, p) for i, p in side.listeners())
         return rows
 
+    def _status_event(self, what: str, status: str) -> None:
+        self._reporter.status(what, status)
+
+    def call(self, fn_name: str, *args: Any) -> Any:
+        """Call the script's global function (or script-table method) ``fn_name``
+        with ``args`` and return its result as Python data; from any thread.
+
+        Runs in the event engine, under the handler time limit (see
+        ``moonbus.host.script_call`` for why); raises ``ScriptError`` or
+        ``ScriptTimeout`` naming the script and the function.
+        """
+        return call_in_engine(self._event, self.name, self._status, fn_name, args,
+                              self._ctx.settings.handler_timeout)
+
     # --------------------------------------------------------------- control
     def start(self) -> None:
         """Load both engines and schedule ``on_start``.
@@ -241,9 +262,9 @@ class ScriptHost(ScriptLifecycle):
                 results = self._main.load_chunk()
             except BaseException as exc:
                 self._close_engines()
-                self._set_status("failed")
                 if isinstance(exc, ScriptError):
-                    self._record_error("load", exc)
+                    self._record_error("load", exc)  # first: the failure reports it
+                self._set_status("failed")
                 raise
             self._script_table = None
             if results and self._main.engine.lua_type(results[0]) == "table":
@@ -350,6 +371,7 @@ class ScriptHost(ScriptLifecycle):
         self.stop(wait=True)
         with self._control:
             self.source = fresh
+            self._reporter.retarget(fresh)
         if was_running:
             self.start()
 

@@ -56,6 +56,10 @@ local function register(once, ...)
   if type(fn) ~= "function" then
     error("events.on: handler must be a function, got " .. type(fn), 3)
   end
+  if not py.event_known(name) then
+    -- level 3: the script line calling events:on (on and once tail-call register)
+    py.undeclared_event(name, select(2, pcall(error, "", 3)))
+  end
   local id = py.subscribe(name, once)
   if type(id) == "string" then -- refused (max_handlers_per_script): the message
     error(id, 3)

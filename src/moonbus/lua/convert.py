@@ -23,6 +23,7 @@ from typing import Any
 
 from moonbus.lua.boundary import detached
 from moonbus.lua.exposure import exposed_methods, returns_multiple
+from moonbus.lua.value_path import describe_conversion_error
 
 __all__ = ["MAX_SIZE", "LuaConverter", "ValueTooLarge"]
 
@@ -128,9 +129,13 @@ class LuaConverter:
     def _invoke(self, obj: Any, name: str, *args: Any) -> Any:
         method = getattr(obj, name)
         result = method(*[self.to_py(a) for a in args])
-        if isinstance(result, tuple) and returns_multiple(method):
-            return tuple(self.to_lua(r) for r in result)
-        return self.to_lua(result)
+        try:
+            if isinstance(result, tuple) and returns_multiple(method):
+                return tuple(self.to_lua(r) for r in result)
+            return self.to_lua(result)
+        except TypeError as exc:  # name the field that could not cross
+            where = describe_conversion_error(result, "return value", exc)
+            raise TypeError(f"{type(obj).__name__}:{name}(): {where}") from exc
 
     # ----------------------------------------------------------- Lua -> Python
     def to_py(self, value: Any, *, max_size: int | None = None) -> Any:

@@ -58,6 +58,7 @@ from moonbus.lua.compile_limits import COMPILE_PIECE, CompileCounters, chunk_dis
 from moonbus.lua.convert import LuaConverter
 from moonbus.lua.fastcall import native_delivery
 from moonbus.lua.host_errors import describe_host_error
+from moonbus.lua.value_path import payload_error
 from moonbus.lua.watchdog import Watchdog
 
 __all__ = ["HookControl", "LuaEngine"]
@@ -383,11 +384,9 @@ class LuaEngine:
                     data.copy() if type(data) in self._frozen_mappings else data
                 )
             return self._guarded(None, func, (sub_id, table, tick, seq, event_type), limit)
-        except OverflowError as exc:  # lupa, copying an int that Lua cannot hold
-            raise TypeError(
-                f"event {event_type!r} seq={seq}: an integer in its data or tick does not "
-                "fit in a Lua integer (64 bits)"
-            ) from exc
+        except (OverflowError, TypeError) as exc:  # the data could not go to Lua
+            # (lupa raises OverflowError for an int Lua cannot hold): name the field.
+            raise TypeError(payload_error(event_type, seq, data, tick, exc)) from exc
         finally:
             lock.release()
 

@@ -32,4 +32,5 @@ class Job:
     apply: Callable[[Any], object] | None
     future: JobFuture
     submitted_at: float
+    namespace: str | None = None  # a read-only ``shared`` of this namespace (shared_view.py)
     seq: int = 0

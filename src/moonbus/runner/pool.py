@@ -56,6 +56,7 @@ from moonbus.runner.stats import (
     summarize,
 )
 from moonbus.runner.worker import Worker
+from moonbus.shared import SharedStore
 
 __all__ = ["DEFAULT_JOB_MEMORY", "Runner"]
 
@@ -115,6 +116,7 @@ class Runner:
         clock: Callable[[], float] = time.perf_counter,
         name: str = "moonbus-runner",
         max_source_bytes: int | None = None,
+        shared: SharedStore | None = None,
     ) -> None:
         self._workers_n = _positive_int("workers", workers)
         queue_size = _positive_int("queue_size", queue_size)
@@ -124,6 +126,7 @@ class Runner:
         chunk_cache_size = _positive_int("chunk_cache_size", chunk_cache_size)
         latency_window = _positive_int("latency_window", latency_window)
         self._clock = clock
+        self._shared = shared  # read by jobs submitted with a namespace (shared_view.py)
         self._own_factory = factory is None
         self._factory = factory if factory is not None else SandboxFactory()
         self._queue = JobQueue(self._workers_n, queue_size)
@@ -162,6 +165,7 @@ class Runner:
                         clock=clock,
                         chunk_cache_size=chunk_cache_size,
                         thread_name=f"{name}-{index}",
+                        shared=shared,
                     )
                 except BaseException:
                     engine.close()
@@ -198,6 +202,7 @@ class Runner:
         callback: Callable[[Future[Any]], object] | None = None,
         apply: Callable[[Any], object] | None = None,
         acquire_timeout: float | None = None,
+        namespace: str | None = None,
     ) -> JobFuture:
         """Queue a job and return its future.
 
@@ -212,6 +217,9 @@ class Runner:
         longer than ``timeout`` on this thread, ``JobDataError``). Raises
         ``RunnerBusyError`` when no queue slot frees up within
         ``acquire_timeout`` and ``RunnerClosedError`` after ``close``.
+
+        ``namespace``: the job gets a read-only ``shared`` global over that
+        namespace of ``Runner(shared=...)`` (``moonbus.runner.shared_view``).
         """
         if self._closed:
             raise RunnerClosedError("the runner is closed; it accepts no more jobs")
@@ -222,6 +230,8 @@ class Runner:
             raise ConfigError(f"state must be a non-empty str or None, not {state!r}")
         if apply is not None and not callable(apply):
             raise ConfigError("apply must be callable")
+        if namespace is not None:
+            self._check_namespace(namespace)
         future = JobFuture(self._on_queued_cancel)
         if callback is not None:
             future.add_done_callback(callback)
@@ -235,7 +245,8 @@ class Runner:
             future.fail_now(exc)
             return future
         # Positional: half the cost of keywords on this hot path (see Job's field order).
-        record = Job(compiled, plain, limit, budget, state, apply, future, self._clock())
+        record = Job(compiled, plain, limit, budget, state, apply, future, self._clock(),
+                     namespace)
         self._queue.put(record, None if state is None else self._worker_for(state), wait)
         return future
 
@@ -247,13 +258,15 @@ class Runner:
         timeout: float | None = None,
         memory: int | None = None,
         state: str | None = None,
+        namespace: str | None = None,
     ) -> Any:
         """``await`` the result of a job (asyncio); cancelling the task cancels the job.
 
         When the queue is full, waiting for a slot happens in a thread, so the
         event loop never blocks on backpressure.
         """
-        options: dict[str, Any] = {"timeout": timeout, "memory": memory, "state": state}
+        options: dict[str, Any] = {"timeout": timeout, "memory": memory, "state": state,
+                                   "namespace": namespace}
         try:
             future = self.submit(job, args, acquire_timeout=0, **options)
         except RunnerBusyError:
@@ -290,6 +303,13 @@ class Runner:
         )
         self._queue.put(record, owner, self._acquire_timeout, counted=False)
         return future
+
+    def _check_namespace(self, namespace: str) -> None:
+        if self._shared is None:
+            raise ConfigError(
+                f"submit(namespace={namespace!r}) needs a shared store: Runner(shared=store)"
+            )
+        self._shared.namespace(namespace)  # a bad name raises here, not in the worker
 
     def _checker(self) -> JobCompiler:
         if self._compiler is None:

@@ -72,6 +72,7 @@ from moonbus.runner.env_builder import make_builder
 from moonbus.runner.future import JobFuture
 from moonbus.runner.job import Job
 from moonbus.runner.job_queue import JobQueue
+from moonbus.runner.shared_view import SharedViews
 from moonbus.runner.stats import Outcome, WorkerStats
 
 __all__ = ["Worker"]
@@ -102,6 +103,12 @@ return function(job, env, ...)
     env = build_env()
   end
   return job(env, ...)
+end, function(job, env, shared, ...)
+  if env == nil then
+    env = build_env()
+  end
+  env.shared = shared
+  return job(env, ...)
 end
 """
 
@@ -129,6 +136,7 @@ class Worker:
         clock: Callable[[], float],
         chunk_cache_size: int,
         thread_name: str,
+        shared: Any = None,
     ) -> None:
         self.index = index
         self._engine = engine
@@ -152,11 +160,14 @@ class Worker:
                 index,
                 self.env_builder_problem,
             )
-        self._trampoline = engine.call(
+        # The second trampoline also sets a job's read-only ``shared`` (shared_view.py).
+        self._trampoline, self._with_shared = engine.call(
             engine.compile(_TRAMPOLINE, "runner-trampoline", self._blank, capped=False),
             builder,
             limit=None,
-        )[0]
+        )
+        self._shared = shared
+        self._views: SharedViews | None = None
         # Batches build environments in Lua: only with the generated builder.
         self._batch = LuaBatch(engine, self._trampoline, self._blank) if self._fast_env else None
         self._thread = threading.Thread(target=self._run, name=thread_name, daemon=True)
@@ -225,7 +236,8 @@ class Worker:
         self._chunks.clear()
         self._tiny.clear()
         self._states.clear()
-        self._trampoline = self._blank = self._batch = None
+        self._trampoline = self._with_shared = self._blank = self._batch = None
+        self._views = None
         self._engine.close()
 
     def _execute(self, job: Job) -> None:
@@ -280,9 +292,13 @@ class Worker:
             args: Sequence[Any] = job.args
             if not _all_scalars(job.args):
                 args = self._to_lua(job.args)
+            namespace = job.namespace
+            if namespace is not None:
+                args = (self._shared_view(namespace), *args)
             if not job.future.entering_lua(engine, engine.next_token()):
                 return Outcome.CANCELLED, None  # cancelled while preparing; Lua never ran
-            values = engine.call(self._trampoline, func, env, *args, limit=job.timeout)
+            trampoline = self._trampoline if namespace is None else self._with_shared
+            values = engine.call(trampoline, func, env, *args, limit=job.timeout)
             return self._outcome_of(values)
         except ScriptTimeout as exc:
             return Outcome.TIMED_OUT, exc
@@ -329,6 +345,7 @@ class Worker:
             compiled is not None
             and compiled.digest in self._tiny  # first: it rules out most other jobs
             and job.state is None
+            and job.namespace is None
             and job.memory == first.memory
             and job.timeout >= SLICE
             and small_args(job.args)
@@ -460,6 +477,12 @@ class Worker:
             return Outcome.FAILED, exc
         except UnicodeDecodeError as exc:
             return Outcome.FAILED, _not_utf8(exc)
+
+    def _shared_view(self, namespace: str) -> Any:
+        views = self._views
+        if views is None:
+            views = self._views = SharedViews(self._engine, self._blank, self._shared)
+        return views.view(namespace)
 
     def _state_env(self, state: str) -> Any:
         env = self._states.get(state)

@@ -1,0 +1,154 @@
+"""A read-only ``shared`` for runner jobs submitted with ``namespace=``.
+
+A job often needs the same numbers a script keeps in the shared store (the
+mining script's ore prices, a player's tallies). ``Runner(shared=store)``
+and ``submit(..., namespace="mining")`` give the job a ``shared`` global with
+the scripts' Lua API for *reads*::
+
+    shared:int("n"):get()   shared:float/string/bool(n):get()
+    shared:table("t"):get(k) / :contains(k) / :keys() / :to_table()
+    shared:contains("n")
+
+Every write (``set``, ``increment``, ``remove``, ``clear``...) is an error
+"shared is read-only in runner jobs": jobs run on worker threads in any
+order, so a job that wants to change game state returns a value and its
+``apply`` makes the change at the frame barrier.
+
+Semantics: each read is atomic and sees the latest committed value (the
+store's own guarantee); there is no snapshot across reads, so two reads in
+one job may see a script's change between them.
+
+Speed: only jobs submitted with a namespace get it (through their own
+trampoline, ``worker.py``); others build their environment exactly as
+before. A worker builds one view per namespace in Lua and keeps the most
+recent ``MAX_VIEWS`` of them.
+
+Threads: built and used by the worker that owns the engine.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+from moonbus.lua.engine import LuaEngine
+
+__all__ = ["MAX_VIEWS", "READS", "SharedViews"]
+
+MAX_VIEWS = 64
+# kind -> the read methods a job may call on a handle of that kind
+READS: dict[str, tuple[str, ...]] = {
+    "int": ("get",),
+    "float": ("get",),
+    "string": ("get",),
+    "bool": ("get",),
+    "table": ("get", "contains", "keys", "to_table"),
+}
+_WRITES = ("set", "increment", "decrement", "add", "subtract", "append", "toggle", "remove",
+           "clear")
+
+# Builds one namespace's view: py.handle(kind, name) returns the read methods
+# of that handle (in READS order), py.contains(name) the store-level read.
+_VIEW = r"""
+local py, reads, writes = ...
+local error, type, select = error, type, select
+local READ_ONLY = "shared is read-only in runner jobs"
+local function read_only() error(READ_ONLY, 2) end
+local view = {}
+-- What jobs see: a proxy, so that no field of it can be replaced either.
+local proxy = setmetatable({}, {
+  __index = view, __newindex = read_only, __metatable = "shared",
+})
+local function args_of(self, ...)  -- shared:int(n) and shared.int(n) both work
+  if self == proxy then return ... end
+  return self, ...
+end
+for kind, names in pairs(reads) do
+  view[kind] = function(...)
+    local name = args_of(...)
+    if type(name) ~= "string" then
+      error("shared." .. kind .. ": name must be a string, got " .. type(name), 2)
+    end
+    local calls = { py.handle(kind, name) }
+    local handle, methods = {}, {}
+    for i, method in ipairs(names) do
+      local call = calls[i]
+      methods[method] = function(self, ...)
+        if self == handle then return call(...) end
+        return call(self, ...)
+      end
+    end
+    for _, w in ipairs(writes) do
+      methods[w] = read_only
+    end
+    return setmetatable(handle, {
+      __index = methods, __newindex = read_only, __metatable = "shared handle",
+    })
+  end
+end
+view.contains = function(...) return py.contains((args_of(...))) end
+view.remove = read_only
+view.clear = read_only
+return proxy
+"""
+
+
+class SharedViews:
+    """One worker's ``shared`` views, one per namespace (most recent first out)."""
+
+    def __init__(self, engine: LuaEngine, blank: Any, store: Any) -> None:
+        self._engine = engine
+        self._store = store
+        self._views: OrderedDict[str, Any] = OrderedDict()
+        env = engine.new_env()  # pairs, ipairs, setmetatable for the builder
+        self._make = engine.compile(_VIEW, "=moonbus-runner-shared", env, capped=False)
+        self._reads = engine.table_from({k: engine.table_from(list(v))
+                                         for k, v in READS.items()})
+        self._writes = engine.table_from(list(_WRITES))
+
+    def view(self, namespace: str) -> Any:
+        """The Lua ``shared`` table of ``namespace`` (built on first use)."""
+        found = self._views.get(namespace)
+        if found is not None:
+            self._views.move_to_end(namespace)
+            return found
+        ns = self._store.namespace(namespace)
+        conv = self._engine.converter
+        to_py, to_lua = conv.to_py, conv.to_lua
+
+        def handle(kind: str, name: str) -> tuple[Callable[..., Any], ...]:
+            handle_obj = getattr(ns, kind)(name)
+            methods = [getattr(handle_obj, m) for m in READS[kind]]
+            if kind != "table":
+                return tuple(methods)
+            return tuple(_converted(m, to_py, to_lua) for m in methods)
+
+        bridge = self._engine.table_from({})
+        bridge["handle"] = handle
+        bridge["contains"] = lambda name: ns.contains(to_py(name))
+        made = self._engine.call(self._make, bridge, self._reads, self._writes, limit=None)[0]
+        self._views[namespace] = made
+        if len(self._views) > MAX_VIEWS:
+            self._views.popitem(last=False)
+        return made
+
+
+def _converted(method: Callable[..., Any], to_py: Callable[[Any], Any],
+               to_lua: Callable[[Any], Any]) -> Callable[..., Any]:
+    def call(*args: Any) -> Any:
+        return to_lua(_as_sequences(method(*[to_py(a) for a in args])))
+    return call
+
+
+def _as_sequences(value: Any) -> Any:
+    """As for scripts (``host/engine_side.py``): a shared table keeps string
+    keys; keys "1".."n" come back to Lua as a sequence."""
+    if isinstance(value, dict):
+        items = {k: _as_sequences(v) for k, v in value.items()}
+        n = len(items)
+        numbered = n and all(isinstance(k, str) and k.isdigit() for k in items)
+        if numbered and sorted(int(k) for k in items) == list(range(1, n + 1)):
+            return [items[str(i)] for i in range(1, n + 1)]
+        return items
+    return value
