@@ -102,12 +102,10 @@ MAX_MODULE_LINES = 500
 # Module path under src/moonbus -> its line count today (a ceiling: must not grow;
 # split the module to get it off this list).
 OVERSIZE: dict[str, int] = {
-    "bus/bus.py": 828,  # Bus: emit paths (C and Python), log, waiters, cascades: split next
-    "host/lifecycle.py": 501,  # the script-thread half of ScriptHost (one line over)
+    "bus/bus.py": 800,  # Bus: emit paths (C and Python), log, waiters, cascades: split next
     "lua/engine.py": 696,  # LuaEngine: abort tokens, guarded calls, tasks; the C call state waits
     "lua/pmatch.lua": 803,  # Lua port of lstrlib's matcher (one algorithm, kept whole)
     "lua/prelude.lua": 594,  # the sandbox prelude (one chunk: upvalues shared by design)
-    "runner/worker.py": 508,  # runner worker loop; a13-loopapi edits it
     "store/redis_backend.py": 521,  # Redis event store; split with the Redis layer extraction
 }
 

@@ -35,7 +35,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -49,6 +48,7 @@ from moonbus.host.deferred import EVENT_DELIVERY_MODES, DeferredDelivery
 from moonbus.host.event_names import EventNameChecker
 from moonbus.host.gate import DeliveryGate
 from moonbus.host.limits import LifecycleCounters, LifecycleStatistics
+from moonbus.host.log_line import LogLine
 from moonbus.host.scheduler import ScriptScheduler
 from moonbus.host.script import ScriptHost
 from moonbus.host.script_events import (
@@ -59,6 +59,7 @@ from moonbus.host.script_events import (
 )
 from moonbus.host.source import load_source, merge_options
 from moonbus.lua.sandbox import SandboxFactory
+from moonbus.lua.value_path import is_event_data_value
 from moonbus.replay.observer import RunObserver
 from moonbus.shared import SharedStore
 from moonbus.store.base import EventStore, StoreSettings
@@ -69,21 +70,6 @@ _script_log = logging.getLogger("moonbus.script")
 _runtime_log = logging.getLogger("moonbus.runtime")
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
            "error": logging.ERROR}
-
-
-@dataclass(frozen=True)
-class LogLine:
-    """One script log line, as shown in the live panel and written by --log-json."""
-
-    tick: int | None
-    script: str
-    engine: str
-    level: str
-    msg: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"tick": self.tick, "script": self.script, "engine": self.engine,
-                "level": self.level, "msg": self.msg}
 
 
 class Runtime:
@@ -127,7 +113,7 @@ class Runtime:
         # runtime: the pure-Python reference paths, for comparison and debugging.
         self.native = native
         self.bus = Bus(log_size=log_size, store=self.event_store, gate=self.gate, native=native,
-                       cascade_limits=self.settings)
+                       cascade_limits=self.settings, value_objects=is_event_data_value)
         self.factory = SandboxFactory(
             lua=lua,
             memory_limit=self.settings.memory_limit,

@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from moonbus.cli.lint import assigned_globals, lint_globals
-from moonbus.cli.lua_tokens import tokenize
+from moonbus.lua.tokens import tokenize
 
 KNOWN = {"print", "pairs", "ipairs", "string", "os", "events", "shared", "logger", "tostring"}
 LIBS = {"os": {"time", "clock", "date", "difftime"}, "string": {"format", "rep"}}

@@ -74,10 +74,9 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Mapping, Sequence
-from dataclasses import dataclass
 from operator import attrgetter
 from types import MappingProxyType as _read_only
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from moonbus.bus.cascade import (
     DEFAULT_MAX_CASCADE_DEPTH,
@@ -88,9 +87,10 @@ from moonbus.bus.cascade import (
     CascadeTracker,
 )
 from moonbus.bus.core import EmitState, NativeEmitCore, make_emit_state
-from moonbus.bus.emit_data import freeze_emitted
+from moonbus.bus.emit_data import ValueObjectTest, freeze_emitted, is_value_object
 from moonbus.bus.event import EMPTY_DATA, SCALAR_TYPES, Event
 from moonbus.bus.patterns import check_pattern, check_type_name, matches
+from moonbus.bus.records import BusStatistics, DispatchGate
 from moonbus.bus.sequencer import Sequencer
 from moonbus.bus.subscription import Handler, Route, Subscription
 from moonbus.bus.waiters import Waiter, Waiters
@@ -108,36 +108,6 @@ _new_tuple = tuple.__new__
 _seq_of = attrgetter("seq")
 _time_ns = time.time_ns
 _H = TypeVar("_H", bound=Handler)
-
-
-class DispatchGate(Protocol):
-    """Told when a drain (delivery of one or more events) starts and ends, on
-    the delivering thread; the runtime uses it to let handlers run before polls
-    (see ``moonbus.host.gate``)."""
-
-    def enter(self) -> None: ...
-
-    def exit(self) -> None: ...
-
-
-@dataclass(frozen=True)
-class BusStatistics:
-    """Counters of one bus, taken atomically enough for monitoring.
-
-    ``delivered`` counts handler calls (async handlers: scheduled calls).
-    ``cascades_cut`` counts top-level emits whose cascade reached a limit
-    (``moonbus.bus.cascade``); ``cascade_emits_refused`` the emits refused.
-    """
-
-    last_seq: int
-    emitted: int
-    delivered: int
-    handler_errors: int
-    subscriptions: int
-    log_size: int
-    pending: int
-    cascades_cut: int = 0
-    cascade_emits_refused: int = 0
 
 
 class Bus:
@@ -169,6 +139,7 @@ class Bus:
         max_cascade_depth: int = DEFAULT_MAX_CASCADE_DEPTH,
         max_cascade_events: int = DEFAULT_MAX_CASCADE_EVENTS,
         cascade_limits: CascadeSettings | None = None,
+        value_objects: ValueObjectTest = is_value_object,  # see bus.emit_data
     ) -> None:
         if log_size < 1:
             raise BusError("log_size must be at least 1")
@@ -184,7 +155,7 @@ class Bus:
         self._links = self.cascade.links  # the same dict, never rebound
         self._current: CascadeLink | None = None
         self._root_link: CascadeLink | None = None
-        self._store = store
+        self._store, self._value_objects = store, value_objects
         self._gate = gate  # told when a drain starts and ends (see DispatchGate)
         # None means the default wall clock, read as time.time_ns() // 10**6.
         self._clock: Callable[[], float] | None = None if clock is time.time else clock
@@ -397,12 +368,12 @@ class Bus:
             # scalars under str keys, and a shallow copy freezes it completely.
             for key, value in data.items():
                 if _typeof(key) is not str or _typeof(value) not in SCALAR_TYPES:
-                    frozen = freeze_emitted(data)  # refuses non-event data
+                    frozen = freeze_emitted(data, self._value_objects)
                     break
             else:
                 frozen = _read_only(data.copy()) if data else EMPTY_DATA
         elif isinstance(data, Mapping):
-            frozen = freeze_emitted(data)  # refuses non-event data
+            frozen = freeze_emitted(data, self._value_objects)
         else:
             raise BusError(f"event data must be a mapping, got {data.__class__.__name__}")
         if source is None:

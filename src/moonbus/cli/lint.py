@@ -20,7 +20,7 @@ What it reports (each a warning; the script still compiles and runs):
   the wall clock in a real-time run, which a replay cannot reproduce
   (``moonbus replay``; in virtual time they read the virtual clock).
 
-How: a scope-aware walk over the tokens (``lua_tokens``), tracking ``local``
+How: a scope-aware walk over the tokens (``moonbus.lua.tokens``), tracking ``local``
 declarations, function parameters, ``for`` variables and blocks. It is
 deliberately conservative: where it cannot tell, it stays quiet, so it may
 miss a problem but does not invent one. It never runs the script.
@@ -35,7 +35,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
-from moonbus.cli.lua_tokens import Token, tokenize
+from moonbus.lua.tokens import Token, tokenize
 
 __all__ = ["LIFECYCLE_GLOBALS", "LintFinding", "assigned_globals", "lint_globals"]
 

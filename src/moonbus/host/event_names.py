@@ -29,6 +29,8 @@ import difflib
 import threading
 from collections.abc import Callable, Iterable
 
+from moonbus.lua.event_uses import event_uses
+
 __all__ = ["EventNameChecker"]
 
 # (script, level, message)
@@ -73,7 +75,6 @@ class EventNameChecker:
 
     def learn_source(self, text: str) -> None:
         """The literal names a script's source emits (at load, before it runs)."""
-        from moonbus.cli.event_lint import event_uses  # the check command's lexer
 
         for name in event_uses(text).emitted:
             self.learn(name)

@@ -44,6 +44,7 @@ from moonbus.errors import ClosedError, ScriptError, ScriptTimeout
 from moonbus.host.budget import TimeoutWatch
 from moonbus.host.context import ScriptContext
 from moonbus.host.engine_side import STOP_TOKEN, ScriptEngine
+from moonbus.host.lifecycle_task import LifecycleTask
 from moonbus.host.limits import script_delay
 from moonbus.host.memory_caps import ScriptLimitCounters, clip
 from moonbus.host.reporter import ScriptReporter
@@ -54,23 +55,6 @@ _log = logging.getLogger("moonbus.script")
 _STOPPED_MESSAGE = "script stopped"
 ACTIVE = ("starting", "running", "stopping")
 ENDED = ("stopped", "failed")
-
-
-class LifecycleTask:
-    """A suspended or runnable Lua coroutine of the main engine; ``cause``:
-    the cascade of the event a deferred handler handles (its emits count there)."""
-
-    __slots__ = ("args", "cause", "coroutine", "kind", "started", "told", "wake_at")
-
-    def __init__(self, kind: str, coroutine: Any, args: tuple[Any, ...],
-                 cause: CascadeLink | None = None) -> None:
-        self.kind = kind
-        self.coroutine = coroutine
-        self.args = args
-        self.cause = cause
-        self.wake_at = 0.0
-        self.started = False
-        self.told = False  # resumed with the stop token: "script stopped" was raised in it
 
 
 class ScriptLifecycle:

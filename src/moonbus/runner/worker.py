@@ -48,6 +48,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from importlib import resources
 from typing import Any
 
 from moonbus.errors import (
@@ -71,6 +72,7 @@ from moonbus.runner.compiled import CompiledJob, wrap_source
 from moonbus.runner.env_builder import make_builder
 from moonbus.runner.future import JobFuture
 from moonbus.runner.job import Job
+from moonbus.runner.job_data import args_to_lua, not_utf8, results_to_py
 from moonbus.runner.job_queue import JobQueue
 from moonbus.runner.shared_view import SharedViews
 from moonbus.runner.stats import Outcome, WorkerStats
@@ -96,29 +98,9 @@ def _never(first: Job, job: Job) -> bool:
     return False
 
 
-_TRAMPOLINE = """
-local build_env = ...
-return function(job, env, ...)
-  if env == nil then
-    env = build_env()
-  end
-  return job(env, ...)
-end, function(job, env, shared, ...)
-  if env == nil then
-    env = build_env()
-  end
-  env.shared = shared
-  return job(env, ...)
-end
-"""
-
-
-def _not_utf8(exc: UnicodeDecodeError) -> JobDataError:
-    """A job result holding a Lua string that is not UTF-8 text (lupa decodes
-    every string it hands to Python as UTF-8)."""
-    problem = JobDataError(f"job result contains text that is not valid UTF-8: {exc}")
-    problem.__cause__ = exc
-    return problem
+# job(env, ...) with a fresh environment unless one is given (and, for jobs
+# that read shared values, the read-only ``shared`` view set in it first).
+_TRAMPOLINE = resources.files("moonbus.runner").joinpath("trampoline.lua").read_text("utf-8")
 
 
 class Worker:
@@ -313,7 +295,7 @@ class Worker:
             problem.__cause__ = exc
             return Outcome.FAILED, problem
         except UnicodeDecodeError as exc:
-            return Outcome.FAILED, _not_utf8(exc)
+            return Outcome.FAILED, not_utf8(exc)
         except Exception as exc:  # a bug: fail the job, keep the worker
             log.exception("runner worker %d: unexpected error in job", self.index)
             return Outcome.FAILED, exc
@@ -424,7 +406,7 @@ class Worker:
         try:
             ok, values = batch.unpack(packed)
         except UnicodeDecodeError as exc:
-            return Outcome.FAILED, _not_utf8(exc)
+            return Outcome.FAILED, not_utf8(exc)
         except Exception as exc:  # as in _run_job: lupa could not read the values
             log.exception("runner worker %d: unexpected error in job", self.index)
             return Outcome.FAILED, exc
@@ -476,7 +458,7 @@ class Worker:
         except (ScriptError, JobDataError) as exc:
             return Outcome.FAILED, exc
         except UnicodeDecodeError as exc:
-            return Outcome.FAILED, _not_utf8(exc)
+            return Outcome.FAILED, not_utf8(exc)
 
     def _shared_view(self, namespace: str) -> Any:
         views = self._views
@@ -492,35 +474,11 @@ class Worker:
         return env
 
     def _to_lua(self, args: tuple[Any, ...]) -> list[Any]:
-        """Copy non-scalar arguments into Lua tables (scalars go as themselves)."""
-        to_lua = self._engine.converter.to_lua
-        try:
-            return [to_lua(value) for value in args]
-        except TypeError as exc:
-            raise JobDataError(f"job arguments are not plain data: {exc}") from exc
-        except self._lua_memory_error as exc:
-            raise ScriptMemoryError("out of memory while copying the job arguments") from exc
+        return args_to_lua(self._engine.converter, args, self._lua_memory_error)
 
     def _to_py(self, values: tuple[Any, ...]) -> Any:
-        """Copy results that are not all scalars out of Lua."""
-        to_py = self._engine.converter.to_py
-        converted = []
-        for number, value in enumerate(values, 1):
-            try:
-                converted.append(to_py(value))
-            except TypeError as exc:
-                raise JobDataError(f"job result #{number} is not plain data: {exc}") from exc
-            except self._lua_memory_error as exc:
-                raise ScriptMemoryError(
-                    f"out of memory while reading job result #{number}"
-                ) from exc
-            except self._lua_error as exc:
-                raise ScriptError(f"job result #{number} could not be read: {exc}") from exc
-        if not converted:
-            return None
-        if len(converted) == 1:
-            return converted[0]
-        return tuple(converted)
+        return results_to_py(self._engine.converter, values, self._lua_memory_error,
+                             self._lua_error)
 
     def _drop_state(self, job: Job) -> None:
         # Runs even when its future was cancelled: the runner already forgot the
