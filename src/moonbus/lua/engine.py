@@ -232,6 +232,7 @@ class LuaEngine:
         self.converter = LuaConverter(
             rt, lua_module.lua_type, api["build_class"], api["make_proxy"], api["unproxy"]
         )
+        self.converter.enable_native(lua_module, self._state)  # C copies, when built
         self._table_from = rt.table_from
         self.table_from = rt.table_from  # plain-value copy into a new table (owner thread)
 
