@@ -18,10 +18,12 @@ from typing import Any
 
 import pytest
 
+from moonbus.host.context import HostSettings
 from moonbus.lua.engine import LuaEngine
 from moonbus.lua.exposure import lua_api
 from moonbus.lua.fastconvert import native_convert_available
 from moonbus.lua.sandbox import SandboxFactory
+from moonbus.runtime import Runtime
 
 pytestmark = pytest.mark.skipif(
     not native_convert_available(), reason="C conversion not built (or MOONBUS_PURE_PYTHON)"
@@ -261,3 +263,84 @@ def test_concurrent_mutation_of_returned_data_is_safe(engine: LuaEngine) -> None
             for item in shared:
                 item["name"] = f"changed{round_}" + "m" * 40
             assert table[1]["name"].startswith(("n", "changed"))
+
+
+# ------------------------------------------------ through a script's host API
+SCRIPT = """
+local dump = (function()
+""" + DUMP.replace("return dump(...)", "return dump") + """
+end)()
+function on_start()
+  for i = 1, api:count() do
+    local ok, value = pcall(api.get, api, i)
+    out:put(ok and dump(value) or ("error: " .. tostring(value)))
+  end
+end
+"""
+SCRIPT_CASES = [v for name, v in TAKEN + LEFT + BAD if name != "more values than MAX_OPS"]
+
+
+@lua_api
+class Cases:
+    def __init__(self, values: list[Any]) -> None:
+        self._values = values
+
+    def count(self) -> int:
+        return len(self._values)
+
+    def get(self, i: int) -> Any:
+        return self._values[i - 1]
+
+
+@lua_api
+class Out:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def put(self, text: str) -> None:
+        self.lines.append(text)
+
+
+def _script_dumps(values: list[Any], mode: str, monkeypatch: pytest.MonkeyPatch,
+                  settings: HostSettings | None = None) -> tuple[list[str], bool]:
+    if mode == "MOONBUS_PURE_PYTHON":
+        monkeypatch.setenv("MOONBUS_PURE_PYTHON", "1")
+    out = Out()
+    with Runtime(threaded=False, clock=lambda: 0.0, native=mode != "native=False",
+                 settings=settings) as rt:
+        rt.register_api("api", Cases(values))
+        rt.register_api("out", out)
+        host = rt.load("cases.lua", text=SCRIPT)
+        host.start()
+        rt.run_due(0.0)
+        assert host.status == "running", host.errors
+        native = host._main is not None and host._main.engine.converter.native is not None
+    monkeypatch.delenv("MOONBUS_PURE_PYTHON", raising=False)
+    return out.lines, native
+
+
+def test_script_sees_the_same_on_every_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Host API results (the method-result path, LuaConverter._invoke) read the
+    same with the C path, Runtime(native=False) and MOONBUS_PURE_PYTHON=1,
+    errors included; each class is met twice so the C path takes its objects."""
+    values = SCRIPT_CASES + SCRIPT_CASES
+    reference, native = _script_dumps(values, "native=False", monkeypatch)
+    assert not native
+    assert len(reference) == len(values)
+    assert any(line.startswith("error: ") for line in reference)
+    for mode in ("MOONBUS_PURE_PYTHON", "native"):
+        lines, native = _script_dumps(values, mode, monkeypatch)
+        assert native == (mode == "native")
+        assert lines == reference, mode
+
+
+def test_script_memory_limit_is_an_error_not_a_crash(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A host API result past the Lua memory limit: the script gets Lua's memory
+    error (the generic path's lupa table_from is not protected: C path only)."""
+    settings = HostSettings()
+    settings.memory_limit = 4 * 1024 * 1024
+    big = ["x" * 100_000 + str(i) for i in range(100)]
+    lines, native = _script_dumps([big, [1, {"a": 2}]], "native", monkeypatch, settings)
+    assert native
+    assert lines[0].startswith("error: ") and "not enough memory" in lines[0]
+    assert lines[1] == "{integer:1=integer:1,integer:2={string:a=integer:2}#0}#2"

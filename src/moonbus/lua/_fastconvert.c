@@ -57,6 +57,7 @@ typedef int (*lua_CFunction)(lua_State *L);
 typedef int (*lua_KFunction)(lua_State *L, int status, lua_KContext ctx);
 
 #define LUA_OK 0
+#define LUA_ERRMEM 4
 #define LUA_REGISTRYINDEX (-1000000 - 1000) /* Lua 5.4: -LUAI_MAXSTACK - 1000 */
 #define lua_upvalueindex(i) (LUA_REGISTRYINDEX - (i))
 
@@ -86,10 +87,17 @@ typedef struct {
     int (*getglobal)(lua_State *, const char *);
     void (*setglobal)(lua_State *, const char *);
     int (*error)(lua_State *);
+    void (*copy)(lua_State *, int, int);
+    int (*rawgeti)(lua_State *, int, lua_Integer);
+    int (*ref)(lua_State *, int);
+    const char *(*tolstring)(lua_State *, int, size_t *);
 } LuaApi;
 
 /* Resolved once at import from lupa's module, never changed afterwards. */
 static LuaApi lua;
+/* lupa.lua54.LuaError and LuaMemoryError, looked up at import (alive for the
+ * process, like the module holding them). */
+static PyObject *lua_error, *lua_memory_error;
 
 static int
 load_api(const char *path)
@@ -128,6 +136,10 @@ load_api(const char *path)
     SYM(getglobal, "lua_getglobal");
     SYM(setglobal, "lua_setglobal");
     SYM(error, "lua_error");
+    SYM(copy, "lua_copy");
+    SYM(rawgeti, "lua_rawgeti");
+    SYM(ref, "luaL_ref");
+    SYM(tolstring, "lua_tolstring");
 #undef SYM
     dlclose(lib); /* lupa's module stays loaded; this drops our extra handle */
     return 0;
@@ -172,6 +184,9 @@ typedef struct {
     const char *key_s[KEY_SLOTS]; /* the UTF-8 of slot k */
     Py_ssize_t key_len[KEY_SLOTS];
     int nkeys;
+    int box_ref;        /* registry ref of the prelude's box (to_box) */
+    int direct_status;  /* to_box's walk: 1 built, 0 not taken, -1 error set */
+    PyObject *direct_value;
 } Converter;
 
 static int
@@ -477,16 +492,172 @@ build(lua_State *L)
     return 1;
 }
 
-/* Registers ``build`` under the global named by the light userdata argument,
- * taking make_proxy from that global. */
+/* Registers ``build`` under the global named by the light userdata argument;
+ * that global holds {make_proxy, box} (fastconvert.py): make_proxy becomes an
+ * upvalue of ``build``, the box gets a registry reference (for to_box). */
 static int
 install(lua_State *L)
 {
+    Converter *c = (Converter *)lua.touserdata(L, 1);
     const char *key = (const char *)lua.touserdata(L, 2);
-    lua.pushvalue(L, 1);                  /* the Converter */
-    lua.getglobal(L, key);                /* make_proxy */
+    lua.getglobal(L, key);      /* 3: {make_proxy, box} */
+    lua.rawgeti(L, 3, 2);
+    c->box_ref = lua.ref(L, LUA_REGISTRYINDEX);
+    lua.pushvalue(L, 1);        /* the Converter */
+    lua.rawgeti(L, 3, 1);       /* make_proxy */
     lua.pushcclosure(L, build, 2);
     lua.setglobal(L, key);
+    return 0;
+}
+
+/* ----------------------------------------- to_box: one pass, GIL held */
+/* For a host API method's result (LuaConverter._invoke): the value is walked
+ * and built in one pass, holding the GIL, inside a lua_pcall on the main
+ * state under lupa's lock; the table goes to box[1], and the prelude's method
+ * wrapper takes it out (no lupa object is made for it). Every item, dict value
+ * and new key met is held before it is used (``held``, released after the
+ * call, also when a Lua error unwound the walk; the root is the caller's): a
+ * Lua allocation may run a finalizer of a lupa object, i.e. Python code,
+ * which could change the value under the walk. @lua_api objects, number keys and anything the two-pass path
+ * or the generic path must see return "not taken" (0) before the result is
+ * stored; the caller then converts as usual. */
+#define KEY_BASE 2 /* stack: 1 box, 2..KEY_SLOTS+1 key slots, then the tables */
+
+static int
+push_key(lua_State *L, Converter *c, PyObject *key)
+{
+    size_t h = ((uintptr_t)key >> 4) & (KEY_TABLE - 1);
+    while (c->key_obj[h] != NULL) {
+        if (c->key_obj[h] == key) {
+            lua.pushvalue(L, KEY_BASE + c->key_slot[h]);
+            return 1;
+        }
+        h = (h + 1) & (KEY_TABLE - 1);
+    }
+    Py_ssize_t len;
+    const char *u = PyUnicode_AsUTF8AndSize(key, &len);
+    if (u == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_UnicodeEncodeError))
+            return -1;
+        PyErr_Clear();
+        return 0;
+    }
+    if (hold(c, key) < 0)
+        return -1;
+    lua.pushlstring(L, u, (size_t)len);
+    if (c->nkeys < KEY_SLOTS) {
+        /* held until the end: its identity stays unique */
+        int slot = c->nkeys++;
+        c->key_obj[h] = key;
+        c->key_slot[h] = slot;
+        lua.copy(L, -1, KEY_BASE + slot);
+    }
+    return 1;
+}
+
+static int
+push_direct(lua_State *L, Converter *c, PyObject *v, int depth)
+{
+    if (++c->nops > MAX_OPS)
+        return 0;
+    PyTypeObject *t = Py_TYPE(v);
+    if (t == &PyUnicode_Type) {
+        Py_ssize_t len;
+        const char *u = PyUnicode_AsUTF8AndSize(v, &len);
+        if (u == NULL) {
+            if (!PyErr_ExceptionMatches(PyExc_UnicodeEncodeError))
+                return -1;
+            PyErr_Clear();
+            return 0;
+        }
+        lua.pushlstring(L, u, (size_t)len);
+        return 1;
+    }
+    if (t == &PyLong_Type) {
+        int overflow = 0;
+        long long i = PyLong_AsLongLongAndOverflow(v, &overflow);
+        if (overflow)
+            return 0;
+        if (i == -1 && PyErr_Occurred())
+            return -1;
+        lua.pushinteger(L, i);
+        return 1;
+    }
+    if (t == &PyFloat_Type) {
+        lua.pushnumber(L, PyFloat_AS_DOUBLE(v));
+        return 1;
+    }
+    if (t == &PyBool_Type) {
+        lua.pushboolean(L, v == Py_True);
+        return 1;
+    }
+    if (v == Py_None) {
+        lua.pushnil(L);
+        return 1;
+    }
+    if (depth >= c->depth_limit)
+        return 0;
+    if (t == &PyList_Type || t == &PyTuple_Type) {
+        Py_ssize_t n = Py_SIZE(v);
+        if (n > MAX_OPS)
+            return 0;
+        int holes = 0;
+        for (Py_ssize_t i = 0; i < n && !holes; i++)
+            holes = (t == &PyList_Type ? PyList_GET_ITEM(v, i) : PyTuple_GET_ITEM(v, i))
+                    == Py_None;
+        lua.createtable(L, holes ? 0 : (int)n, 0); /* holes: as lupa builds it */
+        /* re-read every item: a finalizer run by a Lua allocation may have
+         * changed the list (the generic path would have seen the change too) */
+        for (Py_ssize_t i = 0; i < Py_SIZE(v); i++) {
+            PyObject *item = t == &PyList_Type ? PyList_GET_ITEM(v, i) : PyTuple_GET_ITEM(v, i);
+            if (hold(c, item) < 0)
+                return -1;
+            int r = push_direct(L, c, item, depth + 1);
+            if (r <= 0)
+                return r;
+            lua.rawseti(L, -2, i + 1);
+        }
+        return 1;
+    }
+    if (t == &PyDict_Type) {
+        lua.createtable(L, 0, (int)PyDict_GET_SIZE(v));
+        Py_ssize_t pos = 0;
+        PyObject *key, *value;
+        while (PyDict_Next(v, &pos, &key, &value)) {
+            if (value == Py_None)
+                continue;
+            if (Py_TYPE(key) != &PyUnicode_Type)
+                return 0; /* number keys: the two-pass path builds them as lupa does */
+            if (hold(c, value) < 0)
+                return -1;
+            int r = push_key(L, c, key);
+            if (r <= 0)
+                return r;
+            r = push_direct(L, c, value, depth + 1);
+            if (r <= 0)
+                return r;
+            lua.rawset(L, -3);
+        }
+        return 1;
+    }
+    return 0;
+}
+
+static int
+build_direct(lua_State *L)
+{
+    Converter *c = (Converter *)lua.touserdata(L, 1);
+    lua.settop(L, 0);
+    if (!lua.checkstack(L, KEY_SLOTS + 3 * MAX_FAST_DEPTH + 8)) {
+        lua.pushlstring(L, "not enough memory", 17);
+        return lua.error(L);
+    }
+    lua.rawgeti(L, LUA_REGISTRYINDEX, c->box_ref);
+    lua.settop(L, KEY_BASE + KEY_SLOTS - 1); /* the key slots, nil */
+    int r = push_direct(L, c, c->direct_value, 0);
+    c->direct_status = r;
+    if (r == 1)
+        lua.rawseti(L, 1, 1);
     return 0;
 }
 
@@ -546,6 +717,45 @@ converter_call(Converter *c, PyObject *args, PyObject *kwds)
                                           (size_t)(c->nheld - first), NULL);
     release_call(c);
     return table;
+}
+
+/* to_box(value) -> True when box[1] now holds the new table, False when not
+ * taken (the caller converts as usual); a Lua error raises lupa's. */
+static PyObject *
+converter_to_box(Converter *c, PyObject *value)
+{
+    PyTypeObject *t = Py_TYPE(value);
+    if (c->busy || c->L == NULL || c->box_ref <= 0 ||
+        (t != &PyList_Type && t != &PyTuple_Type && t != &PyDict_Type))
+        Py_RETURN_FALSE;
+    if (mb_call_noargs(c->lupa_acquire) < 0)
+        return NULL;
+    c->busy = 1;
+    c->direct_value = value;
+    c->direct_status = -2;
+    c->nops = 0;
+    lua_State *L = c->L;
+    int base = lua.gettop(L);
+    lua.pushcclosure(L, build_direct, 0);
+    lua.pushlightuserdata(L, (void *)c);
+    int status = lua.pcallk(L, 1, 0, 0, 0, NULL);
+    if (status != LUA_OK && !PyErr_Occurred()) {
+        size_t len = 0;
+        const char *msg = lua.tolstring(L, -1, &len);
+        PyErr_SetString(status == LUA_ERRMEM ? lua_memory_error : lua_error,
+                        msg != NULL ? msg : "error while copying a value into Lua");
+    }
+    lua.settop(L, base);
+    c->direct_value = NULL;
+    release_call(c); /* the held references, the key cache; not busy any more */
+    int outcome = status == LUA_OK ? c->direct_status : -1;
+    if (outcome < 0) {
+        mb_release_keeping_error(c->lupa_release);
+        return NULL;
+    }
+    if (mb_call_noargs(c->lupa_release) < 0)
+        return NULL;
+    return Py_NewRef(outcome == 1 ? Py_True : Py_False);
 }
 
 static PyObject *
@@ -637,6 +847,8 @@ converter_dealloc(Converter *c)
 static PyMethodDef converter_methods[] = {
     {"bind", (PyCFunction)converter_bind, METH_O,
      "bind(builder): the Lua function the constructor parked under global_key"},
+    {"to_box", (PyCFunction)converter_to_box, METH_O,
+     "to_box(value) -> whether box[1] now holds value as a new table"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -665,9 +877,13 @@ PyInit__fastconvert(void)
     if (lupa == NULL)
         return NULL;
     PyObject *path = PyObject_GetAttrString(lupa, "__file__");
+    lua_error = PyObject_GetAttrString(lupa, "LuaError");
+    lua_memory_error = PyObject_GetAttrString(lupa, "LuaMemoryError");
     Py_DECREF(lupa);
-    if (path == NULL)
+    if (path == NULL || lua_error == NULL || lua_memory_error == NULL) {
+        Py_XDECREF(path);
         return NULL;
+    }
     const char *cpath = PyUnicode_AsUTF8(path);
     int loaded = cpath == NULL ? -1 : load_api(cpath);
     Py_DECREF(path);

@@ -68,6 +68,7 @@ class LuaConverter:
         *,
         max_depth: int = MAX_DEPTH,
         max_size: int = MAX_SIZE,
+        box: Any = None,
     ) -> None:
         self._rt = runtime
         self._lua_type = lua_type
@@ -81,15 +82,21 @@ class LuaConverter:
         # Called when a copy passes ``max_size`` (the owner counts refusals).
         self.on_too_large: Callable[[], None] | None = None
         self._classes: dict[type, Any] = {}
+        self._box = box  # the prelude's BOX (see prelude.lua's unbox)
         # The C path (moonbus.lua.fastconvert): value -> new table, or None for
-        # "not mine". The owner switches it off for Runtime(native=False).
-        self.native: Callable[[Any], Any] | None = None
+        # "not mine"; its to_box for method results. The owner switches it off
+        # for Runtime(native=False) by setting None.
+        self.native: Any | None = None
 
     def enable_native(self, lua_module: Any, state: int) -> bool:
         """Use the C conversion for this runtime (``state``: its lua_State address)
-        when it is built and not switched off; whether it is now in use."""
+        when it is built and not switched off (and the prelude gave a box);
+        whether it is now in use."""
+        if self._box is None:
+            return False
         self.native = native_converter(
-            lua_module, self._rt, state, self._make_proxy, self._classes, self._max_depth
+            lua_module, self._rt, state, self._make_proxy, self._box, self._classes,
+            self._max_depth,
         )
         return self.native is not None
 
@@ -154,9 +161,12 @@ class LuaConverter:
 
     def _invoke(self, obj: Any, name: str, *args: Any) -> Any:
         method = getattr(obj, name)
-        result = method(*[self.to_py(a) for a in args])
+        result = method(*[self.to_py(a) for a in args]) if args else method()
         if isinstance(result, tuple) and returns_multiple(method):
             return tuple(self.to_lua(r) for r in result)
+        native = self.native
+        if native is not None and type(result) in _NATIVE_ROOTS and native.to_box(result):
+            return self._box  # the table is in box[1]; the method's wrapper takes it
         return self.to_lua(result)
 
     # ----------------------------------------------------------- Lua -> Python

@@ -230,7 +230,8 @@ class LuaEngine:
         # gets from the host (script_env.lua's shared handles).
         self.host_function_maker = api["host_function"]
         self.converter = LuaConverter(
-            rt, lua_module.lua_type, api["build_class"], api["make_proxy"], api["unproxy"]
+            rt, lua_module.lua_type, api["build_class"], api["make_proxy"], api["unproxy"],
+            box=api["box"],
         )
         self.converter.enable_native(lua_module, self._state)  # C copies, when built
         self._table_from = rt.table_from
