@@ -122,6 +122,7 @@ class Runtime:
             lua=lua,
             memory_limit=self.settings.memory_limit,
             max_source_bytes=self.settings.max_source_bytes,
+            native=native,
         )
         self.scheduler = ScriptScheduler(clock=clock, gate=self.gate)
         # "deferred": event-engine handlers run on an event thread, in batches,

@@ -141,8 +141,6 @@ class ScriptEngine:
         self.converter.max_size = ctx.settings.max_host_value
         self.converter.max_size_setting = "max_host_value"
         self.converter.on_too_large = functools.partial(limits.count, "refused_host_values")
-        if not ctx.native:
-            self.converter.native = None  # Runtime(native=False): Python copies only
         self._table_from = engine.table_from
         self.env = engine.new_env()
         bridge = self._bridge()

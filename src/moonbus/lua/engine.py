@@ -165,6 +165,7 @@ class LuaEngine:
         memory_limit: int | None,
         max_source_bytes: int,
         compile_counters: CompileCounters,
+        native: bool = True,
     ) -> None:
         self.name = name
         # Size cap of every source compiled here (host compiles and load).
@@ -233,7 +234,8 @@ class LuaEngine:
             rt, lua_module.lua_type, api["build_class"], api["make_proxy"], api["unproxy"],
             box=api["box"],
         )
-        self.converter.enable_native(lua_module, self._state)  # C copies, when built
+        if native:
+            self.converter.enable_native(lua_module, self._state)  # C copies, when built
         self._table_from = rt.table_from
         self.table_from = rt.table_from  # plain-value copy into a new table (owner thread)
 

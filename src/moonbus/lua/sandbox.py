@@ -94,6 +94,7 @@ class SandboxFactory:
         watchdog: Watchdog | None = None,
         memory_limit: int | None = DEFAULT_MEMORY_LIMIT,
         max_source_bytes: int = DEFAULT_MAX_SOURCE_BYTES,
+        native: bool = True,
     ) -> None:
         if lua not in SUPPORTED_LUA:
             raise ConfigError(f"unsupported Lua flavour {lua!r}; choose one of {SUPPORTED_LUA}")
@@ -115,6 +116,9 @@ class SandboxFactory:
         self.memory_limit = memory_limit
         self.max_source_bytes = _source_cap(max_source_bytes)
         self._compile_counters = CompileCounters()
+        # False: engines copy host data into Lua on the Python path only
+        # (Runtime(native=False); MOONBUS_PURE_PYTHON is read per engine).
+        self.native = native
         self._lock = threading.Lock()
         self._created = 0
 
@@ -149,6 +153,7 @@ class SandboxFactory:
             memory_limit=limit or None,
             max_source_bytes=cap,
             compile_counters=compile_counters or self._compile_counters,
+            native=self.native,
         )
 
     @property
