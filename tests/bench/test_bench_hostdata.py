@@ -16,7 +16,7 @@ def test_quick_run_reports_all_rows() -> None:
     ]
     for row in rows:
         assert row.area == "host"
-        assert row.unit == "us/call"
+        assert row.unit == "us CPU/call"
         assert row.value > 0 and math.isfinite(row.value)
         assert row.peer_value is not None and row.peer_value > 0
         assert row.ratio is not None and row.ratio == row.peer_value / row.value

@@ -88,6 +88,7 @@ typedef struct {
     void (*setglobal)(lua_State *, const char *);
     int (*error)(lua_State *);
     void (*copy)(lua_State *, int, int);
+    void (*rotate)(lua_State *, int, int);
     int (*rawgeti)(lua_State *, int, lua_Integer);
     int (*ref)(lua_State *, int);
     const char *(*tolstring)(lua_State *, int, size_t *);
@@ -137,6 +138,7 @@ load_api(const char *path)
     SYM(setglobal, "lua_setglobal");
     SYM(error, "lua_error");
     SYM(copy, "lua_copy");
+    SYM(rotate, "lua_rotate");
     SYM(rawgeti, "lua_rawgeti");
     SYM(ref, "luaL_ref");
     SYM(tolstring, "lua_tolstring");
@@ -555,24 +557,13 @@ push_key(lua_State *L, Converter *c, PyObject *key)
     return 1;
 }
 
-static int
-push_direct(lua_State *L, Converter *c, PyObject *v, int depth)
+/* A plain number or boolean (not a str): pushed at once, before any Lua
+ * allocation could run a finalizer. 1 pushed, 0 not one (or too big for
+ * Lua: the generic path reports it), -1 error set. */
+static inline int
+push_number(lua_State *L, PyObject *v)
 {
-    if (++c->nops > MAX_OPS)
-        return 0;
     PyTypeObject *t = Py_TYPE(v);
-    if (t == &PyUnicode_Type) {
-        Py_ssize_t len;
-        const char *u = PyUnicode_AsUTF8AndSize(v, &len);
-        if (u == NULL) {
-            if (!PyErr_ExceptionMatches(PyExc_UnicodeEncodeError))
-                return -1;
-            PyErr_Clear();
-            return 0;
-        }
-        lua.pushlstring(L, u, (size_t)len);
-        return 1;
-    }
     if (t == &PyLong_Type) {
         int overflow = 0;
         long long i = PyLong_AsLongLongAndOverflow(v, &overflow);
@@ -591,16 +582,47 @@ push_direct(lua_State *L, Converter *c, PyObject *v, int depth)
         lua.pushboolean(L, v == Py_True);
         return 1;
     }
+    return 0;
+}
+
+/* One value: 1 pushed, 0 not taken, -1 error set. ``v`` is alive now; it is
+ * held before the first Lua allocation that could run a finalizer, unless
+ * ``held`` says the caller holds it already. */
+static int
+push_direct(lua_State *L, Converter *c, PyObject *v, int depth, int held)
+{
+    if (++c->nops > MAX_OPS)
+        return 0;
+    PyTypeObject *t = Py_TYPE(v);
+    if (t == &PyUnicode_Type) {
+        Py_ssize_t len;
+        const char *u = PyUnicode_AsUTF8AndSize(v, &len);
+        if (u == NULL) {
+            if (!PyErr_ExceptionMatches(PyExc_UnicodeEncodeError))
+                return -1;
+            PyErr_Clear();
+            return 0;
+        }
+        if (!held && hold(c, v) < 0)
+            return -1;
+        lua.pushlstring(L, u, (size_t)len);
+        return 1;
+    }
     if (v == Py_None) {
         lua.pushnil(L);
         return 1;
     }
+    int r = push_number(L, v);
+    if (r != 0)
+        return r;
     if (depth >= c->depth_limit)
         return 0;
     if (t == &PyList_Type || t == &PyTuple_Type) {
         Py_ssize_t n = Py_SIZE(v);
         if (n > MAX_OPS)
             return 0;
+        if (!held && hold(c, v) < 0)
+            return -1;
         int holes = 0;
         for (Py_ssize_t i = 0; i < n && !holes; i++)
             holes = (t == &PyList_Type ? PyList_GET_ITEM(v, i) : PyTuple_GET_ITEM(v, i))
@@ -610,9 +632,7 @@ push_direct(lua_State *L, Converter *c, PyObject *v, int depth)
          * changed the list (the generic path would have seen the change too) */
         for (Py_ssize_t i = 0; i < Py_SIZE(v); i++) {
             PyObject *item = t == &PyList_Type ? PyList_GET_ITEM(v, i) : PyTuple_GET_ITEM(v, i);
-            if (hold(c, item) < 0)
-                return -1;
-            int r = push_direct(L, c, item, depth + 1);
+            r = push_direct(L, c, item, depth + 1, 0);
             if (r <= 0)
                 return r;
             lua.rawseti(L, -2, i + 1);
@@ -620,6 +640,8 @@ push_direct(lua_State *L, Converter *c, PyObject *v, int depth)
         return 1;
     }
     if (t == &PyDict_Type) {
+        if (!held && hold(c, v) < 0)
+            return -1;
         lua.createtable(L, 0, (int)PyDict_GET_SIZE(v));
         Py_ssize_t pos = 0;
         PyObject *key, *value;
@@ -628,14 +650,26 @@ push_direct(lua_State *L, Converter *c, PyObject *v, int depth)
                 continue;
             if (Py_TYPE(key) != &PyUnicode_Type)
                 return 0; /* number keys: the two-pass path builds them as lupa does */
-            if (hold(c, value) < 0)
-                return -1;
-            int r = push_key(L, c, key);
-            if (r <= 0)
-                return r;
-            r = push_direct(L, c, value, depth + 1);
-            if (r <= 0)
-                return r;
+            PyTypeObject *vt = Py_TYPE(value);
+            if (vt == &PyLong_Type || vt == &PyFloat_Type || vt == &PyBool_Type) {
+                /* read before the key is pushed (which may allocate) */
+                r = push_number(L, value);
+                if (r <= 0)
+                    return r;
+                r = push_key(L, c, key);
+                if (r <= 0)
+                    return r;
+                lua.rotate(L, -2, 1); /* key below value */
+            } else {
+                if (hold(c, value) < 0)
+                    return -1;
+                r = push_key(L, c, key);
+                if (r <= 0)
+                    return r;
+                r = push_direct(L, c, value, depth + 1, 1);
+                if (r <= 0)
+                    return r;
+            }
             lua.rawset(L, -3);
         }
         return 1;
@@ -654,7 +688,7 @@ build_direct(lua_State *L)
     }
     lua.rawgeti(L, LUA_REGISTRYINDEX, c->box_ref);
     lua.settop(L, KEY_BASE + KEY_SLOTS - 1); /* the key slots, nil */
-    int r = push_direct(L, c, c->direct_value, 0);
+    int r = push_direct(L, c, c->direct_value, 0, 1); /* the caller's */
     c->direct_status = r;
     if (r == 1)
         lua.rawseti(L, 1, 1);
