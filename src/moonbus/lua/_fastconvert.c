@@ -88,7 +88,6 @@ typedef struct {
     void (*setglobal)(lua_State *, const char *);
     int (*error)(lua_State *);
     void (*copy)(lua_State *, int, int);
-    void (*rotate)(lua_State *, int, int);
     int (*rawgeti)(lua_State *, int, lua_Integer);
     int (*ref)(lua_State *, int);
     const char *(*tolstring)(lua_State *, int, size_t *);
@@ -138,7 +137,6 @@ load_api(const char *path)
     SYM(setglobal, "lua_setglobal");
     SYM(error, "lua_error");
     SYM(copy, "lua_copy");
-    SYM(rotate, "lua_rotate");
     SYM(rawgeti, "lua_rawgeti");
     SYM(ref, "luaL_ref");
     SYM(tolstring, "lua_tolstring");
@@ -557,32 +555,49 @@ push_key(lua_State *L, Converter *c, PyObject *key)
     return 1;
 }
 
-/* A plain number or boolean (not a str): pushed at once, before any Lua
- * allocation could run a finalizer. 1 pushed, 0 not one (or too big for
- * Lua: the generic path reports it), -1 error set. */
+/* A plain number or boolean (not a str), read into a C value at once, before
+ * any Lua allocation could run a finalizer; pushed by push_number. */
+typedef struct {
+    int kind; /* OP_INT, OP_FLOAT, OP_TRUE, OP_FALSE */
+    lua_Integer i;
+    lua_Number f;
+} Number;
+
+/* 1 read, 0 not one (or too big for Lua: the generic path reports it), -1 error. */
 static inline int
-push_number(lua_State *L, PyObject *v)
+read_number(PyObject *v, Number *out)
 {
     PyTypeObject *t = Py_TYPE(v);
     if (t == &PyLong_Type) {
         int overflow = 0;
-        long long i = PyLong_AsLongLongAndOverflow(v, &overflow);
+        out->i = PyLong_AsLongLongAndOverflow(v, &overflow);
         if (overflow)
             return 0;
-        if (i == -1 && PyErr_Occurred())
+        if (out->i == -1 && PyErr_Occurred())
             return -1;
-        lua.pushinteger(L, i);
+        out->kind = OP_INT;
         return 1;
     }
     if (t == &PyFloat_Type) {
-        lua.pushnumber(L, PyFloat_AS_DOUBLE(v));
+        out->kind = OP_FLOAT;
+        out->f = PyFloat_AS_DOUBLE(v);
         return 1;
     }
     if (t == &PyBool_Type) {
-        lua.pushboolean(L, v == Py_True);
+        out->kind = v == Py_True ? OP_TRUE : OP_FALSE;
         return 1;
     }
     return 0;
+}
+
+static inline void
+push_number(lua_State *L, const Number *n)
+{
+    switch (n->kind) {
+    case OP_INT: lua.pushinteger(L, n->i); break;
+    case OP_FLOAT: lua.pushnumber(L, n->f); break;
+    default: lua.pushboolean(L, n->kind == OP_TRUE); break;
+    }
 }
 
 /* One value: 1 pushed, 0 not taken, -1 error set. ``v`` is alive now; it is
@@ -612,9 +627,13 @@ push_direct(lua_State *L, Converter *c, PyObject *v, int depth, int held)
         lua.pushnil(L);
         return 1;
     }
-    int r = push_number(L, v);
-    if (r != 0)
+    Number num;
+    int r = read_number(v, &num);
+    if (r != 0) {
+        if (r > 0)
+            push_number(L, &num);
         return r;
+    }
     if (depth >= c->depth_limit)
         return 0;
     if (t == &PyList_Type || t == &PyTuple_Type) {
@@ -652,14 +671,14 @@ push_direct(lua_State *L, Converter *c, PyObject *v, int depth, int held)
                 return 0; /* number keys: the two-pass path builds them as lupa does */
             PyTypeObject *vt = Py_TYPE(value);
             if (vt == &PyLong_Type || vt == &PyFloat_Type || vt == &PyBool_Type) {
-                /* read before the key is pushed (which may allocate) */
-                r = push_number(L, value);
+                Number num; /* read before the key is pushed (which may allocate) */
+                r = read_number(value, &num);
                 if (r <= 0)
                     return r;
                 r = push_key(L, c, key);
                 if (r <= 0)
                     return r;
-                lua.rotate(L, -2, 1); /* key below value */
+                push_number(L, &num);
             } else {
                 if (hold(c, value) < 0)
                     return -1;
