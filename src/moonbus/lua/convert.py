@@ -84,8 +84,9 @@ class LuaConverter:
         self._classes: dict[type, Any] = {}
         self._box = box  # the prelude's BOX (see prelude.lua's unbox)
         # The C path (moonbus.lua.fastconvert): value -> new table, or None for
-        # "not mine"; its to_box for method results. The owner switches it off
-        # for Runtime(native=False) by setting None.
+        # "not mine"; its to_box for method results. None: Python copies only
+        # (not built, MOONBUS_PURE_PYTHON, or SandboxFactory(native=False), which
+        # Runtime(native=False) makes). Owner thread only, like the rest.
         self.native: Any | None = None
 
     def enable_native(self, lua_module: Any, state: int) -> bool:
