@@ -778,7 +778,8 @@ static PyObject *
 converter_to_box(Converter *c, PyObject *value)
 {
     PyTypeObject *t = Py_TYPE(value);
-    if (c->busy || c->L == NULL || c->box_ref <= 0 ||
+    /* the bound builder keeps lupa's runtime, hence c->L, alive */
+    if (c->busy || c->L == NULL || c->builder == NULL || c->box_ref <= 0 ||
         (t != &PyList_Type && t != &PyTuple_Type && t != &PyDict_Type))
         Py_RETURN_FALSE;
     if (mb_call_noargs(c->lupa_acquire) < 0)
