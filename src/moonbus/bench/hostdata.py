@@ -113,8 +113,10 @@ def _raw_us(n: int) -> float:
 
 def run(quick: bool) -> list[BenchRow]:
     """The host-data rows; ``quick`` shrinks every workload."""
-    n = 50 if quick else 200
-    rounds = 2 if quick else 25
+    # Batches long enough that the caches each batch starts with (the other
+    # paths ran in between) weigh little: ~1,000 calls of each.
+    n = 50 if quick else 1_000
+    rounds = 2 if quick else 12
     dicts = READ_DICTS.format(n=n, method="find_all")
     objects = READ_OBJECTS.format(n=n, method="goblins")
     ours = raw = python_path = objects_c = objects_python = float("inf")
