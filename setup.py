@@ -27,6 +27,7 @@ setup(
     ext_modules=[
         _fast_path("bus/_fastemit"),
         _fast_path("lua/_fastcall", libraries=["dl"]),
+        _fast_path("lua/_fastconvert", libraries=["dl"]),
         _fast_path("shared/_fastint"),
     ],
 )

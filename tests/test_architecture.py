@@ -103,9 +103,11 @@ MAX_MODULE_LINES = 500
 # split the module to get it off this list).
 OVERSIZE: dict[str, int] = {
     "bus/bus.py": 800,  # Bus: emit paths (C and Python), log, waiters, cascades: split next
-    "lua/engine.py": 696,  # LuaEngine: abort tokens, guarded calls, tasks; the C call state waits
+    "lua/engine.py": 699,  # LuaEngine: abort tokens, guarded calls, tasks; the C call state waits
+    # (+3: the engine's native converter switch, with the C conversion into Lua)
     "lua/pmatch.lua": 803,  # Lua port of lstrlib's matcher (one algorithm, kept whole)
-    "lua/prelude.lua": 594,  # the sandbox prelude (one chunk: upvalues shared by design)
+    "lua/prelude.lua": 609,  # the sandbox prelude (one chunk: upvalues shared by design;
+    # +15: the box the C conversion hands method results through, raised on purpose)
     "store/redis_backend.py": 521,  # Redis event store; split with the Redis layer extraction
 }
 

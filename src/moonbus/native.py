@@ -1,8 +1,9 @@
 """The switch for moonbus's optional C fast paths.
 
-``pip install`` compiles three small C extensions (``moonbus.bus._fastemit``:
+``pip install`` compiles four small C extensions (``moonbus.bus._fastemit``:
 the common case of ``Bus.emit``; ``moonbus.lua._fastcall``: event delivery
-into Lua handlers; ``moonbus.shared._fastint``: the memory backend's int
+into Lua handlers; ``moonbus.lua._fastconvert``: host data (lists and dicts a
+host API returns) copied into Lua; ``moonbus.shared._fastint``: the memory backend's int
 operations as Lua calls them). Each has a pure-Python reference path that
 behaves the same, used when the extension is not built (no C compiler) or when the
 environment variable ``MOONBUS_PURE_PYTHON`` is set to anything but ``0``

@@ -119,6 +119,7 @@ class Runtime:
             memory_limit=self.settings.memory_limit,
             frozen_mappings=FROZEN_MAPPING_TYPES,  # event data: copied as dicts into Lua
             max_source_bytes=self.settings.max_source_bytes,
+            native=native,
         )
         self.scheduler = ScriptScheduler(clock=clock, gate=self.gate)
         # "deferred": event-engine handlers run on an event thread, in batches,

@@ -29,7 +29,7 @@ PACKAGE = Path(moonbus.__file__).resolve().parent
 NOWHERE = "redis://:hunter2@127.0.0.1:1/0"  # nothing listens on port 1
 CORE = ("python", "moonbus", "lupa", "core", "time limits")
 FAST_PATHS = ("bus emit", "delivery gate", "event delivery into Lua", "deferred event queue",
-              "shared int ops from Lua")
+              "shared int ops from Lua", "host data into Lua")
 VERSION = re.compile(r"^moonbus \d+\.\d+\.\d+\S* \(lupa \d+\.\d+\S*, Lua 5\.4\)$")
 
 
@@ -98,7 +98,7 @@ def test_pure_python_switch_is_named_as_the_reason(monkeypatch: pytest.MonkeyPat
     code, found = _doctor("--timeout", "0.5")
     assert code == 0
     for name in ("bus emit", "event delivery into Lua", "deferred event queue",
-                 "shared int ops from Lua"):
+                 "shared int ops from Lua", "host data into Lua"):
         finding = found[f"fast path: {name}"]
         assert (finding["status"], finding["detail"]) == ("off", "MOONBUS_PURE_PYTHON=1")
         assert not finding["required"]

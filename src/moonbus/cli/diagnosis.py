@@ -277,6 +277,11 @@ def _lua_delivery_off() -> str:
     return "lupa's runtime lock was not found (this lupa version keeps it elsewhere)"
 
 
+def _lua_convert() -> bool:
+    """Whether an engine copies host data into Lua in C (moonbus.lua.fastconvert)."""
+    return _with_engine(lambda engine: engine.converter.native is not None)
+
+
 def _deferred_queue() -> bool:
     from moonbus.host.deferred import DeferredDelivery
 
@@ -303,6 +308,7 @@ def fast_path_findings() -> list[Finding]:
         _fast_path("event delivery into Lua", "moonbus.lua._fastcall", _lua_delivery,
                    _lua_delivery_off),
         _fast_path("deferred event queue", "moonbus.lua._fastcall", _deferred_queue),
+        _fast_path("host data into Lua", "moonbus.lua._fastconvert", _lua_convert),
         _fast_path("shared int ops from Lua", "moonbus.shared._fastint", _shared_int),
     ]
 

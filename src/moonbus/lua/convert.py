@@ -6,7 +6,12 @@ Values cross the boundary only as copies:
   mappings (also frozen event data) → new tables; lists and tuples → new
   sequences (1-based); ``@lua_api`` objects → proxy tables whose methods call
   back into the exposed names only. Anything else is a ``TypeError``: a raw
-  Python object never reaches a script.
+  Python object never reaches a script. The common shapes (exact lists,
+  tuples and dicts of scalars, a few levels deep, ``@lua_api`` objects of a
+  class met before) are copied in C when the extension is built
+  (``moonbus.lua.fastconvert``, ``native``); everything else, errors
+  included, takes the Python path below, so both give the same tables and
+  the same errors.
 * Lua → Python: scalars as themselves (invalid UTF-8 is replaced); a proxy →
   its Python object; a table → ``list`` when its keys are exactly 1..n, else
   ``dict``; nesting deeper than ``max_depth`` or cyclic tables are rejected,
@@ -18,16 +23,19 @@ Owner: the thread currently running the engine (conversion uses the state).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from moonbus.lua.boundary import detached
 from moonbus.lua.exposure import exposed_methods, returns_multiple
+from moonbus.lua.fastconvert import native_converter
 from moonbus.lua.value_path import describe_conversion_error
 
 __all__ = ["MAX_SIZE", "LuaConverter", "ValueTooLarge"]
 
 _SCALARS = (bool, int, float, str, type(None))
+_NATIVE_ROOTS = frozenset((list, tuple, dict))  # what the C path may take
 MAX_DEPTH = 64
 # Largest copy of a Lua value into Python (estimated bytes, see to_py): about
 # 100,000 table entries. The copy runs in Python, where the Lua time limit
@@ -61,6 +69,7 @@ class LuaConverter:
         *,
         max_depth: int = MAX_DEPTH,
         max_size: int = MAX_SIZE,
+        box: Any = None,
     ) -> None:
         self._rt = runtime
         self._lua_type = lua_type
@@ -74,6 +83,24 @@ class LuaConverter:
         # Called when a copy passes ``max_size`` (the owner counts refusals).
         self.on_too_large: Callable[[], None] | None = None
         self._classes: dict[type, Any] = {}
+        self._box = box  # the prelude's BOX (see prelude.lua's unbox)
+        # The C path (moonbus.lua.fastconvert): value -> new table, or None for
+        # "not mine"; its to_box for method results. None: Python copies only
+        # (not built, MOONBUS_PURE_PYTHON, or SandboxFactory(native=False), which
+        # Runtime(native=False) makes). Owner thread only, like the rest.
+        self.native: Any | None = None
+
+    def enable_native(self, lua_module: Any, state: int) -> bool:
+        """Use the C conversion for this runtime (``state``: its lua_State address)
+        when it is built and not switched off (and the prelude gave a box);
+        whether it is now in use."""
+        if self._box is None:
+            return False
+        self.native = native_converter(
+            lua_module, self._rt, state, self._make_proxy, self._box, self._classes,
+            self._max_depth,
+        )
+        return self.native is not None
 
     # ----------------------------------------------------------- Python -> Lua
     def to_lua(self, value: Any, _depth: int = 0) -> Any:
@@ -82,6 +109,11 @@ class LuaConverter:
         An int beyond Lua's 64-bit integers inside a table is a ``TypeError``
         (lupa reports it as an ``OverflowError``).
         """
+        native = self.native
+        if native is not None and type(value) in _NATIVE_ROOTS and not _depth:
+            table = native(value)
+            if table is not None:
+                return table
         try:
             return self._to_lua(value, _depth)
         except OverflowError as exc:
@@ -99,6 +131,9 @@ class LuaConverter:
             for key, item in value.items():
                 if not isinstance(key, (str, int, float, bool)):
                     raise TypeError(f"table key of type {type(key).__name__} cannot go to Lua")
+                if isinstance(key, float) and math.isnan(key):
+                    # Lua raises outside any protected call: lupa would abort the process.
+                    raise TypeError("a table key is NaN (Lua tables cannot hold it)")
                 converted[key] = item if isinstance(item, _SCALARS) else self._to_lua(
                     item, _depth + 1
                 )
@@ -128,10 +163,13 @@ class LuaConverter:
 
     def _invoke(self, obj: Any, name: str, *args: Any) -> Any:
         method = getattr(obj, name)
-        result = method(*[self.to_py(a) for a in args])
+        result = method(*[self.to_py(a) for a in args]) if args else method()
         try:
             if isinstance(result, tuple) and returns_multiple(method):
                 return tuple(self.to_lua(r) for r in result)
+            native = self.native
+            if native is not None and type(result) in _NATIVE_ROOTS and native.to_box(result):
+                return self._box  # the table is in box[1]; the method's wrapper takes it
             return self.to_lua(result)
         except TypeError as exc:  # name the field that could not cross
             where = describe_conversion_error(result, "return value", exc)

@@ -166,6 +166,7 @@ class LuaEngine:
         max_source_bytes: int,
         frozen_mappings: frozenset[type],
         compile_counters: CompileCounters,
+        native: bool = True,
     ) -> None:
         self.name = name
         # Frozen event-data types (``.copy()`` is a dict), handed in so the sandbox
@@ -234,8 +235,11 @@ class LuaEngine:
         # gets from the host (script_env.lua's shared handles).
         self.host_function_maker = api["host_function"]
         self.converter = LuaConverter(
-            rt, lua_module.lua_type, api["build_class"], api["make_proxy"], api["unproxy"]
+            rt, lua_module.lua_type, api["build_class"], api["make_proxy"], api["unproxy"],
+            box=api["box"],
         )
+        if native:
+            self.converter.enable_native(lua_module, self._state)  # C copies, when built
         self._table_from = rt.table_from
         self.table_from = rt.table_from  # plain-value copy into a new table (owner thread)
 

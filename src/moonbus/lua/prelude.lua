@@ -38,7 +38,7 @@ local co_status, co_running, co_isyieldable, co_close =
 local real_load, real_setmetatable, real_getmetatable = load, setmetatable, getmetatable
 local real_collectgarbage = collectgarbage
 local rawget, rawset, type, error, select, pairs, tostring = rawget, rawset, type, error, select, pairs, tostring
-local xpcall, pcall = xpcall, pcall
+local xpcall, pcall, rawequal = xpcall, pcall, rawequal
 local fmt, find, sub, reverse = string.format, string.find, string.sub, string.reverse
 local pack, unpack = table.pack, table.unpack
 
@@ -529,6 +529,20 @@ end
 -- Python object is kept in a private weak table, never in the proxy itself.
 local proxied = real_setmetatable({}, { __mode = "k" })
 
+-- A method's result that the host's C conversion built straight into Lua
+-- (moonbus.lua.fastconvert, LuaConverter._invoke) arrives as BOX itself with
+-- the table in BOX[1]: taken out here, so scripts never see BOX.
+local BOX = {}
+
+local function unbox(first, ...)
+  if rawequal(first, BOX) then
+    local value = BOX[1]
+    BOX[1] = nil
+    return value
+  end
+  return first, ...
+end
+
 local function build_class(name, methods, invoke, equals)
   local index = {}
   local same = host_function(equals, name .. " ==")
@@ -552,7 +566,7 @@ local function build_class(name, methods, invoke, equals)
       if obj == nil or debug_getmetatable(self) ~= mt then
         error("'" .. method .. "' must be called as a method (obj:" .. method .. "(...))", 2)
       end
-      return call(obj, method, ...)
+      return unbox(call(obj, method, ...))
     end
   end
   return mt
@@ -590,5 +604,6 @@ return {
   forget = forget,
   tracking = tracking,
   unproxy = unproxy,
+  box = BOX,
   time_limit_message = TIME_LIMIT_MESSAGE,
 }

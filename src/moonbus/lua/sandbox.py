@@ -96,6 +96,7 @@ class SandboxFactory:
         memory_limit: int | None = DEFAULT_MEMORY_LIMIT,
         frozen_mappings: Iterable[type] = (),
         max_source_bytes: int = DEFAULT_MAX_SOURCE_BYTES,
+        native: bool = True,
     ) -> None:
         if lua not in SUPPORTED_LUA:
             raise ConfigError(f"unsupported Lua flavour {lua!r}; choose one of {SUPPORTED_LUA}")
@@ -120,6 +121,9 @@ class SandboxFactory:
         # bus's); engines copy them to a dict before lupa copies them to Lua.
         self.frozen_mappings = frozenset(frozen_mappings)
         self._compile_counters = CompileCounters()
+        # False: engines copy host data into Lua on the Python path only
+        # (Runtime(native=False); MOONBUS_PURE_PYTHON is read per engine).
+        self.native = native
         self._lock = threading.Lock()
         self._created = 0
 
@@ -155,6 +159,7 @@ class SandboxFactory:
             max_source_bytes=cap,
             frozen_mappings=self.frozen_mappings,
             compile_counters=compile_counters or self._compile_counters,
+            native=self.native,
         )
 
     @property

@@ -1,0 +1,959 @@
+/*
+ * moonbus.lua._fastconvert: Python data into a new Lua table, in C.
+ *
+ * Why: a host API returning 30 dicts of six scalars (an entity query run
+ * every frame) cost ~100 us per call through LuaConverter.to_lua, which
+ * makes a Python dict per element and calls lupa's table_from for each
+ * (lupa's generic push checks every value against a dozen types). This
+ * copies the shapes games return straight into Lua.
+ *
+ * Converter(state=, lupa_lock=, global_key=, classes=, max_depth=)
+ *   conv.bind(builder)    the Lua function the constructor parked under
+ *                         global_key (see fastconvert.py)
+ *   conv(value)           a new Lua table (lupa object), or None: "use the
+ *                         generic path" (LuaConverter._to_lua)
+ *
+ * What it takes: an exact list, tuple or dict at the top, nested up to
+ * min(MAX_FAST_DEPTH, max_depth + 1) container levels, of exact str (valid
+ * UTF-8), int (64-bit), float, bool and None, dict keys exact str, int,
+ * float (not NaN) or bool, and instances of classes already in ``classes``
+ * (LuaConverter._classes: type -> its proxy metatable, filled by the generic
+ * path the first time it meets a @lua_api class). Anything else, or more than
+ * MAX_OPS values, returns None before anything was done in Lua, so the
+ * generic path gives exactly today's result or error (deep or cyclic
+ * values, big ints, bad keys, unknown objects, lone surrogates...).
+ *
+ * How: pass 1 (GIL held, no Lua, no Python code runs) walks the value into a
+ * flat list of ops (strings are kept alive by a new reference each); pass 2
+ * is a lua_CFunction (``build``) called through the bound lupa function with
+ * the @lua_api objects and their metatables as arguments, so lupa takes its
+ * runtime lock, pushes the objects as it pushes any Python object, runs the
+ * call protected (a Lua memory error becomes lupa's LuaMemoryError, as any
+ * call's) and wraps the returned table. ``build`` makes each proxy with the
+ * prelude's own make_proxy (so proxies are exactly the generic path's), then
+ * replays the ops with lua_createtable/rawset; it reads no Python object and
+ * runs without the GIL.
+ *
+ * Threads: a converter belongs to one engine and is used by the thread that
+ * runs it (holding the engine's lock). ``busy`` makes a re-entrant or
+ * concurrent use (a finalizer running host code during pass 2) take the
+ * generic path instead of sharing the op buffer.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <dlfcn.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "../_capi.h"
+
+/* ------------------------------------------------------------ Lua 5.4 API */
+typedef struct lua_State lua_State;
+typedef long long lua_Integer;
+typedef double lua_Number;
+typedef intptr_t lua_KContext;
+typedef int (*lua_CFunction)(lua_State *L);
+typedef int (*lua_KFunction)(lua_State *L, int status, lua_KContext ctx);
+
+#define LUA_OK 0
+#define LUA_ERRMEM 4
+#define LUA_REGISTRYINDEX (-1000000 - 1000) /* Lua 5.4: -LUAI_MAXSTACK - 1000 */
+#define lua_upvalueindex(i) (LUA_REGISTRYINDEX - (i))
+
+#define MAX_FAST_DEPTH 8      /* container levels taken here; deeper: generic */
+#define MAX_OPS (1 << 16)     /* values per conversion; more: generic */
+#define MAX_OBJECTS 4096      /* @lua_api objects per conversion; more: generic */
+#define KEEP_OPS 4096         /* a larger op buffer is freed after the call */
+
+typedef struct {
+    int (*pcallk)(lua_State *, int, int, int, lua_KContext, lua_KFunction);
+    void (*callk)(lua_State *, int, int, lua_KContext, lua_KFunction);
+    int (*gettop)(lua_State *);
+    void (*settop)(lua_State *, int);
+    int (*checkstack)(lua_State *, int);
+    void (*pushvalue)(lua_State *, int);
+    void (*pushinteger)(lua_State *, lua_Integer);
+    void (*pushnumber)(lua_State *, lua_Number);
+    const char *(*pushlstring)(lua_State *, const char *, size_t);
+    void (*pushboolean)(lua_State *, int);
+    void (*pushnil)(lua_State *);
+    void (*pushlightuserdata)(lua_State *, void *);
+    void (*pushcclosure)(lua_State *, lua_CFunction, int);
+    void (*createtable)(lua_State *, int, int);
+    void (*rawset)(lua_State *, int);
+    void (*rawseti)(lua_State *, int, lua_Integer);
+    void *(*touserdata)(lua_State *, int);
+    int (*getglobal)(lua_State *, const char *);
+    void (*setglobal)(lua_State *, const char *);
+    int (*error)(lua_State *);
+    void (*copy)(lua_State *, int, int);
+    int (*rawgeti)(lua_State *, int, lua_Integer);
+    int (*ref)(lua_State *, int);
+    const char *(*tolstring)(lua_State *, int, size_t *);
+} LuaApi;
+
+/* Resolved once at import from lupa's module, never changed afterwards. */
+static LuaApi lua;
+/* lupa.lua54.LuaError and LuaMemoryError, looked up at import (alive for the
+ * process, like the module holding them). */
+static PyObject *lua_error, *lua_memory_error;
+
+static int
+load_api(const char *path)
+{
+    void *lib = dlopen(path, RTLD_NOW | RTLD_NOLOAD);
+    if (lib == NULL) {
+        PyErr_Format(PyExc_ImportError, "lupa's Lua module is not loaded: %s", dlerror());
+        return -1;
+    }
+#define SYM(field, name)                                                          \
+    do {                                                                          \
+        *(void **)(&lua.field) = dlsym(lib, name);                                \
+        if (lua.field == NULL) {                                                  \
+            PyErr_Format(PyExc_ImportError, "lupa's Lua module lacks %s", name);  \
+            dlclose(lib);                                                         \
+            return -1;                                                            \
+        }                                                                         \
+    } while (0)
+    SYM(pcallk, "lua_pcallk");
+    SYM(callk, "lua_callk");
+    SYM(gettop, "lua_gettop");
+    SYM(settop, "lua_settop");
+    SYM(checkstack, "lua_checkstack");
+    SYM(pushvalue, "lua_pushvalue");
+    SYM(pushinteger, "lua_pushinteger");
+    SYM(pushnumber, "lua_pushnumber");
+    SYM(pushlstring, "lua_pushlstring");
+    SYM(pushboolean, "lua_pushboolean");
+    SYM(pushnil, "lua_pushnil");
+    SYM(pushlightuserdata, "lua_pushlightuserdata");
+    SYM(pushcclosure, "lua_pushcclosure");
+    SYM(createtable, "lua_createtable");
+    SYM(rawset, "lua_rawset");
+    SYM(rawseti, "lua_rawseti");
+    SYM(touserdata, "lua_touserdata");
+    SYM(getglobal, "lua_getglobal");
+    SYM(setglobal, "lua_setglobal");
+    SYM(error, "lua_error");
+    SYM(copy, "lua_copy");
+    SYM(rawgeti, "lua_rawgeti");
+    SYM(ref, "luaL_ref");
+    SYM(tolstring, "lua_tolstring");
+#undef SYM
+    dlclose(lib); /* lupa's module stays loaded; this drops our extra handle */
+    return 0;
+}
+
+/* ------------------------------------------------------------------- ops */
+enum { OP_NIL, OP_FALSE, OP_TRUE, OP_INT, OP_FLOAT, OP_STR, OP_LIST, OP_DICT, OP_PROXY,
+       OP_KEY };
+
+/* Distinct str keys of one conversion (by identity: the same key object in
+ * every dict of a list) are pushed once and copied with lua_pushvalue, which
+ * skips Lua's string hashing and interning per field. */
+#define KEY_SLOTS 64        /* distinct keys kept on the stack; more: pushed each time */
+#define KEY_TABLE 128       /* open-addressing table over them (power of 2) */
+
+typedef struct {
+    int kind;
+    int n;          /* OP_LIST/OP_DICT: entries; OP_PROXY: object; OP_KEY: slot */
+    Py_ssize_t len; /* OP_STR: bytes; OP_LIST/OP_DICT: 1 = build as lupa does (below) */
+    union {
+        lua_Integer i;
+        lua_Number f;
+        const char *s;
+    } v;
+} Op;
+
+typedef struct {
+    PyObject_HEAD
+    lua_State *L;
+    PyObject *lupa_acquire, *lupa_release;
+    PyObject *classes;  /* type -> proxy metatable (LuaConverter._classes) */
+    PyObject *builder;  /* the bound lupa function running ``build`` */
+    int depth_limit;    /* container levels taken here */
+    int busy;
+    Op *ops;
+    Py_ssize_t nops, cap;
+    PyObject **held;    /* new references kept for the call: strings, then args */
+    Py_ssize_t nheld, held_cap;
+    Py_ssize_t nobjects;
+    PyObject *key_obj[KEY_TABLE]; /* key object -> key_slot (NULL: free) */
+    int key_slot[KEY_TABLE];
+    const char *key_s[KEY_SLOTS]; /* the UTF-8 of slot k */
+    Py_ssize_t key_len[KEY_SLOTS];
+    int nkeys;
+    int box_ref;        /* registry ref of the prelude's box (to_box) */
+    int direct_status;  /* to_box's walk: 1 built, 0 not taken, -1 error set */
+    PyObject *direct_value;
+} Converter;
+
+static int
+grow(void **buf, Py_ssize_t *cap, Py_ssize_t need, size_t item)
+{
+    Py_ssize_t n = *cap ? *cap : 64;
+    while (n < need)
+        n *= 2;
+    void *p = PyMem_Realloc(*buf, (size_t)n * item);
+    if (p == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    *buf = p;
+    *cap = n;
+    return 0;
+}
+
+static inline Op *
+new_op(Converter *c)
+{
+    if (c->nops >= c->cap && grow((void **)&c->ops, &c->cap, c->nops + 1, sizeof(Op)) < 0)
+        return NULL;
+    return &c->ops[c->nops++];
+}
+
+static inline int
+hold(Converter *c, PyObject *o)
+{
+    if (c->nheld >= c->held_cap &&
+        grow((void **)&c->held, &c->held_cap, c->nheld + 1, sizeof(PyObject *)) < 0)
+        return -1;
+    c->held[c->nheld++] = Py_NewRef(o);
+    return 0;
+}
+
+/* A str into ``op``: 1; 0 for the generic path (not UTF-8); -1 error set. */
+static int
+take_str(Converter *c, PyObject *s, Op *op)
+{
+    Py_ssize_t len;
+    const char *u = PyUnicode_AsUTF8AndSize(s, &len);
+    if (u == NULL) {
+        if (PyErr_ExceptionMatches(PyExc_UnicodeEncodeError)) {
+            PyErr_Clear();
+            return 0;
+        }
+        return -1;
+    }
+    if (hold(c, s) < 0)
+        return -1;
+    op->kind = OP_STR;
+    op->v.s = u;
+    op->len = len;
+    return 1;
+}
+
+/* A scalar into ``op``: 1; 0 not a scalar this path takes; -1 error set. */
+static int
+take_scalar(Converter *c, PyObject *v, Op *op)
+{
+    PyTypeObject *t = Py_TYPE(v);
+    if (t == &PyUnicode_Type)
+        return take_str(c, v, op);
+    if (t == &PyLong_Type) {
+        int overflow = 0;
+        op->v.i = PyLong_AsLongLongAndOverflow(v, &overflow);
+        if (overflow)
+            return 0; /* the generic path reports it */
+        if (op->v.i == -1 && PyErr_Occurred())
+            return -1;
+        op->kind = OP_INT;
+        return 1;
+    }
+    if (t == &PyFloat_Type) {
+        op->kind = OP_FLOAT;
+        op->v.f = PyFloat_AS_DOUBLE(v);
+        return 1;
+    }
+    if (t == &PyBool_Type) {
+        op->kind = v == Py_True ? OP_TRUE : OP_FALSE;
+        return 1;
+    }
+    if (v == Py_None) {
+        op->kind = OP_NIL;
+        return 1;
+    }
+    return 0;
+}
+
+/* A str dict key into ``op``: a slot of the key cache when there is room
+ * (OP_KEY), else a plain string; 1, 0 (generic path) or -1 as take_str. */
+static int
+take_key(Converter *c, PyObject *key, Op *op)
+{
+    size_t h = ((uintptr_t)key >> 4) & (KEY_TABLE - 1);
+    while (c->key_obj[h] != NULL) {
+        if (c->key_obj[h] == key) {
+            op->kind = OP_KEY;
+            op->n = c->key_slot[h];
+            return 1;
+        }
+        h = (h + 1) & (KEY_TABLE - 1);
+    }
+    int r = take_str(c, key, op); /* holds the key: its identity stays unique */
+    if (r <= 0 || c->nkeys >= KEY_SLOTS)
+        return r;
+    int slot = c->nkeys++;
+    c->key_obj[h] = key;
+    c->key_slot[h] = slot;
+    c->key_s[slot] = op->v.s;
+    c->key_len[slot] = op->len;
+    op->kind = OP_KEY;
+    op->n = slot;
+    return 1;
+}
+
+static int walk(Converter *c, PyObject *v, int depth);
+
+/* One value (pass 1): 1 recorded; 0 for the generic path; -1 error set. */
+static int
+walk(Converter *c, PyObject *v, int depth)
+{
+    if (c->nops >= MAX_OPS)
+        return 0;
+    Op *op = new_op(c);
+    if (op == NULL)
+        return -1;
+    int r = take_scalar(c, v, op);
+    if (r != 0)
+        return r;
+    PyTypeObject *t = Py_TYPE(v);
+    Py_ssize_t at = op - c->ops; /* the buffer may move while children are added */
+    if (t == &PyList_Type || t == &PyTuple_Type) {
+        if (depth >= c->depth_limit)
+            return 0;
+        Py_ssize_t n = Py_SIZE(v);
+        if (n > MAX_OPS)
+            return 0;
+        op->kind = OP_LIST;
+        op->n = (int)n;
+        op->len = 0;
+        PyObject **items = t == &PyList_Type ? ((PyListObject *)v)->ob_item
+                                             : ((PyTupleObject *)v)->ob_item;
+        int holes = 0;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            holes |= items[i] == Py_None;
+            r = walk(c, items[i], depth + 1);
+            if (r <= 0)
+                return r;
+        }
+        c->ops[at].len = holes;
+        return 1;
+    }
+    if (t == &PyDict_Type) {
+        if (depth >= c->depth_limit)
+            return 0;
+        op->kind = OP_DICT;
+        op->len = 0;
+        Py_ssize_t pos = 0;
+        PyObject *key, *value;
+        int n = 0, number_keys = 0;
+        while (PyDict_Next(v, &pos, &key, &value)) {
+            if (value == Py_None)
+                continue; /* an absent key, as lupa copies it */
+            PyTypeObject *kt = Py_TYPE(key);
+            if (kt != &PyUnicode_Type && kt != &PyLong_Type && kt != &PyBool_Type &&
+                !(kt == &PyFloat_Type && !isnan(PyFloat_AS_DOUBLE(key))))
+                return 0; /* the generic path accepts or reports it */
+            number_keys |= kt != &PyUnicode_Type;
+            if (c->nops >= MAX_OPS)
+                return 0;
+            Op *kop = new_op(c);
+            if (kop == NULL)
+                return -1;
+            r = kt == &PyUnicode_Type ? take_key(c, key, kop) : take_scalar(c, key, kop);
+            if (r <= 0)
+                return r;
+            r = walk(c, value, depth + 1);
+            if (r <= 0)
+                return r;
+            n++;
+        }
+        c->ops[at].n = n;
+        c->ops[at].len = number_keys;
+        return 1;
+    }
+    /* a @lua_api object whose class the generic path has seen already */
+    PyObject *mt = PyDict_GetItemWithError(c->classes, (PyObject *)t);
+    if (mt == NULL)
+        return PyErr_Occurred() ? -1 : 0;
+    if (c->nobjects >= MAX_OBJECTS)
+        return 0;
+    op->kind = OP_PROXY;
+    op->n = (int)c->nobjects++;
+    return 1;
+}
+
+/* The arguments of the builder call (metatable, object per proxy, in op
+ * order), appended to ``held`` after position ``first``. */
+static int
+collect_objects(Converter *c, PyObject *v, Py_ssize_t *pos)
+{
+    /* replays pass 1's order over the same (unchanged: no Python code ran) value */
+    Op *op = &c->ops[(*pos)++];
+    switch (op->kind) {
+    case OP_LIST: {
+        PyObject **items = PyList_CheckExact(v) ? ((PyListObject *)v)->ob_item
+                                                : ((PyTupleObject *)v)->ob_item;
+        for (int i = 0; i < op->n; i++)
+            if (collect_objects(c, items[i], pos) < 0)
+                return -1;
+        return 0;
+    }
+    case OP_DICT: {
+        Py_ssize_t dpos = 0;
+        PyObject *key, *value;
+        while (PyDict_Next(v, &dpos, &key, &value)) {
+            if (value == Py_None)
+                continue;
+            (*pos)++; /* the key */
+            if (collect_objects(c, value, pos) < 0)
+                return -1;
+        }
+        return 0;
+    }
+    case OP_PROXY: {
+        PyObject *mt = PyDict_GetItemWithError(c->classes, (PyObject *)Py_TYPE(v));
+        if (mt == NULL) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_RuntimeError, "proxy class vanished during conversion");
+            return -1;
+        }
+        if (hold(c, mt) < 0 || hold(c, v) < 0)
+            return -1;
+        return 0;
+    }
+    default:
+        return 0;
+    }
+}
+
+/* ------------------------------------------------------ pass 2 (in Lua) */
+static void
+replay(lua_State *L, const Op *ops, Py_ssize_t *pos, int proxies, int keys)
+{
+    const Op *op = &ops[(*pos)++];
+    switch (op->kind) {
+    case OP_KEY: lua.pushvalue(L, keys + op->n); break;
+    case OP_NIL: lua.pushnil(L); break;
+    case OP_FALSE: lua.pushboolean(L, 0); break;
+    case OP_TRUE: lua.pushboolean(L, 1); break;
+    case OP_INT: lua.pushinteger(L, op->v.i); break;
+    case OP_FLOAT: lua.pushnumber(L, op->v.f); break;
+    case OP_STR: lua.pushlstring(L, op->v.s, (size_t)op->len); break;
+    case OP_PROXY: lua.pushvalue(L, proxies + op->n); break;
+    /* Presized tables are built without rehashing. Where the layout shows
+     * (the border `#` finds in a list with holes or a table of number keys),
+     * the table is built with lupa's own sequence of calls instead (a new
+     * empty table, rawset of every value, nil included), so `#` answers as
+     * on the generic path. */
+    case OP_LIST:
+        lua.createtable(L, op->len ? 0 : op->n, 0);
+        for (int i = 1; i <= op->n; i++) {
+            replay(L, ops, pos, proxies, keys);
+            lua.rawseti(L, -2, i);
+        }
+        break;
+    case OP_DICT:
+        lua.createtable(L, 0, op->len ? 0 : op->n);
+        for (int i = 0; i < op->n; i++) {
+            replay(L, ops, pos, proxies, keys);
+            replay(L, ops, pos, proxies, keys);
+            lua.rawset(L, -3);
+        }
+        break;
+    }
+}
+
+/* build(mt1, obj1, mt2, obj2, ...) -> the converted table. Upvalues: the
+ * Converter (light userdata) and the prelude's make_proxy. Runs inside lupa's
+ * protected call, without the GIL; errors (memory) propagate to lupa. */
+static int
+build(lua_State *L)
+{
+    Converter *c = (Converter *)lua.touserdata(L, lua_upvalueindex(1));
+    int nargs = lua.gettop(L);
+    int nobjects = nargs / 2;
+    if (!lua.checkstack(L, nobjects + c->nkeys + 3 * MAX_FAST_DEPTH + 8)) {
+        lua.pushlstring(L, "not enough memory", 17);
+        return lua.error(L);
+    }
+    for (int k = 0; k < nobjects; k++) {
+        lua.pushvalue(L, lua_upvalueindex(2));
+        lua.pushvalue(L, 2 * k + 2); /* the object */
+        lua.pushvalue(L, 2 * k + 1); /* its metatable */
+        lua.callk(L, 2, 1, 0, NULL);
+    }
+    for (int k = 0; k < c->nkeys; k++)
+        lua.pushlstring(L, c->key_s[k], (size_t)c->key_len[k]);
+    Py_ssize_t pos = 0;
+    replay(L, c->ops, &pos, nargs + 1, nargs + nobjects + 1);
+    return 1;
+}
+
+/* Registers ``build`` under the global named by the light userdata argument;
+ * that global holds {make_proxy, box} (fastconvert.py): make_proxy becomes an
+ * upvalue of ``build``, the box gets a registry reference (for to_box). */
+static int
+install(lua_State *L)
+{
+    Converter *c = (Converter *)lua.touserdata(L, 1);
+    const char *key = (const char *)lua.touserdata(L, 2);
+    lua.getglobal(L, key);      /* 3: {make_proxy, box} */
+    lua.rawgeti(L, 3, 2);
+    c->box_ref = lua.ref(L, LUA_REGISTRYINDEX);
+    lua.pushvalue(L, 1);        /* the Converter */
+    lua.rawgeti(L, 3, 1);       /* make_proxy */
+    lua.pushcclosure(L, build, 2);
+    lua.setglobal(L, key);
+    return 0;
+}
+
+/* ----------------------------------------- to_box: one pass, GIL held */
+/* For a host API method's result (LuaConverter._invoke): the value is walked
+ * and built in one pass, holding the GIL, inside a lua_pcall on the main
+ * state under lupa's lock; the table goes to box[1], and the prelude's method
+ * wrapper takes it out (no lupa object is made for it). Every item, dict value
+ * and new key met is held before it is used (``held``, released after the
+ * call, also when a Lua error unwound the walk; the root is the caller's): a
+ * Lua allocation may run a finalizer of a lupa object, i.e. Python code,
+ * which could change the value under the walk. @lua_api objects, number keys and anything the two-pass path
+ * or the generic path must see return "not taken" (0) before the result is
+ * stored; the caller then converts as usual. */
+#define KEY_BASE 2 /* stack: 1 box, 2..KEY_SLOTS+1 key slots, then the tables */
+
+static int
+push_key(lua_State *L, Converter *c, PyObject *key)
+{
+    size_t h = ((uintptr_t)key >> 4) & (KEY_TABLE - 1);
+    while (c->key_obj[h] != NULL) {
+        if (c->key_obj[h] == key) {
+            lua.pushvalue(L, KEY_BASE + c->key_slot[h]);
+            return 1;
+        }
+        h = (h + 1) & (KEY_TABLE - 1);
+    }
+    Py_ssize_t len;
+    const char *u = PyUnicode_AsUTF8AndSize(key, &len);
+    if (u == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_UnicodeEncodeError))
+            return -1;
+        PyErr_Clear();
+        return 0;
+    }
+    if (hold(c, key) < 0)
+        return -1;
+    lua.pushlstring(L, u, (size_t)len);
+    if (c->nkeys < KEY_SLOTS) {
+        /* held until the end: its identity stays unique */
+        int slot = c->nkeys++;
+        c->key_obj[h] = key;
+        c->key_slot[h] = slot;
+        lua.copy(L, -1, KEY_BASE + slot);
+    }
+    return 1;
+}
+
+/* A plain number or boolean (not a str), read into a C value at once, before
+ * any Lua allocation could run a finalizer; pushed by push_number. */
+typedef struct {
+    int kind; /* OP_INT, OP_FLOAT, OP_TRUE, OP_FALSE */
+    lua_Integer i;
+    lua_Number f;
+} Number;
+
+/* 1 read, 0 not one (or too big for Lua: the generic path reports it), -1 error. */
+static inline int
+read_number(PyObject *v, Number *out)
+{
+    PyTypeObject *t = Py_TYPE(v);
+    if (t == &PyLong_Type) {
+        int overflow = 0;
+        out->i = PyLong_AsLongLongAndOverflow(v, &overflow);
+        if (overflow)
+            return 0;
+        if (out->i == -1 && PyErr_Occurred())
+            return -1;
+        out->kind = OP_INT;
+        return 1;
+    }
+    if (t == &PyFloat_Type) {
+        out->kind = OP_FLOAT;
+        out->f = PyFloat_AS_DOUBLE(v);
+        return 1;
+    }
+    if (t == &PyBool_Type) {
+        out->kind = v == Py_True ? OP_TRUE : OP_FALSE;
+        return 1;
+    }
+    return 0;
+}
+
+static inline void
+push_number(lua_State *L, const Number *n)
+{
+    switch (n->kind) {
+    case OP_INT: lua.pushinteger(L, n->i); break;
+    case OP_FLOAT: lua.pushnumber(L, n->f); break;
+    default: lua.pushboolean(L, n->kind == OP_TRUE); break;
+    }
+}
+
+/* One value: 1 pushed, 0 not taken, -1 error set. ``v`` is alive now; it is
+ * held before the first Lua allocation that could run a finalizer, unless
+ * ``held`` says the caller holds it already. */
+static int
+push_direct(lua_State *L, Converter *c, PyObject *v, int depth, int held)
+{
+    if (++c->nops > MAX_OPS)
+        return 0;
+    PyTypeObject *t = Py_TYPE(v);
+    if (t == &PyUnicode_Type) {
+        Py_ssize_t len;
+        const char *u = PyUnicode_AsUTF8AndSize(v, &len);
+        if (u == NULL) {
+            if (!PyErr_ExceptionMatches(PyExc_UnicodeEncodeError))
+                return -1;
+            PyErr_Clear();
+            return 0;
+        }
+        if (!held && hold(c, v) < 0)
+            return -1;
+        lua.pushlstring(L, u, (size_t)len);
+        return 1;
+    }
+    if (v == Py_None) {
+        lua.pushnil(L);
+        return 1;
+    }
+    Number num;
+    int r = read_number(v, &num);
+    if (r != 0) {
+        if (r > 0)
+            push_number(L, &num);
+        return r;
+    }
+    if (depth >= c->depth_limit)
+        return 0;
+    if (t == &PyList_Type || t == &PyTuple_Type) {
+        Py_ssize_t n = Py_SIZE(v);
+        if (n > MAX_OPS)
+            return 0;
+        if (!held && hold(c, v) < 0)
+            return -1;
+        int holes = 0;
+        for (Py_ssize_t i = 0; i < n && !holes; i++)
+            holes = (t == &PyList_Type ? PyList_GET_ITEM(v, i) : PyTuple_GET_ITEM(v, i))
+                    == Py_None;
+        lua.createtable(L, holes ? 0 : (int)n, 0); /* holes: as lupa builds it */
+        /* re-read every item: a finalizer run by a Lua allocation may have
+         * changed the list (the generic path would have seen the change too) */
+        for (Py_ssize_t i = 0; i < Py_SIZE(v); i++) {
+            PyObject *item = t == &PyList_Type ? PyList_GET_ITEM(v, i) : PyTuple_GET_ITEM(v, i);
+            r = push_direct(L, c, item, depth + 1, 0);
+            if (r <= 0)
+                return r;
+            lua.rawseti(L, -2, i + 1);
+        }
+        return 1;
+    }
+    if (t == &PyDict_Type) {
+        if (!held && hold(c, v) < 0)
+            return -1;
+        lua.createtable(L, 0, (int)PyDict_GET_SIZE(v));
+        Py_ssize_t pos = 0;
+        PyObject *key, *value;
+        while (PyDict_Next(v, &pos, &key, &value)) {
+            if (value == Py_None)
+                continue;
+            if (Py_TYPE(key) != &PyUnicode_Type)
+                return 0; /* number keys: the two-pass path builds them as lupa does */
+            PyTypeObject *vt = Py_TYPE(value);
+            if (vt == &PyLong_Type || vt == &PyFloat_Type || vt == &PyBool_Type) {
+                Number num; /* read before the key is pushed (which may allocate) */
+                r = read_number(value, &num);
+                if (r <= 0)
+                    return r;
+                r = push_key(L, c, key);
+                if (r <= 0)
+                    return r;
+                push_number(L, &num);
+            } else {
+                if (hold(c, value) < 0)
+                    return -1;
+                r = push_key(L, c, key);
+                if (r <= 0)
+                    return r;
+                r = push_direct(L, c, value, depth + 1, 1);
+                if (r <= 0)
+                    return r;
+            }
+            lua.rawset(L, -3);
+        }
+        return 1;
+    }
+    return 0;
+}
+
+static int
+build_direct(lua_State *L)
+{
+    Converter *c = (Converter *)lua.touserdata(L, 1);
+    lua.settop(L, 0);
+    if (!lua.checkstack(L, KEY_SLOTS + 3 * MAX_FAST_DEPTH + 8)) {
+        lua.pushlstring(L, "not enough memory", 17);
+        return lua.error(L);
+    }
+    lua.rawgeti(L, LUA_REGISTRYINDEX, c->box_ref);
+    lua.settop(L, KEY_BASE + KEY_SLOTS - 1); /* the key slots, nil */
+    int r = push_direct(L, c, c->direct_value, 0, 1); /* the caller's */
+    c->direct_status = r;
+    if (r == 1)
+        lua.rawseti(L, 1, 1);
+    return 0;
+}
+
+/* ---------------------------------------------------------- Converter */
+static void
+release_call(Converter *c)
+{
+    for (Py_ssize_t i = 0; i < c->nheld; i++)
+        Py_DECREF(c->held[i]);
+    c->nheld = 0;
+    c->nops = 0;
+    c->nobjects = 0;
+    if (c->nkeys) {
+        memset(c->key_obj, 0, sizeof(c->key_obj));
+        c->nkeys = 0;
+    }
+    if (c->cap > KEEP_OPS) {
+        PyMem_Free(c->ops);
+        c->ops = NULL;
+        c->cap = 0;
+    }
+    if (c->held_cap > KEEP_OPS) {
+        PyMem_Free(c->held);
+        c->held = NULL;
+        c->held_cap = 0;
+    }
+    c->busy = 0;
+}
+
+static PyObject *
+converter_call(Converter *c, PyObject *args, PyObject *kwds)
+{
+    PyObject *value;
+    if (!PyArg_ParseTuple(args, "O:Converter", &value))
+        return NULL;
+    PyTypeObject *t = Py_TYPE(value);
+    if (c->busy || c->builder == NULL ||
+        (t != &PyList_Type && t != &PyTuple_Type && t != &PyDict_Type))
+        Py_RETURN_NONE;
+    c->busy = 1;
+    int r = walk(c, value, 0);
+    if (r <= 0) {
+        release_call(c);
+        if (r < 0)
+            return NULL;
+        Py_RETURN_NONE;
+    }
+    Py_ssize_t first = c->nheld;
+    if (c->nobjects) {
+        Py_ssize_t pos = 0;
+        if (collect_objects(c, value, &pos) < 0) {
+            release_call(c);
+            return NULL;
+        }
+    }
+    PyObject *table = PyObject_Vectorcall(c->builder, c->held + first,
+                                          (size_t)(c->nheld - first), NULL);
+    release_call(c);
+    return table;
+}
+
+/* to_box(value) -> True when box[1] now holds the new table, False when not
+ * taken (the caller converts as usual); a Lua error raises lupa's. */
+static PyObject *
+converter_to_box(Converter *c, PyObject *value)
+{
+    PyTypeObject *t = Py_TYPE(value);
+    /* the bound builder keeps lupa's runtime, hence c->L, alive */
+    if (c->busy || c->L == NULL || c->builder == NULL || c->box_ref <= 0 ||
+        (t != &PyList_Type && t != &PyTuple_Type && t != &PyDict_Type))
+        Py_RETURN_FALSE;
+    if (mb_call_noargs(c->lupa_acquire) < 0)
+        return NULL;
+    c->busy = 1;
+    c->direct_value = value;
+    c->direct_status = -2;
+    c->nops = 0;
+    lua_State *L = c->L;
+    int base = lua.gettop(L);
+    lua.pushcclosure(L, build_direct, 0);
+    lua.pushlightuserdata(L, (void *)c);
+    int status = lua.pcallk(L, 1, 0, 0, 0, NULL);
+    if (status != LUA_OK && !PyErr_Occurred()) {
+        size_t len = 0;
+        const char *msg = lua.tolstring(L, -1, &len);
+        PyErr_SetString(status == LUA_ERRMEM ? lua_memory_error : lua_error,
+                        msg != NULL ? msg : "error while copying a value into Lua");
+    }
+    lua.settop(L, base);
+    c->direct_value = NULL;
+    release_call(c); /* the held references, the key cache; not busy any more */
+    int outcome = status == LUA_OK ? c->direct_status : -1;
+    if (outcome < 0) {
+        mb_release_keeping_error(c->lupa_release);
+        return NULL;
+    }
+    if (mb_call_noargs(c->lupa_release) < 0)
+        return NULL;
+    return Py_NewRef(outcome == 1 ? Py_True : Py_False);
+}
+
+static PyObject *
+converter_bind(Converter *c, PyObject *builder)
+{
+    Py_XSETREF(c->builder, Py_NewRef(builder));
+    Py_RETURN_NONE;
+}
+
+static int
+converter_init(Converter *c, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"state", "lupa_lock", "global_key", "classes", "max_depth", NULL};
+    PyObject *state, *lupa_lock, *classes;
+    const char *global_key;
+    int max_depth;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "$OOsO!i", kwlist, &state, &lupa_lock,
+                                     &global_key, &PyDict_Type, &classes, &max_depth))
+        return -1;
+    if (c->L != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Converter is already initialised");
+        return -1;
+    }
+    lua_State *L = (lua_State *)PyLong_AsVoidPtr(state);
+    if (L == NULL) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_ValueError, "state must be a lua_State address");
+        return -1;
+    }
+    c->lupa_acquire = PyObject_GetAttrString(lupa_lock, "acquire");
+    c->lupa_release = PyObject_GetAttrString(lupa_lock, "release");
+    if (c->lupa_acquire == NULL || c->lupa_release == NULL)
+        return -1;
+    c->classes = Py_NewRef(classes);
+    c->depth_limit = max_depth + 1 < MAX_FAST_DEPTH ? max_depth + 1 : MAX_FAST_DEPTH;
+    if (c->depth_limit < 1)
+        c->depth_limit = 0; /* nothing nested: every container goes the generic way */
+
+    if (mb_call_noargs(c->lupa_acquire) < 0)
+        return -1;
+    int base = lua.gettop(L);
+    lua.pushcclosure(L, install, 0);
+    lua.pushlightuserdata(L, (void *)c);
+    lua.pushlightuserdata(L, (void *)global_key);
+    int status = lua.pcallk(L, 2, 0, 0, 0, NULL);
+    lua.settop(L, base);
+    if (mb_call_noargs(c->lupa_release) < 0)
+        return -1;
+    if (status != LUA_OK) {
+        PyErr_SetString(PyExc_RuntimeError, "could not install the Lua table builder");
+        return -1;
+    }
+    c->L = L;
+    return 0;
+}
+
+static int
+converter_traverse(Converter *c, visitproc visit, void *arg)
+{
+    Py_VISIT(c->lupa_acquire);
+    Py_VISIT(c->lupa_release);
+    Py_VISIT(c->classes);
+    Py_VISIT(c->builder);
+    return 0;
+}
+
+static int
+converter_clear(Converter *c)
+{
+    Py_CLEAR(c->lupa_acquire);
+    Py_CLEAR(c->lupa_release);
+    Py_CLEAR(c->classes);
+    Py_CLEAR(c->builder);
+    return 0;
+}
+
+static void
+converter_dealloc(Converter *c)
+{
+    PyObject_GC_UnTrack(c);
+    converter_clear(c);
+    for (Py_ssize_t i = 0; i < c->nheld; i++)
+        Py_DECREF(c->held[i]);
+    PyMem_Free(c->ops);
+    PyMem_Free(c->held);
+    Py_TYPE(c)->tp_free((PyObject *)c);
+}
+
+static PyMethodDef converter_methods[] = {
+    {"bind", (PyCFunction)converter_bind, METH_O,
+     "bind(builder): the Lua function the constructor parked under global_key"},
+    {"to_box", (PyCFunction)converter_to_box, METH_O,
+     "to_box(value) -> whether box[1] now holds value as a new table"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject ConverterType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "moonbus.lua._fastconvert.Converter",
+    .tp_basicsize = sizeof(Converter),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "Copies plain data and @lua_api objects into a new Lua table, in C.",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)converter_init,
+    .tp_call = (ternaryfunc)converter_call,
+    .tp_traverse = (traverseproc)converter_traverse,
+    .tp_clear = (inquiry)converter_clear,
+    .tp_dealloc = (destructor)converter_dealloc,
+    .tp_methods = converter_methods,
+};
+
+static struct PyModuleDef fastconvert_module = {
+    PyModuleDef_HEAD_INIT, "_fastconvert", "Python data into Lua tables, in C.", -1, NULL};
+
+PyMODINIT_FUNC
+PyInit__fastconvert(void)
+{
+    PyObject *lupa = PyImport_ImportModule("lupa.lua54");
+    if (lupa == NULL)
+        return NULL;
+    PyObject *path = PyObject_GetAttrString(lupa, "__file__");
+    lua_error = PyObject_GetAttrString(lupa, "LuaError");
+    lua_memory_error = PyObject_GetAttrString(lupa, "LuaMemoryError");
+    Py_DECREF(lupa);
+    if (path == NULL || lua_error == NULL || lua_memory_error == NULL) {
+        Py_XDECREF(path);
+        return NULL;
+    }
+    const char *cpath = PyUnicode_AsUTF8(path);
+    int loaded = cpath == NULL ? -1 : load_api(cpath);
+    Py_DECREF(path);
+    if (loaded < 0)
+        return NULL;
+    if (PyType_Ready(&ConverterType) < 0)
+        return NULL;
+    PyObject *m = PyModule_Create(&fastconvert_module);
+    if (m == NULL)
+        return NULL;
+    if (PyModule_AddObjectRef(m, "Converter", (PyObject *)&ConverterType) < 0 ||
+        PyModule_AddStringConstant(m, "LUA_MODULE", "lupa.lua54") < 0 ||
+        PyModule_AddIntConstant(m, "MAX_FAST_DEPTH", MAX_FAST_DEPTH) < 0 ||
+        PyModule_AddIntConstant(m, "MAX_OPS", MAX_OPS) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

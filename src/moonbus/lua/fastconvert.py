@@ -1,0 +1,74 @@
+"""Wiring the C conversion into Lua (``_fastconvert.c``) to one engine's converter.
+
+``native_converter`` returns a ``Converter``: ``convert(value)`` copies an exact
+list, tuple or dict of scalars (nested up to a few levels, ``@lua_api``
+objects whose class the converter has met inside) into a new Lua table in C,
+and returns None for anything else: the caller then takes the generic path
+(``LuaConverter._to_lua``), which gives today's result or error for every
+value the C path does not take. ``convert.to_box(value)`` does the same in one
+pass for a host method's result (no @lua_api objects, str keys) and leaves the
+table in the prelude's box for the method's Lua wrapper (True), or does
+nothing (False). It returns None itself, and the converter
+keeps the generic path only, when the extension is not built, is switched off
+(``MOONBUS_PURE_PYTHON``), the engine is not a Lua 5.4 engine, or lupa's
+runtime lock cannot be found (see ``fastcall._lupa_lock``).
+
+Threads: build it on the engine's owner side before the engine is shared;
+the returned object is called by whichever thread runs the engine.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from moonbus.lua.fastcall import _lupa_lock
+from moonbus.native import pure_python_forced
+
+__all__ = ["native_convert_available", "native_converter"]
+
+_GLOBAL_KEY = "__moonbus_native_convert"  # in the state's real _G, which scripts never see
+
+Converter: Any
+try:
+    from moonbus.lua._fastconvert import LUA_MODULE, Converter
+except ImportError:  # not built (no C compiler at install time), or lupa differs
+    Converter = None
+    LUA_MODULE = ""
+
+
+def native_convert_available() -> bool:
+    """Whether the C conversion is built and not switched off."""
+    return Converter is not None and not pure_python_forced()
+
+
+def native_converter(
+    lua_module: Any,
+    runtime: Any,
+    state: int,
+    make_proxy: Any,
+    box: Any,
+    classes: dict[type, Any],
+    max_depth: int,
+) -> Any | None:
+    """The C conversion for one runtime, or None (see the module docstring).
+
+    ``make_proxy`` is the prelude's Lua function (proxies are made by it, as
+    the generic path makes them); ``box`` is the prelude's table through which
+    ``convert.to_box(value)`` hands a method's result to its Lua wrapper;
+    ``classes`` is the converter's own type -> metatable cache, read (never
+    written) by the C side.
+    """
+    if not native_convert_available() or lua_module.__name__ != LUA_MODULE:
+        return None
+    lock = _lupa_lock(runtime, lua_module)
+    if lock is None:
+        return None
+    globals_table = runtime.globals()
+    globals_table[_GLOBAL_KEY] = runtime.table_from([make_proxy, box])
+    try:
+        convert = Converter(state=state, lupa_lock=lock, global_key=_GLOBAL_KEY,
+                            classes=classes, max_depth=max_depth)
+        convert.bind(globals_table[_GLOBAL_KEY])
+    finally:
+        globals_table[_GLOBAL_KEY] = None
+    return convert
