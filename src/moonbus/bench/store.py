@@ -8,7 +8,9 @@ Rows (each measured side by side in one run, best of a few alternating rounds):
   indexed query (target <= 2 ms, absolute: decoding into ``Event`` objects
   is ours to pay);
 * a long stream of events through the default 36,000-tick retention: the file
-  size and the process RSS must stay flat once the window is full.
+  size and the process RSS must stay flat once the window is full;
+* per-emit p99 and max of the durable store in a paced 60 fps loop, 20 emits
+  a frame, next to the fast mode (``store_frame``).
 
 The raw peers write into the same table and indexes (``sqlite_schema.SCHEMA``)
 and JSON-encode the same data, so the ratio is moonbus's own overhead.
@@ -27,6 +29,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from moonbus.bench import store_frame
 from moonbus.bench.harness import BenchRow, ratio_row
 from moonbus.bus.event import Event, thaw
 from moonbus.errors import StoreError
@@ -300,4 +303,5 @@ def run(quick: bool) -> list[BenchRow]:
             _query_row(files, quick),
         ]
         rows.append(_retention_row(files, quick))
+    rows += store_frame.run(quick)
     return rows

@@ -26,10 +26,14 @@ later call raises ``StoreError`` saying how many events were not written.
 
 Retention (see ``moonbus.store.retention``) runs inside the committing
 transaction, amortized: after ``prune_every`` committed rows or once the newest
-tick moved ``prune_tick_step`` ticks, as one index-range ``DELETE`` per type.
+tick moved ``prune_tick_step`` ticks, as index-range ``DELETE``s per type of at
+most ``prune_step`` events each (or twice the rows being committed, if more);
+what is left is deleted by the following appends, so no single ``emit`` pays
+for deleting a whole window (``prune()`` deletes everything at once).
 Freed pages go to SQLite's freelist and are reused by later rows, so the file
-stops growing once the retention window is full; the WAL is checkpointed
-automatically and truncated to 16 MiB (``journal_size_limit``).
+stops growing once the retention window is full. The WAL is checkpointed by a
+thread of its own (``moonbus.store.sqlite_checkpoint``), never inside an
+append, and truncated to 16 MiB (``journal_size_limit``).
 
 Threads and connections
 -----------------------
@@ -107,6 +111,7 @@ class SqliteEventStore(EventStore):
         lock_timeout: float = 5.0,
         prune_every: int = 1000,
         prune_tick_step: int = 60,
+        prune_step: int = 64,
         create: bool = True,
     ) -> None:
         if mode not in ("durable", "fast"):
@@ -130,6 +135,7 @@ class SqliteEventStore(EventStore):
             create=create,
             prune_every=prune_every,
             prune_tick_step=prune_tick_step,
+            prune_step=prune_step,
         )
         self._last_seq = self._db.committed_seq
         self._readers = (

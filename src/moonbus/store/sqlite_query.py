@@ -37,6 +37,7 @@ __all__ = [
     "INSERT",
     "PRUNE_BY_COUNT",
     "PRUNE_BY_TICK",
+    "PRUNE_BY_TICK_STEP",
     "Row",
     "Select",
     "merge_rows",
@@ -57,6 +58,11 @@ TYPES = (
 SET_META = "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)"
 # Retention: each an index range on (type, tick) or (type, seq), never a table scan.
 PRUNE_BY_TICK = "DELETE FROM events WHERE type = ? AND tick <= ?"
+# at most ? of them, oldest first (one bounded step of an amortized prune)
+PRUNE_BY_TICK_STEP = (
+    "DELETE FROM events WHERE seq IN "
+    "(SELECT seq FROM events WHERE type = ? AND tick <= ? ORDER BY tick LIMIT ?)"
+)
 PRUNE_BY_COUNT = (
     "DELETE FROM events WHERE type = ? AND seq <= "
     "(SELECT seq FROM events WHERE type = ? ORDER BY seq LIMIT 1 OFFSET ?)"

@@ -60,6 +60,7 @@ __all__ = [
     "check_header",
     "check_schema",
     "check_writable",
+    "open_checkpointer",
     "open_read_only",
     "open_reader",
     "open_writer",
@@ -71,6 +72,11 @@ APPLICATION_ID = 0x4D6F6F6E  # "Moon"
 SCHEMA_VERSION = 1
 SQLITE_MAGIC = b"SQLite format 3\x00"
 WAL_SIZE_LIMIT = 16 * 1024 * 1024
+# Frames a checkpoint may leave in the WAL before the next one takes the
+# writer's lock to reach its end (``sqlite_checkpoint``): 16 MiB of 4 KiB
+# pages, the size journal_size_limit truncates the WAL to. Only a writer that
+# never pauses gets there.
+WAL_CHECKPOINT_FRAMES = WAL_SIZE_LIMIT // 4096
 
 SCHEMA = (
     """CREATE TABLE events (
@@ -387,3 +393,11 @@ def open_reader(path: str, *, lock_timeout: float) -> sqlite3.Connection:
         conn.execute("PRAGMA query_only=ON")
         conn.execute("PRAGMA temp_store=MEMORY")
     return conn
+
+
+def open_checkpointer(path: str, *, lock_timeout: float) -> sqlite3.Connection:
+    """Open the connection that runs the store's WAL checkpoints
+    (``sqlite_checkpoint``) on a file the writer already opened. It never runs
+    a statement of its own besides ``PRAGMA wal_checkpoint``."""
+    with translated(path, "opening the checkpoint connection", lock_timeout):
+        return _connect(path, lock_timeout)

@@ -17,14 +17,17 @@ import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
+from moonbus.errors import ConfigError
 from moonbus.store.base import StoreSettings
 from moonbus.store.retention import PruneSchedule, plan_prune
+from moonbus.store.sqlite_checkpoint import Checkpointer
 from moonbus.store.sqlite_lock import WriterLock
 from moonbus.store.sqlite_query import (
     COUNT_TYPE,
     INSERT,
     PRUNE_BY_COUNT,
     PRUNE_BY_TICK,
+    PRUNE_BY_TICK_STEP,
     SET_META,
     TYPES,
     Row,
@@ -32,6 +35,7 @@ from moonbus.store.sqlite_query import (
 )
 from moonbus.store.sqlite_schema import (
     MEMORY,
+    WAL_CHECKPOINT_FRAMES,
     Synchronous,
     check_header,
     check_writable,
@@ -55,12 +59,23 @@ class SqliteWriter:
         create: bool,
         prune_every: int,
         prune_tick_step: int,
+        prune_step: int = 64,
+        checkpoint_every: int = 800,
+        checkpoint_interval: float = 0.25,
     ) -> None:
         self.path = path
         self.settings = settings
         self.lock_timeout = lock_timeout
         self.lock = threading.Lock()
         self._schedule = PruneSchedule(every=prune_every, tick_step=prune_tick_step)
+        if prune_step < 1:
+            raise ConfigError(f"prune_step must be >= 1 event, not {prune_step!r}")
+        # An append's prune deletes at most this many events of each type (or
+        # twice the rows it adds, so a large batch never falls behind); what is
+        # left is deleted by the next appends (``_prune_behind``), so no single
+        # emit pays for a whole retention window's worth of deletes.
+        self._prune_step = prune_step
+        self._prune_behind = False
         self.appended = 0
         self.pruned = 0
         # One writer per file (SPEC §6): refused here, at open, not at the first append.
@@ -74,6 +89,25 @@ class SqliteWriter:
                 path, synchronous=synchronous, lock_timeout=lock_timeout, create=create
             )
         except BaseException:
+            self._release_lock()
+            raise
+        # WAL checkpoints run on their own thread and connection, never inside an
+        # append's commit (see ``sqlite_checkpoint``). ``:memory:`` has no WAL.
+        self._checkpointer: Checkpointer | None = None
+        try:
+            if path != MEMORY:
+                with translated(path, "setting up the database", lock_timeout):
+                    self._conn.execute("PRAGMA wal_autocheckpoint=0").fetchone()
+                self._checkpointer = Checkpointer(
+                    path,
+                    writer_lock=self.lock,
+                    every=checkpoint_every,
+                    interval=checkpoint_interval,
+                    max_frames=WAL_CHECKPOINT_FRAMES,
+                    lock_timeout=lock_timeout,
+                )
+        except BaseException:
+            self._conn.close()
             self._release_lock()
             raise
         try:
@@ -93,6 +127,7 @@ class SqliteWriter:
                     for name, n in conn.execute("SELECT type, count(*) FROM events GROUP BY type")
                 }
         except BaseException:
+            self._close_checkpointer()
             self._conn.close()
             self._release_lock()
             raise
@@ -134,7 +169,8 @@ class SqliteWriter:
                         ordered = False
                     if max_tick is None or tick > max_tick:
                         max_tick = tick
-            prune_due = self._schedule.due(len(rows), max_tick)
+            prune_due = self._prune_behind or self._schedule.due(len(rows), max_tick)
+            behind = False
             flag_changed = ordered != self._ticks_ordered
             deleted = 0
             counts = dict(self._counts)
@@ -151,14 +187,19 @@ class SqliteWriter:
                     if prune_due:
                         types = self._types.union(row[2] for row in rows)
                         high_water = max(high_water, rows[-1][0])
-                        deleted = self._prune_in(conn, types, max_tick, counts, high_water)
+                        step = max(self._prune_step, 2 * len(rows))
+                        deleted, behind = self._prune_in(
+                            conn, types, max_tick, counts, high_water, step
+                        )
             self._counts = counts
             self._types.update(row[2] for row in rows)
             self._max_tick = max_tick
             self._ticks_ordered = ordered
             self.committed_seq = rows[-1][0]
+            self._committed(len(rows))
             self.appended += len(rows)
             self.pruned += deleted
+            self._prune_behind = behind
             if prune_due:
                 self._schedule.done(max_tick)
             else:
@@ -171,12 +212,24 @@ class SqliteWriter:
         newest_tick: int | None,
         counts: dict[str, int],
         high_water: int,
-    ) -> int:
-        """Run retention inside the open transaction; updates ``counts`` in place."""
+        limit: int | None = None,
+    ) -> tuple[int, bool]:
+        """Run retention inside the open transaction; updates ``counts`` in place.
+
+        With ``limit``, deletes at most ``limit`` events per type and limit kind.
+        Returns (events deleted, whether some are left to delete).
+        """
         deleted = 0
+        behind = False
         for step in plan_prune(self.settings, types, newest_tick):
             if step.max_tick is not None:
-                gone = conn.execute(PRUNE_BY_TICK, (step.type, step.max_tick)).rowcount
+                if limit is None:
+                    gone = conn.execute(PRUNE_BY_TICK, (step.type, step.max_tick)).rowcount
+                else:
+                    gone = conn.execute(
+                        PRUNE_BY_TICK_STEP, (step.type, step.max_tick, limit)
+                    ).rowcount
+                    behind = behind or gone >= limit
                 deleted += gone
                 if step.type in counts:
                     counts[step.type] -= gone
@@ -184,23 +237,29 @@ class SqliteWriter:
                 if step.type not in counts:
                     counts[step.type] = conn.execute(COUNT_TYPE, (step.type,)).fetchone()[0]
                 excess = counts[step.type] - step.keep
+                if limit is not None and excess > limit:
+                    excess, behind = limit, True
                 if excess > 0:
                     gone = conn.execute(PRUNE_BY_COUNT, (step.type, step.type, excess - 1)).rowcount
                     deleted += gone
                     counts[step.type] -= gone
         if deleted:
             conn.execute(SET_META, ("high_water", high_water))
-        return deleted
+        return deleted, behind
 
     def prune(self, high_water: int) -> int:
         """Apply retention now; returns how many events were deleted."""
         with self.lock:
             counts = dict(self._counts)
             with self._transaction("pruning") as conn:
-                deleted = self._prune_in(conn, self._types, self._max_tick, counts, high_water)
+                deleted, _ = self._prune_in(
+                    conn, self._types, self._max_tick, counts, high_water
+                )
             self._counts = counts
             self.pruned += deleted
+            self._prune_behind = False
             self._schedule.done(self._max_tick)
+            self._committed(deleted)
         return deleted
 
     def clear(self, event_type: str | None, high_water: int) -> int:
@@ -215,6 +274,7 @@ class SqliteWriter:
                     deleted = conn.execute(
                         "DELETE FROM events WHERE type = ?", (event_type,)
                     ).rowcount
+            self._committed(deleted)
             if event_type is None:
                 self._types.clear()
                 self._counts = {}
@@ -232,6 +292,10 @@ class SqliteWriter:
 
     def close(self, high_water: int | None = None) -> None:
         """Record ``high_water`` if it is past every committed row, then close."""
+        # first, and not holding ``lock`` (a checkpoint may be waiting for it): the
+        # write connection must be the last one open, so that its close
+        # checkpoints the WAL and removes it, as it always did
+        self._close_checkpointer()
         with self.lock:
             try:
                 if high_water is not None and high_water > self.committed_seq:
@@ -241,6 +305,22 @@ class SqliteWriter:
             finally:
                 self._conn.close()
                 self._release_lock()
+
+    def _committed(self, rows: int) -> None:
+        """Tell the checkpointer a transaction of ``rows`` rows committed (holding ``lock``)."""
+        if self._checkpointer is not None:
+            self._checkpointer.note_commit(rows)
+
+    @property
+    def checkpoints(self) -> tuple[int, int]:
+        """(passive WAL checkpoints run, checkpoints that failed) this session."""
+        cp = self._checkpointer
+        return (0, 0) if cp is None else (cp.checkpoints, cp.failures)
+
+    def _close_checkpointer(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.close()
+            self._checkpointer = None
 
     def _release_lock(self) -> None:
         if self._writer_lock is not None:
