@@ -119,6 +119,7 @@ def test_prune_runs_every_k_appends_not_every_append(db: str) -> None:
         settings=StoreSettings(retention_ticks=None, retention_count=5),
         prune_every=50,
         prune_tick_step=10_000,
+        prune_step=100,  # the schedule is tested here; bounded steps in test_store_sqlite_latency
     )
     with store:
         for seq in range(1, 50):

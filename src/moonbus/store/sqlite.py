@@ -111,7 +111,7 @@ class SqliteEventStore(EventStore):
         lock_timeout: float = 5.0,
         prune_every: int = 1000,
         prune_tick_step: int = 60,
-        prune_step: int = 64,
+        prune_step: int = 16,
         create: bool = True,
     ) -> None:
         if mode not in ("durable", "fast"):

@@ -59,7 +59,7 @@ class SqliteWriter:
         create: bool,
         prune_every: int,
         prune_tick_step: int,
-        prune_step: int = 64,
+        prune_step: int = 16,
         checkpoint_every: int = 800,
         checkpoint_interval: float = 0.25,
     ) -> None:
