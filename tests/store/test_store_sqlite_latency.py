@@ -46,8 +46,8 @@ def test_a_background_thread_checkpoints_the_wal(db: str) -> None:
     with SqliteEventStore(db, settings=StoreSettings(retention_ticks=None)) as store:
         for seq in range(1, 401):  # well past one checkpoint's worth of frames
             store.append(ev(seq, seq))
-        assert _wait_for(lambda: store._db.checkpoints[0] >= 1), store._db.checkpoints
-        assert store._db.checkpoints[1] == 0
+        assert _wait_for(lambda: store.statistics().checkpoints >= 1), store.statistics()
+        assert store.statistics().checkpoint_failures == 0
         # a reader that does not use the WAL sees every committed event in the file
         copy = sqlite3.connect(db)
         try:

@@ -188,6 +188,9 @@ class StoreStatistics:
     (``disk_full``, ``locked``, ``unreachable``...). ``retries``: commands
     re-sent after a transient failure (Redis). ``data_losses``: times the
     server was found to have lost events (Redis; see ``RedisEventStore``).
+    ``checkpoints`` / ``checkpoint_failures``: WAL checkpoints the SQLite
+    store's checkpoint thread ran / that failed (a failing one leaves the
+    events in the WAL, which grows until one succeeds).
     """
 
     appended: int
@@ -197,6 +200,8 @@ class StoreStatistics:
     append_failures: Mapping[str, int] = field(default_factory=dict)
     retries: int = 0
     data_losses: int = 0
+    checkpoints: int = 0
+    checkpoint_failures: int = 0
 
 
 class FailureCounts:

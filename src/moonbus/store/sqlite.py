@@ -376,12 +376,15 @@ class SqliteEventStore(EventStore):
         with self._reading("counting") as conn:
             stored = conn.execute("SELECT count(*) FROM events").fetchone()[0]
         pending = self._writer.pending if self._writer is not None else 0
+        checkpoints, checkpoint_failures = self._db.checkpoints
         return StoreStatistics(
             appended=self._db.appended,
             pruned=self._db.pruned,
             stored=int(stored),
             pending=pending,
             append_failures=self._failures.snapshot(),
+            checkpoints=checkpoints,
+            checkpoint_failures=checkpoint_failures,
         )
 
     # ----------------------------------------------------------------- close
