@@ -252,6 +252,12 @@ class Runtime:
         for sink in list(self._sinks):
             sink(line)
 
+    def host_log(self, script: str, level: str, message: str) -> None:
+        """Write a line from the host into ``script``'s log (engine ``host``): what a
+        tool did to the script (a watch reload, an admin evaluation), beside its
+        own lines, in every sink. Any thread."""
+        self._log(script, "host", level, message, self._tick)
+
     def add_log_sink(self, sink: Callable[[LogLine], None]) -> None:
         """Also send every script log line to ``sink`` (called on the logging thread)."""
         self._sinks.append(sink)

@@ -25,10 +25,10 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 from urllib.parse import quote
 
 import click
@@ -42,6 +42,7 @@ from moonbus.cli.plan import compile_problems, plan_scripts
 from moonbus.cli.replay_cmd import note_app, record_option
 from moonbus.cli.session import Session
 from moonbus.cli.summary import build_summary, check_writable, dumps, write_atomic
+from moonbus.cli.watch import ScriptWatcher
 from moonbus.errors import ConfigError, SharedBackendError, StoreError
 from moonbus.host.deferred import EVENT_DELIVERY_MODES
 from moonbus.runtime import LogLine
@@ -122,6 +123,9 @@ def _usage(exc: Exception) -> click.UsageError:
               help="immediate: handlers run inside emit; deferred: an event thread runs "
               "them in batches (higher throughput).")
 @click.option("--quiet", "-q", is_flag=True, help="No panel, no log lines, no final table.")
+@click.option("--watch", is_flag=True,
+              help="Reload a script when its file changes (shared values survive; a "
+              "syntax error is logged and the running version kept). Real time only.")
 @record_option
 @app_option
 @click.pass_context
@@ -139,6 +143,7 @@ def run_command(
     shared_url: str,
     event_delivery: str,
     quiet: bool,
+    watch: bool,
     record: Path | None,
     app_spec: str | None,
 ) -> None:
@@ -163,6 +168,12 @@ def run_command(
     running; the scripts are then stopped (on_stop runs). In the summary,
     "running" means the script was still running when the run ended.
 
+    With --watch (real time only) a script is reloaded when its file (or any
+    .lua file of its folder) changes: the new version is compiled first, a
+    syntax error is logged as file:line and the running version kept; shared
+    values survive the reload; a script that had failed is started again.
+    The run then ends only at --ticks or Ctrl-C.
+
     Exit codes: 0 ok, 1 a script failed, 2 bad usage or a script that does
     not compile (nothing is started).
     """
@@ -182,6 +193,9 @@ def run_command(
         ctx.exit(2)
 
     virtual = tick_ms == 0
+    if watch and virtual:
+        raise click.UsageError("--watch needs real time: give --tick-ms N with N > 0 "
+                               "(--tick-ms 0 runs as fast as possible, no time to edit)")
     if events_db is not None:
         if events_url is not None:
             raise click.UsageError("give --events-db FILE or --events URL, not both")
@@ -200,7 +214,8 @@ def run_command(
             # Line-buffered, so that `tail -f` follows a real-time run.
             log_stream = open(log_json, "w", encoding="utf-8", buffering=1)  # noqa: SIM115
             session.add_log_sink(_JsonLogSink(log_stream))
-        code = _run(session, ticks=ticks, quiet=quiet, summary=summary)
+        watcher = ScriptWatcher(session, plans) if watch else None
+        code = _run(session, ticks=ticks, quiet=quiet, summary=summary, watcher=watcher)
     finally:
         session.close()
         if log_stream is not None:
@@ -208,7 +223,8 @@ def run_command(
     ctx.exit(code)
 
 
-def _run(session: Session, *, ticks: int | None, quiet: bool, summary: Path | None) -> int:
+def _run(session: Session, *, ticks: int | None, quiet: bool, summary: Path | None,
+         watcher: ScriptWatcher | None = None) -> int:
     console = Console()
     use_panel = console.is_terminal and not quiet
     if not quiet and not use_panel:
@@ -218,9 +234,9 @@ def _run(session: Session, *, ticks: int | None, quiet: bool, summary: Path | No
         session.start()
         try:
             if use_panel:
-                _run_with_panel(session, ticks, stop, console)
+                _run_with_panel(session, ticks, stop, console, watcher)
             else:
-                _drive(session, ticks, stop, None)
+                _drive(session, ticks, stop, None, watcher)
         finally:
             session.stop_scripts()
     reports = session.report()
@@ -236,15 +252,27 @@ def _run(session: Session, *, ticks: int | None, quiet: bool, summary: Path | No
     return 1 if any(r.status == "failed" for r in reports) else 0
 
 
-def _drive(session: Session, ticks: int | None, stop: threading.Event, progress: Any) -> None:
+def _drive(session: Session, ticks: int | None, stop: threading.Event,
+           progress: Callable[[], None] | None, watcher: ScriptWatcher | None) -> None:
     if session.virtual:
         session.run_virtual(ticks, stop, progress)
-    else:
+        return
+    if watcher is None:
         session.run_realtime(ticks, stop, progress)
+        return
+
+    def look() -> None:  # the control thread, between waits of the loop
+        watcher.check()
+        if progress is not None:
+            progress()
+
+    # Watching: a failed script waits for its fix, so only --ticks or Ctrl-C end the run.
+    session.run_realtime(ticks, stop, look, keep_alive=True)
 
 
 def _run_with_panel(
-    session: Session, ticks: int | None, stop: threading.Event, console: Console
+    session: Session, ticks: int | None, stop: threading.Event, console: Console,
+    watcher: ScriptWatcher | None,
 ) -> None:
     with Live(render_panel(view_of(session)), console=console, auto_refresh=False,
               transient=True, redirect_stderr=False) as live:
@@ -252,5 +280,5 @@ def _run_with_panel(
         def refresh() -> None:
             live.update(render_panel(view_of(session)), refresh=True)
 
-        _drive(session, ticks, stop, refresh)
+        _drive(session, ticks, stop, refresh, watcher)
         refresh()
