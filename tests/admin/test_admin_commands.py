@@ -33,6 +33,7 @@ def test_help_lists_every_command_in_order(rt: Runtime) -> None:
     names = [line.split()[0] for line in rt.admin.run("help").splitlines()]
     assert names == ["help", "events", "events.get", "events.snapshot", "events.clear",
                      "listeners", "scripts", "script.reload", "script.stop", "script.start",
+                     "script.eval",
                      "shared.dump", "settings", "settings.set"]
 
 

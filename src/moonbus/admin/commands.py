@@ -12,6 +12,7 @@ import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from moonbus.admin.eval_cmd import register_eval
 from moonbus.admin.registry import CommandRegistry, parse_int
 from moonbus.bus import Event
 from moonbus.errors import AdminError, ConfigError
@@ -215,6 +216,7 @@ def build_registry(rt: Runtime) -> CommandRegistry:
                  help="stop a script (on_stop runs)", args=(1, 1))
     reg.register("script.start", c.script_start, usage="script.start <name>",
                  help="start a stopped script", args=(1, 1))
+    register_eval(reg, rt)
     reg.register("shared.dump", c.shared_dump, usage="shared.dump <script>",
                  help="JSON object of a script's shared values", args=(1, 1))
     reg.register("settings", c.settings, usage="settings", help="current settings")

@@ -33,6 +33,7 @@ from moonbus.cli.plan import compile_problems, plan_scripts
 from moonbus.cli.replay_cmd import note_app, record_option
 from moonbus.cli.session import Session
 from moonbus.errors import AdminError, ConfigError, SharedBackendError, StoreError
+from moonbus.host.context import HostSettings
 from moonbus.host.deferred import EVENT_DELIVERY_MODES
 
 __all__ = ["StoreErrorReport", "serve_command"]
@@ -101,6 +102,9 @@ class StoreErrorReport:
               default="immediate", show_default=True,
               help="immediate: handlers run inside emit; deferred: an event thread runs "
               "them in batches (higher throughput).")
+@click.option("--admin-eval", is_flag=True,
+              help="Allow the admin command script.eval (Lua in a running script; "
+              "audited in the log). Off by default.")
 @record_option
 @app_option
 @click.pass_context
@@ -118,6 +122,7 @@ def serve_command(
     seed: int,
     option_texts: tuple[str, ...],
     event_delivery: str,
+    admin_eval: bool,
     record: Path | None,
     app_spec: str | None,
 ) -> None:
@@ -141,7 +146,8 @@ def serve_command(
     try:
         session = Session(plans, seed=seed, app=app, virtual=False, events_url=url,
                           shared_url=shared_url, tick_seconds=tick_ms / 1000.0,
-                          event_delivery=event_delivery, record=record)
+                          event_delivery=event_delivery, record=record,
+                          settings=HostSettings(admin_eval=admin_eval))
         note_app(session, app_spec)
     except (ConfigError, StoreError, SharedBackendError) as exc:
         raise click.UsageError(str(exc)) from exc

@@ -132,6 +132,11 @@ class HostSettings:
     max_handler_timeouts: int = 5
     handler_timeout_window: float = 60.0
     max_handlers_per_script: int = 1_000
+    # The admin command script.eval (moonbus.admin.eval_cmd): runs Lua an
+    # admin types inside a running script. Off unless the operator turns it
+    # on when building the runtime (moonbus serve --admin-eval); settings.set
+    # cannot change it.
+    admin_eval: bool = False
 
     def __setattr__(self, name: str, value: Any) -> None:
         super().__setattr__(name, check_setting(name, value))

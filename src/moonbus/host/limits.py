@@ -75,6 +75,9 @@ _SETTING_BOUNDS: dict[str, tuple[type, float, float]] = {
 # None turns the limit off (embedders measuring their handlers); never from
 # settings.set. lifecycle_timeout is the stop budget and cannot be off.
 _MAY_BE_NONE = frozenset({"handler_timeout"})
+# On/off switches, not numbers: given as bool, at construction only (never
+# through settings.set, which does not list them).
+_FLAGS = frozenset({"admin_eval"})
 
 
 def check_setting(name: str, value: Any, *, shown: str | None = None) -> Any:
@@ -86,6 +89,10 @@ def check_setting(name: str, value: Any, *, shown: str | None = None) -> Any:
     """
     label = shown or name
     if value is None and name in _MAY_BE_NONE:
+        return value
+    if name in _FLAGS:
+        if not isinstance(value, bool):
+            raise ConfigError(f"setting {label} must be true or false, got {value!r}")
         return value
     kind, low, high = _SETTING_BOUNDS[name]
     if isinstance(value, bool) or not isinstance(value, (int, float)):

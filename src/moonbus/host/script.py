@@ -54,6 +54,7 @@ from moonbus.host.lifecycle import ACTIVE, ENDED, LifecycleTask, ScriptLifecycle
 from moonbus.host.memory_caps import ScriptLimitCounters, ScriptLimitStatistics
 from moonbus.host.reporter import ScriptReporter
 from moonbus.host.script_call import call_in_engine
+from moonbus.host.script_eval import eval_in_engine
 from moonbus.host.script_events import ObservedStatus
 from moonbus.host.source import ScriptSource, load_source
 from moonbus.host.stats_panel import StatsPanel
@@ -242,6 +243,13 @@ class ScriptHost(ScriptLifecycle):
         """
         return call_in_engine(self._event, self.name, self._status, fn_name, args,
                               self._ctx.settings.handler_timeout)
+
+    def evaluate(self, source: str, *, width: int = 4000) -> str:
+        """Run the Lua ``source`` in the script's event engine; its values printed
+        Lua-style (at most ``width`` characters). For the admin ``script.eval``:
+        see ``moonbus.host.script_eval``. Any thread; under the handler time limit."""
+        return eval_in_engine(self._event, self.name, self._status, source,
+                              self._ctx.settings.handler_timeout, width)
 
     # --------------------------------------------------------------- control
     def start(self) -> None:
