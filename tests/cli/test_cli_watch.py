@@ -155,3 +155,28 @@ def test_a_folder_script_reloads_when_a_module_changes(tmp_path: Path) -> None:
         assert session.hosts[0].status == "running"
     finally:
         session.close()
+
+
+def test_a_failed_script_is_started_again_by_its_fix(tmp_path: Path) -> None:
+    script = tmp_path / "bad.lua"
+    script.write_text('error("boom at load")\n')
+    plans = plan_scripts([str(script)], [])
+    session = Session(plans, seed=0, virtual=True)
+    seen: list[str] = []
+    session.add_log_sink(lambda line: seen.append(line.msg))
+    clock = _Clock()
+    try:
+        session.start()
+        host = session.hosts[0]
+        assert host.status == "failed"
+        watcher = ScriptWatcher(session, plans, clock=clock)
+        script.write_text('function on_start() logger.info("fixed and running") end\n')
+        for _ in range(2):
+            clock.now += 1.0
+            watcher.check()
+        session.runtime.run_due()
+        assert host.status == "running"
+        assert "fixed and running" in seen
+        assert f"watch: reloaded {script}" in seen
+    finally:
+        session.close()
