@@ -176,5 +176,6 @@ def test_ci_builds_the_c_fast_path() -> None:
     # one, so there a missing extension is a build failure, not a fallback.
     if os.environ.get("CI") == "true" and not os.environ.get("MOONBUS_PURE_PYTHON"):
         from moonbus.bus import core
+        from moonbus.native import load_fast_path
 
-        assert core.NativeEmitCore.__module__ == "moonbus.bus._fastemit"
+        assert load_fast_path(core.FAST_EMIT).on, load_fast_path(core.FAST_EMIT).reason

@@ -9,8 +9,11 @@ from typing import Any
 
 import pytest
 
+from moonbus.native import load_fast_path
 from moonbus.shared import INT_MAX, INT_MIN, SharedStore
-from moonbus.shared.memory import IntOp
+
+_FAST_INT = load_fast_path("moonbus.shared._fastint", env=False).module
+IntOp = None if _FAST_INT is None else _FAST_INT.IntOp
 
 needs_c = pytest.mark.skipif(IntOp is None, reason="the C int operations are not built")
 

@@ -86,7 +86,7 @@ from moonbus.bus.cascade import (
     CascadeSettings,
     CascadeTracker,
 )
-from moonbus.bus.core import EmitState, NativeEmitCore, make_emit_state
+from moonbus.bus.core import EmitState, PyEmitState, make_emit_state
 from moonbus.bus.emit_data import ValueObjectTest, freeze_emitted, is_value_object
 from moonbus.bus.event import EMPTY_DATA, SCALAR_TYPES, Event
 from moonbus.bus.patterns import check_pattern, check_type_name, matches
@@ -202,10 +202,10 @@ class Bus:
             general=self._emit_general,
             seq=first_seq,
         )
-        if isinstance(self._core, NativeEmitCore):
+        if not isinstance(self._core, PyEmitState):
             # Calling the C core *is* emit: it takes the common case and hands
             # everything else, arguments as given, to the Python path below.
-            self.emit = self._core  # type: ignore[method-assign]
+            self.emit = self._core  # type: ignore[method-assign, assignment]
 
     # ------------------------------------------------------------------ subscribe
     @overload

@@ -21,19 +21,11 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from moonbus.native import pure_python_forced
+from moonbus.native import load_fast_path
 
-__all__ = ["EmitState", "NativeEmitCore", "PyEmitState", "make_emit_state", "native_available"]
+__all__ = ["FAST_EMIT", "EmitState", "PyEmitState", "make_emit_state", "native_available"]
 
-try:
-    from moonbus.bus._fastemit import EmitCore as NativeEmitCore
-except ImportError:  # not built (no C compiler at install time)
-
-    class NativeEmitCore:  # type: ignore[no-redef]
-        """Stands in for the C type when it is not built (never instantiated)."""
-
-        def __init__(self, **wiring: Any) -> None:
-            raise ImportError("moonbus.bus._fastemit is not built")
+FAST_EMIT = "moonbus.bus._fastemit"
 
 
 class EmitState(Protocol):
@@ -63,15 +55,13 @@ class PyEmitState:
 
 def native_available() -> bool:
     """Whether the C fast path is built and not switched off for this process."""
-    if pure_python_forced():
-        return False
-    module: str = NativeEmitCore.__module__
-    return module == "moonbus.bus._fastemit"
+    return load_fast_path(FAST_EMIT).on
 
 
 def make_emit_state(*, native: bool, seq: int, **wiring: Any) -> EmitState:
     """The C core wired to the bus's objects (see ``_fastemit.c``), or plain state."""
-    if native and native_available():
-        core: EmitState = NativeEmitCore(seq=seq, **wiring)
+    fast = load_fast_path(FAST_EMIT, native=native)
+    if fast.module is not None:
+        core: EmitState = fast.module.EmitCore(seq=seq, **wiring)
         return core
     return PyEmitState(seq)

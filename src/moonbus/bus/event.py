@@ -34,18 +34,21 @@ from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
+from moonbus.native import load_fast_path
+
 __all__ = [
     "EMPTY_DATA", "FROZEN_MAPPING_TYPES", "SCALAR_TYPES", "Event", "freeze", "freeze_data",
     "thaw", "to_jsonable",
 ]
 
-try:
-    from moonbus.bus._fastemit import FrozenData
-except ImportError:  # the C extension is not built: every event uses proxies
+# The C emit path's frozen payload type, whenever that path can be used at all
+# (not built, or a free-threaded interpreter: every event uses proxies).
+_FAST_EMIT = load_fast_path("moonbus.bus._fastemit", env=False).module
+if _FAST_EMIT is None:
     FROZEN_MAPPING_TYPES: frozenset[type] = frozenset({MappingProxyType})
 else:
-    Mapping.register(FrozenData)
-    FROZEN_MAPPING_TYPES = frozenset({MappingProxyType, FrozenData})
+    Mapping.register(_FAST_EMIT.FrozenData)
+    FROZEN_MAPPING_TYPES = frozenset({MappingProxyType, _FAST_EMIT.FrozenData})
 
 EMPTY_DATA: Mapping[str, Any] = MappingProxyType({})
 _SCALARS = (str, int, float, bool, type(None))

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
-import os
 import platform
 import sys
 import time
@@ -196,21 +195,16 @@ def core_findings() -> list[Finding]:
 
 
 # ----------------------------------------------------------------- fast paths
-def _extension(module: str) -> str | None:
-    """None when the C extension ``module`` imports, else the ImportError text."""
-    try:
-        importlib.import_module(module)
-    except ImportError as exc:
-        return str(exc)
-    return None
-
-
 def _fast_path(name: str, module: str, on: Callable[[], bool],
                why_off: Callable[[], str] | None = None, *, env_switch: bool = True) -> Finding:
-    """One optional fast path: on, or off with the reason (the environment
-    switch, the import error, or ``why_off`` for a path-specific condition)."""
-    from moonbus.native import pure_python_forced
+    """One optional fast path: on, or off with the reason the loader gives
+    (``moonbus.native.load_fast_path``: not built, the environment switch, a
+    free-threaded interpreter) or ``why_off`` for a path-specific condition."""
+    from moonbus.native import load_fast_path, pure_python_forced
 
+    loaded = load_fast_path(module, env=env_switch)
+    if not loaded.on:
+        return Finding(f"fast path: {name}", "off", f"{module}: {loaded.reason}", False, False)
     try:
         enabled = on()
     except Exception as exc:  # an optional path that breaks is reported, not fatal
@@ -221,12 +215,7 @@ def _fast_path(name: str, module: str, on: Callable[[], bool],
         if pure_python_forced() and not env_switch:
             detail += " (MOONBUS_PURE_PYTHON does not switch this one off)"
         return Finding(f"fast path: {name}", "on", detail, True, False)
-    if pure_python_forced() and env_switch:
-        reason = f"MOONBUS_PURE_PYTHON={os.environ.get('MOONBUS_PURE_PYTHON', '')}"
-    elif (error := _extension(module)) is not None:
-        reason = f"{module} not importable: {error}"
-    else:
-        reason = why_off() if why_off is not None else f"{module} is built but not used"
+    reason = why_off() if why_off is not None else f"{module} is built but not used"
     return Finding(f"fast path: {name}", "off", reason, False, False)
 
 
@@ -269,11 +258,13 @@ def _lua_delivery() -> bool:
 
 
 def _lua_delivery_off() -> str:
-    from moonbus.lua._fastcall import LUA_MODULE  # it imports: the caller checked
+    from moonbus.lua.fastcall import FAST_CALL
+    from moonbus.native import load_fast_path
 
+    built_for: str = getattr(load_fast_path(FAST_CALL).module, "LUA_MODULE", "?")
     lua_module: str = _with_engine(lambda engine: engine.lua_module.__name__)
-    if lua_module != LUA_MODULE:
-        return f"engines use {lua_module}, the extension was built for {LUA_MODULE}"
+    if lua_module != built_for:
+        return f"engines use {lua_module}, the extension was built for {built_for}"
     return "lupa's runtime lock was not found (this lupa version keeps it elsewhere)"
 
 

@@ -31,7 +31,8 @@ import time
 from collections import deque
 from typing import Any
 
-from moonbus.lua.fastcall import native_available
+from moonbus.lua.fastcall import FAST_CALL
+from moonbus.native import load_fast_path
 
 __all__ = ["PyHandlerBudget", "TimeoutWatch", "make_handler_budget", "remaining", "spend"]
 
@@ -50,11 +51,8 @@ class PyHandlerBudget:
 
 def make_handler_budget(native: bool) -> Any:
     """A ``HandlerBudget`` the C delivery path accepts (when built), or the Python one."""
-    if native and native_available():
-        from moonbus.lua._fastcall import HandlerBudget
-
-        return HandlerBudget()
-    return PyHandlerBudget()
+    fast = load_fast_path(FAST_CALL, native=native)
+    return PyHandlerBudget() if fast.module is None else fast.module.HandlerBudget()
 
 
 def remaining(budget: Any, seq: int, limit: float) -> tuple[float, int] | None:

@@ -46,7 +46,7 @@ from collections.abc import Callable
 from typing import Any
 
 from moonbus.bus import Event
-from moonbus.native import pure_python_forced
+from moonbus.native import load_fast_path
 
 __all__ = ["EVENT_DELIVERY_MODES", "DeferredDelivery"]
 
@@ -98,13 +98,8 @@ class PyEventQueue:
 
 
 def _queue_type(native: bool) -> Any:
-    if native and not pure_python_forced():
-        try:
-            from moonbus.lua._fastcall import EventQueue
-        except ImportError:  # not built
-            return PyEventQueue
-        return EventQueue
-    return PyEventQueue
+    fast = load_fast_path("moonbus.lua._fastcall", native=native)
+    return PyEventQueue if fast.module is None else fast.module.EventQueue
 
 
 class DeferredDelivery:

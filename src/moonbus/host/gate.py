@@ -29,6 +29,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
+from moonbus.native import load_fast_path
+
 __all__ = ["DeliveryGate", "GateMixin", "PyGateCounter"]
 
 
@@ -58,10 +60,12 @@ class PyGateCounter:
             self._wake()
 
 
-try:
-    from moonbus.bus._fastemit import GateCounter as _Counter
-except ImportError:  # the C extension is not built
-    _Counter = PyGateCounter  # type: ignore[misc, assignment]
+# The C counter whenever the C emit path can be used at all (the bus's C core
+# then counts drains itself); chosen once, as a base class must be.
+_FAST_EMIT = load_fast_path("moonbus.bus._fastemit", env=False).module
+_Counter = PyGateCounter
+if _FAST_EMIT is not None:
+    _Counter = _FAST_EMIT.GateCounter  # type: ignore[misc]
 
 
 class GateMixin:

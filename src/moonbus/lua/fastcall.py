@@ -25,26 +25,21 @@ import gc
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from moonbus.native import pure_python_forced
+from moonbus.native import load_fast_path
 
 if TYPE_CHECKING:
     from moonbus.lua.engine import LuaEngine
 
-__all__ = ["native_delivery"]
+__all__ = ["FAST_CALL", "native_available", "native_delivery"]
 
 _GLOBAL_KEY = "__moonbus_native_delivery"  # in the state's real _G, which scripts never see
 
-Delivery: Any
-try:
-    from moonbus.lua._fastcall import LUA_MODULE, Delivery
-except ImportError:  # not built (no C compiler at install time), or lupa differs
-    Delivery = None
-    LUA_MODULE = ""
+FAST_CALL = "moonbus.lua._fastcall"  # fails to import, too, when lupa differs
 
 
 def native_available() -> bool:
     """Whether the C delivery path is built and not switched off."""
-    return Delivery is not None and not pure_python_forced()
+    return load_fast_path(FAST_CALL).on
 
 
 def _lupa_lock(runtime: Any, lua_module: Any) -> Any | None:
@@ -74,10 +69,11 @@ def native_delivery(
     ``budget``: the engine's ``HandlerBudget`` (``moonbus.host.budget``): a
     partly spent or blocked budget sends the event to ``fallback``.
     """
-    if not native_available():
+    fast = load_fast_path(FAST_CALL)
+    if fast.module is None:
         return None
     lua_module = engine.lua_module
-    if lua_module.__name__ != LUA_MODULE:
+    if lua_module.__name__ != fast.module.LUA_MODULE:
         return None
     lock = _lupa_lock(runtime, lua_module)
     if lock is None:
@@ -85,7 +81,7 @@ def native_delivery(
     globals_table = runtime.globals()
     globals_table[_GLOBAL_KEY] = func
     try:
-        delivery: Callable[[int, Any], None] = Delivery(
+        delivery: Callable[[int, Any], None] = fast.module.Delivery(
             engine=engine, runtime=runtime, state=state, lupa_lock=lock,
             global_key=_GLOBAL_KEY, fallback=fallback, failed=failed, settings=settings,
             budget=budget,

@@ -19,7 +19,7 @@ import math
 from typing import Any
 
 from moonbus.errors import SharedTypeError
-from moonbus.native import pure_python_forced
+from moonbus.native import load_fast_path
 from moonbus.shared.backend import SharedBackend
 from moonbus.shared.handles import SharedBool, SharedFloat, SharedInt, SharedString
 from moonbus.shared.memory_state import MemoryHandle, MemoryState, raise_closed
@@ -43,11 +43,6 @@ from moonbus.shared.values import (
 
 __all__ = ["MemoryBackend"]
 
-IntOp: Any
-try:
-    from moonbus.shared._fastint import IntOp
-except ImportError:  # not built (no C compiler at install time)
-    IntOp = None
 
 # name -> (sign, whether no argument means 1)
 _INT_OPS = {"increment": (1, True), "decrement": (-1, True), "add": (1, False),
@@ -62,10 +57,11 @@ class MemoryInt(MemoryHandle, SharedInt):
         to Lua (``moonbus.shared._fastint``); empty when not built or switched
         off (``moonbus.native``). Each falls back to the method here for
         anything but the plain case, so errors are the same."""
-        if IntOp is None or pure_python_forced():
+        fast = load_fast_path("moonbus.shared._fastint")
+        if fast.module is None:
             return {}
         return {
-            op: IntOp(values=self._values, name=self.name, state=self._state,
+            op: fast.module.IntOp(values=self._values, name=self.name, state=self._state,
                       fallback=getattr(self, op), sign=sign, default_one=default_one)
             for op, (sign, default_one) in _INT_OPS.items()
         }
