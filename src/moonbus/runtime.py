@@ -58,8 +58,10 @@ from moonbus.host.script_events import (
     ScriptListener,
 )
 from moonbus.host.source import load_source, merge_options
+from moonbus.lua.fastcall import make_delivery_counts
 from moonbus.lua.sandbox import SandboxFactory
 from moonbus.lua.value_path import is_event_data_value
+from moonbus.native import FastPathStatistics
 from moonbus.replay.observer import RunObserver
 from moonbus.shared import SharedStore
 from moonbus.store.base import EventStore, StoreSettings
@@ -160,6 +162,7 @@ class Runtime:
             tick=self._current_tick,
             apis=self._apis,
             native=native,
+            delivery_counts=make_delivery_counts(native),
             deferred=self._deferred,
             # Reproducible runs (docs/replay.md): seeded math.random; in
             # stepped mode with an injected clock, os.time/os.clock read it.
@@ -485,6 +488,18 @@ class Runtime:
             scheduler_job_exceptions=sched.job_exceptions,
             scheduler_worker_errors=sched.worker_errors,
             threads_not_ended=counters.threads_not_ended,
+        )
+
+    def fast_path_statistics(self) -> FastPathStatistics:
+        """What the C emit core and the C event delivery took and handed back
+        to Python since the runtime started (``moonbus.native``); all 0 on
+        the Python path."""
+        bus = self.bus.statistics()
+        counts = self._ctx.delivery_counts
+        return FastPathStatistics(
+            emits_taken=bus.c_emits_taken, emits_handed_back=bus.c_emits_handed_back,
+            deliveries_taken=0 if counts is None else counts.taken,
+            deliveries_handed_back=0 if counts is None else counts.handed_back,
         )
 
     def __enter__(self) -> Runtime:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import pytest
@@ -315,7 +316,10 @@ def test_statistics(bus: Bus) -> None:
     finally:
         logging.getLogger("moonbus.bus").disabled = False
     stats = bus.statistics()
-    assert stats == BusStatistics(
+    # the C core counts every emit as taken or handed back (first emits of a
+    # type are handed back: their routes are not cached yet); Python: none
+    assert stats.c_emits_taken + stats.c_emits_handed_back in (0, 3)
+    assert dataclasses.replace(stats, c_emits_taken=0, c_emits_handed_back=0) == BusStatistics(
         last_seq=3, emitted=3, delivered=5, handler_errors=1, subscriptions=3,
         log_size=3, pending=0)
     with pytest.raises(AttributeError):

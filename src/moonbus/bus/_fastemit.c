@@ -115,6 +115,11 @@ typedef struct {
     char draining;
     char linked;
     PyObject *in_flight;
+    /* what this core did (read by Bus.statistics): emits it committed
+     * (`taken`), and emits it handed to bus.py's general path (`handed_back`);
+     * increments under the GIL */
+    long long taken;
+    long long handed_back;
     /* wiring, fixed at construction */
     PyTypeObject *event_type;
     PyObject *type_names;
@@ -893,7 +898,12 @@ core_emit(EmitCore *self, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "emit(type, data, source, tick)");
         return NULL;
     }
-    return try_emit(self, args[0], args[1], args[2], args[3]);
+    PyObject *event = try_emit(self, args[0], args[1], args[2], args[3]);
+    if (event == Py_NotImplemented)
+        self->handed_back++;
+    else
+        self->taken++;
+    return event;
 }
 
 /* Keyword names are almost always the interned constants of the caller's code. */
@@ -927,10 +937,13 @@ core_vectorcall(EmitCore *self, PyObject *const *args, size_t nargsf, PyObject *
     if (usable) {
         PyObject *event =
             try_emit(self, args[0], nargs == 2 ? args[1] : Py_None, source, tick);
-        if (event != Py_NotImplemented)
+        if (event != Py_NotImplemented) {
+            self->taken++; /* committed here (or failed here, as bus.py would) */
             return event;
+        }
         Py_DECREF(event);
     }
+    self->handed_back++;
     return PyObject_Vectorcall(self->general, args, nargsf, kwnames);
 }
 
@@ -987,6 +1000,9 @@ static PyGetSetDef core_getset[] = {
 static PyMemberDef core_members[] = {
     {"seq", T_LONGLONG, offsetof(EmitCore, seq), 0, "the last committed seq"},
     {"delivered", T_LONGLONG, offsetof(EmitCore, delivered), 0, "handler calls so far"},
+    {"taken", T_LONGLONG, offsetof(EmitCore, taken), READONLY, "emits done in C"},
+    {"handed_back", T_LONGLONG, offsetof(EmitCore, handed_back), READONLY,
+     "emits handed to bus.py's general path"},
     {NULL}};
 
 static PyMethodDef core_methods[] = {

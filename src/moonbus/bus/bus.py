@@ -755,19 +755,14 @@ class Bus:
 
     def statistics(self) -> BusStatistics:
         """Counters for monitoring and the admin ``listeners`` command (no lock taken)."""
-        subscriptions = len(self._subs)
         core = self._core
         seq = core.seq
         return BusStatistics(
-            last_seq=seq,
-            emitted=seq - self._first_seq,
-            delivered=core.delivered,
-            handler_errors=self._handler_errors,
-            subscriptions=subscriptions,
-            log_size=len(self._log),
-            pending=len(self._pending),
-            cascades_cut=self.cascade.cut,
-            cascade_emits_refused=self.cascade.refused,
+            last_seq=seq, emitted=seq - self._first_seq, delivered=core.delivered,
+            handler_errors=self._handler_errors, subscriptions=len(self._subs),
+            log_size=len(self._log), pending=len(self._pending),
+            cascades_cut=self.cascade.cut, cascade_emits_refused=self.cascade.refused,
+            c_emits_taken=core.taken, c_emits_handed_back=core.handed_back,
         )
 
     # --------------------------------------------------------------------- close

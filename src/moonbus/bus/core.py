@@ -37,12 +37,15 @@ class EmitState(Protocol):
     draining: bool
     in_flight: Any
     linked: bool
+    taken: int  # read-only on the C core
+    handed_back: int
 
 
 class PyEmitState:
     """The emit state as plain attributes (the pure-Python path)."""
 
-    __slots__ = ("closed", "delivered", "draining", "in_flight", "linked", "seq")
+    __slots__ = ("closed", "delivered", "draining", "handed_back", "in_flight", "linked", "seq",
+                 "taken")
 
     def __init__(self, seq: int) -> None:
         self.seq = seq  # the last committed seq
@@ -51,6 +54,8 @@ class PyEmitState:
         self.draining = False  # a thread is delivering (nested emits only queue)
         self.in_flight: Any = None  # the plain route being delivered
         self.linked = False  # cascade state to reset: the drain ends in bus.py
+        self.taken = 0  # emits done in C: none here (the C core counts its own)
+        self.handed_back = 0  # emits the C core gave to bus.py's general path
 
 
 def native_available() -> bool:

@@ -28,6 +28,8 @@ class BusStatistics:
     ``delivered`` counts handler calls (async handlers: scheduled calls).
     ``cascades_cut`` counts top-level emits whose cascade reached a limit
     (``moonbus.bus.cascade``); ``cascade_emits_refused`` the emits refused.
+    ``c_emits_taken``/``c_emits_handed_back``: emits the C core (``_fastemit``)
+    did itself / gave to the Python path (both 0 on the Python path).
     """
 
     last_seq: int
@@ -39,3 +41,5 @@ class BusStatistics:
     pending: int
     cascades_cut: int = 0
     cascade_emits_refused: int = 0
+    c_emits_taken: int = 0
+    c_emits_handed_back: int = 0

@@ -204,7 +204,7 @@ def _fast_path(name: str, module: str, on: Callable[[], bool],
 
     loaded = load_fast_path(module, env=env_switch)
     if not loaded.on:
-        return Finding(f"fast path: {name}", "off", f"{module}: {loaded.reason}", False, False)
+        return Finding(f"fast path: {name}", "off", loaded.reason, False, False)
     try:
         enabled = on()
     except Exception as exc:  # an optional path that breaks is reported, not fatal
@@ -291,6 +291,25 @@ def _shared_int() -> bool:
         return bool(handle.native_ops())
 
 
+def _fast_path_use() -> Finding:
+    """What the C paths took and handed back in a short real-clock run (a test
+    clock sends deliveries to the Python path by design, so not the core probe's)."""
+    from moonbus.runtime import Runtime
+
+    try:
+        with Runtime(threaded=False) as rt:
+            rt.load("doctor.lua", text='events:on("doctor:ping", function() end)').start()
+            for n in range(4):  # the first emit of a type caches its route (Python)
+                rt.bus.emit("doctor:ping", {"n": n})
+            use = rt.fast_path_statistics()
+    except Exception as exc:  # optional: reported, not fatal
+        return Finding("fast path: use", "FAILED", _error_text(exc), False, False)
+    detail = (f"emits {use.emits_taken} in C, {use.emits_handed_back} handed back; "
+              f"deliveries {use.deliveries_taken} in C, {use.deliveries_handed_back} handed back")
+    took = use.emits_taken > 0 and use.deliveries_taken > 0
+    return Finding("fast path: use", "ok" if took else "off", detail, took, False)
+
+
 def fast_path_findings() -> list[Finding]:
     """Each optional C fast path, on or off and why (see ``moonbus.native``)."""
     return [
@@ -301,6 +320,7 @@ def fast_path_findings() -> list[Finding]:
         _fast_path("deferred event queue", "moonbus.lua._fastcall", _deferred_queue),
         _fast_path("host data into Lua", "moonbus.lua._fastconvert", _lua_convert),
         _fast_path("shared int ops from Lua", "moonbus.shared._fastint", _shared_int),
+        _fast_path_use(),
     ]
 
 

@@ -163,6 +163,9 @@ class ScriptContext:
     apis: dict[str, Any] = field(default_factory=dict)
     event_types: Mapping[str, str] = field(default_factory=lambda: dict(BUILTIN_EVENT_TYPES))
     native: bool = True  # False: event delivery stays on the Python path (moonbus.native)
+    # What the C deliveries of the runtime's engines took and handed back
+    # (moonbus.lua.fastcall.make_delivery_counts; None: no C delivery).
+    delivery_counts: Any = None
     # Set when the runtime defers event-engine delivery (moonbus.host.deferred).
     deferred: DeferredDelivery | None = None
     # What the lifecycle limits did (stop aborts, clamped numbers...), shared

@@ -167,7 +167,7 @@ class ScriptEngine:
         if kind == "event" and ctx.native:
             self._fast_deliver = engine.native_delivery(
                 self._deliver, fallback=self.deliver, failed=self._delivery_failed,
-                settings=ctx.settings, budget=self.budget,
+                settings=ctx.settings, budget=self.budget, counts=ctx.delivery_counts,
             )
 
     # ------------------------------------------------------------------ bridge

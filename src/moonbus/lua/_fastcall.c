@@ -576,6 +576,35 @@ static PyTypeObject HandlerBudgetType = {
     .tp_members = budget_members,
 };
 
+/* ------------------------------------------------------------ DeliveryCounts
+ * What the C deliveries of a runtime did (moonbus.lua.fastcall.DeliveryCounts,
+ * shared by every Delivery of one runtime; Runtime.fast_path_statistics):
+ * `taken` events settled in C (run, failed or skipped for a spent budget),
+ * `handed_back` events given to the Python path (ScriptEngine.deliver).
+ * Incremented with the GIL held; read-only from Python. */
+typedef struct {
+    PyObject_HEAD
+    long long taken;
+    long long handed_back;
+} DeliveryCounts;
+
+static PyMemberDef counts_members[] = {
+    {"taken", T_LONGLONG, offsetof(DeliveryCounts, taken), READONLY,
+     "events delivered (or settled) in C"},
+    {"handed_back", T_LONGLONG, offsetof(DeliveryCounts, handed_back), READONLY,
+     "events handed to the Python path"},
+    {NULL}};
+
+static PyTypeObject DeliveryCountsType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "moonbus.lua._fastcall.DeliveryCounts",
+    .tp_basicsize = sizeof(DeliveryCounts),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "What the C event deliveries took and handed back (see the module source).",
+    .tp_new = PyType_GenericNew,
+    .tp_members = counts_members,
+};
+
 /* ------------------------------------------------------------ Delivery type */
 typedef struct {
     PyObject_HEAD
@@ -594,6 +623,7 @@ typedef struct {
     PyObject *clock;       /* watchdog.clock */
     PyObject *settings;    /* .handler_timeout: float seconds or None, read per call */
     HandlerBudget *budget; /* shared with the Python path; NULL: none */
+    DeliveryCounts *counts; /* the runtime's counters; NULL: none */
     PyObject *end_call;    /* engine._end_call */
     PyObject *fallback;    /* ScriptEngine.deliver(sub_id, event) */
     PyObject *failed;      /* failed(sub_id, result, failure, reason, limit) */
@@ -623,6 +653,7 @@ delivery_traverse(Delivery *self, visitproc visit, void *arg)
     Py_VISIT(self->clock);
     Py_VISIT(self->settings);
     Py_VISIT(self->budget);
+    Py_VISIT(self->counts);
     Py_VISIT(self->end_call);
     Py_VISIT(self->fallback);
     Py_VISIT(self->failed);
@@ -650,6 +681,7 @@ delivery_clear(Delivery *self)
     Py_CLEAR(self->clock);
     Py_CLEAR(self->settings);
     Py_CLEAR(self->budget);
+    Py_CLEAR(self->counts);
     Py_CLEAR(self->end_call);
     Py_CLEAR(self->fallback);
     Py_CLEAR(self->failed);
@@ -675,16 +707,20 @@ static int
 delivery_init(Delivery *self, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"engine", "runtime", "state", "lupa_lock", "global_key",
-                             "fallback", "failed", "settings", "budget", NULL};
+                             "fallback", "failed", "settings", "budget", "counts", NULL};
     PyObject *engine, *runtime, *state, *lupa_lock, *fallback, *failed, *settings;
-    PyObject *budget = Py_None;
+    PyObject *budget = Py_None, *counts = Py_None;
     const char *global_key;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "$OOOOsOOOO", kwlist, &engine, &runtime,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "$OOOOsOOOOO", kwlist, &engine, &runtime,
                                      &state, &lupa_lock, &global_key, &fallback, &failed,
-                                     &settings, &budget))
+                                     &settings, &budget, &counts))
         return -1;
     if (budget != Py_None && !Py_IS_TYPE(budget, &HandlerBudgetType)) {
         PyErr_SetString(PyExc_TypeError, "budget must be a HandlerBudget or None");
+        return -1;
+    }
+    if (counts != Py_None && !Py_IS_TYPE(counts, &DeliveryCountsType)) {
+        PyErr_SetString(PyExc_TypeError, "counts must be a DeliveryCounts or None");
         return -1;
     }
     delivery_clear(self);
@@ -729,6 +765,7 @@ delivery_init(Delivery *self, PyObject *args, PyObject *kwds)
     self->clock = Py_NewRef(clock);
     self->settings = Py_NewRef(settings);
     self->budget = budget == Py_None ? NULL : (HandlerBudget *)Py_NewRef(budget);
+    self->counts = counts == Py_None ? NULL : (DeliveryCounts *)Py_NewRef(counts);
     self->fallback = Py_NewRef(fallback);
     self->failed = Py_NewRef(failed);
     self->proxy_type = (PyTypeObject *)Py_NewRef((PyObject *)&PyDictProxy_Type);
@@ -1084,6 +1121,8 @@ static int
 call_fallback(Delivery *self, PyObject *sub_id, PyObject *event)
 {
     PyObject *fargs[2] = {sub_id, event};
+    if (self->counts != NULL)
+        self->counts->handed_back++;
     PyObject *r = PyObject_Vectorcall(self->fallback, fargs, 2, NULL);
     if (r == NULL)
         return -1;
@@ -1130,6 +1169,8 @@ run_batch(Delivery *self, Batch *b)
                 b->left = seconds - (double)carry / 1e9;
                 if (b->left <= 0) {
                     budget->skipped++;
+                    if (self->counts != NULL)
+                        self->counts->taken++;
                     b->next++;
                     continue;
                 }
@@ -1167,11 +1208,15 @@ run_batch(Delivery *self, Batch *b)
         if (o.status == LUA_OK && b->failed < 0) {
             /* every event ran (or a claim came after the last that finished):
              * an abort that hit no running handler changes nothing */
+            if (self->counts != NULL)
+                self->counts->taken += b->done - b->next;
             b->next = b->done;
             outcome_clear(&o);
             continue;
         }
         int k = o.status == LUA_OK ? b->failed : b->current;
+        if (self->counts != NULL)
+            self->counts->taken += k + 1 - b->next; /* the events up to the failed one */
         int rc = report_failure(self, b->sub_ids[k], &o);
         outcome_clear(&o);
         if (rc < 0)
@@ -1927,7 +1972,7 @@ PyInit__fastcall(void)
         return NULL;
     if (PyType_Ready(&DeliveryType) < 0 || PyType_Ready(&WatchSlotType) < 0 ||
         PyType_Ready(&EventQueueType) < 0 || PyType_Ready(&EnqueuerType) < 0 ||
-        PyType_Ready(&HandlerBudgetType) < 0)
+        PyType_Ready(&HandlerBudgetType) < 0 || PyType_Ready(&DeliveryCountsType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&fastcall_module);
     if (m == NULL)
@@ -1936,6 +1981,7 @@ PyInit__fastcall(void)
         PyModule_AddObjectRef(m, "WatchSlot", (PyObject *)&WatchSlotType) < 0 ||
         PyModule_AddObjectRef(m, "EventQueue", (PyObject *)&EventQueueType) < 0 ||
         PyModule_AddObjectRef(m, "HandlerBudget", (PyObject *)&HandlerBudgetType) < 0 ||
+        PyModule_AddObjectRef(m, "DeliveryCounts", (PyObject *)&DeliveryCountsType) < 0 ||
         PyModule_AddStringConstant(m, "LUA_MODULE", "lupa.lua54") < 0) {
         Py_DECREF(m);
         return NULL;

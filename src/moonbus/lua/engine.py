@@ -255,10 +255,10 @@ class LuaEngine:
         fallback: Callable[[int, Any], None],
         failed: Callable[[int, Any, Any, str | None, float | None], None],
         settings: Any,
-        budget: Any = None,
+        budget: Any = None, counts: Any = None,
     ) -> Callable[[int, Any], None] | None:
         """The C fast path of ``call_event`` for ``func`` (see ``fastcall.py``), or None.
-        ``budget``: the engine's ``HandlerBudget`` (``moonbus.host.budget``), or None.
+        ``budget``: the engine's ``HandlerBudget``; ``counts``: the runtime's ``DeliveryCounts``.
 
         It follows ``_guarded`` and ``_end_call`` step by step on this
         engine's own fields, so C and Python calls interleave freely.
@@ -268,7 +268,7 @@ class LuaEngine:
                 raise ClosedError(f"Lua engine {self.name!r} is closed")
             return native_delivery(
                 self, self._rt, self._state, func, fallback=fallback, failed=failed,
-                settings=settings, budget=budget,
+                settings=settings, budget=budget, counts=counts,
             )
 
     @property

@@ -30,11 +30,18 @@ from moonbus.native import load_fast_path
 if TYPE_CHECKING:
     from moonbus.lua.engine import LuaEngine
 
-__all__ = ["FAST_CALL", "native_available", "native_delivery"]
+__all__ = ["FAST_CALL", "make_delivery_counts", "native_available", "native_delivery"]
 
 _GLOBAL_KEY = "__moonbus_native_delivery"  # in the state's real _G, which scripts never see
 
 FAST_CALL = "moonbus.lua._fastcall"  # fails to import, too, when lupa differs
+
+
+def make_delivery_counts(native: bool) -> Any:
+    """The counters every C delivery of one runtime adds to (``_fastcall.DeliveryCounts``:
+    ``taken``, ``handed_back``), or None when the C delivery is not used."""
+    fast = load_fast_path(FAST_CALL, native=native)
+    return None if fast.module is None else fast.module.DeliveryCounts()
 
 
 def native_available() -> bool:
@@ -60,6 +67,7 @@ def native_delivery(
     failed: Callable[[int, Any, Any, str | None, float | None], None],
     settings: Any,
     budget: Any = None,
+    counts: Any = None,
 ) -> Callable[[int, Any], None] | None:
     """The C delivery of ``func`` (a Lua ``deliver``) on ``engine``, or None.
 
@@ -68,6 +76,7 @@ def native_delivery(
     that did not end plainly (see ``ScriptEngine._delivery_failed``).
     ``budget``: the engine's ``HandlerBudget`` (``moonbus.host.budget``): a
     partly spent or blocked budget sends the event to ``fallback``.
+    ``counts``: the runtime's ``DeliveryCounts`` (``make_delivery_counts``).
     """
     fast = load_fast_path(FAST_CALL)
     if fast.module is None:
@@ -84,7 +93,7 @@ def native_delivery(
         delivery: Callable[[int, Any], None] = fast.module.Delivery(
             engine=engine, runtime=runtime, state=state, lupa_lock=lock,
             global_key=_GLOBAL_KEY, fallback=fallback, failed=failed, settings=settings,
-            budget=budget,
+            budget=budget, counts=counts,
         )
     finally:
         globals_table[_GLOBAL_KEY] = None

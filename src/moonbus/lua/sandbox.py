@@ -22,6 +22,7 @@ from typing import Any
 from moonbus.errors import ConfigError
 from moonbus.lua.compile_limits import DEFAULT_MAX_SOURCE_BYTES, CompileCounters
 from moonbus.lua.engine import HookControl, LuaEngine
+from moonbus.lua.lupa_support import check_lupa
 from moonbus.lua.watchdog import Watchdog
 
 __all__ = [
@@ -112,6 +113,7 @@ class SandboxFactory:
             for name in PATTERN_CHUNKS
         )
         self._prelude = lua_dir.joinpath("prelude.lua").read_text("utf-8")
+        check_lupa(self._module)  # a clear error now, not a crash at the first time limit
         self._hooks = HookControl(self._module)
         self._own_watchdog = watchdog is None
         self.watchdog = watchdog or Watchdog()
