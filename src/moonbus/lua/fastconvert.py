@@ -22,23 +22,18 @@ from __future__ import annotations
 from typing import Any
 
 from moonbus.lua.fastcall import _lupa_lock
-from moonbus.native import pure_python_forced
+from moonbus.native import load_fast_path
 
-__all__ = ["native_convert_available", "native_converter"]
+__all__ = ["FAST_CONVERT", "native_convert_available", "native_converter"]
 
 _GLOBAL_KEY = "__moonbus_native_convert"  # in the state's real _G, which scripts never see
 
-Converter: Any
-try:
-    from moonbus.lua._fastconvert import LUA_MODULE, Converter
-except ImportError:  # not built (no C compiler at install time), or lupa differs
-    Converter = None
-    LUA_MODULE = ""
+FAST_CONVERT = "moonbus.lua._fastconvert"  # fails to import, too, when lupa differs
 
 
 def native_convert_available() -> bool:
     """Whether the C conversion is built and not switched off."""
-    return Converter is not None and not pure_python_forced()
+    return load_fast_path(FAST_CONVERT).on
 
 
 def native_converter(
@@ -58,7 +53,8 @@ def native_converter(
     ``classes`` is the converter's own type -> metatable cache, read (never
     written) by the C side.
     """
-    if not native_convert_available() or lua_module.__name__ != LUA_MODULE:
+    fast = load_fast_path(FAST_CONVERT)
+    if fast.module is None or lua_module.__name__ != fast.module.LUA_MODULE:
         return None
     lock = _lupa_lock(runtime, lua_module)
     if lock is None:
@@ -66,8 +62,8 @@ def native_converter(
     globals_table = runtime.globals()
     globals_table[_GLOBAL_KEY] = runtime.table_from([make_proxy, box])
     try:
-        convert = Converter(state=state, lupa_lock=lock, global_key=_GLOBAL_KEY,
-                            classes=classes, max_depth=max_depth)
+        convert = fast.module.Converter(state=state, lupa_lock=lock, global_key=_GLOBAL_KEY,
+                                        classes=classes, max_depth=max_depth)
         convert.bind(globals_table[_GLOBAL_KEY])
     finally:
         globals_table[_GLOBAL_KEY] = None
