@@ -491,16 +491,13 @@ class Runtime:
         )
 
     def fast_path_statistics(self) -> FastPathStatistics:
-        """What the C emit core and the C event delivery took and handed back
-        to Python since the runtime started (``moonbus.native``); all 0 on
-        the Python path."""
-        bus = self.bus.statistics()
-        counts = self._ctx.delivery_counts
+        """What the C emit core and C event delivery took and handed back to
+        Python since start (``moonbus.native``); all 0 on the Python path."""
+        bus, counts = self.bus.statistics(), self._ctx.delivery_counts  # counts: None when off
         return FastPathStatistics(
             emits_taken=bus.c_emits_taken, emits_handed_back=bus.c_emits_handed_back,
-            deliveries_taken=0 if counts is None else counts.taken,
-            deliveries_handed_back=0 if counts is None else counts.handed_back,
-        )
+            deliveries_taken=getattr(counts, "taken", 0),
+            deliveries_handed_back=getattr(counts, "handed_back", 0))
 
     def __enter__(self) -> Runtime:
         return self
