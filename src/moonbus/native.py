@@ -33,6 +33,7 @@ import os
 import sys
 from dataclasses import dataclass
 from types import ModuleType
+from typing import Any
 
 __all__ = [
     "FAST_PATH_MODULES", "FREE_THREADED_REASON", "FastPath", "FastPathStatistics", "fast_paths",
@@ -76,6 +77,16 @@ class FastPathStatistics:
     emits_handed_back: int = 0
     deliveries_taken: int = 0
     deliveries_handed_back: int = 0
+
+    @classmethod
+    def of(cls, bus: Any, delivery_counts: Any) -> FastPathStatistics:
+        """From a ``BusStatistics`` and the runtime's C ``DeliveryCounts`` (None
+        when the C delivery is off). Duck-typed: this layer is below both."""
+        return cls(
+            emits_taken=bus.c_emits_taken, emits_handed_back=bus.c_emits_handed_back,
+            deliveries_taken=getattr(delivery_counts, "taken", 0),
+            deliveries_handed_back=getattr(delivery_counts, "handed_back", 0),
+        )
 
 
 def pure_python_forced() -> bool:

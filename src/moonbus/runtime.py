@@ -161,8 +161,7 @@ class Runtime:
             log=self._log,
             tick=self._current_tick,
             apis=self._apis,
-            native=native,
-            delivery_counts=make_delivery_counts(native),
+            native=native, delivery_counts=make_delivery_counts(native),  # C delivery's counters
             deferred=self._deferred,
             # Reproducible runs (docs/replay.md): seeded math.random; in
             # stepped mode with an injected clock, os.time/os.clock read it.
@@ -491,13 +490,8 @@ class Runtime:
         )
 
     def fast_path_statistics(self) -> FastPathStatistics:
-        """What the C emit core and C event delivery took and handed back to
-        Python since start (``moonbus.native``); all 0 on the Python path."""
-        bus, counts = self.bus.statistics(), self._ctx.delivery_counts  # counts: None when off
-        return FastPathStatistics(
-            emits_taken=bus.c_emits_taken, emits_handed_back=bus.c_emits_handed_back,
-            deliveries_taken=getattr(counts, "taken", 0),
-            deliveries_handed_back=getattr(counts, "handed_back", 0))
+        """What the C emit core and C event delivery took and handed back (``moonbus.native``)."""
+        return FastPathStatistics.of(self.bus.statistics(), self._ctx.delivery_counts)
 
     def __enter__(self) -> Runtime:
         return self
