@@ -86,6 +86,7 @@ KNOWN_BACK_EDGES: dict[tuple[str, str], str] = {
 TYPE_ONLY_UP: dict[tuple[str, str], str] = {
     ("moonbus.bus.bus", "moonbus.store.base"): "the runtime hands the bus its EventStore",
     ("moonbus.admin.commands", "moonbus.runtime"): "commands are built over the Runtime",
+    ("moonbus.admin.eval_cmd", "moonbus.runtime"): "script.eval is built over the Runtime",
     ("moonbus.replay.observer", "moonbus.runtime"): "the runtime hands the recorder itself",
     ("moonbus.replay.recorder", "moonbus.runtime"): "the runtime hands the recorder itself",
     ("moonbus.replay.replayer", "moonbus.runtime"): "the session's runtime, annotated",
