@@ -24,10 +24,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from moonbus.testing.sim import Sim, SimFactory
 
-__all__ = ["Sim", "SimFactory", "moonbus_sim"]
+__all__ = ["Sim", "SimFactory", "moonbus_replay", "moonbus_sim"]
 
 if importlib.util.find_spec("pytest") is not None:
-    from moonbus.testing.plugin import moonbus_sim
+    from moonbus.testing.plugin import moonbus_replay, moonbus_sim
 
 
 def __getattr__(name: str) -> Any:

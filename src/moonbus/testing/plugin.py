@@ -17,7 +17,7 @@ import pytest
 if TYPE_CHECKING:
     from moonbus.testing.sim import Sim, SimFactory
 
-__all__ = ["moonbus_sim"]
+__all__ = ["moonbus_replay", "moonbus_sim"]
 
 
 @pytest.fixture
@@ -46,3 +46,24 @@ def moonbus_sim() -> Iterator[SimFactory]:
     finally:
         for sim in reversed(sims):
             sim.close()
+
+
+@pytest.fixture
+def moonbus_replay() -> Any:
+    """``moonbus_replay(recording, scripts={name: path}, until=None)`` replays a
+    recording file (``moonbus run --record``) in virtual time as a regression
+    test: it returns the ``ReplayResult`` when the scripts behave as recorded,
+    and fails the test with the divergence report (seq, tick, script,
+    expected vs actual) when they do not. ``scripts`` swaps in the versions
+    under test, e.g. the working copy of a script against a recording of a
+    real session."""
+    from moonbus.replay import replay
+
+    def check(recording: str | Path, *, scripts: dict[str, str | Path] | None = None,
+              until: int | None = None) -> Any:
+        result = replay(recording, scripts=scripts, until=until)
+        if not result.identical:
+            pytest.fail(f"replay of {recording} diverged:\n{result.describe()}", pytrace=False)
+        return result
+
+    return check
