@@ -39,11 +39,14 @@ _SYMBOLS = (
 
 @dataclass(frozen=True, slots=True)
 class Token:
-    """``kind`` is "name", "keyword", "symbol", "number" or "string"."""
+    """``kind`` is "name", "keyword", "symbol", "number" or "string";
+    ``start``/``end``: its offsets in the source (for rewrites, e.g. the REPL's)."""
 
     kind: str
     text: str
     line: int
+    start: int = 0
+    end: int = 0
 
 
 def _long_bracket_end(source: str, start: int, level: int) -> int:
@@ -98,7 +101,7 @@ def tokenize(source: str) -> list[Token]:
             continue
         if c in "\"'":
             end = _short_string_end(source, i + 1, c)
-            tokens.append(Token("string", source[i:end], line))
+            tokens.append(Token("string", source[i:end], line, i, end))
             line += source.count("\n", i, end)
             i = end
             continue
@@ -106,25 +109,26 @@ def tokenize(source: str) -> list[Token]:
             opened = _LONG_OPEN.match(source, i)
             if opened:
                 end = _long_bracket_end(source, opened.end(), len(opened.group(1)))
-                tokens.append(Token("string", source[i:end], line))
+                tokens.append(Token("string", source[i:end], line, i, end))
                 line += source.count("\n", i, end)
                 i = end
                 continue
         if c.isdigit() or (c == "." and i + 1 < n and source[i + 1].isdigit()):
             match = _NUMBER.match(source, i)
             assert match is not None
-            tokens.append(Token("number", match.group(0), line))
+            tokens.append(Token("number", match.group(0), line, i, match.end()))
             i = match.end()
             continue
         match = _NAME.match(source, i)
         if match:
             text = match.group(0)
-            tokens.append(Token("keyword" if text in KEYWORDS else "name", text, line))
+            tokens.append(Token("keyword" if text in KEYWORDS else "name", text, line, i,
+                                match.end()))
             i = match.end()
             continue
         for symbol in _SYMBOLS:
             if source.startswith(symbol, i):
-                tokens.append(Token("symbol", symbol, line))
+                tokens.append(Token("symbol", symbol, line, i, i + len(symbol)))
                 i += len(symbol)
                 break
         else:
