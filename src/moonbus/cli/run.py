@@ -23,10 +23,8 @@ Threads: the command runs on the main thread; see ``session`` for the rest.
 from __future__ import annotations
 
 import json
-import logging
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 from urllib.parse import quote
@@ -40,7 +38,7 @@ from moonbus.cli.interrupt import stop_on_interrupt
 from moonbus.cli.panel import final_table, render_panel, view_of
 from moonbus.cli.plan import compile_problems, plan_scripts
 from moonbus.cli.replay_cmd import note_app, record_option
-from moonbus.cli.session import Session
+from moonbus.cli.session import Session, script_logs_only_in_sinks
 from moonbus.cli.summary import build_summary, check_writable, dumps, write_atomic
 from moonbus.cli.watch import ScriptWatcher
 from moonbus.errors import ConfigError, SharedBackendError, StoreError
@@ -76,23 +74,6 @@ class _EchoSink:
         text = f"[{tick}] {line.script}/{line.engine} {line.level}: {line.msg}"
         with self._lock:
             click.echo(text, err=True)
-
-
-@contextmanager
-def _script_logs_through_sinks() -> Iterator[None]:
-    """During a run, script log lines reach the user through the panel, the
-    echo sink and --log-json only; not a second time through Python's
-    last-resort logging handler (which prints warnings to stderr)."""
-    log = logging.getLogger("moonbus.script")
-    handler = logging.NullHandler()
-    propagate = log.propagate
-    log.addHandler(handler)
-    log.propagate = False
-    try:
-        yield
-    finally:
-        log.removeHandler(handler)
-        log.propagate = propagate
 
 
 def _usage(exc: Exception) -> click.UsageError:
@@ -230,7 +211,7 @@ def _run(session: Session, *, ticks: int | None, quiet: bool, summary: Path | No
     if not quiet and not use_panel:
         session.add_log_sink(_EchoSink())
     stop = threading.Event()
-    with stop_on_interrupt(stop), _script_logs_through_sinks():
+    with stop_on_interrupt(stop), script_logs_only_in_sinks():
         session.start()
         try:
             if use_panel:

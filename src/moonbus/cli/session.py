@@ -28,10 +28,11 @@ called by whichever thread emits (the game loop, script threads) and locks.
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -345,3 +346,21 @@ class Session:
     def close(self) -> None:
         """Stop anything still running and release the runtime (idempotent)."""
         self.runtime.close()
+
+
+@contextlib.contextmanager
+def script_logs_only_in_sinks() -> Iterator[None]:
+    """While a session runs, script log lines reach the user only through the
+    runtime's sinks (the panel, the echo sink, ``--log-json``, a replay's
+    report), not a second time through Python's last-resort logging handler
+    (which prints warnings to stderr). Used by ``moonbus run`` and replay."""
+    log = logging.getLogger("moonbus.script")
+    handler = logging.NullHandler()
+    propagate = log.propagate
+    log.addHandler(handler)
+    log.propagate = False
+    try:
+        yield
+    finally:
+        log.removeHandler(handler)
+        log.propagate = propagate

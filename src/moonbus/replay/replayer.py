@@ -25,12 +25,10 @@ delivery; the check locks).
 from __future__ import annotations
 
 import json
-import logging
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -185,22 +183,6 @@ def _plans(rows: Sequence[ScriptRow], folder: Path, swaps: Mapping[str, str | Pa
     return plans
 
 
-@contextmanager
-def _quiet_script_logs() -> Iterator[None]:
-    """The replayed scripts' log lines were shown when the run was recorded; a
-    replay reports divergences only (they still reach log sinks)."""
-    log = logging.getLogger("moonbus.script")
-    handler = logging.NullHandler()
-    propagate = log.propagate
-    log.addHandler(handler)
-    log.propagate = False
-    try:
-        yield
-    finally:
-        log.removeHandler(handler)
-        log.propagate = propagate
-
-
 def _drive(session: Session, ticks: int | None, stop: threading.Event) -> None:
     session.start()
     try:
@@ -218,7 +200,7 @@ def replay(path: str | Path, *, scripts: Mapping[str, str | Path] | None = None,
     to it. ``ConfigError`` for a file that is not a recording or an unknown
     script name.
     """
-    from moonbus.cli.session import Session
+    from moonbus.cli.session import Session, script_logs_only_in_sinks
 
     started = time.perf_counter()  # the replay's time includes reading the file
     with Recording(path) as recording:
@@ -238,7 +220,7 @@ def replay(path: str | Path, *, scripts: Mapping[str, str | Path] | None = None,
                           settings=_settings(meta.get("settings")), record=check)
         try:
             session.add_log_sink(check.log_line)
-            with _quiet_script_logs():
+            with script_logs_only_in_sinks():
                 _drive(session, ticks, check.stop)
         finally:
             session.close()
