@@ -16,7 +16,7 @@ def _fast_path(module: str, **extra: Any) -> Extension:
         f"moonbus.{module.replace('/', '.')}",
         [f"src/moonbus/{module}.c"],
         optional=True,
-        depends=["src/moonbus/_capi.h"],
+        depends=["src/moonbus/_capi.h", "src/moonbus/lua/_luaapi.h"],
         extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter",
                             "-Wno-missing-field-initializers"],
         **extra,

@@ -63,99 +63,17 @@
 #include "../_capi.h"
 
 /* ------------------------------------------------------------ Lua 5.4 API */
-typedef struct lua_State lua_State;
-typedef long long lua_Integer;
-typedef double lua_Number;
-typedef intptr_t lua_KContext;
-typedef int (*lua_CFunction)(lua_State *L);
-typedef int (*lua_KFunction)(lua_State *L, int status, lua_KContext ctx);
+#include "_luaapi.h"
 
-#define LUA_OK 0
-#define LUA_ERRMEM 4
 #define LUA_TSTRING 4
 #define LUA_MULTRET (-1)
-#define LUA_REGISTRYINDEX (-1000000 - 1000) /* Lua 5.4: -LUAI_MAXSTACK - 1000 */
 #define MAX_FIELDS 32
 
-/* The Lua C API of lupa.lua54, resolved once when this module is imported
- * and never changed afterwards (a constant table, like a linker's). */
-typedef struct {
-    int (*pcallk)(lua_State *, int, int, int, lua_KContext, lua_KFunction);
-    void (*callk)(lua_State *, int, int, lua_KContext, lua_KFunction);
-    int (*gettop)(lua_State *);
-    void (*settop)(lua_State *, int);
-    int (*rawgeti)(lua_State *, int, lua_Integer);
-    void (*pushinteger)(lua_State *, lua_Integer);
-    void (*pushnumber)(lua_State *, lua_Number);
-    const char *(*pushlstring)(lua_State *, const char *, size_t);
-    void (*pushboolean)(lua_State *, int);
-    void (*pushnil)(lua_State *);
-    void (*pushlightuserdata)(lua_State *, void *);
-    void (*pushcclosure)(lua_State *, lua_CFunction, int);
-    void (*createtable)(lua_State *, int, int);
-    void (*rawset)(lua_State *, int);
-    void *(*touserdata)(lua_State *, int);
-    int (*type)(lua_State *, int);
-    int (*toboolean)(lua_State *, int);
-    const char *(*tolstring)(lua_State *, int, size_t *);
-    int (*getglobal)(lua_State *, const char *);
-    void (*setglobal)(lua_State *, const char *);
-    int (*ref)(lua_State *, int);
-    lua_Integer (*tointegerx)(lua_State *, int, int *);
-} LuaApi;
-
-static LuaApi lua;
 
 /* moonbus.bus._fastemit.FrozenData (layout in _capi.h), looked up once when
  * this module is imported and never changed; NULL if that module is not
  * built (event data then comes as mappingproxy only). */
 static PyTypeObject *frozen_type;
-
-static int
-load_api(const char *path)
-{
-    void *lib = dlopen(path, RTLD_NOW | RTLD_NOLOAD);
-    if (lib == NULL) {
-        PyErr_Format(PyExc_ImportError, "lupa's Lua module is not loaded: %s", dlerror());
-        return -1;
-    }
-#define SYM(field, name)                                                          \
-    do {                                                                          \
-        *(void **)(&lua.field) = dlsym(lib, name);                                \
-        if (lua.field == NULL) {                                                  \
-            PyErr_Format(PyExc_ImportError, "lupa's Lua module lacks %s", name);  \
-            dlclose(lib);                                                         \
-            return -1;                                                            \
-        }                                                                         \
-    } while (0)
-    SYM(pcallk, "lua_pcallk");
-    SYM(callk, "lua_callk");
-    SYM(gettop, "lua_gettop");
-    SYM(settop, "lua_settop");
-    SYM(rawgeti, "lua_rawgeti");
-    SYM(pushinteger, "lua_pushinteger");
-    SYM(pushnumber, "lua_pushnumber");
-    SYM(pushlstring, "lua_pushlstring");
-    SYM(pushboolean, "lua_pushboolean");
-    SYM(pushnil, "lua_pushnil");
-    SYM(pushlightuserdata, "lua_pushlightuserdata");
-    SYM(pushcclosure, "lua_pushcclosure");
-    SYM(createtable, "lua_createtable");
-    SYM(rawset, "lua_rawset");
-    SYM(touserdata, "lua_touserdata");
-    SYM(type, "lua_type");
-    SYM(toboolean, "lua_toboolean");
-    SYM(tolstring, "lua_tolstring");
-    SYM(getglobal, "lua_getglobal");
-    SYM(setglobal, "lua_setglobal");
-    SYM(ref, "luaL_ref");
-    SYM(tointegerx, "lua_tointegerx");
-#undef SYM
-    /* lupa's module stays loaded for the life of the process (CPython never
-     * unloads extension modules); this drops only our extra handle. */
-    dlclose(lib);
-    return 0;
-}
 
 /* ------------------------------------------------------------- watch slot */
 /* The watchdog's entry for this engine's C calls. It reads as the 4-item

@@ -49,16 +49,8 @@
 #include "../_capi.h"
 
 /* ------------------------------------------------------------ Lua 5.4 API */
-typedef struct lua_State lua_State;
-typedef long long lua_Integer;
-typedef double lua_Number;
-typedef intptr_t lua_KContext;
-typedef int (*lua_CFunction)(lua_State *L);
-typedef int (*lua_KFunction)(lua_State *L, int status, lua_KContext ctx);
+#include "_luaapi.h"
 
-#define LUA_OK 0
-#define LUA_ERRMEM 4
-#define LUA_REGISTRYINDEX (-1000000 - 1000) /* Lua 5.4: -LUAI_MAXSTACK - 1000 */
 #define lua_upvalueindex(i) (LUA_REGISTRYINDEX - (i))
 
 #define MAX_FAST_DEPTH 8      /* container levels taken here; deeper: generic */
@@ -66,84 +58,9 @@ typedef int (*lua_KFunction)(lua_State *L, int status, lua_KContext ctx);
 #define MAX_OBJECTS 4096      /* @lua_api objects per conversion; more: generic */
 #define KEEP_OPS 4096         /* a larger op buffer is freed after the call */
 
-typedef struct {
-    int (*pcallk)(lua_State *, int, int, int, lua_KContext, lua_KFunction);
-    void (*callk)(lua_State *, int, int, lua_KContext, lua_KFunction);
-    int (*gettop)(lua_State *);
-    void (*settop)(lua_State *, int);
-    int (*checkstack)(lua_State *, int);
-    void (*pushvalue)(lua_State *, int);
-    void (*pushinteger)(lua_State *, lua_Integer);
-    void (*pushnumber)(lua_State *, lua_Number);
-    const char *(*pushlstring)(lua_State *, const char *, size_t);
-    void (*pushboolean)(lua_State *, int);
-    void (*pushnil)(lua_State *);
-    void (*pushlightuserdata)(lua_State *, void *);
-    void (*pushcclosure)(lua_State *, lua_CFunction, int);
-    void (*createtable)(lua_State *, int, int);
-    void (*rawset)(lua_State *, int);
-    void (*rawseti)(lua_State *, int, lua_Integer);
-    void *(*touserdata)(lua_State *, int);
-    int (*getglobal)(lua_State *, const char *);
-    void (*setglobal)(lua_State *, const char *);
-    int (*error)(lua_State *);
-    void (*copy)(lua_State *, int, int);
-    int (*rawgeti)(lua_State *, int, lua_Integer);
-    int (*ref)(lua_State *, int);
-    const char *(*tolstring)(lua_State *, int, size_t *);
-} LuaApi;
-
-/* Resolved once at import from lupa's module, never changed afterwards. */
-static LuaApi lua;
 /* lupa.lua54.LuaError and LuaMemoryError, looked up at import (alive for the
  * process, like the module holding them). */
 static PyObject *lua_error, *lua_memory_error;
-
-static int
-load_api(const char *path)
-{
-    void *lib = dlopen(path, RTLD_NOW | RTLD_NOLOAD);
-    if (lib == NULL) {
-        PyErr_Format(PyExc_ImportError, "lupa's Lua module is not loaded: %s", dlerror());
-        return -1;
-    }
-#define SYM(field, name)                                                          \
-    do {                                                                          \
-        *(void **)(&lua.field) = dlsym(lib, name);                                \
-        if (lua.field == NULL) {                                                  \
-            PyErr_Format(PyExc_ImportError, "lupa's Lua module lacks %s", name);  \
-            dlclose(lib);                                                         \
-            return -1;                                                            \
-        }                                                                         \
-    } while (0)
-    SYM(pcallk, "lua_pcallk");
-    SYM(callk, "lua_callk");
-    SYM(gettop, "lua_gettop");
-    SYM(settop, "lua_settop");
-    SYM(checkstack, "lua_checkstack");
-    SYM(pushvalue, "lua_pushvalue");
-    SYM(pushinteger, "lua_pushinteger");
-    SYM(pushnumber, "lua_pushnumber");
-    SYM(pushlstring, "lua_pushlstring");
-    SYM(pushboolean, "lua_pushboolean");
-    SYM(pushnil, "lua_pushnil");
-    SYM(pushlightuserdata, "lua_pushlightuserdata");
-    SYM(pushcclosure, "lua_pushcclosure");
-    SYM(createtable, "lua_createtable");
-    SYM(rawset, "lua_rawset");
-    SYM(rawseti, "lua_rawseti");
-    SYM(touserdata, "lua_touserdata");
-    SYM(getglobal, "lua_getglobal");
-    SYM(setglobal, "lua_setglobal");
-    SYM(error, "lua_error");
-    SYM(copy, "lua_copy");
-    SYM(rawgeti, "lua_rawgeti");
-    SYM(ref, "luaL_ref");
-    SYM(tolstring, "lua_tolstring");
-#undef SYM
-    dlclose(lib); /* lupa's module stays loaded; this drops our extra handle */
-    return 0;
-}
 
 /* ------------------------------------------------------------------- ops */
 enum { OP_NIL, OP_FALSE, OP_TRUE, OP_INT, OP_FLOAT, OP_STR, OP_LIST, OP_DICT, OP_PROXY,
