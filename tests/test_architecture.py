@@ -97,7 +97,8 @@ MAX_MODULE_LINES = 500
 # Module path under src/moonbus -> its line count today (a ceiling: must not grow;
 # split the module to get it off this list).
 OVERSIZE: dict[str, int] = {
-    "bus/bus.py": 800,  # Bus: emit paths (C and Python), log, waiters, cascades: split next
+    "bus/bus.py": 727,  # Bus: subscribe, emit (C and Python), delivery, log, cascades;
+    # the store-numbered path is bus/ordered.py; the emit path itself is one piece
     "lua/engine.py": 699,  # LuaEngine: abort tokens, guarded calls, tasks; the C call state waits
     # (+3: the engine's native converter switch, with the C conversion into Lua)
     "lua/pmatch.lua": 803,  # Lua port of lstrlib's matcher (one algorithm, kept whole)
