@@ -62,7 +62,7 @@ from moonbus.lua.fastcall import make_delivery_counts
 from moonbus.lua.sandbox import SandboxFactory
 from moonbus.lua.value_path import is_event_data_value
 from moonbus.native import FastPathStatistics
-from moonbus.replay.observer import RunObserver
+from moonbus.record.observer import RunObserver
 from moonbus.shared import SharedStore
 from moonbus.store.base import EventStore, StoreSettings
 
@@ -196,7 +196,7 @@ class Runtime:
         self.recorder: RunObserver | None = None
         if record is not None:
             if isinstance(record, (str, Path)):
-                from moonbus.replay.recorder import Recorder
+                from moonbus.record.recorder import Recorder
 
                 record = Recorder(record)
             self.recorder = record

@@ -29,12 +29,13 @@ import click
 from moonbus.admin.rcon_server import RconServer
 from moonbus.cli.app_option import app_option, resolve_app
 from moonbus.cli.interrupt import stop_on_interrupt
-from moonbus.cli.plan import compile_problems, plan_scripts
 from moonbus.cli.replay_cmd import note_app, record_option
-from moonbus.cli.session import Session
+from moonbus.cli.script_check import compile_problems
 from moonbus.errors import AdminError, ConfigError, SharedBackendError, StoreError
 from moonbus.host.context import HostSettings
 from moonbus.host.deferred import EVENT_DELIVERY_MODES
+from moonbus.session.plan import plan_scripts
+from moonbus.session.session import Session
 
 __all__ = ["StoreErrorReport", "serve_command"]
 
