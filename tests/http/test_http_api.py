@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import Call
+from tests.http.helpers import Call
 
 from moonbus.runtime import Runtime
 
@@ -123,7 +123,7 @@ def test_events_query_filters_pages_and_limits(rt: Runtime, call: Call) -> None:
 
 
 def test_events_query_without_a_store_reads_the_bus_log(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from conftest import make_call
+    from tests.http.helpers import make_call
 
     from moonbus.http import HttpSettings, build_app
 
@@ -173,7 +173,7 @@ def test_events_ndjson_export_pages_through_everything(rt: Runtime, call: Call) 
 
 
 def test_events_ndjson_export_stops_at_its_cap_and_counts_it(rt: Runtime) -> None:
-    from conftest import TOKEN, make_call
+    from tests.http.helpers import TOKEN, make_call
 
     from moonbus.http import HttpSettings, build_app
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from conftest import TOKEN, Call, make_call
+from tests.http.helpers import TOKEN, Call, make_call
 
 from moonbus.admin.rcon_throttle import LoginThrottle
 from moonbus.errors import ConfigError

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import AUTH, TOKEN
+from tests.http.helpers import AUTH, TOKEN
 
 from moonbus.errors import ConfigError
 from moonbus.http import HttpServer, HttpSettings, build_app
@@ -89,7 +89,7 @@ def test_serve_http_rejects_bad_settings(rt: Runtime) -> None:
 
 
 def test_openapi_describes_every_route(rt: Runtime) -> None:
-    from conftest import make_call
+    from tests.http.helpers import make_call
 
     app = build_app(rt, HttpSettings(token=TOKEN))
     doc = make_call(app)("GET", "/openapi.json").json()
