@@ -45,6 +45,7 @@ from moonbus.http.responses import admin_status, error_response, json_bytes, jso
 from moonbus.http.settings import HttpCounters, HttpSettings
 
 if TYPE_CHECKING:
+    from moonbus.http.app import AppParts
     from moonbus.runtime import Runtime
 
 __all__ = ["api_routes", "setting_text"]
@@ -210,9 +211,9 @@ async def healthz(request: Request) -> Response:
     return json_response({"status": "ok"})
 
 
-def api_routes(rt: Runtime, settings: HttpSettings, counters: HttpCounters) -> list[BaseRoute]:
+def api_routes(rt: Runtime, settings: HttpSettings, parts: AppParts) -> list[BaseRoute]:
     """The JSON routes over ``rt``'s admin registry."""
-    api = _Api(rt, settings, counters)
+    api = _Api(rt, settings, parts.counters)
     return [
         Route("/healthz", healthz, methods=["GET"], name="healthz"),
         Route("/api/scripts", api.scripts, methods=["GET"], name="scripts"),

@@ -2,15 +2,22 @@
 
 Composition, outermost first: ``GuardMiddleware`` (in-flight cap, security
 headers, counters) -> ``AuthMiddleware`` (token, throttle) -> the router. The
-routes come from ``ROUTE_GROUPS``, each a function ``(rt, settings, counters)
+routes come from ``ROUTE_GROUPS``, each a function ``(rt, settings, parts)
 -> routes``, in order, then the OpenAPI document (which describes exactly
-the routes composed, ``moonbus.http.openapi``).
+the routes composed, ``moonbus.http.openapi``). ``parts`` (``AppParts``)
+holds what groups share: the HTTP counters, the token-check counters
+(``parts.counters.logins``, a ``LoginCounters``) and ``on_close``, functions
+run on the event loop when the server stops (before uvicorn waits for open
+connections, so live streams end at once) and at lifespan shutdown.
 
-Integrators: the live streams (``moonbus.http.streams.stream_routes(rt,
-settings)``) and the Prometheus endpoint (``moonbus.http.metrics.
-metrics_routes(rt)``) join by adding them to ``ROUTE_GROUPS`` below, e.g.
-``lambda rt, settings, counters: stream_routes(rt, settings)``. Their route
-handlers find the HTTP counters at ``request.app.state.http_counters``.
+Integrators: the live streams and the Prometheus endpoint join by adding
+one group to ``ROUTE_GROUPS`` below, e.g.::
+
+    def streams_and_metrics(rt, settings, parts):
+        streams = StreamRoutes(rt)            # moonbus.http.streams
+        parts.on_close.append(streams.close)
+        return [*streams.routes,
+                *metrics_routes(rt, logins=parts.counters.logins, streams=streams)]
 
 Unknown paths and wrong methods get the JSON error shape (404, 405), like
 every other error. No CORS middleware is installed, on purpose.
@@ -21,7 +28,11 @@ which work goes to the worker pool.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
 from importlib import resources
 from typing import TYPE_CHECKING
 
@@ -43,13 +54,36 @@ from moonbus.http.settings import HttpCounters, HttpSettings
 if TYPE_CHECKING:
     from moonbus.runtime import Runtime
 
-__all__ = ["ROUTE_GROUPS", "RouteGroup", "build_app", "console_routes"]
+__all__ = ["ROUTE_GROUPS", "AppParts", "RouteGroup", "build_app", "console_routes"]
 
-RouteGroup = Callable[["Runtime", HttpSettings, HttpCounters], list[BaseRoute]]
+_log = logging.getLogger("moonbus.http")
 
 
-def console_routes(rt: Runtime, settings: HttpSettings, counters: HttpCounters,
-                   ) -> list[BaseRoute]:
+@dataclass
+class AppParts:
+    """What the route groups of one app share (see the module docstring).
+
+    ``on_close`` and ``loop`` belong to the server's event-loop thread once it
+    runs; ``close()`` runs the closers once, each even if another failed."""
+
+    counters: HttpCounters = field(default_factory=HttpCounters)
+    on_close: list[Callable[[], None]] = field(default_factory=list)
+    loop: asyncio.AbstractEventLoop | None = None
+
+    def close(self) -> None:
+        """Run and forget the closers (event-loop thread)."""
+        while self.on_close:
+            closer = self.on_close.pop(0)
+            try:
+                closer()
+            except Exception:
+                _log.exception("HTTP app: closing %r failed", closer)
+
+
+RouteGroup = Callable[["Runtime", HttpSettings, AppParts], list[BaseRoute]]
+
+
+def console_routes(rt: Runtime, settings: HttpSettings, parts: AppParts) -> list[BaseRoute]:
     """``GET /`` (the console page) and ``/static/...`` (its files), from the
     package's ``http/static`` folder (no file from outside the package; no token:
     the page holds no data)."""
@@ -86,12 +120,22 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 def build_app(rt: Runtime, settings: HttpSettings,
               groups: tuple[RouteGroup, ...] = ROUTE_GROUPS) -> Starlette:
     """The management API over ``rt`` (``settings.token`` must be set: see
-    ``HttpSettings.with_token``)."""
+    ``HttpSettings.with_token``). ``app.state.parts`` is its ``AppParts``."""
     if settings.token is None:
         raise ValueError("build_app needs settings with a token (HttpSettings.with_token())")
-    counters = HttpCounters()
-    routes: list[BaseRoute] = [r for group in groups for r in group(rt, settings, counters)]
+    parts = AppParts()
+    counters = parts.counters
+    routes: list[BaseRoute] = [r for group in groups for r in group(rt, settings, parts)]
     routes.extend(openapi_routes(routes))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        parts.loop = asyncio.get_running_loop()
+        try:
+            yield
+        finally:
+            parts.close()
+
     app = Starlette(
         routes=routes,
         middleware=[
@@ -100,7 +144,9 @@ def build_app(rt: Runtime, settings: HttpSettings,
                        throttle=make_throttle(settings)),
         ],
         exception_handlers={HTTPException: _http_error},
+        lifespan=lifespan,
     )
+    app.state.parts = parts
     app.state.http_counters = counters
     app.state.http_settings = settings
     return app

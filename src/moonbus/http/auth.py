@@ -91,7 +91,7 @@ class AuthMiddleware:
             return
         given = _bearer(scope)
         if given is None:
-            self._counters.add("unauthorized")
+            self._counters.logins.refused()
             await send_error(send, 401, "a token is required: Authorization: Bearer <token>",
                              headers={"www-authenticate": "Bearer"})
             return
@@ -99,7 +99,7 @@ class AuthMiddleware:
         address = str(client[0]) if client else "unknown"
         wait = self._throttle.wait_before_check(address)
         if wait > 0:
-            self._counters.add("throttled")
+            self._counters.logins.throttled()
             seconds = max(1, math.ceil(wait))
             await send_error(send, 429, f"too many wrong tokens from your address; "
                              f"retry in {seconds} s", headers={"retry-after": str(seconds)})
@@ -107,8 +107,8 @@ class AuthMiddleware:
         if not hmac.compare_digest(given, self._token):
             self._throttle.record_failure(address)
             self._counters.add("auth_failures")
-            self._counters.add("unauthorized")
+            self._counters.logins.refused()
             await send_error(send, 401, "wrong token", headers={"www-authenticate": "Bearer"})
             return
-        self._counters.add("logins")
+        self._counters.logins.accepted()
         await self._app(scope, receive, send)

@@ -13,9 +13,10 @@ How uvicorn is configured, and why:
 * ``log_config=None``: the embedding host's logging configuration is left
   alone; ``access_log=False``: no request line is logged (the token is never
   in one anyway, but query strings are the operator's business);
-* ``server_header=False``; ``lifespan="off"``; ``http="h11"`` with its bounded
-  header buffer (uvicorn's default 16 KiB); no signal handlers (uvicorn
-  installs none off the main thread: Ctrl-C stays the host's).
+* ``server_header=False``; ``lifespan="on"`` (runs ``AppParts.on_close``);
+  ``http="h11"`` with its bounded header buffer (uvicorn's default 16 KiB);
+  no signal handlers (uvicorn installs none off the main thread: Ctrl-C
+  stays the host's).
 
 Threads: ``start``/``stop`` from the host's control thread (``Runtime.close``
 calls ``stop``); uvicorn's thread owns the event loop and everything in it.
@@ -23,6 +24,7 @@ calls ``stop``); uvicorn's thread owns the event loop and everything in it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import socket
@@ -120,7 +122,7 @@ class HttpServer:
         self._port = int(self._sock.getsockname()[1])
         config = uvicorn.Config(
             self.app, log_config=None, access_log=False, proxy_headers=False,
-            server_header=False, lifespan="off", http="h11", loop="asyncio",
+            server_header=False, lifespan="on", http="h11", loop="asyncio",
             timeout_graceful_shutdown=math.ceil(self.settings.shutdown_timeout),
         )
         self._server = uvicorn.Server(config)
@@ -140,6 +142,12 @@ class HttpServer:
     def stop(self, timeout: float | None = None) -> None:
         """Stop serving; returns within about ``shutdown_timeout`` + 2 s (or ``timeout``)."""
         server, thread, sock = self._server, self._thread, self._sock
+        loop = self.app.state.parts.loop
+        if thread is not None and thread.is_alive() and loop is not None:
+            # End live streams first: uvicorn waits for open connections before
+            # its lifespan shutdown would close them.
+            with contextlib.suppress(RuntimeError):  # the loop already ended
+                loop.call_soon_threadsafe(self.app.state.parts.close)
         if server is not None:
             server.should_exit = True
         if thread is not None:

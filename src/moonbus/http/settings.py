@@ -19,6 +19,7 @@ import threading
 from dataclasses import dataclass
 
 from moonbus.errors import ConfigError
+from moonbus.http.login_counters import LoginCounters
 
 __all__ = ["HttpCounters", "HttpSettings", "HttpStatistics", "check_token", "new_token"]
 
@@ -112,13 +113,18 @@ class HttpStatistics:
     internal_errors: int  # 500: a bug (logged with its traceback, never sent)
 
 
+_FROM_LOGINS = ("logins", "unauthorized", "throttled")
+
+
 class HttpCounters:
-    """Thread-safe counters behind ``HttpStatistics``."""
+    """Thread-safe counters behind ``HttpStatistics``. The token checks are
+    counted once, in ``logins`` (``LoginCounters``, which ``/metrics`` reads too)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self.logins = LoginCounters()
         self._counts = dict.fromkeys(
-            (f.name for f in dataclasses.fields(HttpStatistics)), 0
+            (f.name for f in dataclasses.fields(HttpStatistics) if f.name not in _FROM_LOGINS), 0
         )
 
     def add(self, name: str, n: int = 1) -> None:
@@ -130,5 +136,7 @@ class HttpCounters:
 
     def snapshot(self) -> HttpStatistics:
         """The counters now."""
+        logins = self.logins.statistics()
         with self._lock:
-            return HttpStatistics(**self._counts)
+            return HttpStatistics(**self._counts, logins=logins.accepted,
+                                  unauthorized=logins.refused, throttled=logins.throttled)
