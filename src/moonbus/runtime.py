@@ -396,15 +396,13 @@ class Runtime:
 
     def serve_http(self, host: str = "127.0.0.1", port: int = 8080, token: str | None = None,
                    **limits: Any) -> HttpServer:
-        """Serve the HTTP API and console (docs/http.md) on a thread until ``close()``;
-        ``port=0``: a free port (``.port``); ``token=None``: a new one (``.token``);
-        ``limits``: ``HttpSettings`` fields. Needs the extra ``moonbus[http]``."""
+        """The HTTP API and console (docs/http.md; extra ``moonbus[http]``) on a thread
+        until ``close()``; port 0 picks one, ``token=None`` makes one; ``limits``: HttpSettings."""
         self._check_open()
         from moonbus.http import serve
 
-        server = serve(self, host=host, port=port, token=token, **limits)
-        self._http.append(server)
-        return server
+        self._http.append(serve(self, host=host, port=port, token=token, **limits))
+        return self._http[-1]
 
     # ------------------------------------------------------------------- close
     def _check_open(self) -> None:
