@@ -66,7 +66,7 @@ from moonbus.shared import SharedStore
 from moonbus.store.base import EventStore, StoreSettings
 
 if TYPE_CHECKING:
-    from moonbus.http import HttpServer
+    from moonbus.http.server import HttpServer
 
 __all__ = ["LogLine", "Runtime"]
 
@@ -399,7 +399,7 @@ class Runtime:
         """The HTTP API and console (docs/http.md; extra ``moonbus[http]``) on a thread
         until ``close()``; port 0 picks one, ``token=None`` makes one; ``limits``: HttpSettings."""
         self._check_open()
-        from moonbus.http import serve
+        from moonbus.http.server import serve
 
         self._http.append(serve(self, host=host, port=port, token=token, **limits))
         return self._http[-1]

@@ -15,7 +15,9 @@ pytest.importorskip("httpx")
 
 from tests.http.helpers import BROKEN, COUNTER, TOKEN, Call, make_call
 
-from moonbus.http import HttpServer, HttpSettings, build_app
+from moonbus.http.app import build_app
+from moonbus.http.server import HttpServer
+from moonbus.http.settings import HttpSettings
 from moonbus.runtime import Runtime
 
 

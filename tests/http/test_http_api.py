@@ -125,7 +125,8 @@ def test_events_query_filters_pages_and_limits(rt: Runtime, call: Call) -> None:
 def test_events_query_without_a_store_reads_the_bus_log(tmp_path) -> None:  # type: ignore[no-untyped-def]
     from tests.http.helpers import make_call
 
-    from moonbus.http import HttpSettings, build_app
+    from moonbus.http.app import build_app
+    from moonbus.http.settings import HttpSettings
 
     with Runtime(threaded=False, clock=lambda: 0.0) as bare:
         for tick in range(1, 4):
@@ -175,7 +176,8 @@ def test_events_ndjson_export_pages_through_everything(rt: Runtime, call: Call) 
 def test_events_ndjson_export_stops_at_its_cap_and_counts_it(rt: Runtime) -> None:
     from tests.http.helpers import TOKEN, make_call
 
-    from moonbus.http import HttpSettings, build_app
+    from moonbus.http.app import build_app
+    from moonbus.http.settings import HttpSettings
 
     app = build_app(rt, HttpSettings(token=TOKEN, max_export_events=30, max_events_limit=10,
                                      events_limit=10))

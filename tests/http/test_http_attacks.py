@@ -9,7 +9,7 @@ import httpx
 import pytest
 from tests.http.helpers import AUTH, TOKEN, Call
 
-from moonbus.http import HttpServer
+from moonbus.http.server import HttpServer
 from moonbus.runtime import Runtime
 
 

@@ -9,8 +9,9 @@ from tests.http.helpers import TOKEN, Call, make_call
 
 from moonbus.admin.rcon_throttle import LoginThrottle
 from moonbus.errors import ConfigError
-from moonbus.http import HttpSettings, build_app
+from moonbus.http.app import build_app
 from moonbus.http.auth import AuthMiddleware
+from moonbus.http.settings import HttpSettings
 from moonbus.runtime import Runtime
 
 PROTECTED = [("GET", "/api/scripts"), ("POST", "/api/scripts/counter/stop"),

@@ -13,8 +13,10 @@ import pytest
 from tests.http.helpers import AUTH, TOKEN
 
 from moonbus.errors import ConfigError
-from moonbus.http import HttpServer, HttpSettings, build_app
+from moonbus.http.app import build_app
 from moonbus.http.openapi import OPERATIONS
+from moonbus.http.server import HttpServer
+from moonbus.http.settings import HttpSettings
 from moonbus.runtime import Runtime
 
 

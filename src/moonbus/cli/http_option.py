@@ -21,7 +21,7 @@ import click
 from moonbus.errors import ConfigError
 
 if TYPE_CHECKING:
-    from moonbus.http import HttpServer
+    from moonbus.http.server import HttpServer
     from moonbus.runtime import Runtime
 
 __all__ = ["http_options", "parse_host_port", "start_http"]
@@ -63,7 +63,8 @@ def start_http(rt: Runtime, address: str, token: str | None,
     generated token's link); ``click.UsageError`` for a bad address, token or extra."""
     try:
         host, port = parse_host_port(address)
-        from moonbus.http import HttpServer, HttpSettings
+        from moonbus.http.server import HttpServer
+        from moonbus.http.settings import HttpSettings
 
         server = HttpServer(rt, HttpSettings(host=host, port=port, token=token or None)).start()
     except ImportError as exc:

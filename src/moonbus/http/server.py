@@ -18,6 +18,9 @@ How uvicorn is configured, and why:
   no signal handlers (uvicorn installs none off the main thread: Ctrl-C
   stays the host's).
 
+Importing this module needs the ``http`` extra; without it the ``ImportError``
+names the pip command (``import moonbus`` never gets here).
+
 Threads: ``start``/``stop`` from the host's control thread (``Runtime.close``
 calls ``stop``); uvicorn's thread owns the event loop and everything in it.
 """
@@ -30,9 +33,15 @@ import math
 import socket
 import threading
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-import uvicorn
+try:
+    import starlette  # noqa: F401
+    import uvicorn
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        f"the moonbus HTTP API needs the 'http' extra: pip install 'moonbus[http]' ({exc})"
+    ) from exc
 
 from moonbus.errors import ConfigError
 from moonbus.http.app import build_app
@@ -41,7 +50,7 @@ from moonbus.http.settings import HttpSettings, HttpStatistics
 if TYPE_CHECKING:
     from moonbus.runtime import Runtime
 
-__all__ = ["HttpServer"]
+__all__ = ["HttpServer", "serve"]
 
 _log = logging.getLogger("moonbus.http")
 START_TIMEOUT = 10.0
@@ -168,3 +177,10 @@ class HttpServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def serve(rt: Runtime, *, host: str = "127.0.0.1", port: int = 8080, token: str | None = None,
+          **limits: Any) -> HttpServer:
+    """Start the HTTP API for ``rt`` on a background thread and return the server
+    (``Runtime.serve_http``); ``limits`` are further ``HttpSettings`` fields."""
+    return HttpServer(rt, HttpSettings(host=host, port=port, token=token, **limits)).start()
