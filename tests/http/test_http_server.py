@@ -59,8 +59,12 @@ def test_a_port_in_use_is_a_clear_error(rt: Runtime) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
+        server = HttpServer(rt, HttpSettings(port=port, token=TOKEN))
+        closed: list[int] = []
+        server.app.state.parts.on_close.append(lambda: closed.append(1))
         with pytest.raises(ConfigError, match=f"cannot listen for HTTP on 127.0.0.1:{port}"):
-            HttpServer(rt, HttpSettings(port=port, token=TOKEN)).start()
+            server.start()
+        assert closed == [1]  # what a route group attached (a stream hub) is released
 
 
 def test_runtime_serve_http_generates_a_token_and_stops_with_close(tmp_path: Path) -> None:

@@ -129,7 +129,11 @@ class HttpServer:
         """Bind and serve on a background thread; returns once it accepts connections."""
         if self._thread is not None:
             raise ConfigError("the HTTP server is already started")
-        self._sock = _bind(self.settings.host, self.settings.port)
+        try:
+            self._sock = _bind(self.settings.host, self.settings.port)
+        except ConfigError:
+            self.app.state.parts.close()  # no loop will ever run the closers
+            raise
         self._port = int(self._sock.getsockname()[1])
         config = uvicorn.Config(
             self.app, log_config=None, access_log=False, proxy_headers=False,
@@ -168,6 +172,8 @@ class HttpServer:
                 thread.join(1.0)
             if thread.is_alive():
                 _log.warning("the HTTP server thread did not end in time")
+        if thread is None or not thread.is_alive():
+            self.app.state.parts.close()  # what the loop did not run (it never ran, or died)
         if sock is not None:
             sock.close()
         self._thread = None
