@@ -56,7 +56,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("shared", "store"),  # SharedStore | EventStore (knows Event): two storage layers
     ("host", "runner", "api_check"),  # long-lived scripts | runner jobs | host-API checks
     ("admin", "app"),  # command registry + RCON | the host application's interface
-    ("record",),  # recording a run: the recorder is composed by the runtime
+    ("record", "http"),  # recording a run | the HTTP management API (issue 14); the
+    # runtime composes the recorder and imports http lazily (Runtime.serve_http)
     ("runtime",),  # the composition root
     ("world", "moonbus", "session"),  # the demo game | the facade | one game session's run loop
     ("replay",),  # replaying a recording: drives a session
@@ -76,6 +77,9 @@ TYPE_ONLY_UP: dict[tuple[str, str], str] = {
     ("moonbus.admin.eval_cmd", "moonbus.runtime"): "script.eval is built over the Runtime",
     ("moonbus.record.observer", "moonbus.runtime"): "the runtime hands the recorder itself",
     ("moonbus.record.recorder", "moonbus.runtime"): "the runtime hands the recorder itself",
+    ("moonbus.http.api", "moonbus.runtime"): "the endpoints are built over the Runtime",
+    ("moonbus.http.app", "moonbus.runtime"): "the app is built over the Runtime",
+    ("moonbus.http.server", "moonbus.runtime"): "the runtime hands its HTTP server itself",
 }
 
 # Package cycles today, each made by back edges listed above; shrinks only.
