@@ -59,10 +59,14 @@ def _lupa_lock(runtime: Any, lua_module: Any) -> Any | None:
 
 def native_delivery(
     engine: LuaEngine,
+    call_state: Any,
     runtime: Any,
     state: int,
     func: Any,
     *,
+    watchdog: Any,
+    end_call: Callable[[], None],
+    abort_on_entry: Callable[[int], None],
     fallback: Callable[[int, Any], None],
     failed: Callable[[int, Any, Any, str | None, float | None], None],
     settings: Any,
@@ -70,6 +74,13 @@ def native_delivery(
     counts: Any = None,
 ) -> Callable[[int, Any], None] | None:
     """The C delivery of ``func`` (a Lua ``deliver``) on ``engine``, or None.
+
+    What C needs of the engine is handed in, never looked up by name:
+    ``call_state`` (the engine's ``_fastcall.CallState``; a ``PyCallState``,
+    made while the C paths were off, means None), ``watchdog`` (its public
+    ``armed``, ``clock``, ``idle`` and ``wake``), ``end_call()`` (the engine's
+    end of a call that was aborted or left coroutines) and
+    ``abort_on_entry(token)``; ``engine`` itself is only the watchdog's key.
 
     ``settings.handler_timeout`` is read at every call, as the Python path
     does; ``failed(sub_id, result, failure, reason, limit)`` settles a call
@@ -82,7 +93,7 @@ def native_delivery(
     if fast.module is None:
         return None
     lua_module = engine.lua_module
-    if lua_module.__name__ != fast.module.LUA_MODULE:
+    if lua_module.__name__ != fast.module.LUA_MODULE or type(call_state) is not fast.module.CallState:
         return None
     lock = _lupa_lock(runtime, lua_module)
     if lock is None:
@@ -91,7 +102,9 @@ def native_delivery(
     globals_table[_GLOBAL_KEY] = func
     try:
         delivery: Callable[[int, Any], None] = fast.module.Delivery(
-            engine=engine, runtime=runtime, state=state, lupa_lock=lock,
+            engine=engine, call_state=call_state, watchdog=watchdog, lua_module=lua_module,
+            end_call=end_call, abort_on_entry=abort_on_entry, runtime=runtime, state=state,
+            lupa_lock=lock,
             global_key=_GLOBAL_KEY, fallback=fallback, failed=failed, settings=settings,
             budget=budget, counts=counts,
         )
