@@ -93,8 +93,10 @@ def native_delivery(
     if fast.module is None:
         return None
     lua_module = engine.lua_module
-    if lua_module.__name__ != fast.module.LUA_MODULE or type(call_state) is not fast.module.CallState:
+    if lua_module.__name__ != fast.module.LUA_MODULE:
         return None
+    if type(call_state) is not fast.module.CallState:
+        return None  # a PyCallState: the engine was made with the C paths off
     lock = _lupa_lock(runtime, lua_module)
     if lock is None:
         return None
