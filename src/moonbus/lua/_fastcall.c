@@ -560,7 +560,7 @@ typedef struct {
 } Delivery;
 
 /* interned at import: public attribute names and a message */
-static PyObject *s_idle, *s_wake, *s_unknown, *s_handler_timeout;
+static PyObject *s_idle, *s_wake, *s_unknown, *s_handler_timeout, *num_zero, *num_one;
 
 static int
 delivery_traverse(Delivery *self, visitproc visit, void *arg)
@@ -774,8 +774,8 @@ end_call(Delivery *self)
     int simple = CS_REASON(cs->abort_reason) == Py_None && PyList_CheckExact(cs->chain) &&
                  PyList_GET_SIZE(cs->chain) == 0;
     if (simple) {
-        cs->in_call = 0;
-        Py_XSETREF(cs->last_reason, Py_NewRef(Py_None));
+        CS_SET(cs->in_call, Py_False);
+        CS_SET(cs->last_reason, Py_None);
     }
     if (mb_call_noargs(self->hook_release) < 0)
         return NULL;
@@ -789,14 +789,23 @@ end_call(Delivery *self)
 }
 
 /* 1 if the engine can take a call now (open and idle), storing the token the
- * call gets; 0 if not. Engine lock held. */
+ * call gets; 0 if not (or a field holds something unexpected: the Python
+ * path decides); -1 on error. Engine lock held. */
 static int
 engine_ready(Delivery *self, long long *token)
 {
     CallState *cs = self->cs;
-    if (cs->closed || cs->depth != 0 || cs->token == LLONG_MAX)
+    long long depth = -1, current = LLONG_MAX;
+    if (cs->closed != Py_False)
         return 0;
-    *token = cs->token + 1;
+    int ok = cs_long(cs->depth, &depth);
+    if (ok > 0)
+        ok = cs_long(cs->token, &current);
+    if (ok <= 0)
+        return ok;
+    if (depth != 0 || current == LLONG_MAX)
+        return 0;
+    *token = current + 1;
     return 1;
 }
 
@@ -804,10 +813,12 @@ engine_ready(Delivery *self, long long *token)
  * started takes effect now (LuaEngine._guarded's check, in the same order:
  * an abort() racing with the marking is seen either here or by abort()). */
 static int
-abort_on_entry(Delivery *self, long long token, PyObject *token_obj)
+abort_on_entry(Delivery *self, PyObject *token_obj)
 {
-    if (self->cs->pending_token != token)
-        return 0;
+    PyObject *pending = self->cs->pending_token;
+    int same = pending == NULL ? 0 : PyObject_RichCompareBool(pending, token_obj, Py_EQ);
+    if (same <= 0)
+        return same;
     PyObject *r = PyObject_CallOneArg(self->abort_on_entry, token_obj);
     if (r == NULL)
         return -1;
@@ -914,17 +925,17 @@ run_call(Delivery *self, Batch *b, Outcome *o)
         if (budget == -1.0 && PyErr_Occurred())
             goto unlock_fail;
     }
-    cs->token = token;
-    cs->in_call = 1;
-    if (abort_on_entry(self, token, token_obj) < 0)
+    CS_SET(cs->token, token_obj);
+    CS_SET(cs->in_call, Py_True);
+    if (abort_on_entry(self, token_obj) < 0)
         goto end_fail;
     if (o->limit != Py_None && arm_slot(self, b, token_obj, budget) < 0)
         goto end_fail;
-    cs->depth = 1;
+    CS_SET(cs->depth, num_one);
 
     /* ---- Lua, under lupa's lock, without the GIL */
     if (mb_call_noargs(self->lupa_acquire) < 0) {
-        cs->depth = 0;
+        CS_SET(cs->depth, num_zero);
         goto end_fail;
     }
     lua_State *L = self->L;
@@ -952,7 +963,7 @@ run_call(Delivery *self, Batch *b, Outcome *o)
     int released = mb_call_noargs(self->lupa_release);
 
     /* ---- end the call (LuaEngine._end_call) */
-    cs->depth = 0;
+    CS_SET(cs->depth, num_zero);
     int cleanup = 0;
     if (b->slot != NULL && PyDict_DelItem(self->armed, self->engine) < 0) {
         if (PyErr_ExceptionMatches(PyExc_KeyError))
@@ -1862,7 +1873,9 @@ PyInit__fastcall(void)
     s_wake = PyUnicode_InternFromString("wake");
     s_unknown = PyUnicode_InternFromString("unknown error");
     s_handler_timeout = PyUnicode_InternFromString("handler_timeout");
-    if (!s_idle || !s_wake || !s_unknown || !s_handler_timeout)
+    num_zero = PyLong_FromLong(0);
+    num_one = PyLong_FromLong(1);
+    if (!s_idle || !s_wake || !s_unknown || !s_handler_timeout || !num_zero || !num_one)
         return NULL;
     if (PyType_Ready(&DeliveryType) < 0 || PyType_Ready(&WatchSlotType) < 0 ||
         PyType_Ready(&EventQueueType) < 0 || PyType_Ready(&EnqueuerType) < 0 ||

@@ -5,6 +5,9 @@ RLock, because a Python API called from Lua may legitimately call back into
 the same engine on the same thread) enforces it. Only ``abort`` may be called
 from another thread (the watchdog, or a runner cancelling a job); it takes
 ``_hook_lock``, never ``_lock``, so it cannot deadlock with a running call.
+The state of this protocol (tokens, depth, abort reasons, the chain, both
+locks) is ``call_state`` (``call_state.py``): a C object when the C delivery
+is built, which shares it by layout, so it is read and written as ``cs.<field>``.
 
 How an abort works: every Lua thread of the state (the main thread and each
 coroutine, registered at creation by the prelude) has the deadline hook
@@ -436,7 +439,8 @@ class LuaEngine:
                 cs.depth = 0
                 if limit is not None:
                     armed.pop(self, None)
-                self._finish_call(host_thread)
+                if self._end_call(host_thread):  # as _finish_call, inlined (hot path)
+                    self._forget()
             reason = cs.last_reason
             if reason is None and failure is None:
                 if result is True:
