@@ -6,7 +6,9 @@ a script's Lua ``deliver`` function for an event exactly as
 C, and calls ``fallback(sub_id, event)`` (the Python path) for anything it
 does not take. It returns None, and the caller keeps the Python path, when
 the extension is not built, is switched off (``MOONBUS_PURE_PYTHON``), the
-engine is not a Lua 5.4 engine, or lupa's runtime lock cannot be found.
+engine is not a Lua 5.4 engine, its call state is the pure-Python twin (it
+was made while the C paths were off; see ``call_state.py``), or lupa's
+runtime lock cannot be found.
 
 Why the lupa lock is looked up with ``gc.get_referents``: lupa keeps it in a
 private field of ``LuaRuntime``, and every access to a Lua state must hold it
