@@ -407,8 +407,7 @@ class Bus:
             if link is not None:
                 link[0].events += 1  # CascadeTracker.committed, inlined
                 self._links[seq] = link
-            # ---- deliver (waiters are resolved once the event has its place in
-            # the delivery order, so an emit from a `where` predicate queues behind it)
+            # ---- deliver (waiters resolved once the event has its place: a `where` emit queues)
             pending = self._pending
             if core.draining:
                 pending.append(event)  # nested emit: the running drain delivers it
@@ -430,9 +429,15 @@ class Bus:
                     gate.exit()
         finally:
             lock.release()
+        if core.pace is not None:  # a top-level emit, the lock released (set_pace)
+            core.pace()
         return event
 
     _emit_general = emit
+
+    def set_pace(self, pace: Callable[[], None] | None) -> None:
+        """Run ``pace()`` after each top-level emit, the lock released (``bus.core``)."""
+        self._core.pace = pace
 
     # ------------------------------------------------------------- cascades
     def _caused_link(self, cause: int | CascadeLink | None) -> CascadeLink:

@@ -132,6 +132,10 @@ class HostSettings:
     max_handler_timeouts: int = 5
     handler_timeout_window: float = 60.0
     max_handlers_per_script: int = 1_000
+    # Deferred delivery (moonbus.host.deferred): an emit waits, GIL released,
+    # once the event thread has finished nothing queued for this long
+    # (seconds; None: never). Read at each drain.
+    deferred_max_lag: float | None = 0.0005
     # The admin command script.eval (moonbus.admin.eval_cmd): runs Lua an
     # admin types inside a running script. Off unless the operator turns it
     # on when building the runtime (moonbus serve --admin-eval); settings.set
