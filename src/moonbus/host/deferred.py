@@ -71,9 +71,9 @@ import functools
 import logging
 import threading
 import time
-from dataclasses import dataclass
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from moonbus.bus import Bus, Event
@@ -87,6 +87,9 @@ _log = logging.getLogger("moonbus.events")
 # A waiting emit stops waiting when the event thread finishes nothing for this
 # many times deferred_max_lag, GIL free (as PACE_GIVE_UP in _fastcall.c).
 PACE_GIVE_UP = 10
+# Push times kept for pacing (PACE_RING in _fastcall.c): more entries than
+# this outstanding count as late.
+PACE_RING = 4096
 
 # One delivery target: ``target(sub_id, event)``.
 Target = Callable[[int, Event], None]
@@ -127,8 +130,7 @@ class PyEventQueue:
         self._waiting = 0  # emitting threads waiting on _progress
         self.max_lag = 0.0  # seconds; 0: pacing off
         self.owner = 0  # the event thread's ident: never paced
-        self._seen = 0  # _finished at the last look
-        self._stall_since = 0.0  # when it last moved (0: nothing outstanding)
+        self._pushed_at = [0.0] * PACE_RING  # entry k was queued at [k % PACE_RING]
         self._gave_up_at = -1
         self._counts = [0, 0.0, 0]  # waits, seconds waited, waits given up
 
@@ -137,6 +139,8 @@ class PyEventQueue:
 
     def push(self, target: Target, sub_id: int, event: Event) -> None:
         self._entries.append((target, sub_id, event))
+        if self.max_lag > 0:
+            self._pushed_at[self._pushed % PACE_RING] = time.monotonic()
         self._pushed += 1
         if self.sleeping:
             self.sleeping = False
@@ -166,18 +170,16 @@ class PyEventQueue:
 
     def pace(self) -> None:
         """The reference for ``EventQueue.pace`` (same rules, see the module docstring)."""
-        lag = self.max_lag
-        finished = self._finished
-        if lag <= 0 or finished >= self._pushed:
-            self._stall_since = 0.0
+        lag, finished, pushed = self.max_lag, self._finished, self._pushed
+        if lag <= 0 or finished >= pushed or finished == self._gave_up_at:
             return
         if self.owner and threading.get_ident() == self.owner:
             return
         now = time.monotonic()
-        if not self._stall_since or finished != self._seen:
-            self._seen, self._stall_since = finished, now
-            return
-        if now - self._stall_since < lag or finished == self._gave_up_at:
+        # the oldest entry not yet delivered (entries end in queue order)
+        queued_at = 0.0 if pushed - finished > PACE_RING else self._pushed_at[
+            finished % PACE_RING]
+        if now - queued_at < lag:
             return
         target, gave_up, patience = self._pushed, False, lag * PACE_GIVE_UP
         with self._progress:
@@ -199,7 +201,6 @@ class PyEventQueue:
         if gave_up:
             counts[2] += 1
             self._gave_up_at = self._finished
-        self._seen, self._stall_since = self._finished, end
 
     def pace_counts(self) -> tuple[int, float, int, int]:
         """(waits, seconds waited, waits given up, deliveries not yet finished)."""

@@ -1237,6 +1237,7 @@ static PyTypeObject DeliveryType = {
 #define STRETCH_MIN_TAKE 256               /* fewer queued: pause first, */
 #define STRETCH_DENSE 16                   /* if the last visit took this many */
 #define STRETCH_PAUSE_NS 100000            /* 0.1 ms */
+#define PACE_RING 4096                     /* push times kept for queue_pace */
 
 typedef struct {
     PyObject *target, *sub_id, *event;
@@ -1323,8 +1324,7 @@ typedef struct {
     int cond_ready;
     long long lag_ns;                /* max_lag in ns; 0: pacing off (GIL held) */
     unsigned long owner;             /* the event thread's ident (0: none) */
-    long long seen_finished;         /* `finished` at the last look (GIL held) */
-    long long stall_since;           /* when it was last seen to move; 0: idle */
+    long long pushed_ns[PACE_RING];  /* entry k was queued at pushed_ns[k % ring] */
     long long gave_up_at;            /* `finished` when a wait last gave up */
     long long waits, waited_ns, gave_up; /* counters (GIL held) */
 } EventQueue;
@@ -1465,7 +1465,10 @@ queue_push(EventQueue *self, PyObject *target, PyObject *sub_id, PyObject *event
         memcpy(e, &entry, offsetof(Entry, item));
     self->size++;
     pthread_mutex_unlock(&self->mutex);
-    atomic_fetch_add(&self->pushed, 1);
+    long long k = atomic_load(&self->pushed);
+    if (self->lag_ns > 0)
+        self->pushed_ns[k & (PACE_RING - 1)] = monotonic_ns();
+    atomic_store(&self->pushed, k + 1); /* pushes are serialised by the GIL */
     if (self->sleeping) {
         self->sleeping = 0; /* one notify per sleep is enough */
         return mb_call_noargs(self->notify);
@@ -1725,8 +1728,8 @@ static PyObject *queue_handler(EventQueue *self, PyObject *const *args, Py_ssize
  * the event thread, and a host thread busy in Python between emits hands
  * it over only every switch interval (5 ms), once per call: the queue
  * backs up and each event waits milliseconds (the GIL convoy). So when
- * entries are queued and the event thread has finished none of them for
- * `max_lag`, the emitting thread waits here with the GIL released until
+ * the oldest entry not yet delivered was queued more than `max_lag` ago,
+ * the emitting thread waits here with the GIL released until
  * everything queued before it has been delivered. While it waits the event
  * thread has the GIL at once; a thread that keeps up (or runs Lua without
  * the GIL) never makes an emit wait.
@@ -1752,19 +1755,15 @@ queue_pace(EventQueue *self, PyObject *unused)
         Py_RETURN_NONE;
     long long pushed = atomic_load(&self->pushed);
     long long fin = atomic_load(&self->finished);
-    if (fin >= pushed) {
-        self->stall_since = 0;
+    if (fin >= pushed || fin == self->gave_up_at)
         Py_RETURN_NONE;
-    }
     if (self->owner != 0 && PyThread_get_thread_ident() == self->owner)
         Py_RETURN_NONE;
     long long now = monotonic_ns();
-    if (self->stall_since == 0 || fin != self->seen_finished) {
-        self->seen_finished = fin;
-        self->stall_since = now;
-        Py_RETURN_NONE;
-    }
-    if (now - self->stall_since < lag || fin == self->gave_up_at)
+    /* the oldest entry not yet delivered (entries end in queue order); one
+     * older than the ring, or queued before pacing was on, counts as late */
+    long long queued_at = pushed - fin > PACE_RING ? 0 : self->pushed_ns[fin & (PACE_RING - 1)];
+    if (now - queued_at < lag)
         Py_RETURN_NONE;
     int gave_up = 0;
     long long patience = lag * PACE_GIVE_UP;
@@ -1791,13 +1790,10 @@ queue_pace(EventQueue *self, PyObject *unused)
     long long end = monotonic_ns();
     self->waits++;
     self->waited_ns += end - now;
-    fin = atomic_load(&self->finished);
     if (gave_up) {
         self->gave_up++;
-        self->gave_up_at = fin;
+        self->gave_up_at = atomic_load(&self->finished);
     }
-    self->seen_finished = fin;
-    self->stall_since = end;
     Py_RETURN_NONE;
 }
 

@@ -27,7 +27,6 @@ from moonbus.shared.memory_table import MemoryTable
 from moonbus.shared.values import (
     INT_MAX,
     INT_MIN,
-    Kind,
     SharedLimits,
     check_bool,
     check_float,
