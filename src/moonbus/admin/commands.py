@@ -190,7 +190,11 @@ class _Commands:
         values: dict[str, Any] = {}
         host = self.rt.settings
         for name, (attr, scale, kind) in _HOST_SETTINGS.items():
-            value = getattr(host, attr) / scale
+            raw = getattr(host, attr)
+            if raw is None:  # a limit turned off from Python (HostSettings(...=None))
+                values[name] = "off"
+                continue
+            value = raw / scale
             values[name] = kind(round(value, 3)) if kind is int else round(value, 3)
         store = self.rt.store_settings
         for name in _STORE_SETTINGS:
