@@ -99,7 +99,7 @@ _log = logging.getLogger("moonbus.events")
 
 # A waiting emit stops waiting when the event thread finishes nothing for this
 # many times deferred_max_lag, GIL free (as PACE_GIVE_UP in _fastcall.c).
-PACE_GIVE_UP = 10
+PACE_GIVE_UP = 20
 # Push times kept for pacing (PACE_RING in _fastcall.c): more entries than
 # this outstanding count as late.
 PACE_RING = 4096

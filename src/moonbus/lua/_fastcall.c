@@ -1744,7 +1744,7 @@ static PyObject *queue_handler(EventQueue *self, PyObject *const *args, Py_ssize
  * something, GIL free, before it stops waiting: a loaded machine may not
  * run the woken event thread at once, and waiting up to this long is still
  * no worse than the switch interval an emit would otherwise cost it. */
-#define PACE_GIVE_UP 10
+#define PACE_GIVE_UP 20
 
 static PyObject *
 queue_pace(EventQueue *self, PyObject *unused)
