@@ -43,7 +43,7 @@ from moonbus.bus import Bus, Event
 from moonbus.bus.event import FROZEN_MAPPING_TYPES
 from moonbus.errors import ConfigError
 from moonbus.host.context import HostSettings, ScriptContext
-from moonbus.host.deferred import EVENT_DELIVERY_MODES, DeferredDelivery
+from moonbus.host.deferred import EVENT_DELIVERY_MODES, DeferredDelivery, DeferredStatistics
 from moonbus.host.event_names import EventNameChecker
 from moonbus.host.gate import DeliveryGate
 from moonbus.host.limits import LifecycleCounters, LifecycleStatistics
@@ -130,12 +130,9 @@ class Runtime:
         # soon after emit returns (see moonbus.host.deferred).
         self.event_delivery = event_delivery
         self._deferred = None
-        if event_delivery == "deferred":
-            # The event queue, not the end of a bus drain, says when the
-            # cascade links of queued events can go (moonbus.bus.cascade).
-            self.bus.cascade.held = True
-            self._deferred = DeferredDelivery(threaded=threaded, native=native,
-                                              progress=self.bus.release_cascades)
+        if event_delivery == "deferred":  # wired to the bus: DeferredDelivery.attach
+            self._deferred = DeferredDelivery.attach(self.bus, threaded=threaded, native=native,
+                                                     max_lag=lambda: self.settings.deferred_max_lag)
         self._tick: int | None = None
         self._tick_sub = self.bus.on("tick", self._on_tick, owner="runtime")
         self._sinks: list[Callable[[LogLine], None]] = []
@@ -390,9 +387,11 @@ class Runtime:
         """Deferred delivery: wait until every event emitted so far has reached
         the event-engine handlers (False if ``timeout`` seconds passed first).
         With immediate delivery there is never anything to wait for."""
-        if self._deferred is None:
-            return True
-        return self._deferred.flush(timeout)
+        return True if self._deferred is None else self._deferred.flush(timeout)
+
+    def deferred_statistics(self) -> DeferredStatistics | None:
+        """Deferred delivery's counters, pacing included (None: immediate delivery)."""
+        return None if self._deferred is None else self._deferred.statistics()
 
     def serve_http(self, host: str = "127.0.0.1", port: int = 8080, token: str | None = None,
                    **limits: Any) -> HttpServer:

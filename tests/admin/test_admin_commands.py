@@ -10,6 +10,7 @@ import pytest
 
 from moonbus.admin.registry import CommandRegistry
 from moonbus.errors import AdminError
+from moonbus.host.context import HostSettings
 from moonbus.runtime import Runtime
 
 
@@ -98,6 +99,16 @@ def test_settings_show_and_set_live(rt: Runtime) -> None:
         rt.admin.run("settings.set colour red")
     with pytest.raises(AdminError, match=r"must be a int, got 'lots'"):
         rt.admin.run("settings.set max_poll_failures lots")
+    assert "deferred_max_lag_ms = 0.5" in text
+    assert rt.admin.run("settings.set deferred_max_lag_ms 2") == "deferred_max_lag_ms = 2.0"
+    assert rt.settings.deferred_max_lag == pytest.approx(0.002)
+
+
+def test_settings_turned_off_from_python_show_as_off() -> None:
+    settings = HostSettings(handler_timeout=None, deferred_max_lag=None)
+    with Runtime(threaded=False, clock=lambda: 0.0, settings=settings) as runtime:
+        text = runtime.admin.run("settings")
+    assert "handler_timeout_ms = off" in text and "deferred_max_lag_ms = off" in text
 
 
 def test_registry_quoting_and_duplicates() -> None:

@@ -57,6 +57,7 @@ _HOST_SETTINGS: dict[str, tuple[str, float, type]] = {
     "max_handler_timeouts": ("max_handler_timeouts", 1, int),
     "handler_timeout_window_ms": ("handler_timeout_window", 0.001, float),
     "max_handlers_per_script": ("max_handlers_per_script", 1, int),
+    "deferred_max_lag_ms": ("deferred_max_lag", 0.001, float),
 }
 _STORE_SETTINGS = ("retention_ticks", "retention_count", "log_appends")
 _IDLE = ("loaded", "stopped", "failed")  # statuses with nothing to stop
@@ -189,7 +190,11 @@ class _Commands:
         values: dict[str, Any] = {}
         host = self.rt.settings
         for name, (attr, scale, kind) in _HOST_SETTINGS.items():
-            value = getattr(host, attr) / scale
+            raw = getattr(host, attr)
+            if raw is None:  # a limit turned off from Python (HostSettings(...=None))
+                values[name] = "off"
+                continue
+            value = raw / scale
             values[name] = kind(round(value, 3)) if kind is int else round(value, 3)
         store = self.rt.store_settings
         for name in _STORE_SETTINGS:

@@ -23,6 +23,10 @@
  *          scalars under str keys, a closed bus, a nested emit, queued or
  *          waited-for events, a route not cached yet or not plain). In the
  *          NotImplemented case nothing was committed and no lock is held.
+ *   core.pace                 None, or a callable run after every top-level
+ *                             emit this core commits, once the emit lock is
+ *                             released (Bus.set_pace: deferred delivery's
+ *                             backpressure); bus.py's emit does the same.
  *
  * Threads: every field is read and written with the GIL held and, for the
  * emit state, under the bus's emit lock (an RLock, acquired through its
@@ -139,6 +143,7 @@ typedef struct {
     PyObject *handler_failed;
     PyObject *drain_pending;
     PyObject *general;
+    PyObject *pace;        /* run after a top-level emit, or NULL (see above) */
 } EmitCore;
 
 static PyObject *core_vectorcall(EmitCore *self, PyObject *const *args, size_t nargsf,
@@ -160,6 +165,7 @@ core_traverse(EmitCore *self, visitproc visit, void *arg)
     Py_VISIT(self->log_append);
     Py_VISIT(self->pending);
     Py_VISIT(self->gate);
+    Py_VISIT(self->pace);
     Py_VISIT(self->gate_enter);
     Py_VISIT(self->gate_exit);
     Py_VISIT(self->waiters);
@@ -185,6 +191,7 @@ core_clear(EmitCore *self)
     Py_CLEAR(self->log_append);
     Py_CLEAR(self->pending);
     Py_CLEAR(self->gate);
+    Py_CLEAR(self->pace);
     Py_CLEAR(self->gate_enter);
     Py_CLEAR(self->gate_exit);
     Py_CLEAR(self->waiters);
@@ -891,6 +898,18 @@ fail:
     return NULL;
 }
 
+/* `event` (a top-level emit committed here, the emit lock released) after
+ * the pace hook has run; NULL if the hook raised. */
+static PyObject *
+paced(EmitCore *self, PyObject *event)
+{
+    if (self->pace != NULL && mb_call_noargs(self->pace) < 0) {
+        Py_DECREF(event);
+        return NULL;
+    }
+    return event;
+}
+
 static PyObject *
 core_emit(EmitCore *self, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -903,7 +922,7 @@ core_emit(EmitCore *self, PyObject *const *args, Py_ssize_t nargs)
         self->handed_back++;
     else
         self->taken++;
-    return event;
+    return event != NULL && event != Py_NotImplemented ? paced(self, event) : event;
 }
 
 /* Keyword names are almost always the interned constants of the caller's code. */
@@ -939,7 +958,7 @@ core_vectorcall(EmitCore *self, PyObject *const *args, size_t nargsf, PyObject *
             try_emit(self, args[0], nargs == 2 ? args[1] : Py_None, source, tick);
         if (event != Py_NotImplemented) {
             self->taken++; /* committed here (or failed here, as bus.py would) */
-            return event;
+            return event != NULL ? paced(self, event) : NULL;
         }
         Py_DECREF(event);
     }
@@ -985,7 +1004,26 @@ core_set_in_flight(EmitCore *self, PyObject *value, void *closure)
     return 0;
 }
 
+static PyObject *
+core_get_pace(EmitCore *self, void *closure)
+{
+    return Py_NewRef(self->pace != NULL ? self->pace : Py_None);
+}
+
+static int
+core_set_pace(EmitCore *self, PyObject *value, void *closure)
+{
+    if (value != NULL && value != Py_None && !PyCallable_Check(value)) {
+        PyErr_SetString(PyExc_TypeError, "pace must be None or callable");
+        return -1;
+    }
+    Py_XSETREF(self->pace, value == NULL || value == Py_None ? NULL : Py_NewRef(value));
+    return 0;
+}
+
 static PyGetSetDef core_getset[] = {
+    {"pace", (getter)core_get_pace, (setter)core_set_pace,
+     "None, or called after each top-level emit, the emit lock released", NULL},
     {"closed", (getter)core_get_flag, (setter)core_set_flag, "the bus refuses emits",
      (void *)offsetof(EmitCore, closed)},
     {"draining", (getter)core_get_flag, (setter)core_set_flag,

@@ -10,6 +10,7 @@ class EmitCore:
     draining: bool
     linked: bool
     in_flight: Any
+    pace: Callable[[], None] | None
     def __init__(
         self,
         *,

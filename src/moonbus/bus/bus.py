@@ -346,15 +346,13 @@ class Bus:
     ) -> Event:
         """Commit one event and deliver it (see the module docstring for the rules).
 
-        ``cause``: the seq (or ``CascadeLink``) of the event whose handler emits
-        this one, when that handler does not run inside this bus's delivery
-        (deferred delivery, a script's main engine). The event then counts
-        against that event's cascade, as an emit from a handler run by the bus
-        does without it; ``CascadeError`` when that passes a cascade limit
-        (``moonbus.bus.cascade``), with nothing committed.
-
-        This is the reference (pure-Python) path; a bus with the C core built
-        (``moonbus.bus.core``) runs the common case in C and the rest here.
+        ``cause``: the seq (or ``CascadeLink``) of the event whose handler emits this one, when
+        that handler does not run inside this bus's delivery (deferred delivery, a script's main
+        engine). The event then counts against that event's cascade, as an emit from a handler
+        run by the bus does without it; ``CascadeError`` when that passes a cascade limit
+        (``moonbus.bus.cascade``), with nothing committed. This is the reference (pure-Python)
+        path; a bus with the C core built (``moonbus.bus.core``) runs the common case in C.
+        Then, for a top-level emit, the lock released: the pace hook, if set (``set_pace``).
         """
         try:
             known = type in self._type_names
@@ -386,11 +384,9 @@ class Bus:
         lock = self._emit_lock
         lock.acquire()
         try:
-            # ---- commit
-            if core.closed:
+            if core.closed:  # ---- commit
                 raise ClosedError("the bus is closed")
-            # a handler's emit: its cascade link (CascadeError: nothing committed)
-            link = None
+            link = None  # a handler's emit: its cascade link (CascadeError: nothing committed)
             if core.draining:
                 link = self.cascade.child(self._current or self._root_link or self.current_cause())
             elif cause is not None:
@@ -407,8 +403,7 @@ class Bus:
             if link is not None:
                 link[0].events += 1  # CascadeTracker.committed, inlined
                 self._links[seq] = link
-            # ---- deliver (waiters are resolved once the event has its place in
-            # the delivery order, so an emit from a `where` predicate queues behind it)
+            # ---- deliver (waiters resolved once the event has its place: a `where` emit queues)
             pending = self._pending
             if core.draining:
                 pending.append(event)  # nested emit: the running drain delivers it
@@ -430,9 +425,14 @@ class Bus:
                     gate.exit()
         finally:
             lock.release()
+        if core.pace is not None:
+            core.pace()
         return event
 
     _emit_general = emit
+
+    def set_pace(self, pace: Callable[[], None] | None) -> None:  # see bus.core
+        self._core.pace = pace
 
     # ------------------------------------------------------------- cascades
     def _caused_link(self, cause: int | CascadeLink | None) -> CascadeLink:

@@ -6,7 +6,10 @@ common case (a known type name, a dict of scalars, no nested or queued
 events, a cached plain route) in C; to let the C and Python paths interleave
 on one bus, the mutable emit state lives in this object, not on the ``Bus``:
 ``seq``, ``delivered``, ``closed``, ``draining``, ``in_flight`` and ``linked``
-(a handler touched cascade state, so the drain must end in bus.py). bus.py
+(a handler touched cascade state, so the drain must end in bus.py), and
+``pace``: None, or a callable both paths run after each top-level emit, once
+the emit lock is released (``Bus.set_pace``; deferred delivery's
+backpressure, ``moonbus.host.deferred``). bus.py
 reads and writes them as ``self._core.<name>`` under ``_emit_lock``, as before.
 
 ``make_emit_state`` returns the C ``EmitCore`` when the extension was built
@@ -39,13 +42,14 @@ class EmitState(Protocol):
     linked: bool
     taken: int  # read-only on the C core
     handed_back: int
+    pace: Any  # None, or called after each top-level emit (lock released)
 
 
 class PyEmitState:
     """The emit state as plain attributes (the pure-Python path)."""
 
-    __slots__ = ("closed", "delivered", "draining", "handed_back", "in_flight", "linked", "seq",
-                 "taken")
+    __slots__ = ("closed", "delivered", "draining", "handed_back", "in_flight", "linked", "pace",
+                 "seq", "taken")
 
     def __init__(self, seq: int) -> None:
         self.seq = seq  # the last committed seq
@@ -56,6 +60,7 @@ class PyEmitState:
         self.linked = False  # cascade state to reset: the drain ends in bus.py
         self.taken = 0  # emits done in C: none here (the C core counts its own)
         self.handed_back = 0  # emits the C core gave to bus.py's general path
+        self.pace: Any = None  # run after each top-level emit, the lock released
 
 
 def native_available() -> bool:

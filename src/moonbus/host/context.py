@@ -24,7 +24,12 @@ from moonbus.lua.sandbox import DEFAULT_MAX_SOURCE_BYTES, SandboxFactory
 if TYPE_CHECKING:
     from moonbus.host.event_names import EventNameChecker
 
-__all__ = ["BUILTIN_EVENT_TYPES", "HostSettings", "LogSink", "ScriptContext", "script_seed"]
+__all__ = ["BUILTIN_EVENT_TYPES", "DEFAULT_DEFERRED_MAX_LAG", "HostSettings", "LogSink",
+           "ScriptContext", "script_seed"]
+
+# Deferred delivery's pacing (moonbus.host.deferred): seconds the event thread
+# may finish nothing queued before an emit waits for it, GIL released.
+DEFAULT_DEFERRED_MAX_LAG = 0.0005
 
 BUILTIN_EVENT_TYPES: Mapping[str, str] = {
     "TICK": "tick",
@@ -132,6 +137,10 @@ class HostSettings:
     max_handler_timeouts: int = 5
     handler_timeout_window: float = 60.0
     max_handlers_per_script: int = 1_000
+    # Deferred delivery (moonbus.host.deferred): an emit waits, GIL released,
+    # once the event thread has finished nothing queued for this long
+    # (seconds; None: never). Read at each drain.
+    deferred_max_lag: float | None = DEFAULT_DEFERRED_MAX_LAG
     # The admin command script.eval (moonbus.admin.eval_cmd): runs Lua an
     # admin types inside a running script. Off unless the operator turns it
     # on when building the runtime (moonbus serve --admin-eval); settings.set

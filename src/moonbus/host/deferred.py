@@ -33,6 +33,54 @@ the event thread sets ``_sleeping`` under ``_cond`` and re-checks the queue
 before it waits; ``push`` appends first and notifies only if ``_sleeping``
 is set, so a push never waits on a lock while the thread is busy and no
 wake-up is lost.
+
+Pacing (no GIL convoy): a handler that calls into Python (``shared``,
+``logger``, a host API) needs the GIL on the event thread once per call. A
+host thread that stays in Python between emits (a game loop) holds it and
+gives it up only when CPython's switch interval (5 ms) forces it: one call
+per 5 ms, so at 10k events/s the queue grew by thousands and each event
+waited tens of milliseconds. So the bus calls ``pace()`` after every
+top-level emit (``Bus.set_pace``, C and Python emit paths alike): when the
+oldest event not yet delivered was queued more than
+``HostSettings.deferred_max_lag`` ago (default 0.5 ms), the emitting thread
+waits, with the GIL released, until everything queued before it has been
+delivered; the event thread then has the GIL at once. A thread that keeps
+up, or whose handlers stay in Lua (which runs without the GIL), never makes
+an emit wait. The wait also ends when the event thread finishes nothing for
+``PACE_GIVE_UP`` times the lag although the GIL is free (a slow handler, or
+one blocked on a lock the emitting thread holds: not the GIL; the factor
+keeps a loaded machine's late wake-up from looking like one), and emits do
+not wait again until it finishes something. Never on the event thread itself
+(a handler's emit), never in stepped runtimes (no event thread); None turns
+it off. Ordering and delivery are unchanged: only when ``emit`` returns.
+Counted in ``statistics()`` (``Runtime.deferred_statistics()``: waits,
+seconds waited, waits given up). Measured by ``moonbus bench --only convoy``,
+next to the same workload with pacing off. The price: each wait is a hand-off
+between two threads. On a saturated machine (the 2-core box at load 12) a
+woken thread waits milliseconds for a CPU, and a host that emits a burst as
+fast as it can and only then waits for the handlers got through it faster
+unpaced (55k vs 101k events/s; at load ~4, 194-241k paced vs ~110k
+unpaced): such a host can set ``deferred_max_lag=None``.
+
+Why this and not the alternatives (measured first, ``py-spy`` on the event
+thread with the host emitting from a Python loop): the handlers' Python
+calls were cheap once the GIL was free, but the event thread spent its time
+waiting for it, and a bound on the queue length alone (an earlier prototype)
+still left 317-792 events queued, each waiting for the switch interval. The
+age of the oldest undelivered event is what the host thread is asked to
+bound, so it is what pacing measures. What the handler itself cost went
+mostly to ``shared:int(name)``'s check that the cached name still holds an
+int (~3 us in Python, one handle built per call): it is one locked dict
+lookup in C on the memory backend now (``MemoryHandle.native_check``).
+
+Immediate delivery, threaded vs stepped (issue 16 said threaded was ~17 %
+slower): not reproduced. The per-event path is the same C code in both; the
+only difference is the watchdog's clock (threaded: read in C; a stepped
+runtime with an injected clock calls it in Python per handler call). Best of
+8 interleaved rounds, 30k emits each, 3-field pure-Lua handler: threaded
+466k events/s, stepped with an injected clock 403k, stepped with the real
+clock 227k wall / 434k per CPU-second of the emitting thread (threaded 473k);
+single runs on the shared 2-core machine differ by up to 30 %.
 """
 
 from __future__ import annotations
@@ -43,18 +91,43 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from moonbus.bus import Event
+from moonbus.bus import Bus, Event
 from moonbus.native import load_fast_path
 
-__all__ = ["EVENT_DELIVERY_MODES", "DeferredDelivery"]
+__all__ = ["EVENT_DELIVERY_MODES", "DeferredDelivery", "DeferredStatistics"]
 
 EVENT_DELIVERY_MODES = ("immediate", "deferred")
 _log = logging.getLogger("moonbus.events")
 
+# A waiting emit stops waiting when the event thread finishes nothing for this
+# many times deferred_max_lag, GIL free (as PACE_GIVE_UP in _fastcall.c).
+PACE_GIVE_UP = 20
+# Push times kept for pacing (PACE_RING in _fastcall.c): more entries than
+# this outstanding count as late.
+PACE_RING = 4096
+
 # One delivery target: ``target(sub_id, event)``.
 Target = Callable[[int, Event], None]
+
+
+@dataclass(frozen=True)
+class DeferredStatistics:
+    """What the event thread did, and what pacing cost the emitting threads.
+
+    ``paced_emits``: emits that waited for the event thread (``pace``);
+    ``paced_seconds``: their total wait; ``pace_gave_up``: waits that ended
+    because the event thread finished nothing although the GIL was free;
+    ``pending``: deliveries queued or running, not yet finished.
+    """
+
+    delivered: int
+    pending: int
+    paced_emits: int
+    paced_seconds: float
+    pace_gave_up: int
 
 
 class PyEventQueue:
@@ -68,12 +141,25 @@ class PyEventQueue:
         self._notify = notify
         self._report = report
         self.sleeping = False
+        # Pacing (see the module docstring and _fastcall.c's queue_pace):
+        # pushed under the GIL by emitting threads, finished by the drainer.
+        self._pushed = self._finished = 0
+        self._progress = threading.Condition(threading.Lock())
+        self._waiting = 0  # emitting threads waiting on _progress
+        self.max_lag = 0.0  # seconds; 0: pacing off
+        self.owner = 0  # the event thread's ident: never paced
+        self._pushed_at = [0.0] * PACE_RING  # entry k was queued at [k % PACE_RING]
+        self._gave_up_at = -1
+        self._counts = [0, 0.0, 0]  # waits, seconds waited, waits given up
 
     def handler(self, target: Target, sub_id: int) -> Callable[[Event], None]:
         return functools.partial(self.push, target, sub_id)
 
     def push(self, target: Target, sub_id: int, event: Event) -> None:
         self._entries.append((target, sub_id, event))
+        if self.max_lag > 0:
+            self._pushed_at[self._pushed % PACE_RING] = time.monotonic()
+        self._pushed += 1
         if self.sleeping:
             self.sleeping = False
             self._notify()
@@ -94,7 +180,50 @@ class PyEventQueue:
                 target(sub_id, event)
             except Exception as exc:  # delivery reports script errors itself
                 self._report(target, exc)
+            self._finished += 1
+            if self._waiting:
+                with self._progress:
+                    self._progress.notify_all()
         return len(taken)
+
+    def pace(self) -> None:
+        """The reference for ``EventQueue.pace`` (same rules, see the module docstring)."""
+        lag, finished, pushed = self.max_lag, self._finished, self._pushed
+        if lag <= 0 or finished >= pushed or finished == self._gave_up_at:
+            return
+        if self.owner and threading.get_ident() == self.owner:
+            return
+        now = time.monotonic()
+        # the oldest entry not yet delivered (entries end in queue order)
+        queued_at = 0.0 if pushed - finished > PACE_RING else self._pushed_at[
+            finished % PACE_RING]
+        if now - queued_at < lag:
+            return
+        target, gave_up, patience = self._pushed, False, lag * PACE_GIVE_UP
+        with self._progress:
+            self._waiting += 1
+            last, slice_end = self._finished, now + patience
+            while last < target:
+                self._progress.wait(max(0.0, slice_end - time.monotonic()))
+                current, moment = self._finished, time.monotonic()
+                if current != last:
+                    last, slice_end = current, moment + patience
+                elif moment >= slice_end:
+                    gave_up = True
+                    break
+            self._waiting -= 1
+        end = time.monotonic()
+        counts = self._counts
+        counts[0] += 1
+        counts[1] += end - now
+        if gave_up:
+            counts[2] += 1
+            self._gave_up_at = self._finished
+
+    def pace_counts(self) -> tuple[int, float, int, int]:
+        """(waits, seconds waited, waits given up, deliveries not yet finished)."""
+        waits, seconds, gave_up = self._counts
+        return int(waits), float(seconds), int(gave_up), self._pushed - self._finished
 
 
 def _queue_type(native: bool) -> Any:
@@ -107,8 +236,12 @@ class DeferredDelivery:
 
     def __init__(self, *, threaded: bool, native: bool = True, max_batch: int = 16384,
                  name: str = "moonbus-events",
-                 progress: Callable[[int | None], None] | None = None) -> None:
+                 progress: Callable[[int | None], None] | None = None,
+                 max_lag: Callable[[], float | None] = lambda: None) -> None:
         self._max_batch = max_batch
+        # HostSettings.deferred_max_lag, read live (None: no pacing); pushed
+        # into the queue before each drain (the event thread).
+        self._max_lag = max_lag
         # Told, after each batch, the seq of the oldest event still queued
         # (None: none): every handler of the events before it has run, so the
         # bus can forget their cascade links (Bus.release_cascades).
@@ -122,7 +255,21 @@ class DeferredDelivery:
         self._thread: threading.Thread | None = None
         if threaded:
             self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+            self._apply_max_lag()
             self._thread.start()
+
+    @classmethod
+    def attach(cls, bus: Bus, *, threaded: bool, native: bool,
+               max_lag: Callable[[], float | None]) -> DeferredDelivery:
+        """The runtime's deferred delivery, wired to its bus: the queue, not the
+        end of a bus drain, says when the cascade links of queued events can go
+        (``moonbus.bus.cascade``), and a threaded runtime paces top-level emits."""
+        bus.cascade.held = True
+        deferred = cls(threaded=threaded, native=native, progress=bus.release_cascades,
+                       max_lag=max_lag)
+        if threaded:
+            bus.set_pace(deferred.pace)
+        return deferred
 
     @property
     def native(self) -> bool:
@@ -138,6 +285,23 @@ class DeferredDelivery:
     def push(self, target: Target, sub_id: int, event: Event) -> None:
         """Queue one delivery (the bus's delivering thread)."""
         self._queue.push(target, sub_id, event)
+
+    def pace(self) -> None:
+        """The bus's pace hook (``Bus.set_pace``): after a top-level emit, on
+        the emitting thread, wait with the GIL released while the event
+        thread is held up (see the module docstring). Stepped runtimes have
+        no event thread: nothing to wait for, so they never install it."""
+        self._queue.pace()
+
+    def _apply_max_lag(self) -> None:
+        lag = self._max_lag() if self._thread is not None else None
+        self._queue.max_lag = 0.0 if lag is None else float(lag)
+
+    def statistics(self) -> DeferredStatistics:
+        """Deliveries so far, those not finished, and what pacing cost emitters."""
+        waits, seconds, gave_up, pending = self._queue.pace_counts()
+        return DeferredStatistics(delivered=self.delivered, pending=pending, paced_emits=waits,
+                                  paced_seconds=seconds, pace_gave_up=gave_up)
 
     def _notify(self) -> None:
         with self._cond:
@@ -172,6 +336,8 @@ class DeferredDelivery:
         queue = self._queue
         progress = self._progress
         ran = 0
+        if self._thread is not None:
+            self._apply_max_lag()  # a settings change applies from the next drain
         while len(queue):
             taken: int = queue.drain(self._max_batch)
             ran += taken
@@ -205,6 +371,7 @@ class DeferredDelivery:
 
     def _run(self) -> None:
         cond = self._cond
+        self._queue.owner = threading.get_ident()  # never paced: it is the one drained for
         while True:
             with cond:
                 while not len(self._queue) and not self._stop:

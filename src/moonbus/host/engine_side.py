@@ -58,7 +58,7 @@ STOP_TOKEN = "\0moonbus:stop"
 _LUA_NAMES: Mapping[str, str] = {
     "subscribe": "events.on", "unsubscribe": "events.off", "emit": "events.emit",
     "log": "logger", "stats_set": "stats.set", "stats_get": "stats.get",
-    "stats_clear": "stats.clear", "shared_handle": "shared", "shared_check": "shared",
+    "stats_clear": "stats.clear", "shared_handle": "shared",
     "shared_contains": "shared.contains", "shared_remove": "shared.remove",
     "shared_clear": "shared.clear",
 }
@@ -188,7 +188,6 @@ class ScriptEngine:
             "options": lambda: to_lua(self._options),
             "time": self._ctx.tick,
             "shared_handle": self._shared_handle,
-            "shared_check": lambda kind, name: getattr(self._shared, kind)(name) and None,
             "shared_contains": lambda name: self._shared.contains(to_py(name)),
             "shared_remove": lambda name: self._shared.remove(to_py(name)),
             "shared_clear": lambda: self._shared.clear(),
@@ -304,18 +303,30 @@ class ScriptEngine:
         self._ctx.log(self.script_name, self.kind, level, line, self._ctx.tick())
 
     def _shared_handle(self, kind: str, name: Any) -> tuple[Any, ...]:
-        handle = getattr(self._shared, kind)(name)
+        """The methods of one shared handle, in ``SHARED_METHODS`` order, then
+        its kind check: what ``shared:<kind>(name)`` runs on every later call
+        (the name must not hold another kind now, SPEC §3), in C on the
+        memory backend (``MemoryHandle.native_check``)."""
+        shared = self._shared
+        handle = getattr(shared, kind)(name)
         methods = [getattr(handle, m) for m in SHARED_METHODS[kind]]
+
+        def check() -> None:
+            getattr(shared, kind)(name)  # raises the store's error
+
+        native_check = getattr(handle, "native_check", None)
+        checker = native_check(detached(check)) if native_check and self._ctx.native else None
         native_ops = getattr(handle, "native_ops", None)
         if native_ops is not None and self._ctx.native:  # C int ops (memory backend)
             ops = native_ops()
             methods = [ops.get(m, method) for m, method in zip(SHARED_METHODS[kind], methods,
                                                                strict=True)]
+        checker = detached(check) if checker is None else checker
         if kind != "table":
             # wrapped by script_env.lua's make_handle; C ops raise without a Python
             # frame, Python methods are detached (moonbus.lua.boundary)
-            return tuple(detached(m) if isinstance(m, MethodType | FunctionType) else m
-                         for m in methods)
+            return (*(detached(m) if isinstance(m, MethodType | FunctionType) else m
+                      for m in methods), checker)
         to_py, to_lua = self.converter.to_py, self.converter.to_lua
 
         def converted(method: Callable[..., Any]) -> Callable[..., Any]:
@@ -323,7 +334,7 @@ class ScriptEngine:
                 return to_lua(_as_sequences(method(*[to_py(a) for a in args])))
             return call
 
-        return tuple(detached(converted(m)) for m in methods)
+        return (*(detached(converted(m)) for m in methods), checker)
 
     def _require(self, module: str) -> Any:
         # Called from Lua: the compile shares the running call's deadline.

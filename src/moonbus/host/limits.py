@@ -68,6 +68,7 @@ _SETTING_BOUNDS: dict[str, tuple[type, float, float]] = {
     "max_handler_timeouts": (int, 0, 1_000_000),
     "handler_timeout_window": (float, 0.0, MAX_SECONDS),
     "max_handlers_per_script": (int, 0, 10_000_000),
+    "deferred_max_lag": (float, 0.0, 3600.0),
     # Script notifications and the handler-error log (moonbus.host.script_events,
     # moonbus.host.error_log) and learned event names (moonbus.host.event_names).
     "error_log_window": (float, 0.0, MAX_SECONDS),
@@ -77,7 +78,7 @@ _SETTING_BOUNDS: dict[str, tuple[type, float, float]] = {
 }
 # None turns the limit off (embedders measuring their handlers); never from
 # settings.set. lifecycle_timeout is the stop budget and cannot be off.
-_MAY_BE_NONE = frozenset({"handler_timeout"})
+_MAY_BE_NONE = frozenset({"handler_timeout", "deferred_max_lag"})
 # On/off switches, not numbers: given as bool, at construction only (never
 # through settings.set, which does not list them).
 _FLAGS = frozenset({"admin_eval"})

@@ -282,22 +282,28 @@ end
 local KIND_METHODS = info.shared_methods
 local shared = {}
 local handle_cache = {}
+local check_cache = {}  -- key -> the handle's kind check (C on the memory backend)
 
+-- The handle, and its kind check: py.shared_handle returns the methods in
+-- KIND_METHODS order, then the check.
 local function make_handle(kind, name)
   local fns = { py.shared_handle(kind, name) }
   local index = {}
+  local count = 0
   for i, method in pairs(KIND_METHODS[kind]) do
     local f = host_function(fns[i], "shared " .. kind .. " " .. method)
     index[method] = function(self, ...)
       return f(...)
     end
+    count = count + 1
   end
+  local check = host_function(fns[count + 1], "shared")
   return setmetatable({}, {
     __index = index,
     __newindex = function() error("shared handles are read-only", 2) end,
     __tostring = function() return "shared " .. kind .. " " .. name end,
     __metatable = "shared " .. kind,
-  })
+  }), check
 end
 
 for kind in pairs(KIND_METHODS) do
@@ -309,10 +315,10 @@ for kind in pairs(KIND_METHODS) do
     local key = kind .. "\0" .. name
     local h = handle_cache[key]
     if h == nil then
-      h = make_handle(kind, name)
+      h, check_cache[key] = make_handle(kind, name)
       handle_cache[key] = h
     else
-      py.shared_check(kind, name)
+      check_cache[key]()
     end
     return h
   end

@@ -245,6 +245,8 @@ typedef struct {
     struct Stretch *stretch;
     int has_left;    /* run under `left` seconds, not settings.handler_timeout */
     double left;     /* what the script's budget for this event has left */
+    _Atomic long long *progress; /* deferred: the queue's `finished`, or NULL */
+    int reported;    /* events the loop counted in *progress (each once) */
 } Batch;
 
 static int stretch_batch(Batch *b);
@@ -302,6 +304,11 @@ run_items(lua_State *L)
         }
         lua.settop(L, 0);
         b->done = k + 1;
+        if (b->progress != NULL) {
+            /* an event has run: progress the emitting thread can see (pace) */
+            atomic_fetch_add(b->progress, 1);
+            b->reported++;
+        }
     }
     if (slot != NULL) {
         /* no event runs any more: a claim from now on finds nothing to stop */
@@ -1230,6 +1237,7 @@ static PyTypeObject DeliveryType = {
 #define STRETCH_MIN_TAKE 256               /* fewer queued: pause first, */
 #define STRETCH_DENSE 16                   /* if the last visit took this many */
 #define STRETCH_PAUSE_NS 100000            /* 0.1 ms */
+#define PACE_RING 4096                     /* push times kept for queue_pace */
 
 typedef struct {
     PyObject *target, *sub_id, *event;
@@ -1308,6 +1316,17 @@ typedef struct {
     int scratch_busy;                /* a drain is using it */
     _Atomic long long stretched;     /* entries taken by stretches, ever */
     _Atomic long long paused;        /* pauses stretches took for a dense stream */
+    /* Pacing (see queue_pace): */
+    _Atomic long long pushed;        /* entries queued, ever (GIL held) */
+    _Atomic long long finished;      /* entries whose delivery ended, ever */
+    _Atomic int waiting;             /* emitting threads in queue_pace's wait */
+    pthread_cond_t progress_cond;    /* signalled (under mutex) when entries end */
+    int cond_ready;
+    long long lag_ns;                /* max_lag in ns; 0: pacing off (GIL held) */
+    unsigned long owner;             /* the event thread's ident (0: none) */
+    long long pushed_ns[PACE_RING];  /* entry k was queued at pushed_ns[k % ring] */
+    long long gave_up_at;            /* `finished` when a wait last gave up */
+    long long waits, waited_ns, gave_up; /* counters (GIL held) */
 } EventQueue;
 
 /* A stretch: the engine call of a drain taking more entries for its target
@@ -1336,6 +1355,8 @@ queue_dealloc(EventQueue *self)
     scratch_free(&self->scratch);
     if (self->mutex_ready)
         pthread_mutex_destroy(&self->mutex);
+    if (self->cond_ready)
+        pthread_cond_destroy(&self->progress_cond);
     Py_XDECREF(self->notify);
     Py_XDECREF(self->report);
     Py_TYPE(self)->tp_free((PyObject *)self);
@@ -1370,6 +1391,19 @@ queue_init(EventQueue *self, PyObject *args, PyObject *kwds)
             return -1;
         }
         self->mutex_ready = 1;
+    }
+    if (!self->cond_ready) {
+        pthread_condattr_t attr;
+        int ok = pthread_condattr_init(&attr) == 0;
+        ok = ok && pthread_condattr_setclock(&attr, CLOCK_MONOTONIC) == 0 &&
+             pthread_cond_init(&self->progress_cond, &attr) == 0;
+        pthread_condattr_destroy(&attr);
+        if (!ok) {
+            PyErr_SetString(PyExc_RuntimeError, "EventQueue: cannot create its condition");
+            return -1;
+        }
+        self->cond_ready = 1;
+        self->gave_up_at = -1;
     }
     if (self->ring == NULL) {
         self->capacity = 1024;
@@ -1431,6 +1465,10 @@ queue_push(EventQueue *self, PyObject *target, PyObject *sub_id, PyObject *event
         memcpy(e, &entry, offsetof(Entry, item));
     self->size++;
     pthread_mutex_unlock(&self->mutex);
+    long long k = atomic_load(&self->pushed);
+    if (self->lag_ns > 0)
+        self->pushed_ns[k & (PACE_RING - 1)] = monotonic_ns();
+    atomic_store(&self->pushed, k + 1); /* pushes are serialised by the GIL */
     if (self->sleeping) {
         self->sleeping = 0; /* one notify per sleep is enough */
         return mb_call_noargs(self->notify);
@@ -1495,7 +1533,9 @@ stretch_batch(Batch *b)
          * of the mutex and of the entries' cache lines between the cores).
          * A sparse one: never wait (each event's latency would grow by the
          * pause); take what is there, or end the call if nothing is. */
-        if (st->last_take >= STRETCH_DENSE) {
+        if (st->last_take >= STRETCH_DENSE && atomic_load(&q->waiting) == 0) {
+            /* (not while an emit waits for this queue in queue_pace: it
+             * queues nothing until the call ends) */
             struct timespec pause = {0, STRETCH_PAUSE_NS};
             atomic_fetch_add(&q->paused, 1);
             nanosleep(&pause, NULL);
@@ -1518,6 +1558,22 @@ stretch_batch(Batch *b)
     b->events = st->scratch->events;
     b->count = count;
     return 1;
+}
+
+/* `n` more entries have been delivered: counted, and an emitting thread
+ * waiting in queue_pace is woken (any thread, with or without the GIL; the
+ * seq_cst pair finished/waiting means a waiter that missed this count is
+ * already in its wait and gets the signal). */
+static void
+queue_finished(EventQueue *q, long long n)
+{
+    if (n > 0)
+        atomic_fetch_add(&q->finished, n);
+    if (atomic_load(&q->waiting) > 0) {
+        pthread_mutex_lock(&q->mutex);
+        pthread_cond_broadcast(&q->progress_cond);
+        pthread_mutex_unlock(&q->mutex);
+    }
 }
 
 /* Reports a target's Exception through ``report`` (0), or returns -1 with
@@ -1563,8 +1619,9 @@ drain_c_run(EventQueue *self, Scratch *s, Delivery *d, Py_ssize_t max, Py_ssize_
     st.last_take = count;
     Batch b = {.func_ref = d->func_ref, .count = count, .items = s->items,
                .fields = s->fields, .sub_ids = s->sub_ids, .events = s->events,
-               .stretch = &st};
+               .stretch = &st, .progress = &self->finished};
     int rc = run_batch(d, &b);
+    queue_finished(self, b.count - b.reported);
     if (rc < 0)
         rc = report_target_error(self, (PyObject *)d);
     /* every reference the taken entries held, now that the GIL is held */
@@ -1623,6 +1680,7 @@ queue_drain(EventQueue *self, PyObject *arg)
         Py_DECREF(target);
         Py_DECREF(sub_id);
         Py_DECREF(event);
+        queue_finished(self, 1);
         delivered++;
     }
     self->scratch_busy = was_busy;
@@ -1664,6 +1722,133 @@ queue_push_method(EventQueue *self, PyObject *const *args, Py_ssize_t nargs)
 
 static PyObject *queue_handler(EventQueue *self, PyObject *const *args, Py_ssize_t nargs);
 
+/* pace(): called by the bus after each top-level emit, on the emitting
+ * thread, with the GIL held (Bus.set_pace). Why: an event-engine handler
+ * that calls into Python (shared store, logger, host API) needs the GIL on
+ * the event thread, and a host thread busy in Python between emits hands
+ * it over only every switch interval (5 ms), once per call: the queue
+ * backs up and each event waits milliseconds (the GIL convoy). So when
+ * the oldest entry not yet delivered was queued more than `max_lag` ago,
+ * the emitting thread waits here with the GIL released until
+ * everything queued before it has been delivered. While it waits the event
+ * thread has the GIL at once; a thread that keeps up (or runs Lua without
+ * the GIL) never makes an emit wait.
+ *
+ * The wait also ends when the event thread finishes nothing for
+ * PACE_GIVE_UP x `max_lag` although the GIL is free (a slow handler, or one blocked on something
+ * the emitter holds): then it is not the GIL that holds it up, and emits do
+ * not wait again until it finishes something (`gave_up_at`). Never waits on
+ * the event thread itself, or with pacing off (`max_lag` 0). Order and
+ * delivery are unchanged: only when emit returns. */
+/* How many times `max_lag` a waiting emit gives the event thread to finish
+ * something, GIL free, before it stops waiting: a loaded machine may not
+ * run the woken event thread at once, and waiting up to this long is still
+ * no worse than the switch interval an emit would otherwise cost it. */
+#define PACE_GIVE_UP 20
+
+static PyObject *
+queue_pace(EventQueue *self, PyObject *unused)
+{
+    (void)unused;
+    long long lag = self->lag_ns;
+    if (lag <= 0)
+        Py_RETURN_NONE;
+    long long pushed = atomic_load(&self->pushed);
+    long long fin = atomic_load(&self->finished);
+    if (fin >= pushed || fin == self->gave_up_at)
+        Py_RETURN_NONE;
+    if (self->owner != 0 && PyThread_get_thread_ident() == self->owner)
+        Py_RETURN_NONE;
+    long long now = monotonic_ns();
+    /* the oldest entry not yet delivered (entries end in queue order); one
+     * older than the ring, or queued before pacing was on, counts as late */
+    long long queued_at = pushed - fin > PACE_RING ? 0 : self->pushed_ns[fin & (PACE_RING - 1)];
+    if (now - queued_at < lag)
+        Py_RETURN_NONE;
+    int gave_up = 0;
+    long long patience = lag * PACE_GIVE_UP;
+    Py_BEGIN_ALLOW_THREADS
+    pthread_mutex_lock(&self->mutex);
+    atomic_fetch_add(&self->waiting, 1);
+    long long last = atomic_load(&self->finished), slice_end = now + patience;
+    while (last < pushed) {
+        struct timespec until = {(time_t)(slice_end / 1000000000LL),
+                                 (long)(slice_end % 1000000000LL)};
+        pthread_cond_timedwait(&self->progress_cond, &self->mutex, &until);
+        long long f = atomic_load(&self->finished), t = monotonic_ns();
+        if (f != last) {
+            last = f;
+            slice_end = t + patience;
+        } else if (t >= slice_end) {
+            gave_up = 1;
+            break;
+        }
+    }
+    atomic_fetch_sub(&self->waiting, 1);
+    pthread_mutex_unlock(&self->mutex);
+    Py_END_ALLOW_THREADS
+    long long end = monotonic_ns();
+    self->waits++;
+    self->waited_ns += end - now;
+    if (gave_up) {
+        self->gave_up++;
+        self->gave_up_at = atomic_load(&self->finished);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+queue_get_max_lag(EventQueue *self, void *closure)
+{
+    (void)closure;
+    return PyFloat_FromDouble((double)self->lag_ns / 1e9);
+}
+
+static int
+queue_set_max_lag(EventQueue *self, PyObject *value, void *closure)
+{
+    (void)closure;
+    double seconds = value == NULL ? -1.0 : PyFloat_AsDouble(value);
+    if (seconds == -1.0 && PyErr_Occurred())
+        return -1;
+    if (!(seconds >= 0.0 && seconds <= 3600.0)) {
+        PyErr_SetString(PyExc_ValueError, "max_lag must be between 0 and 3600 seconds");
+        return -1;
+    }
+    self->lag_ns = (long long)(seconds * 1e9);
+    return 0;
+}
+
+static PyObject *
+queue_get_owner(EventQueue *self, void *closure)
+{
+    (void)closure;
+    return PyLong_FromUnsignedLong(self->owner);
+}
+
+static int
+queue_set_owner(EventQueue *self, PyObject *value, void *closure)
+{
+    (void)closure;
+    unsigned long ident = value == NULL ? 0 : PyLong_AsUnsignedLong(value);
+    if (ident == (unsigned long)-1 && PyErr_Occurred())
+        return -1;
+    self->owner = ident;
+    return 0;
+}
+
+/* (waits, seconds waited, waits that gave up, entries queued and not yet
+ * delivered): read with the GIL held. */
+static PyObject *
+queue_pace_counts(EventQueue *self, PyObject *unused)
+{
+    (void)unused;
+    long long outstanding = atomic_load(&self->pushed) - atomic_load(&self->finished);
+    return Py_BuildValue("(LdLL)", self->waits, (double)self->waited_ns / 1e9, self->gave_up,
+                         outstanding);
+}
+
+
 /* head_seq(): the seq of the oldest queued event (item 2 of the Event
  * tuple), or None when the queue is empty. Every event before it has been
  * delivered to all its deferred handlers (the queue is in seq order), which
@@ -1692,6 +1877,10 @@ static PyMethodDef queue_methods[] = {
      "handler(target, sub_id): the bus handler that queues each event for it."},
     {"drain", (PyCFunction)queue_drain, METH_O,
      "drain(max): deliver up to max queued entries in order; returns how many."},
+    {"pace", (PyCFunction)queue_pace, METH_NOARGS,
+     "pace(): after an emit, wait (GIL released) while the event thread is held up."},
+    {"pace_counts", (PyCFunction)queue_pace_counts, METH_NOARGS,
+     "pace_counts(): (waits, seconds waited, waits given up, entries not yet delivered)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1714,6 +1903,10 @@ static PyGetSetDef queue_getset[] = {
      "entries an engine call took from the queue without the GIL, ever", NULL},
     {"paused", (getter)queue_get_paused, NULL,
      "times a stretch paused for a dense stream to queue more, ever", NULL},
+    {"max_lag", (getter)queue_get_max_lag, (setter)queue_set_max_lag,
+     "seconds the event thread may finish nothing before an emit waits (0: never)", NULL},
+    {"owner", (getter)queue_get_owner, (setter)queue_set_owner,
+     "the event thread's ident: pace() never waits on it", NULL},
     {"sleeping", (getter)queue_get_sleeping, (setter)queue_set_sleeping,
      "set by the event thread before it waits; the next push calls notify()", NULL},
     {NULL, NULL, NULL, NULL, NULL},

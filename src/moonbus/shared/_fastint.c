@@ -17,6 +17,16 @@
  * after this code released the lock, so the operation is linearized where
  * the Python method takes it; nothing was changed before.
  *
+ * KindCheck(values, name, state, kind, fallback)
+ *     check() -> None when the key is absent or holds a value of exactly the
+ *     type `kind`, the store open; otherwise fallback() (which raises the
+ *     store's error naming the key and both kinds).
+ *
+ * Why: `shared:int(name)` in Lua returns a cached handle but must still
+ * refuse a name that now holds another kind (SPEC §3), on every call. In
+ * Python that check built a handle and cost ~3 us, most of a handler that
+ * increments a counter per event; this is one locked dict lookup.
+ *
  * Threads: any thread, GIL held. Every read and write of ``values`` happens
  * under the store's lock (state.lock, the same threading.Lock the Python
  * handles take), so C and Python operations interleave atomically.
@@ -199,6 +209,137 @@ static PyTypeObject IntOpType = {
     .tp_call = PyVectorcall_Call,
 };
 
+/* ------------------------------------------------------------ KindCheck */
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    PyObject *values, *name, *state, *acquire, *release, *fallback;
+    PyTypeObject *kind;
+} KindCheck;
+
+static int
+check_traverse(KindCheck *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->values);
+    Py_VISIT(self->name);
+    Py_VISIT(self->state);
+    Py_VISIT(self->acquire);
+    Py_VISIT(self->release);
+    Py_VISIT(self->fallback);
+    Py_VISIT(self->kind);
+    return 0;
+}
+
+static int
+check_clear(KindCheck *self)
+{
+    Py_CLEAR(self->values);
+    Py_CLEAR(self->name);
+    Py_CLEAR(self->state);
+    Py_CLEAR(self->acquire);
+    Py_CLEAR(self->release);
+    Py_CLEAR(self->fallback);
+    Py_CLEAR(self->kind);
+    return 0;
+}
+
+static void
+check_dealloc(KindCheck *self)
+{
+    PyObject_GC_UnTrack(self);
+    check_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *check_vectorcall(KindCheck *self, PyObject *const *args, size_t nargsf,
+                                  PyObject *kwnames);
+
+static int
+check_init(KindCheck *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"values", "name", "state", "kind", "fallback", NULL};
+    PyObject *values, *name, *state, *kind, *fallback;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "$O!UOO!O", kwlist, &PyDict_Type, &values,
+                                     &name, &state, &PyType_Type, &kind, &fallback))
+        return -1;
+    check_clear(self);
+    self->vectorcall = (vectorcallfunc)check_vectorcall;
+    PyObject *lock = PyObject_GetAttrString(state, "lock");
+    if (lock == NULL)
+        return -1;
+    self->acquire = PyObject_GetAttrString(lock, "acquire");
+    self->release = PyObject_GetAttrString(lock, "release");
+    Py_DECREF(lock);
+    if (self->acquire == NULL || self->release == NULL)
+        return -1;
+    self->values = Py_NewRef(values);
+    self->name = Py_NewRef(name);
+    self->state = Py_NewRef(state);
+    self->kind = (PyTypeObject *)Py_NewRef(kind);
+    self->fallback = Py_NewRef(fallback);
+    return 0;
+}
+
+/* Under the lock: 1 the key is absent or of the kind, the store open; 0 it
+ * is not (the fallback says why); -1 with an error set. */
+static int
+kind_matches_locked(KindCheck *self)
+{
+    PyObject *closed = PyObject_GetAttr(self->state, str_closed);
+    if (closed == NULL)
+        return -1;
+    int open = closed == Py_False;
+    Py_DECREF(closed);
+    if (!open)
+        return 0;
+    PyObject *current = PyDict_GetItemWithError(self->values, self->name);
+    if (current == NULL)
+        return PyErr_Occurred() ? -1 : 1;
+    return Py_IS_TYPE(current, self->kind);
+}
+
+static PyObject *
+check_vectorcall(KindCheck *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    if (PyVectorcall_NARGS(nargsf) != 0 || (kwnames != NULL && PyTuple_GET_SIZE(kwnames))) {
+        PyErr_SetString(PyExc_TypeError, "a kind check takes no arguments");
+        return NULL;
+    }
+    if (mb_call_noargs(self->acquire) < 0)
+        return NULL;
+    int matches = kind_matches_locked(self);
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    if (mb_call_noargs(self->release) < 0) {
+        if (type != NULL) {
+            PyErr_WriteUnraisable(self->release);
+            PyErr_Restore(type, value, tb);
+        }
+        return NULL;
+    }
+    PyErr_Restore(type, value, tb);
+    if (matches < 0)
+        return NULL;
+    if (matches)
+        Py_RETURN_NONE;
+    return PyObject_CallNoArgs(self->fallback);
+}
+
+static PyTypeObject KindCheckType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "moonbus.shared._fastint.KindCheck",
+    .tp_basicsize = sizeof(KindCheck),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_doc = "Whether a memory-backend key still holds one kind (see the module source).",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)check_init,
+    .tp_dealloc = (destructor)check_dealloc,
+    .tp_traverse = (traverseproc)check_traverse,
+    .tp_clear = (inquiry)check_clear,
+    .tp_vectorcall_offset = offsetof(KindCheck, vectorcall),
+    .tp_call = PyVectorcall_Call,
+};
+
 static struct PyModuleDef fastint_module = {
     PyModuleDef_HEAD_INIT, "_fastint", "Memory-backend int operations, in C.", -1, NULL};
 
@@ -206,12 +347,13 @@ PyMODINIT_FUNC
 PyInit__fastint(void)
 {
     str_closed = PyUnicode_InternFromString("closed");
-    if (str_closed == NULL || PyType_Ready(&IntOpType) < 0)
+    if (str_closed == NULL || PyType_Ready(&IntOpType) < 0 || PyType_Ready(&KindCheckType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&fastint_module);
     if (m == NULL)
         return NULL;
-    if (PyModule_AddObjectRef(m, "IntOp", (PyObject *)&IntOpType) < 0) {
+    if (PyModule_AddObjectRef(m, "IntOp", (PyObject *)&IntOpType) < 0 ||
+        PyModule_AddObjectRef(m, "KindCheck", (PyObject *)&KindCheckType) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -15,3 +15,15 @@ class IntOp:
         default_one: bool,
     ) -> None: ...
     def __call__(self, *args: Any) -> int: ...
+
+class KindCheck:
+    def __init__(
+        self,
+        *,
+        values: dict[str, Any],
+        name: str,
+        state: Any,
+        kind: type,
+        fallback: Callable[[], object],
+    ) -> None: ...
+    def __call__(self) -> None: ...

@@ -22,12 +22,11 @@ from moonbus.errors import SharedTypeError
 from moonbus.native import load_fast_path
 from moonbus.shared.backend import SharedBackend
 from moonbus.shared.handles import SharedBool, SharedFloat, SharedInt, SharedString
-from moonbus.shared.memory_state import MemoryHandle, MemoryState, raise_closed
+from moonbus.shared.memory_state import FRESH_TYPES, MemoryHandle, MemoryState, raise_closed
 from moonbus.shared.memory_table import MemoryTable
 from moonbus.shared.values import (
     INT_MAX,
     INT_MIN,
-    Kind,
     SharedLimits,
     check_bool,
     check_float,
@@ -232,7 +231,7 @@ class MemoryBool(MemoryHandle, SharedBool):
             raise self._state.failure(self.name, current, "bool")
 
 
-_FRESH: dict[Kind, type] = {"int": int, "float": float, "string": str, "bool": bool, "table": dict}
+_FRESH = FRESH_TYPES
 
 
 class MemoryBackend(SharedBackend):

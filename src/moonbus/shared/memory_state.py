@@ -11,12 +11,18 @@ replace top-level entries of a table's dict, under the lock.
 from __future__ import annotations
 
 import threading
-from typing import Any, NoReturn
+from collections.abc import Callable
+from typing import Any, ClassVar, NoReturn
 
 from moonbus.errors import ClosedError, SharedTypeError
+from moonbus.native import load_fast_path
 from moonbus.shared.values import Kind, SharedLimits, kind_of
 
-__all__ = ["MemoryHandle", "MemoryState", "raise_closed"]
+__all__ = ["FRESH_TYPES", "MemoryHandle", "MemoryState", "raise_closed"]
+
+# The Python type a value of each kind is stored as (exactly: type(v) is T).
+FRESH_TYPES: dict[Kind, type] = {"int": int, "float": float, "string": str, "bool": bool,
+                                 "table": dict}
 
 
 class MemoryState:
@@ -54,9 +60,22 @@ class MemoryHandle:
     """Base of every memory handle: what its hot path needs, in slots."""
 
     __slots__ = ("_lock", "_state", "_values", "name")
+    kind: ClassVar[Kind]
 
     def __init__(self, name: str, state: MemoryState, values: dict[str, Any]) -> None:
         self.name = name
         self._state = state
         self._values = values
         self._lock = state.lock
+
+    def native_check(self, fallback: Callable[[], object]) -> Any:
+        """A C callable checking that this key is absent or still holds this
+        handle's kind, calling ``fallback`` (which raises the store's error)
+        when not (``moonbus.shared._fastint.KindCheck``); None when the C
+        path is not built or switched off. What ``shared:int(name)`` runs on
+        every call in Lua once the handle is cached."""
+        fast = load_fast_path("moonbus.shared._fastint")
+        if fast.module is None:
+            return None
+        return fast.module.KindCheck(values=self._values, name=self.name, state=self._state,
+                                     kind=FRESH_TYPES[self.kind], fallback=fallback)

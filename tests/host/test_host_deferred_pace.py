@@ -1,0 +1,198 @@
+"""Pacing in deferred delivery (``HostSettings.deferred_max_lag``): an emit
+waits, with the GIL released, while the oldest queued event is older than
+the lag, so handlers that call into Python are not starved by a host thread
+that stays in Python between emits (the GIL convoy). Runs on the C queue and
+on the Python reference queue (conftest); no timing assertions: the switch
+interval is raised so that, without pacing, the event thread could not get
+the GIL at all while the host spins, which makes the waits certain."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from moonbus.errors import ConfigError
+from moonbus.host.context import HostSettings
+from moonbus.lua.exposure import lua_api
+from moonbus.runtime import Runtime
+
+ORDERED = """
+events:on("e", function(e)
+  local last = shared:int("last")
+  if e.seq <= last:get() then shared:int("out_of_order"):increment() end
+  last:set(e.seq)
+  shared:int("n"):increment()
+end)
+"""
+
+
+@pytest.fixture(autouse=True)
+def _long_switch_interval() -> Iterator[None]:
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(0.2)  # a spinning host keeps the GIL, for certain
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(before)
+
+
+def _spin(seconds: float) -> None:
+    until = time.perf_counter() + seconds
+    while time.perf_counter() < until:
+        pass
+
+
+def _load(rt: Runtime, tmp_path: Path, text: str, name: str = "s"):  # type: ignore[no-untyped-def]
+    path = tmp_path / f"{name}.lua"
+    path.write_text(text, encoding="utf-8")
+    host = rt.load(path)
+    host.start()
+    return host
+
+
+def _threaded(lag: float | None) -> Runtime:
+    return Runtime(threaded=True, workers=1, event_delivery="deferred",
+                   settings=HostSettings(deferred_max_lag=lag))
+
+
+def _warm(rt: Runtime) -> None:
+    """One event delivered first: the handler's shared handles exist (their
+    first use builds them, which takes longer than a paced wait's patience
+    on a loaded machine)."""
+    rt.bus.emit("warm")
+    assert rt.flush_events(30)
+
+
+def test_a_busy_host_waits_for_handlers_that_call_python(tmp_path: Path) -> None:
+    with _threaded(0.001) as rt:
+        host = _load(rt, tmp_path, ORDERED + 'events:on("warm", function() '
+                                           'shared:int("last"):get() shared:int("n"):get() end)')
+        _warm(rt)
+        for i in range(40):
+            rt.bus.emit("e", {"i": i})
+            _spin(0.003)  # in Python: without pacing the event thread gets no GIL
+        assert rt.flush_events(30)
+        stats = rt.deferred_statistics()
+        assert stats is not None
+        assert stats.paced_emits > 0 and stats.paced_seconds > 0
+        # (pace_gave_up is not asserted: on a machine loaded enough that the
+        # woken event thread gets no CPU for 20x the lag, a wait gives up)
+        assert stats.pending == 0
+        assert stats.delivered == 41  # and the warm-up event
+        assert host.shared.int("n").get() == 40
+        assert host.shared.int("out_of_order").get() == 0
+
+
+def test_pacing_off_never_waits(tmp_path: Path) -> None:
+    with _threaded(None) as rt:
+        host = _load(rt, tmp_path, ORDERED)
+        for i in range(20):
+            rt.bus.emit("e", {"i": i})
+            _spin(0.001)
+        assert rt.flush_events(30)
+        stats = rt.deferred_statistics()
+        assert stats is not None and stats.paced_emits == 0
+        assert host.shared.int("n").get() == 20
+
+
+def test_emits_of_the_event_thread_itself_are_never_paced(tmp_path: Path) -> None:
+    # A handler's emit runs on the event thread, while its own event is still
+    # undelivered and (after the busy loop) older than the lag: waiting there
+    # for the queue it drains could never end. It must not wait at all.
+    text = """
+    events:on("a", function(e)
+      local until_ = os.clock() + 0.002
+      while os.clock() < until_ do end
+      for i = 1, 3 do events.emit("b", {i = i}) end
+    end)
+    events:on("b", function(e) shared:int("b"):increment() end)
+    """
+    with _threaded(0.001) as rt:
+        started = threading.Event()  # the notifier thread's emit is out of the way
+        rt.bus.on("script:started", lambda event: started.set())
+        host = _load(rt, tmp_path, text)
+        assert started.wait(30)
+        rt.bus.emit("a")
+        assert rt.flush_events(30)
+        stats = rt.deferred_statistics()
+        assert stats is not None
+        assert (stats.paced_emits, stats.pace_gave_up) == (0, 0)
+        assert host.shared.int("b").get() == 3
+
+
+@lua_api
+class _Gate:
+    """A host API whose call blocks while the host thread holds ``lock``."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+
+    def enter(self) -> None:
+        with self.lock:
+            pass
+
+
+def test_a_handler_blocked_on_the_host_ends_the_wait(tmp_path: Path) -> None:
+    # Not the GIL: the event thread waits for a lock the emitting thread
+    # holds. The emit gives up (it does not deadlock) and emits do not wait
+    # again until the event thread finishes something.
+    gate = _Gate()
+    with _threaded(0.0005) as rt:
+        rt.register_api("gate", gate)
+        host = _load(rt, tmp_path, 'events:on("e", function() gate:enter() '
+                                   'shared:int("n"):increment() end)')
+        with gate.lock:
+            for i in range(5):
+                rt.bus.emit("e", {"i": i})
+                _spin(0.002)
+            stats = rt.deferred_statistics()
+            assert stats is not None
+            assert stats.pace_gave_up == 1 and stats.paced_emits == 1
+        assert rt.flush_events(30)
+        assert host.shared.int("n").get() == 5
+
+
+def test_stepped_runtimes_never_pace(tmp_path: Path) -> None:
+    # No event thread: run_due delivers, so an emit has nobody to wait for.
+    rt = Runtime(threaded=False, clock=lambda: 0.0, event_delivery="deferred",
+                 settings=HostSettings(deferred_max_lag=0.0001))
+    with rt:
+        host = _load(rt, tmp_path, ORDERED)
+        for i in range(10):
+            rt.bus.emit("e", {"i": i})
+            _spin(0.0005)
+        stats = rt.deferred_statistics()
+        assert stats is not None and stats.paced_emits == 0 and stats.pending == 10
+        rt.run_due(0.0)
+        assert host.shared.int("n").get() == 10
+
+
+def test_immediate_delivery_has_no_deferred_statistics() -> None:
+    with Runtime(threaded=False, clock=lambda: 0.0) as rt:
+        assert rt.deferred_statistics() is None
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, float("nan"), float("inf"), 3601.0, "1", True])
+def test_a_bad_lag_is_refused(bad: object) -> None:
+    with pytest.raises(ConfigError, match="deferred_max_lag"):
+        HostSettings(deferred_max_lag=bad)  # type: ignore[arg-type]
+
+
+def test_the_lag_applies_from_the_next_drain(tmp_path: Path) -> None:
+    with _threaded(None) as rt:
+        host = _load(rt, tmp_path, ORDERED)
+        rt.settings.deferred_max_lag = 0.001
+        rt.bus.emit("e", {"i": 0})  # a drain: the new lag reaches the queue
+        assert rt.flush_events(30)
+        for i in range(1, 30):
+            rt.bus.emit("e", {"i": i})
+            _spin(0.003)
+        assert rt.flush_events(30)
+        stats = rt.deferred_statistics()
+        assert stats is not None and stats.paced_emits > 0
+        assert host.shared.int("n").get() == 30
