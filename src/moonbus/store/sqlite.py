@@ -61,7 +61,8 @@ import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from types import MappingProxyType
 from typing import IO, Any, Literal
 
 from moonbus.bus.event import Event
@@ -165,14 +166,19 @@ class SqliteEventStore(EventStore):
     # ---------------------------------------------------------------- append
 
     def _encode(self, event: Event) -> Row:
+        data: Mapping[str, Any] = event.data
+        if type(data) is MappingProxyType:
+            # the bus's frozen flat payload: as a dict, the C JSON encoder takes it
+            # directly instead of calling back into Python (same bytes)
+            data = dict(data)
         try:
-            data = encode_data(event.data)
+            text = encode_data(data)
         except (TypeError, ValueError, RecursionError) as exc:
             raise StoreError(
                 f"event store {self.path}: event seq {event.seq} ({event.type}) has data "
                 f"that cannot be stored as JSON: {exc}"
             ) from exc
-        return (event.seq, event.tick, event.type, event.ts, event.source, data)
+        return (event.seq, event.tick, event.type, event.ts, event.source, text)
 
     def _check_seq(self, seq: int, after: int) -> None:
         if seq <= after:
@@ -180,22 +186,25 @@ class SqliteEventStore(EventStore):
 
     def append(self, event: Event) -> None:
         """Record one committed event. Durable mode: committed when this returns."""
-        row = self._encode(event) if self.settings.wants(event.type) else None
+        settings = self.settings
+        row = self._encode(event) if settings.wants(event.type) else None
+        seq = event.seq
         with self._append_lock:
-            self._check_open()
-            self._check_seq(event.seq, self._last_seq)
+            if self._closed or seq <= self._last_seq:  # the checks, only called to raise
+                self._check_open()
+                self._check_seq(seq, self._last_seq)
             if row is not None:
                 try:
                     if self._writer is not None:
                         self._writer.put(row)
                     else:
-                        self._db.commit([row], event.seq)
+                        self._db.append_one(row)
                 except StoreError as exc:  # nothing recorded; counted by kind
                     self._failures.note(exc)
                     raise
-            self._last_seq = event.seq
-        if row is not None and self.settings.log_appends:
-            _log.debug("event store %s: appended seq %d (%s)", self.path, event.seq, event.type)
+            self._last_seq = seq
+        if row is not None and settings.log_appends:
+            _log.debug("event store %s: appended seq %d (%s)", self.path, seq, event.type)
 
     def append_many(self, events: Iterable[Event]) -> None:
         """Record several events in order. The whole batch is checked first (nothing
