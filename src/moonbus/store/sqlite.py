@@ -11,6 +11,21 @@ SQLite replays the WAL. What NORMAL does not promise is surviving a power loss
 or kernel crash (the last commits may roll back; the file stays consistent).
 Pass ``synchronous="full"`` to fsync the WAL on every commit for that too.
 
+*journal*: as durable as *durable* against the process dying, without an
+SQLite commit on the appending thread: ``append`` copies the row into a
+memory-mapped journal (``<file>-mbjournal``; a store into a shared file
+mapping is the kernel's the moment it is made, so it survives kill -9) and
+hands it to a ``BatchWriter``, which commits rows in batches as in *fast*
+mode and then lets the journal reuse their space. Opening the store (in any
+mode) commits the journal's rows the database does not have yet first, so
+nothing acknowledged is lost; see ``moonbus.store.sqlite_journal``. The
+costs: other processes reading the file (``moonbus events --db``) see an
+event once its batch is committed (within ``flush_interval``, 50 ms), and an
+SQLite failure (disk full) surfaces at a later call, as in *fast* mode,
+while the events stay in the journal for the next open. ``journal_bytes``
+bounds the journal (default 8 MiB); an append that finds it full waits for
+the batch writer (``journal_waits`` counts those).
+
 *fast*: ``append`` encodes the row and hands it to a ``BatchWriter``; its
 thread commits up to ``batch_size`` rows per transaction. Loss window if the
 process dies: the rows not yet committed, which are at most ``max_pending``
@@ -84,6 +99,12 @@ from moonbus.store.sqlite_query import (
     read_meta,
     select_rows,
 )
+from moonbus.store.sqlite_journal import (
+    DEFAULT_JOURNAL_BYTES,
+    Journal,
+    journal_path,
+    open_journal,
+)
 from moonbus.store.sqlite_readers import ReaderPool
 from moonbus.store.sqlite_schema import MEMORY, Synchronous, translated
 from moonbus.store.sqlite_writer import SqliteWriter
@@ -92,7 +113,7 @@ __all__ = ["SqliteEventStore"]
 
 _log = logging.getLogger(__name__)
 
-Mode = Literal["durable", "fast"]
+Mode = Literal["durable", "fast", "journal"]
 _QUERY_KEYS = frozenset({"after_tick", "after_seq", "types", "limit", "newest"})
 
 
@@ -114,9 +135,14 @@ class SqliteEventStore(EventStore):
         prune_tick_step: int = 60,
         prune_step: int = 16,
         create: bool = True,
+        journal_bytes: int = DEFAULT_JOURNAL_BYTES,
     ) -> None:
-        if mode not in ("durable", "fast"):
-            raise ConfigError(f"event store mode must be 'durable' or 'fast', not {mode!r}")
+        if mode not in ("durable", "fast", "journal"):
+            raise ConfigError(
+                f"event store mode must be 'durable', 'fast' or 'journal', not {mode!r}"
+            )
+        if mode == "journal" and os.fspath(path) == MEMORY:
+            raise ConfigError("event store mode 'journal' needs a file, not :memory:")
         if synchronous not in ("normal", "full"):
             raise ConfigError(f"synchronous must be 'normal' or 'full', not {synchronous!r}")
         if not lock_timeout >= 0:
@@ -138,12 +164,25 @@ class SqliteEventStore(EventStore):
             prune_tick_step=prune_tick_step,
             prune_step=prune_step,
         )
+        self._journal: Journal | None = None
+        try:
+            if self.path != MEMORY:
+                self._journal = open_journal(
+                    self.path,
+                    self._db.committed_seq,
+                    lambda rows: self._db.commit(rows, rows[-1][0]),
+                    keep=mode == "journal",
+                    capacity=journal_bytes,
+                )
+        except BaseException:
+            self._db.close()
+            raise
         self._last_seq = self._db.committed_seq
         self._readers = (
             None if self.path == MEMORY else ReaderPool(self.path, lock_timeout=lock_timeout)
         )
         self._writer: BatchWriter[Row] | None = None
-        if mode == "fast":
+        if mode != "durable":
             try:
                 self._writer = BatchWriter(
                     self._write_batch,
@@ -153,8 +192,15 @@ class SqliteEventStore(EventStore):
                     name=f"event store {self.path} writer",
                 )
             except BaseException:
+                if self._journal is not None:
+                    self._journal.close()
                 self._db.close()
                 raise
+
+    @property
+    def journal_waits(self) -> int:
+        """Appends that found the journal full and waited for the batch writer."""
+        return 0 if self._journal is None else self._journal.waits
 
     def __repr__(self) -> str:
         return f"SqliteEventStore({self.path!r}, mode={self.mode!r})"
@@ -196,7 +242,7 @@ class SqliteEventStore(EventStore):
             if row is not None:
                 try:
                     if self._writer is not None:
-                        self._writer.put(row)
+                        self._put(row)
                     else:
                         self._db.append_one(row)
                 except StoreError as exc:  # nothing recorded; counted by kind
@@ -221,7 +267,7 @@ class SqliteEventStore(EventStore):
             try:
                 if self._writer is not None:
                     for row in rows:
-                        self._writer.put(row)
+                        self._put(row)
                 elif rows:
                     self._db.commit(rows, last)
             except StoreError as exc:
@@ -229,13 +275,27 @@ class SqliteEventStore(EventStore):
                 raise
             self._last_seq = last
 
+    def _put(self, row: Row) -> None:
+        """Fast and journal modes: the row into the journal (if any), then to the
+        batch writer. A full journal waits until the writer committed all it holds."""
+        writer, journal = self._writer, self._journal
+        assert writer is not None
+        if journal is not None and not journal.append(row):
+            journal.waits += 1
+            writer.flush()  # every row put is committed: the journal is empty
+            if not journal.append(row):
+                raise StoreError(f"event store {self.path}: the journal is still full")
+        writer.put(row)
+
     def _write_batch(self, rows: list[Row]) -> None:
-        """Fast mode: called by the ``BatchWriter`` thread only."""
+        """Fast and journal modes: called by the ``BatchWriter`` thread only."""
         try:
             self._db.commit(rows, self._last_seq)
         except StoreError as exc:
             self._failures.note(exc)
             raise
+        if self._journal is not None:
+            self._journal.committed_through(rows[-1][0])
 
     def flush(self) -> None:
         """Block until every event appended so far is committed (fast mode)."""
@@ -415,6 +475,12 @@ class SqliteEventStore(EventStore):
                 failure = exc
         if self._readers is not None:
             self._readers.close()
+        if self._journal is not None:
+            if failure is None:  # every row is in the database
+                self._journal.reset()
+            self._journal.close()
+            if failure is None:
+                os.unlink(journal_path(self.path))
         self._db.close(None if failure is not None else self._last_seq)
         if failure is not None:
             raise failure
