@@ -92,18 +92,18 @@ from moonbus.store.base import (
 )
 from moonbus.store.batching import BatchWriter
 from moonbus.store.event_codec import Row, encode_data, row_json_line, row_to_event
+from moonbus.store.sqlite_journal import (
+    DEFAULT_JOURNAL_BYTES,
+    Journal,
+    journal_path,
+    open_journal,
+)
 from moonbus.store.sqlite_query import (
     COUNT_TYPE_AFTER_TICK,
     TYPES,
     plan_selects,
     read_meta,
     select_rows,
-)
-from moonbus.store.sqlite_journal import (
-    DEFAULT_JOURNAL_BYTES,
-    Journal,
-    journal_path,
-    open_journal,
 )
 from moonbus.store.sqlite_readers import ReaderPool
 from moonbus.store.sqlite_schema import MEMORY, Synchronous, translated
