@@ -190,3 +190,27 @@ def test_the_url_selects_journal_mode(db: str) -> None:
         store.close()
     with pytest.raises(ConfigError, match="durable, fast or journal"):
         open_event_store(f"sqlite:///{db}?mode=other")
+
+
+def test_an_append_that_raises_leaves_nothing_in_the_journal(db: str) -> None:
+    """A broken batch writer: the failing emit's row is taken back from the
+    journal, so it does not reappear when the file is opened again."""
+    store = SqliteEventStore(db, mode="journal", settings=KEEP_ALL)
+    store.append(ev(1))
+    store.flush()
+
+    def broken(rows: list[Row]) -> None:
+        raise StoreError("disk full (simulated)")
+
+    store._writer._write = broken  # type: ignore[union-attr]
+    store.append(ev(2))  # accepted: the writer fails in the background
+    with pytest.raises(StoreError):
+        store.flush()
+    for _ in range(3):  # the bus retries the same seq: each attempt raises
+        with pytest.raises(StoreError):
+            store.append(ev(3))
+    with pytest.raises(StoreError):
+        store.close()
+    assert os.path.exists(journal_path(db))  # kept: seq 2 was acknowledged
+    with SqliteEventStore(db, settings=KEEP_ALL) as again:
+        assert [e.seq for e in again.query()] == [1, 2]

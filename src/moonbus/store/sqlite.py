@@ -285,7 +285,12 @@ class SqliteEventStore(EventStore):
             writer.flush()  # every row put is committed: the journal is empty
             if not journal.append(row):
                 raise StoreError(f"event store {self.path}: the journal is still full")
-        writer.put(row)
+        try:
+            writer.put(row)
+        except BaseException:
+            if journal is not None:
+                journal.undo()  # the emit raises: its row must not come back at open
+            raise
 
     def _write_batch(self, rows: list[Row]) -> None:
         """Fast and journal modes: called by the ``BatchWriter`` thread only."""

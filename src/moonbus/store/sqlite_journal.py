@@ -160,6 +160,7 @@ class Journal:
         # (seq, end offset) of every record appended and not yet committed:
         # appended by the appending thread, popped by the batch writer's
         self._ends: collections.deque[tuple[int, int]] = collections.deque()
+        self._undo = (HEADER, HEADER)  # (tail before, offset) of the last append
 
     @staticmethod
     def _read_capacity(fd: int) -> int | None:
@@ -188,6 +189,7 @@ class Journal:
                 f"event store journal {self.path}: event seq {seq} needs {size} bytes, more "
                 f"than the journal holds ({self.capacity} bytes, setting journal_bytes)"
             )
+        tail = self._tail
         at = self._place(size)
         if at < 0:
             return False
@@ -196,7 +198,16 @@ class Journal:
         _REC.pack_into(m, at, len(body), zlib.crc32(body))
         self._tail = end = at + size
         self._ends.append((seq, end))
+        self._undo = (tail, at)
         return True
+
+    def undo(self) -> None:
+        """Take back the last ``append`` (its row could not be handed on, so its
+        ``emit`` raises): recovery stops where it was, the next record goes there."""
+        tail, at = self._undo
+        self._ends.pop()
+        struct.pack_into("<I", self._map, at, 0)
+        self._tail = tail
 
     def _place(self, size: int) -> int:
         """Where a record of ``size`` bytes goes (wrapping if needed), or -1: full.
