@@ -214,3 +214,13 @@ def test_an_append_that_raises_leaves_nothing_in_the_journal(db: str) -> None:
     assert os.path.exists(journal_path(db))  # kept: seq 2 was acknowledged
     with SqliteEventStore(db, settings=KEEP_ALL) as again:
         assert [e.seq for e in again.query()] == [1, 2]
+
+
+def test_records_up_to_half_the_journal_always_fit_once_it_is_empty(db: str) -> None:
+    with SqliteEventStore(db, mode="journal", settings=KEEP_ALL,
+                          journal_bytes=MIN_JOURNAL_BYTES) as store:
+        big = (MIN_JOURNAL_BYTES - HEADER) // 2 - 200
+        for seq in range(1, 8):  # each one lands wherever the last one left the tail
+            store.append(ev(seq, pad=big if seq % 2 else 300))
+        assert [e.seq for e in store.query()] == list(range(1, 8))
+        assert store.journal_waits > 0

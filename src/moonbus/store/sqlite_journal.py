@@ -38,7 +38,8 @@ records may be gone; the journal is never fsynced.
 Limits: ``capacity`` bytes (``journal_bytes``, default 8 MiB, ~25,000
 events of 300 bytes). An append that finds the journal full waits until the
 batch writer committed what it holds (``waits`` counts those); a record
-larger than the whole journal is refused with ``StoreError``.
+larger than half the journal is refused with ``StoreError`` (an empty
+journal always has room for one that is not, wherever its tail is).
 
 Threads: ``append`` is called by the store's appending thread (under its
 append lock), ``committed_through`` by the batch writer's thread; ``head``
@@ -184,10 +185,10 @@ class Journal:
         body = _BODY.pack(seq, 0 if tick is None else tick, ts, tick is not None, len(t), len(s))
         body += t + s + d
         size = _REC.size + len(body)
-        if size + 4 > self.capacity - HEADER:
+        if 2 * size + 8 > self.capacity - HEADER:  # so an empty journal always has room
             raise StoreError(
                 f"event store journal {self.path}: event seq {seq} needs {size} bytes, more "
-                f"than the journal holds ({self.capacity} bytes, setting journal_bytes)"
+                f"than half the journal ({self.capacity} bytes, setting journal_bytes)"
             )
         tail = self._tail
         at = self._place(size)
