@@ -224,3 +224,17 @@ def test_records_up_to_half_the_journal_always_fit_once_it_is_empty(db: str) -> 
             store.append(ev(seq, pad=big if seq % 2 else 300))
         assert [e.seq for e in store.query()] == list(range(1, 8))
         assert store.journal_waits > 0
+
+
+def test_without_posix_fallocate_the_journal_is_written_out_in_full(
+    db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delattr(os, "posix_fallocate", raising=False)
+    journal = Journal(journal_path(db), MIN_JOURNAL_BYTES)
+    try:
+        assert os.path.getsize(journal_path(db)) == MIN_JOURNAL_BYTES
+        assert os.stat(journal_path(db)).st_blocks * 512 >= MIN_JOURNAL_BYTES  # no hole
+        assert journal.append(row(1))
+        assert journal.recover(after_seq=0) == [row(1)]
+    finally:
+        journal.close()

@@ -143,7 +143,7 @@ class Journal:
             elif info.st_size and any(os.pread(fd, HEADER, 0)):
                 raise StoreError(f"event store journal {path}: not a moonbus journal file")
             try:
-                os.posix_fallocate(fd, 0, capacity)
+                _allocate(fd, capacity)
             except OSError as exc:
                 raise StoreError(
                     f"event store journal {path}: cannot allocate {capacity} bytes ({exc})"
@@ -273,6 +273,19 @@ class Journal:
 
     def close(self) -> None:
         self._map.close()
+
+
+def _allocate(fd: int, size: int) -> None:
+    """Give the file ``size`` bytes of real blocks (not a hole), so that writing
+    through the mapping can never fault for want of disk space."""
+    allocate = getattr(os, "posix_fallocate", None)
+    if allocate is not None:
+        allocate(fd, 0, size)
+        return
+    have = os.fstat(fd).st_size  # no posix_fallocate (macOS): write the zeros
+    zeros = bytes(1 << 16)
+    while have < size:
+        have += os.pwrite(fd, zeros[: size - have], have)
 
 
 def _decode(body: bytes) -> Row | None:
