@@ -1,4 +1,4 @@
-"""The per-emit store benchmark runs in quick mode and reports its two rows."""
+"""The per-emit store benchmark runs in quick mode and reports its four rows."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from moonbus.bench.store_frame import run
 
 def test_quick_run_reports_p99_and_max_next_to_fast_mode() -> None:
     rows = run(quick=True)
-    assert [row.name.rsplit(": ", 1)[1] for row in rows] == ["p99", "max"]
+    assert [row.name.rsplit(": ", 1)[1] for row in rows] == ["p99", "max"] * 2
+    assert ["journal" in row.name for row in rows] == [False, False, True, True]
     for row in rows:
         assert row.area == "store"
         assert "durable emit" in row.name

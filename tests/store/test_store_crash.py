@@ -1,7 +1,7 @@
 """kill -9 in the middle of appending: nothing acknowledged is lost, seq has no gap.
 
-A child process appends events and prints each seq once ``append`` (durable)
-or ``flush`` (fast) has returned; the test SIGKILLs it mid-run, reopens the
+A child process appends events and prints each seq once ``append`` (durable,
+journal) or ``flush`` (fast) has returned; the test SIGKILLs it mid-run, reopens the
 file and checks every acknowledged event is there, in order, with no gap.
 """
 
@@ -36,7 +36,7 @@ while True:
     seq += 1
     store.append(Event.create("a" if seq % 2 else "b", {"n": seq, "pad": "x" * 200},
                               seq=seq, tick=seq // 3))
-    if mode == "durable":
+    if mode in ("durable", "journal"):
         print(seq, flush=True)
     elif seq % 50 == 0:
         store.flush()
@@ -81,6 +81,10 @@ def _run_and_kill(path: Path, mode: str, acks_wanted: int) -> tuple[int, list[in
         # file many times, and may be in the middle of a checkpoint at the kill
         ("durable", 3000),
         ("fast", 20),
+        # acknowledged once in the memory-mapped journal, committed in batches:
+        # what the kill leaves in the journal is committed when the file is opened
+        ("journal", 300),
+        ("journal", 3000),
     ],
 )
 def test_kill_9_loses_nothing_acknowledged(tmp_path: Path, mode: str, acks: int) -> None:

@@ -68,7 +68,7 @@ def test_create_false_refuses_a_missing_file(tmp_path: Path) -> None:
         ("redis://127.0.0.1:6379/0?max_events=-1", "max_events must be a number >= 0"),
         ("redis://127.0.0.1:6379/0?prefix=", "prefix must be a non-empty string"),
         ("postgres://db/events", "unknown scheme 'postgres'"),
-        ("sqlite:///x.db?mode=eventual", "mode must be durable or fast"),
+        ("sqlite:///x.db?mode=eventual", "mode must be durable, fast or journal"),
         ("sqlite:///x.db?sync=off", "sync must be normal or full"),
         ("sqlite:///x.db?batch_size=many", "batch_size='many' is not a number"),
         ("sqlite:///x.db?colour=red", "unknown option 'colour'"),

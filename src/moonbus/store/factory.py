@@ -7,9 +7,9 @@ Accepted forms::
     sqlite://:memory:                 (also sqlite:///:memory:) in-memory, this process only
     path/to/file.db                   a plain path means SQLite
     ...?mode=fast                     SQLite options as query parameters:
-                                      mode=durable|fast, sync=normal|full,
+                                      mode=durable|fast|journal, sync=normal|full,
                                       batch_size=N, flush_interval=SECONDS,
-                                      lock_timeout=SECONDS
+                                      lock_timeout=SECONDS, journal_bytes=N
     redis://[user:password@]host:port/db?prefix=P
                                       the Redis Streams backend (also rediss://);
                                       options: prefix (default moonbus),
@@ -83,21 +83,23 @@ def _sqlite_store(
     kwargs: dict[str, Any] = {}
     for key, value in options.items():
         if key == "mode":
-            if value not in ("durable", "fast"):
-                raise ConfigError(f"event store URL {url!r}: mode must be durable or fast")
+            if value not in ("durable", "fast", "journal"):
+                raise ConfigError(
+                    f"event store URL {url!r}: mode must be durable, fast or journal"
+                )
             kwargs["mode"] = value
         elif key == "sync":
             if value not in ("normal", "full"):
                 raise ConfigError(f"event store URL {url!r}: sync must be normal or full")
             kwargs["synchronous"] = value
-        elif key == "batch_size":
-            kwargs["batch_size"] = _number(url, key, value, int)
+        elif key in ("batch_size", "journal_bytes"):
+            kwargs[key] = _number(url, key, value, int)
         elif key in ("flush_interval", "lock_timeout"):
             kwargs[key] = _number(url, key, value, float)
         else:
             raise ConfigError(
                 f"event store URL {url!r}: unknown option {key!r} "
-                "(known: batch_size, flush_interval, lock_timeout, mode, sync)"
+                "(known: batch_size, flush_interval, journal_bytes, lock_timeout, mode, sync)"
             )
     return SqliteEventStore(path, settings=settings, create=create, **kwargs)
 

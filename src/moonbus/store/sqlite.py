@@ -11,6 +11,21 @@ SQLite replays the WAL. What NORMAL does not promise is surviving a power loss
 or kernel crash (the last commits may roll back; the file stays consistent).
 Pass ``synchronous="full"`` to fsync the WAL on every commit for that too.
 
+*journal*: as durable as *durable* against the process dying, without an
+SQLite commit on the appending thread: ``append`` copies the row into a
+memory-mapped journal (``<file>-mbjournal``; a store into a shared file
+mapping is the kernel's the moment it is made, so it survives kill -9) and
+hands it to a ``BatchWriter``, which commits rows in batches as in *fast*
+mode and then lets the journal reuse their space. Opening the store (in any
+mode) commits the journal's rows the database does not have yet first, so
+nothing acknowledged is lost; see ``moonbus.store.sqlite_journal``. The
+costs: other processes reading the file (``moonbus events --db``) see an
+event once its batch is committed (within ``flush_interval``, 50 ms), and an
+SQLite failure (disk full) surfaces at a later call, as in *fast* mode,
+while the events stay in the journal for the next open. ``journal_bytes``
+bounds the journal (default 8 MiB); an append that finds it full waits for
+the batch writer (``journal_waits`` counts those).
+
 *fast*: ``append`` encodes the row and hands it to a ``BatchWriter``; its
 thread commits up to ``batch_size`` rows per transaction. Loss window if the
 process dies: the rows not yet committed, which are at most ``max_pending``
@@ -61,7 +76,8 @@ import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from types import MappingProxyType
 from typing import IO, Any, Literal
 
 from moonbus.bus.event import Event
@@ -76,6 +92,12 @@ from moonbus.store.base import (
 )
 from moonbus.store.batching import BatchWriter
 from moonbus.store.event_codec import Row, encode_data, row_json_line, row_to_event
+from moonbus.store.sqlite_journal import (
+    DEFAULT_JOURNAL_BYTES,
+    Journal,
+    journal_path,
+    open_journal,
+)
 from moonbus.store.sqlite_query import (
     COUNT_TYPE_AFTER_TICK,
     TYPES,
@@ -91,7 +113,7 @@ __all__ = ["SqliteEventStore"]
 
 _log = logging.getLogger(__name__)
 
-Mode = Literal["durable", "fast"]
+Mode = Literal["durable", "fast", "journal"]
 _QUERY_KEYS = frozenset({"after_tick", "after_seq", "types", "limit", "newest"})
 
 
@@ -113,9 +135,14 @@ class SqliteEventStore(EventStore):
         prune_tick_step: int = 60,
         prune_step: int = 16,
         create: bool = True,
+        journal_bytes: int = DEFAULT_JOURNAL_BYTES,
     ) -> None:
-        if mode not in ("durable", "fast"):
-            raise ConfigError(f"event store mode must be 'durable' or 'fast', not {mode!r}")
+        if mode not in ("durable", "fast", "journal"):
+            raise ConfigError(
+                f"event store mode must be 'durable', 'fast' or 'journal', not {mode!r}"
+            )
+        if mode == "journal" and os.fspath(path) == MEMORY:
+            raise ConfigError("event store mode 'journal' needs a file, not :memory:")
         if synchronous not in ("normal", "full"):
             raise ConfigError(f"synchronous must be 'normal' or 'full', not {synchronous!r}")
         if not lock_timeout >= 0:
@@ -137,12 +164,25 @@ class SqliteEventStore(EventStore):
             prune_tick_step=prune_tick_step,
             prune_step=prune_step,
         )
+        self._journal: Journal | None = None
+        try:
+            if self.path != MEMORY:
+                self._journal = open_journal(
+                    self.path,
+                    self._db.committed_seq,
+                    lambda rows: self._db.commit(rows, rows[-1][0]),
+                    keep=mode == "journal",
+                    capacity=journal_bytes,
+                )
+        except BaseException:
+            self._db.close()
+            raise
         self._last_seq = self._db.committed_seq
         self._readers = (
             None if self.path == MEMORY else ReaderPool(self.path, lock_timeout=lock_timeout)
         )
         self._writer: BatchWriter[Row] | None = None
-        if mode == "fast":
+        if mode != "durable":
             try:
                 self._writer = BatchWriter(
                     self._write_batch,
@@ -152,8 +192,15 @@ class SqliteEventStore(EventStore):
                     name=f"event store {self.path} writer",
                 )
             except BaseException:
+                if self._journal is not None:
+                    self._journal.close()
                 self._db.close()
                 raise
+
+    @property
+    def journal_waits(self) -> int:
+        """Appends that found the journal full and waited for the batch writer."""
+        return 0 if self._journal is None else self._journal.waits
 
     def __repr__(self) -> str:
         return f"SqliteEventStore({self.path!r}, mode={self.mode!r})"
@@ -165,14 +212,19 @@ class SqliteEventStore(EventStore):
     # ---------------------------------------------------------------- append
 
     def _encode(self, event: Event) -> Row:
+        data: Mapping[str, Any] = event.data
+        if type(data) is MappingProxyType:
+            # the bus's frozen flat payload: as a dict, the C JSON encoder takes it
+            # directly instead of calling back into Python (same bytes)
+            data = dict(data)
         try:
-            data = encode_data(event.data)
+            text = encode_data(data)
         except (TypeError, ValueError, RecursionError) as exc:
             raise StoreError(
                 f"event store {self.path}: event seq {event.seq} ({event.type}) has data "
                 f"that cannot be stored as JSON: {exc}"
             ) from exc
-        return (event.seq, event.tick, event.type, event.ts, event.source, data)
+        return (event.seq, event.tick, event.type, event.ts, event.source, text)
 
     def _check_seq(self, seq: int, after: int) -> None:
         if seq <= after:
@@ -180,22 +232,25 @@ class SqliteEventStore(EventStore):
 
     def append(self, event: Event) -> None:
         """Record one committed event. Durable mode: committed when this returns."""
-        row = self._encode(event) if self.settings.wants(event.type) else None
+        settings = self.settings
+        row = self._encode(event) if settings.wants(event.type) else None
+        seq = event.seq
         with self._append_lock:
-            self._check_open()
-            self._check_seq(event.seq, self._last_seq)
+            if self._closed or seq <= self._last_seq:  # the checks, only called to raise
+                self._check_open()
+                self._check_seq(seq, self._last_seq)
             if row is not None:
                 try:
                     if self._writer is not None:
-                        self._writer.put(row)
+                        self._put(row)
                     else:
-                        self._db.commit([row], event.seq)
+                        self._db.append_one(row)
                 except StoreError as exc:  # nothing recorded; counted by kind
                     self._failures.note(exc)
                     raise
-            self._last_seq = event.seq
-        if row is not None and self.settings.log_appends:
-            _log.debug("event store %s: appended seq %d (%s)", self.path, event.seq, event.type)
+            self._last_seq = seq
+        if row is not None and settings.log_appends:
+            _log.debug("event store %s: appended seq %d (%s)", self.path, seq, event.type)
 
     def append_many(self, events: Iterable[Event]) -> None:
         """Record several events in order. The whole batch is checked first (nothing
@@ -212,7 +267,7 @@ class SqliteEventStore(EventStore):
             try:
                 if self._writer is not None:
                     for row in rows:
-                        self._writer.put(row)
+                        self._put(row)
                 elif rows:
                     self._db.commit(rows, last)
             except StoreError as exc:
@@ -220,13 +275,32 @@ class SqliteEventStore(EventStore):
                 raise
             self._last_seq = last
 
+    def _put(self, row: Row) -> None:
+        """Fast and journal modes: the row into the journal (if any), then to the
+        batch writer. A full journal waits until the writer committed all it holds."""
+        writer, journal = self._writer, self._journal
+        assert writer is not None
+        if journal is not None and not journal.append(row):
+            journal.waits += 1
+            writer.flush()  # every row put is committed: the journal is empty
+            if not journal.append(row):
+                raise StoreError(f"event store {self.path}: the journal is still full")
+        try:
+            writer.put(row)
+        except BaseException:
+            if journal is not None:
+                journal.undo()  # the emit raises: its row must not come back at open
+            raise
+
     def _write_batch(self, rows: list[Row]) -> None:
-        """Fast mode: called by the ``BatchWriter`` thread only."""
+        """Fast and journal modes: called by the ``BatchWriter`` thread only."""
         try:
             self._db.commit(rows, self._last_seq)
         except StoreError as exc:
             self._failures.note(exc)
             raise
+        if self._journal is not None:
+            self._journal.committed_through(rows[-1][0])
 
     def flush(self) -> None:
         """Block until every event appended so far is committed (fast mode)."""
@@ -406,6 +480,12 @@ class SqliteEventStore(EventStore):
                 failure = exc
         if self._readers is not None:
             self._readers.close()
+        if self._journal is not None:
+            if failure is None:  # every row is in the database
+                self._journal.reset()
+            self._journal.close()
+            if failure is None:
+                os.unlink(journal_path(self.path))
         self._db.close(None if failure is not None else self._last_seq)
         if failure is not None:
             raise failure

@@ -1,0 +1,240 @@
+"""Journal mode of the SQLite store: the memory-mapped journal, its recovery at
+open (in any mode), wrapping, a full journal, torn records and bad files.
+The kill -9 promise itself is tested in test_store_crash.py."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Literal
+
+import pytest
+
+import moonbus
+from moonbus.bus.event import Event
+from moonbus.errors import ConfigError, StoreError
+from moonbus.store.base import StoreSettings
+from moonbus.store.factory import open_event_store
+from moonbus.store.sqlite import SqliteEventStore
+from moonbus.store.sqlite_journal import HEADER, MIN_JOURNAL_BYTES, Journal, journal_path
+from moonbus.store.sqlite_query import Row
+
+KEEP_ALL = StoreSettings(retention_ticks=None)
+
+
+def ev(seq: int, pad: int = 10) -> Event:
+    return Event.create("a" if seq % 2 else "b", {"n": seq, "pad": "x" * pad}, seq=seq,
+                        tick=seq // 3, ts=seq)
+
+
+def row(seq: int, pad: int = 10, tick: int | None = 0) -> Row:
+    return (seq, tick, "a", seq, "host", f'{{"n":{seq},"pad":"{"x" * pad}"}}')
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> str:
+    return str(tmp_path / "events.db")
+
+
+def test_journal_mode_stores_queries_and_removes_its_journal_at_close(db: str) -> None:
+    with SqliteEventStore(db, mode="journal", settings=KEEP_ALL) as store:
+        for seq in range(1, 101):
+            store.append(ev(seq))
+        assert os.path.exists(journal_path(db))
+        assert [e.seq for e in store.query()] == list(range(1, 101))  # queries flush first
+        assert store.query(after_seq=99)[0].data["n"] == 100
+    assert not os.path.exists(journal_path(db))
+    with SqliteEventStore(db) as store:
+        assert store.last_seq() == 100
+
+
+@pytest.mark.parametrize("mode", ["durable", "fast", "journal"])
+def test_rows_left_in_a_journal_are_committed_when_the_file_is_opened(
+    db: str, mode: Literal["durable", "fast", "journal"]
+) -> None:
+    with SqliteEventStore(db, settings=KEEP_ALL) as store:
+        store.append_many([ev(1), ev(2), ev(3)])
+    journal = Journal(journal_path(db))  # a journal-mode session that died
+    for seq in range(2, 9):  # 2 and 3 are in the database already
+        assert journal.append(row(seq, tick=None if seq == 5 else seq))
+    journal.close()
+    with SqliteEventStore(db, mode=mode, settings=KEEP_ALL) as store:
+        events = store.query()
+        assert [e.seq for e in events] == list(range(1, 9))
+        assert events[4].tick is None and events[5].tick == 6
+        assert events[7].data == {"n": 8, "pad": "x" * 10}
+        assert store.last_seq() == 8
+    assert not os.path.exists(journal_path(db))
+
+
+def test_recovery_stops_at_a_torn_record(db: str) -> None:
+    journal = Journal(journal_path(db))
+    for seq in range(1, 6):
+        assert journal.append(row(seq))
+    journal.close()
+    with open(journal_path(db), "r+b") as fp:
+        fp.seek(HEADER)
+        first = int.from_bytes(fp.read(4), "little") + 8
+        fp.seek(HEADER + 2 * first + 20)  # inside the third record's body
+        fp.write(b"\xff")
+    with SqliteEventStore(db) as store:
+        assert [e.seq for e in store.query()] == [1, 2]
+
+
+def test_a_stale_lap_past_the_last_record_is_not_recovered(db: str) -> None:
+    journal = Journal(journal_path(db), MIN_JOURNAL_BYTES)
+    seq = 0
+    while journal.append(row(seq + 1, pad=200)):  # fill it
+        seq += 1
+    journal.committed_through(seq)  # all in the database: the next records wrap
+    for more in range(seq + 1, seq + 4):
+        assert journal.append(row(more, pad=200))
+    assert journal.recover(after_seq=seq) == [row(s, pad=200) for s in range(seq + 1, seq + 4)]
+    journal.close()
+
+
+def test_a_full_journal_waits_for_the_writer_and_wraps(db: str) -> None:
+    with SqliteEventStore(
+        db, mode="journal", settings=KEEP_ALL, journal_bytes=MIN_JOURNAL_BYTES,
+        flush_interval=30.0, batch_size=10_000,
+    ) as store:
+        store.append_many([ev(1)])
+        for seq in range(2, 2001):  # ~0.5 MB of records through a 64 KiB journal
+            store.append(ev(seq, pad=200))
+        assert store.journal_waits > 0
+        assert [e.seq for e in store.query()] == list(range(1, 2001))
+
+
+def test_the_ring_reuses_committed_space_without_waiting(db: str) -> None:
+    with SqliteEventStore(db, mode="journal", settings=KEEP_ALL,
+                          journal_bytes=MIN_JOURNAL_BYTES) as store:
+        for seq in range(1, 3001):
+            store.append(ev(seq, pad=100))
+            if seq % 100 == 0:
+                store.flush()  # the writer keeps up: committed space is reused
+        assert store.journal_waits == 0
+        assert store.statistics().stored == 3000
+
+
+def test_journal_mode_kill_before_any_commit_loses_nothing(db: str) -> None:
+    """The batch writer never commits (flush_interval 60 s, huge batches): every
+    acknowledged event is only in the journal when the process is killed."""
+    child_code = (
+        "import sys\n"
+        "from moonbus.bus.event import Event\n"
+        "from moonbus.store.sqlite import SqliteEventStore\n"
+        "store = SqliteEventStore(sys.argv[1], mode='journal', flush_interval=60.0,\n"
+        "                         batch_size=100000)\n"
+        "for seq in range(1, 201):\n"
+        "    store.append(Event.create('a', {'n': seq}, seq=seq, tick=seq, ts=seq))\n"
+        "    print(seq, flush=True)\n"
+        "sys.stdin.read()\n"
+    )
+    src = Path(moonbus.__file__).resolve().parents[1]
+    child = subprocess.Popen(
+        [sys.executable, "-c", child_code, db], stdout=subprocess.PIPE, stdin=subprocess.PIPE,
+        text=True, env={**os.environ, "PYTHONPATH": str(src)},
+    )
+    assert child.stdout is not None
+    try:
+        acked = [int(child.stdout.readline()) for _ in range(200)]
+        os.kill(child.pid, signal.SIGKILL)
+    finally:
+        child.kill()
+        child.wait(10)
+        child.stdout.close()
+        assert child.stdin is not None
+        child.stdin.close()
+    assert acked == list(range(1, 201))
+    with SqliteEventStore(db, create=False) as store:
+        events = store.query()
+    assert [e.seq for e in events] == acked
+    assert all(e.data["n"] == e.seq for e in events)
+
+
+def test_bad_settings_and_files_are_refused(db: str, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="needs a file"):
+        SqliteEventStore(":memory:", mode="journal")
+    with pytest.raises(ConfigError, match="journal_bytes"):
+        SqliteEventStore(db, mode="journal", journal_bytes=1024)
+    with pytest.raises(ConfigError, match="journal"):
+        SqliteEventStore(db, mode="journaled")  # type: ignore[arg-type]
+    foreign = journal_path(db)
+    Path(foreign).write_bytes(b"not a journal" * 1000)
+    with pytest.raises(StoreError, match="not a moonbus journal"):
+        SqliteEventStore(db, mode="journal")
+    assert Path(foreign).read_bytes() == b"not a journal" * 1000  # untouched
+    os.unlink(foreign)
+    os.symlink(tmp_path / "elsewhere", foreign)
+    with pytest.raises(StoreError, match="journal"):
+        SqliteEventStore(db, mode="journal")
+    assert not (tmp_path / "elsewhere").exists()
+
+
+def test_a_record_larger_than_the_journal_is_refused(db: str) -> None:
+    with SqliteEventStore(db, mode="journal", journal_bytes=MIN_JOURNAL_BYTES) as store:
+        with pytest.raises(StoreError, match="journal_bytes"):
+            store.append(ev(1, pad=MIN_JOURNAL_BYTES))
+        store.append(ev(2))
+        assert [e.seq for e in store.query()] == [2]
+
+
+def test_the_url_selects_journal_mode(db: str) -> None:
+    store = open_event_store(f"sqlite:///{db}?mode=journal&journal_bytes={MIN_JOURNAL_BYTES}")
+    try:
+        assert isinstance(store, SqliteEventStore) and store.mode == "journal"
+    finally:
+        store.close()
+    with pytest.raises(ConfigError, match="durable, fast or journal"):
+        open_event_store(f"sqlite:///{db}?mode=other")
+
+
+def test_an_append_that_raises_leaves_nothing_in_the_journal(db: str) -> None:
+    """A broken batch writer: the failing emit's row is taken back from the
+    journal, so it does not reappear when the file is opened again."""
+    store = SqliteEventStore(db, mode="journal", settings=KEEP_ALL)
+    store.append(ev(1))
+    store.flush()
+
+    def broken(rows: list[Row]) -> None:
+        raise StoreError("disk full (simulated)")
+
+    store._writer._write = broken  # type: ignore[union-attr]
+    store.append(ev(2))  # accepted: the writer fails in the background
+    with pytest.raises(StoreError):
+        store.flush()
+    for _ in range(3):  # the bus retries the same seq: each attempt raises
+        with pytest.raises(StoreError):
+            store.append(ev(3))
+    with pytest.raises(StoreError):
+        store.close()
+    assert os.path.exists(journal_path(db))  # kept: seq 2 was acknowledged
+    with SqliteEventStore(db, settings=KEEP_ALL) as again:
+        assert [e.seq for e in again.query()] == [1, 2]
+
+
+def test_records_up_to_half_the_journal_always_fit_once_it_is_empty(db: str) -> None:
+    with SqliteEventStore(db, mode="journal", settings=KEEP_ALL,
+                          journal_bytes=MIN_JOURNAL_BYTES) as store:
+        big = (MIN_JOURNAL_BYTES - HEADER) // 2 - 200
+        for seq in range(1, 8):  # each one lands wherever the last one left the tail
+            store.append(ev(seq, pad=big if seq % 2 else 300))
+        assert [e.seq for e in store.query()] == list(range(1, 8))
+        assert store.journal_waits > 0
+
+
+def test_without_posix_fallocate_the_journal_is_written_out_in_full(
+    db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delattr(os, "posix_fallocate", raising=False)
+    journal = Journal(journal_path(db), MIN_JOURNAL_BYTES)
+    try:
+        assert os.path.getsize(journal_path(db)) == MIN_JOURNAL_BYTES
+        assert os.stat(journal_path(db)).st_blocks * 512 >= MIN_JOURNAL_BYTES  # no hole
+        assert journal.append(row(1))
+        assert journal.recover(after_seq=0) == [row(1)]
+    finally:
+        journal.close()
