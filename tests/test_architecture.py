@@ -55,7 +55,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("shared", "store"),  # SharedStore | EventStore (knows Event): two storage layers
     ("host", "runner", "api_check"),  # long-lived scripts | runner jobs | host-API checks
     ("admin", "app"),  # command registry + RCON | the host application's interface
-    ("replay",),  # record/replay (t15-replay): the recorder is composed by the runtime
+    ("replay", "http"),  # record/replay (t15-replay) | the HTTP management API (issue 14)
     ("runtime",),  # the composition root
     ("world", "moonbus"),  # the demo game | the re-export facade (moonbus/__init__.py)
     ("bench",),  # benchmarks, driven by the CLI
@@ -88,6 +88,7 @@ TYPE_ONLY_UP: dict[tuple[str, str], str] = {
     ("moonbus.admin.commands", "moonbus.runtime"): "commands are built over the Runtime",
     ("moonbus.admin.eval_cmd", "moonbus.runtime"): "script.eval is built over the Runtime",
     ("moonbus.replay.observer", "moonbus.runtime"): "the runtime hands the recorder itself",
+    ("moonbus.http.streams", "moonbus.runtime"): "the app serves the Runtime it is given",
     ("moonbus.replay.recorder", "moonbus.runtime"): "the runtime hands the recorder itself",
     ("moonbus.replay.replayer", "moonbus.runtime"): "the session's runtime, annotated",
     ("moonbus.replay.replayer", "moonbus.cli.session"): "the run session lives in cli (above)",

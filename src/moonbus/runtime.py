@@ -159,7 +159,7 @@ class Runtime:
             scheduler=self.scheduler,
             settings=self.settings,
             log=self._log,
-            tick=self._current_tick,
+            tick=lambda: self._tick,
             apis=self._apis,
             native=native, delivery_counts=make_delivery_counts(native),  # C delivery's counters
             deferred=self._deferred,
@@ -228,9 +228,6 @@ class Runtime:
         if event.tick is not None:
             self._tick = event.tick
 
-    def _current_tick(self) -> int | None:
-        return self._tick
-
     @property
     def tick(self) -> int | None:
         """The current game tick (from the latest ``tick`` event or ``set_tick``)."""
@@ -260,9 +257,10 @@ class Runtime:
         own lines, in every sink. Any thread."""
         self._log(script, "host", level, message, self._tick)
 
-    def add_log_sink(self, sink: Callable[[LogLine], None]) -> None:
-        """Also send every script log line to ``sink`` (called on the logging thread)."""
+    def add_log_sink(self, sink: Callable[[LogLine], None]) -> Callable[[], None]:
+        """Also send every script log line to ``sink`` (on the logging thread); returns its remover."""
         self._sinks.append(sink)
+        return lambda: self._sinks.remove(sink) if sink in self._sinks else None
 
     # ----------------------------------------------------------- script events
     def add_script_listener(self, listener: ScriptListener) -> Callable[[], None]:
