@@ -258,7 +258,7 @@ class Runtime:
         self._log(script, "host", level, message, self._tick)
 
     def add_log_sink(self, sink: Callable[[LogLine], None]) -> Callable[[], None]:
-        """Also send every script log line to ``sink`` (on the logging thread); returns its remover."""
+        """Also send every log line to ``sink`` (logging thread); returns its remover."""
         self._sinks.append(sink)
         return lambda: self._sinks.remove(sink) if sink in self._sinks else None
 

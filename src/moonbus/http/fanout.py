@@ -21,7 +21,7 @@ Bounds
 * Per client: at most ``capacity`` encoded items wait for its socket. One
   more and the client is *dropped*: its buffer is emptied, it gets one final
   message and its stream ends (``clients_dropped``) — never a growing queue.
-* The inbox holds at most ``capacity`` items (a ``deque`` with ``maxlen``).
+* The inbox holds at most ``inbox`` items (a ``deque`` with ``maxlen``).
   If the pump finds it full, items may have been lost between two pumps (the
   loop thread was starved): every client is dropped with that reason
   (``clients_dropped_behind``), as none can be served without a gap; they
@@ -129,13 +129,14 @@ class FanOut(Generic[T]):
         capacity: int,
         max_clients: int,
         pump_interval: float,
+        inbox: int,
     ) -> None:
         self._attach = attach
         self._encode = encode
         self._capacity = capacity
         self._max_clients = max_clients
         self._interval = pump_interval
-        self._inbox: deque[T] = deque(maxlen=capacity)
+        self._inbox: deque[T] = deque(maxlen=inbox)
         self._clients: list[StreamClient[T]] = []
         self._detach: Callable[[], None] | None = None
         self._pump_task: asyncio.Task[None] | None = None
@@ -203,7 +204,7 @@ class FanOut(Generic[T]):
         count = len(inbox)
         if not count:
             return 0
-        behind = count >= self._capacity  # appends may have pushed out older items
+        behind = count >= (inbox.maxlen or 0)  # appends may have pushed out older items
         popleft = inbox.popleft
         items = [popleft() for _ in range(count)]
         self._items_in += count
@@ -212,7 +213,7 @@ class FanOut(Generic[T]):
             for client in clients:
                 self._behind += 1
                 client.drop("the server fell behind: more than "
-                            f"{self._capacity} items arrived between two pumps")
+                            f"{inbox.maxlen} items arrived between two pumps")
             clients.clear()
             self._stop_source()
             return count

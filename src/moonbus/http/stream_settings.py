@@ -28,7 +28,10 @@ class StreamSettings:
     ``max_clients``: open streams per kind (events, logs); one more is refused
     with 503 (``clients_refused``). ``send_timeout``: a write to a client stuck
     this long ends its stream. ``backlog_page``: events read from the event
-    store per query while a client resumes with ``Last-Event-ID``.
+    store per query while a client resumes with ``Last-Event-ID``. ``inbox``:
+    items that may arrive between two pumps (one hub per kind, shared by all its
+    clients); more means the loop thread was starved and every client of that
+    kind is dropped (``clients_dropped_behind``), to resume from the event log.
     """
 
     client_buffer: int = 10_000
@@ -37,9 +40,10 @@ class StreamSettings:
     max_clients: int = 64
     send_timeout: float = 30.0
     backlog_page: int = 1_000
+    inbox: int = 100_000
 
     def __post_init__(self) -> None:
-        for name in ("client_buffer", "max_clients", "backlog_page"):
+        for name in ("client_buffer", "max_clients", "backlog_page", "inbox"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"stream setting {name} must be a whole number >= 1, "

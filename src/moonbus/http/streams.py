@@ -73,7 +73,8 @@ class StreamRoutes:
         self.settings = settings = settings or StreamSettings()
         common: dict[str, Any] = {"capacity": settings.client_buffer,
                                   "max_clients": settings.max_clients,
-                                  "pump_interval": settings.pump_interval}
+                                  "pump_interval": settings.pump_interval,
+                                  "inbox": settings.inbox}
         self.events: FanOut[Event] = FanOut(attach=self._attach_events, encode=encode_event,
                                             **common)
         self.logs: FanOut[LogLine] = FanOut(attach=rt.add_log_sink, encode=encode_log, **common)
@@ -84,7 +85,11 @@ class StreamRoutes:
 
     def _attach_events(self, push: Callable[[Event], None]) -> Callable[[], None]:
         sub = self._rt.bus.on("*", push, owner="http:stream")
-        return sub.cancel
+
+        def detach() -> None:
+            sub.cancel()
+
+        return detach
 
     def close(self) -> None:
         """End every stream and detach from the bus and the log (loop thread)."""
@@ -188,7 +193,8 @@ class StreamRoutes:
             self.logs.leave(client)
 
     def _respond(self, frames: AsyncIterator[bytes]) -> Response:
-        from sse_starlette.sse import EventSourceResponse, ServerSentEvent
+        from sse_starlette.event import ServerSentEvent
+        from sse_starlette.sse import EventSourceResponse
 
         return EventSourceResponse(
             frames, ping=self.settings.heartbeat, sep="\n",
