@@ -89,6 +89,7 @@ TYPE_ONLY_UP: dict[tuple[str, str], str] = {
     ("moonbus.admin.eval_cmd", "moonbus.runtime"): "script.eval is built over the Runtime",
     ("moonbus.replay.observer", "moonbus.runtime"): "the runtime hands the recorder itself",
     ("moonbus.http.streams", "moonbus.runtime"): "the app serves the Runtime it is given",
+    ("moonbus.http.metrics", "moonbus.runtime"): "the app serves the Runtime it is given",
     ("moonbus.replay.recorder", "moonbus.runtime"): "the runtime hands the recorder itself",
     ("moonbus.replay.replayer", "moonbus.runtime"): "the session's runtime, annotated",
     ("moonbus.replay.replayer", "moonbus.cli.session"): "the run session lives in cli (above)",
