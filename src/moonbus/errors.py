@@ -25,6 +25,9 @@ with ``raise ... from exc`` so that callers only ever need to catch these::
     ├── GameApiError (ValueError)        a game API (demo world) was called with a bad argument
     ├── AdminError                       an admin command failed or got bad arguments
     │   ├── AdminAuthError               wrong or missing RCON password
+    │   ├── AdminNotFoundError           the command names a script that does not exist (HTTP 404)
+    │   ├── AdminStateError              the target is in the wrong state for it (HTTP 409)
+    │   ├── AdminUnavailableError        it needs a part this host lacks, e.g. a store (HTTP 503)
     │   └── RconProtocolError            a peer broke the RCON wire format (bad/oversized packet)
     └── RunnerError
         ├── RunnerClosedError (ClosedError)  submit after close
@@ -37,6 +40,9 @@ from __future__ import annotations
 __all__ = [
     "AdminAuthError",
     "AdminError",
+    "AdminNotFoundError",
+    "AdminStateError",
+    "AdminUnavailableError",
     "BusError",
     "CascadeError",
     "ClosedError",
@@ -211,6 +217,18 @@ class AdminError(MoonbusError):
 
 class AdminAuthError(AdminError):
     """Authentication failed (wrong or missing password)."""
+
+
+class AdminNotFoundError(AdminError):
+    """An admin command named something that does not exist (a script)."""
+
+
+class AdminStateError(AdminError):
+    """The target of an admin command is in the wrong state for it."""
+
+
+class AdminUnavailableError(AdminError):
+    """An admin command needs a part this host was started without (an event store)."""
 
 
 class RconProtocolError(AdminError):

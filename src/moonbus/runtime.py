@@ -28,7 +28,6 @@ control thread; ``bus.emit`` may be called from any thread.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import logging
 import threading
@@ -37,7 +36,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from moonbus.api_check import check_api, check_event_types
 from moonbus.bus import Bus, Event
@@ -62,9 +61,12 @@ from moonbus.lua.fastcall import make_delivery_counts
 from moonbus.lua.sandbox import SandboxFactory
 from moonbus.lua.value_path import is_event_data_value
 from moonbus.native import FastPathStatistics
-from moonbus.replay.observer import RunObserver
+from moonbus.record.observer import RunObserver
 from moonbus.shared import SharedStore
 from moonbus.store.base import EventStore, StoreSettings
+
+if TYPE_CHECKING:
+    from moonbus.http.server import HttpServer
 
 __all__ = ["LogLine", "Runtime"]
 
@@ -183,6 +185,7 @@ class Runtime:
         from moonbus.admin.commands import build_registry
 
         self.admin = build_registry(self)
+        self._http: list[HttpServer] = []  # serve_http's servers; they stop first in close()
         self._closed = False
         # A store shared by several processes (Redis) also brings their events
         # to this bus, from now on, in the global order (see Bus.deliver_remote).
@@ -196,7 +199,7 @@ class Runtime:
         self.recorder: RunObserver | None = None
         if record is not None:
             if isinstance(record, (str, Path)):
-                from moonbus.replay.recorder import Recorder
+                from moonbus.record.recorder import Recorder
 
                 record = Recorder(record)
             self.recorder = record
@@ -277,12 +280,7 @@ class Runtime:
 
     def script_event_statistics(self) -> ScriptEventStatistics:
         """Counters of script notifications and undeclared event names."""
-        stats = self._script_events.statistics()
-        names = self._ctx.event_names
-        if names is None:
-            return stats
-        return dataclasses.replace(stats, undeclared_event_names=names.warnings,
-                                   event_names_learned=names.learned)
+        return self._script_events.statistics(self._ctx.event_names)
 
     # -------------------------------------------------------------------- apis
     def register_api(self, name: str, api: Any) -> None:
@@ -397,6 +395,16 @@ class Runtime:
             return True
         return self._deferred.flush(timeout)
 
+    def serve_http(self, host: str = "127.0.0.1", port: int = 8080, token: str | None = None,
+                   **limits: Any) -> HttpServer:
+        """The HTTP API and console (docs/http.md; extra ``moonbus[http]``) on a thread
+        until ``close()``; port 0 picks one, ``token=None`` makes one; ``limits``: HttpSettings."""
+        self._check_open()
+        from moonbus.http.server import serve
+
+        self._http.append(serve(self, host=host, port=port, token=token, **limits))
+        return self._http[-1]
+
     # ------------------------------------------------------------------- close
     def _check_open(self) -> None:
         if self._closed:
@@ -431,6 +439,8 @@ class Runtime:
         def left() -> float:
             return max(0.1, deadline - time.monotonic())
 
+        for server in self._http:  # no request reaches a runtime that is closing
+            step(f"stopping the HTTP server on {server.url}", server.stop)
         deferred = self._deferred
         if deferred is not None:  # what was emitted reaches the handlers first
             step("delivering deferred events", lambda: deferred.flush(min(5.0, left())))
@@ -476,16 +486,7 @@ class Runtime:
         """What the lifecycle limits did: stops that had to end running code,
         clamped and refused numbers, scheduler errors caught, threads that
         did not end in time (see ``moonbus.host.limits``)."""
-        counters = self._ctx.counters
-        sched = self.scheduler.statistics()
-        return LifecycleStatistics(
-            stop_aborts=counters.stop_aborts,
-            clamped_numbers=counters.clamped_numbers,
-            refused_numbers=counters.refused_numbers,
-            scheduler_job_exceptions=sched.job_exceptions,
-            scheduler_worker_errors=sched.worker_errors,
-            threads_not_ended=counters.threads_not_ended,
-        )
+        return LifecycleStatistics.of(self._ctx.counters, self.scheduler.statistics())
 
     def fast_path_statistics(self) -> FastPathStatistics:
         """What the C emit core and C event delivery took and handed back (``moonbus.native``)."""

@@ -20,9 +20,9 @@ from redis.retry import Retry
 from moonbus.bus import Event
 from moonbus.errors import SharedBackendError, StoreError
 from moonbus.lua.boundary import detached
+from moonbus.redisio.batch import CommandBatcher, Op, pack
+from moonbus.redisio.link import RedisLink
 from moonbus.runtime import Runtime
-from moonbus.shared.redis_backend import RedisLink
-from moonbus.shared.redis_batch import CommandBatcher, Op, pack
 from moonbus.store.redis_backend import RedisEventStore
 from moonbus.store.sqlite import SqliteEventStore
 from tests.adversarial.support_store_faults import (

@@ -11,10 +11,10 @@ import pytest
 from rich.console import Console
 
 from moonbus.cli.panel import PanelView, ScriptRow, final_table, render_panel
-from moonbus.cli.session import ScriptReport
 from moonbus.cli.summary import build_summary, check_writable, dumps, write_atomic
 from moonbus.errors import ConfigError
 from moonbus.runtime import LogLine
+from moonbus.session.session import ScriptReport
 from moonbus.world.app import world_line
 from moonbus.world.world import World
 

@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from moonbus.cli.script_options import (
+from moonbus.errors import ConfigError
+from moonbus.session.script_options import (
     OptionSetting,
     check_targets,
     options_for,
@@ -14,7 +15,6 @@ from moonbus.cli.script_options import (
     typed_value,
     unique_names,
 )
-from moonbus.errors import ConfigError
 
 
 def test_parse_option() -> None:

@@ -21,9 +21,9 @@ from typing import Any
 from tests.cli.conftest import Invoke
 from tests.cli.test_cli_process import _env
 
-from moonbus.cli.plan import plan_scripts
-from moonbus.cli.session import Session
 from moonbus.cli.watch import ScriptWatcher
+from moonbus.session.plan import plan_scripts
+from moonbus.session.session import Session
 
 WAIT = 20.0  # generous: the machine is shared
 

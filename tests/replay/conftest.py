@@ -11,8 +11,8 @@ import pytest
 from replay_support import PROBE, WALKER, Record, write
 
 from moonbus.app import load_app
-from moonbus.cli.plan import plan_scripts
-from moonbus.cli.session import Session
+from moonbus.session.plan import plan_scripts
+from moonbus.session.session import Session
 
 
 @pytest.fixture

@@ -107,8 +107,8 @@ def test_result_json_is_one_object(record: Record, scripts: dict[str, Path]) -> 
 def test_no_file_is_left_when_the_session_cannot_start(tmp_path: Path,
                                                        scripts: dict[str, Path]) -> None:
     from moonbus.app import load_app
-    from moonbus.cli.plan import plan_scripts
-    from moonbus.cli.session import Session
+    from moonbus.session.plan import plan_scripts
+    from moonbus.session.session import Session
 
     out = tmp_path / "never.mbrec"
     with pytest.raises(ConfigError):

@@ -20,8 +20,8 @@ from tests.shared.redis_support import (
 from moonbus.bus import Bus
 from moonbus.bus.event import Event
 from moonbus.errors import ClosedError, StoreError
+from moonbus.redisio.batch import LinkLost
 from moonbus.runtime import Runtime
-from moonbus.shared.redis_batch import LinkLost
 from moonbus.store import StoreSettings, open_event_store
 from moonbus.store.redis_backend import RedisEventStore
 from moonbus.store.redis_scripts import Keys
@@ -184,7 +184,7 @@ def test_a_lost_reply_is_resent_and_not_applied_twice(
 ) -> None:
     with RedisEventStore(REDIS_URL, prefix=prefix) as store:
         store.append_new("warmup", None, ts=0, source="t")
-        link: Any = store._batcher._link
+        link: Any = store._redis.batcher._link
         real_read = link.read
         lost: list[object] = []
 

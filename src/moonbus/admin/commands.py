@@ -4,6 +4,9 @@ Events come from the durable event store when one is attached; otherwise
 from the bus's bounded in-memory log (``events.clear`` then needs a store).
 Settings are the host's (time limits, poll delay, failure threshold) and the
 store's (retention, logging); ``settings.set`` changes them live.
+
+The commands the HTTP API serves answer an ``Answer`` (``moonbus.admin.registry``):
+the text RCON and the CLI print, and the same result as JSON-able ``data``.
 """
 
 from __future__ import annotations
@@ -13,11 +16,19 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from moonbus.admin.eval_cmd import register_eval
-from moonbus.admin.registry import CommandRegistry, parse_int
+from moonbus.admin.event_query import EVENTS_GET_USAGE, query_events
+from moonbus.admin.registry import Answer, CommandRegistry, parse_int
 from moonbus.bus import Event
-from moonbus.errors import AdminError, ConfigError
+from moonbus.errors import (
+    AdminError,
+    AdminNotFoundError,
+    AdminStateError,
+    AdminUnavailableError,
+    ConfigError,
+)
 from moonbus.host.limits import setting_bounds
-from moonbus.store.render import events_json, snapshot_json, summary_lines
+from moonbus.host.script import ScriptInfo
+from moonbus.store.render import snapshot_json, summary_lines
 
 if TYPE_CHECKING:
     from moonbus.runtime import Runtime
@@ -48,6 +59,18 @@ _HOST_SETTINGS: dict[str, tuple[str, float, type]] = {
     "max_handlers_per_script": ("max_handlers_per_script", 1, int),
 }
 _STORE_SETTINGS = ("retention_ticks", "retention_count", "log_appends")
+_IDLE = ("loaded", "stopped", "failed")  # statuses with nothing to stop
+
+
+def _script_row(info: ScriptInfo) -> dict[str, Any]:
+    """One script of the ``scripts`` answer as JSON-able data (HTTP ``/api/scripts``)."""
+    return {
+        "name": info.name, "status": info.status, "uptime": round(info.uptime, 3),
+        "polls": info.polls, "handler_errors": info.handler_errors,
+        "poll_errors": info.poll_errors, "stats": dict(info.stats), "errors": list(info.errors),
+        "handler_timeouts": info.handler_timeouts, "handlers_skipped": info.handlers_skipped,
+        "handlers_refused": info.handlers_refused, "quarantined": info.quarantined,
+    }
 
 
 class _Commands:
@@ -81,8 +104,8 @@ class _Commands:
                 summary[event.type] = summary.get(event.type, 0) + 1
         return summary_lines(summary, after_tick=after)
 
-    def events_get(self, args: Sequence[str]) -> str:
-        return events_json(self._events(self._after(args, 1), [args[0]]))
+    def events_get(self, args: Sequence[str]) -> Answer:
+        return query_events(self.rt.event_store, self.rt.bus, args)
 
     def events_snapshot(self, args: Sequence[str]) -> str:
         grouped: dict[str, list[Event]] = {}
@@ -90,14 +113,17 @@ class _Commands:
             grouped.setdefault(event.type, []).append(event)
         return snapshot_json(dict(sorted(grouped.items())))
 
-    def events_clear(self, args: Sequence[str]) -> str:
+    def events_clear(self, args: Sequence[str]) -> Answer:
         store = self.rt.event_store
         if store is None:
-            raise AdminError("no durable event store is attached (start with --events-db)")
+            raise AdminUnavailableError(
+                "no durable event store is attached (start with --events-db)"
+            )
         event_type = args[0] if args else None
         removed = store.clear(event_type)
         what = f"events of type {event_type!r}" if event_type else "events"
-        return f"cleared {removed} {what}"
+        return Answer(f"cleared {removed} {what}",
+                      data={"cleared": removed, "type": event_type})
 
     # ----------------------------------------------------------------- scripts
     def listeners(self, args: Sequence[str]) -> str:
@@ -108,55 +134,70 @@ class _Commands:
         ]
         return "\n".join(lines) if lines else "no active listeners"
 
-    def scripts(self, args: Sequence[str]) -> str:
+    def scripts(self, args: Sequence[str]) -> Answer:
         lines = []
+        rows = []
         for info in (host.info() for host in self.rt.scripts.values()):
             lines.append(
                 f"{info.name} {info.status} uptime={info.uptime:.1f}s polls={info.polls} "
                 f"handler_errors={info.handler_errors}"
             )
-        return "\n".join(lines) if lines else "no scripts loaded"
+            rows.append(_script_row(info))
+        return Answer("\n".join(lines) if lines else "no scripts loaded",
+                      data={"scripts": rows})
 
     def _host(self, name: str) -> Any:
         try:
             return self.rt.script(name)
         except KeyError:
-            raise AdminError(f"no script named {name!r}") from None
+            raise AdminNotFoundError(f"no script named {name!r}") from None
 
-    def script_reload(self, args: Sequence[str]) -> str:
+    @staticmethod
+    def _control(host: Any, text: str, *, unchanged: bool = False) -> Answer:
+        return Answer(text, data={"name": host.name, "status": host.status, "message": text},
+                      unchanged=unchanged)
+
+    def script_reload(self, args: Sequence[str]) -> Answer:
         host = self._host(args[0])
         host.reload()
-        return f"reloaded {host.name} ({host.status})"
+        return self._control(host, f"reloaded {host.name} ({host.status})")
 
-    def script_stop(self, args: Sequence[str]) -> str:
+    def script_stop(self, args: Sequence[str]) -> Answer:
         host = self._host(args[0])
+        # Nothing to stop: said by ``unchanged`` (HTTP 409); the text stays as it was.
+        idle = host.status in _IDLE
         host.stop()
-        return f"stopped {host.name} ({host.status})"
+        return self._control(host, f"stopped {host.name} ({host.status})", unchanged=idle)
 
-    def script_start(self, args: Sequence[str]) -> str:
+    def script_start(self, args: Sequence[str]) -> Answer:
         host = self._host(args[0])
         if host.status in ("starting", "running"):
-            return f"{host.name} is already {host.status}"
+            return self._control(host, f"{host.name} is already {host.status}", unchanged=True)
+        if host.status == "stopping":
+            raise AdminStateError(f"{host.name} is stopping; start it once it has stopped")
         host.start()
-        return f"started {host.name}"
+        return self._control(host, f"started {host.name}")
 
-    def shared_dump(self, args: Sequence[str]) -> str:
+    def shared_dump(self, args: Sequence[str]) -> Answer:
         host = self._host(args[0])
-        return json.dumps(host.shared.dump(), sort_keys=True, ensure_ascii=False)
+        values = host.shared.dump()
+        return Answer(json.dumps(values, sort_keys=True, ensure_ascii=False),
+                      data={"name": host.name, "shared": values})
 
     # ---------------------------------------------------------------- settings
-    def settings(self, args: Sequence[str]) -> str:
-        lines = []
+    def settings(self, args: Sequence[str]) -> Answer:
+        values: dict[str, Any] = {}
         host = self.rt.settings
         for name, (attr, scale, kind) in _HOST_SETTINGS.items():
             value = getattr(host, attr) / scale
-            lines.append(f"{name} = {kind(round(value, 3)) if kind is int else round(value, 3)}")
+            values[name] = kind(round(value, 3)) if kind is int else round(value, 3)
         store = self.rt.store_settings
         for name in _STORE_SETTINGS:
-            lines.append(f"{name} = {getattr(store, name)}")
-        return "\n".join(lines)
+            values[name] = getattr(store, name)
+        return Answer("\n".join(f"{name} = {value}" for name, value in values.items()),
+                      data={"settings": values})
 
-    def settings_set(self, args: Sequence[str]) -> str:
+    def settings_set(self, args: Sequence[str]) -> Answer:
         key, raw = args
         if key in _HOST_SETTINGS:
             attr, scale, kind = _HOST_SETTINGS[key]
@@ -177,7 +218,7 @@ class _Commands:
                     f"{key} must be a finite number above {low / scale:g} and at most "
                     f"{high / scale:g}, got {raw!r} ({key} is unchanged)"
                 ) from None
-            return f"{key} = {number}"
+            return Answer(f"{key} = {number}", data={"key": key, "value": number})
         if key in _STORE_SETTINGS:
             value: Any
             if key == "log_appends":
@@ -189,7 +230,7 @@ class _Commands:
             else:
                 value = parse_int(raw, key)
             self.rt.store_settings.update(**{key: value})
-            return f"{key} = {value}"
+            return Answer(f"{key} = {value}", data={"key": key, "value": value})
         known = ", ".join([*_HOST_SETTINGS, *_STORE_SETTINGS])
         raise AdminError(f"unknown setting {key!r} (known: {known})")
 
@@ -200,8 +241,9 @@ def build_registry(rt: Runtime) -> CommandRegistry:
     reg = CommandRegistry()
     reg.register("events", c.events, usage="events [after_tick]",
                  help="count of stored events by type", args=(0, 1))
-    reg.register("events.get", c.events_get, usage="events.get <type> [after_tick]",
-                 help="JSON array of the events of one type", args=(1, 2))
+    reg.register("events.get", c.events_get, usage=EVENTS_GET_USAGE,
+                 help="JSON array of the events of one type (or pattern: *, prefix*)",
+                 args=(1, 4))
     reg.register("events.snapshot", c.events_snapshot, usage="events.snapshot [after_tick]",
                  help="JSON object of all stored events by type", args=(0, 1))
     reg.register("events.clear", c.events_clear, usage="events.clear [type]",

@@ -7,8 +7,19 @@ split with ``shlex`` (so ``settings.set motd "hello world"`` works), the first
 word names the command, and the argument count is checked against the
 command's declared range before its handler runs.
 
-``run`` raises ``AdminError`` for bad input; ``answer`` is what the network
+``run`` raises ``AdminError`` for bad input; ``answer`` is what the text
 front ends use: it never raises and turns an error into ``error: <message>``.
+
+One registry, three front ends: a handler returns either its text, or an
+``Answer`` holding the same text plus ``data``, the JSON-able value of the
+same result (``call`` returns it). RCON and the CLI print ``text``; the HTTP
+API (``moonbus.http``) sends ``data``, so no command is implemented twice and
+the text answers stay exactly what they were. An ``Answer`` with
+``unchanged=True`` says the command found its target already in the asked
+state and did nothing (HTTP answers 409; the text front ends print the text
+as before). Errors say what kind they are by their class (``AdminNotFoundError``,
+``AdminStateError``, ``AdminUnavailableError``; a plain ``AdminError`` is bad
+input), which each front end renders its way.
 
 Thread safety: commands are registered at start-up; ``run`` may be called
 from any thread (RCON runs handlers on a small thread pool), and every
@@ -21,12 +32,25 @@ import logging
 import shlex
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from moonbus.errors import AdminError, MoonbusError
 
-__all__ = ["Command", "CommandRegistry", "parse_int"]
+__all__ = ["Answer", "Command", "CommandRegistry", "parse_int"]
 
-Handler = Callable[[Sequence[str]], str]
+
+@dataclass(frozen=True)
+class Answer:
+    """What a command answered: ``text`` for RCON and the CLI, ``data`` (a JSON-able
+    value, or None when the command has only text) for the HTTP API, and
+    ``unchanged`` when the target already was in the asked state."""
+
+    text: str
+    data: Any = None
+    unchanged: bool = False
+
+
+Handler = Callable[[Sequence[str]], "str | Answer"]
 _log = logging.getLogger("moonbus.admin")
 
 
@@ -98,6 +122,11 @@ class CommandRegistry:
 
     def run(self, line: str | Sequence[str]) -> str:
         """Run one command; raises ``AdminError`` on bad input or failure."""
+        return self.call(line).text
+
+    def call(self, line: str | Sequence[str]) -> Answer:
+        """Run one command and return its whole ``Answer`` (text and data); raises
+        ``AdminError`` (or a subclass naming the kind of error) like ``run``."""
         words = self.split(line) if isinstance(line, str) else list(line)
         if not words:
             raise AdminError("empty command; try 'help'")
@@ -106,12 +135,13 @@ class CommandRegistry:
         if not command.min_args <= len(args) <= command.max_args:
             raise AdminError(f"usage: {command.usage}")
         try:
-            return command.handler(args)
+            result = command.handler(args)
         except AdminError:
             raise
         except (MoonbusError, KeyError, ValueError, TypeError) as exc:
             message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
             raise AdminError(f"{command.name}: {message}") from exc
+        return result if isinstance(result, Answer) else Answer(result)
 
     def answer(self, line: str) -> str:
         """Like ``run`` but never raises: errors come back as ``error: ...``."""

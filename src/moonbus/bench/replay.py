@@ -20,9 +20,9 @@ from pathlib import Path
 
 from moonbus.app import load_app
 from moonbus.bench.harness import BenchRow
-from moonbus.cli.plan import plan_scripts
-from moonbus.cli.session import Session
 from moonbus.replay.replayer import replay
+from moonbus.session.plan import plan_scripts
+from moonbus.session.session import Session
 
 __all__ = ["run"]
 

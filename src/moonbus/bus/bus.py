@@ -38,17 +38,12 @@ handlers still run and the event stays committed.
 Seqs from the store, events from other processes
 ------------------------------------------------
 A store that assigns seqs itself (``assigns_seq``: Redis, shared by several
-processes) numbers every event instead of the bus. ``emit`` then appends first,
-*outside* ``_emit_lock`` (appends from several threads travel together in one
-round trip), and hands the event to a ``Sequencer`` (the reorder point), which
-commits events in seq order: an event whose earlier seqs are still on their
-way waits for them (at most ``reorder_timeout`` seconds; then they are logged
-and skipped). Committed events are moved into the log and delivered under
-``_emit_lock`` as usual. A store feed (``attach_remote``, ``deliver_remote``,
-``drain``) adds the events other processes emit, in the same global order; a
-handler that emits does not wait for its event's place (it is delivered later
-by the running drain or the feed's delivery thread). Without such a store none
-of this runs: the path above is unchanged.
+processes) numbers every event instead of the bus: ``emit`` freezes the data
+and hands the event to ``ordered.OrderedPath``, which appends first and commits
+in the store's seq order, and a store feed (``attach_remote``,
+``deliver_remote``, ``drain``) adds the events other processes emit (see
+``ordered.py``). Without such a store none of this runs: the path above is
+unchanged.
 
 Speed (``emit`` is the hot path; ``python -m moonbus.bench.bus`` measures it)
 -----------------------------------------------------------------------------
@@ -89,9 +84,9 @@ from moonbus.bus.cascade import (
 from moonbus.bus.core import EmitState, PyEmitState, make_emit_state
 from moonbus.bus.emit_data import ValueObjectTest, freeze_emitted, is_value_object
 from moonbus.bus.event import EMPTY_DATA, SCALAR_TYPES, Event
+from moonbus.bus.ordered import OrderedPath
 from moonbus.bus.patterns import check_pattern, check_type_name, matches
 from moonbus.bus.records import BusStatistics, DispatchGate
-from moonbus.bus.sequencer import Sequencer
 from moonbus.bus.subscription import Handler, Route, Subscription
 from moonbus.bus.waiters import Waiter, Waiters
 from moonbus.errors import BusError, ClosedError
@@ -175,16 +170,12 @@ class Bus:
         # Any thread (set.add is atomic; a lost race only means one more check):
         self._type_names: set[str] = set()
         self._handler_errors = 0
-        # Stores that number events: the reorder point, and the delivering thread.
-        self._ordered: Sequencer | None = None
-        if store is not None and store.assigns_seq:
-            self._ordered = Sequencer(timeout=reorder_timeout, logger=self._logger)
-        self._drainer: int | None = None  # under _emit_lock
+        numbered = store is not None and store.assigns_seq
         # The emit state (seq, closed, draining, in_flight, delivered), under
         # _emit_lock, and the C fast path over it when that is built (see
         # moonbus.bus.core); the general path below shares the same state.
         self._core: EmitState = make_emit_state(
-            native=native and self._ordered is None,
+            native=native and not numbered,
             event_type=Event,
             type_names=self._type_names,
             lock=self._emit_lock,
@@ -206,6 +197,16 @@ class Bus:
             # Calling the C core *is* emit: it takes the common case and hands
             # everything else, arguments as given, to the Python path below.
             self.emit = self._core  # type: ignore[method-assign, assignment]
+        # Stores that number events: append first, commit in their order (ordered.py).
+        self._ordered: OrderedPath | None = None
+        if store is not None and numbered:
+            self._ordered = OrderedPath(
+                append_new=store.append_new, reorder_timeout=reorder_timeout,
+                logger=self._logger, lock=self._emit_lock, core=self._core, log=self._log,
+                pending=self._pending, waiters=self._waiters, gate=gate, clock=self._clock,
+                cascade=self.cascade, caused_link=self._caused_link,
+                drain_pending=self._drain_pending,
+            )
 
     # ------------------------------------------------------------------ subscribe
     @overload
@@ -379,7 +380,7 @@ class Bus:
         if source is None:
             source = self._default_source
         if self._ordered is not None:
-            return self._emit_numbered(type, frozen, source, tick, cause)
+            return self._ordered.emit(type, frozen, source, tick, cause)
 
         core = self._core
         lock = self._emit_lock
@@ -524,82 +525,11 @@ class Bus:
             if links and not cascade.held:
                 links.clear()  # every handler has run: no link is needed any more
 
-    # ------------------------------------------------- seqs assigned by the store
-    def _emit_numbered(
-        self,
-        type: str,
-        data: Mapping[str, Any],
-        source: str,
-        tick: int | None,
-        cause: int | CascadeLink | None,
-    ) -> Event:
-        """``emit`` over a store that assigns seqs (see the module docstring)."""
-        if self._core.closed:
-            raise ClosedError("the bus is closed")
-        store = self._store
-        ordered = self._ordered
-        assert store is not None and ordered is not None
-        nested = self._drainer == threading.get_ident()
-        link = None
-        if nested or cause is not None:
-            with self._emit_lock:  # held already when nested (re-entrant)
-                link = self._caused_link(cause)  # raises CascadeError: nothing appended
-        clock = self._clock
-        ts = _time_ns() // 1_000_000 if clock is None else int(clock() * 1000)
-        ticket = ordered.begin()
-        try:
-            event = store.append_new(type, data, tick=tick, ts=ts, source=source)
-        except BaseException:
-            ordered.failed(ticket)  # raises: nothing committed
-            raise
-        if link is not None:
-            with self._emit_lock:
-                self.cascade.committed(event.seq, link)
-        ordered.arrived(ticket, event, wait=not nested)
-        self._deliver_ordered()
-        return event
-
-    def _deliver_ordered(self) -> None:
-        """Move the events the sequencer committed into the log, then deliver every
-        pending event in order (unless this thread is already delivering)."""
-        ordered = self._ordered
-        assert ordered is not None
-        lock = self._emit_lock
-        lock.acquire()
-        core = self._core
-        try:
-            pending = self._pending
-            for event in ordered.take():
-                if event.seq > core.seq:
-                    core.seq = event.seq
-                self._log.append(event)
-                pending.append(event)
-                if self._waiters.any:
-                    self._waiters.offer(event)
-            if core.draining:
-                return  # a handler emitted: the running drain delivers it
-            core.draining = True
-            self._drainer = threading.get_ident()
-            gate = self._gate
-            if gate is not None:
-                gate.enter()
-            try:
-                self._drain_pending(None)
-            finally:
-                core.draining = False
-                self._drainer = None
-                core.in_flight = None
-                if gate is not None:
-                    gate.exit()
-        finally:
-            lock.release()
-
+    # ------------------------------------------ seqs assigned by the store (ordered.py)
     def attach_remote(self, after_seq: int) -> None:
         """A store feed will report every seq after ``after_seq`` (other processes'
         events through ``deliver_remote``). Call before the first emit."""
-        if self._ordered is None:
-            raise BusError("events from other processes need a store that assigns seqs")
-        self._ordered.attach(after_seq)
+        self._ordered_path().attach(after_seq)
 
     def deliver_remote(
         self, events: Sequence[Event], *, upto: int, own: Mapping[int, Event]
@@ -607,16 +537,18 @@ class Bus:
         """From the store's feed thread: other processes' ``events`` (seq order),
         copies of this process's own events by seq, and the stream has been read
         through ``upto``. Gives them their place in the order; ``drain`` delivers."""
-        if self._ordered is None:
-            raise BusError("events from other processes need a store that assigns seqs")
-        if not self._core.closed:
-            self._ordered.remote(events, upto=upto, own=own)
+        self._ordered_path().remote(events, upto=upto, own=own)
 
     def drain(self) -> None:
         """Deliver every event that has its place in the order (the feed's
         delivery thread calls this after ``deliver_remote``)."""
         if self._ordered is not None:
-            self._deliver_ordered()
+            self._ordered.drain()
+
+    def _ordered_path(self) -> OrderedPath:
+        if self._ordered is None:
+            raise BusError("events from other processes need a store that assigns seqs")
+        return self._ordered
 
     def _learn_type(self, name: object) -> None:
         """Validate a type name not seen before (raises ``BusError``) and remember it."""

@@ -327,7 +327,7 @@ def fast_path_findings() -> list[Finding]:
 # ---------------------------------------------------------------------- redis
 def redis_finding(url: str, *, timeout: float, required: bool) -> Finding:
     """Whether the Redis at ``url`` answers a PING within ``timeout`` seconds."""
-    from moonbus.shared.redis_batch import public_url
+    from moonbus.redisio.batch import public_url
 
     shown = public_url(url)
     try:

@@ -25,8 +25,8 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from moonbus.cli.session import ScriptReport, Session
 from moonbus.runtime import LogLine
+from moonbus.session.session import ScriptReport, Session
 
 __all__ = ["PanelView", "ScriptRow", "final_table", "render_panel", "view_of"]
 

@@ -34,10 +34,10 @@ from typing import Any
 from moonbus.app import App
 from moonbus.bus import Event
 from moonbus.cli.repl_lua import FORMATTER, is_incomplete, promote_locals
-from moonbus.cli.session import Session
 from moonbus.errors import ScriptError, ScriptSyntaxError
 from moonbus.host.engine_side import ScriptEngine
 from moonbus.runtime import LogLine
+from moonbus.session.session import Session
 
 __all__ = ["HELP", "Repl", "Reply"]
 

@@ -36,14 +36,15 @@ from rich.live import Live
 from moonbus.cli.app_option import app_option, resolve_app
 from moonbus.cli.interrupt import stop_on_interrupt
 from moonbus.cli.panel import final_table, render_panel, view_of
-from moonbus.cli.plan import compile_problems, plan_scripts
 from moonbus.cli.replay_cmd import note_app, record_option
-from moonbus.cli.session import Session, script_logs_only_in_sinks
+from moonbus.cli.script_check import compile_problems
 from moonbus.cli.summary import build_summary, check_writable, dumps, write_atomic
 from moonbus.cli.watch import ScriptWatcher
 from moonbus.errors import ConfigError, SharedBackendError, StoreError
 from moonbus.host.deferred import EVENT_DELIVERY_MODES
 from moonbus.runtime import LogLine
+from moonbus.session.plan import plan_scripts
+from moonbus.session.session import Session, script_logs_only_in_sinks
 
 __all__ = ["run_command"]
 

@@ -18,7 +18,7 @@ Threads: a ``ScriptChecker`` owns its probe engine and is used by one thread.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Literal
@@ -30,8 +30,16 @@ from moonbus.host.context import HostSettings
 from moonbus.host.source import ScriptSource
 from moonbus.lua.compile_limits import chunk_display
 from moonbus.lua.sandbox import SandboxFactory
+from moonbus.session.session import ScriptPlan
 
-__all__ = ["MOONBUS_GLOBALS", "Problem", "ScriptChecker", "ScriptFile", "script_files"]
+__all__ = [
+    "MOONBUS_GLOBALS",
+    "Problem",
+    "ScriptChecker",
+    "ScriptFile",
+    "compile_problems",
+    "script_files",
+]
 
 #: The globals ``host/script_env.lua`` installs in both engines (``require``
 #: only for folder scripts). A test checks this list against a real engine.
@@ -187,3 +195,10 @@ class ScriptChecker:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def compile_problems(plans: Sequence[ScriptPlan]) -> list[Problem]:
+    """Syntax errors of every file of every planned script (empty when all
+    compile), found before a runtime exists (``moonbus run``, ``serve``, ``watch``)."""
+    with SandboxFactory(memory_limit=None) as factory, ScriptChecker(factory) as checker:
+        return [problem for plan in plans for problem in checker.compile(plan.source, plan.display)]

@@ -1,5 +1,5 @@
 """``moonbus serve``: a game (the demo world or ``--app``) in real time, scripts,
-a durable store, RCON.
+a durable store, RCON and/or the HTTP API.
 
 The same session as ``moonbus run`` (world, runtime, scripts), kept running
 until Ctrl-C or SIGTERM even when no script is left running (an operator can
@@ -13,7 +13,11 @@ game goes on; a script's failed ``events.emit`` raises in the script. If
 closing the store fails at the end, that is printed and the exit code is 1.
 
 The RCON password comes from ``--rcon-password`` or ``MOONBUS_RCON_PASSWORD``;
-there is no default and the server never starts without one.
+there is no default. RCON runs when a password is given; without one, serve
+refuses to start unless ``--http HOST:PORT`` is given, and then serves over
+HTTP only (an admin front end is always on, and never one without its
+secret). The HTTP API (``moonbus.cli.http_option``, docs/http.md) stops
+first at the end, like RCON, so no request reaches scripts that are stopping.
 """
 
 from __future__ import annotations
@@ -28,13 +32,15 @@ import click
 
 from moonbus.admin.rcon_server import RconServer
 from moonbus.cli.app_option import app_option, resolve_app
+from moonbus.cli.http_option import http_options, parse_host_port, start_http
 from moonbus.cli.interrupt import stop_on_interrupt
-from moonbus.cli.plan import compile_problems, plan_scripts
 from moonbus.cli.replay_cmd import note_app, record_option
-from moonbus.cli.session import Session
+from moonbus.cli.script_check import compile_problems
 from moonbus.errors import AdminError, ConfigError, SharedBackendError, StoreError
 from moonbus.host.context import HostSettings
 from moonbus.host.deferred import EVENT_DELIVERY_MODES
+from moonbus.session.plan import plan_scripts
+from moonbus.session.session import Session
 
 __all__ = ["StoreErrorReport", "serve_command"]
 
@@ -85,7 +91,8 @@ class StoreErrorReport:
 @click.option("--rcon-port", type=click.IntRange(0, 65535), default=27015, show_default=True,
               help="0 picks a free port (printed at start).")
 @click.option("--rcon-password", envvar="MOONBUS_RCON_PASSWORD", default=None,
-              help="Required (or MOONBUS_RCON_PASSWORD).")
+              help="Required for RCON (or MOONBUS_RCON_PASSWORD); without it, only "
+              "--http serves.")
 @click.option("--events-db", type=click.Path(dir_okay=False, path_type=Path),
               default=DEFAULT_EVENTS_DB, show_default=True, help="Durable SQLite event store.")
 @click.option("--events", "events_url", default=None, metavar="URL",
@@ -105,6 +112,7 @@ class StoreErrorReport:
 @click.option("--admin-eval", is_flag=True,
               help="Allow the admin command script.eval (Lua in a running script; "
               "audited in the log). Off by default.")
+@http_options
 @record_option
 @app_option
 @click.pass_context
@@ -125,13 +133,21 @@ def serve_command(
     admin_eval: bool,
     record: Path | None,
     app_spec: str | None,
+    http_address: str | None,
+    http_token: str | None,
 ) -> None:
     """Run SCRIPT... in real time against the demo world or --app, with the admin RCON
-    server and a durable event store."""
-    if not rcon_password:
+    server and/or the HTTP API (--http), and a durable event store."""
+    if not rcon_password and not http_address:
         raise click.UsageError(
-            "an RCON password is required (--rcon-password or MOONBUS_RCON_PASSWORD)"
+            "an RCON password is required (--rcon-password or MOONBUS_RCON_PASSWORD), "
+            "or serve over HTTP only with --http HOST:PORT"
         )
+    if http_address:
+        try:
+            parse_host_port(http_address)  # a typo fails before anything starts
+        except ConfigError as exc:
+            raise click.UsageError(str(exc)) from exc
     app = resolve_app(app_spec)
     try:
         plans = plan_scripts(scripts, option_texts)
@@ -151,17 +167,33 @@ def serve_command(
         note_app(session, app_spec)
     except (ConfigError, StoreError, SharedBackendError) as exc:
         raise click.UsageError(str(exc)) from exc
+    stoppers: list[Callable[[], None]] = []  # the front ends, stopped first at the end
+
+    def stop_fronts() -> None:
+        while stoppers:
+            stoppers.pop()()
+
     try:
         try:
-            server = RconServer(session.runtime.admin.answer, password=rcon_password,
-                                host=rcon_host, port=rcon_port)
-            server.start()
-        except (ConfigError, AdminError) as exc:
-            raise click.UsageError(str(exc)) from exc
-        try:
+            fronts = []
+            if rcon_password:
+                try:
+                    rcon = RconServer(session.runtime.admin.answer, password=rcon_password,
+                                      host=rcon_host, port=rcon_port)
+                    rcon.start()
+                except (ConfigError, AdminError) as exc:
+                    raise click.UsageError(str(exc)) from exc
+                stoppers.append(rcon.stop)
+                fronts.append(f"RCON on {rcon.host}:{rcon.port}")
+            else:
+                fronts.append("RCON off (no password)")
+            if http_address:
+                http = start_http(session.runtime, http_address, http_token,
+                                  lambda text: click.echo(text, err=True))
+                stoppers.append(http.stop)
+                fronts.append(f"HTTP on {http.url}")
             click.echo(
-                f"moonbus serve: {app.name}, {len(plans)} script(s), "
-                f"RCON on {server.host}:{server.port}, "
+                f"moonbus serve: {app.name}, {len(plans)} script(s), {', '.join(fronts)}, "
                 f"events in {events_url or events_db}; Ctrl-C or SIGTERM stops",
                 err=True,
             )
@@ -173,9 +205,10 @@ def serve_command(
                     session.run_realtime(ticks, stop, keep_alive=True,
                                          store_errors=store_errors)
                 finally:
+                    stop_fronts()  # no admin request reaches a script that is stopping
                     session.stop_scripts()
         finally:
-            server.stop()
+            stop_fronts()
         failed = [r.name for r in session.report() if r.status == "failed"]
     finally:
         try:

@@ -17,8 +17,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from moonbus.cli.session import ScriptReport
 from moonbus.errors import ConfigError
+from moonbus.session.session import ScriptReport
 
 __all__ = ["build_summary", "check_writable", "dumps", "write_atomic"]
 

@@ -34,11 +34,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from moonbus.cli.plan import compile_problems
-from moonbus.cli.session import ScriptPlan, Session
+from moonbus.cli.script_check import compile_problems
 from moonbus.errors import ConfigError, ScriptError
 from moonbus.host.script import ScriptHost
 from moonbus.host.source import load_source
+from moonbus.session.session import ScriptPlan, Session
 
 __all__ = ["DEFAULT_WATCH_INTERVAL", "ScriptWatcher"]
 

@@ -179,7 +179,7 @@ class ScriptContext:
     virtual_clock: Callable[[], float] | None = None
     # Set by a recorder or a replay (Runtime(record=...)): the API objects one
     # script gets, so that each script's calls are recorded and answered as
-    # its own (moonbus.replay.observer).
+    # its own (moonbus.record.observer).
     api_view: Callable[[str, Mapping[str, Any]], Mapping[str, Any]] | None = None
 
     def apis_for(self, script: str) -> dict[str, Any]:

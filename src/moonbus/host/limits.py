@@ -25,9 +25,12 @@ from __future__ import annotations
 import math
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from moonbus.errors import ConfigError, ScriptError
+
+if TYPE_CHECKING:
+    from moonbus.host.scheduler import SchedulerStatistics
 
 __all__ = [
     "MAX_SECONDS",
@@ -143,6 +146,15 @@ class LifecycleStatistics:
     scheduler_job_exceptions: int  # host bugs caught around one script's slice
     scheduler_worker_errors: int  # errors caught in a worker's own loop (it kept running)
     threads_not_ended: int  # threads still alive after their timed join at close
+
+    @classmethod
+    def of(cls, counters: LifecycleCounters, sched: SchedulerStatistics) -> LifecycleStatistics:
+        """The statistics from a runtime's counters and its scheduler's."""
+        return cls(stop_aborts=counters.stop_aborts, clamped_numbers=counters.clamped_numbers,
+                   refused_numbers=counters.refused_numbers,
+                   scheduler_job_exceptions=sched.job_exceptions,
+                   scheduler_worker_errors=sched.worker_errors,
+                   threads_not_ended=counters.threads_not_ended)
 
 
 class LifecycleCounters:

@@ -58,6 +58,7 @@ from moonbus.errors import ClosedError
 if TYPE_CHECKING:
     from moonbus.bus import Bus
     from moonbus.host.error_log import HandlerErrorLog
+    from moonbus.host.event_names import EventNameChecker
 
 __all__ = [
     "MOONBUS_SOURCE", "SCRIPT_EVENT_TYPES", "ObservedStatus", "ScriptEvent",
@@ -326,15 +327,16 @@ class ScriptEventHub:
             self.dispatch()
 
     # ----------------------------------------------------------------- close
-    def statistics(self) -> ScriptEventStatistics:
+    def statistics(self, names: EventNameChecker | None = None) -> ScriptEventStatistics:
+        """The counters, with those of the undeclared-event-name checker when given."""
         with self._cond:
             return ScriptEventStatistics(
                 posted=self.posted, delivered=self.delivered, pending=len(self._pending),
                 listener_errors=self.listener_errors, bus_events=self.bus_events,
                 bus_events_held=self.bus_events_held, dropped=self.dropped,
                 emit_errors=self.emit_errors, errors_forgotten=self.errors_forgotten,
-                event_names_learned=0,
-                undeclared_event_names=0,
+                event_names_learned=0 if names is None else names.learned,
+                undeclared_event_names=0 if names is None else names.warnings,
             )
 
     def close(self, timeout: float = 5.0) -> None:

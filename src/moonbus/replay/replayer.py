@@ -1,6 +1,6 @@
 """``replay(FILE)``: run a recording's scripts again in virtual time and compare.
 
-The run is a ``moonbus.cli.session.Session`` in virtual time (the recorded
+The run is a ``moonbus.session.session.Session`` in virtual time (the recorded
 ``tick_seconds`` per tick, the recorded seed, settings and event delivery)
 whose app is the recording itself (``moonbus.replay.world``): the game's
 code is not needed. What is compared:
@@ -37,13 +37,13 @@ from moonbus.bus import Event
 from moonbus.errors import ConfigError
 from moonbus.host.context import HostSettings
 from moonbus.host.source import ScriptSource, load_source
-from moonbus.replay.codec import decode, dumps, encode, same
+from moonbus.record.codec import decode, dumps, encode, same
+from moonbus.record.recording import Recording, ScriptRow
 from moonbus.replay.divergence import Divergence, ReplayResult, short
-from moonbus.replay.recording import Recording, ScriptRow
 from moonbus.replay.world import ReplayApp, ReplayBook, ref
+from moonbus.session.session import ScriptPlan, Session, script_logs_only_in_sinks
 
 if TYPE_CHECKING:
-    from moonbus.cli.session import ScriptPlan, Session
     from moonbus.host.script import ScriptHost
     from moonbus.runtime import LogLine, Runtime
 
@@ -164,8 +164,6 @@ def _settings(values: Mapping[str, Any] | None) -> HostSettings:
 
 def _plans(rows: Sequence[ScriptRow], folder: Path, swaps: Mapping[str, str | Path],
            book: ReplayBook) -> list[ScriptPlan]:
-    from moonbus.cli.session import ScriptPlan
-
     unknown = sorted(set(swaps) - {row.name for row in rows})
     if unknown:
         raise ConfigError(f"--script {unknown[0]}=...: the recording has no script "
@@ -200,8 +198,6 @@ def replay(path: str | Path, *, scripts: Mapping[str, str | Path] | None = None,
     to it. ``ConfigError`` for a file that is not a recording or an unknown
     script name.
     """
-    from moonbus.cli.session import Session, script_logs_only_in_sinks
-
     started = time.perf_counter()  # the replay's time includes reading the file
     with Recording(path) as recording:
         book = ReplayBook(recording, until)

@@ -4,7 +4,7 @@
 the host events recorded outside API calls at their ticks (one tick per
 ``step``, in seq order; events without a tick go with the tick before them)
 and gives scripts stand-ins of the recorded API objects
-(``moonbus.replay.proxies``) whose calls are answered from the recording:
+(``moonbus.record.proxies``) whose calls are answered from the recording:
 
 * the calls of one method on one object are answered in the order they were
   recorded; the arguments must match (as recorded JSON), else the call is a
@@ -32,10 +32,10 @@ from moonbus.app import EventSpec
 from moonbus.bus import Bus
 from moonbus.errors import GameApiError
 from moonbus.lua.exposure import returns_multiple
-from moonbus.replay.codec import decode, encode, same
+from moonbus.record.codec import decode, encode, same
+from moonbus.record.proxies import ProxyBase, ProxyClasses
+from moonbus.record.recording import CallRow, EventRow, Recording
 from moonbus.replay.divergence import Divergence, ReplayDivergenceError, short
-from moonbus.replay.proxies import ProxyBase, ProxyClasses
-from moonbus.replay.recording import CallRow, EventRow, Recording
 
 __all__ = ["ReplayApp", "ReplayBook", "ReplayWorld"]
 

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from moonbus.errors import SharedBackendError, SharedTypeError, SharedValueError
+from moonbus.redisio.batch import CommandBatcher, Op, ReplyError, ScriptRef, pack, pack_args
 from moonbus.shared.handles import SharedBool, SharedFloat, SharedInt, SharedString, SharedTable
-from moonbus.shared.redis_batch import CommandBatcher, Op, ReplyError, ScriptRef, pack, pack_args
 from moonbus.shared.redis_scripts import (
     decode_field,
     encode_field,

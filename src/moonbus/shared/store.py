@@ -21,10 +21,10 @@ from typing import Any, Final
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from moonbus.errors import ConfigError
+from moonbus.redisio.batch import public_url
 from moonbus.shared.backend import SharedBackend
 from moonbus.shared.handles import SharedBool, SharedFloat, SharedInt, SharedString, SharedTable
 from moonbus.shared.memory import MemoryBackend
-from moonbus.shared.redis_batch import public_url
 from moonbus.shared.values import (
     DEFAULT_MAX_DEPTH,
     DEFAULT_MAX_STRING_BYTES,

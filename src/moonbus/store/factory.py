@@ -35,7 +35,7 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote
 
 from moonbus.errors import ConfigError
-from moonbus.shared.redis_batch import public_url
+from moonbus.redisio.batch import public_url
 from moonbus.store.base import EventStore, StoreSettings
 
 __all__ = ["open_event_reader", "open_event_store"]

@@ -5,7 +5,8 @@ in one global order. The ``seq`` is assigned by Redis: a server-side script
 increments the counter and adds the entry (id ``<seq>-0``) in one atomic step,
 so every process sees the same seq for the same event and the stream never
 has a gap, even when a client dies mid-append. Layout and scripts:
-``redis_scripts``; how queries page through it: ``redis_query``.
+``redis_scripts``; how queries page through it: ``redis_query``; how commands
+reach Redis (the shared Redis layer, ``moonbus.redisio``): ``redis_calls``.
 
 Appending
 ---------
@@ -82,9 +83,9 @@ from collections.abc import Iterable, Sequence
 from typing import IO, Any
 
 from moonbus.bus.event import Event
-from moonbus.errors import ClosedError, ConfigError, SharedBackendError, StoreError
-from moonbus.shared.redis_backend import connect
-from moonbus.shared.redis_batch import Op, ReplyError, pack
+from moonbus.errors import ConfigError, StoreError
+from moonbus.redisio.batch import ReplyError, pack
+from moonbus.redisio.link import connect
 from moonbus.store.background import Coalescing
 from moonbus.store.base import (
     EventStore,
@@ -97,6 +98,7 @@ from moonbus.store.base import (
 )
 from moonbus.store.event_codec import row_json_line, row_to_event
 from moonbus.store.redis_append import OpNumbers, append_call, refused_append
+from moonbus.store.redis_calls import RedisCalls
 from moonbus.store.redis_feed import StreamFeed
 from moonbus.store.redis_query import PAGE_SIZE, QUERY_KEYS, PageReader
 from moonbus.store.redis_reader import StreamReader
@@ -150,8 +152,7 @@ class RedisEventStore(EventStore):
         self.url = linked.url
         self._redis_url = url  # with its password, for the feeds' own connections
         self._feeds: list[StreamFeed] = []
-        self._batcher = linked.batcher
-        self._scripts = linked.scripts
+        self._redis = RedisCalls(linked.batcher, linked.scripts, linked.url)
         self._keys = Keys(prefix)
         #: Identifies this instance's entries in the stream (``o`` field).
         self.origin = uuid.uuid4().hex[:16]
@@ -165,12 +166,11 @@ class RedisEventStore(EventStore):
         self._failures = FailureCounts()
         self._newest_tick: int | None = None
         self._prune_lock = threading.Lock()  # one prune at a time; owns _schedule
-        self._closed = False
         self._pruner = Coalescing(
             self.prune, name=f"event store {self.url} pruner", on_error=self._prune_failed
         )
         self._pages = PageReader(
-            self._call, self._keys, self._scripts["page"].sha, page_size=page_size
+            self._redis.call, self._keys, linked.scripts["page"].sha, page_size=page_size
         )
 
     def __repr__(self) -> str:
@@ -179,35 +179,7 @@ class RedisEventStore(EventStore):
     # ------------------------------------------------------------ plumbing
 
     def _check_open(self) -> None:
-        if self._closed:
-            raise ClosedError(f"event store {self.url} is closed")
-
-    def _send(self, payload: bytes, action: str, script: str | None = None) -> Any:
-        """Send one command (every command here is safe to re-send; see the module
-        docstring) and return its reply, error replies included as ``ReplyError``."""
-        self._check_open()
-        ref = self._scripts[script] if script is not None else None
-        try:
-            return self._batcher.run(Op(payload, script=ref, retry_safe=True))
-        except ClosedError as exc:
-            raise ClosedError(f"event store {self.url} is closed") from exc
-        except SharedBackendError as exc:
-            kind = "lost_reply" if "may or may not have been applied" in str(exc) else (
-                "unreachable")
-            raise StoreError(f"event store {self.url}: {action} failed: {exc}", kind=kind) from exc
-
-    def _call(self, payload: bytes, action: str, script: str | None = None) -> Any:
-        """``_send``, with an error reply raised as ``StoreError``."""
-        reply = self._send(payload, action, script)
-        if type(reply) is ReplyError:
-            raise StoreError(f"event store {self.url}: Redis refused {action}: {reply.message}")
-        return reply
-
-    def _payload(self, name: str, keys: Sequence[bytes], args: Sequence[bytes]) -> bytes:
-        return pack(b"EVALSHA", self._scripts[name].sha, b"%d" % len(keys), *keys, *args)
-
-    def _script(self, name: str, keys: Sequence[bytes], args: Sequence[bytes], action: str) -> Any:
-        return self._call(self._payload(name, keys, args), action, name)
+        self._redis.check_open()
 
     # ---------------------------------------------------------------- append
 
@@ -224,7 +196,8 @@ class RedisEventStore(EventStore):
         op, in_flight = self._ops.start()
         header = (self.origin.encode(), b"%d" % op, b"%d" % in_flight, b"%d" % self._seen())
         try:
-            reply = self._send(self._payload(script, keys, [*header, *fields]), "appending", script)
+            payload = self._redis.payload(script, keys, [*header, *fields])
+            reply = self._redis.send(payload, "appending", script)
         except StoreError as exc:
             failure = StoreError(
                 f"{exc}; the event was not appended, unless the connection broke after "
@@ -340,8 +313,10 @@ class RedisEventStore(EventStore):
 
     def _state(self) -> tuple[list[str], int | None]:
         """Recorded types and the newest recorded tick."""
-        reply = self._call(pack(b"HKEYS", self._keys.count), "reading the types")
-        tick = self._call(pack(b"HGET", self._keys.meta, b"maxtick"), "reading the newest tick")
+        reply = self._redis.call(pack(b"HKEYS", self._keys.count), "reading the types")
+        tick = self._redis.call(
+            pack(b"HGET", self._keys.meta, b"maxtick"), "reading the newest tick"
+        )
         return [name.decode("utf-8") for name in reply], None if tick is None else int(tick)
 
     def prune(self) -> int:
@@ -368,7 +343,7 @@ class RedisEventStore(EventStore):
             )
             deleted = 0
             while True:
-                gone, more = self._script("prune", keys, args, "pruning")
+                gone, more = self._redis.script("prune", keys, args, "pruning")
                 deleted += int(gone)
                 if not more:
                     break
@@ -383,11 +358,11 @@ class RedisEventStore(EventStore):
             raise ConfigError(f"event type must be a string, not {event_type!r}")
         keys = (self._keys.stream, self._keys.count, self._keys.meta, self._keys.transit)
         if event_type is None:
-            return int(self._script("clear_all", keys, (), "clearing"))
+            return int(self._redis.script("clear_all", keys, (), "clearing"))
         deleted = 0
         name = event_type.encode("utf-8")
         while True:
-            gone, left = self._script(
+            gone, left = self._redis.script(
                 "clear_type", keys[:3], (name, b"%d" % _PRUNE_BUDGET), "clearing"
             )
             deleted += int(gone)
@@ -440,9 +415,9 @@ class RedisEventStore(EventStore):
         the per-type counters (O(types)); with it, one ``ZCOUNT`` per type."""
         check_query(after_tick, None, None)
         if after_tick is None:
-            reply = self._call(pack(b"HGETALL", self._keys.count), "summarising")
+            reply = self._redis.call(pack(b"HGETALL", self._keys.count), "summarising")
         else:
-            reply = self._script(
+            reply = self._redis.script(
                 "summary_after",
                 (self._keys.stream, self._keys.count),
                 (b"%d" % after_tick,),
@@ -455,12 +430,12 @@ class RedisEventStore(EventStore):
 
     def last_seq(self) -> int:
         """The deployment's highest seq (0 before any), kept across clear and prune."""
-        reply = self._call(pack(b"GET", self._keys.seq), "reading the last seq")
+        reply = self._redis.call(pack(b"GET", self._keys.seq), "reading the last seq")
         return 0 if reply is None else int(reply)
 
     def statistics(self) -> StoreStatistics:
         """Appended and pruned by this instance, recorded events stored now."""
-        reply = self._call(pack(b"HVALS", self._keys.count), "counting")
+        reply = self._redis.call(pack(b"HVALS", self._keys.count), "counting")
         with self._op_lock:
             appended, pruned = self._appended, self._pruned
             data_losses = self._data_losses + sum(feed.data_losses for feed in self._feeds)
@@ -470,14 +445,14 @@ class RedisEventStore(EventStore):
             stored=sum(int(n) for n in reply),
             pending=0,
             append_failures=self._failures.snapshot(),
-            retries=self._batcher.statistics().retries,
+            retries=self._redis.statistics().retries,
             data_losses=data_losses,
         )
 
     def round_trips(self) -> tuple[int, int]:
         """(round trips, commands) sent so far on the store's connection; their
         ratio is how many concurrent operations shared a round trip."""
-        stats = self._batcher.statistics()
+        stats = self._redis.statistics()
         return stats.batches, stats.ops
 
     # ------------------------------------------------------------------ feed
@@ -506,16 +481,15 @@ class RedisEventStore(EventStore):
     def close(self) -> None:
         """Stop the feeds, forget this instance's re-send records and close the
         connection. Idempotent."""
-        if self._closed:
+        if self._redis.closed:
             return
         self._pruner.close()
         for feed in self._feeds:
             feed.close()
         try:
-            self._call(pack(b"UNLINK", self._ops_key), "closing")
+            self._redis.call(pack(b"UNLINK", self._ops_key), "closing")
         except StoreError as exc:  # the records expire by themselves
             _log.warning("event store %s: %s", self.url, exc)
         finally:
-            self._closed = True
-            self._batcher.close()
+            self._redis.close()
 

@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from moonbus.errors import StoreError
-from moonbus.shared.redis_batch import pack
+from moonbus.redisio.batch import pack
 from moonbus.store.event_codec import Row
 from moonbus.store.redis_scripts import Keys
 

@@ -7,7 +7,7 @@ the test's hands: load scripts, advance ticks, emit events, then look at
 shared values, stats, log lines and emitted events, with assertion helpers
 whose messages say what happened instead.
 
-It reuses the command line's ``Session`` (``moonbus.cli.session``), so a test
+It reuses the session ``moonbus run`` drives (``moonbus.session.session.Session``), so a test
 sees exactly what ``moonbus run --tick-ms 0`` would: same world, same clock
 (600 ms of virtual time per tick), same scheduling. Same scripts, seed and
 steps give the same results, run after run.
@@ -30,11 +30,11 @@ from typing import Any, Protocol
 
 from moonbus.app import App, AppWorld, load_app
 from moonbus.bus import Event
-from moonbus.cli.session import Session
 from moonbus.errors import ConfigError
 from moonbus.host.context import HostSettings
 from moonbus.host.script import ScriptHost
 from moonbus.runtime import LogLine, Runtime
+from moonbus.session.session import Session
 from moonbus.shared import SharedStore
 
 __all__ = ["Sim", "SimFactory"]

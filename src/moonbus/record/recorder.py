@@ -1,6 +1,6 @@
 """``Recorder``: writes a recording of one runtime's run (``Runtime(record=FILE)``).
 
-What it hooks (``moonbus.replay.observer``):
+What it hooks (``moonbus.record.observer``):
 
 * the bus's ``emit`` (an instance attribute, as the bus's own C path does):
   host objects in a host event's payload are replaced by recording proxies,
@@ -8,7 +8,7 @@ What it hooks (``moonbus.replay.observer``):
   thread is tied to that call (a replay emits it when it answers the call);
 * a ``*`` subscriber: every committed event, in seq order, with its payload;
 * ``register_api``: each host object scripts get is a recording proxy
-  (``moonbus.replay.proxies``); every call on it, and on every object it
+  (``moonbus.record.proxies``); every call on it, and on every object it
   returns, is logged with its arguments and its answer (or error);
 * ``load``: each script's files and options; ``close``: final values.
 
@@ -32,9 +32,9 @@ from typing import TYPE_CHECKING, Any
 
 from moonbus.bus import Event
 from moonbus.lua.exposure import exposed_methods, returns_multiple
-from moonbus.replay.codec import dumps, encode
-from moonbus.replay.proxies import ProxyBase, ProxyClasses
-from moonbus.replay.recording import FORMAT, RecordingWriter, ScriptRow
+from moonbus.record.codec import dumps, encode
+from moonbus.record.proxies import ProxyBase, ProxyClasses
+from moonbus.record.recording import FORMAT, RecordingWriter, ScriptRow
 
 if TYPE_CHECKING:
     from moonbus.host.script import ScriptHost

@@ -1,8 +1,9 @@
 """One connection, many threads: batch concurrent commands into one round trip.
 
-Every Redis operation of the shared store is *one* command (a single read such
-as ``HMGET``, or one ``EVALSHA`` of a server-side script), so each is atomic on
-the server by itself. ``CommandBatcher`` only decides how commands travel:
+Every Redis operation of the shared store and of the event store is *one*
+command (a single read such as ``HMGET``, or one ``EVALSHA`` of a server-side
+script), so each is atomic on the server by itself. ``CommandBatcher`` only
+decides how commands travel:
 
 - A calling thread appends its ``Op`` to a queue. If no thread is talking to
   Redis, the caller becomes the *leader*: it takes the whole queue, writes all
@@ -38,8 +39,10 @@ Faults (the link reports them as ``LinkDown`` or ``LinkLost``):
   the URL; it never reaches a caller as a foreign exception.
 
 The link reconnects by itself on the next batch. This module imports no Redis
-client: ``redis_backend.RedisLink`` adapts redis-py to the ``Link`` protocol,
-and the tests drive the batcher with a scripted fake link.
+client: ``link.RedisLink`` adapts redis-py to the ``Link`` protocol, and the
+tests drive the batcher with a scripted fake link. Failures are
+``SharedBackendError`` whichever part owns the batcher (``what`` names it in
+the message); the event store re-raises them as ``StoreError``.
 
 Thread safety: ``run`` may be called from any number of threads; ``close``
 from any thread, once the owner is done (late ``run`` calls raise
@@ -223,7 +226,7 @@ class CommandBatcher:
         """Send ``op`` (maybe with others) and return its reply; raises its error."""
         with self._mutex:
             if self._closed:
-                raise ClosedError("the shared store is closed")
+                raise ClosedError(f"the {self.what} is closed")
             if self._leader:
                 waiter = op.waiter = threading.Lock()
                 waiter.acquire()
@@ -320,7 +323,7 @@ class CommandBatcher:
             queued, self._queue = self._queue, []
             leader_active = self._leader
         for op in queued:
-            op.finish(error=ClosedError("the shared store is closed"))
+            op.finish(error=ClosedError(f"the {self.what} is closed"))
             op.waiter.release()  # type: ignore[union-attr]
         if not leader_active:
             self._link.close()
@@ -336,7 +339,7 @@ class CommandBatcher:
         while pending:
             if self._closing.is_set():
                 for op in pending:
-                    op.finish(error=ClosedError("the shared store is closed"))
+                    op.finish(error=ClosedError(f"the {self.what} is closed"))
                 return
             try:
                 self._link.ensure_ready(len(pending) > 1)

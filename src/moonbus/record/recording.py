@@ -1,6 +1,6 @@
 """The recording file: one SQLite database, written by ``Recorder``, read by ``Recording``.
 
-Tables (every JSON column holds ``moonbus.replay.codec`` data):
+Tables (every JSON column holds ``moonbus.record.codec`` data):
 
 * ``meta(key, value)``: ``format`` (1), ``seed``, ``tick_seconds``,
   ``virtual``, ``ticks`` (the last tick of the run), ``app`` (its

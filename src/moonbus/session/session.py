@@ -1,6 +1,7 @@
 """One app's world, one runtime and the scripts a ``moonbus run`` drives.
 
-``Session`` is the host side of the command line: it builds the ``Runtime``
+``Session`` is the host side of a run (the command line's ``run``, ``serve``
+and ``watch``, the replayer, the replay bench, the test kit): it builds the ``Runtime``
 (threaded for real time, stepped with a virtual clock for ``--tick-ms 0``)
 with the app's declared event types, the app's world (``App.create``, the
 demo world by default; see ``moonbus.app``) wired to the runtime's bus,
@@ -43,8 +44,8 @@ from moonbus.errors import ScriptError, StoreError
 from moonbus.host.context import HostSettings
 from moonbus.host.script import ScriptHost
 from moonbus.host.source import ScriptSource
-from moonbus.replay.observer import RunObserver
-from moonbus.replay.recorder import Recorder
+from moonbus.record.observer import RunObserver
+from moonbus.record.recorder import Recorder
 from moonbus.runtime import LogLine, Runtime
 
 __all__ = ["EventCounter", "ScriptPlan", "ScriptReport", "Session", "VirtualClock"]

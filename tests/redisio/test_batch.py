@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from moonbus.errors import ClosedError, SharedBackendError
-from moonbus.shared.redis_batch import (
+from moonbus.redisio.batch import (
     CommandBatcher,
     LinkDown,
     LinkLost,

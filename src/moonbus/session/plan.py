@@ -2,30 +2,29 @@
 
 ``plan_scripts`` reads every script (file or folder), names them uniquely
 (``mining``, ``mining#2``), works out each one's options and validates them
-against the manifest defaults; ``compile_problems`` compiles every file of
-every script. Both raise or report before a runtime exists, so bad input
-never leaves a half-started run behind (SPEC §8: nothing started).
+against the manifest defaults. It raises before a runtime exists, so bad
+input never leaves a half-started run behind (SPEC §8: nothing started).
+The command line then compiles every planned file
+(``moonbus.cli.script_check.compile_problems``); the replay bench plans
+without it.
 
-Pure apart from reading the script files and a probe Lua engine; runs on
-the control thread.
+Pure apart from reading the script files; runs on the control thread.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from moonbus.cli.script_check import Problem, ScriptChecker
-from moonbus.cli.script_options import (
+from moonbus.host.source import load_source, merge_options
+from moonbus.session.script_options import (
     check_targets,
     options_for,
     parse_option,
     unique_names,
 )
-from moonbus.cli.session import ScriptPlan
-from moonbus.host.source import load_source, merge_options
-from moonbus.lua.sandbox import SandboxFactory
+from moonbus.session.session import ScriptPlan
 
-__all__ = ["compile_problems", "plan_scripts"]
+__all__ = ["plan_scripts"]
 
 
 def plan_scripts(paths: Sequence[str], option_texts: Sequence[str]) -> list[ScriptPlan]:
@@ -41,9 +40,3 @@ def plan_scripts(paths: Sequence[str], option_texts: Sequence[str]) -> list[Scri
         merge_options(source.defaults, options)  # a bad value for a typed default fails here
         plans.append(ScriptPlan(name=name, display=path, source=source, options=options))
     return plans
-
-
-def compile_problems(plans: Sequence[ScriptPlan]) -> list[Problem]:
-    """Syntax errors of every file of every planned script (empty when all compile)."""
-    with SandboxFactory(memory_limit=None) as factory, ScriptChecker(factory) as checker:
-        return [problem for plan in plans for problem in checker.compile(plan.source, plan.display)]

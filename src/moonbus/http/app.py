@@ -1,0 +1,152 @@
+"""``build_app(rt, settings)``: the HTTP management API as one Starlette app.
+
+Composition, outermost first: ``GuardMiddleware`` (in-flight cap, security
+headers, counters) -> ``AuthMiddleware`` (token, throttle) -> the router. The
+routes come from ``ROUTE_GROUPS``, each a function ``(rt, settings, parts)
+-> routes``, in order, then the OpenAPI document (which describes exactly
+the routes composed, ``moonbus.http.openapi``). ``parts`` (``AppParts``)
+holds what groups share: the HTTP counters, the token-check counters
+(``parts.counters.logins``, a ``LoginCounters``) and ``on_close``, functions
+run on the event loop when the server stops (before uvicorn waits for open
+connections, so live streams end at once) and at lifespan shutdown.
+
+Integrators: the live streams and the Prometheus endpoint join by adding
+one group to ``ROUTE_GROUPS`` below, e.g.::
+
+    def streams_and_metrics(rt, settings, parts):
+        streams = StreamRoutes(rt)            # moonbus.http.streams
+        parts.on_close.append(streams.close)
+        return [*streams.routes,
+                *metrics_routes(rt, logins=parts.counters.logins, streams=streams)]
+
+Unknown paths and wrong methods get the JSON error shape (404, 405), like
+every other error. No CORS middleware is installed, on purpose.
+
+Threads: the app runs on the server's event-loop thread; see ``api`` for
+which work goes to the worker pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import TYPE_CHECKING
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from moonbus.http.api import api_routes
+from moonbus.http.auth import AuthMiddleware, make_throttle
+from moonbus.http.guard import GuardMiddleware
+from moonbus.http.openapi import openapi_routes
+from moonbus.http.responses import error_response
+from moonbus.http.settings import HttpCounters, HttpSettings
+
+if TYPE_CHECKING:
+    from moonbus.runtime import Runtime
+
+__all__ = ["ROUTE_GROUPS", "AppParts", "RouteGroup", "build_app", "console_routes"]
+
+_log = logging.getLogger("moonbus.http")
+
+
+@dataclass
+class AppParts:
+    """What the route groups of one app share (see the module docstring).
+
+    ``on_close`` and ``loop`` belong to the server's event-loop thread once it
+    runs; ``close()`` runs the closers once, each even if another failed."""
+
+    counters: HttpCounters = field(default_factory=HttpCounters)
+    on_close: list[Callable[[], None]] = field(default_factory=list)
+    loop: asyncio.AbstractEventLoop | None = None
+
+    def close(self) -> None:
+        """Run and forget the closers (event-loop thread)."""
+        while self.on_close:
+            closer = self.on_close.pop(0)
+            try:
+                closer()
+            except Exception:
+                _log.exception("HTTP app: closing %r failed", closer)
+
+
+RouteGroup = Callable[["Runtime", HttpSettings, AppParts], list[BaseRoute]]
+
+
+def console_routes(rt: Runtime, settings: HttpSettings, parts: AppParts) -> list[BaseRoute]:
+    """``GET /`` (the console page) and ``/static/...`` (its files), from the
+    package's ``http/static`` folder (no file from outside the package; no token:
+    the page holds no data)."""
+    static = resources.files("moonbus.http").joinpath("static")
+
+    async def console(request: Request) -> Response:
+        page = static.joinpath("console.html")
+        if not page.is_file():
+            return error_response(404, "the console page is not installed in this package")
+        return Response(page.read_bytes(), media_type="text/html; charset=utf-8")
+
+    return [
+        Route("/", console, methods=["GET"], name="console"),
+        Mount("/static", app=StaticFiles(directory=str(static), check_dir=False),
+              name="static"),
+    ]
+
+
+# The route groups of the app, in order. Extend this tuple to compose more
+# routes (see the module docstring: streams and metrics join here).
+ROUTE_GROUPS: tuple[RouteGroup, ...] = (api_routes, console_routes)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    message = {404: f"no such path: {request.url.path}",
+               405: f"method {request.method} is not allowed here"}.get(exc.status_code,
+                                                                        str(exc.detail))
+    allow = {k.lower(): v for k, v in (exc.headers or {}).items()}.get("allow")
+    headers = {"allow": allow} if allow else None
+    return error_response(exc.status_code, message, headers)
+
+
+def build_app(rt: Runtime, settings: HttpSettings,
+              groups: tuple[RouteGroup, ...] = ROUTE_GROUPS) -> Starlette:
+    """The management API over ``rt`` (``settings.token`` must be set: see
+    ``HttpSettings.with_token``). ``app.state.parts`` is its ``AppParts``."""
+    if settings.token is None:
+        raise ValueError("build_app needs settings with a token (HttpSettings.with_token())")
+    parts = AppParts()
+    counters = parts.counters
+    routes: list[BaseRoute] = [r for group in groups for r in group(rt, settings, parts)]
+    routes.extend(openapi_routes(routes))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        parts.loop = asyncio.get_running_loop()
+        try:
+            yield
+        finally:
+            parts.close()
+
+    app = Starlette(
+        routes=routes,
+        middleware=[
+            Middleware(GuardMiddleware, max_inflight=settings.max_inflight, counters=counters),
+            Middleware(AuthMiddleware, token=settings.token, counters=counters,
+                       throttle=make_throttle(settings)),
+        ],
+        exception_handlers={HTTPException: _http_error},
+        lifespan=lifespan,
+    )
+    app.state.parts = parts
+    app.state.http_counters = counters
+    app.state.http_settings = settings
+    return app
