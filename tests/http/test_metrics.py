@@ -11,12 +11,12 @@ from types import SimpleNamespace
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from tests.http.streams_support import serve
 
 from moonbus import Runner, Runtime
 from moonbus.http.login_counters import LoginCounters
 from moonbus.http.metrics import metrics_registry, metrics_routes
 from moonbus.http.streams import StreamRoutes
-from tests.http.streams_support import serve
 
 pytest.importorskip("prometheus_client")
 

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from tests.http.streams_support import Frame, frames, serve
 
 from moonbus import Runtime
 from moonbus.http.stream_settings import StreamSettings
 from moonbus.http.streams import StreamRoutes
-from tests.http.streams_support import Frame, frames, serve
 
 pytest.importorskip("sse_starlette")
 

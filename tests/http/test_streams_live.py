@@ -11,13 +11,13 @@ from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
+from tests.http.streams_support import Frame, frames, serve
 
 from moonbus import Runtime
 from moonbus.errors import ConfigError
 from moonbus.http.fanout import FanOut
 from moonbus.http.stream_settings import StreamSettings
 from moonbus.http.streams import StreamRoutes
-from tests.http.streams_support import Frame, frames, serve
 
 pytest.importorskip("sse_starlette")
 

@@ -3,8 +3,8 @@
 Nothing is counted here: a custom collector reads the counters the runtime
 already keeps (``Bus.statistics``, ``ScriptHost.info``/``statistics``, the
 event store's ``statistics``/``summary``, the lifecycle and script-event
-statistics, a runner's and the RCON server's, the HTTP token checks and the
-stream hubs) at scrape time, so a scrape costs the game nothing between
+statistics, a runner's and the RCON server's, the HTTP token checks and
+request counters, the stream hubs) at scrape time, so a scrape costs the game nothing between
 scrapes. Each app gets its own ``CollectorRegistry`` (no global registry, so
 two runtimes in one process never mix their figures).
 
@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
     from moonbus.admin.rcon_server import RconServerStatistics
     from moonbus.http.login_counters import LoginCounters
+    from moonbus.http.settings import HttpCounters
     from moonbus.http.streams import StreamRoutes
     from moonbus.runner.pool import Runner
     from moonbus.runtime import Runtime
@@ -69,9 +70,9 @@ class RuntimeCollector:
 
     def __init__(self, rt: Runtime, *, logins: LoginCounters | None = None,
                  streams: StreamRoutes | None = None, rcon: HasRconStatistics | None = None,
-                 runner: Runner | None = None) -> None:
+                 runner: Runner | None = None, http: HttpCounters | None = None) -> None:
         self._rt, self._logins, self._streams = rt, logins, streams
-        self._rcon, self._runner = rcon, runner
+        self._rcon, self._runner, self._http = rcon, runner, http
 
     def collect(self) -> Iterator[Metric]:
         """Every family, read now."""
@@ -82,6 +83,7 @@ class RuntimeCollector:
         yield from self._runner_families()
         yield from self._logins_families()
         yield from self._stream_families()
+        yield from self._http_families()
 
     def _bus(self) -> Iterator[Metric]:
         rt = self._rt
@@ -233,9 +235,20 @@ class RuntimeCollector:
         yield open_now
 
 
+    def _http_families(self) -> Iterator[Metric]:
+        if self._http is None:
+            return
+        stats = self._http.snapshot()
+        family = _counter("moonbus_http_requests", "HTTP answers by what they were "
+                          "(HttpStatistics; 'requests' is every answer).", labels=["kind"])
+        for name, value in sorted(vars(stats).items()):
+            family.add_metric([name], value)
+        yield family
+
+
 def metrics_registry(rt: Runtime, **parts: Any) -> CollectorRegistry:
     """A fresh registry holding only a ``RuntimeCollector`` over ``rt`` (``parts``:
-    ``logins``, ``streams``, ``rcon``, ``runner``, as in ``metrics_routes``)."""
+    ``logins``, ``streams``, ``rcon``, ``runner``, ``http``, as in ``metrics_routes``)."""
     from prometheus_client.registry import CollectorRegistry
 
     registry = CollectorRegistry(auto_describe=False)
@@ -245,14 +258,15 @@ def metrics_registry(rt: Runtime, **parts: Any) -> CollectorRegistry:
 
 def metrics_routes(rt: Runtime, *, logins: LoginCounters | None = None,
                    streams: StreamRoutes | None = None, rcon: HasRconStatistics | None = None,
-                   runner: Runner | None = None) -> list[Route]:
+                   runner: Runner | None = None, http: HttpCounters | None = None) -> list[Route]:
     """``GET /metrics`` over ``rt`` and the optional parts (see the module docstring)."""
     from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
     from starlette.concurrency import run_in_threadpool
     from starlette.responses import Response as PlainResponse
     from starlette.routing import Route
 
-    registry = metrics_registry(rt, logins=logins, streams=streams, rcon=rcon, runner=runner)
+    registry = metrics_registry(rt, logins=logins, streams=streams, rcon=rcon, runner=runner,
+                                http=http)
 
     async def metrics(request: Request) -> Response:
         body = await run_in_threadpool(generate_latest, registry)
