@@ -79,3 +79,19 @@ def frames(response: httpx.Response) -> Iterator[Frame]:
             frame.data = value if frame.data is None else frame.data + "\n" + value
         elif name in ("event", "id"):
             setattr(frame, name, value)
+
+
+def when_joined(hub: Any, action: Callable[[], object], clients: int = 1) -> threading.Thread:
+    """Run ``action`` on a thread once ``hub`` (a ``FanOut``) has accepted
+    ``clients`` more streams than now: the stream is attached, nothing is missed."""
+    wanted = hub.statistics().clients_accepted + clients
+
+    def wait_then_act() -> None:
+        deadline = time.monotonic() + 30
+        while hub.statistics().clients_accepted < wanted and time.monotonic() < deadline:
+            time.sleep(0.005)
+        action()
+
+    thread = threading.Thread(target=wait_then_act, daemon=True)
+    thread.start()
+    return thread

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from tests.http.streams_support import Frame, frames, serve
+from tests.http.streams_support import Frame, frames, serve, when_joined
 
 from moonbus import Runtime
 from moonbus.http.stream_settings import StreamSettings
@@ -66,7 +66,7 @@ def _resume_run(rt: Runtime, total: int) -> list[int]:
             nonlocal emitter
             emitter = _emit_in_thread(rt, total)
 
-        threading.Timer(0.3, start).start()
+        when_joined(streams.events, start)
         first = _read_until(url, stop_after=total // 2)
         assert first[0].id == "2", "a fresh stream starts with the events after it opened"
         last_id = first[-1].id
@@ -118,7 +118,7 @@ def test_type_filter_takes_bus_wildcards(rt: Runtime) -> None:
 def test_live_events_are_filtered_too(rt: Runtime) -> None:
     streams = StreamRoutes(rt)
     with serve(streams.routes, streams.close) as base:
-        threading.Timer(0.3, lambda: [rt.bus.emit(t, {}) for t in ("a", "b", "a", "b")]).start()
+        when_joined(streams.events, lambda: [rt.bus.emit(t, {}) for t in ("a", "b", "a", "b")])
         got = _read_until(base + "/api/stream/events?type=b", stop_after=2)
     assert [f.json()["type"] for f in got] == ["b", "b"]
     assert [f.id for f in got] == ["2", "4"]
@@ -174,10 +174,23 @@ def test_the_bus_subscription_lives_only_while_a_client_is_connected(rt: Runtime
 
     assert owners() == []
     with serve(streams.routes, streams.close) as base:
-        threading.Timer(0.3, lambda: rt.bus.emit("x", {})).start()
+        when_joined(streams.events, lambda: rt.bus.emit("x", {}))
         _read_until(base + "/api/stream/events", stop_after=1)
         deadline = time.monotonic() + 5
         while owners() and time.monotonic() < deadline:
             time.sleep(0.01)
         assert owners() == [], "the last client left: the bus handler is gone"
         assert streams.events.statistics().clients == 0
+
+
+def test_an_id_past_the_newest_event_says_gap_and_goes_on_live(rt: Runtime) -> None:
+    streams = StreamRoutes(rt)
+    for _ in range(3):
+        rt.bus.emit("e", {})
+    with serve(streams.routes, streams.close) as base:
+        when_joined(streams.events, lambda: rt.bus.emit("e", {}))
+        got = _read_until(base + "/api/stream/events", headers={"Last-Event-ID": "500"},
+                          stop_after=2)
+    assert got[0].event == "gap" and "reset" in got[0].json()["reason"]
+    assert got[0].json()["first_seq"] == 4
+    assert got[1].id == "4"

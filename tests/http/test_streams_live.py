@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import threading
 import time
 from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
-from tests.http.streams_support import Frame, frames, serve
+from tests.http.streams_support import Frame, frames, serve, when_joined
 
 from moonbus import Runtime
 from moonbus.errors import ConfigError
@@ -89,11 +88,12 @@ def test_heartbeat_comments_come_on_an_idle_stream(rt: Runtime) -> None:
     assert time.monotonic() - started >= 0.35
 
 
-def _read_logs(url: str, count: int, after_open: Callable[[], None]) -> list[Frame]:
+def _read_logs(streams: StreamRoutes, url: str, count: int,
+               after_open: Callable[[], None]) -> list[Frame]:
     got: list[Frame] = []
+    when_joined(streams.logs, after_open)
     with httpx.Client(timeout=10) as client, client.stream("GET", url) as response:
         assert response.status_code == 200
-        threading.Timer(0.3, after_open).start()
         for frame in frames(response):
             if frame.event is not None:
                 got.append(frame)
@@ -110,8 +110,8 @@ def test_log_stream_filters_by_level(rt: Runtime) -> None:
             rt.host_log("miner", level, f"a {level} line")
 
     with serve(streams.routes, streams.close) as base:
-        warn = _read_logs(base + "/api/stream/logs?level=warn", 3, write)
-        everything = _read_logs(base + "/api/stream/logs", 6, write)
+        warn = _read_logs(streams, base + "/api/stream/logs?level=warn", 3, write)
+        everything = _read_logs(streams, base + "/api/stream/logs", 6, write)
     assert [f.json()["level"] for f in warn] == ["warn", "error", "error"]
     assert all(f.event == "log" for f in warn)
     assert warn[0].json() == {"tick": None, "script": "miner", "engine": "host",
@@ -125,10 +125,17 @@ def test_log_stream_tail_sends_recent_lines_once(rt: Runtime) -> None:
     streams = StreamRoutes(rt)
     for i in range(5):
         rt.host_log("s", "info", f"old {i}")
-    with serve(streams.routes, streams.close) as base:
-        got = _read_logs(base + "/api/stream/logs?tail=3", 4,
-                         lambda: rt.host_log("s", "info", "new"))
-    assert [f.json()["msg"] for f in got] == ["old 2", "old 3", "old 4", "new"]
+    got: list[str] = []
+    with serve(streams.routes, streams.close) as base, httpx.Client(timeout=10) as client, \
+            client.stream("GET", base + "/api/stream/logs?tail=3") as response:
+        for frame in frames(response):
+            if frame.event == "log":
+                got.append(frame.json()["msg"])
+                if len(got) == 3:
+                    rt.host_log("s", "info", "new")  # the tail is out: now a live line
+                if len(got) == 4:
+                    break
+    assert got == ["old 2", "old 3", "old 4", "new"]
 
 
 @pytest.mark.parametrize(("query", "message"), [

@@ -31,7 +31,7 @@ from moonbus.bus.event import Event
 from moonbus.bus.patterns import check_pattern, matches
 from moonbus.errors import BusError
 from moonbus.host.log_line import LogLine
-from moonbus.http.event_backlog import encode_event, read_backlog
+from moonbus.http.event_backlog import encode_event, gap_frame, read_backlog
 from moonbus.http.fanout import FanOut, StreamClient
 from moonbus.http.stream_settings import StreamSettings
 
@@ -155,6 +155,13 @@ class StreamRoutes:
             yield dropped_frame("too many event streams open")
             return
         try:
+            newest = self._rt.bus.last_seq
+            if after is not None and after > newest:
+                # An id from before the event log was reset (a new store): the
+                # client's seqs mean nothing here; it gets what comes next.
+                yield gap_frame(after, newest + 1, "Last-Event-ID is past this server's "
+                                "newest event (the event log was reset)")
+                after = newest
             if after is not None:
                 client.covered = after
                 backlog = read_backlog(self._rt.bus, self._rt.event_store, after, wants,
