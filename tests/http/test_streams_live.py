@@ -214,3 +214,36 @@ def test_hub_drops_only_the_client_whose_buffer_is_full() -> None:
         hub.close()
 
     asyncio.run(scenario())
+
+
+def test_clients_of_one_filter_share_one_chunk_and_covered_cuts_inside_it() -> None:
+    async def scenario() -> None:
+        pushes: list[Callable[[int], None]] = []
+        encoded: list[int] = []
+
+        def encode(i: int) -> tuple[int, bytes]:
+            encoded.append(i)
+            return i, b"<%d>" % i
+
+        def attach(push: Callable[[int], None]) -> Callable[[], None]:
+            pushes.append(push)
+            return lambda: None
+
+        hub: FanOut[int] = FanOut(attach=attach, encode=encode, capacity=100, max_clients=5,
+                                  pump_interval=60.0, inbox=100)
+        a, b = hub.join(None, group="*"), hub.join(None, group="*")
+        odd = hub.join(lambda i: i % 2 == 1, group="odd")
+        assert a is not None and b is not None and odd is not None
+        b.covered = 3  # b resumed: it has 1..3 from the backlog
+        for i in range(1, 6):
+            pushes[0](i)
+        hub.pump()
+        assert encoded == [1, 2, 3, 4, 5], "each item is encoded once for all clients"
+        assert a._buffer[0] is b._buffer[0], "one chunk, shared"
+        assert a.take() == b"<1><2><3><4><5>"
+        assert b.take() == b"<4><5>"
+        assert odd.take() == b"<1><3><5>"
+        assert hub.statistics().items_queued == 5 + 5 + 3
+        hub.close()
+
+    asyncio.run(scenario())

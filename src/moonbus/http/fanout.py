@@ -8,7 +8,9 @@ call per item, ``deque.append`` on the hub's *inbox* (the bus handler or log
 sink *is* that bound method, so no Python frame runs there). Everything else
 happens on the server's event loop thread: a *pump* task wakes every
 ``pump_interval`` seconds, takes what the inbox holds, encodes each item once
-(JSON, SSE framing) and offers the bytes to every client that wants the item.
+(JSON, SSE framing), joins the frames each filter selects into one *chunk*
+(once per filter, not per client) and queues that chunk for every client with
+that filter: a pump costs O(items x filters + clients), not O(items x clients).
 
 Threads
 -------
@@ -38,11 +40,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-__all__ = ["FanOut", "HubStatistics", "StreamClient"]
+__all__ = ["Chunk", "FanOut", "HubStatistics", "StreamClient"]
 
 T = TypeVar("T")
 Encoder = Callable[[T], tuple[int, bytes]]  # item -> (key, SSE frame); key orders events
@@ -61,30 +63,52 @@ class HubStatistics:
     items_queued: int  # (item, client) pairs queued for sending
 
 
+class Chunk:
+    """The frames one pump selected for one filter, encoded and joined once and
+    shared by every client with that filter (``keys`` ascend; 0: no key)."""
+
+    __slots__ = ("count", "data", "first", "last", "pairs")
+
+    def __init__(self, pairs: list[tuple[int, bytes]]) -> None:
+        self.pairs = pairs
+        self.count = len(pairs)
+        self.data = b"".join(frame for _, frame in pairs)
+        self.first = pairs[0][0] if pairs else 0
+        self.last = pairs[-1][0] if pairs else 0
+
+
 class StreamClient(Generic[T]):
     """One SSE client of a hub (event loop thread only).
 
-    ``wants``: the client's filter (None: every item). ``covered``: items
-    with a key up to this one were sent from the backlog already and are
-    skipped here (no duplicate between the backlog and the live feed).
+    ``wants``: the client's filter (None: every item); clients with the same
+    ``group`` (e.g. the same type pattern) have the same filter and share the
+    chunks it selects. ``covered``: items with a key up to this one were sent
+    from the backlog already and are skipped here (no duplicate between the
+    backlog and the live feed).
     """
 
-    __slots__ = ("_buffer", "_capacity", "_wake", "covered", "dropped", "wants")
+    __slots__ = ("_buffer", "_capacity", "_queued", "_wake", "covered", "dropped", "group",
+                 "wants")
 
-    def __init__(self, wants: Callable[[T], bool] | None, capacity: int) -> None:
+    def __init__(self, wants: Callable[[T], bool] | None, capacity: int,
+                 group: Hashable | None = None) -> None:
         self.wants = wants
+        self.group = group
         self.covered = 0
         self.dropped: str | None = None
         self._capacity = capacity
-        self._buffer: deque[tuple[int, bytes]] = deque()
+        self._buffer: deque[Chunk] = deque()
+        self._queued = 0
         self._wake = asyncio.Event()
 
-    def offer(self, key: int, frame: bytes) -> bool:
-        """Queue one frame; False (and the client dropped) when the buffer is full."""
-        if len(self._buffer) >= self._capacity:
+    def offer(self, chunk: Chunk) -> bool:
+        """Queue a chunk; False (and the client dropped) when that would put more
+        than ``capacity`` items in its buffer."""
+        if self._queued + chunk.count > self._capacity:
             self.drop(f"slow client: {self._capacity} items were waiting to be sent")
             return False
-        self._buffer.append((key, frame))
+        self._buffer.append(chunk)
+        self._queued += chunk.count
         self._wake.set()
         return True
 
@@ -93,17 +117,21 @@ class StreamClient(Generic[T]):
         if self.dropped is None:
             self.dropped = reason
             self._buffer.clear()
+            self._queued = 0
             self._wake.set()
 
     def take(self) -> bytes:
         """Every queued frame past ``covered``, joined (b"" when none)."""
         buffer = self._buffer
         covered = self.covered
-        parts = []
+        parts: list[bytes] = []
         while buffer:
-            key, frame = buffer.popleft()
-            if key > covered or key == 0:
-                parts.append(frame)
+            chunk = buffer.popleft()
+            if chunk.first == 0 or chunk.first > covered:
+                parts.append(chunk.data)
+            elif chunk.last > covered:
+                parts.extend(frame for key, frame in chunk.pairs if key > covered)
+        self._queued = 0
         self._wake.clear()
         return b"".join(parts)
 
@@ -114,8 +142,8 @@ class StreamClient(Generic[T]):
 
     @property
     def queued(self) -> int:
-        """Frames waiting now."""
-        return len(self._buffer)
+        """Items waiting now."""
+        return self._queued
 
 
 class FanOut(Generic[T]):
@@ -153,13 +181,15 @@ class FanOut(Generic[T]):
         """Count a stream refused because the hub is full."""
         self._refused += 1
 
-    def join(self, wants: Callable[[T], bool] | None) -> StreamClient[T] | None:
+    def join(self, wants: Callable[[T], bool] | None,
+             group: Hashable | None = None) -> StreamClient[T] | None:
         """A new client (None when ``max_clients`` are open). Attaches the source
-        first, so every item from now on reaches the client."""
+        first, so every item from now on reaches the client. ``group``: a name
+        for ``wants`` that clients with the same filter share (None: its own)."""
         if self.full:
             self.refuse()
             return None
-        client: StreamClient[T] = StreamClient(wants, self._capacity)
+        client: StreamClient[T] = StreamClient(wants, self._capacity, group)
         self._clients.append(client)
         self._accepted += 1
         if self._detach is None:
@@ -218,19 +248,32 @@ class FanOut(Generic[T]):
             self._stop_source()
             return count
         encode = self._encode
+        encoded: list[tuple[int, bytes] | None] = [None] * count
+        chunks: dict[Hashable, Chunk] = {}
         queued = 0
-        for item in items:
-            frame: tuple[int, bytes] | None = None
-            for client in clients:
+        for client in clients:
+            if client.dropped is not None:
+                continue
+            group = client.group
+            chunk = chunks.get(group) if group is not None else None
+            if chunk is None:
                 wants = client.wants
-                if client.dropped is not None or (wants is not None and not wants(item)):
-                    continue
-                if frame is None:
-                    frame = encode(item)
-                if client.offer(*frame):
-                    queued += 1
-                else:
-                    self._dropped += 1
+                pairs = []
+                for index, item in enumerate(items):
+                    if wants is None or wants(item):
+                        pair = encoded[index]
+                        if pair is None:
+                            pair = encoded[index] = encode(item)
+                        pairs.append(pair)
+                chunk = Chunk(pairs)
+                if group is not None:
+                    chunks[group] = chunk
+            if not chunk.count:
+                continue
+            if client.offer(chunk):
+                queued += chunk.count
+            else:
+                self._dropped += 1
         self._items_queued += queued
         if any(c.dropped is not None for c in clients):
             self._clients = [c for c in clients if c.dropped is None]

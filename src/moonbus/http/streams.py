@@ -124,7 +124,8 @@ class StreamRoutes:
         def wants(event: Event) -> bool:
             return matches(pattern, event.type)
 
-        return self._respond(self._event_frames(None if pattern == "*" else wants, after))
+        return self._respond(self._event_frames(None if pattern == "*" else wants, pattern,
+                                                after))
 
     async def stream_logs(self, request: Request) -> Response:
         """``GET /api/stream/logs?level=&tail=``."""
@@ -146,11 +147,12 @@ class StreamRoutes:
         return self._respond(self._log_frames(_RANK[level], tail))
 
     # ----------------------------------------------------------- generators
-    async def _event_frames(self, wants: Callable[[Event], bool] | None,
+    async def _event_frames(self, wants: Callable[[Event], bool] | None, pattern: str,
                             after: int | None) -> AsyncIterator[bytes]:
         from starlette.concurrency import iterate_in_threadpool
 
-        client = self.events.join(wants)  # first: from now on every event is queued
+        # First: from now on every event is queued. Clients of one pattern share chunks.
+        client = self.events.join(wants, group="*" if wants is None else pattern)
         if client is None:
             yield dropped_frame("too many event streams open")
             return
