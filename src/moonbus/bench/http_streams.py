@@ -1,8 +1,8 @@
 """Live event streams (SSE): delivery rate, emit cost with clients, receipt latency.
 
-Rows (all in one process: a uvicorn server thread serving ``StreamRoutes``,
-the emitting thread, and httpx reader threads sharing one interpreter, so the
-figures are a floor for what external clients would see):
+Rows (a uvicorn server thread serving ``StreamRoutes`` and the emitting
+thread share this process, as in a game; the clients are httpx threads in a
+process of their own, ``_sse_readers``, as browsers would be):
 
 * events/s delivered to 1 and to 50 SSE clients: events emitted back to back,
   timed from the first emit until every client has read the last event.
@@ -10,11 +10,11 @@ figures are a floor for what external clients would see):
   alternating rounds): the CPU time of the emitting thread per emit
   (``time.thread_time``), which is what the hub adds to the emit path (one
   ``deque.append``); target at most 10 % more. The wall-clock ratio, which
-  also counts the server and reader threads taking the GIL, is in the note.
+  also counts the server thread taking the GIL to encode and send, is in the note.
 * p99 event -> client receipt latency at 1,000 events/s: each event carries
   its emit time; a reader thread (httpx, Python) notes when its frame
-  arrived. This is client-side receipt in Python; the browser-side figure is
-  the console's (its Chromium tests).
+  arrived (in this process, to read the same clock). This is client-side
+  receipt in Python; the browser-side figure is the console's (Chromium).
 
 Threads: ``run`` starts the server, the readers and the emitter, and stops
 them all before it returns.
@@ -24,12 +24,16 @@ from __future__ import annotations
 
 import json
 import statistics
+import subprocess
+import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
+from moonbus.bench._sse_readers import Reader
 from moonbus.bench.harness import BenchRow, missing_peer, skipped_row
 from moonbus.runtime import Runtime
 
@@ -63,93 +67,45 @@ def _serving(routes: list[Any]) -> Iterator[str]:
         thread.join(10)
 
 
-class _Reader(threading.Thread):
-    """One SSE client: reads ``/api/stream/events`` until it saw seq ``last``."""
+class _Clients:
+    """``count`` SSE clients of ``url`` in a process of their own (``_sse_readers``),
+    connected when this returns; ``finish`` waits until each saw seq ``last``."""
 
-    def __init__(self, url: str, on_frame: Callable[[bytes], None] | None = None) -> None:
-        super().__init__(name="bench-sse-reader", daemon=True)
-        self.url, self.on_frame = url, on_frame
-        self.last = 10**18
-        self.seen = 0
-        self.dropped = False
-        self.connected = threading.Event()
-        self.done = threading.Event()
-        self.error: BaseException | None = None
+    def __init__(self, url: str, count: int, streams: Any, last: int) -> None:
+        wanted = streams.events.statistics().clients_accepted + count  # earlier ones may linger
+        program = Path(__file__).with_name("_sse_readers.py")
+        self._proc = subprocess.Popen(
+            [sys.executable, str(program), url, str(count), str(last)],
+            stdout=subprocess.PIPE, text=True)
+        _wait_accepted(streams, wanted, self._proc)
+        self.count = count
 
-    def run(self) -> None:
-        import httpx
-
-        try:
-            with httpx.Client(timeout=60) as client, client.stream("GET", self.url) as response:
-                self.connected.set()
-                if self.on_frame is None:
-                    self._count(response.iter_bytes())
-                else:
-                    self._parse(response.iter_lines())
-        except BaseException as exc:  # reported by the caller
-            self.error = exc
-        finally:
-            self.connected.set()
-            self.done.set()
-
-    def _count(self, chunks: Iterator[bytes]) -> None:
-        """Count frames without parsing them line by line (cheap on a shared GIL)."""
-        tail = b""
-        for chunk in chunks:
-            buf = tail + chunk
-            end = buf.rfind(b"\n\n") + 2
-            whole, tail = buf[:end], buf[end:]
-            self.seen += whole.count(b"id: ")
-            if b"event: dropped" in whole:
-                self.dropped = True
-                return
-            last = whole.rfind(b"id: ")
-            if last >= 0 and int(whole[last + 4:whole.index(b"\n", last)]) >= self.last:
-                return
-
-    def _parse(self, lines: Iterator[str]) -> None:
-        assert self.on_frame is not None
-        for line in lines:
-            if line.startswith("id: "):
-                self.seen += 1
-                if int(line[4:]) >= self.last:
-                    return
-            elif line.startswith("data: "):
-                self.on_frame(line[6:].encode())
+    def finish(self) -> tuple[list[int], int, float]:
+        """(events each client saw, clients dropped, ``time.time()`` the last one was done)."""
+        out, _ = self._proc.communicate(timeout=300)
+        summary = json.loads(out.strip().splitlines()[-1])
+        if summary["errors"]:
+            raise RuntimeError(f"bench clients failed: {summary['errors'][:3]}")
+        return summary["seen"], summary["dropped"], summary["finished_at"]
 
 
-def _open(url: str, count: int, streams: Any, last: int, **kw: Any) -> list[_Reader]:
-    """``count`` readers, connected, that stop at seq ``last``."""
-    readers = [_Reader(url, **kw) for _ in range(count)]
-    wanted = streams.events.statistics().clients_accepted + count  # earlier ones may linger
-    for reader in readers:
-        reader.last = last
-        reader.start()
-    deadline = time.monotonic() + 30
+def _wait_accepted(streams: Any, wanted: int, proc: subprocess.Popen[str] | None) -> None:
+    deadline = time.monotonic() + 60
     while streams.events.statistics().clients_accepted < wanted:
-        if time.monotonic() > deadline:
+        if time.monotonic() > deadline or (proc is not None and proc.poll() is not None):
             raise RuntimeError("the bench clients did not connect")
         time.sleep(0.01)
-    return readers
-
-
-def _finish(readers: list[_Reader]) -> None:
-    for reader in readers:
-        if not reader.done.wait(120):
-            raise RuntimeError(f"a bench client did not get its last event (saw {reader.seen})")
-        if reader.error is not None:
-            raise reader.error
 
 
 def _delivery_rate(rt: Runtime, streams: Any, url: str, clients: int, events: int) -> float:
-    readers = _open(url, clients, streams, rt.bus.last_seq + events)
-    start = time.perf_counter()
+    readers = _Clients(url, clients, streams, rt.bus.last_seq + events)
+    start = time.time()  # the clients' clock: they run in another process
     for i in range(events):
         rt.bus.emit("player:moved", {"x": i, "y": -i})
-    _finish(readers)
-    elapsed = time.perf_counter() - start
-    if any(r.seen < events for r in readers):
-        raise RuntimeError(f"a bench client missed events: {[r.seen for r in readers]}")
+    seen, dropped, finished = readers.finish()
+    elapsed = finished - start
+    if dropped or any(n < events for n in seen):
+        raise RuntimeError(f"bench clients missed events: {seen[:5]}..., dropped {dropped}")
     return events / elapsed
 
 
@@ -168,9 +124,9 @@ def _emit_cost_rows(rt: Runtime, streams: Any, url: str, events: int,
     watched: list[tuple[float, float]] = []
     for _ in range(rounds):
         alone.append(_emit_costs(rt, events))
-        readers = _open(url, _CLIENTS, streams, rt.bus.last_seq + events)
+        readers = _Clients(url, _CLIENTS, streams, rt.bus.last_seq + events)
         watched.append(_emit_costs(rt, events))
-        _finish(readers)
+        readers.finish()
     dropped = streams.events.statistics().clients_dropped
     base_cpu, base_wall = min(c for c, _ in alone), min(w for _, w in alone)
     with_cpu, with_wall = min(c for c, _ in watched), min(w for _, w in watched)
@@ -182,8 +138,8 @@ def _emit_cost_rows(rt: Runtime, streams: Any, url: str, events: int,
         ok=ratio <= _MAX_EMIT_COST and not dropped,
         note=f"{dropped} clients dropped; cost ratio {ratio:.3f}x CPU; "
              f"wall clock {with_wall / base_wall:.2f}x "
-             f"({base_wall * 1e9:.0f} -> {with_wall * 1e9:.0f} ns: the server and "
-             f"{_CLIENTS} reader threads share the GIL)")
+             f"({base_wall * 1e9:.0f} -> {with_wall * 1e9:.0f} ns: the server thread "
+             "shares the GIL)")
 
 
 def _latency_p99(rt: Runtime, streams: Any, url: str, events: int) -> tuple[float, float]:
@@ -194,7 +150,10 @@ def _latency_p99(rt: Runtime, streams: Any, url: str, events: int) -> tuple[floa
         sent = json.loads(data)["data"]["t"]
         delays.append((time.perf_counter_ns() - sent) / 1e6)
 
-    readers = _open(url, 1, streams, rt.bus.last_seq + events, on_frame=arrived)
+    wanted = streams.events.statistics().clients_accepted + 1
+    reader = Reader(url, rt.bus.last_seq + events, on_frame=arrived)  # in-process: one clock
+    reader.start()
+    _wait_accepted(streams, wanted, None)
     start = time.perf_counter()
     for i in range(events):
         due = start + i / 1000.0
@@ -202,7 +161,8 @@ def _latency_p99(rt: Runtime, streams: Any, url: str, events: int) -> tuple[floa
         if pause > 0:
             time.sleep(pause)
         rt.bus.emit("player:moved", {"i": i, "t": time.perf_counter_ns()})
-    _finish(readers)
+    if not reader.done.wait(120) or reader.error is not None:
+        raise RuntimeError(f"the latency client failed: {reader.error!r}")
     ordered = sorted(delays)
     return statistics.median(ordered), ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
 
@@ -231,7 +191,7 @@ def run(quick: bool) -> list[BenchRow]:
             many = _delivery_rate(rt, streams, url, _CLIENTS, events // 4)
             cost = _emit_cost_rows(rt, streams, url, events * 5, 2 if quick else 3)
             p50, p99 = _latency_p99(rt, streams, url, 300 if quick else 3_000)
-    note = f"one process: server thread + httpx reader threads; client_buffer {events * 6:,}"
+    note = f"clients: httpx threads in another process; client_buffer {events * 6:,}"
     return [
         BenchRow(_AREA, names[0], one, "events/s", ">= 10,000 events/s", ok=one >= 10_000,
                  note=note),
