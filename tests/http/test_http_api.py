@@ -242,3 +242,21 @@ def test_malformed_json_bodies_are_400(call: Call) -> None:
                  headers={"Content-Type": "application/json"})
         assert r.status_code == 400, body[:10]
         assert r.json()["error"], body[:10]
+
+
+def test_non_finite_numbers_become_text_not_invalid_json(rt: Runtime, call: Call,
+                                                         tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "odd.lua"
+    path.write_text('stats.set("ratio", 0/0)\nstats.set("big", 1/0)\nstats.set("small", -1/0)\n'
+                    "function poll() return 1000 end\n")
+    rt.load(path).start()
+    rt.run_due()
+    rt.bus.emit("odd", {"v": float("nan"), "ok": 1.5})
+    r = call("GET", "/api/scripts")
+    assert r.status_code == 200
+    odd = next(row for row in json.loads(r.text)["scripts"] if row["name"] == "odd")
+    assert odd["stats"] == {"ratio": "NaN", "big": "Infinity", "small": "-Infinity"}
+    events = call("GET", "/api/events", params={"type": "odd"}).json()["events"]
+    assert events[0]["data"] == {"v": "NaN", "ok": 1.5}
+    lines = call("GET", "/api/events", params={"type": "odd", "format": "ndjson"}).text
+    assert json.loads(lines.splitlines()[0])["data"]["v"] == "NaN"

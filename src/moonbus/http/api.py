@@ -191,8 +191,13 @@ class _Api:
         sent = 0
         page = self.settings.max_events_limit
         while sent < wanted:
-            answer = self._call(["events.get", pattern, *bounds, f"after_seq={after_seq}",
-                                 f"limit={min(page, wanted - sent)}"])
+            try:
+                answer = self._call(["events.get", pattern, *bounds, f"after_seq={after_seq}",
+                                     f"limit={min(page, wanted - sent)}"])
+            except Exception:  # the answer has begun: end it short, and say why in the log
+                _log.exception("HTTP API: NDJSON export stopped after %d events", sent)
+                self.counters.add("internal_errors")
+                return
             events = answer.data["events"]
             if not events:
                 return

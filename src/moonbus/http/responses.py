@@ -21,6 +21,7 @@ Threads: pure functions; ``send_error`` runs on the event-loop thread.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -46,10 +47,28 @@ SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
 )
 
 
+def _finite(value: Any) -> Any:
+    """``value`` with NaN and the infinities as the strings ``"NaN"``, ``"Infinity"``,
+    ``"-Infinity"`` (a script's ``stats.set("ratio", 0/0)`` must not break the listing)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if value != value else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
 def json_bytes(value: Any) -> bytes:
-    """Compact UTF-8 JSON; values JSON cannot hold (a Lua function in stats) become text."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str,
-                      allow_nan=False).encode("utf-8")
+    """Compact UTF-8 JSON that every JSON parser reads: values JSON cannot hold (a Lua
+    function in stats) become text, and so do NaN and the infinities (``_finite``)."""
+    try:
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str,
+                          allow_nan=False)
+    except ValueError:  # a non-finite float somewhere: rare, so only then walk the value
+        text = json.dumps(_finite(value), ensure_ascii=False, separators=(",", ":"),
+                          default=str, allow_nan=False)
+    return text.encode("utf-8")
 
 
 class _Json(JSONResponse):

@@ -58,7 +58,9 @@ START_TIMEOUT = 10.0
 
 def _bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # proto IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets that say
+    # they are TCP, and without it every answer waits ~40 ms (Nagle + delayed ACK).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
@@ -127,7 +129,11 @@ class HttpServer:
         """Bind and serve on a background thread; returns once it accepts connections."""
         if self._thread is not None:
             raise ConfigError("the HTTP server is already started")
-        self._sock = _bind(self.settings.host, self.settings.port)
+        try:
+            self._sock = _bind(self.settings.host, self.settings.port)
+        except ConfigError:
+            self.app.state.parts.close()  # no loop will ever run the closers
+            raise
         self._port = int(self._sock.getsockname()[1])
         config = uvicorn.Config(
             self.app, log_config=None, access_log=False, proxy_headers=False,
@@ -166,6 +172,8 @@ class HttpServer:
                 thread.join(1.0)
             if thread.is_alive():
                 _log.warning("the HTTP server thread did not end in time")
+        if thread is None or not thread.is_alive():
+            self.app.state.parts.close()  # what the loop did not run (it never ran, or died)
         if sock is not None:
             sock.close()
         self._thread = None
