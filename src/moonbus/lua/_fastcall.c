@@ -32,8 +32,16 @@
  * and calls the script's Lua `deliver(sub_id, event, tick, seq, type)`; then
  * the watchdog entry is removed and the call is ended under the hook lock.
  * A call that ends with an abort, an error, leftover coroutines or anything
- * unusual is finished by the Python path (engine._end_call, engine._forget,
+ * unusual is finished by the Python path (the engine's `end_call` callable,
  * and the `failed` callback, which raises and reports as deliver() does).
+ *
+ * The engine's state (open or closed, depth, token, abort reasons, the
+ * coroutine chain, its two locks) is the engine's CallState (_callstate.h),
+ * which C reads and writes as struct fields and engine.py through the same
+ * type's members; everything else is handed in when a Delivery is made
+ * (the engine's `end_call` and `abort_on_entry` callables, its watchdog,
+ * lupa's module), so no C code here looks up a Python object's private
+ * attribute.
  *
  * Threads: called on the bus's delivering thread with the GIL held. Lua runs
  * with the GIL released (so the watchdog can run and abort it with
@@ -44,7 +52,8 @@
  *
  * Lua errors cannot escape: everything that may raise (allocation included)
  * runs inside lua_pcall. Only Lua 5.4 (lupa.lua54) is supported; the
- * symbols come from lupa's extension module (dlopen RTLD_NOLOAD + dlsym).
+ * symbols come from lupa's extension module (dlopen RTLD_NOLOAD + dlsym),
+ * and LUA_REGISTRYINDEX is probed from that Lua at import (_luaapi.h).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -64,9 +73,8 @@
 
 /* ------------------------------------------------------------ Lua 5.4 API */
 #include "_luaapi.h"
+#include "_callstate.h"
 
-#define LUA_TSTRING 4
-#define LUA_MULTRET (-1)
 #define MAX_FIELDS 32
 
 
@@ -531,10 +539,10 @@ typedef struct {
     int func_ref;
     int c_clock;           /* the watchdog's clock is time.monotonic (batches need it) */
     PyObject *runtime;     /* keeps the lupa runtime (and so L) alive */
-    PyObject *engine;      /* the LuaEngine: the watchdog's key */
-    PyObject *engine_dict; /* its __dict__: the call state engine.py keeps */
-    PyObject *lock_acquire, *lock_release; /* engine._lock */
-    PyObject *hook_acquire, *hook_release; /* engine._hook_lock */
+    PyObject *engine;      /* the LuaEngine: the watchdog's key (identity only) */
+    CallState *cs;         /* the engine's call state, shared with engine.py */
+    PyObject *lock_acquire, *lock_release; /* cs->lock */
+    PyObject *hook_acquire, *hook_release; /* cs->hook_lock */
     PyObject *lupa_acquire, *lupa_release; /* lupa's runtime lock */
     PyObject *armed;       /* watchdog.armed */
     PyObject *watchdog;    /* .idle, .wake() */
@@ -542,7 +550,8 @@ typedef struct {
     PyObject *settings;    /* .handler_timeout: float seconds or None, read per call */
     HandlerBudget *budget; /* shared with the Python path; NULL: none */
     DeliveryCounts *counts; /* the runtime's counters; NULL: none */
-    PyObject *end_call;    /* engine._end_call */
+    PyObject *end_call;    /* end_call(): the engine's own end of an unusual call */
+    PyObject *abort_on_entry; /* abort_on_entry(token): an abort recorded before it */
     PyObject *fallback;    /* ScriptEngine.deliver(sub_id, event) */
     PyObject *failed;      /* failed(sub_id, result, failure, reason, limit) */
     PyObject *lua_error, *lua_memory_error;
@@ -550,16 +559,15 @@ typedef struct {
     WatchSlot *slot;       /* this engine's watchdog entry while a C call runs */
 } Delivery;
 
-static PyObject *s_closed, *s_depth, *s_token, *s_pending_token, *s_in_call,
-    *s_abort_reason, *s_last_reason, *s_chain, *s_forget, *s_idle, *s_wake,
-    *s_unknown, *s_handler_timeout, *s_abort_on_entry, *num_zero, *num_one;
+/* interned at import: public attribute names and a message */
+static PyObject *s_idle, *s_wake, *s_unknown, *s_handler_timeout, *num_zero, *num_one;
 
 static int
 delivery_traverse(Delivery *self, visitproc visit, void *arg)
 {
     Py_VISIT(self->runtime);
     Py_VISIT(self->engine);
-    Py_VISIT(self->engine_dict);
+    Py_VISIT(self->cs);
     Py_VISIT(self->lock_acquire);
     Py_VISIT(self->lock_release);
     Py_VISIT(self->hook_acquire);
@@ -573,6 +581,7 @@ delivery_traverse(Delivery *self, visitproc visit, void *arg)
     Py_VISIT(self->budget);
     Py_VISIT(self->counts);
     Py_VISIT(self->end_call);
+    Py_VISIT(self->abort_on_entry);
     Py_VISIT(self->fallback);
     Py_VISIT(self->failed);
     Py_VISIT(self->lua_error);
@@ -587,7 +596,7 @@ delivery_clear(Delivery *self)
     self->L = NULL;
     Py_CLEAR(self->runtime);
     Py_CLEAR(self->engine);
-    Py_CLEAR(self->engine_dict);
+    Py_CLEAR(self->cs);
     Py_CLEAR(self->lock_acquire);
     Py_CLEAR(self->lock_release);
     Py_CLEAR(self->hook_acquire);
@@ -601,6 +610,7 @@ delivery_clear(Delivery *self)
     Py_CLEAR(self->budget);
     Py_CLEAR(self->counts);
     Py_CLEAR(self->end_call);
+    Py_CLEAR(self->abort_on_entry);
     Py_CLEAR(self->fallback);
     Py_CLEAR(self->failed);
     Py_CLEAR(self->lua_error);
@@ -624,15 +634,24 @@ static PyObject *delivery_vectorcall(Delivery *self, PyObject *const *args, size
 static int
 delivery_init(Delivery *self, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"engine", "runtime", "state", "lupa_lock", "global_key",
-                             "fallback", "failed", "settings", "budget", "counts", NULL};
-    PyObject *engine, *runtime, *state, *lupa_lock, *fallback, *failed, *settings;
+    static char *kwlist[] = {"engine", "call_state", "watchdog", "lua_module", "end_call",
+                             "abort_on_entry", "runtime", "state", "lupa_lock",
+                             "global_key", "fallback", "failed", "settings", "budget",
+                             "counts", NULL};
+    PyObject *engine, *call_state, *watchdog, *lua_module, *end_call, *abort_on_entry;
+    PyObject *runtime, *state, *lupa_lock, *fallback, *failed, *settings;
     PyObject *budget = Py_None, *counts = Py_None;
     const char *global_key;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "$OOOOsOOOOO", kwlist, &engine, &runtime,
-                                     &state, &lupa_lock, &global_key, &fallback, &failed,
-                                     &settings, &budget, &counts))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "$OOOOOOOOOsOOOOO", kwlist, &engine,
+                                     &call_state, &watchdog, &lua_module, &end_call,
+                                     &abort_on_entry, &runtime, &state, &lupa_lock,
+                                     &global_key, &fallback, &failed, &settings, &budget,
+                                     &counts))
         return -1;
+    if (!Py_IS_TYPE(call_state, &CallStateType)) {
+        PyErr_SetString(PyExc_TypeError, "call_state must be a _fastcall.CallState");
+        return -1;
+    }
     if (budget != Py_None && !Py_IS_TYPE(budget, &HandlerBudgetType)) {
         PyErr_SetString(PyExc_TypeError, "budget must be a HandlerBudget or None");
         return -1;
@@ -649,38 +668,43 @@ delivery_init(Delivery *self, PyObject *args, PyObject *kwds)
             PyErr_SetString(PyExc_ValueError, "state must be a lua_State address");
         return -1;
     }
-    self->runtime = Py_NewRef(runtime);
-    self->engine = Py_NewRef(engine);
-    self->engine_dict = PyObject_GenericGetDict(engine, NULL);
-    if (self->engine_dict == NULL)
-        return -1;
-    PyObject *lock = PyDict_GetItemString(self->engine_dict, "_lock");
-    PyObject *hook_lock = PyDict_GetItemString(self->engine_dict, "_hook_lock");
-    PyObject *watchdog = PyDict_GetItemString(self->engine_dict, "_watchdog");
-    PyObject *armed = PyDict_GetItemString(self->engine_dict, "_armed");
-    PyObject *clock = PyDict_GetItemString(self->engine_dict, "_clock");
-    PyObject *lua_module = PyDict_GetItemString(self->engine_dict, "_lua");
-    if (!lock || !hook_lock || !watchdog || !armed || !clock || !lua_module ||
-        !PyDict_Check(armed)) {
-        PyErr_SetString(PyExc_TypeError, "engine does not look like a LuaEngine");
+    CallState *cs = (CallState *)call_state;
+    if (cs->lock == NULL || cs->hook_lock == NULL || cs->chain == NULL) {
+        PyErr_SetString(PyExc_TypeError, "call_state was not initialised");
         return -1;
     }
-    self->lock_acquire = PyObject_GetAttrString(lock, "acquire");
-    self->lock_release = PyObject_GetAttrString(lock, "release");
-    self->hook_acquire = PyObject_GetAttrString(hook_lock, "acquire");
-    self->hook_release = PyObject_GetAttrString(hook_lock, "release");
+    self->runtime = Py_NewRef(runtime);
+    self->engine = Py_NewRef(engine);
+    self->cs = (CallState *)Py_NewRef(call_state);
+    /* public names only: the watchdog's table and clock, the locks' methods,
+     * lupa's exception types */
+    PyObject *armed = PyObject_GetAttrString(watchdog, "armed");
+    PyObject *clock = PyObject_GetAttrString(watchdog, "clock");
+    self->lock_acquire = PyObject_GetAttrString(cs->lock, "acquire");
+    self->lock_release = PyObject_GetAttrString(cs->lock, "release");
+    self->hook_acquire = PyObject_GetAttrString(cs->hook_lock, "acquire");
+    self->hook_release = PyObject_GetAttrString(cs->hook_lock, "release");
     self->lupa_acquire = PyObject_GetAttrString(lupa_lock, "acquire");
     self->lupa_release = PyObject_GetAttrString(lupa_lock, "release");
-    self->end_call = PyObject_GetAttrString(engine, "_end_call");
     self->lua_error = PyObject_GetAttrString(lua_module, "LuaError");
     self->lua_memory_error = PyObject_GetAttrString(lua_module, "LuaMemoryError");
-    if (!self->lock_acquire || !self->lock_release || !self->hook_acquire ||
-        !self->hook_release || !self->lupa_acquire || !self->lupa_release ||
-        !self->end_call || !self->lua_error || !self->lua_memory_error)
+    int wired = armed && clock && self->lock_acquire && self->lock_release &&
+                self->hook_acquire && self->hook_release && self->lupa_acquire &&
+                self->lupa_release && self->lua_error && self->lua_memory_error;
+    if (wired && !PyDict_CheckExact(armed)) {
+        PyErr_SetString(PyExc_TypeError, "watchdog.armed must be a dict");
+        wired = 0;
+    }
+    if (!wired) {
+        Py_XDECREF(armed);
+        Py_XDECREF(clock);
         return -1;
-    self->armed = Py_NewRef(armed);
+    }
+    self->end_call = Py_NewRef(end_call);
+    self->abort_on_entry = Py_NewRef(abort_on_entry);
+    self->armed = armed;
     self->watchdog = Py_NewRef(watchdog);
-    self->clock = Py_NewRef(clock);
+    self->clock = clock;
     self->settings = Py_NewRef(settings);
     self->budget = budget == Py_None ? NULL : (HandlerBudget *)Py_NewRef(budget);
     self->counts = counts == Py_None ? NULL : (DeliveryCounts *)Py_NewRef(counts);
@@ -744,65 +768,44 @@ native_tid(void)
 static PyObject *
 end_call(Delivery *self)
 {
-    PyObject *d = self->engine_dict;
+    CallState *cs = self->cs;
     if (mb_call_noargs(self->hook_acquire) < 0)
         return NULL;
-    PyObject *reason = PyDict_GetItemWithError(d, s_abort_reason);
-    PyObject *chain = PyDict_GetItemWithError(d, s_chain);
-    int simple = reason == Py_None && chain != NULL && PyList_CheckExact(chain) &&
-                 PyList_GET_SIZE(chain) == 0;
+    int simple = CS_REASON(cs->abort_reason) == Py_None && PyList_CheckExact(cs->chain) &&
+                 PyList_GET_SIZE(cs->chain) == 0;
     if (simple) {
-        if (PyDict_SetItem(d, s_in_call, Py_False) < 0 ||
-            PyDict_SetItem(d, s_last_reason, Py_None) < 0) {
-            mb_release_keeping_error(self->hook_release);
-            return NULL;
-        }
+        CS_SET(cs->in_call, Py_False);
+        CS_SET(cs->last_reason, Py_None);
     }
     if (mb_call_noargs(self->hook_release) < 0)
         return NULL;
     if (simple)
         return Py_NewRef(Py_None);
-    /* an abort or coroutines left mid-resume: engine.py's own code ends it */
-    PyObject *leftover = PyObject_CallNoArgs(self->end_call);
-    if (leftover == NULL)
+    /* an abort or coroutines left mid-resume: engine.py's own code ends it
+     * (LuaEngine._finish_call: _end_call, then the prelude's forget) */
+    if (mb_call_noargs(self->end_call) < 0)
         return NULL;
-    int forget = PyObject_IsTrue(leftover);
-    Py_DECREF(leftover);
-    if (forget < 0)
-        return NULL;
-    if (forget) {
-        PyObject *func = PyDict_GetItemWithError(d, s_forget);
-        if (func != NULL && func != Py_None && mb_call_noargs(func) < 0)
-            return NULL;
-        if (PyErr_Occurred())
-            return NULL;
-    }
-    PyObject *last = PyDict_GetItemWithError(d, s_last_reason);
-    if (last == NULL)
-        return PyErr_Occurred() ? NULL : Py_NewRef(Py_None);
-    return Py_NewRef(last);
+    return Py_NewRef(CS_REASON(cs->last_reason));
 }
 
 /* 1 if the engine can take a call now (open and idle), storing the token the
- * call gets; 0 if not; -1 on error. Engine lock held. */
+ * call gets; 0 if not (or a field holds something unexpected: the Python
+ * path decides); -1 on error. Engine lock held. */
 static int
 engine_ready(Delivery *self, long long *token)
 {
-    PyObject *d = self->engine_dict;
-    PyObject *closed = PyDict_GetItemWithError(d, s_closed);
-    PyObject *depth = PyDict_GetItemWithError(d, s_depth);
-    PyObject *current = PyDict_GetItemWithError(d, s_token);
-    if (!closed || !depth || !current)
-        return PyErr_Occurred() ? -1 : 0;
-    if (closed != Py_False || !PyLong_CheckExact(depth) || !PyLong_CheckExact(current))
+    CallState *cs = self->cs;
+    long long depth = -1, current = LLONG_MAX;
+    if (cs->closed != Py_False)
         return 0;
-    long long level = PyLong_AsLongLong(depth);
-    long long next = PyLong_AsLongLong(current);
-    if (PyErr_Occurred())
-        return -1;
-    if (level != 0 || next == LLONG_MAX)
+    int ok = cs_long(cs->depth, &depth);
+    if (ok > 0)
+        ok = cs_long(cs->token, &current);
+    if (ok <= 0)
+        return ok;
+    if (depth != 0 || current == LLONG_MAX)
         return 0;
-    *token = next + 1;
+    *token = current + 1;
     return 1;
 }
 
@@ -812,13 +815,11 @@ engine_ready(Delivery *self, long long *token)
 static int
 abort_on_entry(Delivery *self, PyObject *token_obj)
 {
-    PyObject *pending = PyDict_GetItemWithError(self->engine_dict, s_pending_token);
-    if (pending == NULL)
-        return PyErr_Occurred() ? -1 : 0;
-    int same = PyObject_RichCompareBool(pending, token_obj, Py_EQ);
+    PyObject *pending = self->cs->pending_token;
+    int same = pending == NULL ? 0 : PyObject_RichCompareBool(pending, token_obj, Py_EQ);
     if (same <= 0)
         return same;
-    PyObject *r = PyObject_CallMethodOneArg(self->engine, s_abort_on_entry, token_obj);
+    PyObject *r = PyObject_CallOneArg(self->abort_on_entry, token_obj);
     if (r == NULL)
         return -1;
     Py_DECREF(r);
@@ -910,7 +911,7 @@ run_call(Delivery *self, Batch *b, Outcome *o)
         mb_release_keeping_error(self->lock_release);
         return ready;
     }
-    PyObject *d = self->engine_dict;
+    CallState *cs = self->cs;
     PyObject *token_obj = PyLong_FromLongLong(token);
     if (token_obj == NULL)
         goto unlock_fail;
@@ -924,18 +925,17 @@ run_call(Delivery *self, Batch *b, Outcome *o)
         if (budget == -1.0 && PyErr_Occurred())
             goto unlock_fail;
     }
-    if (PyDict_SetItem(d, s_token, token_obj) < 0 || PyDict_SetItem(d, s_in_call, Py_True) < 0)
-        goto unlock_fail;
+    CS_SET(cs->token, token_obj);
+    CS_SET(cs->in_call, Py_True);
     if (abort_on_entry(self, token_obj) < 0)
         goto end_fail;
     if (o->limit != Py_None && arm_slot(self, b, token_obj, budget) < 0)
         goto end_fail;
-    if (PyDict_SetItem(d, s_depth, num_one) < 0)
-        goto end_fail;
+    CS_SET(cs->depth, num_one);
 
     /* ---- Lua, under lupa's lock, without the GIL */
     if (mb_call_noargs(self->lupa_acquire) < 0) {
-        PyDict_SetItem(d, s_depth, num_zero);
+        CS_SET(cs->depth, num_zero);
         goto end_fail;
     }
     lua_State *L = self->L;
@@ -963,7 +963,8 @@ run_call(Delivery *self, Batch *b, Outcome *o)
     int released = mb_call_noargs(self->lupa_release);
 
     /* ---- end the call (LuaEngine._end_call) */
-    int cleanup = PyDict_SetItem(d, s_depth, num_zero);
+    CS_SET(cs->depth, num_zero);
+    int cleanup = 0;
     if (b->slot != NULL && PyDict_DelItem(self->armed, self->engine) < 0) {
         if (PyErr_ExceptionMatches(PyExc_KeyError))
             PyErr_Clear();
@@ -1868,29 +1869,18 @@ PyInit__fastcall(void)
         if (frozen_type == NULL)
             return NULL;
     }
-#define INTERN(var, text)                                                             do {                                                                                  var = PyUnicode_InternFromString(text);                                           if (var == NULL)                                                                      return NULL;                                                              } while (0)
-    INTERN(s_closed, "_closed");
-    INTERN(s_depth, "_depth");
-    INTERN(s_token, "_token");
-    INTERN(s_pending_token, "_pending_token");
-    INTERN(s_in_call, "_in_call");
-    INTERN(s_abort_reason, "_abort_reason");
-    INTERN(s_last_reason, "_last_reason");
-    INTERN(s_chain, "_chain");
-    INTERN(s_forget, "_forget");
-    INTERN(s_idle, "idle");
-    INTERN(s_wake, "wake");
-    INTERN(s_unknown, "unknown error");
-    INTERN(s_handler_timeout, "handler_timeout");
-    INTERN(s_abort_on_entry, "_abort_on_entry");
-#undef INTERN
+    s_idle = PyUnicode_InternFromString("idle");
+    s_wake = PyUnicode_InternFromString("wake");
+    s_unknown = PyUnicode_InternFromString("unknown error");
+    s_handler_timeout = PyUnicode_InternFromString("handler_timeout");
     num_zero = PyLong_FromLong(0);
     num_one = PyLong_FromLong(1);
-    if (!num_zero || !num_one)
+    if (!s_idle || !s_wake || !s_unknown || !s_handler_timeout || !num_zero || !num_one)
         return NULL;
     if (PyType_Ready(&DeliveryType) < 0 || PyType_Ready(&WatchSlotType) < 0 ||
         PyType_Ready(&EventQueueType) < 0 || PyType_Ready(&EnqueuerType) < 0 ||
-        PyType_Ready(&HandlerBudgetType) < 0 || PyType_Ready(&DeliveryCountsType) < 0)
+        PyType_Ready(&HandlerBudgetType) < 0 || PyType_Ready(&DeliveryCountsType) < 0 ||
+        PyType_Ready(&CallStateType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&fastcall_module);
     if (m == NULL)
@@ -1900,6 +1890,8 @@ PyInit__fastcall(void)
         PyModule_AddObjectRef(m, "EventQueue", (PyObject *)&EventQueueType) < 0 ||
         PyModule_AddObjectRef(m, "HandlerBudget", (PyObject *)&HandlerBudgetType) < 0 ||
         PyModule_AddObjectRef(m, "DeliveryCounts", (PyObject *)&DeliveryCountsType) < 0 ||
+        PyModule_AddObjectRef(m, "CallState", (PyObject *)&CallStateType) < 0 ||
+        PyModule_AddIntConstant(m, "LUA_REGISTRYINDEX", LUA_REGISTRYINDEX) < 0 ||
         PyModule_AddStringConstant(m, "LUA_MODULE", "lupa.lua54") < 0) {
         Py_DECREF(m);
         return NULL;

@@ -1,15 +1,47 @@
 """Type stub of the C event-delivery fast path (see ``_fastcall.c``)."""
 
+import threading
 from collections.abc import Callable
 from typing import Any
 
 LUA_MODULE: str
+LUA_REGISTRYINDEX: int  # probed from lupa's Lua at import (see _luaapi.h)
+
+class CallState:
+    """One LuaEngine's call state (see _callstate.h and moonbus.lua.call_state)."""
+
+    @property
+    def lock(self) -> threading.RLock: ...
+    @property
+    def hook_lock(self) -> threading.Lock: ...
+    @property
+    def chain(self) -> list[int]: ...
+    abort_reason: str | None
+    last_reason: str | None
+    pending_reason: str | None
+    token: int
+    pending_token: int
+    depth: int
+    in_call: bool
+    closed: bool
+    def __init__(self, *, lock: threading.RLock, hook_lock: threading.Lock) -> None: ...
+
+class DeliveryCounts:
+    @property
+    def taken(self) -> int: ...
+    @property
+    def handed_back(self) -> int: ...
 
 class Delivery:
     def __init__(
         self,
         *,
         engine: Any,
+        call_state: CallState,
+        watchdog: Any,
+        lua_module: Any,
+        end_call: Callable[[], None],
+        abort_on_entry: Callable[[int], None],
         runtime: Any,
         state: int,
         lupa_lock: Any,
@@ -17,7 +49,8 @@ class Delivery:
         fallback: Callable[[int, Any], None],
         failed: Callable[[int, Any, Any, str | None, float | None], None],
         settings: Any,
-        budget: HandlerBudget | None = None,
+        budget: HandlerBudget | None,
+        counts: DeliveryCounts | None,
     ) -> None: ...
     def __call__(self, sub_id: int, event: Any, /) -> None: ...
 

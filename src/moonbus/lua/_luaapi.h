@@ -5,12 +5,29 @@
  * the same way; each includes it once (the table and the loader are static
  * to that extension) and calls load_api() when it is imported.
  *
- * Threads: `lua` is filled once at import, under the GIL, and only read
- * afterwards (a constant table, like a linker's). */
+ * Constants. lua.h's values are of two kinds. Those fixed by the Lua 5.4
+ * ABI (status codes, type tags, LUA_MULTRET, the registry's predefined
+ * slots) are the same for every build of 5.4, so they are written here and
+ * the loader checks that lupa's Lua is 5.4 (lua_version() == 504, asked of
+ * the real library). LUA_REGISTRYINDEX is not: lua.h defines it as
+ * -LUAI_MAXSTACK - 1000, and LUAI_MAXSTACK is a luaconf.h setting of
+ * whoever built lupa (lupa ships no headers to read it from). So it is
+ * probed at import, in a private state made for the purpose (never one of
+ * lupa's): lua_absindex() returns a pseudo-index unchanged and turns any
+ * other negative index into a stack position, so the registry index is the
+ * largest negative index that lua_absindex() leaves alone (a binary search
+ * over int). The result is then checked by what the registry must hold
+ * (the main thread at LUA_RIDX_MAINTHREAD, the globals table at
+ * LUA_RIDX_GLOBALS); if any check fails the import fails with an
+ * ImportError that says which, and moonbus.native keeps the Python path.
+ *
+ * Threads: `lua` and `lua_registry_index` are filled once at import, under
+ * the GIL, and only read afterwards (constants, like a linker's). */
 #ifndef MOONBUS_LUAAPI_H
 #define MOONBUS_LUAAPI_H
 
 #include <dlfcn.h>
+#include <limits.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -21,9 +38,19 @@ typedef intptr_t lua_KContext;
 typedef int (*lua_CFunction)(lua_State *L);
 typedef int (*lua_KFunction)(lua_State *L, int status, lua_KContext ctx);
 
+#define LUA_VERSION_NUM 504 /* checked against lupa's Lua by probe_constants */
 #define LUA_OK 0
 #define LUA_ERRMEM 4
-#define LUA_REGISTRYINDEX (-1000000 - 1000) /* Lua 5.4: -LUAI_MAXSTACK - 1000 */
+#define LUA_TSTRING 4
+#define LUA_TTABLE 5
+#define LUA_TTHREAD 8
+#define LUA_MULTRET (-1)
+#define LUA_RIDX_MAINTHREAD 1
+#define LUA_RIDX_GLOBALS 2
+
+/* lupa's Lua's LUA_REGISTRYINDEX, probed when the extension is imported */
+static int lua_registry_index;
+#define LUA_REGISTRYINDEX (lua_registry_index)
 
 typedef struct {
     int (*pcallk)(lua_State *, int, int, int, lua_KContext, lua_KFunction);
@@ -53,12 +80,76 @@ typedef struct {
     void (*rawseti)(lua_State *, int, lua_Integer);
     int (*error)(lua_State *);
     void (*copy)(lua_State *, int, int);
+    /* used once, by probe_constants */
+    int (*absindex)(lua_State *, int);
+    lua_Number (*version)(lua_State *);
+    lua_State *(*newstate)(void);
+    void (*close)(lua_State *);
+    int (*pushthread)(lua_State *);
+    int (*rawequal)(lua_State *, int, int);
 } LuaApi;
 
 static LuaApi lua;
 
-/* Fill `lua` from lupa's module at `path`; -1 with ImportError set when the
- * module is not loaded or lacks a function. */
+/* The largest negative index lua_absindex leaves unchanged: the registry's
+ * pseudo-index (see above); 0 when there is none. */
+static int
+search_registry_index(lua_State *L)
+{
+    int lo = -INT_MAX; /* assumed a pseudo-index, checked first */
+    int hi = -1;       /* never one: it is the stack top */
+    if (lua.absindex(L, lo) != lo || lua.absindex(L, hi) == hi)
+        return 0;
+    while (hi - lo > 1) {
+        int mid = lo + (hi - lo) / 2;
+        if (lua.absindex(L, mid) == mid)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+/* Probes LUA_REGISTRYINDEX and checks the version (see above): 0, or -1
+ * with ImportError set saying which check failed. */
+static int
+probe_constants(void)
+{
+    lua_State *L = lua.newstate();
+    if (L == NULL) {
+        PyErr_SetString(PyExc_ImportError, "could not make a Lua state to probe lupa's Lua");
+        return -1;
+    }
+    const char *failed = NULL;
+    int version = (int)lua.version(L);
+    int index = search_registry_index(L);
+    if (version != LUA_VERSION_NUM) {
+        failed = "lua_version() is not 504: moonbus's C paths need Lua 5.4";
+    } else if (index == 0 || !lua.checkstack(L, 4)) {
+        failed = "no pseudo-index found with lua_absindex()";
+    } else {
+        lua.pushvalue(L, index);
+        int registry = lua.type(L, -1);
+        int main = lua.rawgeti(L, index, LUA_RIDX_MAINTHREAD);
+        lua.pushthread(L);
+        int same = lua.rawequal(L, -1, -2);
+        int globals = lua.rawgeti(L, index, LUA_RIDX_GLOBALS);
+        if (registry != LUA_TTABLE || main != LUA_TTHREAD || !same || globals != LUA_TTABLE)
+            failed = "the probed index does not hold Lua's registry";
+    }
+    lua.close(L);
+    if (failed != NULL) {
+        PyErr_Format(PyExc_ImportError, "probing lupa's Lua constants failed: %s "
+                     "(LUA_REGISTRYINDEX candidate %d, lua_version %d)", failed, index, version);
+        return -1;
+    }
+    lua_registry_index = index;
+    return 0;
+}
+
+/* Fill `lua` from lupa's module at `path` and probe the constants; -1 with
+ * ImportError set when the module is not loaded, lacks a function, or the
+ * probe fails. */
 static int
 load_api(const char *path)
 {
@@ -103,11 +194,17 @@ load_api(const char *path)
     SYM(rawseti, "lua_rawseti");
     SYM(error, "lua_error");
     SYM(copy, "lua_copy");
+    SYM(absindex, "lua_absindex");
+    SYM(version, "lua_version");
+    SYM(newstate, "luaL_newstate");
+    SYM(close, "lua_close");
+    SYM(pushthread, "lua_pushthread");
+    SYM(rawequal, "lua_rawequal");
 #undef SYM
     /* lupa's module stays loaded for the life of the process (CPython never
      * unloads extension modules); this drops only our extra handle. */
     dlclose(lib);
-    return 0;
+    return probe_constants();
 }
 
 #endif /* MOONBUS_LUAAPI_H */

@@ -5,6 +5,9 @@ RLock, because a Python API called from Lua may legitimately call back into
 the same engine on the same thread) enforces it. Only ``abort`` may be called
 from another thread (the watchdog, or a runner cancelling a job); it takes
 ``_hook_lock``, never ``_lock``, so it cannot deadlock with a running call.
+The state of this protocol (tokens, depth, abort reasons, the chain, both
+locks) is ``call_state`` (``call_state.py``): a C object when the C delivery
+is built, which shares it by layout, so it is read and written as ``cs.<field>``.
 
 How an abort works: every Lua thread of the state (the main thread and each
 coroutine, registered at creation by the prelude) has the deadline hook
@@ -38,7 +41,6 @@ Lua reader, and refuse sources over the size cap (see ``compile_limits.py``).
 
 from __future__ import annotations
 
-import ctypes
 import re
 import threading
 from collections.abc import Callable
@@ -54,16 +56,17 @@ from moonbus.errors import (
     ScriptSyntaxError,
     ScriptTimeout,
 )
+from moonbus.lua.call_state import CallState, make_call_state
 from moonbus.lua.compile_limits import COMPILE_PIECE, CompileCounters, chunk_display, oversize
 from moonbus.lua.convert import LuaConverter
 from moonbus.lua.fastcall import native_delivery
+from moonbus.lua.hooks import HookControl
 from moonbus.lua.host_errors import describe_host_error
 from moonbus.lua.value_path import payload_error
 from moonbus.lua.watchdog import Watchdog
 
-__all__ = ["HookControl", "LuaEngine"]
+__all__ = ["LuaEngine"]
 
-_LUA_MASKCOUNT = 8
 _WHERE = re.compile(r"^(?:\[string \"(.+?)\"\]|([^\s:][^:\n]*?)):(\d+):")
 # The innermost frame is a C function other than `error` (whose level the
 # script chose): Python code the script called raised the error.
@@ -90,40 +93,6 @@ def _deny_get(obj: object, name: object) -> object:
 
 def _deny_set(obj: object, name: object, value: object) -> None:
     raise AttributeError("Python attributes are not accessible from Lua")
-
-
-class HookControl:
-    """ctypes access to ``lua_sethook`` in one lupa extension module.
-
-    ``hook_function`` is the address of ``hookf`` (the C trampoline of
-    ``debug.sethook`` that calls the Lua hook registered for the thread),
-    read once with ``lua_gethook`` after installing a throwaway hook.
-    """
-
-    def __init__(self, lua_module: Any) -> None:
-        lib = ctypes.CDLL(lua_module.__file__)
-        self._sethook = lib.lua_sethook
-        self._sethook.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
-        self._sethook.restype = None
-        gethook = lib.lua_gethook
-        gethook.argtypes = [ctypes.c_void_p]
-        gethook.restype = ctypes.c_void_p
-        probe = lua_module.LuaRuntime(register_eval=False, register_builtins=False)
-        state = int(probe.execute('return string.format("%p", coroutine.running())'), 16)
-        probe.execute('debug.sethook(function() end, "c")')
-        hookf = gethook(state)
-        probe.execute("debug.sethook()")
-        if not hookf:
-            raise RuntimeError("could not locate Lua's debug hook trampoline")
-        self.hook_function: int = hookf
-
-    def arm(self, state: int) -> None:
-        """Make the Lua thread ``state`` raise on its next instruction."""
-        self._sethook(state, self.hook_function, _LUA_MASKCOUNT, 1)
-
-    def disarm(self, state: int) -> None:
-        """Remove any hook from the Lua thread ``state``."""
-        self._sethook(state, None, 0, 0)
 
 
 def _split_error(text: str) -> tuple[str, str | None, str]:
@@ -180,19 +149,12 @@ class LuaEngine:
         self._watchdog = watchdog
         self._armed = watchdog.armed
         self._clock = watchdog.clock
-        self._lock = threading.RLock()
-        self._hook_lock = threading.Lock()
-        self._depth = 0
-        self._token = 0
-        self._pending_token = 0  # latest token abort() saw before its call was live
-        self._pending_reason: str | None = None
-        self._in_call = False
-        self._abort_reason: str | None = None
-        self._last_reason: str | None = None  # abort reason of the call that just ended
+        # The abort-token state (token, depth, reasons...), shared by type with
+        # the C delivery: see call_state.py. The locks and chain are its own.
+        self._cs = cs = make_call_state(native=native)
+        self._lock, self._hook_lock, self._chain = cs.lock, cs.hook_lock, cs.chain
         self._task_threads: dict[int, int] = {}  # task id -> its Lua thread pointer
         self._finished_tasks: list[int] = []  # released by the next new_task
-        self._chain: list[int] = []
-        self._closed = False
         rt = lua_module.LuaRuntime(
             register_eval=False,
             register_builtins=False,
@@ -261,15 +223,22 @@ class LuaEngine:
         ``budget``: the engine's ``HandlerBudget``; ``counts``: the runtime's ``DeliveryCounts``.
 
         It follows ``_guarded`` and ``_end_call`` step by step on this
-        engine's own fields, so C and Python calls interleave freely.
+        engine's ``call_state``, so C and Python calls interleave freely; the
+        engine's methods it needs are handed in here, never looked up by name.
         """
         with self._lock:
-            if self._closed:
+            if self._cs.closed:
                 raise ClosedError(f"Lua engine {self.name!r} is closed")
             return native_delivery(
-                self, self._rt, self._state, func, fallback=fallback, failed=failed,
-                settings=settings, budget=budget, counts=counts,
+                self, self._cs, self._rt, self._state, func, watchdog=self._watchdog,
+                end_call=self._finish_call, abort_on_entry=self._abort_on_entry,
+                fallback=fallback, failed=failed, settings=settings, budget=budget, counts=counts,
             )
+
+    @property
+    def call_state(self) -> CallState:
+        """The state shared with the C delivery (``call_state.py``); owner thread."""
+        return self._cs
 
     @property
     def lock(self) -> threading.RLock:
@@ -285,7 +254,7 @@ class LuaEngine:
         state = int(pointer, 16)
         with self._hook_lock:
             self._chain.append(state)
-            if self._abort_reason is not None:
+            if self._cs.abort_reason is not None:
                 self._hooks.arm(state)
 
     def _leave(self, pointer: str) -> None:
@@ -295,7 +264,7 @@ class LuaEngine:
                 self._chain.pop()
             elif state in self._chain:
                 self._chain.remove(state)
-            if self._abort_reason is not None:
+            if self._cs.abort_reason is not None:
                 self._hooks.disarm(state)
 
     # ------------------------------------------------------------------- abort
@@ -309,20 +278,21 @@ class LuaEngine:
         only grow, so it never matches again, and a later token is never
         replaced by an earlier one.
         """
+        cs = self._cs
         with self._hook_lock:
-            if token >= self._token and token > self._pending_token:
+            if token >= cs.token and token > cs.pending_token:
                 # Recorded before the live check: if the owner starts the call
                 # after this store, it sees it; if before, the check below does.
-                self._pending_token = token
-                self._pending_reason = reason
-            if not self._in_call or token != self._token or self._abort_reason is not None:
+                cs.pending_token = token
+                cs.pending_reason = reason
+            if not cs.in_call or token != cs.token or cs.abort_reason is not None:
                 return False
             self._arm(reason)
             return True
 
     def _arm(self, reason: str) -> None:
         # Under _hook_lock, during a call.
-        self._abort_reason = reason
+        self._cs.abort_reason = reason
         self._hooks.arm(self._state)
         for state in self._chain:
             self._hooks.arm(state)
@@ -330,9 +300,10 @@ class LuaEngine:
     def _abort_on_entry(self, token: int) -> None:
         # Owner thread, call ``token`` just marked live: an abort recorded for it
         # before it started takes effect now (unless abort() already armed it).
+        cs = self._cs
         with self._hook_lock:
-            reason = self._pending_reason
-            if self._abort_reason is None and reason is not None and self._token == token:
+            reason = cs.pending_reason
+            if cs.abort_reason is None and reason is not None and cs.token == token:
                 self._arm(reason)
 
     def next_token(self) -> int:
@@ -341,7 +312,7 @@ class LuaEngine:
         Lets a canceller be told the token before the call starts: ``abort``
         accepts it at once, and the call aborts as it starts.
         """
-        return self._token + 1
+        return self._cs.token + 1
 
     # ------------------------------------------------------------------- calls
     def call(self, func: Any, *args: Any, limit: float | None) -> tuple[Any, ...]:
@@ -375,7 +346,7 @@ class LuaEngine:
         lock = self._lock
         lock.acquire()
         try:
-            if self._closed:
+            if self._cs.closed:
                 raise ClosedError(f"Lua engine {self.name!r} is closed")
             for value in data.values():
                 if type(value) not in _PLAIN:
@@ -397,12 +368,13 @@ class LuaEngine:
     def _end_call(self, host_thread: int | None = None) -> bool:
         # Serialises with a concurrent abort(): after this, no hook can be armed
         # on an idle engine. Returns whether coroutines were left mid-resume.
+        cs = self._cs
         with self._hook_lock:
-            self._in_call = False
-            reason = self._last_reason = self._abort_reason
+            cs.in_call = False
+            reason = cs.last_reason = cs.abort_reason
             if reason is not None:
                 self._hooks.disarm(self._state)
-                self._abort_reason = None
+                cs.abort_reason = None
             if host_thread is not None:
                 # The host's task thread: still alive (see new_task), so its
                 # hook can be reset here; it is not the prelude's to forget.
@@ -414,6 +386,13 @@ class LuaEngine:
             if leftover:
                 self._chain.clear()
         return leftover
+
+    def _finish_call(self, host_thread: int | None = None) -> None:
+        # _end_call; then a resume that never returned normally (abort, error),
+        # whose coroutine may still be armed: Lua resets and releases it (the
+        # prelude kept it alive until now). The C delivery's end of an unusual call.
+        if self._end_call(host_thread):
+            self._forget()
 
     def _guarded(
         self,
@@ -430,17 +409,18 @@ class LuaEngine:
         lock = self._lock
         lock.acquire()
         try:
-            if self._closed:
+            cs = self._cs
+            if cs.closed:
                 raise ClosedError(f"Lua engine {self.name!r} is closed")
-            if self._depth:
+            if cs.depth:
                 return self._nested_call(invoker, func, args, limit)
             if host_thread is not None:
                 # Joins the chain before the call is marked live, so an abort
                 # (which needs _in_call) always sees it; only this thread writes.
                 self._chain.append(host_thread)
-            self._token = token = self._token + 1
-            self._in_call = True
-            if self._pending_token == token:  # aborted before it started
+            cs.token = token = cs.token + 1
+            cs.in_call = True
+            if cs.pending_token == token:  # aborted before it started
                 self._abort_on_entry(token)
             watchdog = self._watchdog
             armed = self._armed
@@ -448,7 +428,7 @@ class LuaEngine:
                 armed[self] = (self._clock(), limit, token, _native_id())
                 if watchdog.idle:
                     watchdog.wake()
-            self._depth = 1
+            cs.depth = 1
             failure: BaseException | None = None
             result: Any = None
             try:
@@ -456,15 +436,12 @@ class LuaEngine:
             except self._lua.LuaError as exc:  # LuaMemoryError is a subclass
                 failure = exc
             finally:
-                self._depth = 0
+                cs.depth = 0
                 if limit is not None:
                     armed.pop(self, None)
-                if self._end_call(host_thread):
-                    # A resume that never returned normally (abort, error): its
-                    # coroutine may still be armed. Lua resets and releases it
-                    # (the prelude kept it alive until now).
+                if self._end_call(host_thread):  # as _finish_call, inlined (hot path)
                     self._forget()
-            reason = self._last_reason
+            reason = cs.last_reason
             if reason is None and failure is None:
                 if result is True:
                     return ()
@@ -479,7 +456,7 @@ class LuaEngine:
     ) -> tuple[Any, ...]:
         # A Python API called from Lua called back into this engine: same
         # thread, same deadline as the outer call.
-        self._depth += 1
+        self._cs.depth += 1
         failure: BaseException | None = None
         result: Any = None
         try:
@@ -487,8 +464,8 @@ class LuaEngine:
         except self._lua.LuaError as exc:
             failure = exc
         finally:
-            self._depth -= 1
-        return self.outcome(result, failure, self._abort_reason, limit)
+            self._cs.depth -= 1
+        return self.outcome(result, failure, self._cs.abort_reason, limit)
 
     def outcome(
         self,
@@ -609,7 +586,7 @@ class LuaEngine:
     def drop_task(self, task: int) -> None:
         """Forget a task that will not be resumed again (no-op when finished)."""
         with self._lock:
-            if not self._closed:
+            if not self._cs.closed:
                 self._drop_task(task)
                 self._task_threads.pop(task, None)
 
@@ -651,7 +628,7 @@ class LuaEngine:
         calling script line, ``name`` standing for the function in messages.
         """
         with self._lock:
-            if self._closed:
+            if self._cs.closed:
                 raise ClosedError(f"Lua engine {self.name!r} is closed")
             return self._host_function(func, name)
 
@@ -680,9 +657,9 @@ class LuaEngine:
     def close(self) -> None:
         """Release the Lua state. Idempotent; waits for a running call to finish."""
         with self._lock:
-            if self._closed:
+            if self._cs.closed:
                 return
-            self._closed = True
+            self._cs.closed = True
             self._call = self._compile = self._make_env = self._new_task = self._step = None
             self._compiling = None
             self.protected_call = self.coroutines_tracked = None
@@ -693,7 +670,7 @@ class LuaEngine:
 
     @property
     def closed(self) -> bool:
-        return self._closed
+        return self._cs.closed
 
     def __repr__(self) -> str:
-        return f"<LuaEngine {self.name!r}{' closed' if self._closed else ''}>"
+        return f"<LuaEngine {self.name!r}{' closed' if self._cs.closed else ''}>"

@@ -6,7 +6,9 @@ a script's Lua ``deliver`` function for an event exactly as
 C, and calls ``fallback(sub_id, event)`` (the Python path) for anything it
 does not take. It returns None, and the caller keeps the Python path, when
 the extension is not built, is switched off (``MOONBUS_PURE_PYTHON``), the
-engine is not a Lua 5.4 engine, or lupa's runtime lock cannot be found.
+engine is not a Lua 5.4 engine, its call state is the pure-Python twin (it
+was made while the C paths were off; see ``call_state.py``), or lupa's
+runtime lock cannot be found.
 
 Why the lupa lock is looked up with ``gc.get_referents``: lupa keeps it in a
 private field of ``LuaRuntime``, and every access to a Lua state must hold it
@@ -59,10 +61,14 @@ def _lupa_lock(runtime: Any, lua_module: Any) -> Any | None:
 
 def native_delivery(
     engine: LuaEngine,
+    call_state: Any,
     runtime: Any,
     state: int,
     func: Any,
     *,
+    watchdog: Any,
+    end_call: Callable[[], None],
+    abort_on_entry: Callable[[int], None],
     fallback: Callable[[int, Any], None],
     failed: Callable[[int, Any, Any, str | None, float | None], None],
     settings: Any,
@@ -70,6 +76,13 @@ def native_delivery(
     counts: Any = None,
 ) -> Callable[[int, Any], None] | None:
     """The C delivery of ``func`` (a Lua ``deliver``) on ``engine``, or None.
+
+    What C needs of the engine is handed in, never looked up by name:
+    ``call_state`` (the engine's ``_fastcall.CallState``; a ``PyCallState``,
+    made while the C paths were off, means None), ``watchdog`` (its public
+    ``armed``, ``clock``, ``idle`` and ``wake``), ``end_call()`` (the engine's
+    end of a call that was aborted or left coroutines) and
+    ``abort_on_entry(token)``; ``engine`` itself is only the watchdog's key.
 
     ``settings.handler_timeout`` is read at every call, as the Python path
     does; ``failed(sub_id, result, failure, reason, limit)`` settles a call
@@ -84,6 +97,8 @@ def native_delivery(
     lua_module = engine.lua_module
     if lua_module.__name__ != fast.module.LUA_MODULE:
         return None
+    if type(call_state) is not fast.module.CallState:
+        return None  # a PyCallState: the engine was made with the C paths off
     lock = _lupa_lock(runtime, lua_module)
     if lock is None:
         return None
@@ -91,7 +106,9 @@ def native_delivery(
     globals_table[_GLOBAL_KEY] = func
     try:
         delivery: Callable[[int, Any], None] = fast.module.Delivery(
-            engine=engine, runtime=runtime, state=state, lupa_lock=lock,
+            engine=engine, call_state=call_state, watchdog=watchdog, lua_module=lua_module,
+            end_call=end_call, abort_on_entry=abort_on_entry, runtime=runtime, state=state,
+            lupa_lock=lock,
             global_key=_GLOBAL_KEY, fallback=fallback, failed=failed, settings=settings,
             budget=budget, counts=counts,
         )

@@ -1,7 +1,7 @@
 """Which lupa moonbus supports, and the start-up check that it has what the
 time limits need.
 
-The time limits (``HookControl`` in ``engine.py``) call ``lua_sethook`` and
+The time limits (``HookControl`` in ``hooks.py``) call ``lua_sethook`` and
 ``lua_gethook`` through ctypes on lupa's own extension module, and the C
 delivery path (``_fastcall.c``) resolves Lua's C API there too: both depend
 on lupa exporting Lua's C symbols from that module, which lupa does on Linux

@@ -21,7 +21,8 @@ from typing import Any
 
 from moonbus.errors import ConfigError
 from moonbus.lua.compile_limits import DEFAULT_MAX_SOURCE_BYTES, CompileCounters
-from moonbus.lua.engine import HookControl, LuaEngine
+from moonbus.lua.engine import LuaEngine
+from moonbus.lua.hooks import HookControl
 from moonbus.lua.lupa_support import check_lupa
 from moonbus.lua.watchdog import Watchdog
 
