@@ -11,6 +11,8 @@ process of their own, ``_sse_readers``, as browsers would be):
   (``time.thread_time``), which is what the hub adds to the emit path (one
   ``deque.append``); target at most 10 % more. The wall-clock ratio, which
   also counts the server thread taking the GIL to encode and send, is in the note.
+* emit cost with the hub's bus handler attached against none, without a
+  server (what the hub itself adds to ``emit``: one ``deque.append``).
 * p99 event -> client receipt latency at 1,000 events/s: each event carries
   its emit time; a reader thread (httpx, Python) notes when its frame
   arrived (in this process, to read the same clock). This is client-side
@@ -28,6 +30,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -142,6 +145,26 @@ def _emit_cost_rows(rt: Runtime, streams: Any, url: str, events: int,
              "shares the GIL)")
 
 
+def _hub_cost_row(rt: Runtime, events: int, rounds: int) -> BenchRow:
+    """The emit path's own share: what the hub attaches (``deque.append`` on
+    ``*``, as ``StreamRoutes`` does), without a server competing for the GIL."""
+    alone: list[float] = []
+    attached: list[float] = []
+    for _ in range(rounds):
+        alone.append(_emit_costs(rt, events)[0])
+        inbox: deque[Any] = deque(maxlen=events + 1)
+        sub = rt.bus.on("*", inbox.append, owner="bench")
+        attached.append(_emit_costs(rt, events)[0])
+        sub.cancel()
+    base, hub = min(alone), min(attached)
+    ratio = hub / base
+    return BenchRow(
+        _AREA, "emit cost with the stream hub attached vs none (no server work)",
+        hub * 1e9, "ns/emit", f"<= {_MAX_EMIT_COST:.2f}x of no hub", peer="no hub",
+        peer_value=base * 1e9, ratio=base / hub, ok=ratio <= _MAX_EMIT_COST,
+        note=f"cost ratio {ratio:.3f}x: the one deque.append per event on the emitting thread")
+
+
 def _latency_p99(rt: Runtime, streams: Any, url: str, events: int) -> tuple[float, float]:
     """(p50, p99) milliseconds from emit to receipt at 1,000 events/s."""
     delays: list[float] = []
@@ -170,6 +193,7 @@ def _latency_p99(rt: Runtime, streams: Any, url: str, events: int) -> tuple[floa
 def run(quick: bool) -> list[BenchRow]:
     """Measure the rows (``quick``: smaller workloads)."""
     names = ("SSE events/s delivered, 1 client", f"SSE events/s delivered, {_CLIENTS} clients",
+             "emit cost with the stream hub attached vs none (no server work)",
              f"emit cost with {_CLIENTS} SSE clients vs none (emitting thread CPU)",
              "SSE p99 event -> client receipt at 1,000 events/s")
     for module, package in (("uvicorn", "moonbus[http]"), ("sse_starlette", "moonbus[http]"),
@@ -189,6 +213,7 @@ def run(quick: bool) -> list[BenchRow]:
             url = base + "/api/stream/events"
             one = _delivery_rate(rt, streams, url, 1, events)
             many = _delivery_rate(rt, streams, url, _CLIENTS, events // 4)
+            hub = _hub_cost_row(rt, events * 10, 3 if quick else 5)
             cost = _emit_cost_rows(rt, streams, url, events * 5, 2 if quick else 3)
             p50, p99 = _latency_p99(rt, streams, url, 300 if quick else 3_000)
     note = f"clients: httpx threads in another process; client_buffer {events * 6:,}"
@@ -197,8 +222,9 @@ def run(quick: bool) -> list[BenchRow]:
                  note=note),
         BenchRow(_AREA, names[1], many, "events/s", ">= 1,000 events/s to each client",
                  ok=many >= 1_000, note=f"{many * _CLIENTS:,.0f} deliveries/s; {note}"),
+        hub,
         cost,
-        BenchRow(_AREA, names[3], p99, "ms", "<= 50 ms", ok=p99 <= 50.0,
+        BenchRow(_AREA, names[4], p99, "ms", "<= 50 ms", ok=p99 <= 50.0,
                  note=f"p50 {p50:.1f} ms; client-side receipt in Python (httpx thread, "
                       "same process); the browser-side figure is the console's"),
     ]
