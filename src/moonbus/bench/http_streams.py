@@ -214,7 +214,7 @@ def run(quick: bool) -> list[BenchRow]:
             url = base + "/api/stream/events"
             one = _delivery_rate(rt, streams, url, 1, events)
             many = _delivery_rate(rt, streams, url, _CLIENTS, events // 4)
-            hub = _hub_cost_row(rt, events * 10, 3 if quick else 5)
+            hub = _hub_cost_row(rt, events, 7 if quick else 25)  # many short alternations
             cost = _emit_cost_rows(rt, streams, url, events * 5, 2 if quick else 3)
             p50, p99 = _latency_p99(rt, streams, url, 300 if quick else 3_000)
     note = f"clients: httpx threads in another process; client_buffer {events * 6:,}"
