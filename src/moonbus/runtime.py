@@ -257,9 +257,10 @@ class Runtime:
         own lines, in every sink. Any thread."""
         self._log(script, "host", level, message, self._tick)
 
-    def add_log_sink(self, sink: Callable[[LogLine], None]) -> None:
-        """Also send every script log line to ``sink`` (called on the logging thread)."""
+    def add_log_sink(self, sink: Callable[[LogLine], None]) -> Callable[[], None]:
+        """Also send every log line to ``sink`` (logging thread); returns its remover."""
         self._sinks.append(sink)
+        return lambda: self._sinks.remove(sink) if sink in self._sinks else None
 
     # ----------------------------------------------------------- script events
     def add_script_listener(self, listener: ScriptListener) -> Callable[[], None]:

@@ -10,14 +10,8 @@ holds what groups share: the HTTP counters, the token-check counters
 run on the event loop when the server stops (before uvicorn waits for open
 connections, so live streams end at once) and at lifespan shutdown.
 
-Integrators: the live streams and the Prometheus endpoint join by adding
-one group to ``ROUTE_GROUPS`` below, e.g.::
-
-    def streams_and_metrics(rt, settings, parts):
-        streams = StreamRoutes(rt)            # moonbus.http.streams
-        parts.on_close.append(streams.close)
-        return [*streams.routes,
-                *metrics_routes(rt, logins=parts.counters.logins, streams=streams)]
+The live streams and ``/metrics`` are one group (``streams_and_metrics``);
+another front end joins the same way, by adding its group to ``ROUTE_GROUPS``.
 
 Unknown paths and wrong methods get the JSON error shape (404, 405), like
 every other error. No CORS middleware is installed, on purpose.
@@ -47,14 +41,17 @@ from starlette.staticfiles import StaticFiles
 from moonbus.http.api import api_routes
 from moonbus.http.auth import AuthMiddleware, make_throttle
 from moonbus.http.guard import GuardMiddleware
+from moonbus.http.metrics import metrics_routes
 from moonbus.http.openapi import openapi_routes
 from moonbus.http.responses import error_response
 from moonbus.http.settings import HttpCounters, HttpSettings
+from moonbus.http.streams import StreamRoutes
 
 if TYPE_CHECKING:
     from moonbus.runtime import Runtime
 
-__all__ = ["ROUTE_GROUPS", "AppParts", "RouteGroup", "build_app", "console_routes"]
+__all__ = ["ROUTE_GROUPS", "AppParts", "RouteGroup", "build_app", "console_routes",
+           "streams_and_metrics"]
 
 _log = logging.getLogger("moonbus.http")
 
@@ -102,9 +99,17 @@ def console_routes(rt: Runtime, settings: HttpSettings, parts: AppParts) -> list
     ]
 
 
-# The route groups of the app, in order. Extend this tuple to compose more
-# routes (see the module docstring: streams and metrics join here).
-ROUTE_GROUPS: tuple[RouteGroup, ...] = (api_routes, console_routes)
+def streams_and_metrics(rt: Runtime, settings: HttpSettings, parts: AppParts) -> list[BaseRoute]:
+    """The live streams (``moonbus.http.streams``, ended by ``parts.on_close``) and
+    ``GET /metrics`` over the runtime, the token checks, the HTTP counters and the streams."""
+    streams = StreamRoutes(rt, settings.streams)
+    parts.on_close.append(streams.close)
+    return [*streams.routes, *metrics_routes(rt, logins=parts.counters.logins,
+                                             streams=streams, http=parts.counters)]
+
+
+# The route groups of the app, in order. Extend this tuple to compose more routes.
+ROUTE_GROUPS: tuple[RouteGroup, ...] = (api_routes, streams_and_metrics, console_routes)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

@@ -140,13 +140,15 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
                         "schema": {"type": "string"}},
                        _int_q("after_seq", "resume after this seq")],
         "responses": {"200": _ok("event stream", {"type": "string"}, "text/event-stream"),
-                      **_errors(400)}},
+                      **_errors(400, 503)}},
     ("get", "/api/stream/logs"): {
-        "summary": "script log lines as Server-Sent Events; ?level=",
+        "summary": "script log lines as Server-Sent Events; ?level= and above, after "
+                   "the last ?tail= lines kept",
         "parameters": [{"name": "level", "in": "query", "required": False,
-                        "schema": {"enum": ["debug", "info", "warn", "error"]}}],
+                        "schema": {"enum": ["debug", "info", "warn", "error"]}},
+                       _int_q("tail", "first send this many of the recent lines")],
         "responses": {"200": _ok("log stream", {"type": "string"}, "text/event-stream"),
-                      **_errors(400)}},
+                      **_errors(400, 503)}},
     ("get", "/metrics"): {
         "summary": "Prometheus text format: bus, script, runner, store and HTTP counters",
         "responses": {"200": _ok("metrics", {"type": "string"}, "text/plain"), **_errors()}},

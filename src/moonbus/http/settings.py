@@ -16,10 +16,11 @@ from __future__ import annotations
 import dataclasses
 import secrets
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from moonbus.errors import ConfigError
 from moonbus.http.login_counters import LoginCounters
+from moonbus.http.stream_settings import StreamSettings
 
 __all__ = ["HttpCounters", "HttpSettings", "HttpStatistics", "check_token", "new_token"]
 
@@ -65,6 +66,7 @@ class HttpSettings:
     auth_forget_after: float = 900.0  # a quiet address's failures are forgotten (s)
     auth_max_tracked: int = 10_000  # addresses remembered (oldest forgotten first)
     shutdown_timeout: float = 3.0  # open connections (streams) get this long at stop (s)
+    streams: StreamSettings = field(default_factory=StreamSettings)  # live streams' limits
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:

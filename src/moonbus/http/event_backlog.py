@@ -1,0 +1,94 @@
+"""What a resuming SSE client missed: committed events after its ``Last-Event-ID``.
+
+Read on a worker thread (the server's thread pool), never on the event loop:
+a durable store query can take milliseconds. Frames are encoded here too, so
+the loop thread only writes bytes.
+
+Where the events come from: the bus's in-memory log holds the newest events
+(all types, also other processes' on a shared Redis store), so the part of the
+backlog it covers is read from it; events older than its oldest one come from
+the durable event store when one is attached (``EventStore.query`` in pages
+of ``page`` events, after ``flush`` so a fast-mode store has written them).
+Without a store, events older than the log are gone: the client gets one
+``event: gap`` frame saying which seqs it cannot have, then what the log has.
+
+No gap, no duplicate with the live feed: the caller joins the hub *before*
+reading (so every event committed from then on is queued for the client),
+and each page carries ``covered``, the newest seq the backlog has accounted
+for; live events up to it are skipped (``StreamClient.covered``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from moonbus.bus.event import Event
+
+if TYPE_CHECKING:
+    from moonbus.bus.bus import Bus
+    from moonbus.store.base import EventStore
+
+__all__ = ["BacklogPage", "encode_event", "gap_frame", "read_backlog"]
+
+
+@dataclass(frozen=True)
+class BacklogPage:
+    """Encoded frames of one page and the newest seq accounted for so far."""
+
+    frames: bytes
+    covered: int
+    count: int  # events in ``frames``
+
+
+def encode_event(event: Event) -> tuple[int, bytes]:
+    """``(seq, SSE frame)``: ``id: <seq>``, ``event: event``, ``data: <event JSON>``."""
+    return event.seq, b"id: %d\nevent: event\ndata: %s\n\n" % (
+        event.seq, event.to_json().encode("utf-8"))
+
+
+def gap_frame(after_seq: int, first_seq: int, reason: str) -> bytes:
+    """``event: gap``: the seqs after ``after_seq`` and before ``first_seq`` are lost."""
+    data = json.dumps({"after_seq": after_seq, "first_seq": first_seq, "reason": reason})
+    return f"event: gap\ndata: {data}\n\n".encode()
+
+
+def _page(events: list[Event], wants: Callable[[Event], bool] | None, covered: int) -> BacklogPage:
+    chosen = events if wants is None else [e for e in events if wants(e)]
+    return BacklogPage(b"".join(encode_event(e)[1] for e in chosen), covered, len(chosen))
+
+
+def read_backlog(
+    bus: Bus,
+    store: EventStore | None,
+    after_seq: int,
+    wants: Callable[[Event], bool] | None,
+    page: int,
+) -> Iterator[BacklogPage]:
+    """Pages of the committed events after ``after_seq`` that ``wants`` selects,
+    in seq order (see the module docstring). Worker thread."""
+    log = bus.log(after_seq=after_seq)
+    if not log:
+        return
+    first = log[0].seq
+    if first > after_seq + 1:
+        if store is None:
+            yield BacklogPage(gap_frame(after_seq, first, (
+                "older events are no longer in the in-memory log and no event store "
+                "is attached")), after_seq, 0)
+        else:
+            store.flush()
+            cursor = after_seq
+            while cursor < first - 1:
+                events = store.query(after_seq=cursor, limit=page)
+                older = [e for e in events if e.seq < first]
+                if older:
+                    cursor = older[-1].seq
+                    yield _page(older, wants, cursor)
+                if len(older) < len(events) or len(events) < page:
+                    break
+    for start in range(0, len(log), page):
+        chunk = log[start:start + page]
+        yield _page(chunk, wants, chunk[-1].seq)
