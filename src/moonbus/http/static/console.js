@@ -20,6 +20,7 @@
   const FEED_SHOWN = 200;        // feed rows in the DOM
   const FEED_KEPT = 2000;        // events kept for re-filtering
   const LOG_KEPT = 500;          // log lines kept
+  const LOG_TAIL = 200;          // lines of history asked for at login
   const LATENCY_KEPT = 100000;   // receipt-latency samples kept (ring)
   const CHART_SECONDS = 60;
   const RECONNECT_MIN_MS = 250;
@@ -180,8 +181,11 @@
     resetPanels();
     renderScripts(s, body.scripts || []);
     later(s, () => pollLoop(s), POLL_MS);
-    streamLoop(s, "events", "api/stream/events", (msg) => onEventMessage(s, msg));
-    streamLoop(s, "logs", "api/stream/logs", (msg) => onLogMessage(s, msg));
+    streamLoop(s, "events", () => "api/stream/events", (msg) => onEventMessage(s, msg));
+    // The log stream starts with the last lines the server kept; a reconnect
+    // asks for none (the tail is already shown).
+    streamLoop(s, "logs", (first) => `api/stream/logs?tail=${first ? LOG_TAIL : 0}`,
+      (msg) => onLogMessage(s, msg));
     renderLoop(s);
     chartLoop(s);
     refreshShared(s);
@@ -222,14 +226,15 @@
   }
 
   // ---- SSE over fetch ----
-  async function streamLoop(s, name, path, onMessage) {
+  async function streamLoop(s, name, pathFor, onMessage) {
     let lastId = null;
+    let first = true;
     let backoff = RECONNECT_MIN_MS;
     while (!s.closed) {
       const headers = { Authorization: "Bearer " + s.token, Accept: "text/event-stream" };
       if (lastId !== null) headers["Last-Event-ID"] = lastId;
       try {
-        const resp = await fetch(path, { headers, cache: "no-store", signal: s.abort.signal });
+        const resp = await fetch(pathFor(first), { headers, cache: "no-store", signal: s.abort.signal });
         if (resp.status === 401) {
           let message = "HTTP 401";
           try {
@@ -242,6 +247,7 @@
         }
         if (!resp.ok || !resp.body) throw new Error(`HTTP ${resp.status}`);
         setStreamState(s, name, "live");
+        first = false;
         backoff = RECONNECT_MIN_MS;
         lastId = await readEvents(s, resp.body, lastId, onMessage);
       } catch (err) {
