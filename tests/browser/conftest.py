@@ -79,14 +79,13 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         "PYTHONPATH": os.pathsep.join(
             [str(Path(moonbus.__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]
         ),
-        "MOONBUS_RCON_PASSWORD": "browser-test-rcon",
     }
     command = [
         sys.executable, "-m", "moonbus", "serve",
         *(str(EXAMPLES / f"{name}.lua") for name in SCRIPTS),
         str(PROBE),
         "--http", "127.0.0.1:0", "--http-token", TOKEN, "--tick-ms", "100",
-        "--rcon-port", "0", "--events-db", str(directory / "events.db"),
+        "--events-db", str(directory / "events.db"),
     ]
     with open(log, "wb") as out:  # a file, not a pipe: the server never blocks on it
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env,

@@ -26,8 +26,6 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Callable
-from typing import Any
-
 from moonbus.bench._browser import Browser, find_browser, open_chromium
 from moonbus.bench.harness import BenchRow, missing_peer, skipped_row
 from moonbus.runner.stats import percentile
@@ -79,10 +77,10 @@ def _emit_paced(rt: Runtime, count: int, first: int) -> None:
 def _measure(browser: Browser, count: int) -> BenchRow:
     token = secrets.token_urlsafe(24)
     with Runtime() as rt:
-        server: Any = rt.serve_http(host="127.0.0.1", port=0, token=token)
+        server = rt.serve_http(host="127.0.0.1", port=0, token=token)
         driver = open_chromium(browser)
         try:
-            driver.get(f"{server.url.rstrip('/')}/#token={token}")
+            driver.get(server.console_url)
 
             def received() -> int:
                 return int(driver.execute_script("return window.moonbusConsole.received()"))
