@@ -1,7 +1,7 @@
 """Event → web console latency: how long after ``emit`` the console page in a
 real browser has the event (SPEC §11, issue 14).
 
-One row: p99 of (browser receipt time − event ``ts``) with events emitted at
+One row: p99 of (browser receipt time - event ``ts``) with events emitted at
 1,000 events/s into a Runtime serving HTTP (``Runtime.serve_http``, port 0),
 while headless Chromium shows the console (``GET /``, logged in through the
 ``#token=`` link). The console's own fetch()-based SSE reader stamps each
@@ -26,6 +26,7 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Callable
+
 from moonbus.bench._browser import Browser, find_browser, open_chromium
 from moonbus.bench.harness import BenchRow, missing_peer, skipped_row
 from moonbus.runner.stats import percentile
