@@ -66,12 +66,12 @@ def browser() -> Browser:
     return found
 
 
-@pytest.fixture(scope="session")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+def launch(directory: Path, scripts: list[Path], port: int = 0) -> Served:
+    """Start ``moonbus serve SCRIPTS --http 127.0.0.1:PORT`` (the events in
+    ``directory/events.db``) and wait until it prints its URL."""
     for module in ("starlette", "uvicorn", "sse_starlette"):
         if importlib.util.find_spec(module) is None:
             missing(f"{module} missing: pip install 'moonbus[http]'")
-    directory = tmp_path_factory.mktemp("serve")
     log = directory / "serve.log"
     env = {
         **os.environ,
@@ -81,33 +81,46 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         ),
     }
     command = [
-        sys.executable, "-m", "moonbus", "serve",
-        *(str(EXAMPLES / f"{name}.lua") for name in SCRIPTS),
-        str(PROBE),
-        "--http", "127.0.0.1:0", "--http-token", TOKEN, "--tick-ms", "100",
+        sys.executable, "-m", "moonbus", "serve", *map(str, scripts),
+        "--http", f"127.0.0.1:{port}", "--http-token", TOKEN, "--tick-ms", "100",
         "--events-db", str(directory / "events.db"),
     ]
     with open(log, "wb") as out:  # a file, not a pipe: the server never blocks on it
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env,
                                    cwd=directory)
     served = Served(process, "", log)
+    deadline = time.monotonic() + START_TIMEOUT
+    match = None
+    while match is None and time.monotonic() < deadline and process.poll() is None:
+        match = re.search(r"http://127\.0\.0\.1:(\d+)/", served.output())
+        time.sleep(0.05)
+    if not match:
+        stop(served)
+        pytest.fail(f"moonbus serve --http printed no URL:\n{served.output()}")
+    served.base = f"http://127.0.0.1:{match.group(1)}/"
+    return served
+
+
+def stop(served: Served) -> None:
+    """SIGTERM (scripts stop, the store is flushed), then kill if it hangs."""
+    if served.process.poll() is None:
+        served.process.send_signal(signal.SIGTERM)
+        try:
+            served.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            served.process.kill()
+            served.process.wait()
+
+
+@pytest.fixture(scope="session")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """The two demo scripts and the HTML probe, for the whole folder."""
+    server = launch(tmp_path_factory.mktemp("serve"),
+                    [*(EXAMPLES / f"{name}.lua" for name in SCRIPTS), PROBE])
     try:
-        deadline = time.monotonic() + START_TIMEOUT
-        match = None
-        while match is None and time.monotonic() < deadline and process.poll() is None:
-            match = re.search(r"http://127\.0\.0\.1:(\d+)/", served.output())
-            time.sleep(0.05)
-        assert match, f"moonbus serve --http printed no URL:\n{served.output()}"
-        served.base = f"http://127.0.0.1:{match.group(1)}/"
-        yield served
+        yield server
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop(server)
 
 
 @pytest.fixture(scope="session")

@@ -20,43 +20,13 @@ import pytest
 from tests.browser.conftest import SCRIPTS, TOKEN, Served, missing
 
 try:
-    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
-    from selenium.webdriver.support.ui import Select, WebDriverWait
+    from selenium.webdriver.support.ui import Select
 except ImportError:
     missing("selenium missing: pip install selenium")
 
-WAIT = 10.0
-
-pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
-
-
-def wait(driver: Any, timeout: float = WAIT) -> WebDriverWait[Any]:
-    return WebDriverWait(driver, timeout, poll_frequency=0.05,
-                         ignored_exceptions=[StaleElementReferenceException])
-
-
-def login(driver: Any, served: Served) -> None:
-    driver.get(f"{served.base}#token={TOKEN}")
-    wait(driver).until(ec.visibility_of_element_located((By.ID, "console")))
-    wait(driver).until(lambda d: d.find_element(By.ID, "conn-status").get_attribute("data-state")
-                       == "live")
-
-
-def status(driver: Any, script: str) -> str:
-    return str(driver.find_element(
-        By.CSS_SELECTOR, f'tr[data-script="{script}"] td[data-test="status"]').text)
-
-
-def newest_seq(driver: Any) -> int:
-    return int(driver.execute_script(
-        "const li = document.querySelector('#feed li'); return li ? Number(li.dataset.seq) : 0"))
-
-
-def feed_types(driver: Any) -> list[str]:
-    return list(driver.execute_script(
-        "return Array.from(document.querySelectorAll('#feed li'), li => li.dataset.type)"))
+from tests.browser.pages import feed_seqs, feed_types, login, newest_seq, status, wait
 
 
 def api_get(served: Served, path: str) -> Any:
@@ -163,6 +133,8 @@ def test_new_events_appear_in_the_feed_within_a_second(page: Any, served: Served
     seq, kind = int(shown.get_attribute("data-seq")), shown.get_attribute("data-type")
     committed = api_get(served, f"api/events?after_seq={seq - 1}&limit=1")["events"]
     assert [(e["seq"], e["type"]) for e in committed] == [(seq, kind)]
+    seqs = feed_seqs(page)  # unfiltered: every committed event, none lost or doubled
+    assert seqs == list(range(seqs[0], seqs[0] - len(seqs), -1)), seqs
 
 
 def test_the_feed_filters_by_type(page: Any, served: Served) -> None:
