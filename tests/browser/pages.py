@@ -46,3 +46,19 @@ def feed_seqs(driver: Any) -> list[int]:
 def feed_types(driver: Any) -> list[str]:
     return list(driver.execute_script(
         "return Array.from(document.querySelectorAll('#feed li'), li => li.dataset.type)"))
+
+
+def texts(driver: Any, selector: str) -> list[str]:
+    """The text of every element matching ``selector``, read in one script (the
+    log tail and shared values are redrawn whole, so elements found earlier
+    may be gone by the time they are read)."""
+    return list(driver.execute_script(
+        "return Array.from(document.querySelectorAll(arguments[0]), e => e.textContent)",
+        selector))
+
+
+def attributes(driver: Any, selector: str, name: str) -> list[str | None]:
+    """Attribute ``name`` of every element matching ``selector``, read in one script."""
+    return list(driver.execute_script(
+        "return Array.from(document.querySelectorAll(arguments[0]),"
+        " e => e.getAttribute(arguments[1]))", selector, name))

@@ -26,7 +26,16 @@ try:
 except ImportError:
     missing("selenium missing: pip install selenium")
 
-from tests.browser.pages import feed_seqs, feed_types, login, newest_seq, status, wait
+from tests.browser.pages import (
+    attributes,
+    feed_seqs,
+    feed_types,
+    login,
+    newest_seq,
+    status,
+    texts,
+    wait,
+)
 
 
 def api_get(served: Served, path: str) -> Any:
@@ -129,8 +138,7 @@ def test_new_events_appear_in_the_feed_within_a_second(page: Any, served: Served
     before = newest_seq(page)
     wait(page, 1.0).until(lambda d: newest_seq(d) > before)
     # what the feed shows is what the server committed
-    shown = page.find_element(By.CSS_SELECTOR, "#feed li")
-    seq, kind = int(shown.get_attribute("data-seq")), shown.get_attribute("data-type")
+    seq, kind = feed_seqs(page)[0], feed_types(page)[0]  # the newest stays the newest shown
     committed = api_get(served, f"api/events?after_seq={seq - 1}&limit=1")["events"]
     assert [(e["seq"], e["type"]) for e in committed] == [(seq, kind)]
     seqs = feed_seqs(page)  # unfiltered: every committed event, none lost or doubled
@@ -175,12 +183,10 @@ def test_shared_values_of_the_selected_script(page: Any, served: Served) -> None
     login(page, served)
     page.find_element(By.CSS_SELECTOR, 'tr[data-script="mining"] td[data-test="name"]').click()
     wait(page).until(lambda d: d.find_element(By.ID, "shared-script").text == "mining")
-    trips = wait(page).until(ec.presence_of_element_located(
-        (By.CSS_SELECTOR, '#shared-values tr[data-key="trips"] td')))
-    assert re.fullmatch(r"\d+", trips.text)
+    trips = '#shared-values tr[data-key="trips"] td'  # the table is redrawn when a value changes
+    wait(page).until(lambda d: re.fullmatch(r"\d+", "".join(texts(d, trips))))
     shared = api_get(served, "api/scripts/mining/shared")["shared"]
-    assert set(shared) == {r.get_attribute("data-key") for r in page.find_elements(
-        By.CSS_SELECTOR, "#shared-values tr")}
+    wait(page).until(lambda d: set(attributes(d, "#shared-values tr", "data-key")) == set(shared))
 
 
 def test_the_log_tail_filters_by_level(page: Any, served: Served) -> None:
@@ -188,8 +194,7 @@ def test_the_log_tail_filters_by_level(page: Any, served: Served) -> None:
     page.find_element(By.CSS_SELECTOR,
                       'tr[data-script="mining"] button[data-action="reload"]').click()
     line = '#log-tail li[data-script="mining"][data-level="info"]'
-    wait(page).until(ec.presence_of_element_located((By.CSS_SELECTOR, line)))
-    assert any("starts mining" in li.text for li in page.find_elements(By.CSS_SELECTOR, line))
+    wait(page).until(lambda d: any("starts mining" in t for t in texts(d, line)))
     level = Select(page.find_element(By.ID, "log-level"))
     level.select_by_value("error")
     wait(page).until(lambda d: not d.find_elements(By.CSS_SELECTOR, line))
@@ -230,8 +235,7 @@ def test_script_written_html_is_shown_as_text(page: Any, served: Served) -> None
                      'tr[data-script="html_probe"] td[data-test="stats"]',
                      '#shared-values tr[data-key="html"] td',
                      '#log-tail li[data-script="html_probe"]'):
-        wait(page).until(lambda d, s=selector: any(
-            "<img src=" in e.text for e in d.find_elements(By.CSS_SELECTOR, s)))
-    assert probe in page.find_element(By.CSS_SELECTOR, '#shared-values tr[data-key="html"] td').text
+        wait(page).until(lambda d, s=selector: any("<img src=" in t for t in texts(d, s)))
+    assert texts(page, '#shared-values tr[data-key="html"] td') == [probe]
     assert page.find_elements(By.CSS_SELECTOR, "main img, main b") == []
     assert page.execute_script("return window.__moonbusPwned === undefined")
