@@ -84,7 +84,7 @@
     return {
       token,
       abort: new AbortController(),
-      timers: [],
+      timers: new Set(),  // pending setTimeout ids (cleared at close)
       closed: false,
       received: 0,
       feed: [],           // kept events, oldest first
@@ -108,8 +108,11 @@
 
   function later(s, fn, ms) {
     if (s.closed) return;
-    s.timers.push(setTimeout(fn, ms));
-    if (s.timers.length > 64) s.timers.splice(0, s.timers.length - 64);
+    const timer = setTimeout(() => {
+      s.timers.delete(timer);
+      fn();
+    }, ms);
+    s.timers.add(timer);
   }
 
   function sleep(s, ms) {
