@@ -263,53 +263,25 @@
     }
   }
 
-  // Parses the text/event-stream format (any of CRLF, LF, CR line ends) and
-  // returns the last event id seen when the stream ends.
+  // Reads one stream's body with the SSE parser (sse.js) and returns the
+  // last event id seen when the stream ends.
   async function readEvents(s, body, lastId, onMessage) {
     const reader = body.getReader();
     const decoder = new TextDecoder();
-    const lineEnd = /\r\n|\r|\n/g;
-    let buf = "";
-    let eventName = "";
-    let data = [];
-    let id = lastId;
+    const parser = new window.MoonbusSse.SseParser(lastId);
     try {
       for (;;) {
         const { value, done } = await reader.read();
         if (done || s.closed) break;
-        buf += decoder.decode(value, { stream: true });
-        let pos = 0;
-        for (;;) {
-          lineEnd.lastIndex = pos;
-          const m = lineEnd.exec(buf);
-          if (m === null) break;
-          if (m[0] === "\r" && m.index === buf.length - 1) break; // maybe CRLF split
-          const line = buf.slice(pos, m.index);
-          pos = m.index + m[0].length;
-          if (line === "") {
-            if (data.length > 0) onMessage({ event: eventName || "message", data: data.join("\n"), id });
-            eventName = "";
-            data = [];
-            continue;
-          }
-          if (line.charCodeAt(0) === 58) continue; // ":" comment: heartbeat
-          const colon = line.indexOf(":");
-          const field = colon === -1 ? line : line.slice(0, colon);
-          let val = colon === -1 ? "" : line.slice(colon + 1);
-          if (val.charCodeAt(0) === 32) val = val.slice(1);
-          if (field === "event") eventName = val;
-          else if (field === "data") data.push(val);
-          else if (field === "id" && val.indexOf("\0") === -1) id = val;
-        }
-        buf = buf.slice(pos);
+        for (const msg of parser.push(decoder.decode(value, { stream: true }))) onMessage(msg);
       }
     } catch (err) {
-      err.lastId = id;
+      err.lastId = parser.lastId;
       throw err;
     } finally {
       reader.releaseLock();
     }
-    return id;
+    return parser.lastId;
   }
 
   // ---- event feed ----
