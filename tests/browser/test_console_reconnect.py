@@ -7,6 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.browser.conftest import EXAMPLES, launch, missing, stop
 
 try:
@@ -21,6 +23,7 @@ def _state(driver: Any) -> str:
     return str(driver.find_element(By.ID, "conn-status").get_attribute("data-state"))
 
 
+@pytest.mark.slow  # two server starts and a SIGTERM stop: about 8 s
 def test_a_restarted_server_is_followed_with_no_gap_in_the_feed(
     driver: Any, tmp_path: Path
 ) -> None:
