@@ -149,6 +149,8 @@ def test_the_wheel_holds_every_data_file_and_no_c_source(dists: Dists) -> None:
     assert sorted(_data_files() - names) == []
     assert not [n for n in names if Path(n).suffix in C_SOURCES]
     assert "moonbus/host/script_env.lua" in names
+    for page in ("console.html", "console.js", "sse.js", "console.css"):  # the console (§11)
+        assert f"moonbus/http/static/{page}" in names
     license_files = [n for n in names if n.endswith(".dist-info/licenses/LICENSE")]
     assert len(license_files) == 1
     metadata = next(n for n in names if n.endswith(".dist-info/METADATA"))

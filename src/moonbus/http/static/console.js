@@ -20,6 +20,7 @@
   const FEED_SHOWN = 200;        // feed rows in the DOM
   const FEED_KEPT = 2000;        // events kept for re-filtering
   const LOG_KEPT = 500;          // log lines kept
+  const LOG_TAIL = 200;          // lines of history asked for at login
   const LATENCY_KEPT = 100000;   // receipt-latency samples kept (ring)
   const CHART_SECONDS = 60;
   const RECONNECT_MIN_MS = 250;
@@ -83,7 +84,7 @@
     return {
       token,
       abort: new AbortController(),
-      timers: [],
+      timers: new Set(),  // pending setTimeout ids (cleared at close)
       closed: false,
       received: 0,
       feed: [],           // kept events, oldest first
@@ -107,8 +108,11 @@
 
   function later(s, fn, ms) {
     if (s.closed) return;
-    s.timers.push(setTimeout(fn, ms));
-    if (s.timers.length > 64) s.timers.splice(0, s.timers.length - 64);
+    const timer = setTimeout(() => {
+      s.timers.delete(timer);
+      fn();
+    }, ms);
+    s.timers.add(timer);
   }
 
   function sleep(s, ms) {
@@ -180,8 +184,11 @@
     resetPanels();
     renderScripts(s, body.scripts || []);
     later(s, () => pollLoop(s), POLL_MS);
-    streamLoop(s, "events", "api/stream/events", (msg) => onEventMessage(s, msg));
-    streamLoop(s, "logs", "api/stream/logs", (msg) => onLogMessage(s, msg));
+    streamLoop(s, "events", () => "api/stream/events", (msg) => onEventMessage(s, msg));
+    // The log stream starts with the last lines the server kept; a reconnect
+    // asks for none (the tail is already shown).
+    streamLoop(s, "logs", (first) => `api/stream/logs?tail=${first ? LOG_TAIL : 0}`,
+      (msg) => onLogMessage(s, msg));
     renderLoop(s);
     chartLoop(s);
     refreshShared(s);
@@ -222,14 +229,15 @@
   }
 
   // ---- SSE over fetch ----
-  async function streamLoop(s, name, path, onMessage) {
+  async function streamLoop(s, name, pathFor, onMessage) {
     let lastId = null;
+    let first = true;
     let backoff = RECONNECT_MIN_MS;
     while (!s.closed) {
       const headers = { Authorization: "Bearer " + s.token, Accept: "text/event-stream" };
       if (lastId !== null) headers["Last-Event-ID"] = lastId;
       try {
-        const resp = await fetch(path, { headers, cache: "no-store", signal: s.abort.signal });
+        const resp = await fetch(pathFor(first), { headers, cache: "no-store", signal: s.abort.signal });
         if (resp.status === 401) {
           let message = "HTTP 401";
           try {
@@ -242,6 +250,7 @@
         }
         if (!resp.ok || !resp.body) throw new Error(`HTTP ${resp.status}`);
         setStreamState(s, name, "live");
+        first = false;
         backoff = RECONNECT_MIN_MS;
         lastId = await readEvents(s, resp.body, lastId, onMessage);
       } catch (err) {
@@ -254,53 +263,25 @@
     }
   }
 
-  // Parses the text/event-stream format (any of CRLF, LF, CR line ends) and
-  // returns the last event id seen when the stream ends.
+  // Reads one stream's body with the SSE parser (sse.js) and returns the
+  // last event id seen when the stream ends.
   async function readEvents(s, body, lastId, onMessage) {
     const reader = body.getReader();
     const decoder = new TextDecoder();
-    const lineEnd = /\r\n|\r|\n/g;
-    let buf = "";
-    let eventName = "";
-    let data = [];
-    let id = lastId;
+    const parser = new window.MoonbusSse.SseParser(lastId);
     try {
       for (;;) {
         const { value, done } = await reader.read();
         if (done || s.closed) break;
-        buf += decoder.decode(value, { stream: true });
-        let pos = 0;
-        for (;;) {
-          lineEnd.lastIndex = pos;
-          const m = lineEnd.exec(buf);
-          if (m === null) break;
-          if (m[0] === "\r" && m.index === buf.length - 1) break; // maybe CRLF split
-          const line = buf.slice(pos, m.index);
-          pos = m.index + m[0].length;
-          if (line === "") {
-            if (data.length > 0) onMessage({ event: eventName || "message", data: data.join("\n"), id });
-            eventName = "";
-            data = [];
-            continue;
-          }
-          if (line.charCodeAt(0) === 58) continue; // ":" comment: heartbeat
-          const colon = line.indexOf(":");
-          const field = colon === -1 ? line : line.slice(0, colon);
-          let val = colon === -1 ? "" : line.slice(colon + 1);
-          if (val.charCodeAt(0) === 32) val = val.slice(1);
-          if (field === "event") eventName = val;
-          else if (field === "data") data.push(val);
-          else if (field === "id" && val.indexOf("\0") === -1) id = val;
-        }
-        buf = buf.slice(pos);
+        for (const msg of parser.push(decoder.decode(value, { stream: true }))) onMessage(msg);
       }
     } catch (err) {
-      err.lastId = id;
+      err.lastId = parser.lastId;
       throw err;
     } finally {
       reader.releaseLock();
     }
-    return id;
+    return parser.lastId;
   }
 
   // ---- event feed ----
