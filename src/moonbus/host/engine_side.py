@@ -42,7 +42,7 @@ from moonbus.lua.convert import ValueTooLarge
 from moonbus.lua.engine import LuaEngine
 from moonbus.lua.value_path import payload_error
 
-__all__ = ["SHARED_METHODS", "ScriptEngine", "event_payload"]
+__all__ = ["LIFECYCLE_FUNCTIONS", "SHARED_METHODS", "ScriptEngine", "event_payload"]
 
 SHARED_METHODS: Mapping[str, tuple[str, ...]] = {
     "int": ("get", "set", "increment", "decrement", "add", "subtract"),
@@ -52,6 +52,9 @@ SHARED_METHODS: Mapping[str, tuple[str, ...]] = {
     "table": ("get", "set", "contains", "remove", "clear", "keys", "to_table", "increment"),
 }
 STOP_TOKEN = "\0moonbus:stop"
+# What the main engine runs (SPEC §4): a script whose chunk defines none of
+# them gets no main engine (``ScriptHost.start``).
+LIFECYCLE_FUNCTIONS = ("on_start", "poll", "on_stop")
 
 
 # Bridge entry -> the name a script knows it by (for error messages).
@@ -422,6 +425,26 @@ class ScriptEngine:
         """A global function of the script (``on_start``...), or None."""
         value = self.env[name]
         return value if self.engine.lua_type(value) == "function" else None
+
+    def lifecycle_function(self, name: str) -> tuple[Any, tuple[Any, ...]] | None:
+        """``(function, leading args)`` of lifecycle function ``name`` as the
+        loaded chunk defines it, or None: a method of the table the chunk
+        returned (called with the table as ``self``; globals do not count
+        then), else a global function. Under the engine's lock: the event
+        engine's handlers may be running on another thread."""
+        with self.engine.lock:
+            table = self.returned_table
+            if table is not None:
+                func = table[name]
+                if func is not None and self.engine.lua_type(func) == "function":
+                    return func, (table,)
+                return None
+            func = self.global_function(name)
+            return (func, ()) if func is not None else None
+
+    def defines_lifecycle(self) -> bool:
+        """Whether the loaded chunk defines any of ``on_start``, ``poll``, ``on_stop``."""
+        return any(self.lifecycle_function(name) is not None for name in LIFECYCLE_FUNCTIONS)
 
     def listeners(self) -> list[tuple[int, str]]:
         """(id, pattern) of the handlers this engine actually delivers."""
