@@ -113,3 +113,18 @@ def test_call_and_evaluate_work_without_a_main_engine(stepped):
     h.start()
     assert h.call("double", 21) == 42
     assert h.evaluate("return double(2)") == "4"
+
+
+def test_a_script_engine_keeps_about_what_is_live(stepped):
+    # A full collection after the load, then the generational collector: the
+    # state does not grow to twice its live size between collections (the
+    # incremental collector's default pause), event after event.
+    h = stepped.script(HANDLER_ONLY)
+    h.start()
+    engine = h._event.engine
+    loaded = engine.memory_used()
+    for tick in range(1, 3001):
+        stepped.rt.bus.emit("ping", {"tick": tick, "who": "x" * 40}, tick=tick)
+    assert h.shared.int("hits").get() == 3000
+    assert loaded is not None
+    assert engine.memory_used() < loaded * 1.5

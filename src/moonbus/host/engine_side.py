@@ -135,6 +135,7 @@ class ScriptEngine:
             f"{script_name}:{kind}",
             memory_limit=ctx.settings.memory_limit,
             max_source_bytes=ctx.settings.max_source_bytes,
+            generational_gc=True,  # thousands of long-lived states: little garbage each
         )
         engine = self.engine
         self.converter = engine.converter
@@ -164,6 +165,7 @@ class ScriptEngine:
         self._dispatch = lib["dispatch"]
         self._deliver = lib["deliver"]
         self._forget = lib["forget"]
+        self._collect = lib["collect"]
         # The C path of deliver() (moonbus.lua.fastcall), when built: what the
         # bus calls for this engine's non-once subscriptions.
         self._fast_deliver: Callable[[int, Event], None] | None = None
@@ -357,6 +359,9 @@ class ScriptEngine:
             results = self.engine.call(chunk, limit=limit)
         finally:
             self.loading = False
+        # One full collection now: the state keeps only what is live (the
+        # setup's garbage is about a quarter of a fresh engine).
+        self.engine.call(self._collect, limit=limit)
         if results and self.engine.lua_type(results[0]) == "table":
             self.returned_table = results[0]  # a script table (ScriptHost.call finds methods)
         return results
