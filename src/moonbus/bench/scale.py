@@ -80,12 +80,15 @@ def _handler_only(scripts: int, ticks: int) -> ScaleResult:
             gc.collect()
             gc.freeze()  # as a game does after loading (see bench.host._scale)
             lags: list[float] = []
+            cpu: list[float] = []  # process CPU time per tick: what the load cannot stretch
             next_at = time.perf_counter()
             for tick in range(1, ticks + 1):
                 next_at += 0.1
                 start = time.perf_counter()
+                start_cpu = time.process_time()
                 rt.bus.emit("tick", {"tick": tick}, tick=tick)
                 lags.append(time.perf_counter() - start)
+                cpu.append(time.process_time() - start_cpu)
                 pause = next_at - time.perf_counter()
                 if pause > 0:
                     time.sleep(pause)
@@ -96,9 +99,12 @@ def _handler_only(scripts: int, ticks: int) -> ScaleResult:
             if handled != scripts * ticks:
                 raise RuntimeError(f"scale benchmark lost work: {handled} of {scripts * ticks}")
     lags.sort()
+    cpu.sort()
     p99 = lags[max(0, int(len(lags) * 0.99) - 1)] * 1000
+    cpu_p99 = cpu[max(0, int(len(cpu) * 0.99) - 1)] * 1000
     return ScaleResult(scripts, rss, p99, f"{engines} Lua states; {ticks} ticks; "
-                       f"{rss * 1024 / scripts:.0f} KiB per script")
+                       f"{rss * 1024 / scripts:.0f} KiB per script; CPU per tick p99 "
+                       f"{cpu_p99:.0f} ms")
 
 
 def _polling(scripts: int, seconds: float) -> ScaleResult:
@@ -135,10 +141,10 @@ def _polling(scripts: int, seconds: float) -> ScaleResult:
         base = min(t - k for k, t in enumerate(window))
         late = max(late, max(t - k - base for k, t in enumerate(window)))
     expected = int(scripts * seconds)
-    if polls < expected * 0.9:
-        raise RuntimeError(f"scale benchmark: {polls} polls, {expected} expected")
-    return ScaleResult(scripts, rss, late * 1000, f"{polls} polls in {seconds:.0f} s; "
-                       f"{rss * 1024 / scripts:.0f} KiB per script")
+    if polls < expected * 0.9:  # the workers fell behind: every missing poll is late
+        late = max(late, seconds)
+    return ScaleResult(scripts, rss, late * 1000, f"{polls} of {expected} polls in "
+                       f"{seconds:.0f} s; {rss * 1024 / scripts:.0f} KiB per script")
 
 
 def _child(kind: str, scripts: int, length: float, conn: Any) -> None:
