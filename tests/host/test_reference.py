@@ -28,7 +28,11 @@ local function probe()
   local globals, libs = {}, {}
   for k, v in pairs(_ENV) do
     globals[#globals + 1] = k
-    if type(v) == "table" and getmetatable(v) == nil then libs[k] = members(v) end
+    -- string: its pattern functions load on first use, behind a protected
+    -- metatable until then (moonbus.lua.lazy_strings); pairs sees them all.
+    if type(v) == "table" and (getmetatable(v) == nil or k == "string") then
+      libs[k] = members(v)
+    end
   end
   table.sort(globals)
   local lines = { "G " .. table.concat(globals, " ") }

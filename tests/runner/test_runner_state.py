@@ -155,6 +155,9 @@ def test_generator_refuses_shapes_it_cannot_reproduce(
 ) -> None:
     engine = factory.create("gen")
     try:
+        # As a worker does: the lazy string functions loaded, environments are plain.
+        engine.call(engine.compile("local _ = string.find", "preload", engine.new_env()),
+                    limit=1.0)
         first, second = engine.new_env(), engine.new_env()
         tweak = engine.compile(f"local T1, T2 = ... {setup}", "tweak", engine.new_env())
         engine.call(tweak, first, second, limit=1.0)

@@ -42,7 +42,7 @@ from moonbus.lua.convert import ValueTooLarge
 from moonbus.lua.engine import LuaEngine
 from moonbus.lua.value_path import payload_error
 
-__all__ = ["SHARED_METHODS", "ScriptEngine", "event_payload"]
+__all__ = ["LIFECYCLE_FUNCTIONS", "SHARED_METHODS", "ScriptEngine", "event_payload"]
 
 SHARED_METHODS: Mapping[str, tuple[str, ...]] = {
     "int": ("get", "set", "increment", "decrement", "add", "subtract"),
@@ -52,6 +52,9 @@ SHARED_METHODS: Mapping[str, tuple[str, ...]] = {
     "table": ("get", "set", "contains", "remove", "clear", "keys", "to_table", "increment"),
 }
 STOP_TOKEN = "\0moonbus:stop"
+# What the main engine runs (SPEC §4): a script whose chunk defines none of
+# them gets no main engine (``ScriptHost.start``).
+LIFECYCLE_FUNCTIONS = ("on_start", "poll", "on_stop")
 
 
 # Bridge entry -> the name a script knows it by (for error messages).
@@ -132,6 +135,7 @@ class ScriptEngine:
             f"{script_name}:{kind}",
             memory_limit=ctx.settings.memory_limit,
             max_source_bytes=ctx.settings.max_source_bytes,
+            generational_gc=True,  # thousands of long-lived states: little garbage each
         )
         engine = self.engine
         self.converter = engine.converter
@@ -161,6 +165,7 @@ class ScriptEngine:
         self._dispatch = lib["dispatch"]
         self._deliver = lib["deliver"]
         self._forget = lib["forget"]
+        self._collect = lib["collect"]
         # The C path of deliver() (moonbus.lua.fastcall), when built: what the
         # bus calls for this engine's non-once subscriptions.
         self._fast_deliver: Callable[[int, Event], None] | None = None
@@ -354,6 +359,9 @@ class ScriptEngine:
             results = self.engine.call(chunk, limit=limit)
         finally:
             self.loading = False
+        # One full collection now: the state keeps only what is live (the
+        # setup's garbage is about a quarter of a fresh engine).
+        self.engine.call(self._collect, limit=limit)
         if results and self.engine.lua_type(results[0]) == "table":
             self.returned_table = results[0]  # a script table (ScriptHost.call finds methods)
         return results
@@ -422,6 +430,26 @@ class ScriptEngine:
         """A global function of the script (``on_start``...), or None."""
         value = self.env[name]
         return value if self.engine.lua_type(value) == "function" else None
+
+    def lifecycle_function(self, name: str) -> tuple[Any, tuple[Any, ...]] | None:
+        """``(function, leading args)`` of lifecycle function ``name`` as the
+        loaded chunk defines it, or None: a method of the table the chunk
+        returned (called with the table as ``self``; globals do not count
+        then), else a global function. Under the engine's lock: the event
+        engine's handlers may be running on another thread."""
+        with self.engine.lock:
+            table = self.returned_table
+            if table is not None:
+                func = table[name]
+                if func is not None and self.engine.lua_type(func) == "function":
+                    return func, (table,)
+                return None
+            func = self.global_function(name)
+            return (func, ()) if func is not None else None
+
+    def defines_lifecycle(self) -> bool:
+        """Whether the loaded chunk defines any of ``on_start``, ``poll``, ``on_stop``."""
+        return any(self.lifecycle_function(name) is not None for name in LIFECYCLE_FUNCTIONS)
 
     def listeners(self) -> list[tuple[int, str]]:
         """(id, pattern) of the handlers this engine actually delivers."""

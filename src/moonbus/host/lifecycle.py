@@ -78,7 +78,6 @@ class ScriptLifecycle:
     _reporter: ScriptReporter
     _event: ScriptEngine | None
     _main: ScriptEngine | None
-    _script_table: Any
     _life: LifecycleTask | None
     _dtask: LifecycleTask | None
     _queue_lock: threading.Lock
@@ -165,16 +164,9 @@ class ScriptLifecycle:
 
     # ------------------------------------------------------------ lifecycle
     def _lifecycle_function(self, name: str) -> tuple[Any, tuple[Any, ...]] | None:
+        # No main engine: the chunk defined no lifecycle function (ScriptHost.start).
         main = self._main
-        assert main is not None
-        table = self._script_table
-        if table is not None:
-            func = table[name]
-            if func is not None and main.engine.lua_type(func) == "function":
-                return func, (table,)
-            return None
-        func = main.global_function(name)
-        return (func, ()) if func is not None else None
+        return None if main is None else main.lifecycle_function(name)
 
     def _new_lifecycle_task(self, name: str) -> LifecycleTask | None:
         found = self._lifecycle_function(name)
@@ -227,9 +219,12 @@ class ScriptLifecycle:
         return isinstance(exc, ScriptError) and _STOPPED_MESSAGE in str(exc).split("\n", 1)[0]
 
     def run_slice(self, now: float) -> float | None:
-        """Scheduler entry point: do what is due at ``now`` (see the module docstring)."""
+        """Scheduler entry point: do what is due at ``now`` (see the module docstring).
+
+        A script without a main engine (no lifecycle function) has nothing to
+        run here but its stop."""
         with self._control:
-            if self._status not in ACTIVE or self._main is None:
+            if self._status not in ACTIVE or (self._main is None and self._event is None):
                 return None
             outer, self._runner = self._runner, threading.get_ident()
             try:
@@ -264,9 +259,11 @@ class ScriptLifecycle:
         return min(candidates) if candidates else None
 
     def _next_deferred(self) -> LifecycleTask | None:
-        """The next queued deferred event as a task; None when the queue is empty."""
+        """The next queued deferred event as a task; None when the queue is empty
+        (always without a main engine: only its subscriptions queue events)."""
         main = self._main
-        assert main is not None
+        if main is None:
+            return None
         while True:
             with self._queue_lock:
                 if not self._deferred:
@@ -483,7 +480,6 @@ class ScriptLifecycle:
                 side.close()
         self._event = None
         self._main = None
-        self._script_table = None
         self._ctx.scheduler.remove(self)
         with self._state:
             self._done.notify_all()

@@ -1,5 +1,9 @@
 """A loaded script: two engines, a lifecycle, and the handle users hold.
 
+The main engine exists only while the chunk defines a lifecycle function
+(``on_start``, ``poll`` or ``on_stop``): a handler-only script runs in its
+event engine alone (``start``).
+
 Lifecycle (SPEC §4): ``on_start`` (returning ``false`` aborts the start) →
 ``poll`` again and again (a returned number is the delay in ms before the
 next poll) → ``on_stop`` (runs once after a successful start, also when the
@@ -145,7 +149,6 @@ class ScriptHost(ScriptLifecycle):
         self._started_at: float | None = None
         self._event: ScriptEngine | None = None
         self._main: ScriptEngine | None = None
-        self._script_table: Any = None
         self._life: LifecycleTask | None = None
         self._dtask: LifecycleTask | None = None
         self._deferred: deque[tuple[int, Event, CascadeLink]] = deque()
@@ -253,7 +256,8 @@ class ScriptHost(ScriptLifecycle):
 
     # --------------------------------------------------------------- control
     def start(self) -> None:
-        """Load both engines and schedule ``on_start``.
+        """Load the event engine, then the main engine if the chunk defines a
+        lifecycle function, and schedule ``on_start``.
 
         Raises ``ScriptSyntaxError``/``ScriptError`` if the chunk does not
         compile or its top-level code fails (status ``failed``). Event-engine
@@ -265,18 +269,20 @@ class ScriptHost(ScriptLifecycle):
             self._reset_run_state()
             try:
                 self._event = self._make_engine("event")
-                self._main = self._make_engine("main")
                 self._event.load_chunk()
-                results = self._main.load_chunk()
+                # Handler-only scripts (most of them, when there are thousands)
+                # get no main engine: it would only run the top-level code a
+                # second time and keep a Lua state that never runs again. A
+                # reload decides afresh (docs/scripting.md).
+                if self._event.defines_lifecycle():
+                    self._main = self._make_engine("main")
+                    self._main.load_chunk()
             except BaseException as exc:
                 self._close_engines()
                 if isinstance(exc, ScriptError):
                     self._record_error("load", exc)  # first: the failure reports it
                 self._set_status("failed")
                 raise
-            self._script_table = None
-            if results and self._main.engine.lua_type(results[0]) == "table":
-                self._script_table = results[0]
             self._set_status("starting")
             self._started_at = time.monotonic()
             self._life = self._new_lifecycle_task("on_start")

@@ -369,4 +369,12 @@ for name, value in pairs(py.apis()) do
   env[name] = value
 end
 
-return { dispatch = dispatch, deliver = deliver, forget = forget }
+-- A full collection, run by the host once the chunk has loaded: what the
+-- setup left behind (about a quarter of a fresh state) is freed at once,
+-- not kept until the collector next runs (docs/limits.md, per-script memory).
+local collect_garbage = collectgarbage
+local function collect()
+  collect_garbage("collect")
+end
+
+return { dispatch = dispatch, deliver = deliver, forget = forget, collect = collect }

@@ -34,7 +34,8 @@ A hook runs only between Lua instructions, so C library functions that could
 run long are wrapped before the prelude runs: ``bounded.lua`` (string.rep,
 table functions) and ``patterns.lua`` (string.find/match/gmatch/gsub, which
 fall back to the Lua matcher of ``pmatch.lua`` when ``pcost.lua``'s bound
-says the C matcher could take long). The parser runs no hooks either:
+says the C matcher could take long; loaded on first use by
+``lazy_strings.lua``, which takes the C functions away first). The parser runs no hooks either:
 ``compile`` and the sandbox's ``load`` feed it a piece at a time through a
 Lua reader, and refuse sources over the size cap (see ``compile_limits.py``).
 """
@@ -62,6 +63,7 @@ from moonbus.lua.convert import LuaConverter
 from moonbus.lua.fastcall import native_delivery
 from moonbus.lua.hooks import HookControl
 from moonbus.lua.host_errors import describe_host_error
+from moonbus.lua.lazy_strings import ChunkFetcher
 from moonbus.lua.value_path import payload_error
 from moonbus.lua.watchdog import Watchdog
 
@@ -76,15 +78,6 @@ _MEMORY_MESSAGE = "not enough memory"
 _PLAIN = frozenset((str, int, float, bool, type(None)))
 # Runs trusted sandbox source under a chunk name (before the prelude removes `load`).
 _RUN_NAMED = "function(source, name, ...) return assert(load(source, name, 't'))(...) end"
-# Runs the factory's precompiled pattern chunks (pmatch.lua, pcost.lua with
-# the matcher's table, patterns.lua with both) before the prelude removes
-# `load`.
-_LOAD_BYTECODE = """
-local matcher, cost, patterns = ...
-local port = assert(load(matcher, "=pmatch.lua", "b"))()
-local bound = assert(load(cost, "=pcost.lua", "b"))(port)
-assert(load(patterns, "=patterns.lua", "b"))(port, bound)
-"""
 
 
 def _deny_get(obj: object, name: object) -> object:
@@ -126,6 +119,7 @@ class LuaEngine:
         *,
         lua_module: Any,
         bounded: str,
+        lazy_strings: str,
         patterns: tuple[bytes, ...],
         prelude: str,
         hooks: HookControl,
@@ -135,7 +129,7 @@ class LuaEngine:
         max_source_bytes: int,
         frozen_mappings: frozenset[type],
         compile_counters: CompileCounters,
-        native: bool = True,
+        native: bool = True, generational_gc: bool = False,
     ) -> None:
         self.name = name
         # Frozen event-data types (``.copy()`` is a dict), handed in so the sandbox
@@ -171,10 +165,12 @@ class LuaEngine:
         # ("<python>") would show in the position of errors they raise.
         run_named = rt.eval(_RUN_NAMED)
         run_named(bounded, "=sandbox")
-        rt.execute(_LOAD_BYTECODE, *patterns)
+        # The pattern chunks load on first use (lazy_strings.lua).
+        self._chunks = ChunkFetcher(patterns, rt)
+        strings = run_named(lazy_strings, "=sandbox", self._chunks)
         api = run_named(prelude, "=sandbox", self._enter, self._leave, _deny_get,
                         describe_host_error, max_source_bytes, COMPILE_PIECE,
-                        compile_counters.refused)
+                        compile_counters.refused, strings, generational_gc)
         self._call = api["call"]
         # The same Lua function, for Lua code that makes several protected calls
         # inside one engine call (the runner's batches). Calling it from Python
@@ -666,6 +662,7 @@ class LuaEngine:
             self._host_function = self.host_function_maker = None
             self._drop_task = None
             self._forget = None
+            self._chunks.release()
             self._rt = None
 
     @property

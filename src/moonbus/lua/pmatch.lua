@@ -66,7 +66,7 @@ end
 
 -- %a %c %d %g %l %p %s %u %w %x %z and their complements, built on first use.
 local CLASS_LETTERS = {}
-for letter in ("acdglpsuwxz"):gmatch(".") do
+for letter in c_gmatch("acdglpsuwxz", ".") do
   CLASS_LETTERS[byte(letter)] = true
   CLASS_LETTERS[byte(letter:upper())] = true
 end

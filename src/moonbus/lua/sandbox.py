@@ -109,6 +109,7 @@ class SandboxFactory:
         self.lua = lua
         lua_dir = resources.files("moonbus.lua")
         self._bounded = lua_dir.joinpath("bounded.lua").read_text("utf-8")
+        self._lazy_strings = lua_dir.joinpath("lazy_strings.lua").read_text("utf-8")
         self._patterns = tuple(
             _stripped(self._module, lua_dir.joinpath(name).read_text("utf-8"))
             for name in PATTERN_CHUNKS
@@ -142,10 +143,13 @@ class SandboxFactory:
         memory_limit: int | bool | None = True,
         max_source_bytes: int | None = None,
         compile_counters: CompileCounters | None = None,
+        generational_gc: bool = False,
     ) -> LuaEngine:
         """A new sandboxed engine. ``memory_limit=True`` and ``max_source_bytes=None``
         use the factory defaults; ``compile_counters`` (default: the factory's)
-        counts its cut compiles and refused sources."""
+        counts its cut compiles and refused sources. ``generational_gc``: Lua's
+        generational collector, for long-lived states that make little garbage
+        at a time (script engines: memory stays near what is live)."""
         limit = self.memory_limit if memory_limit is True else memory_limit
         cap = self.max_source_bytes if max_source_bytes is None else _source_cap(max_source_bytes)
         with self._lock:
@@ -153,6 +157,7 @@ class SandboxFactory:
         return LuaEngine(
             lua_module=self._module,
             bounded=self._bounded,
+            lazy_strings=self._lazy_strings,
             patterns=self._patterns,
             prelude=self._prelude,
             hooks=self._hooks,
@@ -163,6 +168,7 @@ class SandboxFactory:
             frozen_mappings=self.frozen_mappings,
             compile_counters=compile_counters or self._compile_counters,
             native=self.native,
+            generational_gc=generational_gc,
         )
 
     @property

@@ -101,6 +101,7 @@ def _never(first: Job, job: Job) -> bool:
 # job(env, ...) with a fresh environment unless one is given (and, for jobs
 # that read shared values, the read-only ``shared`` view set in it first).
 _TRAMPOLINE = resources.files("moonbus.runner").joinpath("trampoline.lua").read_text("utf-8")
+_PRELOAD = "local _ = string.find"
 
 
 class Worker:
@@ -133,6 +134,12 @@ class Worker:
         self._states: dict[str, Any] = {}
         self._current: JobFuture | None = None
         self._batch_jobs: list[Job] = []  # the batch running now
+        # The pattern functions load on first use (moonbus.lua.lazy_strings).
+        # A worker's state serves many jobs: load them now, so that no job's
+        # memory budget pays for them and every job environment is a plain
+        # copy of the libraries (which make_builder needs).
+        engine.call(engine.compile(_PRELOAD, "runner-preload", engine.new_env(), capped=False),
+                    limit=None)
         self._blank = engine.table()
         builder, self.env_builder_problem = make_builder(engine, self._blank)
         self._fast_env = builder is not None
