@@ -1,0 +1,61 @@
+"""Hostile clients against a real server: what they must not be able to do to
+the operator (lock the API, grow the server's memory) and what garbage they may
+send (branch h14-attack)."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from tests.http.helpers import AUTH, TOKEN
+
+from moonbus.http.server import HttpServer
+from moonbus.http.settings import HttpSettings
+from moonbus.runtime import Runtime
+
+
+@pytest.fixture
+def small(rt: Runtime) -> Iterator[HttpServer]:
+    """A real server with room for only 4 requests in flight."""
+    server = HttpServer(rt, HttpSettings(port=0, token=TOKEN, max_inflight=4,
+                                         shutdown_timeout=1.0)).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _stuck_clients(server: HttpServer, count: int, request: bytes) -> list[socket.socket]:
+    """``count`` connections that pipeline ``request`` and never read an answer."""
+    socks = []
+    for _ in range(count):
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", server.port))
+        sock.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            sock.send(request * 300)
+        socks.append(sock)
+    return socks
+
+
+@pytest.mark.parametrize("path", ["/static/console.js", "/api/scripts"])
+def test_clients_without_the_token_cannot_take_the_operators_request_slots(
+        small: HttpServer, path: str) -> None:
+    # Answers nobody reads stall their sends; before the fix each stalled answer
+    # (an open file or a 401) held one of the max_inflight slots, so a few
+    # anonymous connections made every call of the operator a 503.
+    request = f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+    socks = _stuck_clients(small, 8, request)
+    try:
+        time.sleep(0.5)
+        with httpx.Client(base_url=small.url, headers=AUTH, timeout=5) as client:
+            statuses = [client.get("/api/scripts").status_code for _ in range(5)]
+        assert statuses == [200] * 5
+    finally:
+        for sock in socks:
+            sock.close()
