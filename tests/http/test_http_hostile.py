@@ -59,3 +59,23 @@ def test_clients_without_the_token_cannot_take_the_operators_request_slots(
     finally:
         for sock in socks:
             sock.close()
+
+
+@pytest.mark.parametrize("key", ["retention_ticks", "retention_count"])
+def test_a_retention_past_sqlite_integers_is_refused_and_the_store_keeps_working(
+        served: HttpServer, rt: Runtime, key: str) -> None:
+    # Before the fix the value was taken, and from then on every append that
+    # pruned raised OverflowError (SQLite INTEGER is 64-bit): the store lost
+    # nearly every event.
+    before = rt.lifecycle_counters.refused_numbers
+    with httpx.Client(base_url=served.url, headers=AUTH, timeout=5) as client:
+        r = client.put(f"/api/settings/{key}", json={"value": 10 ** 30})
+        assert r.status_code == 400, r.text
+        assert "2^63" in r.json()["error"] or str(2 ** 63 - 1) in r.json()["error"]
+        assert client.put(f"/api/settings/{key}", json={"value": 2 ** 63 - 1}).status_code == 200
+    assert rt.lifecycle_counters.refused_numbers == before + 1
+    for i in range(300):
+        rt.bus.emit("hostile:tick", {"i": i}, tick=i)
+    assert rt.event_store is not None
+    rt.event_store.flush()
+    assert len(rt.event_store.query(types="hostile:tick", limit=1000)) == 300
