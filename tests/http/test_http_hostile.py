@@ -79,3 +79,44 @@ def test_a_retention_past_sqlite_integers_is_refused_and_the_store_keeps_working
     assert rt.event_store is not None
     rt.event_store.flush()
     assert len(rt.event_store.query(types="hostile:tick", limit=1000)) == 300
+
+
+def test_a_client_that_does_not_read_big_events_is_dropped_by_bytes(rt: Runtime) -> None:
+    # 10,000 items of up to 32 KiB each fit the item bound: before the byte
+    # bound, one stalled client (per type filter) could make the server hold
+    # ~320 MB. Now it is dropped once 256 KiB wait for it.
+    from tests.http.streams_support import serve
+
+    from moonbus.http.stream_settings import StreamSettings
+    from moonbus.http.streams import StreamRoutes
+
+    streams = StreamRoutes(rt, StreamSettings(client_buffer_bytes=256 * 1024))
+    with serve(streams.routes, streams.close) as base:
+        host, port = base.removeprefix("http://").split(":")
+        sock = socket.create_connection((host, int(port)))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.sendall(b"GET /api/stream/events HTTP/1.1\r\nHost: x\r\n\r\n")
+        deadline = time.monotonic() + 10
+        while streams.events.statistics().clients != 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        payload = {"blob": "x" * 30_000}
+        for _ in range(60):  # up to 1,200 events, ~36 MB: far fewer than 10,000 items
+            for _ in range(20):
+                rt.bus.emit("big", payload)
+            if streams.events.statistics().clients_dropped:
+                break
+            time.sleep(0.01)
+        deadline = time.monotonic() + 10
+        while streams.events.statistics().clients_dropped != 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        sock.close()
+    assert streams.events.statistics().clients_dropped == 1
+
+
+def test_the_byte_bound_is_a_checked_setting() -> None:
+    from moonbus.errors import ConfigError
+    from moonbus.http.stream_settings import StreamSettings
+
+    assert StreamSettings().client_buffer_bytes == 8 * 1024 * 1024
+    with pytest.raises(ConfigError, match="client_buffer_bytes"):
+        StreamSettings(client_buffer_bytes=0)
