@@ -120,3 +120,29 @@ def test_the_byte_bound_is_a_checked_setting() -> None:
     assert StreamSettings().client_buffer_bytes == 8 * 1024 * 1024
     with pytest.raises(ConfigError, match="client_buffer_bytes"):
         StreamSettings(client_buffer_bytes=0)
+
+
+def test_ipv6_guessers_cannot_evade_the_throttle_by_changing_the_host_part(app) -> None:  # type: ignore[no-untyped-def]
+    # One end user gets a whole /64; counting per /128 gave a guesser 2^64
+    # buckets (unlimited guesses, and enough to push everyone else's penalties
+    # out of the auth_max_tracked records).
+    from tests.http.helpers import make_call
+
+    call = make_call(app)
+    burst = HttpSettings().auth_burst
+    for n in range(burst):
+        r = call("GET", "/api/scripts", token="guess", addr=f"2001:db8:1:2::{n + 1:x}")
+        assert r.status_code == 401
+    same_net = "2001:db8:1:2:ffff::9"
+    assert call("GET", "/api/scripts", token="guess", addr=same_net).status_code == 429
+    # An IPv4-mapped address is its IPv4 address.
+    for _ in range(burst):
+        call("GET", "/api/scripts", token="guess", addr="::ffff:10.7.7.7")
+    assert call("GET", "/api/scripts", token="guess", addr="10.7.7.7").status_code == 429
+    # Another /64 and another IPv4 address are not touched.
+    assert call("GET", "/api/scripts", addr="2001:db8:1:3::1").status_code == 200
+    assert call("GET", "/api/scripts", addr="10.7.7.8").status_code == 200
+    from moonbus.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="auth_ipv6_prefix"):
+        HttpSettings(auth_ipv6_prefix=129)

@@ -147,7 +147,7 @@ def build_app(rt: Runtime, settings: HttpSettings,
         middleware=[
             Middleware(GuardMiddleware, counters=counters),
             Middleware(AuthMiddleware, token=settings.token, counters=counters,
-                       throttle=make_throttle(settings)),
+                       throttle=make_throttle(settings), ipv6_prefix=settings.auth_ipv6_prefix),
             Middleware(InflightCap, max_inflight=settings.max_inflight, counters=counters),
         ],
         exception_handlers={HTTPException: _http_error},

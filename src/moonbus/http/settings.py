@@ -65,6 +65,7 @@ class HttpSettings:
     auth_burst: int = 4  # wrong tokens of one address serving their penalty at once
     auth_forget_after: float = 900.0  # a quiet address's failures are forgotten (s)
     auth_max_tracked: int = 10_000  # addresses remembered (oldest forgotten first)
+    auth_ipv6_prefix: int = 64  # IPv6 peers are throttled per network of this prefix
     shutdown_timeout: float = 3.0  # open connections (streams) get this long at stop (s)
     streams: StreamSettings = field(default_factory=StreamSettings)  # live streams' limits
 
@@ -84,6 +85,9 @@ class HttpSettings:
                 f"HttpSettings.events_limit ({self.events_limit}) is above max_events_limit "
                 f"({self.max_events_limit})"
             )
+        prefix = self.auth_ipv6_prefix
+        if isinstance(prefix, bool) or not isinstance(prefix, int) or not 32 <= prefix <= 128:
+            raise ConfigError(f"HttpSettings.auth_ipv6_prefix must be 32..128, got {prefix!r}")
         if not self.shutdown_timeout > 0:
             raise ConfigError(
                 f"HttpSettings.shutdown_timeout must be positive, got {self.shutdown_timeout}"
