@@ -146,3 +146,40 @@ def test_ipv6_guessers_cannot_evade_the_throttle_by_changing_the_host_part(app) 
 
     with pytest.raises(ConfigError, match="auth_ipv6_prefix"):
         HttpSettings(auth_ipv6_prefix=129)
+
+
+def _strict_json(text: str) -> object:
+    """JSON as a browser's JSON.parse reads it: NaN and Infinity are errors."""
+    import json
+
+    def refuse(name: str) -> object:
+        raise ValueError(f"{name} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_stream_frames_of_events_with_nan_data_are_valid_json(rt: Runtime) -> None:
+    # A script's events.emit("x", {v = 0/0}) used to go out as `"v":NaN`, which
+    # JSON.parse refuses: the console silently dropped such events from its
+    # feed (a script could hide its events). Now they read as /api/events
+    # answers them: "NaN", "Infinity", "-Infinity".
+    from tests.http.streams_support import frames, serve, when_joined
+
+    from moonbus.http.streams import StreamRoutes
+
+    rt.bus.emit("odd", {"v": float("nan"), "w": [float("inf")], "t": "NaN"})  # backlog
+    streams = StreamRoutes(rt)
+    with serve(streams.routes, streams.close) as base:
+        live = when_joined(streams.events, lambda: rt.bus.emit("odd", {"v": float("-inf")}))
+        datas = []
+        with httpx.stream("GET", base + "/api/stream/events?type=odd",
+                          headers={"Last-Event-ID": "0"}, timeout=10) as r:
+            for frame in frames(r):
+                if frame.event == "event":
+                    datas.append(frame.data)
+                if len(datas) == 2:
+                    break
+        live.join(5)
+    parsed = [_strict_json(d or "") for d in datas]
+    assert [p["data"] for p in parsed] == [  # type: ignore[index]
+        {"v": "NaN", "w": ["Infinity"], "t": "NaN"}, {"v": "-Infinity"}]
