@@ -183,3 +183,18 @@ def test_stream_frames_of_events_with_nan_data_are_valid_json(rt: Runtime) -> No
     parsed = [_strict_json(d or "") for d in datas]
     assert [p["data"] for p in parsed] == [  # type: ignore[index]
         {"v": "NaN", "w": ["Infinity"], "t": "NaN"}, {"v": "-Infinity"}]
+
+
+@pytest.mark.parametrize("query", ["after_seq=9223372036854775808", f"after_tick={10 ** 30}",
+                                   "after_seq=9223372036854775808&format=ndjson"])
+def test_bounds_past_sqlite_integers_are_400_not_500(served: HttpServer, rt: Runtime,
+                                                      query: str) -> None:
+    # Before the fix the durable store raised OverflowError: a 500 with a
+    # traceback in the server's log for every such request.
+    with httpx.Client(base_url=served.url, headers=AUTH, timeout=5) as client:
+        r = client.get(f"/api/events?{query}")
+        assert r.status_code == 400, r.text
+        assert "2^63-1" in r.json()["error"]
+        assert client.get("/api/events?after_seq=9223372036854775807").status_code == 200
+    assert served.statistics().internal_errors == 0
+    assert "events.get" in rt.admin.call(["help"]).text  # the registry still answers
