@@ -198,3 +198,36 @@ def test_bounds_past_sqlite_integers_are_400_not_500(served: HttpServer, rt: Run
         assert client.get("/api/events?after_seq=9223372036854775807").status_code == 200
     assert served.statistics().internal_errors == 0
     assert "events.get" in rt.admin.call(["help"]).text  # the registry still answers
+
+
+def test_connections_that_never_finish_a_request_head_are_closed(rt: Runtime) -> None:
+    # uvicorn starts no timer on a new connection: a connection that sends
+    # nothing, or drips a request head a byte at a time, stayed open forever,
+    # so a few thousand of them used up the server's file descriptors
+    # (slowloris) and the operator could no longer connect.
+    server = HttpServer(rt, HttpSettings(port=0, token=TOKEN, head_timeout=0.5)).start()
+    try:
+        silent = socket.create_connection(("127.0.0.1", server.port))
+        dripping = socket.create_connection(("127.0.0.1", server.port))
+        kept = socket.create_connection(("127.0.0.1", server.port))
+        kept.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        deadline = time.monotonic() + 1.5
+        for byte in b"GET /healthz HTTP/1.1\r\nHost: x\r\n":
+            if time.monotonic() > deadline:
+                break
+            with contextlib.suppress(OSError):
+                dripping.send(bytes([byte]))
+            time.sleep(0.05)
+        for sock in (silent, dripping):
+            sock.settimeout(5)
+            with contextlib.suppress(ConnectionResetError):
+                assert sock.recv(1024) == b""  # closed by the server
+            sock.close()
+        kept.settimeout(5)
+        assert b"200 OK" in kept.recv(4096)  # a finished request was answered
+        kept.close()
+        assert server.statistics().head_timeouts >= 2
+        with httpx.Client(base_url=server.url, headers=AUTH, timeout=5) as client:
+            assert client.get("/api/scripts").status_code == 200
+    finally:
+        server.stop()
