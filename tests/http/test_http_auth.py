@@ -162,7 +162,7 @@ def test_path_traversal_finds_nothing(call: Call) -> None:
 
 
 def test_too_many_requests_in_flight_are_503(rt: Runtime) -> None:
-    from moonbus.http.guard import GuardMiddleware
+    from moonbus.http.guard import InflightCap
     from moonbus.http.settings import HttpCounters
 
     counters = HttpCounters()
@@ -174,7 +174,7 @@ def test_too_many_requests_in_flight_are_503(rt: Runtime) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"ok"})
 
-    app = GuardMiddleware(slow, max_inflight=2, counters=counters)
+    app = InflightCap(slow, max_inflight=2, counters=counters)
 
     async def many() -> list[int]:
         import asyncio
@@ -183,7 +183,7 @@ def test_too_many_requests_in_flight_are_503(rt: Runtime) -> None:
 
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://moonbus") as c:
-            answers = await asyncio.gather(*(c.get("/") for _ in range(5)))
+            answers = await asyncio.gather(*(c.get("/api/scripts") for _ in range(5)))
         return sorted(r.status_code for r in answers)
 
     import asyncio

@@ -234,7 +234,11 @@ class _Commands:
                 value = None
             else:
                 value = parse_int(raw, key)
-            self.rt.store_settings.update(**{key: value})
+            try:
+                self.rt.store_settings.update(**{key: value})
+            except ConfigError as exc:
+                self.rt.lifecycle_counters.add("refused_numbers")
+                raise AdminError(f"{exc} ({key} is unchanged)") from None
             return Answer(f"{key} = {value}", data={"key": key, "value": value})
         known = ", ".join([*_HOST_SETTINGS, *_STORE_SETTINGS])
         raise AdminError(f"unknown setting {key!r} (known: {known})")

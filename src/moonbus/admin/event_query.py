@@ -37,6 +37,7 @@ __all__ = ["EVENTS_GET_USAGE", "EventQuery", "parse_query", "query_events"]
 
 EVENTS_GET_USAGE = "events.get <type> [after_tick] [after_seq=N] [limit=N]"
 _KEYS = ("after_tick", "after_seq", "limit")
+MAX_BOUND = 2**63 - 1  # SQLite's largest INTEGER
 
 
 class EventQuery:
@@ -47,11 +48,12 @@ class EventQuery:
     def __init__(self, pattern: str, after_tick: int | None = None,
                  after_seq: int | None = None, limit: int | None = None) -> None:
         self.pattern = check_pattern(pattern)
-        for name, value in (("after_tick", after_tick), ("after_seq", after_seq)):
+        for name, value in (("after_tick", after_tick), ("after_seq", after_seq),
+                            ("limit", limit)):
             if value is not None and value < 0:
                 raise AdminError(f"{name} must not be negative, got {value}")
-        if limit is not None and limit < 0:
-            raise AdminError(f"limit must not be negative, got {limit}")
+            if value is not None and value > MAX_BOUND:  # a store could not bind it (500)
+                raise AdminError(f"{name} must be at most 2^63-1 ({MAX_BOUND}), got {value}")
         self.after_tick = after_tick
         self.after_seq = after_seq
         self.limit = limit

@@ -209,7 +209,8 @@ def run(quick: bool) -> list[BenchRow]:
     with Runtime(threaded=False) as rt:
         # Bursts of up to 5 x events per client: no client may be dropped (a drop
         # detaches the hub and would make the "with clients" emits cheaper).
-        streams = StreamRoutes(rt, StreamSettings(client_buffer=events * 6))
+        streams = StreamRoutes(rt, StreamSettings(client_buffer=events * 6,
+                                                  client_buffer_bytes=events * 6 * 1024))
         with _serving(streams.routes) as base:
             url = base + "/api/stream/events"
             one = _delivery_rate(rt, streams, url, 1, events)

@@ -1,7 +1,8 @@
 """``build_app(rt, settings)``: the HTTP management API as one Starlette app.
 
-Composition, outermost first: ``GuardMiddleware`` (in-flight cap, security
-headers, counters) -> ``AuthMiddleware`` (token, throttle) -> the router. The
+Composition, outermost first: ``GuardMiddleware`` (security headers,
+counters) -> ``AuthMiddleware`` (token, throttle) -> ``InflightCap`` (requests
+in flight, counted only once the token was checked) -> the router. The
 routes come from ``ROUTE_GROUPS``, each a function ``(rt, settings, parts)
 -> routes``, in order, then the OpenAPI document (which describes exactly
 the routes composed, ``moonbus.http.openapi``). ``parts`` (``AppParts``)
@@ -40,7 +41,7 @@ from starlette.staticfiles import StaticFiles
 
 from moonbus.http.api import api_routes
 from moonbus.http.auth import AuthMiddleware, make_throttle
-from moonbus.http.guard import GuardMiddleware
+from moonbus.http.guard import GuardMiddleware, InflightCap
 from moonbus.http.metrics import metrics_routes
 from moonbus.http.openapi import openapi_routes
 from moonbus.http.responses import error_response
@@ -144,9 +145,10 @@ def build_app(rt: Runtime, settings: HttpSettings,
     app = Starlette(
         routes=routes,
         middleware=[
-            Middleware(GuardMiddleware, max_inflight=settings.max_inflight, counters=counters),
+            Middleware(GuardMiddleware, counters=counters),
             Middleware(AuthMiddleware, token=settings.token, counters=counters,
-                       throttle=make_throttle(settings)),
+                       throttle=make_throttle(settings), ipv6_prefix=settings.auth_ipv6_prefix),
+            Middleware(InflightCap, max_inflight=settings.max_inflight, counters=counters),
         ],
         exception_handlers={HTTPException: _http_error},
         lifespan=lifespan,

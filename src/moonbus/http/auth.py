@@ -24,7 +24,10 @@ Why this shape:
   otherwise reset a local guesser's penalties every second.
 * **The address is the TCP peer**, never ``X-Forwarded-For`` (the server
   runs uvicorn with ``proxy_headers=False``): a header any client can set
-  must not pick the bucket its failures are counted in.
+  must not pick the bucket its failures are counted in. An IPv6 peer counts
+  by its ``/auth_ipv6_prefix`` network (``/64`` by default: one end user's
+  share), else a guesser would own 2^64 buckets; an IPv4-mapped IPv6 peer
+  counts as its IPv4 address (``throttle_key``).
 * A request without a token is not a guess: it gets 401 and counts nothing
   against the address (a browser opening an API link without the console).
 * The token is never logged, never echoed, and never read from the URL
@@ -38,6 +41,7 @@ one that touches the ``LoginThrottle`` (which is not thread-safe).
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import math
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -46,7 +50,7 @@ from moonbus.admin.rcon_throttle import LoginThrottle
 from moonbus.http.responses import send_error
 from moonbus.http.settings import HttpCounters, HttpSettings
 
-__all__ = ["OPEN_PATHS", "AuthMiddleware", "is_open_path", "make_throttle"]
+__all__ = ["OPEN_PATHS", "AuthMiddleware", "is_open_path", "make_throttle", "throttle_key"]
 
 OPEN_PATHS = frozenset({"/", "/healthz"})  # GET without a token (nothing secret)
 _STATIC_PREFIX = "/static/"
@@ -64,6 +68,21 @@ def make_throttle(settings: HttpSettings) -> LoginThrottle:
                          max_tracked=settings.auth_max_tracked)
 
 
+def throttle_key(address: str, ipv6_prefix: int) -> str:
+    """The throttle bucket of a peer address: IPv4 as it is, IPv6 as its
+    ``/ipv6_prefix`` network, an IPv4-mapped IPv6 address as its IPv4 address;
+    anything else (a Unix socket, "unknown") as it is."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])  # no zone id in the key
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, ipv6_prefix), strict=False))
+    return str(ip)
+
+
 def _bearer(scope: Scope) -> bytes | None:
     """The token of the ``Authorization: Bearer`` header, or None when there is none."""
     for name, value in scope.get("headers", ()):
@@ -79,8 +98,9 @@ class AuthMiddleware:
     """ASGI middleware: let open paths through, check the token on every other request."""
 
     def __init__(self, app: ASGIApp, *, token: str, counters: HttpCounters,
-                 throttle: LoginThrottle) -> None:
+                 throttle: LoginThrottle, ipv6_prefix: int = 64) -> None:
         self._app = app
+        self._ipv6_prefix = ipv6_prefix
         self._token = token.encode("ascii")
         self._counters = counters
         self._throttle = throttle
@@ -96,7 +116,7 @@ class AuthMiddleware:
                              headers={"www-authenticate": "Bearer"})
             return
         client = scope.get("client")
-        address = str(client[0]) if client else "unknown"
+        address = throttle_key(str(client[0]), self._ipv6_prefix) if client else "unknown"
         wait = self._throttle.wait_before_check(address)
         if wait > 0:
             self._counters.logins.throttled()

@@ -44,9 +44,21 @@ class BacklogPage:
 
 
 def encode_event(event: Event) -> tuple[int, bytes]:
-    """``(seq, SSE frame)``: ``id: <seq>``, ``event: event``, ``data: <event JSON>``."""
-    return event.seq, b"id: %d\nevent: event\ndata: %s\n\n" % (
-        event.seq, event.to_json().encode("utf-8"))
+    """``(seq, SSE frame)``: ``id: <seq>``, ``event: event``, ``data: <event JSON>``.
+
+    The JSON is what ``GET /api/events`` answers: a non-finite float in the
+    data (a script's ``0/0``) is the text ``"NaN"``/``"Infinity"``, never the
+    bare ``NaN`` that ``Event.to_json`` writes and ``JSON.parse`` refuses (the
+    console would drop the event). Only text that holds those words takes the
+    slower, exact path."""
+    text = event.to_json()
+    if "NaN" in text or "Infinity" in text:
+        from moonbus.http.responses import json_bytes  # needs starlette: only here
+
+        data = json_bytes(event.to_dict())
+    else:
+        data = text.encode("utf-8")
+    return event.seq, b"id: %d\nevent: event\ndata: %s\n\n" % (event.seq, data)
 
 
 def gap_frame(after_seq: int, first_seq: int, reason: str) -> bytes:

@@ -20,9 +20,12 @@ Threads
 
 Bounds
 ------
-* Per client: at most ``capacity`` encoded items wait for its socket. One
-  more and the client is *dropped*: its buffer is emptied, it gets one final
-  message and its stream ends (``clients_dropped``) — never a growing queue.
+* Per client: at most ``capacity`` encoded items, and at most
+  ``capacity_bytes`` bytes of them, wait for its socket. One more and the
+  client is *dropped*: its buffer is emptied, it gets one final message and
+  its stream ends (``clients_dropped``) — never a growing queue. (The byte
+  bound matters: 10,000 events of 32 KiB each would be 320 MB for one
+  client that does not read.)
 * The inbox holds at most ``inbox`` items (a ``deque`` with ``maxlen``).
   If the pump finds it full, items may have been lost between two pumps (the
   loop thread was starved): every client is dropped with that reason
@@ -87,28 +90,35 @@ class StreamClient(Generic[T]):
     backlog and the live feed).
     """
 
-    __slots__ = ("_buffer", "_capacity", "_queued", "_wake", "covered", "dropped", "group",
-                 "wants")
+    __slots__ = ("_buffer", "_bytes", "_capacity", "_capacity_bytes", "_queued", "_wake",
+                 "covered", "dropped", "group", "wants")
 
     def __init__(self, wants: Callable[[T], bool] | None, capacity: int,
-                 group: Hashable | None = None) -> None:
+                 group: Hashable | None = None, capacity_bytes: int | None = None) -> None:
         self.wants = wants
         self.group = group
         self.covered = 0
         self.dropped: str | None = None
         self._capacity = capacity
+        self._capacity_bytes = capacity_bytes
         self._buffer: deque[Chunk] = deque()
         self._queued = 0
+        self._bytes = 0
         self._wake = asyncio.Event()
 
     def offer(self, chunk: Chunk) -> bool:
         """Queue a chunk; False (and the client dropped) when that would put more
-        than ``capacity`` items in its buffer."""
+        than ``capacity`` items or ``capacity_bytes`` bytes in its buffer."""
         if self._queued + chunk.count > self._capacity:
             self.drop(f"slow client: {self._capacity} items were waiting to be sent")
             return False
+        limit = self._capacity_bytes
+        if limit is not None and self._bytes + len(chunk.data) > limit:
+            self.drop(f"slow client: more than {limit} bytes were waiting to be sent")
+            return False
         self._buffer.append(chunk)
         self._queued += chunk.count
+        self._bytes += len(chunk.data)
         self._wake.set()
         return True
 
@@ -117,7 +127,7 @@ class StreamClient(Generic[T]):
         if self.dropped is None:
             self.dropped = reason
             self._buffer.clear()
-            self._queued = 0
+            self._queued = self._bytes = 0
             self._wake.set()
 
     def take(self) -> bytes:
@@ -131,7 +141,7 @@ class StreamClient(Generic[T]):
                 parts.append(chunk.data)
             elif chunk.last > covered:
                 parts.extend(frame for key, frame in chunk.pairs if key > covered)
-        self._queued = 0
+        self._queued = self._bytes = 0
         self._wake.clear()
         return b"".join(parts)
 
@@ -158,10 +168,12 @@ class FanOut(Generic[T]):
         max_clients: int,
         pump_interval: float,
         inbox: int,
+        capacity_bytes: int | None = None,
     ) -> None:
         self._attach = attach
         self._encode = encode
         self._capacity = capacity
+        self._capacity_bytes = capacity_bytes  # None: items only
         self._max_clients = max_clients
         self._interval = pump_interval
         self._inbox: deque[T] = deque(maxlen=inbox)
@@ -189,7 +201,8 @@ class FanOut(Generic[T]):
         if self.full:
             self.refuse()
             return None
-        client: StreamClient[T] = StreamClient(wants, self._capacity, group)
+        client: StreamClient[T] = StreamClient(wants, self._capacity, group,
+                                               self._capacity_bytes)
         self._clients.append(client)
         self._accepted += 1
         if self._detach is None:

@@ -14,7 +14,8 @@ How uvicorn is configured, and why:
   alone; ``access_log=False``: no request line is logged (the token is never
   in one anyway, but query strings are the operator's business);
 * ``server_header=False``; ``lifespan="on"`` (runs ``AppParts.on_close``);
-  ``http="h11"`` with its bounded header buffer (uvicorn's default 16 KiB);
+  uvicorn's h11 protocol with its bounded header buffer (uvicorn's default
+  16 KiB) and a deadline per request head (``moonbus.http.head_timeout``);
   no signal handlers (uvicorn installs none off the main thread: Ctrl-C
   stays the host's).
 
@@ -45,6 +46,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 from moonbus.errors import ConfigError
 from moonbus.http.app import build_app
+from moonbus.http.head_timeout import head_timeout_protocol
 from moonbus.http.settings import HttpSettings, HttpStatistics
 
 if TYPE_CHECKING:
@@ -137,7 +139,9 @@ class HttpServer:
         self._port = int(self._sock.getsockname()[1])
         config = uvicorn.Config(
             self.app, log_config=None, access_log=False, proxy_headers=False,
-            server_header=False, lifespan="on", http="h11", loop="asyncio",
+            server_header=False, lifespan="on", loop="asyncio",
+            http=head_timeout_protocol(self.settings.head_timeout,
+                                       lambda: self.app.state.http_counters.add("head_timeouts")),
             timeout_graceful_shutdown=math.ceil(self.settings.shutdown_timeout),
         )
         self._server = uvicorn.Server(config)

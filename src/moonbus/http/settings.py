@@ -65,7 +65,9 @@ class HttpSettings:
     auth_burst: int = 4  # wrong tokens of one address serving their penalty at once
     auth_forget_after: float = 900.0  # a quiet address's failures are forgotten (s)
     auth_max_tracked: int = 10_000  # addresses remembered (oldest forgotten first)
+    auth_ipv6_prefix: int = 64  # IPv6 peers are throttled per network of this prefix
     shutdown_timeout: float = 3.0  # open connections (streams) get this long at stop (s)
+    head_timeout: float = 10.0  # a connection must finish each request head this fast (s)
     streams: StreamSettings = field(default_factory=StreamSettings)  # live streams' limits
 
     def __post_init__(self) -> None:
@@ -84,6 +86,12 @@ class HttpSettings:
                 f"HttpSettings.events_limit ({self.events_limit}) is above max_events_limit "
                 f"({self.max_events_limit})"
             )
+        prefix = self.auth_ipv6_prefix
+        if isinstance(prefix, bool) or not isinstance(prefix, int) or not 32 <= prefix <= 128:
+            raise ConfigError(f"HttpSettings.auth_ipv6_prefix must be 32..128, got {prefix!r}")
+        if not (isinstance(self.head_timeout, int | float) and 0 < self.head_timeout < 1e6):
+            raise ConfigError(f"HttpSettings.head_timeout must be seconds > 0, got "
+                              f"{self.head_timeout!r}")
         if not self.shutdown_timeout > 0:
             raise ConfigError(
                 f"HttpSettings.shutdown_timeout must be positive, got {self.shutdown_timeout}"
@@ -112,6 +120,7 @@ class HttpStatistics:
     unavailable: int  # 503: no event store for the command
     busy: int  # 503: ``max_inflight`` requests were being served
     export_cut: int  # NDJSON exports stopped at ``max_export_events``
+    head_timeouts: int  # connections closed: no whole request head within ``head_timeout``
     internal_errors: int  # 500: a bug (logged with its traceback, never sent)
 
 

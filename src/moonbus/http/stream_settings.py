@@ -21,7 +21,9 @@ class StreamSettings:
 
     ``client_buffer``: items (events or log lines) queued for one client; a
     client that falls this far behind gets a final ``event: dropped`` and its
-    stream ends (``clients_dropped``). ``heartbeat``: seconds between ``: ping``
+    stream ends (``clients_dropped``). ``client_buffer_bytes``: the same, in
+    bytes of encoded frames (items can be 32 KiB each: the item bound alone
+    would let one client that does not read hold 320 MB). ``heartbeat``: seconds between ``: ping``
     comments, so proxies keep an idle stream open. ``pump_interval``: seconds
     between two moves of new items from the emitting threads to the clients (the
     emitting thread only appends to a deque; this is the added latency).
@@ -35,6 +37,7 @@ class StreamSettings:
     """
 
     client_buffer: int = 10_000
+    client_buffer_bytes: int = 8 * 1024 * 1024
     heartbeat: float = 15.0
     pump_interval: float = 0.005
     max_clients: int = 64
@@ -43,7 +46,8 @@ class StreamSettings:
     inbox: int = 100_000
 
     def __post_init__(self) -> None:
-        for name in ("client_buffer", "max_clients", "backlog_page", "inbox"):
+        for name in ("client_buffer", "client_buffer_bytes", "max_clients", "backlog_page",
+                     "inbox"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"stream setting {name} must be a whole number >= 1, "

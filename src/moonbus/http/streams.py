@@ -72,6 +72,7 @@ class StreamRoutes:
         self._rt = rt
         self.settings = settings = settings or StreamSettings()
         common: dict[str, Any] = {"capacity": settings.client_buffer,
+                                  "capacity_bytes": settings.client_buffer_bytes,
                                   "max_clients": settings.max_clients,
                                   "pump_interval": settings.pump_interval,
                                   "inbox": settings.inbox}

@@ -100,12 +100,16 @@ _SETTING_NAMES = ("retention_ticks", "retention_count", "per_type", "types", "lo
 _LIMIT_NAMES = {"ticks", "count"}
 
 
+MAX_LIMIT = 2**63 - 1  # SQLite's largest INTEGER: a larger limit cannot be bound in a prune
+
+
 def _checked_limit(name: str, value: object) -> int | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_LIMIT:
         raise ConfigError(
-            f"store setting {name} must be a whole number >= 0 or None, not {value!r}"
+            f"store setting {name} must be a whole number from 0 to 2^63-1 ({MAX_LIMIT}) "
+            f"or None, not {value!r}"
         )
     return value
 
