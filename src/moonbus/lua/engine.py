@@ -349,6 +349,9 @@ class LuaEngine:
                     table = self.converter.to_lua(data)
                     break
             else:
+                # lupa copies it with unprotected Lua calls: it must fit first
+                # (moonbus.lua.lua_room; the converter checks its own copies).
+                self.converter.room.admit(data)
                 # A plain dict copies into Lua ~30% faster than a read-only
                 # mapping (lupa's dict fast path), and .copy() is one C call.
                 table = self._table_from(
