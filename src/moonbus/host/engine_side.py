@@ -330,7 +330,8 @@ class ScriptEngine:
                                                                strict=True)]
         checker = detached(check) if checker is None else checker
         if kind == "string":  # a long string must fit in Lua first (lua_room)
-            methods = [admitted(m, self.converter.to_lua) for m in methods]
+            methods = [admitted(m, self.converter.to_lua, f"shared:string({name!r}):{op}()")
+                       for m, op in zip(methods, SHARED_METHODS[kind], strict=True)]
         if kind != "table":
             # wrapped by script_env.lua's make_handle; C ops raise without a Python
             # frame, Python methods are detached (moonbus.lua.boundary)

@@ -47,12 +47,13 @@ _OTHER = 256  # a proxy table or a Lua object met again: small, bounded
 class LuaValueTooLarge(TypeError):
     """A value whose copy into Lua would not fit in the script's memory limit."""
 
-    def __init__(self, cost: int, free: int, limit: int) -> None:
+    def __init__(self, cost: int, free: int, limit: int, what: str = "") -> None:
         self.cost = cost
         self.free = free
         self.limit = limit
         super().__init__(
-            f"value too large for the script's Lua memory limit (memory_limit): "
+            f"{what}{': ' if what else ''}value too large for the script's Lua memory "
+            "limit (memory_limit): "
             f"about {cost} bytes, {max(free, 0)} of {limit} bytes free"
         )
 
@@ -149,12 +150,17 @@ class LuaRoom:
         return LuaValueTooLarge(cost, free, limit)
 
 
-def admitted(method: Callable[..., Any], to_lua: Callable[[Any], Any]) -> Callable[..., Any]:
+def admitted(method: Callable[..., Any], to_lua: Callable[[Any], Any],
+             what: str) -> Callable[..., Any]:
     """``method`` with its result passed through ``to_lua`` (``LuaConverter.to_lua``,
     which checks it against the free memory): for host functions returning
-    strings that lupa would otherwise push unchecked (a shared string's ``get``)."""
+    strings that lupa would otherwise push unchecked (a shared string's
+    ``get``). ``what`` names the call in the error."""
 
     def call(*args: Any) -> Any:
-        return to_lua(method(*args))
+        try:
+            return to_lua(method(*args))
+        except LuaValueTooLarge as exc:
+            raise LuaValueTooLarge(exc.cost, exc.free, exc.limit, what) from None
 
     return call

@@ -83,7 +83,8 @@ class SharedViews:
             handle_obj = getattr(ns, kind)(name)
             methods = [getattr(handle_obj, m) for m in READS[kind]]
             if kind == "string":  # a long string must fit in Lua first (lua_room)
-                return tuple(admitted(m, to_lua) for m in methods)
+                return tuple(admitted(m, to_lua, f"shared:string({name!r}):{op}()")
+                             for m, op in zip(methods, READS[kind], strict=True))
             if kind != "table":
                 return tuple(methods)
             return tuple(_converted(m, to_py, to_lua) for m in methods)
