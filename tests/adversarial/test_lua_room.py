@@ -23,7 +23,7 @@ from moonbus.host.context import HostSettings
 from moonbus.host.script import ScriptHost
 from moonbus.lua.exposure import lua_api, lua_multi
 from moonbus.lua.fastcall import native_available
-from moonbus.lua.lua_room import LuaValueTooLarge, lua_cost
+from moonbus.lua.lua_room import LuaRoom, LuaValueTooLarge, lua_cost
 from moonbus.lua.sandbox import SandboxFactory
 from moonbus.runner import Runner
 from moonbus.runtime import Runtime
@@ -226,3 +226,20 @@ def test_lua_cost_stops_early_and_counts_utf8() -> None:
     assert lua_cost(huge, 10_000) < 10_000 + 200_000  # stopped soon after the cap
     err = LuaValueTooLarge(3_000_040, -5, LIMIT)
     assert "about 3000040 bytes, 0 of 2097152 bytes free" in str(err)
+
+
+def test_admit_plain_walks_only_past_its_bound() -> None:
+    """The 4-bytes-a-character bound refuses nothing by itself: an ASCII string
+    over a quarter of the free memory is measured exactly and admitted."""
+    import lupa.lua54 as lupa
+
+    room = LuaRoom(lupa.LuaRuntime(max_memory=LIMIT))
+    room.on_refused = lambda: counts.append(1)
+    counts: list[int] = []
+    free = room.free()
+    assert free is not None
+    text = "x" * (free[0] // 2)
+    room.admit_plain({"s": text}, len(text))  # past the bound, fits exactly
+    with pytest.raises(LuaValueTooLarge):
+        room.admit_plain({"s": text * 3}, 3 * len(text))
+    assert counts == [1]

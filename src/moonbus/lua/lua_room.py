@@ -42,6 +42,7 @@ _STRING = 40
 _TABLE = 64
 _ENTRY = 72
 _OTHER = 256  # a proxy table or a Lua object met again: small, bounded
+_FREE = frozenset((int, float, bool))  # held in the table slot itself
 
 
 class LuaValueTooLarge(TypeError):
@@ -69,33 +70,45 @@ def lua_cost(value: Any, cap: int, max_depth: int = 64) -> int:
 
     Stops as soon as the total passes ``cap`` (the walk of a huge value is cut
     short) and past ``max_depth`` levels (a cyclic value: the conversion
-    itself rejects it).
+    itself rejects it). Scalars inside a container are costed in place (no
+    stack entry): this runs before every copy of an event's data.
     """
     total = 0
     stack: list[tuple[Any, int]] = [(value, 0)]
     while stack:
         item, depth = stack.pop()
         kind = type(item)
-        if kind is str:
+        if kind is dict or kind is list or kind is tuple:
+            children: Any = item.items() if kind is dict else item
+        elif kind is str:
             total += _str_cost(item)
-        elif kind is bytes or kind is bytearray:
-            total += _STRING + len(item)
-        elif kind in (int, float, bool) or item is None:
+            children = ()
+        elif kind in _FREE or item is None:
             continue
         elif isinstance(item, Mapping):
-            total += _TABLE + _ENTRY * len(item)
-            if depth < max_depth:
-                for key, val in item.items():
-                    stack.append((key, depth + 1))
-                    stack.append((val, depth + 1))
+            children = item.items()
         elif isinstance(item, (list, tuple)):
-            total += _TABLE + _ENTRY * len(item)
-            if depth < max_depth:
-                stack.extend((v, depth + 1) for v in item)
-        elif isinstance(item, str):  # a str subclass
-            total += _str_cost(str(item))
+            children = item
+        elif isinstance(item, (str, bytes, bytearray)):
+            total += _STRING + len(item)
+            children = ()
         else:
             total += _OTHER
+            children = ()
+        if children:
+            total += _TABLE + _ENTRY * len(item)
+            if total > cap:
+                return total
+            if depth >= max_depth:
+                continue
+            pairs = kind is dict or isinstance(item, Mapping)
+            for child in children:
+                for part in (child if pairs else (child,)):
+                    part_kind = type(part)
+                    if part_kind is str:
+                        total += _STRING + len(part) if part.isascii() else _str_cost(part)
+                    elif part_kind not in _FREE and part is not None:
+                        stack.append((part, depth + 1))
         if total > cap:
             return total
     return total
@@ -133,11 +146,19 @@ class LuaRoom:
         if cost > free:
             raise self.refused(cost, free, limit)
 
-    def admit_cost(self, cost: int) -> None:
-        """``admit`` for a value whose cost the caller already estimated."""
+    def admit_plain(self, data: Mapping[Any, Any], chars: int) -> None:
+        """``admit`` for a flat mapping of scalars whose strings (keys and values)
+        hold ``chars`` characters in all: a bound (4 UTF-8 bytes a character)
+        is checked first, so an ordinary event's data is not walked again."""
         room = self.free()
-        if room is not None and cost > room[0]:
-            raise self.refused(cost, *room)
+        if room is None:
+            return
+        free, limit = room
+        if 4 * chars + (_STRING + _ENTRY) * len(data) + _TABLE <= free:
+            return
+        cost = lua_cost(data, max(free, 0), self.max_depth)
+        if cost > free:
+            raise self.refused(cost, free, limit)
 
     def refused(self, cost: int, free: int | None = None,
                 limit: int | None = None) -> LuaValueTooLarge:
