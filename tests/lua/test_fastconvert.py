@@ -22,6 +22,7 @@ from moonbus.host.context import HostSettings
 from moonbus.lua.engine import LuaEngine
 from moonbus.lua.exposure import lua_api
 from moonbus.lua.fastconvert import native_convert_available
+from moonbus.lua.lua_room import LuaValueTooLarge
 from moonbus.lua.sandbox import SandboxFactory
 from moonbus.runtime import Runtime
 
@@ -243,7 +244,9 @@ def test_memory_limit_is_an_error_not_a_crash(factory: SandboxFactory) -> None:
         big = ["x" * 100_000 + str(i) for i in range(100)]  # ~10 MB of Lua strings
         with engine.lock:
             assert engine.converter.native is not None
-            with pytest.raises(MemoryError):
+            # The C path's Lua memory error (inside its lua_pcall) is reported
+            # as the same refusal as the generic path's up-front check.
+            with pytest.raises(LuaValueTooLarge, match=r"memory limit \(memory_limit\)"):
                 engine.converter.to_lua(big)
         assert _dump(engine, engine.table([1, {"a": 2}])) == (
             "{integer:1=integer:1,integer:2={string:a=integer:2}#0}#2"
@@ -335,12 +338,15 @@ def test_script_sees_the_same_on_every_path(monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def test_script_memory_limit_is_an_error_not_a_crash(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A host API result past the Lua memory limit: the script gets Lua's memory
-    error (the generic path's lupa table_from is not protected: C path only)."""
+    """A host API result past the Lua memory limit: the script gets an error naming
+    the method and the limit, on both paths (the C path runs out inside its
+    lua_pcall; the generic path is refused before lupa allocates: moonbus.lua.lua_room)."""
     settings = HostSettings()
     settings.memory_limit = 4 * 1024 * 1024
     big = ["x" * 100_000 + str(i) for i in range(100)]
-    lines, native = _script_dumps([big, [1, {"a": 2}]], "native", monkeypatch, settings)
-    assert native
-    assert lines[0].startswith("error: ") and "not enough memory" in lines[0]
+    for mode in ("native", "native=False"):
+        lines, native = _script_dumps([big, [1, {"a": 2}]], mode, monkeypatch, settings)
+        assert native == (mode == "native")
+        assert lines[0].startswith("error: ") and "Cases:get()" in lines[0], mode
+        assert "memory limit (memory_limit)" in lines[0], mode
     assert lines[1] == "{integer:1=integer:1,integer:2={string:a=integer:2}#0}#2"

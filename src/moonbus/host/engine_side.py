@@ -40,6 +40,7 @@ from moonbus.host.stats_panel import StatsPanel
 from moonbus.lua.boundary import detached
 from moonbus.lua.convert import ValueTooLarge
 from moonbus.lua.engine import LuaEngine
+from moonbus.lua.lua_room import admitted
 from moonbus.lua.value_path import payload_error
 
 __all__ = ["LIFECYCLE_FUNCTIONS", "SHARED_METHODS", "ScriptEngine", "event_payload"]
@@ -142,6 +143,7 @@ class ScriptEngine:
         self.converter.max_size = ctx.settings.max_host_value
         self.converter.max_size_setting = "max_host_value"
         self.converter.on_too_large = functools.partial(limits.count, "refused_host_values")
+        self.converter.room.on_refused = functools.partial(limits.count, "refused_lua_values")
         self._table_from = engine.table_from
         self.env = engine.new_env()
         bridge = self._bridge()
@@ -327,6 +329,9 @@ class ScriptEngine:
             methods = [ops.get(m, method) for m, method in zip(SHARED_METHODS[kind], methods,
                                                                strict=True)]
         checker = detached(check) if checker is None else checker
+        if kind == "string":  # a long string must fit in Lua first (lua_room)
+            methods = [admitted(m, self.converter.to_lua, f"shared:string({name!r}):{op}()")
+                       for m, op in zip(methods, SHARED_METHODS[kind], strict=True)]
         if kind != "table":
             # wrapped by script_env.lua's make_handle; C ops raise without a Python
             # frame, Python methods are detached (moonbus.lua.boundary)

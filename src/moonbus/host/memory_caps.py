@@ -13,7 +13,10 @@ the host by more than a few hundred MiB over its Lua memory limit:
 * the main engine's deferred queue has a length limit; reaching it stops the
   script as ``failed`` (``moonbus.host.script``);
 * an event a script emits has a size limit (its copy out of Lua stops past
-  it: ``LuaConverter.to_py(max_size=...)``).
+  it: ``LuaConverter.to_py(max_size=...)``);
+* a value the host copies into a script's Lua (an API's return value, an
+  event, a shared value) must fit in its free Lua memory
+  (``moonbus.lua.lua_room``), counted as ``refused_lua_values``.
 
 ``ScriptLimitCounters`` is shared by one script's two engines and its host:
 increments come from the event thread and the script thread, so they take a
@@ -112,6 +115,7 @@ class ScriptLimitStatistics:
     deferred_peak: int
     refused_emits: int
     refused_host_values: int
+    refused_lua_values: int
 
 
 class ScriptLimitCounters:
@@ -123,6 +127,7 @@ class ScriptLimitCounters:
         "deferred_peak",
         "refused_emits",
         "refused_host_values",
+        "refused_lua_values",
         "refused_stats",
         "truncated_errors",
         "truncated_log_lines",
@@ -137,6 +142,7 @@ class ScriptLimitCounters:
         self.deferred_peak = 0
         self.refused_emits = 0
         self.refused_host_values = 0
+        self.refused_lua_values = 0
 
     def count(self, name: str) -> None:
         """Add one to the counter ``name`` (one of the ``ScriptLimitStatistics`` fields)."""
@@ -161,4 +167,5 @@ class ScriptLimitCounters:
                 deferred_peak=self.deferred_peak,
                 refused_emits=self.refused_emits,
                 refused_host_values=self.refused_host_values,
+                refused_lua_values=self.refused_lua_values,
             )

@@ -30,12 +30,16 @@ from typing import Any
 from moonbus.lua.boundary import detached
 from moonbus.lua.exposure import exposed_methods, returns_multiple
 from moonbus.lua.fastconvert import native_converter
+from moonbus.lua.lua_room import LuaRoom, lua_cost
 from moonbus.lua.value_path import describe_conversion_error
 
 __all__ = ["MAX_SIZE", "LuaConverter", "ValueTooLarge"]
 
 _SCALARS = (bool, int, float, str, type(None))
 _NATIVE_ROOTS = frozenset((list, tuple, dict))  # what the C path may take
+# Values too small to need LuaRoom's free-memory check (numbers, booleans, nil:
+# a copy allocates nothing beyond the stack slot lupa already reserved).
+_SMALL = frozenset((bool, int, float, type(None)))
 MAX_DEPTH = 64
 # Largest copy of a Lua value into Python (estimated bytes, see to_py): about
 # 100,000 table entries. The copy runs in Python, where the Lua time limit
@@ -84,6 +88,9 @@ class LuaConverter:
         self.on_too_large: Callable[[], None] | None = None
         self._classes: dict[type, Any] = {}
         self._box = box  # the prelude's BOX (see prelude.lua's unbox)
+        # Every value copied in is first checked against the state's free memory
+        # (moonbus.lua.lua_room: Lua cannot fail an allocation safely under lupa).
+        self.room = LuaRoom(runtime, max_depth)
         # The C path (moonbus.lua.fastconvert): value -> new table, or None for
         # "not mine"; its to_box for method results. None: Python copies only
         # (not built, MOONBUS_PURE_PYTHON, or SandboxFactory(native=False), which
@@ -107,13 +114,21 @@ class LuaConverter:
         """Copy ``value`` into a Lua value (tables are new every call).
 
         An int beyond Lua's 64-bit integers inside a table is a ``TypeError``
-        (lupa reports it as an ``OverflowError``).
+        (lupa reports it as an ``OverflowError``). A value that does not fit in
+        the state's free memory is ``LuaValueTooLarge`` (a ``TypeError``), raised
+        before anything is copied.
         """
         native = self.native
-        if native is not None and type(value) in _NATIVE_ROOTS and not _depth:
-            table = native(value)
+        kind = type(value)
+        if native is not None and kind in _NATIVE_ROOTS and not _depth:
+            try:
+                table = native(value)  # built inside a lua_pcall: memory errors are safe
+            except MemoryError:
+                raise self._refused(value) from None
             if table is not None:
                 return table
+        if not _depth and kind not in _SMALL:
+            self.room.admit(value)  # before lupa allocates anything (lua_room)
         try:
             return self._to_lua(value, _depth)
         except OverflowError as exc:
@@ -166,14 +181,24 @@ class LuaConverter:
         result = method(*[self.to_py(a) for a in args]) if args else method()
         try:
             if isinstance(result, tuple) and returns_multiple(method):
+                self.room.admit(result)  # all of them together
                 return tuple(self.to_lua(r) for r in result)
             native = self.native
-            if native is not None and type(result) in _NATIVE_ROOTS and native.to_box(result):
-                return self._box  # the table is in box[1]; the method's wrapper takes it
+            if native is not None and type(result) in _NATIVE_ROOTS:
+                try:
+                    if native.to_box(result):
+                        return self._box  # the table is in box[1]; the method's wrapper takes it
+                except MemoryError:  # raised by Lua inside the C path's lua_pcall
+                    raise self._refused(result) from None
             return self.to_lua(result)
         except TypeError as exc:  # name the field that could not cross
             where = describe_conversion_error(result, "return value", exc)
             raise TypeError(f"{type(obj).__name__}:{name}(): {where}") from exc
+
+    def _refused(self, value: Any) -> TypeError:
+        # The C path ran out of Lua memory (safely, inside its lua_pcall): the
+        # same error as a value the generic path refuses up front.
+        return self.room.refused(lua_cost(value, 1 << 62, self._max_depth))
 
     # ----------------------------------------------------------- Lua -> Python
     def to_py(self, value: Any, *, max_size: int | None = None) -> Any:

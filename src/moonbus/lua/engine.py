@@ -344,13 +344,16 @@ class LuaEngine:
         try:
             if self._cs.closed:
                 raise ClosedError(f"Lua engine {self.name!r} is closed")
-            for value in data.values():
-                if type(value) not in _PLAIN:
+            chars = 0
+            for key, value in data.items():
+                kind = type(value)
+                if kind not in _PLAIN:
                     table = self.converter.to_lua(data)
                     break
-            else:
-                # A plain dict copies into Lua ~30% faster than a read-only
-                # mapping (lupa's dict fast path), and .copy() is one C call.
+                chars += (len(value) if kind is str else 0) + (len(key) if type(key) is str else 0)
+            else:  # lupa copies it unprotected: it must fit first (lua_room). A plain
+                self.converter.room.admit_plain(data, chars)  # dict copies ~30% faster
+                # than a read-only mapping (lupa's dict fast path); .copy() is one C call.
                 table = self._table_from(
                     data.copy() if type(data) in self._frozen_mappings else data
                 )

@@ -10,8 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 from moonbus.errors import JobDataError, ScriptError, ScriptMemoryError
+from moonbus.lua.lua_room import LuaValueTooLarge
 
-__all__ = ["args_to_lua", "not_utf8", "results_to_py"]
+__all__ = ["args_fit", "args_to_lua", "not_utf8", "results_to_py"]
 
 
 def not_utf8(exc: UnicodeDecodeError) -> JobDataError:
@@ -27,12 +28,25 @@ def args_to_lua(
 ) -> list[Any]:
     """Copy non-scalar arguments into Lua tables (scalars go as themselves)."""
     to_lua = converter.to_lua
+    args_fit(converter, args)
     try:
         return [to_lua(value) for value in args]
+    except LuaValueTooLarge as exc:
+        raise ScriptMemoryError(f"job arguments: {exc}") from exc
     except TypeError as exc:
         raise JobDataError(f"job arguments are not plain data: {exc}") from exc
     except lua_memory_error as exc:
         raise ScriptMemoryError("out of memory while copying the job arguments") from exc
+
+
+def args_fit(converter: Any, args: tuple[Any, ...]) -> None:
+    """``ScriptMemoryError`` unless all of ``args`` fit in the engine's free memory
+    together: lupa pushes them with unprotected Lua calls, where a memory error
+    aborts the process (``moonbus.lua.lua_room``)."""
+    try:
+        converter.room.admit(args)
+    except LuaValueTooLarge as exc:
+        raise ScriptMemoryError(f"job arguments: {exc}") from exc
 
 
 def results_to_py(

@@ -34,6 +34,7 @@ from importlib import resources
 from typing import Any
 
 from moonbus.lua.engine import LuaEngine
+from moonbus.lua.lua_room import admitted
 
 __all__ = ["MAX_VIEWS", "READS", "SharedViews"]
 
@@ -81,6 +82,9 @@ class SharedViews:
         def handle(kind: str, name: str) -> tuple[Callable[..., Any], ...]:
             handle_obj = getattr(ns, kind)(name)
             methods = [getattr(handle_obj, m) for m in READS[kind]]
+            if kind == "string":  # a long string must fit in Lua first (lua_room)
+                return tuple(admitted(m, to_lua, f"shared:string({name!r}):{op}()")
+                             for m, op in zip(methods, READS[kind], strict=True))
             if kind != "table":
                 return tuple(methods)
             return tuple(_converted(m, to_py, to_lua) for m in methods)

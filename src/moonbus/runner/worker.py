@@ -72,7 +72,7 @@ from moonbus.runner.compiled import CompiledJob, wrap_source
 from moonbus.runner.env_builder import make_builder
 from moonbus.runner.future import JobFuture
 from moonbus.runner.job import Job
-from moonbus.runner.job_data import args_to_lua, not_utf8, results_to_py
+from moonbus.runner.job_data import args_fit, args_to_lua, not_utf8, results_to_py
 from moonbus.runner.job_queue import JobQueue
 from moonbus.runner.shared_view import SharedViews
 from moonbus.runner.stats import Outcome, WorkerStats
@@ -281,6 +281,8 @@ class Worker:
             args: Sequence[Any] = job.args
             if not _all_scalars(job.args):
                 args = self._to_lua(job.args)
+            else:  # lupa pushes them unprotected: they must fit (lua_room)
+                args_fit(engine.converter, job.args)
             namespace = job.namespace
             if namespace is not None:
                 args = (self._shared_view(namespace), *args)
