@@ -245,7 +245,7 @@ class RuntimeCollector:
         hubs = self._streams.statistics()
         open_now = _gauge("moonbus_http_stream_clients", "Open SSE streams.", labels=["stream"])
         for field in ("clients_accepted", "clients_refused", "clients_dropped",
-                      "clients_dropped_behind", "items_queued"):
+                      "clients_dropped_behind", "items_queued", "pumps"):
             family = _counter(f"moonbus_http_stream_{field}", f"SSE streams: {field}.",
                               labels=["stream"])
             for kind, stats in hubs.items():

@@ -74,7 +74,8 @@ class StreamRoutes:
         common: dict[str, Any] = {"capacity": settings.client_buffer,
                                   "max_clients": settings.max_clients,
                                   "pump_interval": settings.pump_interval,
-                                  "inbox": settings.inbox}
+                                  "inbox": settings.inbox,
+                                  "max_sends": settings.max_sends}
         self.events: FanOut[Event] = FanOut(attach=self._attach_events, encode=encode_event,
                                             **common)
         self.logs: FanOut[LogLine] = FanOut(attach=rt.add_log_sink, encode=encode_log, **common)
