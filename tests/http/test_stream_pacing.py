@@ -41,6 +41,8 @@ class Money:
     Event.create("empty", None, seq=7, tick=0, ts=3, source="moonbus"),
     Event.create("objects", {"spot": Spot(1, "mine"), "money": Money(), "list": (1, (2,))},
                  seq=8, tick=9, ts=4),
+    Event.create("inner", {"event": Event.create("x", {"a": 1}, seq=1, ts=1),
+                           "keys": {1: "int", 2.5: "float", None: "none"}}, seq=9, ts=5),
 ])
 def test_frames_carry_exactly_event_to_json(event: Event) -> None:
     seq, frame = encode_event(event)
