@@ -29,6 +29,7 @@ def test_scripts_lists_status_stats_and_last_errors_in_load_order(rt: Runtime,
     assert counter["stats"] == {"pings": 1}
     assert isinstance(counter["uptime"], float) and counter["polls"] >= 0
     assert broken["handler_errors"] == 1
+    assert counter["handler_calls"] == 1 and broken["handler_calls"] == 1  # ping, boom
     assert any("kaboom 7" in e for e in broken["errors"])
     # the same figures RCON and the CLI print, from the same command
     text = rt.admin.run("scripts").splitlines()

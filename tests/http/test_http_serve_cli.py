@@ -13,9 +13,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
+from moonbus.admin.rcon_client import RconClient
 from moonbus.cli.http_option import parse_host_port
-from moonbus.errors import ConfigError
+from moonbus.errors import AdminError, ConfigError
 
 WATCHER = ('events:on("tick", function(e) shared:int("ticks"):increment() end)\n'
            "function poll() return 100 end\n")
@@ -88,6 +90,30 @@ def test_serve_http_with_a_token_from_the_environment_does_not_print_it(
                       headers={"Authorization": "Bearer operator-chosen-token"})
         assert r.status_code == 200
         assert "operator-chosen-token" not in log.read_text()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
+def test_serve_reports_rcon_logins_in_metrics(tmp_path: Path, clean_env: dict[str, str]) -> None:
+    env = {**clean_env, "MOONBUS_HTTP_TOKEN": "operator-chosen-token",
+           "MOONBUS_RCON_PASSWORD": "rcon-secret"}
+    proc, log = _serve(tmp_path, "--http", ":0", "--rcon-port", "0", env=env)
+    try:
+        base = _wait_for(log, proc, r"HTTP console on (http://127\.0\.0\.1:\d+)/ ").group(1)
+        port = int(_wait_for(log, proc, r"RCON on 127\.0\.0\.1:(\d+)").group(1))
+        with pytest.raises(AdminError), RconClient("127.0.0.1", port, "wrong-password") as bad:
+            bad.command("scripts")
+        with RconClient("127.0.0.1", port, "rcon-secret") as good:
+            assert "watcher" in good.command("scripts")
+        text = httpx.get(f"{base}/metrics", timeout=10,
+                         headers={"Authorization": "Bearer operator-chosen-token"}).text
+        logins = {(s.labels["frontend"], s.labels["outcome"]): s.value
+                  for family in text_string_to_metric_families(text)
+                  if family.name == "moonbus_logins" for s in family.samples}
+        assert logins[("rcon", "refused")] == 1
+        assert logins[("rcon", "accepted")] == 1
+        assert logins[("http", "accepted")] >= 1
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)

@@ -100,6 +100,39 @@ def test_metrics_match_the_admin_events_and_scripts_figures(rt: Runtime, tmp_pat
     assert samples[("moonbus_store_stored", ())] == store.statistics().stored
 
 
+def test_handler_calls_and_poll_latency_per_script(tmp_path: Path) -> None:
+    now = [0.0]
+    with Runtime(threaded=False, clock=lambda: now[0]) as rt:
+        _run(rt, tmp_path)
+        now[0] = 0.13  # the next polls (poll_delay 0.1 s, due at 0.1) start 30 ms late
+        rt.run_due()
+        samples, types = _parse(_scrape(rt))
+        hosts = {name: rt.scripts[name] for name in ("miner", "idle")}
+        assert types["moonbus_script_handler_calls"] == "counter"
+        assert types["moonbus_script_poll_latency_seconds"] == "histogram"
+        for name, host in hosts.items():
+            script = (("script", name),)
+            info, stats = host.info(), host.statistics()
+            assert samples[("moonbus_script_handler_calls_total", script)] == info.handler_calls
+            late = stats.poll_latency
+            assert samples[("moonbus_script_poll_latency_seconds_count", script)] == late.count
+            assert samples[("moonbus_script_poll_latency_seconds_sum", script)] == \
+                pytest.approx(late.total)
+            assert late.count == info.polls
+            for bound, count in late.buckets:
+                le = "+Inf" if bound == float("inf") else repr(bound)
+                key = ("moonbus_script_poll_latency_seconds_bucket", (("le", le), *script))
+                assert samples[key] == count, (name, le)
+        assert samples[("moonbus_script_handler_calls_total", (("script", "miner"),))] == 30
+        assert samples[("moonbus_script_handler_calls_total", (("script", "idle"),))] == 0
+        miner_late = hosts["miner"].statistics().poll_latency
+        assert miner_late.count == 2 and miner_late.worst == pytest.approx(0.03)
+        assert samples[("moonbus_script_poll_latency_seconds_bucket",
+                        (("le", "0.025"), ("script", "miner")))] == 1
+        assert samples[("moonbus_script_poll_latency_seconds_bucket",
+                        (("le", "0.05"), ("script", "miner")))] == 2
+
+
 def test_without_a_store_the_events_come_from_the_in_memory_log() -> None:
     with Runtime(threaded=False) as rt:
         for i in range(7):

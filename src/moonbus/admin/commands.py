@@ -71,6 +71,7 @@ def _script_row(info: ScriptInfo) -> dict[str, Any]:
         "poll_errors": info.poll_errors, "stats": dict(info.stats), "errors": list(info.errors),
         "handler_timeouts": info.handler_timeouts, "handlers_skipped": info.handlers_skipped,
         "handlers_refused": info.handlers_refused, "quarantined": info.quarantined,
+        "handler_calls": info.handler_calls,
     }
 
 

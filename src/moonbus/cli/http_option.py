@@ -21,6 +21,7 @@ import click
 from moonbus.errors import ConfigError
 
 if TYPE_CHECKING:
+    from moonbus.admin.rcon_server import RconServer
     from moonbus.http.server import HttpServer
     from moonbus.runtime import Runtime
 
@@ -58,15 +59,17 @@ def http_options(func: F) -> F:
 
 
 def start_http(rt: Runtime, address: str, token: str | None,
-               echo: Callable[[str], None]) -> HttpServer:
+               echo: Callable[[str], None], rcon: RconServer | None = None) -> HttpServer:
     """Start the HTTP server for ``rt`` at ``address``; print where (and the
-    generated token's link); ``click.UsageError`` for a bad address, token or extra."""
+    generated token's link); ``click.UsageError`` for a bad address, token or extra.
+    ``rcon``: the RCON server started beside it, whose logins ``/metrics`` shows."""
     try:
         host, port = parse_host_port(address)
         from moonbus.http.server import HttpServer
         from moonbus.http.settings import HttpSettings
 
-        server = HttpServer(rt, HttpSettings(host=host, port=port, token=token or None)).start()
+        server = HttpServer(rt, HttpSettings(host=host, port=port, token=token or None),
+                            rcon=rcon).start()
     except ImportError as exc:
         raise click.UsageError(str(exc)) from exc
     except ConfigError as exc:

@@ -176,6 +176,7 @@ def serve_command(
     try:
         try:
             fronts = []
+            rcon: RconServer | None = None
             if rcon_password:
                 try:
                     rcon = RconServer(session.runtime.admin.answer, password=rcon_password,
@@ -189,7 +190,7 @@ def serve_command(
                 fronts.append("RCON off (no password)")
             if http_address:
                 http = start_http(session.runtime, http_address, http_token,
-                                  lambda text: click.echo(text, err=True))
+                                  lambda text: click.echo(text, err=True), rcon=rcon)
                 stoppers.append(http.stop)
                 fronts.append(f"HTTP on {http.url}")
             click.echo(

@@ -4,11 +4,13 @@ Why: ``handler_timeout`` bounds one Lua call. A script with 50 handlers for
 ``tick``, each a runaway loop, used to cost 50 x 100 ms on every tick. Now
 all of one event engine's handlers for one event share one budget: each
 runs under what the earlier ones left, and once it is spent the rest are
-skipped (counted in ``skipped``). The budget is wall time between the
-start and the end of the script's handlers for that event, so a handler
-that waited (for the GIL, in a host API) uses it up too: that only costs
-later handlers of the same script for the same event, never another
-script; the abort itself stays CPU-time based (``moonbus.lua.watchdog``).
+skipped (counted in ``skipped``; the calls that did run are counted in
+``calls``, the script's handler calls for ``ScriptInfo``/``/metrics``).
+The budget is wall time between the start and the end of the script's
+handlers for that event, so a handler that waited (for the GIL, in a host
+API) uses it up too: that only costs later handlers of the same script for
+the same event, never another script; the abort itself stays CPU-time
+based (``moonbus.lua.watchdog``).
 
 ``HandlerBudget`` is the state the C delivery path (``_fastcall.c``) and
 the Python path share by type: the C type when the extension is built,
@@ -40,13 +42,14 @@ __all__ = ["PyHandlerBudget", "TimeoutWatch", "make_handler_budget", "remaining"
 class PyHandlerBudget:
     """The budget state in Python (``_fastcall.HandlerBudget`` in C)."""
 
-    __slots__ = ("blocked", "seq", "skipped", "spent_ns")
+    __slots__ = ("blocked", "calls", "seq", "skipped", "spent_ns")
 
     def __init__(self) -> None:
         self.seq = -1  # the event whose budget was spent last
         self.spent_ns = 0  # wall time this engine's handlers used on it
         self.blocked = False  # the script is being stopped: run nothing
         self.skipped = 0  # handler calls not run (budget spent, or blocked)
+        self.calls = 0  # handler calls run (the script's count for /metrics)
 
 
 def make_handler_budget(native: bool) -> Any:

@@ -380,6 +380,7 @@ class ScriptEngine:
         budget = self.budget
         left = None if limit is None else remaining(budget, seq, limit)
         if (left is not None or limit is None) and not budget.blocked:
+            budget.calls += 1
             try:
                 self.engine.call_event(
                     self._deliver, sub_id, event.data, event.tick, seq, event.type,
@@ -422,6 +423,7 @@ class ScriptEngine:
             if sub_id in self._once_ids:  # fired: no longer counts as a handler
                 self._once_ids.discard(sub_id)
                 self.patterns.pop(sub_id, None)
+        self.budget.calls += 1  # the main engine's handler calls (ScriptHost.handler_calls)
         with self.engine.lock:
             try:
                 payload = self.converter.to_lua(event_payload(event))

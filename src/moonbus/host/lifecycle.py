@@ -47,6 +47,7 @@ from moonbus.host.engine_side import STOP_TOKEN, ScriptEngine
 from moonbus.host.lifecycle_task import LifecycleTask
 from moonbus.host.limits import script_delay
 from moonbus.host.memory_caps import ScriptLimitCounters, clip
+from moonbus.host.poll_latency import PollLatency
 from moonbus.host.reporter import ScriptReporter
 
 __all__ = ["ACTIVE", "ENDED", "LifecycleTask", "ScriptLifecycle"]
@@ -90,6 +91,8 @@ class ScriptLifecycle:
     quarantined: str
     _skipped_before: int
     _refused_before: int
+    _calls_before: int
+    _poll_latency: PollLatency
 
     # --------------------------------------------------------------- errors
     def _record_error(self, what: str, exc: BaseException) -> None:
@@ -305,6 +308,7 @@ class ScriptLifecycle:
             if task is None:
                 self._next_poll = now + 3600.0  # nothing to poll; handlers only
                 return
+            self._poll_latency.record(now - deadline)  # how late it starts (poll_latency.py)
             self._life = task
         elif task.wake_at > now:
             return
@@ -476,6 +480,7 @@ class ScriptLifecycle:
         for side in (self._event, self._main):
             if side is not None:
                 self._skipped_before += int(side.budget.skipped)
+                self._calls_before += int(side.budget.calls)
                 self._refused_before += side.handlers_refused
                 side.close()
         self._event = None

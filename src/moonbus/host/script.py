@@ -56,6 +56,7 @@ from moonbus.host.context import ScriptContext
 from moonbus.host.engine_side import ScriptEngine
 from moonbus.host.lifecycle import ACTIVE, ENDED, LifecycleTask, ScriptLifecycle
 from moonbus.host.memory_caps import ScriptLimitCounters, ScriptLimitStatistics
+from moonbus.host.poll_latency import PollLatency, PollLatencyStatistics
 from moonbus.host.reporter import ScriptReporter
 from moonbus.host.script_call import call_in_engine
 from moonbus.host.script_eval import eval_in_engine
@@ -87,6 +88,8 @@ class ScriptInfo:
     handlers_skipped: int = 0
     handlers_refused: int = 0
     quarantined: str = ""
+    # Handler calls run (event and main engine, all runs: moonbus.host.budget).
+    handler_calls: int = 0
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,8 @@ class ScriptStatistics:
     poll_errors: int
     deferred_queued: int
     limits: ScriptLimitStatistics
+    handler_calls: int
+    poll_latency: PollLatencyStatistics  # how late polls started (moonbus.host.poll_latency)
 
 
 class ScriptHost(ScriptLifecycle):
@@ -146,6 +151,8 @@ class ScriptHost(ScriptLifecycle):
         self.quarantined = ""
         self._skipped_before = 0
         self._refused_before = 0
+        self._calls_before = 0
+        self._poll_latency = PollLatency()
         self._started_at: float | None = None
         self._event: ScriptEngine | None = None
         self._main: ScriptEngine | None = None
@@ -191,6 +198,7 @@ class ScriptHost(ScriptLifecycle):
             handlers_skipped=self.handlers_skipped,
             handlers_refused=self.handlers_refused,
             quarantined=self.quarantined,
+            handler_calls=self.handler_calls,
         )
 
     def statistics(self) -> ScriptStatistics:
@@ -205,6 +213,8 @@ class ScriptHost(ScriptLifecycle):
             poll_errors=self.poll_errors,
             deferred_queued=queued,
             limits=self._limits.snapshot(),
+            handler_calls=self.handler_calls,
+            poll_latency=self._poll_latency.snapshot(),
         )
 
     @property
@@ -218,6 +228,13 @@ class ScriptHost(ScriptLifecycle):
         or the script was being stopped for exhausting it (all runs)."""
         side = self._event
         return self._skipped_before + (int(side.budget.skipped) if side is not None else 0)
+
+    @property
+    def handler_calls(self) -> int:
+        """Handler calls run, by either engine (ended, failed or cut; all runs).
+        Counted in the engines' ``HandlerBudget`` (one add per C engine call)."""
+        live = sum(int(s.budget.calls) for s in (self._event, self._main) if s is not None)
+        return self._calls_before + live
 
     @property
     def handlers_refused(self) -> int:

@@ -42,7 +42,7 @@ from starlette.staticfiles import StaticFiles
 from moonbus.http.api import api_routes
 from moonbus.http.auth import AuthMiddleware, make_throttle
 from moonbus.http.guard import GuardMiddleware, InflightCap
-from moonbus.http.metrics import metrics_routes
+from moonbus.http.metrics import HasRconStatistics, metrics_routes
 from moonbus.http.openapi import openapi_routes
 from moonbus.http.responses import error_response
 from moonbus.http.settings import HttpCounters, HttpSettings
@@ -62,11 +62,14 @@ class AppParts:
     """What the route groups of one app share (see the module docstring).
 
     ``on_close`` and ``loop`` belong to the server's event-loop thread once it
-    runs; ``close()`` runs the closers once, each even if another failed."""
+    runs; ``close()`` runs the closers once, each even if another failed.
+    ``rcon``: the RCON server beside this app (``moonbus serve``), whose logins
+    ``/metrics`` reports; None when there is none."""
 
     counters: HttpCounters = field(default_factory=HttpCounters)
     on_close: list[Callable[[], None]] = field(default_factory=list)
     loop: asyncio.AbstractEventLoop | None = None
+    rcon: HasRconStatistics | None = None
 
     def close(self) -> None:
         """Run and forget the closers (event-loop thread)."""
@@ -102,11 +105,13 @@ def console_routes(rt: Runtime, settings: HttpSettings, parts: AppParts) -> list
 
 def streams_and_metrics(rt: Runtime, settings: HttpSettings, parts: AppParts) -> list[BaseRoute]:
     """The live streams (``moonbus.http.streams``, ended by ``parts.on_close``) and
-    ``GET /metrics`` over the runtime, the token checks, the HTTP counters and the streams."""
+    ``GET /metrics`` over the runtime, the token checks, the HTTP counters, the streams
+    and the RCON server's logins when one is given (``parts.rcon``)."""
     streams = StreamRoutes(rt, settings.streams)
     parts.on_close.append(streams.close)
     return [*streams.routes, *metrics_routes(rt, logins=parts.counters.logins,
-                                             streams=streams, http=parts.counters)]
+                                             streams=streams, http=parts.counters,
+                                             rcon=parts.rcon)]
 
 
 # The route groups of the app, in order. Extend this tuple to compose more routes.
@@ -124,12 +129,14 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 def build_app(rt: Runtime, settings: HttpSettings,
-              groups: tuple[RouteGroup, ...] = ROUTE_GROUPS) -> Starlette:
+              groups: tuple[RouteGroup, ...] = ROUTE_GROUPS, *,
+              rcon: HasRconStatistics | None = None) -> Starlette:
     """The management API over ``rt`` (``settings.token`` must be set: see
-    ``HttpSettings.with_token``). ``app.state.parts`` is its ``AppParts``."""
+    ``HttpSettings.with_token``). ``app.state.parts`` is its ``AppParts``;
+    ``rcon``: an RCON server serving the same runtime (its logins go to ``/metrics``)."""
     if settings.token is None:
         raise ValueError("build_app needs settings with a token (HttpSettings.with_token())")
-    parts = AppParts()
+    parts = AppParts(rcon=rcon)
     counters = parts.counters
     routes: list[BaseRoute] = [r for group in groups for r in group(rt, settings, parts)]
     routes.extend(openapi_routes(routes))

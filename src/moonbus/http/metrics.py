@@ -65,6 +65,17 @@ def _gauge(name: str, doc: str, value: float | None = None,
     return GaugeMetricFamily(name, doc, value=value, labels=labels)
 
 
+def _histogram(name: str, doc: str, labels: list[str]) -> Any:
+    from prometheus_client.core import HistogramMetricFamily
+
+    return HistogramMetricFamily(name, doc, labels=labels)
+
+
+def _bound(bound: float) -> str:
+    """A bucket's ``le`` label as Prometheus writes it (``+Inf``, ``0.005``)."""
+    return "+Inf" if bound == float("inf") else repr(bound)
+
+
 class RuntimeCollector:
     """A prometheus-client collector over one runtime (see the module docstring)."""
 
@@ -119,6 +130,9 @@ class RuntimeCollector:
             "polls": _counter("moonbus_script_polls", "Polls run.", labels=["script"]),
             "poll_errors": _counter("moonbus_script_poll_errors", "Polls that raised.",
                                     labels=["script"]),
+            "handler_calls": _counter("moonbus_script_handler_calls",
+                                      "Event handler calls run (either engine; ended, failed "
+                                      "or cut).", labels=["script"]),
             "handler_errors": _counter("moonbus_script_handler_errors",
                                        "Event handlers that raised.", labels=["script"]),
             "handler_timeouts": _counter("moonbus_script_handler_timeouts",
@@ -134,6 +148,9 @@ class RuntimeCollector:
                         "(0 when not running).", labels=["script"])
         queued = _gauge("moonbus_script_deferred_queued", "Main-engine handler calls waiting.",
                         labels=["script"])
+        latency = _histogram("moonbus_script_poll_latency_seconds", "How late polls started "
+                             "after their due time (moonbus.host.poll_latency).",
+                             labels=["script"])
         for name, host in self._rt.scripts.items():
             info = host.info()
             for known in SCRIPT_STATUSES:
@@ -141,11 +158,15 @@ class RuntimeCollector:
             for attr, family in families.items():
                 family.add_metric([name], getattr(info, attr))
             uptime.add_metric([name], info.uptime)
-            queued.add_metric([name], host.statistics().deferred_queued)
+            stats = host.statistics()
+            queued.add_metric([name], stats.deferred_queued)
+            late = stats.poll_latency
+            latency.add_metric([name], [(_bound(b), n) for b, n in late.buckets], late.total)
         yield status
         yield from families.values()
         yield uptime
         yield queued
+        yield latency
 
     def _host(self) -> Iterator[Metric]:
         life = self._rt.lifecycle_statistics()
@@ -224,7 +245,7 @@ class RuntimeCollector:
         hubs = self._streams.statistics()
         open_now = _gauge("moonbus_http_stream_clients", "Open SSE streams.", labels=["stream"])
         for field in ("clients_accepted", "clients_refused", "clients_dropped",
-                      "clients_dropped_behind", "items_queued"):
+                      "clients_dropped_behind", "items_queued", "pumps"):
             family = _counter(f"moonbus_http_stream_{field}", f"SSE streams: {field}.",
                               labels=["stream"])
             for kind, stats in hubs.items():

@@ -57,6 +57,7 @@ _SCRIPT = {"type": "object", "required": ["name", "status", "uptime", "polls",
            "properties": {"name": {"type": "string"}, "status": {"type": "string"},
                           "uptime": {"type": "number"}, "polls": {"type": "integer"},
                           "handler_errors": {"type": "integer"}, "stats": {"type": "object"},
+                          "handler_calls": {"type": "integer"},
                           "errors": {"type": "array", "items": {"type": "string"}}}}
 _CONTROL = {"type": "object", "required": ["name", "status", "message"],
             "properties": {"name": {"type": "string"}, "status": {"type": "string"},

@@ -50,6 +50,7 @@ from moonbus.http.head_timeout import head_timeout_protocol
 from moonbus.http.settings import HttpSettings, HttpStatistics
 
 if TYPE_CHECKING:
+    from moonbus.http.metrics import HasRconStatistics
     from moonbus.runtime import Runtime
 
 __all__ = ["HttpServer", "serve"]
@@ -79,9 +80,11 @@ def _bind(host: str, port: int) -> socket.socket:
 class HttpServer:
     """The HTTP management API of one runtime (SPEC §11)."""
 
-    def __init__(self, rt: Runtime, settings: HttpSettings | None = None) -> None:
+    def __init__(self, rt: Runtime, settings: HttpSettings | None = None, *,
+                 rcon: HasRconStatistics | None = None) -> None:
+        """``rcon``: the RCON server beside it (``moonbus serve``), for ``/metrics``."""
         self.settings = (settings or HttpSettings()).with_token()
-        self.app = build_app(rt, self.settings)
+        self.app = build_app(rt, self.settings, rcon=rcon)
         self._sock: socket.socket | None = None
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None

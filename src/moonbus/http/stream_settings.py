@@ -34,6 +34,10 @@ class StreamSettings:
     items that may arrive between two pumps (one hub per kind, shared by all its
     clients); more means the loop thread was starved and every client of that
     kind is dropped (``clients_dropped_behind``), to resume from the event log.
+    ``max_sends``: client writes per second per kind, all clients together; with
+    more than ``pump_interval * max_sends`` clients open the pump runs every
+    ``clients / max_sends`` seconds instead (``pumps`` counts its runs), so the
+    server's share of the game's GIL does not grow with the number of clients.
     """
 
     client_buffer: int = 10_000
@@ -44,10 +48,11 @@ class StreamSettings:
     send_timeout: float = 30.0
     backlog_page: int = 1_000
     inbox: int = 100_000
+    max_sends: int = 2_000
 
     def __post_init__(self) -> None:
         for name in ("client_buffer", "client_buffer_bytes", "max_clients", "backlog_page",
-                     "inbox"):
+                     "inbox", "max_sends"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"stream setting {name} must be a whole number >= 1, "

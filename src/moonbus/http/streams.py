@@ -75,7 +75,8 @@ class StreamRoutes:
                                   "capacity_bytes": settings.client_buffer_bytes,
                                   "max_clients": settings.max_clients,
                                   "pump_interval": settings.pump_interval,
-                                  "inbox": settings.inbox}
+                                  "inbox": settings.inbox,
+                                  "max_sends": settings.max_sends}
         self.events: FanOut[Event] = FanOut(attach=self._attach_events, encode=encode_event,
                                             **common)
         self.logs: FanOut[LogLine] = FanOut(attach=rt.add_log_sink, encode=encode_log, **common)

@@ -59,6 +59,7 @@ class HandlerBudget:
     spent_ns: int
     blocked: bool
     skipped: int
+    calls: int
     def __init__(self) -> None: ...
 
 class WatchSlot:
