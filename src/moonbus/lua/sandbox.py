@@ -2,8 +2,9 @@
 
 Every engine (script event engine, script main engine, runner worker) comes
 from ``SandboxFactory.create`` so that every state gets the same hardening
-(see ``bounded.lua``, the pattern chunks ``pmatch.lua``, ``pcost.lua`` and
-``patterns.lua``, and ``prelude.lua``), a memory limit and a shared watchdog for time limits.
+(see ``bounded.lua``, the pattern chunks ``pboundary.lua``, ``pcompile.lua``,
+``pmatch.lua``, ``pcost.lua`` and ``patterns.lua``, and ``prelude.lua``), a
+memory limit and a shared watchdog for time limits.
 
 Lua flavour: Lua 5.4 through lupa by default (``lupa.lua54``). LuaJIT is not
 offered for untrusted code: its compiled loops never run debug hooks, so the
@@ -36,7 +37,8 @@ __all__ = [
 
 DEFAULT_MEMORY_LIMIT = 64 * 1024 * 1024
 # Loaded in this order: the Lua matcher, the C cost bound, the wrappers.
-PATTERN_CHUNKS = ("pmatch.lua", "pcost.lua", "patterns.lua")
+# In load order; pmatch.lua takes the tables of the two before it (lazy_strings.lua).
+PATTERN_CHUNKS = ("pboundary.lua", "pcompile.lua", "pmatch.lua", "pcost.lua", "patterns.lua")
 SUPPORTED_LUA = ("lua54",)
 
 
