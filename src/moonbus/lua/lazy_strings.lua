@@ -103,7 +103,7 @@ local loaded = nil  -- name -> function, once the chunks have run
 
 -- A load failure (only "not enough memory" for these trusted chunks) is
 -- raised as the message itself, as Lua raises it: the host reads it as such.
-local MEMORY_ERROR = "not enough memory"
+local MEMORY_ERROR <const> = "not enough memory"
 local function run(code, name, ...)
   local chunk, err = real_load(code, name, "b", chunk_env)
   if chunk == nil then
@@ -120,8 +120,7 @@ local function load_all()
   if edges == nil then  -- no room under the memory limit (lazy_strings.py)
     error(MEMORY_ERROR, 0)
   end
-  local items, boundary = run(compiler, "=pcompile.lua"), run(edges, "=pboundary.lua")
-  local port = run(matcher, "=pmatch.lua", items, boundary)
+  local port = run(matcher, "=pmatch.lua", run(compiler, "=pcompile.lua"), run(edges, "=pboundary.lua"))
   local bound = run(cost, "=pcost.lua", port)
   run(patterns, "=patterns.lua", port, bound)
   local made = helpers(private_string.find, private_string.sub, private_string.reverse)
