@@ -83,7 +83,7 @@ class LuaConverter:
         # Called when a copy passes ``max_size`` (the owner counts refusals).
         self.on_too_large: Callable[[], None] | None = None
         self._classes: dict[type, Any] = {}
-        self._box = box  # the prelude's BOX (see prelude.lua's unbox)
+        self._box = box  # host_bridge.lua's BOX (see its unbox)
         # The C path (moonbus.lua.fastconvert): value -> new table, or None for
         # "not mine"; its to_box for method results. None: Python copies only
         # (not built, MOONBUS_PURE_PYTHON, or SandboxFactory(native=False), which

@@ -79,6 +79,7 @@ class LuaEngine(GuardedCalls):
         lazy_strings: str,
         patterns: tuple[bytes, ...],
         prelude: str,
+        host_bridge: str,
         hooks: HookControl,
         watchdog: Watchdog,
         name: str,
@@ -125,9 +126,10 @@ class LuaEngine(GuardedCalls):
         # The pattern chunks load on first use (lazy_strings.lua).
         self._chunks = ChunkFetcher(patterns, rt)
         strings = run_named(lazy_strings, "=sandbox", self._chunks)
+        bridge = run_named(host_bridge, "=sandbox", describe_host_error)
         api = run_named(prelude, "=sandbox", self._enter, self._leave, _deny_get,
-                        describe_host_error, max_source_bytes, COMPILE_PIECE,
-                        compile_counters.refused, strings, generational_gc)
+                        max_source_bytes, COMPILE_PIECE, compile_counters.refused, strings,
+                        generational_gc)
         self._call = api["call"]
         # The same Lua function, for Lua code that makes several protected calls
         # inside one engine call (the runner's batches). Calling it from Python
@@ -145,13 +147,13 @@ class LuaEngine(GuardedCalls):
         self._drop_task = api["drop_task"]
         self._forget = api["forget"]
         self.sleep_function = api["sleep"]
-        self._host_function = api["host_function"]
+        self._host_function = bridge["host_function"]
         # The same Lua function, for Lua code that wraps the Python callables it
         # gets from the host (script_env.lua's shared handles).
-        self.host_function_maker = api["host_function"]
+        self.host_function_maker = bridge["host_function"]
         self.converter = LuaConverter(
-            rt, lua_module.lua_type, api["build_class"], api["make_proxy"], api["unproxy"],
-            box=api["box"],
+            rt, lua_module.lua_type, bridge["build_class"], bridge["make_proxy"],
+            bridge["unproxy"], box=bridge["box"],
         )
         if native:
             self.converter.enable_native(lua_module, self._state)  # C copies, when built

@@ -3,7 +3,8 @@
 Every engine (script event engine, script main engine, runner worker) comes
 from ``SandboxFactory.create`` so that every state gets the same hardening
 (see ``bounded.lua``, the pattern chunks ``pboundary.lua``, ``pcompile.lua``,
-``pmatch.lua``, ``pcost.lua`` and ``patterns.lua``, and ``prelude.lua``), a
+``pmatch.lua``, ``pcost.lua`` and ``patterns.lua``, ``host_bridge.lua`` and
+``prelude.lua``), a
 memory limit and a shared watchdog for time limits.
 
 Lua flavour: Lua 5.4 through lupa by default (``lupa.lua54``). LuaJIT is not
@@ -117,6 +118,7 @@ class SandboxFactory:
             for name in PATTERN_CHUNKS
         )
         self._prelude = lua_dir.joinpath("prelude.lua").read_text("utf-8")
+        self._host_bridge = lua_dir.joinpath("host_bridge.lua").read_text("utf-8")
         check_lupa(self._module)  # a clear error now, not a crash at the first time limit
         self._hooks = HookControl(self._module)
         self._own_watchdog = watchdog is None
@@ -162,6 +164,7 @@ class SandboxFactory:
             lazy_strings=self._lazy_strings,
             patterns=self._patterns,
             prelude=self._prelude,
+            host_bridge=self._host_bridge,
             hooks=self._hooks,
             watchdog=self.watchdog,
             name=name,
