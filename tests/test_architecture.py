@@ -90,15 +90,7 @@ KNOWN_CYCLES: tuple[frozenset[str], ...] = ()
 MAX_MODULE_LINES = 500
 # Module path under src/moonbus -> its line count today (a ceiling: must not grow;
 # split the module to get it off this list).
-OVERSIZE: dict[str, int] = {
-    "bus/bus.py": 727,  # Bus: subscribe, emit (C and Python), delivery, log, cascades;
-    # the store-numbered path is bus/ordered.py; the emit path itself is one piece
-    "lua/engine.py": 676,  # LuaEngine: abort tokens, guarded calls, tasks (the call state is
-    # lua/call_state.py, shared with the C delivery; HookControl is lua/hooks.py)
-    "lua/pmatch.lua": 803,  # Lua port of lstrlib's matcher (one algorithm, kept whole)
-    "lua/prelude.lua": 609,  # the sandbox prelude (one chunk: upvalues shared by design;
-    # +15: the box the C conversion hands method results through, raised on purpose)
-}
+OVERSIZE: dict[str, int] = {}
 
 
 @dataclass(frozen=True)

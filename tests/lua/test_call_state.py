@@ -2,7 +2,8 @@
 
 What this guards (issue 17: "renaming any field that a fast path relies on
 makes a test fail"): the C type's members are exactly the Python twin's
-slots, each member is the struct field of the same name, engine.py touches
+slots, each member is the struct field of the same name, the engine (engine.py
+and its bases guarded.py and call_outcome.py) touches
 the state through those names only, and the C delivery reads what Python
 writes and writes what Python reads (token, depth, closed, the pending
 abort). The two source checks run on a renamed copy too, to show they fail.
@@ -76,12 +77,23 @@ def test_each_c_member_is_the_struct_field_of_its_name() -> None:
     assert all(name == field for name, field in members.items()), members
 
 
+# The modules of LuaEngine (the class and its bases) that touch the call state.
+ENGINE_MODULES = ("engine.py", "guarded.py", "call_outcome.py")
+
+
+def engine_fields_used() -> set[str]:
+    used: set[str] = set()
+    for name in ENGINE_MODULES:
+        used |= fields_used((LUA / name).read_text(encoding="utf-8"))
+    return used
+
+
 def test_the_engine_uses_exactly_the_call_state_fields() -> None:
-    assert fields_used((LUA / "engine.py").read_text(encoding="utf-8")) == CALL_STATE_FIELDS
+    assert engine_fields_used() == CALL_STATE_FIELDS
 
 
 def test_the_source_checks_fail_on_a_renamed_field() -> None:
-    engine = (LUA / "engine.py").read_text(encoding="utf-8").replace("cs.depth", "cs.level")
+    engine = (LUA / "guarded.py").read_text(encoding="utf-8").replace("cs.depth", "cs.level")
     assert "level" in fields_used(engine) - CALL_STATE_FIELDS
     header = (LUA / "_callstate.h").read_text(encoding="utf-8").replace('{"depth"', '{"level"')
     assert set(member_fields(header)) != CALL_STATE_FIELDS

@@ -52,7 +52,8 @@ def _pattern_runtime(budget: int | None) -> tuple[Any, Any, Any]:
         _stripped(lua54, lua_dir.joinpath(name).read_text("utf-8")) for name in PATTERN_CHUNKS
     ]
     loaded = runtime.execute(
-        "local m, c, p, budget = ... local port = load(m, '=pmatch.lua', 'b')()"
+        "local e, k, m, c, p, budget = ... local port = load(m, '=pmatch.lua', 'b')("
+        " load(k, '=pcompile.lua', 'b')(), load(e, '=pboundary.lua', 'b')())"
         " local cost = load(c, '=pcost.lua', 'b')(port, budget)"
         " return port, load(p, '=patterns.lua', 'b')(port, cost)",
         *chunks,

@@ -136,7 +136,9 @@ def _slowest_row(factory: SandboxFactory, quick: bool) -> BenchRow:
     lupa = factory.lua_module
     lua_dir = resources.files("moonbus.lua")
     dispatcher = lupa.LuaRuntime(register_eval=False, register_builtins=False)
-    port = dispatcher.execute(lua_dir.joinpath("pmatch.lua").read_text("utf-8"))
+    items = dispatcher.execute(lua_dir.joinpath("pcompile.lua").read_text("utf-8"))
+    boundary = dispatcher.execute(lua_dir.joinpath("pboundary.lua").read_text("utf-8"))
+    port = dispatcher.execute(lua_dir.joinpath("pmatch.lua").read_text("utf-8"), items, boundary)
     cost = dispatcher.execute(lua_dir.joinpath("pcost.lua").read_text("utf-8"), port)
     info = dispatcher.execute(lua_dir.joinpath("patterns.lua").read_text("utf-8"), port, cost)
     raw = lupa.LuaRuntime(register_eval=False, register_builtins=False)

@@ -45,6 +45,14 @@ in the store's seq order, and a store feed (``attach_remote``,
 ``ordered.py``). Without such a store none of this runs: the path above is
 unchanged.
 
+Where the parts are
+------------------
+``Bus`` (here) owns construction, ``emit``, the in-memory log, statistics and
+``close``; its base classes hold the rest, as methods of the same object so
+that no call layer is added per event: ``registry.BusRegistry``
+(subscriptions, routes, type names, waiters) and ``delivery.BusDelivery``
+(the drain loop, handler failures, async handlers, cascade links).
+
 Speed (``emit`` is the hot path; ``python -m moonbus.bench.bus`` measures it)
 -----------------------------------------------------------------------------
 * One lock round trip per emit; locks are taken with ``acquire``/``release``,
@@ -62,16 +70,13 @@ Speed (``emit`` is the hot path; ``python -m moonbus.bench.bus`` measures it)
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine, Mapping, Sequence
-from operator import attrgetter
+from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType as _read_only
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any
 
 from moonbus.bus.cascade import (
     DEFAULT_MAX_CASCADE_DEPTH,
@@ -82,13 +87,13 @@ from moonbus.bus.cascade import (
     CascadeTracker,
 )
 from moonbus.bus.core import EmitState, PyEmitState, make_emit_state
+from moonbus.bus.delivery import BusDelivery
 from moonbus.bus.emit_data import ValueObjectTest, freeze_emitted, is_value_object
 from moonbus.bus.event import EMPTY_DATA, SCALAR_TYPES, Event
 from moonbus.bus.ordered import OrderedPath
-from moonbus.bus.patterns import check_pattern, check_type_name, matches
 from moonbus.bus.records import BusStatistics, DispatchGate
-from moonbus.bus.subscription import Handler, Route, Subscription
-from moonbus.bus.waiters import Waiter, Waiters
+from moonbus.bus.subscription import Route, Subscription
+from moonbus.bus.waiters import Waiters
 from moonbus.errors import BusError, ClosedError
 
 if TYPE_CHECKING:
@@ -97,15 +102,12 @@ if TYPE_CHECKING:
 __all__ = ["Bus", "BusStatistics", "Subscription"]
 
 DEFAULT_LOG_SIZE = 10_000
-_CACHE_LIMIT = 4_096  # distinct type names remembered (validated names, routes)
 _typeof = type  # ``emit`` has a parameter named ``type``
 _new_tuple = tuple.__new__
-_seq_of = attrgetter("seq")
 _time_ns = time.time_ns
-_H = TypeVar("_H", bound=Handler)
 
 
-class Bus:
+class Bus(BusDelivery):
     """An ordered, in-process event bus with a bounded log.
 
     ``store`` (optional) receives every committed event inside the commit
@@ -208,132 +210,6 @@ class Bus:
                 drain_pending=self._drain_pending,
             )
 
-    # ------------------------------------------------------------------ subscribe
-    @overload
-    def on(
-        self,
-        pattern: str,
-        handler: None = None,
-        *,
-        loop: asyncio.AbstractEventLoop | None = None,
-        owner: str | None = None,
-    ) -> Callable[[_H], _H]: ...
-
-    @overload
-    def on(
-        self,
-        pattern: str,
-        handler: Handler,
-        *,
-        loop: asyncio.AbstractEventLoop | None = None,
-        owner: str | None = None,
-    ) -> Subscription: ...
-
-    def on(
-        self,
-        pattern: str,
-        handler: Handler | None = None,
-        *,
-        loop: asyncio.AbstractEventLoop | None = None,
-        owner: str | None = None,
-    ) -> Subscription | Callable[[_H], _H]:
-        """Subscribe ``handler`` to ``pattern`` (exact type, ``*`` or ``prefix*``).
-
-        Returns a ``Subscription``; used as a decorator (``@bus.on("tick")``)
-        it returns the handler unchanged. Coroutine functions are async
-        handlers, scheduled on ``loop`` (default: the running loop).
-        """
-        if handler is None:
-            def decorator(func: _H) -> _H:
-                self._add(pattern, func, once=False, loop=loop, owner=owner)
-                return func
-            return decorator
-        return self._add(pattern, handler, once=False, loop=loop, owner=owner)
-
-    def once(
-        self,
-        pattern: str,
-        handler: Handler,
-        *,
-        loop: asyncio.AbstractEventLoop | None = None,
-        owner: str | None = None,
-    ) -> Subscription:
-        """Subscribe for the next matching event only."""
-        return self._add(pattern, handler, once=True, loop=loop, owner=owner)
-
-    def off(self, pattern: str, handler: Handler) -> int:
-        """Remove every subscription of ``handler`` to ``pattern``; returns how many."""
-        removed = 0
-        for sub in [s for s in self.subscriptions() if s.pattern == pattern
-                    and s.handler == handler]:
-            removed += self._remove(sub)
-        return removed
-
-    def subscriptions(self) -> list[Subscription]:
-        """Active subscriptions in registration order (a copy)."""
-        with self._registry_lock:
-            return list(self._subs)
-
-    def _add(
-        self,
-        pattern: str,
-        handler: Handler,
-        *,
-        once: bool,
-        loop: asyncio.AbstractEventLoop | None,
-        owner: str | None,
-    ) -> Subscription:
-        check_pattern(pattern)
-        if not callable(handler):
-            raise BusError(f"handler for {pattern!r} is not callable: {handler!r}")
-        if inspect.iscoroutinefunction(handler):
-            if loop is None:
-                try:
-                    loop = asyncio.get_running_loop()
-                except RuntimeError:
-                    raise BusError(
-                        f"async handler {handler!r} needs a running event loop; "
-                        "subscribe from inside the loop or pass loop="
-                    ) from None
-        else:
-            loop = None
-        sub = Subscription(self, pattern, handler, once=once, loop=loop, owner=owner)
-        with self._registry_lock:
-            self._check_open()
-            self._subs.append(sub)
-            self._drop_routes()
-        return sub
-
-    def _remove(self, sub: Subscription) -> bool:
-        with self._registry_lock:
-            if not sub.active:
-                return False
-            sub.active = False
-            self._subs.remove(sub)
-            in_flight = self._core.in_flight
-            if in_flight is not None:
-                in_flight.skip(sub, self._skipped)
-            self._drop_routes()
-            return True
-
-    def _skipped(self, event: Event) -> None:
-        # Stands in for a handler cancelled while its route was being delivered.
-        self._core.delivered -= 1
-
-    def _drop_routes(self) -> None:
-        # Under the registry lock. clear() keeps the dict objects, so the
-        # delivering thread's references see the change.
-        self._routes.clear()
-
-    def _route(self, event_type: str) -> Route:
-        """Build and cache the route for ``event_type`` (delivering thread, cache miss)."""
-        with self._registry_lock:
-            if len(self._routes) >= _CACHE_LIMIT:
-                self._drop_routes()
-            route = Route(tuple(s for s in self._subs if matches(s.pattern, event_type)))
-            self._routes[event_type] = route
-        return route
-
     # ----------------------------------------------------------------------- emit
     def emit(
         self,
@@ -433,98 +309,6 @@ class Bus:
 
     def set_pace(self, pace: Callable[[], None] | None) -> None:  # see bus.core
         self._core.pace = pace
-
-    # ------------------------------------------------------------- cascades
-    def _caused_link(self, cause: int | CascadeLink | None) -> CascadeLink:
-        """The cascade link of an event about to be committed by a handler
-        (under ``_emit_lock``): caused by the event this thread delivers, or
-        by ``cause``. Raises ``CascadeError`` past a limit."""
-        if self._core.draining:
-            parent = self.current_cause()
-        elif isinstance(cause, tuple):
-            parent = cause
-        else:
-            assert cause is not None
-            parent = self.cascade.link(cause)
-        return self.cascade.child(parent)
-
-    def current_cause(self) -> CascadeLink:
-        """The cascade link of the event being delivered (delivering thread,
-        inside a handler): what a handler that runs later passes as ``cause``."""
-        current = self._current
-        if current is None:
-            current = self._root_link
-            if current is None:
-                current = self.cascade.root()
-                if self._core.draining:  # kept for the rest of this event's delivery
-                    self._root_link = current
-                    self._core.linked = True  # the drain must end in bus.py (resets it)
-        return current
-
-    def release_cascades(self, next_seq: int | None) -> None:
-        """Deferred delivery's progress: every handler of the events before
-        ``next_seq`` (None: of every event delivered so far) has run, so their
-        cascade links can go (the event thread, after each batch). Skipped
-        when another thread is delivering: the next batch releases them."""
-        tracker = self.cascade
-        if not tracker.links:
-            return
-        lock = self._emit_lock
-        if not lock.acquire(blocking=False):
-            return
-        try:
-            core = self._core
-            if core.draining:
-                return  # an event on its way: its remaining pushes need its link
-            tracker.release_through(core.seq if next_seq is None else next_seq - 1)
-        finally:
-            lock.release()
-
-    def _drain_pending(self, first: Event | None) -> None:
-        """Deliver the queued events in seq order, ``first`` (if given) among
-        them, and those that handlers emit meanwhile (delivering thread, under
-        ``_emit_lock``, draining). Events can be queued already when a drain
-        was interrupted or a ``wait_for`` predicate emitted."""
-        pending = self._pending
-        if first is not None:
-            if pending:
-                queued = sorted((*pending, first), key=_seq_of)
-                pending.clear()
-                pending.extend(queued)
-            else:
-                pending.append(first)
-        core = self._core
-        routes = self._routes
-        cascade = self.cascade
-        links = self._links
-        try:
-            while pending:
-                current = pending.popleft()
-                # the link of the event now delivered (None: a root of its own)
-                self._current = links.get(current.seq) if links else None
-                self._root_link = None
-                try:
-                    route = routes[current.type]
-                except KeyError:
-                    route = self._route(current.type)
-                if not route.plain:
-                    self._dispatch(route, current)
-                    continue
-                core.in_flight = route
-                handlers = route.handlers
-                core.delivered += len(handlers)
-                for handler in handlers:
-                    try:
-                        handler(current)
-                    except Exception as exc:
-                        self._plain_handler_failed(route, handler, current, exc)
-        finally:
-            self._current = None
-            self._root_link = None
-            core.linked = False
-            if links and not cascade.held:
-                links.clear()  # every handler has run: no link is needed any more
-
     # ------------------------------------------ seqs assigned by the store (ordered.py)
     def attach_remote(self, after_seq: int) -> None:
         """A store feed will report every seq after ``after_seq`` (other processes'
@@ -549,91 +333,6 @@ class Bus:
         if self._ordered is None:
             raise BusError("events from other processes need a store that assigns seqs")
         return self._ordered
-
-    def _learn_type(self, name: object) -> None:
-        """Validate a type name not seen before (raises ``BusError``) and remember it."""
-        check_type_name(name)
-        assert isinstance(name, str)
-        if len(self._type_names) < _CACHE_LIMIT:
-            self._type_names.add(name)
-
-    def _dispatch(self, route: Route, event: Event) -> None:
-        """The general case: a route with ``once`` or async subscriptions."""
-        for sub in route.subs:
-            if not sub.active:
-                continue
-            if sub.once and not self._remove(sub):
-                continue
-            self._core.delivered += 1
-            if sub.is_async:
-                self._schedule(sub, event)
-                continue
-            try:
-                sub.handler(event)
-            except Exception as exc:
-                self._handler_failed(sub, event, exc)
-
-    def _handler_failed(self, sub: Subscription, event: Event, exc: BaseException) -> None:
-        """Count and log a sync handler that raised ``exc`` (with its traceback)."""
-        sub.errors += 1
-        self._handler_errors += 1
-        self._logger.error(
-            "handler %r for %r failed on event seq=%d", sub.handler, sub.pattern, event.seq,
-            exc_info=exc,
-        )
-
-    def _plain_handler_failed(
-        self, route: Route, handler: Handler, event: Event, exc: BaseException
-    ) -> None:
-        """A handler of a plain route raised ``exc`` (also called by the C fast path)."""
-        self._handler_failed(route.owner(handler), event, exc)
-
-    def _schedule(self, sub: Subscription, event: Event) -> None:
-        loop = sub.loop
-        assert loop is not None
-
-        def start() -> None:
-            coro: Coroutine[Any, Any, Any] = sub.handler(event)
-            task = loop.create_task(coro)
-            task.add_done_callback(lambda t: self._async_done(sub, event, t))
-
-        try:
-            loop.call_soon_threadsafe(start)
-        except RuntimeError:  # loop closed
-            sub.errors += 1
-            self._handler_errors += 1
-            self._logger.error("async handler %r dropped event seq=%d: loop is closed",
-                               sub.handler, event.seq)
-
-    def _async_done(self, sub: Subscription, event: Event, task: asyncio.Task[Any]) -> None:
-        if task.cancelled():
-            return
-        exc = task.exception()
-        if exc is not None:
-            sub.errors += 1
-            self._handler_errors += 1
-            self._logger.error("async handler %r for %r failed on event seq=%d",
-                               sub.handler, sub.pattern, event.seq, exc_info=exc)
-
-    # ------------------------------------------------------------------- waiting
-    async def wait_for(
-        self,
-        pattern: str,
-        *,
-        timeout: float | None = None,
-        where: Callable[[Event], bool] | None = None,
-    ) -> Event:
-        """Wait for the next event matching ``pattern`` (and ``where``), committed
-        after this call started. Raises ``TimeoutError`` after ``timeout`` seconds."""
-        check_pattern(pattern)
-        waiter = Waiter(pattern, where, asyncio.get_running_loop())
-        with self._registry_lock:
-            self._check_open()
-            self._waiters.add(waiter)
-        try:
-            return await asyncio.wait_for(waiter.future, timeout)
-        finally:
-            self._waiters.discard(waiter)
 
     # ----------------------------------------------------------------------- log
     def log(
@@ -698,10 +397,6 @@ class Bus:
         )
 
     # --------------------------------------------------------------------- close
-    def _check_open(self) -> None:
-        if self._core.closed:
-            raise ClosedError("the bus is closed")
-
     @property
     def closed(self) -> bool:
         return self._core.closed

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from moonbus.bus.event import Event
 
 if TYPE_CHECKING:
-    from moonbus.bus.bus import Bus
+    from moonbus.bus.registry import BusRegistry
 
 __all__ = ["Handler", "Route", "Subscription"]
 
@@ -41,7 +41,7 @@ class Subscription:
 
     def __init__(
         self,
-        bus: Bus,
+        bus: BusRegistry,
         pattern: str,
         handler: Handler,
         *,

@@ -30,7 +30,7 @@
  * runtime lock, pushes the objects as it pushes any Python object, runs the
  * call protected (a Lua memory error becomes lupa's LuaMemoryError, as any
  * call's) and wraps the returned table. ``build`` makes each proxy with the
- * prelude's own make_proxy (so proxies are exactly the generic path's), then
+ * make_proxy of host_bridge.lua (so proxies are exactly the generic path's), then
  * replays the ops with lua_createtable/rawset; it reads no Python object and
  * runs without the GIL.
  *
@@ -101,7 +101,7 @@ typedef struct {
     const char *key_s[KEY_SLOTS]; /* the UTF-8 of slot k */
     Py_ssize_t key_len[KEY_SLOTS];
     int nkeys;
-    int box_ref;        /* registry ref of the prelude's box (to_box) */
+    int box_ref;        /* registry ref of host_bridge.lua's box (to_box) */
     int direct_status;  /* to_box's walk: 1 built, 0 not taken, -1 error set */
     PyObject *direct_value;
 } Converter;
@@ -384,7 +384,7 @@ replay(lua_State *L, const Op *ops, Py_ssize_t *pos, int proxies, int keys)
 }
 
 /* build(mt1, obj1, mt2, obj2, ...) -> the converted table. Upvalues: the
- * Converter (light userdata) and the prelude's make_proxy. Runs inside lupa's
+ * Converter (light userdata) and host_bridge.lua's make_proxy. Runs inside lupa's
  * protected call, without the GIL; errors (memory) propagate to lupa. */
 static int
 build(lua_State *L)
@@ -430,7 +430,7 @@ install(lua_State *L)
 /* ----------------------------------------- to_box: one pass, GIL held */
 /* For a host API method's result (LuaConverter._invoke): the value is walked
  * and built in one pass, holding the GIL, inside a lua_pcall on the main
- * state under lupa's lock; the table goes to box[1], and the prelude's method
+ * state under lupa's lock; the table goes to box[1], and host_bridge.lua's method
  * wrapper takes it out (no lupa object is made for it). Every item, dict value
  * and new key met is held before it is used (``held``, released after the
  * call, also when a Lua error unwound the walk; the root is the caller's): a

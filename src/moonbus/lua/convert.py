@@ -87,7 +87,7 @@ class LuaConverter:
         # Called when a copy passes ``max_size`` (the owner counts refusals).
         self.on_too_large: Callable[[], None] | None = None
         self._classes: dict[type, Any] = {}
-        self._box = box  # the prelude's BOX (see prelude.lua's unbox)
+        self._box = box  # host_bridge.lua's BOX (see its unbox)
         # Every value copied in is first checked against the state's free memory
         # (moonbus.lua.lua_room: Lua cannot fail an allocation safely under lupa).
         self.room = LuaRoom(runtime, max_depth)

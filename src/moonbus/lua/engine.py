@@ -9,18 +9,8 @@ The state of this protocol (tokens, depth, abort reasons, the chain, both
 locks) is ``call_state`` (``call_state.py``): a C object when the C delivery
 is built, which shares it by layout, so it is read and written as ``cs.<field>``.
 
-How an abort works: every Lua thread of the state (the main thread and each
-coroutine, registered at creation by the prelude) has the deadline hook
-function registered with an empty mask. ``abort`` switches on a count hook of
-1 with ``lua_sethook`` for the main thread and for every coroutine currently
-being resumed or closed (the prelude reports enter/leave). From then on every
-Lua instruction in those threads raises "time limit exceeded": ``pcall``,
-``xpcall``, error objects with looping ``__tostring`` and coroutines cannot
-keep running, because the next instruction raises again. ``__gc``
-metamethods (during which Lua disables hooks) are refused by the sandbox's
-``setmetatable``. When the call has unwound, the hook is removed again, also
-from coroutines whose resume never returned normally (the prelude keeps them
-alive until then, so no pointer in ``_chain`` outlives its coroutine).
+How an abort works, and the guarded call that every Lua call goes
+through: ``guarded.py``.
 
 Several protected calls inside one engine call (the runner's batches): Lua
 code gets the prelude's own ``call`` as ``protected_call`` (the same
@@ -42,40 +32,30 @@ Lua reader, and refuse sources over the size cap (see ``compile_limits.py``).
 
 from __future__ import annotations
 
-import re
 import threading
 from collections.abc import Callable
-from threading import get_native_id as _native_id
 from typing import Any
 
 from moonbus.errors import (
     ClosedError,
-    ScriptCancelled,
     ScriptError,
     ScriptMemoryError,
     ScriptSourceTooLarge,
     ScriptSyntaxError,
-    ScriptTimeout,
 )
+from moonbus.lua.call_outcome import MEMORY_MESSAGE, split_error
 from moonbus.lua.call_state import CallState, make_call_state
-from moonbus.lua.compile_limits import COMPILE_PIECE, CompileCounters, chunk_display, oversize
+from moonbus.lua.compile_limits import COMPILE_PIECE, CompileCounters, oversize
 from moonbus.lua.convert import LuaConverter
 from moonbus.lua.fastcall import native_delivery
+from moonbus.lua.guarded import GuardedCalls
 from moonbus.lua.hooks import HookControl
 from moonbus.lua.host_errors import describe_host_error
 from moonbus.lua.lazy_strings import ChunkFetcher
-from moonbus.lua.value_path import payload_error
 from moonbus.lua.watchdog import Watchdog
 
 __all__ = ["LuaEngine"]
 
-_WHERE = re.compile(r"^(?:\[string \"(.+?)\"\]|([^\s:][^:\n]*?)):(\d+):")
-# The innermost frame is a C function other than `error` (whose level the
-# script chose): Python code the script called raised the error.
-_RAISED_IN_C = re.compile(r"\n\t\[C\]: in (?!.*'error'$)[^\n]*$", re.MULTILINE)
-_SCRIPT_FRAME = re.compile(r"^\t([^\s\[=:][^:\n]*?\.lua):(\d+): ", re.MULTILINE)
-_MEMORY_MESSAGE = "not enough memory"
-_PLAIN = frozenset((str, int, float, bool, type(None)))
 # Runs trusted sandbox source under a chunk name (before the prelude removes `load`).
 _RUN_NAMED = "function(source, name, ...) return assert(load(source, name, 't'))(...) end"
 
@@ -88,30 +68,7 @@ def _deny_set(obj: object, name: object, value: object) -> None:
     raise AttributeError("Python attributes are not accessible from Lua")
 
 
-def _split_error(text: str) -> tuple[str, str | None, str]:
-    """(first line, "file:line" or None, full traceback) of a Lua error text.
-
-    An error raised by Python code that a script called (a host API, a
-    shared value of another kind) carries no position of its own; it gets
-    the innermost script frame of the traceback (a ``.lua`` file, not ``[C]``
-    or moonbus's own chunks), so the message still says where the script was.
-    ``error(msg, 0)`` keeps its choice of no position.
-    """
-    message, _, trace = text.partition("\nstack traceback:")
-    message = message.strip()
-    match = _WHERE.match(message)
-    where = None
-    if match:
-        where = f"{match.group(1) or match.group(2)}:{match.group(3)}"
-    elif _RAISED_IN_C.match(trace):
-        frame = _SCRIPT_FRAME.search(trace)
-        if frame is not None:
-            where = f"{frame.group(1)}:{frame.group(2)}"
-            message = f"{where}: {message}"
-    return message, where, text
-
-
-class LuaEngine:
+class LuaEngine(GuardedCalls):
     """A sandboxed Lua state; made only by ``SandboxFactory.create``."""
 
     def __init__(
@@ -122,6 +79,7 @@ class LuaEngine:
         lazy_strings: str,
         patterns: tuple[bytes, ...],
         prelude: str,
+        host_bridge: str,
         hooks: HookControl,
         watchdog: Watchdog,
         name: str,
@@ -168,9 +126,10 @@ class LuaEngine:
         # The pattern chunks load on first use (lazy_strings.lua).
         self._chunks = ChunkFetcher(patterns, rt)
         strings = run_named(lazy_strings, "=sandbox", self._chunks)
+        bridge = run_named(host_bridge, "=sandbox", describe_host_error)
         api = run_named(prelude, "=sandbox", self._enter, self._leave, _deny_get,
-                        describe_host_error, max_source_bytes, COMPILE_PIECE,
-                        compile_counters.refused, strings, generational_gc)
+                        max_source_bytes, COMPILE_PIECE, compile_counters.refused, strings,
+                        generational_gc)
         self._call = api["call"]
         # The same Lua function, for Lua code that makes several protected calls
         # inside one engine call (the runner's batches). Calling it from Python
@@ -188,13 +147,13 @@ class LuaEngine:
         self._drop_task = api["drop_task"]
         self._forget = api["forget"]
         self.sleep_function = api["sleep"]
-        self._host_function = api["host_function"]
+        self._host_function = bridge["host_function"]
         # The same Lua function, for Lua code that wraps the Python callables it
         # gets from the host (script_env.lua's shared handles).
-        self.host_function_maker = api["host_function"]
+        self.host_function_maker = bridge["host_function"]
         self.converter = LuaConverter(
-            rt, lua_module.lua_type, api["build_class"], api["make_proxy"], api["unproxy"],
-            box=api["box"],
+            rt, lua_module.lua_type, bridge["build_class"], bridge["make_proxy"],
+            bridge["unproxy"], box=bridge["box"],
         )
         if native:
             self.converter.enable_native(lua_module, self._state)  # C copies, when built
@@ -245,277 +204,6 @@ class LuaEngine:
         """Lua type name of a Lua object ("table", "function"...), None for Python values."""
         return self._lua.lua_type(value)  # type: ignore[no-any-return]
 
-    # -------------------------------------------------------------- coroutines
-    def _enter(self, pointer: str) -> None:
-        state = int(pointer, 16)
-        with self._hook_lock:
-            self._chain.append(state)
-            if self._cs.abort_reason is not None:
-                self._hooks.arm(state)
-
-    def _leave(self, pointer: str) -> None:
-        state = int(pointer, 16)
-        with self._hook_lock:
-            if self._chain and self._chain[-1] == state:
-                self._chain.pop()
-            elif state in self._chain:
-                self._chain.remove(state)
-            if self._cs.abort_reason is not None:
-                self._hooks.disarm(state)
-
-    # ------------------------------------------------------------------- abort
-    def abort(self, token: int, reason: str) -> bool:
-        """Abort call ``token`` (from any thread); True if it was running and is now aborting.
-
-        ``token`` may also be that of a call that has not started yet (see
-        ``next_token``): it is recorded, and that call aborts itself as it
-        starts (``_guarded``), before running any Lua; this returns False then.
-        A stale token (a call that ended) is recorded too, harmlessly: tokens
-        only grow, so it never matches again, and a later token is never
-        replaced by an earlier one.
-        """
-        cs = self._cs
-        with self._hook_lock:
-            if token >= cs.token and token > cs.pending_token:
-                # Recorded before the live check: if the owner starts the call
-                # after this store, it sees it; if before, the check below does.
-                cs.pending_token = token
-                cs.pending_reason = reason
-            if not cs.in_call or token != cs.token or cs.abort_reason is not None:
-                return False
-            self._arm(reason)
-            return True
-
-    def _arm(self, reason: str) -> None:
-        # Under _hook_lock, during a call.
-        self._cs.abort_reason = reason
-        self._hooks.arm(self._state)
-        for state in self._chain:
-            self._hooks.arm(state)
-
-    def _abort_on_entry(self, token: int) -> None:
-        # Owner thread, call ``token`` just marked live: an abort recorded for it
-        # before it started takes effect now (unless abort() already armed it).
-        cs = self._cs
-        with self._hook_lock:
-            reason = cs.pending_reason
-            if cs.abort_reason is None and reason is not None and cs.token == token:
-                self._arm(reason)
-
-    def next_token(self) -> int:
-        """Token the next top-level call will get (owner thread, between calls).
-
-        Lets a canceller be told the token before the call starts: ``abort``
-        accepts it at once, and the call aborts as it starts.
-        """
-        return self._cs.token + 1
-
-    # ------------------------------------------------------------------- calls
-    def call(self, func: Any, *args: Any, limit: float | None) -> tuple[Any, ...]:
-        """Run ``func(*args)`` under the limits; return its results as a tuple.
-
-        Raises ``ScriptTimeout`` (time limit), ``ScriptCancelled`` (aborted
-        from outside), ``ScriptMemoryError`` or ``ScriptError`` (with the Lua
-        traceback). Nested calls on the same thread share the outer deadline.
-        """
-        return self._guarded(self._call, func, args, limit)
-
-    def call_event(
-        self,
-        func: Any,
-        sub_id: int,
-        data: Any,
-        tick: int | None,
-        seq: int,
-        event_type: str,
-        *,
-        limit: float | None,
-    ) -> tuple[Any, ...]:
-        """Event-delivery hot path: ``func(sub_id, <data as a new table>, tick, seq,
-        event_type)`` where ``func`` runs its own ``xpcall`` with ``message_handler``
-        and returns ``(ok, ...)`` (no trampoline frame on the hot path).
-
-        The payload is converted under the same lock hold as the call. Plain
-        payloads (scalar values) are copied by lupa in C; anything else goes
-        through the converter.
-        """
-        lock = self._lock
-        lock.acquire()
-        try:
-            if self._cs.closed:
-                raise ClosedError(f"Lua engine {self.name!r} is closed")
-            chars = 0
-            for key, value in data.items():
-                kind = type(value)
-                if kind not in _PLAIN:
-                    table = self.converter.to_lua(data)
-                    break
-                chars += (len(value) if kind is str else 0) + (len(key) if type(key) is str else 0)
-            else:  # lupa copies it unprotected: it must fit first (lua_room). A plain
-                self.converter.room.admit_plain(data, chars)  # dict copies ~30% faster
-                # than a read-only mapping (lupa's dict fast path); .copy() is one C call.
-                table = self._table_from(
-                    data.copy() if type(data) in self._frozen_mappings else data
-                )
-            return self._guarded(None, func, (sub_id, table, tick, seq, event_type), limit)
-        except (OverflowError, TypeError) as exc:  # the data could not go to Lua
-            # (lupa raises OverflowError for an int Lua cannot hold): name the field.
-            raise TypeError(payload_error(event_type, seq, data, tick, exc)) from exc
-        finally:
-            lock.release()
-
-    def _end_call(self, host_thread: int | None = None) -> bool:
-        # Serialises with a concurrent abort(): after this, no hook can be armed
-        # on an idle engine. Returns whether coroutines were left mid-resume.
-        cs = self._cs
-        with self._hook_lock:
-            cs.in_call = False
-            reason = cs.last_reason = cs.abort_reason
-            if reason is not None:
-                self._hooks.disarm(self._state)
-                cs.abort_reason = None
-            if host_thread is not None:
-                # The host's task thread: still alive (see new_task), so its
-                # hook can be reset here; it is not the prelude's to forget.
-                if reason is not None:
-                    self._hooks.disarm(host_thread)
-                if host_thread in self._chain:
-                    self._chain.remove(host_thread)
-            leftover = bool(self._chain)
-            if leftover:
-                self._chain.clear()
-        return leftover
-
-    def _finish_call(self, host_thread: int | None = None) -> None:
-        # _end_call; then a resume that never returned normally (abort, error),
-        # whose coroutine may still be armed: Lua resets and releases it (the
-        # prelude kept it alive until now). The C delivery's end of an unusual call.
-        if self._end_call(host_thread):
-            self._forget()
-
-    def _guarded(
-        self,
-        invoker: Any,
-        func: Any,
-        args: tuple[Any, ...],
-        limit: float | None,
-        host_thread: int | None = None,
-    ) -> tuple[Any, ...]:
-        # The hot path of event delivery: the token is bumped without
-        # ``_hook_lock`` (``abort`` compares it only while ``_in_call`` is set,
-        # and only this thread writes both), and the lock is taken once at the
-        # end, where it must serialise with a concurrent ``abort``.
-        lock = self._lock
-        lock.acquire()
-        try:
-            cs = self._cs
-            if cs.closed:
-                raise ClosedError(f"Lua engine {self.name!r} is closed")
-            if cs.depth:
-                return self._nested_call(invoker, func, args, limit)
-            if host_thread is not None:
-                # Joins the chain before the call is marked live, so an abort
-                # (which needs _in_call) always sees it; only this thread writes.
-                self._chain.append(host_thread)
-            cs.token = token = cs.token + 1
-            cs.in_call = True
-            if cs.pending_token == token:  # aborted before it started
-                self._abort_on_entry(token)
-            watchdog = self._watchdog
-            armed = self._armed
-            if limit is not None:  # Watchdog.arm, inlined (hot path)
-                armed[self] = (self._clock(), limit, token, _native_id())
-                if watchdog.idle:
-                    watchdog.wake()
-            cs.depth = 1
-            failure: BaseException | None = None
-            result: Any = None
-            try:
-                result = invoker(func, *args) if invoker is not None else func(*args)
-            except self._lua.LuaError as exc:  # LuaMemoryError is a subclass
-                failure = exc
-            finally:
-                cs.depth = 0
-                if limit is not None:
-                    armed.pop(self, None)
-                if self._end_call(host_thread):  # as _finish_call, inlined (hot path)
-                    self._forget()
-            reason = cs.last_reason
-            if reason is None and failure is None:
-                if result is True:
-                    return ()
-                if type(result) is tuple and result[0] is True:
-                    return result[1:]
-            return self.outcome(result, failure, reason, limit)
-        finally:
-            lock.release()
-
-    def _nested_call(
-        self, invoker: Any, func: Any, args: tuple[Any, ...], limit: float | None
-    ) -> tuple[Any, ...]:
-        # A Python API called from Lua called back into this engine: same
-        # thread, same deadline as the outer call.
-        self._cs.depth += 1
-        failure: BaseException | None = None
-        result: Any = None
-        try:
-            result = invoker(func, *args) if invoker is not None else func(*args)
-        except self._lua.LuaError as exc:
-            failure = exc
-        finally:
-            self._cs.depth -= 1
-        return self.outcome(result, failure, self._cs.abort_reason, limit)
-
-    def outcome(
-        self,
-        result: Any,
-        failure: BaseException | None,
-        reason: str | None,
-        limit: float | None,
-    ) -> tuple[Any, ...]:
-        """A call's values, or the ``ScriptError`` family raised for how it ended
-        (also used by the C delivery path for calls it could not settle alone)."""
-        if failure is None:
-            values = result if isinstance(result, tuple) else (result,)
-            if values[0] is True:
-                return tuple(values[1:])
-            text = str(values[1]) if len(values) > 1 else "unknown error"
-        else:
-            text = str(failure)
-        compiling = self._cut_compile() if reason is not None else None
-        if reason == "timeout":
-            message = (
-                f"time limit of {limit * 1000:.0f} ms exceeded" if limit else "time limit exceeded"
-            )
-            if compiling is not None:
-                self._compile_counters.timed_out()
-                message += f" while compiling {compiling}"
-            raise ScriptTimeout(f"{self.name}: {message}", traceback=text)
-        if reason is not None:
-            raise ScriptCancelled(f"{self.name}: cancelled", traceback=text)
-        if isinstance(failure, self._lua.LuaMemoryError):
-            raise ScriptMemoryError(f"{self.name}: out of memory", traceback=text)
-        raise self.script_error(text)
-
-    def script_error(self, text: str) -> ScriptError:
-        """The exception for an error text from ``message_handler`` (the ``false, text``
-        of ``protected_call``): ``ScriptMemoryError`` when Lua ran out of memory,
-        else ``ScriptError`` with the message, ``where`` and the traceback."""
-        if text.startswith(_MEMORY_MESSAGE):
-            return ScriptMemoryError(f"{self.name}: out of memory", traceback=text)
-        message, where, full = _split_error(text)
-        return ScriptError(message, where=where, traceback=full)
-
-    def _cut_compile(self) -> str | None:
-        # After an aborted call: the chunk whose parse the abort cut (the
-        # prelude's marker, which the cut parse could not clear), cleared here.
-        compiling = self._compiling
-        chunk = compiling["chunk"] if compiling is not None else None
-        if chunk is None:
-            return None
-        compiling["chunk"] = None
-        return chunk_display(str(chunk))
-
     def compile(
         self,
         source: str,
@@ -553,9 +241,9 @@ class LuaEngine:
                                     traceback=exc.lua_traceback) from exc
         if func is None:
             text = str(error)
-            if text.startswith(_MEMORY_MESSAGE):  # load() returns it like a syntax error
+            if text.startswith(MEMORY_MESSAGE):  # load() returns it like a syntax error
                 raise ScriptMemoryError(f"{self.name}: out of memory while compiling {chunkname}")
-            message, where, full = _split_error(text)
+            message, where, full = split_error(text)
             raise ScriptSyntaxError(message, where=where, traceback=full)
         return func
 
@@ -608,7 +296,7 @@ class LuaEngine:
             return "sleep", values[1]
         if status == "done":
             return "done", tuple(values[1:])
-        message, where, full = _split_error(str(values[1]))
+        message, where, full = split_error(str(values[1]))
         raise ScriptError(message, where=where, traceback=full)
 
     def table(self, value: Any = None) -> Any:

@@ -7,7 +7,7 @@ and returns None for anything else: the caller then takes the generic path
 (``LuaConverter._to_lua``), which gives today's result or error for every
 value the C path does not take. ``convert.to_box(value)`` does the same in one
 pass for a host method's result (no @lua_api objects, str keys) and leaves the
-table in the prelude's box for the method's Lua wrapper (True), or does
+table in host_bridge.lua's box for the method's Lua wrapper (True), or does
 nothing (False). It returns None itself, and the converter
 keeps the generic path only, when the extension is not built, is switched off
 (``MOONBUS_PURE_PYTHON``), the engine is not a Lua 5.4 engine, or lupa's
@@ -47,8 +47,8 @@ def native_converter(
 ) -> Any | None:
     """The C conversion for one runtime, or None (see the module docstring).
 
-    ``make_proxy`` is the prelude's Lua function (proxies are made by it, as
-    the generic path makes them); ``box`` is the prelude's table through which
+    ``make_proxy`` is host_bridge.lua's Lua function (proxies are made by it, as
+    the generic path makes them); ``box`` is host_bridge.lua's table through which
     ``convert.to_box(value)`` hands a method's result to its Lua wrapper;
     ``classes`` is the converter's own type -> metatable cache, read (never
     written) by the C side.

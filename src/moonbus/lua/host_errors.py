@@ -1,7 +1,7 @@
 """What a script reads when a host function it called raised (SPEC §4b).
 
 Nothing of Python shows to a script: every Python callable a script can reach
-is wrapped by the prelude's ``host_function`` into a plain Lua function, and
+is wrapped by ``host_function`` (host_bridge.lua) into a plain Lua function, and
 when the Python side raises, that wrapper raises a Lua *string* made here
 instead of lupa's wrapped exception object (a userdata whose ``tostring`` is
 Python's ``str``).

@@ -1,6 +1,6 @@
 -- moonbus sandbox: the bounded pattern functions, loaded on first use.
 --
--- Why: the pattern chunks (pmatch.lua, pcost.lua, patterns.lua) hold about
+-- Why: the pattern chunks (pboundary, pcompile, pmatch, pcost, patterns) hold about
 -- 50 KiB in every Lua state, and most scripts of a game with thousands of
 -- them (a `tick` handler each) never match a pattern. Until a state first
 -- reaches one of LAZY below, it carries none of that.
@@ -28,8 +28,8 @@
 -- false (protected) instead of nil.
 --
 -- Runs once per state after bounded.lua, before the prelude, with the full
--- standard library; `...` is a function returning the three stripped pattern
--- chunks (pmatch.lua, pcost.lua, patterns.lua: the factory's bytecode, fetched
+-- standard library; `...` is a function returning the stripped pattern chunks
+-- (sandbox.PATTERN_CHUNKS, in load order: the factory's bytecode, fetched
 -- only when needed so that no state keeps a copy of it), or nothing when the
 -- memory limit leaves no room for them (lazy_strings.py). Returns the table
 -- the prelude uses.
@@ -103,7 +103,7 @@ local loaded = nil  -- name -> function, once the chunks have run
 
 -- A load failure (only "not enough memory" for these trusted chunks) is
 -- raised as the message itself, as Lua raises it: the host reads it as such.
-local MEMORY_ERROR = "not enough memory"
+local MEMORY_ERROR <const> = "not enough memory"
 local function run(code, name, ...)
   local chunk, err = real_load(code, name, "b", chunk_env)
   if chunk == nil then
@@ -116,11 +116,11 @@ local function load_all()
   if loaded ~= nil then
     return loaded
   end
-  local matcher, cost, patterns = fetch()
-  if matcher == nil then  -- no room under the memory limit (lazy_strings.py)
+  local edges, compiler, matcher, cost, patterns = fetch()
+  if edges == nil then  -- no room under the memory limit (lazy_strings.py)
     error(MEMORY_ERROR, 0)
   end
-  local port = run(matcher, "=pmatch.lua")
+  local port = run(matcher, "=pmatch.lua", run(compiler, "=pcompile.lua"), run(edges, "=pboundary.lua"))
   local bound = run(cost, "=pcost.lua", port)
   run(patterns, "=patterns.lua", port, bound)
   local made = helpers(private_string.find, private_string.sub, private_string.reverse)

@@ -1,6 +1,6 @@
 """Hands the pattern chunks to a state's lazy loader (``lazy_strings.lua``).
 
-The loader asks for the three stripped chunks (pmatch, pcost, patterns) the
+The loader asks for the stripped chunks (``sandbox.PATTERN_CHUNKS``) the
 first time a script reads a pattern function, so that no state keeps a copy
 of them before (or after) it loads them.
 

@@ -27,7 +27,7 @@
 -- functions (`return s:find(p)`) gets errors at its caller's line, naming
 -- 'string.find', as with every wrapper written in Lua.
 --
--- Runs once per state after bounded.lua, pmatch.lua and pcost.lua, before
+-- Runs once per state after bounded.lua, the matcher and pcost.lua, before
 -- the prelude (full standard library); `...` is the tables returned by
 -- pmatch.lua and pcost.lua. Returns a table for tests and benchmarks;
 -- scripts never see it. One thread at a time uses the state; the caches

@@ -9,288 +9,43 @@
 -- Fidelity: the port follows lstrlib.c step by step (same recursion points,
 -- same MAXCCALLS depth for "pattern too complex", same lazy errors: a
 -- malformed item raises only when the matcher reaches it, with the same
--- message), so results and errors are those of the C functions. The pattern
--- is compiled first into items (K kind, A argument, Q quantifier, C cost),
--- stopping at the first malformed item, which becomes an error item; an item
--- is parsed the same way wherever the matcher reaches it, so this changes
--- nothing observable. C[i] is the item's weight in patterns.lua's cost
--- bound: 2 for a single character or class, its length + 1 for a [set],
--- 3 for a capture item, 1 otherwise. Character classes are read from the C matcher itself,
--- so %a and friends follow the same C locale.
+-- message), so results and errors are those of the C functions. It matches
+-- the items pcompile.lua compiled a pattern into; its edges with C (errors
+-- at the caller's line, callbacks behind a C call, scanning ahead with C
+-- find) are pboundary.lua.
 --
 -- Threads: runs inside one Lua state, used by one thread at a time. Matching
 -- state lives in upvalues that every match attempt sets afresh, so nested use
 -- (a gsub callback that calls find) is safe; nothing of a match is kept
 -- across a call into user code.
 --
--- Runs once per state, before the prelude, with the full standard library.
--- Returns the port's entry points to patterns.lua.
+-- Runs once per state, before the prelude, with the full standard library;
+-- `...` is the tables pcompile.lua and pboundary.lua return. Returns the
+-- port's entry points to pcost.lua and patterns.lua.
 
-local byte, char, sub, fmt = string.byte, string.char, string.sub, string.format
-local c_find, c_gmatch, c_gsub = string.find, string.gmatch, string.gsub
-local concat, unpack = table.concat, table.unpack
-local type, error, tostring, setmetatable, rawget = type, error, tostring, setmetatable, rawget
-local getinfo, getmetatable_raw = debug.getinfo, debug.getmetatable
+local items, boundary = ...
+local byte, sub, c_find, concat = string.byte, string.sub, string.find, table.concat
+local type, tostring, rawget, pairs, assert = type, tostring, rawget, pairs, assert
+local getmetatable_raw = debug.getmetatable
+local ENTRY, raise, pass = boundary.ENTRY, boundary.raise, boundary.pass
+local call_in_c, index, next_candidate = boundary.call_in_c, boundary.index, boundary.next_candidate
 
-local MAXCCALLS = 200
-local MAXCAPTURES = 32
-local CAP_UNFINISHED, CAP_POSITION = -1, -2
-
--- Item kinds. A single-character item (CHAR, ANY, SET) carries a quantifier.
-local K_END, K_CHAR, K_ANY, K_SET, K_OPEN, K_POS, K_CLOSE = 0, 1, 2, 3, 4, 5, 6
-local K_DOLLAR, K_BALANCE, K_FRONTIER, K_BACKREF, K_ERROR = 7, 8, 9, 10, 11
-local Q_ONE, Q_OPT, Q_STAR, Q_PLUS, Q_MIN = 0, 1, 2, 3, 4
-
-local B_PERCENT, B_OPEN, B_CLOSE, B_LBRACKET, B_RBRACKET = 37, 40, 41, 91, 93
-local B_CARET, B_DOLLAR, B_DOT, B_DASH = 94, 36, 46, 45
-local B_b, B_f, B_0, B_9 = 98, 102, 48, 57
-local QUANTIFIER = { [63] = Q_OPT, [42] = Q_STAR, [43] = Q_PLUS, [45] = Q_MIN }
-
-local ALL_BYTES
-do
-  local codes = {}
-  for i = 0, 255 do
-    codes[i + 1] = i
-  end
-  ALL_BYTES = char(unpack(codes))
-end
-
--- Members of a class, as the C matcher sees them: {[byte] = true}.
-local function members(spec)
-  local set = {}
-  for ch in c_gmatch(ALL_BYTES, spec) do
-    set[byte(ch)] = true
-  end
-  return set
-end
-
--- %a %c %d %g %l %p %s %u %w %x %z and their complements, built on first use.
-local CLASS_LETTERS = {}
-for letter in c_gmatch("acdglpsuwxz", ".") do
-  CLASS_LETTERS[byte(letter)] = true
-  CLASS_LETTERS[byte(letter:upper())] = true
-end
-local class_sets = {}
-local function class_set(letter)
-  local set = class_sets[letter]
-  if set == nil and CLASS_LETTERS[letter] then
-    set = members("%" .. char(letter))
-    class_sets[letter] = set
-  end
-  return set
-end
-
--- matchbracketclass, read from the pattern text (used for long sets).
-local function bracket_has(p, c, open, close)
-  local sig = true
-  local i = open
-  if byte(p, i + 1) == B_CARET then
-    sig = false
-    i = i + 1
-  end
-  i = i + 1
-  while i < close do
-    local d = byte(p, i)
-    if d == B_PERCENT then
-      i = i + 1
-      local letter = byte(p, i)
-      local set = class_set(letter)
-      if set then
-        if set[c] then
-          return sig
-        end
-      elseif letter == c then
-        return sig
-      end
-    elseif byte(p, i + 1) == B_DASH and i + 2 < close then
-      if d <= c and c <= byte(p, i + 2) then
-        return sig
-      end
-      i = i + 2
-    elseif d == c then
-      return sig
-    end
-    i = i + 1
-  end
-  return not sig
-end
-
--- Bracket sets by their text ("[%w_]"), shared by all patterns of the state.
-local SET_CACHE_LIMIT = 256
-local LONG_SET = 256
-local set_cache, set_count = {}, 0
-local function bracket_set(p, open, close)
-  local spec = sub(p, open, close)
-  local set = set_cache[spec]
-  if set then
-    return set
-  end
-  if close - open <= LONG_SET then
-    set = members(spec)  -- at most 256 * LONG_SET steps of C
-  else
-    set = {}
-    for c = 0, 255 do
-      if bracket_has(p, c, open, close) then
-        set[c] = true
-      end
-    end
-  end
-  if set_count >= SET_CACHE_LIMIT then
-    set_cache, set_count = {}, 0
-  end
-  set_cache[spec] = set
-  set_count = set_count + 1
-  return set
-end
-
--- classend: index after the class starting at i, or nil and the error.
-local function classend(p, pl, i)
-  local c = byte(p, i)
-  i = i + 1
-  if c == B_PERCENT then
-    if i > pl then
-      return nil, "malformed pattern (ends with '%')"
-    end
-    return i + 1
-  elseif c == B_LBRACKET then
-    if byte(p, i) == B_CARET then
-      i = i + 1
-    end
-    repeat
-      if i > pl then
-        return nil, "malformed pattern (missing ']')"
-      end
-      c = byte(p, i)
-      i = i + 1
-      if c == B_PERCENT and i <= pl then
-        i = i + 1
-      end
-    until byte(p, i) == B_RBRACKET
-    return i + 1
-  end
-  return i
-end
-
--- Compile pattern p. `anchored_api` is true for find/match/gsub, where a
--- leading '^' anchors; gmatch matches it literally, as the C gmatch does.
-local function compile(p, anchored_api)
-  local pl = #p
-  local i = 1
-  local anchor = false
-  if anchored_api and byte(p, 1) == B_CARET then
-    anchor = true
-    i = 2
-  end
-  local K, A, Q, C = {}, {}, {}, {}
-  local n, ncap = 0, 0
-  local lead_spec, lead_index = nil, nil  -- first item, when only captures precede it
-  local function add(kind, arg, quant, cost)
-    n = n + 1
-    K[n], A[n], Q[n], C[n] = kind, arg, quant, cost
-  end
-  while i <= pl do
-    local c = byte(p, i)
-    local d = byte(p, i + 1)
-    local single = false
-    if c == B_OPEN then
-      ncap = ncap + 1
-      if d == B_CLOSE then
-        add(K_POS, 0, Q_ONE, 3)
-        i = i + 2
-      else
-        add(K_OPEN, 0, Q_ONE, 3)
-        i = i + 1
-      end
-    elseif c == B_CLOSE then
-      add(K_CLOSE, 0, Q_ONE, 3)
-      i = i + 1
-    elseif c == B_DOLLAR and i == pl then
-      add(K_DOLLAR, 0, Q_ONE, 1)
-      i = i + 1
-    elseif c == B_PERCENT and d == B_b then
-      if i + 2 >= pl then
-        add(K_ERROR, "malformed pattern (missing arguments to '%b')", Q_ONE, 1)
-        break
-      end
-      add(K_BALANCE, byte(p, i + 2) * 256 + byte(p, i + 3), Q_ONE, 1)
-      i = i + 4
-    elseif c == B_PERCENT and d == B_f then
-      i = i + 2
-      if byte(p, i) ~= B_LBRACKET then
-        add(K_ERROR, "missing '[' after '%f' in pattern", Q_ONE, 1)
-        break
-      end
-      local ep, err = classend(p, pl, i)
-      if ep == nil then
-        add(K_ERROR, err, Q_ONE, 1)
-        break
-      end
-      add(K_FRONTIER, bracket_set(p, i, ep - 1), Q_ONE, 2 * (ep - i) + 1)
-      i = ep
-    elseif c == B_PERCENT and d ~= nil and d >= B_0 and d <= B_9 then
-      add(K_BACKREF, d - B_0, Q_ONE, 1)
-      i = i + 2
-    else
-      single = true
-    end
-    if single then
-      local ep, err = classend(p, pl, i)
-      if ep == nil then
-        add(K_ERROR, err, Q_ONE, 1)
-        break
-      end
-      local kind, arg, cost = K_CHAR, c, 2
-      if c == B_DOT then
-        kind = K_ANY
-      elseif c == B_PERCENT then
-        local set = class_set(d)
-        if set then
-          kind, arg = K_SET, set
-        else
-          arg = d
-        end
-      elseif c == B_LBRACKET then
-        kind, arg, cost = K_SET, bracket_set(p, i, ep - 1), ep - i + 1
-      end
-      if kind == K_SET and n == ncap and lead_index == nil then
-        lead_spec, lead_index = sub(p, i, ep - 1), n + 1
-      end
-      local q = QUANTIFIER[byte(p, ep)]
-      if q then
-        add(kind, arg, q, cost)
-        i = ep + 1
-      else
-        add(kind, arg, Q_ONE, cost)
-        i = ep
-      end
-    end
-  end
-  K[n + 1] = K_END
-  return {
-    K = K, A = A, Q = Q, C = C, n = n, ncap = ncap, anchor = anchor, pattern = p,
-    lead_spec = lead_spec, lead_index = lead_index,
-  }
-end
-
--- ------------------------------------------------------------------ errors
--- Pattern errors read as the C function's: "file:line: message" at the line
--- that called find/match/gsub (or the gmatch iterator). The entry points
--- below are registered here; an error walks up to the nearest one and is
--- raised at its caller's level (entries are tail-called by patterns.lua's
--- wrappers, so their caller is the script).
-local ENTRY = setmetatable({}, { __mode = "k" })
-
-local function raise(msg)
-  local level = 2
-  while true do
-    local info = getinfo(level, "f")
-    if info == nil then
-      error(msg, 0)
-    end
-    if ENTRY[info.func] then
-      error(msg, level + 1)
-    end
-    level = level + 1
+-- <const>: compile-time constants, no upvalues. The item kinds and quantifiers
+-- are pcompile.lua's numbers, checked once, at load.
+local MAXCCALLS <const>, MAXCAPTURES <const> = 200, 32
+local CAP_UNFINISHED <const>, CAP_POSITION <const> = -1, -2
+local B_PERCENT <const>, B_0 <const>, B_9 <const> = 37, 48, 57
+local K_END <const>, K_CHAR <const>, K_ANY <const>, K_SET <const> = 0, 1, 2, 3
+local K_OPEN <const>, K_POS <const>, K_CLOSE <const>, K_DOLLAR <const> = 4, 5, 6, 7
+local K_BALANCE <const>, K_FRONTIER <const>, K_BACKREF <const>, K_ERROR <const> = 8, 9, 10, 11
+local Q_ONE <const>, Q_OPT <const>, Q_STAR <const>, Q_PLUS <const>, Q_MIN <const> = 0, 1, 2, 3, 4
+local kinds, quantifiers = items.kinds, items.quantifiers
+for names, numbers in pairs({ [kinds] = { END = K_END, CHAR = K_CHAR, ANY = K_ANY, SET = K_SET,
+    OPEN = K_OPEN, POS = K_POS, CLOSE = K_CLOSE, DOLLAR = K_DOLLAR, BALANCE = K_BALANCE,
+    FRONTIER = K_FRONTIER, BACKREF = K_BACKREF, ERROR = K_ERROR },
+  [quantifiers] = { ONE = Q_ONE, OPT = Q_OPT, STAR = Q_STAR, PLUS = Q_PLUS, MIN = Q_MIN } }) do
+  for name, number in pairs(numbers) do
+    assert(names[name] == number, "pmatch.lua and pcompile.lua number items differently")
   end
 end
 
@@ -572,40 +327,6 @@ local function push_captures(s, e, whole)
   return captures_from(1, n, s, e)
 end
 
--- `return pass(f())` instead of `return f()` in entry points: f may raise,
--- and a tail call would remove the entry's frame that `raise` looks for.
-local function pass(...)
-  return ...
-end
-
--- First start >= s1 whose item `first` (a literal byte or a set) can match,
--- or nil: lets the scan over start positions skip in C. The C calls work on
--- slices of at most `window` bytes, so each one is short.
-local function next_candidate(first, s1, window)
-  local span = 64
-  while s1 <= SLEN do
-    local last = s1 + span - 1
-    if last > SLEN then
-      last = SLEN
-    end
-    local piece = sub(S, s1, last)
-    local at
-    if type(first) == "number" then
-      at = c_find(piece, char(first), 1, true)
-    else
-      at = c_find(piece, first)
-    end
-    if at then
-      return s1 + at - 1
-    end
-    s1 = last + 1
-    if span < window then
-      span = span * 2
-    end
-  end
-  return nil
-end
-
 -- --------------------------------------------------------- entry points
 -- All arguments are already checked and converted by patterns.lua:
 -- s and cp.pattern are strings, init is a 1-based start within 1..#s+1.
@@ -617,7 +338,7 @@ local function find_aux(cp, s, init, find, first, window)
   local anchor = cp.anchor
   while true do
     if first and not anchor then
-      s1 = next_candidate(first, s1, window)
+      s1 = next_candidate(s, first, s1, window)
       if s1 == nil then
         return nil
       end
@@ -645,7 +366,7 @@ local function gmatch_aux(cp, s, init, first, window)
     local s1 = src
     while s1 <= SLEN + 1 do
       if first then
-        s1 = next_candidate(first, s1, window)
+        s1 = next_candidate(s, first, s1, window)
         if s1 == nil then
           return
         end
@@ -660,26 +381,6 @@ local function gmatch_aux(cp, s, init, first, window)
   end
   ENTRY[iterate] = true
   return iterate
-end
-
--- User functions and __index run as the C gsub runs them: behind a C call
--- boundary (lua_call), so they cannot yield, exactly as with the C gsub.
-local pending = nil
-local returned = nil
-local function trampoline()
-  local call = pending
-  pending = nil
-  returned = call[1](unpack(call, 3, call[2] + 2))
-end
-local function call_in_c(f, n, ...)
-  pending = { f, n, ... }
-  c_gsub("x", "x", trampoline)
-  local value = returned
-  returned = nil
-  return value
-end
-local function index(t, key)
-  return t[key]
 end
 
 -- add_s: the replacement string, with %0-%9 and %%.
@@ -725,7 +426,7 @@ local function gsub_aux(cp, s, repl, tr, max_s, first, window)
   session(cp, s)
   while n < max_s do
     if first and not anchor then
-      local at = next_candidate(first, src, window)
+      local at = next_candidate(s, first, src, window)
       if at == nil then
         break
       end
@@ -790,14 +491,10 @@ return {
   steps = function()
     return STEPS
   end,
-  compile = compile,
+  compile = items.compile,
   find = find_aux,
   gmatch = gmatch_aux,
   gsub = gsub_aux,
-  kinds = {
-    END = K_END, CHAR = K_CHAR, ANY = K_ANY, SET = K_SET, OPEN = K_OPEN, POS = K_POS,
-    CLOSE = K_CLOSE, DOLLAR = K_DOLLAR, BALANCE = K_BALANCE, FRONTIER = K_FRONTIER,
-    BACKREF = K_BACKREF, ERROR = K_ERROR,
-  },
-  quantifiers = { ONE = Q_ONE, OPT = Q_OPT, STAR = Q_STAR, PLUS = Q_PLUS, MIN = Q_MIN },
+  kinds = kinds,
+  quantifiers = quantifiers,
 }

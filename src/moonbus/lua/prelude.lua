@@ -3,7 +3,8 @@
 -- Runs once in every fresh Lua state, with the full standard library, before
 -- any user code. It captures the privileged functions it needs as upvalues,
 -- builds the safe environment factory and the call trampolines, and returns
--- them to Python. User code never runs in this state's real _G: it runs in an
+-- them to Python (how Python functions and host objects appear to scripts is
+-- host_bridge.lua, run just before). User code never runs in this state's real _G: it runs in an
 -- environment table made by `make_env`, which contains only what is listed
 -- below. Nothing in that environment can reach `debug`, `io`, `package`,
 -- the real `load`, `string.dump` or any Python object that was not exposed on
@@ -25,21 +26,19 @@
 -- longer than `max_source` bytes are refused before parsing (`on_refused`
 -- tells the host, which counts them).
 
-local py_enter, py_leave, pyobj_probe, py_describe, max_source, COMPILE_PIECE, on_refused,
+local py_enter, py_leave, pyobj_probe, max_source, COMPILE_PIECE, on_refused,
   strings, generational_gc = ...
 
 local debug_sethook = debug.sethook
 local debug_traceback = debug.traceback
 local debug_gethook = debug.gethook
-local debug_getmetatable = debug.getmetatable
-local debug_getinfo = debug.getinfo
 local co_create, co_resume, co_yield = coroutine.create, coroutine.resume, coroutine.yield
 local co_status, co_running, co_isyieldable, co_close =
   coroutine.status, coroutine.running, coroutine.isyieldable, coroutine.close
 local real_load, real_setmetatable, real_getmetatable = load, setmetatable, getmetatable
 local real_collectgarbage = collectgarbage
 local rawget, rawset, type, error, select, pairs, tostring = rawget, rawset, type, error, select, pairs, tostring
-local xpcall, pcall, rawequal = xpcall, pcall, rawequal
+local xpcall, pcall = xpcall, pcall
 -- find: the C function, only for plain one-character searches (memchr);
 -- scripts get the bounded one (lazy_strings.lua).
 local fmt, find, sub = string.format, strings.c_find, string.sub
@@ -248,7 +247,7 @@ end
 
 -- The parser's nesting limit raises "C stack overflow" with no chunk name
 -- (the running function is load itself): say which chunk and why.
-local C_STACK_OVERFLOW = "C stack overflow"
+local C_STACK_OVERFLOW <const> = "C stack overflow"
 
 -- Compile text `source` (mode "t") into `env`, feeding the parser piece by
 -- piece (see the top of this file): returns the function, or nil and the
@@ -450,114 +449,6 @@ local function sleep(ms)
   return co_yield(SLEEP, ms or 0)
 end
 
--- Python callables reach scripts only through host_function: a plain Lua
--- function (type "function", tostring "function: 0x..." like any other) that
--- calls the Python one. When Python raises, lupa's error value is the Python
--- exception wrapped as a userdata; the script gets a string instead, made by
--- moonbus.lua.host_errors (no repr, type name, address or traceback), with
--- the position of the script line that called in, as a Lua error would have.
--- Errors that are already Lua values (the time limit, "not enough memory", an
--- error from Lua code the host called back) pass through unchanged.
-local MEMORY_MESSAGE = "not enough memory"
-
-local function script_position()
-  local level = 3
-  while true do
-    local info = debug_getinfo(level, "Sl")
-    if info == nil then
-      return ""
-    end
-    local src = info.source
-    if sub(src, 1, 1) == "@" and sub(src, -4) == ".lua" and info.currentline > 0 then
-      return info.short_src .. ":" .. info.currentline .. ": "
-    end
-    level = level + 1
-  end
-end
-
-local function host_failure(name, err)
-  if type(err) ~= "userdata" then
-    error(err, 0)
-  end
-  local ok, text = pcall(py_describe, err, name)
-  if not ok or type(text) ~= "string" then
-    text = name .. ": error in the host"
-  end
-  if text == MEMORY_MESSAGE then
-    error(text, 0)
-  end
-  error(script_position() .. text, 0)
-end
-
-local function host_function(f, name)
-  local function settle(ok, ...)
-    if ok then
-      return ...
-    end
-    return host_failure(name, (...))
-  end
-  return function(...)
-    return settle(pcall(f, ...))
-  end
-end
-
--- Host API objects reach Lua as proxy tables (see moonbus.lua.exposure): the
--- Python object is kept in a private weak table, never in the proxy itself.
-local proxied = real_setmetatable({}, { __mode = "k" })
-
--- A method's result that the host's C conversion built straight into Lua
--- (moonbus.lua.fastconvert, LuaConverter._invoke) arrives as BOX itself with
--- the table in BOX[1]: taken out here, so scripts never see BOX.
-local BOX = {}
-
-local function unbox(first, ...)
-  if rawequal(first, BOX) then
-    local value = BOX[1]
-    BOX[1] = nil
-    return value
-  end
-  return first, ...
-end
-
-local function build_class(name, methods, invoke, equals)
-  local index = {}
-  local same = host_function(equals, name .. " ==")
-  local mt = {
-    __index = index,
-    __name = name,
-    __metatable = name,
-    __tostring = function() return name end,
-    __eq = function(a, b)
-      local x, y = proxied[a], proxied[b]
-      return x ~= nil and y ~= nil and same(x, y)
-    end,
-  }
-  for i = 1, #methods do
-    local method = methods[i]
-    local call = host_function(invoke, name .. ":" .. method)
-    index[method] = function(self, ...)
-      -- self must be a proxy of this class: another class's proxy would make
-      -- invoke() call whatever that object has under this name.
-      local obj = proxied[self]
-      if obj == nil or debug_getmetatable(self) ~= mt then
-        error("'" .. method .. "' must be called as a method (obj:" .. method .. "(...))", 2)
-      end
-      return unbox(call(obj, method, ...))
-    end
-  end
-  return mt
-end
-
-local function make_proxy(obj, mt)
-  local p = real_setmetatable({}, mt)
-  proxied[p] = obj
-  return p
-end
-
-local function unproxy(p)
-  return proxied[p]
-end
-
 -- Long-lived small states (a script's engines, thousands of them) use the
 -- generational collector: the garbage their handlers make (an event table
 -- per event) is collected at about 20% growth instead of at 100% (the
@@ -583,12 +474,7 @@ return {
   drop_task = drop_task,
   step = step,
   sleep = sleep,
-  build_class = build_class,
-  make_proxy = make_proxy,
-  host_function = host_function,
   forget = forget,
   tracking = tracking,
-  unproxy = unproxy,
-  box = BOX,
   time_limit_message = TIME_LIMIT_MESSAGE,
 }

@@ -2,8 +2,10 @@
 
 Every engine (script event engine, script main engine, runner worker) comes
 from ``SandboxFactory.create`` so that every state gets the same hardening
-(see ``bounded.lua``, the pattern chunks ``pmatch.lua``, ``pcost.lua`` and
-``patterns.lua``, and ``prelude.lua``), a memory limit and a shared watchdog for time limits.
+(see ``bounded.lua``, the pattern chunks ``pboundary.lua``, ``pcompile.lua``,
+``pmatch.lua``, ``pcost.lua`` and ``patterns.lua``, ``host_bridge.lua`` and
+``prelude.lua``), a
+memory limit and a shared watchdog for time limits.
 
 Lua flavour: Lua 5.4 through lupa by default (``lupa.lua54``). LuaJIT is not
 offered for untrusted code: its compiled loops never run debug hooks, so the
@@ -36,7 +38,8 @@ __all__ = [
 
 DEFAULT_MEMORY_LIMIT = 64 * 1024 * 1024
 # Loaded in this order: the Lua matcher, the C cost bound, the wrappers.
-PATTERN_CHUNKS = ("pmatch.lua", "pcost.lua", "patterns.lua")
+# In load order; pmatch.lua takes the tables of the two before it (lazy_strings.lua).
+PATTERN_CHUNKS = ("pboundary.lua", "pcompile.lua", "pmatch.lua", "pcost.lua", "patterns.lua")
 SUPPORTED_LUA = ("lua54",)
 
 
@@ -115,6 +118,7 @@ class SandboxFactory:
             for name in PATTERN_CHUNKS
         )
         self._prelude = lua_dir.joinpath("prelude.lua").read_text("utf-8")
+        self._host_bridge = lua_dir.joinpath("host_bridge.lua").read_text("utf-8")
         check_lupa(self._module)  # a clear error now, not a crash at the first time limit
         self._hooks = HookControl(self._module)
         self._own_watchdog = watchdog is None
@@ -160,6 +164,7 @@ class SandboxFactory:
             lazy_strings=self._lazy_strings,
             patterns=self._patterns,
             prelude=self._prelude,
+            host_bridge=self._host_bridge,
             hooks=self._hooks,
             watchdog=self.watchdog,
             name=name,
