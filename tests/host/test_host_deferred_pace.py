@@ -121,7 +121,12 @@ def test_emits_of_the_event_thread_itself_are_never_paced(tmp_path: Path) -> Non
         assert rt.flush_events(30)
         stats = rt.deferred_statistics()
         assert stats is not None
-        assert (stats.paced_emits, stats.pace_gave_up) == (0, 0)
+        # The host's own emit of "a" may be paced once on a loaded machine (it
+        # can find "a" older than 1 ms before the event thread took it). A
+        # paced emit on the event thread would wait for its own queue: it could
+        # only end by giving up, and three of them would be counted.
+        assert stats.pace_gave_up == 0
+        assert stats.paced_emits <= 1
         assert host.shared.int("b").get() == 3
 
 
