@@ -397,7 +397,8 @@ class Runtime:
     def serve_http(self, host: str = "127.0.0.1", port: int = 8080, token: str | None = None,
                    **limits: Any) -> HttpServer:
         """The HTTP API and console (docs/http.md; extra ``moonbus[http]``) on a thread
-        until ``close()``; port 0 picks one, ``token=None`` makes one; ``limits``: HttpSettings."""
+        until ``close()``; port 0 picks one, ``token=None`` makes one; ``limits``: HttpSettings
+        fields, or ``runner=``/``rcon=`` (a job pool, an RCON server) for ``/metrics``."""
         self._check_open()
         from moonbus.http.server import serve
 

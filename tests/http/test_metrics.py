@@ -202,3 +202,19 @@ def test_metrics_over_a_real_server_while_a_stream_is_open(rt: Runtime) -> None:
         samples, _ = _parse(text)
     assert samples[("moonbus_http_stream_clients", (("stream", "events"),))] == 1
     assert samples[("moonbus_http_stream_clients_accepted_total", (("stream", "events"),))] == 1
+
+
+def test_serve_http_hands_a_runner_to_metrics() -> None:
+    """An embedding game's job pool shows in ``/metrics`` of ``rt.serve_http``
+    (through the real server and its token), and is left out without one."""
+    with Runtime(threaded=False) as rt, Runner(workers=1) as runner:
+        assert runner.submit("return 1 + ...", args=(1,), timeout=5).result() == 2
+        with_runner = rt.serve_http(port=0, token="runner-metrics-token", runner=runner)
+        without = rt.serve_http(port=0, token="runner-metrics-token")
+        auth = {"authorization": "Bearer runner-metrics-token"}
+        texts = [httpx.get(server.url + "/metrics", headers=auth, timeout=10)
+                 for server in (with_runner, without)]
+    assert [r.status_code for r in texts] == [200, 200]
+    samples, _ = _parse(texts[0].text)
+    assert samples[("moonbus_runner_jobs_total", (("outcome", "done"),))] == 1
+    assert "moonbus_runner_jobs_total" not in texts[1].text

@@ -49,6 +49,7 @@ from moonbus.http.settings import HttpCounters, HttpSettings
 from moonbus.http.streams import StreamRoutes
 
 if TYPE_CHECKING:
+    from moonbus.runner.pool import Runner
     from moonbus.runtime import Runtime
 
 __all__ = ["ROUTE_GROUPS", "AppParts", "RouteGroup", "build_app", "console_routes",
@@ -64,12 +65,14 @@ class AppParts:
     ``on_close`` and ``loop`` belong to the server's event-loop thread once it
     runs; ``close()`` runs the closers once, each even if another failed.
     ``rcon``: the RCON server beside this app (``moonbus serve``), whose logins
-    ``/metrics`` reports; None when there is none."""
+    ``/metrics`` reports; ``runner``: a job pool of the same game, whose queue,
+    outcomes and latency ``/metrics`` reports; None when there is none."""
 
     counters: HttpCounters = field(default_factory=HttpCounters)
     on_close: list[Callable[[], None]] = field(default_factory=list)
     loop: asyncio.AbstractEventLoop | None = None
     rcon: HasRconStatistics | None = None
+    runner: Runner | None = None
 
     def close(self) -> None:
         """Run and forget the closers (event-loop thread)."""
@@ -111,7 +114,7 @@ def streams_and_metrics(rt: Runtime, settings: HttpSettings, parts: AppParts) ->
     parts.on_close.append(streams.close)
     return [*streams.routes, *metrics_routes(rt, logins=parts.counters.logins,
                                              streams=streams, http=parts.counters,
-                                             rcon=parts.rcon)]
+                                             rcon=parts.rcon, runner=parts.runner)]
 
 
 # The route groups of the app, in order. Extend this tuple to compose more routes.
@@ -130,13 +133,15 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 def build_app(rt: Runtime, settings: HttpSettings,
               groups: tuple[RouteGroup, ...] = ROUTE_GROUPS, *,
-              rcon: HasRconStatistics | None = None) -> Starlette:
+              rcon: HasRconStatistics | None = None,
+              runner: Runner | None = None) -> Starlette:
     """The management API over ``rt`` (``settings.token`` must be set: see
     ``HttpSettings.with_token``). ``app.state.parts`` is its ``AppParts``;
-    ``rcon``: an RCON server serving the same runtime (its logins go to ``/metrics``)."""
+    ``rcon``: an RCON server serving the same runtime (its logins go to ``/metrics``);
+    ``runner``: a job pool whose statistics ``/metrics`` reports."""
     if settings.token is None:
         raise ValueError("build_app needs settings with a token (HttpSettings.with_token())")
-    parts = AppParts(rcon=rcon)
+    parts = AppParts(rcon=rcon, runner=runner)
     counters = parts.counters
     routes: list[BaseRoute] = [r for group in groups for r in group(rt, settings, parts)]
     routes.extend(openapi_routes(routes))

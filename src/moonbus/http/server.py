@@ -51,6 +51,7 @@ from moonbus.http.settings import HttpSettings, HttpStatistics
 
 if TYPE_CHECKING:
     from moonbus.http.metrics import HasRconStatistics
+    from moonbus.runner.pool import Runner
     from moonbus.runtime import Runtime
 
 __all__ = ["HttpServer", "serve"]
@@ -81,10 +82,11 @@ class HttpServer:
     """The HTTP management API of one runtime (SPEC §11)."""
 
     def __init__(self, rt: Runtime, settings: HttpSettings | None = None, *,
-                 rcon: HasRconStatistics | None = None) -> None:
-        """``rcon``: the RCON server beside it (``moonbus serve``), for ``/metrics``."""
+                 rcon: HasRconStatistics | None = None, runner: Runner | None = None) -> None:
+        """``rcon``: the RCON server beside it (``moonbus serve``), ``runner``: a job
+        pool of the same game; both only for ``/metrics``."""
         self.settings = (settings or HttpSettings()).with_token()
-        self.app = build_app(rt, self.settings, rcon=rcon)
+        self.app = build_app(rt, self.settings, rcon=rcon, runner=runner)
         self._sock: socket.socket | None = None
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
@@ -195,7 +197,10 @@ class HttpServer:
 
 
 def serve(rt: Runtime, *, host: str = "127.0.0.1", port: int = 8080, token: str | None = None,
+          rcon: HasRconStatistics | None = None, runner: Runner | None = None,
           **limits: Any) -> HttpServer:
     """Start the HTTP API for ``rt`` on a background thread and return the server
-    (``Runtime.serve_http``); ``limits`` are further ``HttpSettings`` fields."""
-    return HttpServer(rt, HttpSettings(host=host, port=port, token=token, **limits)).start()
+    (``Runtime.serve_http``); ``limits`` are further ``HttpSettings`` fields;
+    ``rcon`` and ``runner`` (an RCON server, a job pool) add their figures to ``/metrics``."""
+    settings = HttpSettings(host=host, port=port, token=token, **limits)
+    return HttpServer(rt, settings, rcon=rcon, runner=runner).start()
