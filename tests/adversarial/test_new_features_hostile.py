@@ -38,7 +38,7 @@ def _start_in_thread(rt: Runtime, path: Path) -> tuple[threading.Thread, list[Ba
     def run() -> None:
         try:
             host.start()
-        except BaseException as exc:  # noqa: BLE001 - reported to the test
+        except BaseException as exc:  # reported to the test
             errors.append(exc)
 
     thread = threading.Thread(target=run, daemon=True)
