@@ -1336,7 +1336,7 @@ typedef struct {
     long long pushed_ns[PACE_RING];  /* entry k was queued at pushed_ns[k % ring] */
     long long gave_up_at;            /* `finished` when a wait last gave up */
     long long waits, waited_ns, gave_up; /* counters (GIL held) */
-    long long window_ns, window_waited_ns; /* pacing budget window (GIL held) */
+    long long calm_until_ns;         /* no waits before this (after a give-up; GIL held) */
 } EventQueue;
 
 /* A stretch: the engine call of a drain taking more entries for its target
@@ -1755,14 +1755,14 @@ static PyObject *queue_handler(EventQueue *self, PyObject *const *args, Py_ssize
  * run the woken event thread at once, and waiting up to this long is still
  * no worse than the switch interval an emit would otherwise cost it. */
 #define PACE_GIVE_UP 20
-/* The emitting threads wait at most PACE_BUDGET_NS in any PACE_WINDOW_NS
- * (20 %): a script whose handlers are slow but each under the handler time
- * limit makes progress, so the give-up rule never fires, and without this
- * bound it held the host to the handlers' rate (95-99 % of the host's time
- * waiting, h16-attack). Past the budget an emit does not wait and a wait is
- * cut short (counted as given up). As PACE_WINDOW/PACE_BUDGET in deferred.py. */
-#define PACE_WINDOW_NS 100000000LL
-#define PACE_BUDGET_NS 20000000LL
+/* One wait lasts at most PACE_GIVE_UP x `max_lag` in all, progress or not,
+ * and after any give-up no emit waits for PACE_CALM_NS: a script whose
+ * handlers are slow but each under the handler time limit keeps finishing
+ * something, so the no-progress rule never fired, and it held the host to
+ * the handlers' rate (95-99 % of the host's time waiting, h16-attack). A
+ * GIL hand-off (what pacing is for) takes far less than the cap. As
+ * PACE_CALM in deferred.py. */
+#define PACE_CALM_NS 100000000LL
 
 static PyObject *
 queue_pace(EventQueue *self, PyObject *unused)
@@ -1783,15 +1783,11 @@ queue_pace(EventQueue *self, PyObject *unused)
     long long queued_at = pushed - fin > PACE_RING ? 0 : self->pushed_ns[fin & (PACE_RING - 1)];
     if (now - queued_at < lag)
         Py_RETURN_NONE;
-    if (now - self->window_ns >= PACE_WINDOW_NS) {
-        self->window_ns = now;
-        self->window_waited_ns = 0;
-    }
-    long long budget_end = now + PACE_BUDGET_NS - self->window_waited_ns;
-    if (budget_end <= now)
+    if (now < self->calm_until_ns)
         Py_RETURN_NONE;
     int gave_up = 0;
     long long patience = lag * PACE_GIVE_UP;
+    long long budget_end = now + patience;
     Py_BEGIN_ALLOW_THREADS
     pthread_mutex_lock(&self->mutex);
     atomic_fetch_add(&self->waiting, 1);
@@ -1821,8 +1817,8 @@ queue_pace(EventQueue *self, PyObject *unused)
     long long end = monotonic_ns();
     self->waits++;
     self->waited_ns += end - now;
-    self->window_waited_ns += end - now;
     if (gave_up) {
+        self->calm_until_ns = end + PACE_CALM_NS;
         self->gave_up++;
         self->gave_up_at = atomic_load(&self->finished);
     }
