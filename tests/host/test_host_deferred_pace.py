@@ -218,7 +218,7 @@ def test_slow_handlers_cannot_hold_the_host_to_their_rate(tmp_path: Path) -> Non
     # Hostile: each handler call is slow but under the time limit, so the
     # event thread keeps finishing something and a wait never gives up.
     # Without the cap on one wait and the calm after a give-up (PACE_CALM) the
-    # host thread waited for every event: ~90 % of its time; now ~10 %.
+    # host thread waited for every event: ~90 % of its time; now at most ~25 % (PACE_BUDGET).
     with _threaded(0.0005) as rt:
         host = _load(rt, tmp_path, SLOW_HANDLER)
         _warm(rt)

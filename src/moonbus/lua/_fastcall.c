@@ -1337,6 +1337,7 @@ typedef struct {
     long long gave_up_at;            /* `finished` when a wait last gave up */
     long long waits, waited_ns, gave_up; /* counters (GIL held) */
     long long calm_until_ns;         /* no waits before this (after a give-up; GIL held) */
+    long long window_ns, window_waited_ns; /* wait budget window (GIL held) */
 } EventQueue;
 
 /* A stretch: the engine call of a drain taking more entries for its target
@@ -1763,6 +1764,12 @@ static PyObject *queue_handler(EventQueue *self, PyObject *const *args, Py_ssize
  * GIL hand-off (what pacing is for) takes far less than the cap. As
  * PACE_CALM in deferred.py. */
 #define PACE_CALM_NS 100000000LL
+/* And all waits together take at most PACE_BUDGET_NS of any PACE_WINDOW_NS
+ * (25 %): handlers that each finish just under the cap above would still
+ * hold the host most of its time. A wait cut by the budget counts as given
+ * up. As PACE_WINDOW/PACE_BUDGET in deferred.py. */
+#define PACE_WINDOW_NS 100000000LL
+#define PACE_BUDGET_NS 25000000LL
 
 static PyObject *
 queue_pace(EventQueue *self, PyObject *unused)
@@ -1785,9 +1792,17 @@ queue_pace(EventQueue *self, PyObject *unused)
         Py_RETURN_NONE;
     if (now < self->calm_until_ns)
         Py_RETURN_NONE;
+    if (now - self->window_ns >= PACE_WINDOW_NS) {
+        self->window_ns = now;
+        self->window_waited_ns = 0;
+    }
     int gave_up = 0;
     long long patience = lag * PACE_GIVE_UP;
-    long long budget_end = now + patience;
+    long long budget_end = now + patience, left = PACE_BUDGET_NS - self->window_waited_ns;
+    if (left <= 0)
+        Py_RETURN_NONE;
+    if (left < patience)
+        budget_end = now + left;
     Py_BEGIN_ALLOW_THREADS
     pthread_mutex_lock(&self->mutex);
     atomic_fetch_add(&self->waiting, 1);
@@ -1817,6 +1832,7 @@ queue_pace(EventQueue *self, PyObject *unused)
     long long end = monotonic_ns();
     self->waits++;
     self->waited_ns += end - now;
+    self->window_waited_ns += end - now;
     if (gave_up) {
         self->calm_until_ns = end + PACE_CALM_NS;
         self->gave_up++;
