@@ -50,13 +50,7 @@ an emit wait. The wait also ends when the event thread finishes nothing for
 ``PACE_GIVE_UP`` times the lag although the GIL is free (a slow handler, or
 one blocked on a lock the emitting thread holds: not the GIL; the factor
 keeps a loaded machine's late wake-up from looking like one), and emits do
-not wait again until it finishes something. One wait lasts at most
-``PACE_GIVE_UP`` times the lag in all, and after any give-up no emit waits
-for ``PACE_CALM`` (100 ms): a hostile script whose handlers are each slow but
-under the time limit keeps finishing something, and held the host to its
-rate (95-99 % of the host's time waiting, h16-attack). And all waits
-together take at most ``PACE_BUDGET`` (25 ms) of any ``PACE_WINDOW`` (100 ms),
-for handlers that each finish just under that cap. Never on the event thread itself
+not wait again until it finishes something. Never on the event thread itself
 (a handler's emit), never in stepped runtimes (no event thread); None turns
 it off. Ordering and delivery are unchanged: only when ``emit`` returns.
 Counted in ``statistics()`` (``Runtime.deferred_statistics()``: waits,
@@ -111,16 +105,6 @@ _log = logging.getLogger("moonbus.events")
 # A waiting emit stops waiting when the event thread finishes nothing for this
 # many times deferred_max_lag, GIL free (as PACE_GIVE_UP in _fastcall.c).
 PACE_GIVE_UP = 20
-# One wait lasts at most PACE_GIVE_UP x the lag in all, and after any give-up
-# no emit waits for PACE_CALM seconds (PACE_CALM_NS in _fastcall.c): a script
-# whose handlers are slow but each under the time limit keeps finishing
-# something, so the no-progress rule never fired, and it held the host to the
-# handlers' rate (95-99 % of its time waiting).
-PACE_CALM = 0.1
-# And all waits together take at most PACE_BUDGET of any PACE_WINDOW (25 %):
-# handlers that each finish just under the cap would still hold the host.
-PACE_WINDOW = 0.1
-PACE_BUDGET = 0.025
 # Push times kept for pacing (PACE_RING in _fastcall.c): more entries than
 # this outstanding count as late.
 PACE_RING = 4096
@@ -167,8 +151,6 @@ class PyEventQueue:
         self._pushed_at = [0.0] * PACE_RING  # entry k was queued at [k % PACE_RING]
         self._gave_up_at = -1
         self._counts = [0, 0.0, 0]  # waits, seconds waited, waits given up
-        self._calm_until = 0.0  # no waits before this (after a give-up)
-        self._window = [0.0, 0.0]  # budget window: start, seconds waited in it
 
     def handler(self, target: Target, sub_id: int) -> Callable[[Event], None]:
         return functools.partial(self.push, target, sub_id)
@@ -217,26 +199,15 @@ class PyEventQueue:
             finished % PACE_RING]
         if now - queued_at < lag:
             return
-        if now < self._calm_until:
-            return
-        window = self._window
-        if now - window[0] >= PACE_WINDOW:
-            window[0], window[1] = now, 0.0
-        left = PACE_BUDGET - window[1]
-        if left <= 0:
-            return
         target, gave_up, patience = self._pushed, False, lag * PACE_GIVE_UP
-        budget_end = now + min(patience, left)
         with self._progress:
             self._waiting += 1
-            last, slice_end = self._finished, min(now + patience, budget_end)
+            last, slice_end = self._finished, now + patience
             while last < target:
                 self._progress.wait(max(0.0, slice_end - time.monotonic()))
                 current, moment = self._finished, time.monotonic()
-                if current >= target:
-                    break
-                if current != last and moment < budget_end:
-                    last, slice_end = current, min(moment + patience, budget_end)
+                if current != last:
+                    last, slice_end = current, moment + patience
                 elif moment >= slice_end:
                     gave_up = True
                     break
@@ -245,9 +216,7 @@ class PyEventQueue:
         counts = self._counts
         counts[0] += 1
         counts[1] += end - now
-        window[1] += end - now
         if gave_up:
-            self._calm_until = end + PACE_CALM
             counts[2] += 1
             self._gave_up_at = self._finished
 

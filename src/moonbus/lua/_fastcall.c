@@ -1336,8 +1336,6 @@ typedef struct {
     long long pushed_ns[PACE_RING];  /* entry k was queued at pushed_ns[k % ring] */
     long long gave_up_at;            /* `finished` when a wait last gave up */
     long long waits, waited_ns, gave_up; /* counters (GIL held) */
-    long long calm_until_ns;         /* no waits before this (after a give-up; GIL held) */
-    long long window_ns, window_waited_ns; /* wait budget window (GIL held) */
 } EventQueue;
 
 /* A stretch: the engine call of a drain taking more entries for its target
@@ -1756,20 +1754,6 @@ static PyObject *queue_handler(EventQueue *self, PyObject *const *args, Py_ssize
  * run the woken event thread at once, and waiting up to this long is still
  * no worse than the switch interval an emit would otherwise cost it. */
 #define PACE_GIVE_UP 20
-/* One wait lasts at most PACE_GIVE_UP x `max_lag` in all, progress or not,
- * and after any give-up no emit waits for PACE_CALM_NS: a script whose
- * handlers are slow but each under the handler time limit keeps finishing
- * something, so the no-progress rule never fired, and it held the host to
- * the handlers' rate (95-99 % of the host's time waiting, h16-attack). A
- * GIL hand-off (what pacing is for) takes far less than the cap. As
- * PACE_CALM in deferred.py. */
-#define PACE_CALM_NS 100000000LL
-/* And all waits together take at most PACE_BUDGET_NS of any PACE_WINDOW_NS
- * (25 %): handlers that each finish just under the cap above would still
- * hold the host most of its time. A wait cut by the budget counts as given
- * up. As PACE_WINDOW/PACE_BUDGET in deferred.py. */
-#define PACE_WINDOW_NS 100000000LL
-#define PACE_BUDGET_NS 25000000LL
 
 static PyObject *
 queue_pace(EventQueue *self, PyObject *unused)
@@ -1790,38 +1774,21 @@ queue_pace(EventQueue *self, PyObject *unused)
     long long queued_at = pushed - fin > PACE_RING ? 0 : self->pushed_ns[fin & (PACE_RING - 1)];
     if (now - queued_at < lag)
         Py_RETURN_NONE;
-    if (now < self->calm_until_ns)
-        Py_RETURN_NONE;
-    if (now - self->window_ns >= PACE_WINDOW_NS) {
-        self->window_ns = now;
-        self->window_waited_ns = 0;
-    }
     int gave_up = 0;
     long long patience = lag * PACE_GIVE_UP;
-    long long budget_end = now + patience, left = PACE_BUDGET_NS - self->window_waited_ns;
-    if (left <= 0)
-        Py_RETURN_NONE;
-    if (left < patience)
-        budget_end = now + left;
     Py_BEGIN_ALLOW_THREADS
     pthread_mutex_lock(&self->mutex);
     atomic_fetch_add(&self->waiting, 1);
     long long last = atomic_load(&self->finished), slice_end = now + patience;
-    if (slice_end > budget_end)
-        slice_end = budget_end;
     while (last < pushed) {
         struct timespec until = {(time_t)(slice_end / 1000000000LL),
                                  (long)(slice_end % 1000000000LL)};
         pthread_cond_timedwait(&self->progress_cond, &self->mutex, &until);
         long long f = atomic_load(&self->finished), t = monotonic_ns();
-        if (f >= pushed)
-            break;
-        if (f != last && t < budget_end) {
+        if (f != last) {
             last = f;
             slice_end = t + patience;
-            if (slice_end > budget_end)
-                slice_end = budget_end;
-        } else if (t >= slice_end || t >= budget_end) {
+        } else if (t >= slice_end) {
             gave_up = 1;
             break;
         }
@@ -1832,9 +1799,7 @@ queue_pace(EventQueue *self, PyObject *unused)
     long long end = monotonic_ns();
     self->waits++;
     self->waited_ns += end - now;
-    self->window_waited_ns += end - now;
     if (gave_up) {
-        self->calm_until_ns = end + PACE_CALM_NS;
         self->gave_up++;
         self->gave_up_at = atomic_load(&self->finished);
     }
