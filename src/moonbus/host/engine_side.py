@@ -146,6 +146,7 @@ class ScriptEngine:
         self.converter.room.on_refused = functools.partial(limits.count, "refused_lua_values")
         self._table_from = engine.table_from
         self.env = engine.new_env()
+        self._indexer: Any = None  # compiled by the first _index
         bridge = self._bridge()
         info = engine.table(
             {
@@ -435,8 +436,21 @@ class ScriptEngine:
 
     def global_function(self, name: str) -> Any:
         """A global function of the script (``on_start``...), or None."""
-        value = self.env[name]
+        value = self._index(self.env, name)
         return value if self.engine.lua_type(value) == "function" else None
+
+    def _index(self, table: Any, name: str) -> Any:
+        """``table[name]`` as Lua sees it (a metatable's ``__index`` runs, so
+        inherited methods count), as a guarded call under the lifecycle time
+        limit: a hostile ``__index`` that loops or fails makes the start fail
+        with a ScriptError instead of hanging the thread that starts the
+        script (indexing through lupa ran it with no limit)."""
+        indexer = self._indexer
+        if indexer is None:
+            indexer = self._indexer = self.engine.compile(
+                "local t, k = ... return t[k]", "=lookup", self.env)
+        return self.engine.call(indexer, table, name,
+                                limit=self._ctx.settings.lifecycle_timeout)[0]
 
     def lifecycle_function(self, name: str) -> tuple[Any, tuple[Any, ...]] | None:
         """``(function, leading args)`` of lifecycle function ``name`` as the
@@ -447,7 +461,7 @@ class ScriptEngine:
         with self.engine.lock:
             table = self.returned_table
             if table is not None:
-                func = table[name]
+                func = self._index(table, name)
                 if func is not None and self.engine.lua_type(func) == "function":
                     return func, (table,)
                 return None
