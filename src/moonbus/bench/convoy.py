@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from moonbus.bench.harness import BenchRow, ratio_row
-from moonbus.host.context import DEFAULT_DEFERRED_MAX_LAG, HostSettings
+from moonbus.host.context import PACING_MAX_LAG, HostSettings
 from moonbus.lua.exposure import lua_api
 from moonbus.runtime import Runtime
 
@@ -196,7 +196,7 @@ def run(quick: bool) -> list[BenchRow]:
         ours = off = glue = 0.0
         paced = 0
         for _ in range(1 if quick else 3):  # interleaved rounds, best of each
-            rate_on, waits = _ours_rate(directory, n_events, DEFAULT_DEFERRED_MAX_LAG)
+            rate_on, waits = _ours_rate(directory, n_events, PACING_MAX_LAG)
             if rate_on > ours:
                 ours, paced = rate_on, waits
             off = max(off, _ours_rate(directory, n_events, None)[0])
@@ -204,7 +204,7 @@ def run(quick: bool) -> list[BenchRow]:
         p99 = p99_off = p99_glue = float("inf")
         p50 = p50_off = p50_glue = 0.0
         for _ in range(1 if quick else 2):
-            got = _ours_latency(directory, n_latency, rate, DEFAULT_DEFERRED_MAX_LAG)
+            got = _ours_latency(directory, n_latency, rate, PACING_MAX_LAG)
             if got[0] < p99:
                 p99, p50 = got
             got = _ours_latency(directory, n_latency, rate, None)
@@ -219,7 +219,7 @@ def run(quick: bool) -> list[BenchRow]:
         theirs=glue, unit="events/s", higher_is_better=True, min_ratio=2.5,
         target=">= 2.5x glue",
         note=f"host emits from a Python loop; {paced} emits paced "
-        f"(deferred_max_lag {DEFAULT_DEFERRED_MAX_LAG * 1e3:g} ms)",
+        f"(deferred_max_lag {PACING_MAX_LAG * 1e3:g} ms)",
     )
     latency = ratio_row(
         AREA, "deferred, host busy in Python, 10k events/s: emit -> handler (p99)",

@@ -24,12 +24,13 @@ from moonbus.lua.sandbox import DEFAULT_MAX_SOURCE_BYTES, SandboxFactory
 if TYPE_CHECKING:
     from moonbus.host.event_names import EventNameChecker
 
-__all__ = ["BUILTIN_EVENT_TYPES", "DEFAULT_DEFERRED_MAX_LAG", "HostSettings", "LogSink",
+__all__ = ["BUILTIN_EVENT_TYPES", "PACING_MAX_LAG", "HostSettings", "LogSink",
            "ScriptContext", "script_seed"]
 
-# Deferred delivery's pacing (moonbus.host.deferred): seconds the event thread
-# may finish nothing queued before an emit waits for it, GIL released.
-DEFAULT_DEFERRED_MAX_LAG = 0.0005
+# Deferred delivery's pacing (moonbus.host.deferred): the lag to set when you
+# turn pacing on (it is off by default: a script whose handlers are each slow
+# but under the time limit can hold a paced host to their rate; docs/limits.md).
+PACING_MAX_LAG = 0.0005
 
 BUILTIN_EVENT_TYPES: Mapping[str, str] = {
     "TICK": "tick",
@@ -139,8 +140,9 @@ class HostSettings:
     max_handlers_per_script: int = 1_000
     # Deferred delivery (moonbus.host.deferred): an emit waits, GIL released,
     # once the event thread has finished nothing queued for this long
-    # (seconds; None: never). Read at each drain.
-    deferred_max_lag: float | None = DEFAULT_DEFERRED_MAX_LAG
+    # (seconds; None: never, the default; PACING_MAX_LAG when you turn it
+    # on). Read at each drain.
+    deferred_max_lag: float | None = None
     # The admin command script.eval (moonbus.admin.eval_cmd): runs Lua an
     # admin types inside a running script. Off unless the operator turns it
     # on when building the runtime (moonbus serve --admin-eval); settings.set

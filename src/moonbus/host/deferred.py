@@ -42,7 +42,8 @@ per 5 ms, so at 10k events/s the queue grew by thousands and each event
 waited tens of milliseconds. So the bus calls ``pace()`` after every
 top-level emit (``Bus.set_pace``, C and Python emit paths alike): when the
 oldest event not yet delivered was queued more than
-``HostSettings.deferred_max_lag`` ago (default 0.5 ms), the emitting thread
+``HostSettings.deferred_max_lag`` ago (off by default; ``PACING_MAX_LAG``,
+0.5 ms, when a host turns it on), the emitting thread
 waits, with the GIL released, until everything queued before it has been
 delivered; the event thread then has the GIL at once. A thread that keeps
 up, or whose handlers stay in Lua (which runs without the GIL), never makes
@@ -61,6 +62,15 @@ woken thread waits milliseconds for a CPU, and a host that emits a burst as
 fast as it can and only then waits for the handlers got through it faster
 unpaced (55k vs 101k events/s; at load ~4, 194-241k paced vs ~110k
 unpaced): such a host can set ``deferred_max_lag=None``.
+
+Why it is off by default: a script whose handlers are each slow but under
+the handler time limit (2-8 ms of Lua per event) keeps finishing something,
+so a paced wait never gives up, and the host thread waited 95-99 % of its
+time (465 vs 4,787 emits/s unpaced; found by a hostile review,
+``tests/host/test_host_deferred_pace.py`` keeps it as a strict xfail). Two
+bounds on the emitting side (a wait budget per 100 ms; a cap per wait plus
+a calm period after a give-up) fixed that but hurt the convoy row under
+load, so a host opts in when it trusts its scripts' handlers.
 
 Why this and not the alternatives (measured first, ``py-spy`` on the event
 thread with the host emitting from a Python loop): the handlers' Python
