@@ -31,7 +31,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from moonbus.bench.harness import BenchRow, ratio_row
+from moonbus.bench.harness import BenchRow, LockedCounter, ratio_row
 from moonbus.host.context import PACING_MAX_LAG, HostSettings
 from moonbus.lua.exposure import lua_api
 from moonbus.runtime import Runtime
@@ -43,19 +43,6 @@ PAYLOAD = {"interaction": "Mine Iron rocks", "scene_x": 10, "entity_idx": 3}
 COUNTING = 'events:on("game_action", function(e) shared:int("hits"):increment() end)'
 PROBED = 'events:on("ping", function(e) probe:mark() shared:int("hits"):increment() end)'
 BUSY_S = 50e-6  # the host's Python work between two emits
-
-
-class _Counter:
-    """The glue's Python counter (what its Lua handler increments)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.value = 0
-
-    def increment(self, n: int = 1) -> int:
-        with self._lock:
-            self.value += n
-            return self.value
 
 
 @lua_api
@@ -114,7 +101,7 @@ def _glue(handle: Any, on_event: Any) -> tuple[queue.Queue[Any], threading.Threa
 
 
 def _glue_rate(n: int) -> float:
-    counter = _Counter()
+    counter = LockedCounter()
     inbox, thread = _glue("function(c, e) c:increment() end",
                           lambda handler, event: handler(counter, event))
     start = time.perf_counter()
@@ -174,7 +161,7 @@ def _ours_latency(directory: Path, n: int, rate: float,
 
 
 def _glue_latency(n: int, rate: float) -> tuple[float, float]:
-    counter, probe = _Counter(), _Probe()
+    counter, probe = LockedCounter(), _Probe()
 
     def on_event(handler: Any, event: Any) -> None:
         handler(probe, counter, event)

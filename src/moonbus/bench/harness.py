@@ -27,6 +27,7 @@ __all__ = [
     "MISSED",
     "SKIPPED",
     "BenchRow",
+    "LockedCounter",
     "best_of",
     "missing_peer",
     "rate_in_threads",
@@ -163,3 +164,18 @@ def ratio_row(
         ok=ok,
         note=note,
     )
+
+
+class LockedCounter:
+    """The Python counter the hand-written glue peers increment from Lua (a
+    lock and an int: what such glue writes), so the rows that compare
+    moonbus's shared ints with that glue all measure the same peer."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.value = 0
+
+    def increment(self, n: int = 1) -> int:
+        with self._lock:
+            self.value += n
+            return self.value

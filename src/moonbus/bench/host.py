@@ -29,7 +29,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from moonbus.bench.harness import BenchRow, ratio_row
+from moonbus.bench.harness import BenchRow, LockedCounter, ratio_row
 from moonbus.bus.core import native_available as bus_native_available
 from moonbus.lua.exposure import lua_api
 from moonbus.lua.fastcall import native_available as lua_native_available
@@ -179,22 +179,11 @@ def _ours_increment_ns(directory: Path, n: int) -> float:
     return elapsed / n * 1e9
 
 
-class _NaiveCounter:
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.value = 0
-
-    def increment(self, n: int = 1) -> int:
-        with self._lock:
-            self.value += n
-            return self.value
-
-
 def _naive_increment_ns(n: int) -> float:
     import lupa.lua54 as lua
 
     rt = lua.LuaRuntime()
-    counter = _NaiveCounter()
+    counter = LockedCounter()
     loop = rt.eval(f"function(c) for i = 1, {n} do c:increment() end end")
     start = time.perf_counter()
     loop(counter)
