@@ -67,7 +67,14 @@ def test_serve_http_only_prints_the_link_and_serves_the_api(tmp_path: Path,
             assert c.get("/api/scripts").status_code == 401
             assert c.post("/api/scripts/watcher/stop", headers=auth).json()["status"] == "stopped"
             assert c.post("/api/scripts/watcher/start", headers=auth).status_code == 200
+            # the world ticks every 20 ms; on a loaded machine five may not be logged yet
+            while len(c.get("/api/events", params={"type": "tick", "limit": 5},
+                            headers=auth).json()["events"]) < 5:
+                assert time.monotonic() < deadline, "fewer than 5 ticks logged in 20 s"
+                time.sleep(0.05)
             ticks = c.get("/api/events", params={"type": "tick", "limit": 5}, headers=auth)
+            assert [e["seq"] for e in ticks.json()["events"]] == sorted(
+                e["seq"] for e in ticks.json()["events"])
             assert len(ticks.json()["events"]) == 5
         assert log.read_text().count(token) == 1  # printed once, never logged again
         proc.send_signal(signal.SIGTERM)
