@@ -505,6 +505,8 @@ def test_a_password_is_required(password: str | None) -> None:
         ({"auth_timeout": -1}, "auth_timeout must be positive"),
         ({"max_packet_size": 9}, "max_packet_size must be an int of at least 10"),
         ({"auth_failure_delay": -1.0}, "auth failure delay"),
+        ({"auth_ipv6_prefix": 16}, "auth_ipv6_prefix must be 32..128"),
+        ({"auth_ipv6_prefix": 129}, "auth_ipv6_prefix must be 32..128"),
     ],
 )
 def test_bad_settings_are_refused(kwargs: dict[str, object], message: str) -> None:

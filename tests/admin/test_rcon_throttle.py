@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from moonbus.admin.rcon_throttle import LoginThrottle
+import asyncio
+from typing import Any
+
+from moonbus.admin.rcon_server import RconServer
+from moonbus.admin.rcon_session import Session
+from moonbus.admin.rcon_throttle import LoginThrottle, throttle_key
 from moonbus.errors import ConfigError
 
 
@@ -149,3 +154,48 @@ def test_stale_entries_are_pruned_when_others_fail() -> None:
 def test_bad_settings_are_refused(kwargs: dict[str, float], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         LoginThrottle(**kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("address", "prefix", "bucket"),
+    [
+        ("203.0.113.7", 64, "203.0.113.7"),
+        ("2001:db8:1:2:aaaa::1", 64, "2001:db8:1:2::/64"),
+        ("2001:db8:1:2:ffff::9", 64, "2001:db8:1:2::/64"),
+        ("2001:db8:1:2:ffff::9", 128, "2001:db8:1:2:ffff::9/128"),
+        ("2001:db8:1:2:ffff::9", 48, "2001:db8:1::/48"),
+        ("::ffff:203.0.113.7", 64, "203.0.113.7"),
+        ("fe80::1%eth0", 64, "fe80::/64"),
+        ("unknown", 64, "unknown"),
+    ],
+)
+def test_throttle_key_groups_ipv6_by_network(address: str, prefix: int, bucket: str) -> None:
+    assert throttle_key(address, prefix) == bucket
+
+
+class _PeerWriter:
+    """Just enough of a StreamWriter for a Session to read its peer."""
+
+    def __init__(self, address: str) -> None:
+        self._address = address
+
+    def get_extra_info(self, name: str) -> Any:
+        return (self._address, 40000, 0, 0) if name == "peername" else None
+
+
+def test_rcon_sessions_of_one_ipv6_network_share_a_throttle_bucket() -> None:
+    """An attacker with a /64 must not get a fresh guess budget per address: the
+    login throttle and the per-address admission cap count by the network."""
+    server = RconServer(str, password="x", auth_ipv6_prefix=64)
+
+    async def buckets() -> tuple[str, str, str]:
+        task = asyncio.current_task()
+        assert task is not None
+        made = [Session(server, asyncio.StreamReader(), _PeerWriter(a), task)  # type: ignore[arg-type]
+                for a in ("2001:db8::1", "2001:db8::ffff:2", "2001:db8:0:1::1")]
+        assert made[0].address == "2001:db8::1"  # logs still name the address itself
+        return made[0].bucket, made[1].bucket, made[2].bucket
+
+    first, second, other = asyncio.run(buckets())
+    assert first == second == "2001:db8::/64"
+    assert other == "2001:db8:0:1::/64"

@@ -69,7 +69,7 @@ from moonbus.admin.rcon_codec import (
     encode,
 )
 from moonbus.admin.rcon_session import READ_CHUNK, Session, close_connection
-from moonbus.admin.rcon_throttle import LoginThrottle
+from moonbus.admin.rcon_throttle import LoginThrottle, throttle_key
 from moonbus.errors import AdminError, ClosedError, ConfigError
 
 __all__ = ["RconServer", "RconServerStatistics"]
@@ -128,8 +128,12 @@ class RconServer:
     address may serve their penalty at once before further attempts from it
     wait (see :class:`~moonbus.admin.rcon_throttle.LoginThrottle`).
     ``max_unauthenticated_per_address`` caps the connections one address holds
-    before logging in (see the module docstring). ``clock`` feeds the login
-    throttle.
+    before logging in (see the module docstring). An "address" for the login
+    throttle and that cap is an IPv4 address or an IPv6 *network* of
+    ``auth_ipv6_prefix`` bits (default /64, what one host or site is usually
+    given: otherwise one machine could rotate through 2^64 addresses and get
+    a fresh budget of guesses and connections with each). ``clock`` feeds the
+    login throttle.
     ``source_auth_preamble`` sends Source's empty ``RESPONSE_VALUE`` before each
     ``AUTH_RESPONSE`` (for clients that insist on it; see the module docstring).
     """
@@ -149,6 +153,7 @@ class RconServer:
         auth_failure_max_delay: float = 10.0,
         auth_failure_burst: int = 4,
         max_unauthenticated_per_address: int = 8,
+        auth_ipv6_prefix: int = 64,
         handler_threads: int = 4,
         source_auth_preamble: bool = False,
         clock: Callable[[], float] = time.monotonic,
@@ -168,6 +173,9 @@ class RconServer:
             if not value > 0:
                 raise ConfigError(f"{name} must be positive, got {value}")
         PacketDecoder(max_packet_size)  # validates the limit with a clear message
+        if not isinstance(auth_ipv6_prefix, int) or not 32 <= auth_ipv6_prefix <= 128:
+            raise ConfigError(f"auth_ipv6_prefix must be 32..128, got {auth_ipv6_prefix!r}")
+        self._ipv6_prefix = auth_ipv6_prefix
         self._handler = handler
         self._password = password.encode("utf-8")
         self._host = host
@@ -337,7 +345,7 @@ class RconServer:
                 writer.transport.abort()
                 return
             session = Session(self, reader, writer, task)
-            decision = self._admission.admit(session, session.address)
+            decision = self._admission.admit(session, session.bucket)
             for evicted, reason in decision.evicted:
                 self._count(f"connections_evicted_{reason}")
                 _log.debug("RCON connection from %s evicted (%s)", evicted.address, reason)

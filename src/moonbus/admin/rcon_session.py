@@ -24,6 +24,7 @@ from moonbus.admin.rcon_codec import (
     encode,
     split_response,
 )
+from moonbus.admin.rcon_throttle import throttle_key
 from moonbus.errors import MoonbusError, RconProtocolError
 
 if TYPE_CHECKING:
@@ -67,6 +68,9 @@ class Session:
         self._authenticated = False
         peer = writer.get_extra_info("peername")
         self.address = str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
+        # What the login throttle and the admission cap count by: the address,
+        # or its IPv6 network (RconServer's auth_ipv6_prefix); logs name the address.
+        self.bucket = throttle_key(self.address, server._ipv6_prefix)
         self._auth_deadline = asyncio.get_running_loop().time() + server._auth_timeout
 
     async def run(self) -> None:
@@ -141,7 +145,7 @@ class Session:
     async def _login(self, packet: Packet) -> bytes:
         server = self._server
         throttled = False
-        while (wait := server._throttle.wait_before_check(self.address)) > 0:
+        while (wait := server._throttle.wait_before_check(self.bucket)) > 0:
             if not throttled:
                 throttled = True
                 server._count("auth_throttled")
@@ -155,14 +159,14 @@ class Session:
         if accepted:
             self._authenticated = True
             server._admission.logged_in(self)
-            server._throttle.record_success(self.address)
+            server._throttle.record_success(self.bucket)
             server._count("auth_successes")
             return encode(Packet(packet.id, SERVERDATA_AUTH_RESPONSE))
         if self._authenticated:  # logged out: it gets a fresh auth timeout
             self._authenticated = False
             self._auth_deadline = asyncio.get_running_loop().time() + server._auth_timeout
             server._admission.logged_out(self)
-        penalty = server._throttle.record_failure(self.address)
+        penalty = server._throttle.record_failure(self.bucket)
         server._count("auth_failures")
         _log.warning("RCON login from %s refused: wrong password", self.address)
         # The failing attempt serves its penalty before it learns the answer (bounded

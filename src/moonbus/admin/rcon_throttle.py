@@ -34,13 +34,14 @@ from its event-loop thread.
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from moonbus.errors import ConfigError
 
-__all__ = ["LoginThrottle"]
+__all__ = ["LoginThrottle", "throttle_key"]
 
 
 @dataclass(slots=True)
@@ -153,3 +154,18 @@ class LoginThrottle:
             if not stale and len(self._records) <= self._max_tracked:
                 return
             del self._records[oldest_address]
+
+
+def throttle_key(address: str, ipv6_prefix: int) -> str:
+    """The throttle bucket of a peer address (RCON and HTTP logins, RCON admission): IPv4 as it is, IPv6 as its
+    ``/ipv6_prefix`` network, an IPv4-mapped IPv6 address as its IPv4 address;
+    anything else (a Unix socket, "unknown") as it is."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])  # no zone id in the key
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, ipv6_prefix), strict=False))
+    return str(ip)

@@ -41,12 +41,11 @@ one that touches the ``LoginThrottle`` (which is not thread-safe).
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import math
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from moonbus.admin.rcon_throttle import LoginThrottle
+from moonbus.admin.rcon_throttle import LoginThrottle, throttle_key
 from moonbus.http.responses import send_error
 from moonbus.http.settings import HttpCounters, HttpSettings
 
@@ -66,21 +65,6 @@ def make_throttle(settings: HttpSettings) -> LoginThrottle:
     return LoginThrottle(base_delay=settings.auth_base_delay, max_delay=settings.auth_max_delay,
                          burst=settings.auth_burst, forget_after=settings.auth_forget_after,
                          max_tracked=settings.auth_max_tracked)
-
-
-def throttle_key(address: str, ipv6_prefix: int) -> str:
-    """The throttle bucket of a peer address: IPv4 as it is, IPv6 as its
-    ``/ipv6_prefix`` network, an IPv4-mapped IPv6 address as its IPv4 address;
-    anything else (a Unix socket, "unknown") as it is."""
-    try:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])  # no zone id in the key
-    except ValueError:
-        return address
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return str(ip.ipv4_mapped)
-        return str(ipaddress.IPv6Network((ip, ipv6_prefix), strict=False))
-    return str(ip)
 
 
 def _bearer(scope: Scope) -> bytes | None:
