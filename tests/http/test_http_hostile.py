@@ -13,6 +13,7 @@ import httpx
 import pytest
 from tests.http.helpers import AUTH, TOKEN
 
+from moonbus.errors import ConfigError
 from moonbus.http.server import HttpServer
 from moonbus.http.settings import HttpSettings
 from moonbus.runtime import Runtime
@@ -231,3 +232,67 @@ def test_connections_that_never_finish_a_request_head_are_closed(rt: Runtime) ->
             assert client.get("/api/scripts").status_code == 200
     finally:
         server.stop()
+
+
+def test_a_flood_of_idle_connections_cannot_keep_the_operator_out(rt: Runtime) -> None:
+    # head_timeout bounds how long one idle connection lives, not how many:
+    # a client opening them faster than they expire held every file descriptor
+    # the process had. Now at most max_connections are open; a newcomer
+    # evicts the oldest idle one, and a connection serving a request is kept.
+    server = HttpServer(rt, HttpSettings(port=0, token=TOKEN, max_connections=4)).start()
+    try:
+        idle: list[socket.socket] = []
+        stream = socket.create_connection(("127.0.0.1", server.port))
+        stream.sendall(b"GET /api/stream/events HTTP/1.1\r\nHost: x\r\n"
+                       b"Authorization: Bearer " + TOKEN.encode() + b"\r\n\r\n")
+        stream.settimeout(5)
+        assert b"200 OK" in stream.recv(4096)  # a live stream: serving a request
+        idle += [socket.create_connection(("127.0.0.1", server.port)) for _ in range(10)]
+        with httpx.Client(base_url=server.url, headers=AUTH, timeout=5) as client:
+            assert client.get("/api/scripts").status_code == 200
+        stats = server.statistics()
+        assert stats.connections_evicted == 8  # 11 idle/new ones through 3 free places
+        assert stats.connections_refused == 0
+        closed = 0
+        for sock in idle:  # the 8 oldest were evicted (7 by idle ones, 1 by httpx)
+            sock.settimeout(0.5 if closed >= 8 else 5)
+            with contextlib.suppress(ConnectionResetError, TimeoutError):
+                if sock.recv(16) == b"":
+                    closed += 1
+        assert closed == 8
+        stream.settimeout(0.2)
+        with contextlib.suppress(TimeoutError):  # the stream is still open: no EOF
+            assert stream.recv(4096) != b""
+    finally:
+        for sock in [stream, *idle]:
+            sock.close()
+        server.stop()
+
+
+def test_when_every_connection_serves_a_request_a_newcomer_is_refused(rt: Runtime) -> None:
+    server = HttpServer(rt, HttpSettings(port=0, token=TOKEN, max_connections=2)).start()
+    try:
+        streams = []
+        for _ in range(2):
+            sock = socket.create_connection(("127.0.0.1", server.port))
+            sock.sendall(b"GET /api/stream/events HTTP/1.1\r\nHost: x\r\n"
+                         b"Authorization: Bearer " + TOKEN.encode() + b"\r\n\r\n")
+            sock.settimeout(5)
+            assert b"200 OK" in sock.recv(4096)
+            streams.append(sock)
+        late = socket.create_connection(("127.0.0.1", server.port))
+        late.settimeout(5)
+        with contextlib.suppress(ConnectionResetError):
+            assert late.recv(16) == b""
+        late.close()
+        assert server.statistics().connections_refused == 1
+        assert server.statistics().connections_evicted == 0
+        for sock in streams:
+            sock.close()
+    finally:
+        server.stop()
+
+
+def test_max_connections_must_be_positive() -> None:
+    with pytest.raises(ConfigError, match="max_connections must be an integer >= 1"):
+        HttpSettings(max_connections=0)

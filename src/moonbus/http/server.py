@@ -15,7 +15,8 @@ How uvicorn is configured, and why:
   in one anyway, but query strings are the operator's business);
 * ``server_header=False``; ``lifespan="on"`` (runs ``AppParts.on_close``);
   uvicorn's h11 protocol with its bounded header buffer (uvicorn's default
-  16 KiB) and a deadline per request head (``moonbus.http.head_timeout``);
+  16 KiB), a deadline per request head and a cap on open connections that
+  evicts idle ones first (``moonbus.http.head_timeout``);
   no signal handlers (uvicorn installs none off the main thread: Ctrl-C
   stays the host's).
 
@@ -146,7 +147,9 @@ class HttpServer:
             self.app, log_config=None, access_log=False, proxy_headers=False,
             server_header=False, lifespan="on", loop="asyncio",
             http=head_timeout_protocol(self.settings.head_timeout,
-                                       lambda: self.app.state.http_counters.add("head_timeouts")),
+                                       lambda: self.app.state.http_counters.add("head_timeouts"),
+                                       max_connections=self.settings.max_connections,
+                                       count=self.app.state.http_counters.add),
             timeout_graceful_shutdown=math.ceil(self.settings.shutdown_timeout),
         )
         self._server = uvicorn.Server(config)

@@ -68,6 +68,7 @@ class HttpSettings:
     auth_ipv6_prefix: int = 64  # IPv6 peers are throttled per network of this prefix
     shutdown_timeout: float = 3.0  # open connections (streams) get this long at stop (s)
     head_timeout: float = 10.0  # a connection must finish each request head this fast (s)
+    max_connections: int = 256  # open at once; the oldest idle one is evicted for a newcomer
     streams: StreamSettings = field(default_factory=StreamSettings)  # live streams' limits
 
     def __post_init__(self) -> None:
@@ -76,7 +77,8 @@ class HttpSettings:
         if not self.host:
             raise ConfigError("the HTTP host must not be empty")
         positive = ("min_token_length", "max_body_bytes", "max_inflight", "events_limit",
-                    "max_events_limit", "max_export_events", "auth_burst", "auth_max_tracked")
+                    "max_events_limit", "max_export_events", "auth_burst", "auth_max_tracked",
+                    "max_connections")
         for name in positive:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -121,6 +123,8 @@ class HttpStatistics:
     busy: int  # 503: ``max_inflight`` requests were being served
     export_cut: int  # NDJSON exports stopped at ``max_export_events``
     head_timeouts: int  # connections closed: no whole request head within ``head_timeout``
+    connections_evicted: int  # idle connections closed to make room (``max_connections``)
+    connections_refused: int  # new connections closed: all ``max_connections`` busy
     internal_errors: int  # 500: a bug (logged with its traceback, never sent)
 
 
