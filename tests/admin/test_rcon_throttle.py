@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import pytest
-
 import asyncio
 from typing import Any
+
+import pytest
 
 from moonbus.admin.rcon_server import RconServer
 from moonbus.admin.rcon_session import Session

@@ -69,7 +69,7 @@ from moonbus.admin.rcon_codec import (
     encode,
 )
 from moonbus.admin.rcon_session import READ_CHUNK, Session, close_connection
-from moonbus.admin.rcon_throttle import LoginThrottle, throttle_key
+from moonbus.admin.rcon_throttle import LoginThrottle
 from moonbus.errors import AdminError, ClosedError, ConfigError
 
 __all__ = ["RconServer", "RconServerStatistics"]

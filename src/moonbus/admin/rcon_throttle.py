@@ -157,9 +157,10 @@ class LoginThrottle:
 
 
 def throttle_key(address: str, ipv6_prefix: int) -> str:
-    """The throttle bucket of a peer address (RCON and HTTP logins, RCON admission): IPv4 as it is, IPv6 as its
-    ``/ipv6_prefix`` network, an IPv4-mapped IPv6 address as its IPv4 address;
-    anything else (a Unix socket, "unknown") as it is."""
+    """The throttle bucket of a peer address (RCON and HTTP logins, RCON
+    admission): IPv4 as it is, IPv6 as its ``/ipv6_prefix`` network, an
+    IPv4-mapped IPv6 address as its IPv4 address; anything else (a Unix
+    socket, "unknown") as it is."""
     try:
         ip = ipaddress.ip_address(address.split("%", 1)[0])  # no zone id in the key
     except ValueError:

@@ -29,8 +29,8 @@ class's connection table belongs to that thread.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 import itertools
+from collections.abc import Callable
 from typing import Any
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
