@@ -150,7 +150,7 @@ def test_a_retrying_writer_refuses_puts_while_failing_and_loses_nothing() -> Non
     w.put(1)
     w.put(2)
     recorder.fail_with = StoreError("disk full (simulated)", kind="disk_full")
-    with pytest.raises(StoreError, match="cannot write.*2 appended event.*retried") as raised:
+    with pytest.raises(StoreError, match=r"cannot write.*2 appended event.*retried") as raised:
         w.flush()
     assert raised.value.kind == "disk_full"
     with pytest.raises(StoreError, match="disk full") as refused:
@@ -172,7 +172,7 @@ def test_a_retrying_writer_gives_up_at_close_naming_what_became_of_the_items() -
     w.put(1)
     with pytest.raises(StoreError):
         w.flush()
-    with pytest.raises(StoreError, match="1 appended event.*stay safe") as raised:
+    with pytest.raises(StoreError, match=r"1 appended event.*stay safe") as raised:
         w.close()  # one last attempt, then no more
     assert raised.value.kind == "locked"
     with pytest.raises(ClosedError):

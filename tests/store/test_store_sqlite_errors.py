@@ -195,6 +195,8 @@ def test_locked_store_in_journal_mode_keeps_acknowledged_events_and_retries(
         assert refused.value.kind == "locked"
         with pytest.raises(StoreError, match="locked"):
             store.query()
+        outage = store.statistics()  # monitoring still answers during the outage
+        assert (outage.stored, outage.pending) == (10, 1)
         assert holder.stdin is not None
         holder.stdin.close()  # the other process lets go
         holder.wait(10)

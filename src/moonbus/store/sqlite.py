@@ -5,26 +5,22 @@ Modes
 *journal* (the default for a file): ``append`` returns once the row is
 copied into a memory-mapped journal (``<file>-mbjournal``; a store into a
 shared file mapping is the kernel's the moment it is made, so it survives
-the process dying at any instant: kill -9, a crash) and handed to a
-``BatchWriter``, which commits rows in batches as in *fast* mode and then
-lets the journal reuse their space. Opening the store (in any mode) commits
-the rows of its own journal that the database does not have yet, so nothing
-acknowledged is lost; see ``moonbus.store.sqlite_journal`` and
-``sqlite_journal_open`` (a journal of another database is moved aside). Why
-the default: no SQLite commit or fsync on the emitting thread, which in a
-game loop sets the frame's p99 and max (``moonbus bench --only
-store_frame``). The costs: other processes reading the file (``moonbus
-events --db``) see an event once its batch is committed (within
-``flush_interval``, 50 ms); an SQLite failure (disk full, locked) is found
-by the writer thread, whose batch stays in the journal and is tried again
-(``retries``, every 50 ms doubling to 1 s): meanwhile each append and query
-tries it at once and raises ``StoreError`` (the failure's kind) if it still
-fails, and the first one after the outage goes through. Other failures
-break the store as in *fast* mode, the events staying in the journal for
-the next open. ``journal_bytes`` bounds the journal (default 8 MiB, made at
-open; a disk without that much room refuses ``mode="journal"``, while the
-default then runs in durable mode, with a WARNING); an append that finds it
-full waits for the batch writer (``journal_waits`` counts those).
+kill -9 or a crash) and handed to a ``BatchWriter``, which commits rows in
+batches as in *fast* mode and then lets the journal reuse their space.
+Opening the store (any mode) commits the rows its own journal holds first
+(``sqlite_journal``, ``sqlite_journal_open``). Why the default: no SQLite
+commit or fsync on the emitting thread, which in a game loop sets the
+frame's p99 and max (``moonbus bench --only store_frame``). The costs:
+other processes (``moonbus events --db``) see an event once its batch is
+committed (within ``flush_interval``, 50 ms; after a kill, once a writer
+opened the file again); an SQLite failure (disk full, locked) is met by the
+writer thread, whose batch stays in the journal and is retried (every 50 ms
+doubling to 1 s): meanwhile each append, query or flush tries it at once and
+raises ``StoreError`` (the failure's kind) while it fails. Other failures
+break the store as in *fast* mode, the events kept in the journal.
+``journal_bytes`` bounds the journal (default 8 MiB, made at open; with less
+room on the disk ``mode="journal"`` is refused, the default runs durable with
+a WARNING); a full journal makes an append wait (``journal_waits``).
 
 *durable* (``:memory:``'s default, ``mode="durable"`` for a file): ``append``
 returns after the row's own transaction has committed, so a failure raises
@@ -49,16 +45,13 @@ rows when the interpreter exits. If a batch cannot be committed (say the file
 stays locked past ``lock_timeout``), the store is broken from then on: every
 later call raises ``StoreError`` saying how many events were not written.
 
-Retention (see ``moonbus.store.retention``) runs inside the committing
-transaction, amortized: after ``prune_every`` committed rows or once the newest
-tick moved ``prune_tick_step`` ticks, as index-range ``DELETE``s per type of at
-most ``prune_step`` events each (or twice the rows being committed, if more);
-what is left is deleted by the following appends, so no single ``emit`` pays
-for deleting a whole window (``prune()`` deletes everything at once).
-Freed pages go to SQLite's freelist and are reused by later rows, so the file
-stops growing once the retention window is full. The WAL is checkpointed by a
-thread of its own (``moonbus.store.sqlite_checkpoint``), never inside an
-append, and truncated to 16 MiB (``journal_size_limit``).
+Retention (``moonbus.store.retention``) runs inside the committing transaction,
+amortized: after ``prune_every`` rows or once the newest tick moved
+``prune_tick_step`` ticks, as ``DELETE``s per type of at most ``prune_step``
+events (or twice the rows committed), the rest left to the next commits
+(``prune()`` deletes all at once). Freed pages are reused, so the file stops
+growing once the window is full. The WAL is checkpointed by a thread of its
+own (``sqlite_checkpoint``), never in an append, truncated to 16 MiB.
 
 Threads and connections
 -----------------------
@@ -66,7 +59,7 @@ Threads and connections
   serialised by ``_append_lock`` and must come in increasing ``seq`` order.
 * The one write connection belongs to a ``SqliteWriter`` and is used only under
   its lock: by the appending thread (durable), by the ``BatchWriter`` thread
-  (fast), and by ``prune``, ``clear`` and ``close``.
+  (journal, fast), and by ``prune``, ``clear`` and ``close``.
 * Queries (any thread) use read connections from a ``ReaderPool``, one per
   concurrent query, so a long export never blocks appends (WAL readers do not
   block the writer). A ``:memory:`` database cannot be shared between
@@ -343,10 +336,11 @@ class SqliteEventStore(EventStore):
     # --------------------------------------------------------------- reading
 
     @contextlib.contextmanager
-    def _reading(self, action: str) -> Iterator[sqlite3.Connection]:
+    def _reading(self, action: str, flush: bool = True) -> Iterator[sqlite3.Connection]:
         """A connection inside one read transaction (a consistent snapshot),
-        after everything appended so far is committed."""
-        self.flush()
+        after everything appended so far is committed (``flush``)."""
+        if flush:
+            self.flush()
         if self._readers is not None:
             with self._readers.snapshot(action) as conn:
                 yield conn
@@ -453,8 +447,15 @@ class SqliteEventStore(EventStore):
         return max(stored, high_water, self._last_seq)
 
     def statistics(self) -> StoreStatistics:
-        """Appended and pruned (this session), stored now, pending (fast mode)."""
-        with self._reading("counting") as conn:
+        """Appended and pruned (this session), stored now, pending (fast and
+        journal modes). A journal-mode outage still answers (monitoring):
+        ``stored`` is what is committed, ``pending`` what waits in the journal."""
+        try:
+            self.flush()
+        except StoreError:
+            if self._journal is None:
+                raise
+        with self._reading("counting", flush=False) as conn:
             stored = conn.execute("SELECT count(*) FROM events").fetchone()[0]
         pending = self._writer.pending if self._writer is not None else 0
         checkpoints, checkpoint_failures = self._db.checkpoints
