@@ -23,14 +23,12 @@ room on the disk ``mode="journal"`` is refused, the default runs durable with
 a WARNING); a full journal makes an append wait (``journal_waits``).
 
 *durable* (``:memory:``'s default, ``mode="durable"`` for a file): ``append``
-returns after the row's own transaction has committed, so a failure raises
-from that ``append`` and another process sees the event at once; the cost is
-SQLite's commit path on the emitting thread. The WAL runs with
-``synchronous=NORMAL``: a commit reaches the OS page cache through ``write()``
-and survives the process dying; SQLite replays the WAL at the next open.
-Neither mode promises to survive a power loss or kernel crash (the last events
-may be gone; the file stays consistent); ``synchronous="full"`` fsyncs the
-WAL on every commit for that (durable mode; the journal is never fsynced).
+returns after its own transaction committed (a failure raises from it, other
+processes see the event at once) at the cost of SQLite's commit path on the
+emitting thread. With ``synchronous=NORMAL`` a commit is in the OS page cache
+(``write()`` to the WAL), so it survives the process dying. Neither mode
+survives a power loss for the last events (the file stays consistent);
+``synchronous="full"`` fsyncs every commit (durable; the journal never is).
 
 *fast*: ``append`` encodes the row and hands it to a ``BatchWriter``; its
 thread commits up to ``batch_size`` rows per transaction. Loss window if the

@@ -18,8 +18,11 @@ batches off the emitting thread, and then tells the journal they are in
 the database (``committed_through``). When the store is opened again, the
 records after the database's last seq are committed first (``recover``).
 
-File layout (little-endian): a 4 KiB header (magic, capacity, ``head``: the
-offset of the oldest record that may not be in the database yet), then
+File layout (little-endian): a 4 KiB header (magic ``MBJRNL02``, capacity,
+``head``: the offset of the oldest record that may not be in the database
+yet, and the id of the database the journal belongs to, from its ``meta``
+table: ``sqlite_journal_open`` replays a journal into that database only;
+``MBJRNL01`` journals, from before ids, have none), then
 records from ``HEADER`` to the capacity: ``u32 length, u32 crc32 of the
 body, body`` with body ``i64 seq, i64 tick, i64 ts, u8 has_tick, u32 type
 length, u32 source length`` and the UTF-8 of type, source and data. A
@@ -32,6 +35,11 @@ Recovery reads from ``head`` while each record is whole (its crc matches)
 and its seq is above the one before; the first record that is not (a record
 torn by a power loss, or an older lap's record past the last one written)
 ends the journal. Records at or below the database's last seq are skipped.
+Where it ends, the ring is searched (``find`` of the next two seqs' bytes)
+for a whole record that should have come next: finding one means the record
+where recovery stopped is corrupt in the middle of the journal, not its end;
+what follows cannot be replayed (seq would have a gap), so it is logged at
+WARNING with the offsets and the bytes not replayed (``corrupt_bytes``).
 What a power loss may do is what ``synchronous=NORMAL`` says: the last
 records may be gone; the journal is never fsynced.
 
