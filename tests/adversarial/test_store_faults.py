@@ -5,6 +5,7 @@ read-only file. Every server, process and mount a test starts is stopped in a
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -135,7 +136,7 @@ def test_a_killed_writer_leaves_no_stale_lock(tmp_path: Path) -> None:
 # ------------------------------------------------------ 18: a read-only store file
 def test_a_read_only_store_is_refused_at_open(tmp_path: Path) -> None:
     mount = tmp_path / "ro"
-    with small_tmpfs(mount):
+    with small_tmpfs(mount, "12m"):  # room for the default journal
         db = mount / "events.db"
         with SqliteEventStore(db) as store:
             store.append(Event.create("hit", {}, seq=1, tick=None, source="t", ts=0))
@@ -163,22 +164,38 @@ def test_a_read_only_file_in_a_writable_directory_is_refused_at_open(tmp_path: P
 
 # ------------------------------------------------------ 16: disk full, serve goes on
 def _emit_until_refused(rt: Runtime, limit: int = 5000) -> StoreError:
-    """Emit until the (full) store refuses one; its WAL may have room for a few."""
+    """Emit until the (full) store refuses one; its WAL may have room for a few.
+    Journal mode acknowledges from its journal: each emit is flushed (its
+    failure is the writer's, kept and retried) so that the next emit meets it."""
+    assert rt.event_store is not None
     for n in range(limit):
         try:
             rt.bus.emit("hit", {"n": n})
         except StoreError as exc:
             return exc
+        with contextlib.suppress(StoreError):
+            rt.event_store.flush()
     raise AssertionError(f"{limit} emits and the full disk never refused one")
 
 
+# the default (journal) needs room for its 8 MiB journal, made when the store opens
+_FULL_DISK_MODES = {"journal": ("", "12m"), "durable": ("?mode=durable", "2m")}
+
+
+@pytest.mark.parametrize("mode", list(_FULL_DISK_MODES))
 @pytest.mark.parametrize("native", [True, False], ids=["native", "python"])
 def test_disk_full_refuses_the_emit_and_nothing_half_committed_remains(
-    tmp_path: Path, native: bool
+    tmp_path: Path, native: bool, mode: str
 ) -> None:
+    """Durable: the emit whose commit fails raises. Journal (the default): the
+    writer's batch that failed stays in the journal and is retried; each emit
+    meanwhile tries it at once and is refused while it fails; nothing
+    acknowledged is lost, and the first emit after the outage goes through."""
     small = tmp_path / "small"
-    with small_tmpfs(small), Runtime(events=f"sqlite:///{small / 'events.db'}",
-                                     native=native) as rt:
+    option, size = _FULL_DISK_MODES[mode]
+    with small_tmpfs(small, size), Runtime(events=f"sqlite:///{small / 'events.db'}{option}",
+                                           native=native) as rt:
+        assert isinstance(rt.event_store, SqliteEventStore) and rt.event_store.mode == mode
         seen: list[int] = []
         rt.bus.on("hit", lambda e: seen.append(e.seq))
         rt.bus.emit("hit", {"n": -1})
@@ -188,21 +205,26 @@ def test_disk_full_refuses_the_emit_and_nothing_half_committed_remains(
         last = rt.bus.statistics().last_seq
         # the refused event: no seq consumed, not in the log, not delivered
         assert seen == [e.seq for e in rt.bus.log()] == list(range(1, last + 1))
-        assert rt.event_store is not None
         filler.unlink()  # space again: the store recovers by itself
-        assert rt.event_store.statistics().append_failures == {"disk_full": 1}
+        # durable: the refused emit; journal: the writer's failed batch too
+        failures = {"disk_full": 1 if mode == "durable" else 2}
+        assert rt.event_store.statistics().append_failures == failures
         assert rt.bus.emit("hit", {"n": 0}).seq == last + 1
         stored = [e.seq for e in rt.event_store.query()]
         assert stored == list(range(1, last + 2)) == seen
+        assert rt.event_store.statistics().retries >= (mode == "journal")
 
 
-def test_serve_keeps_running_on_a_full_disk_and_recovers(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", list(_FULL_DISK_MODES))
+def test_serve_keeps_running_on_a_full_disk_and_recovers(tmp_path: Path, mode: str) -> None:
     script = tmp_path / "emitter.lua"
     script.write_text(POLL_EMITTER)
     log = tmp_path / "serve.log"
-    with small_tmpfs(tmp_path / "small") as small:
+    option, size = _FULL_DISK_MODES[mode]
+    with small_tmpfs(tmp_path / "small", size) as small:
         db = small / "events.db"
-        args = [str(script), "--tick-ms", "20", "--events-db", str(db)]
+        store = ["--events-db", str(db)] if not option else ["--events", f"sqlite:///{db}{option}"]
+        args = [str(script), "--tick-ms", "20", *store]
         with serve(args, log) as proc:
             filler = fill(small)
             assert _wait_for(lambda: "store error" in log.read_text()), log.read_text()

@@ -10,7 +10,9 @@ from moonbus.bench.store_frame import run
 def test_quick_run_reports_p99_and_max_next_to_fast_mode() -> None:
     rows = run(quick=True)
     assert [row.name.rsplit(": ", 1)[1] for row in rows] == ["p99", "max"] * 2
-    assert ["journal" in row.name for row in rows] == [False, False, True, True]
+    assert ["default, journal" in row.name for row in rows] == [True, True, False, False]
+    assert ["?mode=durable" in row.name for row in rows] == [False, False, True, True]
+    assert [row.ok is None for row in rows] == [False, False, True, True]  # judged: default
     for row in rows:
         assert row.area == "store"
         assert "durable emit" in row.name

@@ -133,3 +133,47 @@ def test_close_writes_the_rest_and_refuses_more() -> None:
 def test_bad_options(options: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         writer(Recorder(), **options)
+
+
+def test_a_retrying_writer_refuses_puts_while_failing_and_loses_nothing() -> None:
+    """``retry_after``: the failed batch is kept and tried again; puts and
+    flushes ask for an attempt at once and raise (with the cause's kind) while
+    it fails; the first one after the outage goes through."""
+    recorder = Recorder()
+    attempts: list[int] = []
+
+    def retry_after(exc: BaseException, attempt: int) -> float | None:
+        attempts.append(attempt)
+        return 60.0  # only an asking put or flush makes the next attempt
+
+    w = writer(recorder, retry_after=retry_after)
+    w.put(1)
+    w.put(2)
+    recorder.fail_with = StoreError("disk full (simulated)", kind="disk_full")
+    with pytest.raises(StoreError, match=r"cannot write.*2 appended event.*retried") as raised:
+        w.flush()
+    assert raised.value.kind == "disk_full"
+    with pytest.raises(StoreError, match="disk full") as refused:
+        w.put(3)  # refused: nothing queued
+    assert refused.value.kind == "disk_full"
+    assert w.pending == 2
+    recorder.fail_with = None
+    w.put(3)  # the attempt it asked for worked
+    w.flush()
+    w.close()
+    assert [n for batch in recorder.batches for n in batch] == [1, 2, 3]
+    assert attempts == [1, 2, 3]  # flush's wait, flush's attempt, the refused put's
+
+
+def test_a_retrying_writer_gives_up_at_close_naming_what_became_of_the_items() -> None:
+    recorder = Recorder()
+    w = writer(recorder, retry_after=lambda exc, attempt: 60.0, lost_note="stay safe")
+    recorder.fail_with = StoreError("locked (simulated)", kind="locked")
+    w.put(1)
+    with pytest.raises(StoreError):
+        w.flush()
+    with pytest.raises(StoreError, match=r"1 appended event.*stay safe") as raised:
+        w.close()  # one last attempt, then no more
+    assert raised.value.kind == "locked"
+    with pytest.raises(ClosedError):
+        w.put(2)

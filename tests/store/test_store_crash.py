@@ -28,10 +28,12 @@ from moonbus.store.sqlite import SqliteEventStore
 
 path, mode = sys.argv[1], sys.argv[2]
 store = SqliteEventStore(
-    path, mode=mode, batch_size=64, settings=StoreSettings(retention_ticks=None)
+    path, mode=None if mode == "default" else mode, batch_size=64,
+    settings=StoreSettings(retention_ticks=None),
 )
+mode = store.mode
 seq = store.last_seq()
-print("start", seq, flush=True)
+print("start", seq, mode, flush=True)
 while True:
     seq += 1
     store.append(Event.create("a" if seq % 2 else "b", {"n": seq, "pad": "x" * 200},
@@ -58,6 +60,7 @@ def _run_and_kill(path: Path, mode: str, acks_wanted: int) -> tuple[int, list[in
         first = child.stdout.readline().split()
         assert first[0] == "start", first
         start = int(first[1])
+        assert first[2] == ("journal" if mode == "default" else mode), first
         acked: list[int] = []
         while len(acked) < acks_wanted:
             line = child.stdout.readline()
@@ -85,6 +88,9 @@ def _run_and_kill(path: Path, mode: str, acks_wanted: int) -> tuple[int, list[in
         # what the kill leaves in the journal is committed when the file is opened
         ("journal", 300),
         ("journal", 3000),
+        # the default for a file is journal mode: the same promise without asking
+        ("default", 300),
+        ("default", 3000),
     ],
 )
 def test_kill_9_loses_nothing_acknowledged(tmp_path: Path, mode: str, acks: int) -> None:

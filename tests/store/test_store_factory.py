@@ -45,7 +45,10 @@ def test_options(tmp_path: Path) -> None:
         assert store._db._conn.execute("PRAGMA synchronous").fetchone()[0] == 2
     finally:
         store.close()
-    assert opened(f"sqlite:///{tmp_path}/d.db").mode == "durable"
+    assert opened(f"sqlite:///{tmp_path}/d.db").mode == "journal"  # the default for a file
+    assert opened(str(tmp_path / "p.db")).mode == "journal"
+    assert opened(f"sqlite:///{tmp_path}/c.db?mode=durable").mode == "durable"
+    assert opened("sqlite://:memory:").mode == "durable"  # no file: no journal
 
 
 def test_settings_are_passed_through(tmp_path: Path) -> None:

@@ -131,8 +131,9 @@ def test_prune_runs_every_k_appends_not_every_append(db: str) -> None:
 
 
 def test_prune_runs_when_the_tick_advanced(db: str) -> None:
-    store = SqliteEventStore(
-        db, settings=StoreSettings(retention_ticks=3), prune_every=10_000, prune_tick_step=10
+    store = SqliteEventStore(  # durable: one commit per append, each one may prune
+        db, mode="durable", settings=StoreSettings(retention_ticks=3), prune_every=10_000,
+        prune_tick_step=10,
     )
     with store:
         for seq in range(1, 10):
@@ -217,13 +218,30 @@ def test_durable_append_is_visible_to_another_connection_at_once(db: str) -> Non
     def seqs(reader: sqlite3.Connection) -> list[int]:
         return [row[0] for row in reader.execute("SELECT seq FROM events ORDER BY seq")]
 
-    with SqliteEventStore(db) as store:
+    with SqliteEventStore(db, mode="durable") as store:
         store.append(ev(1, 1))
         reader = sqlite3.connect(f"file:{db}?mode=ro", uri=True, isolation_level=None)
         try:
             assert seqs(reader) == [1]
             store.append(ev(2, 2))
             assert seqs(reader) == [1, 2]
+        finally:
+            reader.close()
+
+
+def test_a_journal_mode_append_is_visible_to_another_connection_once_committed(
+    db: str,
+) -> None:
+    """The default mode's trade-off: another process sees an event once its
+    batch is committed (within flush_interval; ``flush`` forces it)."""
+    with SqliteEventStore(db, flush_interval=60.0) as store:
+        assert store.mode == "journal"
+        store.append(ev(1, 1))
+        reader = sqlite3.connect(f"file:{db}?mode=ro", uri=True, isolation_level=None)
+        try:
+            assert [row[0] for row in reader.execute("SELECT seq FROM events")] == []
+            store.flush()
+            assert [row[0] for row in reader.execute("SELECT seq FROM events")] == [1]
         finally:
             reader.close()
 

@@ -135,7 +135,7 @@ sys.stdin.read()
 def lock_holder() -> Iterator[object]:
     processes: list[subprocess.Popen[str]] = []
 
-    def hold(path: Path) -> None:
+    def hold(path: Path) -> subprocess.Popen[str]:
         process = subprocess.Popen(
             [sys.executable, "-c", _HOLD_LOCK, str(path)],
             stdin=subprocess.PIPE,
@@ -145,6 +145,7 @@ def lock_holder() -> Iterator[object]:
         processes.append(process)
         assert process.stdout is not None
         assert process.stdout.readline().strip() == "locked"
+        return process
 
     yield hold
     for process in processes:
@@ -160,7 +161,7 @@ def test_locked_existing_store_fails_appends_untouched(tmp_path: Path, lock_hold
     make_store(path, 10)
     lock_holder(path)  # type: ignore[operator]
     before = snapshot(path)
-    store = SqliteEventStore(str(path), lock_timeout=0.2)
+    store = SqliteEventStore(str(path), mode="durable", lock_timeout=0.2)
     try:
         assert len(store.query()) == 10  # WAL: reading is fine while another process writes
         with pytest.raises(StoreError, match=rf"{path}.*locked by another.*0.2 s.*appending"):
@@ -170,6 +171,60 @@ def test_locked_existing_store_fails_appends_untouched(tmp_path: Path, lock_hold
     finally:
         store.close()
     assert snapshot(path)[""] == before[""]
+
+
+def test_locked_store_in_journal_mode_keeps_acknowledged_events_and_retries(
+    tmp_path: Path, lock_holder: object
+) -> None:
+    """The default (journal) mode on a file another process keeps locked: the
+    acknowledged event waits in the journal; while the lock is held every call
+    that needs the database raises "locked" (the emit refused, as in durable
+    mode); once it is released the next call goes through and nothing is lost."""
+    path = tmp_path / "events.db"
+    make_store(path, 10)
+    holder = lock_holder(path)  # type: ignore[operator]
+    store = SqliteEventStore(str(path), lock_timeout=0.2)
+    try:
+        assert store.mode == "journal"
+        store.append(Event.create("a", None, seq=11, tick=11))  # in the journal
+        with pytest.raises(StoreError, match=rf"{path}.*locked by another") as raised:
+            store.flush()
+        assert raised.value.kind == "locked"
+        with pytest.raises(StoreError, match="locked") as refused:
+            store.append(Event.create("a", None, seq=12, tick=12))
+        assert refused.value.kind == "locked"
+        with pytest.raises(StoreError, match="locked"):
+            store.query()
+        outage = store.statistics()  # monitoring still answers during the outage
+        assert (outage.stored, outage.pending) == (10, 1)
+        assert holder.stdin is not None
+        holder.stdin.close()  # the other process lets go
+        holder.wait(10)
+        store.append(Event.create("a", None, seq=12, tick=12))  # the retry worked first
+        assert [e.seq for e in store.query()] == list(range(1, 13))
+        statistics = store.statistics()
+        assert statistics.append_failures["locked"] >= 2  # the batch's outage, the refused emit
+        assert statistics.retries >= 1
+    finally:
+        store.close()
+    assert not Path(str(path) + "-mbjournal").exists()
+
+
+def test_a_journal_store_closed_while_locked_keeps_the_events_for_the_next_open(
+    tmp_path: Path, lock_holder: object
+) -> None:
+    path = tmp_path / "events.db"
+    make_store(path, 10)
+    holder = lock_holder(path)  # type: ignore[operator]
+    store = SqliteEventStore(str(path), lock_timeout=0.2)
+    store.append(Event.create("a", None, seq=11, tick=11))
+    with pytest.raises(StoreError, match=r"stay in .*-mbjournal and are committed when"):
+        store.close()  # one last attempt, still locked
+    assert holder.stdin is not None
+    holder.stdin.close()
+    holder.wait(10)
+    with SqliteEventStore(str(path)) as again:
+        assert [e.seq for e in again.query()][-2:] == [10, 11]
 
 
 def test_locked_new_database_fails_to_open_untouched(tmp_path: Path, lock_holder: object) -> None:

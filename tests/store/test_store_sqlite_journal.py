@@ -4,8 +4,11 @@ The kill -9 promise itself is tested in test_store_crash.py."""
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -39,6 +42,21 @@ def db(tmp_path: Path) -> str:
     return str(tmp_path / "events.db")
 
 
+def db_id(path: str) -> int:
+    """The id in a store file's meta table (what its journal must carry)."""
+    conn = sqlite3.connect(path)
+    try:
+        return int(conn.execute("SELECT value FROM meta WHERE key = 'db_id'").fetchone()[0])
+    finally:
+        conn.close()
+
+
+def new_store(path: str) -> int:
+    """Create an empty store file; its id."""
+    SqliteEventStore(path, mode="durable").close()
+    return db_id(path)
+
+
 def test_journal_mode_stores_queries_and_removes_its_journal_at_close(db: str) -> None:
     with SqliteEventStore(db, mode="journal", settings=KEEP_ALL) as store:
         for seq in range(1, 101):
@@ -57,7 +75,7 @@ def test_rows_left_in_a_journal_are_committed_when_the_file_is_opened(
 ) -> None:
     with SqliteEventStore(db, settings=KEEP_ALL) as store:
         store.append_many([ev(1), ev(2), ev(3)])
-    journal = Journal(journal_path(db))  # a journal-mode session that died
+    journal = Journal(journal_path(db), db_id=db_id(db))  # a journal-mode session that died
     for seq in range(2, 9):  # 2 and 3 are in the database already
         assert journal.append(row(seq, tick=None if seq == 5 else seq))
     journal.close()
@@ -70,22 +88,49 @@ def test_rows_left_in_a_journal_are_committed_when_the_file_is_opened(
     assert not os.path.exists(journal_path(db))
 
 
-def test_recovery_stops_at_a_torn_record(db: str) -> None:
-    journal = Journal(journal_path(db))
-    for seq in range(1, 6):
+def _torn_journal(db: str, torn: int, records: int = 5) -> None:
+    """A journal of ``records`` rows whose record number ``torn`` (1-based) has a
+    byte of its body changed, as a crash or a bad sector leaves it."""
+    journal = Journal(journal_path(db), db_id=new_store(db))
+    for seq in range(1, records + 1):
         assert journal.append(row(seq))
     journal.close()
     with open(journal_path(db), "r+b") as fp:
         fp.seek(HEADER)
-        first = int.from_bytes(fp.read(4), "little") + 8
-        fp.seek(HEADER + 2 * first + 20)  # inside the third record's body
+        first = int.from_bytes(fp.read(4), "little") + 8  # every record has this size
+        fp.seek(HEADER + (torn - 1) * first + 20)
         fp.write(b"\xff")
-    with SqliteEventStore(db) as store:
+
+
+def test_a_torn_last_record_ends_recovery_quietly(
+    db: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    _torn_journal(db, torn=5)
+    with caplog.at_level(logging.INFO), SqliteEventStore(db) as store:
+        assert [e.seq for e in store.query()] == [1, 2, 3, 4]
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_a_corrupt_record_in_the_middle_stops_recovery_with_a_warning(
+    db: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Records 4 and 5 are whole but come after a corrupt third: they are not
+    replayed (seq must have no gap) and the warning says where and how much."""
+    _torn_journal(db, torn=3)
+    with open(journal_path(db), "rb") as fp:
+        fp.seek(HEADER)
+        size = int.from_bytes(fp.read(4), "little") + 8  # every record has this size
+    with caplog.at_level(logging.INFO), SqliteEventStore(db) as store:
         assert [e.seq for e in store.query()] == [1, 2]
+    [warning] = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    text = warning.getMessage()
+    assert f"offset {HEADER + 2 * size} is corrupt" in text
+    assert f"{3 * size} byte(s) from there on were not replayed" in text
+    assert "2 whole event(s) after it (seq 4-5" in text and journal_path(db) in text
 
 
 def test_a_stale_lap_past_the_last_record_is_not_recovered(db: str) -> None:
-    journal = Journal(journal_path(db), MIN_JOURNAL_BYTES)
+    journal = Journal(journal_path(db), MIN_JOURNAL_BYTES, db_id=1)
     seq = 0
     while journal.append(row(seq + 1, pad=200)):  # fill it
         seq += 1
@@ -238,3 +283,120 @@ def test_without_posix_fallocate_the_journal_is_written_out_in_full(
         assert journal.recover(after_seq=0) == [row(1)]
     finally:
         journal.close()
+
+
+# ------------------------------------------- a journal only replays into its own db
+def _dead_session_journal(db: str, ident: int, seqs: range) -> bytes:
+    """What a journal-mode session of the database ``ident`` left when killed;
+    the journal file's bytes."""
+    journal = Journal(journal_path(db), MIN_JOURNAL_BYTES, db_id=ident)
+    for seq in seqs:
+        assert journal.append(row(seq))
+    journal.close()
+    return Path(journal_path(db)).read_bytes()
+
+
+def _make_legacy(path: str) -> None:
+    """Turn a journal file into the format before ids (magic MBJRNL01, no id)."""
+    with open(path, "r+b") as fp:
+        fp.write(b"MBJRNL01")
+        fp.seek(24)
+        fp.write(bytes(8))
+
+
+@pytest.mark.parametrize("mode", ["durable", "journal"])
+def test_a_journal_of_another_database_is_moved_aside_not_replayed(
+    db: str, mode: Literal["durable", "journal"], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The user deleted events.db, the journal of its killed session stayed: a
+    new events.db must not receive the old file's events."""
+    old = new_store(db)
+    left = _dead_session_journal(db, old, range(1, 6))
+    os.unlink(db)
+    with caplog.at_level(logging.WARNING), SqliteEventStore(db, mode=mode) as store:
+        assert store.query() == [] and store.last_seq() == 0
+        assert store.journal_orphans == 1
+        store.append(ev(1))
+    orphan = f"{journal_path(db)}.orphan-{old:016x}"
+    assert Path(orphan).read_bytes() == left  # kept as it was, for whoever wants it
+    [warning] = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert journal_path(db) in warning and orphan in warning and f"id {old:016x}" in warning
+    assert f"{db}:" in warning and f"{db_id(db):016x}" in warning
+    with SqliteEventStore(db) as again:  # its own (fresh) journal: no second warning
+        assert [e.seq for e in again.query()] == [1] and again.journal_orphans == 0
+
+
+def test_a_db_copied_next_to_a_foreign_journal_keeps_its_events(db: str, tmp_path: Path) -> None:
+    other = str(tmp_path / "other.db")
+    with SqliteEventStore(other, settings=KEEP_ALL) as store:
+        store.append_many([ev(1), ev(2)])
+    _dead_session_journal(db, new_store(db), range(1, 9))  # db's own killed session
+    os.replace(other, db)  # copied over it; the journal stayed
+    with SqliteEventStore(db, settings=KEEP_ALL) as store:
+        assert [e.seq for e in store.query()] == [1, 2]
+        assert store.journal_orphans == 1
+    taken = [p.name for p in tmp_path.iterdir() if ".orphan-" in p.name]
+    assert len(taken) == 1
+    # the same again: the first orphan's name is taken, the second gets "-1"
+    _dead_session_journal(db, 12345, range(3, 5))
+    Path(journal_path(db) + ".orphan-0000000000003039").write_bytes(b"taken")
+    with SqliteEventStore(db, settings=KEEP_ALL) as store:
+        assert [e.seq for e in store.query()] == [1, 2]
+    assert os.path.exists(journal_path(db) + ".orphan-0000000000003039-1")
+
+
+def test_a_legacy_journal_replays_into_a_legacy_database_which_then_gets_an_id(
+    db: str,
+) -> None:
+    new_store(db)
+    conn = sqlite3.connect(db)
+    conn.execute("DELETE FROM meta WHERE key = 'db_id'")  # a file from before ids
+    conn.commit()
+    conn.close()
+    _dead_session_journal(db, 0, range(1, 4))
+    _make_legacy(journal_path(db))
+    with SqliteEventStore(db, settings=KEEP_ALL) as store:
+        assert [e.seq for e in store.query()] == [1, 2, 3]
+        assert store.journal_orphans == 0
+        ident = db_id(db)
+        assert ident != 0
+        with open(journal_path(db), "rb") as fp:  # rewritten in the current format
+            head = fp.read(32)
+        assert head[:8] == b"MBJRNL02" and int.from_bytes(head[24:], "little") == ident
+
+
+def test_a_legacy_journal_next_to_a_database_with_an_id_is_moved_aside(db: str) -> None:
+    _dead_session_journal(db, new_store(db), range(1, 4))
+    _make_legacy(journal_path(db))
+    with SqliteEventStore(db) as store:
+        assert store.query() == [] and store.journal_orphans == 1
+    assert os.path.exists(journal_path(db) + ".orphan-legacy")
+
+
+def test_a_legacy_database_without_a_journal_gets_an_id_at_open(db: str) -> None:
+    new_store(db)
+    conn = sqlite3.connect(db)
+    conn.execute("DELETE FROM meta WHERE key = 'db_id'")
+    conn.commit()
+    conn.close()
+    with SqliteEventStore(db, mode="durable"):
+        pass
+    assert db_id(db) != 0
+
+
+def test_no_room_for_the_journal_falls_back_to_durable_only_by_default(
+    db: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def full(fd: int, offset: int, size: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", full, raising=False)
+    with pytest.raises(StoreError, match="cannot allocate") as refused:
+        SqliteEventStore(db, mode="journal")  # asked for: refused
+    assert refused.value.kind == "disk_full"
+    assert not os.path.exists(journal_path(db))  # the empty file made is gone
+    with caplog.at_level(logging.WARNING), SqliteEventStore(db) as store:
+        assert store.mode == "durable"
+        store.append(ev(1))
+        assert [e.seq for e in store.query()] == [1]
+    assert "runs in durable mode" in caplog.text and not os.path.exists(journal_path(db))

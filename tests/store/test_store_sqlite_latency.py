@@ -65,7 +65,9 @@ def test_an_idle_store_is_checkpointed_too(db: str) -> None:
 
 def test_one_append_prunes_a_bounded_step_and_the_next_ones_catch_up(db: str) -> None:
     settings = StoreSettings(retention_ticks=None)
-    with SqliteEventStore(db, settings=settings, prune_step=50, prune_every=1) as store:
+    # durable: every append is a commit of its own, which prunes one step
+    with SqliteEventStore(db, mode="durable", settings=settings, prune_step=50,
+                          prune_every=1) as store:
         store.append_many(ev(seq, seq) for seq in range(1, 1001))
         settings.update(retention_ticks=10)  # read live: 990 events now too old
         store.append(ev(1001, 1001))
@@ -80,7 +82,8 @@ def test_one_append_prunes_a_bounded_step_and_the_next_ones_catch_up(db: str) ->
 
 def test_count_retention_is_stepped_too(db: str) -> None:
     settings = StoreSettings(retention_ticks=None)
-    with SqliteEventStore(db, settings=settings, prune_step=40, prune_every=1) as store:
+    with SqliteEventStore(db, mode="durable", settings=settings, prune_step=40,
+                          prune_every=1) as store:
         store.append_many(ev(seq, seq) for seq in range(1, 301))
         settings.update(retention_count=100)
         store.append(ev(301, 301))

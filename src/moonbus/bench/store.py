@@ -9,8 +9,9 @@ Rows (each measured side by side in one run, best of a few alternating rounds):
   is ours to pay);
 * a long stream of events through the default 36,000-tick retention: the file
   size and the process RSS must stay flat once the window is full;
-* per-emit p99 and max of the durable store in a paced 60 fps loop, 20 emits
-  a frame, next to the fast mode (``store_frame``).
+* per-emit p99 and max of the default (journal) and ``?mode=durable`` stores
+  in a paced 60 fps loop, 20 emits a frame, next to the fast mode
+  (``store_frame``).
 
 The raw peers write into the same table and indexes (``sqlite_schema.SCHEMA``)
 and JSON-encode the same data, so the ratio is moonbus's own overhead.

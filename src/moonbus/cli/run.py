@@ -95,7 +95,9 @@ def _usage(exc: Exception) -> click.UsageError:
 @click.option("--log-json", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write every script log line here, one JSON object a line.")
 @click.option("--events-db", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Record every event in this SQLite file.")
+              help="Record every event in this SQLite file (journal mode: kept through "
+              "kill -9, committed in batches; --events sqlite:///FILE?mode=durable for a "
+              "commit per emit).")
 @click.option("--events", "events_url", default=None, metavar="URL",
               help="Record every event in this store (sqlite:///FILE or redis://HOST:PORT/DB).")
 @click.option("--shared", "shared_url", default="memory://", show_default=True, metavar="URL",

@@ -14,10 +14,17 @@ or one pipeline). The window is bounded twice:
 
 Threads: ``put``, ``flush`` and ``close`` may be called from any thread; the
 writer thread (created here, owned by this object) is the only caller of
-``write``. If ``write`` raises, the writer stops; the items not written are
-counted and every later ``put``/``flush``/``close`` raises ``StoreError``
-naming the failure ("it broke"), while calls after ``close`` raise
-``ClosedError`` ("you closed it").
+``write``. If ``write`` raises, ``retry_after(error, attempt)`` says what
+next (absent, or None: give up). Giving up, the writer stops; the items not
+written are counted and every later ``put``/``flush``/``close`` raises
+``StoreError`` naming the failure ("it broke"), while calls after ``close``
+raise ``ClosedError`` ("you closed it"). Retrying (the SQLite store's journal
+mode, whose items are safe in its journal meanwhile), the writer tries the
+same batch again after the returned number of seconds, or at once when a
+``put`` or ``flush`` asks: those wait for that attempt and raise
+``StoreError`` (the cause's ``kind``) while it fails, so callers see an
+outage as they would with a commit of their own, and the first call after it
+ended goes through. ``close`` makes one last attempt and gives up.
 """
 
 from __future__ import annotations
@@ -45,6 +52,8 @@ class BatchWriter(Generic[T]):
         flush_interval: float,
         max_pending: int,
         name: str,
+        retry_after: Callable[[BaseException, int], float | None] | None = None,
+        lost_note: str = "were not written",
     ) -> None:
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, not {batch_size!r}")
@@ -55,6 +64,8 @@ class BatchWriter(Generic[T]):
                 f"max_pending ({max_pending!r}) must be at least batch_size ({batch_size!r})"
             )
         self._write = write
+        self._retry_after = retry_after
+        self._lost_note = lost_note
         self.batch_size = batch_size
         self.flush_interval = flush_interval
         self.max_pending = max_pending
@@ -73,6 +84,9 @@ class BatchWriter(Generic[T]):
         self._flush_upto = 0
         self._closing = False
         self._failure: BaseException | None = None
+        self._retrying = False  # _failure is the last attempt's, the batch is kept
+        self._retry_now = False  # a put or flush asks for an attempt without delay
+        self._attempts = 0  # attempts that failed (the current batch's, retrying)
         self._lost = 0
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
@@ -103,12 +117,14 @@ class BatchWriter(Generic[T]):
         """Block until every item put before this call is written."""
         with self._lock:
             target = self._put
-            if self._failure is None and self._written < target:
+            while True:
+                self._raise_failure()  # retrying: after one more attempt, if it works
+                if self._written >= target:
+                    return
                 self._flush_upto = max(self._flush_upto, target)
                 self._items.notify()
                 while self._written < target and self._failure is None:
                     self._done.wait()
-            self._raise_failure()
 
     def close(self) -> None:
         """Write everything still queued, stop the thread. Idempotent."""
@@ -132,11 +148,27 @@ class BatchWriter(Generic[T]):
         self._raise_failure()
 
     def _raise_failure(self) -> None:
-        if self._failure is not None:
+        """Raise the writer's failure, if any (holding ``_lock``). While it is
+        retrying, first ask for an attempt now and wait for its outcome."""
+        if self._retrying and not self._closing:
+            attempts = self._attempts
+            self._retry_now = True
+            self._items.notify_all()
+            while self._retrying and self._attempts == attempts and not self._closing:
+                self._done.wait()
+        failure = self._failure
+        if failure is None:
+            return
+        kind = failure.kind if isinstance(failure, StoreError) else "other"
+        if self._retrying:
             raise StoreError(
-                f"{self.name}: the background writer failed ({self._failure}); "
-                f"{self._lost} appended event(s) were not written"
-            ) from self._failure
+                f"{self.name}: cannot write ({failure}); {self._put - self._written} "
+                "appended event(s) wait and are retried", kind=kind,
+            ) from failure
+        raise StoreError(
+            f"{self.name}: the background writer failed ({failure}); "
+            f"{self._lost} appended event(s) {self._lost_note}", kind=kind,
+        ) from failure
 
     def _take(self) -> list[T] | None:
         """Wait for the next batch (None: closing and drained)."""
@@ -168,15 +200,40 @@ class BatchWriter(Generic[T]):
             batch = self._take()
             if batch is None:
                 return
-            try:
-                self._write(batch)
-            except BaseException as exc:
-                with self._lock:
-                    self._failure = exc
-                    self._lost = len(batch) + len(self._buffer)
-                    self._buffer.clear()
-                    self._wake_all()
-                return
+            while True:
+                try:
+                    self._write(batch)
+                except BaseException as exc:
+                    if not self._failed(batch, exc):
+                        return
+                    continue
+                break
             with self._lock:
                 self._written += len(batch)
+                self._failure, self._retrying, self._attempts = None, False, 0
                 self._done.notify_all()
+
+    def _failed(self, batch: list[T], exc: BaseException) -> bool:
+        """Writing ``batch`` raised ``exc``: wait and return True to try it again,
+        or give up (False). The writer thread."""
+        with self._lock:
+            self._attempts += 1
+            attempt, closing = self._attempts, self._closing
+        delay = None if self._retry_after is None else self._retry_after(exc, attempt)
+        with self._lock:
+            self._failure = exc
+            if delay is None or closing:
+                self._retrying = False
+                self._lost = len(batch) + len(self._buffer)
+                self._buffer.clear()
+                self._wake_all()
+                return False
+            self._retrying, self._retry_now = True, False
+            self._done.notify_all()  # waiters for the last attempt raise
+            deadline = time.monotonic() + delay
+            while not self._closing and not self._retry_now:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._items.wait(remaining)
+            return True

@@ -6,8 +6,10 @@ Accepted forms::
     sqlite:////abs/path.db            absolute
     sqlite://:memory:                 (also sqlite:///:memory:) in-memory, this process only
     path/to/file.db                   a plain path means SQLite
-    ...?mode=fast                     SQLite options as query parameters:
-                                      mode=durable|fast|journal, sync=normal|full,
+    ...?mode=durable                  SQLite options as query parameters:
+                                      mode=journal|durable|fast (a file's default:
+                                      journal; :memory:'s: durable; see
+                                      ``moonbus.store.sqlite``), sync=normal|full,
                                       batch_size=N, flush_interval=SECONDS,
                                       lock_timeout=SECONDS, journal_bytes=N
     redis://[user:password@]host:port/db?prefix=P

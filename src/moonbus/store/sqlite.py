@@ -2,29 +2,33 @@
 
 Modes
 -----
-*durable* (default): ``append`` returns after the row's transaction has
-committed. The journal is WAL with ``synchronous=NORMAL``: a commit appends the
-transaction to the WAL file through ``write()``, so it sits in the operating
-system's page cache and survives the *process* dying at any instant (kill -9,
-a crash, an exception) because the OS still writes it out; on the next open
-SQLite replays the WAL. What NORMAL does not promise is surviving a power loss
-or kernel crash (the last commits may roll back; the file stays consistent).
-Pass ``synchronous="full"`` to fsync the WAL on every commit for that too.
+*journal* (the default for a file): ``append`` returns once the row is
+copied into a memory-mapped journal (``<file>-mbjournal``; a store into a
+shared file mapping is the kernel's the moment it is made, so it survives
+kill -9 or a crash) and handed to a ``BatchWriter``, which commits rows in
+batches as in *fast* mode and then lets the journal reuse their space.
+Opening the store (any mode) commits the rows its own journal holds first
+(``sqlite_journal``, ``sqlite_journal_open``). Why the default: no SQLite
+commit or fsync on the emitting thread, which in a game loop sets the
+frame's p99 and max (``moonbus bench --only store_frame``). The costs:
+other processes (``moonbus events --db``) see an event once its batch is
+committed (within ``flush_interval``, 50 ms; after a kill, once a writer
+opened the file again); an SQLite failure (disk full, locked) is met by the
+writer thread, whose batch stays in the journal and is retried (every 50 ms
+doubling to 1 s): meanwhile each append, query or flush tries it at once and
+raises ``StoreError`` (the failure's kind) while it fails. Other failures
+break the store as in *fast* mode, the events kept in the journal.
+``journal_bytes`` bounds the journal (default 8 MiB, made at open; with less
+room on the disk ``mode="journal"`` is refused, the default runs durable with
+a WARNING); a full journal makes an append wait (``journal_waits``).
 
-*journal*: as durable as *durable* against the process dying, without an
-SQLite commit on the appending thread: ``append`` copies the row into a
-memory-mapped journal (``<file>-mbjournal``; a store into a shared file
-mapping is the kernel's the moment it is made, so it survives kill -9) and
-hands it to a ``BatchWriter``, which commits rows in batches as in *fast*
-mode and then lets the journal reuse their space. Opening the store (in any
-mode) commits the journal's rows the database does not have yet first, so
-nothing acknowledged is lost; see ``moonbus.store.sqlite_journal``. The
-costs: other processes reading the file (``moonbus events --db``) see an
-event once its batch is committed (within ``flush_interval``, 50 ms), and an
-SQLite failure (disk full) surfaces at a later call, as in *fast* mode,
-while the events stay in the journal for the next open. ``journal_bytes``
-bounds the journal (default 8 MiB); an append that finds it full waits for
-the batch writer (``journal_waits`` counts those).
+*durable* (``:memory:``'s default, ``mode="durable"`` for a file): ``append``
+returns after its own transaction committed (a failure raises from it, other
+processes see the event at once) at the cost of SQLite's commit path on the
+emitting thread. With ``synchronous=NORMAL`` a commit is in the OS page cache
+(``write()`` to the WAL), so it survives the process dying. Neither mode
+survives a power loss for the last events (the file stays consistent);
+``synchronous="full"`` fsyncs every commit (durable; the journal never is).
 
 *fast*: ``append`` encodes the row and hands it to a ``BatchWriter``; its
 thread commits up to ``batch_size`` rows per transaction. Loss window if the
@@ -39,16 +43,13 @@ rows when the interpreter exits. If a batch cannot be committed (say the file
 stays locked past ``lock_timeout``), the store is broken from then on: every
 later call raises ``StoreError`` saying how many events were not written.
 
-Retention (see ``moonbus.store.retention``) runs inside the committing
-transaction, amortized: after ``prune_every`` committed rows or once the newest
-tick moved ``prune_tick_step`` ticks, as index-range ``DELETE``s per type of at
-most ``prune_step`` events each (or twice the rows being committed, if more);
-what is left is deleted by the following appends, so no single ``emit`` pays
-for deleting a whole window (``prune()`` deletes everything at once).
-Freed pages go to SQLite's freelist and are reused by later rows, so the file
-stops growing once the retention window is full. The WAL is checkpointed by a
-thread of its own (``moonbus.store.sqlite_checkpoint``), never inside an
-append, and truncated to 16 MiB (``journal_size_limit``).
+Retention (``moonbus.store.retention``) runs inside the committing transaction,
+amortized: after ``prune_every`` rows or once the newest tick moved
+``prune_tick_step`` ticks, as ``DELETE``s per type of at most ``prune_step``
+events (or twice the rows committed), the rest left to the next commits
+(``prune()`` deletes all at once). Freed pages are reused, so the file stops
+growing once the window is full. The WAL is checkpointed by a thread of its
+own (``sqlite_checkpoint``), never in an append, truncated to 16 MiB.
 
 Threads and connections
 -----------------------
@@ -56,7 +57,7 @@ Threads and connections
   serialised by ``_append_lock`` and must come in increasing ``seq`` order.
 * The one write connection belongs to a ``SqliteWriter`` and is used only under
   its lock: by the appending thread (durable), by the ``BatchWriter`` thread
-  (fast), and by ``prune``, ``clear`` and ``close``.
+  (journal, fast), and by ``prune``, ``clear`` and ``close``.
 * Queries (any thread) use read connections from a ``ReaderPool``, one per
   concurrent query, so a long export never blocks appends (WAL readers do not
   block the writer). A ``:memory:`` database cannot be shared between
@@ -92,16 +93,12 @@ from moonbus.store.base import (
 )
 from moonbus.store.batching import BatchWriter
 from moonbus.store.event_codec import Row, encode_data, row_json_line, row_to_event
-from moonbus.store.sqlite_journal import (
-    DEFAULT_JOURNAL_BYTES,
-    Journal,
-    journal_path,
-    open_journal,
-)
+from moonbus.store.sqlite_journal import DEFAULT_JOURNAL_BYTES, Journal, journal_path
+from moonbus.store.sqlite_journal_open import lost_note, open_store_journal, retry_delay
 from moonbus.store.sqlite_query import (
     COUNT_TYPE_AFTER_TICK,
     TYPES,
-    plan_selects,
+    explain_query,
     read_meta,
     select_rows,
 )
@@ -124,7 +121,7 @@ class SqliteEventStore(EventStore):
         self,
         path: str | os.PathLike[str],
         *,
-        mode: Mode = "durable",
+        mode: Mode | None = None,
         settings: StoreSettings | None = None,
         batch_size: int = 1000,
         flush_interval: float = 0.05,
@@ -137,6 +134,9 @@ class SqliteEventStore(EventStore):
         create: bool = True,
         journal_bytes: int = DEFAULT_JOURNAL_BYTES,
     ) -> None:
+        defaulted = mode is None  # the default: journal for a file, durable for :memory:
+        if mode is None:
+            mode = "durable" if os.fspath(path) == MEMORY else "journal"
         if mode not in ("durable", "fast", "journal"):
             raise ConfigError(
                 f"event store mode must be 'durable', 'fast' or 'journal', not {mode!r}"
@@ -165,15 +165,16 @@ class SqliteEventStore(EventStore):
             prune_step=prune_step,
         )
         self._journal: Journal | None = None
+        self.journal_orphans = 0  # foreign journals moved aside at open
+        self.retries = 0  # journal-mode batch commits tried again (writer thread)
         try:
             if self.path != MEMORY:
-                self._journal = open_journal(
-                    self.path,
-                    self._db.committed_seq,
-                    lambda rows: self._db.commit(rows, rows[-1][0]),
-                    keep=mode == "journal",
-                    capacity=journal_bytes,
-                )
+                opened = open_store_journal(self._db, keep=mode == "journal",
+                                            capacity=journal_bytes, fallback=defaulted)
+                self._journal = opened.journal
+                if mode == "journal" and opened.journal is None:  # no room for it
+                    self.mode = mode = "durable"
+                self.journal_orphans = int(opened.orphan is not None)
         except BaseException:
             self._db.close()
             raise
@@ -190,6 +191,8 @@ class SqliteEventStore(EventStore):
                     flush_interval=flush_interval,
                     max_pending=2 * batch_size if max_pending is None else max_pending,
                     name=f"event store {self.path} writer",
+                    retry_after=self._batch_failed,
+                    lost_note=lost_note(self._journal),
                 )
             except BaseException:
                 if self._journal is not None:
@@ -294,13 +297,19 @@ class SqliteEventStore(EventStore):
 
     def _write_batch(self, rows: list[Row]) -> None:
         """Fast and journal modes: called by the ``BatchWriter`` thread only."""
-        try:
-            self._db.commit(rows, self._last_seq)
-        except StoreError as exc:
-            self._failures.note(exc)
-            raise
+        self._db.commit(rows, self._last_seq)
         if self._journal is not None:
             self._journal.committed_through(rows[-1][0])
+
+    def _batch_failed(self, exc: BaseException, attempt: int) -> float | None:
+        """The ``BatchWriter``'s thread could not commit a batch: counted once per
+        outage; seconds until the next attempt (journal mode, an outage that may
+        end: disk full, locked...) or None (give up: the store is broken)."""
+        if attempt == 1 and isinstance(exc, StoreError):
+            self._failures.note(exc)
+        delay = None if self._journal is None else retry_delay(exc, attempt)
+        self.retries += delay is not None
+        return delay
 
     def flush(self) -> None:
         """Block until every event appended so far is committed (fast mode)."""
@@ -325,10 +334,11 @@ class SqliteEventStore(EventStore):
     # --------------------------------------------------------------- reading
 
     @contextlib.contextmanager
-    def _reading(self, action: str) -> Iterator[sqlite3.Connection]:
+    def _reading(self, action: str, flush: bool = True) -> Iterator[sqlite3.Connection]:
         """A connection inside one read transaction (a consistent snapshot),
-        after everything appended so far is committed."""
-        self.flush()
+        after everything appended so far is committed (``flush``)."""
+        if flush:
+            self.flush()
         if self._readers is not None:
             with self._readers.snapshot(action) as conn:
                 yield conn
@@ -382,19 +392,8 @@ class SqliteEventStore(EventStore):
         """SQLite's ``EXPLAIN QUERY PLAN`` lines for the SELECTs ``query`` would run."""
         check_query(after_tick, after_seq, limit)
         with self._reading("explaining a query") as conn:
-            ordered = bool(read_meta(conn, "ticks_ordered", 1))
-            lines: list[str] = []
-            for select in plan_selects(
-                after_tick=after_tick,
-                after_seq=after_seq,
-                types=type_list(types),
-                limit=limit,
-                newest=newest,
-                ticks_ordered=ordered,
-            ):
-                plan = conn.execute("EXPLAIN QUERY PLAN " + select.sql, select.params)
-                lines.extend(str(row[3]) for row in plan)
-        return lines
+            return explain_query(conn, after_tick=after_tick, after_seq=after_seq,
+                                 types=type_list(types), limit=limit, newest=newest)
 
     def export_ndjson(self, fp: IO[str], **query: Any) -> int:
         """Stream matching events as NDJSON lines without decoding their data."""
@@ -446,8 +445,15 @@ class SqliteEventStore(EventStore):
         return max(stored, high_water, self._last_seq)
 
     def statistics(self) -> StoreStatistics:
-        """Appended and pruned (this session), stored now, pending (fast mode)."""
-        with self._reading("counting") as conn:
+        """Appended and pruned (this session), stored now, pending (fast and
+        journal modes). A journal-mode outage still answers (monitoring):
+        ``stored`` is what is committed, ``pending`` what waits in the journal."""
+        try:
+            self.flush()
+        except StoreError:
+            if self._journal is None:
+                raise
+        with self._reading("counting", flush=False) as conn:
             stored = conn.execute("SELECT count(*) FROM events").fetchone()[0]
         pending = self._writer.pending if self._writer is not None else 0
         checkpoints, checkpoint_failures = self._db.checkpoints
@@ -457,6 +463,7 @@ class SqliteEventStore(EventStore):
             stored=int(stored),
             pending=pending,
             append_failures=self._failures.snapshot(),
+            retries=self.retries,
             checkpoints=checkpoints,
             checkpoint_failures=checkpoint_failures,
         )

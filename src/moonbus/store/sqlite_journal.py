@@ -18,8 +18,11 @@ batches off the emitting thread, and then tells the journal they are in
 the database (``committed_through``). When the store is opened again, the
 records after the database's last seq are committed first (``recover``).
 
-File layout (little-endian): a 4 KiB header (magic, capacity, ``head``: the
-offset of the oldest record that may not be in the database yet), then
+File layout (little-endian): a 4 KiB header (magic ``MBJRNL02``, capacity,
+``head``: the offset of the oldest record that may not be in the database
+yet, and the id of the database the journal belongs to, from its ``meta``
+table: ``sqlite_journal_open`` replays a journal into that database only;
+``MBJRNL01`` journals, from before ids, have none), then
 records from ``HEADER`` to the capacity: ``u32 length, u32 crc32 of the
 body, body`` with body ``i64 seq, i64 tick, i64 ts, u8 has_tick, u32 type
 length, u32 source length`` and the UTF-8 of type, source and data. A
@@ -32,6 +35,11 @@ Recovery reads from ``head`` while each record is whole (its crc matches)
 and its seq is above the one before; the first record that is not (a record
 torn by a power loss, or an older lap's record past the last one written)
 ends the journal. Records at or below the database's last seq are skipped.
+Where it ends, the ring is searched (``find`` of the next two seqs' bytes)
+for a whole record that should have come next: finding one means the record
+where recovery stopped is corrupt in the middle of the journal, not its end;
+what follows cannot be replayed (seq would have a gap), so it is logged at
+WARNING with the offsets and the bytes not replayed (``corrupt_bytes``).
 What a power loss may do is what ``synchronous=NORMAL`` says: the last
 records may be gone; the journal is never fsynced.
 
@@ -50,28 +58,30 @@ and ``close`` run when no other thread uses the journal (open and close).
 from __future__ import annotations
 
 import collections
+import errno
 import logging
 import mmap
 import os
 import stat
 import struct
 import zlib
-from collections.abc import Callable
+from collections.abc import Iterator
 
 from moonbus.errors import ConfigError, StoreError
 from moonbus.store.event_codec import Row
 
-__all__ = ["DEFAULT_JOURNAL_BYTES", "HEADER", "Journal", "journal_path", "open_journal"]
+__all__ = ["DEFAULT_JOURNAL_BYTES", "HEADER", "Journal", "journal_path"]
 
 _log = logging.getLogger(__name__)
 
-MAGIC = b"MBJRNL01"
+MAGIC = b"MBJRNL02"
+LEGACY_MAGIC = b"MBJRNL01"  # before journals carried their database's id
 HEADER = 4096
 WRAP = 0xFFFFFFFF
 DEFAULT_JOURNAL_BYTES = 8 * 1024 * 1024
 MIN_JOURNAL_BYTES = 64 * 1024
 
-_FILE_HEAD = struct.Struct("<8sqq")  # magic, capacity, head
+_FILE_HEAD = struct.Struct("<8sqqq")  # magic, capacity, head, database id
 _REC = struct.Struct("<II")  # body length, crc32(body)
 _BODY = struct.Struct("<qqqBII")  # seq, tick, ts, has_tick, type length, source length
 _HEAD_AT = 16  # offset of ``head`` in the file header
@@ -82,46 +92,12 @@ def journal_path(db_path: str) -> str:
     return db_path + "-mbjournal"
 
 
-def open_journal(
-    db_path: str,
-    committed_seq: int,
-    commit: Callable[[list[Row]], None],
-    *,
-    keep: bool,
-    capacity: int = DEFAULT_JOURNAL_BYTES,
-) -> Journal | None:
-    """Commit (with ``commit``) the rows a journal-mode session left in the
-    journal of ``db_path`` above ``committed_seq``, then return the emptied
-    journal (``keep``: journal mode) or remove it (None). Any mode calls this:
-    those rows were acknowledged. The caller holds the store's writer lock, so
-    no other store uses the journal."""
-    path = journal_path(db_path)
-    if not keep and not os.path.lexists(path):
-        return None
-    journal = Journal(path, capacity)
-    try:
-        rows = journal.recover(committed_seq)
-        if rows:
-            commit(rows)
-            _log.info(
-                "event store %s: committed %d event(s) left in its journal (seq %d-%d)",
-                db_path, len(rows), rows[0][0], rows[-1][0],
-            )
-        journal.reset()
-    except BaseException:
-        journal.close()
-        raise
-    if keep:
-        return journal
-    journal.close()
-    os.unlink(path)
-    return None
-
-
 class Journal:
     """A ring of row records in a shared file mapping. See the module docstring."""
 
-    def __init__(self, path: str, capacity: int = DEFAULT_JOURNAL_BYTES) -> None:
+    def __init__(
+        self, path: str, capacity: int = DEFAULT_JOURNAL_BYTES, db_id: int = 0
+    ) -> None:
         if not isinstance(capacity, int) or capacity < MIN_JOURNAL_BYTES:
             raise ConfigError(
                 f"journal_bytes must be a whole number >= {MIN_JOURNAL_BYTES}, not {capacity!r}"
@@ -137,23 +113,29 @@ class Journal:
             info = os.fstat(fd)
             if not stat.S_ISREG(info.st_mode):
                 raise StoreError(f"event store journal {path}: not a regular file")
-            existing = self._read_capacity(fd) if info.st_size >= HEADER else None
+            existing = self._read_header(fd) if info.st_size >= HEADER else None
             if existing is not None:
-                capacity = existing  # the file's own size wins: its records are laid out so
+                # the file's own size wins: its records are laid out so
+                capacity, self.file_db_id = existing
             elif info.st_size and any(os.pread(fd, HEADER, 0)):
                 raise StoreError(f"event store journal {path}: not a moonbus journal file")
             try:
                 _allocate(fd, capacity)
             except OSError as exc:
+                if info.st_size == 0:  # made here (or empty): nothing to keep
+                    os.unlink(path)
                 raise StoreError(
-                    f"event store journal {path}: cannot allocate {capacity} bytes ({exc})"
+                    f"event store journal {path}: cannot allocate {capacity} bytes ({exc})",
+                    kind="disk_full" if exc.errno == errno.ENOSPC else "io",
                 ) from exc
             self._map = mmap.mmap(fd, capacity)
         finally:
             os.close(fd)
         self.capacity = capacity
+        self.db_id = db_id  # written into the header by ``reset``
         if existing is None:
-            self._map[0:_FILE_HEAD.size] = _FILE_HEAD.pack(MAGIC, capacity, HEADER)
+            self.file_db_id = db_id
+            self._map[0:_FILE_HEAD.size] = _FILE_HEAD.pack(MAGIC, capacity, HEADER, db_id)
         for page in range(0, capacity, mmap.PAGESIZE):  # fault every page in now
             self._map[page] = self._map[page]
         self._head = self._read_head()
@@ -162,15 +144,18 @@ class Journal:
         # appended by the appending thread, popped by the batch writer's
         self._ends: collections.deque[tuple[int, int]] = collections.deque()
         self._undo = (HEADER, HEADER)  # (tail before, offset) of the last append
+        self.corrupt_bytes = 0  # bytes of records recovery found past a corrupt one
 
     @staticmethod
-    def _read_capacity(fd: int) -> int | None:
-        magic, capacity, _ = _FILE_HEAD.unpack(os.pread(fd, _FILE_HEAD.size, 0))
-        if magic != MAGIC:
+    def _read_header(fd: int) -> tuple[int, int | None] | None:
+        """(capacity, database id; None in a legacy journal) of a journal file,
+        None if the file does not start with a journal header."""
+        magic, capacity, _, db_id = _FILE_HEAD.unpack(os.pread(fd, _FILE_HEAD.size, 0))
+        if magic not in (MAGIC, LEGACY_MAGIC):
             return None
         if capacity < MIN_JOURNAL_BYTES or capacity > os.fstat(fd).st_size:
             return None
-        return int(capacity)
+        return int(capacity), (int(db_id) if magic == MAGIC else None)
 
     def _read_head(self) -> int:
         (head,) = struct.unpack_from("<q", self._map, _HEAD_AT)
@@ -238,37 +223,88 @@ class Journal:
     # ------------------------------------------------------------- recovery
 
     def recover(self, after_seq: int) -> list[Row]:
-        """The rows of the records from ``head`` on whose seq is above ``after_seq``."""
-        m, pos, last = self._map, self._head, -1
+        """The rows of the records from ``head`` on whose seq is above ``after_seq``.
+        Where they end, the rest of the ring is searched for a whole record that
+        should have come later (a corrupt record in the middle): logged at WARNING
+        with the offsets and bytes not replayed, counted in ``corrupt_bytes``."""
         rows: list[Row] = []
+        last = -1
+        stop = self._head
+        for row, _, end in self._records(self._head, -1):
+            last = row[0]
+            if last > after_seq:
+                rows.append(row)
+            stop = end
+        self._report_lost(stop, max(last, after_seq))
+        return rows
+
+    def _records(self, pos: int, last: int) -> Iterator[tuple[Row, int, int]]:
+        """(row, offset, end) of each whole record from ``pos`` (following one wrap)
+        while seqs increase after ``last``."""
+        m = self._map
         wrapped = False
         while pos + _REC.size <= self.capacity:
             length, crc = _REC.unpack_from(m, pos)
             if length == WRAP:
                 if wrapped:
-                    break
+                    return
                 wrapped, pos = True, HEADER
                 continue
-            start, end = pos + _REC.size, pos + _REC.size + length
-            if length < _BODY.size or end > self.capacity:
-                break
-            body = m[start:end]
-            if zlib.crc32(body) != crc:
-                break
-            row = _decode(body)
+            row = self._record_at(pos, length, crc)
             if row is None or row[0] <= last:
-                break
+                return
             last = row[0]
-            if row[0] > after_seq:
-                rows.append(row)
+            end = pos + _REC.size + length
+            yield row, pos, end
             pos = end
-        return rows
+
+    def _record_at(self, pos: int, length: int, crc: int) -> Row | None:
+        """The row of a whole record at ``pos``, None if it is not one."""
+        end = pos + _REC.size + length
+        if length < _BODY.size or end > self.capacity:
+            return None
+        body = self._map[pos + _REC.size : end]
+        return _decode(body) if zlib.crc32(body) == crc else None
+
+    def _report_lost(self, stop: int, base: int) -> None:
+        """Recovery stopped at ``stop`` having seen seqs through ``base``: look for
+        a whole record of seq ``base + 1`` or ``base + 2`` anywhere else in the
+        ring (one found means the record at ``stop`` is corrupt, not the end)."""
+        m = self._map
+        for seq in (base + 1, base + 2):
+            needle = struct.pack("<q", seq)
+            for lo, hi in ((stop + 1, self.capacity), (HEADER, stop)):
+                hit = m.find(needle, lo, hi)
+                while hit >= 0:
+                    at = hit - _REC.size
+                    if at >= HEADER:
+                        found = self._record_at(at, *_REC.unpack_from(m, at))
+                        if found is not None and found[0] == seq:
+                            self._warn_lost(stop, at, base)
+                            return
+                    hit = m.find(needle, hit + 1, hi)
+
+    def _warn_lost(self, stop: int, at: int, base: int) -> None:
+        seqs, size = [], 0
+        for row, start, end in self._records(at, base):
+            seqs.append(row[0])
+            size += end - start
+        gap = at - stop if at > stop else (self.capacity - stop) + (at - HEADER)
+        self.corrupt_bytes = gap + size
+        _log.warning(
+            "event store journal %s: the record at offset %d is corrupt; %d byte(s) "
+            "from there on were not replayed into the database, among them %d whole "
+            "event(s) after it (seq %d-%d, from offset %d)",
+            self.path, stop, gap + size, len(seqs), seqs[0], seqs[-1], at,
+        )
 
     def reset(self) -> None:
-        """Empty the journal (every record is in the database)."""
+        """Empty the journal (every record is in the database) and write its
+        header afresh, carrying ``db_id`` (a legacy journal becomes a current one)."""
         self._ends.clear()
         self._head = self._tail = HEADER
-        struct.pack_into("<q", self._map, _HEAD_AT, HEADER)
+        _FILE_HEAD.pack_into(self._map, 0, MAGIC, self.capacity, HEADER, self.db_id)
+        self.file_db_id = self.db_id
         _REC.pack_into(self._map, HEADER, 0, 0)  # no record here: recovery stops at once
 
     def close(self) -> None:

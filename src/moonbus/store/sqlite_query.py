@@ -40,6 +40,7 @@ __all__ = [
     "PRUNE_BY_TICK_STEP",
     "Row",
     "Select",
+    "explain_query",
     "merge_rows",
     "plan_selects",
     "read_meta",
@@ -200,3 +201,28 @@ def merge_rows(
         rows = list(merged)
         return iter(rows[max(0, len(rows) - limit) :])
     return itertools.islice(merged, limit)
+
+
+def explain_query(
+    conn: sqlite3.Connection,
+    *,
+    after_tick: int | None,
+    after_seq: int | None,
+    types: list[str] | None,
+    limit: int | None,
+    newest: bool,
+) -> list[str]:
+    """SQLite's ``EXPLAIN QUERY PLAN`` lines for the SELECTs ``select_rows`` runs
+    (inside the caller's read transaction)."""
+    lines: list[str] = []
+    for select in plan_selects(
+        after_tick=after_tick,
+        after_seq=after_seq,
+        types=types,
+        limit=limit,
+        newest=newest,
+        ticks_ordered=bool(read_meta(conn, "ticks_ordered", 1)),
+    ):
+        plan = conn.execute("EXPLAIN QUERY PLAN " + select.sql, select.params)
+        lines.extend(str(row[3]) for row in plan)
+    return lines

@@ -30,8 +30,11 @@ Schema (one table, three indexes, each chosen for a query or a prune):
 * ``events_type_seq(type)`` (implicitly ``(type, seq)``): "type after seq" and
   count retention.
 * ``meta(key, value)``: ``high_water`` (the highest seq ever stored, kept when
-  events are deleted) and ``ticks_ordered`` (1 while ticks never went backwards
-  in seq order, which lets tick queries walk an index in ``(tick, seq)`` order).
+  events are deleted), ``ticks_ordered`` (1 while ticks never went backwards
+  in seq order, which lets tick queries walk an index in ``(tick, seq)`` order)
+  and ``db_id`` (a random id given to the file when it is created, or when a
+  file made before ids existed is first opened by a writer; the store's
+  journal carries it, so a journal is only ever replayed into its own file).
 
 Connections made here are plain ``sqlite3`` connections in autocommit mode
 (``isolation_level=None``); the caller manages transactions and threads.
@@ -41,6 +44,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import sqlite3
 import stat
 import time
@@ -56,10 +60,12 @@ __all__ = [
     "MEMORY",
     "SCHEMA",
     "SCHEMA_VERSION",
+    "SET_DB_ID",
     "WorkLimit",
     "check_header",
     "check_schema",
     "check_writable",
+    "new_db_id",
     "open_checkpointer",
     "open_read_only",
     "open_reader",
@@ -94,6 +100,8 @@ SCHEMA = (
 )
 
 Synchronous = Literal["normal", "full"]
+
+SET_DB_ID = "INSERT OR REPLACE INTO meta (key, value) VALUES ('db_id', ?)"
 
 _PROGRESS_STEPS = 10_000  # SQLite VM instructions between two looks at the deadline
 
@@ -147,6 +155,11 @@ def store_error(
         why = text
         kind = "io" if "i/o" in lowered else "other"
     return StoreError(f"event store {path}: {why} while {action}", kind=kind)
+
+
+def new_db_id() -> int:
+    """A random id for a new store file (63 bits, never 0: 0 means "none")."""
+    return secrets.randbits(63) or 1
 
 
 def check_header(path: str, *, create: bool) -> None:
@@ -350,6 +363,7 @@ def open_writer(
                             conn.execute(statement)
                         conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
                         conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                        conn.execute(SET_DB_ID, (new_db_id(),))
                     conn.execute("COMMIT")
                 except BaseException:
                     if conn.in_transaction:

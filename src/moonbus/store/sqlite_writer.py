@@ -35,6 +35,7 @@ from moonbus.store.sqlite_query import (
 )
 from moonbus.store.sqlite_schema import (
     MEMORY,
+    SET_DB_ID,
     WAL_CHECKPOINT_FRAMES,
     Synchronous,
     check_header,
@@ -116,6 +117,8 @@ class SqliteWriter:
                 conn = self._conn
                 max_seq = conn.execute("SELECT max(seq) FROM events").fetchone()[0] or 0
                 high_water = read_meta(conn, "high_water", 0)
+                # 0: a file made before stores had ids (stamped by ``stamp_id``)
+                self.db_id = read_meta(conn, "db_id", 0)
                 self._max_tick: int | None = conn.execute(
                     "SELECT max(tick) FROM events"
                 ).fetchone()[0]
@@ -328,6 +331,14 @@ class SqliteWriter:
                 self._types.discard(event_type)
                 self._counts = {**self._counts, event_type: 0}
         return deleted
+
+    def stamp_id(self, db_id: int) -> None:
+        """Give a file made before stores had ids the id ``db_id`` (no-op if it has one)."""
+        with self.lock:
+            if self.db_id == 0:
+                with self._transaction("recording the store's id") as conn:
+                    conn.execute(SET_DB_ID, (db_id,))
+                self.db_id = db_id
 
     def counts(self) -> dict[str, int]:
         """Committed events per type (types with none left are omitted), sorted by type."""

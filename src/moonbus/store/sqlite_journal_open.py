@@ -1,0 +1,212 @@
+"""Opening an SQLite store's journal: replaying what it holds into its own
+database, and only its own.
+
+Why a module of its own: at open a store finds ``<db>-mbjournal`` and commits
+the acknowledged rows it holds (any mode: those emits returned). A journal
+left by *another* database (the file was deleted or replaced while the journal
+stayed, or a database was copied next to a foreign journal) must not be
+committed into this one: its rows would be wrong events under numbers this
+database may already use. So each database has a random id in its ``meta``
+table (``db_id``, given when the file is created), each journal carries its
+database's id in its header, and a journal whose id is not this database's is
+moved aside, not replayed: renamed to ``<db>-mbjournal.orphan-<its id in
+hex>`` (``-1``, ``-2``... if that name is taken), logged at WARNING naming
+both files, counted (``SqliteEventStore.journal_orphans``), and a fresh
+journal is made. Its rows stay readable there for whoever knows where they
+belong; nothing deletes them.
+
+Journals written before ids existed (magic ``MBJRNL01``, no id): such a
+journal is replayed only into a database that has no id yet either (a file
+made by the same older moonbus); the database then gets its id and the journal
+is rewritten in the current format. A legacy journal next to a database that
+has an id (created or stamped by this version) cannot be that database's
+current journal and is moved aside as above, under ``.orphan-legacy``.
+
+Threads: called once, by the thread opening the store, holding the store's
+writer lock (``sqlite_lock``), so no other store uses the journal.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from moonbus.errors import StoreError
+from moonbus.store.event_codec import Row
+from moonbus.store.sqlite_journal import DEFAULT_JOURNAL_BYTES, Journal, journal_path
+from moonbus.store.sqlite_schema import new_db_id
+
+if TYPE_CHECKING:
+    from moonbus.store.sqlite_writer import SqliteWriter
+
+__all__ = ["JournalOpen", "lost_note", "open_journal", "open_store_journal", "retry_delay"]
+
+_log = logging.getLogger(__name__)
+
+MAX_ORPHAN_NAMES = 1000  # ".orphan-<id>-1" ... before giving up with a StoreError
+# Journal-mode batch commits that failed for one of these reasons are tried
+# again (their rows are safe in the journal meanwhile; appends raise until then).
+RETRIED_KINDS = frozenset({"disk_full", "locked", "io", "read_only"})
+RETRY_FIRST, RETRY_MAX = 0.05, 1.0  # seconds between attempts: doubling up to the max
+
+
+def retry_delay(exc: BaseException, attempt: int) -> float | None:
+    """Seconds before a journal-mode store's writer tries a failed batch again
+    (``attempt`` failed so far), None to give up: a failure that is not an
+    outage which may end (corrupt file, a bug) breaks the store."""
+    if not isinstance(exc, StoreError) or exc.kind not in RETRIED_KINDS:
+        return None
+    return min(RETRY_MAX, RETRY_FIRST * 2.0 ** (attempt - 1))
+
+
+class JournalOpen:
+    """What ``open_journal`` found: the journal to keep (journal mode; None if
+    there was no room for it and the store falls back to durable mode) and the
+    path a foreign journal was moved to (None: there was none)."""
+
+    def __init__(self, journal: Journal | None, orphan: str | None) -> None:
+        self.journal = journal
+        self.orphan = orphan
+
+
+def lost_note(journal: Journal | None) -> str:
+    """What became of the events a broken batch writer did not commit."""
+    if journal is None:
+        return "were not written"
+    return (f"were not written: they stay in {journal.path} and are committed when the "
+            "store is opened again")
+
+
+def open_store_journal(
+    db: SqliteWriter, *, keep: bool, capacity: int, fallback: bool
+) -> JournalOpen:
+    """``open_journal`` for the store whose write side is ``db`` (a file).
+
+    ``fallback`` (journal mode by default, not asked for): a disk without room
+    for a new journal of ``capacity`` bytes does not refuse the open; the store
+    runs in durable mode this session (no journal, logged at WARNING), which
+    on a full disk still opens, refuses each emit while it is full and
+    recovers by itself."""
+    def opening(keep: bool) -> JournalOpen:
+        return open_journal(
+            db.path,
+            db.db_id or new_db_id(),
+            db.committed_seq,
+            lambda rows: db.commit(rows, rows[-1][0]),
+            keep=keep,
+            stamp=db.stamp_id,
+            legacy_db=db.db_id == 0,
+            capacity=capacity,
+        )
+
+    try:
+        return opening(keep)
+    except StoreError as exc:
+        if not (keep and fallback and exc.kind == "disk_full"):
+            raise
+        _log.warning(
+            "event store %s: %s; this session runs in durable mode (a commit per emit) "
+            "instead of the default journal mode", db.path, exc,
+        )
+        return opening(False)
+
+
+def open_journal(
+    db_path: str,
+    db_id: int,
+    committed_seq: int,
+    commit: Callable[[list[Row]], None],
+    *,
+    keep: bool,
+    stamp: Callable[[int], None],
+    legacy_db: bool,
+    capacity: int = DEFAULT_JOURNAL_BYTES,
+) -> JournalOpen:
+    """Commit (with ``commit``) the rows the journal of ``db_path`` holds above
+    ``committed_seq`` if it is this database's (``db_id``; see the module
+    docstring), else move it aside. ``legacy_db``: the database has no id yet;
+    ``stamp(db_id)`` records ``db_id`` in it (called after a legacy journal's
+    rows are committed, before the journal is rewritten). Returns the emptied
+    journal (``keep``: journal mode) or removes it."""
+    path = journal_path(db_path)
+    orphan: str | None = None
+    journal: Journal | None = None
+    if os.path.lexists(path):
+        journal = Journal(path, capacity, db_id)
+        theirs = journal.file_db_id
+        if (theirs == db_id) if theirs is not None else legacy_db:
+            _replay(journal, db_path, committed_seq, commit, stamp, legacy_db)
+        else:
+            journal.close()
+            journal = None
+            orphan = _move_aside(path, theirs)
+            _log.warning(
+                "event store %s: its journal %s belongs to another database (%s; this "
+                "database's id is %016x), so it was not replayed: moved to %s",
+                db_path, path,
+                "no id: an older moonbus wrote it" if theirs is None else f"id {theirs:016x}",
+                db_id, orphan,
+            )
+    if legacy_db:
+        stamp(db_id)
+    if not keep:
+        if journal is not None:
+            journal.close()
+            os.unlink(path)
+        return JournalOpen(None, orphan)
+    if journal is None:
+        journal = Journal(path, capacity, db_id)
+        try:
+            journal.reset()
+        except BaseException:
+            journal.close()
+            raise
+    return JournalOpen(journal, orphan)
+
+
+def _replay(
+    journal: Journal,
+    db_path: str,
+    committed_seq: int,
+    commit: Callable[[list[Row]], None],
+    stamp: Callable[[int], None],
+    legacy_db: bool,
+) -> None:
+    """Commit the journal's rows above ``committed_seq``, then empty it."""
+    try:
+        rows = journal.recover(committed_seq)
+        if rows:
+            commit(rows)
+            _log.info(
+                "event store %s: committed %d event(s) left in its journal (seq %d-%d)",
+                db_path, len(rows), rows[0][0], rows[-1][0],
+            )
+        if legacy_db:
+            stamp(journal.db_id)  # before the journal says so
+        journal.reset()
+    except BaseException:
+        journal.close()
+        raise
+
+
+def _move_aside(path: str, their_id: int | None) -> str:
+    """Rename the journal at ``path`` to a free ``.orphan-...`` name; that name."""
+    base = f"{path}.orphan-{'legacy' if their_id is None else f'{their_id:016x}'}"
+    for n in range(MAX_ORPHAN_NAMES):
+        target = base if n == 0 else f"{base}-{n}"
+        if os.path.lexists(target):
+            continue
+        try:
+            os.rename(path, target)
+        except OSError as exc:
+            raise StoreError(
+                f"event store journal {path}: it belongs to another database and "
+                f"cannot be moved aside to {target} ({exc})"
+            ) from exc
+        return target
+    raise StoreError(
+        f"event store journal {path}: it belongs to another database and "
+        f"{MAX_ORPHAN_NAMES} names {base}[-N] are taken; move them away"
+    )
