@@ -288,17 +288,14 @@ local shared = {}
 -- function f: the quick C call first when there is one (it answers nothing
 -- unless it did the plain case), else f, which raises the store's own error.
 local function host_method(f, quick, address)
-  local q = quick and quick_bind ~= nil and quick_bind(quick, address)
-  if q then
-    return function(_, ...)
+  local q = quick and quick_bind ~= nil and quick_bind(quick, address) or nil
+  return function(_, ...)
+    if q ~= nil then
       local r = q(...)
       if r ~= nil then
         return r
       end
-      return f(...)
     end
-  end
-  return function(_, ...)
     return f(...)
   end
 end
@@ -327,22 +324,27 @@ local function make_handle(kind, name)
   }), check
 end
 
--- Handles and their kind checks are cached per kind, by name (no key
--- string to build per call).
+-- Handles and their kind checks, cached by kind, then name (no key string
+-- to build per call); a kind's tables are made on its first use.
+local handle_cache = {}
+local check_cache = {}
 for kind in pairs(KIND_METHODS) do
-  local handles = {}
-  local checks = {}
   shared[kind] = function(...)
     local name = method_args(shared, ...)
     if type(name) ~= "string" then
       error("shared:" .. kind .. ": name must be a string, got " .. type(name), 2)
     end
-    local h = handles[name]
+    local handles = handle_cache[kind]
+    local h = handles and handles[name]
     if h == nil then
-      h, checks[name] = make_handle(kind, name)
+      if handles == nil then
+        handles = {}
+        handle_cache[kind], check_cache[kind] = handles, {}
+      end
+      h, check_cache[kind][name] = make_handle(kind, name)
       handles[name] = h
     else
-      checks[name]()
+      check_cache[kind][name]()
     end
     return h
   end

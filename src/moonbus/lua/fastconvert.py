@@ -27,7 +27,7 @@ from moonbus.native import load_fast_path
 __all__ = ["FAST_CONVERT", "native_convert_available", "native_converter", "native_quick_bind"]
 
 _GLOBAL_KEY = "__moonbus_native_convert"  # in the state's real _G, which scripts never see
-_QUICK_KEY = "__moonbus_quick_bind"  # the same, for native_quick_bind
+_QUICK_KEY = _GLOBAL_KEY  # the same key: a new one would grow _G (~2 KiB a state)
 
 FAST_CONVERT = "moonbus.lua._fastconvert"  # fails to import, too, when lupa differs
 
