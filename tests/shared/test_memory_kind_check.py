@@ -70,3 +70,27 @@ def test_without_the_c_path_there_is_no_native_check(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("MOONBUS_PURE_PYTHON", "1")
     handle = SharedStore().int("k")
     assert handle.native_check(lambda: None) is None  # type: ignore[attr-defined]
+
+
+@needs_c
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("held", [None, *KINDS])
+def test_quick_says_true_or_leaves_it_to_the_full_check(kind: str, held: str | None) -> None:
+    """``check.quick()`` (what Lua calls first): True where the check returns
+    None, NotImplemented (never the error) where it raises."""
+    store = SharedStore()
+    check = _checker(store, kind)
+    if held == "table":
+        store.table("k").set("a", 1)
+    elif held is not None:
+        getattr(store, held)("k").set(VALUES[held])
+    assert check.quick() is (True if held is None or held == kind else NotImplemented)
+
+
+@needs_c
+def test_quick_on_a_closed_store_leaves_it_to_the_full_check() -> None:
+    store = SharedStore()
+    check = _checker(store, "int")
+    assert check.quick() is True
+    store.close()
+    assert check.quick() is NotImplemented

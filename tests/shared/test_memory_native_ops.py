@@ -106,3 +106,33 @@ def test_the_switch_turns_them_off(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_ci_builds_the_c_int_operations() -> None:
     if os.environ.get("CI") == "true" and not os.environ.get("MOONBUS_PURE_PYTHON"):
         assert IntOp is not None
+
+
+@needs_c
+@pytest.mark.parametrize("start", START_VALUES, ids=repr)
+@pytest.mark.parametrize(("name", "args"), CALLS, ids=repr)
+def test_quick_does_the_plain_case_or_nothing(start: Any, name: str, args: tuple[Any, ...]) -> None:
+    """``op.quick`` (what Lua calls first, moonbus.lua.fastconvert) gives the
+    Python method's value, or NotImplemented with the store untouched: then
+    Lua calls the op itself, whose Python method raises its own error."""
+    (python_store, python_handle), (c_store, c_handle) = _prepared(start), _prepared(start)
+    before = c_store.dump()
+    quick = c_handle.native_ops()[name].quick
+    result = quick(*args)
+    expected = _outcome(python_store, getattr(python_handle, name), args)
+    plain = expected[0] == "value" and all(type(a) is int and abs(a) < 2**62 for a in args)
+    if result is NotImplemented:
+        assert c_store.dump() == before
+        assert not plain  # the plain case is C's to do
+    else:
+        assert ("value", result, c_store.dump()) == expected
+
+
+@needs_c
+def test_quick_on_a_closed_store_does_nothing() -> None:
+    store = SharedStore()
+    ops = store.int("k").native_ops()  # type: ignore[attr-defined]
+    ops["increment"]()
+    store.close()
+    assert ops["increment"].quick() is NotImplemented
+    assert ops["add"].quick(2) is NotImplemented

@@ -78,6 +78,17 @@ def event_payload(event: Event) -> dict[str, Any]:
     return payload
 
 
+def _quick_pairs(targets: list[Any], bound: bool) -> list[Any]:
+    """(quick, id(quick)) or (False, 0) per target: its ``quick`` method (C, of
+    ``moonbus.shared._fastint``) when the engine binds quick host calls, which
+    script_env.lua calls with no lupa call in between (``_fastconvert.c``)."""
+    pairs: list[Any] = []
+    for target in targets:
+        quick = getattr(target, "quick", None) if bound else None
+        pairs += (False, 0) if quick is None else (quick, id(quick))
+    return pairs
+
+
 def _as_sequences(value: Any) -> Any:
     """Shared tables keep string keys; give Lua back sequences where keys are "1".."n"."""
     if isinstance(value, dict):
@@ -159,6 +170,7 @@ class ScriptEngine:
         info["sleep"] = engine.sleep_function
         info["message_handler"] = engine.message_handler
         info["host_function"] = engine.host_function_maker
+        info["quick_bind"] = engine.quick_bind  # None: no quick host calls
         info["log_transfer"] = LOG_TRANSFER
         if ctx.random_seed is not None:
             info["random_seed"] = script_seed(ctx.random_seed, script_name, kind)
@@ -314,7 +326,8 @@ class ScriptEngine:
         """The methods of one shared handle, in ``SHARED_METHODS`` order, then
         its kind check: what ``shared:<kind>(name)`` runs on every later call
         (the name must not hold another kind now, SPEC §3), in C on the
-        memory backend (``MemoryHandle.native_check``)."""
+        memory backend (``MemoryHandle.native_check``). Then (quick, its id) or
+        (False, 0) for each (``_quick_pairs``)."""
         shared = self._shared
         handle = getattr(shared, kind)(name)
         methods = [getattr(handle, m) for m in SHARED_METHODS[kind]]
@@ -329,6 +342,7 @@ class ScriptEngine:
             ops = native_ops()
             methods = [ops.get(m, method) for m, method in zip(SHARED_METHODS[kind], methods,
                                                                strict=True)]
+        quick = _quick_pairs([*methods, checker], self.engine.quick_bind is not None)
         checker = detached(check) if checker is None else checker
         if kind == "string":  # a long string must fit in Lua first (lua_room)
             methods = [admitted(m, self.converter.to_lua, f"shared:string({name!r}):{op}()")
@@ -337,7 +351,7 @@ class ScriptEngine:
             # wrapped by script_env.lua's make_handle; C ops raise without a Python
             # frame, Python methods are detached (moonbus.lua.boundary)
             return (*(detached(m) if isinstance(m, MethodType | FunctionType) else m
-                      for m in methods), checker)
+                      for m in methods), checker, *quick)
         to_py, to_lua = self.converter.to_py, self.converter.to_lua
 
         def converted(method: Callable[..., Any]) -> Callable[..., Any]:
@@ -345,7 +359,7 @@ class ScriptEngine:
                 return to_lua(_as_sequences(method(*[to_py(a) for a in args])))
             return call
 
-        return (*(detached(converted(m)) for m in methods), checker)
+        return (*(detached(converted(m)) for m in methods), checker, *quick)
 
     def _require(self, module: str) -> Any:
         # Called from Lua: the compile shares the running call's deadline.

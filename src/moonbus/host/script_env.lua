@@ -280,24 +280,42 @@ end
 ---------------------------------------------------------------- shared
 -- Kind name -> method names, in the order the Python bridge returns them.
 local KIND_METHODS = info.shared_methods
+-- Makes the quick C call of a host object (nil: none; moonbus.lua.fastconvert).
+local quick_bind = info.quick_bind
 local shared = {}
-local handle_cache = {}
-local check_cache = {}  -- key -> the handle's kind check (C on the memory backend)
+
+-- A handle's method (its first argument, the handle, dropped) calling host
+-- function f: the quick C call first when there is one (it answers nothing
+-- unless it did the plain case), else f, which raises the store's own error.
+local function host_method(f, quick, address)
+  local q = quick and quick_bind ~= nil and quick_bind(quick, address) or nil
+  return function(_, ...)
+    if q ~= nil then
+      local r = q(...)
+      if r ~= nil then
+        return r
+      end
+    end
+    return f(...)
+  end
+end
 
 -- The handle, and its kind check: py.shared_handle returns the methods in
--- KIND_METHODS order, then the check.
+-- KIND_METHODS order, then the check, then (quick, address) for each of
+-- those (engine_side._quick_pairs).
 local function make_handle(kind, name)
   local fns = { py.shared_handle(kind, name) }
+  local methods = KIND_METHODS[kind]
+  local count = #methods
   local index = {}
-  local count = 0
-  for i, method in pairs(KIND_METHODS[kind]) do
+  for i = 1, count do
+    local method = methods[i]
     local f = host_function(fns[i], "shared " .. kind .. " " .. method)
-    index[method] = function(self, ...)
-      return f(...)
-    end
-    count = count + 1
+    index[method] = host_method(f, fns[count + 2 * i], fns[count + 2 * i + 1])
   end
-  local check = host_function(fns[count + 1], "shared")
+  -- called with no arguments: host_method's dropped first one is nil
+  local check = host_method(host_function(fns[count + 1], "shared"),
+                            fns[3 * count + 2], fns[3 * count + 3])
   return setmetatable({}, {
     __index = index,
     __newindex = function() error("shared handles are read-only", 2) end,
@@ -306,19 +324,27 @@ local function make_handle(kind, name)
   }), check
 end
 
+-- Handles and their kind checks, cached by kind, then name (no key string
+-- to build per call); a kind's tables are made on its first use.
+local handle_cache = {}
+local check_cache = {}
 for kind in pairs(KIND_METHODS) do
   shared[kind] = function(...)
     local name = method_args(shared, ...)
     if type(name) ~= "string" then
       error("shared:" .. kind .. ": name must be a string, got " .. type(name), 2)
     end
-    local key = kind .. "\0" .. name
-    local h = handle_cache[key]
+    local handles = handle_cache[kind]
+    local h = handles and handles[name]
     if h == nil then
-      h, check_cache[key] = make_handle(kind, name)
-      handle_cache[key] = h
+      if handles == nil then
+        handles = {}
+        handle_cache[kind], check_cache[kind] = handles, {}
+      end
+      h, check_cache[kind][name] = make_handle(kind, name)
+      handles[name] = h
     else
-      check_cache[key]()
+      check_cache[kind][name]()
     end
     return h
   end

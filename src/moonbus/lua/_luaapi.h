@@ -43,6 +43,7 @@ typedef int (*lua_KFunction)(lua_State *L, int status, lua_KContext ctx);
 #define LUA_ERRMEM 4
 #define LUA_TSTRING 4
 #define LUA_TTABLE 5
+#define LUA_TUSERDATA 7
 #define LUA_TTHREAD 8
 #define LUA_MULTRET (-1)
 #define LUA_RIDX_MAINTHREAD 1
@@ -80,6 +81,7 @@ typedef struct {
     void (*rawseti)(lua_State *, int, lua_Integer);
     int (*error)(lua_State *);
     void (*copy)(lua_State *, int, int);
+    int (*isinteger)(lua_State *, int);
     /* used once, by probe_constants */
     int (*absindex)(lua_State *, int);
     lua_Number (*version)(lua_State *);
@@ -194,6 +196,7 @@ load_api(const char *path)
     SYM(rawseti, "lua_rawseti");
     SYM(error, "lua_error");
     SYM(copy, "lua_copy");
+    SYM(isinteger, "lua_isinteger");
     SYM(absindex, "lua_absindex");
     SYM(version, "lua_version");
     SYM(newstate, "luaL_newstate");

@@ -48,6 +48,7 @@ from moonbus.lua.call_state import CallState, make_call_state
 from moonbus.lua.compile_limits import COMPILE_PIECE, CompileCounters, oversize
 from moonbus.lua.convert import LuaConverter
 from moonbus.lua.fastcall import native_delivery
+from moonbus.lua.fastconvert import native_quick_bind
 from moonbus.lua.guarded import GuardedCalls
 from moonbus.lua.hooks import HookControl
 from moonbus.lua.host_errors import describe_host_error
@@ -157,6 +158,8 @@ class LuaEngine(GuardedCalls):
         )
         if native:
             self.converter.enable_native(lua_module, self._state)  # C copies, when built
+        # Lua function binding quick host calls (fastconvert.native_quick_bind), or None.
+        self.quick_bind: Any = native_quick_bind(lua_module, rt, self._state) if native else None
         self._table_from = rt.table_from
         self.table_from = rt.table_from  # plain-value copy into a new table (owner thread)
 
@@ -350,7 +353,7 @@ class LuaEngine(GuardedCalls):
             self._call = self._compile = self._make_env = self._new_task = self._step = None
             self._compiling = None
             self.protected_call = self.coroutines_tracked = None
-            self._host_function = self.host_function_maker = None
+            self._host_function = self.host_function_maker = self.quick_bind = None
             self._drop_task = None
             self._forget = None
             self._chunks.release()

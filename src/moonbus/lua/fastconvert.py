@@ -24,9 +24,10 @@ from typing import Any
 from moonbus.lua.fastcall import _lupa_lock
 from moonbus.native import load_fast_path
 
-__all__ = ["FAST_CONVERT", "native_convert_available", "native_converter"]
+__all__ = ["FAST_CONVERT", "native_convert_available", "native_converter", "native_quick_bind"]
 
 _GLOBAL_KEY = "__moonbus_native_convert"  # in the state's real _G, which scripts never see
+_QUICK_KEY = _GLOBAL_KEY  # the same key: a new one would grow _G (~2 KiB a state)
 
 FAST_CONVERT = "moonbus.lua._fastconvert"  # fails to import, too, when lupa differs
 
@@ -68,3 +69,24 @@ def native_converter(
     finally:
         globals_table[_GLOBAL_KEY] = None
     return convert
+
+
+def native_quick_bind(lua_module: Any, runtime: Any, state: int) -> Any | None:
+    """The state's ``bind(obj, id(obj))`` of quick host calls, or None (see the
+    module docstring for when): a Lua function making a C closure that calls
+    ``obj`` with no lupa call in between and returns nothing when ``obj``
+    answers NotImplemented or raises (``_fastconvert.c``, quick host calls).
+    Only trusted host Lua code (script_env.lua) gets it: the address must be
+    the object's."""
+    fast = load_fast_path(FAST_CONVERT)
+    if fast.module is None or lua_module.__name__ != fast.module.LUA_MODULE:
+        return None
+    lock = _lupa_lock(runtime, lua_module)
+    if lock is None:
+        return None
+    globals_table = runtime.globals()
+    try:
+        fast.module.install_quick_bind(state=state, lupa_lock=lock, global_key=_QUICK_KEY)
+        return globals_table[_QUICK_KEY]
+    finally:
+        globals_table[_QUICK_KEY] = None

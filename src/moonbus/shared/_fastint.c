@@ -27,6 +27,11 @@
  * Python that check built a handle and cost ~3 us, most of a handler that
  * increments a counter per event; this is one locked dict lookup.
  *
+ * Both have ``quick``: the plain case only, NotImplemented (nothing done)
+ * otherwise, never the fallback. Lua calls it with no lupa call in between
+ * (moonbus.lua.fastconvert.QuickCalls) and, on NotImplemented, calls the
+ * object itself through lupa, so every error is still the Python method's.
+ *
  * Threads: any thread, GIL held. Every read and write of ``values`` happens
  * under the store's lock (state.lock, the same threading.Lock the Python
  * handles take), so C and Python operations interleave atomically.
@@ -156,10 +161,13 @@ apply_locked(IntOp *self, long long delta)
     return obj;
 }
 
+/* The plain case in C: the new value, or NULL with no error set when this
+ * call is not the plain case (the caller then takes the Python method),
+ * NULL with an error set on failure. Nothing is changed unless it returns
+ * the new value. */
 static PyObject *
-op_vectorcall(IntOp *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+op_try(IntOp *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
     long long n = 1;
     int usable = kwnames == NULL && (nargs == 1 || (nargs == 0 && self->default_one));
     if (usable && nargs == 1) {
@@ -172,27 +180,53 @@ op_vectorcall(IntOp *self, PyObject *const *args, size_t nargsf, PyObject *kwnam
             usable = !overflow && !(self->sign < 0 && n == LLONG_MIN);
         }
     }
-    if (usable) {
-        if (mb_call_noargs(self->acquire) < 0)
-            return NULL;
-        PyObject *result = apply_locked(self, self->sign * n);
-        PyObject *type, *value, *tb;
-        PyErr_Fetch(&type, &value, &tb);
-        int released = mb_call_noargs(self->release);
-        if (released < 0) {
-            Py_XDECREF(result);
-            if (type != NULL) {
-                PyErr_WriteUnraisable(self->release);
-                PyErr_Restore(type, value, tb);
-            }
-            return NULL;
+    if (!usable)
+        return NULL;
+    if (mb_call_noargs(self->acquire) < 0)
+        return NULL;
+    PyObject *result = apply_locked(self, self->sign * n);
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    int released = mb_call_noargs(self->release);
+    if (released < 0) {
+        Py_XDECREF(result);
+        if (type != NULL) {
+            PyErr_WriteUnraisable(self->release);
+            PyErr_Restore(type, value, tb);
         }
-        PyErr_Restore(type, value, tb);
-        if (result != NULL || PyErr_Occurred())
-            return result;
+        return NULL;
     }
+    PyErr_Restore(type, value, tb);
+    return result;
+}
+
+static PyObject *
+op_vectorcall(IntOp *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    PyObject *result = op_try(self, args, PyVectorcall_NARGS(nargsf), kwnames);
+    if (result != NULL || PyErr_Occurred())
+        return result;
     return PyObject_Vectorcall(self->fallback, args, nargsf, kwnames);
 }
+
+/* op.quick(*args): the new value, or NotImplemented (nothing done) for
+ * anything but the plain case. What Lua's quick host call runs
+ * (moonbus.lua.fastconvert.QuickCalls): the caller then calls the op
+ * through lupa, which runs the Python method and raises its exact error. */
+static PyObject *
+op_quick(IntOp *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *result = op_try(self, args, nargs, NULL);
+    if (result != NULL || PyErr_Occurred())
+        return result;
+    Py_RETURN_NOTIMPLEMENTED;
+}
+
+static PyMethodDef op_methods[] = {
+    {"quick", (PyCFunction)(void (*)(void))op_quick, METH_FASTCALL,
+     "quick(*args) -> the new value, or NotImplemented: not the plain case, nothing done"},
+    {NULL, NULL, 0, NULL},
+};
 
 static PyTypeObject IntOpType = {
     PyVarObject_HEAD_INIT(NULL, 0)
@@ -205,6 +239,7 @@ static PyTypeObject IntOpType = {
     .tp_dealloc = (destructor)op_dealloc,
     .tp_traverse = (traverseproc)op_traverse,
     .tp_clear = (inquiry)op_clear,
+    .tp_methods = op_methods,
     .tp_vectorcall_offset = offsetof(IntOp, vectorcall),
     .tp_call = PyVectorcall_Call,
 };
@@ -298,15 +333,12 @@ kind_matches_locked(KindCheck *self)
     return Py_IS_TYPE(current, self->kind);
 }
 
-static PyObject *
-check_vectorcall(KindCheck *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+/* 1 the key is absent or of the kind, the store open; 0 not; -1 error. */
+static int
+check_locked(KindCheck *self)
 {
-    if (PyVectorcall_NARGS(nargsf) != 0 || (kwnames != NULL && PyTuple_GET_SIZE(kwnames))) {
-        PyErr_SetString(PyExc_TypeError, "a kind check takes no arguments");
-        return NULL;
-    }
     if (mb_call_noargs(self->acquire) < 0)
-        return NULL;
+        return -1;
     int matches = kind_matches_locked(self);
     PyObject *type, *value, *tb;
     PyErr_Fetch(&type, &value, &tb);
@@ -315,15 +347,46 @@ check_vectorcall(KindCheck *self, PyObject *const *args, size_t nargsf, PyObject
             PyErr_WriteUnraisable(self->release);
             PyErr_Restore(type, value, tb);
         }
-        return NULL;
+        return -1;
     }
     PyErr_Restore(type, value, tb);
+    return matches;
+}
+
+static PyObject *
+check_vectorcall(KindCheck *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    if (PyVectorcall_NARGS(nargsf) != 0 || (kwnames != NULL && PyTuple_GET_SIZE(kwnames))) {
+        PyErr_SetString(PyExc_TypeError, "a kind check takes no arguments");
+        return NULL;
+    }
+    int matches = check_locked(self);
     if (matches < 0)
         return NULL;
     if (matches)
         Py_RETURN_NONE;
     return PyObject_CallNoArgs(self->fallback);
 }
+
+/* check.quick() -> True when the key is absent or of the kind and the store
+ * open, else NotImplemented: the caller then runs the full check (through
+ * lupa), whose fallback raises the store's error. */
+static PyObject *
+check_quick(KindCheck *self, PyObject *Py_UNUSED(ignored))
+{
+    int matches = check_locked(self);
+    if (matches < 0)
+        return NULL;
+    if (matches)
+        Py_RETURN_TRUE;
+    Py_RETURN_NOTIMPLEMENTED;
+}
+
+static PyMethodDef check_methods[] = {
+    {"quick", (PyCFunction)check_quick, METH_NOARGS,
+     "quick() -> True when the kind matches, or NotImplemented: the full check decides"},
+    {NULL, NULL, 0, NULL},
+};
 
 static PyTypeObject KindCheckType = {
     PyVarObject_HEAD_INIT(NULL, 0)
@@ -336,6 +399,7 @@ static PyTypeObject KindCheckType = {
     .tp_dealloc = (destructor)check_dealloc,
     .tp_traverse = (traverseproc)check_traverse,
     .tp_clear = (inquiry)check_clear,
+    .tp_methods = check_methods,
     .tp_vectorcall_offset = offsetof(KindCheck, vectorcall),
     .tp_call = PyVectorcall_Call,
 };
