@@ -95,33 +95,21 @@ single runs on the shared 2-core machine differ by up to 30 %.
 
 from __future__ import annotations
 
-import functools
 import logging
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from moonbus.bus import Bus, Event
+from moonbus.bus import Bus
+from moonbus.host.deferred_queue import PyEventQueue, Target
 from moonbus.native import load_fast_path
 
 __all__ = ["EVENT_DELIVERY_MODES", "DeferredDelivery", "DeferredStatistics"]
 
 EVENT_DELIVERY_MODES = ("immediate", "deferred")
 _log = logging.getLogger("moonbus.events")
-
-# A waiting emit stops waiting when the event thread finishes nothing for this
-# many times deferred_max_lag, GIL free (as PACE_GIVE_UP in _fastcall.c).
-PACE_GIVE_UP = 20
-# Push times kept for pacing (PACE_RING in _fastcall.c): more entries than
-# this outstanding count as late.
-PACE_RING = 4096
-
-# One delivery target: ``target(sub_id, event)``.
-Target = Callable[[int, Event], None]
-
 
 @dataclass(frozen=True)
 class DeferredStatistics:
@@ -130,7 +118,12 @@ class DeferredStatistics:
     ``paced_emits``: emits that waited for the event thread (``pace``);
     ``paced_seconds``: their total wait; ``pace_gave_up``: waits that ended
     because the event thread finished nothing although the GIL was free;
-    ``pending``: deliveries queued or running, not yet finished.
+    ``pending``: deliveries queued or running, not yet finished;
+    ``pace_declined``: emits that found the queue late but did not wait
+    because each delivery costs the event thread more than a quarter of the
+    lag in CPU time (waiting would hold the host to the handlers' rate);
+    ``delivery_cpu``: that cost, seconds of event-thread CPU per delivery
+    (the last estimate; 0.0 before one was made).
     """
 
     delivered: int
@@ -138,102 +131,8 @@ class DeferredStatistics:
     paced_emits: int
     paced_seconds: float
     pace_gave_up: int
-
-
-class PyEventQueue:
-    """The queue in Python: the reference for ``_fastcall.EventQueue`` (C),
-    which does the same without a Python frame per event and runs each run
-    of events for one C ``Delivery`` in one Lua call."""
-
-    def __init__(self, *, notify: Callable[[], None],
-                 report: Callable[[Any, BaseException], None]) -> None:
-        self._entries: deque[tuple[Target, int, Event]] = deque()
-        self._notify = notify
-        self._report = report
-        self.sleeping = False
-        # Pacing (see the module docstring and _fastcall.c's queue_pace):
-        # pushed under the GIL by emitting threads, finished by the drainer.
-        self._pushed = self._finished = 0
-        self._progress = threading.Condition(threading.Lock())
-        self._waiting = 0  # emitting threads waiting on _progress
-        self.max_lag = 0.0  # seconds; 0: pacing off
-        self.owner = 0  # the event thread's ident: never paced
-        self._pushed_at = [0.0] * PACE_RING  # entry k was queued at [k % PACE_RING]
-        self._gave_up_at = -1
-        self._counts = [0, 0.0, 0]  # waits, seconds waited, waits given up
-
-    def handler(self, target: Target, sub_id: int) -> Callable[[Event], None]:
-        return functools.partial(self.push, target, sub_id)
-
-    def push(self, target: Target, sub_id: int, event: Event) -> None:
-        self._entries.append((target, sub_id, event))
-        if self.max_lag > 0:
-            self._pushed_at[self._pushed % PACE_RING] = time.monotonic()
-        self._pushed += 1
-        if self.sleeping:
-            self.sleeping = False
-            self._notify()
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def head_seq(self) -> int | None:
-        """The seq of the oldest queued event (None: empty)."""
-        entries = self._entries
-        return entries[0][2].seq if entries else None
-
-    def drain(self, limit: int) -> int:
-        entries = self._entries
-        taken = [entries.popleft() for _ in range(min(limit, len(entries)))]
-        for target, sub_id, event in taken:
-            try:
-                target(sub_id, event)
-            except Exception as exc:  # delivery reports script errors itself
-                self._report(target, exc)
-            self._finished += 1
-            if self._waiting:
-                with self._progress:
-                    self._progress.notify_all()
-        return len(taken)
-
-    def pace(self) -> None:
-        """The reference for ``EventQueue.pace`` (same rules, see the module docstring)."""
-        lag, finished, pushed = self.max_lag, self._finished, self._pushed
-        if lag <= 0 or finished >= pushed or finished == self._gave_up_at:
-            return
-        if self.owner and threading.get_ident() == self.owner:
-            return
-        now = time.monotonic()
-        # the oldest entry not yet delivered (entries end in queue order)
-        queued_at = 0.0 if pushed - finished > PACE_RING else self._pushed_at[
-            finished % PACE_RING]
-        if now - queued_at < lag:
-            return
-        target, gave_up, patience = self._pushed, False, lag * PACE_GIVE_UP
-        with self._progress:
-            self._waiting += 1
-            last, slice_end = self._finished, now + patience
-            while last < target:
-                self._progress.wait(max(0.0, slice_end - time.monotonic()))
-                current, moment = self._finished, time.monotonic()
-                if current != last:
-                    last, slice_end = current, moment + patience
-                elif moment >= slice_end:
-                    gave_up = True
-                    break
-            self._waiting -= 1
-        end = time.monotonic()
-        counts = self._counts
-        counts[0] += 1
-        counts[1] += end - now
-        if gave_up:
-            counts[2] += 1
-            self._gave_up_at = self._finished
-
-    def pace_counts(self) -> tuple[int, float, int, int]:
-        """(waits, seconds waited, waits given up, deliveries not yet finished)."""
-        waits, seconds, gave_up = self._counts
-        return int(waits), float(seconds), int(gave_up), self._pushed - self._finished
+    pace_declined: int
+    delivery_cpu: float
 
 
 def _queue_type(native: bool) -> Any:
@@ -309,9 +208,10 @@ class DeferredDelivery:
 
     def statistics(self) -> DeferredStatistics:
         """Deliveries so far, those not finished, and what pacing cost emitters."""
-        waits, seconds, gave_up, pending = self._queue.pace_counts()
+        waits, seconds, gave_up, pending, declined, cpu = self._queue.pace_counts()
         return DeferredStatistics(delivered=self.delivered, pending=pending, paced_emits=waits,
-                                  paced_seconds=seconds, pace_gave_up=gave_up)
+                                  paced_seconds=seconds, pace_gave_up=gave_up,
+                                  pace_declined=declined, delivery_cpu=cpu)
 
     def _notify(self) -> None:
         with self._cond:

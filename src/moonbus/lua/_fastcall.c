@@ -1312,6 +1312,16 @@ scratch_grow(Scratch *s, Py_ssize_t n, Py_ssize_t fields)
     return 0;
 }
 
+/* The estimate of what one delivery costs the event thread in CPU time
+ * (pace_costly). Read and written by emitting threads with the GIL held; a
+ * waiting emit works on its own copy without the GIL and stores it back. */
+typedef struct {
+    clockid_t clock;              /* the event thread's CPU clock */
+    int clock_ok;                 /* `clock` is valid */
+    long long cpu_mark, fin_mark; /* its CPU time and `finished` at the mark */
+    long long cost_ns;            /* CPU per delivery, last estimate */
+} PaceCost;
+
 typedef struct {
     PyObject_HEAD
     pthread_mutex_t mutex;           /* guards the ring (see above) */
@@ -1336,6 +1346,8 @@ typedef struct {
     long long pushed_ns[PACE_RING];  /* entry k was queued at pushed_ns[k % ring] */
     long long gave_up_at;            /* `finished` when a wait last gave up */
     long long waits, waited_ns, gave_up; /* counters (GIL held) */
+    PaceCost cost;                   /* what a delivery costs the event thread (GIL held) */
+    long long declined;              /* late emits not paced: costly deliveries */
 } EventQueue;
 
 /* A stretch: the engine call of a drain taking more entries for its target
@@ -1755,6 +1767,47 @@ static PyObject *queue_handler(EventQueue *self, PyObject *const *args, Py_ssize
  * no worse than the switch interval an emit would otherwise cost it. */
 #define PACE_GIVE_UP 20
 
+/* A delivery is cheap when it costs the event thread at most this share of
+ * `max_lag` in CPU time (lag / PACE_CHEAP_DIV): several then fit in the lag. */
+#define PACE_CHEAP_DIV 4
+/* The estimate of pace_costly covers at least this many deliveries. */
+#define PACE_SAMPLE 16
+
+static long long
+owner_cpu_ns(const PaceCost *c)
+{
+    struct timespec ts;
+    if (!c->clock_ok || clock_gettime(c->clock, &ts) != 0)
+        return -1;
+    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+/* Whether the deliveries cost the event thread more than `cheap` ns of CPU
+ * each, `fin` deliveries having finished so far. Why CPU time: a delivery
+ * held up by the GIL (the convoy) or by a machine too loaded to run the
+ * event thread spends wall time but no CPU; one that is slow in itself
+ * spends CPU. The estimate is the event thread's CPU over the deliveries
+ * finished in a window that closes after PACE_SAMPLE deliveries or
+ * PACE_SAMPLE x `cheap` of CPU, whichever comes first: an average, so one
+ * late delivery (a collection, a page fault) does not stop pacing, and a
+ * handler still running closes its window by its CPU alone (counted as one
+ * delivery). Unmeasurable: cheap (the wait's no-progress give-up still
+ * applies). */
+static int
+pace_costly(PaceCost *c, long long fin, long long cheap)
+{
+    long long cpu = owner_cpu_ns(c);
+    if (cpu < 0)
+        return 0;
+    long long n = fin - c->fin_mark, used = cpu - c->cpu_mark;
+    if (n >= PACE_SAMPLE || used >= PACE_SAMPLE * cheap) {
+        c->cost_ns = used / (n > 1 ? n : 1);
+        c->cpu_mark = cpu;
+        c->fin_mark = fin;
+    }
+    return c->cost_ns > cheap;
+}
+
 static PyObject *
 queue_pace(EventQueue *self, PyObject *unused)
 {
@@ -1774,17 +1827,31 @@ queue_pace(EventQueue *self, PyObject *unused)
     long long queued_at = pushed - fin > PACE_RING ? 0 : self->pushed_ns[fin & (PACE_RING - 1)];
     if (now - queued_at < lag)
         Py_RETURN_NONE;
+    long long cheap = lag / PACE_CHEAP_DIV;
+    if (pace_costly(&self->cost, fin, cheap)) {
+        self->declined++; /* waiting would hold the host to the handlers' rate */
+        Py_RETURN_NONE;
+    }
     int gave_up = 0;
     long long patience = lag * PACE_GIVE_UP;
+    /* without the GIL the wait works on its own copy of the estimate (another
+     * emitting thread may pace meanwhile), stored back once it has the GIL */
+    PaceCost mine = self->cost;
     Py_BEGIN_ALLOW_THREADS
     pthread_mutex_lock(&self->mutex);
     atomic_fetch_add(&self->waiting, 1);
     long long last = atomic_load(&self->finished), slice_end = now + patience;
     while (last < pushed) {
-        struct timespec until = {(time_t)(slice_end / 1000000000LL),
-                                 (long)(slice_end % 1000000000LL)};
+        /* wake at least every `lag` to see whether the deliveries turned costly */
+        long long t0 = monotonic_ns() + lag;
+        long long wake = t0 < slice_end ? t0 : slice_end;
+        struct timespec until = {(time_t)(wake / 1000000000LL), (long)(wake % 1000000000LL)};
         pthread_cond_timedwait(&self->progress_cond, &self->mutex, &until);
         long long f = atomic_load(&self->finished), t = monotonic_ns();
+        if (pace_costly(&mine, f, cheap)) {
+            gave_up = 2;
+            break;
+        }
         if (f != last) {
             last = f;
             slice_end = t + patience;
@@ -1796,10 +1863,13 @@ queue_pace(EventQueue *self, PyObject *unused)
     atomic_fetch_sub(&self->waiting, 1);
     pthread_mutex_unlock(&self->mutex);
     Py_END_ALLOW_THREADS
+    self->cost = mine;
     long long end = monotonic_ns();
     self->waits++;
     self->waited_ns += end - now;
-    if (gave_up) {
+    if (gave_up == 2) {
+        self->gave_up++; /* the estimate keeps the next emits from waiting */
+    } else if (gave_up) {
         self->gave_up++;
         self->gave_up_at = atomic_load(&self->finished);
     }
@@ -1843,6 +1913,14 @@ queue_set_owner(EventQueue *self, PyObject *value, void *closure)
     if (ident == (unsigned long)-1 && PyErr_Occurred())
         return -1;
     self->owner = ident;
+    /* its CPU clock (pace_costly): on POSIX threads the ident is the pthread_t */
+    PaceCost *c = &self->cost;
+    c->clock_ok = ident != 0 && pthread_getcpuclockid((pthread_t)ident, &c->clock) == 0;
+    c->cpu_mark = owner_cpu_ns(c);
+    if (c->cpu_mark < 0)
+        c->cpu_mark = 0;
+    c->fin_mark = atomic_load(&self->finished);
+    c->cost_ns = 0;
     return 0;
 }
 
@@ -1853,8 +1931,8 @@ queue_pace_counts(EventQueue *self, PyObject *unused)
 {
     (void)unused;
     long long outstanding = atomic_load(&self->pushed) - atomic_load(&self->finished);
-    return Py_BuildValue("(LdLL)", self->waits, (double)self->waited_ns / 1e9, self->gave_up,
-                         outstanding);
+    return Py_BuildValue("(LdLLLd)", self->waits, (double)self->waited_ns / 1e9, self->gave_up,
+                         outstanding, self->declined, (double)self->cost.cost_ns / 1e9);
 }
 
 
@@ -1889,7 +1967,8 @@ static PyMethodDef queue_methods[] = {
     {"pace", (PyCFunction)queue_pace, METH_NOARGS,
      "pace(): after an emit, wait (GIL released) while the event thread is held up."},
     {"pace_counts", (PyCFunction)queue_pace_counts, METH_NOARGS,
-     "pace_counts(): (waits, seconds waited, waits given up, entries not yet delivered)."},
+     "pace_counts(): (waits, seconds waited, waits given up, entries not yet delivered, "
+     "late emits not paced, event-thread CPU seconds per delivery)."},
     {NULL, NULL, 0, NULL},
 };
 
