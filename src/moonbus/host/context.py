@@ -143,6 +143,12 @@ class HostSettings:
     # deliveries are cheap (seconds; default PACING_MAX_LAG, 0.5 ms; None:
     # never). Read at each drain.
     deferred_max_lag: float | None = PACING_MAX_LAG
+    # Deferred delivery's queue (moonbus.host.deferred): deliveries queued at
+    # most; past it an event is not queued for the event thread's handlers
+    # (dropped, logged, counted in deferred_statistics().dropped). Pacing does
+    # not wait for slow handlers, so without a bound their backlog would grow
+    # with every emit. Read at each drain.
+    max_queued_deliveries: int = 1_000_000
     # The admin command script.eval (moonbus.admin.eval_cmd): runs Lua an
     # admin types inside a running script. Off unless the operator turns it
     # on when building the runtime (moonbus serve --admin-eval); settings.set

@@ -123,7 +123,9 @@ class DeferredStatistics:
     because each delivery costs the event thread more than a quarter of the
     lag in CPU time (waiting would hold the host to the handlers' rate);
     ``delivery_cpu``: that cost, seconds of event-thread CPU per delivery
-    (the last estimate; 0.0 before one was made).
+    (the last estimate; 0.0 before one was made); ``dropped``: deliveries
+    not queued because the queue held ``max_queued_deliveries`` (each
+    overflow is logged); ``peak``: the most deliveries queued at once.
     """
 
     delivered: int
@@ -133,6 +135,8 @@ class DeferredStatistics:
     pace_gave_up: int
     pace_declined: int
     delivery_cpu: float
+    dropped: int
+    peak: int
 
 
 def _queue_type(native: bool) -> Any:
@@ -146,11 +150,15 @@ class DeferredDelivery:
     def __init__(self, *, threaded: bool, native: bool = True, max_batch: int = 16384,
                  name: str = "moonbus-events",
                  progress: Callable[[int | None], None] | None = None,
-                 max_lag: Callable[[], float | None] = lambda: None) -> None:
+                 max_lag: Callable[[], float | None] = lambda: None,
+                 max_size: Callable[[], int] = lambda: 0) -> None:
         self._max_batch = max_batch
-        # HostSettings.deferred_max_lag, read live (None: no pacing); pushed
-        # into the queue before each drain (the event thread).
+        # HostSettings.deferred_max_lag (None: no pacing) and
+        # max_queued_deliveries (0: no bound), read live; pushed into the
+        # queue before each drain (the event thread, or run_pending's caller).
         self._max_lag = max_lag
+        self._max_size = max_size
+        self._dropped_reported = 0  # drops already logged (the draining thread)
         # Told, after each batch, the seq of the oldest event still queued
         # (None: none): every handler of the events before it has run, so the
         # bus can forget their cascade links (Bus.release_cascades).
@@ -164,18 +172,20 @@ class DeferredDelivery:
         self._thread: threading.Thread | None = None
         if threaded:
             self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-            self._apply_max_lag()
+        self._apply_settings()
+        if self._thread is not None:
             self._thread.start()
 
     @classmethod
     def attach(cls, bus: Bus, *, threaded: bool, native: bool,
-               max_lag: Callable[[], float | None]) -> DeferredDelivery:
+               max_lag: Callable[[], float | None],
+               max_size: Callable[[], int]) -> DeferredDelivery:
         """The runtime's deferred delivery, wired to its bus: the queue, not the
         end of a bus drain, says when the cascade links of queued events can go
         (``moonbus.bus.cascade``), and a threaded runtime paces top-level emits."""
         bus.cascade.held = True
         deferred = cls(threaded=threaded, native=native, progress=bus.release_cascades,
-                       max_lag=max_lag)
+                       max_lag=max_lag, max_size=max_size)
         if threaded:
             bus.set_pace(deferred.pace)
         return deferred
@@ -202,16 +212,30 @@ class DeferredDelivery:
         no event thread: nothing to wait for, so they never install it."""
         self._queue.pace()
 
-    def _apply_max_lag(self) -> None:
+    def _apply_settings(self) -> None:
         lag = self._max_lag() if self._thread is not None else None
         self._queue.max_lag = 0.0 if lag is None else float(lag)
+        self._queue.max_size = int(self._max_size())
+
+    def _report_drops(self) -> None:
+        # Draining thread: each overflow is logged once, with how many so far
+        # (counted in statistics().dropped, live).
+        dropped = self._queue.bound_counts[0]
+        if dropped > self._dropped_reported:
+            _log.error("deferred delivery: the queue was full (max_queued_deliveries=%d): "
+                       "%d deliveries dropped (%d in all); handlers are slower than the "
+                       "events emitted", self._queue.max_size,
+                       dropped - self._dropped_reported, dropped)
+            self._dropped_reported = dropped
 
     def statistics(self) -> DeferredStatistics:
         """Deliveries so far, those not finished, and what pacing cost emitters."""
         waits, seconds, gave_up, pending, declined, cpu = self._queue.pace_counts()
+        dropped, peak = self._queue.bound_counts
         return DeferredStatistics(delivered=self.delivered, pending=pending, paced_emits=waits,
                                   paced_seconds=seconds, pace_gave_up=gave_up,
-                                  pace_declined=declined, delivery_cpu=cpu)
+                                  pace_declined=declined, delivery_cpu=cpu, dropped=dropped,
+                                  peak=peak)
 
     def _notify(self) -> None:
         with self._cond:
@@ -246,8 +270,8 @@ class DeferredDelivery:
         queue = self._queue
         progress = self._progress
         ran = 0
-        if self._thread is not None:
-            self._apply_max_lag()  # a settings change applies from the next drain
+        self._apply_settings()  # a settings change applies from the next drain
+        self._report_drops()
         while len(queue):
             taken: int = queue.drain(self._max_batch)
             ran += taken

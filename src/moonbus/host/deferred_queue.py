@@ -98,6 +98,9 @@ class PyEventQueue:
         self._progress = threading.Condition(threading.Lock())
         self._waiting = 0  # emitting threads waiting on _progress
         self.max_lag = 0.0  # seconds; 0: pacing off
+        # The bound (see EventQueue.max_size): a push past it is dropped, counted.
+        self.max_size = 0  # 0: none
+        self._dropped = self._peak = 0
         self._owner = 0  # the event thread's ident: never paced
         self._cost = _PaceCost(0, 0)
         self._pushed_at = [0.0] * PACE_RING  # entry k was queued at [k % PACE_RING]
@@ -118,6 +121,11 @@ class PyEventQueue:
         return functools.partial(self.push, target, sub_id)
 
     def push(self, target: Target, sub_id: int, event: Event) -> None:
+        size = len(self._entries)
+        if 0 < self.max_size <= size:
+            self._dropped += 1  # not queued, not counted as pushed (pacing ignores it)
+            return
+        self._peak = max(self._peak, size + 1)
         self._entries.append((target, sub_id, event))
         if self.max_lag > 0:
             self._pushed_at[self._pushed % PACE_RING] = time.monotonic()
@@ -125,6 +133,11 @@ class PyEventQueue:
         if self.sleeping:
             self.sleeping = False
             self._notify()
+
+    @property
+    def bound_counts(self) -> tuple[int, int]:
+        """(pushes dropped at ``max_size``, most entries ever queued at once)."""
+        return self._dropped, self._peak
 
     def __len__(self) -> int:
         return len(self._entries)

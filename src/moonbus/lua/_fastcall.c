@@ -1348,6 +1348,10 @@ typedef struct {
     long long waits, waited_ns, gave_up; /* counters (GIL held) */
     PaceCost cost;                   /* what a delivery costs the event thread (GIL held) */
     long long declined;              /* late emits not paced: costly deliveries */
+    /* The bound (HostSettings.max_queued_deliveries; 0: none): a push that
+     * finds `size` at it is dropped and counted (GIL held; read under mutex). */
+    Py_ssize_t max_size, peak;
+    long long dropped;
 } EventQueue;
 
 /* A stretch: the engine call of a drain taking more entries for its target
@@ -1461,6 +1465,13 @@ queue_push(EventQueue *self, PyObject *target, PyObject *sub_id, PyObject *event
         }
     }
     pthread_mutex_lock(&self->mutex);
+    if (self->max_size > 0 && self->size >= self->max_size) {
+        /* full: not queued (nothing was referenced yet; not counted as pushed,
+         * so pacing does not wait for it); the drain reports the drops */
+        pthread_mutex_unlock(&self->mutex);
+        self->dropped++;
+        return 0;
+    }
     if (self->size == self->capacity) {
         Py_ssize_t grown = self->capacity * 2;
         Entry *ring = PyMem_RawMalloc(sizeof(Entry) * (size_t)grown);
@@ -1485,6 +1496,8 @@ queue_push(EventQueue *self, PyObject *target, PyObject *sub_id, PyObject *event
     else
         memcpy(e, &entry, offsetof(Entry, item));
     self->size++;
+    if (self->size > self->peak)
+        self->peak = self->size;
     pthread_mutex_unlock(&self->mutex);
     long long k = atomic_load(&self->pushed);
     if (self->lag_ns > 0)
@@ -1899,6 +1912,39 @@ queue_set_max_lag(EventQueue *self, PyObject *value, void *closure)
 }
 
 static PyObject *
+queue_get_max_size(EventQueue *self, void *closure)
+{
+    (void)closure;
+    return PyLong_FromSsize_t(self->max_size);
+}
+
+static int
+queue_set_max_size(EventQueue *self, PyObject *value, void *closure)
+{
+    (void)closure;
+    Py_ssize_t n = value == NULL ? -1 : PyLong_AsSsize_t(value);
+    if (n == -1 && PyErr_Occurred())
+        return -1;
+    if (n < 0) {
+        PyErr_SetString(PyExc_ValueError, "max_size must be >= 0 (0: no bound)");
+        return -1;
+    }
+    self->max_size = n;
+    return 0;
+}
+
+/* (pushes dropped at the bound, most entries ever queued at once) */
+static PyObject *
+queue_get_bound_counts(EventQueue *self, void *closure)
+{
+    (void)closure;
+    pthread_mutex_lock(&self->mutex);
+    Py_ssize_t peak = self->peak;
+    pthread_mutex_unlock(&self->mutex);
+    return Py_BuildValue("(Ln)", self->dropped, peak);
+}
+
+static PyObject *
 queue_get_owner(EventQueue *self, void *closure)
 {
     (void)closure;
@@ -1993,6 +2039,11 @@ static PyGetSetDef queue_getset[] = {
      "times a stretch paused for a dense stream to queue more, ever", NULL},
     {"max_lag", (getter)queue_get_max_lag, (setter)queue_set_max_lag,
      "seconds the event thread may finish nothing before an emit waits (0: never)", NULL},
+    {"max_size", (getter)queue_get_max_size, (setter)queue_set_max_size,
+     "entries the queue holds at most; a push beyond is dropped and counted (0: no bound)",
+     NULL},
+    {"bound_counts", (getter)queue_get_bound_counts, NULL,
+     "(pushes dropped at max_size, most entries ever queued at once)", NULL},
     {"owner", (getter)queue_get_owner, (setter)queue_set_owner,
      "the event thread's ident: pace() never waits on it", NULL},
     {"sleeping", (getter)queue_get_sleeping, (setter)queue_set_sleeping,
