@@ -42,35 +42,62 @@ per 5 ms, so at 10k events/s the queue grew by thousands and each event
 waited tens of milliseconds. So the bus calls ``pace()`` after every
 top-level emit (``Bus.set_pace``, C and Python emit paths alike): when the
 oldest event not yet delivered was queued more than
-``HostSettings.deferred_max_lag`` ago (off by default; ``PACING_MAX_LAG``,
-0.5 ms, when a host turns it on), the emitting thread
+``HostSettings.deferred_max_lag`` ago (default ``PACING_MAX_LAG``, 0.5 ms;
+None turns pacing off) *and the deliveries are cheap*, the emitting thread
 waits, with the GIL released, until everything queued before it has been
 delivered; the event thread then has the GIL at once. A thread that keeps
 up, or whose handlers stay in Lua (which runs without the GIL), never makes
-an emit wait. The wait also ends when the event thread finishes nothing for
-``PACE_GIVE_UP`` times the lag although the GIL is free (a slow handler, or
-one blocked on a lock the emitting thread holds: not the GIL; the factor
-keeps a loaded machine's late wake-up from looking like one), and emits do
-not wait again until it finishes something. Never on the event thread itself
-(a handler's emit), never in stepped runtimes (no event thread); None turns
-it off. Ordering and delivery are unchanged: only when ``emit`` returns.
-Counted in ``statistics()`` (``Runtime.deferred_statistics()``: waits,
-seconds waited, waits given up). Measured by ``moonbus bench --only convoy``,
-next to the same workload with pacing off. The price: each wait is a hand-off
-between two threads. On a saturated machine (the 2-core box at load 12) a
-woken thread waits milliseconds for a CPU, and a host that emits a burst as
-fast as it can and only then waits for the handlers got through it faster
-unpaced (55k vs 101k events/s; at load ~4, 194-241k paced vs ~110k
-unpaced): such a host can set ``deferred_max_lag=None``.
+an emit wait. Never on the event thread itself (a handler's emit), never in
+stepped runtimes (no event thread). Ordering and delivery are unchanged:
+only when ``emit`` returns. Counted in ``statistics()``
+(``Runtime.deferred_statistics()``).
 
-Why it is off by default: a script whose handlers are each slow but under
-the handler time limit (2-8 ms of Lua per event) keeps finishing something,
-so a paced wait never gives up, and the host thread waited 95-99 % of its
-time (465 vs 4,787 emits/s unpaced; found by a hostile review,
-``tests/host/test_host_deferred_pace.py`` keeps it as a strict xfail). Two
-bounds on the emitting side (a wait budget per 100 ms; a cap per wait plus
-a calm period after a give-up) fixed that but hurt the convoy row under
-load, so a host opts in when it trusts its scripts' handlers.
+Cheap deliveries only (why pacing is safe to have on by default): a wait
+helps only when the backlog exists because the event thread cannot get the
+GIL; then each delivery, once it runs, costs the event thread little CPU.
+When the deliveries themselves are slow (a script whose handlers each run
+milliseconds of Lua, under the time limit), waiting cannot bring the lag
+down: it only holds the host to the handlers' rate, which is what a hostile
+review found (the paced host waited 95-99 % of its time, 465 vs 4,787
+emits/s unpaced). So the emitting thread reads the event thread's own CPU
+clock (``pthread_getcpuclockid``; a syscall, only on emits that found the
+queue late) and estimates the CPU one delivery costs it, over a window of
+``PACE_SAMPLE`` (16) deliveries or 16x the cheap cost in CPU, whichever
+closes first (a handler still running closes it alone). A delivery costing
+more than ``deferred_max_lag / PACE_CHEAP_DIV`` (125 us at the default) is
+costly: late emits then do not wait (``pace_declined``), and a wait in
+progress re-reads the estimate at least every lag and ends when it turns
+costly (``pace_gave_up``). CPU time, not wall time, because the convoy and a
+loaded machine both stretch a delivery's wall time (waiting for the GIL, or
+for a CPU) without costing CPU; a slow handler costs CPU whatever the load.
+Measured first (event-thread CPU per delivery, host emitting from a Python
+loop, at load ~3 on the 2-core box): the convoy bench handler
+(``probe:mark()`` + a shared increment) 10-17 us on the C queue, ~40-170 us
+on the Python reference queue; handlers of 20,000 / 400,000 Lua additions
+250-290 us / 2.4-3.9 ms. The rejected alternatives: wall-clock bounds on the
+emitting side (a wait budget of 25 ms per 100 ms; a cap per wait plus a
+calm period after a give-up) also fixed the stall, but a loaded machine's
+ordinary GIL hand-offs used them up, so the convoy row's p99 went from
+0.66 ms to 21.8 / 88 ms (commits a0b8c71, d972362). What stays from before:
+a wait also ends when the event thread finishes nothing for ``PACE_GIVE_UP``
+times the lag (a handler blocked on a lock the emitting thread holds spends
+no CPU, so only this catches it), and emits then do not wait again until it
+finishes something. What a host still pays: for cheap deliveries, waits of
+at most a few deliveries' worth (the ones queued within the lag); an
+attacker whose deliveries sit just under the line (125 us) makes a host
+that emits every millisecond wait ~10 % of its time. The price of a wait is
+a hand-off between two threads: on a saturated machine (the 2-core box at
+load 12) a woken thread waits milliseconds for a CPU, and a host that emits
+a burst as fast as it can and only then waits for the handlers got through
+it faster unpaced (55k vs 101k events/s; at load ~4, 194-241k paced vs
+~110k unpaced): such a host can set ``deferred_max_lag=None``.
+
+The queue's bound (``HostSettings.max_queued_deliveries``, 1,000,000): since
+pacing does not wait for slow handlers (nor when it is off, or gave up), the
+queue is what absorbs a backlog; past the bound a delivery is not queued
+(dropped, counted in ``statistics().dropped``, logged by the draining thread
+once per drain with how many) rather than growing without end (each queued
+delivery holds ~0.5 KiB in the C ring, and its event).
 
 Why this and not the alternatives (measured first, ``py-spy`` on the event
 thread with the host emitting from a Python loop): the handlers' Python
@@ -100,16 +127,20 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from moonbus.bus import Bus
+from moonbus.bus import Bus, Event
 from moonbus.host.deferred_queue import PyEventQueue, Target
 from moonbus.native import load_fast_path
+
+if TYPE_CHECKING:  # context imports this module (its annotations only)
+    from moonbus.host.context import HostSettings
 
 __all__ = ["EVENT_DELIVERY_MODES", "DeferredDelivery", "DeferredStatistics"]
 
 EVENT_DELIVERY_MODES = ("immediate", "deferred")
 _log = logging.getLogger("moonbus.events")
+
 
 @dataclass(frozen=True)
 class DeferredStatistics:
@@ -117,7 +148,8 @@ class DeferredStatistics:
 
     ``paced_emits``: emits that waited for the event thread (``pace``);
     ``paced_seconds``: their total wait; ``pace_gave_up``: waits that ended
-    because the event thread finished nothing although the GIL was free;
+    early, because the event thread finished nothing for PACE_GIVE_UP times
+    the lag or because its deliveries turned costly;
     ``pending``: deliveries queued or running, not yet finished;
     ``pace_declined``: emits that found the queue late but did not wait
     because each delivery costs the event thread more than a quarter of the
@@ -178,14 +210,15 @@ class DeferredDelivery:
 
     @classmethod
     def attach(cls, bus: Bus, *, threaded: bool, native: bool,
-               max_lag: Callable[[], float | None],
-               max_size: Callable[[], int]) -> DeferredDelivery:
+               settings: Callable[[], HostSettings]) -> DeferredDelivery:
         """The runtime's deferred delivery, wired to its bus: the queue, not the
         end of a bus drain, says when the cascade links of queued events can go
-        (``moonbus.bus.cascade``), and a threaded runtime paces top-level emits."""
+        (``moonbus.bus.cascade``), and a threaded runtime paces top-level emits.
+        ``settings``: the runtime's HostSettings, read live."""
         bus.cascade.held = True
         deferred = cls(threaded=threaded, native=native, progress=bus.release_cascades,
-                       max_lag=max_lag, max_size=max_size)
+                       max_lag=lambda: settings().deferred_max_lag,
+                       max_size=lambda: settings().max_queued_deliveries)
         if threaded:
             bus.set_pace(deferred.pace)
         return deferred
