@@ -44,26 +44,26 @@ Target = Callable[[int, Event], None]
 
 
 class _PaceCost:
-    """What one delivery costs the event thread in CPU time (``pace_costly``
-    in _fastcall.c, same rules): its CPU over the deliveries finished in a
-    window that closes after PACE_SAMPLE deliveries or PACE_SAMPLE x cheap of
-    CPU (a handler still running closes it alone, as one delivery).
-    Unmeasurable (no event thread, no CPU clock): cheap."""
+    """What one delivery costs the event thread in CPU time inside drains
+    (``pace_costly`` in _fastcall.c, same rules): that CPU over the deliveries
+    finished in a window that closes after PACE_SAMPLE deliveries or
+    PACE_SAMPLE x cheap of CPU (a handler still running closes it alone, as
+    one delivery). Unmeasurable (no event thread, no CPU clock): cheap."""
 
     __slots__ = ("clock", "cost", "cpu_mark", "fin_mark")
 
-    def __init__(self, owner: int, finished: int) -> None:
+    def __init__(self, owner: int) -> None:
         self.clock: int | None = None
         if owner:
             try:
                 self.clock = time.pthread_getcpuclockid(owner)
             except (AttributeError, OSError):  # not POSIX, or the thread is gone
                 self.clock = None
-        self.cpu_mark = self._cpu() or 0
-        self.fin_mark = finished
+        self.cpu_mark = self.fin_mark = 0
         self.cost = 0  # ns per delivery, last estimate
 
-    def _cpu(self) -> int | None:
+    def now(self) -> int | None:
+        """The event thread's CPU clock (None: unreadable)."""
         if self.clock is None:
             return None
         try:
@@ -71,8 +71,8 @@ class _PaceCost:
         except OSError:
             return None
 
-    def costly(self, finished: int, cheap: int) -> bool:
-        cpu = self._cpu()
+    def costly(self, cpu: int | None, finished: int, cheap: int) -> bool:
+        """``cpu``: the event thread's CPU inside drains so far (None: unknown)."""
         if cpu is None:
             return False
         n, used = finished - self.fin_mark, cpu - self.cpu_mark
@@ -102,7 +102,12 @@ class PyEventQueue:
         self.max_size = 0  # 0: none
         self._dropped = self._peak = 0
         self._owner = 0  # the event thread's ident: never paced
-        self._cost = _PaceCost(0, 0)
+        self._cost = _PaceCost(0)
+        # The event thread's CPU inside drain() (see drain_cpu_ns in C): the
+        # total of finished drains, and its clock when the running one began.
+        self._drain_cpu = 0
+        self._drain_start: int | None = None
+        self._drain_depth = 0
         self._pushed_at = [0.0] * PACE_RING  # entry k was queued at [k % PACE_RING]
         self._gave_up_at = -1
         self._counts = [0, 0.0, 0, 0]  # waits, seconds waited, given up, declined
@@ -115,7 +120,8 @@ class PyEventQueue:
     @owner.setter
     def owner(self, ident: int) -> None:
         self._owner = ident
-        self._cost = _PaceCost(ident, self._finished)
+        self._cost = cost = _PaceCost(ident)
+        cost.cpu_mark, cost.fin_mark = self._drain_cpu_ns() or 0, self._finished
 
     def handler(self, target: Target, sub_id: int) -> Callable[[Event], None]:
         return functools.partial(self.push, target, sub_id)
@@ -148,18 +154,42 @@ class PyEventQueue:
         return entries[0][2].seq if entries else None
 
     def drain(self, limit: int) -> int:
-        entries = self._entries
-        taken = [entries.popleft() for _ in range(min(limit, len(entries)))]
-        for target, sub_id, event in taken:
-            try:
-                target(sub_id, event)
-            except Exception as exc:  # delivery reports script errors itself
-                self._report(target, exc)
-            self._finished += 1
-            if self._waiting:
-                with self._progress:
-                    self._progress.notify_all()
-        return len(taken)
+        measured = self._owner != 0 and threading.get_ident() == self._owner
+        outer = measured and self._drain_depth == 0
+        if measured:
+            self._drain_depth += 1
+        start = time.thread_time_ns() if outer else 0
+        if outer:
+            self._drain_start = start
+        try:
+            entries = self._entries
+            taken = [entries.popleft() for _ in range(min(limit, len(entries)))]
+            for target, sub_id, event in taken:
+                try:
+                    target(sub_id, event)
+                except Exception as exc:  # delivery reports script errors itself
+                    self._report(target, exc)
+                self._finished += 1
+                if self._waiting:
+                    with self._progress:
+                        self._progress.notify_all()
+            return len(taken)
+        finally:
+            if measured:
+                self._drain_depth -= 1
+            if outer:
+                self._drain_start = None  # first: a reader in between undercounts
+                self._drain_cpu += time.thread_time_ns() - start
+
+    def _drain_cpu_ns(self) -> int | None:
+        """The event thread's CPU inside drains so far, the running one included."""
+        total, start = self._drain_cpu, self._drain_start
+        if start is None:
+            return total
+        now = self._cost.now()
+        if now is None:
+            return None
+        return total if self._drain_cpu != total or now < start else total + now - start
 
     def pace(self) -> None:
         """The reference for ``EventQueue.pace`` (same rules, see ``moonbus.host.deferred``)."""
@@ -176,7 +206,7 @@ class PyEventQueue:
             return
         counts, cost = self._counts, self._cost
         cheap = int(lag * 1e9) // PACE_CHEAP_DIV
-        if cost.costly(finished, cheap):
+        if cost.costly(self._drain_cpu_ns(), finished, cheap):
             counts[3] += 1  # waiting would hold the host to the handlers' rate
             return
         target, gave_up, patience = self._pushed, 0, lag * PACE_GIVE_UP
@@ -187,7 +217,7 @@ class PyEventQueue:
                 # wake at least every lag to see whether deliveries turned costly
                 self._progress.wait(max(0.0, min(lag, slice_end - time.monotonic())))
                 current, moment = self._finished, time.monotonic()
-                if cost.costly(current, cheap):
+                if cost.costly(self._drain_cpu_ns(), current, cheap):
                     gave_up = 2
                     break
                 if current != last:

@@ -1312,13 +1312,24 @@ scratch_grow(Scratch *s, Py_ssize_t n, Py_ssize_t fields)
     return 0;
 }
 
+/* A clock's reading in ns (-1: unreadable; no GIL needed). */
+static long long
+clock_ns(clockid_t clock)
+{
+    struct timespec ts;
+    if (clock_gettime(clock, &ts) != 0)
+        return -1;
+    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
 /* The estimate of what one delivery costs the event thread in CPU time
- * (pace_costly). Read and written by emitting threads with the GIL held; a
- * waiting emit works on its own copy without the GIL and stores it back. */
+ * inside drains (pace_costly). Read and written by emitting threads with the
+ * GIL held; a waiting emit works on its own copy without the GIL and stores
+ * it back. */
 typedef struct {
     clockid_t clock;              /* the event thread's CPU clock */
     int clock_ok;                 /* `clock` is valid */
-    long long cpu_mark, fin_mark; /* its CPU time and `finished` at the mark */
+    long long cpu_mark, fin_mark; /* its drain CPU time and `finished` at the mark */
     long long cost_ns;            /* CPU per delivery, last estimate */
 } PaceCost;
 
@@ -1347,6 +1358,13 @@ typedef struct {
     long long gave_up_at;            /* `finished` when a wait last gave up */
     long long waits, waited_ns, gave_up; /* counters (GIL held) */
     PaceCost cost;                   /* what a delivery costs the event thread (GIL held) */
+    /* The event thread's CPU inside drain() (written by it, read by pace):
+     * the total of finished drains, and its CPU clock at the start of the
+     * drain running now (-1: none). Drains only: waking up, sleeping and the
+     * Python loop around drain() cost CPU per drain, not per delivery, and
+     * would make many small paced drains look costly. */
+    _Atomic long long drain_cpu_ns, drain_start_cpu;
+    int drain_depth;                 /* nested drains (the outer one measures) */
     long long declined;              /* late emits not paced: costly deliveries */
     /* The bound (HostSettings.max_queued_deliveries; 0: none): a push that
      * finds `size` at it is dropped and counted (GIL held; read under mutex). */
@@ -1429,6 +1447,7 @@ queue_init(EventQueue *self, PyObject *args, PyObject *kwds)
         }
         self->cond_ready = 1;
         self->gave_up_at = -1;
+        atomic_store(&self->drain_start_cpu, -1);
     }
     if (self->ring == NULL) {
         self->capacity = 1024;
@@ -1684,6 +1703,13 @@ queue_drain(EventQueue *self, PyObject *arg)
     Scratch *s = self->scratch_busy ? &own : &self->scratch;
     int was_busy = self->scratch_busy;
     self->scratch_busy = 1;
+    /* the event thread's CPU inside its outermost drain (see drain_cpu_ns) */
+    int measured = self->owner != 0 && PyThread_get_thread_ident() == self->owner;
+    long long cpu_start = -1;
+    if (measured && self->drain_depth++ == 0) {
+        cpu_start = clock_ns(CLOCK_THREAD_CPUTIME_ID);
+        atomic_store(&self->drain_start_cpu, cpu_start);
+    }
     Py_ssize_t delivered = 0;
     int rc = 0;
     while (delivered < max && rc == 0) {
@@ -1719,6 +1745,15 @@ queue_drain(EventQueue *self, PyObject *arg)
     }
     self->scratch_busy = was_busy;
     scratch_free(&own);
+    if (measured)
+        self->drain_depth--;
+    if (cpu_start >= 0) {
+        long long cpu_end = clock_ns(CLOCK_THREAD_CPUTIME_ID);
+        /* the start goes first: a reader in between undercounts, never twice */
+        atomic_store(&self->drain_start_cpu, -1);
+        if (cpu_end > cpu_start)
+            atomic_fetch_add(&self->drain_cpu_ns, cpu_end - cpu_start);
+    }
     if (rc < 0)
         return NULL;
     return PyLong_FromSsize_t(delivered);
@@ -1786,13 +1821,24 @@ static PyObject *queue_handler(EventQueue *self, PyObject *const *args, Py_ssize
 /* The estimate of pace_costly covers at least this many deliveries. */
 #define PACE_SAMPLE 16
 
+/* The event thread's CPU time inside drains so far, the drain running now
+ * included (any thread, no GIL needed); -1: unmeasurable. If a drain ends
+ * while this reads, the running one is left out (counted at the next read). */
 static long long
-owner_cpu_ns(const PaceCost *c)
+drain_cpu_ns(EventQueue *q, const PaceCost *c)
 {
-    struct timespec ts;
-    if (!c->clock_ok || clock_gettime(c->clock, &ts) != 0)
+    if (!c->clock_ok)
         return -1;
-    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+    long long total = atomic_load(&q->drain_cpu_ns);
+    long long start = atomic_load(&q->drain_start_cpu);
+    if (start < 0)
+        return total;
+    long long now = clock_ns(c->clock);
+    if (now < 0)
+        return -1;
+    if (atomic_load(&q->drain_cpu_ns) != total || now < start)
+        return total;
+    return total + (now - start);
 }
 
 /* Whether the deliveries cost the event thread more than `cheap` ns of CPU
@@ -1807,9 +1853,9 @@ owner_cpu_ns(const PaceCost *c)
  * delivery). Unmeasurable: cheap (the wait's no-progress give-up still
  * applies). */
 static int
-pace_costly(PaceCost *c, long long fin, long long cheap)
+pace_costly(PaceCost *c, EventQueue *q, long long fin, long long cheap)
 {
-    long long cpu = owner_cpu_ns(c);
+    long long cpu = drain_cpu_ns(q, c);
     if (cpu < 0)
         return 0;
     long long n = fin - c->fin_mark, used = cpu - c->cpu_mark;
@@ -1841,7 +1887,7 @@ queue_pace(EventQueue *self, PyObject *unused)
     if (now - queued_at < lag)
         Py_RETURN_NONE;
     long long cheap = lag / PACE_CHEAP_DIV;
-    if (pace_costly(&self->cost, fin, cheap)) {
+    if (pace_costly(&self->cost, self, fin, cheap)) {
         self->declined++; /* waiting would hold the host to the handlers' rate */
         Py_RETURN_NONE;
     }
@@ -1861,7 +1907,7 @@ queue_pace(EventQueue *self, PyObject *unused)
         struct timespec until = {(time_t)(wake / 1000000000LL), (long)(wake % 1000000000LL)};
         pthread_cond_timedwait(&self->progress_cond, &self->mutex, &until);
         long long f = atomic_load(&self->finished), t = monotonic_ns();
-        if (pace_costly(&mine, f, cheap)) {
+        if (pace_costly(&mine, self, f, cheap)) {
             gave_up = 2;
             break;
         }
@@ -1962,7 +2008,7 @@ queue_set_owner(EventQueue *self, PyObject *value, void *closure)
     /* its CPU clock (pace_costly): on POSIX threads the ident is the pthread_t */
     PaceCost *c = &self->cost;
     c->clock_ok = ident != 0 && pthread_getcpuclockid((pthread_t)ident, &c->clock) == 0;
-    c->cpu_mark = owner_cpu_ns(c);
+    c->cpu_mark = drain_cpu_ns(self, c);
     if (c->cpu_mark < 0)
         c->cpu_mark = 0;
     c->fin_mark = atomic_load(&self->finished);
