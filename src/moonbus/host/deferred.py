@@ -72,35 +72,36 @@ handler look costly (first version: the thread's whole CPU; on the Python
 queue a 2-call handler had hundreds of late emits declined). A delivery costing
 more than ``deferred_max_lag / PACE_CHEAP_DIV`` (125 us at the default) is
 costly: late emits then do not wait (``pace_declined``), and a wait in
-progress re-reads the estimate at least every lag and ends when it turns
-costly (``pace_gave_up``). CPU time, not wall time, because the convoy and a
+progress re-reads the estimate at each delivery (and every 4x the lag) and
+ends when it turns costly (``pace_gave_up``). CPU time, not wall time, because the convoy and a
 loaded machine both stretch a delivery's wall time (waiting for the GIL, or
 for a CPU) without costing CPU; a slow handler costs CPU whatever the load.
 Measured first (event-thread CPU per delivery, host emitting from a Python
 loop at 10k events/s, load 3-7 on the 2-core box): the convoy bench handler
 (``probe:mark()`` + a shared increment) 7-17 us on the C queue, 20-40 us on
 the Python reference queue (8 Python calls per handler: ~30 / ~70 us);
-handlers of 20,000 / 400,000 Lua additions 140-290 us / 2.2-4 ms. The rejected alternatives: wall-clock bounds on the
-emitting side (a wait budget of 25 ms per 100 ms; a cap per wait plus a
-calm period after a give-up) also fixed the stall, but a loaded machine's
-ordinary GIL hand-offs used them up, so the convoy row's p99 went from
-0.66 ms to 21.8 / 88 ms (commits a0b8c71, d972362). What stays from before:
-a wait also ends when the event thread finishes nothing for ``PACE_GIVE_UP``
-times the lag (a handler blocked on a lock the emitting thread holds spends
-no CPU, so only this catches it), and emits then do not wait again until it
-finishes something. What a host still pays: for cheap deliveries, waits of
-at most a few deliveries' worth (the ones queued within the lag); an
-attacker whose deliveries sit just under the line (125 us) makes a host
-that emits every millisecond wait ~10 % of its time. Not covered: a
-handler whose time goes to host calls that block *without* CPU (I/O, a
-sleep, with the GIL released) is cheap by this measure, so a waiting host
-can be held to its rate (a host API sleeping 0.5 ms per event: the host
-waited 57 % of its time in one run; in others the GIL hand-offs around the
-call cost enough CPU to be declined). Only such host calls (the embedder's
-APIs, a Redis shared store) can do that; wall time per delivery during
-waits is no fix (on a loaded machine it is the event thread's wait for a
-CPU: a prototype declined hundreds of convoy emits at load 3). The price of a wait is
-a hand-off between two threads: on a saturated machine (the 2-core box at
+handlers of 20,000 / 400,000 Lua additions 140-290 us / 2.2-4 ms. The
+rejected alternatives: wall-clock bounds on the emitting side (a wait
+budget of 25 ms per 100 ms; a cap per wait plus a calm period after a
+give-up) also fixed the stall, but a loaded machine's ordinary GIL hand-offs
+used them up, so the convoy row's p99 went from 0.66 ms to 21.8 / 88 ms
+(commits a0b8c71, d972362). What stays from before: a wait also ends when
+the event thread finishes nothing for ``PACE_GIVE_UP`` times the lag (a
+handler blocked on a lock the emitting thread holds spends no CPU, so only
+this catches it), and emits then do not wait again until it finishes
+something. What a host still pays: for cheap deliveries, waits of at most a
+few deliveries' worth (the ones queued within the lag); an attacker whose
+deliveries sit just under the line (125 us) makes a host that emits every
+millisecond wait ~10 % of its time. Not covered: a handler whose time goes
+to host calls that block *without* CPU (I/O, a sleep, with the GIL
+released) is cheap by this measure, so a waiting host can be held to its
+rate (a host API sleeping 0.5 ms per event: the host waited 57 % of its
+time in one run; in others the GIL hand-offs around the call cost enough
+CPU to be declined). Only such host calls (the embedder's APIs, a Redis
+shared store) can do that; wall time per delivery during waits is no fix
+(on a loaded machine it is the event thread's wait for a CPU: a prototype
+declined hundreds of convoy emits at load 3). The price of a wait is a
+hand-off between two threads: on a saturated machine (the 2-core box at
 load 12) a woken thread waits milliseconds for a CPU, and a host that emits
 a burst as fast as it can and only then waits for the handlers got through
 it faster unpaced (55k vs 101k events/s; at load ~4, 194-241k paced vs

@@ -214,8 +214,10 @@ class PyEventQueue:
             self._waiting += 1
             last, slice_end = self._finished, now + patience
             while last < target:
-                # wake at least every lag to see whether deliveries turned costly
-                self._progress.wait(max(0.0, min(lag, slice_end - time.monotonic())))
+                # wake now and then to see whether deliveries turned costly (a
+                # running handler closes a window after PACE_SAMPLE x cheap of CPU)
+                self._progress.wait(max(0.0, min(PACE_SAMPLE * cheap / 1e9,
+                                                 slice_end - time.monotonic())))
                 current, moment = self._finished, time.monotonic()
                 if cost.costly(self._drain_cpu_ns(), current, cheap):
                     gave_up = 2

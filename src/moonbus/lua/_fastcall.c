@@ -1901,8 +1901,10 @@ queue_pace(EventQueue *self, PyObject *unused)
     atomic_fetch_add(&self->waiting, 1);
     long long last = atomic_load(&self->finished), slice_end = now + patience;
     while (last < pushed) {
-        /* wake at least every `lag` to see whether the deliveries turned costly */
-        long long t0 = monotonic_ns() + lag;
+        /* wake now and then to see whether the deliveries turned costly: a
+         * handler still running closes the estimate's window only once it
+         * used PACE_SAMPLE x `cheap` of CPU, so not more often than that */
+        long long t0 = monotonic_ns() + PACE_SAMPLE * cheap;
         long long wake = t0 < slice_end ? t0 : slice_end;
         struct timespec until = {(time_t)(wake / 1000000000LL), (long)(wake % 1000000000LL)};
         pthread_cond_timedwait(&self->progress_cond, &self->mutex, &until);
