@@ -107,6 +107,7 @@ class PyEventQueue:
         # total of finished drains, and its clock when the running one began.
         self._drain_cpu = 0
         self._drain_start: int | None = None
+        self._drain_start_wall = 0  # monotonic_ns() at that start
         self._drain_depth = 0
         self._pushed_at = [0.0] * PACE_RING  # entry k was queued at [k % PACE_RING]
         self._gave_up_at = -1
@@ -121,7 +122,7 @@ class PyEventQueue:
     def owner(self, ident: int) -> None:
         self._owner = ident
         self._cost = cost = _PaceCost(ident)
-        cost.cpu_mark, cost.fin_mark = self._drain_cpu_ns() or 0, self._finished
+        cost.cpu_mark, cost.fin_mark = self._drain_cpu_ns(0) or 0, self._finished
 
     def handler(self, target: Target, sub_id: int) -> Callable[[Event], None]:
         return functools.partial(self.push, target, sub_id)
@@ -160,6 +161,7 @@ class PyEventQueue:
             self._drain_depth += 1
         start = time.thread_time_ns() if outer else 0
         if outer:
+            self._drain_start_wall = time.monotonic_ns()
             self._drain_start = start
         try:
             entries = self._entries
@@ -181,10 +183,11 @@ class PyEventQueue:
                 self._drain_start = None  # first: a reader in between undercounts
                 self._drain_cpu += time.thread_time_ns() - start
 
-    def _drain_cpu_ns(self) -> int | None:
-        """The event thread's CPU inside drains so far, the running one included."""
+    def _drain_cpu_ns(self, young: int) -> int | None:
+        """The event thread's CPU inside drains so far; the running one once it
+        has run ``young`` ns of wall time (``drain_cpu_ns`` in C says why)."""
         total, start = self._drain_cpu, self._drain_start
-        if start is None:
+        if start is None or time.monotonic_ns() - self._drain_start_wall < young:
             return total
         now = self._cost.now()
         if now is None:
@@ -206,7 +209,7 @@ class PyEventQueue:
             return
         counts, cost = self._counts, self._cost
         cheap = int(lag * 1e9) // PACE_CHEAP_DIV
-        if cost.costly(self._drain_cpu_ns(), finished, cheap):
+        if cost.costly(self._drain_cpu_ns(PACE_SAMPLE * cheap), finished, cheap):
             counts[3] += 1  # waiting would hold the host to the handlers' rate
             return
         target, gave_up, patience = self._pushed, 0, lag * PACE_GIVE_UP
@@ -219,7 +222,7 @@ class PyEventQueue:
                 self._progress.wait(max(0.0, min(PACE_SAMPLE * cheap / 1e9,
                                                  slice_end - time.monotonic())))
                 current, moment = self._finished, time.monotonic()
-                if cost.costly(self._drain_cpu_ns(), current, cheap):
+                if cost.costly(self._drain_cpu_ns(PACE_SAMPLE * cheap), current, cheap):
                     gave_up = 2
                     break
                 if current != last:

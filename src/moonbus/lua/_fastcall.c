@@ -1364,6 +1364,7 @@ typedef struct {
      * Python loop around drain() cost CPU per drain, not per delivery, and
      * would make many small paced drains look costly. */
     _Atomic long long drain_cpu_ns, drain_start_cpu;
+    _Atomic long long drain_start_wall; /* monotonic_ns() at that start */
     int drain_depth;                 /* nested drains (the outer one measures) */
     long long declined;              /* late emits not paced: costly deliveries */
     /* The bound (HostSettings.max_queued_deliveries; 0: none): a push that
@@ -1708,6 +1709,7 @@ queue_drain(EventQueue *self, PyObject *arg)
     long long cpu_start = -1;
     if (measured && self->drain_depth++ == 0) {
         cpu_start = clock_ns(CLOCK_THREAD_CPUTIME_ID);
+        atomic_store(&self->drain_start_wall, monotonic_ns());
         atomic_store(&self->drain_start_cpu, cpu_start);
     }
     Py_ssize_t delivered = 0;
@@ -1821,17 +1823,21 @@ static PyObject *queue_handler(EventQueue *self, PyObject *const *args, Py_ssize
 /* The estimate of pace_costly covers at least this many deliveries. */
 #define PACE_SAMPLE 16
 
-/* The event thread's CPU time inside drains so far, the drain running now
- * included (any thread, no GIL needed); -1: unmeasurable. If a drain ends
- * while this reads, the running one is left out (counted at the next read). */
+/* The event thread's CPU time inside drains so far (any thread, no GIL
+ * needed); -1: unmeasurable. The drain running now is included once it has
+ * run `young` ns of wall time (before that it cannot close an estimate's
+ * window alone, and reading another thread's CPU clock is a syscall that
+ * may take that CPU's run-queue lock: the common short drain never pays it).
+ * If a drain ends while this reads, the running one is left out (counted at
+ * the next read). */
 static long long
-drain_cpu_ns(EventQueue *q, const PaceCost *c)
+drain_cpu_ns(EventQueue *q, const PaceCost *c, long long young)
 {
     if (!c->clock_ok)
         return -1;
     long long total = atomic_load(&q->drain_cpu_ns);
     long long start = atomic_load(&q->drain_start_cpu);
-    if (start < 0)
+    if (start < 0 || monotonic_ns() - atomic_load(&q->drain_start_wall) < young)
         return total;
     long long now = clock_ns(c->clock);
     if (now < 0)
@@ -1855,7 +1861,7 @@ drain_cpu_ns(EventQueue *q, const PaceCost *c)
 static int
 pace_costly(PaceCost *c, EventQueue *q, long long fin, long long cheap)
 {
-    long long cpu = drain_cpu_ns(q, c);
+    long long cpu = drain_cpu_ns(q, c, PACE_SAMPLE * cheap);
     if (cpu < 0)
         return 0;
     long long n = fin - c->fin_mark, used = cpu - c->cpu_mark;
@@ -2010,7 +2016,7 @@ queue_set_owner(EventQueue *self, PyObject *value, void *closure)
     /* its CPU clock (pace_costly): on POSIX threads the ident is the pthread_t */
     PaceCost *c = &self->cost;
     c->clock_ok = ident != 0 && pthread_getcpuclockid((pthread_t)ident, &c->clock) == 0;
-    c->cpu_mark = drain_cpu_ns(self, c);
+    c->cpu_mark = drain_cpu_ns(self, c, 0);
     if (c->cpu_mark < 0)
         c->cpu_mark = 0;
     c->fin_mark = atomic_load(&self->finished);
