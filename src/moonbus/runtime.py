@@ -132,7 +132,7 @@ class Runtime:
         self._deferred = None
         if event_delivery == "deferred":  # wired to the bus: DeferredDelivery.attach
             self._deferred = DeferredDelivery.attach(self.bus, threaded=threaded, native=native,
-                                                     max_lag=lambda: self.settings.deferred_max_lag)
+                                                     settings=lambda: self.settings)
         self._tick: int | None = None
         self._tick_sub = self.bus.on("tick", self._on_tick, owner="runtime")
         self._sinks: list[Callable[[LogLine], None]] = []

@@ -99,9 +99,12 @@ def test_settings_show_and_set_live(rt: Runtime) -> None:
         rt.admin.run("settings.set colour red")
     with pytest.raises(AdminError, match=r"must be a int, got 'lots'"):
         rt.admin.run("settings.set max_poll_failures lots")
-    assert "deferred_max_lag_ms = off" in text  # pacing is off by default
+    assert "deferred_max_lag_ms = 0.5" in text  # pacing is on by default (PACING_MAX_LAG)
     assert rt.admin.run("settings.set deferred_max_lag_ms 2") == "deferred_max_lag_ms = 2.0"
     assert rt.settings.deferred_max_lag == pytest.approx(0.002)
+    assert "max_queued_deliveries = 1000000" in text
+    assert rt.admin.run("settings.set max_queued_deliveries 5000") == "max_queued_deliveries = 5000"
+    assert rt.settings.max_queued_deliveries == 5000
 
 
 def test_settings_turned_off_from_python_show_as_off() -> None:

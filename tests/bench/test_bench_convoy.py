@@ -27,6 +27,7 @@ def test_quick_run_reports_every_row_with_its_peer() -> None:
     assert rows[0].ok in (True, False) and rows[2].ok in (True, False)
     assert rows[1].ok is None and rows[3].ok is None  # references, no target
     assert "emits paced" in rows[0].note
+    assert "late emits not paced" in rows[2].note
 
 
 def test_both_sides_count_every_event(tmp_path: Path) -> None:
@@ -34,7 +35,7 @@ def test_both_sides_count_every_event(tmp_path: Path) -> None:
     rate, _ = convoy._ours_rate(tmp_path, 300, 0.0005)
     assert rate > 0
     assert convoy._glue_rate(300) > 0
-    p99, p50 = convoy._ours_latency(tmp_path, 100, 10_000.0, 0.0005)
-    assert p99 >= p50 > 0
+    p99, p50, declined = convoy._ours_latency(tmp_path, 100, 10_000.0, 0.0005)
+    assert p99 >= p50 > 0 and declined >= 0
     glue_p99, glue_p50 = convoy._glue_latency(100, 10_000.0)
     assert glue_p99 >= glue_p50 > 0

@@ -58,6 +58,7 @@ _HOST_SETTINGS: dict[str, tuple[str, float, type]] = {
     "handler_timeout_window_ms": ("handler_timeout_window", 0.001, float),
     "max_handlers_per_script": ("max_handlers_per_script", 1, int),
     "deferred_max_lag_ms": ("deferred_max_lag", 0.001, float),
+    "max_queued_deliveries": ("max_queued_deliveries", 1, int),
 }
 _STORE_SETTINGS = ("retention_ticks", "retention_count", "log_appends")
 _IDLE = ("loaded", "stopped", "failed")  # statuses with nothing to stop

@@ -143,7 +143,9 @@ def _percentiles(starts: list[float], marks: list[float]) -> tuple[float, float]
 
 
 def _ours_latency(directory: Path, n: int, rate: float,
-                  lag: float | None) -> tuple[float, float]:
+                  lag: float | None) -> tuple[float, float, int]:
+    """p99 and p50 emit -> handler start (us), and how many late emits pacing
+    declined (deliveries judged costly: none expected for this handler)."""
     path = directory / "probed.lua"
     path.write_text(PROBED, encoding="utf-8")
     probe = _Probe()
@@ -157,7 +159,8 @@ def _ours_latency(directory: Path, n: int, rate: float,
             raise RuntimeError("latency benchmark: events still queued after 120 s")
         if host.shared.int("hits").get() != n:
             raise RuntimeError(f"latency benchmark lost events: {host.errors[-1:]}")
-    return _percentiles(starts, probe.marks)
+        stats = rt.deferred_statistics()
+    return (*_percentiles(starts, probe.marks), 0 if stats is None else stats.pace_declined)
 
 
 def _glue_latency(n: int, rate: float) -> tuple[float, float]:
@@ -190,13 +193,15 @@ def run(quick: bool) -> list[BenchRow]:
             glue = max(glue, _glue_rate(n_events))
         p99 = p99_off = p99_glue = float("inf")
         p50 = p50_off = p50_glue = 0.0
+        declined = 0
         for _ in range(1 if quick else 2):
-            got = _ours_latency(directory, n_latency, rate, PACING_MAX_LAG)
-            if got[0] < p99:
-                p99, p50 = got
-            got = _ours_latency(directory, n_latency, rate, None)
-            if got[0] < p99_off:
-                p99_off, p50_off = got
+            p99_on, p50_on, declined_on = _ours_latency(directory, n_latency, rate,
+                                                        PACING_MAX_LAG)
+            if p99_on < p99:
+                p99, p50, declined = p99_on, p50_on, declined_on
+            p99_got, p50_got, _ = _ours_latency(directory, n_latency, rate, None)
+            if p99_got < p99_off:
+                p99_off, p50_off = p99_got, p50_got
             got = _glue_latency(n_latency, rate)
             if got[0] < p99_glue:
                 p99_glue, p50_glue = got
@@ -213,7 +218,8 @@ def run(quick: bool) -> list[BenchRow]:
         ours=p99, peer=peer, theirs=p99_glue, unit="us", higher_is_better=False,
         min_ratio=None, target="p99 <= 1000 us",
         note=f"p50 {p50:.0f} us (glue p50 {p50_glue:.0f} us); handler: probe:mark() + "
-        f"shared increment; host: ~{BUSY_S * 1e6:.0f} us of Python between emits",
+        f"shared increment; host: ~{BUSY_S * 1e6:.0f} us of Python between emits; "
+        f"{declined} late emits not paced (costly deliveries)",
     )
     return [
         throughput,

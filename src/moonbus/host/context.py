@@ -27,9 +27,9 @@ if TYPE_CHECKING:
 __all__ = ["BUILTIN_EVENT_TYPES", "PACING_MAX_LAG", "HostSettings", "LogSink",
            "ScriptContext", "script_seed"]
 
-# Deferred delivery's pacing (moonbus.host.deferred): the lag to set when you
-# turn pacing on (it is off by default: a script whose handlers are each slow
-# but under the time limit can hold a paced host to their rate; docs/limits.md).
+# Deferred delivery's pacing (moonbus.host.deferred): the default lag. An emit
+# waits only while deliveries are cheap (each at most a quarter of the lag in
+# event-thread CPU time), so slow handlers never hold the host to their rate.
 PACING_MAX_LAG = 0.0005
 
 BUILTIN_EVENT_TYPES: Mapping[str, str] = {
@@ -139,10 +139,16 @@ class HostSettings:
     handler_timeout_window: float = 60.0
     max_handlers_per_script: int = 1_000
     # Deferred delivery (moonbus.host.deferred): an emit waits, GIL released,
-    # once the event thread has finished nothing queued for this long
-    # (seconds; None: never, the default; PACING_MAX_LAG when you turn it
-    # on). Read at each drain.
-    deferred_max_lag: float | None = None
+    # once the oldest undelivered event was queued this long ago and the
+    # deliveries are cheap (seconds; default PACING_MAX_LAG, 0.5 ms; None:
+    # never). Read at each drain.
+    deferred_max_lag: float | None = PACING_MAX_LAG
+    # Deferred delivery's queue (moonbus.host.deferred): deliveries queued at
+    # most; past it an event is not queued for the event thread's handlers
+    # (dropped, logged, counted in deferred_statistics().dropped). Pacing does
+    # not wait for slow handlers, so without a bound their backlog would grow
+    # with every emit. Read at each drain.
+    max_queued_deliveries: int = 1_000_000
     # The admin command script.eval (moonbus.admin.eval_cmd): runs Lua an
     # admin types inside a running script. Off unless the operator turns it
     # on when building the runtime (moonbus serve --admin-eval); settings.set

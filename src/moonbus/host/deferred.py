@@ -42,35 +42,77 @@ per 5 ms, so at 10k events/s the queue grew by thousands and each event
 waited tens of milliseconds. So the bus calls ``pace()`` after every
 top-level emit (``Bus.set_pace``, C and Python emit paths alike): when the
 oldest event not yet delivered was queued more than
-``HostSettings.deferred_max_lag`` ago (off by default; ``PACING_MAX_LAG``,
-0.5 ms, when a host turns it on), the emitting thread
+``HostSettings.deferred_max_lag`` ago (default ``PACING_MAX_LAG``, 0.5 ms;
+None turns pacing off) *and the deliveries are cheap*, the emitting thread
 waits, with the GIL released, until everything queued before it has been
 delivered; the event thread then has the GIL at once. A thread that keeps
 up, or whose handlers stay in Lua (which runs without the GIL), never makes
-an emit wait. The wait also ends when the event thread finishes nothing for
-``PACE_GIVE_UP`` times the lag although the GIL is free (a slow handler, or
-one blocked on a lock the emitting thread holds: not the GIL; the factor
-keeps a loaded machine's late wake-up from looking like one), and emits do
-not wait again until it finishes something. Never on the event thread itself
-(a handler's emit), never in stepped runtimes (no event thread); None turns
-it off. Ordering and delivery are unchanged: only when ``emit`` returns.
-Counted in ``statistics()`` (``Runtime.deferred_statistics()``: waits,
-seconds waited, waits given up). Measured by ``moonbus bench --only convoy``,
-next to the same workload with pacing off. The price: each wait is a hand-off
-between two threads. On a saturated machine (the 2-core box at load 12) a
-woken thread waits milliseconds for a CPU, and a host that emits a burst as
-fast as it can and only then waits for the handlers got through it faster
-unpaced (55k vs 101k events/s; at load ~4, 194-241k paced vs ~110k
-unpaced): such a host can set ``deferred_max_lag=None``.
+an emit wait. Never on the event thread itself (a handler's emit), never in
+stepped runtimes (no event thread). Ordering and delivery are unchanged:
+only when ``emit`` returns. Counted in ``statistics()``
+(``Runtime.deferred_statistics()``).
 
-Why it is off by default: a script whose handlers are each slow but under
-the handler time limit (2-8 ms of Lua per event) keeps finishing something,
-so a paced wait never gives up, and the host thread waited 95-99 % of its
-time (465 vs 4,787 emits/s unpaced; found by a hostile review,
-``tests/host/test_host_deferred_pace.py`` keeps it as a strict xfail). Two
-bounds on the emitting side (a wait budget per 100 ms; a cap per wait plus
-a calm period after a give-up) fixed that but hurt the convoy row under
-load, so a host opts in when it trusts its scripts' handlers.
+Cheap deliveries only (why pacing is safe to have on by default): a wait
+helps only when the backlog exists because the event thread cannot get the
+GIL; then each delivery, once it runs, costs the event thread little CPU.
+When the deliveries themselves are slow (a script whose handlers each run
+milliseconds of Lua, under the time limit), waiting cannot bring the lag
+down: it only holds the host to the handlers' rate, which is what a hostile
+review found (the paced host waited 95-99 % of its time, 465 vs 4,787
+emits/s unpaced). So the event thread adds up its own CPU time inside
+``drain()`` (its thread CPU clock, read at the start and end of each
+drain), and the emitting thread, on emits that found the queue late, adds
+the running drain's part (the event thread's clock through
+``pthread_getcpuclockid``) and estimates the CPU one delivery costs, over a
+window of ``PACE_SAMPLE`` (16) deliveries or 16x the cheap cost in CPU,
+whichever closes first (a handler still running closes it alone). Only
+inside drains: waking up, sleeping and the Python loop around ``drain()``
+cost per drain, and made the many small drains of a paced GIL-starved
+handler look costly (first version: the thread's whole CPU; on the Python
+queue a 2-call handler had hundreds of late emits declined). A delivery costing
+more than ``deferred_max_lag / PACE_CHEAP_DIV`` (125 us at the default) is
+costly: late emits then do not wait (``pace_declined``), and a wait in
+progress re-reads the estimate at each delivery (and every 4x the lag) and
+ends when it turns costly (``pace_gave_up``). CPU time, not wall time, because the convoy and a
+loaded machine both stretch a delivery's wall time (waiting for the GIL, or
+for a CPU) without costing CPU; a slow handler costs CPU whatever the load.
+Measured first (event-thread CPU per delivery, host emitting from a Python
+loop at 10k events/s, load 3-7 on the 2-core box): the convoy bench handler
+(``probe:mark()`` + a shared increment) 7-17 us on the C queue, 20-40 us on
+the Python reference queue (8 Python calls per handler: ~30 / ~70 us);
+handlers of 20,000 / 400,000 Lua additions 140-290 us / 2.2-4 ms. The
+rejected alternatives: wall-clock bounds on the emitting side (a wait
+budget of 25 ms per 100 ms; a cap per wait plus a calm period after a
+give-up) also fixed the stall, but a loaded machine's ordinary GIL hand-offs
+used them up, so the convoy row's p99 went from 0.66 ms to 21.8 / 88 ms
+(commits a0b8c71, d972362). What stays from before: a wait also ends when
+the event thread finishes nothing for ``PACE_GIVE_UP`` times the lag (a
+handler blocked on a lock the emitting thread holds spends no CPU, so only
+this catches it), and emits then do not wait again until it finishes
+something. What a host still pays: for cheap deliveries, waits of at most a
+few deliveries' worth (the ones queued within the lag); an attacker whose
+deliveries sit just under the line (125 us) makes a host that emits every
+millisecond wait ~10 % of its time. Not covered: a handler whose time goes
+to host calls that block *without* CPU (I/O, a sleep, with the GIL
+released) is cheap by this measure, so a waiting host can be held to its
+rate (a host API sleeping 0.5 ms per event: the host waited 57 % of its
+time in one run; in others the GIL hand-offs around the call cost enough
+CPU to be declined). Only such host calls (the embedder's APIs, a Redis
+shared store) can do that; wall time per delivery during waits is no fix
+(on a loaded machine it is the event thread's wait for a CPU: a prototype
+declined hundreds of convoy emits at load 3). The price of a wait is a
+hand-off between two threads: on a saturated machine (the 2-core box at
+load 12) a woken thread waits milliseconds for a CPU, and a host that emits
+a burst as fast as it can and only then waits for the handlers got through
+it faster unpaced (55k vs 101k events/s; at load ~4, 194-241k paced vs
+~110k unpaced): such a host can set ``deferred_max_lag=None``.
+
+The queue's bound (``HostSettings.max_queued_deliveries``, 1,000,000): since
+pacing does not wait for slow handlers (nor when it is off, or gave up), the
+queue is what absorbs a backlog; past the bound a delivery is not queued
+(dropped, counted in ``statistics().dropped``, logged by the draining thread
+once per drain with how many) rather than growing without end (each queued
+delivery holds ~0.5 KiB in the C ring, and its event).
 
 Why this and not the alternatives (measured first, ``py-spy`` on the event
 thread with the host emitting from a Python loop): the handlers' Python
@@ -95,32 +137,24 @@ single runs on the shared 2-core machine differ by up to 30 %.
 
 from __future__ import annotations
 
-import functools
 import logging
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from moonbus.bus import Bus, Event
+from moonbus.host.deferred_queue import PyEventQueue, Target
 from moonbus.native import load_fast_path
+
+if TYPE_CHECKING:  # context imports this module (its annotations only)
+    from moonbus.host.context import HostSettings
 
 __all__ = ["EVENT_DELIVERY_MODES", "DeferredDelivery", "DeferredStatistics"]
 
 EVENT_DELIVERY_MODES = ("immediate", "deferred")
 _log = logging.getLogger("moonbus.events")
-
-# A waiting emit stops waiting when the event thread finishes nothing for this
-# many times deferred_max_lag, GIL free (as PACE_GIVE_UP in _fastcall.c).
-PACE_GIVE_UP = 20
-# Push times kept for pacing (PACE_RING in _fastcall.c): more entries than
-# this outstanding count as late.
-PACE_RING = 4096
-
-# One delivery target: ``target(sub_id, event)``.
-Target = Callable[[int, Event], None]
 
 
 @dataclass(frozen=True)
@@ -129,8 +163,16 @@ class DeferredStatistics:
 
     ``paced_emits``: emits that waited for the event thread (``pace``);
     ``paced_seconds``: their total wait; ``pace_gave_up``: waits that ended
-    because the event thread finished nothing although the GIL was free;
-    ``pending``: deliveries queued or running, not yet finished.
+    early, because the event thread finished nothing for PACE_GIVE_UP times
+    the lag or because its deliveries turned costly;
+    ``pending``: deliveries queued or running, not yet finished;
+    ``pace_declined``: emits that found the queue late but did not wait
+    because each delivery costs the event thread more than a quarter of the
+    lag in CPU time (waiting would hold the host to the handlers' rate);
+    ``delivery_cpu``: that cost, seconds of event-thread CPU per delivery
+    (the last estimate; 0.0 before one was made); ``dropped``: deliveries
+    not queued because the queue held ``max_queued_deliveries`` (each
+    overflow is logged); ``peak``: the most deliveries queued at once.
     """
 
     delivered: int
@@ -138,102 +180,10 @@ class DeferredStatistics:
     paced_emits: int
     paced_seconds: float
     pace_gave_up: int
-
-
-class PyEventQueue:
-    """The queue in Python: the reference for ``_fastcall.EventQueue`` (C),
-    which does the same without a Python frame per event and runs each run
-    of events for one C ``Delivery`` in one Lua call."""
-
-    def __init__(self, *, notify: Callable[[], None],
-                 report: Callable[[Any, BaseException], None]) -> None:
-        self._entries: deque[tuple[Target, int, Event]] = deque()
-        self._notify = notify
-        self._report = report
-        self.sleeping = False
-        # Pacing (see the module docstring and _fastcall.c's queue_pace):
-        # pushed under the GIL by emitting threads, finished by the drainer.
-        self._pushed = self._finished = 0
-        self._progress = threading.Condition(threading.Lock())
-        self._waiting = 0  # emitting threads waiting on _progress
-        self.max_lag = 0.0  # seconds; 0: pacing off
-        self.owner = 0  # the event thread's ident: never paced
-        self._pushed_at = [0.0] * PACE_RING  # entry k was queued at [k % PACE_RING]
-        self._gave_up_at = -1
-        self._counts = [0, 0.0, 0]  # waits, seconds waited, waits given up
-
-    def handler(self, target: Target, sub_id: int) -> Callable[[Event], None]:
-        return functools.partial(self.push, target, sub_id)
-
-    def push(self, target: Target, sub_id: int, event: Event) -> None:
-        self._entries.append((target, sub_id, event))
-        if self.max_lag > 0:
-            self._pushed_at[self._pushed % PACE_RING] = time.monotonic()
-        self._pushed += 1
-        if self.sleeping:
-            self.sleeping = False
-            self._notify()
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def head_seq(self) -> int | None:
-        """The seq of the oldest queued event (None: empty)."""
-        entries = self._entries
-        return entries[0][2].seq if entries else None
-
-    def drain(self, limit: int) -> int:
-        entries = self._entries
-        taken = [entries.popleft() for _ in range(min(limit, len(entries)))]
-        for target, sub_id, event in taken:
-            try:
-                target(sub_id, event)
-            except Exception as exc:  # delivery reports script errors itself
-                self._report(target, exc)
-            self._finished += 1
-            if self._waiting:
-                with self._progress:
-                    self._progress.notify_all()
-        return len(taken)
-
-    def pace(self) -> None:
-        """The reference for ``EventQueue.pace`` (same rules, see the module docstring)."""
-        lag, finished, pushed = self.max_lag, self._finished, self._pushed
-        if lag <= 0 or finished >= pushed or finished == self._gave_up_at:
-            return
-        if self.owner and threading.get_ident() == self.owner:
-            return
-        now = time.monotonic()
-        # the oldest entry not yet delivered (entries end in queue order)
-        queued_at = 0.0 if pushed - finished > PACE_RING else self._pushed_at[
-            finished % PACE_RING]
-        if now - queued_at < lag:
-            return
-        target, gave_up, patience = self._pushed, False, lag * PACE_GIVE_UP
-        with self._progress:
-            self._waiting += 1
-            last, slice_end = self._finished, now + patience
-            while last < target:
-                self._progress.wait(max(0.0, slice_end - time.monotonic()))
-                current, moment = self._finished, time.monotonic()
-                if current != last:
-                    last, slice_end = current, moment + patience
-                elif moment >= slice_end:
-                    gave_up = True
-                    break
-            self._waiting -= 1
-        end = time.monotonic()
-        counts = self._counts
-        counts[0] += 1
-        counts[1] += end - now
-        if gave_up:
-            counts[2] += 1
-            self._gave_up_at = self._finished
-
-    def pace_counts(self) -> tuple[int, float, int, int]:
-        """(waits, seconds waited, waits given up, deliveries not yet finished)."""
-        waits, seconds, gave_up = self._counts
-        return int(waits), float(seconds), int(gave_up), self._pushed - self._finished
+    pace_declined: int
+    delivery_cpu: float
+    dropped: int
+    peak: int
 
 
 def _queue_type(native: bool) -> Any:
@@ -247,11 +197,15 @@ class DeferredDelivery:
     def __init__(self, *, threaded: bool, native: bool = True, max_batch: int = 16384,
                  name: str = "moonbus-events",
                  progress: Callable[[int | None], None] | None = None,
-                 max_lag: Callable[[], float | None] = lambda: None) -> None:
+                 max_lag: Callable[[], float | None] = lambda: None,
+                 max_size: Callable[[], int] = lambda: 0) -> None:
         self._max_batch = max_batch
-        # HostSettings.deferred_max_lag, read live (None: no pacing); pushed
-        # into the queue before each drain (the event thread).
+        # HostSettings.deferred_max_lag (None: no pacing) and
+        # max_queued_deliveries (0: no bound), read live; pushed into the
+        # queue before each drain (the event thread, or run_pending's caller).
         self._max_lag = max_lag
+        self._max_size = max_size
+        self._dropped_reported = 0  # drops already logged (the draining thread)
         # Told, after each batch, the seq of the oldest event still queued
         # (None: none): every handler of the events before it has run, so the
         # bus can forget their cascade links (Bus.release_cascades).
@@ -265,18 +219,21 @@ class DeferredDelivery:
         self._thread: threading.Thread | None = None
         if threaded:
             self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-            self._apply_max_lag()
+        self._apply_settings()
+        if self._thread is not None:
             self._thread.start()
 
     @classmethod
     def attach(cls, bus: Bus, *, threaded: bool, native: bool,
-               max_lag: Callable[[], float | None]) -> DeferredDelivery:
+               settings: Callable[[], HostSettings]) -> DeferredDelivery:
         """The runtime's deferred delivery, wired to its bus: the queue, not the
         end of a bus drain, says when the cascade links of queued events can go
-        (``moonbus.bus.cascade``), and a threaded runtime paces top-level emits."""
+        (``moonbus.bus.cascade``), and a threaded runtime paces top-level emits.
+        ``settings``: the runtime's HostSettings, read live."""
         bus.cascade.held = True
         deferred = cls(threaded=threaded, native=native, progress=bus.release_cascades,
-                       max_lag=max_lag)
+                       max_lag=lambda: settings().deferred_max_lag,
+                       max_size=lambda: settings().max_queued_deliveries)
         if threaded:
             bus.set_pace(deferred.pace)
         return deferred
@@ -303,15 +260,30 @@ class DeferredDelivery:
         no event thread: nothing to wait for, so they never install it."""
         self._queue.pace()
 
-    def _apply_max_lag(self) -> None:
+    def _apply_settings(self) -> None:
         lag = self._max_lag() if self._thread is not None else None
         self._queue.max_lag = 0.0 if lag is None else float(lag)
+        self._queue.max_size = int(self._max_size())
+
+    def _report_drops(self) -> None:
+        # Draining thread: each overflow is logged once, with how many so far
+        # (counted in statistics().dropped, live).
+        dropped = self._queue.bound_counts[0]
+        if dropped > self._dropped_reported:
+            _log.error("deferred delivery: the queue was full (max_queued_deliveries=%d): "
+                       "%d deliveries dropped (%d in all); handlers are slower than the "
+                       "events emitted", self._queue.max_size,
+                       dropped - self._dropped_reported, dropped)
+            self._dropped_reported = dropped
 
     def statistics(self) -> DeferredStatistics:
         """Deliveries so far, those not finished, and what pacing cost emitters."""
-        waits, seconds, gave_up, pending = self._queue.pace_counts()
+        waits, seconds, gave_up, pending, declined, cpu = self._queue.pace_counts()
+        dropped, peak = self._queue.bound_counts
         return DeferredStatistics(delivered=self.delivered, pending=pending, paced_emits=waits,
-                                  paced_seconds=seconds, pace_gave_up=gave_up)
+                                  paced_seconds=seconds, pace_gave_up=gave_up,
+                                  pace_declined=declined, delivery_cpu=cpu, dropped=dropped,
+                                  peak=peak)
 
     def _notify(self) -> None:
         with self._cond:
@@ -346,8 +318,8 @@ class DeferredDelivery:
         queue = self._queue
         progress = self._progress
         ran = 0
-        if self._thread is not None:
-            self._apply_max_lag()  # a settings change applies from the next drain
+        self._apply_settings()  # a settings change applies from the next drain
+        self._report_drops()
         while len(queue):
             taken: int = queue.drain(self._max_batch)
             ran += taken

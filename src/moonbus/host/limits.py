@@ -69,6 +69,7 @@ _SETTING_BOUNDS: dict[str, tuple[type, float, float]] = {
     "handler_timeout_window": (float, 0.0, MAX_SECONDS),
     "max_handlers_per_script": (int, 0, 10_000_000),
     "deferred_max_lag": (float, 0.0, 3600.0),
+    "max_queued_deliveries": (int, 0, 1 << 40),
     # Script notifications and the handler-error log (moonbus.host.script_events,
     # moonbus.host.error_log) and learned event names (moonbus.host.event_names).
     "error_log_window": (float, 0.0, MAX_SECONDS),

@@ -1312,6 +1312,27 @@ scratch_grow(Scratch *s, Py_ssize_t n, Py_ssize_t fields)
     return 0;
 }
 
+/* A clock's reading in ns (-1: unreadable; no GIL needed). */
+static long long
+clock_ns(clockid_t clock)
+{
+    struct timespec ts;
+    if (clock_gettime(clock, &ts) != 0)
+        return -1;
+    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+/* The estimate of what one delivery costs the event thread in CPU time
+ * inside drains (pace_costly). Read and written by emitting threads with the
+ * GIL held; a waiting emit works on its own copy without the GIL and stores
+ * it back. */
+typedef struct {
+    clockid_t clock;              /* the event thread's CPU clock */
+    int clock_ok;                 /* `clock` is valid */
+    long long cpu_mark, fin_mark; /* its drain CPU time and `finished` at the mark */
+    long long cost_ns;            /* CPU per delivery, last estimate */
+} PaceCost;
+
 typedef struct {
     PyObject_HEAD
     pthread_mutex_t mutex;           /* guards the ring (see above) */
@@ -1336,6 +1357,20 @@ typedef struct {
     long long pushed_ns[PACE_RING];  /* entry k was queued at pushed_ns[k % ring] */
     long long gave_up_at;            /* `finished` when a wait last gave up */
     long long waits, waited_ns, gave_up; /* counters (GIL held) */
+    PaceCost cost;                   /* what a delivery costs the event thread (GIL held) */
+    /* The event thread's CPU inside drain() (written by it, read by pace):
+     * the total of finished drains, and its CPU clock at the start of the
+     * drain running now (-1: none). Drains only: waking up, sleeping and the
+     * Python loop around drain() cost CPU per drain, not per delivery, and
+     * would make many small paced drains look costly. */
+    _Atomic long long drain_cpu_ns, drain_start_cpu;
+    _Atomic long long drain_start_wall; /* monotonic_ns() at that start */
+    int drain_depth;                 /* nested drains (the outer one measures) */
+    long long declined;              /* late emits not paced: costly deliveries */
+    /* The bound (HostSettings.max_queued_deliveries; 0: none): a push that
+     * finds `size` at it is dropped and counted (GIL held; read under mutex). */
+    Py_ssize_t max_size, peak;
+    long long dropped;
 } EventQueue;
 
 /* A stretch: the engine call of a drain taking more entries for its target
@@ -1413,6 +1448,7 @@ queue_init(EventQueue *self, PyObject *args, PyObject *kwds)
         }
         self->cond_ready = 1;
         self->gave_up_at = -1;
+        atomic_store(&self->drain_start_cpu, -1);
     }
     if (self->ring == NULL) {
         self->capacity = 1024;
@@ -1449,6 +1485,13 @@ queue_push(EventQueue *self, PyObject *target, PyObject *sub_id, PyObject *event
         }
     }
     pthread_mutex_lock(&self->mutex);
+    if (self->max_size > 0 && self->size >= self->max_size) {
+        /* full: not queued (nothing was referenced yet; not counted as pushed,
+         * so pacing does not wait for it); the drain reports the drops */
+        pthread_mutex_unlock(&self->mutex);
+        self->dropped++;
+        return 0;
+    }
     if (self->size == self->capacity) {
         Py_ssize_t grown = self->capacity * 2;
         Entry *ring = PyMem_RawMalloc(sizeof(Entry) * (size_t)grown);
@@ -1473,6 +1516,8 @@ queue_push(EventQueue *self, PyObject *target, PyObject *sub_id, PyObject *event
     else
         memcpy(e, &entry, offsetof(Entry, item));
     self->size++;
+    if (self->size > self->peak)
+        self->peak = self->size;
     pthread_mutex_unlock(&self->mutex);
     long long k = atomic_load(&self->pushed);
     if (self->lag_ns > 0)
@@ -1659,6 +1704,14 @@ queue_drain(EventQueue *self, PyObject *arg)
     Scratch *s = self->scratch_busy ? &own : &self->scratch;
     int was_busy = self->scratch_busy;
     self->scratch_busy = 1;
+    /* the event thread's CPU inside its outermost drain (see drain_cpu_ns) */
+    int measured = self->owner != 0 && PyThread_get_thread_ident() == self->owner;
+    long long cpu_start = -1;
+    if (measured && self->drain_depth++ == 0) {
+        cpu_start = clock_ns(CLOCK_THREAD_CPUTIME_ID);
+        atomic_store(&self->drain_start_wall, monotonic_ns());
+        atomic_store(&self->drain_start_cpu, cpu_start);
+    }
     Py_ssize_t delivered = 0;
     int rc = 0;
     while (delivered < max && rc == 0) {
@@ -1694,6 +1747,15 @@ queue_drain(EventQueue *self, PyObject *arg)
     }
     self->scratch_busy = was_busy;
     scratch_free(&own);
+    if (measured)
+        self->drain_depth--;
+    if (cpu_start >= 0) {
+        long long cpu_end = clock_ns(CLOCK_THREAD_CPUTIME_ID);
+        /* the start goes first: a reader in between undercounts, never twice */
+        atomic_store(&self->drain_start_cpu, -1);
+        if (cpu_end > cpu_start)
+            atomic_fetch_add(&self->drain_cpu_ns, cpu_end - cpu_start);
+    }
     if (rc < 0)
         return NULL;
     return PyLong_FromSsize_t(delivered);
@@ -1755,6 +1817,62 @@ static PyObject *queue_handler(EventQueue *self, PyObject *const *args, Py_ssize
  * no worse than the switch interval an emit would otherwise cost it. */
 #define PACE_GIVE_UP 20
 
+/* A delivery is cheap when it costs the event thread at most this share of
+ * `max_lag` in CPU time (lag / PACE_CHEAP_DIV): several then fit in the lag. */
+#define PACE_CHEAP_DIV 4
+/* The estimate of pace_costly covers at least this many deliveries. */
+#define PACE_SAMPLE 16
+
+/* The event thread's CPU time inside drains so far (any thread, no GIL
+ * needed); -1: unmeasurable. The drain running now is included once it has
+ * run `young` ns of wall time (before that it cannot close an estimate's
+ * window alone, and reading another thread's CPU clock is a syscall that
+ * may take that CPU's run-queue lock: the common short drain never pays it).
+ * If a drain ends while this reads, the running one is left out (counted at
+ * the next read). */
+static long long
+drain_cpu_ns(EventQueue *q, const PaceCost *c, long long young)
+{
+    if (!c->clock_ok)
+        return -1;
+    long long total = atomic_load(&q->drain_cpu_ns);
+    long long start = atomic_load(&q->drain_start_cpu);
+    if (start < 0 || monotonic_ns() - atomic_load(&q->drain_start_wall) < young)
+        return total;
+    long long now = clock_ns(c->clock);
+    if (now < 0)
+        return -1;
+    if (atomic_load(&q->drain_cpu_ns) != total || now < start)
+        return total;
+    return total + (now - start);
+}
+
+/* Whether the deliveries cost the event thread more than `cheap` ns of CPU
+ * each, `fin` deliveries having finished so far. Why CPU time: a delivery
+ * held up by the GIL (the convoy) or by a machine too loaded to run the
+ * event thread spends wall time but no CPU; one that is slow in itself
+ * spends CPU. The estimate is the event thread's CPU over the deliveries
+ * finished in a window that closes after PACE_SAMPLE deliveries or
+ * PACE_SAMPLE x `cheap` of CPU, whichever comes first: an average, so one
+ * late delivery (a collection, a page fault) does not stop pacing, and a
+ * handler still running closes its window by its CPU alone (counted as one
+ * delivery). Unmeasurable: cheap (the wait's no-progress give-up still
+ * applies). */
+static int
+pace_costly(PaceCost *c, EventQueue *q, long long fin, long long cheap)
+{
+    long long cpu = drain_cpu_ns(q, c, PACE_SAMPLE * cheap);
+    if (cpu < 0)
+        return 0;
+    long long n = fin - c->fin_mark, used = cpu - c->cpu_mark;
+    if (n >= PACE_SAMPLE || used >= PACE_SAMPLE * cheap) {
+        c->cost_ns = used / (n > 1 ? n : 1);
+        c->cpu_mark = cpu;
+        c->fin_mark = fin;
+    }
+    return c->cost_ns > cheap;
+}
+
 static PyObject *
 queue_pace(EventQueue *self, PyObject *unused)
 {
@@ -1774,17 +1892,33 @@ queue_pace(EventQueue *self, PyObject *unused)
     long long queued_at = pushed - fin > PACE_RING ? 0 : self->pushed_ns[fin & (PACE_RING - 1)];
     if (now - queued_at < lag)
         Py_RETURN_NONE;
+    long long cheap = lag / PACE_CHEAP_DIV;
+    if (pace_costly(&self->cost, self, fin, cheap)) {
+        self->declined++; /* waiting would hold the host to the handlers' rate */
+        Py_RETURN_NONE;
+    }
     int gave_up = 0;
     long long patience = lag * PACE_GIVE_UP;
+    /* without the GIL the wait works on its own copy of the estimate (another
+     * emitting thread may pace meanwhile), stored back once it has the GIL */
+    PaceCost mine = self->cost;
     Py_BEGIN_ALLOW_THREADS
     pthread_mutex_lock(&self->mutex);
     atomic_fetch_add(&self->waiting, 1);
     long long last = atomic_load(&self->finished), slice_end = now + patience;
     while (last < pushed) {
-        struct timespec until = {(time_t)(slice_end / 1000000000LL),
-                                 (long)(slice_end % 1000000000LL)};
+        /* wake now and then to see whether the deliveries turned costly: a
+         * handler still running closes the estimate's window only once it
+         * used PACE_SAMPLE x `cheap` of CPU, so not more often than that */
+        long long t0 = monotonic_ns() + PACE_SAMPLE * cheap;
+        long long wake = t0 < slice_end ? t0 : slice_end;
+        struct timespec until = {(time_t)(wake / 1000000000LL), (long)(wake % 1000000000LL)};
         pthread_cond_timedwait(&self->progress_cond, &self->mutex, &until);
         long long f = atomic_load(&self->finished), t = monotonic_ns();
+        if (pace_costly(&mine, self, f, cheap)) {
+            gave_up = 2;
+            break;
+        }
         if (f != last) {
             last = f;
             slice_end = t + patience;
@@ -1796,10 +1930,13 @@ queue_pace(EventQueue *self, PyObject *unused)
     atomic_fetch_sub(&self->waiting, 1);
     pthread_mutex_unlock(&self->mutex);
     Py_END_ALLOW_THREADS
+    self->cost = mine;
     long long end = monotonic_ns();
     self->waits++;
     self->waited_ns += end - now;
-    if (gave_up) {
+    if (gave_up == 2) {
+        self->gave_up++; /* the estimate keeps the next emits from waiting */
+    } else if (gave_up) {
         self->gave_up++;
         self->gave_up_at = atomic_load(&self->finished);
     }
@@ -1829,6 +1966,39 @@ queue_set_max_lag(EventQueue *self, PyObject *value, void *closure)
 }
 
 static PyObject *
+queue_get_max_size(EventQueue *self, void *closure)
+{
+    (void)closure;
+    return PyLong_FromSsize_t(self->max_size);
+}
+
+static int
+queue_set_max_size(EventQueue *self, PyObject *value, void *closure)
+{
+    (void)closure;
+    Py_ssize_t n = value == NULL ? -1 : PyLong_AsSsize_t(value);
+    if (n == -1 && PyErr_Occurred())
+        return -1;
+    if (n < 0) {
+        PyErr_SetString(PyExc_ValueError, "max_size must be >= 0 (0: no bound)");
+        return -1;
+    }
+    self->max_size = n;
+    return 0;
+}
+
+/* (pushes dropped at the bound, most entries ever queued at once) */
+static PyObject *
+queue_get_bound_counts(EventQueue *self, void *closure)
+{
+    (void)closure;
+    pthread_mutex_lock(&self->mutex);
+    Py_ssize_t peak = self->peak;
+    pthread_mutex_unlock(&self->mutex);
+    return Py_BuildValue("(Ln)", self->dropped, peak);
+}
+
+static PyObject *
 queue_get_owner(EventQueue *self, void *closure)
 {
     (void)closure;
@@ -1843,6 +2013,14 @@ queue_set_owner(EventQueue *self, PyObject *value, void *closure)
     if (ident == (unsigned long)-1 && PyErr_Occurred())
         return -1;
     self->owner = ident;
+    /* its CPU clock (pace_costly): on POSIX threads the ident is the pthread_t */
+    PaceCost *c = &self->cost;
+    c->clock_ok = ident != 0 && pthread_getcpuclockid((pthread_t)ident, &c->clock) == 0;
+    c->cpu_mark = drain_cpu_ns(self, c, 0);
+    if (c->cpu_mark < 0)
+        c->cpu_mark = 0;
+    c->fin_mark = atomic_load(&self->finished);
+    c->cost_ns = 0;
     return 0;
 }
 
@@ -1853,8 +2031,8 @@ queue_pace_counts(EventQueue *self, PyObject *unused)
 {
     (void)unused;
     long long outstanding = atomic_load(&self->pushed) - atomic_load(&self->finished);
-    return Py_BuildValue("(LdLL)", self->waits, (double)self->waited_ns / 1e9, self->gave_up,
-                         outstanding);
+    return Py_BuildValue("(LdLLLd)", self->waits, (double)self->waited_ns / 1e9, self->gave_up,
+                         outstanding, self->declined, (double)self->cost.cost_ns / 1e9);
 }
 
 
@@ -1889,7 +2067,8 @@ static PyMethodDef queue_methods[] = {
     {"pace", (PyCFunction)queue_pace, METH_NOARGS,
      "pace(): after an emit, wait (GIL released) while the event thread is held up."},
     {"pace_counts", (PyCFunction)queue_pace_counts, METH_NOARGS,
-     "pace_counts(): (waits, seconds waited, waits given up, entries not yet delivered)."},
+     "pace_counts(): (waits, seconds waited, waits given up, entries not yet delivered, "
+     "late emits not paced, event-thread CPU seconds per delivery)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1914,6 +2093,11 @@ static PyGetSetDef queue_getset[] = {
      "times a stretch paused for a dense stream to queue more, ever", NULL},
     {"max_lag", (getter)queue_get_max_lag, (setter)queue_set_max_lag,
      "seconds the event thread may finish nothing before an emit waits (0: never)", NULL},
+    {"max_size", (getter)queue_get_max_size, (setter)queue_set_max_size,
+     "entries the queue holds at most; a push beyond is dropped and counted (0: no bound)",
+     NULL},
+    {"bound_counts", (getter)queue_get_bound_counts, NULL,
+     "(pushes dropped at max_size, most entries ever queued at once)", NULL},
     {"owner", (getter)queue_get_owner, (setter)queue_set_owner,
      "the event thread's ident: pace() never waits on it", NULL},
     {"sleeping", (getter)queue_get_sleeping, (setter)queue_set_sleeping,
