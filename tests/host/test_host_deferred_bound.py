@@ -88,7 +88,7 @@ def test_the_bound_applies_from_the_next_drain(tmp_path: Path) -> None:
 
 
 def test_by_default_the_queue_is_bounded() -> None:
-    assert HostSettings().max_queued_deliveries == 1_000_000
+    assert HostSettings().max_queued_deliveries == 250_000
 
 
 @pytest.mark.parametrize("bad", [0, -1, 1.5, "10", True])

@@ -148,7 +148,7 @@ class HostSettings:
     # (dropped, logged, counted in deferred_statistics().dropped). Pacing does
     # not wait for slow handlers, so without a bound their backlog would grow
     # with every emit. Read at each drain.
-    max_queued_deliveries: int = 1_000_000
+    max_queued_deliveries: int = 250_000
     # The admin command script.eval (moonbus.admin.eval_cmd): runs Lua an
     # admin types inside a running script. Off unless the operator turns it
     # on when building the runtime (moonbus serve --admin-eval); settings.set

@@ -107,7 +107,8 @@ a burst as fast as it can and only then waits for the handlers got through
 it faster unpaced (55k vs 101k events/s; at load ~4, 194-241k paced vs
 ~110k unpaced): such a host can set ``deferred_max_lag=None``.
 
-The queue's bound (``HostSettings.max_queued_deliveries``, 1,000,000): since
+The queue's bound (``HostSettings.max_queued_deliveries``, 250,000: ~125 MiB of ring at most, a
+half-second backlog at 500k deliveries/s): since
 pacing does not wait for slow handlers (nor when it is off, or gave up), the
 queue is what absorbs a backlog; past the bound a delivery is not queued
 (dropped, counted in ``statistics().dropped``, logged by the draining thread
