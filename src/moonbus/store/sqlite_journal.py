@@ -83,6 +83,7 @@ MIN_JOURNAL_BYTES = 64 * 1024
 
 _FILE_HEAD = struct.Struct("<8sqqq")  # magic, capacity, head, database id
 _REC = struct.Struct("<II")  # body length, crc32(body)
+_LEN = struct.Struct("<I")  # one of them (a wrap marker is the length alone)
 _BODY = struct.Struct("<qqqBII")  # seq, tick, ts, has_tick, type length, source length
 _HEAD_AT = 16  # offset of ``head`` in the file header
 
@@ -243,13 +244,16 @@ class Journal:
         while seqs increase after ``last``."""
         m = self._map
         wrapped = False
-        while pos + _REC.size <= self.capacity:
-            length, crc = _REC.unpack_from(m, pos)
+        while pos + 4 <= self.capacity:  # a wrap marker may sit in the last 4 bytes
+            (length,) = _LEN.unpack_from(m, pos)
             if length == WRAP:
                 if wrapped:
                     return
                 wrapped, pos = True, HEADER
                 continue
+            if pos + _REC.size > self.capacity:
+                return
+            (crc,) = _LEN.unpack_from(m, pos + 4)
             row = self._record_at(pos, length, crc)
             if row is None or row[0] <= last:
                 return
