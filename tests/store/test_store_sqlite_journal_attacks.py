@@ -5,10 +5,15 @@ and what a careless operator leaves next to a store file."""
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+import moonbus
+from moonbus.errors import StoreError
 from moonbus.bus.event import Event
 from moonbus.store.base import StoreSettings
 from moonbus.store.sqlite import SqliteEventStore
@@ -56,3 +61,56 @@ def test_a_wrap_marker_in_the_last_bytes_of_the_ring_is_followed(
         assert again.corrupt_bytes == 0
     finally:
         again.close()
+
+
+def test_a_second_writer_through_a_symlink_is_refused(tmp_path: Path) -> None:
+    """The writer lock was ``<path>.lock`` of the path as given: a store opened
+    as ``link.db`` (a symlink to ``a.db``) took a lock of its own and wrote
+    the same file, and every batch of one of them failed on UNIQUE(seq)."""
+    real = tmp_path / "a.db"
+    SqliteEventStore(str(real)).close()
+    (tmp_path / "link.db").symlink_to("a.db")
+    (tmp_path / "dir").symlink_to(tmp_path)
+    with SqliteEventStore(str(real), settings=KEEP_ALL):
+        for other in ("link.db", "dir/a.db", "dir/link.db"):
+            with pytest.raises(StoreError, match="another writer"):
+                SqliteEventStore(str(tmp_path / other))
+    with SqliteEventStore(str(tmp_path / "link.db"), settings=KEEP_ALL):
+        with pytest.raises(StoreError, match="another writer"):
+            SqliteEventStore(str(real))
+
+
+def test_a_journal_left_through_a_symlink_is_replayed_by_the_real_path(tmp_path: Path) -> None:
+    """A session that opened the store through a symlink and was killed: its
+    acknowledged events come back when the store is opened by its real name
+    (the journal was ``link.db-mbjournal``, which ``a.db`` never looked at)."""
+    real = tmp_path / "a.db"
+    SqliteEventStore(str(real)).close()
+    (tmp_path / "link.db").symlink_to("a.db")
+    child_code = (
+        "import sys\n"
+        "from moonbus.bus.event import Event\n"
+        "from moonbus.store.sqlite import SqliteEventStore\n"
+        "store = SqliteEventStore(sys.argv[1], flush_interval=60.0, batch_size=100000)\n"
+        "for seq in range(1, 51):\n"
+        "    store.append(Event.create('a', {'n': seq}, seq=seq, tick=seq, ts=seq))\n"
+        "print('done', flush=True)\n"
+        "sys.stdin.read()\n"
+    )
+    src = Path(moonbus.__file__).resolve().parents[1]
+    child = subprocess.Popen(
+        [sys.executable, "-c", child_code, str(tmp_path / "link.db")], stdout=subprocess.PIPE,
+        stdin=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(src)},
+    )
+    assert child.stdout is not None and child.stdin is not None
+    try:
+        assert child.stdout.readline() == "done\n"
+        os.kill(child.pid, signal.SIGKILL)
+    finally:
+        child.kill()
+        child.wait(10)
+        child.stdout.close()
+        child.stdin.close()
+    with SqliteEventStore(str(real), settings=KEEP_ALL) as store:
+        assert [e.seq for e in store.query()] == list(range(1, 51))
+    assert not (tmp_path / "link.db-mbjournal").exists()

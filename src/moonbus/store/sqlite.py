@@ -93,7 +93,7 @@ from moonbus.store.base import (
 )
 from moonbus.store.batching import BatchWriter
 from moonbus.store.event_codec import Row, encode_data, row_json_line, row_to_event
-from moonbus.store.sqlite_journal import DEFAULT_JOURNAL_BYTES, Journal, journal_path
+from moonbus.store.sqlite_journal import DEFAULT_JOURNAL_BYTES, Journal
 from moonbus.store.sqlite_journal_open import lost_note, open_store_journal, retry_delay
 from moonbus.store.sqlite_query import (
     COUNT_TYPE_AFTER_TICK,
@@ -492,7 +492,7 @@ class SqliteEventStore(EventStore):
                 self._journal.reset()
             self._journal.close()
             if failure is None:
-                os.unlink(journal_path(self.path))
+                os.unlink(self._journal.path)
         self._db.close(None if failure is not None else self._last_seq)
         if failure is not None:
             raise failure

@@ -130,7 +130,7 @@ def open_journal(
     ``stamp(db_id)`` records ``db_id`` in it (called after a legacy journal's
     rows are committed, before the journal is rewritten). Returns the emptied
     journal (``keep``: journal mode) or removes it."""
-    path = journal_path(db_path)
+    path = journal_path(os.path.realpath(db_path))  # one journal, however it is named
     orphan: str | None = None
     journal: Journal | None = None
     if os.path.lexists(path):
