@@ -29,17 +29,17 @@ import sys
 from moonbus.bus.event import Event
 from moonbus.store.base import StoreSettings
 from moonbus.store.factory import open_event_store
-PADS = {pads!r}
+PADS = __PADS__
 store = open_event_store(sys.argv[1], settings=StoreSettings(retention_ticks=None))
 seq = store.last_seq()
 print("open", seq, flush=True)
 while True:
     seq += 1
     pad = PADS[(seq * 2654435761) % len(PADS)]
-    store.append(Event.create("t%d" % (seq % 7), {{"n": seq, "pad": "x" * pad}},
+    store.append(Event.create("t%d" % (seq % 7), {"n": seq, "pad": "x" * pad},
                               seq=seq, tick=seq // 5, ts=seq))
     print(seq, flush=True)
-""".format(pads=PADS)
+""".replace("__PADS__", repr(PADS))
 
 
 def _session(url: str, acks: int) -> tuple[int, list[int]]:
@@ -83,7 +83,8 @@ def test_kill_9_at_random_points_loses_and_repeats_nothing(tmp_path: Path, optio
         events = store.query()
     stored = [e.seq for e in events]
     assert stored == sorted(set(stored)), "duplicated or reordered"
-    assert not set(acked) - set(stored), f"acknowledged but lost: {sorted(set(acked) - set(stored))[:10]}"
+    lost = sorted(set(acked) - set(stored))
+    assert not lost, f"acknowledged but lost: {lost[:10]}"
     assert set(stored) - set(acked) <= in_flight
     for e in events:
         assert e.data == {"n": e.seq, "pad": "x" * PADS[(e.seq * 2654435761) % len(PADS)]}

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 import moonbus
-from moonbus.errors import StoreError
 from moonbus.bus.event import Event
+from moonbus.errors import StoreError
 from moonbus.store.base import StoreSettings
 from moonbus.store.sqlite import SqliteEventStore
 from moonbus.store.sqlite_journal import HEADER, MIN_JOURNAL_BYTES, Journal
@@ -75,9 +75,9 @@ def test_a_second_writer_through_a_symlink_is_refused(tmp_path: Path) -> None:
         for other in ("link.db", "dir/a.db", "dir/link.db"):
             with pytest.raises(StoreError, match="another writer"):
                 SqliteEventStore(str(tmp_path / other))
-    with SqliteEventStore(str(tmp_path / "link.db"), settings=KEEP_ALL):
-        with pytest.raises(StoreError, match="another writer"):
-            SqliteEventStore(str(real))
+    with SqliteEventStore(str(tmp_path / "link.db"), settings=KEEP_ALL), \
+            pytest.raises(StoreError, match="another writer"):
+        SqliteEventStore(str(real))
 
 
 def test_a_journal_left_through_a_symlink_is_replayed_by_the_real_path(tmp_path: Path) -> None:
