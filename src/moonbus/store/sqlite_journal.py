@@ -46,8 +46,9 @@ records may be gone; the journal is never fsynced.
 Limits: ``capacity`` bytes (``journal_bytes``, default 8 MiB, ~25,000
 events of 300 bytes). An append that finds the journal full waits until the
 batch writer committed what it holds (``waits`` counts those); a record
-larger than half the journal is refused with ``StoreError`` (an empty
-journal always has room for one that is not, wherever its tail is).
+larger than half the journal raises ``RecordTooLarge`` (an empty journal
+always has room for one that is not, wherever its tail is), and the store
+commits that row in the ``emit`` instead, after the writer's.
 
 Threads: ``append`` is called by the store's appending thread (under its
 append lock), ``committed_through`` by the batch writer's thread; ``head``
@@ -70,7 +71,7 @@ from collections.abc import Iterator
 from moonbus.errors import ConfigError, StoreError
 from moonbus.store.event_codec import Row
 
-__all__ = ["DEFAULT_JOURNAL_BYTES", "HEADER", "Journal", "journal_path"]
+__all__ = ["DEFAULT_JOURNAL_BYTES", "HEADER", "Journal", "RecordTooLarge", "journal_path"]
 
 _log = logging.getLogger(__name__)
 
@@ -86,6 +87,11 @@ _REC = struct.Struct("<II")  # body length, crc32(body)
 _LEN = struct.Struct("<I")  # one of them (a wrap marker is the length alone)
 _BODY = struct.Struct("<qqqBII")  # seq, tick, ts, has_tick, type length, source length
 _HEAD_AT = 16  # offset of ``head`` in the file header
+
+
+class RecordTooLarge(StoreError):
+    """A row whose record would take more than half the journal: the store
+    commits it in its ``emit`` instead (as in durable mode)."""
 
 
 def journal_path(db_path: str) -> str:
@@ -172,7 +178,7 @@ class Journal:
         body += t + s + d
         size = _REC.size + len(body)
         if 2 * size + 8 > self.capacity - HEADER:  # so an empty journal always has room
-            raise StoreError(
+            raise RecordTooLarge(
                 f"event store journal {self.path}: event seq {seq} needs {size} bytes, more "
                 f"than half the journal ({self.capacity} bytes, setting journal_bytes)"
             )
