@@ -41,7 +41,8 @@ from moonbus.store.sqlite_schema import new_db_id
 if TYPE_CHECKING:
     from moonbus.store.sqlite_writer import SqliteWriter
 
-__all__ = ["JournalOpen", "lost_note", "open_journal", "open_store_journal", "retry_delay"]
+__all__ = ["JournalOpen", "JournalReplayError", "lost_note", "open_journal",
+           "open_store_journal", "retry_delay"]
 
 _log = logging.getLogger(__name__)
 
@@ -59,6 +60,12 @@ def retry_delay(exc: BaseException, attempt: int) -> float | None:
     if not isinstance(exc, StoreError) or exc.kind not in RETRIED_KINDS:
         return None
     return min(RETRY_MAX, RETRY_FIRST * 2.0 ** (attempt - 1))
+
+
+class JournalReplayError(StoreError):
+    """The rows a journal holds could not be committed at open (the cause's
+    ``kind``): they stay in it, the store is not opened. Not a reason to fall
+    back to durable mode, which would meet the same failure."""
 
 
 class JournalOpen:
@@ -104,7 +111,9 @@ def open_store_journal(
     try:
         return opening(keep)
     except StoreError as exc:
-        if not (keep and fallback and exc.kind == "disk_full"):
+        if not (keep and fallback and exc.kind == "disk_full") or isinstance(
+            exc, JournalReplayError
+        ):
             raise
         _log.warning(
             "event store %s: %s; this session runs in durable mode (a commit per emit) "
@@ -178,7 +187,14 @@ def _replay(
     try:
         rows = journal.recover(committed_seq)
         if rows:
-            commit(rows)
+            try:
+                commit(rows)
+            except StoreError as exc:
+                raise JournalReplayError(
+                    f"event store {db_path}: the {len(rows)} event(s) left in its journal "
+                    f"(seq {rows[0][0]}-{rows[-1][0]}) cannot be committed ({exc}); they "
+                    f"stay in {journal.path} for the next open", kind=exc.kind,
+                ) from exc
             _log.info(
                 "event store %s: committed %d event(s) left in its journal (seq %d-%d)",
                 db_path, len(rows), rows[0][0], rows[-1][0],
