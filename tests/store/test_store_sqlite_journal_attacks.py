@@ -114,3 +114,21 @@ def test_a_journal_left_through_a_symlink_is_replayed_by_the_real_path(tmp_path:
     with SqliteEventStore(str(real), settings=KEEP_ALL) as store:
         assert [e.seq for e in store.query()] == list(range(1, 51))
     assert not (tmp_path / "link.db-mbjournal").exists()
+
+
+def test_the_journal_is_no_more_readable_than_its_database(tmp_path: Path) -> None:
+    """It was made 0644 whatever the database's mode: an operator's chmod 600
+    of events.db (player data) left every recent event readable by any local
+    user in events.db-mbjournal (SQLite's -wal and -shm copy the db's mode)."""
+    db = tmp_path / "events.db"
+    SqliteEventStore(str(db)).close()
+    db.chmod(0o600)
+    journal = tmp_path / "events.db-mbjournal"
+    with SqliteEventStore(str(db), settings=KEEP_ALL) as store:
+        store.append(ev(1))
+        store.flush()
+        assert journal.stat().st_mode & 0o777 == 0o600
+    journal.touch(0o644)  # an older moonbus's journal (empty: taken as new)
+    journal.chmod(0o644)
+    with SqliteEventStore(str(db), settings=KEEP_ALL):
+        assert journal.stat().st_mode & 0o777 == 0o600

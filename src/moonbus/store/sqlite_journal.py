@@ -29,7 +29,9 @@ length, u32 source length`` and the UTF-8 of type, source and data. A
 length of ``WRAP`` means "the next record is at ``HEADER``"; the writer
 always leaves room for that marker. The file is allocated in full when it
 is created (``posix_fallocate``) and its pages are touched at open, so a
-store never faults on a hole (which, on a full disk, would be SIGBUS).
+store never faults on a hole (which, on a full disk, would be SIGBUS). It
+takes the database file's permissions (as SQLite's -wal does): it holds the
+same events, so it is never readable by more users than the database.
 
 Recovery reads from ``head`` while each record is whole (its crc matches)
 and its seq is above the one before; the first record that is not (a record
@@ -59,6 +61,7 @@ and ``close`` run when no other thread uses the journal (open and close).
 from __future__ import annotations
 
 import collections
+import contextlib
 import errno
 import logging
 import mmap
@@ -103,7 +106,8 @@ class Journal:
     """A ring of row records in a shared file mapping. See the module docstring."""
 
     def __init__(
-        self, path: str, capacity: int = DEFAULT_JOURNAL_BYTES, db_id: int = 0
+        self, path: str, capacity: int = DEFAULT_JOURNAL_BYTES, db_id: int = 0,
+        file_mode: int = 0o644,
     ) -> None:
         if not isinstance(capacity, int) or capacity < MIN_JOURNAL_BYTES:
             raise ConfigError(
@@ -113,13 +117,16 @@ class Journal:
         self.waits = 0  # appends that found the journal full (appending thread)
         flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
         try:
-            fd = os.open(path, flags, 0o644)
+            fd = os.open(path, flags, file_mode)
         except OSError as exc:
             raise StoreError(f"event store journal {path}: cannot open it ({exc})") from exc
         try:
             info = os.fstat(fd)
             if not stat.S_ISREG(info.st_mode):
                 raise StoreError(f"event store journal {path}: not a regular file")
+            if info.st_mode & 0o777 & ~file_mode:  # never readable by more than its db
+                with contextlib.suppress(OSError):
+                    os.fchmod(fd, info.st_mode & 0o777 & file_mode)
             existing = self._read_header(fd) if info.st_size >= HEADER else None
             if existing is not None:
                 # the file's own size wins: its records are laid out so

@@ -142,8 +142,12 @@ def open_journal(
     path = journal_path(os.path.realpath(db_path))  # one journal, however it is named
     orphan: str | None = None
     journal: Journal | None = None
+    try:  # the journal holds the database's events: no more readable than it
+        mode = os.stat(db_path).st_mode & 0o666
+    except OSError:
+        mode = 0o600
     if os.path.lexists(path):
-        journal = Journal(path, capacity, db_id)
+        journal = Journal(path, capacity, db_id, mode)
         theirs = journal.file_db_id
         if (theirs == db_id) if theirs is not None else legacy_db:
             _replay(journal, db_path, committed_seq, commit, stamp, legacy_db)
@@ -166,7 +170,7 @@ def open_journal(
             os.unlink(path)
         return JournalOpen(None, orphan)
     if journal is None:
-        journal = Journal(path, capacity, db_id)
+        journal = Journal(path, capacity, db_id, mode)
         try:
             journal.reset()
         except BaseException:
