@@ -61,15 +61,16 @@ def _dead_session(db: Path) -> None:
 def test_a_journal_that_cannot_be_replayed_on_a_full_disk_is_kept_and_said(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """The open is refused saying the journal's events wait in it (it said
-    only "the disk is full while appending", after a WARNING that the session
-    ran in durable mode, which it did not), and they come back with room."""
+    """Durable mode cannot leave them to a writer thread: the open is refused
+    saying the journal's events wait in it (it said only "the disk is full
+    while appending", after a WARNING that the session ran in durable mode,
+    which it did not), and they come back with room."""
     with small_tmpfs(tmp_path / "small", "1m") as small:
         db = small / "events.db"
         _dead_session(db)
         filler = fill(small)
         with caplog.at_level(logging.WARNING), pytest.raises(StoreError) as caught:
-            SqliteEventStore(str(db), settings=KEEP_ALL)
+            SqliteEventStore(str(db), mode="durable", settings=KEEP_ALL)
         assert caught.value.kind == "disk_full"
         assert "198 event(s) left in its journal (seq 2-199)" in str(caught.value)
         assert "durable mode" not in caplog.text
@@ -78,22 +79,35 @@ def test_a_journal_that_cannot_be_replayed_on_a_full_disk_is_kept_and_said(
             assert [e.seq for e in store.query()] == list(range(1, 200))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "open: a journal whose rows cannot be committed (disk full) refuses the open; "
-    "handing them to the batch writer (retried, emits refused meanwhile, as after "
-    "a failure mid-run) needs BatchWriter to take a preloaded batch past max_pending"))
-def test_a_store_with_a_journal_to_replay_opens_on_a_full_disk(tmp_path: Path) -> None:
-    """``moonbus serve`` keeps running on a full disk, but after a crash it
-    cannot start again on that disk while its journal holds events: durable
-    mode opens on a full disk and refuses each emit until there is room."""
+def test_a_store_with_a_journal_to_replay_opens_on_a_full_disk(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``moonbus serve`` keeps running on a full disk, but after a crash it could
+    not start again on that disk while its journal held events (durable mode
+    opens there and refuses each emit until there is room). Now the default
+    opens, leaves them in the journal for its writer, which retries them;
+    emits are refused meanwhile, as after a failure mid-run."""
     with small_tmpfs(tmp_path / "small", "1m") as small:
         db = small / "events.db"
         _dead_session(db)
         filler = fill(small)
-        store = SqliteEventStore(str(db), settings=KEEP_ALL)
+        with caplog.at_level(logging.WARNING):
+            store = SqliteEventStore(str(db), settings=KEEP_ALL, flush_interval=0.01)
         try:
+            assert store.mode == "journal"
+            assert "198 event(s) left in its journal (seq 2-199)" in caplog.text
+            with pytest.raises(StoreError) as caught:
+                for _ in range(50):  # the first may be taken before the writer failed
+                    store.flush()
+            assert caught.value.kind == "disk_full"
+            with pytest.raises(StoreError):
+                store.append(Event.create("a", {"n": 200}, seq=200, tick=200, ts=200))
             filler.unlink()
             store.append(Event.create("a", {"n": 200}, seq=200, tick=200, ts=200))
-            assert [e.seq for e in store.query()] == list(range(1, 201))
+            events = store.query()
+            assert [e.seq for e in events] == list(range(1, 201))
+            assert events[150].data == {"n": 151, "pad": "x" * 200}
         finally:
             store.close()
+        with SqliteEventStore(str(db), settings=KEEP_ALL) as store:
+            assert [e.seq for e in store.query()] == list(range(1, 201))

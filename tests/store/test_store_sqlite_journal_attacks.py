@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -132,3 +133,40 @@ def test_the_journal_is_no_more_readable_than_its_database(tmp_path: Path) -> No
     journal.chmod(0o644)
     with SqliteEventStore(str(db), settings=KEEP_ALL):
         assert journal.stat().st_mode & 0o777 == 0o600
+
+
+def test_journal_rows_that_cannot_be_committed_at_open_are_retried_by_the_writer(
+    tmp_path: Path,
+) -> None:
+    """Another connection holds the write lock when the store opens: the rows its
+    journal holds stay there and go to the batch writer (the open was refused);
+    calls raise StoreError (locked) meanwhile, and they land once it lets go."""
+    db = str(tmp_path / "events.db")
+    with SqliteEventStore(db, settings=KEEP_ALL) as store:
+        store.append(ev(1))
+        db_id = store._db.db_id
+    journal = Journal(db + "-mbjournal", MIN_JOURNAL_BYTES, db_id)
+    journal.reset()
+    for seq in range(2, 40):
+        assert journal.append((seq, seq, "a", seq, "h", f'{{"n": {seq}}}'))
+    journal.close()  # a session killed before its writer committed 2-39
+    other = sqlite3.connect(db, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        store = SqliteEventStore(db, settings=KEEP_ALL, lock_timeout=0.05)
+    except BaseException:
+        other.close()
+        raise
+    try:
+        assert store.mode == "journal"
+        with pytest.raises(StoreError) as caught:
+            store.flush()
+        assert caught.value.kind == "locked"
+        other.execute("ROLLBACK")
+        store.append(ev(40))
+        assert [e.seq for e in store.query()] == list(range(1, 41))
+    finally:
+        other.close()
+        store.close()
+    with SqliteEventStore(db, settings=KEEP_ALL) as store:
+        assert [e.seq for e in store.query()] == list(range(1, 41))

@@ -165,23 +165,23 @@ class SqliteEventStore(EventStore):
             prune_step=prune_step,
         )
         self._journal: Journal | None = None
+        pending: list[Row] = []  # journal rows not committed at open (full disk...)
         self.journal_orphans = 0  # foreign journals moved aside at open
         self.retries = 0  # journal-mode batch commits tried again (writer thread)
         try:
             if self.path != MEMORY:
                 opened = open_store_journal(self._db, keep=mode == "journal",
                                             capacity=journal_bytes, fallback=defaulted)
-                self._journal = opened.journal
+                self._journal, pending = opened.journal, opened.pending
                 if mode == "journal" and opened.journal is None:  # no room for it
                     self.mode = mode = "durable"
                 self.journal_orphans = int(opened.orphan is not None)
         except BaseException:
             self._db.close()
             raise
-        self._last_seq = self._db.committed_seq
-        self._readers = (
-            None if self.path == MEMORY else ReaderPool(self.path, lock_timeout=lock_timeout)
-        )
+        self._last_seq = pending[-1][0] if pending else self._db.committed_seq
+        self._readers = None if self.path == MEMORY else ReaderPool(
+            self.path, lock_timeout=lock_timeout)
         self._writer: BatchWriter[Row] | None = None
         if mode != "durable":
             try:
@@ -193,6 +193,7 @@ class SqliteEventStore(EventStore):
                     name=f"event store {self.path} writer",
                     retry_after=self._batch_failed,
                     lost_note=lost_note(self._journal),
+                    initial=pending,
                 )
             except BaseException:
                 if self._journal is not None:
@@ -375,16 +376,8 @@ class SqliteEventStore(EventStore):
             self._check_open()
             return []
         with self._reading("querying") as conn:
-            rows = list(
-                select_rows(
-                    conn,
-                    after_tick=after_tick,
-                    after_seq=after_seq,
-                    types=names,
-                    limit=limit,
-                    newest=newest,
-                )
-            )
+            rows = list(select_rows(conn, after_tick=after_tick, after_seq=after_seq,
+                                    types=names, limit=limit, newest=newest))
         return [row_to_event(row) for row in rows]
 
     def query_plan(

@@ -244,13 +244,23 @@ class Journal:
         rows: list[Row] = []
         last = -1
         stop = self._head
+        self._recovered: list[tuple[int, int]] = []  # (seq, end) of each, for ``resume``
         for row, _, end in self._records(self._head, -1):
             last = row[0]
             if last > after_seq:
                 rows.append(row)
             stop = end
+            self._recovered.append((last, end))
         self._report_lost(stop, max(last, after_seq))
         return rows
+
+    def resume(self) -> None:
+        """Keep what ``recover`` found instead of ``reset``: its rows could not be
+        committed at open and go to the batch writer; the next record is written
+        after them and ``committed_through`` frees them as it frees any."""
+        self._ends.extend(self._recovered)
+        if self._recovered:
+            self._tail = self._recovered[-1][1]
 
     def _records(self, pos: int, last: int) -> Iterator[tuple[Row, int, int]]:
         """(row, offset, end) of each whole record from ``pos`` (following one wrap)

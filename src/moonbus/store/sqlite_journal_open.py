@@ -22,6 +22,15 @@ is rewritten in the current format. A legacy journal next to a database that
 has an id (created or stamped by this version) cannot be that database's
 current journal and is moved aside as above, under ``.orphan-legacy``.
 
+Rows that cannot be committed at open (a full disk, the file locked: an
+outage that may end) stay in the journal in journal mode: the open goes on
+and hands them to the store's batch writer, which retries them like any
+failed batch (``JournalOpen.pending``). Another mode (or a legacy database)
+cannot leave them to a writer: the open fails (``JournalReplayError``,
+counting them). Why: a server that crashed on a full disk must be able to
+start again there, as a durable-mode store does, refusing emits until there
+is room, and lose nothing.
+
 Threads: called once, by the thread opening the store, holding the store's
 writer lock (``sqlite_lock``), so no other store uses the journal.
 """
@@ -73,9 +82,13 @@ class JournalOpen:
     there was no room for it and the store falls back to durable mode) and the
     path a foreign journal was moved to (None: there was none)."""
 
-    def __init__(self, journal: Journal | None, orphan: str | None) -> None:
+    def __init__(self, journal: Journal | None, orphan: str | None,
+                 pending: list[Row] | None = None) -> None:
         self.journal = journal
         self.orphan = orphan
+        # rows the journal holds that could not be committed at open (journal
+        # mode, an outage that may end): the store's batch writer retries them
+        self.pending: list[Row] = pending or []
 
 
 def lost_note(journal: Journal | None) -> str:
@@ -150,7 +163,9 @@ def open_journal(
         journal = Journal(path, capacity, db_id, mode)
         theirs = journal.file_db_id
         if (theirs == db_id) if theirs is not None else legacy_db:
-            _replay(journal, db_path, committed_seq, commit, stamp, legacy_db)
+            pending = _replay(journal, db_path, committed_seq, commit, stamp, legacy_db, keep)
+            if pending:
+                return JournalOpen(journal, None, pending)
         else:
             journal.close()
             journal = None
@@ -186,14 +201,26 @@ def _replay(
     commit: Callable[[list[Row]], None],
     stamp: Callable[[int], None],
     legacy_db: bool,
-) -> None:
-    """Commit the journal's rows above ``committed_seq``, then empty it."""
+    keep: bool,
+) -> list[Row]:
+    """Commit the journal's rows above ``committed_seq``, then empty it. If they
+    cannot be committed for a reason that may pass (full disk, locked) and the
+    journal is kept (journal mode, a database with an id), it is kept as it is
+    and they are returned, for the batch writer to retry; else the open fails."""
     try:
         rows = journal.recover(committed_seq)
         if rows:
             try:
                 commit(rows)
             except StoreError as exc:
+                if keep and not legacy_db and exc.kind in RETRIED_KINDS:
+                    _log.warning(
+                        "event store %s: the %d event(s) left in its journal (seq %d-%d) "
+                        "cannot be committed yet (%s); they stay in it and are retried",
+                        db_path, len(rows), rows[0][0], rows[-1][0], exc,
+                    )
+                    journal.resume()
+                    return rows
                 raise JournalReplayError(
                     f"event store {db_path}: the {len(rows)} event(s) left in its journal "
                     f"(seq {rows[0][0]}-{rows[-1][0]}) cannot be committed ({exc}); they "
@@ -206,6 +233,7 @@ def _replay(
         if legacy_db:
             stamp(journal.db_id)  # before the journal says so
         journal.reset()
+        return []
     except BaseException:
         journal.close()
         raise
