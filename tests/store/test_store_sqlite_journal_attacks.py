@@ -170,3 +170,43 @@ def test_journal_rows_that_cannot_be_committed_at_open_are_retried_by_the_writer
         store.close()
     with SqliteEventStore(db, settings=KEEP_ALL) as store:
         assert [e.seq for e in store.query()] == list(range(1, 41))
+
+
+def test_records_past_a_corrupt_one_do_not_come_back_after_the_next_session(
+    tmp_path: Path,
+) -> None:
+    """A flaky disk corrupts the first record after a dead session's wrap: the
+    open replays up to it and warns that the ones after it are not replayed.
+    Those stayed in the ring. The next session numbers on from the corrupt
+    one's seq and starts writing where it was; with events of one size (common
+    in a game) its first record ends exactly where the old next one starts.
+    Killed then, the next recovery followed the chain into the old session's
+    records (seqs still increasing) and committed them after the new one: two
+    histories mixed under one numbering."""
+    path = str(tmp_path / "j")
+    journal = Journal(path, MIN_JOURNAL_BYTES, 7)
+    journal.reset()
+    seq = 0
+    while journal._tail != HEADER + 143 or seq < 10:  # until the ring wrapped
+        seq += 1
+        assert journal.append((seq, seq, "a", seq, "h", "o" * 100))  # 143-byte records
+        journal.committed_through(seq - 5)  # the writer keeps 5 behind
+    wrapped = seq  # the first record at HEADER
+    for more in range(1, 6):
+        assert journal.append((seq + more, seq + more, "a", seq + more, "h", "o" * 100))
+    journal.close()
+    with open(path, "r+b") as fp:  # a byte of the record at HEADER goes bad
+        fp.seek(HEADER + 30)
+        fp.write(b"\xee")
+    journal = Journal(path, MIN_JOURNAL_BYTES, 7)
+    assert [r[0] for r in journal.recover(wrapped - 5)][-1] == wrapped - 1
+    assert journal.corrupt_bytes > 0
+    journal.reset()  # committed through wrapped - 1; the next session goes on
+    assert journal.append((wrapped, 0, "a", 0, "h", "n" * 100))
+    journal.close()  # killed before its writer committed it
+    again = Journal(path, MIN_JOURNAL_BYTES, 7)
+    try:
+        rows = again.recover(wrapped - 1)
+        assert [(r[0], r[5][0]) for r in rows] == [(wrapped, "n")]
+    finally:
+        again.close()

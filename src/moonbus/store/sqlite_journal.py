@@ -41,7 +41,9 @@ Where it ends, the ring is searched (``find`` of the next two seqs' bytes)
 for a whole record that should have come next: finding one means the record
 where recovery stopped is corrupt in the middle of the journal, not its end;
 what follows cannot be replayed (seq would have a gap), so it is logged at
-WARNING with the offsets and the bytes not replayed (``corrupt_bytes``).
+WARNING with the offsets and the bytes not replayed (``corrupt_bytes``), and
+``reset`` wipes the ring: those records have seqs the next session numbers
+anew, and a recovery could otherwise follow a new record into them.
 What a power loss may do is what ``synchronous=NORMAL`` says: the last
 records may be gone; the journal is never fsynced.
 
@@ -159,6 +161,7 @@ class Journal:
         self._ends: collections.deque[tuple[int, int]] = collections.deque()
         self._undo = (HEADER, HEADER)  # (tail before, offset) of the last append
         self.corrupt_bytes = 0  # bytes of records recovery found past a corrupt one
+        self._wipe = False  # ``reset`` zeroes the ring (records past a corrupt one)
 
     @staticmethod
     def _read_header(fd: int) -> tuple[int, int | None] | None:
@@ -318,6 +321,7 @@ class Journal:
             size += end - start
         gap = at - stop if at > stop else (self.capacity - stop) + (at - HEADER)
         self.corrupt_bytes = gap + size
+        self._wipe = True
         _log.warning(
             "event store journal %s: the record at offset %d is corrupt; %d byte(s) "
             "from there on were not replayed into the database, among them %d whole "
@@ -330,6 +334,11 @@ class Journal:
         header afresh, carrying ``db_id`` (a legacy journal becomes a current one)."""
         self._ends.clear()
         self._head = self._tail = HEADER
+        if self._wipe:
+            # records past a corrupt one were not replayed and have seqs the next
+            # session reuses: left in the ring, a recovery could chain into them
+            self._map[HEADER:] = bytes(self.capacity - HEADER)
+            self._wipe = False
         _FILE_HEAD.pack_into(self._map, 0, MAGIC, self.capacity, HEADER, self.db_id)
         self.file_db_id = self.db_id
         _REC.pack_into(self._map, HEADER, 0, 0)  # no record here: recovery stops at once
