@@ -210,3 +210,28 @@ def test_records_past_a_corrupt_one_do_not_come_back_after_the_next_session(
         assert [(r[0], r[5][0]) for r in rows] == [(wrapped, "n")]
     finally:
         again.close()
+
+
+def test_resume_after_a_corrupt_record_wipes_around_the_records_kept(tmp_path: Path) -> None:
+    """The same as a reset after a corrupt record, when the rows before it could
+    not be committed at open (``resume``): the ring outside them is zeroed."""
+    path = str(tmp_path / "j")
+    journal = Journal(path, MIN_JOURNAL_BYTES, 7)
+    journal.reset()
+    for seq in range(1, 21):
+        assert journal.append((seq, seq, "a", seq, "h", "o" * 100))
+    journal.close()
+    with open(path, "r+b") as fp:  # record 5 goes bad
+        fp.seek(HEADER + 4 * 143 + 30)
+        fp.write(b"\xee")
+    journal = Journal(path, MIN_JOURNAL_BYTES, 7)
+    assert [r[0] for r in journal.recover(0)] == [1, 2, 3, 4]
+    journal.resume()  # 1-4 go to the writer; the next session appends 5, same size
+    assert journal.append((5, 0, "a", 0, "h", "n" * 100))
+    journal.close()
+    again = Journal(path, MIN_JOURNAL_BYTES, 7)
+    try:
+        assert [(r[0], r[5][0]) for r in again.recover(0)] == [
+            (1, "o"), (2, "o"), (3, "o"), (4, "o"), (5, "n")]
+    finally:
+        again.close()

@@ -264,6 +264,12 @@ class Journal:
         self._ends.extend(self._recovered)
         if self._recovered:
             self._tail = self._recovered[-1][1]
+        if self._wipe:  # as ``reset`` does, around the records kept
+            head, tail, m = self._head, self._tail, self._map
+            spans = [(tail, head)] if tail < head else [(tail, self.capacity), (HEADER, head)]
+            for lo, hi in spans:
+                m[lo:hi] = bytes(hi - lo)
+            self._wipe = False
 
     def _records(self, pos: int, last: int) -> Iterator[tuple[Row, int, int]]:
         """(row, offset, end) of each whole record from ``pos`` (following one wrap)
