@@ -235,3 +235,19 @@ def test_resume_after_a_corrupt_record_wipes_around_the_records_kept(tmp_path: P
             (1, "o"), (2, "o"), (3, "o"), (4, "o"), (5, "n")]
     finally:
         again.close()
+
+
+def test_a_journal_cut_short_says_so(tmp_path: Path) -> None:
+    """It said "not a moonbus journal file" about a moonbus journal whose file
+    is shorter than its header's capacity: the operator was sent looking for
+    a foreign file instead of a truncated journal."""
+    db = str(tmp_path / "events.db")
+    SqliteEventStore(db).close()
+    journal = Journal(db + "-mbjournal", MIN_JOURNAL_BYTES, 7)
+    journal.reset()
+    journal.close()
+    for size in (HEADER + 200, 100):
+        os.truncate(db + "-mbjournal", size)
+        with pytest.raises(StoreError, match=f"header says {MIN_JOURNAL_BYTES} bytes but the "
+                                             f"file has {size}"):
+            SqliteEventStore(db)

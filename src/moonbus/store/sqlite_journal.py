@@ -134,7 +134,7 @@ class Journal:
                 # the file's own size wins: its records are laid out so
                 capacity, self.file_db_id = existing
             elif info.st_size and any(os.pread(fd, HEADER, 0)):
-                raise StoreError(f"event store journal {path}: not a moonbus journal file")
+                raise StoreError(f"event store journal {path}: {_why_not(fd, info.st_size)}")
             try:
                 _allocate(fd, capacity)
             except OSError as exc:
@@ -351,6 +351,17 @@ class Journal:
 
     def close(self) -> None:
         self._map.close()
+
+
+def _why_not(fd: int, size: int) -> str:
+    """Why a non-empty file is not taken as a journal, for the open's error: a
+    journal cut short (copied in part, a file system that lost its end) says
+    so, and that its records are not replayed until it is moved away."""
+    magic, capacity, _, _ = _FILE_HEAD.unpack(os.pread(fd, _FILE_HEAD.size, 0).ljust(32, b"\0"))
+    if magic in (MAGIC, LEGACY_MAGIC) and capacity > size:
+        return (f"its header says {capacity} bytes but the file has {size} (cut short?); its "
+                "records cannot be replayed safely: move it away to open the store")
+    return "not a moonbus journal file"
 
 
 def _allocate(fd: int, size: int) -> None:
