@@ -296,3 +296,26 @@ def test_when_every_connection_serves_a_request_a_newcomer_is_refused(rt: Runtim
 def test_max_connections_must_be_positive() -> None:
     with pytest.raises(ConfigError, match="max_connections must be an integer >= 1"):
         HttpSettings(max_connections=0)
+
+
+def test_connections_that_never_read_their_answers_cannot_keep_the_operator_out(
+        rt: Runtime) -> None:
+    # An answer nobody reads keeps its send waiting for the socket to drain,
+    # so the connection counted as serving a request for ever: 4 anonymous
+    # clients pipelining requests (a static file, or 401s) and never reading
+    # held all max_connections places and the operator was refused.
+    server = HttpServer(rt, HttpSettings(port=0, token=TOKEN, max_connections=4,
+                                         head_timeout=0.5)).start()
+    try:
+        socks = _stuck_clients(server, 4, b"GET /static/console.js HTTP/1.1\r\nHost: x\r\n\r\n")
+        try:
+            time.sleep(1.5)  # past head_timeout: they are not idle, their sends are stuck
+            with httpx.Client(base_url=server.url, headers=AUTH, timeout=5) as client:
+                assert client.get("/api/scripts").status_code == 200
+            assert server.statistics().connections_evicted >= 1
+            assert server.statistics().connections_refused == 0
+        finally:
+            for sock in socks:
+                sock.close()
+    finally:
+        server.stop()

@@ -219,12 +219,24 @@ def test_bad_settings_and_files_are_refused(db: str, tmp_path: Path) -> None:
     assert not (tmp_path / "elsewhere").exists()
 
 
-def test_a_record_larger_than_the_journal_is_refused(db: str) -> None:
-    with SqliteEventStore(db, mode="journal", journal_bytes=MIN_JOURNAL_BYTES) as store:
-        with pytest.raises(StoreError, match="journal_bytes"):
-            store.append(ev(1, pad=MIN_JOURNAL_BYTES))
-        store.append(ev(2))
-        assert [e.seq for e in store.query()] == [2]
+def test_a_record_larger_than_half_the_journal_is_committed_in_its_append(db: str) -> None:
+    """It was refused (StoreError): the default mode refused events a commit per
+    emit stores (8 MiB journal: any event over 4 MiB). Now it is committed in
+    its append, after the rows appended before it, and is in the file when the
+    append returns (as in durable mode)."""
+    with SqliteEventStore(db, mode="journal", journal_bytes=MIN_JOURNAL_BYTES,
+                          settings=KEEP_ALL, flush_interval=60.0, batch_size=10_000) as store:
+        store.append(ev(1))
+        store.append(ev(2, pad=MIN_JOURNAL_BYTES))
+        conn = sqlite3.connect(db)  # another connection: committed already, with 1
+        try:
+            assert [r[0] for r in conn.execute("SELECT seq FROM events")] == [1, 2]
+        finally:
+            conn.close()
+        store.append(ev(3))
+        events = store.query()
+        assert [e.seq for e in events] == [1, 2, 3]
+        assert events[1].data["pad"] == "x" * MIN_JOURNAL_BYTES
 
 
 def test_the_url_selects_journal_mode(db: str) -> None:

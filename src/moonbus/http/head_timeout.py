@@ -21,6 +21,12 @@ nothing but its socket; ``connections_evicted``); only when every open
 connection is serving a request (streams, exports) is the newcomer itself
 closed at once (``connections_refused``). Like RCON's admission: an attacker's
 idle connections cannot keep the operator out, they are what goes first.
+"Serving a request" includes an answer the client does not read: its send
+waits for the socket to drain, for ever, so a few anonymous connections
+pipelining requests for a static file (or getting 401s) and never reading
+held every place. So when no connection is idle, the oldest one whose writes
+are paused (uvicorn's flow control: the kernel's and the transport's buffers
+are full) is evicted next, aborted (a close would wait for that buffer).
 
 Threads: the protocol runs on the server's event-loop thread only; the
 class's connection table belongs to that thread.
@@ -55,6 +61,8 @@ def head_timeout_protocol(timeout: float, expired: Callable[[], None], *,
         if max_connections is None or len(open_now) < max_connections:
             return True
         idle = [(order, c) for c, order in open_now.items() if c._waiting_for_head()]
+        if not idle:  # then the answers nobody reads
+            idle = [(order, c) for c, order in open_now.items() if c.flow.write_paused]
         if not idle:
             return False
         _, oldest = min(idle, key=lambda pair: pair[0])
@@ -88,7 +96,8 @@ def head_timeout_protocol(timeout: float, expired: Callable[[], None], *,
         def _drop(self) -> None:
             open_now.pop(self, None)
             self._disarm()
-            self.transport.close()
+            # abort: close() would wait for a write buffer the client never reads
+            self.transport.abort()
 
         def connection_made(self, transport: Any) -> None:
             room = make_room()

@@ -123,7 +123,7 @@ class HttpStatistics:
     busy: int  # 503: ``max_inflight`` requests were being served
     export_cut: int  # NDJSON exports stopped at ``max_export_events``
     head_timeouts: int  # connections closed: no whole request head within ``head_timeout``
-    connections_evicted: int  # idle connections closed to make room (``max_connections``)
+    connections_evicted: int  # idle or unread ones closed to make room (``max_connections``)
     connections_refused: int  # new connections closed: all ``max_connections`` busy
     internal_errors: int  # 500: a bug (logged with its traceback, never sent)
 

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
 from moonbus.errors import ClosedError, ConfigError, StoreError
@@ -54,6 +54,7 @@ class BatchWriter(Generic[T]):
         name: str,
         retry_after: Callable[[BaseException, int], float | None] | None = None,
         lost_note: str = "were not written",
+        initial: Sequence[T] = (),
     ) -> None:
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, not {batch_size!r}")
@@ -77,9 +78,11 @@ class BatchWriter(Generic[T]):
         self._items = threading.Condition(self._lock)
         self._room = threading.Condition(self._lock)
         self._done = threading.Condition(self._lock)
-        self._buffer: list[T] = []
-        self._oldest_at = 0.0
-        self._put = 0
+        # ``initial``: items put before the writer existed (a journal's rows that
+        # could not be committed at open), written first, even past max_pending
+        self._buffer: list[T] = list(initial)
+        self._oldest_at = time.monotonic()
+        self._put = len(self._buffer)
         self._written = 0
         self._flush_upto = 0
         self._closing = False

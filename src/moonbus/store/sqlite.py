@@ -2,25 +2,25 @@
 
 Modes
 -----
-*journal* (the default for a file): ``append`` returns once the row is
-copied into a memory-mapped journal (``<file>-mbjournal``; a store into a
-shared file mapping is the kernel's the moment it is made, so it survives
-kill -9 or a crash) and handed to a ``BatchWriter``, which commits rows in
-batches as in *fast* mode and then lets the journal reuse their space.
-Opening the store (any mode) commits the rows its own journal holds first
-(``sqlite_journal``, ``sqlite_journal_open``). Why the default: no SQLite
-commit or fsync on the emitting thread, which in a game loop sets the
-frame's p99 and max (``moonbus bench --only store_frame``). The costs:
-other processes (``moonbus events --db``) see an event once its batch is
-committed (within ``flush_interval``, 50 ms; after a kill, once a writer
-opened the file again); an SQLite failure (disk full, locked) is met by the
-writer thread, whose batch stays in the journal and is retried (every 50 ms
-doubling to 1 s): meanwhile each append, query or flush tries it at once and
-raises ``StoreError`` (the failure's kind) while it fails. Other failures
+*journal* (the default for a file): ``append`` returns once the row is copied
+into a memory-mapped journal (``<file>-mbjournal``; a store into a shared file
+mapping is the kernel's at once, so it survives kill -9 or a crash) and handed
+to a ``BatchWriter``, which commits rows in batches as in *fast* mode and then
+lets the journal reuse their space. Opening the store (any mode) commits the
+rows its own journal holds first (``sqlite_journal``, ``sqlite_journal_open``).
+Why the default: no SQLite commit or fsync on the emitting thread, which in a
+game loop sets the frame's p99 and max (``moonbus bench --only store_frame``).
+The costs: other processes (``moonbus events --db``) see an event once its
+batch is committed (within ``flush_interval``, 50 ms; after a kill, once a
+writer opened the file again); an SQLite failure (disk full, locked) is met by
+the writer thread, whose batch stays in the journal and is retried (every 50
+ms doubling to 1 s): meanwhile each append, query or flush tries it at once
+and raises ``StoreError`` (the failure's kind) while it fails. Other failures
 break the store as in *fast* mode, the events kept in the journal.
 ``journal_bytes`` bounds the journal (default 8 MiB, made at open; with less
 room on the disk ``mode="journal"`` is refused, the default runs durable with
-a WARNING); a full journal makes an append wait (``journal_waits``).
+a WARNING); a full journal makes an append wait (``journal_waits``); a row
+over half of it is committed in its append, as in durable mode.
 
 *durable* (``:memory:``'s default, ``mode="durable"`` for a file): ``append``
 returns after its own transaction committed (a failure raises from it, other
@@ -93,7 +93,7 @@ from moonbus.store.base import (
 )
 from moonbus.store.batching import BatchWriter
 from moonbus.store.event_codec import Row, encode_data, row_json_line, row_to_event
-from moonbus.store.sqlite_journal import DEFAULT_JOURNAL_BYTES, Journal, journal_path
+from moonbus.store.sqlite_journal import DEFAULT_JOURNAL_BYTES, Journal, RecordTooLarge
 from moonbus.store.sqlite_journal_open import lost_note, open_store_journal, retry_delay
 from moonbus.store.sqlite_query import (
     COUNT_TYPE_AFTER_TICK,
@@ -165,23 +165,23 @@ class SqliteEventStore(EventStore):
             prune_step=prune_step,
         )
         self._journal: Journal | None = None
+        pending: list[Row] = []  # journal rows not committed at open (full disk...)
         self.journal_orphans = 0  # foreign journals moved aside at open
         self.retries = 0  # journal-mode batch commits tried again (writer thread)
         try:
             if self.path != MEMORY:
                 opened = open_store_journal(self._db, keep=mode == "journal",
                                             capacity=journal_bytes, fallback=defaulted)
-                self._journal = opened.journal
+                self._journal, pending = opened.journal, opened.pending
                 if mode == "journal" and opened.journal is None:  # no room for it
                     self.mode = mode = "durable"
                 self.journal_orphans = int(opened.orphan is not None)
         except BaseException:
             self._db.close()
             raise
-        self._last_seq = self._db.committed_seq
-        self._readers = (
-            None if self.path == MEMORY else ReaderPool(self.path, lock_timeout=lock_timeout)
-        )
+        self._last_seq = pending[-1][0] if pending else self._db.committed_seq
+        self._readers = None if self.path == MEMORY else ReaderPool(
+            self.path, lock_timeout=lock_timeout)
         self._writer: BatchWriter[Row] | None = None
         if mode != "durable":
             try:
@@ -193,6 +193,7 @@ class SqliteEventStore(EventStore):
                     name=f"event store {self.path} writer",
                     retry_after=self._batch_failed,
                     lost_note=lost_note(self._journal),
+                    initial=pending,
                 )
             except BaseException:
                 if self._journal is not None:
@@ -280,10 +281,17 @@ class SqliteEventStore(EventStore):
 
     def _put(self, row: Row) -> None:
         """Fast and journal modes: the row into the journal (if any), then to the
-        batch writer. A full journal waits until the writer committed all it holds."""
+        batch writer. A full journal waits until the writer committed all it holds;
+        a row too large for it is committed here (as in durable mode)."""
         writer, journal = self._writer, self._journal
         assert writer is not None
-        if journal is not None and not journal.append(row):
+        try:
+            placed = journal is None or journal.append(row)
+        except RecordTooLarge:  # committed here, after the rows before it
+            writer.flush()
+            self._db.commit([row], row[0])
+            return
+        if journal is not None and not placed:
             journal.waits += 1
             writer.flush()  # every row put is committed: the journal is empty
             if not journal.append(row):
@@ -368,16 +376,8 @@ class SqliteEventStore(EventStore):
             self._check_open()
             return []
         with self._reading("querying") as conn:
-            rows = list(
-                select_rows(
-                    conn,
-                    after_tick=after_tick,
-                    after_seq=after_seq,
-                    types=names,
-                    limit=limit,
-                    newest=newest,
-                )
-            )
+            rows = list(select_rows(conn, after_tick=after_tick, after_seq=after_seq,
+                                    types=names, limit=limit, newest=newest))
         return [row_to_event(row) for row in rows]
 
     def query_plan(
@@ -409,14 +409,8 @@ class SqliteEventStore(EventStore):
             return 0
         count = 0
         with self._reading("exporting") as conn:
-            for row in select_rows(
-                conn,
-                after_tick=after_tick,
-                after_seq=after_seq,
-                types=names,
-                limit=limit,
-                newest=bool(query.get("newest", False)),
-            ):
+            for row in select_rows(conn, after_tick=after_tick, after_seq=after_seq, types=names,
+                                   limit=limit, newest=bool(query.get("newest", False))):
                 fp.write(row_json_line(row))
                 fp.write("\n")
                 count += 1
@@ -492,7 +486,7 @@ class SqliteEventStore(EventStore):
                 self._journal.reset()
             self._journal.close()
             if failure is None:
-                os.unlink(journal_path(self.path))
+                os.unlink(self._journal.path)
         self._db.close(None if failure is not None else self._last_seq)
         if failure is not None:
             raise failure

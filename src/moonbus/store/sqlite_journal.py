@@ -29,7 +29,9 @@ length, u32 source length`` and the UTF-8 of type, source and data. A
 length of ``WRAP`` means "the next record is at ``HEADER``"; the writer
 always leaves room for that marker. The file is allocated in full when it
 is created (``posix_fallocate``) and its pages are touched at open, so a
-store never faults on a hole (which, on a full disk, would be SIGBUS).
+store never faults on a hole (which, on a full disk, would be SIGBUS). It
+takes the database file's permissions (as SQLite's -wal does): it holds the
+same events, so it is never readable by more users than the database.
 
 Recovery reads from ``head`` while each record is whole (its crc matches)
 and its seq is above the one before; the first record that is not (a record
@@ -39,15 +41,18 @@ Where it ends, the ring is searched (``find`` of the next two seqs' bytes)
 for a whole record that should have come next: finding one means the record
 where recovery stopped is corrupt in the middle of the journal, not its end;
 what follows cannot be replayed (seq would have a gap), so it is logged at
-WARNING with the offsets and the bytes not replayed (``corrupt_bytes``).
+WARNING with the offsets and the bytes not replayed (``corrupt_bytes``), and
+``reset`` wipes the ring: those records have seqs the next session numbers
+anew, and a recovery could otherwise follow a new record into them.
 What a power loss may do is what ``synchronous=NORMAL`` says: the last
 records may be gone; the journal is never fsynced.
 
 Limits: ``capacity`` bytes (``journal_bytes``, default 8 MiB, ~25,000
 events of 300 bytes). An append that finds the journal full waits until the
 batch writer committed what it holds (``waits`` counts those); a record
-larger than half the journal is refused with ``StoreError`` (an empty
-journal always has room for one that is not, wherever its tail is).
+larger than half the journal raises ``RecordTooLarge`` (an empty journal
+always has room for one that is not, wherever its tail is), and the store
+commits that row in the ``emit`` instead, after the writer's.
 
 Threads: ``append`` is called by the store's appending thread (under its
 append lock), ``committed_through`` by the batch writer's thread; ``head``
@@ -58,6 +63,7 @@ and ``close`` run when no other thread uses the journal (open and close).
 from __future__ import annotations
 
 import collections
+import contextlib
 import errno
 import logging
 import mmap
@@ -70,7 +76,7 @@ from collections.abc import Iterator
 from moonbus.errors import ConfigError, StoreError
 from moonbus.store.event_codec import Row
 
-__all__ = ["DEFAULT_JOURNAL_BYTES", "HEADER", "Journal", "journal_path"]
+__all__ = ["DEFAULT_JOURNAL_BYTES", "HEADER", "Journal", "RecordTooLarge", "journal_path"]
 
 _log = logging.getLogger(__name__)
 
@@ -83,8 +89,14 @@ MIN_JOURNAL_BYTES = 64 * 1024
 
 _FILE_HEAD = struct.Struct("<8sqqq")  # magic, capacity, head, database id
 _REC = struct.Struct("<II")  # body length, crc32(body)
+_LEN = struct.Struct("<I")  # one of them (a wrap marker is the length alone)
 _BODY = struct.Struct("<qqqBII")  # seq, tick, ts, has_tick, type length, source length
 _HEAD_AT = 16  # offset of ``head`` in the file header
+
+
+class RecordTooLarge(StoreError):
+    """A row whose record would take more than half the journal: the store
+    commits it in its ``emit`` instead (as in durable mode)."""
 
 
 def journal_path(db_path: str) -> str:
@@ -96,7 +108,8 @@ class Journal:
     """A ring of row records in a shared file mapping. See the module docstring."""
 
     def __init__(
-        self, path: str, capacity: int = DEFAULT_JOURNAL_BYTES, db_id: int = 0
+        self, path: str, capacity: int = DEFAULT_JOURNAL_BYTES, db_id: int = 0,
+        file_mode: int = 0o644,
     ) -> None:
         if not isinstance(capacity, int) or capacity < MIN_JOURNAL_BYTES:
             raise ConfigError(
@@ -106,19 +119,22 @@ class Journal:
         self.waits = 0  # appends that found the journal full (appending thread)
         flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
         try:
-            fd = os.open(path, flags, 0o644)
+            fd = os.open(path, flags, file_mode)
         except OSError as exc:
             raise StoreError(f"event store journal {path}: cannot open it ({exc})") from exc
         try:
             info = os.fstat(fd)
             if not stat.S_ISREG(info.st_mode):
                 raise StoreError(f"event store journal {path}: not a regular file")
+            if info.st_mode & 0o777 & ~file_mode:  # never readable by more than its db
+                with contextlib.suppress(OSError):
+                    os.fchmod(fd, info.st_mode & 0o777 & file_mode)
             existing = self._read_header(fd) if info.st_size >= HEADER else None
             if existing is not None:
                 # the file's own size wins: its records are laid out so
                 capacity, self.file_db_id = existing
             elif info.st_size and any(os.pread(fd, HEADER, 0)):
-                raise StoreError(f"event store journal {path}: not a moonbus journal file")
+                raise StoreError(f"event store journal {path}: {_why_not(fd, info.st_size)}")
             try:
                 _allocate(fd, capacity)
             except OSError as exc:
@@ -145,6 +161,7 @@ class Journal:
         self._ends: collections.deque[tuple[int, int]] = collections.deque()
         self._undo = (HEADER, HEADER)  # (tail before, offset) of the last append
         self.corrupt_bytes = 0  # bytes of records recovery found past a corrupt one
+        self._wipe = False  # ``reset`` zeroes the ring (records past a corrupt one)
 
     @staticmethod
     def _read_header(fd: int) -> tuple[int, int | None] | None:
@@ -171,7 +188,7 @@ class Journal:
         body += t + s + d
         size = _REC.size + len(body)
         if 2 * size + 8 > self.capacity - HEADER:  # so an empty journal always has room
-            raise StoreError(
+            raise RecordTooLarge(
                 f"event store journal {self.path}: event seq {seq} needs {size} bytes, more "
                 f"than half the journal ({self.capacity} bytes, setting journal_bytes)"
             )
@@ -230,26 +247,45 @@ class Journal:
         rows: list[Row] = []
         last = -1
         stop = self._head
+        self._recovered: list[tuple[int, int]] = []  # (seq, end) of each, for ``resume``
         for row, _, end in self._records(self._head, -1):
             last = row[0]
             if last > after_seq:
                 rows.append(row)
             stop = end
+            self._recovered.append((last, end))
         self._report_lost(stop, max(last, after_seq))
         return rows
+
+    def resume(self) -> None:
+        """Keep what ``recover`` found instead of ``reset``: its rows could not be
+        committed at open and go to the batch writer; the next record is written
+        after them and ``committed_through`` frees them as it frees any."""
+        self._ends.extend(self._recovered)
+        if self._recovered:
+            self._tail = self._recovered[-1][1]
+        if self._wipe:  # as ``reset`` does, around the records kept
+            head, tail, m = self._head, self._tail, self._map
+            spans = [(tail, head)] if tail < head else [(tail, self.capacity), (HEADER, head)]
+            for lo, hi in spans:
+                m[lo:hi] = bytes(hi - lo)
+            self._wipe = False
 
     def _records(self, pos: int, last: int) -> Iterator[tuple[Row, int, int]]:
         """(row, offset, end) of each whole record from ``pos`` (following one wrap)
         while seqs increase after ``last``."""
         m = self._map
         wrapped = False
-        while pos + _REC.size <= self.capacity:
-            length, crc = _REC.unpack_from(m, pos)
+        while pos + 4 <= self.capacity:  # a wrap marker may sit in the last 4 bytes
+            (length,) = _LEN.unpack_from(m, pos)
             if length == WRAP:
                 if wrapped:
                     return
                 wrapped, pos = True, HEADER
                 continue
+            if pos + _REC.size > self.capacity:
+                return
+            (crc,) = _LEN.unpack_from(m, pos + 4)
             row = self._record_at(pos, length, crc)
             if row is None or row[0] <= last:
                 return
@@ -291,6 +327,7 @@ class Journal:
             size += end - start
         gap = at - stop if at > stop else (self.capacity - stop) + (at - HEADER)
         self.corrupt_bytes = gap + size
+        self._wipe = True
         _log.warning(
             "event store journal %s: the record at offset %d is corrupt; %d byte(s) "
             "from there on were not replayed into the database, among them %d whole "
@@ -303,12 +340,28 @@ class Journal:
         header afresh, carrying ``db_id`` (a legacy journal becomes a current one)."""
         self._ends.clear()
         self._head = self._tail = HEADER
+        if self._wipe:
+            # records past a corrupt one were not replayed and have seqs the next
+            # session reuses: left in the ring, a recovery could chain into them
+            self._map[HEADER:] = bytes(self.capacity - HEADER)
+            self._wipe = False
         _FILE_HEAD.pack_into(self._map, 0, MAGIC, self.capacity, HEADER, self.db_id)
         self.file_db_id = self.db_id
         _REC.pack_into(self._map, HEADER, 0, 0)  # no record here: recovery stops at once
 
     def close(self) -> None:
         self._map.close()
+
+
+def _why_not(fd: int, size: int) -> str:
+    """Why a non-empty file is not taken as a journal, for the open's error: a
+    journal cut short (copied in part, a file system that lost its end) says
+    so, and that its records are not replayed until it is moved away."""
+    magic, capacity, _, _ = _FILE_HEAD.unpack(os.pread(fd, _FILE_HEAD.size, 0).ljust(32, b"\0"))
+    if magic in (MAGIC, LEGACY_MAGIC) and capacity > size:
+        return (f"its header says {capacity} bytes but the file has {size} (cut short?); its "
+                "records cannot be replayed safely: move it away to open the store")
+    return "not a moonbus journal file"
 
 
 def _allocate(fd: int, size: int) -> None:

@@ -22,6 +22,15 @@ is rewritten in the current format. A legacy journal next to a database that
 has an id (created or stamped by this version) cannot be that database's
 current journal and is moved aside as above, under ``.orphan-legacy``.
 
+Rows that cannot be committed at open (a full disk, the file locked: an
+outage that may end) stay in the journal in journal mode: the open goes on
+and hands them to the store's batch writer, which retries them like any
+failed batch (``JournalOpen.pending``). Another mode (or a legacy database)
+cannot leave them to a writer: the open fails (``JournalReplayError``,
+counting them). Why: a server that crashed on a full disk must be able to
+start again there, as a durable-mode store does, refusing emits until there
+is room, and lose nothing.
+
 Threads: called once, by the thread opening the store, holding the store's
 writer lock (``sqlite_lock``), so no other store uses the journal.
 """
@@ -41,7 +50,8 @@ from moonbus.store.sqlite_schema import new_db_id
 if TYPE_CHECKING:
     from moonbus.store.sqlite_writer import SqliteWriter
 
-__all__ = ["JournalOpen", "lost_note", "open_journal", "open_store_journal", "retry_delay"]
+__all__ = ["JournalOpen", "JournalReplayError", "lost_note", "open_journal",
+           "open_store_journal", "retry_delay"]
 
 _log = logging.getLogger(__name__)
 
@@ -61,14 +71,24 @@ def retry_delay(exc: BaseException, attempt: int) -> float | None:
     return min(RETRY_MAX, RETRY_FIRST * 2.0 ** (attempt - 1))
 
 
+class JournalReplayError(StoreError):
+    """The rows a journal holds could not be committed at open (the cause's
+    ``kind``): they stay in it, the store is not opened. Not a reason to fall
+    back to durable mode, which would meet the same failure."""
+
+
 class JournalOpen:
     """What ``open_journal`` found: the journal to keep (journal mode; None if
     there was no room for it and the store falls back to durable mode) and the
     path a foreign journal was moved to (None: there was none)."""
 
-    def __init__(self, journal: Journal | None, orphan: str | None) -> None:
+    def __init__(self, journal: Journal | None, orphan: str | None,
+                 pending: list[Row] | None = None) -> None:
         self.journal = journal
         self.orphan = orphan
+        # rows the journal holds that could not be committed at open (journal
+        # mode, an outage that may end): the store's batch writer retries them
+        self.pending: list[Row] = pending or []
 
 
 def lost_note(journal: Journal | None) -> str:
@@ -104,7 +124,9 @@ def open_store_journal(
     try:
         return opening(keep)
     except StoreError as exc:
-        if not (keep and fallback and exc.kind == "disk_full"):
+        if not (keep and fallback and exc.kind == "disk_full") or isinstance(
+            exc, JournalReplayError
+        ):
             raise
         _log.warning(
             "event store %s: %s; this session runs in durable mode (a commit per emit) "
@@ -130,14 +152,20 @@ def open_journal(
     ``stamp(db_id)`` records ``db_id`` in it (called after a legacy journal's
     rows are committed, before the journal is rewritten). Returns the emptied
     journal (``keep``: journal mode) or removes it."""
-    path = journal_path(db_path)
+    path = journal_path(os.path.realpath(db_path))  # one journal, however it is named
     orphan: str | None = None
     journal: Journal | None = None
+    try:  # the journal holds the database's events: no more readable than it
+        mode = os.stat(db_path).st_mode & 0o666
+    except OSError:
+        mode = 0o600
     if os.path.lexists(path):
-        journal = Journal(path, capacity, db_id)
+        journal = Journal(path, capacity, db_id, mode)
         theirs = journal.file_db_id
         if (theirs == db_id) if theirs is not None else legacy_db:
-            _replay(journal, db_path, committed_seq, commit, stamp, legacy_db)
+            pending = _replay(journal, db_path, committed_seq, commit, stamp, legacy_db, keep)
+            if pending:
+                return JournalOpen(journal, None, pending)
         else:
             journal.close()
             journal = None
@@ -157,7 +185,7 @@ def open_journal(
             os.unlink(path)
         return JournalOpen(None, orphan)
     if journal is None:
-        journal = Journal(path, capacity, db_id)
+        journal = Journal(path, capacity, db_id, mode)
         try:
             journal.reset()
         except BaseException:
@@ -173,12 +201,31 @@ def _replay(
     commit: Callable[[list[Row]], None],
     stamp: Callable[[int], None],
     legacy_db: bool,
-) -> None:
-    """Commit the journal's rows above ``committed_seq``, then empty it."""
+    keep: bool,
+) -> list[Row]:
+    """Commit the journal's rows above ``committed_seq``, then empty it. If they
+    cannot be committed for a reason that may pass (full disk, locked) and the
+    journal is kept (journal mode, a database with an id), it is kept as it is
+    and they are returned, for the batch writer to retry; else the open fails."""
     try:
         rows = journal.recover(committed_seq)
         if rows:
-            commit(rows)
+            try:
+                commit(rows)
+            except StoreError as exc:
+                if keep and not legacy_db and exc.kind in RETRIED_KINDS:
+                    _log.warning(
+                        "event store %s: the %d event(s) left in its journal (seq %d-%d) "
+                        "cannot be committed yet (%s); they stay in it and are retried",
+                        db_path, len(rows), rows[0][0], rows[-1][0], exc,
+                    )
+                    journal.resume()
+                    return rows
+                raise JournalReplayError(
+                    f"event store {db_path}: the {len(rows)} event(s) left in its journal "
+                    f"(seq {rows[0][0]}-{rows[-1][0]}) cannot be committed ({exc}); they "
+                    f"stay in {journal.path} for the next open", kind=exc.kind,
+                ) from exc
             _log.info(
                 "event store %s: committed %d event(s) left in its journal (seq %d-%d)",
                 db_path, len(rows), rows[0][0], rows[-1][0],
@@ -186,6 +233,7 @@ def _replay(
         if legacy_db:
             stamp(journal.db_id)  # before the journal says so
         journal.reset()
+        return []
     except BaseException:
         journal.close()
         raise

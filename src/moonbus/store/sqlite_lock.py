@@ -11,7 +11,9 @@ different files). The kernel drops the lock when the holder's file
 descriptor closes, which also happens when the process dies (kill -9), so a
 crashed writer never leaves a stale lock. Readers (``moonbus events --db``)
 do not take it. The lock is per open file description: a second store on the
-same file *in the same process* is refused too.
+same file *in the same process* is refused too. The lock file sits next to the
+path with symlinks resolved (``os.path.realpath``), so a store opened through a
+symlink takes the same lock (a hard link to the file is not detected).
 
 Threads: ``acquire`` and ``release`` belong to the store's owner (open, close).
 """
@@ -36,7 +38,9 @@ class WriterLock:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self.lock_file = lock_path(path)
+        # next to the file the path resolves to: a symlink to the store (or a
+        # path through one) must find the same lock, not a second one of its own
+        self.lock_file = lock_path(os.path.realpath(path))
         self._fd: int | None = None
 
     def acquire(self) -> None:
