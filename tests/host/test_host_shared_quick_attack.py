@@ -95,3 +95,49 @@ def test_calls_from_coroutines_and_wrapped_functions(stepped):
     """)
     assert h.errors == []
     assert h.shared.int("n").get() == 14
+
+
+def test_both_engines_of_one_script_lose_no_update(tmp_path):
+    """The main engine (on_start, a worker thread) and the event engine (the
+    event thread) run quick calls on one key at once: the store's lock
+    linearizes them, nothing is lost (each side nets +1 per round)."""
+    import time
+
+    from moonbus.runtime import Runtime
+
+    source = (
+        'events:on("go", function(e) local c = shared:int("c") '
+        'c:increment() c:add(2) c:subtract(1) c:decrement() end)\n'
+        'function on_start()\n'
+        '  local c = shared:int("c")\n'
+        '  for i = 1, 20000 do\n'
+        '    c:increment(); c:add(3); c:subtract(2); c:decrement()\n'
+        '    if i % 500 == 0 then sleep(0) end\n'
+        '  end\n'
+        '  shared:int("done"):set(1)\n'
+        'end\n'
+    )
+    path = tmp_path / "both.lua"
+    path.write_text(source, encoding="utf-8")
+    with Runtime(threaded=True, workers=2, event_delivery="deferred") as rt:
+        host = rt.load(path)
+        host.start()
+        for _ in range(10000):
+            rt.bus.emit("go")
+        assert rt.flush_events(60)
+        deadline = time.monotonic() + 60
+        while host.shared.int("done").get() != 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert host.errors == []
+        assert host.shared.int("c").get() == 20000 + 10000
+
+
+def test_the_time_limit_ends_a_loop_of_quick_calls(stepped):
+    """The hook fires between instructions, never inside the C call: a handler
+    spinning on increments is stopped, and the store stays usable."""
+    h = _run(stepped, 'local c = shared:int("n") while true do c:increment() end',
+             name="spin")
+    assert len(h.errors) == 1 and "time limit" in h.errors[0]
+    reached = h.shared.int("n").get()
+    assert reached > 0
+    assert h.shared.int("n").increment() == reached + 1
