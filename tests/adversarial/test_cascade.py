@@ -395,3 +395,23 @@ end)
     assert _wait(lambda: sly.status == "failed")
     assert sly.handler_timeouts == 3
     assert "max_handler_timeouts=3" in sly.info().quarantined
+
+
+def test_refusals_past_the_link_table_read_the_same() -> None:
+    """Each refused emit past the table of links in flight gives one text, so
+    the handler-error log counts the repeats (a count in it made every
+    refusal a distinct error, each logged in full with its traceback: a
+    fan-out storm logged thousands of lines)."""
+    from moonbus.bus.cascade import CascadeLimits, CascadeTracker
+
+    tracker = CascadeTracker(CascadeLimits())
+    for seq in range(tracker.table_limit + 3):
+        tracker.links[seq] = tracker.root()
+    texts = set()
+    for _ in range(2):
+        tracker.links[len(tracker.links)] = tracker.root()  # the table keeps growing
+        with pytest.raises(CascadeError) as caught:
+            tracker.child(tracker.root())
+        texts.add(str(caught.value))
+    assert len(texts) == 1
+    assert f"at most {tracker.table_limit} = 4 x max_cascade_events" in texts.pop()

@@ -257,3 +257,17 @@ def test_pacing_is_on_by_default_for_handlers_starved_of_the_gil(tmp_path: Path)
         assert stats.paced_emits > 0 and stats.paced_seconds > 0, stats
         assert host.shared.int("n").get() == 60
         assert host.shared.int("out_of_order").get() == 0
+
+
+def test_a_tiny_positive_lag_still_paces(tmp_path: Path) -> None:
+    """settings.set accepts any positive lag (deferred_max_lag_ms 1e-300): it
+    must not round to 0 ns in the C queue, which means pacing off."""
+    with _threaded(0.0005) as rt:
+        rt.admin.run("settings.set deferred_max_lag_ms 1e-300")
+        assert rt.settings.deferred_max_lag is not None and rt.settings.deferred_max_lag > 0
+        rt.bus.emit("e")  # the next drain applies it
+        assert rt.flush_events(30)
+        deferred = rt._deferred
+        assert deferred is not None
+        deferred._apply_settings()
+        assert deferred._queue.max_lag > 0

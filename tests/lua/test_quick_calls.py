@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from moonbus.lua.engine import LuaEngine
-from moonbus.lua.fastconvert import native_convert_available
+from moonbus.lua.fastconvert import native_convert_available, native_quick_bind
 
 pytestmark = pytest.mark.skipif(
     not native_convert_available(), reason="C conversion not built (or MOONBUS_PURE_PYTHON)"
@@ -88,3 +88,36 @@ def test_bind_refuses_what_is_not_an_object_and_address(engine: LuaEngine) -> No
     bad = engine.compile("local bind = ... return pcall(bind, 1, 2)", "b.lua", engine.new_env())
     ok, message = engine.call(bad, engine.quick_bind, limit=2.0)
     assert ok is False and "expected a host object and its address" in str(message)
+
+
+def test_bind_refuses_an_address_that_is_not_the_objects(engine: LuaEngine) -> None:
+    """A careless (or reached) bind with another object's id, or any number,
+    is refused: the closure could otherwise call whatever lives there."""
+    target, other = Recorder(5), Recorder(6)
+    bad = engine.compile("local bind, o, a = ... return pcall(bind, o, a)", "b.lua",
+                         engine.new_env())
+    for address in (id(other), id(target) + 16, 0, -1, 2**63 - 1):
+        ok, message = engine.call(bad, engine.quick_bind, target, address, limit=2.0)
+        assert ok is False and "the address is not the object's" in str(message)
+    assert target.calls == [] and other.calls == []
+    ok, _ = engine.call(bad, engine.quick_bind, target, id(target), limit=2.0)
+    assert ok is True
+
+
+def test_a_closure_whose_object_lupa_released_answers_nothing(engine: LuaEngine) -> None:
+    """lua_close finalizes the newest objects first, so a finalizer could reach
+    a closure whose object lupa's __gc already released: it must not call it."""
+    target = Recorder(5)
+    # lupa's own finalizer, run by hand on the closure's userdata, in a plain
+    # lupa state (the sandbox refuses getmetatable of host objects and __gc)
+    lua = engine.lua_module
+    rt = lua.LuaRuntime()
+    state = int(rt.execute('return string.format("%p", coroutine.running())'), 16)
+    bind = native_quick_bind(lua, rt, state)
+    assert bind is not None
+    release = rt.eval(
+        "function(bind, o, a) local q = bind(o, a)"
+        " local before = q() getmetatable(o).__gc(o) return before, select('#', q()) end"
+    )
+    assert release(bind, target, id(target)) == (5, 0)  # nothing: not called
+    assert target.calls == [()]

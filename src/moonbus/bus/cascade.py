@@ -171,9 +171,11 @@ class CascadeTracker:
                 f"event cascade too long: {budget.events} events caused by one top-level "
                 f"emit (max_cascade_events={most}); the emit was refused"
             )
+        # No count in the text: one text per refusal lets the handler-error
+        # log count the repeats (moonbus.host.error_log) instead of logging each.
         raise CascadeError(
-            f"too many caused events in flight ({len(self.links)}, at most "
-            f"{self.table_limit} = 4 x max_cascade_events); the emit was refused"
+            f"too many caused events in flight (at most {self.table_limit} = "
+            f"4 x max_cascade_events); the emit was refused"
         )
 
     def _refuse(self, budget: CascadeBudget) -> None:

@@ -156,6 +156,10 @@ __all__ = ["EVENT_DELIVERY_MODES", "DeferredDelivery", "DeferredStatistics"]
 
 EVENT_DELIVERY_MODES = ("immediate", "deferred")
 _log = logging.getLogger("moonbus.events")
+# The smallest lag the queue is given for a positive deferred_max_lag (seconds):
+# a whole nanosecond, so that a tiny setting still paces instead of rounding
+# to 0, which the C queue reads as "pacing off".
+_MIN_LAG = 2e-9
 
 
 @dataclass(frozen=True)
@@ -263,7 +267,9 @@ class DeferredDelivery:
 
     def _apply_settings(self) -> None:
         lag = self._max_lag() if self._thread is not None else None
-        self._queue.max_lag = 0.0 if lag is None else float(lag)
+        # A positive lag is never 0 (pacing off): the C queue keeps whole
+        # nanoseconds, and settings.set accepts any positive value (1e-300 ms).
+        self._queue.max_lag = 0.0 if lag is None else max(float(lag), _MIN_LAG)
         self._queue.max_size = int(self._max_size())
 
     def _report_drops(self) -> None:

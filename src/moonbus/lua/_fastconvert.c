@@ -851,7 +851,13 @@ static PyTypeObject ConverterType = {
  * bind(obj, address) -> a C closure calling ``obj``; ``address`` is
  * id(obj), handed over by trusted code (script_env.lua, from the host's
  * tuple) with the object itself, which stays an upvalue so lupa keeps it
- * alive as long as the closure. The closure takes no argument or one Lua
+ * alive as long as the closure. bind refuses an address that is not the
+ * object lupa's userdata holds (the first field of lupa's ``py_object``),
+ * so a wrong id can never make the closure call whatever lives there; and
+ * the closure reads the object from that userdata on every call, so once
+ * lupa's __gc released it (lua_close finalizes the newest objects first,
+ * a finalizer could still reach the closure) it answers nothing instead of
+ * calling a freed object. The closure takes no argument or one Lua
  * integer, calls obj with the GIL (taken as lupa takes it for any call into
  * Python) and returns a Lua integer for an int result, true for True, and
  * nothing for anything else: NotImplemented ("not the plain case"), an
@@ -870,10 +876,14 @@ quick_call(lua_State *L)
     if (nargs > 1 || (nargs == 1 && !lua.isinteger(L, 1)))
         return 0;
     lua_Integer n = nargs == 1 ? lua.tointegerx(L, 1, NULL) : 0;
-    PyObject *func = (PyObject *)lua.touserdata(L, lua_upvalueindex(1));
+    PyObject **held = (PyObject **)lua.touserdata(L, lua_upvalueindex(1));
+    PyObject *func = held == NULL ? NULL : *held; /* NULL: lupa released it */
+    if (func == NULL)
+        return 0;
     int outcome = 0; /* 0: nothing; 1: true; 2: the integer in `value` */
     lua_Integer value = 0;
     PyGILState_STATE gil = PyGILState_Ensure();
+    Py_INCREF(func); /* lupa's reference is the only other one */
     PyObject *arg = NULL;
     if (nargs == 1) {
         arg = PyLong_FromLongLong(n);
@@ -898,6 +908,7 @@ quick_call(lua_State *L)
         Py_XDECREF(result);
     }
     Py_XDECREF(arg);
+    Py_DECREF(func);
     PyGILState_Release(gil);
     if (outcome == 1)
         lua.pushboolean(L, 1);
@@ -914,9 +925,14 @@ quick_bind(lua_State *L)
         lua.pushlstring(L, "quick bind: expected a host object and its address", 50);
         return lua.error(L);
     }
-    lua.pushlightuserdata(L, (void *)(intptr_t)lua.tointegerx(L, 2, NULL));
+    PyObject **held = (PyObject **)lua.touserdata(L, 1);
+    if (held == NULL || *held == NULL ||
+        (intptr_t)*held != (intptr_t)lua.tointegerx(L, 2, NULL)) {
+        lua.pushlstring(L, "quick bind: the address is not the object's", 43);
+        return lua.error(L);
+    }
     lua.pushvalue(L, 1);
-    lua.pushcclosure(L, quick_call, 2);
+    lua.pushcclosure(L, quick_call, 1);
     return 1;
 }
 
