@@ -82,6 +82,8 @@ class EventOnDemand:
         side = self._event
         if side is not None or not self._event_released:
             return side
+        if self._status not in ("starting", "running"):
+            return None  # call/evaluate refuse it: nothing to make
         made = self._make_engine("event")
         try:
             made.load_chunk()

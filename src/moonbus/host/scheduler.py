@@ -13,24 +13,24 @@ Two modes, chosen by the owner:
   earliest due entry and run it. A script is run by at most one worker at a
   time (``_busy``); a wake that arrives while it runs is kept and honoured
   when the slice ends.
-
-One worker at a time unless behind (``assist_lag``, 5 ms by default): a
-worker starts a slice only when no other worker started one less than
-``assist_lag`` ago, or when the earliest due entry is already ``assist_lag``
-late. Why: every Lua call releases the GIL and takes it back, and a host API
-call from Lua takes it again; with two workers running short slices side by
-side each of those hand-offs went to the other worker (a thread switch, a
-wait for the GIL), so 10,000 polls/s of a one-line ``poll`` cost ~200 µs of
-CPU each and the workers fell behind. Short slices run back to back on one
-worker; another joins when a slice runs long (a slow script, a host API that
-blocks) or the schedule falls behind, so a slow script still holds up the
-others by at most ``assist_lag``. Slices a worker started while another's
-was fresh are counted (``assists``). Workers are woken only when a new
-entry becomes the earliest (the others already wait for an earlier time),
-or for ``wait_idle``.
 * stepped (``run_due(now)``): the caller's thread runs every entry due at
   ``now`` once, in (due time, scheduling order) order. With a virtual clock
   this makes a whole run deterministic (``moonbus run --tick-ms 0``).
+
+Workers are woken only when a new entry becomes the earliest (the others
+already wait for an earlier time), or for ``wait_idle``: a notify per slice
+woke the other worker for nothing thousands of times a second.
+
+``assist_lag`` (off: 0 by default) lets one worker run short slices back to
+back: another starts a slice only when no other worker started one less
+than ``assist_lag`` ago, or the earliest due entry is already that late
+(counted in ``assists``). Why it is off: it was meant to spare the GIL
+hand-offs of two workers running side by side (each Lua call and host API
+call of one hands the GIL to the other), but on a loaded machine one
+running worker gets about half the CPU share of two, and the 10,000-script
+poll row ran 60 % of its polls with it (assist_lag=5 ms) where the
+scheduler without it ran 100 %, one after the other under load 5-6.
+Kept for hosts with idle cores.
 
 Due times are floats, and a host's frame times and a script's deadlines are
 sums of inexact binary fractions (1/60 s, 0.1 s): the frame meant to be "the
@@ -106,7 +106,7 @@ class ScriptScheduler:
         clock: Callable[[], float] = time.monotonic,
         gate: DeliveryGate | None = None,
         due_tolerance: float = 1e-6,
-        assist_lag: float = 0.005,
+        assist_lag: float = 0.0,
     ) -> None:
         if not 0.0 <= due_tolerance < 0.001:
             raise ValueError(f"due_tolerance must be in [0, 0.001) seconds, got {due_tolerance}")
