@@ -80,7 +80,7 @@ class LuaEngine(GuardedCalls):
         lazy_strings: str,
         patterns: tuple[bytes, ...],
         prelude: str,
-        tasks: str,
+        tasks: bytes,
         host_bridge: str,
         hooks: HookControl,
         watchdog: Watchdog,
@@ -134,7 +134,7 @@ class LuaEngine(GuardedCalls):
         bridge = run_named(host_bridge, "=sandbox", describe_host_error)
         api = run_named(prelude, "=sandbox", self._enter, self._leave, _deny_get,
                         max_source_bytes, COMPILE_PIECE, compile_counters.refused, strings,
-                        generational_gc, tasks)
+                        generational_gc)
         self._call = api["call"]
         # The same Lua function, for Lua code that makes several protected calls
         # inside one engine call (the runner's batches). Calling it from Python
@@ -147,11 +147,15 @@ class LuaEngine(GuardedCalls):
         self._compile = api["compile"]
         self._compiling = api["compiling"]  # .chunk: the chunk a cut parse left (prelude)
         self._make_env = api["make_env"]
-        self._new_task = api["new_task"]
-        self._take_spare = api["take_spare"]
-        self._start_task = api["start_task"]
-        self._step = api["step"]
-        self._drop_task = api["drop_task"]
+        # The lifecycle-task functions (tasks.lua): loaded with the first task
+        # (_load_task_functions); event engines and runner states never run one.
+        self._tasks_source = tasks
+        self._load_tasks = api["load_tasks"]
+        self._new_task: Any = None
+        self._take_spare: Any = None
+        self._start_task: Any = None
+        self._step: Any = None
+        self._drop_task: Any = None
         self._forget = api["forget"]
         self.sleep_function = api["sleep"]
         self._host_function = bridge["host_function"]
@@ -264,6 +268,14 @@ class LuaEngine(GuardedCalls):
             except self._lua.LuaMemoryError as exc:
                 raise ScriptMemoryError(f"{self.name}: out of memory") from exc
 
+    def _load_task_functions(self) -> None:
+        # Under _lock, before the first task: tasks.lua into this state.
+        if self._new_task is None:
+            api = self._load_tasks(self._tasks_source)
+            self._new_task, self._take_spare, self._start_task = (
+                api["new_task"], api["take_spare"], api["start_task"])
+            self._step, self._drop_task = api["step"], api["drop_task"]
+
     def new_task(self, func: Any) -> int:
         """A coroutine that runs ``func`` (kept inside Lua); drive it with ``step``.
 
@@ -272,6 +284,7 @@ class LuaEngine(GuardedCalls):
         host tracked while stepping it can never dangle.
         """
         with self._lock:
+            self._load_task_functions()
             finished = self._finished_tasks.pop() if self._finished_tasks else None
             task, pointer = self._new_task(func, finished)
             if finished is not None:
@@ -297,6 +310,7 @@ class LuaEngine(GuardedCalls):
         with self._lock:
             if self._cs.closed:
                 raise ClosedError(f"Lua engine {self.name!r} is closed")
+            self._load_task_functions()
             finished = self._finished_tasks.pop() if self._finished_tasks else None
             if finished is not None:
                 self._task_threads.pop(finished, None)
@@ -411,7 +425,7 @@ class LuaEngine(GuardedCalls):
                 return
             self._cs.closed = True
             self._call = self._compile = self._make_env = self._new_task = self._step = None
-            self._take_spare = self._start_task = None
+            self._take_spare = self._start_task = self._load_tasks = None
             self._compiling = None
             self.protected_call = self.coroutines_tracked = None
             self._host_function = self.host_function_maker = self.quick_bind = None

@@ -27,7 +27,7 @@
 -- tells the host, which counts them).
 
 local py_enter, py_leave, pyobj_probe, max_source, COMPILE_PIECE, on_refused,
-  strings, generational_gc, tasks_source = ...
+  strings, generational_gc = ...
 
 local debug_sethook = debug.sethook
 local debug_traceback = debug.traceback
@@ -390,9 +390,14 @@ local function compile(source, chunkname, env)
   return load_text(source, chunkname, env)
 end
 
--- The lifecycle tasks (tasks.lua): new_task, drop_task, step, start_task.
-local task_api = real_load(tasks_source, "=sandbox", "t")(safe_create, host_owned, SLEEP,
-  error_text)
+-- The lifecycle tasks (tasks.lua, stripped bytecode): new_task, drop_task,
+-- step, take_spare, start_task. Loaded by the host with the first task, so
+-- the states that never run one (event engines, runner states) do not
+-- carry them (~2 KiB each).
+local function load_tasks(source)
+  return real_load(source, "=sandbox", "b")(safe_create, host_owned, SLEEP, error_text,
+    co_resume, co_status, debug_traceback, fmt, pack, unpack, type, tostring)
+end
 
 local function sleep(ms)
   if not co_isyieldable() then
@@ -428,11 +433,7 @@ return {
   message_handler = message_handler,
   compile = compile,
   compiling = compiling,
-  new_task = task_api.new_task,
-  take_spare = task_api.take_spare,
-  start_task = task_api.start_task,
-  drop_task = task_api.drop_task,
-  step = task_api.step,
+  load_tasks = load_tasks,
   sleep = sleep,
   forget = forget,
   tracking = tracking,

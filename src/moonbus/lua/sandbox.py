@@ -118,7 +118,9 @@ class SandboxFactory:
             for name in PATTERN_CHUNKS
         )
         self._prelude = lua_dir.joinpath("prelude.lua").read_text("utf-8")
-        self._tasks = lua_dir.joinpath("tasks.lua").read_text("utf-8")
+        # Stripped too: its frames are the host's plumbing (dropped from script
+        # tracebacks), and its debug information cost every state ~1.5 KiB.
+        self._tasks = _stripped(self._module, lua_dir.joinpath("tasks.lua").read_text("utf-8"))
         self._host_bridge = lua_dir.joinpath("host_bridge.lua").read_text("utf-8")
         check_lupa(self._module)  # a clear error now, not a crash at the first time limit
         self._hooks = HookControl(self._module)

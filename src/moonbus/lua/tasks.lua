@@ -1,21 +1,19 @@
 -- moonbus sandbox: the main engine's lifecycle tasks (on_start, poll,
 -- on_stop, deferred handlers) as coroutines the host steps.
 --
--- Run by prelude.lua while it builds a state (the standard library is still
--- there), with the prelude's own pieces it needs: coroutines are made by its
+-- Loaded by the host with a state's first task (prelude.lua's load_tasks,
+-- after the globals are gone: everything it uses is passed in). It gets the
+-- prelude's own pieces it needs: coroutines are made by its
 -- safe_create (the deadline hook), marked in its host_owned table (scripts
 -- cannot resume or close them), and sleep() yields its SLEEP marker. Returns
--- new_task, drop_task, step, take_spare and start_task to the prelude, which
--- returns them to the host (moonbus.lua.engine). A file of its own to keep
--- the prelude under the module size limit.
+-- new_task, drop_task, step, take_spare and start_task to the host
+-- (moonbus.lua.engine). A file of its own, loaded on demand, keeps
+-- the prelude under the module size limit and handler-only states smaller.
 --
 -- Threads: one Lua state, used by one thread at a time.
 
-local safe_create, host_owned, SLEEP, error_text = ...
-local co_resume, co_status = coroutine.resume, coroutine.status
-local debug_traceback = debug.traceback
-local fmt, pack, unpack = string.format, table.pack, table.unpack
-local type, tostring = type, tostring
+local safe_create, host_owned, SLEEP, error_text, co_resume, co_status, debug_traceback,
+  fmt, pack, unpack, type, tostring = ...
 
 -- Lifecycle coroutines (main engine) stay inside Lua: lupa turns a
 -- not-yet-started coroutine handed to Python into a function, so the host
