@@ -5,8 +5,9 @@ so CI stays fast, and checks no target):
 
 * N handler-only scripts (one ``tick`` handler each, so one Lua state each):
   RSS of the process, and a tick emit → all handlers done (p99) at 10 ticks/s;
-* N scripts with ``poll`` at 1 poll/s each (two Lua states each): RSS, and
-  how late the latest poll ran against its fixed schedule.
+* N scripts with ``poll`` at 1 poll/s each (one Lua state each: a poll-only
+  script keeps only its main engine, ``moonbus.host.event_on_demand``): RSS,
+  and how late the latest poll ran against its fixed schedule.
 
 Each workload runs in a fresh child process (``spawn``): RSS is the child's
 growth from before its runtime was made, not memory the parent or an

@@ -44,7 +44,7 @@ from moonbus.errors import ClosedError, ScriptError, ScriptTimeout
 from moonbus.host.budget import TimeoutWatch
 from moonbus.host.context import ScriptContext
 from moonbus.host.engine_side import STOP_TOKEN, ScriptEngine
-from moonbus.host.lifecycle_task import LifecycleTask
+from moonbus.host.lifecycle_task import LifecycleTask, start_poll
 from moonbus.host.limits import script_delay
 from moonbus.host.memory_caps import ScriptLimitCounters, clip
 from moonbus.host.poll_latency import PollLatency
@@ -78,6 +78,7 @@ class ScriptLifecycle:
     _limits: ScriptLimitCounters
     _reporter: ScriptReporter
     _event: ScriptEngine | None
+    _event_released: bool
     _main: ScriptEngine | None
     _life: LifecycleTask | None
     _dtask: LifecycleTask | None
@@ -240,7 +241,8 @@ class ScriptLifecycle:
         if self._stop_requested:
             self._finish()
             return None
-        self._run_deferred(now)
+        if self._dtask is not None or self._deferred:  # (a poll-only slice: no call)
+            self._run_deferred(now)
         if self._status in ("starting", "running"):
             self._run_lifecycle(now)
         if self._stop_requested or self._status in ENDED:
@@ -299,12 +301,15 @@ class ScriptLifecycle:
 
     def _run_lifecycle(self, now: float) -> None:
         task = self._life
+        value: Any  # the outcome's: seconds to sleep, results, or the error
         deadline: float | None = None  # a poll starting now: the deadline it is run for
         if task is None:
             if self._status != "running" or now < self._next_poll:
                 return
             deadline = self._next_poll
-            task = self._new_lifecycle_task("poll")
+            main = self._main  # None: the chunk defines no lifecycle function
+            task, outcome, value = (None, "none", None) if main is None else start_poll(
+                main, self._ctx.settings.lifecycle_timeout, self._delay)
             if task is None:
                 self._next_poll = now + 3600.0  # nothing to poll; handlers only
                 return
@@ -312,7 +317,8 @@ class ScriptLifecycle:
             self._life = task
         elif task.wake_at > now:
             return
-        outcome, value = self._step(task, stopping=False)
+        else:
+            outcome, value = self._step(task, stopping=False)
         if outcome == "sleep":
             task.wake_at = now + value
             return
@@ -351,9 +357,11 @@ class ScriptLifecycle:
         """
         settings = self._ctx.settings
         delay = value[0] if outcome == "done" and value else None
-        numeric = isinstance(delay, (int, float)) and not isinstance(delay, bool)
+        numeric = isinstance(delay, (int, float)) and type(delay) is not bool
         seconds = settings.poll_delay
-        if numeric:
+        if numeric and 0 <= delay <= settings.max_poll_delay * 1e3:  # type: ignore[operator]
+            seconds = delay / 1000.0  # type: ignore[operator]  # in range: as _delay, no checks
+        elif numeric:
             try:
                 seconds = self._delay(delay, "poll")
             except ScriptError as exc:  # NaN: the poll failed
@@ -477,6 +485,8 @@ class ScriptLifecycle:
         self._set_status("failed" if failed else "stopped")
 
     def _close_engines(self) -> None:
+        with self._state:  # no event engine is made again from now (event_on_demand.py)
+            self._event_released = False
         for side in (self._event, self._main):
             if side is not None:
                 self._skipped_before += int(side.budget.skipped)

@@ -1,5 +1,6 @@
 """One main-engine coroutine the script thread runs: a lifecycle call or a
-deferred handler, with where it stands (started, told to stop, when it wakes).
+deferred handler, with where it stands (started, told to stop, when it wakes);
+and ``start_poll``, which starts a poll.
 
 Owned by the script's ``ScriptLifecycle`` (``moonbus.host.lifecycle``) and
 touched only on the script thread.
@@ -7,11 +8,16 @@ touched only on the script thread.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from moonbus.bus.cascade import CascadeLink
+from moonbus.errors import ClosedError, ScriptError
 
-__all__ = ["LifecycleTask"]
+if TYPE_CHECKING:
+    from moonbus.host.engine_side import ScriptEngine
+
+__all__ = ["LifecycleTask", "start_poll"]
 
 
 class LifecycleTask:
@@ -29,3 +35,37 @@ class LifecycleTask:
         self.wake_at = 0.0
         self.started = False
         self.told = False  # resumed with the stop token: "script stopped" was raised in it
+
+
+def start_poll(main: ScriptEngine, limit: float | None, delay: Callable[[Any, str], float]
+               ) -> tuple[LifecycleTask | None, str, Any]:
+    """Look up ``poll`` and run it up to its end or first ``sleep``, in one Lua
+    call (``LuaEngine.start_task``; 10,000 scripts polling once a second
+    start a poll every 100 µs, and each Lua call is a GIL hand-off).
+
+    ``(None, "none", None)`` when the chunk defines no ``poll`` (now);
+    otherwise the task and ("sleep", seconds) | ("done", results) |
+    ("error", exc), as ``ScriptLifecycle._step`` returns them. A failing
+    lookup (a hostile ``__index``) is a poll error. ``delay`` checks a
+    sleep's delay (``ScriptLifecycle._delay``: NaN raises ``ScriptError``).
+    """
+    # Found as ScriptEngine.lifecycle_function finds it: a method of the table
+    # the chunk returned (called with it as self), else a global function.
+    table = main.returned_table
+    try:
+        task_id, outcome, value = main.engine.start_task(
+            main.env if table is None else table, "poll", table is not None, limit=limit)
+    except (ScriptError, ClosedError) as exc:
+        return LifecycleTask("poll", None, ()), "error", exc
+    if outcome == "none":
+        return None, outcome, None
+    task = LifecycleTask("poll", task_id, ())
+    task.started = True
+    if outcome == "sleep" and task_id is not None:
+        try:
+            return task, outcome, delay(value, "sleep")
+        except ScriptError as exc:  # NaN: the poll failed, its task is dropped (as _step)
+            if not main.engine.closed:
+                main.engine.drop_task(task_id)
+            return task, "error", exc
+    return task, outcome, value

@@ -54,6 +54,7 @@ from moonbus.errors import ScriptError, ScriptLimitError
 from moonbus.host.budget import TimeoutWatch
 from moonbus.host.context import ScriptContext
 from moonbus.host.engine_side import ScriptEngine
+from moonbus.host.event_on_demand import EventOnDemand
 from moonbus.host.lifecycle import ACTIVE, ENDED, LifecycleTask, ScriptLifecycle
 from moonbus.host.memory_caps import ScriptLimitCounters, ScriptLimitStatistics
 from moonbus.host.poll_latency import PollLatency, PollLatencyStatistics
@@ -108,7 +109,7 @@ class ScriptStatistics:
     poll_latency: PollLatencyStatistics  # how late polls started (moonbus.host.poll_latency)
 
 
-class ScriptHost(ScriptLifecycle):
+class ScriptHost(ScriptLifecycle, EventOnDemand):
     """One script instance. Users get it from ``Runtime.load``."""
 
     _status = ObservedStatus()  # changes reach the host (moonbus.host.script_events)
@@ -155,6 +156,7 @@ class ScriptHost(ScriptLifecycle):
         self._poll_latency = PollLatency()
         self._started_at: float | None = None
         self._event: ScriptEngine | None = None
+        self._event_released = False  # closed until call/evaluate (host/event_on_demand.py)
         self._main: ScriptEngine | None = None
         self._life: LifecycleTask | None = None
         self._dtask: LifecycleTask | None = None
@@ -261,14 +263,14 @@ class ScriptHost(ScriptLifecycle):
         ``moonbus.host.script_call`` for why); raises ``ScriptError`` or
         ``ScriptTimeout`` naming the script and the function.
         """
-        return call_in_engine(self._event, self.name, self._status, fn_name, args,
+        return call_in_engine(self._event_for_call(), self.name, self._status, fn_name, args,
                               self._ctx.settings.handler_timeout)
 
     def evaluate(self, source: str, *, width: int = 4000) -> str:
         """Run the Lua ``source`` in the script's event engine; its values printed
         Lua-style (at most ``width`` characters). For the admin ``script.eval``:
         see ``moonbus.host.script_eval``. Any thread; under the handler time limit."""
-        return eval_in_engine(self._event, self.name, self._status, source,
+        return eval_in_engine(self._event_for_call(), self.name, self._status, source,
                               self._ctx.settings.handler_timeout, width)
 
     # --------------------------------------------------------------- control
@@ -292,6 +294,9 @@ class ScriptHost(ScriptLifecycle):
                 # second time and keep a Lua state that never runs again. A
                 # reload decides afresh (docs/scripting.md).
                 if self._event.defines_lifecycle():
+                    # Nothing for the event engine to deliver: closed until a
+                    # call/evaluate needs it (host/event_on_demand.py).
+                    self._release_idle_event_engine()
                     self._main = self._make_engine("main")
                     self._main.load_chunk()
             except BaseException as exc:

@@ -36,6 +36,7 @@ from moonbus.lua.value_path import describe_conversion_error
 __all__ = ["MAX_SIZE", "LuaConverter", "ValueTooLarge"]
 
 _SCALARS = (bool, int, float, str, type(None))
+_SCALAR_TYPES = frozenset(_SCALARS)
 _NATIVE_ROOTS = frozenset((list, tuple, dict))  # what the C path may take
 # Values too small to need LuaRoom's free-memory check (numbers, booleans, nil:
 # a copy allocates nothing beyond the stack slot lupa already reserved).
@@ -178,7 +179,13 @@ class LuaConverter:
 
     def _invoke(self, obj: Any, name: str, *args: Any) -> Any:
         method = getattr(obj, name)
-        result = method(*[self.to_py(a) for a in args]) if args else method()
+        if args:  # scalars are what to_py returns them as: no call for them (hot path)
+            to_py = self.to_py
+            result = method(*[a if type(a) in _SCALAR_TYPES else to_py(a) for a in args])
+        else:
+            result = method()
+        if result is None:
+            return None  # nothing to copy (an action's usual result)
         try:
             if isinstance(result, tuple) and returns_multiple(method):
                 self.room.admit(result)  # all of them together

@@ -80,6 +80,7 @@ class LuaEngine(GuardedCalls):
         lazy_strings: str,
         patterns: tuple[bytes, ...],
         prelude: str,
+        tasks: bytes,
         host_bridge: str,
         hooks: HookControl,
         watchdog: Watchdog,
@@ -108,6 +109,9 @@ class LuaEngine(GuardedCalls):
         self._lock, self._hook_lock, self._chain = cs.lock, cs.hook_lock, cs.chain
         self._task_threads: dict[int, int] = {}  # task id -> its Lua thread pointer
         self._finished_tasks: list[int] = []  # released by the next new_task
+        # The prelude's spare task (id, thread pointer) for start_task; None:
+        # ask the prelude (it keeps at most one).
+        self._spare: tuple[int, int] | None = None
         rt = lua_module.LuaRuntime(
             register_eval=False,
             register_builtins=False,
@@ -143,9 +147,15 @@ class LuaEngine(GuardedCalls):
         self._compile = api["compile"]
         self._compiling = api["compiling"]  # .chunk: the chunk a cut parse left (prelude)
         self._make_env = api["make_env"]
-        self._new_task = api["new_task"]
-        self._step = api["step"]
-        self._drop_task = api["drop_task"]
+        # The lifecycle-task functions (tasks.lua): loaded with the first task
+        # (_load_task_functions); event engines and runner states never run one.
+        self._tasks_source = tasks
+        self._load_tasks = api["load_tasks"]
+        self._new_task: Any = None
+        self._take_spare: Any = None
+        self._start_task: Any = None
+        self._step: Any = None
+        self._drop_task: Any = None
         self._forget = api["forget"]
         self.sleep_function = api["sleep"]
         self._host_function = bridge["host_function"]
@@ -258,6 +268,14 @@ class LuaEngine(GuardedCalls):
             except self._lua.LuaMemoryError as exc:
                 raise ScriptMemoryError(f"{self.name}: out of memory") from exc
 
+    def _load_task_functions(self) -> None:
+        # Under _lock, before the first task: tasks.lua into this state.
+        if self._new_task is None:
+            api = self._load_tasks(self._tasks_source)
+            self._new_task, self._take_spare, self._start_task = (
+                api["new_task"], api["take_spare"], api["start_task"])
+            self._step, self._drop_task = api["step"], api["drop_task"]
+
     def new_task(self, func: Any) -> int:
         """A coroutine that runs ``func`` (kept inside Lua); drive it with ``step``.
 
@@ -266,12 +284,68 @@ class LuaEngine(GuardedCalls):
         host tracked while stepping it can never dangle.
         """
         with self._lock:
+            self._load_task_functions()
             finished = self._finished_tasks.pop() if self._finished_tasks else None
             task, pointer = self._new_task(func, finished)
             if finished is not None:
                 self._task_threads.pop(finished, None)
             self._task_threads[task] = int(pointer, 16)
             return int(task)
+
+    def start_task(
+        self, target: Any, name: str, with_self: bool, *, limit: float | None
+    ) -> tuple[int | None, str, Any]:
+        """Look up ``target[name]`` and, when it is a function, start it as a
+        task, in one guarded call: ``(task, "sleep", ms)``, ``(task, "done",
+        results)``, or ``(None, "none", None)`` when it is not a function.
+        ``with_self``: call it with ``target`` as its first argument (a
+        script table's method). Raises like ``step`` (a failing lookup, an
+        ``__index`` that runs past ``limit``, included).
+
+        The hot path of polls (``ScriptLifecycle``): the lookup, ``new_task``
+        and the first ``step`` as one Lua call instead of three (see the
+        prelude's ``start_task``). A task that finished is released as after
+        ``step``.
+        """
+        with self._lock:
+            if self._cs.closed:
+                raise ClosedError(f"Lua engine {self.name!r} is closed")
+            self._load_task_functions()
+            finished = self._finished_tasks.pop() if self._finished_tasks else None
+            if finished is not None:
+                self._task_threads.pop(finished, None)
+            spare = self._spare
+            if spare is None:
+                task_id, pointer = self._take_spare()
+                spare = (int(task_id), int(pointer, 16))
+            task, thread = spare
+            self._spare = None
+            self._task_threads[task] = thread
+            try:
+                values = self._guarded(self._call, self._start_task,
+                                       (task, finished, target, name, with_self), limit, thread)
+            except BaseException:
+                self._finished_tasks.append(task)  # started or not: released next time
+                raise
+            first = values[0]
+            if first == "none":
+                self._spare = spare
+                self._task_threads.pop(task, None)
+                return None, "none", None
+            if first == "error":
+                self._finished_tasks.append(task)
+                message, where, full = split_error(str(values[1]))
+                raise ScriptError(message, where=where, traceback=full)
+            self._spare = (int(first), int(values[1], 16))
+            status = values[2]
+            if status != "sleep":
+                self._finished_tasks.append(task)
+            if status == "sleep":
+                return task, "sleep", values[3]
+            if status == "done":
+                return task, "done", tuple(values[3:])
+            message, where, full = split_error(str(values[3]))
+            raise ScriptError(message, where=where, traceback=full)
 
     def drop_task(self, task: int) -> None:
         """Forget a task that will not be resumed again (no-op when finished)."""
@@ -351,6 +425,7 @@ class LuaEngine(GuardedCalls):
                 return
             self._cs.closed = True
             self._call = self._compile = self._make_env = self._new_task = self._step = None
+            self._take_spare = self._start_task = self._load_tasks = None
             self._compiling = None
             self.protected_call = self.coroutines_tracked = None
             self._host_function = self.host_function_maker = self.quick_bind = None

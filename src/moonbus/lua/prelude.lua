@@ -390,50 +390,13 @@ local function compile(source, chunkname, env)
   return load_text(source, chunkname, env)
 end
 
--- Lifecycle coroutines (main engine) stay inside Lua: lupa turns a
--- not-yet-started coroutine handed to Python into a function, so the host
--- only ever holds task numbers, plus each task's thread pointer. The host
--- tracks a task's thread itself while it steps it (no enter/leave callbacks
--- on this hot path), so a task stays in `tasks` — alive, its pointer valid —
--- until the host drops it, after the call that finished it has ended.
-local tasks = {}
-local task_count = 0
-
-local function new_task(fn, finished)
-  if finished then
-    tasks[finished] = nil
-  end
-  task_count = task_count + 1
-  local co = safe_create(fn)
-  host_owned[co] = true
-  tasks[task_count] = co
-  return task_count, fmt("%p", co)
-end
-
-local function drop_task(id)
-  tasks[id] = nil
-end
-
--- Resume task `id`: returns "sleep", ms | "done", results... | "error", traceback.
-local function step(id, ...)
-  local co = tasks[id]
-  if co == nil then
-    return "error", "unknown or finished task " .. tostring(id)
-  end
-  local r = pack(co_resume(co, ...))
-  if not r[1] then
-    return "error", debug_traceback(co, error_text(r[2]))
-  end
-  if co_status(co) == "suspended" then
-    if r[2] == SLEEP and type(r[3]) == "number" then
-      return "sleep", r[3]
-    end
-    -- Only sleep() may suspend a lifecycle task: a bare coroutine.yield here
-    -- would leave it half-run (and its values are not a delay).
-    return "error", debug_traceback(co, "coroutine.yield() outside a coroutine: on_start, poll, "
-      .. "on_stop and deferred handlers wait with sleep(ms), not coroutine.yield")
-  end
-  return "done", unpack(r, 2, r.n)
+-- The lifecycle tasks (tasks.lua, stripped bytecode): new_task, drop_task,
+-- step, take_spare, start_task. Loaded by the host with the first task, so
+-- the states that never run one (event engines, runner states) do not
+-- carry them (~2 KiB each).
+local function load_tasks(source)
+  return real_load(source, "=sandbox", "b")(safe_create, host_owned, SLEEP, error_text,
+    co_resume, co_status, debug_traceback, fmt, pack, unpack, type, tostring)
 end
 
 local function sleep(ms)
@@ -470,9 +433,7 @@ return {
   message_handler = message_handler,
   compile = compile,
   compiling = compiling,
-  new_task = new_task,
-  drop_task = drop_task,
-  step = step,
+  load_tasks = load_tasks,
   sleep = sleep,
   forget = forget,
   tracking = tracking,

@@ -118,6 +118,9 @@ class SandboxFactory:
             for name in PATTERN_CHUNKS
         )
         self._prelude = lua_dir.joinpath("prelude.lua").read_text("utf-8")
+        # Stripped too: its frames are the host's plumbing (dropped from script
+        # tracebacks), and its debug information cost every state ~1.5 KiB.
+        self._tasks = _stripped(self._module, lua_dir.joinpath("tasks.lua").read_text("utf-8"))
         self._host_bridge = lua_dir.joinpath("host_bridge.lua").read_text("utf-8")
         check_lupa(self._module)  # a clear error now, not a crash at the first time limit
         self._hooks = HookControl(self._module)
@@ -164,6 +167,7 @@ class SandboxFactory:
             lazy_strings=self._lazy_strings,
             patterns=self._patterns,
             prelude=self._prelude,
+            tasks=self._tasks,
             host_bridge=self._host_bridge,
             hooks=self._hooks,
             watchdog=self.watchdog,
