@@ -37,6 +37,17 @@ def native_convert_available() -> bool:
     return load_fast_path(FAST_CONVERT).on
 
 
+def _module_and_lock(lua_module: Any, runtime: Any) -> tuple[Any, Any] | None:
+    """The built ``_fastconvert`` module and ``runtime``'s lupa lock, or None when
+    the C path is off, was built for another lupa Lua module, or the lock is not
+    found (both entry points below need all three)."""
+    fast = load_fast_path(FAST_CONVERT)
+    if fast.module is None or lua_module.__name__ != fast.module.LUA_MODULE:
+        return None
+    lock = _lupa_lock(runtime, lua_module)
+    return None if lock is None else (fast.module, lock)
+
+
 def native_converter(
     lua_module: Any,
     runtime: Any,
@@ -54,16 +65,14 @@ def native_converter(
     ``classes`` is the converter's own type -> metatable cache, read (never
     written) by the C side.
     """
-    fast = load_fast_path(FAST_CONVERT)
-    if fast.module is None or lua_module.__name__ != fast.module.LUA_MODULE:
+    found = _module_and_lock(lua_module, runtime)
+    if found is None:
         return None
-    lock = _lupa_lock(runtime, lua_module)
-    if lock is None:
-        return None
+    module, lock = found
     globals_table = runtime.globals()
     globals_table[_GLOBAL_KEY] = runtime.table_from([make_proxy, box])
     try:
-        convert = fast.module.Converter(state=state, lupa_lock=lock, global_key=_GLOBAL_KEY,
+        convert = module.Converter(state=state, lupa_lock=lock, global_key=_GLOBAL_KEY,
                                         classes=classes, max_depth=max_depth)
         convert.bind(globals_table[_GLOBAL_KEY])
     finally:
@@ -78,15 +87,13 @@ def native_quick_bind(lua_module: Any, runtime: Any, state: int) -> Any | None:
     answers NotImplemented or raises (``_fastconvert.c``, quick host calls).
     Only trusted host Lua code (script_env.lua) gets it: the address must be
     the object's."""
-    fast = load_fast_path(FAST_CONVERT)
-    if fast.module is None or lua_module.__name__ != fast.module.LUA_MODULE:
+    found = _module_and_lock(lua_module, runtime)
+    if found is None:
         return None
-    lock = _lupa_lock(runtime, lua_module)
-    if lock is None:
-        return None
+    module, lock = found
     globals_table = runtime.globals()
     try:
-        fast.module.install_quick_bind(state=state, lupa_lock=lock, global_key=_QUICK_KEY)
+        module.install_quick_bind(state=state, lupa_lock=lock, global_key=_QUICK_KEY)
         return globals_table[_QUICK_KEY]
     finally:
         globals_table[_QUICK_KEY] = None
