@@ -98,6 +98,8 @@ def test_metrics_match_the_admin_events_and_scripts_figures(rt: Runtime, tmp_pat
     assert store is not None
     assert samples[("moonbus_store_appended_total", ())] == store.statistics().appended
     assert samples[("moonbus_store_stored", ())] == store.statistics().stored
+    for name in ("checkpoint_failures", "journal_waits", "journal_orphans"):
+        assert samples[(f"moonbus_store_{name}_total", ())] == getattr(store.statistics(), name)
 
 
 def test_handler_calls_and_poll_latency_per_script(tmp_path: Path) -> None:

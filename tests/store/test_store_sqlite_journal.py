@@ -328,6 +328,7 @@ def test_a_journal_of_another_database_is_moved_aside_not_replayed(
     with caplog.at_level(logging.WARNING), SqliteEventStore(db, mode=mode) as store:
         assert store.query() == [] and store.last_seq() == 0
         assert store.journal_orphans == 1
+        assert store.statistics().journal_orphans == 1  # also in /metrics
         store.append(ev(1))
     orphan = f"{journal_path(db)}.orphan-{old:016x}"
     assert Path(orphan).read_bytes() == left  # kept as it was, for whoever wants it

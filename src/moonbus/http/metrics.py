@@ -201,6 +201,12 @@ class RuntimeCollector:
                        stats.retries)
         yield _counter("moonbus_store_data_losses", "Times the server had lost events.",
                        stats.data_losses)
+        yield _counter("moonbus_store_checkpoint_failures", "SQLite WAL checkpoints that "
+                       "failed (the WAL grows until one succeeds).", stats.checkpoint_failures)
+        yield _counter("moonbus_store_journal_waits", "Appends that found the SQLite journal "
+                       "full and waited for its writer.", stats.journal_waits)
+        yield _counter("moonbus_store_journal_orphans", "Journals of another database moved "
+                       "aside at open.", stats.journal_orphans)
 
     def _runner_families(self) -> Iterator[Metric]:
         runner = self._runner

@@ -194,7 +194,10 @@ class StoreStatistics:
     server was found to have lost events (Redis; see ``RedisEventStore``).
     ``checkpoints`` / ``checkpoint_failures``: WAL checkpoints the SQLite
     store's checkpoint thread ran / that failed (a failing one leaves the
-    events in the WAL, which grows until one succeeds).
+    events in the WAL, which grows until one succeeds). ``journal_waits``:
+    appends that found the SQLite journal full and waited for its writer;
+    ``journal_orphans``: journals of another database moved aside at open
+    (journal mode, ``moonbus.store.sqlite_journal_open``).
     """
 
     appended: int
@@ -206,6 +209,8 @@ class StoreStatistics:
     data_losses: int = 0
     checkpoints: int = 0
     checkpoint_failures: int = 0
+    journal_waits: int = 0
+    journal_orphans: int = 0
 
 
 class FailureCounts:

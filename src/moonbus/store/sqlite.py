@@ -460,6 +460,8 @@ class SqliteEventStore(EventStore):
             retries=self.retries,
             checkpoints=checkpoints,
             checkpoint_failures=checkpoint_failures,
+            journal_waits=self.journal_waits,
+            journal_orphans=self.journal_orphans,
         )
 
     # ----------------------------------------------------------------- close
