@@ -5,20 +5,16 @@ operator is told must be what happens."""
 from __future__ import annotations
 
 import logging
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-import moonbus
 from moonbus.bus.event import Event
 from moonbus.errors import StoreError
 from moonbus.store.base import StoreSettings
 from moonbus.store.sqlite import SqliteEventStore
 from tests.adversarial.support_store_faults import fill, small_tmpfs
+from tests.store.killed_child import run_then_kill, said_done
 
 KEEP_ALL = StoreSettings(retention_ticks=None)
 
@@ -43,19 +39,7 @@ def _dead_session(db: Path) -> None:
     """A store file with seq 1 committed and seq 2-199 only in its journal, as
     a journal-mode session killed before its writer committed them leaves it
     (its -wal and -shm files too)."""
-    src = Path(moonbus.__file__).resolve().parents[1]
-    child = subprocess.Popen([sys.executable, "-c", CHILD, str(db)], stdout=subprocess.PIPE,
-                             stdin=subprocess.PIPE, text=True,
-                             env={**os.environ, "PYTHONPATH": str(src)})
-    assert child.stdout is not None and child.stdin is not None
-    try:
-        assert child.stdout.readline() == "done\n"
-        os.kill(child.pid, signal.SIGKILL)
-    finally:
-        child.kill()
-        child.wait(10)
-        child.stdout.close()
-        child.stdin.close()
+    run_then_kill(CHILD, str(db), read=said_done)
 
 
 def test_a_journal_that_cannot_be_replayed_on_a_full_disk_is_kept_and_said(

@@ -15,6 +15,7 @@ import logging
 from pathlib import Path
 
 import pytest
+from tests.host.started_script import load_started
 
 from moonbus.errors import ConfigError
 from moonbus.host.context import HostSettings
@@ -28,12 +29,7 @@ def _stepped(bound: int) -> Runtime:
                    settings=HostSettings(max_queued_deliveries=bound))
 
 
-def _load(rt: Runtime, tmp_path: Path, text: str, name: str = "s"):  # type: ignore[no-untyped-def]
-    path = tmp_path / f"{name}.lua"
-    path.write_text(text, encoding="utf-8")
-    host = rt.load(path)
-    host.start()
-    return host
+_load = load_started
 
 
 def test_past_the_bound_deliveries_are_dropped_counted_and_logged(

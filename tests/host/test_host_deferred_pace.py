@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests.host.started_script import load_started
 
 from moonbus.errors import ConfigError
 from moonbus.host.context import PACING_MAX_LAG, HostSettings
@@ -47,12 +48,7 @@ def _spin(seconds: float) -> None:
         pass
 
 
-def _load(rt: Runtime, tmp_path: Path, text: str, name: str = "s"):  # type: ignore[no-untyped-def]
-    path = tmp_path / f"{name}.lua"
-    path.write_text(text, encoding="utf-8")
-    host = rt.load(path)
-    host.start()
-    return host
+_load = load_started
 
 
 def _threaded(lag: float | None) -> Runtime:

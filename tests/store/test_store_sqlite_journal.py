@@ -7,16 +7,13 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import signal
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 from typing import Literal
 
 import pytest
+from tests.store.killed_child import run_then_kill
 
-import moonbus
 from moonbus.bus.event import Event
 from moonbus.errors import ConfigError, StoreError
 from moonbus.store.base import StoreSettings
@@ -178,21 +175,8 @@ def test_journal_mode_kill_before_any_commit_loses_nothing(db: str) -> None:
         "    print(seq, flush=True)\n"
         "sys.stdin.read()\n"
     )
-    src = Path(moonbus.__file__).resolve().parents[1]
-    child = subprocess.Popen(
-        [sys.executable, "-c", child_code, db], stdout=subprocess.PIPE, stdin=subprocess.PIPE,
-        text=True, env={**os.environ, "PYTHONPATH": str(src)},
-    )
-    assert child.stdout is not None
-    try:
-        acked = [int(child.stdout.readline()) for _ in range(200)]
-        os.kill(child.pid, signal.SIGKILL)
-    finally:
-        child.kill()
-        child.wait(10)
-        child.stdout.close()
-        assert child.stdin is not None
-        child.stdin.close()
+    acked = run_then_kill(child_code, db,
+                          read=lambda out: [int(out.readline()) for _ in range(200)])
     assert acked == list(range(1, 201))
     with SqliteEventStore(db, create=False) as store:
         events = store.query()

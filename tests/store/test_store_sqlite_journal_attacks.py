@@ -5,15 +5,12 @@ and what a careless operator leaves next to a store file."""
 from __future__ import annotations
 
 import os
-import signal
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from tests.store.killed_child import run_then_kill, said_done
 
-import moonbus
 from moonbus.bus.event import Event
 from moonbus.errors import StoreError
 from moonbus.store.base import StoreSettings
@@ -98,20 +95,7 @@ def test_a_journal_left_through_a_symlink_is_replayed_by_the_real_path(tmp_path:
         "print('done', flush=True)\n"
         "sys.stdin.read()\n"
     )
-    src = Path(moonbus.__file__).resolve().parents[1]
-    child = subprocess.Popen(
-        [sys.executable, "-c", child_code, str(tmp_path / "link.db")], stdout=subprocess.PIPE,
-        stdin=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(src)},
-    )
-    assert child.stdout is not None and child.stdin is not None
-    try:
-        assert child.stdout.readline() == "done\n"
-        os.kill(child.pid, signal.SIGKILL)
-    finally:
-        child.kill()
-        child.wait(10)
-        child.stdout.close()
-        child.stdin.close()
+    run_then_kill(child_code, str(tmp_path / "link.db"), read=said_done)
     with SqliteEventStore(str(real), settings=KEEP_ALL) as store:
         assert [e.seq for e in store.query()] == list(range(1, 51))
     assert not (tmp_path / "link.db-mbjournal").exists()
