@@ -1,8 +1,10 @@
 """Scheduler workers: one runs short slices back to back, another joins when a
-slice runs long (``ScriptScheduler(assist_lag=...)``, host/scheduler.py)."""
+slice runs long, or when the schedule is behind on long slices
+(``ScriptScheduler(assist_lag=..., parallel_slice=...)``, host/scheduler.py)."""
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 
@@ -30,6 +32,20 @@ class Ticker:
     def run_slice(self, now: float) -> float | None:
         self.threads.append(threading.get_ident())
         return now + self.period
+
+
+class Busy:
+    """Always due; each slice takes ``seconds`` without the GIL (like Lua code)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.threads: list[int] = []
+
+    def run_slice(self, now: float) -> float | None:
+        self.threads.append(threading.get_ident())
+        if self.seconds:
+            time.sleep(self.seconds)
+        return now
 
 
 class Stuck:
@@ -60,34 +76,82 @@ def test_a_long_slice_does_not_hold_up_the_others() -> None:
         assert scheduler.close(timeout=5.0) == 0
 
 
-def test_short_slices_stay_on_one_worker() -> None:
-    # With a lag of a second, a second worker only joins when a slice has run
-    # for a second or the schedule is a second behind: neither happens here.
+def _one_at_a_time(spans: list[tuple[float, float]]) -> bool:
+    """No slice started before the one that started before it had ended."""
+    ordered = sorted(spans)
+    return all(later[0] >= earlier[1] for earlier, later in itertools.pairwise(ordered))
+
+
+class Timed:
+    """Runs every ``period`` seconds and notes when each slice started and ended."""
+
+    def __init__(self, period: float, log: list[tuple[float, float]]) -> None:
+        self.period = period
+        self.log = log
+        self.runs = 0
+
+    def run_slice(self, now: float) -> float | None:
+        start = time.monotonic()
+        self.runs += 1
+        time.sleep(0.0003)  # without the GIL: another worker could run meanwhile
+        self.log.append((start, time.monotonic()))
+        return now + self.period
+
+
+def test_short_slices_never_run_side_by_side() -> None:
+    # With a lag of a second, a second worker only starts a slice beside a
+    # running one when that has run for a second: here none overlap.
     scheduler = ScriptScheduler(assist_lag=1.0)
     scheduler.start(2)
-    tickers = [Ticker(0.002) for _ in range(5)]
+    log: list[tuple[float, float]] = []
+    tickers = [Timed(0.002, log) for _ in range(5)]
     try:
         for ticker in tickers:
             scheduler.wake(ticker)  # type: ignore[arg-type]
-        assert _wait_until(lambda: all(len(t.threads) >= 20 for t in tickers))
-        assert len({thread for t in tickers for thread in t.threads}) == 1
+        assert _wait_until(lambda: all(t.runs >= 20 for t in tickers))
         assert scheduler.statistics().assists == 0
     finally:
         assert scheduler.close(timeout=5.0) == 0
+    assert _one_at_a_time(log)
 
 
-def test_without_assist_lag_every_worker_takes_due_work() -> None:
-    scheduler = ScriptScheduler(assist_lag=0.0)
+def test_short_slices_never_run_side_by_side_when_behind() -> None:
+    # Every task is always due (the schedule is always behind), but slices
+    # are short (below parallel_slice: mostly Python), so a second worker
+    # would only trade the GIL.
+    scheduler = ScriptScheduler(assist_lag=0.05, parallel_slice=0.01)
     scheduler.start(2)
-    stuck, ticker = Stuck(), Ticker(0.001)
+    log: list[tuple[float, float]] = []
+    tasks = [Timed(0.0, log) for _ in range(300)]  # 90 ms a round: 50 ms behind soon
     try:
-        scheduler.wake(stuck)  # type: ignore[arg-type]
-        assert stuck.entered.wait(5.0)
-        scheduler.wake(ticker)  # type: ignore[arg-type]
-        assert _wait_until(lambda: len(ticker.threads) >= 5)
+        for task in tasks:
+            scheduler.wake(task)  # type: ignore[arg-type]
+        assert _wait_until(lambda: all(t.runs >= 5 for t in tasks))
     finally:
-        stuck.release.set()
         assert scheduler.close(timeout=5.0) == 0
+    assert _one_at_a_time(log)
+
+
+def test_long_slices_run_on_both_workers_when_behind() -> None:
+    # Slices of 3 ms without the GIL (mostly Lua), always due: the second
+    # worker joins once the schedule is behind, well before a slice is stuck.
+    scheduler = ScriptScheduler(assist_lag=0.05, parallel_slice=0.001)
+    scheduler.start(2)
+    tasks = [Busy(0.003) for _ in range(40)]  # 120 ms a round: 50 ms behind soon
+    try:
+        for task in tasks:
+            scheduler.wake(task)  # type: ignore[arg-type]
+        assert _wait_until(lambda: len({th for t in tasks for th in t.threads}) == 2)
+        assert scheduler.statistics().assists >= 1
+    finally:
+        assert scheduler.close(timeout=5.0) == 0
+
+
+@pytest.mark.parametrize("option", ["assist_lag", "parallel_slice"])
+@pytest.mark.parametrize("value", [-0.001, 1.5, float("nan")])
+def test_worker_options_are_checked(option: str, value: float) -> None:
+    with pytest.raises(ValueError, match=option):
+        ScriptScheduler(**{option: value})  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("lag", [-0.001, 1.5, float("nan")])

@@ -21,16 +21,22 @@ Workers are woken only when a new entry becomes the earliest (the others
 already wait for an earlier time), or for ``wait_idle``: a notify per slice
 woke the other worker for nothing thousands of times a second.
 
-``assist_lag`` (off: 0 by default) lets one worker run short slices back to
-back: another starts a slice only when no other worker started one less
-than ``assist_lag`` ago, or the earliest due entry is already that late
-(counted in ``assists``). Why it is off: it was meant to spare the GIL
-hand-offs of two workers running side by side (each Lua call and host API
-call of one hands the GIL to the other), but on a loaded machine one
-running worker gets about half the CPU share of two, and the 10,000-script
-poll row ran 60 % of its polls with it (assist_lag=5 ms) where the
-scheduler without it ran 100 %, one after the other under load 5-6.
-Kept for hosts with idle cores.
+``assist_lag`` (2 ms by default) and ``parallel_slice`` (0.5 ms): while one
+worker runs a slice, another starts one only when that slice has run for
+``assist_lag`` already (it is stuck: long Lua code, a host API that blocks,
+or its thread lost the CPU), or when the schedule is ``assist_lag`` behind
+*and* slices take ``parallel_slice`` or more on average (an exponential
+average kept in ``_finish``), that is when they are mostly Lua, which runs
+without the GIL. Why: a short slice is mostly Python (the scheduler, the
+guarded call, the host API a poll calls), so two workers running short
+slices side by side do not run in parallel, they hand the GIL to each other
+at every Lua call and host call. Measured with 10,000 scripts polling once
+a second on this 2-core VM (quiet): both workers free, 73-77 % of the due
+polls ran and each cost 155 us of CPU; one worker at a time (this rule),
+96-100 % ran at 83-100 us each. The earlier rule joined whenever the
+schedule was behind, which is always under that load: it ran 60-68 %.
+``assist_lag=0`` lets every worker take due work at once (the old default).
+``statistics().assists`` counts slices started beside another.
 
 ``timer_slack`` (2 ms by default): a worker with nothing due sleeps until
 the earliest due time *plus* the slack, so every task due within the slack
@@ -97,7 +103,7 @@ class SchedulerStatistics:
     worker_errors: int  # errors in a worker's own loop (logged; the worker went on)
     bad_due_times: int  # NaN or infinite due times turned into "now" / "when woken"
     threads_not_ended: int  # workers still alive after close()'s timed join
-    assists: int = 0  # slices started while another worker's slice was fresh (assist_lag)
+    assists: int = 0  # slices started beside another worker's (assist_lag, parallel_slice)
     waits: int = 0  # times a worker went to sleep (each costs a wake-up: see timer_slack)
 
 
@@ -118,18 +124,25 @@ class ScriptScheduler:
         clock: Callable[[], float] = time.monotonic,
         gate: DeliveryGate | None = None,
         due_tolerance: float = 1e-6,
-        assist_lag: float = 0.0,
+        assist_lag: float = 0.002,
+        parallel_slice: float = 0.0005,
         timer_slack: float = 0.002,
     ) -> None:
         if not 0.0 <= due_tolerance < 0.001:
             raise ValueError(f"due_tolerance must be in [0, 0.001) seconds, got {due_tolerance}")
         if not 0.0 <= assist_lag <= 1.0:
             raise ValueError(f"assist_lag must be in [0, 1] seconds, got {assist_lag}")
+        if not 0.0 <= parallel_slice <= 1.0:
+            raise ValueError(f"parallel_slice must be in [0, 1] seconds, got {parallel_slice}")
         if not 0.0 <= timer_slack <= 0.05:
             raise ValueError(f"timer_slack must be in [0, 0.05] seconds, got {timer_slack}")
         self.clock = clock
         self.due_tolerance = due_tolerance
         self.assist_lag = assist_lag
+        self.parallel_slice = parallel_slice
+        # Under _cond: the average length of a slice (seconds, exponential,
+        # real time): long slices are mostly Lua (see the module docstring).
+        self._slice_average = 0.0
         self.timer_slack = timer_slack
         self._gate = gate
         self._cond = threading.Condition()
@@ -142,6 +155,9 @@ class ScriptScheduler:
         self._closed = False
         # Worker thread ident -> when its running slice started (threaded mode).
         self._running: dict[int, float] = {}
+        # Worker thread ident -> the due time it waits for, while it waits with
+        # no other worker's slice fresh (see _push).
+        self._idle_until: dict[int, float] = {}
         self._idle_waiters = 0  # threads in wait_idle: woken by every _finish
         # Counters, under _cond.
         self._job_exceptions = 0
@@ -178,8 +194,11 @@ class ScriptScheduler:
     def _push(self, task: Schedulable, due: float) -> None:
         # Under _cond. Waiting workers timed their wait on the earliest entry:
         # only a new earliest one needs to wake one of them.
+        # A worker waiting with no slice running beside it (``_idle_until``)
+        # may have timed its wait on an entry that is gone now (the heap was
+        # empty, or another worker took it): it is woken for anything earlier.
         heap = self._heap
-        if not heap or due < heap[0][0]:
+        if not heap or due < heap[0][0] or any(due < t for t in self._idle_until.values()):
             self._cond.notify()
         heapq.heappush(heap, (due, next(self._order), task))
 
@@ -310,12 +329,14 @@ class ScriptScheduler:
                 wait_until = self._heap[0][0] if self._heap else now + _MAX_WAIT
                 fresh = self._fresh_since(now)
                 if fresh is not None:
-                    # Another worker runs a fresh slice: help only once behind.
                     lag = self.assist_lag
-                    if self._heap and now - wait_until >= lag:
-                        fresh = None
+                    if (self._heap and now - wait_until >= lag
+                            and self._slice_average >= self.parallel_slice):
+                        fresh = None  # behind on long (mostly Lua) slices: run beside it
                     else:
-                        wait_until = min(wait_until, fresh) + lag
+                        # It takes the due work itself; look again when its
+                        # slice would be stuck (module docstring).
+                        wait_until = max(wait_until, fresh + lag)
                 if fresh is None:
                     popped = self._pop_due(now)
                     if popped is not None:
@@ -328,12 +349,17 @@ class ScriptScheduler:
                 # timer_slack, so the tasks due soon after it run in the same
                 # wake-up (see the module docstring); never run early.
                 self._waits += 1
+                if fresh is None:
+                    self._idle_until[me] = wait_until
                 self._cond.wait(min(max(wait_until - now, 0.0) + self.timer_slack, _MAX_WAIT))
+                self._idle_until.pop(me, None)
+        started = time.monotonic()
         try:
             self._run_one(task, at)
         finally:
             with self._cond:  # a helper waiting on this slice looks again at its timeout
                 self._running.pop(me, None)
+                self._slice_average += (time.monotonic() - started - self._slice_average) * 0.1
 
     def _fresh_since(self, now: float) -> float | None:
         # Under _cond: the start of the earliest slice still fresh (started
