@@ -267,3 +267,85 @@ def test_a_tiny_positive_lag_still_paces(tmp_path: Path) -> None:
         assert deferred is not None
         deferred._apply_settings()
         assert deferred._queue.max_lag > 0
+
+
+@lua_api
+class _SlowApi:
+    """A host API that blocks without CPU (I/O, a sleep): GIL released."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def fetch(self) -> None:
+        time.sleep(self.seconds)
+
+
+def test_handlers_blocked_in_a_host_call_do_not_hold_the_host(tmp_path: Path) -> None:
+    # The containment gap: each delivery sleeps 5 ms in a host API, using no
+    # CPU, so by CPU alone it looked cheap and every late emit waited for it
+    # (the host spent most of its time in emit). The wall time inside host
+    # calls counts as delivery cost: the deliveries are costly, late emits
+    # are declined, and the host keeps its own rate.
+    sys.setswitchinterval(0.005)  # CPython's default (the fixture restores it)
+    with Runtime(threaded=True, workers=1, event_delivery="deferred") as rt:  # the defaults
+        rt.register_api("slow", _SlowApi(0.005))
+        host = _load(rt, tmp_path, 'events:on("e", function() slow:fetch() '
+                                   'shared:int("n"):increment() end)\n'
+                                   'events:on("warm", function() shared:int("n"):get() end)')
+        _warm(rt)
+        emitting = 0.0
+        start = time.perf_counter()
+        emitted = 0
+        while time.perf_counter() - start < 0.5:
+            before = time.perf_counter()
+            rt.bus.emit("e")
+            emitting += time.perf_counter() - before
+            emitted += 1
+            time.sleep(0.001)  # GIL free: no convoy for pacing to cure
+        elapsed = time.perf_counter() - start
+        stats = rt.deferred_statistics()
+        assert stats is not None
+        assert rt.flush_events(60)
+        assert host.shared.int("n").get() == emitted
+    assert emitting < 0.2 * elapsed, (stats, emitting, elapsed)
+    assert stats.paced_seconds < 0.2 * elapsed, (stats, elapsed)
+    assert stats.pace_declined > 0, stats
+    assert stats.host_call_seconds >= 0.005 * (stats.delivered - 1), stats
+
+
+def test_host_calls_count_on_the_event_thread_inside_drains_only() -> None:
+    # host_enter/host_leave (lua.boundary.detached calls them around every
+    # host call of an event engine): only the event thread's calls inside a
+    # drain are delivery cost; nested calls count once.
+    from moonbus.host.deferred import _queue_type
+
+    queue = _queue_type(True)(notify=lambda: None, report=lambda target, exc: None)
+    queue.host_enter()  # no event thread yet: not counted
+    time.sleep(0.01)
+    queue.host_leave()
+
+    slept: list[float] = []
+
+    def target(sub_id: int, event: object) -> None:
+        start = time.monotonic()
+        queue.host_enter()
+        queue.host_enter()
+        time.sleep(0.02)
+        queue.host_leave()
+        queue.host_leave()
+        slept.append(time.monotonic() - start)
+
+    def event_thread() -> None:
+        queue.owner = threading.get_ident()
+        queue.host_enter()  # outside a drain (a script loading): not counted
+        time.sleep(0.01)
+        queue.host_leave()
+        queue.push(target, 1, object())
+        queue.drain(10)
+
+    thread = threading.Thread(target=event_thread)
+    thread.start()
+    thread.join(30)
+    host_seconds = queue.pace_counts()[6]
+    # one 20 ms call, once (uncounted calls would add 10 ms each, nesting 20)
+    assert 0.02 <= host_seconds <= slept[0] + 1e-6, (host_seconds, slept)

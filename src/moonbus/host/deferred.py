@@ -147,6 +147,7 @@ from typing import TYPE_CHECKING, Any
 
 from moonbus.bus import Bus, Event
 from moonbus.host.deferred_queue import PyEventQueue, Target
+from moonbus.lua.boundary import HostCalls
 from moonbus.native import load_fast_path
 
 if TYPE_CHECKING:  # context imports this module (its annotations only)
@@ -173,9 +174,12 @@ class DeferredStatistics:
     ``pending``: deliveries queued or running, not yet finished;
     ``pace_declined``: emits that found the queue late but did not wait
     because each delivery costs the event thread more than a quarter of the
-    lag in CPU time (waiting would hold the host to the handlers' rate);
-    ``delivery_cpu``: that cost, seconds of event-thread CPU per delivery
-    (the last estimate; 0.0 before one was made); ``dropped``: deliveries
+    lag (CPU time, plus wall time inside host calls): waiting would hold the
+    host to the handlers' rate;
+    ``delivery_cpu``: that cost, seconds per delivery (the last estimate;
+    0.0 before one was made); ``host_call_seconds``: the event thread's wall
+    time inside the handlers' calls into Python (host APIs, ``shared``,
+    ``logger``) so far, part of that cost; ``dropped``: deliveries
     not queued because the queue held ``max_queued_deliveries`` (each
     overflow is logged); ``peak``: the most deliveries queued at once.
     """
@@ -189,6 +193,7 @@ class DeferredStatistics:
     delivery_cpu: float
     dropped: int
     peak: int
+    host_call_seconds: float = 0.0
 
 
 def _queue_type(native: bool) -> Any:
@@ -265,6 +270,16 @@ class DeferredDelivery:
         no event thread: nothing to wait for, so they never install it."""
         self._queue.pace()
 
+    @property
+    def host_calls(self) -> HostCalls | None:
+        """``(enter, leave)``, called around each call an event-engine script
+        makes into Python (``moonbus.lua.boundary.detached``): on the event
+        thread their wall time counts as delivery cost for pacing (see the
+        module docstring). None in stepped runtimes (nothing is paced)."""
+        if self._thread is None:
+            return None
+        return self._queue.host_enter, self._queue.host_leave
+
     def _apply_settings(self) -> None:
         lag = self._max_lag() if self._thread is not None else None
         # A positive lag is never 0 (pacing off): the C queue keeps whole
@@ -285,12 +300,12 @@ class DeferredDelivery:
 
     def statistics(self) -> DeferredStatistics:
         """Deliveries so far, those not finished, and what pacing cost emitters."""
-        waits, seconds, gave_up, pending, declined, cpu = self._queue.pace_counts()
+        waits, seconds, gave_up, pending, declined, cpu, host = self._queue.pace_counts()
         dropped, peak = self._queue.bound_counts
         return DeferredStatistics(delivered=self.delivered, pending=pending, paced_emits=waits,
                                   paced_seconds=seconds, pace_gave_up=gave_up,
                                   pace_declined=declined, delivery_cpu=cpu, dropped=dropped,
-                                  peak=peak)
+                                  peak=peak, host_call_seconds=host)
 
     def _notify(self) -> None:
         with self._cond:

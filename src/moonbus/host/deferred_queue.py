@@ -7,9 +7,11 @@ uses whichever is built and explains why pacing exists. Kept apart from
 read in one place, next to their constants.
 
 Threads: ``push`` and ``pace`` run on emitting threads (GIL held), ``drain``
-on the event thread (or whoever runs ``run_pending``), as in C. The
-estimate of what a delivery costs (``_PaceCost``) is read and updated by
-emitting threads only; it reads the event thread's CPU clock from outside.
+on the event thread (or whoever runs ``run_pending``), as in C; so do
+``host_enter``/``host_leave`` (around a script's calls into Python, GIL held;
+only the event thread's count). The estimate of what a delivery costs
+(``_PaceCost``) is read and updated by emitting threads only; it reads the
+event thread's CPU clock from outside, and its wall time in host calls.
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ PACE_GIVE_UP = 20
 # this outstanding count as late.
 PACE_RING = 4096
 # A delivery is cheap when it costs the event thread at most deferred_max_lag /
-# PACE_CHEAP_DIV of CPU time (as in _fastcall.c): several then fit in the lag.
+# PACE_CHEAP_DIV (CPU time plus wall time in host calls, as in _fastcall.c):
+# several then fit in the lag.
 PACE_CHEAP_DIV = 4
 # The cost estimate's window: this many deliveries, or this many times the
 # cheap cost in CPU time, whichever comes first (PACE_SAMPLE in C).
@@ -44,8 +47,9 @@ Target = Callable[[int, Event], None]
 
 
 class _PaceCost:
-    """What one delivery costs the event thread in CPU time inside drains
-    (``pace_costly`` in _fastcall.c, same rules): that CPU over the deliveries
+    """What one delivery costs the event thread: CPU time inside drains plus
+    wall time inside host calls (``pace_costly`` in _fastcall.c, same rules;
+    ``PyEventQueue._drain_cost_ns``): that cost over the deliveries
     finished in a window that closes after PACE_SAMPLE deliveries or
     PACE_SAMPLE x cheap of CPU (a handler still running closes it alone, as
     one delivery). Unmeasurable (no event thread, no CPU clock): cheap."""
@@ -72,7 +76,8 @@ class _PaceCost:
             return None
 
     def costly(self, cpu: int | None, finished: int, cheap: int) -> bool:
-        """``cpu``: the event thread's CPU inside drains so far (None: unknown)."""
+        """``cpu``: the event thread's cost so far (None: unknown): CPU inside
+        drains plus wall time in host calls."""
         if cpu is None:
             return False
         n, used = finished - self.fin_mark, cpu - self.cpu_mark
@@ -109,6 +114,12 @@ class PyEventQueue:
         self._drain_start: int | None = None
         self._drain_start_wall = 0  # monotonic_ns() at that start
         self._drain_depth = 0
+        # The event thread's wall time inside host calls during drains (see
+        # host_enter, host_ns in C): the total of finished calls, and
+        # monotonic_ns() when the outermost running one began.
+        self._host_ns = 0
+        self._host_start: int | None = None
+        self._host_depth = 0
         self._pushed_at = [0.0] * PACE_RING  # entry k was queued at [k % PACE_RING]
         self._gave_up_at = -1
         self._counts = [0, 0.0, 0, 0]  # waits, seconds waited, given up, declined
@@ -122,7 +133,7 @@ class PyEventQueue:
     def owner(self, ident: int) -> None:
         self._owner = ident
         self._cost = cost = _PaceCost(ident)
-        cost.cpu_mark, cost.fin_mark = self._drain_cpu_ns(0) or 0, self._finished
+        cost.cpu_mark, cost.fin_mark = self._drain_cost_ns(0) or 0, self._finished
 
     def handler(self, target: Target, sub_id: int) -> Callable[[Event], None]:
         return functools.partial(self.push, target, sub_id)
@@ -183,6 +194,38 @@ class PyEventQueue:
                 self._drain_start = None  # first: a reader in between undercounts
                 self._drain_cpu += time.thread_time_ns() - start
 
+    def host_enter(self) -> None:
+        """A script's call into Python begins (``moonbus.lua.boundary.detached``,
+        GIL held): on the event thread inside a drain, the outermost call's
+        wall time counts as delivery cost (``host_enter`` in C says why)."""
+        if self._drain_depth and threading.get_ident() == self._owner:
+            self._host_depth += 1
+            if self._host_depth == 1:
+                self._host_start = time.monotonic_ns()
+
+    def host_leave(self) -> None:
+        """That call returned or raised."""
+        if self._host_depth and threading.get_ident() == self._owner:
+            self._host_depth -= 1
+            start = self._host_start
+            if not self._host_depth and start is not None:
+                self._host_start = None  # first: a reader in between undercounts
+                self._host_ns += max(0, time.monotonic_ns() - start)
+
+    def _host_wait_ns(self) -> int:
+        """The event thread's wall time in host calls so far, the running one included."""
+        total, start = self._host_ns, self._host_start
+        if start is None:
+            return total
+        now = time.monotonic_ns()
+        return total if self._host_ns != total or now < start else total + now - start
+
+    def _drain_cost_ns(self, young: int) -> int | None:
+        """What deliveries cost so far (``drain_cost_ns`` in C): the event
+        thread's CPU inside drains plus its wall time inside host calls."""
+        cpu = self._drain_cpu_ns(young)
+        return None if cpu is None else cpu + self._host_wait_ns()
+
     def _drain_cpu_ns(self, young: int) -> int | None:
         """The event thread's CPU inside drains so far; the running one once it
         has run ``young`` ns of wall time (``drain_cpu_ns`` in C says why)."""
@@ -209,7 +252,7 @@ class PyEventQueue:
             return
         counts, cost = self._counts, self._cost
         cheap = int(lag * 1e9) // PACE_CHEAP_DIV
-        if cost.costly(self._drain_cpu_ns(PACE_SAMPLE * cheap), finished, cheap):
+        if cost.costly(self._drain_cost_ns(PACE_SAMPLE * cheap), finished, cheap):
             counts[3] += 1  # waiting would hold the host to the handlers' rate
             return
         target, gave_up, patience = self._pushed, 0, lag * PACE_GIVE_UP
@@ -222,7 +265,7 @@ class PyEventQueue:
                 self._progress.wait(max(0.0, min(PACE_SAMPLE * cheap / 1e9,
                                                  slice_end - time.monotonic())))
                 current, moment = self._finished, time.monotonic()
-                if cost.costly(self._drain_cpu_ns(PACE_SAMPLE * cheap), current, cheap):
+                if cost.costly(self._drain_cost_ns(PACE_SAMPLE * cheap), current, cheap):
                     gave_up = 2
                     break
                 if current != last:
@@ -239,10 +282,10 @@ class PyEventQueue:
         if gave_up == 1:  # (costly: the estimate keeps the next emits from waiting)
             self._gave_up_at = self._finished
 
-    def pace_counts(self) -> tuple[int, float, int, int, int, float]:
+    def pace_counts(self) -> tuple[int, float, int, int, int, float, float]:
         """(waits, seconds waited, waits given up, deliveries not yet finished,
-        late emits not paced because deliveries are costly, event-thread CPU
-        seconds per delivery: the last estimate)."""
+        late emits not paced because deliveries are costly, seconds of cost per
+        delivery: the last estimate, seconds the event thread spent in host calls)."""
         waits, seconds, gave_up, declined = self._counts
         return (int(waits), float(seconds), int(gave_up), self._pushed - self._finished,
-                int(declined), self._cost.cost / 1e9)
+                int(declined), self._cost.cost / 1e9, self._host_wait_ns() / 1e9)

@@ -57,7 +57,6 @@ STOP_TOKEN = "\0moonbus:stop"
 # them gets no main engine (``ScriptHost.start``).
 LIFECYCLE_FUNCTIONS = ("on_start", "poll", "on_stop")
 
-
 # Bridge entry -> the name a script knows it by (for error messages).
 _LUA_NAMES: Mapping[str, str] = {
     "subscribe": "events.on", "unsubscribe": "events.off", "emit": "events.emit",
@@ -155,18 +154,20 @@ class ScriptEngine:
         self.converter.max_size_setting = "max_host_value"
         self.converter.on_too_large = functools.partial(limits.count, "refused_host_values")
         self.converter.room.on_refused = functools.partial(limits.count, "refused_lua_values")
+        # detached: errors keep no Lua value alive; deferred: calls timed (lua.boundary)
+        timed = ctx.deferred.host_calls if kind == "event" and ctx.deferred else None
+        self.converter.host_calls = timed
+        self._detached = functools.partial(detached, timed=timed)
         self._table_from = engine.table_from
         self.env = engine.new_env()
         self._indexer: Any = None  # compiled by the first _index
         bridge = self._bridge()
-        info = engine.table(
-            {
-                "engine": kind,
-                "event_types": dict(ctx.event_types),
-                "stop_token": STOP_TOKEN,
-                "shared_methods": {k: list(v) for k, v in SHARED_METHODS.items()},
-            }
-        )
+        info = engine.table({
+            "engine": kind,
+            "event_types": dict(ctx.event_types),
+            "stop_token": STOP_TOKEN,
+            "shared_methods": {k: list(v) for k, v in SHARED_METHODS.items()},
+        })
         info["sleep"] = engine.sleep_function
         info["message_handler"] = engine.message_handler
         info["host_function"] = engine.host_function_maker
@@ -219,10 +220,9 @@ class ScriptEngine:
             functions["virtual_clock"] = self._ctx.virtual_clock
         if self._source.folder is not None:
             functions["require"] = self._require
-        table = self.engine.table({})
+        table, wrap = self.engine.table({}), self._detached
         for name, func in functions.items():
-            # detached: the error keeps no Lua value alive (moonbus.lua.boundary)
-            table[name] = self.engine.host_function(detached(func), _LUA_NAMES.get(name, name))
+            table[name] = self.engine.host_function(wrap(func), _LUA_NAMES.get(name, name))
         return table
 
     def _subscribe(self, pattern: str, once: bool) -> int | str:
@@ -336,21 +336,21 @@ class ScriptEngine:
             getattr(shared, kind)(name)  # raises the store's error
 
         native_check = getattr(handle, "native_check", None)
-        checker = native_check(detached(check)) if native_check and self._ctx.native else None
+        checker = native_check(self._detached(check)) if native_check and self._ctx.native else None
         native_ops = getattr(handle, "native_ops", None)
         if native_ops is not None and self._ctx.native:  # C int ops (memory backend)
             ops = native_ops()
             methods = [ops.get(m, method) for m, method in zip(SHARED_METHODS[kind], methods,
                                                                strict=True)]
         quick = _quick_pairs([*methods, checker], self.engine.quick_bind is not None)
-        checker = detached(check) if checker is None else checker
+        checker = self._detached(check) if checker is None else checker
         if kind == "string":  # a long string must fit in Lua first (lua_room)
             methods = [admitted(m, self.converter.to_lua, f"shared:string({name!r}):{op}()")
                        for m, op in zip(methods, SHARED_METHODS[kind], strict=True)]
         if kind != "table":
             # wrapped by script_env.lua's make_handle; C ops raise without a Python
             # frame, Python methods are detached (moonbus.lua.boundary)
-            return (*(detached(m) if isinstance(m, MethodType | FunctionType) else m
+            return (*(self._detached(m) if isinstance(m, MethodType | FunctionType) else m
                       for m in methods), checker, *quick)
         to_py, to_lua = self.converter.to_py, self.converter.to_lua
 
@@ -359,7 +359,7 @@ class ScriptEngine:
                 return to_lua(_as_sequences(method(*[to_py(a) for a in args])))
             return call
 
-        return (*(detached(converted(m)) for m in methods), checker, *quick)
+        return (*(self._detached(converted(m)) for m in methods), checker, *quick)
 
     def _require(self, module: str) -> Any:
         # Called from Lua: the compile shares the running call's deadline.

@@ -1366,6 +1366,13 @@ typedef struct {
     _Atomic long long drain_cpu_ns, drain_start_cpu;
     _Atomic long long drain_start_wall; /* monotonic_ns() at that start */
     int drain_depth;                 /* nested drains (the outer one measures) */
+    /* Wall time the event thread spends inside host calls (a script's calls
+     * into Python: host APIs, shared, logger) during drains, counted as
+     * delivery cost with its CPU (see queue_host_enter): the total of
+     * finished calls, and monotonic_ns() when the outermost running one
+     * began (-1: none). Written by the event thread only, read by pace. */
+    _Atomic long long host_ns, host_start;
+    int host_depth;                  /* nested host calls (the outer one counts) */
     long long declined;              /* late emits not paced: costly deliveries */
     /* The bound (HostSettings.max_queued_deliveries; 0: none): a push that
      * finds `size` at it is dropped and counted (GIL held; read under mutex). */
@@ -1449,6 +1456,7 @@ queue_init(EventQueue *self, PyObject *args, PyObject *kwds)
         self->cond_ready = 1;
         self->gave_up_at = -1;
         atomic_store(&self->drain_start_cpu, -1);
+        atomic_store(&self->host_start, -1);
     }
     if (self->ring == NULL) {
         self->capacity = 1024;
@@ -1847,11 +1855,42 @@ drain_cpu_ns(EventQueue *q, const PaceCost *c, long long young)
     return total + (now - start);
 }
 
-/* Whether the deliveries cost the event thread more than `cheap` ns of CPU
- * each, `fin` deliveries having finished so far. Why CPU time: a delivery
- * held up by the GIL (the convoy) or by a machine too loaded to run the
- * event thread spends wall time but no CPU; one that is slow in itself
- * spends CPU. The estimate is the event thread's CPU over the deliveries
+/* The event thread's wall time inside host calls during drains so far (any
+ * thread, no GIL needed), the running call included: a monotonic clock read,
+ * no syscall. If a call ends while this reads, it is left out (counted at
+ * the next read), as in drain_cpu_ns. */
+static long long
+host_wait_ns(EventQueue *q)
+{
+    long long total = atomic_load(&q->host_ns);
+    long long start = atomic_load(&q->host_start);
+    if (start < 0)
+        return total;
+    long long now = monotonic_ns();
+    if (atomic_load(&q->host_ns) != total || now < start)
+        return total;
+    return total + (now - start);
+}
+
+/* What the deliveries cost the event thread so far, in ns: its CPU inside
+ * drains plus its wall time inside host calls (a host call's own CPU counts
+ * twice: host calls of cheap handlers take microseconds); -1: unmeasurable. */
+static long long
+drain_cost_ns(EventQueue *q, const PaceCost *c, long long young)
+{
+    long long cpu = drain_cpu_ns(q, c, young);
+    return cpu < 0 ? -1 : cpu + host_wait_ns(q);
+}
+
+/* Whether the deliveries cost the event thread more than `cheap` ns each
+ * (drain_cost_ns: CPU, plus wall time inside host calls), `fin` deliveries
+ * having finished so far. Why CPU time: a delivery held up by the GIL (the
+ * convoy) or by a machine too loaded to run the event thread spends wall
+ * time but no CPU; one that is slow in itself spends CPU. Why host calls'
+ * wall time too: a handler blocked in a host call (I/O, a sleep, a lock)
+ * spends no CPU but is slow in itself, and waiting for it would hold the
+ * host to its rate; the call is timed once it has the GIL (host_enter runs
+ * in Python), so the convoy's wait for the GIL is not counted. The estimate is the event thread's CPU over the deliveries
  * finished in a window that closes after PACE_SAMPLE deliveries or
  * PACE_SAMPLE x `cheap` of CPU, whichever comes first: an average, so one
  * late delivery (a collection, a page fault) does not stop pacing, and a
@@ -1861,7 +1900,7 @@ drain_cpu_ns(EventQueue *q, const PaceCost *c, long long young)
 static int
 pace_costly(PaceCost *c, EventQueue *q, long long fin, long long cheap)
 {
-    long long cpu = drain_cpu_ns(q, c, PACE_SAMPLE * cheap);
+    long long cpu = drain_cost_ns(q, c, PACE_SAMPLE * cheap);
     if (cpu < 0)
         return 0;
     long long n = fin - c->fin_mark, used = cpu - c->cpu_mark;
@@ -2016,7 +2055,7 @@ queue_set_owner(EventQueue *self, PyObject *value, void *closure)
     /* its CPU clock (pace_costly): on POSIX threads the ident is the pthread_t */
     PaceCost *c = &self->cost;
     c->clock_ok = ident != 0 && pthread_getcpuclockid((pthread_t)ident, &c->clock) == 0;
-    c->cpu_mark = drain_cpu_ns(self, c, 0);
+    c->cpu_mark = drain_cost_ns(self, c, 0);
     if (c->cpu_mark < 0)
         c->cpu_mark = 0;
     c->fin_mark = atomic_load(&self->finished);
@@ -2025,14 +2064,46 @@ queue_set_owner(EventQueue *self, PyObject *value, void *closure)
 }
 
 /* (waits, seconds waited, waits that gave up, entries queued and not yet
- * delivered): read with the GIL held. */
+ * delivered, late emits declined, cost per delivery, seconds the event
+ * thread spent in host calls during drains): read with the GIL held. */
 static PyObject *
 queue_pace_counts(EventQueue *self, PyObject *unused)
 {
     (void)unused;
     long long outstanding = atomic_load(&self->pushed) - atomic_load(&self->finished);
-    return Py_BuildValue("(LdLLLd)", self->waits, (double)self->waited_ns / 1e9, self->gave_up,
-                         outstanding, self->declined, (double)self->cost.cost_ns / 1e9);
+    return Py_BuildValue("(LdLLLdd)", self->waits, (double)self->waited_ns / 1e9, self->gave_up,
+                         outstanding, self->declined, (double)self->cost.cost_ns / 1e9,
+                         (double)host_wait_ns(self) / 1e9);
+}
+
+/* host_enter() / host_leave(): around every call a script makes into Python
+ * from the event engine (moonbus.lua.boundary.detached), GIL held. On the
+ * event thread inside a drain, the outermost call's wall time is added to
+ * the deliveries' cost (pace_costly): one monotonic clock read each. On any
+ * other thread, or outside drains (a script loading), they do nothing. */
+static PyObject *
+queue_host_enter(EventQueue *self, PyObject *unused)
+{
+    (void)unused;
+    if (self->drain_depth > 0 && PyThread_get_thread_ident() == self->owner &&
+        self->host_depth++ == 0)
+        atomic_store(&self->host_start, monotonic_ns());
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+queue_host_leave(EventQueue *self, PyObject *unused)
+{
+    (void)unused;
+    if (self->host_depth > 0 && PyThread_get_thread_ident() == self->owner &&
+        --self->host_depth == 0) {
+        long long start = atomic_load(&self->host_start), end = monotonic_ns();
+        /* the start goes first: a reader in between undercounts, never twice */
+        atomic_store(&self->host_start, -1);
+        if (start >= 0 && end > start)
+            atomic_fetch_add(&self->host_ns, end - start);
+    }
+    Py_RETURN_NONE;
 }
 
 
@@ -2068,7 +2139,12 @@ static PyMethodDef queue_methods[] = {
      "pace(): after an emit, wait (GIL released) while the event thread is held up."},
     {"pace_counts", (PyCFunction)queue_pace_counts, METH_NOARGS,
      "pace_counts(): (waits, seconds waited, waits given up, entries not yet delivered, "
-     "late emits not paced, event-thread CPU seconds per delivery)."},
+     "late emits not paced, event-thread cost in seconds per delivery, "
+     "seconds in host calls)."},
+    {"host_enter", (PyCFunction)queue_host_enter, METH_NOARGS,
+     "host_enter(): a script's call into Python begins (event thread: timed as delivery cost)."},
+    {"host_leave", (PyCFunction)queue_host_leave, METH_NOARGS,
+     "host_leave(): that call returned or raised."},
     {NULL, NULL, 0, NULL},
 };
 

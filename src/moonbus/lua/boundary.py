@@ -20,6 +20,12 @@ wrapper drops its own arguments before raising, so the error keeps no Lua
 value alive. Lua only ever shows the error's message (see SPEC §4b, "nothing
 of Python shows"), so nothing a script sees changes.
 
+Given ``timed`` (``DeferredDelivery.host_calls``: an event engine with
+deferred delivery), the wrapper also calls ``enter()`` once the call has the
+GIL and ``leave()`` when it returns or raises: the event thread counts that
+wall time as delivery cost, so that pacing does not make a host wait for
+handlers blocked in host calls (``moonbus.host.deferred``).
+
 Threads: the wrapper holds no state; it runs on whichever thread runs the engine.
 """
 
@@ -31,7 +37,10 @@ from typing import Any
 
 from moonbus.errors import MoonbusError
 
-__all__ = ["detached", "without_frames"]
+__all__ = ["HostCalls", "detached", "without_frames"]
+
+# (enter, leave): called around a host call (see the module docstring).
+HostCalls = tuple[Callable[[], None], Callable[[], None]]
 
 
 # Errors a host function raises on purpose for the script to read; anything
@@ -60,9 +69,9 @@ def without_frames(exc: BaseException) -> BaseException:
     return exc
 
 
-def detached(func: Callable[..., Any]) -> Callable[..., Any]:
-    """``func`` for Lua to call: its errors carry no Python frames (see the
-    module docstring)."""
+def detached(func: Callable[..., Any], timed: HostCalls | None = None) -> Callable[..., Any]:
+    """``func`` for Lua to call: its errors carry no Python frames, and with
+    ``timed`` its wall time is reported (see the module docstring)."""
 
     def call(*args: Any) -> Any:
         try:
@@ -74,6 +83,27 @@ def detached(func: Callable[..., Any]) -> Callable[..., Any]:
             raise without_frames(error)
         finally:
             del error  # no cycle frame -> error -> traceback -> frame
+
+    if timed is not None:  # the same, between enter() and leave()
+        enter, leave = timed
+
+        def timed_call(*args: Any) -> Any:
+            enter()
+            try:
+                return func(*args)
+            except BaseException as exc:  # re-raised below, detached
+                error = exc
+            finally:
+                leave()
+            args = ()
+            try:
+                raise without_frames(error)
+            finally:
+                del error
+
+        timed_call.__name__ = getattr(func, "__name__", "call")
+        timed_call.__doc__ = func.__doc__
+        return timed_call
 
     call.__name__ = getattr(func, "__name__", "call")
     call.__doc__ = func.__doc__

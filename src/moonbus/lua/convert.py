@@ -27,7 +27,7 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from moonbus.lua.boundary import detached
+from moonbus.lua.boundary import HostCalls, detached
 from moonbus.lua.exposure import exposed_methods, returns_multiple
 from moonbus.lua.fastconvert import native_converter
 from moonbus.lua.lua_room import LuaRoom, lua_cost
@@ -87,6 +87,9 @@ class LuaConverter:
         self.max_size_setting = "max_size"  # how its owner calls it, for messages
         # Called when a copy passes ``max_size`` (the owner counts refusals).
         self.on_too_large: Callable[[], None] | None = None
+        # Around each call of a Python method from Lua (boundary.detached), set
+        # by the owner before any is built: deferred delivery times them.
+        self.host_calls: HostCalls | None = None
         self._classes: dict[type, Any] = {}
         self._box = box  # host_bridge.lua's BOX (see its unbox)
         # Every value copied in is first checked against the state's free memory
@@ -171,7 +174,7 @@ class LuaConverter:
             mt = self._build_class(
                 cls.__name__,
                 self._table_from(sorted(methods)),
-                detached(self._invoke),  # errors keep no Lua value alive (lua.boundary)
+                detached(self._invoke, self.host_calls),  # (lua.boundary)
                 lambda a, b: a == b,
             )
             self._classes[cls] = mt
