@@ -174,3 +174,69 @@ def test_wait_idle_is_woken_without_a_new_earliest_entry() -> None:
     finally:
         stuck.release.set()
         assert scheduler.close(timeout=5.0) == 0
+
+
+class Blocker:
+    """Blocks in every slice until released (a host call that hangs); no next run."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.entered = threading.Event()
+
+    def run_slice(self, now: float) -> float | None:
+        self.entered.set()
+        self.release.wait(30.0)
+        return None
+
+
+class Once:
+    """Runs once and says so."""
+
+    def __init__(self) -> None:
+        self.ran = threading.Event()
+
+    def run_slice(self, now: float) -> float | None:
+        self.ran.set()
+        return None
+
+
+def _after_a_wait(scheduler: ScriptScheduler, push) -> None:  # type: ignore[no-untyped-def]
+    """Call ``push`` and return once a worker went (back) to sleep after it."""
+    waits = scheduler.statistics().waits
+    push()
+    assert _wait_until(lambda: scheduler.statistics().waits > waits)
+
+
+def test_a_worker_asleep_beside_a_fresh_slice_is_woken_for_work_behind_the_earliest() -> None:
+    # Three workers. A waits beside a fresh slice for a far entry: it must
+    # still be woken for an entry due sooner, pushed behind the earliest,
+    # when the other two workers are blocked in host calls. It slept until
+    # the far entry (50 s) and the task ran that late.
+    lag = 0.5
+    scheduler = ScriptScheduler(assist_lag=lag)
+    scheduler.start(3)
+    first, second, late = Blocker(), Blocker(), Once()
+    try:
+        assert _wait_until(lambda: scheduler.statistics().waits >= 3)
+        scheduler.wake(first)  # type: ignore[arg-type]
+        assert first.entered.wait(5.0)
+        # While its slice is fresh, the two other workers each wake for a new
+        # earliest far entry and go back to sleep until it.
+        _after_a_wait(scheduler, lambda: scheduler.schedule(
+            Once(), time.monotonic() + 100))  # type: ignore[arg-type]
+        _after_a_wait(scheduler, lambda: scheduler.schedule(
+            Once(), time.monotonic() + 50))  # type: ignore[arg-type]
+        time.sleep(lag + 0.1)  # the first slice is stuck now
+        # One worker wakes for this new earliest entry and sleeps until it
+        # (far enough ahead that it has not timed out when ``late`` comes)...
+        now = time.monotonic()
+        _after_a_wait(scheduler, lambda: scheduler.schedule(
+            second, now + 2.0))  # type: ignore[arg-type]
+        # ...and blocks in it: ``late``, pushed behind it, needs the third.
+        scheduler.schedule(late, now + 2.1)  # type: ignore[arg-type]
+        assert second.entered.wait(5.0)
+        assert late.ran.wait(10.0)
+    finally:
+        first.release.set()
+        second.release.set()
+        assert scheduler.close(timeout=5.0) == 0

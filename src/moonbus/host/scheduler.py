@@ -155,8 +155,8 @@ class ScriptScheduler:
         self._closed = False
         # Worker thread ident -> when its running slice started (threaded mode).
         self._running: dict[int, float] = {}
-        # Worker thread ident -> the due time it waits for, while it waits with
-        # no other worker's slice fresh (see _push).
+        # Worker thread ident -> the due time it waits for, while its wait is
+        # timed on the heap, not on another worker's fresh slice (see _push).
         self._idle_until: dict[int, float] = {}
         self._idle_waiters = 0  # threads in wait_idle: woken by every _finish
         # Counters, under _cond.
@@ -194,9 +194,10 @@ class ScriptScheduler:
     def _push(self, task: Schedulable, due: float) -> None:
         # Under _cond. Waiting workers timed their wait on the earliest entry:
         # only a new earliest one needs to wake one of them.
-        # A worker waiting with no slice running beside it (``_idle_until``)
-        # may have timed its wait on an entry that is gone now (the heap was
-        # empty, or another worker took it): it is woken for anything earlier.
+        # A worker whose wait is timed on the heap (``_idle_until``; also one
+        # waiting beside a fresh slice for a later entry) may have timed it on
+        # an entry that is gone now (the heap was empty, or another worker
+        # took it): it is woken for anything earlier.
         heap = self._heap
         if not heap or due < heap[0][0] or any(due < t for t in self._idle_until.values()):
             self._cond.notify()
@@ -328,6 +329,9 @@ class ScriptScheduler:
                 self._discard_stale()
                 wait_until = self._heap[0][0] if self._heap else now + _MAX_WAIT
                 fresh = self._fresh_since(now)
+                # Timed on the heap (not on a fresh slice): woken by _push for
+                # anything earlier, as the entry it waits for may go.
+                watch = True
                 if fresh is not None:
                     lag = self.assist_lag
                     if (self._heap and now - wait_until >= lag
@@ -336,6 +340,7 @@ class ScriptScheduler:
                     else:
                         # It takes the due work itself; look again when its
                         # slice would be stuck (module docstring).
+                        watch = wait_until >= fresh + lag
                         wait_until = max(wait_until, fresh + lag)
                 if fresh is None:
                     popped = self._pop_due(now)
@@ -349,10 +354,12 @@ class ScriptScheduler:
                 # timer_slack, so the tasks due soon after it run in the same
                 # wake-up (see the module docstring); never run early.
                 self._waits += 1
-                if fresh is None:
+                if watch:
                     self._idle_until[me] = wait_until
                 self._cond.wait(min(max(wait_until - now, 0.0) + self.timer_slack, _MAX_WAIT))
                 self._idle_until.pop(me, None)
+                if gate is not None and gate.active:
+                    return  # the bus delivers: hold off first, like between slices
         started = time.monotonic()
         try:
             self._run_one(task, at)
