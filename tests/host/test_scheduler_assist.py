@@ -4,61 +4,13 @@ slice runs long, or when the schedule is behind on long slices
 
 from __future__ import annotations
 
-import itertools
 import threading
 import time
 
 import pytest
+from tests.host.scheduler_tasks import Busy, Once, Stuck, Ticker, Timed, one_at_a_time, wait_until
 
 from moonbus.host.scheduler import ScriptScheduler
-
-
-def _wait_until(predicate, timeout: float = 10.0) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.005)
-    return predicate()
-
-
-class Ticker:
-    """Runs every ``period`` seconds and notes the thread each run is on."""
-
-    def __init__(self, period: float) -> None:
-        self.period = period
-        self.threads: list[int] = []
-
-    def run_slice(self, now: float) -> float | None:
-        self.threads.append(threading.get_ident())
-        return now + self.period
-
-
-class Busy:
-    """Always due; each slice takes ``seconds`` without the GIL (like Lua code)."""
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-        self.threads: list[int] = []
-
-    def run_slice(self, now: float) -> float | None:
-        self.threads.append(threading.get_ident())
-        if self.seconds:
-            time.sleep(self.seconds)
-        return now
-
-
-class Stuck:
-    """One slice that blocks until released."""
-
-    def __init__(self) -> None:
-        self.release = threading.Event()
-        self.entered = threading.Event()
-
-    def run_slice(self, now: float) -> float | None:
-        self.entered.set()
-        self.release.wait(10.0)
-        return None
 
 
 def test_a_long_slice_does_not_hold_up_the_others() -> None:
@@ -69,33 +21,11 @@ def test_a_long_slice_does_not_hold_up_the_others() -> None:
         scheduler.wake(stuck)  # type: ignore[arg-type]
         assert stuck.entered.wait(5.0)
         scheduler.wake(ticker)  # type: ignore[arg-type]
-        assert _wait_until(lambda: len(ticker.threads) >= 20)
+        assert wait_until(lambda: len(ticker.threads) >= 20)
         assert scheduler.statistics().assists >= 1
     finally:
         stuck.release.set()
         assert scheduler.close(timeout=5.0) == 0
-
-
-def _one_at_a_time(spans: list[tuple[float, float]]) -> bool:
-    """No slice started before the one that started before it had ended."""
-    ordered = sorted(spans)
-    return all(later[0] >= earlier[1] for earlier, later in itertools.pairwise(ordered))
-
-
-class Timed:
-    """Runs every ``period`` seconds and notes when each slice started and ended."""
-
-    def __init__(self, period: float, log: list[tuple[float, float]]) -> None:
-        self.period = period
-        self.log = log
-        self.runs = 0
-
-    def run_slice(self, now: float) -> float | None:
-        start = time.monotonic()
-        self.runs += 1
-        time.sleep(0.0003)  # without the GIL: another worker could run meanwhile
-        self.log.append((start, time.monotonic()))
-        return now + self.period
 
 
 def test_short_slices_never_run_side_by_side() -> None:
@@ -108,11 +38,11 @@ def test_short_slices_never_run_side_by_side() -> None:
     try:
         for ticker in tickers:
             scheduler.wake(ticker)  # type: ignore[arg-type]
-        assert _wait_until(lambda: all(t.runs >= 20 for t in tickers))
+        assert wait_until(lambda: all(t.runs >= 20 for t in tickers))
         assert scheduler.statistics().assists == 0
     finally:
         assert scheduler.close(timeout=5.0) == 0
-    assert _one_at_a_time(log)
+    assert one_at_a_time(log)
 
 
 def test_short_slices_never_run_side_by_side_when_behind() -> None:
@@ -126,10 +56,10 @@ def test_short_slices_never_run_side_by_side_when_behind() -> None:
     try:
         for task in tasks:
             scheduler.wake(task)  # type: ignore[arg-type]
-        assert _wait_until(lambda: all(t.runs >= 5 for t in tasks))
+        assert wait_until(lambda: all(t.runs >= 5 for t in tasks))
     finally:
         assert scheduler.close(timeout=5.0) == 0
-    assert _one_at_a_time(log)
+    assert one_at_a_time(log)
 
 
 def test_long_slices_run_on_both_workers_when_behind() -> None:
@@ -141,7 +71,7 @@ def test_long_slices_run_on_both_workers_when_behind() -> None:
     try:
         for task in tasks:
             scheduler.wake(task)  # type: ignore[arg-type]
-        assert _wait_until(lambda: len({th for t in tasks for th in t.threads}) == 2)
+        assert wait_until(lambda: len({th for t in tasks for th in t.threads}) == 2)
         assert scheduler.statistics().assists >= 1
     finally:
         assert scheduler.close(timeout=5.0) == 0
@@ -152,12 +82,6 @@ def test_long_slices_run_on_both_workers_when_behind() -> None:
 def test_worker_options_are_checked(option: str, value: float) -> None:
     with pytest.raises(ValueError, match=option):
         ScriptScheduler(**{option: value})  # type: ignore[arg-type]
-
-
-@pytest.mark.parametrize("lag", [-0.001, 1.5, float("nan")])
-def test_assist_lag_is_checked(lag: float) -> None:
-    with pytest.raises(ValueError, match="assist_lag"):
-        ScriptScheduler(assist_lag=lag)
 
 
 def test_wait_idle_is_woken_without_a_new_earliest_entry() -> None:
@@ -176,35 +100,11 @@ def test_wait_idle_is_woken_without_a_new_earliest_entry() -> None:
         assert scheduler.close(timeout=5.0) == 0
 
 
-class Blocker:
-    """Blocks in every slice until released (a host call that hangs); no next run."""
-
-    def __init__(self) -> None:
-        self.release = threading.Event()
-        self.entered = threading.Event()
-
-    def run_slice(self, now: float) -> float | None:
-        self.entered.set()
-        self.release.wait(30.0)
-        return None
-
-
-class Once:
-    """Runs once and says so."""
-
-    def __init__(self) -> None:
-        self.ran = threading.Event()
-
-    def run_slice(self, now: float) -> float | None:
-        self.ran.set()
-        return None
-
-
 def _after_a_wait(scheduler: ScriptScheduler, push) -> None:  # type: ignore[no-untyped-def]
     """Call ``push`` and return once a worker went (back) to sleep after it."""
     waits = scheduler.statistics().waits
     push()
-    assert _wait_until(lambda: scheduler.statistics().waits > waits)
+    assert wait_until(lambda: scheduler.statistics().waits > waits)
 
 
 def test_a_worker_asleep_beside_a_fresh_slice_is_woken_for_work_behind_the_earliest() -> None:
@@ -215,9 +115,9 @@ def test_a_worker_asleep_beside_a_fresh_slice_is_woken_for_work_behind_the_earli
     lag = 0.5
     scheduler = ScriptScheduler(assist_lag=lag)
     scheduler.start(3)
-    first, second, late = Blocker(), Blocker(), Once()
+    first, second, late = Stuck(hold=30.0), Stuck(hold=30.0), Once()
     try:
-        assert _wait_until(lambda: scheduler.statistics().waits >= 3)
+        assert wait_until(lambda: scheduler.statistics().waits >= 3)
         scheduler.wake(first)  # type: ignore[arg-type]
         assert first.entered.wait(5.0)
         # While its slice is fresh, the two other workers each wake for a new

@@ -4,22 +4,14 @@ goes from slice to slice."""
 
 from __future__ import annotations
 
-import threading
 import time
+
+from tests.host.scheduler_tasks import Once
 
 from moonbus.host.gate import GateMixin, PyGateCounter
 from moonbus.host.scheduler import ScriptScheduler
 
 PyDeliveryGate = type("PyDeliveryGate", (GateMixin, PyGateCounter), {})
-
-
-class Once:
-    def __init__(self) -> None:
-        self.ran = threading.Event()
-
-    def run_slice(self, now: float) -> float | None:
-        self.ran.set()
-        return None
 
 
 def test_a_worker_woken_from_its_sleep_holds_off_while_the_bus_delivers() -> None:
