@@ -220,3 +220,34 @@ def test_serve_http_hands_a_runner_to_metrics() -> None:
     samples, _ = _parse(texts[0].text)
     assert samples[("moonbus_runner_jobs_total", (("outcome", "done"),))] == 1
     assert "moonbus_runner_jobs_total" not in texts[1].text
+
+
+def test_deferred_delivery_and_scheduler_counters(tmp_path: Path) -> None:
+    # Deferred delivery's pacing counters and the scheduler's are in /metrics
+    # with the values the runtime reports (docs/http.md).
+    script = tmp_path / "counter.lua"
+    script.write_text('events:on("e", function() shared:int("n"):increment() end)\n',
+                      encoding="utf-8")
+    with Runtime(threaded=True, workers=1, event_delivery="deferred") as rt:
+        host = rt.load(script)
+        host.start()
+        for _ in range(20):
+            rt.bus.emit("e")
+        assert rt.flush_events(30)
+        samples, types = _parse(_scrape(rt))
+        stats = rt.deferred_statistics()
+        assert stats is not None and stats.delivered == 20
+        assert samples[("moonbus_deferred_delivered_total", ())] == 20
+        assert samples[("moonbus_deferred_pending", ())] == 0
+        assert types["moonbus_deferred_paced_emits"] == "counter"
+        for name in ("dropped", "paced_emits", "pace_gave_up", "pace_declined"):
+            assert samples[(f"moonbus_deferred_{name}_total", ())] == getattr(stats, name)
+        assert samples[("moonbus_deferred_host_call_seconds_total", ())] >= 0
+        sched = rt.scheduler.statistics()
+        assert samples[("moonbus_scheduler_waits_total", ())] <= sched.waits
+        assert ("moonbus_scheduler_assists_total", ()) in samples
+    with Runtime(threaded=False) as rt:  # immediate delivery: no deferred families
+        samples, _ = _parse(_scrape(rt))
+        assert not any(name.startswith("moonbus_deferred_") for name, _ in samples)
+        assert ("moonbus_scheduler_assists_total", ()) in samples
+

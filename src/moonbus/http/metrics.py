@@ -90,6 +90,7 @@ class RuntimeCollector:
         yield from self._bus()
         yield from self._scripts()
         yield from self._host()
+        yield from self._deferred()
         yield from self._store()
         yield from self._runner_families()
         yield from self._logins_families()
@@ -180,6 +181,39 @@ class RuntimeCollector:
                        "error records posted.", notes.posted)
         yield _counter("moonbus_script_notifications_dropped", "Handler-error records "
                        "dropped (backlog full).", notes.dropped)
+
+    def _deferred(self) -> Iterator[Metric]:
+        # Deferred delivery and its pacing (moonbus.host.deferred), when on;
+        # the scheduler's workers (moonbus.host.scheduler) always.
+        sched = self._rt.scheduler.statistics()
+        yield _counter("moonbus_scheduler_assists", "Slices a worker started beside another's "
+                       "(a stuck slice, or long slices while behind).", sched.assists)
+        yield _counter("moonbus_scheduler_waits", "Times a scheduler worker went to sleep.",
+                       sched.waits)
+        stats = self._rt.deferred_statistics()
+        if stats is None:
+            return
+        yield _counter("moonbus_deferred_delivered", "Deferred handler calls delivered.",
+                       stats.delivered)
+        yield _gauge("moonbus_deferred_pending", "Deferred deliveries queued or running.",
+                     stats.pending)
+        yield _gauge("moonbus_deferred_peak", "Most deferred deliveries queued at once.",
+                     stats.peak)
+        yield _counter("moonbus_deferred_dropped", "Deliveries not queued: the queue held "
+                       "max_queued_deliveries.", stats.dropped)
+        yield _counter("moonbus_deferred_paced_emits", "Emits that waited for the event "
+                       "thread (pacing).", stats.paced_emits)
+        yield _counter("moonbus_deferred_paced_seconds", "Seconds emitters waited (pacing).",
+                       stats.paced_seconds)
+        yield _counter("moonbus_deferred_pace_gave_up", "Paced waits given up.",
+                       stats.pace_gave_up)
+        yield _counter("moonbus_deferred_pace_declined", "Late emits not paced: deliveries "
+                       "are costly.", stats.pace_declined)
+        yield _gauge("moonbus_deferred_delivery_cost_seconds", "What one delivery costs the "
+                     "event thread (CPU plus wall time in host calls; last estimate).",
+                     stats.delivery_cpu)
+        yield _counter("moonbus_deferred_host_call_seconds", "Event-thread wall time inside "
+                       "handlers' calls into Python.", stats.host_call_seconds)
 
     def _store(self) -> Iterator[Metric]:
         store = self._rt.event_store
