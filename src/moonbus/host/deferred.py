@@ -92,15 +92,25 @@ this catches it), and emits then do not wait again until it finishes
 something. What a host still pays: for cheap deliveries, waits of at most a
 few deliveries' worth (the ones queued within the lag); an attacker whose
 deliveries sit just under the line (125 us) makes a host that emits every
-millisecond wait ~10 % of its time. Not covered: a handler whose time goes
-to host calls that block *without* CPU (I/O, a sleep, with the GIL
-released) is cheap by this measure, so a waiting host can be held to its
-rate (a host API sleeping 0.5 ms per event: the host waited 57 % of its
-time in one run; in others the GIL hand-offs around the call cost enough
-CPU to be declined). Only such host calls (the embedder's APIs, a Redis
-shared store) can do that; wall time per delivery during waits is no fix
-(on a loaded machine it is the event thread's wait for a CPU: a prototype
-declined hundreds of convoy emits at load 3). The price of a wait is a
+millisecond wait ~10 % of its time. Host calls that block *without* CPU
+(I/O, a sleep, with the GIL released): by CPU alone such handlers were
+cheap and a waiting host was held to their rate (a host API sleeping 5 ms
+per event: the host spent 81 % of its time in emit). So the event thread's
+wall time inside host calls (``lua.boundary.detached`` calls the queue's
+``host_enter``/``host_leave`` around each) counts too, but only the part
+spent while an emit waits: then the emitter has let the GIL go and the
+call's time is its own. At other times it may be the convoy itself: a
+cheap call that lets the GIL go for an instant (a log line written, a
+contended lock) waits there for the host busy in Python, and counting that
+(the first version) made cheap deliveries costly, declined every late emit
+and left the event thread stuck in the call (a hostile review: 50-58 of 60
+late emits declined, the queue growing by each). A blocked handler is
+therefore found during the first wait for it, which then ends (given up,
+costly); it is waited for again once a window of the estimate closes
+cheap (16 deliveries). Wall time per delivery as a whole is no fix (on a
+loaded machine it is the event thread's wait for a CPU: a prototype
+declined hundreds of convoy emits at load 3); an OS preemption inside a
+host call during a wait does count. The price of a wait is a
 hand-off between two threads: on a saturated machine (the 2-core box at
 load 12) a woken thread waits milliseconds for a CPU, and a host that emits
 a burst as fast as it can and only then waits for the handlers got through
@@ -174,12 +184,13 @@ class DeferredStatistics:
     ``pending``: deliveries queued or running, not yet finished;
     ``pace_declined``: emits that found the queue late but did not wait
     because each delivery costs the event thread more than a quarter of the
-    lag (CPU time, plus wall time inside host calls): waiting would hold the
-    host to the handlers' rate;
+    lag (CPU time, plus wall time inside host calls while an emit waited):
+    waiting would hold the host to the handlers' rate;
     ``delivery_cpu``: that cost, seconds per delivery (the last estimate;
     0.0 before one was made); ``host_call_seconds``: the event thread's wall
     time inside the handlers' calls into Python (host APIs, ``shared``,
-    ``logger``) so far, part of that cost; ``dropped``: deliveries
+    ``logger``) so far, all of it (what an emit's wait saw of it is part of
+    that cost); ``dropped``: deliveries
     not queued because the queue held ``max_queued_deliveries`` (each
     overflow is logged); ``peak``: the most deliveries queued at once.
     """
@@ -274,7 +285,7 @@ class DeferredDelivery:
     def host_calls(self) -> HostCalls | None:
         """``(enter, leave)``, called around each call an event-engine script
         makes into Python (``moonbus.lua.boundary.detached``): on the event
-        thread their wall time counts as delivery cost for pacing (see the
+        thread their wall time during paced waits counts as delivery cost (see the
         module docstring). None in stepped runtimes (nothing is paced)."""
         if self._thread is None:
             return None

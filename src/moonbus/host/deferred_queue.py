@@ -48,13 +48,14 @@ Target = Callable[[int, Event], None]
 
 class _PaceCost:
     """What one delivery costs the event thread: CPU time inside drains plus
-    wall time inside host calls (``pace_costly`` in _fastcall.c, same rules;
+    wall time inside host calls while an emit waited for it (``pace_costly``
+    in _fastcall.c, same rules;
     ``PyEventQueue._drain_cost_ns``): that cost over the deliveries
     finished in a window that closes after PACE_SAMPLE deliveries or
     PACE_SAMPLE x cheap of CPU (a handler still running closes it alone, as
     one delivery). Unmeasurable (no event thread, no CPU clock): cheap."""
 
-    __slots__ = ("clock", "cost", "cpu_mark", "fin_mark")
+    __slots__ = ("clock", "cost", "cpu_mark", "fin_mark", "host")
 
     def __init__(self, owner: int) -> None:
         self.clock: int | None = None
@@ -65,6 +66,7 @@ class _PaceCost:
                 self.clock = None
         self.cpu_mark = self.fin_mark = 0
         self.cost = 0  # ns per delivery, last estimate
+        self.host = 0  # host-call wall time seen during waits (drain_cost_ns in C)
 
     def now(self) -> int | None:
         """The event thread's CPU clock (None: unreadable)."""
@@ -77,7 +79,7 @@ class _PaceCost:
 
     def costly(self, cpu: int | None, finished: int, cheap: int) -> bool:
         """``cpu``: the event thread's cost so far (None: unknown): CPU inside
-        drains plus wall time in host calls."""
+        drains plus wall time in host calls during waits."""
         if cpu is None:
             return False
         n, used = finished - self.fin_mark, cpu - self.cpu_mark
@@ -133,7 +135,7 @@ class PyEventQueue:
     def owner(self, ident: int) -> None:
         self._owner = ident
         self._cost = cost = _PaceCost(ident)
-        cost.cpu_mark, cost.fin_mark = self._drain_cost_ns(0) or 0, self._finished
+        cost.cpu_mark, cost.fin_mark = self._drain_cost_ns(cost, 0) or 0, self._finished
 
     def handler(self, target: Target, sub_id: int) -> Callable[[Event], None]:
         return functools.partial(self.push, target, sub_id)
@@ -220,11 +222,12 @@ class PyEventQueue:
         now = time.monotonic_ns()
         return total if self._host_ns != total or now < start else total + now - start
 
-    def _drain_cost_ns(self, young: int) -> int | None:
-        """What deliveries cost so far (``drain_cost_ns`` in C): the event
-        thread's CPU inside drains plus its wall time inside host calls."""
+    def _drain_cost_ns(self, cost: _PaceCost, young: int, waiting: int = 0) -> int | None:
+        """What deliveries cost so far (``drain_cost_ns`` in C says why): the
+        event thread's CPU inside drains plus its wall time inside host calls
+        while an emit waited (``cost.host``, and ``waiting``: the running wait's)."""
         cpu = self._drain_cpu_ns(young)
-        return None if cpu is None else cpu + self._host_wait_ns()
+        return None if cpu is None else cpu + cost.host + max(0, waiting)
 
     def _drain_cpu_ns(self, young: int) -> int | None:
         """The event thread's CPU inside drains so far; the running one once it
@@ -252,10 +255,11 @@ class PyEventQueue:
             return
         counts, cost = self._counts, self._cost
         cheap = int(lag * 1e9) // PACE_CHEAP_DIV
-        if cost.costly(self._drain_cost_ns(PACE_SAMPLE * cheap), finished, cheap):
+        if cost.costly(self._drain_cost_ns(cost, PACE_SAMPLE * cheap), finished, cheap):
             counts[3] += 1  # waiting would hold the host to the handlers' rate
             return
         target, gave_up, patience = self._pushed, 0, lag * PACE_GIVE_UP
+        host0 = self._host_wait_ns()  # the event thread's host calls from here on count
         with self._progress:
             self._waiting += 1
             last, slice_end = self._finished, now + patience
@@ -265,7 +269,9 @@ class PyEventQueue:
                 self._progress.wait(max(0.0, min(PACE_SAMPLE * cheap / 1e9,
                                                  slice_end - time.monotonic())))
                 current, moment = self._finished, time.monotonic()
-                if cost.costly(self._drain_cost_ns(PACE_SAMPLE * cheap), current, cheap):
+                seen = self._host_wait_ns() - host0
+                if cost.costly(self._drain_cost_ns(cost, PACE_SAMPLE * cheap, seen), current,
+                               cheap):
                     gave_up = 2
                     break
                 if current != last:
@@ -274,6 +280,7 @@ class PyEventQueue:
                     gave_up = 1
                     break
             self._waiting -= 1
+        cost.host += max(0, self._host_wait_ns() - host0)
         end = time.monotonic()
         counts[0] += 1
         counts[1] += end - now

@@ -210,7 +210,8 @@ class RuntimeCollector:
         yield _counter("moonbus_deferred_pace_declined", "Late emits not paced: deliveries "
                        "are costly.", stats.pace_declined)
         yield _gauge("moonbus_deferred_delivery_cost_seconds", "What one delivery costs the "
-                     "event thread (CPU plus wall time in host calls; last estimate).",
+                     "event thread (CPU plus wall time in host calls while an emit waited; last "
+                     "estimate).",
                      stats.delivery_cpu)
         yield _counter("moonbus_deferred_host_call_seconds", "Event-thread wall time inside "
                        "handlers' calls into Python.", stats.host_call_seconds)

@@ -1331,6 +1331,7 @@ typedef struct {
     int clock_ok;                 /* `clock` is valid */
     long long cpu_mark, fin_mark; /* its drain CPU time and `finished` at the mark */
     long long cost_ns;            /* CPU per delivery, last estimate */
+    long long host_ns;            /* host-call wall time seen during waits (pace) */
 } PaceCost;
 
 typedef struct {
@@ -1873,13 +1874,20 @@ host_wait_ns(EventQueue *q)
 }
 
 /* What the deliveries cost the event thread so far, in ns: its CPU inside
- * drains plus its wall time inside host calls (a host call's own CPU counts
- * twice: host calls of cheap handlers take microseconds); -1: unmeasurable. */
+ * drains plus its wall time inside host calls while an emit waited for it
+ * (c->host_ns, plus `waiting`: the running wait's part; a host call's own
+ * CPU counts twice: host calls of cheap handlers take microseconds); -1:
+ * unmeasurable. Only during waits: then the emitter has let the GIL go, so
+ * the call's wall time is its own (blocked in I/O, a sleep, a lock). At any
+ * other time it may be the convoy itself: a call that lets the GIL go for an
+ * instant (a file write, a contended lock) waits there for a host thread
+ * busy in Python, and counting that made cheap deliveries costly, declined
+ * every late emit and left the event thread stuck in the call. */
 static long long
-drain_cost_ns(EventQueue *q, const PaceCost *c, long long young)
+drain_cost_ns(EventQueue *q, const PaceCost *c, long long young, long long waiting)
 {
     long long cpu = drain_cpu_ns(q, c, young);
-    return cpu < 0 ? -1 : cpu + host_wait_ns(q);
+    return cpu < 0 ? -1 : cpu + c->host_ns + (waiting > 0 ? waiting : 0);
 }
 
 /* Whether the deliveries cost the event thread more than `cheap` ns each
@@ -1889,8 +1897,9 @@ drain_cost_ns(EventQueue *q, const PaceCost *c, long long young)
  * time but no CPU; one that is slow in itself spends CPU. Why host calls'
  * wall time too: a handler blocked in a host call (I/O, a sleep, a lock)
  * spends no CPU but is slow in itself, and waiting for it would hold the
- * host to its rate; the call is timed once it has the GIL (host_enter runs
- * in Python), so the convoy's wait for the GIL is not counted. The estimate is the event thread's CPU over the deliveries
+ * host to its rate; only the part spent while an emit waits counts (with
+ * the GIL let go: see drain_cost_ns), so the convoy's waits for the GIL are
+ * not counted. The estimate is the event thread's cost over the deliveries
  * finished in a window that closes after PACE_SAMPLE deliveries or
  * PACE_SAMPLE x `cheap` of CPU, whichever comes first: an average, so one
  * late delivery (a collection, a page fault) does not stop pacing, and a
@@ -1898,9 +1907,9 @@ drain_cost_ns(EventQueue *q, const PaceCost *c, long long young)
  * delivery). Unmeasurable: cheap (the wait's no-progress give-up still
  * applies). */
 static int
-pace_costly(PaceCost *c, EventQueue *q, long long fin, long long cheap)
+pace_costly(PaceCost *c, EventQueue *q, long long fin, long long cheap, long long waiting)
 {
-    long long cpu = drain_cost_ns(q, c, PACE_SAMPLE * cheap);
+    long long cpu = drain_cost_ns(q, c, PACE_SAMPLE * cheap, waiting);
     if (cpu < 0)
         return 0;
     long long n = fin - c->fin_mark, used = cpu - c->cpu_mark;
@@ -1932,7 +1941,7 @@ queue_pace(EventQueue *self, PyObject *unused)
     if (now - queued_at < lag)
         Py_RETURN_NONE;
     long long cheap = lag / PACE_CHEAP_DIV;
-    if (pace_costly(&self->cost, self, fin, cheap)) {
+    if (pace_costly(&self->cost, self, fin, cheap, 0)) {
         self->declined++; /* waiting would hold the host to the handlers' rate */
         Py_RETURN_NONE;
     }
@@ -1941,7 +1950,9 @@ queue_pace(EventQueue *self, PyObject *unused)
     /* without the GIL the wait works on its own copy of the estimate (another
      * emitting thread may pace meanwhile), stored back once it has the GIL */
     PaceCost mine = self->cost;
+    long long host0;
     Py_BEGIN_ALLOW_THREADS
+    host0 = host_wait_ns(self); /* the event thread's host calls from here on count */
     pthread_mutex_lock(&self->mutex);
     atomic_fetch_add(&self->waiting, 1);
     long long last = atomic_load(&self->finished), slice_end = now + patience;
@@ -1954,7 +1965,7 @@ queue_pace(EventQueue *self, PyObject *unused)
         struct timespec until = {(time_t)(wake / 1000000000LL), (long)(wake % 1000000000LL)};
         pthread_cond_timedwait(&self->progress_cond, &self->mutex, &until);
         long long f = atomic_load(&self->finished), t = monotonic_ns();
-        if (pace_costly(&mine, self, f, cheap)) {
+        if (pace_costly(&mine, self, f, cheap, host_wait_ns(self) - host0)) {
             gave_up = 2;
             break;
         }
@@ -1968,6 +1979,9 @@ queue_pace(EventQueue *self, PyObject *unused)
     }
     atomic_fetch_sub(&self->waiting, 1);
     pthread_mutex_unlock(&self->mutex);
+    long long seen = host_wait_ns(self) - host0;
+    if (seen > 0)
+        mine.host_ns += seen;
     Py_END_ALLOW_THREADS
     self->cost = mine;
     long long end = monotonic_ns();
@@ -2055,7 +2069,8 @@ queue_set_owner(EventQueue *self, PyObject *value, void *closure)
     /* its CPU clock (pace_costly): on POSIX threads the ident is the pthread_t */
     PaceCost *c = &self->cost;
     c->clock_ok = ident != 0 && pthread_getcpuclockid((pthread_t)ident, &c->clock) == 0;
-    c->cpu_mark = drain_cost_ns(self, c, 0);
+    c->host_ns = 0;
+    c->cpu_mark = drain_cost_ns(self, c, 0, 0);
     if (c->cpu_mark < 0)
         c->cpu_mark = 0;
     c->fin_mark = atomic_load(&self->finished);
