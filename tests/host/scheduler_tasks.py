@@ -6,6 +6,11 @@ from __future__ import annotations
 import itertools
 import threading
 import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from moonbus.host.scheduler import ScriptScheduler
 
 
 def wait_until(predicate, timeout: float = 10.0) -> bool:  # type: ignore[no-untyped-def]
@@ -90,3 +95,17 @@ class Once:
     def run_slice(self, now: float) -> float | None:
         self.ran.set()
         return None
+
+
+@contextmanager
+def running(scheduler: ScriptScheduler, workers: int, tasks: Sequence[Any]) -> Iterator[None]:
+    """``workers`` threads running ``tasks`` (each woken once) until the block
+    ends; then every worker must have ended."""
+    scheduler.start(workers)
+    try:
+        for task in tasks:
+            scheduler.wake(task)
+        yield
+    finally:
+        assert scheduler.close(timeout=5.0) == 0
+

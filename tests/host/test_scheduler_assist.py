@@ -8,7 +8,16 @@ import threading
 import time
 
 import pytest
-from tests.host.scheduler_tasks import Busy, Once, Stuck, Ticker, Timed, one_at_a_time, wait_until
+from tests.host.scheduler_tasks import (
+    Busy,
+    Once,
+    Stuck,
+    Ticker,
+    Timed,
+    one_at_a_time,
+    running,
+    wait_until,
+)
 
 from moonbus.host.scheduler import ScriptScheduler
 
@@ -32,16 +41,11 @@ def test_short_slices_never_run_side_by_side() -> None:
     # With a lag of a second, a second worker only starts a slice beside a
     # running one when that has run for a second: here none overlap.
     scheduler = ScriptScheduler(assist_lag=1.0)
-    scheduler.start(2)
     log: list[tuple[float, float]] = []
     tickers = [Timed(0.002, log) for _ in range(5)]
-    try:
-        for ticker in tickers:
-            scheduler.wake(ticker)  # type: ignore[arg-type]
+    with running(scheduler, 2, tickers):
         assert wait_until(lambda: all(t.runs >= 20 for t in tickers))
         assert scheduler.statistics().assists == 0
-    finally:
-        assert scheduler.close(timeout=5.0) == 0
     assert one_at_a_time(log)
 
 
@@ -50,15 +54,10 @@ def test_short_slices_never_run_side_by_side_when_behind() -> None:
     # are short (below parallel_slice: mostly Python), so a second worker
     # would only trade the GIL.
     scheduler = ScriptScheduler(assist_lag=0.05, parallel_slice=0.01)
-    scheduler.start(2)
     log: list[tuple[float, float]] = []
     tasks = [Timed(0.0, log) for _ in range(300)]  # 90 ms a round: 50 ms behind soon
-    try:
-        for task in tasks:
-            scheduler.wake(task)  # type: ignore[arg-type]
+    with running(scheduler, 2, tasks):
         assert wait_until(lambda: all(t.runs >= 5 for t in tasks))
-    finally:
-        assert scheduler.close(timeout=5.0) == 0
     assert one_at_a_time(log)
 
 
@@ -66,15 +65,10 @@ def test_long_slices_run_on_both_workers_when_behind() -> None:
     # Slices of 3 ms without the GIL (mostly Lua), always due: the second
     # worker joins once the schedule is behind, well before a slice is stuck.
     scheduler = ScriptScheduler(assist_lag=0.05, parallel_slice=0.001)
-    scheduler.start(2)
     tasks = [Busy(0.003) for _ in range(40)]  # 120 ms a round: 50 ms behind soon
-    try:
-        for task in tasks:
-            scheduler.wake(task)  # type: ignore[arg-type]
+    with running(scheduler, 2, tasks):
         assert wait_until(lambda: len({th for t in tasks for th in t.threads}) == 2)
         assert scheduler.statistics().assists >= 1
-    finally:
-        assert scheduler.close(timeout=5.0) == 0
 
 
 @pytest.mark.parametrize("option", ["assist_lag", "parallel_slice"])
