@@ -1,16 +1,25 @@
 """In-process shared store: one lock per store, one dict per namespace.
 
 Values are stored as their canonical Python objects (see ``values.py``), so a
-value's kind is its Python type: ``type(v) is int`` means an int cell, ``dict``
-a table, and so on. No per-cell wrapper is allocated and the kind check is one
-identity comparison, which keeps an int increment to one dict read, one add,
-one range check and one dict write under the lock (``bench/shared.py``
-measures it against a plain locked dict).
+value's kind is its Python type: ``type(v) is dict`` means a table, ``float``
+a float, and so on, with one exception: a top-level int is an ``IntCell``
+(``moonbus.shared._fastint``) when the C fast path is on, so that a Lua
+script's ``counter:increment()`` runs without the GIL (issue 16; see
+``memory_state`` and ``_fastint.c``), and a plain ``int`` otherwise. The
+kind check stays one identity comparison (``type(v) is state.cell``), and
+an increment one dict read and one C ``add`` under the lock
+(``bench/shared.py`` measures it against a plain locked dict). Everything
+that shows values (``dump``, the kinds named in errors) shows a cell as its
+int.
 
 Thread safety: one ``threading.Lock`` per backend guards every namespace dict;
 every handle method takes it for exactly one operation, so each operation is
 atomic and operations on one store are linearizable. Validation and copying of
-table values run before the lock is taken. Any thread may call anything.
+table values run before the lock is taken. Any thread may call anything. A
+cell's value also changes without the lock, by C compare-and-swap from Lua
+(never outside 64 bits, never on a removed key or a closed store); the
+Python methods read and change it atomically too (``add``,
+``compare_and_set``), so no increment is lost.
 """
 
 from __future__ import annotations
@@ -68,18 +77,27 @@ class MemoryInt(MemoryHandle, SharedInt):
     def get(self) -> int:
         with self._lock:
             value = self._values.get(self.name, 0)
-            if type(value) is int and not self._state.closed:
-                return value
-            raise self._state.failure(self.name, value, "int")
+            state = self._state
+            if not state.closed:
+                if type(value) is state.cell:
+                    return value.value  # type: ignore[no-any-return]
+                if type(value) is int:
+                    return value
+            raise state.failure(self.name, value, "int")
 
     def set(self, value: int) -> None:
         check_int(self.name, "set", value)
         with self._lock:
-            current = self._values.get(self.name, 0)
-            if type(current) is int and not self._state.closed:
-                self._values[self.name] = value
-                return
-            raise self._state.failure(self.name, current, "int")
+            current = self._values.get(self.name)
+            state = self._state
+            if not state.closed:
+                if type(current) is state.cell:
+                    current.set(value)  # type: ignore[union-attr]
+                    return
+                if current is None or type(current) is int:
+                    self._values[self.name] = state.new_int(value)
+                    return
+            raise state.failure(self.name, current, "int")
 
     def increment(self, n: int = 1) -> int:
         # The hot path for Python callers, and for Lua when the C operations
@@ -87,19 +105,17 @@ class MemoryInt(MemoryHandle, SharedInt):
         # save a Python call per operation.
         if type(n) is not int:
             raise int_operand_error(self.name, "increment", n)
-        name = self.name
-        values = self._values
         lock = self._lock
         lock.acquire()
         try:
-            current = values.get(name, 0)
-            if type(current) is int and not self._state.closed:
-                result = current + n
-                if INT_MIN <= result <= INT_MAX:
-                    values[name] = result
-                    return result
-                raise overflow_error(name, "increment", current, n)
-            raise self._state.failure(name, current, "int")
+            current = self._values.get(self.name)
+            state = self._state
+            if type(current) is state.cell and not state.closed:
+                result = current.add(n)  # type: ignore[union-attr]
+                if result is not None:
+                    return result  # type: ignore[no-any-return]
+                return self._cell_slow(current, "increment", n, n)
+            return self._plain("increment", n, n, current)
         finally:
             lock.release()
 
@@ -119,22 +135,47 @@ class MemoryInt(MemoryHandle, SharedInt):
         return self._apply("subtract", n, -n)
 
     def _apply(self, op: str, n: int, delta: int) -> int:
-        # One lock, one dict read and write; errors are built on the slow path.
-        name = self.name
-        values = self._values
+        # One lock, one dict read and a cell add (or a dict write); errors
+        # are built on the slow path.
         lock = self._lock
         lock.acquire()
         try:
-            current = values.get(name, 0)
-            if type(current) is int and not self._state.closed:
-                result = current + delta
-                if INT_MIN <= result <= INT_MAX:
-                    values[name] = result
-                    return result
-                raise overflow_error(name, op, current, n)
-            raise self._state.failure(name, current, "int")
+            current = self._values.get(self.name)
+            state = self._state
+            if type(current) is state.cell and not state.closed:
+                result = current.add(delta)  # type: ignore[union-attr]
+                if result is not None:
+                    return result  # type: ignore[no-any-return]
+                return self._cell_slow(current, op, n, delta)
+            return self._plain(op, n, delta, current)
         finally:
             lock.release()
+
+    def _cell_slow(self, cell: Any, op: str, n: int, delta: int) -> int:
+        """Under the lock, a live cell whose ``add`` declined: ``delta`` is
+        past 64 bits or the result would be. Python's big ints decide (as for
+        a plain int), and the write is a compare-and-swap, since Lua may add
+        to the cell without the lock meanwhile."""
+        while True:
+            current = cell.value
+            result = current + delta
+            if not INT_MIN <= result <= INT_MAX:
+                raise overflow_error(self.name, op, current, n)
+            if cell.compare_and_set(current, result):
+                return result  # type: ignore[no-any-return]
+
+    def _plain(self, op: str, n: int, delta: int, current: object) -> int:
+        """Under the lock, a key that holds no cell: absent (0), a plain int
+        (a store of plain ints), another kind, or a closed store."""
+        state = self._state
+        if (current is None or type(current) is int) and not state.closed:
+            value: int = current or 0  # type: ignore[assignment]
+            result = value + delta
+            if INT_MIN <= result <= INT_MAX:
+                self._values[self.name] = state.new_int(result)
+                return result
+            raise overflow_error(self.name, op, value, n)
+        raise state.failure(self.name, current, "int")
 
 
 class MemoryFloat(MemoryHandle, SharedFloat):
@@ -250,7 +291,9 @@ class MemoryBackend(SharedBackend):
                 raise_closed()
             current = values.get(name)
             if current is not None and type(current) is not _FRESH[cls.kind]:
-                raise SharedTypeError(name, kind_of(current), cls.kind)
+                found = kind_of(state.plain(current))  # a cell is an int
+                if found != cls.kind:
+                    raise SharedTypeError(name, found, cls.kind)
         return cls(name, state, values)
 
     def int_handle(self, namespace: str, name: str) -> MemoryInt:
@@ -280,14 +323,14 @@ class MemoryBackend(SharedBackend):
         with self._state.lock:
             if self._state.closed:
                 raise_closed()
-            return values.pop(name, None) is not None
+            return self._state.drop(values, name)
 
     def clear(self, namespace: str) -> None:
         values = self._state.space(namespace)
         with self._state.lock:
             if self._state.closed:
                 raise_closed()
-            values.clear()
+            self._state.drop_all(values)
 
     def names(self, namespace: str) -> list[str]:
         values = self._state.space(namespace)
@@ -301,8 +344,8 @@ class MemoryBackend(SharedBackend):
         with self._state.lock:
             if self._state.closed:
                 raise_closed()
-            return {k: copy_value(values[k]) for k in sorted(values)}
+            plain = self._state.plain
+            return {k: copy_value(plain(values[k])) for k in sorted(values)}
 
     def close(self) -> None:
-        with self._state.lock:
-            self._state.closed = True
+        self._state.close()
