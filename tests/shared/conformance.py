@@ -344,6 +344,37 @@ def test_remove_then_recreate_with_another_kind(store: SharedStore) -> None:
     assert store.string("x").get() == "now a string"
 
 
+def test_removed_or_cleared_int_starts_again_from_zero(store: SharedStore) -> None:
+    """A handle kept across a remove (or clear) of its key sees a fresh key:
+    the memory backend's old int cell is dead and a new one is made."""
+    kept = store.int("n")
+    kept.increment(5)
+    assert store.remove("n") is True
+    assert kept.get() == 0
+    assert kept.increment() == 1
+    assert store.int("n").get() == 1
+    kept.add(9)
+    store.clear()
+    assert kept.decrement() == -1
+    assert store.dump() == {"n": -1}
+
+
+def test_int_values_show_as_ints(store: SharedStore) -> None:
+    """dump, names and contains show a counter as the int it holds (the
+    memory backend's int cells never show)."""
+    store.int("n").increment(3)
+    store.int("m").set(-2)
+    store.table("t").increment("f", 4)
+    dumped = store.dump()
+    assert dumped == {"m": -2, "n": 3, "t": {"f": 4}}
+    assert type(dumped["n"]) is int and type(dumped["m"]) is int
+    assert store.names() == ["m", "n", "t"]
+    assert store.contains("n") and not store.contains("x")
+    for kind in ("float", "string", "bool", "table"):
+        with pytest.raises(SharedTypeError, match=f"shared key 'n' holds an int, not an? {kind}"):
+            getattr(store, kind)("n")
+
+
 # -- table ---------------------------------------------------------------------
 
 

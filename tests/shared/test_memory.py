@@ -1,15 +1,23 @@
-"""The conformance suite against the in-memory backend, plus memory-only checks."""
+"""The conformance suite against the in-memory backend, plus memory-only checks.
+
+Every test runs on the store of C int cells (when ``moonbus.shared._fastint``
+is built) and on the pure-Python store of plain ints (``tests.native_paths``):
+both must behave the same."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
 import pytest
+from tests.native_paths import both_paths
 
 from moonbus.errors import ConfigError, SharedValueError
+from moonbus.native import load_fast_path
 from moonbus.shared import SharedStore
 from tests.shared.conformance import *  # noqa: F403
 from tests.shared.conformance_props import *  # noqa: F403
+
+path = both_paths(load_fast_path("moonbus.shared._fastint", env=False).on)
 
 
 @pytest.fixture

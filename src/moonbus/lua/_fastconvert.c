@@ -62,6 +62,11 @@
  * process, like the module holding them). */
 static PyObject *lua_error, *lua_memory_error;
 
+/* moonbus.shared._fastint.IntOp and KindCheck (layout head in _capi.h:
+ * MbCellUser), looked up once at import; NULL when that module is not
+ * built. Static types, alive for the process like the module holding them. */
+static PyTypeObject *intop_type, *kindcheck_type;
+
 /* ------------------------------------------------------------------- ops */
 enum { OP_NIL, OP_FALSE, OP_TRUE, OP_INT, OP_FLOAT, OP_STR, OP_LIST, OP_DICT, OP_PROXY,
        OP_KEY };
@@ -917,6 +922,67 @@ quick_call(lua_State *L)
     return outcome ? 1 : 0;
 }
 
+/*
+ * The quick host call of a memory-store int op or kind check (``quick`` of
+ * moonbus.shared._fastint's IntOp / KindCheck): first, with no GIL and no
+ * lock, the object's cached cell (see _fastint.c for the ownership and the
+ * ordering): alive in an open store, `op()` / `op(n)` is mb_cell_add (one
+ * CAS loop, nothing changed if the result would leave 64 bits) and the
+ * check answers true. Otherwise, or for any other arguments, quick_call:
+ * the GIL, ``quick`` (which looks the key up under the store's lock and
+ * caches its cell), and the ordinary host call when that answers nothing.
+ *
+ * No Python API call and no reference count change on the GIL-free path:
+ * it reads lupa's py_object (``*held``, released only by lupa's __gc, in
+ * this state, on this thread), the bound method's ``m_self`` and the
+ * cached cell, all kept alive by references this Lua state owns; and only
+ * this state's thread writes the cached cell (``quick``, with the GIL).
+ */
+static int
+quick_cell_call(lua_State *L)
+{
+    int nargs = lua.gettop(L);
+    PyObject **held = (PyObject **)lua.touserdata(L, lua_upvalueindex(1));
+    PyObject *func = held == NULL ? NULL : *held; /* NULL: lupa released it */
+    if (func == NULL || nargs > 1 || (nargs == 1 && !lua.isinteger(L, 1)))
+        return 0;
+    MbCellUser *user = (MbCellUser *)PyCFunction_GET_SELF(func);
+    MbIntCell *cell = user->cell;
+    if (cell != NULL) {
+        if (Py_IS_TYPE((PyObject *)user, kindcheck_type)) {
+            if (nargs == 0 && mb_cell_live(cell)) {
+                user->calls_without_gil++;
+                lua.pushboolean(L, 1);
+                return 1;
+            }
+        } else if (nargs == 1 || user->default_one) {
+            lua_Integer n = nargs == 1 ? lua.tointegerx(L, 1, NULL) : 1;
+            int64_t result;
+            if (!(user->sign < 0 && n == LLONG_MIN) &&
+                mb_cell_add(cell, user->sign < 0 ? -(int64_t)n : (int64_t)n, &result)) {
+                user->calls_without_gil++;
+                lua.pushinteger(L, (lua_Integer)result);
+                return 1;
+            }
+        }
+    }
+    user->calls_with_gil++;
+    return quick_call(L);
+}
+
+/* Whether ``func`` is the bound ``quick`` of an IntOp or a KindCheck: reads
+ * type pointers only (no GIL needed; bind may run without it). */
+static int
+is_cell_user_quick(PyObject *func)
+{
+    if (intop_type == NULL || !PyCFunction_Check(func))
+        return 0;
+    PyObject *self = PyCFunction_GET_SELF(func);
+    const char *name = ((PyCFunctionObject *)func)->m_ml->ml_name;
+    return self != NULL && (Py_IS_TYPE(self, intop_type) || Py_IS_TYPE(self, kindcheck_type)) &&
+           strcmp(name, "quick") == 0;
+}
+
 /* bind(obj, address): see above. Errors are Lua errors (wrong arguments). */
 static int
 quick_bind(lua_State *L)
@@ -932,7 +998,7 @@ quick_bind(lua_State *L)
         return lua.error(L);
     }
     lua.pushvalue(L, 1);
-    lua.pushcclosure(L, quick_call, 1);
+    lua.pushcclosure(L, is_cell_user_quick(*held) ? quick_cell_call : quick_call, 1);
     return 1;
 }
 
@@ -1018,6 +1084,21 @@ PyInit__fastconvert(void)
     Py_DECREF(path);
     if (loaded < 0)
         return NULL;
+    PyObject *fastint = PyImport_ImportModule("moonbus.shared._fastint");
+    if (fastint == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_ImportError))
+            return NULL;
+        PyErr_Clear(); /* not built: every quick call takes the GIL */
+    } else {
+        intop_type = (PyTypeObject *)PyObject_GetAttrString(fastint, "IntOp");
+        kindcheck_type = intop_type == NULL ? NULL
+            : (PyTypeObject *)PyObject_GetAttrString(fastint, "KindCheck");
+        Py_DECREF(fastint);
+        if (kindcheck_type == NULL) {
+            Py_CLEAR(intop_type);
+            return NULL;
+        }
+    }
     if (PyType_Ready(&ConverterType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&fastconvert_module);
