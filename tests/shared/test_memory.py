@@ -9,11 +9,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from tests.native_paths import both_paths
 
 from moonbus.errors import ConfigError, SharedValueError
 from moonbus.native import load_fast_path
 from moonbus.shared import SharedStore
+from tests.native_paths import both_paths
 from tests.shared.conformance import *  # noqa: F403
 from tests.shared.conformance_props import *  # noqa: F403
 

@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.native_paths import both_paths
 
 from moonbus.errors import ClosedError
 from moonbus.lua.fastconvert import native_quick_bind
 from moonbus.native import load_fast_path
 from moonbus.runtime import Runtime
 from moonbus.shared import INT_MAX, INT_MIN, SharedStore
+from tests.native_paths import both_paths
 
 _FAST_INT = load_fast_path("moonbus.shared._fastint", env=False).module
 needs_c = pytest.mark.skipif(_FAST_INT is None, reason="the C int operations are not built")

@@ -76,7 +76,7 @@ class MemoryInt(MemoryHandle, SharedInt):
 
     def get(self) -> int:
         with self._lock:
-            value = self._values.get(self.name, 0)
+            value: Any = self._values.get(self.name, 0)
             state = self._state
             if not state.closed:
                 if type(value) is state.cell:
@@ -88,11 +88,11 @@ class MemoryInt(MemoryHandle, SharedInt):
     def set(self, value: int) -> None:
         check_int(self.name, "set", value)
         with self._lock:
-            current = self._values.get(self.name)
+            current: Any = self._values.get(self.name)
             state = self._state
             if not state.closed:
                 if type(current) is state.cell:
-                    current.set(value)  # type: ignore[union-attr]
+                    current.set(value)
                     return
                 if current is None or type(current) is int:
                     self._values[self.name] = state.new_int(value)
@@ -108,10 +108,10 @@ class MemoryInt(MemoryHandle, SharedInt):
         lock = self._lock
         lock.acquire()
         try:
-            current = self._values.get(self.name)
+            current: Any = self._values.get(self.name)
             state = self._state
             if type(current) is state.cell and not state.closed:
-                result = current.add(n)  # type: ignore[union-attr]
+                result = current.add(n)
                 if result is not None:
                     return result  # type: ignore[no-any-return]
                 return self._cell_slow(current, "increment", n, n)
@@ -140,10 +140,10 @@ class MemoryInt(MemoryHandle, SharedInt):
         lock = self._lock
         lock.acquire()
         try:
-            current = self._values.get(self.name)
+            current: Any = self._values.get(self.name)
             state = self._state
             if type(current) is state.cell and not state.closed:
-                result = current.add(delta)  # type: ignore[union-attr]
+                result = current.add(delta)
                 if result is not None:
                     return result  # type: ignore[no-any-return]
                 return self._cell_slow(current, op, n, delta)
@@ -169,7 +169,7 @@ class MemoryInt(MemoryHandle, SharedInt):
         (a store of plain ints), another kind, or a closed store."""
         state = self._state
         if (current is None or type(current) is int) and not state.closed:
-            value: int = current or 0  # type: ignore[assignment]
+            value = current if type(current) is int else 0
             result = value + delta
             if INT_MIN <= result <= INT_MAX:
                 self._values[self.name] = state.new_int(result)

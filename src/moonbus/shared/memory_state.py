@@ -58,7 +58,7 @@ class MemoryState:
         self.closed = False
         fast = load_fast_path("moonbus.shared._fastint").module
         self.gate: Any = None if fast is None else fast.StoreGate()
-        self.cell: type = _NoCell if fast is None else fast.IntCell
+        self.cell: type[Any] = _NoCell if fast is None else fast.IntCell
 
     def new_int(self, value: int) -> Any:
         """What a new top-level int is stored as: a cell, or the int itself."""
