@@ -1,7 +1,8 @@
 /*
- * Small helpers and layouts shared by moonbus's C extensions (bus/_fastemit.c,
- * lua/_fastcall.c, lua/_fastconvert.c, shared/_fastint.c). Header-only: each extension is its own
- * shared object, so these are static inline functions, not a library.
+ * Small helpers and layouts shared by moonbus's C extensions
+ * (bus/_fastemit.c, lua/_fastcall.c, lua/_fastconvert.c, shared/_fastint.c).
+ * Header-only: each extension is its own shared object, so these are static
+ * inline functions, not a library.
  */
 #ifndef MOONBUS_CAPI_H
 #define MOONBUS_CAPI_H
