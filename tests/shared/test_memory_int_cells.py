@@ -283,3 +283,27 @@ def test_the_store_path_decides_the_stored_type(path: str) -> None:
     stored = store._backend._state.spaces[store._namespace]["n"]  # type: ignore[attr-defined]
     assert type(stored) is (int if path == "python" else _FAST_INT.IntCell)  # type: ignore[union-attr]
     assert store.dump() == {"n": 2 - (INT_MIN + 10)}
+
+
+@needs_c
+def test_only_quick_keeps_the_cell_and_only_for_ints(path: str) -> None:
+    """``quick`` (the Lua state's entry) keeps the key's cell for the GIL-free
+    path; a plain call (any thread) does not; a kind check keeps an int
+    key's cell only."""
+    if path != "native":
+        pytest.skip("a pure-Python store has no cells")
+    store = SharedStore()
+    handle = store.int("n")
+    op = handle.native_ops()["increment"]  # type: ignore[attr-defined]
+    assert op() == 1 and op.cell is None
+    assert op.quick() == 2 and op.cell is not None and op.cell.value == 2
+    int_check = handle.native_check(lambda: None)  # type: ignore[attr-defined]
+    assert int_check() is None and int_check.cell is None
+    assert int_check.quick() is True and int_check.cell is op.cell
+    store.float("x").set(1.0)
+    float_check = store.float("x").native_check(lambda: None)  # type: ignore[attr-defined]
+    assert float_check.quick() is True and float_check.cell is None
+    kept = op.cell
+    store.remove("n")
+    assert kept.alive is False
+    assert op.quick() == 1 and op.cell is not kept and op.cell.alive
