@@ -17,7 +17,7 @@ from tests.native_paths import both_paths
 from tests.shared.conformance import *  # noqa: F403
 from tests.shared.conformance_props import *  # noqa: F403
 
-path = both_paths(load_fast_path("moonbus.shared._fastint", env=False).on)
+path = both_paths(load_fast_path("moonbus.shared._fastint").on)
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ from tests.native_paths import both_paths
 _FAST_INT = load_fast_path("moonbus.shared._fastint", env=False).module
 needs_c = pytest.mark.skipif(_FAST_INT is None, reason="the C int operations are not built")
 
-path = both_paths(_FAST_INT is not None)  # which path this test's store and scripts use
+path = both_paths(load_fast_path("moonbus.shared._fastint").on)  # this test's store and scripts
 
 COUNTER = """
 events:on("go", function(e)
