@@ -367,10 +367,18 @@ op_init(IntOp *self, PyObject *args, PyObject *kwds)
         PyErr_SetString(PyExc_ValueError, "sign must be 1 or -1");
         return -1;
     }
+    if (self->fallback != NULL) {
+        /* a Lua state may hold this op and read its cached cell without the
+         * GIL: clearing it here (another thread) would free it under that read */
+        PyErr_SetString(PyExc_TypeError, "an IntOp is initialised once");
+        return -1;
+    }
     op_clear(self);
     self->head.vectorcall = (vectorcallfunc)op_vectorcall;
-    if (state_parts(state, &self->acquire, &self->release, &self->gate) < 0)
+    if (state_parts(state, &self->acquire, &self->release, &self->gate) < 0) {
+        op_clear(self);
         return -1;
+    }
     self->values = Py_NewRef(values);
     self->name = Py_NewRef(name);
     self->state = Py_NewRef(state);
@@ -471,6 +479,10 @@ op_try(IntOp *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames, 
     }
     if (!usable)
         return NULL;
+    if (self->fallback == NULL) { /* never initialised, or its __init__ failed */
+        PyErr_SetString(PyExc_TypeError, "this IntOp is not initialised");
+        return NULL;
+    }
     if (mb_call_noargs(self->acquire) < 0)
         return NULL;
     PyObject *result = apply_locked(self, self->head.sign * n, cache);
@@ -613,10 +625,16 @@ check_init(KindCheck *self, PyObject *args, PyObject *kwds)
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "$O!UOO!O", kwlist, &PyDict_Type, &values,
                                      &name, &state, &PyType_Type, &kind, &fallback))
         return -1;
+    if (self->fallback != NULL) { /* see op_init */
+        PyErr_SetString(PyExc_TypeError, "a KindCheck is initialised once");
+        return -1;
+    }
     check_clear(self);
     self->head.vectorcall = (vectorcallfunc)check_vectorcall;
-    if (state_parts(state, &self->acquire, &self->release, &self->gate) < 0)
+    if (state_parts(state, &self->acquire, &self->release, &self->gate) < 0) {
+        check_clear(self);
         return -1;
+    }
     self->values = Py_NewRef(values);
     self->name = Py_NewRef(name);
     self->state = Py_NewRef(state);
@@ -651,6 +669,10 @@ kind_matches_locked(KindCheck *self, int cache)
 static int
 check_locked(KindCheck *self, int cache)
 {
+    if (self->fallback == NULL) { /* never initialised, or its __init__ failed */
+        PyErr_SetString(PyExc_TypeError, "this KindCheck is not initialised");
+        return -1;
+    }
     if (mb_call_noargs(self->acquire) < 0)
         return -1;
     int matches = kind_matches_locked(self, cache);
