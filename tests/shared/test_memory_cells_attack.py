@@ -260,17 +260,22 @@ end)
 """
 
 
-def _churn_remove(store: SharedStore, name: str, rounds: int, removed: list[Any]) -> None:
+def _churn_remove(store: SharedStore, name: str, stop: threading.Event, removed: list[Any],
+                  at_removal: list[int]) -> None:
     """Remove ``name`` again and again, keeping what it held (a cell keeps
-    counting increments that raced with its removal)."""
+    counting increments that raced with its removal) and its value just
+    after the removal."""
     state = _state(store)
     values = state.space(store.namespace_name)
-    for _ in range(rounds):
+    for _ in range(200_000):
+        if stop.is_set():
+            return
         with state.lock:
             current = values.get(name)
+            state.drop(values, name)
             if current is not None:
                 removed.append(current)
-            state.drop(values, name)
+                at_removal.append(_plain(current))
         if len(removed) % 7 == 0:
             store.remove("other")  # a neighbour's cell dies too
             store.int("other").increment()
@@ -288,6 +293,7 @@ def test_removals_racing_lua_engines_and_python_threads_lose_nothing(
         hosts = [_load(rt, tmp_path, LOOPER, name=f"r{i}", namespace="race") for i in range(3)]
         store = rt.shared.namespace("race")
         removed: list[Any] = []
+        at_removal: list[int] = []
         counter = store.int("n")
 
         def python_side() -> None:
@@ -295,22 +301,30 @@ def test_removals_racing_lua_engines_and_python_threads_lose_nothing(
                 counter.increment() if i % 2 else counter.add(1)
 
         threads = [threading.Thread(target=python_side) for _ in range(2)]
-        threads.append(threading.Thread(target=_churn_remove, args=(store, "n", 3_000, removed)))
+        stop = threading.Event()
+        churn = threading.Thread(target=_churn_remove, args=(store, "n", stop, removed,
+                                                             at_removal))
+        threads.append(churn)
         for thread in threads:
             thread.start()
         for _ in range(40):
-            rt.bus.emit("go", {"k": 500})
+            rt.bus.emit("go", {"k": 3_000})
+        assert rt.flush_events(30.0)
+        stop.set()
         for thread in threads:
             thread.join()
-        assert rt.flush_events(30.0)
         rt.bus.emit("report")
         assert rt.flush_events(30.0)
         lua_done = sum(int(m.split()[1]) for h in hosts for m in _logs(rt, h.name))
-        assert lua_done == 3 * 40 * 501
+        assert lua_done == 3 * 40 * 3_001
         live = store.int("n").get() if store.contains("n") else 0
         total = live + sum(_plain(r) for r in removed)
-        assert total == 2 * 3_000 + 3 * 40 * 501
+        assert total == 2 * 3_000 + 3 * 40 * 3_001
         assert [h.handler_errors for h in hosts] == [0, 0, 0]
+        # once remove returned, only the calls already past the alive check
+        # may land in the old cell: at most one per worker thread
+        late = [_plain(r) - a for r, a in zip(removed, at_removal, strict=True)]
+        assert all(0 <= d <= 2 for d in late), max(late)
         if path == "native":
             assert all(not r.alive for r in removed)
     finally:
@@ -652,3 +666,111 @@ def test_re_initialising_a_live_op_is_refused(path: str) -> None:
     with pytest.raises(TypeError):
         check.__init__(values={}, name="m", state=_state(store), kind=int, fallback=print)
     assert op.quick() == 2 and store.dump() == {"n": 2}
+
+
+# ------------------------------------------------- the 64-bit edge, contended
+EDGE = """
+local n = shared:int("n")
+local ok, over, other = 0, 0, 0
+events:on("go", function(e)
+  for i = 1, e.k do
+    local good, err = pcall(n.increment, n)
+    if good then ok = ok + 1
+    elseif tostring(err):find("shared int 'n': increment(1) would leave the 64-bit range", 1,
+                              true) and tostring(err):find("value unchanged", 1, true) then
+      over = over + 1
+    else
+      other = other + 1
+      logger.info("odd " .. tostring(err))
+    end
+  end
+end)
+events:on("report", function(e)
+  logger.info("ok " .. ok .. " over " .. over .. " other " .. other)
+end)
+"""
+
+
+def test_increments_at_int64_max_against_python_decrements_count_once(
+    tmp_path: Path, path: str
+) -> None:
+    """Scripts on workers push the key against INT64 max while Python
+    threads pull it back: a Lua call that overflows on the cell goes through
+    ``quick``, the op and the Python method in turn (each may find room by
+    then); every call must count exactly once or fail with the overflow
+    error naming the key, and the value never leaves 64 bits."""
+    rt = Runtime(threaded=True, workers=2, event_delivery="deferred")
+    try:
+        hosts = [_load(rt, tmp_path, EDGE, name=f"e{i}", namespace="edge") for i in range(2)]
+        store = rt.shared.namespace("edge")
+        counter = store.int("n")
+        counter.set(INT_MAX - 50)
+        pulls = 2_000
+
+        def pull() -> None:
+            for i in range(pulls):
+                counter.decrement() if i % 2 else counter.subtract(1)
+
+        threads = [threading.Thread(target=pull) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for _ in range(30):
+            rt.bus.emit("go", {"k": 300})
+        for thread in threads:
+            thread.join()
+        assert rt.flush_events(30.0)
+        rt.bus.emit("report")
+        assert rt.flush_events(30.0)
+        lines = [m for h in hosts for m in _logs(rt, h.name)]
+        assert not [m for m in lines if m.startswith("odd")], lines[:5]
+        counts = [tuple(int(w) for w in m.split()[1::2]) for m in lines]
+        assert sum(c[0] + c[1] for c in counts) == 2 * 30 * 300
+        assert [c[2] for c in counts] == [0, 0]
+        ok = sum(c[0] for c in counts)
+        assert counter.get() == INT_MAX - 50 + ok - 2 * pulls
+        assert sum(c[1] for c in counts) > 0  # the edge was hit
+    finally:
+        rt.close()
+
+
+def test_the_time_limit_stops_increment_loops_on_workers(tmp_path: Path, path: str) -> None:
+    """The same on a threaded runtime (C delivery, the watchdog's count hook
+    set from its own thread while the loop runs without the GIL)."""
+    settings = HostSettings()
+    settings.handler_timeout = 0.05
+    rt = Runtime(threaded=True, workers=2, event_delivery="deferred", settings=settings)
+    try:
+        hosts = [_load(rt, tmp_path, SPINNER, name=f"w{i}", namespace="wspin") for i in range(2)]
+        rt.bus.emit("spin")
+        assert rt.flush_events(30.0)
+        rt.bus.emit("report")
+        assert rt.flush_events(30.0)
+        counts = [int(_logs(rt, h.name)[-1].split()[1]) for h in hosts]
+        assert all(len(h.errors) == 1 and "time limit" in h.errors[0] for h in hosts)
+        value = rt.shared.namespace("wspin").int("n").get()
+        assert min(counts) > 1000
+        assert 0 <= value - sum(counts) <= 2 * len(hosts)
+    finally:
+        rt.close()
+
+
+@needs_c
+def test_a_runtime_with_native_off_keeps_its_store_pure_python(
+    tmp_path: Path, path: str
+) -> None:
+    """``Runtime(native=False)`` promises "the pure-Python reference paths,
+    for comparison and debugging" (runtime.py). Its own memory store must
+    then hold plain ints, not C cells (on main it used no C for the store;
+    the branch's MemoryState looks at MOONBUS_PURE_PYTHON only)."""
+    if path != "native":
+        pytest.skip("the environment already switches everything off")
+    rt = Runtime(threaded=False, clock=lambda: 0.0, native=False)
+    try:
+        _load(rt, tmp_path, """
+            events:on("go", function(e) shared:int("n"):increment() end)
+        """, name="off")
+        rt.bus.emit("go")
+        stored = _state(rt.shared).space("off")["n"]
+        assert type(stored) is int, type(stored)
+    finally:
+        rt.close()
