@@ -12,6 +12,7 @@ increment may be lost or done twice.
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import textwrap
@@ -123,9 +124,9 @@ OPERAND_RESULTS = [
     f"value unchanged | {INT_MAX}",
     f"dec(minint) | false | ops.lua:9: shared int 'x': decrement({INT_MIN}) {_RANGE} "
     f"(value is {INT_MAX}); value unchanged | {INT_MAX}",
-    f"inc(minint) | true | -1 | -1",
-    f"sub(-1) | true | 0 | 0",
-    f"dec(1) | true | -1 | -1",
+    "inc(minint) | true | -1 | -1",
+    "sub(-1) | true | 0 | 0",
+    "dec(1) | true | -1 | -1",
     f"sub(minint) | true | {INT_MAX} | {INT_MAX}",
 ]
 
@@ -152,11 +153,11 @@ def test_python_operands_at_the_edges(path: str) -> None:
     n.set(INT_MAX)
     with pytest.raises(SharedValueError, match=r"shared int 'n': increment\(1\) would leave"):
         n.increment()
-    with pytest.raises(SharedValueError, match=r"'n': add\(2\*\*64\)|'n': add\(18446744073709551616\)"):
+    with pytest.raises(SharedValueError, match=r"'n': add\(18446744073709551616\) would leave"):
         n.add(2**64)
     with pytest.raises(SharedValueError, match="'n': subtract needs an integer, got bool True"):
         n.subtract(True)
-    with pytest.raises(SharedValueError, match="'n': increment needs an integer, got float 1.0"):
+    with pytest.raises(SharedValueError, match=r"'n': increment needs an integer, got float 1\.0"):
         n.increment(1.0)  # type: ignore[arg-type]
     assert n.get() == INT_MAX
     # a delta past 64 bits whose result fits (the C cell declines, Python decides)
@@ -379,10 +380,8 @@ def test_kind_flips_under_lua_threads_refuse_or_count_every_call(
                         removed.append(current)
                     state.drop(values, "n")
                 if i % 2:
-                    try:
+                    with contextlib.suppress(SharedTypeError):  # an int again first
                         store.float("n").set(0.5)
-                    except SharedTypeError:
-                        pass  # a script made it an int again first
 
         thread = threading.Thread(target=flipper)
         thread.start()
