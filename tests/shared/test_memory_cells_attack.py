@@ -773,3 +773,48 @@ def test_a_runtime_with_native_off_keeps_its_store_pure_python(
         assert type(stored) is int, type(stored)
     finally:
         rt.close()
+
+
+@needs_c
+def test_a_quick_call_that_raises_has_changed_nothing(path: str) -> None:
+    """The quick host call's contract (``_fastconvert.c``): ``quick`` changes
+    nothing unless it returns the value, because when it raises, Lua clears
+    the error and runs the op again through lupa. ``op_try`` breaks it when
+    the increment is done and then something fails: the lock's release (here)
+    or ``PyLong_FromLongLong`` (MemoryError) after ``mb_cell_add``. Lua then
+    increments twice for one call."""
+    if path != "native":
+        pytest.skip("C objects only")
+    assert _FAST_INT is not None
+    gate = _FAST_INT.StoreGate()
+
+    class Lock:
+        def __init__(self) -> None:
+            self.inner = threading.Lock()
+            self.fail = False
+
+        def acquire(self) -> bool:
+            return self.inner.acquire()
+
+        def release(self) -> None:
+            self.inner.release()
+            if self.fail:
+                self.fail = False
+                raise RuntimeError("release failed after releasing")
+
+    class State:
+        closed = False
+
+        def __init__(self) -> None:
+            self.lock = Lock()
+            self.gate = gate
+
+    state = State()
+    values: dict[str, Any] = {}
+    op = _FAST_INT.IntOp(values=values, name="n", state=state, fallback=print, sign=1,
+                         default_one=True)
+    assert op.quick() == 1
+    state.lock.fail = True
+    with pytest.raises(RuntimeError):
+        op.quick()
+    assert values["n"].value == 1  # raised, so nothing may have changed
