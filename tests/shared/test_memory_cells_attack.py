@@ -818,3 +818,17 @@ def test_a_quick_call_that_raises_has_changed_nothing(path: str) -> None:
     with pytest.raises(RuntimeError):
         op.quick()
     assert values["n"].value == 1  # raised, so nothing may have changed
+
+
+def test_the_admin_dump_shows_cells_as_json_ints(stepped: Runtime, tmp_path: Path) -> None:
+    """``shared.dump`` (admin, HTTP console) serialises the values as JSON:
+    an int cell must come out as a number."""
+    _load(stepped, tmp_path, """
+        local n = shared:int("n")
+        events:on("go", function(e) n:add(math.maxinteger) ; shared:table("t"):set("k", 1) end)
+    """, name="adm")
+    stepped.bus.emit("go")
+    answer = stepped.admin.call("shared.dump adm")
+    assert answer.data == {"name": "adm", "shared": {"n": INT_MAX, "t": {"k": 1}}}
+    assert type(answer.data["shared"]["n"]) is int
+    assert answer.text == f'{{"n": {INT_MAX}, "t": {{"k": 1}}}}'
