@@ -33,7 +33,7 @@ from tests.native_paths import both_paths
 _FAST_INT = load_fast_path("moonbus.shared._fastint", env=False).module
 needs_c = pytest.mark.skipif(_FAST_INT is None, reason="the C int operations are not built")
 
-path = both_paths(_FAST_INT is not None)
+path = both_paths(load_fast_path("moonbus.shared._fastint").on)  # as test_memory_int_cells.py
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 
