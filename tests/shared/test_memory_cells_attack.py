@@ -832,3 +832,30 @@ def test_the_admin_dump_shows_cells_as_json_ints(stepped: Runtime, tmp_path: Pat
     assert answer.data == {"name": "adm", "shared": {"n": INT_MAX, "t": {"k": 1}}}
     assert type(answer.data["shared"]["n"]) is int
     assert answer.text == f'{{"n": {INT_MAX}, "t": {{"k": 1}}}}'
+
+
+def test_closing_the_runtime_while_workers_spin_on_cells(tmp_path: Path, path: str) -> None:
+    """``Runtime.close()`` while deferred handlers on workers are in long
+    GIL-free increment loops: the engines are closed (lupa's finalizers drop
+    the ops and their cells, on the closing thread) and the store closed,
+    in some order; nothing crashes, close returns, and the store's last value
+    is every increment that was counted."""
+    settings = HostSettings()
+    settings.handler_timeout = 5.0
+    rt = Runtime(threaded=True, workers=2, event_delivery="deferred", settings=settings)
+    store = rt.shared.namespace("bye")
+    values = _state(store).space("bye")
+    for i in range(3):
+        _load(rt, tmp_path, """
+            local n = shared:int("n")
+            events:on("go", function(e)
+              for i = 1, 100000 do
+                if not pcall(n.increment, n) then return end
+              end
+            end)
+        """, name=f"b{i}", namespace="bye")
+    for _ in range(3):
+        rt.bus.emit("go")
+    threading.Event().wait(0.05)
+    rt.close()
+    assert 0 < _plain(values["n"]) <= 3 * 3 * 100_000
