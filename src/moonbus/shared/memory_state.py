@@ -51,12 +51,13 @@ class MemoryState:
 
     __slots__ = ("cell", "closed", "gate", "limits", "lock", "spaces")
 
-    def __init__(self, limits: SharedLimits) -> None:
+    def __init__(self, limits: SharedLimits, *, native: bool = True) -> None:
         self.lock = threading.Lock()
         self.spaces: dict[str, dict[str, Any]] = {}
         self.limits = limits
         self.closed = False
-        fast = load_fast_path("moonbus.shared._fastint").module
+        # native=False: Runtime(native=False)'s store keeps plain ints
+        fast = load_fast_path("moonbus.shared._fastint", native=native).module
         self.gate: Any = None if fast is None else fast.StoreGate()
         self.cell: type[Any] = _NoCell if fast is None else fast.IntCell
 

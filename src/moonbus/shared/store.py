@@ -62,7 +62,8 @@ class SharedStore:
     ``SharedStore()``: in memory. ``SharedStore.from_url("redis://127.0.0.1:6379/0")``:
     on Redis, visible to every process using the same URL and prefix.
     ``max_string_bytes`` (default 1 MiB) bounds every string in UTF-8 bytes;
-    ``max_depth`` (default 32) bounds nested tables.
+    ``max_depth`` (default 32) bounds nested tables. ``native=False`` keeps a
+    memory store on its pure-Python path (plain ints, no C int cells).
     """
 
     __slots__ = ("_backend", "_namespace", "_owner")
@@ -72,9 +73,10 @@ class SharedStore:
         *,
         max_string_bytes: _int = DEFAULT_MAX_STRING_BYTES,
         max_depth: _int = DEFAULT_MAX_DEPTH,
+        native: _bool = True,
     ) -> None:
         limits = SharedLimits(max_string_bytes=max_string_bytes, max_depth=max_depth)
-        self._backend: SharedBackend = MemoryBackend(limits)
+        self._backend: SharedBackend = MemoryBackend(limits, native=native)
         self._namespace = DEFAULT_NAMESPACE
         self._owner = True
 
@@ -87,6 +89,7 @@ class SharedStore:
         max_string_bytes: _int = DEFAULT_MAX_STRING_BYTES,
         max_depth: _int = DEFAULT_MAX_DEPTH,
         retry_timeout: _float = 2.0,
+        native: _bool = True,
     ) -> SharedStore:
         """Open a store by URL.
 
@@ -97,7 +100,9 @@ class SharedStore:
         ``retry_timeout`` bounds how long a Redis operation that is safe to
         retry keeps retrying while the server is unreachable. Raises
         ``ConfigError`` for a bad URL, ``SharedBackendError`` (naming the URL)
-        when the server cannot be reached.
+        when the server cannot be reached. ``native=False`` keeps a memory
+        store on its pure-Python path (plain ints, no C int cells), as
+        ``Runtime(native=False)`` asks.
         """
         if not isinstance(url, str):
             raise ConfigError(f"shared store URL must be a string, got {type(url).__name__}")
@@ -109,7 +114,7 @@ class SharedStore:
                 raise ConfigError(
                     f"shared store URL {url!r}: memory:// takes no host, path or options"
                 )
-            backend = MemoryBackend(limits)
+            backend = MemoryBackend(limits, native=native)
         elif scheme in ("redis", "rediss", "unix"):
             url, prefix = _prefix_from_url(url, prefix)
             if not isinstance(prefix, str) or not prefix:
