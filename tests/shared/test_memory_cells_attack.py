@@ -776,9 +776,6 @@ def test_a_runtime_with_native_off_keeps_its_store_pure_python(
 
 
 @needs_c
-@pytest.mark.xfail(strict=True, reason=(
-    "known, left open (issue 16 note): a real threading.Lock's release cannot fail after "
-    "our acquire; only PyLong_FromLongLong's MemoryError after the CAS can still reach it"))
 def test_a_quick_call_that_raises_has_changed_nothing(path: str) -> None:
     """The quick host call's contract (``_fastconvert.c``): ``quick`` changes
     nothing unless it returns the value, because when it raises, Lua clears
@@ -821,6 +818,45 @@ def test_a_quick_call_that_raises_has_changed_nothing(path: str) -> None:
     with pytest.raises(RuntimeError):
         op.quick()
     assert values["n"].value == 1  # raised, so nothing may have changed
+
+
+@needs_c
+def test_a_quick_op_that_runs_out_of_memory_has_changed_nothing(path: str) -> None:
+    """Every allocation of ``quick`` failing in turn (``_testcapi.set_nomemory``):
+    the op either returns the new value, or raises with the value unchanged;
+    after the CAS that is the undo of ``cell_apply`` (``_fastint.c``)."""
+    if path != "native":
+        pytest.skip("C objects only")
+    testcapi = pytest.importorskip("_testcapi")
+    assert _FAST_INT is not None
+
+    class State:
+        closed = False
+
+        def __init__(self) -> None:
+            self.lock = threading.Lock()
+            self.gate = _FAST_INT.StoreGate()
+
+    values: dict[str, Any] = {}
+    op = _FAST_INT.IntOp(values=values, name="n", state=State(), fallback=print, sign=1,
+                         default_one=True)
+    assert op.quick(1000) == 1000
+    outcomes = set()
+    for start in range(40):
+        before = values["n"].value
+        try:
+            testcapi.set_nomemory(start, start + 1)
+            try:
+                result = op.quick(1000)
+            finally:
+                testcapi.remove_mem_hooks()
+        except MemoryError:
+            assert values["n"].value == before, start
+            outcomes.add("raised")
+        else:
+            assert result == before + 1000 == values["n"].value, start
+            outcomes.add("done")
+    assert outcomes == {"raised", "done"}
 
 
 def test_the_admin_dump_shows_cells_as_json_ints(stepped: Runtime, tmp_path: Path) -> None:

@@ -35,7 +35,12 @@
  * result inside the signed 64-bit range. Anything else calls ``fallback``
  * (the handle's Python method, moonbus.shared.memory.MemoryInt) with the
  * arguments as given, which takes the lock itself and raises the store's
- * exact errors. Nothing was changed before.
+ * exact errors. Nothing was changed before. The lock covers the lookup
+ * (and the write of a plain int or a new cell); a key's existing cell is
+ * added to after the lock is released (it is atomic), so an op that raises
+ * (a failing release; a MemoryError for the result, after which the add is
+ * undone) has changed nothing and Lua's quick call, which then runs the
+ * Python method, never counts twice.
  *
  * KindCheck(values, name, state, kind, fallback)
  *     check() -> None when the key is absent or holds a value of exactly the
@@ -82,6 +87,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <limits.h>
 #include <stddef.h>
 #include <structmember.h>
 
@@ -402,22 +408,23 @@ state_open(PyObject *state)
 
 /* Under the lock: the new value, NULL with no error set for "take the
  * fallback", NULL with an error set on failure. ``cache``: keep the cell
- * in self->head.cell (only ``quick``, the Lua state's entry, does). */
+ * in self->head.cell (only ``quick``, the Lua state's entry, does).
+ * A key that holds a cell is not changed here: ``*found`` gets the cell (a
+ * new reference) and NULL comes back with no error; op_try adds to it once
+ * the lock is released (the cell is atomic), so that a failing release
+ * leaves the value as it was (quick's "raised: nothing done"). */
 static PyObject *
-apply_locked(IntOp *self, long long delta, int cache)
+apply_locked(IntOp *self, long long delta, int cache, MbIntCell **found)
 {
     int open = state_open(self->state);
     if (open <= 0)
         return NULL;
     PyObject *current = PyDict_GetItemWithError(self->values, self->name);
     if (current != NULL && Py_IS_TYPE(current, &IntCellType)) {
-        MbIntCell *cell = (MbIntCell *)current;
-        int64_t result;
-        if (!mb_cell_add(cell, delta, &result))
-            return NULL; /* outside 64 bits: the Python method raises */
         if (cache)
             Py_XSETREF(self->head.cell, (MbIntCell *)Py_NewRef(current));
-        return PyLong_FromLongLong(result);
+        *found = (MbIntCell *)Py_NewRef(current);
+        return NULL;
     }
     long long value = 0;
     if (current != NULL) {
@@ -462,6 +469,34 @@ apply_locked(IntOp *self, long long delta, int cache)
  * call is not the plain case (the caller then takes the Python method),
  * NULL with an error set on failure. Nothing is changed unless it returns
  * the new value. */
+/* Adds ``delta`` to a key's cell (stolen reference), outside the store's
+ * lock: the new value, or NULL with no error when the result would leave 64
+ * bits or the cell died (the Python method then decides). If the new value
+ * cannot be made into an int object (MemoryError) the add is undone before
+ * the error is raised, so an op that raises has changed nothing: Lua's
+ * quick call would otherwise run it again through the Python method. */
+static PyObject *
+cell_apply(MbIntCell *cell, long long delta)
+{
+    int64_t result;
+    if (!mb_cell_add(cell, delta, &result)) {
+        Py_DECREF(cell);
+        return NULL;
+    }
+    PyObject *obj = PyLong_FromLongLong(result);
+    if (obj == NULL) {
+        int64_t ignored;
+        if (delta == LLONG_MIN) { /* -delta does not fit: undo in two steps */
+            (void)mb_cell_add(cell, LLONG_MAX, &ignored);
+            (void)mb_cell_add(cell, 1, &ignored);
+        } else {
+            (void)mb_cell_add(cell, -delta, &ignored);
+        }
+    }
+    Py_DECREF(cell);
+    return obj;
+}
+
 static PyObject *
 op_try(IntOp *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames, int cache)
 {
@@ -485,12 +520,15 @@ op_try(IntOp *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames, 
     }
     if (mb_call_noargs(self->acquire) < 0)
         return NULL;
-    PyObject *result = apply_locked(self, self->head.sign * n, cache);
+    MbIntCell *cell = NULL;
+    long long delta = self->head.sign * n;
+    PyObject *result = apply_locked(self, delta, cache, &cell);
     PyObject *type, *value, *tb;
     PyErr_Fetch(&type, &value, &tb);
     int released = mb_call_noargs(self->release);
     if (released < 0) {
         Py_XDECREF(result);
+        Py_XDECREF(cell);
         if (type != NULL) {
             PyErr_WriteUnraisable(self->release);
             PyErr_Restore(type, value, tb);
@@ -498,7 +536,9 @@ op_try(IntOp *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames, 
         return NULL;
     }
     PyErr_Restore(type, value, tb);
-    return result;
+    if (cell == NULL)
+        return result;
+    return cell_apply(cell, delta);
 }
 
 static PyObject *
