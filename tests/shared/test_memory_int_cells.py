@@ -307,3 +307,13 @@ def test_only_quick_keeps_the_cell_and_only_for_ints(path: str) -> None:
     store.remove("n")
     assert kept.alive is False
     assert op.quick() == 1 and op.cell is not kept and op.cell.alive
+
+
+def test_native_false_keeps_a_store_pure_python() -> None:
+    """``SharedStore(native=False)`` / ``from_url(..., native=False)`` (what
+    ``Runtime(native=False)`` opens): plain ints, whatever the C path."""
+    for store in (SharedStore(native=False), SharedStore.from_url("memory://", native=False)):
+        store.int("n").increment(4)
+        assert type(store._backend._state.spaces[store._namespace]["n"]) is int  # type: ignore[attr-defined]
+        assert store.int("n").native_ops() == {}  # type: ignore[attr-defined]
+        assert store.dump() == {"n": 4}

@@ -63,10 +63,11 @@ class MemoryInt(MemoryHandle, SharedInt):
     def native_ops(self) -> dict[str, Any]:
         """C versions of increment/decrement/add/subtract for this key, to hand
         to Lua (``moonbus.shared._fastint``); empty when not built or switched
-        off (``moonbus.native``). Each falls back to the method here for
-        anything but the plain case, so errors are the same."""
+        off (``moonbus.native``), now or when the store was made. Each falls
+        back to the method here for anything but the plain case, so errors
+        are the same."""
         fast = load_fast_path("moonbus.shared._fastint")
-        if fast.module is None:
+        if fast.module is None or self._state.gate is None:  # off now, or for this store
             return {}
         return {
             op: fast.module.IntOp(values=self._values, name=self.name, state=self._state,

@@ -134,10 +134,11 @@ class MemoryHandle:
         """A C callable checking that this key is absent or still holds this
         handle's kind, calling ``fallback`` (which raises the store's error)
         when not (``moonbus.shared._fastint.KindCheck``); None when the C
-        path is not built or switched off. What ``shared:int(name)`` runs on
-        every call in Lua once the handle is cached."""
+        path is not built or switched off, now or when the store was made.
+        What ``shared:int(name)`` runs on every call in Lua once the handle
+        is cached."""
         fast = load_fast_path("moonbus.shared._fastint")
-        if fast.module is None:
+        if fast.module is None or self._state.gate is None:  # off now, or for this store
             return None
         return fast.module.KindCheck(values=self._values, name=self.name, state=self._state,
                                      kind=FRESH_TYPES[self.kind], fallback=fallback)
