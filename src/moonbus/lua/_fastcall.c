@@ -543,6 +543,46 @@ static PyTypeObject DeliveryCountsType = {
     .tp_members = counts_members,
 };
 
+/* ------------------------------------------------------------ lupa's lock */
+/* lupa takes its runtime lock (a FastRLock) around every use of a Lua state,
+ * and so does every C delivery, twice per call. Through bound methods
+ * (`lock.acquire()`) each call touched a method object of its own per
+ * script, cold at 10,000 scripts (issue 16). The functions of the lock's
+ * type are shared by every lock, so they stay warm: each call here is
+ * `type(lock).acquire(lock)`, the very function a bound method calls, with
+ * the same arguments (a FastRLock has no instance __dict__ that could hold
+ * other methods; a lock type with one is refused). */
+static int
+lupa_lock_wire(PyObject *lock, PyObject **acquire, PyObject **release)
+{
+    PyTypeObject *type = Py_TYPE(lock);
+    if (type->tp_dictoffset != 0) {
+        PyErr_SetString(PyExc_TypeError, "lupa_lock: a lock with an instance __dict__");
+        return -1;
+    }
+    *acquire = PyObject_GetAttrString((PyObject *)type, "acquire");
+    *release = *acquire == NULL ? NULL : PyObject_GetAttrString((PyObject *)type, "release");
+    if (*release == NULL)
+        return -1;
+    if (!PyCallable_Check(*acquire) || !PyCallable_Check(*release)) {
+        PyErr_SetString(PyExc_TypeError, "lupa_lock: acquire/release are not callable");
+        return -1;
+    }
+    return 0;
+}
+
+/* `func(lock)` for its side effect: 0, or -1 with an error set. */
+static inline int
+lupa_lock_call(PyObject *func, PyObject *lock)
+{
+    PyObject *args[1] = {lock};
+    PyObject *r = PyObject_Vectorcall(func, args, 1, NULL);
+    if (r == NULL)
+        return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
 /* ------------------------------------------------------------ Delivery type */
 typedef struct {
     PyObject_HEAD
@@ -553,9 +593,9 @@ typedef struct {
     PyObject *runtime;     /* keeps the lupa runtime (and so L) alive */
     PyObject *engine;      /* the LuaEngine: the watchdog's key (identity only) */
     CallState *cs;         /* the engine's call state, shared with engine.py */
-    PyObject *lock_acquire, *lock_release; /* cs->lock */
-    PyObject *hook_acquire, *hook_release; /* cs->hook_lock */
-    PyObject *lupa_acquire, *lupa_release; /* lupa's runtime lock */
+    /* lupa's runtime lock and its type's acquire/release functions, called
+     * with the lock as their first argument (see lupa_lock_call) */
+    PyObject *lupa_lock, *lupa_acquire, *lupa_release;
     PyObject *armed;       /* watchdog.armed */
     PyObject *watchdog;    /* .idle, .wake() */
     PyObject *clock;       /* watchdog.clock */
@@ -580,10 +620,7 @@ delivery_traverse(Delivery *self, visitproc visit, void *arg)
     Py_VISIT(self->runtime);
     Py_VISIT(self->engine);
     Py_VISIT(self->cs);
-    Py_VISIT(self->lock_acquire);
-    Py_VISIT(self->lock_release);
-    Py_VISIT(self->hook_acquire);
-    Py_VISIT(self->hook_release);
+    Py_VISIT(self->lupa_lock);
     Py_VISIT(self->lupa_acquire);
     Py_VISIT(self->lupa_release);
     Py_VISIT(self->armed);
@@ -609,10 +646,7 @@ delivery_clear(Delivery *self)
     Py_CLEAR(self->runtime);
     Py_CLEAR(self->engine);
     Py_CLEAR(self->cs);
-    Py_CLEAR(self->lock_acquire);
-    Py_CLEAR(self->lock_release);
-    Py_CLEAR(self->hook_acquire);
-    Py_CLEAR(self->hook_release);
+    Py_CLEAR(self->lupa_lock);
     Py_CLEAR(self->lupa_acquire);
     Py_CLEAR(self->lupa_release);
     Py_CLEAR(self->armed);
@@ -681,28 +715,28 @@ delivery_init(Delivery *self, PyObject *args, PyObject *kwds)
         return -1;
     }
     CallState *cs = (CallState *)call_state;
-    if (cs->lock == NULL || cs->hook_lock == NULL || cs->chain == NULL) {
+    if (cs->lock.real == NULL || cs->hook_lock.real == NULL || cs->chain == NULL) {
         PyErr_SetString(PyExc_TypeError, "call_state was not initialised");
         return -1;
     }
     self->runtime = Py_NewRef(runtime);
     self->engine = Py_NewRef(engine);
     self->cs = (CallState *)Py_NewRef(call_state);
-    /* public names only: the watchdog's table and clock, the locks' methods,
-     * lupa's exception types */
+    /* public names only: the watchdog's table and clock, lupa's lock's
+     * methods, lupa's exception types */
     PyObject *armed = PyObject_GetAttrString(watchdog, "armed");
     PyObject *clock = PyObject_GetAttrString(watchdog, "clock");
-    self->lock_acquire = PyObject_GetAttrString(cs->lock, "acquire");
-    self->lock_release = PyObject_GetAttrString(cs->lock, "release");
-    self->hook_acquire = PyObject_GetAttrString(cs->hook_lock, "acquire");
-    self->hook_release = PyObject_GetAttrString(cs->hook_lock, "release");
-    self->lupa_acquire = PyObject_GetAttrString(lupa_lock, "acquire");
-    self->lupa_release = PyObject_GetAttrString(lupa_lock, "release");
+    self->lupa_lock = Py_NewRef(lupa_lock);
+    int lupa_wired = armed && clock ? lupa_lock_wire(lupa_lock, &self->lupa_acquire,
+                                                     &self->lupa_release) : -1;
+    if (lupa_wired < 0) {
+        Py_XDECREF(armed);
+        Py_XDECREF(clock);
+        return -1;
+    }
     self->lua_error = PyObject_GetAttrString(lua_module, "LuaError");
     self->lua_memory_error = PyObject_GetAttrString(lua_module, "LuaMemoryError");
-    int wired = armed && clock && self->lock_acquire && self->lock_release &&
-                self->hook_acquire && self->hook_release && self->lupa_acquire &&
-                self->lupa_release && self->lua_error && self->lua_memory_error;
+    int wired = armed && clock && lupa_wired == 0 && self->lua_error && self->lua_memory_error;
     if (wired && !PyDict_CheckExact(armed)) {
         PyErr_SetString(PyExc_TypeError, "watchdog.armed must be a dict");
         wired = 0;
@@ -744,7 +778,7 @@ delivery_init(Delivery *self, PyObject *args, PyObject *kwds)
     Py_DECREF(monotonic);
 
     /* take the Lua function out of the global the caller parked it in */
-    if (mb_call_noargs(self->lupa_acquire) < 0)
+    if (lupa_lock_call(self->lupa_acquire, self->lupa_lock) < 0)
         return -1;
     lua_State *Ls = (lua_State *)L;
     int base = lua.gettop(Ls);
@@ -754,7 +788,7 @@ delivery_init(Delivery *self, PyObject *args, PyObject *kwds)
     int isnum = 0;
     lua_Integer ref = status == LUA_OK ? lua.tointegerx(Ls, -1, &isnum) : 0;
     lua.settop(Ls, base);
-    if (mb_call_noargs(self->lupa_release) < 0)
+    if (lupa_lock_call(self->lupa_release, self->lupa_lock) < 0)
         return -1;
     if (status != LUA_OK || !isnum || ref <= 0) {
         PyErr_SetString(PyExc_RuntimeError, "could not register the Lua deliver function");
@@ -781,7 +815,7 @@ static PyObject *
 end_call(Delivery *self)
 {
     CallState *cs = self->cs;
-    if (mb_call_noargs(self->hook_acquire) < 0)
+    if (mblock_acquire(&cs->hook_lock, -1) < 0)
         return NULL;
     int simple = CS_REASON(cs->abort_reason) == Py_None && PyList_CheckExact(cs->chain) &&
                  PyList_GET_SIZE(cs->chain) == 0;
@@ -789,7 +823,7 @@ end_call(Delivery *self)
         CS_SET(cs->in_call, Py_False);
         CS_SET(cs->last_reason, Py_None);
     }
-    if (mb_call_noargs(self->hook_release) < 0)
+    if (mblock_release(&cs->hook_lock) < 0)
         return NULL;
     if (simple)
         return Py_NewRef(Py_None);
@@ -915,15 +949,15 @@ run_call(Delivery *self, Batch *b, Outcome *o)
     b->claimed = 0;
     b->failed = -1;
     b->done = b->current = b->next;
-    if (mb_call_noargs(self->lock_acquire) < 0)
+    CallState *cs = self->cs;
+    if (mblock_acquire(&cs->lock, -1) < 0)
         return -1;
     long long token = 0;
     int ready = engine_ready(self, &token);
     if (ready <= 0) {
-        mb_release_keeping_error(self->lock_release);
+        mblock_release_keeping_error(&cs->lock);
         return ready;
     }
-    CallState *cs = self->cs;
     PyObject *token_obj = PyLong_FromLongLong(token);
     if (token_obj == NULL)
         goto unlock_fail;
@@ -946,7 +980,7 @@ run_call(Delivery *self, Batch *b, Outcome *o)
     CS_SET(cs->depth, num_one);
 
     /* ---- Lua, under lupa's lock, without the GIL */
-    if (mb_call_noargs(self->lupa_acquire) < 0) {
+    if (lupa_lock_call(self->lupa_acquire, self->lupa_lock) < 0) {
         CS_SET(cs->depth, num_zero);
         goto end_fail;
     }
@@ -972,7 +1006,7 @@ run_call(Delivery *self, Batch *b, Outcome *o)
         }
     }
     lua.settop(L, base);
-    int released = mb_call_noargs(self->lupa_release);
+    int released = lupa_lock_call(self->lupa_release, self->lupa_lock);
 
     /* ---- end the call (LuaEngine._end_call) */
     CS_SET(cs->depth, num_zero);
@@ -987,10 +1021,10 @@ run_call(Delivery *self, Batch *b, Outcome *o)
     Py_DECREF(token_obj);
     if (o->reason == NULL) {
         outcome_clear(o);
-        mb_release_keeping_error(self->lock_release);
+        mblock_release_keeping_error(&cs->lock);
         return -1;
     }
-    if (mb_call_noargs(self->lock_release) < 0) {
+    if (mblock_release(&cs->lock) < 0) {
         outcome_clear(o);
         return -1;
     }
@@ -1012,7 +1046,7 @@ end_fail:
 unlock_fail:
     Py_XDECREF(token_obj);
     outcome_clear(o);
-    mb_release_keeping_error(self->lock_release);
+    mblock_release_keeping_error(&cs->lock);
     return -1;
 }
 
@@ -2357,7 +2391,7 @@ PyInit__fastcall(void)
     if (PyType_Ready(&DeliveryType) < 0 || PyType_Ready(&WatchSlotType) < 0 ||
         PyType_Ready(&EventQueueType) < 0 || PyType_Ready(&EnqueuerType) < 0 ||
         PyType_Ready(&HandlerBudgetType) < 0 || PyType_Ready(&DeliveryCountsType) < 0 ||
-        PyType_Ready(&CallStateType) < 0)
+        PyType_Ready(&CallStateType) < 0 || PyType_Ready(&EngineLockType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&fastcall_module);
     if (m == NULL)
@@ -2368,6 +2402,7 @@ PyInit__fastcall(void)
         PyModule_AddObjectRef(m, "HandlerBudget", (PyObject *)&HandlerBudgetType) < 0 ||
         PyModule_AddObjectRef(m, "DeliveryCounts", (PyObject *)&DeliveryCountsType) < 0 ||
         PyModule_AddObjectRef(m, "CallState", (PyObject *)&CallStateType) < 0 ||
+        PyModule_AddObjectRef(m, "EngineLock", (PyObject *)&EngineLockType) < 0 ||
         PyModule_AddIntConstant(m, "LUA_REGISTRYINDEX", LUA_REGISTRYINDEX) < 0 ||
         PyModule_AddStringConstant(m, "LUA_MODULE", "lupa.lua54") < 0) {
         Py_DECREF(m);

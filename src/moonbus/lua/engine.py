@@ -32,7 +32,6 @@ Lua reader, and refuse sources over the size cap (see ``compile_limits.py``).
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -44,7 +43,7 @@ from moonbus.errors import (
     ScriptSyntaxError,
 )
 from moonbus.lua.call_outcome import MEMORY_MESSAGE, split_error
-from moonbus.lua.call_state import CallState, make_call_state
+from moonbus.lua.call_state import CallState, EngineLock, make_call_state
 from moonbus.lua.compile_limits import COMPILE_PIECE, CompileCounters, oversize
 from moonbus.lua.convert import LuaConverter
 from moonbus.lua.fastcall import native_delivery
@@ -209,8 +208,9 @@ class LuaEngine(GuardedCalls):
         return self._cs
 
     @property
-    def lock(self) -> threading.RLock:
-        """Held by whichever thread is using the engine (re-entrant)."""
+    def lock(self) -> EngineLock:
+        """Held by whichever thread is using the engine (re-entrant; a C lock
+        when the C delivery is built, see ``call_state.py``)."""
         return self._lock
 
     def lua_type(self, value: Any) -> str | None:
