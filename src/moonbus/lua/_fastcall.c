@@ -1195,15 +1195,10 @@ run_batch(Delivery *self, Batch *b)
     return 0;
 }
 
+/* delivery(sub_id, event): None, or NULL with an error set. */
 static PyObject *
-delivery_vectorcall(Delivery *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+delivery_deliver(Delivery *self, PyObject *sub_id, PyObject *event)
 {
-    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
-    if (nargs != 2 || kwnames != NULL) {
-        PyErr_SetString(PyExc_TypeError, "Delivery(sub_id, event) takes 2 arguments");
-        return NULL;
-    }
-    PyObject *sub_id = args[0], *event = args[1];
     if (self->L == NULL)
         goto general;
     Item item;
@@ -1226,6 +1221,107 @@ general:
     Py_RETURN_NONE;
 }
 
+static PyObject *
+delivery_vectorcall(Delivery *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (nargs != 2 || kwnames != NULL) {
+        PyErr_SetString(PyExc_TypeError, "Delivery(sub_id, event) takes 2 arguments");
+        return NULL;
+    }
+    return delivery_deliver(self, args[0], args[1]);
+}
+
+/* ------------------------------------------------------------ BoundDelivery */
+/* delivery.bind(sub_id): what the bus calls for one subscription, handler(event),
+ * the same as functools.partial(delivery, sub_id) but one object: a partial
+ * also reads its args tuple and builds an argument array at every call, and
+ * at 10,000 scripts each of those objects is out of cache (issue 16). */
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    Delivery *delivery;
+    PyObject *sub_id;
+} BoundDelivery;
+
+static PyObject *
+bound_vectorcall(BoundDelivery *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    if (PyVectorcall_NARGS(nargsf) != 1 || kwnames != NULL) {
+        PyErr_SetString(PyExc_TypeError, "a bound delivery takes 1 argument (the event)");
+        return NULL;
+    }
+    return delivery_deliver(self->delivery, self->sub_id, args[0]);
+}
+
+static int
+bound_traverse(BoundDelivery *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->delivery);
+    Py_VISIT(self->sub_id);
+    return 0;
+}
+
+static int
+bound_clear(BoundDelivery *self)
+{
+    Py_CLEAR(self->delivery);
+    Py_CLEAR(self->sub_id);
+    return 0;
+}
+
+static void
+bound_dealloc(BoundDelivery *self)
+{
+    PyObject_GC_UnTrack(self);
+    bound_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *
+bound_repr(BoundDelivery *self)
+{
+    return PyUnicode_FromFormat("<bound delivery of sub_id %R>", self->sub_id);
+}
+
+static PyMemberDef bound_members[] = {
+    {"delivery", T_OBJECT, offsetof(BoundDelivery, delivery), READONLY, "the Delivery"},
+    {"sub_id", T_OBJECT, offsetof(BoundDelivery, sub_id), READONLY, "the subscription's id"},
+    {NULL}};
+
+static PyTypeObject BoundDeliveryType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "moonbus.lua._fastcall.BoundDelivery",
+    .tp_basicsize = sizeof(BoundDelivery),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_doc = "delivery.bind(sub_id): handler(event) for one subscription (see the source).",
+    .tp_dealloc = (destructor)bound_dealloc,
+    .tp_traverse = (traverseproc)bound_traverse,
+    .tp_clear = (inquiry)bound_clear,
+    .tp_repr = (reprfunc)bound_repr,
+    .tp_members = bound_members,
+    .tp_vectorcall_offset = offsetof(BoundDelivery, vectorcall),
+    .tp_call = PyVectorcall_Call,
+};
+
+static PyObject *
+delivery_bind(Delivery *self, PyObject *sub_id)
+{
+    BoundDelivery *bound = PyObject_GC_New(BoundDelivery, &BoundDeliveryType);
+    if (bound == NULL)
+        return NULL;
+    bound->vectorcall = (vectorcallfunc)bound_vectorcall;
+    bound->delivery = (Delivery *)Py_NewRef((PyObject *)self);
+    bound->sub_id = Py_NewRef(sub_id);
+    PyObject_GC_Track(bound);
+    return (PyObject *)bound;
+}
+
+static PyMethodDef delivery_methods[] = {
+    {"bind", (PyCFunction)delivery_bind, METH_O,
+     "bind(sub_id) -> handler(event): this delivery for one subscription."},
+    {NULL, NULL, 0, NULL}};
+
 
 static PyTypeObject DeliveryType = {
     PyVarObject_HEAD_INIT(NULL, 0)
@@ -1240,6 +1336,7 @@ static PyTypeObject DeliveryType = {
     .tp_clear = (inquiry)delivery_clear,
     .tp_vectorcall_offset = offsetof(Delivery, vectorcall),
     .tp_call = PyVectorcall_Call,
+    .tp_methods = delivery_methods,
 };
 
 /* ------------------------------------------------------------ EventQueue */
@@ -2391,7 +2488,8 @@ PyInit__fastcall(void)
     if (PyType_Ready(&DeliveryType) < 0 || PyType_Ready(&WatchSlotType) < 0 ||
         PyType_Ready(&EventQueueType) < 0 || PyType_Ready(&EnqueuerType) < 0 ||
         PyType_Ready(&HandlerBudgetType) < 0 || PyType_Ready(&DeliveryCountsType) < 0 ||
-        PyType_Ready(&CallStateType) < 0 || PyType_Ready(&EngineLockType) < 0)
+        PyType_Ready(&CallStateType) < 0 || PyType_Ready(&EngineLockType) < 0 ||
+        PyType_Ready(&BoundDeliveryType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&fastcall_module);
     if (m == NULL)

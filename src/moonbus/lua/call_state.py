@@ -32,7 +32,7 @@ reference) keeps those threading locks.
 from __future__ import annotations
 
 import threading
-from typing import Any, Protocol
+from typing import Protocol
 
 from moonbus.lua.fastcall import FAST_CALL
 from moonbus.native import load_fast_path

@@ -46,7 +46,7 @@ from moonbus.lua.call_outcome import MEMORY_MESSAGE, split_error
 from moonbus.lua.call_state import CallState, EngineLock, make_call_state
 from moonbus.lua.compile_limits import COMPILE_PIECE, CompileCounters, oversize
 from moonbus.lua.convert import LuaConverter
-from moonbus.lua.fastcall import native_delivery
+from moonbus.lua.fastcall import NativeDelivery, native_delivery
 from moonbus.lua.fastconvert import native_quick_bind
 from moonbus.lua.guarded import GuardedCalls
 from moonbus.lua.hooks import HookControl
@@ -185,7 +185,7 @@ class LuaEngine(GuardedCalls):
         failed: Callable[[int, Any, Any, str | None, float | None], None],
         settings: Any,
         budget: Any = None, counts: Any = None,
-    ) -> Callable[[int, Any], None] | None:
+    ) -> NativeDelivery | None:
         """The C fast path of ``call_event`` for ``func`` (see ``fastcall.py``), or None.
         ``budget``: the engine's ``HandlerBudget``; ``counts``: the runtime's ``DeliveryCounts``.
 
