@@ -240,10 +240,10 @@ class ScriptEngine:
         self.patterns[sub_id] = pattern
         if self.kind == "main" and self.loading:
             return sub_id  # delivered by the event engine; recorded for off()
-        if self.kind == "event":
-            target = self.deliver if once or self._fast_deliver is None else self._fast_deliver
+        if self.kind != "event":
+            target: Callable[[int, Event], None] = self._on_deferred
         else:
-            target = self._on_deferred
+            target = self.deliver if once or self._fast_deliver is None else self._fast_deliver
         deferred = self._ctx.deferred
         if self.kind == "event" and deferred is not None:
             handler = deferred.handler(target, sub_id)  # runs later, on the event thread

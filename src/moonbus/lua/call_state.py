@@ -32,6 +32,7 @@ reference) keeps those threading locks.
 from __future__ import annotations
 
 import threading
+from types import TracebackType
 from typing import Protocol
 
 from moonbus.lua.fastcall import FAST_CALL
@@ -46,7 +47,8 @@ class EngineLock(Protocol):
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool: ...
     def release(self) -> None: ...
     def __enter__(self) -> bool: ...
-    def __exit__(self, *exc: object) -> None: ...
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
+                 traceback: TracebackType | None, /) -> None: ...
 
 
 class CallState(Protocol):
