@@ -27,6 +27,7 @@ def test_the_fast_path_is_wired_when_built(stepped, delivery_path):
         assert type(plain).__name__ == "BoundDelivery"
         delivery = plain.delivery
         assert type(delivery).__name__ == "Delivery" and plain.sub_id == 1
+        assert delivery.c_deliver  # script_env.lua's deliver steps run in C (issue 16)
         with pytest.raises(TypeError):
             delivery(1)
         with pytest.raises(TypeError):

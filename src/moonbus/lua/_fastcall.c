@@ -321,17 +321,167 @@ run_items(lua_State *L)
     return 0;
 }
 
-/* Registers the function stored under the global ``key`` and clears it. */
+/* ------------------------------------------------- deliver, in C (issue 16)
+ * script_env.lua's `deliver(id, event, tick, seq, event_type)` (the event
+ * engine's hot path; it stays the reference, and the Python path calls it)
+ * done by a C closure, step for step: h = handlers[id] (none: true); once:
+ * handlers[id] = nil; event.tick / type / seq set unless present;
+ * current_seq = seq; then h.fn(event) under lua_pcallk with the message
+ * handler, which is what xpcall does: (true) or (false, error).
+ *
+ * Why: the C code is shared by every state and stays in cache, while a Lua
+ * function's prototype, bytecode and constants are each state's own; at
+ * 10,000 scripts every one of them is a cache miss per delivery, before the
+ * handler itself runs. The closure reads `handlers`, `message_handler` and
+ * `current_seq` through the Lua deliver's own upvalues (found by name when
+ * the delivery is made, read live at every call, so a reassignment in
+ * script_env.lua still counts) and indexes with lua_gettable/lua_settable,
+ * the same operations (metamethods included) as the Lua code. When an
+ * upvalue is missing (script_env.lua renamed it), the Lua deliver is used
+ * as before. Everything here runs inside run_items' lua_pcall.
+ *
+ * The closure's upvalues: */
+enum {
+    CD_DELIVER = 1, /* the Lua deliver (whose upvalues these are) */
+    CD_HANDLERS,    /* the upvalue numbers of handlers, message_handler, current_seq */
+    CD_MSGH,
+    CD_CURRENT_SEQ,
+    CD_ONCE,        /* the key strings "once", "fn", "tick", "type", "seq" */
+    CD_FN,
+    CD_TICK,
+    CD_TYPE,
+    CD_SEQ,
+    CD_COUNT = CD_SEQ
+};
+#define CD_UPVALUE(i) (LUA_REGISTRYINDEX - (i))
+#ifndef LUA_TNIL
+#define LUA_TNIL 0
+#endif
+
+/* What c_deliver needs of Lua's API beyond _luaapi.h's (looked up the same way). */
+typedef struct {
+    const char *(*getupvalue)(lua_State *, int, int);
+    const char *(*setupvalue)(lua_State *, int, int);
+    int (*gettable)(lua_State *, int);
+    void (*settable)(lua_State *, int);
+} DeliverApi;
+
+static DeliverApi lua_d; /* set once, when the module is imported */
+
+static int
+load_deliver_api(const char *path)
+{
+    void *lib = dlopen(path, RTLD_NOW | RTLD_NOLOAD);
+    if (lib == NULL) {
+        PyErr_Format(PyExc_ImportError, "lupa's Lua module is not loaded: %s", dlerror());
+        return -1;
+    }
+    *(void **)(&lua_d.getupvalue) = dlsym(lib, "lua_getupvalue");
+    *(void **)(&lua_d.setupvalue) = dlsym(lib, "lua_setupvalue");
+    *(void **)(&lua_d.gettable) = dlsym(lib, "lua_gettable");
+    *(void **)(&lua_d.settable) = dlsym(lib, "lua_settable");
+    dlclose(lib); /* lupa's module stays loaded (see load_api) */
+    if (!lua_d.getupvalue || !lua_d.setupvalue || !lua_d.gettable || !lua_d.settable) {
+        PyErr_SetString(PyExc_ImportError, "lupa's Lua module lacks the upvalue/table API");
+        return -1;
+    }
+    return 0;
+}
+
+static int
+cd_number(lua_State *L, int upvalue)
+{
+    return (int)lua.tointegerx(L, CD_UPVALUE(upvalue), NULL);
+}
+
+/* c_deliver(id, event, tick, seq, event_type), as the Lua deliver. */
+static int
+c_deliver(lua_State *L)
+{
+    lua.settop(L, 5);
+    lua_d.getupvalue(L, CD_UPVALUE(CD_DELIVER), cd_number(L, CD_HANDLERS)); /* 6 */
+    lua.pushvalue(L, 1);
+    if (lua_d.gettable(L, 6) == LUA_TNIL) { /* 7: h = handlers[id] */
+        lua.pushboolean(L, 1);
+        return 1;
+    }
+    lua.pushvalue(L, CD_UPVALUE(CD_ONCE));
+    lua_d.gettable(L, 7);
+    if (lua.toboolean(L, 8)) { /* h.once */
+        lua.pushvalue(L, 1);
+        lua.pushnil(L);
+        lua_d.settable(L, 6);
+    }
+    lua.settop(L, 7);
+    static const int key[3] = {CD_TICK, CD_TYPE, CD_SEQ}, value[3] = {3, 5, 4};
+    for (int i = 0; i < 3; i++) { /* if event.tick == nil then event.tick = tick end ... */
+        lua.pushvalue(L, CD_UPVALUE(key[i]));
+        int present = lua_d.gettable(L, 2) != LUA_TNIL;
+        lua.settop(L, 7);
+        if (!present) {
+            lua.pushvalue(L, CD_UPVALUE(key[i]));
+            lua.pushvalue(L, value[i]);
+            lua_d.settable(L, 2);
+        }
+    }
+    lua.pushvalue(L, 4); /* current_seq = seq */
+    lua_d.setupvalue(L, CD_UPVALUE(CD_DELIVER), cd_number(L, CD_CURRENT_SEQ));
+    lua_d.getupvalue(L, CD_UPVALUE(CD_DELIVER), cd_number(L, CD_MSGH)); /* 8 */
+    lua.pushvalue(L, CD_UPVALUE(CD_FN));
+    lua_d.gettable(L, 7); /* 9: h.fn */
+    lua.pushvalue(L, 2);
+    if (lua.pcallk(L, 1, LUA_MULTRET, 8, 0, NULL) == LUA_OK) {
+        lua.pushboolean(L, 1); /* xpcall's true (its results: run_items reads none) */
+        return 1;
+    }
+    lua.pushboolean(L, 0); /* xpcall's (false, error) */
+    lua.pushvalue(L, -2);
+    return 2;
+}
+
+/* The Lua deliver at the top of the stack: replaced by a c_deliver closure
+ * over it when its upvalues are found (1), else left as it is (0). */
+static int
+wrap_deliver(lua_State *L)
+{
+    int f = lua.gettop(L);
+    int found[3] = {0, 0, 0};
+    static const char *names[3] = {"handlers", "message_handler", "current_seq"};
+    const char *name;
+    for (int n = 1; (name = lua_d.getupvalue(L, f, n)) != NULL; n++) {
+        lua.settop(L, f);
+        for (int i = 0; i < 3; i++)
+            if (strcmp(name, names[i]) == 0)
+                found[i] = n;
+    }
+    if (!found[0] || !found[1] || !found[2])
+        return 0;
+    lua.pushvalue(L, f);
+    for (int i = 0; i < 3; i++)
+        lua.pushinteger(L, found[i]);
+    static const char *keys[5] = {"once", "fn", "tick", "type", "seq"};
+    for (int i = 0; i < 5; i++)
+        lua.pushlstring(L, keys[i], strlen(keys[i]));
+    lua.pushcclosure(L, c_deliver, CD_COUNT);
+    lua.copy(L, -1, f);
+    lua.settop(L, f);
+    return 1;
+}
+
+/* Registers the function stored under the global ``key`` (the Lua deliver,
+ * wrapped by c_deliver when it can be) and clears the global: (ref, wrapped). */
 static int
 take_global(lua_State *L)
 {
     const char *key = (const char *)lua.touserdata(L, 1);
     lua.getglobal(L, key);
+    int wrapped = wrap_deliver(L);
     int ref = lua.ref(L, LUA_REGISTRYINDEX);
     lua.pushnil(L);
     lua.setglobal(L, key);
     lua.pushinteger(L, ref);
-    return 1;
+    lua.pushboolean(L, wrapped);
+    return 2;
 }
 
 /* One str key and scalar value into ``f``: 1; 0 when it needs the general
@@ -590,6 +740,7 @@ typedef struct {
     lua_State *L;
     int func_ref;
     int c_clock;           /* the watchdog's clock is time.monotonic (batches need it) */
+    char c_deliver;        /* func_ref is c_deliver over the Lua deliver (else the Lua one) */
     PyObject *runtime;     /* keeps the lupa runtime (and so L) alive */
     PyObject *engine;      /* the LuaEngine: the watchdog's key (identity only) */
     CallState *cs;         /* the engine's call state, shared with engine.py */
@@ -784,9 +935,10 @@ delivery_init(Delivery *self, PyObject *args, PyObject *kwds)
     int base = lua.gettop(Ls);
     lua.pushcclosure(Ls, take_global, 0);
     lua.pushlightuserdata(Ls, (void *)global_key);
-    int status = lua.pcallk(Ls, 1, 1, 0, 0, NULL);
+    int status = lua.pcallk(Ls, 1, 2, 0, 0, NULL);
     int isnum = 0;
-    lua_Integer ref = status == LUA_OK ? lua.tointegerx(Ls, -1, &isnum) : 0;
+    lua_Integer ref = status == LUA_OK ? lua.tointegerx(Ls, -2, &isnum) : 0;
+    self->c_deliver = status == LUA_OK && lua.toboolean(Ls, -1);
     lua.settop(Ls, base);
     if (lupa_lock_call(self->lupa_release, self->lupa_lock) < 0)
         return -1;
@@ -1317,6 +1469,11 @@ delivery_bind(Delivery *self, PyObject *sub_id)
     return (PyObject *)bound;
 }
 
+static PyMemberDef delivery_members[] = {
+    {"c_deliver", T_BOOL, offsetof(Delivery, c_deliver), READONLY,
+     "True: script_env.lua's deliver steps run in C (c_deliver), else the Lua deliver"},
+    {NULL}};
+
 static PyMethodDef delivery_methods[] = {
     {"bind", (PyCFunction)delivery_bind, METH_O,
      "bind(sub_id) -> handler(event): this delivery for one subscription."},
@@ -1337,6 +1494,7 @@ static PyTypeObject DeliveryType = {
     .tp_vectorcall_offset = offsetof(Delivery, vectorcall),
     .tp_call = PyVectorcall_Call,
     .tp_methods = delivery_methods,
+    .tp_members = delivery_members,
 };
 
 /* ------------------------------------------------------------ EventQueue */
@@ -2462,6 +2620,8 @@ PyInit__fastcall(void)
         return NULL;
     const char *cpath = PyUnicode_AsUTF8(path);
     int loaded = cpath == NULL ? -1 : load_api(cpath);
+    if (loaded == 0)
+        loaded = load_deliver_api(cpath);
     Py_DECREF(path);
     if (loaded < 0)
         return NULL;
