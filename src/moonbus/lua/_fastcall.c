@@ -25,11 +25,13 @@
  *
  * The common case: the engine is open and idle (no nested call), no abort is
  * pending for the next call, and the event's data is a read-only dict of up
- * to MAX_FIELDS scalars under str keys. Then, holding the engine's lock:
+ * to MAX_FIELDS scalars under str keys. Then, holding the engine's lock (a C
+ * lock inside the CallState, taken without a Python call):
  * the call's token is taken and marked live, the watchdog entry is armed,
  * lupa's own runtime lock is taken (as lupa does around every call), the GIL
  * is released and lua_pcall runs a C function that builds the payload table
- * and calls the script's Lua `deliver(sub_id, event, tick, seq, type)`; then
+ * and calls the script's `deliver(sub_id, event, tick, seq, type)` (in C,
+ * c_deliver, when the Lua one's upvalues are found; see there); then
  * the watchdog entry is removed and the call is ended under the hook lock.
  * A call that ends with an abort, an error, leftover coroutines or anything
  * unusual is finished by the Python path (the engine's `end_call` callable,

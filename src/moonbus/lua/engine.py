@@ -2,9 +2,11 @@
 
 Threads: a ``LuaEngine`` is used by one thread at a time; ``_lock`` (an
 RLock, because a Python API called from Lua may legitimately call back into
-the same engine on the same thread) enforces it. Only ``abort`` may be called
-from another thread (the watchdog, or a runner cancelling a job); it takes
-``_hook_lock``, never ``_lock``, so it cannot deadlock with a running call.
+the same engine on the same thread; a reentrant C lock that behaves the same
+when the C delivery is built, see ``call_state.py``) enforces it. Only
+``abort`` may be called from another thread (the watchdog, or a runner
+cancelling a job); it takes ``_hook_lock``, never ``_lock``, so it cannot
+deadlock with a running call.
 The state of this protocol (tokens, depth, abort reasons, the chain, both
 locks) is ``call_state`` (``call_state.py``): a C object when the C delivery
 is built, which shares it by layout, so it is read and written as ``cs.<field>``.
