@@ -1355,6 +1355,20 @@ delivery_deliver(Delivery *self, PyObject *sub_id, PyObject *event)
 {
     if (self->L == NULL)
         goto general;
+    /* At 10,000 scripts everything this script owns is out of cache, and the
+     * call below would fetch it one miss after the other: start the fetches
+     * of the objects a plain delivery always touches now, all at once
+     * (issue 16). A prefetch changes nothing but timing. */
+    __builtin_prefetch(self->cs);
+    __builtin_prefetch((char *)self->cs + 64);
+    __builtin_prefetch((char *)self->cs + 128);
+    __builtin_prefetch(self->slot);
+    __builtin_prefetch(self->budget);
+    __builtin_prefetch(self->lupa_lock);
+    __builtin_prefetch(self->engine);
+    __builtin_prefetch(self->L);
+    __builtin_prefetch((char *)self->L + 64);
+    __builtin_prefetch((char *)self->L + 128);
     Item item;
     Field fields[MAX_FIELDS];
     int plain = extract_item(sub_id, event, &item, fields, 0, self->proxy_type, MAX_FIELDS);
