@@ -21,17 +21,27 @@ def test_the_fast_path_is_wired_when_built(stepped, delivery_path):
     subs = [s for s in stepped.rt.bus.subscriptions() if s.pattern == "ping"]
     assert len(subs) == 2
     plain, once = (s.handler for s in subs)
-    assert isinstance(plain, functools.partial) and isinstance(once, functools.partial)
+    assert isinstance(once, functools.partial)
     if delivery_path == "native":
-        delivery = plain.func
-        assert type(delivery).__name__ == "Delivery"
+        # partial(delivery, sub_id) as one C object (delivery.bind, issue 16)
+        assert type(plain).__name__ == "BoundDelivery"
+        delivery = plain.delivery
+        assert type(delivery).__name__ == "Delivery" and plain.sub_id == 1
+        assert delivery.c_deliver  # script_env.lua's deliver steps run in C (issue 16)
         with pytest.raises(TypeError):
             delivery(1)
         with pytest.raises(TypeError):
             delivery(1, None, extra=1)
+        with pytest.raises(TypeError):
+            plain()
+        with pytest.raises(TypeError):
+            plain(None, extra=1)
         with pytest.raises(AttributeError):  # not an event: the Python path rejects it
             delivery(1, object())
+        with pytest.raises(AttributeError):
+            plain(object())
     else:
+        assert isinstance(plain, functools.partial)
         assert type(plain.func).__name__ != "Delivery"
     assert type(once.func).__name__ != "Delivery"  # once-handlers take the Python path
 

@@ -51,10 +51,16 @@ def _fast() -> Any:
 
 # ------------------------------------------------------------ source checks
 def member_fields(header: str) -> dict[str, str]:
-    """``{member name: struct field}`` of ``callstate_members`` in ``_callstate.h``."""
+    """``{member name: struct field}`` of ``callstate_members`` in ``_callstate.h``,
+    and of the lock getters (``callstate_get_<name>`` returns ``&self-><name>``'s view)."""
     table = header.split("callstate_members[] = {", 1)[1].split("{NULL}", 1)[0]
-    pairs = re.findall(r'\{"(\w+)",\s*T_\w+,\s*offsetof\(CallState,\s*(\w+)\)', table)
-    return dict(pairs)
+    pairs = dict(re.findall(r'\{"(\w+)",\s*T_\w+,\s*offsetof\(CallState,\s*(\w+)\)', table))
+    getters = header.split("callstate_getset[] = {", 1)[1].split("{NULL", 1)[0]
+    for name, getter in re.findall(r'\{"(\w+)",\s*\(getter\)(\w+)', getters):
+        body = header.split(f"{getter}(CallState *self, void *closure)", 1)[1].split("}", 1)[0]
+        field = re.search(r"&self->(\w+),", body)
+        pairs[name] = field.group(1) if field else "?"
+    return pairs
 
 
 def fields_used(engine_source: str) -> set[str]:
@@ -102,16 +108,21 @@ def test_the_source_checks_fail_on_a_renamed_field() -> None:
 def test_the_c_members_are_the_twin_slots() -> None:
     fast = _fast()
     members = {name for name, value in vars(fast.CallState).items()
-               if type(value).__name__ == "member_descriptor"}
+               if type(value).__name__ in ("member_descriptor", "getset_descriptor")}
     assert members == set(PyCallState.__slots__) == CALL_STATE_FIELDS
 
 
 @pytest.mark.parametrize("kind", ["c", "python"])
 def test_both_types_start_alike_and_keep_their_locks(kind: str) -> None:
-    made = _fast().CallState if kind == "c" else PyCallState
-    lock, hook_lock = threading.RLock(), threading.Lock()
-    state = made(lock=lock, hook_lock=hook_lock)
+    if kind == "c":
+        state: Any = _fast().CallState()
+        lock, hook_lock = state.lock, state.hook_lock  # its own C locks, the same each read
+        assert type(lock) is type(hook_lock) is _fast().EngineLock
+    else:
+        lock, hook_lock = threading.RLock(), threading.Lock()
+        state = PyCallState(lock=lock, hook_lock=hook_lock)
     assert (state.lock, state.hook_lock, state.chain) == (lock, hook_lock, [])
+    assert state.lock is lock and state.hook_lock is hook_lock
     assert (state.token, state.pending_token, state.depth) == (0, 0, 0)
     assert (state.in_call, state.closed) == (False, False)
     assert (state.abort_reason, state.last_reason, state.pending_reason) == (None, None, None)
@@ -122,7 +133,7 @@ def test_both_types_start_alike_and_keep_their_locks(kind: str) -> None:
 
 
 def test_the_locks_and_chain_are_fixed() -> None:
-    state = _fast().CallState(lock=threading.RLock(), hook_lock=threading.Lock())
+    state = _fast().CallState()
     for name in ("lock", "hook_lock", "chain"):
         with pytest.raises(AttributeError):
             setattr(state, name, None)  # fixed when made: C caches their methods

@@ -697,6 +697,11 @@ deliver_plain(EmitCore *self, PyObject *route, PyObject *handlers, PyObject *eve
     Py_SETREF(self->in_flight, Py_NewRef(route));
     self->delivered += PyList_GET_SIZE(handlers);
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(handlers); i++) {
+        /* a route of many scripts' handlers: each handler object is out of
+         * cache, so fetch the one after next while this one runs (a prefetch
+         * changes nothing but timing) */
+        if (i + 2 < PyList_GET_SIZE(handlers))
+            __builtin_prefetch(PyList_GET_ITEM(handlers, i + 2));
         /* another thread may replace a slot (Route.skip) while one runs */
         PyObject *handler = Py_NewRef(PyList_GET_ITEM(handlers, i));
         PyObject *r = PyObject_CallOneArg(handler, event);

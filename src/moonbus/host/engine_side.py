@@ -184,12 +184,10 @@ class ScriptEngine:
         self._collect = lib["collect"]
         # The C path of deliver() (moonbus.lua.fastcall), when built: what the
         # bus calls for this engine's non-once subscriptions.
-        self._fast_deliver: Callable[[int, Event], None] | None = None
-        if kind == "event" and ctx.native:
-            self._fast_deliver = engine.native_delivery(
-                self._deliver, fallback=self.deliver, failed=self._delivery_failed,
-                settings=ctx.settings, budget=self.budget, counts=ctx.delivery_counts,
-            )
+        self._fast_deliver = engine.native_delivery(
+            self._deliver, fallback=self.deliver, failed=self._delivery_failed,
+            settings=ctx.settings, budget=self.budget, counts=ctx.delivery_counts,
+        ) if kind == "event" and ctx.native else None
 
     # ------------------------------------------------------------------ bridge
     def _bridge(self) -> Any:
@@ -242,18 +240,19 @@ class ScriptEngine:
         self.patterns[sub_id] = pattern
         if self.kind == "main" and self.loading:
             return sub_id  # delivered by the event engine; recorded for off()
-        if self.kind == "event":
-            target = self.deliver if once or self._fast_deliver is None else self._fast_deliver
+        if self.kind != "event":
+            target: Callable[[int, Event], None] = self._on_deferred
         else:
-            target = self._on_deferred
+            target = self.deliver if once or self._fast_deliver is None else self._fast_deliver
         deferred = self._ctx.deferred
         if self.kind == "event" and deferred is not None:
             handler = deferred.handler(target, sub_id)  # runs later, on the event thread
+        elif target is self._fast_deliver and self._fast_deliver is not None:
+            handler = self._fast_deliver.bind(sub_id)  # partial(target, sub_id), in C
         else:
             handler = functools.partial(target, sub_id)
         owner = f"{self.script_name}:{self.kind}"
-        bus = self._bus
-        sub = (bus.once if once else bus.on)(pattern, handler, owner=owner)
+        sub = (self._bus.once if once else self._bus.on)(pattern, handler, owner=owner)
         self.subscriptions[sub_id] = sub
         if once:
             self._once_ids.add(sub_id)

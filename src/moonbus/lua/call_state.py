@@ -19,26 +19,45 @@ engine's owner thread writes ``token``, ``in_call``, ``depth`` and
 ``abort_reason`` holding ``hook_lock``; ``chain`` and ``last_reason`` change
 under ``hook_lock``. ``lock``, ``hook_lock`` and the ``chain`` list are fixed
 when the state is made.
+
+The locks (issue 16): the C ``CallState`` owns two C locks whose state is part
+of the struct (``_callstate.h``'s ``MbLock``), which the C delivery takes and
+releases without a Python call; Python sees them as ``EngineLock`` objects
+(``acquire``/``release``/``with``, the GIL released while waiting, exactly as
+threading's locks), ``lock`` reentrant like the ``threading.RLock`` it
+replaces, ``hook_lock`` not, like ``threading.Lock``. ``PyCallState`` (the
+reference) keeps those threading locks.
 """
 
 from __future__ import annotations
 
 import threading
-from typing import Any, Protocol
+from types import TracebackType
+from typing import Protocol
 
 from moonbus.lua.fastcall import FAST_CALL
 from moonbus.native import load_fast_path
 
-__all__ = ["CALL_STATE_FIELDS", "CallState", "PyCallState", "make_call_state"]
+__all__ = ["CALL_STATE_FIELDS", "CallState", "EngineLock", "PyCallState", "make_call_state"]
+
+
+class EngineLock(Protocol):
+    """What the engine does with its locks (threading's or the C ``EngineLock``)."""
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool: ...
+    def release(self) -> None: ...
+    def __enter__(self) -> bool: ...
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
+                 traceback: TracebackType | None, /) -> None: ...
 
 
 class CallState(Protocol):
     """What ``LuaEngine`` and the C delivery share (see the module docstring)."""
 
     @property
-    def lock(self) -> threading.RLock: ...
+    def lock(self) -> EngineLock: ...
     @property
-    def hook_lock(self) -> threading.Lock: ...
+    def hook_lock(self) -> EngineLock: ...
     @property
     def chain(self) -> list[int]: ...
 
@@ -58,7 +77,7 @@ class PyCallState:
     __slots__ = ("abort_reason", "chain", "closed", "depth", "hook_lock", "in_call",
                  "last_reason", "lock", "pending_reason", "pending_token", "token")
 
-    def __init__(self, *, lock: threading.RLock, hook_lock: threading.Lock) -> None:
+    def __init__(self, *, lock: EngineLock, hook_lock: EngineLock) -> None:
         self.lock = lock  # the engine's RLock: one thread uses the engine at a time
         self.hook_lock = hook_lock  # serialises abort() with the end of a call
         self.chain: list[int] = []  # Lua threads being resumed (pointers)
@@ -77,9 +96,11 @@ CALL_STATE_FIELDS = frozenset(PyCallState.__slots__)
 
 
 def make_call_state(*, native: bool) -> CallState:
-    """The C ``CallState`` when the C delivery can be used (``native`` and the
-    extension loads), else ``PyCallState``; with a fresh RLock and Lock."""
+    """The C ``CallState`` (with its own C locks) when the C delivery can be used
+    (``native`` and the extension loads), else ``PyCallState`` with a fresh
+    ``threading.RLock`` and ``threading.Lock``."""
     fast = load_fast_path(FAST_CALL, native=native)
-    kind: Any = PyCallState if fast.module is None else fast.module.CallState
-    state: CallState = kind(lock=threading.RLock(), hook_lock=threading.Lock())
-    return state
+    if fast.module is not None:
+        made: CallState = fast.module.CallState()
+        return made
+    return PyCallState(lock=threading.RLock(), hook_lock=threading.Lock())

@@ -2,9 +2,11 @@
 
 Threads: a ``LuaEngine`` is used by one thread at a time; ``_lock`` (an
 RLock, because a Python API called from Lua may legitimately call back into
-the same engine on the same thread) enforces it. Only ``abort`` may be called
-from another thread (the watchdog, or a runner cancelling a job); it takes
-``_hook_lock``, never ``_lock``, so it cannot deadlock with a running call.
+the same engine on the same thread; a reentrant C lock that behaves the same
+when the C delivery is built, see ``call_state.py``) enforces it. Only
+``abort`` may be called from another thread (the watchdog, or a runner
+cancelling a job); it takes ``_hook_lock``, never ``_lock``, so it cannot
+deadlock with a running call.
 The state of this protocol (tokens, depth, abort reasons, the chain, both
 locks) is ``call_state`` (``call_state.py``): a C object when the C delivery
 is built, which shares it by layout, so it is read and written as ``cs.<field>``.
@@ -32,7 +34,6 @@ Lua reader, and refuse sources over the size cap (see ``compile_limits.py``).
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -44,10 +45,10 @@ from moonbus.errors import (
     ScriptSyntaxError,
 )
 from moonbus.lua.call_outcome import MEMORY_MESSAGE, split_error
-from moonbus.lua.call_state import CallState, make_call_state
+from moonbus.lua.call_state import CallState, EngineLock, make_call_state
 from moonbus.lua.compile_limits import COMPILE_PIECE, CompileCounters, oversize
 from moonbus.lua.convert import LuaConverter
-from moonbus.lua.fastcall import native_delivery
+from moonbus.lua.fastcall import NativeDelivery, native_delivery
 from moonbus.lua.fastconvert import native_quick_bind
 from moonbus.lua.guarded import GuardedCalls
 from moonbus.lua.hooks import HookControl
@@ -186,7 +187,7 @@ class LuaEngine(GuardedCalls):
         failed: Callable[[int, Any, Any, str | None, float | None], None],
         settings: Any,
         budget: Any = None, counts: Any = None,
-    ) -> Callable[[int, Any], None] | None:
+    ) -> NativeDelivery | None:
         """The C fast path of ``call_event`` for ``func`` (see ``fastcall.py``), or None.
         ``budget``: the engine's ``HandlerBudget``; ``counts``: the runtime's ``DeliveryCounts``.
 
@@ -209,8 +210,9 @@ class LuaEngine(GuardedCalls):
         return self._cs
 
     @property
-    def lock(self) -> threading.RLock:
-        """Held by whichever thread is using the engine (re-entrant)."""
+    def lock(self) -> EngineLock:
+        """Held by whichever thread is using the engine (re-entrant; a C lock
+        when the C delivery is built, see ``call_state.py``)."""
         return self._lock
 
     def lua_type(self, value: Any) -> str | None:

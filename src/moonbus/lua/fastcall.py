@@ -25,18 +25,29 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from moonbus.native import load_fast_path
 
 if TYPE_CHECKING:
     from moonbus.lua.engine import LuaEngine
 
-__all__ = ["FAST_CALL", "make_delivery_counts", "native_available", "native_delivery"]
+__all__ = ["FAST_CALL", "NativeDelivery", "make_delivery_counts", "native_available",
+           "native_delivery"]
 
 _GLOBAL_KEY = "__moonbus_native_delivery"  # in the state's real _G, which scripts never see
 
 FAST_CALL = "moonbus.lua._fastcall"  # fails to import, too, when lupa differs
+
+
+class NativeDelivery(Protocol):
+    """A C delivery (``_fastcall.Delivery``): ``delivery(sub_id, event)``, and
+    ``bind(sub_id)``, the same for one subscription as ``handler(event)`` in one
+    object (what the bus calls: a ``functools.partial`` would add its argument
+    tuple and an argument copy to every call, issue 16)."""
+
+    def __call__(self, sub_id: int, event: Any, /) -> None: ...
+    def bind(self, sub_id: int, /) -> Callable[[Any], None]: ...
 
 
 def make_delivery_counts(native: bool) -> Any:
@@ -74,7 +85,7 @@ def native_delivery(
     settings: Any,
     budget: Any = None,
     counts: Any = None,
-) -> Callable[[int, Any], None] | None:
+) -> NativeDelivery | None:
     """The C delivery of ``func`` (a Lua ``deliver``) on ``engine``, or None.
 
     What C needs of the engine is handed in, never looked up by name:
@@ -105,7 +116,7 @@ def native_delivery(
     globals_table = runtime.globals()
     globals_table[_GLOBAL_KEY] = func
     try:
-        delivery: Callable[[int, Any], None] = fast.module.Delivery(
+        delivery: NativeDelivery = fast.module.Delivery(
             engine=engine, call_state=call_state, watchdog=watchdog, lua_module=lua_module,
             end_call=end_call, abort_on_entry=abort_on_entry, runtime=runtime, state=state,
             lupa_lock=lock,

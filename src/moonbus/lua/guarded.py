@@ -31,13 +31,12 @@ callbacks run on the owner thread, inside a call. The attributes are set by
 
 from __future__ import annotations
 
-import threading
 from threading import get_native_id as _native_id
 from typing import Any
 
 from moonbus.errors import ClosedError
 from moonbus.lua.call_outcome import CallOutcome
-from moonbus.lua.call_state import CallState
+from moonbus.lua.call_state import CallState, EngineLock
 from moonbus.lua.convert import LuaConverter
 from moonbus.lua.hooks import HookControl
 from moonbus.lua.value_path import payload_error
@@ -53,8 +52,8 @@ class GuardedCalls(CallOutcome):
 
     # Set by LuaEngine.__init__ (annotations only: no class attributes).
     _cs: CallState
-    _lock: threading.RLock
-    _hook_lock: threading.Lock
+    _lock: EngineLock
+    _hook_lock: EngineLock
     _chain: list[int]
     _hooks: HookControl
     _watchdog: Watchdog

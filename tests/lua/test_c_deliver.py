@@ -1,0 +1,150 @@
+"""``c_deliver`` (``_fastcall.c``): script_env.lua's ``deliver`` steps done in C.
+
+Issue 16: the C delivery runs the steps of the Lua ``deliver`` (handler
+lookup, once removal, tick/type/seq unless present, ``current_seq``, the
+handler under the message handler) itself when it finds the Lua function's
+``handlers``, ``message_handler`` and ``current_seq`` upvalues, and calls
+the Lua function otherwise. These tests run the same events through the C
+delivery and through the Lua ``deliver`` (the reference) on a copy of
+script_env.lua's function, and compare what each left behind.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from types import MappingProxyType, SimpleNamespace
+from typing import Any
+
+import pytest
+
+from moonbus.lua.fastcall import FAST_CALL
+from moonbus.lua.sandbox import SandboxFactory
+from moonbus.native import load_fast_path
+
+# script_env.lua's deliver, with what a test needs to look inside.
+CHUNK = """
+local handlers = {}
+local current_seq = nil
+local message_handler = ...
+local log = {}
+handlers[1] = { fn = function(e) log[#log + 1] = {e.tick, e.type, e.seq, e.x, current_seq} end,
+                once = false }
+handlers[2] = { fn = function(e) log[#log + 1] = {"once", e.seq} end, once = true }
+handlers[3] = { fn = function(e) error("boom " .. e.seq) end, once = false }
+local function deliver(id, event, tick, seq, event_type)
+  local h = handlers[id]
+  if h == nil then
+    return true
+  end
+  if h.once then
+    handlers[id] = nil
+  end
+  if event.tick == nil then
+    event.tick = tick
+  end
+  if event.type == nil then
+    event.type = event_type
+  end
+  if event.seq == nil then
+    event.seq = seq
+  end
+  current_seq = seq
+  return xpcall(h.fn, message_handler, event)
+end
+local function state()
+  return log, handlers[2] ~= nil, current_seq
+end
+return deliver, state
+"""
+
+
+def _fast() -> Any:
+    fast = load_fast_path(FAST_CALL)
+    if fast.module is None:
+        if os.environ.get("CI") == "true" and not os.environ.get("MOONBUS_PURE_PYTHON"):
+            pytest.fail(f"CI builds the C fast paths, but {FAST_CALL} is off: {fast.reason}")
+        pytest.skip(f"{FAST_CALL} off: {fast.reason}")
+    return fast.module
+
+
+def _wire(source: str) -> Iterator[SimpleNamespace]:
+    _fast()
+    with SandboxFactory() as factory:
+        engine = factory.create("c-deliver")
+        chunk = engine.compile(source, "deliver.lua", engine.new_env())
+        deliver, state = engine.call(chunk, engine.message_handler, limit=5.0)
+        seen = SimpleNamespace(engine=engine, deliver=deliver, state=state, failed=[],
+                               fallback=[])
+        seen.delivery = engine.native_delivery(
+            deliver, fallback=lambda sub_id, event: seen.fallback.append(event),
+            failed=lambda sub_id, result, failure, reason, limit: seen.failed.append(
+                (sub_id, str(result[1]) if result else str(failure))),
+            settings=SimpleNamespace(handler_timeout=5.0),
+        )
+        assert seen.delivery is not None
+        try:
+            yield seen
+        finally:
+            engine.close()
+
+
+@pytest.fixture
+def wired() -> Iterator[SimpleNamespace]:
+    yield from _wire(CHUNK)
+
+
+def _event(seq: int, tick: int | None, data: dict[str, Any] | None = None) -> tuple[Any, ...]:
+    return ("hit", MappingProxyType(data or {}), seq, tick)
+
+
+EVENTS = [(1, _event(1, 7, {"x": 1})), (1, _event(2, None, {"x": 2})),
+          (1, _event(3, 8, {"tick": 100, "type": "own", "seq": 55, "x": 3})),
+          (1, _event(4, 9, {"tick": None, "x": 4})),
+          (2, _event(5, 1)), (2, _event(6, 1)), (9, _event(7, 1)), (3, _event(8, 1)),
+          (1, _event(9, 2, {"x": 5}))]
+
+
+def _lua_reference() -> tuple[Any, ...]:
+    # The same events through the Lua deliver, called as the Python path does.
+    for seen in _wire(CHUNK):
+        engine = seen.engine
+        errors = []
+        for sub_id, (kind, data, seq, tick) in EVENTS:
+            table = engine.table(dict(data))
+            ok, *rest = engine.call(seen.deliver, sub_id, table, tick, seq, kind, limit=5.0)
+            if not ok:
+                errors.append((sub_id, str(rest[0]).split("\n")[0]))
+        return (*_state(seen), errors)
+    raise AssertionError("not wired")
+
+
+def _state(seen: SimpleNamespace) -> tuple[Any, ...]:
+    log, once_left, current = seen.engine.call(seen.state, limit=5.0)
+    rows = [tuple(row[i] for i in range(1, 6)) for row in log.values()]
+    return rows, once_left, current
+
+
+def test_the_c_delivery_does_deliver_in_c(wired: SimpleNamespace) -> None:
+    assert wired.delivery.c_deliver is True
+
+
+def test_c_deliver_leaves_what_the_lua_deliver_leaves(wired: SimpleNamespace) -> None:
+    for sub_id, event in EVENTS:
+        wired.delivery(sub_id, event)
+    assert wired.fallback == []
+    c_errors = [(sub_id, text.split("\n")[0]) for sub_id, text in wired.failed]
+    assert (*_state(wired), c_errors) == _lua_reference()
+    rows, once_left, current = _state(wired)
+    assert rows[0] == (7, "hit", 1, 1, 1) and rows[2] == (100, "own", 55, 3, 3)
+    assert rows[3] == (9, "hit", 4, 4, 4)  # a None field is absent: filled in
+    assert once_left is False and current == 9  # the once handler ran once, then was removed
+    assert c_errors == [(3, "deliver.lua:9: boom 8")]
+
+
+def test_a_deliver_without_the_upvalues_runs_as_lua() -> None:
+    plain = "local t = 0\nreturn function(id, e) t = t + 1 return true end, function() return t end"
+    for seen in _wire(plain):
+        assert seen.delivery.c_deliver is False
+        seen.delivery(1, _event(1, None))
+        assert seen.engine.call(seen.state, limit=5.0) == (1,)
