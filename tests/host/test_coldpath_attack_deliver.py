@@ -206,3 +206,32 @@ events:on("e", function(e) local n = e.seq end)
     assert native["handler_errors"] == python["handler_errors"]
     assert native["errors"] == python["errors"]
     assert native["status"] == python["status"]
+
+
+@pytest.mark.parametrize("deferred", [False, True])
+def test_many_results_stack_overflow_and_hostile_tostring(tmp_path: Path, deferred: bool) -> None:
+    # c_deliver calls the handler with LUA_MULTRET and then pushes 1-2 more
+    # values without lua_checkstack; the Lua deliver returns xpcall's results.
+    text = APPEND + """
+events:on("e", function(e)
+  add("in " .. e.k)
+  if e.k == "many" then
+    local t = {} for i = 1, 200000 do t[i] = i end
+    return table.unpack(t)
+  end
+  if e.k == "few" then return false, "no" end
+  if e.k == "deep" then local function f(n) return 1 + f(n + 1) end return f(1) end
+  if e.k == "badstr" then
+    error(setmetatable({}, {__tostring = function() return {} end}))
+  end
+  if e.k == "errstr" then
+    error(setmetatable({}, {__tostring = function() error("again") end}))
+  end
+end)
+"""
+    kinds = ["many", "few", "deep", "badstr", "errstr", "many", "ok"]
+    native, python = _both(tmp_path, text, [("e", {"k": k}) for k in kinds], deferred=deferred)
+    assert native["out"] == python["out"]
+    assert native["errors"] == python["errors"]
+    assert native["handler_errors"] == python["handler_errors"]
+    assert native["status"] == python["status"] == "running"
