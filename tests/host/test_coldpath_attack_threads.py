@@ -151,3 +151,92 @@ end)
 
         _threads([emitter, emitter, emitter, unloader], limit=20)
         assert errors == []
+
+
+def test_keyboard_interrupt_while_an_emit_waits_for_the_engine(tmp_path: Path) -> None:
+    # The main thread's emit waits (C: MbLock slow path, GIL released) for the
+    # engine held by a spinning handler on another thread; SIGINT interrupts
+    # the wait. Afterwards the engine, the bus and the lock must still work.
+    import signal
+
+    rt = Runtime(threaded=True, workers=2)
+    try:
+        rt.settings.handler_timeout = 1.0
+        rt.settings.max_handler_timeouts = 100
+        h = _load(rt, tmp_path, """
+events:on("p", function(e)
+  if e.mode == "spin" then while true do end end
+  shared:int("ok"):increment()
+end)
+""", "kbd")
+        started = threading.Event()
+
+        def spin() -> None:
+            started.set()
+            rt.bus.emit("p", {"mode": "spin"})
+
+        spinner = threading.Thread(target=spin, daemon=True)
+        spinner.start()
+        assert started.wait(5)
+        time.sleep(0.1)
+        main = threading.get_ident()
+        timer = threading.Timer(0.2, lambda: signal.pthread_kill(main, signal.SIGINT))
+        timer.start()
+        interrupted = False
+        t0 = time.monotonic()
+        try:
+            rt.bus.emit("p", {"mode": "ok"})
+        except KeyboardInterrupt:
+            interrupted = True
+        waited = time.monotonic() - t0
+        timer.join()
+        spinner.join(10)
+        assert not spinner.is_alive()
+        # the interrupted event may or may not have run; later ones must
+        before = h.shared.int("ok").get() or 0
+        done = threading.Event()
+
+        def later() -> None:
+            for _ in range(5):
+                rt.bus.emit("p", {"mode": "ok"})
+            done.set()
+
+        threading.Thread(target=later, daemon=True).start()
+        assert done.wait(10), "emits hang after an interrupted wait"
+        assert h.shared.int("ok").get() == before + 5
+        assert interrupted or waited >= 0.5
+        assert h.status == "running"
+    finally:
+        rt.close()
+
+
+def test_nested_call_from_another_thread_waits_then_runs(tmp_path: Path) -> None:
+    # A host function called from Lua starts a thread that calls into the
+    # same engine, and joins it with a timeout: the other thread must wait
+    # for the outer call (not deadlock, not get in), then run.
+    from moonbus.lua.sandbox import SandboxFactory
+
+    for native in (True, False):
+        with SandboxFactory(native=native) as factory:
+            engine = factory.create("nested")
+            try:
+                inner = engine.compile("return 2", "inner.lua", engine.new_env())
+                results: list[Any] = []
+                workers: list[threading.Thread] = []
+
+                def host() -> int:
+                    t = threading.Thread(
+                        target=lambda: results.append(engine.call(inner, limit=5.0)))
+                    workers.append(t)
+                    t.start()
+                    t.join(0.2)
+                    return 1 if t.is_alive() else 0
+
+                env = engine.new_env()
+                env["host"] = engine.host_function(host, "host")
+                outer = engine.compile("return host()", "outer.lua", env)
+                assert engine.call(outer, limit=5.0) == (1,)  # the worker waited
+                workers[0].join(5)
+                assert results == [(2,)]
+            finally:
+                engine.close()
