@@ -240,3 +240,39 @@ def test_nested_call_from_another_thread_waits_then_runs(tmp_path: Path) -> None
                 assert results == [(2,)]
             finally:
                 engine.close()
+
+
+@pytest.mark.parametrize("mode", ["immediate", "deferred"])
+def test_polls_handlers_and_host_threads_all_emitting_do_not_deadlock(tmp_path: Path,
+                                                                      mode: str) -> None:
+    # Lock-order hunt: polls (main engine, worker threads) emit into handlers
+    # (event engine) that emit again, while host threads emit too.
+    rt = Runtime(threaded=True, workers=2, event_delivery=mode)
+    try:
+        rt.settings.handler_timeout = 2.0
+        hosts = [_load(rt, tmp_path, f"""
+function poll()
+  for i = 1, 5 do events:emit("x{k}", {{i = i}}) end
+  return 1
+end
+events:on("x{k}", function(e) shared:int("x"):increment() events:emit("y", {{}}) end)
+events:on("y", function(e) shared:int("y"):increment() end)
+events:on("h", function(e) events:emit("x{1 - k}", {{}}) end)
+""", f"p{k}") for k in (0, 1)]
+        stop = time.monotonic() + (0.4 if mode == "deferred" else 1.5)
+
+        def host_emitter() -> None:
+            while time.monotonic() < stop:
+                rt.bus.emit("h", {})
+                rt.bus.emit("y", {})
+
+        _threads([host_emitter, host_emitter, host_emitter], limit=20)
+        if mode == "deferred":
+            assert rt.flush_events(10)
+        for h in hosts:
+            assert h.status == "running", h.errors
+            assert (h.shared.int("y").get() or 0) > 0
+    finally:
+        t0 = time.monotonic()
+        rt.close(timeout=15)
+        assert time.monotonic() - t0 < 15
