@@ -117,7 +117,8 @@ end)
 def test_data_named_tick_type_seq_and_false_values(tmp_path: Path, deferred: bool) -> None:
     text = APPEND + """
 events:on("e", function(e)
-  add(tostring(e.tick) .. "/" .. tostring(e.type) .. "/" .. tostring(e.seq) .. "/" .. tostring(math.type(e.seq)))
+  add(tostring(e.tick) .. "/" .. tostring(e.type) .. "/" .. tostring(e.seq)
+      .. "/" .. tostring(math.type(e.seq)))
 end)
 """
     emits = [("e", {}), ("e", {"tick": False}), ("e", {"type": None}), ("e", {"seq": 0}),
