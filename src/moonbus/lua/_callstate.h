@@ -300,6 +300,10 @@ enginelock_timeout(int blocking, PyObject *timeout_obj, PY_TIMEOUT_T *out)
         timeout = PyFloat_AsDouble(timeout_obj);
         if (timeout == -1.0 && PyErr_Occurred())
             return -1;
+        if (timeout != timeout) { /* NaN: threading refuses it too (else a cast UB: wait for ever) */
+            PyErr_SetString(PyExc_ValueError, "Invalid value NaN (not a number)");
+            return -1;
+        }
     }
     if (!blocking && timeout != -1.0) {
         PyErr_SetString(PyExc_ValueError, "can't specify a timeout for a non-blocking call");

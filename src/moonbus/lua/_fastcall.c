@@ -432,7 +432,10 @@ c_deliver(lua_State *L)
     lua.pushvalue(L, CD_UPVALUE(CD_FN));
     lua_d.gettable(L, 7); /* 9: h.fn */
     lua.pushvalue(L, 2);
-    if (lua.pcallk(L, 1, LUA_MULTRET, 8, 0, NULL) == LUA_OK) {
+    /* no results kept: run_items reads none, and with LUA_MULTRET a handler
+     * returning many values would leave no room (ci->top == top) for the
+     * pushes below without a lua_checkstack (review of issue 16) */
+    if (lua.pcallk(L, 1, 0, 8, 0, NULL) == LUA_OK) {
         lua.pushboolean(L, 1); /* xpcall's true (its results: run_items reads none) */
         return 1;
     }
