@@ -287,9 +287,12 @@ local shared = {}
 -- A handle's method (its first argument, the handle, dropped) calling host
 -- function f: the quick C call first when there is one (it answers nothing
 -- unless it did the plain case), else f, which raises the store's own error.
+-- For a memory-store int cell the method is a C closure doing the plain case
+-- itself and calling this Lua closure for anything else (quick_method in
+-- _fastconvert.c): no Lua function runs between `h:increment()` and the cell.
 local function host_method(f, quick, address)
   local q = quick and quick_bind ~= nil and quick_bind(quick, address) or nil
-  return function(_, ...)
+  local function method(_, ...)
     if q ~= nil then
       local r = q(...)
       if r ~= nil then
@@ -298,6 +301,7 @@ local function host_method(f, quick, address)
     end
     return f(...)
   end
+  return q ~= nil and quick_bind(quick, address, method) or method
 end
 
 -- The handle, and its kind check: py.shared_handle returns the methods in
@@ -328,25 +332,39 @@ end
 -- to build per call); a kind's tables are made on its first use.
 local handle_cache = {}
 local check_cache = {}
+-- `level`: where the name error points, 2 from shared[kind] (the script's
+-- line), 3 from the C closure below (past its C frame: the same line).
+local function get_handle(kind, level, ...)
+  local name = method_args(shared, ...)
+  if type(name) ~= "string" then
+    error("shared:" .. kind .. ": name must be a string, got " .. type(name), level)
+  end
+  local handles = handle_cache[kind]
+  local h = handles and handles[name]
+  if h == nil then
+    if handles == nil then
+      handles = {}
+      handle_cache[kind], check_cache[kind] = handles, {}
+    end
+    h, check_cache[kind][name] = make_handle(kind, name)
+    handles[name] = h
+  else
+    check_cache[kind][name]()
+  end
+  return h
+end
 for kind in pairs(KIND_METHODS) do
-  shared[kind] = function(...)
-    local name = method_args(shared, ...)
-    if type(name) ~= "string" then
-      error("shared:" .. kind .. ": name must be a string, got " .. type(name), 2)
+  if quick_bind ~= nil then
+    -- In C when quick calls are bound (quick_shared in _fastconvert.c): a
+    -- cached handle whose check passes comes back with no Lua function run;
+    -- anything else runs get_handle, with the same errors.
+    shared[kind] = quick_bind(selves, handle_cache, check_cache, kind, function(...)
+      return get_handle(kind, 3, ...)
+    end)
+  else
+    shared[kind] = function(...)
+      return get_handle(kind, 2, ...)
     end
-    local handles = handle_cache[kind]
-    local h = handles and handles[name]
-    if h == nil then
-      if handles == nil then
-        handles = {}
-        handle_cache[kind], check_cache[kind] = handles, {}
-      end
-      h, check_cache[kind][name] = make_handle(kind, name)
-      handles[name] = h
-    else
-      check_cache[kind][name]()
-    end
-    return h
   end
 end
 function shared.contains(...)

@@ -937,40 +937,145 @@ quick_call(lua_State *L)
  * this state, on this thread), the bound method's ``m_self`` and the
  * cached cell, all kept alive by references this Lua state owns; and only
  * this state's thread writes the cached cell (``quick``, with the GIL).
+ * cell_fast is that path, shared with quick_method below.
  */
+
+/* The GIL-free plain case of a cell user's quick call on its ``nops``
+ * arguments from stack index ``first`` (see quick_cell_call): 1 with the
+ * answer pushed, 0 (nothing done, nothing pushed) otherwise. ``held`` is
+ * lupa's py_object of the bound ``quick``, ``user`` its m_self. */
+static inline int
+cell_fast(lua_State *L, PyObject **held, MbCellUser *user, int nops, int first)
+{
+    if (held == NULL || *held == NULL) /* lupa released it: user may be gone */
+        return 0;
+    MbIntCell *cell = user->cell;
+    if (cell == NULL || nops > 1 || (nops == 1 && !lua.isinteger(L, first)))
+        return 0;
+    if (Py_IS_TYPE((PyObject *)user, kindcheck_type)) {
+        if (nops == 0 && mb_cell_live(cell)) {
+            user->calls_without_gil++;
+            lua.pushboolean(L, 1);
+            return 1;
+        }
+    } else if (nops == 1 || user->default_one) {
+        lua_Integer n = nops == 1 ? lua.tointegerx(L, first, NULL) : 1;
+        int64_t result;
+        if (!(user->sign < 0 && n == LLONG_MIN) &&
+            mb_cell_add(cell, user->sign < 0 ? -(int64_t)n : (int64_t)n, &result)) {
+            user->calls_without_gil++;
+            lua.pushinteger(L, (lua_Integer)result);
+            return 1;
+        }
+    }
+    return 0;
+}
+
 static int
 quick_cell_call(lua_State *L)
 {
     int nargs = lua.gettop(L);
     PyObject **held = (PyObject **)lua.touserdata(L, lua_upvalueindex(1));
-    PyObject *func = held == NULL ? NULL : *held; /* NULL: lupa released it */
-    if (func == NULL || nargs > 1 || (nargs == 1 && !lua.isinteger(L, 1)))
+    if (held == NULL || *held == NULL) /* NULL: lupa released it */
         return 0;
     /* the bound method's m_self, kept by bind (upvalue 2): it lives as long
      * as the method, which lives while *held is set; one pointer chase less
      * per call when 10,000 states each make one (cold) */
     MbCellUser *user = (MbCellUser *)lua.touserdata(L, lua_upvalueindex(2));
-    MbIntCell *cell = user->cell;
-    if (cell != NULL) {
-        if (Py_IS_TYPE((PyObject *)user, kindcheck_type)) {
-            if (nargs == 0 && mb_cell_live(cell)) {
-                user->calls_without_gil++;
-                lua.pushboolean(L, 1);
-                return 1;
-            }
-        } else if (nargs == 1 || user->default_one) {
-            lua_Integer n = nargs == 1 ? lua.tointegerx(L, 1, NULL) : 1;
-            int64_t result;
-            if (!(user->sign < 0 && n == LLONG_MIN) &&
-                mb_cell_add(cell, user->sign < 0 ? -(int64_t)n : (int64_t)n, &result)) {
-                user->calls_without_gil++;
-                lua.pushinteger(L, (lua_Integer)result);
-                return 1;
-            }
-        }
-    }
+    if (nargs > 1 || (nargs == 1 && !lua.isinteger(L, 1)))
+        return 0;
+    if (cell_fast(L, held, user, nargs, 1))
+        return 1;
     user->calls_with_gil++;
     return quick_call(L);
+}
+
+/* Calls the function at upvalue ``fallback`` with the whole stack as its
+ * arguments and returns all its results (the C closures' "do what the Lua
+ * code does"): errors propagate unchanged. Needs one free stack slot, which
+ * Lua guarantees a C function (LUA_MINSTACK). */
+static int
+call_fallback(lua_State *L, int fallback)
+{
+    int nargs = lua.gettop(L);
+    lua.pushvalue(L, lua_upvalueindex(fallback));
+    lua.rotate(L, 1, 1);
+    lua.callk(L, nargs, LUA_MULTRET, 0, NULL);
+    return lua.gettop(L);
+}
+
+/*
+ * A memory-store int handle's method, or its kind check, flattened into C
+ * (script_env.lua's host_method, when bind gets a third argument): (self,
+ * ...) with self ignored, as host_method's Lua closure ignores it (a known
+ * quirk, kept: `h.increment(5)` increments by 1). The plain case is
+ * cell_fast on the arguments after self: no Lua function runs between the
+ * script's `h:increment()` and the cell's CAS. Anything else calls
+ * host_method's Lua closure (upvalue 3) with the same arguments, so every
+ * other outcome, error and message is exactly the Lua path's (host errors
+ * take the position of the nearest script frame, script_position in
+ * host_bridge.lua, which skips this C frame). Upvalues: lupa's userdata of
+ * the bound ``quick``, its m_self (light), the Lua closure; none is ever
+ * returned to the caller.
+ *
+ * Threads: as quick_cell_call (the state's thread, GIL held or not).
+ */
+static int
+quick_method(lua_State *L)
+{
+    int nargs = lua.gettop(L);
+    PyObject **held = (PyObject **)lua.touserdata(L, lua_upvalueindex(1));
+    MbCellUser *user = (MbCellUser *)lua.touserdata(L, lua_upvalueindex(2));
+    if (cell_fast(L, held, user, nargs > 0 ? nargs - 1 : 0, 2))
+        return 1;
+    return call_fallback(L, 3);
+}
+
+/*
+ * `shared.<kind>(name)` / `shared:<kind>(name)` flattened into C (bind with
+ * five arguments, from script_env.lua). Upvalues: 1 ``selves`` (the library
+ * objects method_args drops as a leading self), 2 handle_cache, 3
+ * check_cache (kind -> name -> handle / check), 4 the kind, 5 the Lua
+ * implementation. The plain case (name a string with a cached handle) does
+ * what the Lua implementation does with no Lua function: runs the cached
+ * check (a quick_method closure, so no Lua either when its cell is live) and
+ * returns the handle. Anything else (first use of a name, a name that is not
+ * a string...) calls the Lua implementation with the same arguments; it
+ * raises its own errors one level further up, past this C frame, so the
+ * script sees the same message and position. Returns only the handle or the
+ * Lua implementation's results: never an upvalue.
+ *
+ * Threads: runs inside the state's Lua, on the thread running it.
+ */
+static int
+quick_shared(lua_State *L)
+{
+    int nargs = lua.gettop(L);
+    int at = 1; /* the name */
+    if (nargs >= 1) {
+        lua.pushvalue(L, 1);
+        int self = lua.rawget(L, lua_upvalueindex(1)) != LUA_TNIL && lua.toboolean(L, -1);
+        lua.settop(L, nargs);
+        at = self ? 2 : 1;
+    }
+    if (at <= nargs && lua.type(L, at) == LUA_TSTRING) {
+        lua.pushvalue(L, lua_upvalueindex(4));
+        if (lua.rawget(L, lua_upvalueindex(2)) == LUA_TTABLE) {  /* nargs+1: handles */
+            lua.pushvalue(L, at);
+            if (lua.rawget(L, nargs + 1) != LUA_TNIL) {            /* nargs+2: the handle */
+                lua.pushvalue(L, lua_upvalueindex(4));
+                if (lua.rawget(L, lua_upvalueindex(3)) == LUA_TTABLE) { /* nargs+3: checks */
+                    lua.pushvalue(L, at);
+                    lua.rawget(L, nargs + 3);                     /* nargs+4: the check */
+                    lua.callk(L, 0, 0, 0, NULL);  /* as the Lua code: a non-function raises */
+                    lua.settop(L, nargs + 2);
+                    return 1;
+                }
+            }
+        }
+        lua.settop(L, nargs);
+    }
+    return call_fallback(L, 5);
 }
 
 /* Whether ``func`` is the bound ``quick`` of an IntOp or a KindCheck: reads
@@ -986,11 +1091,27 @@ is_cell_user_quick(PyObject *func)
            strcmp(name, "quick") == 0;
 }
 
-/* bind(obj, address): see above. Errors are Lua errors (wrong arguments). */
+/* bind(obj, address): see above. bind(obj, address, fallback): a
+ * quick_method closure when obj is a cell user's ``quick``, else nil (the
+ * caller keeps its Lua closure). bind(selves, handles, checks, kind,
+ * fallback): a quick_shared closure. Errors are Lua errors (wrong
+ * arguments). Only trusted host Lua code (script_env.lua) holds bind. */
 static int
 quick_bind(lua_State *L)
 {
-    if (lua.gettop(L) != 2 || lua.type(L, 1) != LUA_TUSERDATA || !lua.isinteger(L, 2)) {
+    int nargs = lua.gettop(L);
+    if (nargs == 5) {
+        if (lua.type(L, 1) != LUA_TTABLE || lua.type(L, 2) != LUA_TTABLE ||
+            lua.type(L, 3) != LUA_TTABLE || lua.type(L, 4) != LUA_TSTRING ||
+            lua.type(L, 5) != LUA_TFUNCTION) {
+            lua.pushlstring(L, "quick bind: expected selves, handles, checks, kind, fallback", 60);
+            return lua.error(L);
+        }
+        lua.pushcclosure(L, quick_shared, 5);
+        return 1;
+    }
+    if ((nargs != 2 && nargs != 3) || lua.type(L, 1) != LUA_TUSERDATA || !lua.isinteger(L, 2) ||
+        (nargs == 3 && lua.type(L, 3) != LUA_TFUNCTION)) {
         lua.pushlstring(L, "quick bind: expected a host object and its address", 50);
         return lua.error(L);
     }
@@ -1000,8 +1121,18 @@ quick_bind(lua_State *L)
         lua.pushlstring(L, "quick bind: the address is not the object's", 43);
         return lua.error(L);
     }
+    int cell_user = is_cell_user_quick(*held);
+    if (nargs == 3) {
+        if (!cell_user)
+            return 0;
+        lua.pushvalue(L, 1);
+        lua.pushlightuserdata(L, PyCFunction_GET_SELF(*held));
+        lua.pushvalue(L, 3);
+        lua.pushcclosure(L, quick_method, 3);
+        return 1;
+    }
     lua.pushvalue(L, 1);
-    if (is_cell_user_quick(*held)) {
+    if (cell_user) {
         lua.pushlightuserdata(L, PyCFunction_GET_SELF(*held));
         lua.pushcclosure(L, quick_cell_call, 2);
     } else {

@@ -41,8 +41,10 @@ typedef int (*lua_KFunction)(lua_State *L, int status, lua_KContext ctx);
 #define LUA_VERSION_NUM 504 /* checked against lupa's Lua by probe_constants */
 #define LUA_OK 0
 #define LUA_ERRMEM 4
+#define LUA_TNIL 0
 #define LUA_TSTRING 4
 #define LUA_TTABLE 5
+#define LUA_TFUNCTION 6
 #define LUA_TUSERDATA 7
 #define LUA_TTHREAD 8
 #define LUA_MULTRET (-1)
@@ -82,6 +84,8 @@ typedef struct {
     int (*error)(lua_State *);
     void (*copy)(lua_State *, int, int);
     int (*isinteger)(lua_State *, int);
+    int (*rawget)(lua_State *, int);
+    void (*rotate)(lua_State *, int, int);
     /* used once, by probe_constants */
     int (*absindex)(lua_State *, int);
     lua_Number (*version)(lua_State *);
@@ -197,6 +201,8 @@ load_api(const char *path)
     SYM(error, "lua_error");
     SYM(copy, "lua_copy");
     SYM(isinteger, "lua_isinteger");
+    SYM(rawget, "lua_rawget");
+    SYM(rotate, "lua_rotate");
     SYM(absindex, "lua_absindex");
     SYM(version, "lua_version");
     SYM(newstate, "luaL_newstate");
