@@ -4,7 +4,8 @@
 module; ``lua(source, *args, limit=...)`` compiles ``source`` as
 ``attack.lua`` in a fresh environment of that engine and calls it;
 ``assert_healthy(engine)`` checks that an engine which just aborted a call
-runs the next ones normally.
+runs the next ones normally. ``state`` (tests/lua/engine_lock_support.py) is
+a call state with C locks and its threading twin, for the engine-lock tests.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from tests.lua.engine_lock_support import state  # noqa: F401  (a fixture)
 
 from moonbus.lua.engine import LuaEngine
 from moonbus.lua.sandbox import SandboxFactory

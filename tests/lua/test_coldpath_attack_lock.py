@@ -13,40 +13,14 @@ import time
 from typing import Any
 
 import pytest
-
-from moonbus.lua.call_state import PyCallState
-from moonbus.lua.fastcall import FAST_CALL
-from moonbus.native import load_fast_path
+from tests.lua.engine_lock_support import in_thread
 
 pytestmark = pytest.mark.timeout(30, method="thread")
 
 
-def _fast() -> Any:
-    fast = load_fast_path(FAST_CALL)
-    if fast.module is None:
-        pytest.skip(f"{FAST_CALL} off: {fast.reason}")
-    return fast.module
-
-
-@pytest.fixture(params=["c", "python"])
-def state(request: pytest.FixtureRequest) -> Any:
-    if request.param == "c":
-        return _fast().CallState()
-    return PyCallState(lock=threading.RLock(), hook_lock=threading.Lock())
-
-
-def _run(func: Any) -> Any:
-    out: list[Any] = []
-    t = threading.Thread(target=lambda: out.append(func()))
-    t.start()
-    t.join(10)
-    assert not t.is_alive()
-    return out[0]
-
-
 def _free(lock: Any) -> bool:
     """Whether another thread can take it now (RLock has no locked() on 3.11)."""
-    return bool(_run(lambda: lock.acquire(False) and (lock.release() or True)))
+    return bool(in_thread(lambda: lock.acquire(False) and (lock.release() or True)))
 
 
 @pytest.mark.parametrize("name", ["lock", "hook_lock"])
@@ -92,13 +66,13 @@ def test_timeouts_are_honoured_and_leave_the_lock_usable(state: Any, name: str) 
     results = []
     for timeout in (0.0, 0.01, 0.05):
         start = time.monotonic()
-        results.append(_run(lambda t=timeout: lock.acquire(timeout=t)))
+        results.append(in_thread(lambda t=timeout: lock.acquire(timeout=t)))
         assert time.monotonic() - start < 2.0
-    assert _run(lambda: lock.acquire(False)) is False
+    assert in_thread(lambda: lock.acquire(False)) is False
     assert results == [False, False, False]
     lock.release()
     # every waiter gave up: the lock is free for everybody, no stale owner
-    assert _run(lambda: (lock.acquire(timeout=1), lock.release())[0]) is True
+    assert in_thread(lambda: (lock.acquire(timeout=1), lock.release())[0]) is True
     assert lock.acquire(False) is True
     lock.release()
     assert _free(lock)
@@ -149,16 +123,16 @@ def test_reentrancy_depth_and_partial_release(state: Any) -> None:
     lock = state.lock
     for _ in range(1000):
         assert lock.acquire()
-    assert _run(lambda: lock.acquire(False)) is False
+    assert in_thread(lambda: lock.acquire(False)) is False
     for _ in range(999):
         lock.release()
     assert not _free(lock)
-    assert _run(lambda: lock.acquire(timeout=0.01)) is False
+    assert in_thread(lambda: lock.acquire(timeout=0.01)) is False
     lock.release()
     assert _free(lock)
     with pytest.raises(RuntimeError):
         lock.release()
-    assert _run(lambda: (lock.acquire(timeout=1), lock.release())[0]) is True
+    assert in_thread(lambda: (lock.acquire(timeout=1), lock.release())[0]) is True
 
 
 def test_release_by_non_owner_keeps_the_owner(state: Any) -> None:
@@ -173,7 +147,7 @@ def test_release_by_non_owner_keeps_the_owner(state: Any) -> None:
             return "refused"
         return "released"
 
-    assert _run(steal) == "refused"
+    assert in_thread(steal) == "refused"
     assert lock._is_owned()
     lock.release()
     lock.release()
@@ -188,7 +162,7 @@ def test_hook_lock_released_by_another_thread_wakes_a_waiter(state: Any) -> None
     w = threading.Thread(target=lambda: got.append(lock.acquire(timeout=5)))
     w.start()
     time.sleep(0.05)
-    _run(lock.release)
+    in_thread(lock.release)
     w.join(6)
     assert got == [True]
     lock.release()
@@ -221,9 +195,9 @@ def test_keyboard_interrupt_while_waiting_leaves_the_lock_consistent(state: Any)
     t.join(5)
     assert _free(lock)
     assert lock.acquire(timeout=2) is True
-    assert _run(lambda: lock.acquire(timeout=0.05)) is False
+    assert in_thread(lambda: lock.acquire(timeout=0.05)) is False
     lock.release()
-    assert _run(lambda: (lock.acquire(timeout=1), lock.release())[0]) is True
+    assert in_thread(lambda: (lock.acquire(timeout=1), lock.release())[0]) is True
 
 
 def test_signal_handler_during_timed_wait_keeps_the_deadline(state: Any) -> None:

@@ -12,46 +12,19 @@ by the wrong thread; mutual exclusion; and an abort from another thread
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from tests.lua.engine_lock_support import fast_module, in_thread
 
 from moonbus.errors import ScriptCancelled
 from moonbus.lua.call_state import PyCallState
-from moonbus.lua.fastcall import FAST_CALL
 from moonbus.lua.sandbox import SandboxFactory
-from moonbus.native import load_fast_path
 
 pytestmark = pytest.mark.timeout(60, method="thread")
-
-
-def _fast() -> Any:
-    fast = load_fast_path(FAST_CALL)
-    if fast.module is None:
-        if os.environ.get("CI") == "true" and not os.environ.get("MOONBUS_PURE_PYTHON"):
-            pytest.fail(f"CI builds the C fast paths, but {FAST_CALL} is off: {fast.reason}")
-        pytest.skip(f"{FAST_CALL} off: {fast.reason}")
-    return fast.module
-
-
-@pytest.fixture(params=["c", "python"])
-def state(request: pytest.FixtureRequest) -> Any:
-    if request.param == "c":
-        return _fast().CallState()
-    return PyCallState(lock=threading.RLock(), hook_lock=threading.Lock())
-
-
-def _in_thread(func: Any) -> Any:
-    result: list[Any] = []
-    thread = threading.Thread(target=lambda: result.append(func()))
-    thread.start()
-    thread.join(10)
-    assert not thread.is_alive()
-    return result[0]
 
 
 def test_the_engine_lock_is_reentrant(state: Any) -> None:
@@ -59,11 +32,11 @@ def test_the_engine_lock_is_reentrant(state: Any) -> None:
     with lock:
         assert lock.acquire() is True  # a Python API calling back into the engine
         assert lock.acquire(blocking=False) is True
-        assert _in_thread(lambda: lock.acquire(blocking=False)) is False
+        assert in_thread(lambda: lock.acquire(blocking=False)) is False
         lock.release()
         lock.release()
-        assert _in_thread(lambda: lock.acquire(timeout=0.01)) is False
-    assert _in_thread(lambda: (lock.acquire(blocking=False), lock.release())[0]) is True
+        assert in_thread(lambda: lock.acquire(timeout=0.01)) is False
+    assert in_thread(lambda: (lock.acquire(blocking=False), lock.release())[0]) is True
 
 
 def test_the_hook_lock_is_not_reentrant(state: Any) -> None:
@@ -96,7 +69,7 @@ def test_releasing_a_lock_not_held(state: Any) -> None:
         return outcomes
 
     # an RLock belongs to its owner; a Lock may be released by any thread
-    assert _in_thread(release_all) == ["refused", "released"]
+    assert in_thread(release_all) == ["refused", "released"]
     state.lock.release()
     assert state.hook_lock.acquire(blocking=False) is True
     state.hook_lock.release()
@@ -159,7 +132,7 @@ def test_the_lock_excludes_other_threads(state: Any, name: str) -> None:
 
 
 def test_a_c_state_shows_its_own_lock_objects() -> None:
-    fast = _fast()
+    fast = fast_module()
     state = fast.CallState()
     lock = state.lock
     assert state.lock is lock and type(lock) is fast.EngineLock
@@ -180,7 +153,7 @@ def test_a_c_state_shows_its_own_lock_objects() -> None:
 def engine(request: pytest.FixtureRequest) -> Iterator[Any]:
     native = request.param == "c"
     if native:
-        _fast()
+        fast_module()
     with SandboxFactory(native=native) as factory:
         made = factory.create("locks")
         assert (type(made.call_state) is PyCallState) is not native
