@@ -6,21 +6,32 @@ handler under the message handler) itself when it finds the Lua function's
 ``handlers``, ``message_handler`` and ``current_seq`` upvalues, and calls
 the Lua function otherwise. These tests run the same events through the C
 delivery and through the Lua ``deliver`` (the reference) on a copy of
-script_env.lua's function, and compare what each left behind.
+script_env.lua's function (read from the shipped file), and compare what each left behind.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
+from pathlib import Path
 from types import MappingProxyType, SimpleNamespace
 from typing import Any
 
 import pytest
+from tests.lua.engine_lock_support import fast_module
 
-from moonbus.lua.fastcall import FAST_CALL
+import moonbus.host
 from moonbus.lua.sandbox import SandboxFactory
-from moonbus.native import load_fast_path
+
+SCRIPT_ENV = Path(moonbus.host.__file__).with_name("script_env.lua").read_text(encoding="utf-8")
+
+
+def _deliver_source() -> str:
+    """script_env.lua's own ``local function deliver`` (to its closing ``end``
+    at the start of a line), so the reference is the shipped function."""
+    start = SCRIPT_ENV.index("local function deliver(")
+    end = SCRIPT_ENV.index("\nend\n", start) + len("\nend\n")
+    return SCRIPT_ENV[start:end]
+
 
 # script_env.lua's deliver, with what a test needs to look inside.
 CHUNK = """
@@ -32,26 +43,7 @@ handlers[1] = { fn = function(e) log[#log + 1] = {e.tick, e.type, e.seq, e.x, cu
                 once = false }
 handlers[2] = { fn = function(e) log[#log + 1] = {"once", e.seq} end, once = true }
 handlers[3] = { fn = function(e) error("boom " .. e.seq) end, once = false }
-local function deliver(id, event, tick, seq, event_type)
-  local h = handlers[id]
-  if h == nil then
-    return true
-  end
-  if h.once then
-    handlers[id] = nil
-  end
-  if event.tick == nil then
-    event.tick = tick
-  end
-  if event.type == nil then
-    event.type = event_type
-  end
-  if event.seq == nil then
-    event.seq = seq
-  end
-  current_seq = seq
-  return xpcall(h.fn, message_handler, event)
-end
+""" + _deliver_source() + """
 local function state()
   return log, handlers[2] ~= nil, current_seq
 end
@@ -59,17 +51,8 @@ return deliver, state
 """
 
 
-def _fast() -> Any:
-    fast = load_fast_path(FAST_CALL)
-    if fast.module is None:
-        if os.environ.get("CI") == "true" and not os.environ.get("MOONBUS_PURE_PYTHON"):
-            pytest.fail(f"CI builds the C fast paths, but {FAST_CALL} is off: {fast.reason}")
-        pytest.skip(f"{FAST_CALL} off: {fast.reason}")
-    return fast.module
-
-
 def _wire(source: str) -> Iterator[SimpleNamespace]:
-    _fast()
+    fast_module()
     with SandboxFactory() as factory:
         engine = factory.create("c-deliver")
         chunk = engine.compile(source, "deliver.lua", engine.new_env())
