@@ -35,16 +35,20 @@ def _threads(targets: list[Any], limit: float = 15.0) -> None:
     assert not any(t.is_alive() for t in threads), "a thread hung"
 
 
-def test_watchdog_abort_while_another_thread_waits_for_the_engine(tmp_path: Path) -> None:
-    rt = Runtime(threaded=True, workers=2)
-    try:
-        rt.settings.handler_timeout = 0.2
-        h = _load(rt, tmp_path, """
+# A handler that spins for ever on {mode = "spin"}, else counts "ok".
+SPINNER = """
 events:on("p", function(e)
   if e.mode == "spin" then while true do end end
   shared:int("ok"):increment()
 end)
-""", "spinner")
+"""
+
+
+def test_watchdog_abort_while_another_thread_waits_for_the_engine(tmp_path: Path) -> None:
+    rt = Runtime(threaded=True, workers=2)
+    try:
+        rt.settings.handler_timeout = 0.2
+        h = _load(rt, tmp_path, SPINNER, "spinner")
         started = threading.Event()
         times: dict[str, float] = {}
 
@@ -164,12 +168,7 @@ def test_keyboard_interrupt_while_an_emit_waits_for_the_engine(tmp_path: Path) -
     try:
         rt.settings.handler_timeout = 1.0
         rt.settings.max_handler_timeouts = 100
-        h = _load(rt, tmp_path, """
-events:on("p", function(e)
-  if e.mode == "spin" then while true do end end
-  shared:int("ok"):increment()
-end)
-""", "kbd")
+        h = _load(rt, tmp_path, SPINNER, "kbd")
         started = threading.Event()
 
         def spin() -> None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -14,7 +16,7 @@ from moonbus.lua.call_state import PyCallState
 from moonbus.lua.fastcall import FAST_CALL
 from moonbus.native import load_fast_path
 
-__all__ = ["fast_module", "in_thread", "state"]
+__all__ = ["fast_module", "held_elsewhere", "in_thread", "state"]
 
 
 def fast_module() -> Any:
@@ -43,3 +45,25 @@ def in_thread(func: Any) -> Any:
     thread.join(10)
     assert not thread.is_alive()
     return result[0]
+
+
+@contextmanager
+def held_elsewhere(lock: Any) -> Iterator[None]:
+    """``lock`` held by another thread for the length of the block, then
+    released there (that thread is joined)."""
+    held, go = threading.Event(), threading.Event()
+
+    def holder() -> None:
+        lock.acquire()
+        held.set()
+        go.wait(10)
+        lock.release()
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    assert held.wait(5)
+    try:
+        yield
+    finally:
+        go.set()
+        thread.join(5)

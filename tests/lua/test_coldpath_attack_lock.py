@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 import pytest
-from tests.lua.engine_lock_support import in_thread
+from tests.lua.engine_lock_support import held_elsewhere, in_thread
 
 pytestmark = pytest.mark.timeout(30, method="thread")
 
@@ -174,25 +174,13 @@ def test_keyboard_interrupt_while_waiting_leaves_the_lock_consistent(state: Any)
     # wait (KeyboardInterrupt). Afterwards the worker's release must leave the
     # lock free and acquirable by anyone (no stale pending/is_locked).
     lock = state.lock
-    held, go = threading.Event(), threading.Event()
-
-    def holder() -> None:
-        lock.acquire()
-        held.set()
-        go.wait(10)
-        lock.release()
-
-    t = threading.Thread(target=holder)
-    t.start()
-    assert held.wait(5)
-    main = threading.get_ident()
-    killer = threading.Timer(0.2, lambda: signal.pthread_kill(main, signal.SIGINT))
-    killer.start()
-    with pytest.raises(KeyboardInterrupt):
-        lock.acquire(timeout=5)
-    killer.join()
-    go.set()
-    t.join(5)
+    with held_elsewhere(lock):
+        main = threading.get_ident()
+        killer = threading.Timer(0.2, lambda: signal.pthread_kill(main, signal.SIGINT))
+        killer.start()
+        with pytest.raises(KeyboardInterrupt):
+            lock.acquire(timeout=5)
+        killer.join()
     assert _free(lock)
     assert lock.acquire(timeout=2) is True
     assert in_thread(lambda: lock.acquire(timeout=0.05)) is False
@@ -204,34 +192,23 @@ def test_signal_handler_during_timed_wait_keeps_the_deadline(state: Any) -> None
     # A handler that does not raise: the wait continues for what is left of
     # the timeout (not restarted, not returned early as True).
     lock = state.lock
-    held, go = threading.Event(), threading.Event()
-
-    def holder() -> None:
-        lock.acquire()
-        held.set()
-        go.wait(10)
-        lock.release()
-
-    t = threading.Thread(target=holder)
-    t.start()
-    assert held.wait(5)
     hits: list[int] = []
     old = signal.signal(signal.SIGUSR1, lambda *a: hits.append(1))
     try:
-        main = threading.get_ident()
-        timers = [threading.Timer(0.05 * k, lambda: signal.pthread_kill(main, signal.SIGUSR1))
-                  for k in range(1, 5)]
-        for tm in timers:
-            tm.start()
-        start = time.monotonic()
-        assert lock.acquire(timeout=0.5) is False
-        took = time.monotonic() - start
-        for tm in timers:
-            tm.join()
+        with held_elsewhere(lock):
+            main = threading.get_ident()
+            timers = [threading.Timer(0.05 * k,
+                                      lambda: signal.pthread_kill(main, signal.SIGUSR1))
+                      for k in range(1, 5)]
+            for tm in timers:
+                tm.start()
+            start = time.monotonic()
+            assert lock.acquire(timeout=0.5) is False
+            took = time.monotonic() - start
+            for tm in timers:
+                tm.join()
     finally:
         signal.signal(signal.SIGUSR1, old)
-        go.set()
-        t.join(5)
     assert 0.4 < took < 2.0
     assert hits
     assert lock.acquire(False) is True
