@@ -1,16 +1,17 @@
 """``c_deliver`` (``_fastcall.c``): script_env.lua's ``deliver`` steps done in C.
 
 Issue 16: the C delivery runs the steps of the Lua ``deliver`` (handler
-lookup, once removal, tick/type/seq unless present, ``current_seq``, the
+lookup, once removal, tick/type/seq unless present, ``delivering.seq``, the
 handler under the message handler) itself when it finds the Lua function's
-``handlers``, ``message_handler`` and ``current_seq`` upvalues, and calls
-the Lua function otherwise. These tests run the same events through the C
+``handlers``, ``message_handler`` and ``delivering`` upvalues (it keeps
+their values), and calls the Lua function otherwise. These tests run the same events through the C
 delivery and through the Lua ``deliver`` (the reference) on a copy of
 script_env.lua's function (read from the shipped file), and compare what each left behind.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from types import MappingProxyType, SimpleNamespace
@@ -36,16 +37,16 @@ def _deliver_source() -> str:
 # script_env.lua's deliver, with what a test needs to look inside.
 CHUNK = """
 local handlers = {}
-local current_seq = nil
+local delivering = { seq = false }
 local message_handler = ...
 local log = {}
-handlers[1] = { fn = function(e) log[#log + 1] = {e.tick, e.type, e.seq, e.x, current_seq} end,
+handlers[1] = { fn = function(e) log[#log + 1] = {e.tick, e.type, e.seq, e.x, delivering.seq} end,
                 once = false }
 handlers[2] = { fn = function(e) log[#log + 1] = {"once", e.seq} end, once = true }
 handlers[3] = { fn = function(e) error("boom " .. e.seq) end, once = false }
 """ + _deliver_source() + """
 local function state()
-  return log, handlers[2] ~= nil, current_seq
+  return log, handlers[2] ~= nil, delivering.seq
 end
 return deliver, state
 """
@@ -123,6 +124,17 @@ def test_c_deliver_leaves_what_the_lua_deliver_leaves(wired: SimpleNamespace) ->
     assert rows[3] == (9, "hit", 4, 4, 4)  # a None field is absent: filled in
     assert once_left is False and current == 9  # the once handler ran once, then was removed
     assert c_errors == [(3, "deliver.lua:9: boom 8")]
+
+
+def test_script_env_assigns_what_c_deliver_keeps_only_once() -> None:
+    # c_deliver holds the values of these upvalues as they were when the
+    # delivery was made: a later assignment in script_env.lua would not
+    # reach it, so the file must make each once, at its `local` line.
+    for name in ("handlers", "message_handler", "delivering"):
+        assigned = re.findall(rf"^\s*(?:local\s+)?{name}\s*=(?!=)", SCRIPT_ENV, re.MULTILINE)
+        assert len(assigned) == 1, (name, assigned)
+        assert assigned[0].lstrip().startswith("local "), name
+        assert not re.search(rf"[,(]\s*{name}\s*[,)]?\s*=(?!=)", SCRIPT_ENV), name
 
 
 def test_a_deliver_without_the_upvalues_runs_as_lua() -> None:

@@ -39,9 +39,14 @@ end
 
 ---------------------------------------------------------------- events
 local handlers = {}      -- id -> { pattern = ..., fn = ..., once = bool }
--- The seq of the event whose handler runs now (event engine), passed with
--- every emit so the host counts it against that event's cascade.
-local current_seq = nil
+-- The seq of the event whose handler runs now (event engine; false before
+-- the first), passed with every emit so the host counts it against that
+-- event's cascade. A table field, not a local: the C deliver (c_deliver in
+-- lua/_fastcall.c) holds this table and sets the field directly, instead of
+-- reaching it through the Lua deliver's upvalues (at 10,000 scripts each
+-- object touched per delivery is a cache miss). Never reassigned: c_deliver
+-- keeps the table it found when the delivery was made.
+local delivering = { seq = false }
 local events = {}
 events.EventType = {}
 for k, v in pairs(info.event_types) do
@@ -110,7 +115,7 @@ function events.emit(...)
   end
   -- A refused emit (a cascade limit) comes back as (nil, message) and is
   -- raised here, at the caller's line, rather than as a host exception.
-  local seq, refused = py.emit(name, data, current_seq)
+  local seq, refused = py.emit(name, data, delivering.seq or nil)
   if refused ~= nil then
     error(refused, 2)
   end
@@ -156,7 +161,7 @@ local function deliver(id, event, tick, seq, event_type)
   end
   -- Left set afterwards: event-engine code runs only in handlers (and in
   -- the chunk, before any), so the next handler sets it before it matters.
-  current_seq = seq
+  delivering.seq = seq
   return xpcall(h.fn, message_handler, event)
 end
 
@@ -328,10 +333,14 @@ local function make_handle(kind, name)
   }), check
 end
 
--- Handles and their kind checks, cached by kind, then name (no key string
--- to build per call); a kind's tables are made on its first use.
+-- Handles and their kind checks, by kind: in a kind's table, name -> handle
+-- and handle -> its check (names are strings, handles tables: the keys never
+-- meet). One table per kind, made here, so that the C closure below holds it
+-- (one table reached per `shared:int(name)`, no lookup of the kind).
 local handle_cache = {}
-local check_cache = {}
+for kind in pairs(KIND_METHODS) do
+  handle_cache[kind] = {}
+end
 -- `level`: where the name error points, 2 from shared[kind] (the script's
 -- line), 3 from the C closure below (past its C frame: the same line).
 local function get_handle(kind, level, ...)
@@ -340,25 +349,26 @@ local function get_handle(kind, level, ...)
     error("shared:" .. kind .. ": name must be a string, got " .. type(name), level)
   end
   local handles = handle_cache[kind]
-  local h = handles and handles[name]
+  local h = handles[name]
   if h == nil then
-    if handles == nil then
-      handles = {}
-      handle_cache[kind], check_cache[kind] = handles, {}
-    end
-    h, check_cache[kind][name] = make_handle(kind, name)
+    local check
+    h, check = make_handle(kind, name)
+    handles[h] = check
     handles[name] = h
   else
-    check_cache[kind][name]()
+    handles[h]()
   end
   return h
 end
+-- The script's `shared` (read-only, see library), made before the kinds'
+-- functions below so that the C closures know it as their self.
+local shared_library = library("shared", shared)
 for kind in pairs(KIND_METHODS) do
   if quick_bind ~= nil then
     -- In C when quick calls are bound (quick_shared in _fastconvert.c): a
     -- cached handle whose check passes comes back with no Lua function run;
     -- anything else runs get_handle, with the same errors.
-    shared[kind] = quick_bind(selves, handle_cache, check_cache, kind, function(...)
+    shared[kind] = quick_bind(selves, shared_library, handle_cache[kind], function(...)
       return get_handle(kind, 3, ...)
     end)
   else
@@ -376,7 +386,7 @@ end
 function shared.clear(...)
   return py.shared_clear()
 end
-env.shared = library("shared", shared)
+env.shared = shared_library
 
 ---------------------------------------------------------------- require
 if py.require ~= nil then

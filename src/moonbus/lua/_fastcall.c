@@ -328,26 +328,30 @@ run_items(lua_State *L)
  * engine's hot path; it stays the reference, and the Python path calls it)
  * done by a C closure, step for step: h = handlers[id] (none: true); once:
  * handlers[id] = nil; event.tick / type / seq set unless present;
- * current_seq = seq; then h.fn(event) under lua_pcallk with the message
+ * delivering.seq = seq; then h.fn(event) under lua_pcallk with the message
  * handler, which is what xpcall does: (true) or (false, error).
  *
  * Why: the C code is shared by every state and stays in cache, while a Lua
  * function's prototype, bytecode and constants are each state's own; at
  * 10,000 scripts every one of them is a cache miss per delivery, before the
- * handler itself runs. The closure reads `handlers`, `message_handler` and
- * `current_seq` through the Lua deliver's own upvalues (found by name when
- * the delivery is made, read live at every call, so a reassignment in
- * script_env.lua still counts) and indexes with lua_gettable/lua_settable,
- * the same operations (metamethods included) as the Lua code. When an
- * upvalue is missing (script_env.lua renamed it), the Lua deliver is used
- * as before. Everything here runs inside run_items' lua_pcall.
+ * handler itself runs. For the same reason the closure holds the values of
+ * the Lua deliver's `handlers`, `message_handler` and `delivering` upvalues
+ * as its own upvalues (found by name when the delivery is made): reading
+ * them through the Lua function (lua_getupvalue) touched its closure, its
+ * prototype, the prototype's upvalue names and each upvalue's box, four or
+ * five cold objects per delivery. script_env.lua assigns each of the three
+ * once, at its `local` line (a test reads the file and checks), so the
+ * values found are the ones the Lua code uses. Indexing is
+ * lua_gettable/lua_settable, the same operations (metamethods included) as
+ * the Lua code. When an upvalue is missing (script_env.lua renamed it), the
+ * Lua deliver is used as before. Everything here runs inside run_items'
+ * lua_pcall.
  *
  * The closure's upvalues: */
 enum {
-    CD_DELIVER = 1, /* the Lua deliver (whose upvalues these are) */
-    CD_HANDLERS,    /* the upvalue numbers of handlers, message_handler, current_seq */
+    CD_HANDLERS = 1, /* the Lua deliver's handlers, message_handler, delivering */
     CD_MSGH,
-    CD_CURRENT_SEQ,
+    CD_DELIVERING,
     CD_ONCE,        /* the key strings "once", "fn", "tick", "type", "seq" */
     CD_FN,
     CD_TICK,
@@ -363,7 +367,6 @@ enum {
 /* What c_deliver needs of Lua's API beyond _luaapi.h's (looked up the same way). */
 typedef struct {
     const char *(*getupvalue)(lua_State *, int, int);
-    const char *(*setupvalue)(lua_State *, int, int);
     int (*gettable)(lua_State *, int);
     void (*settable)(lua_State *, int);
 } DeliverApi;
@@ -379,21 +382,14 @@ load_deliver_api(const char *path)
         return -1;
     }
     *(void **)(&lua_d.getupvalue) = dlsym(lib, "lua_getupvalue");
-    *(void **)(&lua_d.setupvalue) = dlsym(lib, "lua_setupvalue");
     *(void **)(&lua_d.gettable) = dlsym(lib, "lua_gettable");
     *(void **)(&lua_d.settable) = dlsym(lib, "lua_settable");
     dlclose(lib); /* lupa's module stays loaded (see load_api) */
-    if (!lua_d.getupvalue || !lua_d.setupvalue || !lua_d.gettable || !lua_d.settable) {
+    if (!lua_d.getupvalue || !lua_d.gettable || !lua_d.settable) {
         PyErr_SetString(PyExc_ImportError, "lupa's Lua module lacks the upvalue/table API");
         return -1;
     }
     return 0;
-}
-
-static int
-cd_number(lua_State *L, int upvalue)
-{
-    return (int)lua.tointegerx(L, CD_UPVALUE(upvalue), NULL);
 }
 
 /* c_deliver(id, event, tick, seq, event_type), as the Lua deliver. */
@@ -401,41 +397,41 @@ static int
 c_deliver(lua_State *L)
 {
     lua.settop(L, 5);
-    lua_d.getupvalue(L, CD_UPVALUE(CD_DELIVER), cd_number(L, CD_HANDLERS)); /* 6 */
     lua.pushvalue(L, 1);
-    if (lua_d.gettable(L, 6) == LUA_TNIL) { /* 7: h = handlers[id] */
+    if (lua_d.gettable(L, CD_UPVALUE(CD_HANDLERS)) == LUA_TNIL) { /* 6: h = handlers[id] */
         lua.pushboolean(L, 1);
         return 1;
     }
     lua.pushvalue(L, CD_UPVALUE(CD_ONCE));
-    lua_d.gettable(L, 7);
-    if (lua.toboolean(L, 8)) { /* h.once */
+    lua_d.gettable(L, 6);
+    if (lua.toboolean(L, 7)) { /* h.once */
         lua.pushvalue(L, 1);
         lua.pushnil(L);
-        lua_d.settable(L, 6);
+        lua_d.settable(L, CD_UPVALUE(CD_HANDLERS));
     }
-    lua.settop(L, 7);
+    lua.settop(L, 6);
     static const int key[3] = {CD_TICK, CD_TYPE, CD_SEQ}, value[3] = {3, 5, 4};
     for (int i = 0; i < 3; i++) { /* if event.tick == nil then event.tick = tick end ... */
         lua.pushvalue(L, CD_UPVALUE(key[i]));
         int present = lua_d.gettable(L, 2) != LUA_TNIL;
-        lua.settop(L, 7);
+        lua.settop(L, 6);
         if (!present) {
             lua.pushvalue(L, CD_UPVALUE(key[i]));
             lua.pushvalue(L, value[i]);
             lua_d.settable(L, 2);
         }
     }
-    lua.pushvalue(L, 4); /* current_seq = seq */
-    lua_d.setupvalue(L, CD_UPVALUE(CD_DELIVER), cd_number(L, CD_CURRENT_SEQ));
-    lua_d.getupvalue(L, CD_UPVALUE(CD_DELIVER), cd_number(L, CD_MSGH)); /* 8 */
+    lua.pushvalue(L, CD_UPVALUE(CD_SEQ)); /* delivering.seq = seq */
+    lua.pushvalue(L, 4);
+    lua_d.settable(L, CD_UPVALUE(CD_DELIVERING));
+    lua.pushvalue(L, CD_UPVALUE(CD_MSGH)); /* 7 */
     lua.pushvalue(L, CD_UPVALUE(CD_FN));
-    lua_d.gettable(L, 7); /* 9: h.fn */
+    lua_d.gettable(L, 6); /* 8: h.fn */
     lua.pushvalue(L, 2);
     /* no results kept: run_items reads none, and with LUA_MULTRET a handler
      * returning many values would leave no room (ci->top == top) for the
      * pushes below without a lua_checkstack (review of issue 16) */
-    if (lua.pcallk(L, 1, 0, 8, 0, NULL) == LUA_OK) {
+    if (lua.pcallk(L, 1, 0, 7, 0, NULL) == LUA_OK) {
         lua.pushboolean(L, 1); /* xpcall's true (its results: run_items reads none) */
         return 1;
     }
@@ -445,13 +441,13 @@ c_deliver(lua_State *L)
 }
 
 /* The Lua deliver at the top of the stack: replaced by a c_deliver closure
- * over it when its upvalues are found (1), else left as it is (0). */
+ * over its upvalues' values when they are found (1), else left as it is (0). */
 static int
 wrap_deliver(lua_State *L)
 {
     int f = lua.gettop(L);
     int found[3] = {0, 0, 0};
-    static const char *names[3] = {"handlers", "message_handler", "current_seq"};
+    static const char *names[3] = {"handlers", "message_handler", "delivering"};
     const char *name;
     for (int n = 1; (name = lua_d.getupvalue(L, f, n)) != NULL; n++) {
         lua.settop(L, f);
@@ -461,9 +457,8 @@ wrap_deliver(lua_State *L)
     }
     if (!found[0] || !found[1] || !found[2])
         return 0;
-    lua.pushvalue(L, f);
     for (int i = 0; i < 3; i++)
-        lua.pushinteger(L, found[i]);
+        lua_d.getupvalue(L, f, found[i]);
     static const char *keys[5] = {"once", "fn", "tick", "type", "seq"};
     for (int i = 0; i < 5; i++)
         lua.pushlstring(L, keys[i], strlen(keys[i]));

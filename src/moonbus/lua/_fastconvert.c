@@ -1033,9 +1033,10 @@ quick_method(lua_State *L)
 
 /*
  * `shared.<kind>(name)` / `shared:<kind>(name)` flattened into C (bind with
- * five arguments, from script_env.lua). Upvalues: 1 ``selves`` (the library
- * objects method_args drops as a leading self), 2 handle_cache, 3
- * check_cache (kind -> name -> handle / check), 4 the kind, 5 the Lua
+ * four arguments, from script_env.lua). Upvalues: 1 ``selves`` (the library
+ * objects method_args drops as a leading self), 2 the script's ``shared``
+ * library (the self of `shared:int(name)`, recognised without a lookup), 3
+ * the kind's cache (name -> handle, handle -> its check), 4 the Lua
  * implementation. The plain case (name a string with a cached handle) does
  * what the Lua implementation does with no Lua function: runs the cached
  * check (a quick_method closure, so no Lua either when its cell is live) and
@@ -1052,30 +1053,30 @@ quick_shared(lua_State *L)
 {
     int nargs = lua.gettop(L);
     int at = 1; /* the name */
-    if (nargs >= 1) {
-        lua.pushvalue(L, 1);
-        int self = lua.rawget(L, lua_upvalueindex(1)) != LUA_TNIL && lua.toboolean(L, -1);
-        lua.settop(L, nargs);
+    if (nargs >= 1 && lua.type(L, 1) != LUA_TSTRING) {
+        /* `shared:int(name)`: the self is this closure's own library, known
+         * without a table lookup; any other leading argument is dropped as
+         * method_args drops it, when it is one of the library objects */
+        int self = lua.rawequal(L, 1, lua_upvalueindex(2));
+        if (!self) {
+            lua.pushvalue(L, 1);
+            self = lua.rawget(L, lua_upvalueindex(1)) != LUA_TNIL && lua.toboolean(L, -1);
+            lua.settop(L, nargs);
+        }
         at = self ? 2 : 1;
     }
     if (at <= nargs && lua.type(L, at) == LUA_TSTRING) {
-        lua.pushvalue(L, lua_upvalueindex(4));
-        if (lua.rawget(L, lua_upvalueindex(2)) == LUA_TTABLE) {  /* nargs+1: handles */
-            lua.pushvalue(L, at);
-            if (lua.rawget(L, nargs + 1) != LUA_TNIL) {            /* nargs+2: the handle */
-                lua.pushvalue(L, lua_upvalueindex(4));
-                if (lua.rawget(L, lua_upvalueindex(3)) == LUA_TTABLE) { /* nargs+3: checks */
-                    lua.pushvalue(L, at);
-                    lua.rawget(L, nargs + 3);                     /* nargs+4: the check */
-                    lua.callk(L, 0, 0, 0, NULL);  /* as the Lua code: a non-function raises */
-                    lua.settop(L, nargs + 2);
-                    return 1;
-                }
-            }
+        lua.pushvalue(L, at);
+        if (lua.rawget(L, lua_upvalueindex(3)) != LUA_TNIL) {  /* nargs+1: the handle */
+            lua.pushvalue(L, nargs + 1);
+            lua.rawget(L, lua_upvalueindex(3));               /* nargs+2: its check */
+            lua.callk(L, 0, 0, 0, NULL);  /* as the Lua code: a non-function raises */
+            lua.settop(L, nargs + 1);
+            return 1;
         }
         lua.settop(L, nargs);
     }
-    return call_fallback(L, 5);
+    return call_fallback(L, 4);
 }
 
 /* Whether ``func`` is the bound ``quick`` of an IntOp or a KindCheck: reads
@@ -1093,21 +1094,21 @@ is_cell_user_quick(PyObject *func)
 
 /* bind(obj, address): see above. bind(obj, address, fallback): a
  * quick_method closure when obj is a cell user's ``quick``, else nil (the
- * caller keeps its Lua closure). bind(selves, handles, checks, kind,
- * fallback): a quick_shared closure. Errors are Lua errors (wrong
+ * caller keeps its Lua closure). bind(selves, library, cache, fallback):
+ * a quick_shared closure. Errors are Lua errors (wrong
  * arguments). Only trusted host Lua code (script_env.lua) holds bind. */
 static int
 quick_bind(lua_State *L)
 {
     int nargs = lua.gettop(L);
-    if (nargs == 5) {
+    if (nargs == 4) {
         if (lua.type(L, 1) != LUA_TTABLE || lua.type(L, 2) != LUA_TTABLE ||
-            lua.type(L, 3) != LUA_TTABLE || lua.type(L, 4) != LUA_TSTRING ||
-            lua.type(L, 5) != LUA_TFUNCTION) {
-            lua.pushlstring(L, "quick bind: expected selves, handles, checks, kind, fallback", 60);
+            lua.type(L, 3) != LUA_TTABLE || lua.type(L, 4) != LUA_TFUNCTION) {
+            static const char msg[] = "quick bind: expected selves, library, cache, fallback";
+            lua.pushlstring(L, msg, sizeof msg - 1);
             return lua.error(L);
         }
-        lua.pushcclosure(L, quick_shared, 5);
+        lua.pushcclosure(L, quick_shared, 4);
         return 1;
     }
     if ((nargs != 2 && nargs != 3) || lua.type(L, 1) != LUA_TUSERDATA || !lua.isinteger(L, 2) ||
