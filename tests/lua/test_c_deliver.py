@@ -1,12 +1,14 @@
 """``c_deliver`` (``_fastcall.c``): script_env.lua's ``deliver`` steps done in C.
 
 Issue 16: the C delivery runs the steps of the Lua ``deliver`` (handler
-lookup, once removal, tick/type/seq unless present, ``delivering.seq``, the
-handler under the message handler) itself when it finds the Lua function's
-``handlers``, ``message_handler`` and ``delivering`` upvalues (it keeps
-their values), and calls the Lua function otherwise. These tests run the same events through the C
+lookup, once removal from ``handlers`` and ``patterns``, tick/type/seq
+unless present, ``delivering.seq``, the handler under the message handler)
+itself when it finds the Lua function's ``handlers``, ``message_handler``,
+``delivering`` and ``patterns`` upvalues (it keeps their values), and calls
+the Lua function otherwise. These tests run the same events through the C
 delivery and through the Lua ``deliver`` (the reference) on a copy of
-script_env.lua's function (read from the shipped file), and compare what each left behind.
+script_env.lua's function (read from the shipped file), and compare what
+each left behind.
 """
 
 from __future__ import annotations
@@ -37,16 +39,16 @@ def _deliver_source() -> str:
 # script_env.lua's deliver, with what a test needs to look inside.
 CHUNK = """
 local handlers = {}
+local patterns = { "hit", "hit", "hit" }
 local delivering = { seq = false }
 local message_handler = ...
 local log = {}
-handlers[1] = { fn = function(e) log[#log + 1] = {e.tick, e.type, e.seq, e.x, delivering.seq} end,
-                once = false }
-handlers[2] = { fn = function(e) log[#log + 1] = {"once", e.seq} end, once = true }
-handlers[3] = { fn = function(e) error("boom " .. e.seq) end, once = false }
+handlers[1] = function(e) log[#log + 1] = {e.tick, e.type, e.seq, e.x, delivering.seq} end
+handlers[2] = { fn = function(e) log[#log + 1] = {"once", e.seq} end }
+handlers[3] = function(e) error("boom " .. e.seq) end
 """ + _deliver_source() + """
 local function state()
-  return log, handlers[2] ~= nil, delivering.seq
+  return log, handlers[2] ~= nil or patterns[2] ~= nil, delivering.seq
 end
 return deliver, state
 """
@@ -130,7 +132,7 @@ def test_script_env_assigns_what_c_deliver_keeps_only_once() -> None:
     # c_deliver holds the values of these upvalues as they were when the
     # delivery was made: a later assignment in script_env.lua would not
     # reach it, so the file must make each once, at its `local` line.
-    for name in ("handlers", "message_handler", "delivering"):
+    for name in ("handlers", "message_handler", "delivering", "patterns"):
         assigned = re.findall(rf"^\s*(?:local\s+)?{name}\s*=(?!=)", SCRIPT_ENV, re.MULTILINE)
         assert len(assigned) == 1, (name, assigned)
         assert assigned[0].lstrip().startswith("local "), name

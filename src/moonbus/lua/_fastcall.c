@@ -326,8 +326,9 @@ run_items(lua_State *L)
 /* ------------------------------------------------- deliver, in C (issue 16)
  * script_env.lua's `deliver(id, event, tick, seq, event_type)` (the event
  * engine's hot path; it stays the reference, and the Python path calls it)
- * done by a C closure, step for step: h = handlers[id] (none: true); once:
- * handlers[id] = nil; event.tick / type / seq set unless present;
+ * done by a C closure, step for step: h = handlers[id] (none: true); a
+ * table is a once-handler: handlers[id] and patterns[id] = nil, h = h.fn;
+ * event.tick / type / seq set unless present;
  * delivering.seq = seq; then h.fn(event) under lua_pcallk with the message
  * handler, which is what xpcall does: (true) or (false, error).
  *
@@ -335,11 +336,11 @@ run_items(lua_State *L)
  * function's prototype, bytecode and constants are each state's own; at
  * 10,000 scripts every one of them is a cache miss per delivery, before the
  * handler itself runs. For the same reason the closure holds the values of
- * the Lua deliver's `handlers`, `message_handler` and `delivering` upvalues
- * as its own upvalues (found by name when the delivery is made): reading
+ * the Lua deliver's `handlers`, `message_handler`, `delivering` and
+ * `patterns` upvalues as its own upvalues (found by name when the delivery is made): reading
  * them through the Lua function (lua_getupvalue) touched its closure, its
  * prototype, the prototype's upvalue names and each upvalue's box, four or
- * five cold objects per delivery. script_env.lua assigns each of the three
+ * five cold objects per delivery. script_env.lua assigns each of the four
  * once, at its `local` line (a test reads the file and checks), so the
  * values found are the ones the Lua code uses. Indexing is
  * lua_gettable/lua_settable, the same operations (metamethods included) as
@@ -349,11 +350,11 @@ run_items(lua_State *L)
  *
  * The closure's upvalues: */
 enum {
-    CD_HANDLERS = 1, /* the Lua deliver's handlers, message_handler, delivering */
+    CD_HANDLERS = 1, /* the Lua deliver's handlers, message_handler, delivering, patterns */
     CD_MSGH,
     CD_DELIVERING,
-    CD_ONCE,        /* the key strings "once", "fn", "tick", "type", "seq" */
-    CD_FN,
+    CD_PATTERNS,
+    CD_FN,          /* the key strings "fn", "tick", "type", "seq" */
     CD_TICK,
     CD_TYPE,
     CD_SEQ,
@@ -398,18 +399,23 @@ c_deliver(lua_State *L)
 {
     lua.settop(L, 5);
     lua.pushvalue(L, 1);
-    if (lua_d.gettable(L, CD_UPVALUE(CD_HANDLERS)) == LUA_TNIL) { /* 6: h = handlers[id] */
+    int kind = lua_d.gettable(L, CD_UPVALUE(CD_HANDLERS)); /* 6: h = handlers[id] */
+    if (kind == LUA_TNIL) {
         lua.pushboolean(L, 1);
         return 1;
     }
-    lua.pushvalue(L, CD_UPVALUE(CD_ONCE));
-    lua_d.gettable(L, 6);
-    if (lua.toboolean(L, 7)) { /* h.once */
+    if (kind == LUA_TTABLE) { /* a once-handler: handlers[id], patterns[id] = nil, nil */
         lua.pushvalue(L, 1);
         lua.pushnil(L);
         lua_d.settable(L, CD_UPVALUE(CD_HANDLERS));
+        lua.pushvalue(L, 1);
+        lua.pushnil(L);
+        lua_d.settable(L, CD_UPVALUE(CD_PATTERNS));
+        lua.pushvalue(L, CD_UPVALUE(CD_FN)); /* h = h.fn */
+        lua_d.gettable(L, 6);
+        lua.copy(L, -1, 6);
+        lua.settop(L, 6);
     }
-    lua.settop(L, 6);
     static const int key[3] = {CD_TICK, CD_TYPE, CD_SEQ}, value[3] = {3, 5, 4};
     for (int i = 0; i < 3; i++) { /* if event.tick == nil then event.tick = tick end ... */
         lua.pushvalue(L, CD_UPVALUE(key[i]));
@@ -425,8 +431,7 @@ c_deliver(lua_State *L)
     lua.pushvalue(L, 4);
     lua_d.settable(L, CD_UPVALUE(CD_DELIVERING));
     lua.pushvalue(L, CD_UPVALUE(CD_MSGH)); /* 7 */
-    lua.pushvalue(L, CD_UPVALUE(CD_FN));
-    lua_d.gettable(L, 6); /* 8: h.fn */
+    lua.pushvalue(L, 6); /* 8: h */
     lua.pushvalue(L, 2);
     /* no results kept: run_items reads none, and with LUA_MULTRET a handler
      * returning many values would leave no room (ci->top == top) for the
@@ -446,21 +451,22 @@ static int
 wrap_deliver(lua_State *L)
 {
     int f = lua.gettop(L);
-    int found[3] = {0, 0, 0};
-    static const char *names[3] = {"handlers", "message_handler", "delivering"};
+    int found[4] = {0, 0, 0, 0};
+    static const char *names[4] = {"handlers", "message_handler", "delivering", "patterns"};
     const char *name;
     for (int n = 1; (name = lua_d.getupvalue(L, f, n)) != NULL; n++) {
         lua.settop(L, f);
-        for (int i = 0; i < 3; i++)
+        for (int i = 0; i < 4; i++)
             if (strcmp(name, names[i]) == 0)
                 found[i] = n;
     }
-    if (!found[0] || !found[1] || !found[2])
-        return 0;
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < 4; i++)
+        if (!found[i])
+            return 0;
+    for (int i = 0; i < 4; i++)
         lua_d.getupvalue(L, f, found[i]);
-    static const char *keys[5] = {"once", "fn", "tick", "type", "seq"};
-    for (int i = 0; i < 5; i++)
+    static const char *keys[4] = {"fn", "tick", "type", "seq"};
+    for (int i = 0; i < 4; i++)
         lua.pushlstring(L, keys[i], strlen(keys[i]));
     lua.pushcclosure(L, c_deliver, CD_COUNT);
     lua.copy(L, -1, f);
