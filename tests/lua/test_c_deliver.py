@@ -46,6 +46,14 @@ local log = {}
 handlers[1] = function(e) log[#log + 1] = {e.tick, e.type, e.seq, e.x, delivering.seq} end
 handlers[2] = { fn = function(e) log[#log + 1] = {"once", e.seq} end }
 handlers[3] = function(e) error("boom " .. e.seq) end
+handlers[4] = function(e)
+  local fields = {}
+  for k, v in pairs(e) do
+    fields[#fields + 1] = string.format("%q=%s", k, tostring(v))
+  end
+  table.sort(fields)
+  log[#log + 1] = {table.concat(fields, " "), e.type}
+end
 """ + _deliver_source() + """
 local function state()
   return log, handlers[2] ~= nil or patterns[2] ~= nil, delivering.seq
@@ -88,7 +96,15 @@ EVENTS = [(1, _event(1, 7, {"x": 1})), (1, _event(2, None, {"x": 2})),
           (1, _event(3, 8, {"tick": 100, "type": "own", "seq": 55, "x": 3})),
           (1, _event(4, 9, {"tick": None, "x": 4})),
           (2, _event(5, 1)), (2, _event(6, 1)), (9, _event(7, 1)), (3, _event(8, 1)),
-          (1, _event(9, 2, {"x": 5}))]
+          (1, _event(9, 2, {"x": 5})),
+          # run_items reuses the type and first keys it passed last (push_cached):
+          # types and keys that change, repeat, are long, empty or hold a NUL
+          (4, ("a", MappingProxyType({"k1": 1, "k2": "x"}), 10, 1)),
+          (4, ("b", MappingProxyType({"k2": 2, "k1": "y"}), 11, 1)),
+          (4, ("a" * 50, MappingProxyType({"long" * 12: 1, "n\0ul": 2, "": 3, "k4": 4,
+                                           "k5": 5}), 12, 1)),
+          (4, ("a", MappingProxyType({"k1": 1}), 13, 1)),
+          (4, ("a" * 50, MappingProxyType({"long" * 12: 6}), 14, 1))]
 
 
 def _lua_reference() -> tuple[Any, ...]:
@@ -124,8 +140,16 @@ def test_c_deliver_leaves_what_the_lua_deliver_leaves(wired: SimpleNamespace) ->
     rows, once_left, current = _state(wired)
     assert rows[0] == (7, "hit", 1, 1, 1) and rows[2] == (100, "own", 55, 3, 3)
     assert rows[3] == (9, "hit", 4, 4, 4)  # a None field is absent: filled in
-    assert once_left is False and current == 9  # the once handler ran once, then was removed
+    assert once_left is False and current == 14  # the once handler ran once, then was removed
     assert c_errors == [(3, "deliver.lua:9: boom 8")]
+    assert [row[:2] for row in rows[-5:]] == [
+        ('"k1"=1 "k2"=x "seq"=10 "tick"=1 "type"=a', "a"),
+        ('"k1"=y "k2"=2 "seq"=11 "tick"=1 "type"=b', "b"),
+        ('""=3 "k4"=4 "k5"=5 "' + "long" * 12 + '"=1 "n\\0ul"=2 "seq"=12 "tick"=1 "type"='
+         + "a" * 50, "a" * 50),
+        ('"k1"=1 "seq"=13 "tick"=1 "type"=a', "a"),
+        ('"' + "long" * 12 + '"=6 "seq"=14 "tick"=1 "type"=' + "a" * 50, "a" * 50),
+    ]
 
 
 def test_script_env_assigns_what_c_deliver_keeps_only_once() -> None:

@@ -249,9 +249,12 @@ typedef struct {
     double left;     /* what the script's budget for this event has left */
     _Atomic long long *progress; /* deferred: the queue's `finished`, or NULL */
     int reported;    /* events the loop counted in *progress (each once) */
+    int c_deliver;   /* func_ref is a c_deliver closure (its string caches, push_cached) */
 } Batch;
 
 static int stretch_batch(Batch *b);
+
+static void push_cached(lua_State *L, int deliver, int slot, const char *s, size_t len);
 
 /* Runs inside lua_pcall (so allocation failures and errors are caught): for
  * each event, deliver(sub_id, {payload}, tick, seq, type); stops at the first
@@ -276,14 +279,17 @@ run_items(lua_State *L)
         }
         b->current = k;
         const Item *it = &b->items[k];
-        lua.rawgeti(L, LUA_REGISTRYINDEX, b->func_ref);
+        lua.rawgeti(L, LUA_REGISTRYINDEX, b->func_ref); /* 1: deliver */
         lua.pushinteger(L, it->sub_id);
         lua.createtable(L, 0, it->nfields + 3);
         for (int i = 0; i < it->nfields; i++) {
             const Field *f = &b->fields[it->first + i];
             if (f->kind == F_NIL)
                 continue; /* a None value is an absent key, as lupa copies it */
-            lua.pushlstring(L, f->key, (size_t)f->key_len);
+            if (b->c_deliver && i < CD_KEYS)
+                push_cached(L, 1, CD_LAST_KEY + i, f->key, (size_t)f->key_len);
+            else
+                lua.pushlstring(L, f->key, (size_t)f->key_len);
             switch (f->kind) {
             case F_BOOL: lua.pushboolean(L, (int)f->i); break;
             case F_INT: lua.pushinteger(L, f->i); break;
@@ -297,7 +303,10 @@ run_items(lua_State *L)
         else
             lua.pushnil(L);
         lua.pushinteger(L, it->seq);
-        lua.pushlstring(L, it->type, (size_t)it->type_len);
+        if (b->c_deliver)
+            push_cached(L, 1, CD_LAST_TYPE, it->type, (size_t)it->type_len);
+        else
+            lua.pushlstring(L, it->type, (size_t)it->type_len);
         lua.callk(L, 5, LUA_MULTRET, 0, NULL);
         int nresults = lua.gettop(L);
         if (nresults < 1 || !lua.toboolean(L, 1)) {
@@ -349,6 +358,7 @@ run_items(lua_State *L)
  * lua_pcall.
  *
  * The closure's upvalues: */
+#define CD_KEYS 4
 enum {
     CD_HANDLERS = 1, /* the Lua deliver's handlers, message_handler, delivering, patterns */
     CD_MSGH,
@@ -358,7 +368,9 @@ enum {
     CD_TICK,
     CD_TYPE,
     CD_SEQ,
-    CD_COUNT = CD_SEQ
+    CD_LAST_TYPE,   /* the strings run_items last passed as the event type and */
+    CD_LAST_KEY,    /* as the first CD_KEYS payload keys (see push_cached) */
+    CD_COUNT = CD_LAST_KEY + CD_KEYS - 1
 };
 #define CD_UPVALUE(i) (LUA_REGISTRYINDEX - (i))
 #ifndef LUA_TNIL
@@ -368,6 +380,7 @@ enum {
 /* What c_deliver needs of Lua's API beyond _luaapi.h's (looked up the same way). */
 typedef struct {
     const char *(*getupvalue)(lua_State *, int, int);
+    const char *(*setupvalue)(lua_State *, int, int);
     int (*gettable)(lua_State *, int);
     void (*settable)(lua_State *, int);
 } DeliverApi;
@@ -383,10 +396,11 @@ load_deliver_api(const char *path)
         return -1;
     }
     *(void **)(&lua_d.getupvalue) = dlsym(lib, "lua_getupvalue");
+    *(void **)(&lua_d.setupvalue) = dlsym(lib, "lua_setupvalue");
     *(void **)(&lua_d.gettable) = dlsym(lib, "lua_gettable");
     *(void **)(&lua_d.settable) = dlsym(lib, "lua_settable");
     dlclose(lib); /* lupa's module stays loaded (see load_api) */
-    if (!lua_d.getupvalue || !lua_d.gettable || !lua_d.settable) {
+    if (!lua_d.getupvalue || !lua_d.setupvalue || !lua_d.gettable || !lua_d.settable) {
         PyErr_SetString(PyExc_ImportError, "lupa's Lua module lacks the upvalue/table API");
         return -1;
     }
@@ -468,10 +482,36 @@ wrap_deliver(lua_State *L)
     static const char *keys[4] = {"fn", "tick", "type", "seq"};
     for (int i = 0; i < 4; i++)
         lua.pushlstring(L, keys[i], strlen(keys[i]));
+    for (int i = CD_LAST_TYPE; i <= CD_COUNT; i++)
+        lua.pushnil(L); /* nothing passed yet */
     lua.pushcclosure(L, c_deliver, CD_COUNT);
     lua.copy(L, -1, f);
     lua.settop(L, f);
     return 1;
+}
+
+/* Pushes the string s (len bytes) for run_items, reusing the Lua string
+ * kept in upvalue ``slot`` of the c_deliver closure at stack index
+ * ``deliver`` when it holds the same bytes, else making it (lua_pushlstring)
+ * and keeping it there for the next event. Why: making a string looks it up
+ * in the state's string table, one more cold cache line per string per
+ * delivery at 10,000 scripts, while the closure's upvalues are read by the
+ * call anyway; a script sees the same value either way (a short string is
+ * interned, so it is the very same object; a long one compares by value). */
+static void
+push_cached(lua_State *L, int deliver, int slot, const char *s, size_t len)
+{
+    lua_d.getupvalue(L, deliver, slot);
+    if (lua.type(L, -1) == LUA_TSTRING) {
+        size_t have = 0;
+        const char *kept = lua.tolstring(L, -1, &have);
+        if (have == len && memcmp(kept, s, len) == 0)
+            return;
+    }
+    lua.settop(L, -2);
+    lua.pushlstring(L, s, len);
+    lua.pushvalue(L, -1);
+    lua_d.setupvalue(L, deliver, slot);
 }
 
 /* Registers the function stored under the global ``key`` (the Lua deliver,
@@ -1381,7 +1421,8 @@ delivery_deliver(Delivery *self, PyObject *sub_id, PyObject *event)
     if (plain == 0)
         goto general;
     PyObject *sub_ids[1] = {sub_id}, *events[1] = {event};
-    Batch b = {.func_ref = self->func_ref, .count = 1, .items = &item, .fields = fields,
+    Batch b = {.func_ref = self->func_ref, .c_deliver = self->c_deliver, .count = 1,
+               .items = &item, .fields = fields,
                .sub_ids = sub_ids, .events = events};
     if (run_batch(self, &b) < 0)
         return NULL;
@@ -1989,7 +2030,7 @@ drain_c_run(EventQueue *self, Scratch *s, Delivery *d, Py_ssize_t max, Py_ssize_
         return 0; /* another drain took the head meanwhile (only if misused) */
     st.deadline_ns = monotonic_ns() + STRETCH_MAX_NS;
     st.last_take = count;
-    Batch b = {.func_ref = d->func_ref, .count = count, .items = s->items,
+    Batch b = {.func_ref = d->func_ref, .c_deliver = d->c_deliver, .count = count, .items = s->items,
                .fields = s->fields, .sub_ids = s->sub_ids, .events = s->events,
                .stretch = &st, .progress = &self->finished};
     int rc = run_batch(d, &b);
