@@ -310,20 +310,20 @@ class ScriptLifecycle:
             main = self._main  # None: the chunk defines no lifecycle function
             task, outcome, value = (None, "none", None) if main is None else start_poll(
                 main, self._ctx.settings.lifecycle_timeout, self._delay)
-            if task is None:
+            if outcome == "none":
                 self._next_poll = now + 3600.0  # nothing to poll; handlers only
                 return
             self._poll_latency.record(now - deadline)  # how late it starts (poll_latency.py)
-            self._life = task
+            self._life = task  # None unless it sleeps: no task for a poll that ended
         elif task.wake_at > now:
             return
         else:
             outcome, value = self._step(task, stopping=False)
-        if outcome == "sleep":
+        if outcome == "sleep" and task is not None:
             task.wake_at = now + value
             return
         self._life = None
-        if task.kind == "on_start":
+        if task is not None and task.kind == "on_start":
             self._after_start(outcome, value)
         else:
             self._after_poll(now, outcome, value, deadline)

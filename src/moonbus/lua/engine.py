@@ -315,7 +315,8 @@ class LuaEngine(GuardedCalls):
         with self._lock:
             if self._cs.closed:
                 raise ClosedError(f"Lua engine {self.name!r} is closed")
-            self._load_task_functions()
+            if self._start_task is None:
+                self._load_task_functions()
             finished = self._finished_tasks.pop() if self._finished_tasks else None
             if finished is not None:
                 self._task_threads.pop(finished, None)
