@@ -259,7 +259,8 @@ class ScriptScheduler:
         with self._lock:
             self._busy.discard(task)
             rerun = self._rerun.pop(task, None)
-            next_due = self._sane(next_due)
+            if next_due is not None and not math.isfinite(next_due):
+                next_due = self._sane(next_due)
             if rerun is not None:
                 next_due = rerun if next_due is None else min(next_due, rerun)
             if next_due is not None and not self._closed:
@@ -324,7 +325,7 @@ class ScriptScheduler:
 
     def _work_once(self) -> None:
         gate = self._gate
-        if gate is not None:
+        if gate is not None and gate.active:  # (hold() looks too: no call when idle)
             gate.hold()  # event handlers first (see moonbus.host.gate)
         me = threading.get_ident()
         with self._lock:
