@@ -16,9 +16,11 @@ SCRIPT = """
 calls = 0
 function poll(n) calls = calls + 1 return n or 100 end
 function napper() sleep(5) return "woke" end
-function broken() local t = nil return t.x end  -- line 5
+function broken() local t = nil return t.x end
 function spin() while true do end end
-function thread() return tostring(coroutine.running()) end
+-- Keeps every thread it ran in: a collected one's address could be a new one's.
+kept = {}
+function thread() local co = coroutine.running() kept[#kept + 1] = co return tostring(co) end
 function yielder() coroutine.yield(1) end
 function deep(n) n = n or 200 if n > 0 then return 1 + deep(n - 1) end return 0 end
 local t = {}
