@@ -167,18 +167,14 @@ class ScriptLifecycle:
         return seconds
 
     # ------------------------------------------------------------ lifecycle
-    def _lifecycle_function(self, name: str) -> tuple[Any, tuple[Any, ...]] | None:
+    def _new_lifecycle_task(self, name: str) -> LifecycleTask | None:
         # No main engine: the chunk defined no lifecycle function (ScriptHost.start).
         main = self._main
-        return None if main is None else main.lifecycle_function(name)
-
-    def _new_lifecycle_task(self, name: str) -> LifecycleTask | None:
-        found = self._lifecycle_function(name)
-        if found is None:
+        found = None if main is None else main.lifecycle_function(name)
+        if main is None or found is None:
             return None
         func, args = found
-        assert self._main is not None
-        return LifecycleTask(name, self._main.engine.new_task(func), args)
+        return LifecycleTask(name, main.engine.new_task(func), args)
 
     def _begin_running(self) -> None:
         with self._state:
@@ -252,6 +248,8 @@ class ScriptLifecycle:
         return self._next_due(now)
 
     def _next_due(self, now: float) -> float | None:
+        if self._dtask is None and self._life is None and not self._deferred:
+            return self._next_poll if self._status == "running" else None  # (the usual)
         candidates: list[float] = []
         if self._dtask is not None:
             candidates.append(self._dtask.wake_at)
@@ -310,20 +308,20 @@ class ScriptLifecycle:
             main = self._main  # None: the chunk defines no lifecycle function
             task, outcome, value = (None, "none", None) if main is None else start_poll(
                 main, self._ctx.settings.lifecycle_timeout, self._delay)
-            if task is None:
+            if outcome == "none":
                 self._next_poll = now + 3600.0  # nothing to poll; handlers only
                 return
             self._poll_latency.record(now - deadline)  # how late it starts (poll_latency.py)
-            self._life = task
+            self._life = task  # None unless it sleeps: no task for a poll that ended
         elif task.wake_at > now:
             return
         else:
             outcome, value = self._step(task, stopping=False)
-        if outcome == "sleep":
+        if outcome == "sleep" and task is not None:
             task.wake_at = now + value
             return
         self._life = None
-        if task.kind == "on_start":
+        if task is not None and task.kind == "on_start":
             self._after_start(outcome, value)
         else:
             self._after_poll(now, outcome, value, deadline)

@@ -44,28 +44,30 @@ def start_poll(main: ScriptEngine, limit: float | None, delay: Callable[[Any, st
     start a poll every 100 µs, and each Lua call is a GIL hand-off).
 
     ``(None, "none", None)`` when the chunk defines no ``poll`` (now);
-    otherwise the task and ("sleep", seconds) | ("done", results) |
-    ("error", exc), as ``ScriptLifecycle._step`` returns them. A failing
-    lookup (a hostile ``__index``) is a poll error. ``delay`` checks a
-    sleep's delay (``ScriptLifecycle._delay``: NaN raises ``ScriptError``).
+    ``(task, "sleep", seconds)`` when it sleeps (the task to step on);
+    ``(None, "done", results)`` or ``(None, "error", exc)`` when it ended in
+    this call: no task is made for the poll that simply returns, the common
+    case, which is run thousands of times a second. A failing lookup (a
+    hostile ``__index``) is a poll error. ``delay`` checks a sleep's delay
+    (``ScriptLifecycle._delay``: NaN raises ``ScriptError``).
     """
     # Found as ScriptEngine.lifecycle_function finds it: a method of the table
     # the chunk returned (called with it as self), else a global function.
     table = main.returned_table
+    engine = main.engine
     try:
-        task_id, outcome, value = main.engine.start_task(
+        task_id, outcome, value = engine.start_task(
             main.env if table is None else table, "poll", table is not None, limit=limit)
     except (ScriptError, ClosedError) as exc:
-        return LifecycleTask("poll", None, ()), "error", exc
-    if outcome == "none":
-        return None, outcome, None
+        return None, "error", exc
+    if outcome != "sleep" or task_id is None:
+        return None, outcome, value
+    try:
+        seconds = delay(value, "sleep")
+    except ScriptError as exc:  # NaN: the poll failed, its task is dropped (as _step)
+        if not engine.closed:
+            engine.drop_task(task_id)
+        return None, "error", exc
     task = LifecycleTask("poll", task_id, ())
     task.started = True
-    if outcome == "sleep" and task_id is not None:
-        try:
-            return task, outcome, delay(value, "sleep")
-        except ScriptError as exc:  # NaN: the poll failed, its task is dropped (as _step)
-            if not main.engine.closed:
-                main.engine.drop_task(task_id)
-            return task, "error", exc
-    return task, outcome, value
+    return task, outcome, seconds

@@ -140,12 +140,17 @@ class ScriptScheduler:
         self.due_tolerance = due_tolerance
         self.assist_lag = assist_lag
         self.parallel_slice = parallel_slice
-        # Under _cond: the average length of a slice (seconds, exponential,
+        # Under _lock: the average length of a slice (seconds, exponential,
         # real time): long slices are mostly Lua (see the module docstring).
         self._slice_average = 0.0
         self.timer_slack = timer_slack
         self._gate = gate
-        self._cond = threading.Condition()
+        # Held with ``with self._lock`` (a C lock's own enter/exit), not
+        # ``with self._cond``: Condition's __enter__/__exit__ are Python
+        # functions, two frames per use, and a poll takes it three times.
+        # The condition is built on it, so wait/notify work under it.
+        self._lock = threading.RLock()
+        self._cond = threading.Condition(self._lock)
         self._heap: list[tuple[float, int, Schedulable]] = []
         self._due: dict[Schedulable, float] = {}
         self._busy: set[Schedulable] = set()
@@ -159,7 +164,7 @@ class ScriptScheduler:
         # timed on the heap, not on another worker's fresh slice (see _push).
         self._idle_until: dict[int, float] = {}
         self._idle_waiters = 0  # threads in wait_idle: woken by every _finish
-        # Counters, under _cond.
+        # Counters, under _lock.
         self._job_exceptions = 0
         self._worker_errors = 0
         self._bad_due = 0
@@ -174,7 +179,7 @@ class ScriptScheduler:
 
     def schedule(self, task: Schedulable, due: float) -> None:
         """Run ``task`` at ``due`` (the earliest of several requests wins)."""
-        with self._cond:
+        with self._lock:
             if self._closed:
                 return
             sane = self._sane(due)
@@ -192,19 +197,20 @@ class ScriptScheduler:
             self._push(task, due)
 
     def _push(self, task: Schedulable, due: float) -> None:
-        # Under _cond. Waiting workers timed their wait on the earliest entry:
+        # Under _lock. Waiting workers timed their wait on the earliest entry:
         # only a new earliest one needs to wake one of them.
         # A worker whose wait is timed on the heap (``_idle_until``; also one
         # waiting beside a fresh slice for a later entry) may have timed it on
         # an entry that is gone now (the heap was empty, or another worker
         # took it): it is woken for anything earlier.
         heap = self._heap
-        if not heap or due < heap[0][0] or any(due < t for t in self._idle_until.values()):
+        idle = self._idle_until
+        if not heap or due < heap[0][0] or (idle and due < max(idle.values())):
             self._cond.notify()
         heapq.heappush(heap, (due, next(self._order), task))
 
     def _sane(self, due: float | None) -> float | None:
-        # Under _cond. The hosts check delays from scripts (moonbus.host.limits);
+        # Under _lock. The hosts check delays from scripts (moonbus.host.limits);
         # this keeps a bug elsewhere from breaking the heap's order (NaN) or a
         # worker's wait (infinity): NaN and -inf run now, +inf only when woken.
         if due is None or math.isfinite(due):
@@ -219,18 +225,18 @@ class ScriptScheduler:
 
     def remove(self, task: Schedulable) -> None:
         """Forget every pending run of ``task``."""
-        with self._cond:
+        with self._lock:
             self._due.pop(task, None)
             self._rerun.pop(task, None)
 
     def pending(self) -> int:
         """How many tasks have a pending run."""
-        with self._cond:
+        with self._lock:
             return len(self._due)
 
     def next_due(self) -> float | None:
         """The earliest pending due time, or None."""
-        with self._cond:
+        with self._lock:
             self._discard_stale()
             return self._heap[0][0] if self._heap else None
 
@@ -250,10 +256,11 @@ class ScriptScheduler:
         return task, max(now, due)
 
     def _finish(self, task: Schedulable, next_due: float | None) -> None:
-        with self._cond:
+        with self._lock:
             self._busy.discard(task)
             rerun = self._rerun.pop(task, None)
-            next_due = self._sane(next_due)
+            if next_due is not None and not math.isfinite(next_due):
+                next_due = self._sane(next_due)
             if rerun is not None:
                 next_due = rerun if next_due is None else min(next_due, rerun)
             if next_due is not None and not self._closed:
@@ -268,7 +275,7 @@ class ScriptScheduler:
             next_due = task.run_slice(now)
         except Exception:  # a bug in the host, not in the script: keep serving others
             _log.exception("scheduler task %r failed", task)
-            with self._cond:
+            with self._lock:
                 self._job_exceptions += 1
         finally:
             self._finish(task, next_due)
@@ -278,7 +285,7 @@ class ScriptScheduler:
         """Run, on this thread, every task due at ``now`` once; returns how many ran."""
         now = self.clock() if now is None else now
         batch: list[tuple[Schedulable, float]] = []
-        with self._cond:
+        with self._lock:
             while True:
                 popped = self._pop_due(now)
                 if popped is None:
@@ -293,7 +300,7 @@ class ScriptScheduler:
         """Start ``workers`` threads that run tasks when they are due."""
         if workers < 1:
             raise ValueError("workers must be at least 1")
-        with self._cond:
+        with self._lock:
             if self._threads:
                 return
             for i in range(workers):
@@ -311,17 +318,17 @@ class ScriptScheduler:
             except Exception:  # never let one bad turn end a worker
                 _log.exception("scheduler worker %s: error in its loop",
                                threading.current_thread().name)
-                with self._cond:
+                with self._lock:
                     self._worker_errors += 1
                     if not self._closed:
                         self._cond.wait(0.01)  # do not spin if the error repeats
 
     def _work_once(self) -> None:
         gate = self._gate
-        if gate is not None:
+        if gate is not None and gate.active:  # (hold() looks too: no call when idle)
             gate.hold()  # event handlers first (see moonbus.host.gate)
         me = threading.get_ident()
-        with self._cond:
+        with self._lock:
             while True:
                 if self._closed:
                     return
@@ -364,20 +371,23 @@ class ScriptScheduler:
         try:
             self._run_one(task, at)
         finally:
-            with self._cond:  # a helper waiting on this slice looks again at its timeout
+            with self._lock:  # a helper waiting on this slice looks again at its timeout
                 self._running.pop(me, None)
                 self._slice_average += (time.monotonic() - started - self._slice_average) * 0.1
 
     def _fresh_since(self, now: float) -> float | None:
-        # Under _cond: the start of the earliest slice still fresh (started
+        # Under _lock: the start of the earliest slice still fresh (started
         # less than assist_lag ago) on another worker, or None.
+        running = self._running
+        if not running:
+            return None  # (the usual case: no list made per slice)
         lag = self.assist_lag
-        starts = [t for t in self._running.values() if now - t < lag]
+        starts = [t for t in running.values() if now - t < lag]
         return min(starts) if starts else None
 
     def wait_idle(self, task: Schedulable, timeout: float | None = None) -> bool:
         """Block until ``task`` is not being run by a worker (True) or timeout."""
-        with self._cond:
+        with self._lock:
             self._idle_waiters += 1
             try:
                 return self._cond.wait_for(lambda: task not in self._busy, timeout)
@@ -386,7 +396,7 @@ class ScriptScheduler:
 
     def statistics(self) -> SchedulerStatistics:
         """Counters and a snapshot of the workers (any thread)."""
-        with self._cond:
+        with self._lock:
             return SchedulerStatistics(
                 workers=len(self._threads),
                 workers_alive=sum(t.is_alive() for t in self._threads),
@@ -406,7 +416,7 @@ class ScriptScheduler:
         returns how many did not end by then (logged and counted in
         ``threads_not_ended``; they are daemon threads and end with their slice).
         """
-        with self._cond:
+        with self._lock:
             self._closed = True
             self._heap.clear()
             self._due.clear()
@@ -421,6 +431,6 @@ class ScriptScheduler:
         if alive:
             _log.warning("scheduler: %d worker(s) still running %.1f s after close: %s",
                          len(alive), timeout, ", ".join(alive))
-            with self._cond:
+            with self._lock:
                 self._not_ended += len(alive)
         return len(alive)

@@ -306,19 +306,25 @@ class LuaEngine(GuardedCalls):
 
         The hot path of polls (``ScriptLifecycle``): the lookup, ``new_task``
         and the first ``step`` as one Lua call instead of three (see the
-        prelude's ``start_task``). A task that finished is released as after
+        prelude's ``start_task``). A task that returned ("done") is not
+        finished here: its coroutine is the spare again, and the next start
+        runs in it (tasks.lua's ``task_body``); its id must not be stepped
+        or dropped after "done". A task that failed is released as after
         ``step``.
         """
         with self._lock:
             if self._cs.closed:
                 raise ClosedError(f"Lua engine {self.name!r} is closed")
-            self._load_task_functions()
+            if self._start_task is None:
+                self._load_task_functions()
             finished = self._finished_tasks.pop() if self._finished_tasks else None
             if finished is not None:
                 self._task_threads.pop(finished, None)
             spare = self._spare
             if spare is None:
-                task_id, pointer = self._take_spare()
+                # Releases `finished` first: after an abort it may be the spare.
+                task_id, pointer = self._take_spare(finished)
+                finished = None
                 spare = (int(task_id), int(pointer, 16))
             task, thread = spare
             self._spare = None
@@ -338,8 +344,12 @@ class LuaEngine(GuardedCalls):
                 self._finished_tasks.append(task)
                 message, where, full = split_error(str(values[1]))
                 raise ScriptError(message, where=where, traceback=full)
-            self._spare = (int(first), int(values[1], 16))
             status = values[2]
+            if first == task:  # it returned: its coroutine waits for the next start
+                self._spare = spare
+                self._task_threads.pop(task, None)
+                return task, "done", values[3:]
+            self._spare = (int(first), int(values[1], 16))
             if status != "sleep":
                 self._finished_tasks.append(task)
             if status == "sleep":

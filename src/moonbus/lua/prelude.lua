@@ -396,7 +396,7 @@ end
 -- carry them (~2 KiB each).
 local function load_tasks(source)
   return real_load(source, "=sandbox", "b")(safe_create, host_owned, SLEEP, error_text,
-    co_resume, co_status, debug_traceback, fmt, pack, unpack, type, tostring)
+    co_resume, co_status, debug_traceback, fmt, co_yield, type, tostring)
 end
 
 local function sleep(ms)

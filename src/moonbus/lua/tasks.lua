@@ -10,10 +10,12 @@
 -- (moonbus.lua.engine). A file of its own, loaded on demand, keeps
 -- the prelude under the module size limit and handler-only states smaller.
 --
--- Threads: one Lua state, used by one thread at a time.
+-- Threads: one Lua state, used by one thread at a time (the thread holding
+-- the engine's lock: for a script's main engine, the scheduler worker or
+-- stepping thread running its slice).
 
 local safe_create, host_owned, SLEEP, error_text, co_resume, co_status, debug_traceback,
-  fmt, pack, unpack, type, tostring = ...
+  fmt, co_yield, type, tostring = ...
 
 -- Lifecycle coroutines (main engine) stay inside Lua: lupa turns a
 -- not-yet-started coroutine handed to Python into a function, so the host
@@ -23,10 +25,17 @@ local safe_create, host_owned, SLEEP, error_text, co_resume, co_status, debug_tr
 -- until the host drops it, after the call that finished it has ended.
 local tasks = {}
 local task_count = 0
+local spare = nil  -- id of a task_body task waiting for its next function, or nil
+
+-- Forget task `id` (finished, or never to be resumed again); the spare too.
+local function release(id)
+  tasks[id] = nil
+  if id == spare then spare = nil end
+end
 
 local function new_task(fn, finished)
   if finished then
-    tasks[finished] = nil
+    release(finished)
   end
   task_count = task_count + 1
   local co = safe_create(fn)
@@ -36,7 +45,35 @@ local function new_task(fn, finished)
 end
 
 local function drop_task(id)
-  tasks[id] = nil
+  release(id)
+end
+
+-- The values after the first.
+local function rest(_, ...) return ... end
+
+-- How a resume of `co` ended: "sleep", ms | "done", results... | "error", traceback.
+-- (A function of the resume's values rather than a table of them: no
+-- garbage per step.)
+local DONE = {}  -- yielded by task_body when its function returned: never seen by scripts
+local function settled(co, ok, ...)
+  if not ok then
+    return "error", debug_traceback(co, error_text((...)))
+  end
+  local first = ...
+  if first == DONE then
+    return "done", rest(...)
+  end
+  if co_status(co) == "suspended" then
+    local ms = rest(...)
+    if first == SLEEP and type(ms) == "number" then
+      return "sleep", ms
+    end
+    -- Only sleep() may suspend a lifecycle task: a bare coroutine.yield here
+    -- would leave it half-run (and its values are not a delay).
+    return "error", debug_traceback(co, "coroutine.yield() outside a coroutine: on_start, poll, "
+      .. "on_stop and deferred handlers wait with sleep(ms), not coroutine.yield")
+  end
+  return "done", ...
 end
 
 -- Resume task `id`: returns "sleep", ms | "done", results... | "error", traceback.
@@ -45,20 +82,7 @@ local function step(id, ...)
   if co == nil then
     return "error", "unknown or finished task " .. tostring(id)
   end
-  local r = pack(co_resume(co, ...))
-  if not r[1] then
-    return "error", debug_traceback(co, error_text(r[2]))
-  end
-  if co_status(co) == "suspended" then
-    if r[2] == SLEEP and type(r[3]) == "number" then
-      return "sleep", r[3]
-    end
-    -- Only sleep() may suspend a lifecycle task: a bare coroutine.yield here
-    -- would leave it half-run (and its values are not a delay).
-    return "error", debug_traceback(co, "coroutine.yield() outside a coroutine: on_start, poll, "
-      .. "on_stop and deferred handlers wait with sleep(ms), not coroutine.yield")
-  end
-  return "done", unpack(r, 2, r.n)
+  return settled(co, co_resume(co, ...))
 end
 
 -- start_task: look up lifecycle function `name` of `target` (the script's
@@ -66,14 +90,29 @@ end
 -- under this call's limits) and start it in task `id`, the spare: one Lua
 -- call per poll instead of three (look up, new_task, step), each a GIL
 -- hand-off. The spare is made ahead (take_spare), so the host knows its
--- thread pointer before the call (an abort must arm it). Returns "none"
--- (the spare stays) or the next spare (id, pointer) and what step returns.
--- task_body's tail call leaves a "(...tail calls...)" traceback line, which
+-- thread pointer before the call (an abort must arm it).
+--
+-- The spare's coroutine runs task_body, which does not end when its
+-- function returns: it yields DONE with the results and waits to be resumed
+-- with the next function. So a poll that returns leaves its coroutine as
+-- the spare again, and the next poll runs in the same thread: no coroutine,
+-- hook, pointer string or garbage is made per poll (10,000 scripts polling
+-- once a second made and collected 10,000 coroutines a second). A task that
+-- sleeps keeps its coroutine (a new spare is made); one that fails, or that
+-- yields other than by sleep, is dead or stuck half-run and is never reused.
+-- task_body's tail calls leave "(...tail calls...)" traceback lines, which
 -- the host drops with its other plumbing.
-local function task_body(fn, ...) return fn(...) end
-local spare = nil  -- id of a made, never resumed task_body task, or nil
+local function task_body(fn, ...)
+  return task_body(co_yield(DONE, fn(...)))
+end
 
-local function take_spare()
+-- The spare (id, thread pointer), made when there is none; `finished`: a
+-- task the host is done with, released first (it may be the spare itself:
+-- a call that was aborted after its poll had returned).
+local function take_spare(finished)
+  if finished then
+    release(finished)
+  end
   if spare == nil then
     task_count = task_count + 1
     tasks[task_count] = safe_create(task_body)
@@ -83,18 +122,30 @@ local function take_spare()
   return spare, fmt("%p", tasks[spare])
 end
 
+-- After start_task's step of task `id`: "done" leaves it the spare (its
+-- pointer is the one the host has: nil instead of a new string); otherwise
+-- a new spare is made for the next start.
+local function next_spare(id, status, ...)
+  if status == "done" then
+    spare = id
+    return id, nil, status, ...
+  end
+  local next_id, next_ptr = take_spare()
+  return next_id, next_ptr, status, ...
+end
+
+-- Returns "none" (the spare stays) or the next spare (id, pointer or nil
+-- when it is `id` again) and what step returns.
 local function start_task(id, finished, target, name, with_self, ...)
   if finished then
-    tasks[finished] = nil
-    if finished == spare then spare = nil end
+    release(finished)
   end
   local fn = target[name]
   if type(fn) ~= "function" then return "none" end
   if id ~= spare or tasks[id] == nil then return "error", "task " .. tostring(id) .. " is not the spare" end
   spare = nil
-  local next_id, next_ptr = take_spare()
-  if with_self then return next_id, next_ptr, step(id, fn, target, ...) end
-  return next_id, next_ptr, step(id, fn, ...)
+  if with_self then return next_spare(id, step(id, fn, target, ...)) end
+  return next_spare(id, step(id, fn, ...))
 end
 
 return {
