@@ -254,6 +254,23 @@ typedef struct {
 
 static int stretch_batch(Batch *b);
 
+/* The upvalues of c_deliver (see there), which run_items also reads. */
+#define CD_KEYS 4
+enum {
+    CD_HANDLERS = 1, /* the Lua deliver's handlers, message_handler, delivering, patterns */
+    CD_MSGH,
+    CD_DELIVERING,
+    CD_PATTERNS,
+    CD_FN,          /* the key strings "fn", "tick", "type", "seq" */
+    CD_TICK,
+    CD_TYPE,
+    CD_SEQ,
+    CD_LAST_TYPE,   /* the strings run_items last passed as the event type and */
+    CD_LAST_KEY,    /* as the first CD_KEYS payload keys (see push_cached) */
+    CD_COUNT = CD_LAST_KEY + CD_KEYS - 1
+};
+#define CD_UPVALUE(i) (LUA_REGISTRYINDEX - (i))
+
 static void push_cached(lua_State *L, int deliver, int slot, const char *s, size_t len);
 
 /* Runs inside lua_pcall (so allocation failures and errors are caught): for
@@ -357,22 +374,7 @@ run_items(lua_State *L)
  * Lua deliver is used as before. Everything here runs inside run_items'
  * lua_pcall.
  *
- * The closure's upvalues: */
-#define CD_KEYS 4
-enum {
-    CD_HANDLERS = 1, /* the Lua deliver's handlers, message_handler, delivering, patterns */
-    CD_MSGH,
-    CD_DELIVERING,
-    CD_PATTERNS,
-    CD_FN,          /* the key strings "fn", "tick", "type", "seq" */
-    CD_TICK,
-    CD_TYPE,
-    CD_SEQ,
-    CD_LAST_TYPE,   /* the strings run_items last passed as the event type and */
-    CD_LAST_KEY,    /* as the first CD_KEYS payload keys (see push_cached) */
-    CD_COUNT = CD_LAST_KEY + CD_KEYS - 1
-};
-#define CD_UPVALUE(i) (LUA_REGISTRYINDEX - (i))
+ * The closure's upvalues: the enum before run_items, which reads the last ones. */
 #ifndef LUA_TNIL
 #define LUA_TNIL 0
 #endif
