@@ -152,15 +152,81 @@ def test_c_deliver_leaves_what_the_lua_deliver_leaves(wired: SimpleNamespace) ->
     ]
 
 
+# What c_deliver keeps (wrap_deliver in _fastcall.c): the values of these
+# upvalues of the Lua deliver, found when the delivery is made.
+KEPT = ("handlers", "message_handler", "delivering", "patterns")
+
+# Lua source with its comments and strings blanked (a `--` or `=` inside
+# either is not code).
+_NOT_CODE = re.compile(
+    r"--\[(=*)\[.*?\]\1\]|--[^\n]*|\"(?:\\.|[^\"\\\n])*\"|'(?:\\.|[^'\\\n])*'|\[(=*)\[.*?\]\2\]",
+    re.DOTALL)
+_LVALUE = r"[A-Za-z_]\w*(?:\s*(?:\.\s*[A-Za-z_]\w*|\[[^\]\n]*\]))*"
+# An assignment statement: its target list where a statement can start (a
+# line's start, after `;` or `)`, after then/do/else/end), then `=` (not `==`).
+_ASSIGNMENT = re.compile(
+    r"(?:^|(?<=[;)])|(?<=\bthen)|(?<=\bdo)|(?<=\belse)|(?<=\bend))\s*(local\s+)?"
+    rf"({_LVALUE}(?:\s*,\s*{_LVALUE})*)\s*=(?!=)",
+    re.MULTILINE)
+
+
+def assignments(source: str, name: str) -> list[tuple[bool, str]]:
+    """Every statement of Lua ``source`` that assigns the variable ``name``
+    itself (not a field of it): (whether it is a ``local`` declaration, its
+    text); a ``function name(...)`` statement counts as an assignment."""
+    code = _NOT_CODE.sub(lambda m: re.sub(r"[^\n]", " ", m.group(0)) if m.group(0)[0] == "-"
+                         else '""' + "\n" * m.group(0).count("\n"), source)
+    found = []
+    for m in _ASSIGNMENT.finditer(code):
+        targets = [t.strip() for t in m.group(2).split(",")]
+        if name in targets:
+            found.append((m.group(1) is not None, m.group(0).strip()))
+    found += [(False, m.group(0)) for m in re.finditer(rf"\bfunction\s+{name}\s*\(", code)]
+    return found
+
+
 def test_script_env_assigns_what_c_deliver_keeps_only_once() -> None:
     # c_deliver holds the values of these upvalues as they were when the
     # delivery was made: a later assignment in script_env.lua would not
     # reach it, so the file must make each once, at its `local` line.
-    for name in ("handlers", "message_handler", "delivering", "patterns"):
-        assigned = re.findall(rf"^\s*(?:local\s+)?{name}\s*=(?!=)", SCRIPT_ENV, re.MULTILINE)
-        assert len(assigned) == 1, (name, assigned)
-        assert assigned[0].lstrip().startswith("local "), name
-        assert not re.search(rf"[,(]\s*{name}\s*[,)]?\s*=(?!=)", SCRIPT_ENV), name
+    for name in KEPT:
+        found = assignments(SCRIPT_ENV, name)
+        assert len(found) == 1 and found[0][0], (name, found)
+
+
+@pytest.mark.parametrize("line", [
+    "local function reset() handlers = {} end",
+    "if info.x then delivering = { seq = false } end",
+    "handlers, info = {}, nil",
+    "info, handlers = nil, {}",
+    "function events.reset(...) message_handler = ... end",
+    "do delivering = {} end",
+    "x = 1; delivering = {}",
+    "  delivering = {}",
+    "function delivering() end",
+])
+def test_the_guard_sees_every_later_assignment(line: str) -> None:
+    # review of 5a1c76f: the first guard only looked at a line's start (and
+    # after `,`/`(`), so each of these passed it while c_deliver would keep
+    # the first table and the Lua deliver use the new one.
+    source = SCRIPT_ENV.replace("local function forget(id)", line + "\nlocal function forget(id)")
+    assert any(len(assignments(source, name)) != 1 for name in KEPT), line
+
+
+def test_the_guard_ignores_fields_comparisons_comments_and_strings() -> None:
+    source = (
+        "local handlers = {}\n"
+        "handlers[id] = nil\n"
+        "handlers.x = 1\n"
+        "if h == handlers then end\n"
+        "if a ~= handlers or handlers <= b or b >= handlers then end\n"
+        "-- handlers = {}\n"
+        "--[[ handlers = {} ]]\n"
+        "local s = \"handlers = {}\"\n"
+        "local t = [[\nhandlers = {}\n]]\n"
+        "f(handlers, x == 1)\n"
+    )
+    assert assignments(source, "handlers") == [(True, "local handlers =")]
 
 
 def test_a_deliver_without_the_upvalues_runs_as_lua() -> None:
