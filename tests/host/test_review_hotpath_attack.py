@@ -198,6 +198,55 @@ def test_cascade_accounting_of_emits_from_handlers_coroutines_and_the_chunk(
     assert native["handler_errors"] == 1
 
 
+STALE = """
+local OUT = {}
+local function add(s) OUT[#OUT + 1] = s; shared:string("out"):set(table.concat(OUT, ";")) end
+events:on("e", function(e) add("e") end)
+events:on("x", function(e) local ok = pcall(events.emit, "y", {}) add("x->y " .. tostring(ok)) end)
+events:on("y", function(e) local ok = pcall(events.emit, "z", {}) add("y->z " .. tostring(ok)) end)
+function fire() events:emit("x", {}) end
+"""
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "delivering.seq (current_seq before 5a1c76f) stays set after a handler "
+    "returns, on the belief that event-engine code runs only in handlers; but "
+    "ScriptHost.call and the admin eval run in the event engine too, so after "
+    "any delivery their emits pass that old seq as the cause and count one "
+    "level deep into a finished cascade (and against its event budget). Both "
+    "paths. Not fixed here: resetting it after the handler in the Lua deliver "
+    "adds an instruction after xpcall that an armed abort hook raises in, and "
+    "calls from inside a handler nest (they must keep the handler's seq)."))
+@pytest.mark.parametrize("deferred", [False, True])
+@pytest.mark.parametrize("native", [True, False])
+def test_a_host_call_after_a_delivery_is_not_counted_in_that_events_cascade(
+        tmp_path: Path, native: bool, deferred: bool) -> None:
+    def fire(earlier: list[tuple[str, dict[str, Any]]]) -> str:
+        clock = _Clock()
+        rt = Runtime(threaded=False, clock=clock, native=native,
+                     event_delivery="deferred" if deferred else "immediate")
+        try:
+            rt.settings.max_cascade_depth = 2
+            d = tmp_path / f"{native}{deferred}{len(earlier)}"
+            d.mkdir()
+            (d / "s.lua").write_text(STALE, encoding="utf-8")
+            h = rt.load(d / "s.lua")
+            h.start()
+            for name, data in earlier:
+                rt.bus.emit(name, data)
+            rt.run_due(1.0)
+            h.call("fire")  # the host's own call: x is a top-level event
+            rt.run_due(2.0)
+            assert h.errors == []
+            out: str = h.shared.string("out").get()
+            return out.removeprefix("e;")
+        finally:
+            rt.close()
+
+    assert fire([]) == "x->y true;y->z true"
+    assert fire([("e", {})]) == "x->y true;y->z true"  # got: y->z false (depth 3)
+
+
 HANG = '''
 import sys
 from pathlib import Path
