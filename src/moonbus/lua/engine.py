@@ -310,7 +310,8 @@ class LuaEngine(GuardedCalls):
         finished here: its coroutine is the spare again, and the next start
         runs in it (tasks.lua's ``task_body``); its id must not be stepped
         or dropped after "done". A task that failed is released as after
-        ``step``.
+        ``step``. ``results`` of a task started here (also when it returns
+        after a sleep) is its function's first value only (``task_body``).
         """
         with self._lock:
             if self._cs.closed:

@@ -102,8 +102,13 @@ end
 -- yields other than by sleep, is dead or stuck half-run and is never reused.
 -- task_body's tail calls leave "(...tail calls...)" traceback lines, which
 -- the host drops with its other plumbing.
+-- Only the function's first result goes on (a poll's delay: all the host
+-- reads): each varargs pass on the way out (settled, rest, next_spare) copies
+-- every result, so a poll returning 340,000 values overflowed the host
+-- thread's stack ("?:-1: stack overflow", no script line), where the old
+-- path (a table.pack) took about 700,000.
 local function task_body(fn, ...)
-  return task_body(co_yield(DONE, fn(...)))
+  return task_body(co_yield(DONE, (fn(...))))
 end
 
 -- The spare (id, thread pointer), made when there is none; `finished`: a

@@ -1,0 +1,36 @@
+"""Review of the reused poll coroutine (tasks.lua's ``task_body``): what a
+hostile poll can leave behind or provoke through ``start_task``."""
+
+from __future__ import annotations
+
+from moonbus.lua.engine import LuaEngine
+
+MANY = """
+local t = {}
+for i = 1, 400000 do t[i] = 100 end
+function poll() return table.unpack(t) end
+function napper() sleep(5) return table.unpack(t) end
+function plain() return 100 end
+"""
+
+
+def _env(engine: LuaEngine) -> object:
+    env = engine.new_env()
+    env["sleep"] = engine.sleep_function
+    engine.call(engine.compile(MANY, "many.lua", env), limit=5.0)
+    return env
+
+
+def test_a_poll_returning_many_values_returns(engine: LuaEngine) -> None:
+    # Each varargs pass between the coroutine and the host copied all the
+    # results: 400,000 of them overflowed the host thread's stack, an error
+    # naming no script line ("?:-1: stack overflow"); the poll is its delay.
+    env = _env(engine)
+    for _ in range(2):  # the spare's first run, then its reuse
+        task, outcome, value = engine.start_task(env, "poll", False, limit=5.0)
+        assert (outcome, value[:1]) == ("done", (100,))
+    task, outcome, value = engine.start_task(env, "napper", False, limit=5.0)
+    assert (outcome, value) == ("sleep", 5) and task is not None
+    outcome, value = engine.step(task, limit=5.0)
+    assert (outcome, value[:1]) == ("done", (100,))
+    assert engine.start_task(env, "plain", False, limit=5.0)[1:] == ("done", (100,))
