@@ -34,3 +34,34 @@ def test_a_poll_returning_many_values_returns(engine: LuaEngine) -> None:
     outcome, value = engine.step(task, limit=5.0)
     assert (outcome, value[:1]) == ("done", (100,))
     assert engine.start_task(env, "plain", False, limit=5.0)[1:] == ("done", (100,))
+
+
+KEEP = """
+weak = setmetatable({}, {__mode = "k"})
+local function make()
+  local big = string.rep("x", 1000000)
+  local f
+  f = function() poll = nil local r = {#big} weak[r] = "result" return r end
+  weak[f] = "function"
+  return f
+end
+poll = make()
+function alive()
+  collectgarbage("collect")
+  collectgarbage("collect")
+  local out = {}
+  for _, v in pairs(weak) do out[#out + 1] = v end
+  table.sort(out)
+  return table.concat(out, ",")
+end
+"""
+
+
+def test_the_waiting_coroutine_keeps_no_poll_function_or_result(engine: LuaEngine) -> None:
+    # The spare waits for the next poll; a poll that unset itself (and the
+    # megabyte its closure holds) stayed alive in its stack for good.
+    env = engine.new_env()
+    engine.call(engine.compile(KEEP, "keep.lua", env), limit=5.0)
+    assert engine.start_task(env, "poll", False, limit=5.0)[1] == "done"
+    assert engine.start_task(env, "poll", False, limit=5.0) == (None, "none", None)
+    assert engine.call(env["alive"], limit=5.0) == ("",)

@@ -107,8 +107,21 @@ end
 -- every result, so a poll returning 340,000 values overflowed the host
 -- thread's stack ("?:-1: stack overflow", no script line), where the old
 -- path (a table.pack) took about 700,000.
+-- Neither the function nor its result stays in the coroutine while it waits
+-- (a poll that unset itself, poll = nil, kept its closure, and all its
+-- upvalues hold, alive for good): every slot of a suspended coroutine's
+-- stack is kept, so the function goes through `handoff` and is called from
+-- a temporary slot (as is its result, which the yield hands on).
+local handoff = nil  -- set and taken before the function runs: never kept
+local function take()
+  local fn = handoff
+  handoff = nil
+  return fn
+end
 local function task_body(fn, ...)
-  return task_body(co_yield(DONE, (fn(...))))
+  handoff = fn
+  fn = nil
+  return task_body(co_yield(DONE, (take()(...))))
 end
 
 -- The spare (id, thread pointer), made when there is none; `finished`: a
