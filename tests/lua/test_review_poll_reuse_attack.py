@@ -11,6 +11,7 @@ for i = 1, 400000 do t[i] = 100 end
 function poll() return table.unpack(t) end
 function napper() sleep(5) return table.unpack(t) end
 function plain() return 100 end
+function starter() return false, table.unpack(t) end
 """
 
 
@@ -34,6 +35,15 @@ def test_a_poll_returning_many_values_returns(engine: LuaEngine) -> None:
     outcome, value = engine.step(task, limit=5.0)
     assert (outcome, value[:1]) == ("done", (100,))
     assert engine.start_task(env, "plain", False, limit=5.0)[1:] == ("done", (100,))
+
+
+def test_a_task_returning_many_values_returns(engine: LuaEngine) -> None:
+    # new_task's coroutines (on_start, on_stop, deferred handlers) return
+    # through the same varargs: on_start returning 600,000 values failed
+    # the script with "?:-1: stack overflow"; the host reads the first.
+    env = _env(engine)
+    task = engine.new_task(env["starter"])
+    assert engine.step(task, limit=5.0) == ("done", (False,))
 
 
 KEEP = """

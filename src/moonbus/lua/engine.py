@@ -310,8 +310,7 @@ class LuaEngine(GuardedCalls):
         finished here: its coroutine is the spare again, and the next start
         runs in it (tasks.lua's ``task_body``); its id must not be stepped
         or dropped after "done". A task that failed is released as after
-        ``step``. ``results`` of a task started here (also when it returns
-        after a sleep) is its function's first value only (``task_body``).
+        ``step``. ``results``: the function's first value only, as ``step``'s.
         """
         with self._lock:
             if self._cs.closed:
@@ -368,7 +367,12 @@ class LuaEngine(GuardedCalls):
                 self._task_threads.pop(task, None)
 
     def step(self, task: int, *args: Any, limit: float | None) -> tuple[str, Any]:
-        """Resume ``task``: ("sleep", ms) or ("done", results tuple). Raises like ``call``.
+        """Resume ``task``: ("sleep", ms) or ("done", (first result,)). Raises like ``call``.
+
+        Only the first result is passed on (all the host reads: a poll's
+        delay, on_start's false): passing all of them through tasks.lua's
+        varargs copied each one, and a task returning 510,000 values overflowed
+        the stack of the thread running the host's call (tasks.lua's settled).
 
         The task's thread joins the abort chain directly (the host knows it),
         instead of through the prelude's enter/leave callbacks.

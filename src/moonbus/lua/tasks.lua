@@ -48,23 +48,23 @@ local function drop_task(id)
   release(id)
 end
 
--- The values after the first.
-local function rest(_, ...) return ... end
-
--- How a resume of `co` ended: "sleep", ms | "done", results... | "error", traceback.
+-- How a resume of `co` ended: "sleep", ms | "done", result | "error", traceback.
 -- (A function of the resume's values rather than a table of them: no
--- garbage per step.)
+-- garbage per step.) "done" passes on the task's first result only, all the
+-- host reads (a poll's delay, on_start's false): each `...` passed on copies
+-- every value, so a task returning 510,000 of them overflowed the host
+-- thread's stack ("?:-1: stack overflow", no script line), which a
+-- table.pack of them did not.
 local DONE = {}  -- yielded by task_body when its function returned: never seen by scripts
-local function settled(co, ok, ...)
+local function settled(co, ok, first, ...)
   if not ok then
-    return "error", debug_traceback(co, error_text((...)))
+    return "error", debug_traceback(co, error_text(first))
   end
-  local first = ...
   if first == DONE then
-    return "done", rest(...)
+    return "done", (...)
   end
   if co_status(co) == "suspended" then
-    local ms = rest(...)
+    local ms = ...
     if first == SLEEP and type(ms) == "number" then
       return "sleep", ms
     end
@@ -73,10 +73,10 @@ local function settled(co, ok, ...)
     return "error", debug_traceback(co, "coroutine.yield() outside a coroutine: on_start, poll, "
       .. "on_stop and deferred handlers wait with sleep(ms), not coroutine.yield")
   end
-  return "done", ...
+  return "done", first
 end
 
--- Resume task `id`: returns "sleep", ms | "done", results... | "error", traceback.
+-- Resume task `id`: returns "sleep", ms | "done", result | "error", traceback.
 local function step(id, ...)
   local co = tasks[id]
   if co == nil then
@@ -102,11 +102,8 @@ end
 -- yields other than by sleep, is dead or stuck half-run and is never reused.
 -- task_body's tail calls leave "(...tail calls...)" traceback lines, which
 -- the host drops with its other plumbing.
--- Only the function's first result goes on (a poll's delay: all the host
--- reads): each varargs pass on the way out (settled, rest, next_spare) copies
--- every result, so a poll returning 340,000 values overflowed the host
--- thread's stack ("?:-1: stack overflow", no script line), where the old
--- path (a table.pack) took about 700,000.
+-- Only the function's first result goes on (see settled): the others
+-- are not copied through the yield.
 -- Neither the function nor its result stays in the coroutine while it waits
 -- (a poll that unset itself, poll = nil, kept its closure, and all its
 -- upvalues hold, alive for good): every slot of a suspended coroutine's
