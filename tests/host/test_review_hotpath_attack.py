@@ -284,14 +284,6 @@ rt.close()
 '''
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a script that fills its Lua memory to within a few bytes and then calls a "
-    "host function that returns (or raises) anything Lua must allocate for "
-    "(a shared string's get, a first shared:int(name)) deadlocks the host "
-    "thread: lupa's push fails, longjmp skips its GIL release, and the thread "
-    "waits for the GIL it holds (lua_room's 16 KiB margin only refuses values, "
-    "the script's own allocations eat it). Both paths; not from 5a1c76f. "
-    "The fix is in how host calls reserve memory (lua_room / lupa), not here."))
 @pytest.mark.parametrize("native", [True, False])
 def test_filling_memory_then_calling_the_host_does_not_hang(tmp_path: Path,
                                                             native: bool) -> None:

@@ -34,6 +34,7 @@ Lua reader, and refuse sources over the size cap (see ``compile_limits.py``).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -54,6 +55,7 @@ from moonbus.lua.guarded import GuardedCalls
 from moonbus.lua.hooks import HookControl
 from moonbus.lua.host_errors import describe_host_error
 from moonbus.lua.lazy_strings import ChunkFetcher
+from moonbus.lua.lua_room import MARGIN
 from moonbus.lua.watchdog import Watchdog
 
 __all__ = ["LuaEngine"]
@@ -160,6 +162,8 @@ class LuaEngine(GuardedCalls):
         self._forget = api["forget"]
         self.sleep_function = api["sleep"]
         self._host_function = bridge["host_function"]
+        self._room = bridge["room"]  # host_bridge.lua: host calls refused above room.limit KiB
+        self._set_host_call_room()
         # The same Lua function, for Lua code that wraps the Python callables it
         # gets from the host (script_env.lua's shared handles).
         self.host_function_maker = bridge["host_function"]
@@ -422,6 +426,15 @@ class LuaEngine(GuardedCalls):
         """Change the memory limit (bytes of total usage; None = unlimited)."""
         with self._lock:
             self._rt.set_max_memory(limit or 0, total=True)
+            self._set_host_call_room()
+
+    def _set_host_call_room(self) -> None:
+        """Tell host_bridge.lua the usage (KiB) above which a host call is
+        refused before Python runs: the limit less lua_room's MARGIN, so that
+        what lupa pushes when Python returns always has room (see there).
+        Owner: the thread holding the engine's lock (or the constructor)."""
+        limit = self._rt.get_max_memory(total=True)
+        self._room["limit"] = (limit - MARGIN) / 1024 if limit else math.inf
 
     def set_memory_budget(self, extra: int) -> None:
         """Limit the state to what it uses now plus ``extra`` bytes (a job's budget).
@@ -434,6 +447,7 @@ class LuaEngine(GuardedCalls):
             # Not ``total``: lupa adds the state's base usage, which
             # get_memory_used() leaves out, so the limit is usage now + extra.
             rt.set_max_memory(rt.get_memory_used() + extra)
+            self._set_host_call_room()
 
     def close(self) -> None:
         """Release the Lua state. Idempotent; waits for a running call to finish."""

@@ -3,7 +3,7 @@
 -- Runs once in every fresh Lua state, with the full standard library, before
 -- the prelude (which strips the globals afterwards); `...` is
 -- moonbus.lua.host_errors.describe_host_error. Returns host_function,
--- build_class, make_proxy, unproxy and box to the engine (engine.py), which
+-- build_class, make_proxy, unproxy, box and room to the engine (engine.py), which
 -- hands them to the converter (convert.py) and to script_env.lua. Scripts
 -- never see this table, only the functions and proxies it makes.
 --
@@ -24,6 +24,19 @@ local debug_getinfo, debug_getmetatable = debug.getinfo, debug.getmetatable
 -- Errors that are already Lua values (the time limit, "not enough memory", an
 -- error from Lua code the host called back) pass through unchanged.
 local MEMORY_MESSAGE <const> = "not enough memory"
+
+-- A host call needs free Lua memory for what lupa pushes when Python
+-- returns (the result, or the error it raises): lupa pushes it outside any
+-- protected call, and a refused allocation there jumps past lupa's release
+-- of the GIL, so the calling thread waits for ever on the GIL it holds
+-- itself. moonbus.lua.lua_room refuses values larger than the free memory
+-- less a margin, but a script can use that margin up itself before it
+-- calls. So a call is refused here, before Python runs, while the state uses
+-- more than room.limit KiB (its memory limit less lua_room.MARGIN: set by
+-- the engine whenever the limit changes; math.huge without one), with Lua's
+-- own out-of-memory message, which the script can pcall like any other.
+local gc_count = collectgarbage
+local room = { limit = math.huge }
 
 local function script_position()
   local level = 3
@@ -62,6 +75,9 @@ local function host_function(f, name)
     return host_failure(name, (...))
   end
   return function(...)
+    if gc_count("count") > room.limit then
+      error(MEMORY_MESSAGE, 0)
+    end
     return settle(pcall(f, ...))
   end
 end
@@ -129,4 +145,5 @@ return {
   make_proxy = make_proxy,
   unproxy = unproxy,
   box = BOX,
+  room = room,
 }
