@@ -208,15 +208,6 @@ function fire() events:emit("x", {}) end
 """
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "delivering.seq (current_seq before 5a1c76f) stays set after a handler "
-    "returns, on the belief that event-engine code runs only in handlers; but "
-    "ScriptHost.call and the admin eval run in the event engine too, so after "
-    "any delivery their emits pass that old seq as the cause and count one "
-    "level deep into a finished cascade (and against its event budget). Both "
-    "paths. Not fixed here: resetting it after the handler in the Lua deliver "
-    "adds an instruction after xpcall that an armed abort hook raises in, and "
-    "calls from inside a handler nest (they must keep the handler's seq)."))
 @pytest.mark.parametrize("deferred", [False, True])
 @pytest.mark.parametrize("native", [True, False])
 def test_a_host_call_after_a_delivery_is_not_counted_in_that_events_cascade(
@@ -296,3 +287,44 @@ def test_filling_memory_then_calling_the_host_does_not_hang(tmp_path: Path,
         pytest.fail("the host hung (deadlock on the GIL)")
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().endswith("done")
+
+
+NESTED = """
+local OUT = {}
+local function add(s) OUT[#OUT + 1] = s; shared:string("out"):set(table.concat(OUT, ";")) end
+events:on("go", function(e) relay:fire() end)
+events:on("x", function(e) local ok = pcall(events.emit, "y", {}) add("x->y " .. tostring(ok)) end)
+events:on("y", function(e) local ok = pcall(events.emit, "z", {}) add("y->z " .. tostring(ok)) end)
+function fire() events:emit("x", {}) end
+"""
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_a_host_call_nested_in_a_handler_keeps_that_handlers_cause(
+        tmp_path: Path, native: bool) -> None:
+    # go (depth 0) -> relay:fire() -> h.call("fire") -> x (depth 1, caused by
+    # go) -> y (2) -> z would be depth 3: refused under max_cascade_depth=2.
+    # Were the nested call's cause forgotten, x would start a chain of its
+    # own and z would be allowed.
+    from moonbus.lua.exposure import lua_api
+
+    rt = Runtime(threaded=False, clock=lambda: 0.0, native=native)
+    try:
+        rt.settings.max_cascade_depth = 2
+        hosts: list[Any] = []
+
+        @lua_api
+        class Relay:
+            def fire(self) -> None:
+                hosts[0].call("fire")
+
+        rt.register_api("relay", Relay())
+        (tmp_path / "n.lua").write_text(NESTED, encoding="utf-8")
+        hosts.append(rt.load(tmp_path / "n.lua"))
+        hosts[0].start()
+        rt.bus.emit("go", {})
+        rt.run_due(1.0)
+        assert hosts[0].errors == []
+        assert hosts[0].shared.string("out").get() == "x->y true;y->z false"
+    finally:
+        rt.close()

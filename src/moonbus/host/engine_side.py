@@ -182,6 +182,7 @@ class ScriptEngine:
         self._deliver = lib["deliver"]
         self._forget = lib["forget"]
         self._collect = lib["collect"]
+        self._forget_cause = lib["forget_cause"]
         # The C path of deliver() (moonbus.lua.fastcall), when built: what the
         # bus calls for this engine's non-once subscriptions.
         self._fast_deliver = engine.native_delivery(
@@ -384,6 +385,14 @@ class ScriptEngine:
         if results and self.engine.lua_type(results[0]) == "table":
             self.returned_table = results[0]  # a script table (ScriptHost.call finds methods)
         return results
+
+    def enter_host_call(self, limit: float | None) -> None:
+        """Before the host's own call into this engine (``ScriptHost.call``,
+        the admin eval): unless a handler is running (the call is nested in
+        it and inherits its cause), what the call emits is caused by no
+        event, not by the last event handled. Caller holds the engine's lock."""
+        if not self.engine.in_call:
+            self.engine.call(self._forget_cause, limit=limit)
 
     def deliver(self, sub_id: int, event: Event) -> None:
         """Run one handler now, on the calling thread (event engine delivery),

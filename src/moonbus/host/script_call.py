@@ -44,6 +44,7 @@ def call_in_engine(side: ScriptEngine | None, script: str, status: str, fn_name:
     engine = side.engine
     try:
         with engine.lock:
+            side.enter_host_call(limit)
             func, self_args = _find(side, fn_name, what)
             try:
                 lua_args = [side.converter.to_lua(a) for a in args]

@@ -438,4 +438,13 @@ local function collect()
   collect_garbage("collect")
 end
 
-return { dispatch = dispatch, deliver = deliver, forget = forget, collect = collect }
+-- Called by the host before a call of its own into this engine
+-- (ScriptHost.call, the admin eval) while no handler runs: what that call
+-- emits is caused by no event (delivering.seq keeps the last handler's seq,
+-- which a call nested in a handler rightly inherits).
+local function forget_cause()
+  delivering.seq = false
+end
+
+return { dispatch = dispatch, deliver = deliver, forget = forget, collect = collect,
+         forget_cause = forget_cause }

@@ -48,6 +48,7 @@ def eval_in_engine(side: ScriptEngine | None, script: str, status: str, source: 
     engine = side.engine
     try:
         with engine.lock:
+            side.enter_host_call(limit)
             try:
                 func = engine.compile("return " + source, CHUNK_NAME, side.env, limit=limit)
             except ScriptSyntaxError:

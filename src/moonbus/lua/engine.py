@@ -417,6 +417,12 @@ class LuaEngine(GuardedCalls):
                 raise ClosedError(f"Lua engine {self.name!r} is closed")
             return self._host_function(func, name)
 
+    @property
+    def in_call(self) -> bool:
+        """Whether a call into this engine is running (read by the thread
+        holding the engine's lock: a call nested in it sees True)."""
+        return bool(self._cs.depth)
+
     def memory_used(self) -> int | None:
         """Bytes allocated by the state (None when no memory limit is set)."""
         used = self._rt.get_memory_used()
