@@ -55,7 +55,7 @@ from moonbus.lua.guarded import GuardedCalls
 from moonbus.lua.hooks import HookControl
 from moonbus.lua.host_errors import describe_host_error
 from moonbus.lua.lazy_strings import ChunkFetcher
-from moonbus.lua.lua_room import MARGIN
+from moonbus.lua.lua_room import MARGIN, LuaValueTooLarge
 from moonbus.lua.watchdog import Watchdog
 
 __all__ = ["LuaEngine"]
@@ -252,6 +252,15 @@ class LuaEngine(GuardedCalls):
                     f"{chunkname}: the source is {size} bytes, more than the limit of "
                     f"{cap} bytes (max_source_bytes)"
                 )
+        try:
+            # lupa pushes the source unprotected (an argument of the call): a
+            # source larger than the free memory would abort the process at
+            # the top level (Lua's panic) or hang the thread inside a host
+            # call (``require``). Measured first, as any value (lua_room).
+            self.converter.room.admit(source)
+        except LuaValueTooLarge as exc:
+            raise ScriptMemoryError(
+                f"{self.name}: out of memory while compiling {chunkname}: {exc}") from None
         try:
             func, error = self._guarded(self._call, self._compile, (source, "@" + chunkname, env),
                                         limit)
