@@ -86,3 +86,65 @@ def test_a_source_larger_than_the_free_memory_is_refused_not_pushed(
         assert "false" in done.stdout and "memory" in done.stdout
     else:
         assert "ScriptMemoryError" in done.stdout
+
+
+# stats.get returned the stored value straight to lupa: a string up to
+# max_stats_value (an operator setting, up to 1 GiB) was pushed unmeasured,
+# so with max_stats_value above the 16 KiB room a host call keeps, a script
+# that stored a long value, used its memory up to the room and read it back
+# hung the thread on the GIL. Now it goes through to_lua (lua_room): refused
+# with a catchable error.
+STATS = '''
+import sys
+from pathlib import Path
+from moonbus.runtime import Runtime
+LUA = """
+local rep = string.rep
+local keep, s
+local function add() keep = {keep, rep("x", s)} end
+events:on("go", function(e)
+  stats.set("k", rep("a", 60000))
+  for j = 0, 40 do
+    local spacer = rep("y", 16 * 1024 + 64 * j)
+    keep = nil
+    s = 1 << 16
+    while s >= 1 do
+      if not pcall(add) then s = s // 2 end
+    end
+    spacer = nil
+    collectgarbage()
+    pcall(stats.get, "k")
+    keep = nil
+    collectgarbage()
+  end
+  local value = stats.get("k")
+  shared:string("out"):set(#value == 60000 and "done" or "wrong")
+end)
+"""
+rt = Runtime(threaded=False, clock=lambda: 0.0, native=sys.argv[1] == "native")
+rt.settings.memory_limit = 1 << 20
+rt.settings.max_stats_value = 64 * 1024
+rt.settings.handler_timeout = 60
+path = Path(sys.argv[2]) / "stats.lua"
+path.write_text(LUA)
+h = rt.load(path)
+h.start()
+rt.bus.emit("go")
+print(h.errors[:2])
+print(h.shared.string("out").get())
+rt.close()
+'''
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_a_long_stats_value_read_near_the_limit_does_not_hang(tmp_path: Path,
+                                                              native: bool) -> None:
+    env = {"PYTHONPATH": str(SRC), "PATH": "/usr/bin:/bin"}
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", STATS, "native" if native else "python", str(tmp_path)],
+            env=env, capture_output=True, text=True, timeout=30, check=False)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the host hung (deadlock on the GIL)")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-1] == "done", done.stdout

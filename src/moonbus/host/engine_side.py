@@ -203,7 +203,9 @@ class ScriptEngine:
             "emit": self._emit,
             "log": self._log,
             "stats_set": self._stats.set,
-            "stats_get": self._stats.get,
+            # to_lua: a string value may be longer than the room a host call
+            # keeps (max_stats_value is the operator's; lua_room measures it)
+            "stats_get": lambda key: to_lua(self._stats.get(key)),
             "stats_clear": self._stats.clear,
             "options": lambda: to_lua(self._options),
             "time": self._ctx.tick,
