@@ -372,7 +372,13 @@ class Worker:
             flat.extend(job.args)
         try:
             # The job table is made before the budget is set: every job may
-            # allocate its budget on top of what the batch itself holds.
+            # allocate its budget on top of what the batch itself holds. But
+            # not under the limit the last job left (a job with a state may
+            # have filled it): lupa builds the table unprotected, so a failed
+            # allocation here is Lua's panic. It gets a budget of its own and
+            # must fit in it first (lua_room).
+            engine.set_memory_budget(jobs[0].memory)
+            engine.converter.room.admit(flat)
             table = engine.table_from(flat)
         except Exception:  # text that is not valid Unicode, memory: one by one
             self._queue.put_back(jobs[1:])
