@@ -182,9 +182,8 @@ class ScriptEngine:
         self._deliver = lib["deliver"]
         self._forget = lib["forget"]
         self._collect = lib["collect"]
-        self._forget_cause = lib["forget_cause"]
-        # The C path of deliver() (moonbus.lua.fastcall), when built: what the
-        # bus calls for this engine's non-once subscriptions.
+        self.forget_cause = lib["forget_cause"]  # see script_call.enter_host_call
+        # deliver() in C (moonbus.lua.fastcall), when built: for non-once subscriptions.
         self._fast_deliver = engine.native_delivery(
             self._deliver, fallback=self.deliver, failed=self._delivery_failed,
             settings=ctx.settings, budget=self.budget, counts=ctx.delivery_counts,
@@ -203,8 +202,7 @@ class ScriptEngine:
             "emit": self._emit,
             "log": self._log,
             "stats_set": self._stats.set,
-            # to_lua: a string value may be longer than the room a host call
-            # keeps (max_stats_value is the operator's; lua_room measures it)
+            # to_lua measures it: max_stats_value may exceed a host call's room
             "stats_get": lambda key: to_lua(self._stats.get(key)),
             "stats_clear": self._stats.clear,
             "options": lambda: to_lua(self._options),
@@ -387,14 +385,6 @@ class ScriptEngine:
         if results and self.engine.lua_type(results[0]) == "table":
             self.returned_table = results[0]  # a script table (ScriptHost.call finds methods)
         return results
-
-    def enter_host_call(self, limit: float | None) -> None:
-        """Before the host's own call into this engine (``ScriptHost.call``,
-        the admin eval): unless a handler is running (the call is nested in
-        it and inherits its cause), what the call emits is caused by no
-        event, not by the last event handled. Caller holds the engine's lock."""
-        if not self.engine.in_call:
-            self.engine.call(self._forget_cause, limit=limit)
 
     def deliver(self, sub_id: int, event: Event) -> None:
         """Run one handler now, on the calling thread (event engine delivery),

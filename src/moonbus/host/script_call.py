@@ -30,7 +30,7 @@ from moonbus.lua.value_path import describe_conversion_error
 if TYPE_CHECKING:
     from moonbus.host.engine_side import ScriptEngine
 
-__all__ = ["call_in_engine"]
+__all__ = ["call_in_engine", "enter_host_call"]
 
 
 def call_in_engine(side: ScriptEngine | None, script: str, status: str, fn_name: str,
@@ -44,7 +44,7 @@ def call_in_engine(side: ScriptEngine | None, script: str, status: str, fn_name:
     engine = side.engine
     try:
         with engine.lock:
-            side.enter_host_call(limit)
+            enter_host_call(side, limit)
             func, self_args = _find(side, fn_name, what)
             try:
                 lua_args = [side.converter.to_lua(a) for a in args]
@@ -68,6 +68,15 @@ def call_in_engine(side: ScriptEngine | None, script: str, status: str, fn_name:
     if not values:
         return None
     return values[0] if len(values) == 1 else values
+
+
+def enter_host_call(side: ScriptEngine, limit: float | None) -> None:
+    """Before the host's own call into ``side`` (``ScriptHost.call``, the
+    admin eval): unless a handler is running (the call is nested in it and
+    inherits its cause), what the call emits is caused by no event, not by
+    the last event handled. Caller holds the engine's lock."""
+    if not side.engine.in_call:
+        side.engine.call(side.forget_cause, limit=limit)
 
 
 def _find(side: ScriptEngine, fn_name: str, what: str) -> tuple[Any, tuple[Any, ...]]:

@@ -26,6 +26,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from moonbus.errors import ClosedError, ScriptError, ScriptSyntaxError, ScriptTimeout
+from moonbus.host.script_call import enter_host_call
 from moonbus.lua.value_printer import FORMATTER
 
 if TYPE_CHECKING:
@@ -48,7 +49,7 @@ def eval_in_engine(side: ScriptEngine | None, script: str, status: str, source: 
     engine = side.engine
     try:
         with engine.lock:
-            side.enter_host_call(limit)
+            enter_host_call(side, limit)
             try:
                 func = engine.compile("return " + source, CHUNK_NAME, side.env, limit=limit)
             except ScriptSyntaxError:

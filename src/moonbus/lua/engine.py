@@ -95,8 +95,7 @@ class LuaEngine(GuardedCalls):
         native: bool = True, generational_gc: bool = False,
     ) -> None:
         self.name = name
-        # Frozen event-data types (``.copy()`` is a dict), handed in so the sandbox
-        # need not know the bus: ``call_event`` copies them for lupa's dict path.
+        # Frozen event-data types (``.copy()``: a dict), handed in: the sandbox knows no bus.
         self._frozen_mappings = frozen_mappings
         # Size cap of every source compiled here (host compiles and load).
         self.max_source_bytes = max_source_bytes
@@ -126,6 +125,10 @@ class LuaEngine(GuardedCalls):
             max_memory=memory_limit,
         )
         self._rt = rt
+        # A full collection callable from Python with nothing to allocate
+        # (made now: the prelude strips collectgarbage from the globals).
+        self._full_collect = rt.eval(
+            "(function(gc) return function() gc('collect') end end)(collectgarbage)")
         self._state = int(rt.execute('return string.format("%p", coroutine.running())'), 16)
         # The sandbox's own chunks get names of their own: lupa's default
         # ("<python>") would show in the position of errors they raise.
@@ -258,9 +261,17 @@ class LuaEngine(GuardedCalls):
             # the top level (Lua's panic) or hang the thread inside a host
             # call (``require``). Measured first, as any value (lua_room).
             self.converter.room.admit(source)
-        except LuaValueTooLarge as exc:
-            raise ScriptMemoryError(
-                f"{self.name}: out of memory while compiling {chunkname}: {exc}") from None
+        except LuaValueTooLarge:
+            # Garbage counts as used until it is collected (a call that ran
+            # out of memory leaves its tables behind): collect, measure again.
+            with self._lock:
+                if self._full_collect is not None:  # None: closed (the call below says so)
+                    self._full_collect()
+            try:
+                self.converter.room.admit(source)
+            except LuaValueTooLarge as exc:
+                raise ScriptMemoryError(
+                    f"{self.name}: out of memory while compiling {chunkname}: {exc}") from None
         try:
             func, error = self._guarded(self._call, self._compile, (source, "@" + chunkname, env),
                                         limit)
@@ -471,6 +482,7 @@ class LuaEngine(GuardedCalls):
                 return
             self._cs.closed = True
             self._call = self._compile = self._make_env = self._new_task = self._step = None
+            self._full_collect = None
             self._take_spare = self._start_task = self._load_tasks = None
             self._compiling = None
             self.protected_call = self.coroutines_tracked = None

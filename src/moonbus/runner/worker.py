@@ -134,10 +134,9 @@ class Worker:
         self._states: dict[str, Any] = {}
         self._current: JobFuture | None = None
         self._batch_jobs: list[Job] = []  # the batch running now
-        # The pattern functions load on first use (moonbus.lua.lazy_strings).
-        # A worker's state serves many jobs: load them now, so that no job's
-        # memory budget pays for them and every job environment is a plain
-        # copy of the libraries (which make_builder needs).
+        # Pattern functions load on first use (lua.lazy_strings); a worker's state
+        # serves many jobs: load them now, so no job's budget pays for them and
+        # every job environment is a plain copy of the libraries (make_builder).
         engine.call(engine.compile(_PRELOAD, "runner-preload", engine.new_env(), capped=False),
                     limit=None)
         self._blank = engine.table()
@@ -263,8 +262,7 @@ class Worker:
             self._hand_over(job, outcome, value)
 
     def _run_job(self, job: Job, compiled: CompiledJob) -> tuple[Outcome, Any]:
-        # The hot path: the cached-chunk, fresh-env and plain-scalar cases are
-        # inlined (each helper frame costs a job about as much as a lock).
+        # Hot path: cached chunk, fresh env, plain scalars inlined (a frame ~ a lock).
         engine = self._engine
         try:
             engine.set_memory_budget(job.memory)
@@ -372,11 +370,9 @@ class Worker:
             flat.extend(job.args)
         try:
             # The job table is made before the budget is set: every job may
-            # allocate its budget on top of what the batch itself holds. But
-            # not under the limit the last job left (a job with a state may
-            # have filled it): lupa builds the table unprotected, so a failed
-            # allocation here is Lua's panic. It gets a budget of its own and
-            # must fit in it first (lua_room).
+            # allocate its budget on top of what the batch itself holds; the
+            # table gets a budget of its own and must fit first (lua_room):
+            # lupa builds it unprotected, where a failed allocation is a panic.
             engine.set_memory_budget(jobs[0].memory)
             engine.converter.room.admit(flat)
             table = engine.table_from(flat)
@@ -496,8 +492,8 @@ class Worker:
                              self._lua_error)
 
     def _drop_state(self, job: Job) -> None:
-        # Runs even when its future was cancelled: the runner already forgot the
-        # name, so a later job of that name must never find this environment.
+        # Runs even when its future was cancelled: the runner forgot the name, so a
+        # later job of that name must never find this environment.
         existed = job.state is not None and self._states.pop(job.state, None) is not None
         if job.future.claim():
             job.future.finish()
