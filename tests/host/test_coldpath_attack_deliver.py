@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.host.both_paths import Clock, delivery_path  # noqa: F401 (autouse fixture)
 
 from moonbus.lua.fastcall import native_available
 from moonbus.runtime import Runtime
@@ -23,24 +24,10 @@ pytestmark = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def delivery_path(monkeypatch: pytest.MonkeyPatch) -> str:
-    """Overrides conftest's: each test here runs both paths itself."""
-    monkeypatch.delenv("MOONBUS_PURE_PYTHON", raising=False)
-    return "both"
-
-
-class _Clock:
-    now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def _run(tmp_path: Path, native: bool, text: str, emits: list[tuple[str, dict[str, Any]]],
          *, deferred: bool = False, memory_limit: int | None = None,
          read: tuple[str, ...] = ("out",)) -> dict[str, Any]:
-    clock = _Clock()
+    clock = Clock()
     rt = Runtime(threaded=False, clock=clock, native=native,
                  event_delivery="deferred" if deferred else "immediate")
     try:

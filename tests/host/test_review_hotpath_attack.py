@@ -12,13 +12,13 @@ than the commit under review), kept as a strict xfail.
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.child_process import run_child
+from tests.host.both_paths import Clock, delivery_path  # noqa: F401 (autouse fixture)
 
 from moonbus.lua.fastcall import native_available
 from moonbus.runtime import Runtime
@@ -28,26 +28,11 @@ pytestmark = [
     pytest.mark.skipif(not native_available(), reason="C delivery not built"),
 ]
 
-SRC = Path(__file__).resolve().parents[2] / "src"
-
-
-@pytest.fixture(autouse=True)
-def delivery_path(monkeypatch: pytest.MonkeyPatch) -> str:
-    """Overrides conftest's: each test here runs both paths itself."""
-    monkeypatch.delenv("MOONBUS_PURE_PYTHON", raising=False)
-    return "both"
-
-
-class _Clock:
-    now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def _run(tmp_path: Path, native: bool, text: str, emits: list[tuple[str, dict[str, Any]]],
          *, deferred: bool = False, settings: dict[str, Any] | None = None) -> dict[str, Any]:
-    clock = _Clock()
+    clock = Clock()
     rt = Runtime(threaded=False, clock=clock, native=native,
                  event_delivery="deferred" if deferred else "immediate")
     try:
@@ -213,7 +198,7 @@ function fire() events:emit("x", {}) end
 def test_a_host_call_after_a_delivery_is_not_counted_in_that_events_cascade(
         tmp_path: Path, native: bool, deferred: bool) -> None:
     def fire(earlier: list[tuple[str, dict[str, Any]]]) -> str:
-        clock = _Clock()
+        clock = Clock()
         rt = Runtime(threaded=False, clock=clock, native=native,
                      event_delivery="deferred" if deferred else "immediate")
         try:
@@ -278,13 +263,7 @@ rt.close()
 @pytest.mark.parametrize("native", [True, False])
 def test_filling_memory_then_calling_the_host_does_not_hang(tmp_path: Path,
                                                             native: bool) -> None:
-    env = {"PYTHONPATH": str(SRC), "PATH": "/usr/bin:/bin"}
-    try:
-        done = subprocess.run(
-            [sys.executable, "-c", HANG, "native" if native else "python", str(tmp_path)],
-            env=env, capture_output=True, text=True, timeout=20, check=False)
-    except subprocess.TimeoutExpired:
-        pytest.fail("the host hung (deadlock on the GIL)")
+    done = run_child(HANG, "native" if native else "python", str(tmp_path), timeout=20)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().endswith("done")
 

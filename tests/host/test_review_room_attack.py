@@ -10,13 +10,10 @@ lupa's release of the GIL).
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-
-SRC = Path(__file__).resolve().parents[2] / "src"
+from tests.child_process import run_child
 
 # A script source larger than the script's free Lua memory but well under
 # max_source_bytes (4 MiB): lupa pushed it as an argument of the compile,
@@ -72,13 +69,7 @@ print("done")
 @pytest.mark.parametrize("native", [True, False])
 def test_a_source_larger_than_the_free_memory_is_refused_not_pushed(
         tmp_path: Path, native: bool, mode: str) -> None:
-    env = {"PYTHONPATH": str(SRC), "PATH": "/usr/bin:/bin"}
-    try:
-        done = subprocess.run(
-            [sys.executable, "-c", BIG, "native" if native else "python", str(tmp_path), mode],
-            env=env, capture_output=True, text=True, timeout=30, check=False)
-    except subprocess.TimeoutExpired:
-        pytest.fail("the host hung (deadlock on the GIL)")
+    done = run_child(BIG, "native" if native else "python", str(tmp_path), mode, timeout=30)
     assert done.returncode == 0, done.stderr[-2000:]
     lines = done.stdout.split()
     assert lines[-1] == "done"
@@ -139,12 +130,6 @@ rt.close()
 @pytest.mark.parametrize("native", [True, False])
 def test_a_long_stats_value_read_near_the_limit_does_not_hang(tmp_path: Path,
                                                               native: bool) -> None:
-    env = {"PYTHONPATH": str(SRC), "PATH": "/usr/bin:/bin"}
-    try:
-        done = subprocess.run(
-            [sys.executable, "-c", STATS, "native" if native else "python", str(tmp_path)],
-            env=env, capture_output=True, text=True, timeout=30, check=False)
-    except subprocess.TimeoutExpired:
-        pytest.fail("the host hung (deadlock on the GIL)")
+    done = run_child(STATS, "native" if native else "python", str(tmp_path), timeout=30)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split()[-1] == "done", done.stdout

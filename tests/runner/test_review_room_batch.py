@@ -10,13 +10,8 @@ panicked: the whole process aborted. Run in a subprocess.
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
-
-SRC = Path(__file__).resolve().parents[2] / "src"
+from tests.child_process import run_child
 
 BATCH = '''
 import sys
@@ -47,12 +42,7 @@ print("done")
 
 @pytest.mark.parametrize("native", [True, False])
 def test_a_batch_after_a_job_that_filled_its_state_does_not_abort(native: bool) -> None:
-    env = {"PYTHONPATH": str(SRC), "PATH": "/usr/bin:/bin"}
-    try:
-        done = subprocess.run(
-            [sys.executable, "-c", BATCH, "native" if native else "python"],
-            env=env, capture_output=True, text=True, timeout=60, check=False)
-    except subprocess.TimeoutExpired:
-        pytest.fail("the runner hung")
+    done = run_child(BATCH, "native" if native else "python", timeout=60,
+                     hung="the runner hung")
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split()[-1] == "done"
