@@ -41,6 +41,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
 #include <dlfcn.h>
 #include <math.h>
 #include <stdint.h>
@@ -57,6 +58,9 @@
 #define MAX_OPS (1 << 16)     /* values per conversion; more: generic */
 #define MAX_OBJECTS 4096      /* @lua_api objects per conversion; more: generic */
 #define KEEP_OPS 4096         /* a larger op buffer is freed after the call */
+#define NAME_CACHE 64         /* quick_invoke's method names (power of 2) */
+#define MAX_INVOKE_ARGS 8     /* more arguments: quick_invoke hands the call to Python */
+#define SHORT_RESULT 256      /* longer str results: pushed by Python (lua_room checks) */
 
 /* lupa.lua54.LuaError and LuaMemoryError, looked up at import (alive for the
  * process, like the module holding them). */
@@ -109,6 +113,15 @@ typedef struct {
     int box_ref;        /* registry ref of host_bridge.lua's box (to_box) */
     int direct_status;  /* to_box's walk: 1 built, 0 not taken, -1 error set */
     PyObject *direct_value;
+    /* quick_invoke (below): what it hands back to Python (take_pending),
+     * set and taken with the GIL, NULL when nothing is pending; the method
+     * name cache (Lua string address -> interned str, checked by content);
+     * how its calls ended. */
+    PyObject *pending_obj, *pending_name, *pending_method, *pending_result, *pending_error;
+    int pending_tried;
+    const char *name_ptr[NAME_CACHE];
+    PyObject *name_obj[NAME_CACHE];
+    unsigned long long invokes_in_c, invokes_finished_in_python, invokes_fallback;
 } Converter;
 
 static int
@@ -795,6 +808,10 @@ converter_traverse(Converter *c, visitproc visit, void *arg)
     Py_VISIT(c->lupa_release);
     Py_VISIT(c->classes);
     Py_VISIT(c->builder);
+    Py_VISIT(c->pending_obj);
+    Py_VISIT(c->pending_method);
+    Py_VISIT(c->pending_result);
+    Py_VISIT(c->pending_error);
     return 0;
 }
 
@@ -805,6 +822,13 @@ converter_clear(Converter *c)
     Py_CLEAR(c->lupa_release);
     Py_CLEAR(c->classes);
     Py_CLEAR(c->builder);
+    Py_CLEAR(c->pending_obj);
+    Py_CLEAR(c->pending_name);
+    Py_CLEAR(c->pending_method);
+    Py_CLEAR(c->pending_result);
+    Py_CLEAR(c->pending_error);
+    for (int i = 0; i < NAME_CACHE; i++)
+        Py_CLEAR(c->name_obj[i]);
     return 0;
 }
 
@@ -820,7 +844,39 @@ converter_dealloc(Converter *c)
     Py_TYPE(c)->tp_free((PyObject *)c);
 }
 
+/* take_pending() -> (obj, name, method, result, error, tried): what
+ * quick_invoke handed back to Python (result None with an error), now no
+ * longer pending; ``tried``: C already tried the direct build of result. */
+static PyObject *
+converter_take_pending(Converter *c, PyObject *unused)
+{
+    if (c->pending_obj == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "no host method call is pending");
+        return NULL;
+    }
+    PyObject *result = c->pending_result != NULL ? c->pending_result : Py_NewRef(Py_None);
+    PyObject *error = c->pending_error != NULL ? c->pending_error : Py_NewRef(Py_None);
+    PyObject *method = c->pending_method != NULL ? c->pending_method : Py_NewRef(Py_None);
+    PyObject *out = Py_BuildValue("(NNNNNO)", c->pending_obj, c->pending_name, method, result,
+                                  error, c->pending_tried ? Py_True : Py_False);
+    c->pending_obj = c->pending_name = c->pending_method = NULL;
+    c->pending_result = c->pending_error = NULL;
+    return out;
+}
+
+static PyMemberDef converter_members[] = {
+    {"invokes_in_c", T_ULONGLONG, offsetof(Converter, invokes_in_c), READONLY,
+     "host method calls quick_invoke made and answered in C"},
+    {"invokes_finished_in_python", T_ULONGLONG, offsetof(Converter, invokes_finished_in_python),
+     READONLY, "calls it made whose error or result Python finished (take_pending)"},
+    {"invokes_fallback", T_ULONGLONG, offsetof(Converter, invokes_fallback), READONLY,
+     "calls it handed to the Python invoke before calling (unusual arguments, re-entry)"},
+    {NULL, 0, 0, 0, NULL},
+};
+
 static PyMethodDef converter_methods[] = {
+    {"take_pending", (PyCFunction)converter_take_pending, METH_NOARGS,
+     "take_pending() -> (obj, name, method, result, error, tried): see quick_invoke"},
     {"bind", (PyCFunction)converter_bind, METH_O,
      "bind(builder): the Lua function the constructor parked under global_key"},
     {"to_box", (PyCFunction)converter_to_box, METH_O,
@@ -837,6 +893,7 @@ static PyTypeObject ConverterType = {
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)converter_init,
     .tp_call = (ternaryfunc)converter_call,
+    .tp_members = converter_members,
     .tp_traverse = (traverseproc)converter_traverse,
     .tp_clear = (inquiry)converter_clear,
     .tp_dealloc = (destructor)converter_dealloc,
@@ -1079,6 +1136,237 @@ quick_shared(lua_State *L)
     return call_fallback(L, 4);
 }
 
+/*
+ * A host API method call (a proxy's method, host_bridge.lua's build_class)
+ * in C: the ``invoke`` its Lua wrapper calls inside host_function's pcall,
+ * as (obj, name, ...), obj being lupa's userdata of the host object. Why: the
+ * same call through lupa and LuaConverter._invoke costs two Python frames,
+ * lupa's argument and result conversion and, for a list or dict, to_box's
+ * trip through the box; about 1 us of a ~1.2 us plain call.
+ *
+ * The plain case: at most MAX_INVOKE_ARGS arguments after the name, each
+ * nil, a boolean, a number or a string (decoded as lupa does). With the GIL
+ * it gets the method (getattr(obj, name), the name from a small cache) and
+ * calls it, then pushes None, a bool, an int that fits 64 bits, a float or
+ * a str up to SHORT_RESULT bytes itself (the str after the GIL is released:
+ * a Lua memory error cannot jump past a held GIL), and builds an exact list or
+ * dict with push_direct inside a lua_pcall on the calling thread's stack
+ * (memory errors caught, as to_box's). Anything else -- an exception, a
+ * result C does not push, a list it did not take -- is handed to Python
+ * with the method already called: stored in the converter (pending_*) and
+ * finished by the ``finish`` upvalue (LuaConverter._finish_pending, through
+ * lupa: the error, without frames, or the result converted as _invoke does).
+ * Before the call, any other argument, a re-entrant use (busy, or a call
+ * still pending) or a released object hands the whole call to the ``slow``
+ * upvalue (detached LuaConverter._invoke) with the same arguments. So every
+ * outcome and message is _invoke's; the method runs exactly once.
+ *
+ * Upvalues: 1 lupa's userdata of the Converter (its reference keeps it
+ * alive; read on every call: NULL once lupa released it), 2 slow, 3 finish.
+ * Not bound when host calls are timed (deferred delivery's host_calls):
+ * those keep the Python path. Threads: the state's thread, inside its Lua
+ * (lupa's lock held, the GIL not); the pending slots are touched with the
+ * GIL only, the counters by that thread only (Python reads them).
+ */
+static PyObject *
+method_name(Converter *c, const char *s, size_t len)
+{
+    size_t h = ((uintptr_t)s >> 4) & (NAME_CACHE - 1);
+    PyObject *name = c->name_obj[h];
+    if (name != NULL && c->name_ptr[h] == s) {
+        Py_ssize_t n;
+        const char *u = PyUnicode_AsUTF8AndSize(name, &n); /* kept by the str */
+        if (u != NULL && (size_t)n == len && memcmp(u, s, len) == 0)
+            return Py_NewRef(name);
+        PyErr_Clear();
+    }
+    name = PyUnicode_DecodeUTF8(s, (Py_ssize_t)len, NULL);
+    if (name == NULL)
+        return NULL;
+    PyUnicode_InternInPlace(&name);
+    Py_XSETREF(c->name_obj[h], Py_NewRef(name));
+    c->name_ptr[h] = s;
+    return name;
+}
+
+/* Lua argument ``i`` as a new Python object (nil, boolean, number or string
+ * only), as lupa converts it: a string is decoded as strict UTF-8 (NULL with
+ * the error set when it is not: lupa would raise it for the call). */
+static PyObject *
+invoke_arg(lua_State *L, int i)
+{
+    switch (lua.type(L, i)) {
+    case LUA_TNIL: return Py_NewRef(Py_None);
+    case LUA_TBOOLEAN: return Py_NewRef(lua.toboolean(L, i) ? Py_True : Py_False);
+    case LUA_TSTRING: {
+        size_t len;
+        const char *s = lua.tolstring(L, i, &len);
+        return PyUnicode_DecodeUTF8(s, (Py_ssize_t)len, NULL);
+    }
+    default:
+        if (lua.isinteger(L, i))
+            return PyLong_FromLongLong(lua.tointegerx(L, i, NULL));
+        return PyFloat_FromDouble(lua.tonumberx(L, i, NULL));
+    }
+}
+
+/* pcall'd by quick_invoke: push_direct of c->direct_value on this thread's
+ * stack; returns the table (status in c->direct_status). */
+static int
+build_here(lua_State *L)
+{
+    Converter *c = (Converter *)lua.touserdata(L, 1);
+    lua.settop(L, 0);
+    if (!lua.checkstack(L, KEY_SLOTS + 3 * MAX_FAST_DEPTH + 8)) {
+        lua.pushlstring(L, "not enough memory", 17);
+        return lua.error(L);
+    }
+    lua.settop(L, KEY_BASE + KEY_SLOTS - 1); /* slot 1 unused, the key slots nil */
+    int r = push_direct(L, c, c->direct_value, 0, 1); /* held by quick_invoke */
+    c->direct_status = r;
+    return r == 1 ? 1 : 0;
+}
+
+/* The error now set, as an exception object carrying its traceback. */
+static PyObject *
+fetch_error(void)
+{
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (value != NULL && tb != NULL)
+        PyException_SetTraceback(value, tb);
+    Py_XDECREF(type);
+    Py_XDECREF(tb);
+    return value != NULL ? value : Py_NewRef(PyExc_SystemError);
+}
+
+static int
+quick_invoke(lua_State *L)
+{
+    int nargs = lua.gettop(L);
+    PyObject **cheld = (PyObject **)lua.touserdata(L, lua_upvalueindex(1));
+    Converter *c = cheld == NULL ? NULL : (Converter *)*cheld; /* NULL: lupa released it */
+    int plain = c != NULL && !c->busy && c->pending_obj == NULL && nargs >= 2 &&
+                nargs <= 2 + MAX_INVOKE_ARGS && lua.type(L, 1) == LUA_TUSERDATA &&
+                lua.type(L, 2) == LUA_TSTRING;
+    for (int i = 3; plain && i <= nargs; i++) {
+        int t = lua.type(L, i);
+        plain = t == LUA_TNIL || t == LUA_TBOOLEAN || t == LUA_TNUMBER || t == LUA_TSTRING;
+    }
+    PyObject **oheld = plain ? (PyObject **)lua.touserdata(L, 1) : NULL;
+    if (oheld == NULL || *oheld == NULL) { /* not the plain case: nothing done yet */
+        if (c != NULL)
+            c->invokes_fallback++; /* a plain counter: the GIL is not needed for it */
+        return call_fallback(L, 2);
+    }
+    size_t len;
+    const char *s = lua.tolstring(L, 2, &len);
+    PyGILState_STATE gil = PyGILState_Ensure();
+    PyObject *obj = Py_NewRef(*oheld);
+    PyObject *name = method_name(c, s, len);
+    PyObject *args[1 + MAX_INVOKE_ARGS] = {NULL};
+    int n = 0;
+    for (int i = 3; name != NULL && i <= nargs; i++) {
+        if ((args[1 + n] = invoke_arg(L, i)) == NULL)
+            break;
+        n++;
+    }
+    if (name == NULL || n != nargs - 2) { /* not UTF-8, no memory: nothing called yet */
+        PyErr_Clear();
+        for (int i = 1; i <= n; i++)
+            Py_DECREF(args[i]);
+        Py_XDECREF(name);
+        Py_DECREF(obj);
+        c->invokes_fallback++;
+        PyGILState_Release(gil);
+        return call_fallback(L, 2);
+    }
+    PyObject *method = PyObject_GetAttr(obj, name);
+    PyObject *result = method == NULL ? NULL
+        : PyObject_Vectorcall(method, args + 1, (size_t)n | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    for (int i = 1; i <= n; i++)
+        Py_DECREF(args[i]);
+    PyObject *error = result == NULL ? fetch_error() : NULL;
+    int tried = 0;
+    int pushed = 0; /* 1: the answer is on the stack (top), 2: a short str in buf */
+    char buf[SHORT_RESULT];
+    size_t buf_len = 0;
+    PyTypeObject *t = result == NULL ? NULL : Py_TYPE(result);
+    if (result == NULL) {
+    } else if (result == Py_None) {
+        lua.pushnil(L);
+        pushed = 1;
+    } else if (t == &PyBool_Type) {
+        lua.pushboolean(L, result == Py_True);
+        pushed = 1;
+    } else if (t == &PyFloat_Type) {
+        lua.pushnumber(L, PyFloat_AS_DOUBLE(result));
+        pushed = 1;
+    } else if (t == &PyLong_Type) {
+        int overflow = 0;
+        long long v = PyLong_AsLongLongAndOverflow(result, &overflow);
+        if (v == -1 && PyErr_Occurred())
+            PyErr_Clear();
+        else if (!overflow) {
+            lua.pushinteger(L, (lua_Integer)v);
+            pushed = 1;
+        }
+    } else if (t == &PyUnicode_Type) {
+        Py_ssize_t ulen;
+        const char *u = PyUnicode_AsUTF8AndSize(result, &ulen);
+        if (u == NULL) {
+            PyErr_Clear(); /* not UTF-8 (a lone surrogate): Python reports it */
+        } else if ((size_t)ulen <= sizeof buf) {
+            memcpy(buf, u, (size_t)ulen);
+            buf_len = (size_t)ulen;
+            pushed = 2;
+        }
+    } else if ((t == &PyList_Type || t == &PyDict_Type) && !c->busy) {
+        tried = 1;
+        int base = lua.gettop(L);
+        c->busy = 1;
+        c->direct_value = result;
+        c->direct_status = -2;
+        c->nops = 0;
+        lua.pushcclosure(L, build_here, 0);
+        lua.pushlightuserdata(L, (void *)c);
+        int status = lua.pcallk(L, 1, 1, 0, 0, NULL);
+        c->direct_value = NULL;
+        release_call(c); /* the held references, the key cache; not busy any more */
+        if (status == LUA_OK && c->direct_status == 1) {
+            pushed = 1;
+        } else {
+            lua.settop(L, base); /* nil, or the error message */
+            if (PyErr_Occurred())
+                PyErr_Clear(); /* Python meets it again when it converts the result */
+        }
+    }
+    if (pushed) {
+        c->invokes_in_c++;
+        Py_DECREF(result);
+        Py_DECREF(method);
+        Py_DECREF(name);
+        Py_DECREF(obj);
+        PyGILState_Release(gil);
+        if (pushed == 2)
+            lua.pushlstring(L, buf, buf_len); /* may raise Lua's memory error: nothing held */
+        return 1;
+    }
+    c->invokes_finished_in_python++;
+    c->pending_obj = obj;
+    c->pending_name = name;
+    c->pending_method = method; /* NULL when getattr failed */
+    c->pending_result = result;
+    c->pending_error = error;
+    c->pending_tried = tried;
+    PyGILState_Release(gil);
+    lua.settop(L, 0);
+    lua.pushvalue(L, lua_upvalueindex(3));
+    lua.callk(L, 0, LUA_MULTRET, 0, NULL);
+    return lua.gettop(L);
+}
+
 /* Whether ``func`` is the bound ``quick`` of an IntOp or a KindCheck: reads
  * type pointers only (no GIL needed; bind may run without it). */
 static int
@@ -1101,6 +1389,22 @@ static int
 quick_bind(lua_State *L)
 {
     int nargs = lua.gettop(L);
+    if (nargs == 4 && lua.type(L, 1) == LUA_TUSERDATA) { /* (converter, address, slow, finish) */
+        PyObject **held = (PyObject **)lua.touserdata(L, 1);
+        if (held == NULL || *held == NULL || !Py_IS_TYPE(*held, &ConverterType) ||
+            (intptr_t)*held != (intptr_t)lua.tointegerx(L, 2, NULL) ||
+            (lua.type(L, 3) != LUA_TFUNCTION && lua.type(L, 3) != LUA_TUSERDATA) ||
+            (lua.type(L, 4) != LUA_TFUNCTION && lua.type(L, 4) != LUA_TUSERDATA)) {
+            static const char msg[] = "quick bind: expected a converter, its address, slow, finish";
+            lua.pushlstring(L, msg, sizeof msg - 1);
+            return lua.error(L);
+        }
+        lua.settop(L, 4);
+        lua.rotate(L, 2, -1); /* converter, slow, finish, address */
+        lua.settop(L, 3);
+        lua.pushcclosure(L, quick_invoke, 3);
+        return 1;
+    }
     if (nargs == 4) {
         if (lua.type(L, 1) != LUA_TTABLE || lua.type(L, 2) != LUA_TTABLE ||
             lua.type(L, 3) != LUA_TTABLE || lua.type(L, 4) != LUA_TFUNCTION) {

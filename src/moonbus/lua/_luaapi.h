@@ -42,6 +42,8 @@ typedef int (*lua_KFunction)(lua_State *L, int status, lua_KContext ctx);
 #define LUA_OK 0
 #define LUA_ERRMEM 4
 #define LUA_TNIL 0
+#define LUA_TBOOLEAN 1
+#define LUA_TNUMBER 3
 #define LUA_TSTRING 4
 #define LUA_TTABLE 5
 #define LUA_TFUNCTION 6
@@ -85,6 +87,7 @@ typedef struct {
     void (*copy)(lua_State *, int, int);
     int (*isinteger)(lua_State *, int);
     int (*rawget)(lua_State *, int);
+    lua_Number (*tonumberx)(lua_State *, int, int *);
     void (*rotate)(lua_State *, int, int);
     /* used once, by probe_constants */
     int (*absindex)(lua_State *, int);
@@ -202,6 +205,7 @@ load_api(const char *path)
     SYM(copy, "lua_copy");
     SYM(isinteger, "lua_isinteger");
     SYM(rawget, "lua_rawget");
+    SYM(tonumberx, "lua_tonumberx");
     SYM(rotate, "lua_rotate");
     SYM(absindex, "lua_absindex");
     SYM(version, "lua_version");

@@ -100,17 +100,24 @@ class LuaConverter:
         # (not built, MOONBUS_PURE_PYTHON, or SandboxFactory(native=False), which
         # Runtime(native=False) makes). Owner thread only, like the rest.
         self.native: Any | None = None
+        # fastconvert.native_quick_bind's bind, or None; and the one ``invoke``
+        # every proxy class gets, made with the first class (_invoker).
+        self._quick_bind: Any = None
+        self._invoke_fn: Any = None
 
-    def enable_native(self, lua_module: Any, state: int) -> bool:
+    def enable_native(self, lua_module: Any, state: int, quick_bind: Any = None) -> bool:
         """Use the C conversion for this runtime (``state``: its lua_State address)
         when it is built and not switched off (and the prelude gave a box);
-        whether it is now in use."""
+        whether it is now in use. With ``quick_bind`` (the state's
+        ``native_quick_bind``), proxies' method calls run in C too
+        (``quick_invoke`` in ``_fastconvert.c``)."""
         if self._box is None:
             return False
         self.native = native_converter(
             lua_module, self._rt, state, self._make_proxy, self._box, self._classes,
             self._max_depth,
         )
+        self._quick_bind = quick_bind if self.native is not None else None
         return self.native is not None
 
     # ----------------------------------------------------------- Python -> Lua
@@ -174,11 +181,25 @@ class LuaConverter:
             mt = self._build_class(
                 cls.__name__,
                 self._table_from(sorted(methods)),
-                detached(self._invoke, self.host_calls),  # (lua.boundary)
+                self._invoker(),
                 lambda a, b: a == b,
             )
             self._classes[cls] = mt
         return mt
+
+    def _invoker(self) -> Any:
+        """What a proxy's method calls as ``invoke(obj, name, ...)``: the C call
+        (``quick_invoke``, which hands anything unusual to ``_invoke`` or
+        ``_finish_pending``) when built, else ``_invoke`` through lupa. Timed
+        host calls (``host_calls``: deferred delivery) keep ``_invoke``."""
+        if self._invoke_fn is None:
+            native, bind = self.native, self._quick_bind
+            if native is not None and bind is not None and self.host_calls is None:
+                self._invoke_fn = bind(native, id(native), detached(self._invoke),
+                                       detached(self._finish_pending))
+            else:
+                self._invoke_fn = detached(self._invoke, self.host_calls)  # (lua.boundary)
+        return self._invoke_fn
 
     def _invoke(self, obj: Any, name: str, *args: Any) -> Any:
         method = getattr(obj, name)
@@ -187,6 +208,21 @@ class LuaConverter:
             result = method(*[a if type(a) in _SCALAR_TYPES else to_py(a) for a in args])
         else:
             result = method()
+        return self._result(obj, name, method, result, direct_tried=False)
+
+    def _finish_pending(self) -> Any:
+        """The end of a method call ``quick_invoke`` made in C: its error (raised
+        here, without frames: ``detached``) or a result C did not push."""
+        assert self.native is not None
+        obj, name, method, result, error, tried = self.native.take_pending()
+        if error is not None:
+            raise error
+        return self._result(obj, name, method, result, direct_tried=tried)
+
+    def _result(self, obj: Any, name: str, method: Any, result: Any, *,
+                direct_tried: bool) -> Any:
+        """A host method's result for Lua (``direct_tried``: the C call already
+        tried building it in one pass, as to_box does)."""
         if result is None:
             return None  # nothing to copy (an action's usual result)
         try:
@@ -194,7 +230,7 @@ class LuaConverter:
                 self.room.admit(result)  # all of them together
                 return tuple(self.to_lua(r) for r in result)
             native = self.native
-            if native is not None and type(result) in _NATIVE_ROOTS:
+            if native is not None and type(result) in _NATIVE_ROOTS and not direct_tried:
                 try:
                     if native.to_box(result):
                         return self._box  # the table is in box[1]; the method's wrapper takes it

@@ -174,10 +174,10 @@ class LuaEngine(GuardedCalls):
             rt, lua_module.lua_type, bridge["build_class"], bridge["make_proxy"],
             bridge["unproxy"], box=bridge["box"],
         )
-        if native:
-            self.converter.enable_native(lua_module, self._state)  # C copies, when built
         # Lua function binding quick host calls (fastconvert.native_quick_bind), or None.
         self.quick_bind: Any = native_quick_bind(lua_module, rt, self._state) if native else None
+        if native:  # C copies and host method calls, when built
+            self.converter.enable_native(lua_module, self._state, self.quick_bind)
         self._table_from = rt.table_from
         self.table_from = rt.table_from  # plain-value copy into a new table (owner thread)
 
