@@ -8,7 +8,9 @@ in a stepped runtime, so other processes on a loaded machine do not count):
   ``find_all``, ``npcs``, an inventory), called from a script that reads
   every field, per call; against raw lupa copying the same list with
   ``table_from(data, recursive=True)`` (the copy alone, no call, no read).
-  The C conversion (``moonbus.lua.fastconvert``) is what this row measures;
+  The C call and conversion (``moonbus.lua.fastconvert``: ``quick_invoke``
+  calls the method and builds the list on the script's stack) are what this
+  row measures;
 * the same call on the pure-Python path (``Runtime(native=False)``), the
   reference for the row above;
 * a host API method returning 30 ``@lua_api`` entity objects (proxies), read
