@@ -100,7 +100,9 @@ def _near_the_limit(native: bool) -> list[str]:
         with engine.lock:
             env["api"] = engine.converter.to_lua(Short())
         code = engine.compile(
-            "local ok, v = pcall(api.text, api); return ok and 'ok' or tostring(v)", "room.lua", env)
+            "local ok, v = pcall(api.text, api); return ok and 'ok' or tostring(v)",
+            "room.lua", env,
+        )
         collect = engine.compile("collectgarbage(); collectgarbage()", "gc.lua", env)
         engine.call(code, limit=5.0)
         outcomes = []
@@ -127,3 +129,68 @@ def test_a_short_str_result_is_checked_against_the_free_memory() -> None:
     assert any("value too large for the script's Lua memory limit" in x for x in slow)
     assert any(x.endswith(": ok") for x in slow)
     assert fast == slow
+
+
+class _Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("__str__ fails too")
+
+
+@lua_api
+class Hostile:
+    """Failures of every kind, from the method and from getattr."""
+
+    def __init__(self, engine: Any, env: Any) -> None:
+        self.calls = 0
+
+    def fail(self, kind: int) -> Any:
+        self.calls += 1
+        errors: list[BaseException] = [
+            KeyboardInterrupt("ki"), SystemExit(3), GeneratorExit("ge"), _Unprintable(),
+            ValueError("v" * 100_000), StopIteration(), MemoryError("m"), RecursionError("r"),
+        ]
+        raise errors[kind - 1]
+
+    def shadowed(self) -> int:
+        self.calls += 1
+        self.shadowed = 5  # type: ignore[method-assign]  # next call: 'int' is not callable
+        return 1
+
+    def __getattribute__(self, name: str) -> Any:
+        if name == "fail" and object.__getattribute__(self, "calls") == 8:
+            object.__setattr__(self, "calls", 9)
+            raise SystemExit("from getattr")
+        return object.__getattribute__(self, name)
+
+
+def test_failures_of_every_kind_read_the_same_and_leave_nothing_pending() -> None:
+    source = """
+    local out = {}
+    for kind = 1, 9 do
+      local ok, e = pcall(api.fail, api, kind)
+      out[#out + 1] = tostring(ok) .. " " .. string.sub(tostring(e), 1, 80) .. " #" .. #tostring(e)
+    end
+    for _ = 1, 3 do
+      local ok, e = pcall(api.shadowed, api)
+      out[#out + 1] = tostring(ok) .. " " .. tostring(e)
+    end
+    return table.concat(out, "\\n")
+    """
+    fast, fast_api, counters = _run(True, source, Hostile)
+    slow, slow_api, _ = _run(False, source, Hostile)
+    assert fast == slow
+    assert fast_api.calls == slow_api.calls == 10
+    assert counters is not None and counters[2] == 0  # nothing handed over before the call
+
+    factory = SandboxFactory()
+    try:
+        engine = factory.create("pending")
+        env = engine.new_env()
+        with engine.lock:
+            env["api"] = engine.converter.to_lua(Hostile(engine, env))
+        engine.call(engine.compile(source, "pending.lua", env), limit=10.0)
+        with pytest.raises(RuntimeError, match="no host method call is pending"):
+            engine.converter.native.take_pending()
+        engine.close()
+    finally:
+        factory.close()
