@@ -1241,6 +1241,33 @@ fetch_error(void)
     return value != NULL ? value : Py_NewRef(PyExc_SystemError);
 }
 
+/* Whether a str result of ``len`` UTF-8 bytes passes lua_room's check
+ * (LuaRoom.admit, which the Python path makes before lupa pushes it: its
+ * estimated cost, _STRING + len, within the state's free memory less MARGIN).
+ * When not, the call is finished in Python, which refuses it with admit's
+ * error. lupa's allocator userdata is its MemoryStatus (used, base_usage,
+ * limit, in bytes) when the state has a memory limit, NULL (luaL_newstate's
+ * allocator) when it has none. */
+typedef struct {
+    size_t used, base_usage, limit;
+} LupaMemory;
+#define ROOM_MARGIN (16 * 1024) /* lua_room.MARGIN */
+#define ROOM_STRING 40          /* lua_room._STRING */
+
+static int
+str_fits(lua_State *L, size_t len)
+{
+    void *ud = NULL;
+    lua.getallocf(L, &ud);
+    if (ud == NULL)
+        return 1;
+    const LupaMemory *m = (const LupaMemory *)ud;
+    if (m->limit == 0 || m->limit == (size_t)-1)
+        return 1; /* no limit: admit lets everything in */
+    long long room = (long long)m->limit - (long long)m->used - ROOM_MARGIN;
+    return (long long)(ROOM_STRING + len) <= room;
+}
+
 static int
 quick_invoke(lua_State *L)
 {
@@ -1282,6 +1309,11 @@ quick_invoke(lua_State *L)
         PyGILState_Release(gil);
         return call_fallback(L, 2);
     }
+    /* The arguments are converted: empty this frame's stack, as lupa's
+     * call_python does before it calls. Python code that calls back into this
+     * state through lupa (a table read, a function call) counts on it: lupa's
+     * execute_lua_call takes every value on the stack as a result. */
+    lua.settop(L, 0);
     PyObject *method = PyObject_GetAttr(obj, name);
     PyObject *result = method == NULL ? NULL
         : PyObject_Vectorcall(method, args + 1, (size_t)n | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
@@ -1317,7 +1349,7 @@ quick_invoke(lua_State *L)
         const char *u = PyUnicode_AsUTF8AndSize(result, &ulen);
         if (u == NULL) {
             PyErr_Clear(); /* not UTF-8 (a lone surrogate): Python reports it */
-        } else if ((size_t)ulen <= sizeof buf) {
+        } else if ((size_t)ulen <= sizeof buf && str_fits(L, (size_t)ulen)) {
             memcpy(buf, u, (size_t)ulen);
             buf_len = (size_t)ulen;
             pushed = 2;

@@ -37,6 +37,7 @@ typedef double lua_Number;
 typedef intptr_t lua_KContext;
 typedef int (*lua_CFunction)(lua_State *L);
 typedef int (*lua_KFunction)(lua_State *L, int status, lua_KContext ctx);
+typedef void *(*lua_Alloc)(void *ud, void *ptr, size_t osize, size_t nsize);
 
 #define LUA_VERSION_NUM 504 /* checked against lupa's Lua by probe_constants */
 #define LUA_OK 0
@@ -89,6 +90,7 @@ typedef struct {
     int (*rawget)(lua_State *, int);
     lua_Number (*tonumberx)(lua_State *, int, int *);
     void (*rotate)(lua_State *, int, int);
+    lua_Alloc (*getallocf)(lua_State *, void **);
     /* used once, by probe_constants */
     int (*absindex)(lua_State *, int);
     lua_Number (*version)(lua_State *);
@@ -207,6 +209,7 @@ load_api(const char *path)
     SYM(rawget, "lua_rawget");
     SYM(tonumberx, "lua_tonumberx");
     SYM(rotate, "lua_rotate");
+    SYM(getallocf, "lua_getallocf");
     SYM(absindex, "lua_absindex");
     SYM(version, "lua_version");
     SYM(newstate, "luaL_newstate");
