@@ -26,6 +26,7 @@ pytestmark = [
 
 def _run(tmp_path: Path, native: bool, text: str, emits: list[tuple[str, dict[str, Any]]],
          *, deferred: bool = False, memory_limit: int | None = None,
+         handler_timeout: float | None = None,
          read: tuple[str, ...] = ("out",)) -> dict[str, Any]:
     clock = Clock()
     rt = Runtime(threaded=False, clock=clock, native=native,
@@ -33,6 +34,8 @@ def _run(tmp_path: Path, native: bool, text: str, emits: list[tuple[str, dict[st
     try:
         if memory_limit is not None:
             rt.settings.memory_limit = memory_limit
+        if handler_timeout is not None:
+            rt.settings.handler_timeout = handler_timeout
         d = tmp_path / ("n" if native else "p")
         d.mkdir(exist_ok=True)
         path = d / "attack.lua"
@@ -218,8 +221,13 @@ events:on("e", function(e)
 end)
 """
     kinds = ["many", "few", "deep", "badstr", "errstr", "many", "ok"]
-    native, python = _both(tmp_path, text, [("e", {"k": k}) for k in kinds], deferred=deferred)
+    # "deep" recurses until Lua's stack overflows, which takes ~100 ms on a
+    # 2-core machine: a longer handler limit keeps the time limit out of it
+    # (it raced the overflow, on either path)
+    native, python = _both(tmp_path, text, [("e", {"k": k}) for k in kinds], deferred=deferred,
+                           handler_timeout=5.0)
     assert native["out"] == python["out"]
     assert native["errors"] == python["errors"]
+    assert any(e.endswith("stack overflow") for e in native["errors"]), native["errors"]
     assert native["handler_errors"] == python["handler_errors"]
     assert native["status"] == python["status"] == "running"
