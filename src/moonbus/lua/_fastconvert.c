@@ -92,6 +92,11 @@ typedef struct {
     } v;
 } Op;
 
+struct NameCache {
+    const char *ptr[NAME_CACHE];
+    PyObject *obj[NAME_CACHE];
+};
+
 typedef struct {
     PyObject_HEAD
     lua_State *L;
@@ -119,8 +124,7 @@ typedef struct {
      * how its calls ended. */
     PyObject *pending_obj, *pending_name, *pending_method, *pending_result, *pending_error;
     int pending_tried;
-    const char *name_ptr[NAME_CACHE];
-    PyObject *name_obj[NAME_CACHE];
+    struct NameCache *names; /* made by the first quick_invoke: most states never call */
     unsigned long long invokes_in_c, invokes_finished_in_python, invokes_fallback;
 } Converter;
 
@@ -827,8 +831,12 @@ converter_clear(Converter *c)
     Py_CLEAR(c->pending_method);
     Py_CLEAR(c->pending_result);
     Py_CLEAR(c->pending_error);
-    for (int i = 0; i < NAME_CACHE; i++)
-        Py_CLEAR(c->name_obj[i]);
+    if (c->names != NULL) {
+        for (int i = 0; i < NAME_CACHE; i++)
+            Py_CLEAR(c->names->obj[i]);
+        PyMem_Free(c->names);
+        c->names = NULL;
+    }
     return 0;
 }
 
@@ -1171,9 +1179,12 @@ quick_shared(lua_State *L)
 static PyObject *
 method_name(Converter *c, const char *s, size_t len)
 {
+    if (c->names == NULL)
+        c->names = PyMem_Calloc(1, sizeof(struct NameCache)); /* NULL: no cache */
+    struct NameCache *cache = c->names;
     size_t h = ((uintptr_t)s >> 4) & (NAME_CACHE - 1);
-    PyObject *name = c->name_obj[h];
-    if (name != NULL && c->name_ptr[h] == s) {
+    PyObject *name = cache == NULL ? NULL : cache->obj[h];
+    if (name != NULL && cache->ptr[h] == s) {
         Py_ssize_t n;
         const char *u = PyUnicode_AsUTF8AndSize(name, &n); /* kept by the str */
         if (u != NULL && (size_t)n == len && memcmp(u, s, len) == 0)
@@ -1184,8 +1195,10 @@ method_name(Converter *c, const char *s, size_t len)
     if (name == NULL)
         return NULL;
     PyUnicode_InternInPlace(&name);
-    Py_XSETREF(c->name_obj[h], Py_NewRef(name));
-    c->name_ptr[h] = s;
+    if (cache != NULL) {
+        Py_XSETREF(cache->obj[h], Py_NewRef(name));
+        cache->ptr[h] = s;
+    }
     return name;
 }
 
