@@ -41,6 +41,7 @@ from moonbus.lua.boundary import detached
 from moonbus.lua.convert import ValueTooLarge
 from moonbus.lua.engine import LuaEngine
 from moonbus.lua.lua_room import admitted
+from moonbus.lua.sandbox import gc_phase
 from moonbus.lua.value_path import payload_error
 
 __all__ = ["LIFECYCLE_FUNCTIONS", "SHARED_METHODS", "ScriptEngine", "event_payload"]
@@ -139,8 +140,7 @@ class ScriptEngine:
         self._once_ids: set[int] = set()
         self._ids = itertools.count(1)
         self.handlers_refused = 0  # events:on past max_handlers_per_script
-        # One handler time budget per event for this engine (moonbus.host.budget),
-        # shared with the C delivery path.
+        # One handler time budget per event (host.budget), shared with the C delivery.
         self.budget = make_handler_budget(kind == "event" and ctx.native)
         self.engine: LuaEngine = ctx.factory.create(
             f"{script_name}:{kind}",
@@ -148,6 +148,7 @@ class ScriptEngine:
             max_source_bytes=ctx.settings.max_source_bytes,
             generational_gc=True,  # thousands of long-lived states: little garbage each
         )
+        self._gc_phase = gc_phase(ctx.factory.created)
         engine = self.engine
         self.converter = engine.converter
         self.converter.max_size = ctx.settings.max_host_value
@@ -379,9 +380,8 @@ class ScriptEngine:
             results = self.engine.call(chunk, limit=limit)
         finally:
             self.loading = False
-        # One full collection now: the state keeps only what is live (the
-        # setup's garbage is about a quarter of a fresh engine).
-        self.engine.call(self._collect, limit=limit)
+        # One full collection (the setup's garbage is ~1/4 of a fresh engine), then its phase.
+        self.engine.call(self._collect, self._gc_phase, limit=limit)
         if results and self.engine.lua_type(results[0]) == "table":
             self.returned_table = results[0]  # a script table (ScriptHost.call finds methods)
         return results

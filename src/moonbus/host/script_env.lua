@@ -433,9 +433,16 @@ end
 -- A full collection, run by the host once the chunk has loaded: what the
 -- setup left behind (about a quarter of a fresh state) is freed at once,
 -- not kept until the collector next runs (docs/limits.md, per-script memory).
+-- Then garbage of `phase` times what the state keeps (phase: a share of it
+-- below the growth that starts its next young collection, from
+-- moonbus.lua.sandbox.gc_phase): scripts loaded together would otherwise
+-- collect in step, all in the same tick.
 local collect_garbage = collectgarbage
-local function collect()
+local function collect(phase)
   collect_garbage("collect")
+  for _ = 1, collect_garbage("count") * 1024 * phase // 56 do
+    local _ = {} -- 56 bytes each (a growing array would add powers of two)
+  end
 end
 
 -- Called by the host before a call of its own into this engine

@@ -92,7 +92,7 @@ class LuaEngine(GuardedCalls):
         max_source_bytes: int,
         frozen_mappings: frozenset[type],
         compile_counters: CompileCounters,
-        native: bool = True, generational_gc: bool = False,
+        native: bool = True, generational_gc: int = 0,
     ) -> None:
         self.name = name
         # Frozen event-data types (``.copy()``: a dict), handed in: the sandbox knows no bus.

@@ -27,7 +27,7 @@
 -- tells the host, which counts them).
 
 local py_enter, py_leave, pyobj_probe, max_source, COMPILE_PIECE, on_refused,
-  strings, generational_gc = ...
+  strings, gc_minor = ...
 
 local debug_sethook = debug.sethook
 local debug_traceback = debug.traceback
@@ -414,11 +414,12 @@ end
 
 -- Long-lived small states (a script's engines, thousands of them) use the
 -- generational collector: the garbage their handlers make (an event table
--- per event) is collected at about 20% growth instead of at 100% (the
--- incremental default's pause), which about halves their memory between
--- collections. Scripts cannot change the mode (safe_collectgarbage).
-if generational_gc then
-  real_collectgarbage("generational")
+-- per event) is collected after `gc_minor` % growth (the minor multiplier:
+-- SandboxFactory.create) instead of at 100% (the incremental default's
+-- pause). 0: the incremental collector. Scripts cannot change the mode
+-- (safe_collectgarbage).
+if gc_minor ~= 0 then
+  real_collectgarbage("generational", gc_minor)
 end
 
 -- Strip the real globals: nothing outside make_env's tables stays reachable.
