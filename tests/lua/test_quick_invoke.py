@@ -299,3 +299,16 @@ def test_a_closed_engine_frees_its_runtime() -> None:
         assert held() is None
     finally:
         factory.close()
+
+
+def test_the_str_room_check_uses_lua_rooms_figures() -> None:
+    """quick_invoke checks a short str result against the free memory as
+    LuaRoom.admit does, with copies of its two constants."""
+    from moonbus.lua import lua_room
+    from moonbus.lua.fastconvert import FAST_CONVERT
+    from moonbus.native import load_fast_path
+
+    module = load_fast_path(FAST_CONVERT).module
+    assert module is not None
+    assert module.ROOM_MARGIN == lua_room.MARGIN
+    assert module.ROOM_STRING == lua_room._STRING

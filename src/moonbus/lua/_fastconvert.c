@@ -1596,7 +1596,9 @@ PyInit__fastconvert(void)
     if (PyModule_AddObjectRef(m, "Converter", (PyObject *)&ConverterType) < 0 ||
         PyModule_AddStringConstant(m, "LUA_MODULE", "lupa.lua54") < 0 ||
         PyModule_AddIntConstant(m, "MAX_FAST_DEPTH", MAX_FAST_DEPTH) < 0 ||
-        PyModule_AddIntConstant(m, "MAX_OPS", MAX_OPS) < 0) {
+        PyModule_AddIntConstant(m, "MAX_OPS", MAX_OPS) < 0 ||
+        PyModule_AddIntConstant(m, "ROOM_MARGIN", ROOM_MARGIN) < 0 || /* tested equal */
+        PyModule_AddIntConstant(m, "ROOM_STRING", ROOM_STRING) < 0) { /* to lua_room's */
         Py_DECREF(m);
         return NULL;
     }
