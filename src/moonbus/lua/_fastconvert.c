@@ -635,8 +635,12 @@ push_direct(lua_State *L, Converter *c, PyObject *v, int depth, int held)
     return 0;
 }
 
+/* The body of a builder run by lua_pcall with the Converter as its only
+ * argument: stack slot 1 gets the box (``box``) or stays nil, the key slots
+ * follow, then push_direct of c->direct_value (held by the caller) leaves
+ * the table on top; its status goes to c->direct_status and is returned. */
 static int
-build_direct(lua_State *L)
+build_on_stack(lua_State *L, int box)
 {
     Converter *c = (Converter *)lua.touserdata(L, 1);
     lua.settop(L, 0);
@@ -644,11 +648,19 @@ build_direct(lua_State *L)
         lua.pushlstring(L, "not enough memory", 17);
         return lua.error(L);
     }
-    lua.rawgeti(L, LUA_REGISTRYINDEX, c->box_ref);
+    if (box)
+        lua.rawgeti(L, LUA_REGISTRYINDEX, c->box_ref);
     lua.settop(L, KEY_BASE + KEY_SLOTS - 1); /* the key slots, nil */
-    int r = push_direct(L, c, c->direct_value, 0, 1); /* the caller's */
+    int r = push_direct(L, c, c->direct_value, 0, 1);
     c->direct_status = r;
-    if (r == 1)
+    return r;
+}
+
+/* to_box's builder: the table goes into box[1]. */
+static int
+build_direct(lua_State *L)
+{
+    if (build_on_stack(L, 1) == 1)
         lua.rawseti(L, 1, 1);
     return 0;
 }
@@ -1223,21 +1235,11 @@ invoke_arg(lua_State *L, int i)
     }
 }
 
-/* pcall'd by quick_invoke: push_direct of c->direct_value on this thread's
- * stack; returns the table (status in c->direct_status). */
+/* quick_invoke's builder, on the calling thread's stack: returns the table. */
 static int
 build_here(lua_State *L)
 {
-    Converter *c = (Converter *)lua.touserdata(L, 1);
-    lua.settop(L, 0);
-    if (!lua.checkstack(L, KEY_SLOTS + 3 * MAX_FAST_DEPTH + 8)) {
-        lua.pushlstring(L, "not enough memory", 17);
-        return lua.error(L);
-    }
-    lua.settop(L, KEY_BASE + KEY_SLOTS - 1); /* slot 1 unused, the key slots nil */
-    int r = push_direct(L, c, c->direct_value, 0, 1); /* held by quick_invoke */
-    c->direct_status = r;
-    return r == 1 ? 1 : 0;
+    return build_on_stack(L, 0) == 1 ? 1 : 0;
 }
 
 /* The error now set, as an exception object carrying its traceback. */
