@@ -29,6 +29,7 @@ setup(
         _fast_path("bus/_fastemit"),
         _fast_path("lua/_fastcall", libraries=["dl"]),
         _fast_path("lua/_fastconvert", libraries=["dl"]),
+        _fast_path("lua/_arena", libraries=["dl"]),
         _fast_path("shared/_fastint"),
     ],
 )

@@ -1,11 +1,12 @@
 """The one loader of moonbus's optional C fast paths, and their switch.
 
-``pip install`` compiles four small C extensions (``moonbus.bus._fastemit``:
+``pip install`` compiles five small C extensions (``moonbus.bus._fastemit``:
 the common case of ``Bus.emit`` and the delivery gate's counter;
 ``moonbus.lua._fastcall``: event delivery into Lua handlers and the deferred
 queue; ``moonbus.lua._fastconvert``: host data (lists and dicts a host API
 returns) copied into Lua; ``moonbus.shared._fastint``: the memory backend's int operations as
-Lua calls them). Each has a pure-Python reference path that behaves the
+Lua calls them; ``moonbus.lua._arena``: script engines' small Lua objects
+in chunks of their own, on huge pages). Each has a pure-Python reference path that behaves the
 same. Every module that has a fast path asks ``load_fast_path(name)`` for
 its extension and gets a ``FastPath``: the module, or None and the reason
 it is off:
@@ -43,7 +44,7 @@ __all__ = [
 
 # Every optional C extension of moonbus (what ``fast_paths`` reports).
 FAST_PATH_MODULES = ("moonbus.bus._fastemit", "moonbus.lua._fastcall", "moonbus.lua._fastconvert",
-                     "moonbus.shared._fastint")
+                     "moonbus.shared._fastint", "moonbus.lua._arena")
 FREE_THREADED_REASON = "free-threaded interpreter: the C fast paths assume the GIL"
 
 

@@ -123,7 +123,7 @@ class Runtime:
             memory_limit=self.settings.memory_limit,
             frozen_mappings=FROZEN_MAPPING_TYPES,  # event data: copied as dicts into Lua
             max_source_bytes=self.settings.max_source_bytes,
-            native=native,
+            native=native, arena_bytes=self.settings.lua_arena_bytes,
         )
         self.scheduler = ScriptScheduler(clock=clock, gate=self.gate)
         # "deferred": event-engine handlers run on an event thread, in batches,

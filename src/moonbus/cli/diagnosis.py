@@ -273,6 +273,15 @@ def _lua_convert() -> bool:
     return _with_engine(lambda engine: engine.converter.native is not None)
 
 
+def _lua_arena() -> bool:
+    """Whether script engines get arena chunks (moonbus.lua.arena)."""
+    from moonbus.lua.sandbox import SandboxFactory
+
+    with SandboxFactory() as factory:
+        factory.create("doctor", generational_gc=True).close()
+        return factory.statistics().arena.active
+
+
 def _deferred_queue() -> bool:
     from moonbus.host.deferred import DeferredDelivery
 
@@ -320,6 +329,7 @@ def fast_path_findings() -> list[Finding]:
         _fast_path("deferred event queue", "moonbus.lua._fastcall", _deferred_queue),
         _fast_path("host data into Lua", "moonbus.lua._fastconvert", _lua_convert),
         _fast_path("shared int ops from Lua", "moonbus.shared._fastint", _shared_int),
+        _fast_path("Lua objects in arenas", "moonbus.lua._arena", _lua_arena),
         _fast_path_use(),
     ]
 

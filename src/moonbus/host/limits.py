@@ -63,6 +63,7 @@ _SETTING_BOUNDS: dict[str, tuple[type, float, float]] = {
     "max_emit_size": (int, 0, 1 << 40),
     "max_host_value": (int, 0, 1 << 40),
     "max_source_bytes": (int, 0, 1 << 30),
+    "lua_arena_bytes": (int, 4095, 1 << 30),
     "max_cascade_depth": (int, 0, 1_000_000),
     "max_cascade_events": (int, 0, 100_000_000),
     "max_handler_timeouts": (int, 0, 1_000_000),
@@ -79,7 +80,7 @@ _SETTING_BOUNDS: dict[str, tuple[type, float, float]] = {
 }
 # None turns the limit off (embedders measuring their handlers); never from
 # settings.set. lifecycle_timeout is the stop budget and cannot be off.
-_MAY_BE_NONE = frozenset({"handler_timeout", "deferred_max_lag"})
+_MAY_BE_NONE = frozenset({"handler_timeout", "deferred_max_lag", "lua_arena_bytes"})
 # On/off switches, not numbers: given as bool, at construction only (never
 # through settings.set, which does not list them).
 _FLAGS = frozenset({"admin_eval"})

@@ -1269,11 +1269,21 @@ typedef struct {
 #define ROOM_MARGIN (16 * 1024) /* lua_room.MARGIN */
 #define ROOM_STRING 40          /* lua_room._STRING */
 
+/* moonbus.lua._arena's C API (its ALLOC_API capsule), NULL when that
+ * extension is not built: a state with an arena keeps lupa's MemoryStatus
+ * behind the arena's own ud. Set once at import. */
+typedef struct {
+    void *(*memory_status)(lua_Alloc f, void *ud);
+} MbArenaApi;
+static const MbArenaApi *arena_api;
+
 static int
 str_fits(lua_State *L, size_t len)
 {
     void *ud = NULL;
-    lua.getallocf(L, &ud);
+    lua_Alloc f = lua.getallocf(L, &ud);
+    if (arena_api != NULL)
+        ud = arena_api->memory_status(f, ud);
     if (ud == NULL)
         return 1;
     const LupaMemory *m = (const LupaMemory *)ud;
@@ -1589,6 +1599,17 @@ PyInit__fastconvert(void)
             Py_CLEAR(intop_type);
             return NULL;
         }
+    }
+    PyObject *arena = PyImport_ImportModule("moonbus.lua._arena");
+    if (arena == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_ImportError))
+            return NULL;
+        PyErr_Clear(); /* not built: no state has an arena */
+    } else {
+        arena_api = PyCapsule_Import("moonbus.lua._arena.ALLOC_API", 0);
+        Py_DECREF(arena);
+        if (arena_api == NULL)
+            return NULL;
     }
     if (PyType_Ready(&ConverterType) < 0)
         return NULL;

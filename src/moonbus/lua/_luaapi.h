@@ -91,6 +91,7 @@ typedef struct {
     lua_Number (*tonumberx)(lua_State *, int, int *);
     void (*rotate)(lua_State *, int, int);
     lua_Alloc (*getallocf)(lua_State *, void **);
+    void (*setallocf)(lua_State *, lua_Alloc, void *);
     /* used once, by probe_constants */
     int (*absindex)(lua_State *, int);
     lua_Number (*version)(lua_State *);
@@ -210,6 +211,7 @@ load_api(const char *path)
     SYM(tonumberx, "lua_tonumberx");
     SYM(rotate, "lua_rotate");
     SYM(getallocf, "lua_getallocf");
+    SYM(setallocf, "lua_setallocf");
     SYM(absindex, "lua_absindex");
     SYM(version, "lua_version");
     SYM(newstate, "luaL_newstate");

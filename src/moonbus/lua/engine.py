@@ -10,9 +10,7 @@ deadlock with a running call.
 The state of this protocol (tokens, depth, abort reasons, the chain, both
 locks) is ``call_state`` (``call_state.py``): a C object when the C delivery
 is built, which shares it by layout, so it is read and written as ``cs.<field>``.
-
-How an abort works, and the guarded call that every Lua call goes
-through: ``guarded.py``.
+How an abort works, and the guarded call every Lua call goes through: ``guarded.py``.
 
 Several protected calls inside one engine call (the runner's batches): Lua
 code gets the prelude's own ``call`` as ``protected_call`` (the same
@@ -92,7 +90,7 @@ class LuaEngine(GuardedCalls):
         max_source_bytes: int,
         frozen_mappings: frozenset[type],
         compile_counters: CompileCounters,
-        native: bool = True, generational_gc: int = 0,
+        native: bool = True, generational_gc: int = 0, arena: Any = None,
     ) -> None:
         self.name = name
         # Frozen event-data types (``.copy()``: a dict), handed in: the sandbox knows no bus.
@@ -130,6 +128,8 @@ class LuaEngine(GuardedCalls):
         self._full_collect = rt.eval(
             "(function(gc) return function() gc('collect') end end)(collectgarbage)")
         self._state = int(rt.execute('return string.format("%p", coroutine.running())'), 16)
+        if arena is not None:  # this state's small blocks in chunks of its own (_arena.c)
+            arena.install(self._state)
         # The sandbox's own chunks get names of their own: lupa's default
         # ("<python>") would show in the position of errors they raise.
         run_named = rt.eval(_RUN_NAMED)

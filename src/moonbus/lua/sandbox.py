@@ -17,11 +17,12 @@ from __future__ import annotations
 import importlib
 import threading
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
 from moonbus.errors import ConfigError
+from moonbus.lua.arena import ArenaStatistics, arena_statistics, make_arena_source
 from moonbus.lua.compile_limits import DEFAULT_MAX_SOURCE_BYTES, CompileCounters
 from moonbus.lua.engine import LuaEngine
 from moonbus.lua.hooks import HookControl
@@ -29,6 +30,7 @@ from moonbus.lua.lupa_support import check_lupa
 from moonbus.lua.watchdog import Watchdog
 
 __all__ = [
+    "DEFAULT_ARENA_BYTES",
     "DEFAULT_MAX_SOURCE_BYTES",
     "DEFAULT_MEMORY_LIMIT",
     "GC_MINOR_MULTIPLIERS",
@@ -40,6 +42,8 @@ __all__ = [
 ]
 
 DEFAULT_MEMORY_LIMIT = 64 * 1024 * 1024
+# What one script engine may hold in arena chunks (HostSettings.lua_arena_bytes).
+DEFAULT_ARENA_BYTES = 1 << 20
 # Minor multipliers (% growth between young collections) of generational
 # states, engine after engine (see create and gc_phase).
 GC_MINOR_MULTIPLIERS = (5, 6, 7)
@@ -102,6 +106,15 @@ class SandboxStatistics:
     engines_created: int
     compiles_timed_out: int
     sources_refused: int
+    arena: ArenaStatistics = field(default_factory=ArenaStatistics)  # moonbus.lua.arena
+
+
+def _arena_bytes(value: object) -> int | None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                              or not 4096 <= value <= 1 << 30):
+        raise ConfigError(f"lua_arena_bytes must be None or an int from 4096 to 2**30 "
+                          f"(bytes of arena chunks per script engine), not {value!r}")
+    return value
 
 
 def _source_cap(value: object) -> int:
@@ -114,7 +127,10 @@ class SandboxFactory:
     """Makes hardened ``LuaEngine`` objects that share one watchdog thread.
 
     ``max_source_bytes`` is the default size cap of the sources its engines
-    compile (``create`` may give another). Thread-safe: ``create`` may be
+    compile (``create`` may give another). ``arena_bytes``: how much of its
+    own arena chunks each script engine (``create(generational_gc=True)``)
+    may hold for its small Lua objects (``moonbus.lua.arena``; None: none,
+    every state uses lupa's allocator only). Thread-safe: ``create`` may be
     called from any thread. ``close`` stops the watchdog (only when the
     factory created it).
     """
@@ -128,6 +144,7 @@ class SandboxFactory:
         frozen_mappings: Iterable[type] = (),
         max_source_bytes: int = DEFAULT_MAX_SOURCE_BYTES,
         native: bool = True,
+        arena_bytes: int | None = DEFAULT_ARENA_BYTES,
     ) -> None:
         if lua not in SUPPORTED_LUA:
             raise ConfigError(f"unsupported Lua flavour {lua!r}; choose one of {SUPPORTED_LUA}")
@@ -163,6 +180,8 @@ class SandboxFactory:
         self.native = native
         self._lock = threading.Lock()
         self._created = 0
+        # Script engines' small Lua objects in chunks of their own (moonbus.lua.arena).
+        self._arena = make_arena_source(self._module, _arena_bytes(arena_bytes)) if native else None
 
     @property
     def lua_module(self) -> Any:
@@ -208,6 +227,7 @@ class SandboxFactory:
             compile_counters=compile_counters or self._compile_counters,
             native=self.native,
             generational_gc=minor if generational_gc else 0,
+            arena=self._arena if generational_gc else None,
         )
 
     @property
@@ -222,6 +242,7 @@ class SandboxFactory:
             engines_created=self._created,
             compiles_timed_out=compiles.compiles_timed_out,
             sources_refused=compiles.sources_refused,
+            arena=arena_statistics(self._arena),
         )
 
     def close(self) -> None:
