@@ -10,9 +10,10 @@ shorter, ~70 MiB less RSS for 10,000 handler scripts; ``_arena.c`` says how).
 One ``ArenaSource`` per ``SandboxFactory``; ``make_arena_source`` returns
 None (every state keeps lupa's allocator) when the setting is None, the
 extension is not built or is switched off (``moonbus.native``), it was built
-for another lupa module, or the kernel refuses the reservation (counted in
-the statistics as ``refused``). Memory limits are unchanged: the arena keeps
-lupa's own account of each state.
+for another lupa module, or the kernel refuses the reservation (not
+counted: the statistics then say ``active=False``, and so does ``moonbus
+doctor``). Memory limits are unchanged: the arena keeps lupa's own account
+of each state.
 
 Threads: the source is made once, by the factory's owner; ``install`` runs
 on the thread making an engine, before any other thread can reach its

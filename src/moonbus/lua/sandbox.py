@@ -181,7 +181,8 @@ class SandboxFactory:
         self._lock = threading.Lock()
         self._created = 0
         # Script engines' small Lua objects in chunks of their own (moonbus.lua.arena).
-        self._arena = make_arena_source(self._module, _arena_bytes(arena_bytes)) if native else None
+        arena_bytes = _arena_bytes(arena_bytes)  # checked whether or not it is used
+        self._arena = make_arena_source(self._module, arena_bytes) if native else None
 
     @property
     def lua_module(self) -> Any:
@@ -246,7 +247,12 @@ class SandboxFactory:
         )
 
     def close(self) -> None:
-        """Stop the watchdog if this factory owns it."""
+        """Stop the watchdog if this factory owns it, and let go of the arena
+        source: its reservation (with every chunk closed states gave back,
+        never returned to the kernel while it is mapped) is unmapped when the
+        last of the states it serves closes, not when this object is
+        collected (a closed Runtime kept by its embedder held it all)."""
+        self._arena = None
         if self._own_watchdog:
             self.watchdog.close()
 
