@@ -130,7 +130,7 @@ def test_a_closed_engine_gives_its_chunks_back_for_the_next() -> None:
         del engine
         after = _released(factory)
         assert after.chunks_used == 0 and after.states == 0
-        assert after.chunks_spare == held
+        assert after.chunks_spare >= held  # and those it gave back while it ran (reclaim)
         again = _engine(factory)
         reused = factory.statistics().arena
         assert reused.chunks_spare < held and reused.chunks_used > 0  # spare chunks first
