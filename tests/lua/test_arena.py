@@ -36,13 +36,13 @@ CHURN = """
 local kept, n = {}, ...
 for i = 1, n do
   local t = {i, tostring(i), {x = i}}          -- small blocks of several sizes
-  local s = string.rep("ab", i % 700)           -- strings across the 1 KiB line
+  local s = string.rep("ab", i % 1100)          -- strings across the 2 KiB line
   if i % 3 == 0 then kept[#kept + 1] = t end
   if i % 5 == 0 then kept[#kept] = nil end      -- frees, so blocks are reused
-  if #s ~= 2 * (i % 700) then error("bad string " .. i) end
+  if #s ~= 2 * (i % 1100) then error("bad string " .. i) end
 end
 local big = {}
-for i = 1, 600 do big[i] = i end                -- an array part grown past 1 KiB
+for i = 1, 600 do big[i] = i end                -- an array part grown past 2 KiB
 for i = 600, 1, -1 do big[i] = nil end          -- and shrunk back
 collectgarbage()
 local sum = 0

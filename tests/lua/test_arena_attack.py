@@ -32,7 +32,7 @@ HOGS = {
     "long strings": (
         "n = 0 local t = {} while true do t[#t + 1] = string.rep('x', 3000) .. n n = n + 1 end"
     ),
-    "array growth past 1 KiB": "n = 0 local t = {} while true do t[#t + 1] = n n = n + 1 end",
+    "array growth past 2 KiB": "n = 0 local t = {} while true do t[#t + 1] = n n = n + 1 end",
     "grow then shrink": (
         "n = 0 local ts = {} while true do local t = {} for i = 1, 200 do t[i] = i end "
         "for i = 1, 190 do table.remove(t) end ts[#ts + 1] = t n = n + 1 end"
@@ -49,8 +49,8 @@ HOGS = {
         "n = 0 local t = {} while true do local u = {} for i = 1, n % 70 do u['k' .. i] = i end "
         "t[#t + 1] = u n = n + 1 end"
     ),
-    "sizes around 1 KiB": (
-        "n = 0 local t = {} while true do t[#t + 1] = string.rep('y', (n * 37) % 1100 + 1) "
+    "sizes around the small-block limit (2 KiB)": (
+        "n = 0 local t = {} while true do t[#t + 1] = string.rep('y', (n * 37) % 2200 + 1) "
         "n = n + 1 end"
     ),
 }
@@ -119,8 +119,8 @@ def test_random_alloc_realloc_free_keep_blocks_apart_and_lupas_rule(
 
         def size() -> int:
             r = rnd.random()
-            return rnd.randint(1, 128) if r < 0.6 else rnd.randint(1, 1024) if r < 0.9 else \
-                rnd.randint(900, 3000)
+            return rnd.randint(1, 128) if r < 0.6 else rnd.randint(1, 2048) if r < 0.9 else \
+                rnd.randint(1900, 5000)
 
         def check(p: int, n: int, b: int) -> None:
             assert ctypes.string_at(p, n) == bytes([b]) * n
