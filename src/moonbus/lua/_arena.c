@@ -119,11 +119,16 @@ typedef struct Arena {
     void *free[CLASSES]; /* freed blocks by size class, linked by their first word */
     uint64_t nonempty[WORDS]; /* bit c: free[c] is not empty */
     size_t free_bytes;   /* on the free lists */
-    size_t reclaim_at;   /* free_bytes that starts the next reclaim pass */
+    size_t empty_chunks; /* chunks whose every block is on the free lists */
 } Arena;
 
-/* A reclaim pass runs once a state has this much more on its free lists
- * than after the last pass (see reclaim). */
+/* A chunk's first grain: its link, then the bytes of it on the free lists. */
+#define CHUNK_OF(p) ((char *)((uintptr_t)(p) & ~(uintptr_t)(CHUNK_SIZE - 1)))
+#define CHUNK_FREE(chunk) (((size_t *)(chunk))[1])
+#define CHUNK_ROOM (CHUNK_SIZE - GRAIN)
+
+/* A reclaim pass runs once a state has this much in wholly free chunks, and
+ * at least an eighth of its free bytes (see reclaim). */
 #define RECLAIM_STEP (64 * 1024)
 
 static inline size_t
@@ -208,6 +213,9 @@ push_free(Arena *a, void *p, size_t c)
     a->free[c] = p;
     a->nonempty[c / 64] |= 1ULL << (c % 64);
     a->free_bytes += (c + 1) * GRAIN;
+    char *chunk = CHUNK_OF(p);
+    if ((CHUNK_FREE(chunk) += (c + 1) * GRAIN) == CHUNK_ROOM)
+        a->empty_chunks++;
 }
 
 static inline void *
@@ -218,6 +226,10 @@ pop_free(Arena *a, size_t c)
     if (a->free[c] == NULL)
         a->nonempty[c / 64] &= ~(1ULL << (c % 64));
     a->free_bytes -= (c + 1) * GRAIN;
+    char *chunk = CHUNK_OF(p);
+    if (CHUNK_FREE(chunk) == CHUNK_ROOM)
+        a->empty_chunks--;
+    CHUNK_FREE(chunk) -= (c + 1) * GRAIN;
     return p;
 }
 
@@ -253,6 +265,7 @@ take(Arena *a, size_t c)
         if (a->end > a->top)
             push_free(a, a->top, class_of((size_t)(a->end - a->top)));
         *(void **)chunk = a->chunks;
+        CHUNK_FREE(chunk) = 0;
         a->chunks = chunk;
         a->nchunks++;
         a->top = chunk + GRAIN; /* the first grain holds the chunk link */
@@ -263,112 +276,69 @@ take(Arena *a, size_t c)
     return p;
 }
 
-static int
-compare_addresses(const void *x, const void *y)
-{
-    uintptr_t a = *(const uintptr_t *)x, b = *(const uintptr_t *)y;
-    return (a > b) - (a < b);
-}
-
-/* The index of the chunk holding p in the sorted `bases` (n of them). */
-static size_t
-chunk_index(const uintptr_t *bases, size_t n, const void *p)
-{
-    uintptr_t base = (uintptr_t)p & ~(uintptr_t)(CHUNK_SIZE - 1); /* chunks are aligned */
-    size_t lo = 0, hi = n;
-    while (hi - lo > 1) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (bases[mid] <= base)
-            lo = mid;
-        else
-            hi = mid;
-    }
-    return lo;
-}
-
 /*
  * Gives back to the source every chunk of the state, but the current one,
  * whose blocks are all on the free lists. Why: a state's free lists keep
  * what it once held (blocks are never merged), so without this a script
  * that built 1 MiB of small tables once would pin 1 MiB for its life (the
  * review of the arena: 300 such states, +307 MiB RSS, +32 MiB with lupa's
- * allocator, whose free memory any state reuses). A pass sums the free
- * bytes per chunk (every byte of a chunk but its link is live or on a
- * list: the rest of an abandoned chunk is put on a list), drops the blocks
- * of the chunks that are wholly free and returns those chunks. It walks
- * every free block, so it runs only once RECLAIM_STEP more bytes are free
- * than after the last pass: the tick's garbage (a few KiB a state between
- * its collections) never starts one. Without memory for its two arrays a
- * pass does nothing (the next one tries again).
+ * allocator, whose free memory any state reuses). Each chunk's first grain
+ * counts its bytes on the free lists (every byte of a chunk but its first
+ * grain is live or on a list: the rest of an abandoned chunk is put on a
+ * list), so a wholly free chunk is known as it happens (empty_chunks). A
+ * pass walks every free block to drop those of wholly free chunks, so it
+ * runs once the wholly free chunks hold RECLAIM_STEP and an eighth of the
+ * free bytes: what it walks is paid for by what it gives back (a step fixed
+ * on free_bytes alone let a state with 16 MiB of fragmented holes walk them
+ * all for every 64 KiB it churned: 130 times slower than lupa's allocator).
  */
 static void
 reclaim(Arena *a)
 {
-    size_t n = a->nchunks;
-    a->reclaim_at = a->free_bytes + RECLAIM_STEP;
-    if (n < 2)
+    char *current = a->end == NULL ? NULL : a->end - CHUNK_SIZE;
+    size_t keep = current != NULL && CHUNK_FREE(current) == CHUNK_ROOM;
+    if (a->empty_chunks <= keep)
         return;
-    uintptr_t *bases = malloc(n * sizeof *bases);
-    size_t *free_in = calloc(n, sizeof *free_in);
-    if (bases == NULL || free_in == NULL) {
-        free(bases);
-        free(free_in);
-        return;
-    }
-    size_t i = 0;
-    for (void *c = a->chunks; c != NULL && i < n; c = *(void **)c)
-        bases[i++] = (uintptr_t)c;
-    qsort(bases, n, sizeof *bases, compare_addresses);
-    for (size_t c = 0; c < CLASSES; c++)
-        for (void *p = a->free[c]; p != NULL; p = *(void **)p)
-            free_in[chunk_index(bases, n, p)] += (c + 1) * GRAIN;
-    uintptr_t current = (uintptr_t)a->end - CHUNK_SIZE;
-    size_t empty = 0;
-    for (i = 0; i < n; i++) {
-        int wholly = free_in[i] == CHUNK_SIZE - GRAIN && bases[i] != current;
-        free_in[i] = wholly; /* from here: 1 if the chunk goes back */
-        empty += (size_t)wholly;
-    }
-    if (empty > 0) {
-        for (size_t c = 0; c < CLASSES; c++) {
-            void **link = &a->free[c];
-            while (*link != NULL) {
-                void *p = *link;
-                if (free_in[chunk_index(bases, n, p)]) {
-                    *link = *(void **)p;
-                    a->free_bytes -= (c + 1) * GRAIN;
-                } else {
-                    link = (void **)p;
-                }
-            }
-            if (a->free[c] == NULL)
-                a->nonempty[c / 64] &= ~(1ULL << (c % 64));
-        }
-        void *back = NULL;
-        void **link = &a->chunks;
+    for (size_t c = 0; c < CLASSES; c++) {
+        void **link = &a->free[c];
         while (*link != NULL) {
-            void *chunk = *link;
-            if (free_in[chunk_index(bases, n, chunk)]) {
-                *link = *(void **)chunk;
-                *(void **)chunk = back;
-                back = chunk;
+            void *p = *link;
+            char *chunk = CHUNK_OF(p);
+            if (CHUNK_FREE(chunk) == CHUNK_ROOM && chunk != current) {
+                *link = *(void **)p;
+                a->free_bytes -= (c + 1) * GRAIN;
             } else {
-                link = (void **)chunk;
+                link = (void **)p;
             }
         }
-        a->nchunks -= empty;
-        source_give(a->source, back, empty);
-        a->reclaim_at = a->free_bytes + RECLAIM_STEP;
+        if (a->free[c] == NULL)
+            a->nonempty[c / 64] &= ~(1ULL << (c % 64));
     }
-    free(bases);
-    free(free_in);
+    void *back = NULL;
+    size_t empty = 0;
+    void **link = &a->chunks;
+    while (*link != NULL) {
+        char *chunk = *link;
+        if (CHUNK_FREE(chunk) == CHUNK_ROOM && chunk != current) {
+            *link = *(void **)chunk;
+            *(void **)chunk = back;
+            back = chunk;
+            empty++;
+        } else {
+            link = (void **)chunk;
+        }
+    }
+    a->nchunks -= empty;
+    a->empty_chunks = keep;
+    source_give(a->source, back, empty);
 }
 
 static inline void
 give(Arena *a, void *p, size_t osize)
 {
     push_free(a, p, class_of(osize));
-    if (a->free_bytes >= a->reclaim_at)
+    size_t empty = a->empty_chunks * CHUNK_SIZE;
+    if (empty >= RECLAIM_STEP && empty >= a->free_bytes / 8)
         reclaim(a);
 }
 
@@ -552,7 +522,6 @@ as_install(ArenaSource *self, PyObject *arg)
     a->account = (LupaMemory *)ud; /* NULL for luaL_newstate's (no limit) */
     a->source = s;
     a->main = (const char *)L;
-    a->reclaim_at = RECLAIM_STEP;
     atomic_fetch_add(&s->refs, 1);
     atomic_fetch_add(&s->arenas, 1);
     atomic_fetch_add(&s->installed, 1);
