@@ -21,6 +21,7 @@ from moonbus.errors import ConfigError, ScriptMemoryError
 from moonbus.host.context import HostSettings
 from moonbus.lua.arena import ArenaStatistics, make_arena_source
 from moonbus.lua.engine import LuaEngine
+from moonbus.lua.sandbox import DEFAULT_ARENA_BYTES as ON
 from moonbus.lua.sandbox import SandboxFactory
 from moonbus.native import load_fast_path
 from moonbus.runtime import Runtime
@@ -73,12 +74,12 @@ def _run(engine: LuaEngine, source: str, *args: object) -> tuple[object, ...]:
 
 @pytest.fixture
 def both() -> Iterator[tuple[SandboxFactory, SandboxFactory]]:
-    with SandboxFactory() as with_arena, SandboxFactory(arena_bytes=None) as without:
+    with SandboxFactory(arena_bytes=ON) as with_arena, SandboxFactory(arena_bytes=None) as without:
         yield with_arena, without
 
 
 def test_script_engines_get_an_arena_and_other_states_do_not() -> None:
-    with SandboxFactory() as factory:
+    with SandboxFactory(arena_bytes=ON) as factory:
         plain = factory.create("runner-like")  # runner workers, tools: lupa's allocator
         assert factory.statistics().arena.states == 0
         script = _engine(factory)
@@ -122,7 +123,7 @@ def test_unbounded_allocation_fails_where_it_failed_without_the_arena(
 
 
 def test_a_closed_engine_gives_its_chunks_back_for_the_next() -> None:
-    with SandboxFactory() as factory:
+    with SandboxFactory(arena_bytes=ON) as factory:
         engine = _engine(factory)
         _run(engine, CHURN, 500)
         held = factory.statistics().arena.chunks_used
@@ -150,7 +151,7 @@ def test_past_its_share_an_engine_uses_lupas_allocator_and_counts_it() -> None:
 
 
 def test_engines_outlive_their_factory_and_its_source() -> None:
-    factory = SandboxFactory()
+    factory = SandboxFactory(arena_bytes=ON)
     engine = _engine(factory)
     factory.close()
     del factory
@@ -184,7 +185,12 @@ def test_lua_arena_bytes_is_checked(value: object) -> None:
 
 
 def test_lua_arena_bytes_none_turns_it_off(tmp_path: Path) -> None:
-    settings = HostSettings(lua_arena_bytes=None)
+    on = HostSettings(lua_arena_bytes=ON)
+    with Runtime(threaded=False, settings=on) as rt:
+        rt.load("a.lua", text='events:on("go", function(e) end)').start()
+        assert rt.factory.statistics().arena.states == 1
+    settings = HostSettings()  # off unless asked for
+    assert settings.lua_arena_bytes is None
     with Runtime(threaded=False, settings=settings) as rt:
         host = rt.load("a.lua", text='events:on("go", function(e) shared:int("n"):increment() end)')
         host.start()

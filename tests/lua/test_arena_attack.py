@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from moonbus.errors import ConfigError, ScriptMemoryError
+from moonbus.lua.sandbox import DEFAULT_ARENA_BYTES as ON
 from moonbus.lua.sandbox import SandboxFactory
 
 pytestmark = pytest.mark.timeout(60, method="thread")
@@ -58,7 +59,7 @@ HOGS = {
 
 @pytest.fixture(scope="module")
 def factories() -> Iterator[tuple[SandboxFactory, SandboxFactory]]:
-    with SandboxFactory() as on, SandboxFactory(arena_bytes=None) as off:
+    with SandboxFactory(arena_bytes=ON) as on, SandboxFactory(arena_bytes=None) as off:
         assert on.statistics().arena.active and not off.statistics().arena.active
         yield on, off
 
@@ -188,7 +189,7 @@ def _busy(engine: Any) -> tuple[Any, ...]:
 
 
 def test_closed_states_give_their_chunks_back() -> None:
-    factory = SandboxFactory()
+    factory = SandboxFactory(arena_bytes=ON)
     try:
         for _ in range(3):
             engine = factory.create("x", generational_gc=True)
@@ -204,7 +205,7 @@ def test_closed_states_give_their_chunks_back() -> None:
 
 
 def test_states_outlive_their_factory() -> None:
-    factory = SandboxFactory()
+    factory = SandboxFactory(arena_bytes=ON)
     engines = [factory.create(f"x{i}", generational_gc=True) for i in range(3)]
     factory.close()
     del factory
@@ -217,7 +218,7 @@ def test_states_outlive_their_factory() -> None:
 
 
 def test_only_script_engines_get_an_arena() -> None:
-    with SandboxFactory() as factory:
+    with SandboxFactory(arena_bytes=ON) as factory:
         plain = factory.create("runner-like")
         assert _busy(plain) == (3000,)
         assert factory.statistics().arena.states == 0
@@ -260,7 +261,7 @@ def test_a_transient_peak_is_not_pinned_by_the_state() -> None:
     # free lists (300 states that peaked at ~1 MiB once: +307 MiB RSS with the
     # arena, +32 MiB without); _arena.c's reclaim now gives wholly free chunks
     # back while the state runs.
-    with SandboxFactory() as factory:
+    with SandboxFactory(arena_bytes=ON) as factory:
         engine = factory.create("peak", generational_gc=True)
         env = engine.new_env()
         engine.call(engine.compile(
@@ -293,7 +294,7 @@ def test_closing_the_factory_unmaps_its_chunks_once_its_states_are_closed() -> N
     # factory object itself was collected.
     _collect()
     before = _reservations()
-    factory = SandboxFactory()
+    factory = SandboxFactory(arena_bytes=ON)
     engine = factory.create("x", generational_gc=True)
     assert _busy(engine) == (3000,)
     assert _reservations() == before + 1

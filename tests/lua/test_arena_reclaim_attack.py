@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from moonbus.lua.sandbox import DEFAULT_ARENA_BYTES as ON
 from moonbus.lua.sandbox import SandboxFactory
 
 pytestmark = pytest.mark.timeout(60, method="thread")
@@ -123,7 +124,7 @@ def test_a_peak_freed_before_its_pins_is_given_back() -> None:
     # Before: a pass that found nothing set the next at free_bytes + 64 KiB,
     # and dropping the pins (a few KiB) never got there: the whole peak
     # (~200 chunks, nothing live in them) stayed with the state.
-    with SandboxFactory() as factory:
+    with SandboxFactory(arena_bytes=ON) as factory:
         (kib,), held = _run(factory, PINNED_PEAK)
         assert kib < 128
         assert held * _arena.CHUNK_SIZE <= 4 * 128 * 1024, held

@@ -13,8 +13,10 @@ so CI stays fast, and checks no target):
   note says how long catching up took) until the window ends (polls that
   run while the runtime then stops 10,000 scripts are not the steady state).
 
-Each workload runs in a fresh child process (``spawn``): RSS is the child's
-growth from before its runtime was made, not memory the parent or an
+Both run with ``HostSettings(lua_arena_bytes=DEFAULT_ARENA_BYTES)``: arena
+chunks per script engine, the setting docs/limits.md gives for thousands
+of scripts (off by default). Each workload runs in a fresh child process
+(``spawn``): RSS is the child's growth from before its runtime was made, not memory the parent or an
 earlier workload left in the heap. The 1,000-script row (TICK handler + poll)
 stays in ``moonbus.bench.host``.
 """
@@ -30,7 +32,9 @@ from pathlib import Path
 from typing import Any
 
 from moonbus.bench.harness import BenchRow
+from moonbus.host.context import HostSettings
 from moonbus.lua.exposure import lua_api
+from moonbus.lua.sandbox import DEFAULT_ARENA_BYTES
 from moonbus.runtime import Runtime
 
 __all__ = ["run"]
@@ -41,6 +45,12 @@ QUICK_SCRIPTS = 200
 HANDLER_ONLY = 'events:on("tick", function(e) shared:int("ticks"):increment() end)\n'
 POLLING = "function poll() clock:mark(options.i) return 1000 end\n"
 CHILD_TIMEOUT = 900.0  # seconds: 10,000 scripts load in well under a minute
+
+
+def _scale_settings() -> HostSettings:
+    """What a game with thousands of scripts sets: arena chunks per script
+    engine (``moonbus.lua.arena``, off by default; docs/limits.md)."""
+    return HostSettings(lua_arena_bytes=DEFAULT_ARENA_BYTES)
 
 
 @dataclass(frozen=True)
@@ -78,7 +88,7 @@ def _handler_only(scripts: int, ticks: int) -> ScaleResult:
         path = Path(tmp) / "handler.lua"
         path.write_text(HANDLER_ONLY, encoding="utf-8")
         before = _rss_mb()
-        with Runtime(threaded=True, workers=2) as rt:
+        with Runtime(threaded=True, workers=2, settings=_scale_settings()) as rt:
             hosts = [rt.load(path) for _ in range(scripts)]
             for host in hosts:
                 host.start()
@@ -119,7 +129,7 @@ def _polling(scripts: int, seconds: float) -> ScaleResult:
         path = Path(tmp) / "poller.lua"
         path.write_text(POLLING, encoding="utf-8")
         before = _rss_mb()
-        with Runtime(threaded=True, workers=2) as rt:
+        with Runtime(threaded=True, workers=2, settings=_scale_settings()) as rt:
             rt.register_api("clock", clock)
             hosts = [rt.load(path, {"i": i}) for i in range(scripts)]
             for host in hosts:

@@ -275,9 +275,9 @@ def _lua_convert() -> bool:
 
 def _lua_arena() -> bool:
     """Whether script engines get arena chunks (moonbus.lua.arena)."""
-    from moonbus.lua.sandbox import SandboxFactory
+    from moonbus.lua.sandbox import DEFAULT_ARENA_BYTES, SandboxFactory
 
-    with SandboxFactory() as factory:
+    with SandboxFactory(arena_bytes=DEFAULT_ARENA_BYTES) as factory:
         factory.create("doctor", generational_gc=True).close()
         return factory.statistics().arena.active
 

@@ -42,7 +42,8 @@ __all__ = [
 ]
 
 DEFAULT_MEMORY_LIMIT = 64 * 1024 * 1024
-# What one script engine may hold in arena chunks (HostSettings.lua_arena_bytes).
+# The share of arena chunks one script engine may hold, when arenas are on
+# (HostSettings.lua_arena_bytes; off by default, see docs/limits.md).
 DEFAULT_ARENA_BYTES = 1 << 20
 # Minor multipliers (% growth between young collections) of generational
 # states, engine after engine (see create and gc_phase).
@@ -144,7 +145,7 @@ class SandboxFactory:
         frozen_mappings: Iterable[type] = (),
         max_source_bytes: int = DEFAULT_MAX_SOURCE_BYTES,
         native: bool = True,
-        arena_bytes: int | None = DEFAULT_ARENA_BYTES,
+        arena_bytes: int | None = None,
     ) -> None:
         if lua not in SUPPORTED_LUA:
             raise ConfigError(f"unsupported Lua flavour {lua!r}; choose one of {SUPPORTED_LUA}")
