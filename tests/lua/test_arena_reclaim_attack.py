@@ -11,6 +11,7 @@ import random
 from typing import Any
 
 import pytest
+from tests.lua.test_arena_attack import _allocf
 
 from moonbus.lua.sandbox import DEFAULT_ARENA_BYTES as ON
 from moonbus.lua.sandbox import SandboxFactory
@@ -19,16 +20,6 @@ pytestmark = pytest.mark.timeout(60, method="thread")
 
 _arena = pytest.importorskip("moonbus.lua._arena")
 
-_ALLOC = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t,
-                          ctypes.c_size_t)
-
-
-def _allocf(lua_module: Any, state: int) -> tuple[Any, ctypes.c_void_p]:
-    lib = ctypes.CDLL(lua_module.__file__)
-    lib.lua_getallocf.restype = _ALLOC
-    lib.lua_getallocf.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p)]
-    ud = ctypes.c_void_p()
-    return lib.lua_getallocf(state, ctypes.byref(ud)), ud
 
 
 def _used(factory: SandboxFactory) -> int:
