@@ -73,15 +73,3 @@ def threaded() -> Iterator[Runtime]:
         yield rt
     finally:
         rt.close()
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The deferred-pacing tests run first. Late in a full run (after ~1,400
-    tests) they read pacing declined in 4 of 5 clean-clone CI runs on one
-    machine (7-17 ms of delivery CPU or host-call time over 41-61 events),
-    never alone or in a partial run: what earlier tests leave behind in the
-    process is the suspect, not the pacing (session 13's note)."""
-    first = [item for item in items if "test_host_deferred_pace.py" in item.nodeid]
-    if first:
-        rest = [item for item in items if "test_host_deferred_pace.py" not in item.nodeid]
-        items[:] = first + rest
