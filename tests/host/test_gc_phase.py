@@ -20,6 +20,9 @@ from moonbus.host import engine_side
 from moonbus.lua.sandbox import GC_MINOR_MULTIPLIERS, gc_minor_multiplier, gc_phase
 from moonbus.runtime import Runtime
 
+# timed handlers and priced deliveries (conftest): no collector pass mid-test
+pytestmark = pytest.mark.usefixtures("quiet_collector")
+
 HANDLER = 'events:on("tick", function(e) shared:int("ticks"):increment() end)\n'
 
 

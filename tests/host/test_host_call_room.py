@@ -16,6 +16,9 @@ from moonbus.lua.lua_room import MARGIN
 from moonbus.lua.sandbox import SandboxFactory
 from moonbus.runtime import Runtime
 
+# timed handlers and priced deliveries (conftest): no collector pass mid-test
+pytestmark = pytest.mark.usefixtures("quiet_collector")
+
 FULL = """
 local s = shared:string("s")
 s:set("hello")

@@ -18,6 +18,9 @@ from moonbus.errors import ConfigError
 from moonbus.host.context import HostSettings
 from moonbus.runtime import Runtime
 
+# timed handlers and priced deliveries (conftest): no collector pass mid-test
+pytestmark = pytest.mark.usefixtures("quiet_collector")
+
 COUNTER = """
 events:on("e", function(e)
   local seen = shared:table("seen")

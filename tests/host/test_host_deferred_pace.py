@@ -22,6 +22,9 @@ from moonbus.host.context import PACING_MAX_LAG, HostSettings
 from moonbus.lua.exposure import lua_api
 from moonbus.runtime import Runtime
 
+# timed handlers and priced deliveries (conftest): no collector pass mid-test
+pytestmark = pytest.mark.usefixtures("quiet_collector")
+
 ORDERED = """
 events:on("e", function(e)
   local last = shared:int("last")
