@@ -185,12 +185,11 @@ def test_lua_arena_bytes_is_checked(value: object) -> None:
 
 
 def test_lua_arena_bytes_none_turns_it_off(tmp_path: Path) -> None:
-    on = HostSettings(lua_arena_bytes=ON)
-    with Runtime(threaded=False, settings=on) as rt:
+    assert HostSettings().lua_arena_bytes == ON  # on unless turned off
+    with Runtime(threaded=False) as rt:
         rt.load("a.lua", text='events:on("go", function(e) end)').start()
         assert rt.factory.statistics().arena.states == 1
-    settings = HostSettings()  # off unless asked for
-    assert settings.lua_arena_bytes is None
+    settings = HostSettings(lua_arena_bytes=None)
     with Runtime(threaded=False, settings=settings) as rt:
         host = rt.load("a.lua", text='events:on("go", function(e) shared:int("n"):increment() end)')
         host.start()

@@ -7,8 +7,8 @@ chunks of one reservation that the kernel backs with 2 MiB pages, so a
 delivery touches a few pages and misses the TLB far less (a tick 10-20 %
 shorter, ~70 MiB less RSS for 10,000 handler scripts; ``_arena.c`` says how).
 
-Off by default (``HostSettings.lua_arena_bytes`` None): the setting for
-thousands of scripts is ``DEFAULT_ARENA_BYTES`` (1 MiB per engine).
+On by default (``HostSettings.lua_arena_bytes``, ``DEFAULT_ARENA_BYTES``:
+1 MiB per engine; None turns it off).
 One ``ArenaSource`` per ``SandboxFactory``; ``make_arena_source`` returns
 None (every state keeps lupa's allocator) when the setting is None, the
 extension is not built or is switched off (``moonbus.native``), it was built

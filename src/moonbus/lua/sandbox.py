@@ -42,8 +42,9 @@ __all__ = [
 ]
 
 DEFAULT_MEMORY_LIMIT = 64 * 1024 * 1024
-# The share of arena chunks one script engine may hold, when arenas are on
-# (HostSettings.lua_arena_bytes; off by default, see docs/limits.md).
+# The share of arena chunks one script engine may hold: HostSettings's
+# default for lua_arena_bytes (docs/limits.md). SandboxFactory's own default
+# is None (no arena) for code that makes engines without a runtime.
 DEFAULT_ARENA_BYTES = 1 << 20
 # Minor multipliers (% growth between young collections) of generational
 # states, engine after engine (see create and gc_phase).
