@@ -225,3 +225,76 @@ def test_threads_allocating_in_their_own_engines_at_once() -> None:
             engine.close()
         del engines, engine, threads
         assert _released(factory).chunks_used == 0
+
+
+TAKE_AND_GIVE = """
+local rounds = ...
+for r = 1, rounds do
+  local t = {}
+  for i = 1, 300 do t[i] = string.rep("x", 1990 + i % 8) end  -- 2 KiB blocks,
+                                         -- within the engine's 1 MiB: a chunk
+                                         -- taken every other block
+  t = nil
+  collectgarbage()                       -- and given back (reclaim)
+end
+return rounds
+"""
+
+
+def test_a_fork_while_another_thread_takes_and_gives_chunks_leaves_the_child_a_working_source(
+) -> None:
+    # The source has no lock to be left held in the child (_arena.c, Threads):
+    # a thread churning chunks while the process forks, and each child making
+    # an engine of its own from the same source and running the churn, must
+    # finish (with a mutex, a child forked while the churner held it hung).
+    import os
+
+    with SandboxFactory(arena_bytes=ON) as factory:
+        stop = threading.Event()
+        errors: list[BaseException] = []
+
+        def churn() -> None:
+            try:
+                engine = _engine(factory, limit=None)
+                fn = engine.compile(TAKE_AND_GIVE, "churn.lua", engine.new_env())
+                while not stop.is_set():
+                    engine.call(fn, 50, limit=30.0)
+                engine.close()
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=churn) for _ in range(2)]  # contending
+        for thread in threads:
+            thread.start()
+        hung = 0
+        try:
+            for _ in range(200):
+                if hung:
+                    break
+                pid = os.fork()
+                if pid == 0:  # the child: no watchdog thread here, so no time limit
+                    code = 1
+                    try:
+                        engine = _engine(factory, limit=None)
+                        child = engine.compile(TAKE_AND_GIVE, "child.lua", engine.new_env())
+                        code = 0 if engine.call(child, 3, limit=None) == (3,) else 2
+                    finally:
+                        os._exit(code)
+                deadline = time.monotonic() + 10.0
+                while True:
+                    done, status = os.waitpid(pid, os.WNOHANG)
+                    if done:
+                        assert os.waitstatus_to_exitcode(status) == 0
+                        break
+                    if time.monotonic() > deadline:
+                        os.kill(pid, 9)
+                        os.waitpid(pid, 0)
+                        hung += 1
+                        break
+                    time.sleep(0.001)
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join()
+        assert not errors
+        assert hung == 0

@@ -47,20 +47,20 @@
  *
  * Threads: a state's allocator runs on whichever thread runs the state, one
  * at a time (moonbus never lets two threads touch a Lua state), so an Arena
- * has no lock. The Source is shared by all the states of a factory: its
- * chunk list and bump offset are under its mutex (taken once per 4 KiB),
- * its counters are atomics. The Source lives while its Python object or any
+ * has no lock. The Source is shared by all the states of a factory, and has
+ * no lock either: its bump offset and its stack of spare chunks are atomics
+ * (compare-and-swap, once per 4 KiB), so that a fork while another thread
+ * takes or gives chunks leaves the child a source it can use (a mutex held
+ * by a thread that the child does not have stays locked there for ever). The Source lives while its Python object or any
  * arena holds it (an atomic count), so a factory closed before its states
  * are collected leaves them working.
  *
  * Not kept: a chunk given back is reused by the next state, never returned
  * to the kernel (RSS does not shrink when scripts unload; the counters show
- * it). A fork copies the reservation with the rest of the heap; a fork while
- * another thread holds the source's mutex would leave the child's locked.
+ * it). A fork copies the reservation with the rest of the heap.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <string.h>
@@ -94,12 +94,11 @@ typedef struct Source {
     _Atomic long refs;               /* the Python object (1) + one per arena */
     char *base;                      /* HUGE_PAGE-aligned, `size` bytes */
     size_t size;
-    size_t bump;                     /* offset of the next fresh chunk (lock) */
-    void *spare;                     /* chunks given back, linked by their first word (lock) */
+    _Atomic size_t bump;             /* offset of the next fresh chunk */
+    _Atomic uint64_t spare;          /* chunks given back: SPARE_HEAD */
     size_t state_chunks;             /* how many chunks one state may hold */
     void *mapping;                   /* what mmap returned (base is aligned up) */
     size_t mapping_size;
-    pthread_mutex_t lock;
     _Atomic long long chunks_used;   /* held by a live state */
     _Atomic long long chunks_spare;  /* given back, waiting for reuse */
     _Atomic long long arenas;        /* states with an arena now */
@@ -149,32 +148,55 @@ source_release(Source *s)
     if (atomic_fetch_sub(&s->refs, 1) != 1)
         return;
     munmap(s->mapping, s->mapping_size);
-    pthread_mutex_destroy(&s->lock);
     free(s);
 }
 
+/* The spare stack's head (Source.spare): the top chunk's number + 1 (its
+ * offset from base over CHUNK_SIZE; 0: the stack is empty) in the low
+ * SPARE_BITS bits, and a count of changes above them, so that a pop's
+ * compare-and-swap fails when the head it read was popped and pushed back
+ * meanwhile with another chunk under it (ABA). Chunks are linked by their
+ * first word, a pointer. */
+#define SPARE_BITS 40
+#define SPARE_MASK ((UINT64_C(1) << SPARE_BITS) - 1)
+#define SPARE_NEXT_TAG(head) (((head) & ~SPARE_MASK) + (UINT64_C(1) << SPARE_BITS))
+
+static inline char *
+spare_chunk(const Source *s, uint64_t head)
+{
+    uint64_t number = head & SPARE_MASK;
+    return number == 0 ? NULL : s->base + (size_t)(number - 1) * CHUNK_SIZE;
+}
+
 /* A chunk for a state: a spare one, else a fresh one; NULL when the
- * reservation is used up. */
+ * reservation is used up. Lock-free (see Threads above). */
 static char *
 source_take(Source *s)
 {
-    char *chunk = NULL;
-    pthread_mutex_lock(&s->lock);
-    if (s->spare != NULL) {
-        chunk = s->spare;
-        s->spare = *(void **)chunk;
-        atomic_fetch_sub(&s->chunks_spare, 1);
-    } else if (s->bump + CHUNK_SIZE <= s->size) {
-        chunk = s->base + s->bump;
-        s->bump += CHUNK_SIZE;
+    uint64_t head = atomic_load(&s->spare);
+    char *chunk;
+    while ((chunk = spare_chunk(s, head)) != NULL) {
+        /* the link may be rewritten meanwhile by the state that popped the
+         * chunk (it is always mapped: the reservation): then the head
+         * changed too, and the swap fails */
+        char *next = __atomic_load_n((char **)chunk, __ATOMIC_RELAXED);
+        uint64_t number = next == NULL ? 0 : (uint64_t)((next - s->base) / CHUNK_SIZE) + 1;
+        if (atomic_compare_exchange_weak(&s->spare, &head, SPARE_NEXT_TAG(head) | number)) {
+            atomic_fetch_sub(&s->chunks_spare, 1);
+            atomic_fetch_add(&s->chunks_used, 1);
+            return chunk;
+        }
     }
-    pthread_mutex_unlock(&s->lock);
-    if (chunk != NULL)
-        atomic_fetch_add(&s->chunks_used, 1);
-    return chunk;
+    size_t bump = atomic_load(&s->bump);
+    do {
+        if (bump + CHUNK_SIZE > s->size)
+            return NULL;
+    } while (!atomic_compare_exchange_weak(&s->bump, &bump, bump + CHUNK_SIZE));
+    atomic_fetch_add(&s->chunks_used, 1);
+    return s->base + bump;
 }
 
-/* Gives back a list of `n` chunks linked by their first word. */
+/* Gives back a list of `n` chunks linked by their first word (lock-free). */
 static void
 source_give(Source *s, void *first, size_t n)
 {
@@ -183,12 +205,14 @@ source_give(Source *s, void *first, size_t n)
     void *last = first;
     while (*(void **)last != NULL)
         last = *(void **)last;
-    pthread_mutex_lock(&s->lock);
-    *(void **)last = s->spare;
-    s->spare = first;
-    pthread_mutex_unlock(&s->lock);
+    uint64_t number = (uint64_t)(((char *)first - s->base) / CHUNK_SIZE) + 1;
+    /* counted first: a taker may pop these before the swap below returns */
     atomic_fetch_sub(&s->chunks_used, (long long)n);
     atomic_fetch_add(&s->chunks_spare, (long long)n);
+    uint64_t head = atomic_load(&s->spare);
+    do {
+        __atomic_store_n((char **)last, spare_chunk(s, head), __ATOMIC_RELAXED);
+    } while (!atomic_compare_exchange_weak(&s->spare, &head, SPARE_NEXT_TAG(head) | number));
 }
 
 /* lupa's rule for a block growing from `osize` to `nsize` bytes. */
@@ -482,12 +506,13 @@ as_init(ArenaSource *self, PyObject *args, PyObject *kwds)
         return -1;
     }
     atomic_init(&s->refs, 1);
+    atomic_init(&s->bump, 0);
+    atomic_init(&s->spare, 0); /* 64 TiB at most: 2**34 chunks, under SPARE_BITS */
     s->base = base;
     s->size = size;
     s->mapping = mapping;
     s->mapping_size = mapping_size;
     s->state_chunks = (size_t)state / CHUNK_SIZE;
-    pthread_mutex_init(&s->lock, NULL);
     self->source = s;
     return 0;
 }
