@@ -162,3 +162,32 @@ def test_memory_budget_is_on_top_of_current_usage(small: LuaEngine) -> None:
         run(small, "local s = string.rep('x', 3 * 2^20)", env)
     small.set_memory_budget(8 * 1024 * 1024)  # a new budget replaces the old one
     assert run(small, "return #string.rep('x', 3 * 2^20)", env) == (3 * 2**20,)
+
+
+CALL_WITH_A_BIG_STRING = """
+from moonbus.errors import ScriptMemoryError
+from moonbus.lua.sandbox import SandboxFactory
+with SandboxFactory() as factory:
+    engine = factory.create("t", memory_limit=1 << 20)
+    length = engine.compile("local s = ... return #s", "t.lua", engine.new_env())
+    for arg in ("x" * 1_000_000, b"y" * 2_000_000, "\\u00e9" * 600_000):
+        try:
+            engine.call(length, arg, limit=5.0)
+        except ScriptMemoryError as exc:
+            assert "call arguments" in str(exc), exc
+        else:
+            raise AssertionError("a string over the limit went in")
+    assert engine.call(length, "z" * 1000, limit=5.0) == (1000,)  # and the engine works
+print("refused")
+"""
+
+
+def test_a_call_argument_over_the_limit_is_refused_not_a_panic() -> None:
+    # lupa pushes call arguments with unprotected Lua calls: a string over the
+    # state's free memory made Lua panic and abort the whole process (hence a
+    # child process). The engine measures string arguments first.
+    from tests.child_process import run_child
+
+    done = run_child(CALL_WITH_A_BIG_STRING, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "refused"

@@ -34,11 +34,12 @@ from __future__ import annotations
 from threading import get_native_id as _native_id
 from typing import Any
 
-from moonbus.errors import ClosedError
+from moonbus.errors import ClosedError, ScriptMemoryError
 from moonbus.lua.call_outcome import CallOutcome
 from moonbus.lua.call_state import CallState, EngineLock
 from moonbus.lua.convert import LuaConverter
 from moonbus.lua.hooks import HookControl
+from moonbus.lua.lua_room import LuaValueTooLarge
 from moonbus.lua.value_path import payload_error
 from moonbus.lua.watchdog import Abortable, Entry, Watchdog
 
@@ -138,8 +139,26 @@ class GuardedCalls(CallOutcome):
         Raises ``ScriptTimeout`` (time limit), ``ScriptCancelled`` (aborted
         from outside), ``ScriptMemoryError`` or ``ScriptError`` (with the Lua
         traceback). Nested calls on the same thread share the outer deadline.
+        A string argument that does not fit in the state's free memory raises
+        ``ScriptMemoryError`` before Lua runs: lupa pushes the arguments
+        unprotected, where a memory error aborts the process (``lua_room``).
         """
+        for arg in args:
+            if isinstance(arg, (str, bytes, bytearray)):
+                self._admit_strings(args)
+                break
         return self._guarded(self._call, func, args, limit)
+
+    def _admit_strings(self, args: tuple[Any, ...]) -> None:
+        # Strings are the arguments whose copy grows with their size; the
+        # others are registry references, numbers or small userdata, which
+        # the room's margin covers (a walk of every argument would cost more
+        # than the call).
+        strings = [arg for arg in args if isinstance(arg, (str, bytes, bytearray))]
+        try:
+            self.converter.room.admit(strings)
+        except LuaValueTooLarge as exc:
+            raise ScriptMemoryError(f"call arguments: {exc}") from exc
 
     def call_event(
         self,
