@@ -601,18 +601,10 @@ static struct PyModuleDef arena_module = {
 PyMODINIT_FUNC
 PyInit__arena(void)
 {
-    PyObject *lupa = PyImport_ImportModule("lupa.lua54");
+    PyObject *lupa = import_lupa(NULL);
     if (lupa == NULL)
         return NULL;
-    PyObject *path = PyObject_GetAttrString(lupa, "__file__");
     Py_DECREF(lupa);
-    if (path == NULL)
-        return NULL;
-    const char *cpath = PyUnicode_AsUTF8(path);
-    int loaded = cpath == NULL ? -1 : load_api(cpath);
-    Py_DECREF(path);
-    if (loaded < 0)
-        return NULL;
     if (PyType_Ready(&ArenaSourceType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&arena_module);
@@ -621,7 +613,7 @@ PyInit__arena(void)
     PyObject *capsule = PyCapsule_New(&arena_api, "moonbus.lua._arena.ALLOC_API", NULL);
     if (capsule == NULL || PyModule_AddObjectRef(m, "ALLOC_API", capsule) < 0 ||
         PyModule_AddObjectRef(m, "ArenaSource", (PyObject *)&ArenaSourceType) < 0 ||
-        PyModule_AddStringConstant(m, "LUA_MODULE", "lupa.lua54") < 0 ||
+        PyModule_AddStringConstant(m, "LUA_MODULE", LUPA_MODULE) < 0 ||
         PyModule_AddIntConstant(m, "CHUNK_SIZE", CHUNK_SIZE) < 0 ||
         PyModule_AddIntConstant(m, "SMALL_MAX", SMALL_MAX) < 0) {
         Py_XDECREF(capsule);

@@ -2674,17 +2674,12 @@ PyInit__fastcall(void)
 {
     if (check_proxy_layout() < 0)
         return NULL;
-    PyObject *lupa = PyImport_ImportModule("lupa.lua54");
+    PyObject *path = NULL;
+    PyObject *lupa = import_lupa(&path);
     if (lupa == NULL)
         return NULL;
-    PyObject *path = PyObject_GetAttrString(lupa, "__file__");
     Py_DECREF(lupa);
-    if (path == NULL)
-        return NULL;
-    const char *cpath = PyUnicode_AsUTF8(path);
-    int loaded = cpath == NULL ? -1 : load_api(cpath);
-    if (loaded == 0)
-        loaded = load_deliver_api(cpath);
+    int loaded = load_deliver_api(PyUnicode_AsUTF8(path)); /* import_lupa read it */
     Py_DECREF(path);
     if (loaded < 0)
         return NULL;
@@ -2725,7 +2720,7 @@ PyInit__fastcall(void)
         PyModule_AddObjectRef(m, "CallState", (PyObject *)&CallStateType) < 0 ||
         PyModule_AddObjectRef(m, "EngineLock", (PyObject *)&EngineLockType) < 0 ||
         PyModule_AddIntConstant(m, "LUA_REGISTRYINDEX", LUA_REGISTRYINDEX) < 0 ||
-        PyModule_AddStringConstant(m, "LUA_MODULE", "lupa.lua54") < 0) {
+        PyModule_AddStringConstant(m, "LUA_MODULE", LUPA_MODULE) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -1569,21 +1569,13 @@ static struct PyModuleDef fastconvert_module = {
 PyMODINIT_FUNC
 PyInit__fastconvert(void)
 {
-    PyObject *lupa = PyImport_ImportModule("lupa.lua54");
+    PyObject *lupa = import_lupa(NULL);
     if (lupa == NULL)
         return NULL;
-    PyObject *path = PyObject_GetAttrString(lupa, "__file__");
     lua_error = PyObject_GetAttrString(lupa, "LuaError");
     lua_memory_error = PyObject_GetAttrString(lupa, "LuaMemoryError");
     Py_DECREF(lupa);
-    if (path == NULL || lua_error == NULL || lua_memory_error == NULL) {
-        Py_XDECREF(path);
-        return NULL;
-    }
-    const char *cpath = PyUnicode_AsUTF8(path);
-    int loaded = cpath == NULL ? -1 : load_api(cpath);
-    Py_DECREF(path);
-    if (loaded < 0)
+    if (lua_error == NULL || lua_memory_error == NULL)
         return NULL;
     PyObject *fastint = PyImport_ImportModule("moonbus.shared._fastint");
     if (fastint == NULL) {
@@ -1617,7 +1609,7 @@ PyInit__fastconvert(void)
     if (m == NULL)
         return NULL;
     if (PyModule_AddObjectRef(m, "Converter", (PyObject *)&ConverterType) < 0 ||
-        PyModule_AddStringConstant(m, "LUA_MODULE", "lupa.lua54") < 0 ||
+        PyModule_AddStringConstant(m, "LUA_MODULE", LUPA_MODULE) < 0 ||
         PyModule_AddIntConstant(m, "MAX_FAST_DEPTH", MAX_FAST_DEPTH) < 0 ||
         PyModule_AddIntConstant(m, "MAX_OPS", MAX_OPS) < 0 ||
         PyModule_AddIntConstant(m, "ROOM_MARGIN", ROOM_MARGIN) < 0 || /* tested equal */

@@ -225,4 +225,31 @@ load_api(const char *path)
     return probe_constants();
 }
 
+/* The lupa module every C fast path is built against (its LUA_MODULE). */
+#define LUPA_MODULE "lupa.lua54"
+
+/* What each C fast path's init does first: import LUPA_MODULE and fill `lua`
+ * from its extension (load_api). Returns a new reference to the module (for
+ * what else the caller reads from it), or NULL with an exception set.
+ * `path`: when not NULL, gets the module's file (a new reference). */
+static PyObject *
+import_lupa(PyObject **path)
+{
+    PyObject *lupa = PyImport_ImportModule(LUPA_MODULE);
+    if (lupa == NULL)
+        return NULL;
+    PyObject *file = PyObject_GetAttrString(lupa, "__file__");
+    const char *cpath = file == NULL ? NULL : PyUnicode_AsUTF8(file);
+    if (cpath == NULL || load_api(cpath) < 0) {
+        Py_XDECREF(file);
+        Py_DECREF(lupa);
+        return NULL;
+    }
+    if (path != NULL)
+        *path = file;
+    else
+        Py_DECREF(file);
+    return lupa;
+}
+
 #endif /* MOONBUS_LUAAPI_H */
