@@ -43,6 +43,7 @@ from moonbus.lua.engine import LuaEngine
 from moonbus.lua.lua_room import admitted
 from moonbus.lua.sandbox import gc_phase
 from moonbus.lua.value_path import payload_error
+from moonbus.shared.values import as_sequences
 
 __all__ = ["LIFECYCLE_FUNCTIONS", "SHARED_METHODS", "ScriptEngine", "event_payload"]
 
@@ -57,6 +58,9 @@ STOP_TOKEN = "\0moonbus:stop"
 # What the main engine runs (SPEC §4): a script whose chunk defines none of
 # them gets no main engine (``ScriptHost.start``).
 LIFECYCLE_FUNCTIONS = ("on_start", "poll", "on_stop")
+# Attributes holding Lua objects (or the C delivery, which holds the state), dropped by close.
+_LUA_HELD = ("env", "_dispatch", "_deliver", "_forget", "_collect", "forget_cause",
+             "returned_table", "_indexer", "_table_from", "_fast_deliver")
 
 # Bridge entry -> the name a script knows it by (for error messages).
 _LUA_NAMES: Mapping[str, str] = {
@@ -89,16 +93,6 @@ def _quick_pairs(targets: list[Any], bound: bool) -> list[Any]:
     return pairs
 
 
-def _as_sequences(value: Any) -> Any:
-    """Shared tables keep string keys; give Lua back sequences where keys are "1".."n"."""
-    if isinstance(value, dict):
-        items = {k: _as_sequences(v) for k, v in value.items()}
-        n = len(items)
-        numbered = n and all(isinstance(k, str) and k.isdigit() for k in items)
-        if numbered and sorted(int(k) for k in items) == list(range(1, n + 1)):
-            return [items[str(i)] for i in range(1, n + 1)]
-        return items
-    return value
 
 
 class ScriptEngine:
@@ -357,7 +351,7 @@ class ScriptEngine:
 
         def converted(method: Callable[..., Any]) -> Callable[..., Any]:
             def call(*args: Any) -> Any:
-                return to_lua(_as_sequences(method(*[to_py(a) for a in args])))
+                return to_lua(as_sequences(method(*[to_py(a) for a in args])))
             return call
 
         return (*(self._detached(converted(m)) for m in methods), checker, *quick)
@@ -496,5 +490,6 @@ class ScriptEngine:
         for sub in list(self.subscriptions.values()):
             sub.cancel()
         self.subscriptions.clear()
-        self._fast_deliver = None  # it keeps the lupa runtime alive
         self.engine.close()
+        for name in _LUA_HELD:  # the state goes now, not at a cycle collector's pass
+            setattr(self, name, None)

@@ -894,7 +894,27 @@ static PyMemberDef converter_members[] = {
     {NULL, 0, 0, 0, NULL},
 };
 
+/* release(): lets go of every lupa and Lua object this holds (its engine
+ * closed). The state holds this converter (quick_invoke's closures) and this
+ * held the state (the builder, lupa's lock): a cycle through Lua that only a
+ * pass of the cycle collector broke. Every entry declines afterwards (busy,
+ * no builder), as for a re-entrant call; the owner no longer calls it. */
+static PyObject *
+converter_release(Converter *c, PyObject *unused)
+{
+    (void)unused;
+    if (c->busy && c->builder != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Converter.release: a conversion is running");
+        return NULL;
+    }
+    converter_clear(c);
+    c->busy = 1;
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef converter_methods[] = {
+    {"release", (PyCFunction)converter_release, METH_NOARGS,
+     "release(): drop every Lua and lupa object held (the engine closed)"},
     {"take_pending", (PyCFunction)converter_take_pending, METH_NOARGS,
      "take_pending() -> (obj, name, method, result, error, tried): see quick_invoke"},
     {"bind", (PyCFunction)converter_bind, METH_O,

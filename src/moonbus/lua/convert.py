@@ -105,6 +105,18 @@ class LuaConverter:
         self._quick_bind: Any = None
         self._invoke_fn: Any = None
 
+    def release(self) -> None:
+        """Let go of every Lua object (the engine closed): Lua holds Python
+        callables that lead back here, so while this held the runtime, the
+        state waited for the cycle collector instead of going with the engine."""
+        if self.native is not None:
+            self.native.release()  # the C converter (Lua holds it: its quick calls)
+        self._rt = self._build_class = self._make_proxy = self._unproxy = None
+        self._table_from = self._box = self.native = None
+        self._quick_bind = self._invoke_fn = None
+        self._classes.clear()  # the C converter shares this dict
+        self.room.release()
+
     def enable_native(self, lua_module: Any, state: int, quick_bind: Any = None) -> bool:
         """Use the C conversion for this runtime (``state``: its lua_State address)
         when it is built and not switched off (and the prelude gave a box);

@@ -58,6 +58,12 @@ from moonbus.lua.watchdog import Watchdog
 
 __all__ = ["LuaEngine"]
 
+# Attributes holding Lua objects, dropped by close(): the state holds Python callables
+# leading back here, so one left kept the state until a cycle collector's pass.
+_LUA_HELD = ("_call", "_compile", "_make_env", "_new_task", "_step", "_full_collect", "_rt",
+             "_take_spare", "_start_task", "_load_tasks", "_compiling", "protected_call", "_room",
+             "coroutines_tracked", "_host_function", "host_function_maker", "quick_bind", "_forget",
+             "_drop_task", "message_handler", "sleep_function", "_table_from", "table_from")
 # Runs trusted sandbox source under a chunk name (before the prelude removes `load`).
 _RUN_NAMED = "function(source, name, ...) return assert(load(source, name, 't'))(...) end"
 
@@ -178,8 +184,7 @@ class LuaEngine(GuardedCalls):
         self.quick_bind: Any = native_quick_bind(lua_module, rt, self._state) if native else None
         if native:  # C copies and host method calls, when built
             self.converter.enable_native(lua_module, self._state, self.quick_bind)
-        self._table_from = rt.table_from
-        self.table_from = rt.table_from  # plain-value copy into a new table (owner thread)
+        self._table_from = self.table_from = rt.table_from  # a plain-value copy (owner thread)
 
     @property
     def lua_module(self) -> Any:
@@ -476,21 +481,16 @@ class LuaEngine(GuardedCalls):
             self._set_host_call_room()
 
     def close(self) -> None:
-        """Release the Lua state. Idempotent; waits for a running call to finish."""
+        """Release the Lua state. Idempotent; waits for a running call to finish.
+        Drops every Lua object held here (``_LUA_HELD``, the converter's)."""
         with self._lock:
             if self._cs.closed:
                 return
             self._cs.closed = True
-            self._call = self._compile = self._make_env = self._new_task = self._step = None
-            self._full_collect = None
-            self._take_spare = self._start_task = self._load_tasks = None
-            self._compiling = None
-            self.protected_call = self.coroutines_tracked = None
-            self._host_function = self.host_function_maker = self.quick_bind = None
-            self._drop_task = None
-            self._forget = None
+            for name in _LUA_HELD:
+                setattr(self, name, None)
+            self.converter.release()
             self._chunks.release()
-            self._rt = None
 
     @property
     def closed(self) -> bool:

@@ -131,10 +131,16 @@ class LuaRoom:
     def free(self) -> tuple[int, int] | None:
         """(bytes free for a value, the limit), or None when the state has no limit."""
         rt = self._rt
+        if rt is None:  # released: nothing may go in
+            return 0, 0
         limit = rt.get_max_memory()
         if not limit:
             return None
         return int(limit) - int(rt.get_memory_used()) - MARGIN, int(limit)
+
+    def release(self) -> None:
+        """Let go of the runtime (its engine closed): ``free`` then reads 0 free."""
+        self._rt = None
 
     def admit(self, value: Any) -> None:
         """Raise ``LuaValueTooLarge`` unless a copy of ``value`` fits in the state."""

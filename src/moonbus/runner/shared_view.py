@@ -35,6 +35,7 @@ from typing import Any
 
 from moonbus.lua.engine import LuaEngine
 from moonbus.lua.lua_room import admitted
+from moonbus.shared.values import as_sequences
 
 __all__ = ["MAX_VIEWS", "READS", "SharedViews"]
 
@@ -102,18 +103,5 @@ class SharedViews:
 def _converted(method: Callable[..., Any], to_py: Callable[[Any], Any],
                to_lua: Callable[[Any], Any]) -> Callable[..., Any]:
     def call(*args: Any) -> Any:
-        return to_lua(_as_sequences(method(*[to_py(a) for a in args])))
+        return to_lua(as_sequences(method(*[to_py(a) for a in args])))
     return call
-
-
-def _as_sequences(value: Any) -> Any:
-    """As for scripts (``host/engine_side.py``): a shared table keeps string
-    keys; keys "1".."n" come back to Lua as a sequence."""
-    if isinstance(value, dict):
-        items = {k: _as_sequences(v) for k, v in value.items()}
-        n = len(items)
-        numbered = n and all(isinstance(k, str) and k.isdigit() for k in items)
-        if numbered and sorted(int(k) for k in items) == list(range(1, n + 1)):
-            return [items[str(i)] for i in range(1, n + 1)]
-        return items
-    return value

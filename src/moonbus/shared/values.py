@@ -35,6 +35,7 @@ __all__ = [
     "KINDS",
     "Kind",
     "SharedLimits",
+    "as_sequences",
     "check_bool",
     "check_float",
     "check_int",
@@ -286,4 +287,18 @@ def copy_value(value: Any) -> Any:
     """An independent copy of a canonical value (only tables need copying)."""
     if type(value) is dict:
         return {k: copy_value(v) for k, v in value.items()}
+    return value
+
+
+def as_sequences(value: Any) -> Any:
+    """A stored table as Lua gets it back (scripts and runner jobs alike): keys
+    stay strings, except that a table whose keys are "1".."n" (how a list is
+    stored, above) comes back as a list, at every level."""
+    if isinstance(value, dict):
+        items = {k: as_sequences(v) for k, v in value.items()}
+        n = len(items)
+        numbered = n and all(isinstance(k, str) and k.isdigit() for k in items)
+        if numbered and sorted(int(k) for k in items) == list(range(1, n + 1)):
+            return [items[str(i)] for i in range(1, n + 1)]
+        return items
     return value
