@@ -145,8 +145,12 @@ class GuardedCalls(CallOutcome):
         """
         for arg in args:
             if isinstance(arg, (str, bytes, bytearray)):
-                self._admit_strings(args)
-                break
+                # Measured under the engine's lock (reentrant; _guarded takes
+                # it again): measured before it, another thread's call could
+                # fill the state between the check and the push (a panic).
+                with self._lock:
+                    self._admit_strings(args)
+                    return self._guarded(self._call, func, args, limit)
         return self._guarded(self._call, func, args, limit)
 
     def _admit_strings(self, args: tuple[Any, ...]) -> None:

@@ -1,0 +1,45 @@
+"""Review 14's attacks on today's changes (the lock-free arena source, the
+arena on by default, call arguments measured before lupa pushes them).
+
+Attacks that fail by aborting or hanging the process run in a child process
+(``tests/child_process.py``)."""
+
+from __future__ import annotations
+
+from tests.child_process import run_child
+
+# Thread B's call fills the state after thread A's string argument was
+# measured but before A's call got the engine: A measured outside the lock.
+ARGUMENT_MEASURED_BEFORE_THE_LOCK = """
+import threading, time
+from moonbus.errors import ScriptMemoryError
+from moonbus.lua.sandbox import SandboxFactory
+with SandboxFactory() as factory:
+    engine = factory.create("t", memory_limit=1 << 20)
+    env = engine.new_env()
+    grow = engine.compile('''
+        local t = os.clock() while os.clock() - t < 0.5 do end
+        local parts = {}
+        for i = 1, 450 do parts[i] = string.rep(string.char(65 + i % 26), 1000) .. i end
+        keep = parts''', "g.lua", env)
+    take = engine.compile("local s = ... return #s", "t.lua", env)
+    other = threading.Thread(target=lambda: engine.call(grow, limit=5.0))
+    other.start()
+    time.sleep(0.15)  # B is in its call, not grown yet: A's string fits now
+    try:
+        engine.call(take, "y" * 600_000, limit=5.0)
+    except ScriptMemoryError as exc:
+        assert "call arguments" in str(exc), exc
+        print("refused")
+    else:
+        print("went in")
+    other.join()
+"""
+
+
+def test_a_call_argument_is_measured_under_the_engine_lock() -> None:
+    # Before the fix: 'PANIC: unprotected error in call to Lua API (not enough
+    # memory)' and SIGABRT (return code -6) in 1 of 1 runs.
+    done = run_child(ARGUMENT_MEASURED_BEFORE_THE_LOCK, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "refused"
