@@ -43,3 +43,18 @@ def test_a_call_argument_is_measured_under_the_engine_lock() -> None:
     done = run_child(ARGUMENT_MEASURED_BEFORE_THE_LOCK, timeout=60)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "refused"
+
+
+# The same race for a source: compile measured it outside the engine's lock.
+SOURCE_MEASURED_BEFORE_THE_LOCK = ARGUMENT_MEASURED_BEFORE_THE_LOCK.replace(
+    'engine.call(take, "y" * 600_000, limit=5.0)',
+    'engine.compile("return 1 --" + "y" * 600_000, "c.lua", env, limit=5.0)',
+).replace('"call arguments"', '"while compiling c.lua"')
+
+
+def test_a_source_is_measured_under_the_engine_lock() -> None:
+    # Before the fix: the same panic and SIGABRT, in 1 of 1 runs.
+    assert SOURCE_MEASURED_BEFORE_THE_LOCK != ARGUMENT_MEASURED_BEFORE_THE_LOCK
+    done = run_child(SOURCE_MEASURED_BEFORE_THE_LOCK, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "refused"
