@@ -58,3 +58,34 @@ def test_a_source_is_measured_under_the_engine_lock() -> None:
     done = run_child(SOURCE_MEASURED_BEFORE_THE_LOCK, timeout=60)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "refused"
+
+
+# Python objects other than strings were not measured ("covered by the room's
+# margin"): each is pushed as a new userdata, unprotected, and every argument
+# takes a stack slot first.
+MANY_ARGUMENTS = """
+import sys
+from moonbus.errors import ScriptMemoryError
+from moonbus.lua.sandbox import SandboxFactory
+with SandboxFactory() as factory:
+    engine = factory.create("t", memory_limit=1 << 20)
+    count = engine.compile("return select('#', ...)", "t.lua", engine.new_env())
+    for args in ([object() for _ in range(20_000)], [[1, 2]] * 20_000,
+                 ["ab%d" % i for i in range(20_000)]):
+        try:
+            engine.call(count, *args, limit=5.0)
+        except ScriptMemoryError as exc:
+            assert "call arguments" in str(exc), exc
+        else:
+            raise AssertionError("20,000 arguments went in")
+    assert engine.call(count, *[object()] * 100, "x", limit=5.0) == (101,)
+print("refused")
+"""
+
+
+def test_many_object_or_string_arguments_are_refused_not_a_panic() -> None:
+    # Before the fix: 20,000 Python objects made Lua panic (SIGABRT); 20,000
+    # short strings did too once only their bytes were counted.
+    done = run_child(MANY_ARGUMENTS, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "refused"

@@ -29,7 +29,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = ["MARGIN", "LuaRoom", "LuaValueTooLarge", "admitted", "lua_cost"]
+__all__ = ["MARGIN", "LuaRoom", "LuaValueTooLarge", "admitted", "argument_cost", "lua_cost"]
 
 # Bytes kept free beyond a value's estimate: lupa's error object, stack growth
 # and the call frame that receives the value.
@@ -63,6 +63,32 @@ def _str_cost(value: str) -> int:
     if value.isascii():  # O(1) in CPython: one byte per character
         return _STRING + len(value)
     return _STRING + len(value.encode("utf-8", errors="surrogatepass"))
+
+
+# A Python object passed as a call argument: lupa wraps it in a new userdata
+# (a Udata header and lupa's py_object, ~64 bytes), whatever its size. Every
+# argument takes a stack slot first (16 bytes; the stack doubles as it
+# grows): 20,000 short strings fit beside their slots in 1 MiB, not in it.
+_USERDATA = 96
+_SLOT = 48
+
+
+def argument_cost(args: tuple[Any, ...], in_place: set[type]) -> int:
+    """Bytes lupa allocates pushing ``args`` as call arguments: a copy of each
+    string, a userdata for each other Python object (a list or a dict is not
+    copied), only its stack slot for the types in ``in_place`` (numbers,
+    booleans, None and lupa's Lua objects)."""
+    total = _SLOT * len(args)
+    for arg in args:
+        if type(arg) in in_place:
+            continue
+        if isinstance(arg, str):
+            total += _str_cost(arg)
+        elif isinstance(arg, (bytes, bytearray)):
+            total += _STRING + len(arg)
+        else:
+            total += _USERDATA
+    return total
 
 
 def lua_cost(value: Any, cap: int, max_depth: int = 64) -> int:
