@@ -89,3 +89,17 @@ def test_many_object_or_string_arguments_are_refused_not_a_panic() -> None:
     done = run_child(MANY_ARGUMENTS, timeout=60)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "refused"
+
+
+def test_a_big_argument_is_not_refused_for_ever_by_the_last_calls_garbage() -> None:
+    # Today's measure counted the previous call's 600 KB argument (garbage,
+    # not yet collected) as used, refused the call before Lua ran, so nothing
+    # ever collected it: every later call with that argument was refused
+    # (1 MiB limit; before the measure, lupa's push collected and went in).
+    from moonbus.lua.sandbox import SandboxFactory
+
+    with SandboxFactory() as factory:
+        engine = factory.create("t", memory_limit=1 << 20)
+        length = engine.compile("local s = ... return #s", "t.lua", engine.new_env())
+        for _ in range(3):
+            assert engine.call(length, "x" * 600_000, limit=5.0) == (600_000,)
