@@ -103,3 +103,21 @@ def test_a_big_argument_is_not_refused_for_ever_by_the_last_calls_garbage() -> N
         length = engine.compile("local s = ... return #s", "t.lua", engine.new_env())
         for _ in range(3):
             assert engine.call(length, "x" * 600_000, limit=5.0) == (600_000,)
+
+
+def test_a_big_event_is_not_refused_for_ever_by_the_last_events_garbage() -> None:
+    # The same for event payloads (lua_room's admit_plain, older than today):
+    # the first 600 KB payload went in, every later one was refused, the
+    # first one's table being the garbage that nothing collected.
+    from moonbus.lua.sandbox import SandboxFactory
+
+    with SandboxFactory() as factory:
+        engine = factory.create("t", memory_limit=1 << 20, generational_gc=True)
+        make = engine.compile("return function(sub, data) return true, #data.s end",
+                              "t.lua", engine.new_env())
+        handler = engine.call(make, limit=5.0)[0]
+        for seq in range(3):
+            data = {"s": "x" * 600_000}
+            assert engine.call_event(handler, 1, data, 1, seq, "ev", limit=5.0) == (600_000,)
+            assert engine.call_event(handler, 1, {"s": [data["s"]]}, 1, seq, "ev",
+                                     limit=5.0) == (1,)  # the converter's path (admit)

@@ -68,7 +68,6 @@ class GuardedCalls(CallOutcome):
     _forget: Any
     _frozen_mappings: frozenset[type]
     _table_from: Any
-    _full_collect: Any
     converter: LuaConverter
 
     # -------------------------------------------------------------- coroutines
@@ -170,11 +169,7 @@ class GuardedCalls(CallOutcome):
         if free is None:
             return
         cost = argument_cost(args, _IN_PLACE)
-        if cost > free[0] and self._full_collect is not None:
-            # Garbage counts as used until collected, and a refused call runs
-            # nothing that would collect it (a previous call's big argument
-            # left the same call refused for ever): collect, measure again.
-            self._full_collect()
+        if cost > free[0] and room.collected(cost, free[1]):  # the last call's garbage
             free = room.free() or free
         if cost > free[0]:
             refused = room.refused(cost, *free)

@@ -169,8 +169,23 @@ class LuaRoom:
             return
         free, limit = room
         cost = lua_cost(value, max(free, 0), self.max_depth)
+        if cost > free:  # measured in full (up to the limit), then maybe collected
+            cost = lua_cost(value, limit, self.max_depth)
+            if self.collected(cost, limit):
+                free = int(limit) - int(self._rt.get_memory_used()) - MARGIN
         if cost > free:
             raise self.refused(cost, free, limit)
+
+    def collected(self, cost: int, limit: int) -> bool:
+        """Whether a full collection ran to make room for ``cost`` bytes (not
+        when they would not fit in an empty state either). Garbage counts as
+        used until it is collected, and a refused copy runs nothing that would
+        collect it: a payload that fit once was refused for ever after, the
+        last copy of it being the garbage."""
+        if cost > limit - MARGIN:
+            return False
+        self._rt.gccollect()
+        return True
 
     def admit_plain(self, data: Mapping[Any, Any], chars: int) -> None:
         """``admit`` for a flat mapping of scalars whose strings (keys and values)
@@ -183,6 +198,10 @@ class LuaRoom:
         if 4 * chars + (_STRING + _ENTRY) * len(data) + _TABLE <= free:
             return
         cost = lua_cost(data, max(free, 0), self.max_depth)
+        if cost > free:  # measured in full (up to the limit), then maybe collected
+            cost = lua_cost(data, limit, self.max_depth)
+            if self.collected(cost, limit):
+                free = int(limit) - int(self._rt.get_memory_used()) - MARGIN
         if cost > free:
             raise self.refused(cost, free, limit)
 
