@@ -6,7 +6,11 @@ Attacks that fail by aborting or hanging the process run in a child process
 
 from __future__ import annotations
 
+import pytest
 from tests.child_process import run_child
+
+from moonbus.errors import ClosedError
+from moonbus.lua.sandbox import SandboxFactory
 
 # Thread B's call fills the state after thread A's string argument was
 # measured but before A's call got the engine: A measured outside the lock.
@@ -96,8 +100,6 @@ def test_a_big_argument_is_not_refused_for_ever_by_the_last_calls_garbage() -> N
     # not yet collected) as used, refused the call before Lua ran, so nothing
     # ever collected it: every later call with that argument was refused
     # (1 MiB limit; before the measure, lupa's push collected and went in).
-    from moonbus.lua.sandbox import SandboxFactory
-
     with SandboxFactory() as factory:
         engine = factory.create("t", memory_limit=1 << 20)
         length = engine.compile("local s = ... return #s", "t.lua", engine.new_env())
@@ -109,8 +111,6 @@ def test_a_big_event_is_not_refused_for_ever_by_the_last_events_garbage() -> Non
     # The same for event payloads (lua_room's admit_plain, older than today):
     # the first 600 KB payload went in, every later one was refused, the
     # first one's table being the garbage that nothing collected.
-    from moonbus.lua.sandbox import SandboxFactory
-
     with SandboxFactory() as factory:
         engine = factory.create("t", memory_limit=1 << 20, generational_gc=True)
         make = engine.compile("return function(sub, data) return true, #data.s end",
@@ -121,3 +121,15 @@ def test_a_big_event_is_not_refused_for_ever_by_the_last_events_garbage() -> Non
             assert engine.call_event(handler, 1, data, 1, seq, "ev", limit=5.0) == (600_000,)
             assert engine.call_event(handler, 1, {"s": [data["s"]]}, 1, seq, "ev",
                                      limit=5.0) == (1,)  # the converter's path (admit)
+
+
+def test_a_closed_engine_says_closed_whatever_its_arguments() -> None:
+    # A 2 MB argument to a closed engine read 'value too large' (the measure
+    # ran first), not ClosedError.
+    with SandboxFactory() as factory:
+        engine = factory.create("t", memory_limit=1 << 20)
+        fn = engine.compile("return 1", "t.lua", engine.new_env())
+        engine.close()
+        for arg in ("x" * 2_000_000, object()):
+            with pytest.raises(ClosedError):
+                engine.call(fn, arg, limit=5.0)

@@ -158,7 +158,8 @@ class GuardedCalls(CallOutcome):
             # again): measured before it, another thread's call could fill
             # the state between the check and the push (a panic).
             with self._lock:
-                self._admit_arguments(args)
+                if not self._cs.closed:  # closed: _guarded says so
+                    self._admit_arguments(args)
                 return self._guarded(self._call, func, args, limit)
         return self._guarded(self._call, func, args, limit)
 
