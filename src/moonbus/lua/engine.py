@@ -260,29 +260,29 @@ class LuaEngine(GuardedCalls):
                     f"{chunkname}: the source is {size} bytes, more than the limit of "
                     f"{cap} bytes (max_source_bytes)"
                 )
-        try:
-            # lupa pushes the source unprotected (an argument of the call): a
-            # source larger than the free memory would abort the process at
-            # the top level (Lua's panic) or hang the thread inside a host
-            # call (``require``). Measured first, as any value (lua_room).
-            self.converter.room.admit(source)
-        except LuaValueTooLarge:
-            # Garbage counts as used until it is collected (a call that ran
-            # out of memory leaves its tables behind): collect, measure again.
-            with self._lock:
-                if self._full_collect is not None:  # None: closed (the call below says so)
-                    self._full_collect()
+        # lupa pushes the source unprotected (a call argument): one over the free
+        # memory aborts the process (Lua's panic) or hangs a host call (``require``).
+        # Measured first (lua_room), in the lock's hold that pushes it: another
+        # thread's call between the two could fill the state.
+        with self._lock:
             try:
                 self.converter.room.admit(source)
-            except LuaValueTooLarge as exc:
-                raise ScriptMemoryError(
-                    f"{self.name}: out of memory while compiling {chunkname}: {exc}") from None
-        try:
-            func, error = self._guarded(self._call, self._compile, (source, "@" + chunkname, env),
-                                        limit)
-        except ScriptMemoryError as exc:
-            raise ScriptMemoryError(f"{self.name}: out of memory while compiling {chunkname}",
-                                    traceback=exc.lua_traceback) from exc
+            except LuaValueTooLarge:
+                # Garbage counts as used until it is collected (a call that ran
+                # out of memory leaves its tables behind): collect, measure again.
+                if self._full_collect is not None:  # None: closed (the call below says so)
+                    self._full_collect()
+                try:
+                    self.converter.room.admit(source)
+                except LuaValueTooLarge as exc:
+                    raise ScriptMemoryError(
+                        f"{self.name}: out of memory while compiling {chunkname}: {exc}") from None
+            try:
+                func, error = self._guarded(self._call, self._compile,
+                                            (source, "@" + chunkname, env), limit)
+            except ScriptMemoryError as exc:
+                raise ScriptMemoryError(f"{self.name}: out of memory while compiling {chunkname}",
+                                        traceback=exc.lua_traceback) from exc
         if func is None:
             text = str(error)
             if text.startswith(MEMORY_MESSAGE):  # load() returns it like a syntax error

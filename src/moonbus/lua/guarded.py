@@ -39,13 +39,16 @@ from moonbus.lua.call_outcome import CallOutcome
 from moonbus.lua.call_state import CallState, EngineLock
 from moonbus.lua.convert import LuaConverter
 from moonbus.lua.hooks import HookControl
-from moonbus.lua.lua_room import LuaValueTooLarge
+from moonbus.lua.lua_room import argument_cost
 from moonbus.lua.value_path import payload_error
 from moonbus.lua.watchdog import Abortable, Entry, Watchdog
 
 __all__ = ["GuardedCalls"]
 
 _PLAIN = frozenset((str, int, float, bool, type(None)))
+# Argument types lupa pushes without allocating (see ``call``); lupa's Lua
+# object types join when first met (a set's add is atomic under the GIL).
+_IN_PLACE: set[type] = {int, float, bool, type(None)}
 
 
 class GuardedCalls(CallOutcome):
@@ -139,26 +142,39 @@ class GuardedCalls(CallOutcome):
         Raises ``ScriptTimeout`` (time limit), ``ScriptCancelled`` (aborted
         from outside), ``ScriptMemoryError`` or ``ScriptError`` (with the Lua
         traceback). Nested calls on the same thread share the outer deadline.
-        A string argument that does not fit in the state's free memory raises
+        Arguments that do not fit in the state's free memory (strings are
+        copied, other Python objects wrapped in a new userdata) raise
         ``ScriptMemoryError`` before Lua runs: lupa pushes the arguments
         unprotected, where a memory error aborts the process (``lua_room``).
         """
         for arg in args:
-            if isinstance(arg, (str, bytes, bytearray)):
-                self._admit_strings(args)
-                break
+            kind = type(arg)
+            if kind in _IN_PLACE:
+                continue
+            if self._lua.lua_type(arg) is not None:  # a Lua object: a registry read
+                _IN_PLACE.add(kind)
+                continue
+            # Measured under the engine's lock (reentrant; _guarded takes it
+            # again): measured before it, another thread's call could fill
+            # the state between the check and the push (a panic).
+            with self._lock:
+                if not self._cs.closed:  # closed: _guarded says so
+                    self._admit_arguments(args)
+                return self._guarded(self._call, func, args, limit)
         return self._guarded(self._call, func, args, limit)
 
-    def _admit_strings(self, args: tuple[Any, ...]) -> None:
-        # Strings are the arguments whose copy grows with their size; the
-        # others are registry references, numbers or small userdata, which
-        # the room's margin covers (a walk of every argument would cost more
-        # than the call).
-        strings = [arg for arg in args if isinstance(arg, (str, bytes, bytearray))]
-        try:
-            self.converter.room.admit(strings)
-        except LuaValueTooLarge as exc:
-            raise ScriptMemoryError(f"call arguments: {exc}") from exc
+    def _admit_arguments(self, args: tuple[Any, ...]) -> None:
+        # Not lua_cost: lupa copies no container argument (a list is a userdata).
+        room = self.converter.room
+        free = room.free()
+        if free is None:
+            return
+        cost = argument_cost(args, _IN_PLACE)
+        if cost > free[0] and room.collected(cost, free[1]):  # the last call's garbage
+            free = room.free() or free
+        if cost > free[0]:
+            refused = room.refused(cost, *free)
+            raise ScriptMemoryError(f"call arguments: {refused}") from refused
 
     def call_event(
         self,

@@ -29,7 +29,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = ["MARGIN", "LuaRoom", "LuaValueTooLarge", "admitted", "lua_cost"]
+__all__ = ["MARGIN", "LuaRoom", "LuaValueTooLarge", "admitted", "argument_cost", "lua_cost"]
 
 # Bytes kept free beyond a value's estimate: lupa's error object, stack growth
 # and the call frame that receives the value.
@@ -63,6 +63,32 @@ def _str_cost(value: str) -> int:
     if value.isascii():  # O(1) in CPython: one byte per character
         return _STRING + len(value)
     return _STRING + len(value.encode("utf-8", errors="surrogatepass"))
+
+
+# A Python object passed as a call argument: lupa wraps it in a new userdata
+# (a Udata header and lupa's py_object, ~64 bytes), whatever its size. Every
+# argument takes a stack slot first (16 bytes; the stack doubles as it
+# grows): 20,000 short strings fit beside their slots in 1 MiB, not in it.
+_USERDATA = 96
+_SLOT = 48
+
+
+def argument_cost(args: tuple[Any, ...], in_place: set[type]) -> int:
+    """Bytes lupa allocates pushing ``args`` as call arguments: a copy of each
+    string, a userdata for each other Python object (a list or a dict is not
+    copied), only its stack slot for the types in ``in_place`` (numbers,
+    booleans, None and lupa's Lua objects)."""
+    total = _SLOT * len(args)
+    for arg in args:
+        if type(arg) in in_place:
+            continue
+        if isinstance(arg, str):
+            total += _str_cost(arg)
+        elif isinstance(arg, (bytes, bytearray)):
+            total += _STRING + len(arg)
+        else:
+            total += _USERDATA
+    return total
 
 
 def lua_cost(value: Any, cap: int, max_depth: int = 64) -> int:
@@ -149,8 +175,23 @@ class LuaRoom:
             return
         free, limit = room
         cost = lua_cost(value, max(free, 0), self.max_depth)
+        if cost > free:  # measured in full (up to the limit), then maybe collected
+            cost = lua_cost(value, limit, self.max_depth)
+            if self.collected(cost, limit):
+                free = int(limit) - int(self._rt.get_memory_used()) - MARGIN
         if cost > free:
             raise self.refused(cost, free, limit)
+
+    def collected(self, cost: int, limit: int) -> bool:
+        """Whether a full collection ran to make room for ``cost`` bytes (not
+        when they would not fit in an empty state either). Garbage counts as
+        used until it is collected, and a refused copy runs nothing that would
+        collect it: a payload that fit once was refused for ever after, the
+        last copy of it being the garbage."""
+        if cost > limit - MARGIN:
+            return False
+        self._rt.gccollect()
+        return True
 
     def admit_plain(self, data: Mapping[Any, Any], chars: int) -> None:
         """``admit`` for a flat mapping of scalars whose strings (keys and values)
@@ -163,6 +204,10 @@ class LuaRoom:
         if 4 * chars + (_STRING + _ENTRY) * len(data) + _TABLE <= free:
             return
         cost = lua_cost(data, max(free, 0), self.max_depth)
+        if cost > free:  # measured in full (up to the limit), then maybe collected
+            cost = lua_cost(data, limit, self.max_depth)
+            if self.collected(cost, limit):
+                free = int(limit) - int(self._rt.get_memory_used()) - MARGIN
         if cost > free:
             raise self.refused(cost, free, limit)
 
