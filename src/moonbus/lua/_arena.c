@@ -157,9 +157,11 @@ source_release(Source *s)
  * compare-and-swap fails when the head it read was popped and pushed back
  * meanwhile with another chunk under it (ABA). Chunks are linked by their
  * first word, a pointer. */
-#define SPARE_BITS 40
+#define SPARE_BITS 35 /* chunk numbers + 1 up to 2**34 (64 TiB of 4 KiB): 29 bits of count */
 #define SPARE_MASK ((UINT64_C(1) << SPARE_BITS) - 1)
 #define SPARE_NEXT_TAG(head) (((head) & ~SPARE_MASK) + (UINT64_C(1) << SPARE_BITS))
+_Static_assert((UINT64_C(1) << 46) / CHUNK_SIZE < SPARE_MASK,
+               "a chunk number of the largest reservation must fit in SPARE_BITS");
 
 static inline char *
 spare_chunk(const Source *s, uint64_t head)
@@ -507,7 +509,7 @@ as_init(ArenaSource *self, PyObject *args, PyObject *kwds)
     }
     atomic_init(&s->refs, 1);
     atomic_init(&s->bump, 0);
-    atomic_init(&s->spare, 0); /* 64 TiB at most: 2**34 chunks, under SPARE_BITS */
+    atomic_init(&s->spare, 0);
     s->base = base;
     s->size = size;
     s->mapping = mapping;
