@@ -1,0 +1,233 @@
+"""Review 14b: closing a script's engines while its own call still runs.
+
+Closing an engine drops every Lua object it holds (``_LUA_HELD``, the
+converter's), so the state goes with the engine instead of waiting for the
+cycle collector. A host call made *from* a script's Lua code that stops,
+unloads or reloads that same script closes the engine on the thread that is
+inside the call (the engine's lock is re-entrant): the Lua code then runs on
+after the call returns. Before the release it kept working (the state stayed
+alive under it); with the objects dropped at once it met ``None`` where the
+converter, the quick-call path and the prelude's functions had been
+("'NoneType' object is not callable", an AssertionError logged as "internal
+error in the host"). The release now waits for the end of the outermost
+call (``LuaEngine.close``), which still frees the state at once.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import lupa.lua54 as lua54
+import pytest
+
+from moonbus.bus import Event
+from moonbus.errors import ClosedError
+from moonbus.lua.exposure import lua_api
+from moonbus.lua.sandbox import SandboxFactory
+from moonbus.runtime import Runtime
+
+# After the host call that closes its own script: every kind of host call a
+# script makes, each under pcall, reported to ctl:note.
+AFTER = """
+  local ok, err = pcall(function() shared:int("n"):increment() end)
+  ctl:note("int " .. tostring(ok) .. " " .. tostring(err))
+  ok, err = pcall(function() shared:table("t"):set("k", {1, 2}) end)
+  ctl:note("table " .. tostring(ok) .. " " .. tostring(err))
+  ok, err = pcall(function() events:emit("after", {v = {1, 2}}) end)
+  ctl:note("emit " .. tostring(ok) .. " " .. tostring(err))
+  ok, err = pcall(function() return ctl:echo({a = 1}) end)
+  ctl:note("echo " .. tostring(ok) .. " " .. tostring(type(err) == "table" and err.a or err))
+"""
+
+HANDLER = """
+events:on("go", function(e)
+  ctl:kill(e.name)
+""" + AFTER + """
+end)
+"""
+
+POLL = """
+function poll()
+  ctl:kill("s")
+""" + AFTER + """
+  return 10
+end
+"""
+
+EXPECTED = ["int true nil", "table true nil", "emit true nil", "echo true 1"]
+
+
+@lua_api
+class _Control:
+    def __init__(self, what: str) -> None:
+        self.rt: Runtime | None = None
+        self.what = what
+        self.notes: list[str] = []
+        self.kills = 0
+
+    def kill(self, name: str) -> dict[str, Any]:
+        assert self.rt is not None
+        self.kills += 1
+        if self.kills == 1:
+            if self.what == "unload":
+                self.rt.unload(name)
+            elif self.what == "reload":
+                self.rt.script(name).reload()
+            else:
+                self.rt.script(name).stop()
+        return {"a": [1, 2]}  # a table result: C's quick call hands it to Python
+
+    def echo(self, value: dict[str, Any]) -> dict[str, Any]:
+        return value
+
+    def note(self, text: str) -> None:
+        self.notes.append(text)
+
+
+def _lua_states() -> int:
+    return sum(1 for o in gc.get_objects() if type(o) is lua54.LuaRuntime)
+
+
+@pytest.fixture
+def collector_off() -> Iterator[int]:
+    gc.collect()
+    gc.disable()
+    try:
+        yield _lua_states()
+    finally:
+        gc.enable()
+
+
+@pytest.fixture
+def host_errors(caplog: pytest.LogCaptureFixture) -> Iterator[list[str]]:
+    """Errors logged by moonbus (host functions that raised, handler errors)."""
+    caplog.set_level(logging.ERROR)
+    found: list[str] = []
+    yield found
+    found.extend(r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR)
+
+
+def _run(tmp_path: Path, source: str, what: str, *,
+         threaded: bool) -> tuple[_Control, list[Event], Runtime]:
+    """A runtime with script ``s`` started (the C or the Python delivery: conftest)."""
+    path = tmp_path / "s.lua"
+    path.write_text(source, encoding="utf-8")
+    rt = Runtime(threaded=True) if threaded else Runtime(threaded=False, clock=lambda: 0.0)
+    ctl = _Control(what)
+    ctl.rt = rt
+    rt.register_api("ctl", ctl)
+    after: list[Event] = []
+    rt.bus.on("after", after.append)
+    host = rt.load(path, name="s")
+    host.start()
+    if not threaded:
+        rt.run_due(0.0)
+    return ctl, after, rt
+
+
+@pytest.mark.parametrize("what", ["unload", "stop", "reload"])
+def test_a_handler_that_closes_its_own_script_runs_on_as_before(
+        tmp_path: Path, what: str, host_errors: list[str]) -> None:
+    ctl, after, rt = _run(tmp_path, HANDLER, what, threaded=False)
+    with rt:
+        rt.bus.emit("go", {"name": "s"})  # the handler runs inside emit, on this thread
+        assert ctl.notes == EXPECTED
+        assert len(after) == 1 and list(after[0].data["v"]) == [1, 2]
+        logs = [line.msg for line in rt.recent_logs if line.level == "error"]
+        assert logs == []
+    assert host_errors == []
+
+
+@pytest.mark.parametrize("what", ["unload", "stop"])
+def test_a_poll_that_closes_its_own_script_runs_on_as_before(
+        tmp_path: Path, what: str, host_errors: list[str]) -> None:
+    ctl, after, rt = _run(tmp_path, POLL, what, threaded=False)
+    with rt:
+        assert ctl.notes == EXPECTED
+        assert len(after) == 1
+        assert [line.msg for line in rt.recent_logs if line.level == "error"] == []
+    assert host_errors == []
+
+
+def test_a_threaded_handler_that_unloads_its_script_runs_on(
+        tmp_path: Path, host_errors: list[str]) -> None:
+    ctl, after, rt = _run(tmp_path, HANDLER, "unload", threaded=True)
+    with rt:
+        rt.bus.emit("go", {"name": "s"})  # immediate delivery: this thread runs it
+        assert ctl.notes == EXPECTED
+        assert len(after) == 1
+    assert host_errors == []
+
+
+def test_the_state_of_a_script_that_closed_itself_goes_when_its_call_ends(
+        tmp_path: Path, collector_off: int) -> None:
+    ctl, _after, rt = _run(tmp_path, HANDLER, "unload", threaded=False)
+    with rt:
+        rt.bus.emit("go", {"name": "s"})
+        assert ctl.notes == EXPECTED
+        assert _lua_states() == collector_off  # not left for the cycle collector
+    del rt
+
+
+def test_an_engine_closed_inside_its_own_call_is_closed_for_new_calls() -> None:
+    factory = SandboxFactory()
+    engine = factory.create("self-close")
+    seen: list[str] = []
+
+    def close_me() -> None:
+        engine.close()
+        assert engine.closed
+        try:
+            engine.call(func, limit=None)  # a nested call after the close
+        except ClosedError:
+            seen.append("closed")
+
+    env = engine.new_env()
+    env["close_me"] = engine.host_function(close_me, "close_me")
+    func = engine.compile("close_me() return {1, 2}", "=t", env, limit=1.0)
+    values = engine.call(func, limit=1.0)
+    assert seen == ["closed"]
+    assert list(values[0].values()) == [1, 2]  # the call itself ended normally
+    assert engine.closed
+    with pytest.raises(ClosedError):
+        engine.call(func, limit=1.0)
+    with pytest.raises(ClosedError):
+        engine.compile("return 1", "=u", None, limit=1.0)
+    with pytest.raises(ClosedError):
+        engine.table({"a": 1})
+    factory.close()
+
+
+def test_compile_and_table_on_a_closed_engine_say_closed() -> None:
+    """Not 'out of memory while compiling' (the released room reads 0 bytes free)."""
+    factory = SandboxFactory()
+    engine = factory.create("closed")
+    env = engine.new_env()
+    engine.close()
+    with pytest.raises(ClosedError):
+        engine.compile("return 1", "=x", env, limit=1.0)
+    with pytest.raises(ClosedError):
+        engine.table({"a": 1})
+    with pytest.raises(ClosedError):
+        engine.table()
+    factory.close()
+
+
+def test_no_background_thread_dies_when_scripts_close_themselves(
+        tmp_path: Path, host_errors: list[str]) -> None:
+    died: list[BaseException | None] = []
+    old = threading.excepthook
+    threading.excepthook = lambda args: died.append(args.exc_value)
+    try:
+        ctl, _after, rt = _run(tmp_path, HANDLER, "stop", threaded=True)
+        with rt:
+            rt.bus.emit("go", {"name": "s"})
+    finally:
+        threading.excepthook = old
+    assert died == []
+    assert ctl.notes == EXPECTED
