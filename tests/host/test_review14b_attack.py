@@ -231,3 +231,42 @@ def test_no_background_thread_dies_when_scripts_close_themselves(
         threading.excepthook = old
     assert died == []
     assert ctl.notes == EXPECTED
+
+
+@pytest.mark.parametrize("source", [
+    'function poll() error("poll failed") end',
+    'function on_start() events:on("tick", function(e) error("deferred failed") end) end\n'
+    'function poll() return 10 end',
+], ids=["poll", "deferred-handler"])
+def test_a_script_whose_lifecycle_code_failed_leaves_no_state_to_the_collector(
+        tmp_path: Path, collector_off: int, source: str) -> None:
+    """A failing poll or deferred handler returned its ScriptError as a value
+    (``start_poll``, ``_step``) with its traceback, whose frames held the
+    script's env table or the handler's payload table; the caller's frame
+    held the error: a cycle that kept the state until a collector pass, after
+    the Runtime closed too."""
+    path = tmp_path / "f.lua"
+    path.write_text(source, encoding="utf-8")
+    rt = Runtime(threaded=False, clock=lambda: 0.0)
+    host = rt.load(path, name="f")
+    host.start()
+    for i in range(3):
+        rt.bus.emit("tick", {"tick": i})
+        rt.run_due(i * 10.0)
+    assert host.poll_errors + host.handler_errors >= 1
+    rt.close()
+    del rt, host
+    assert _lua_states() == collector_off
+
+
+def test_a_closed_engine_says_closed_for_its_memory() -> None:
+    factory = SandboxFactory()
+    engine = factory.create("closed", memory_limit=1 << 22)
+    engine.close()
+    with pytest.raises(ClosedError):
+        engine.memory_used()
+    with pytest.raises(ClosedError):
+        engine.set_memory_limit(1 << 20)
+    with pytest.raises(ClosedError):
+        engine.set_memory_budget(1000)
+    factory.close()
