@@ -17,7 +17,10 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +28,7 @@ from typing import Any
 import lupa.lua54 as lua54
 import pytest
 
-from moonbus.bus import Event
+from moonbus.bus import Event, Subscription
 from moonbus.errors import ClosedError
 from moonbus.lua.exposure import lua_api
 from moonbus.lua.sandbox import SandboxFactory
@@ -270,3 +273,65 @@ def test_a_closed_engine_says_closed_for_its_memory() -> None:
     with pytest.raises(ClosedError):
         engine.set_memory_budget(1000)
     factory.close()
+
+
+def _active(pattern: str) -> list[Subscription]:
+    return [s for s in gc.get_objects()
+            if type(s) is Subscription and s.active and s.pattern == pattern]
+
+
+def test_a_handler_that_subscribes_after_closing_its_own_script_leaves_no_subscription(
+        tmp_path: Path) -> None:
+    source = HANDLER.replace("ctl:kill(e.name)",
+                             'ctl:kill(e.name) ctl:note(type(events:on("x", function() end)))')
+    ctl, _after, rt = _run(tmp_path, source, "unload", threaded=False)
+    with rt:
+        rt.bus.emit("go", {"name": "s"})
+        assert ctl.notes[0] == "number"  # events:on still answers an id
+        assert _active("x") == []  # but nothing of the closed script stays on the bus
+
+
+@lua_api
+class _Waiter:
+    """Holds the handler (and its engine's lock) until another thread waits
+    for that lock in ``LuaEngine.close``."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.closing: int | None = None
+
+    def wait(self) -> None:
+        self.entered.set()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            frame = sys._current_frames().get(self.closing or 0)
+            while frame is not None:
+                if frame.f_code.co_name == "close" and frame.f_code.co_filename.endswith(
+                        os.path.join("lua", "engine.py")):
+                    return
+                frame = frame.f_back
+            time.sleep(0.001)
+        raise AssertionError("the closing thread never reached LuaEngine.close")
+
+
+def test_a_handler_that_subscribes_while_another_thread_closes_its_script(
+        tmp_path: Path, collector_off: int) -> None:
+    """ScriptEngine.close cancelled the subscriptions, then waited for the
+    running handler: what the handler subscribed meanwhile stayed on the bus
+    for good, its C delivery holding the closed engine's state."""
+    path = tmp_path / "race.lua"
+    path.write_text('events:on("go", function(e) waiter:wait() events:on("x", function() end) end)',
+                    encoding="utf-8")
+    waiter = _Waiter()
+    rt = Runtime(threaded=False, clock=lambda: 0.0)
+    rt.register_api("waiter", waiter)
+    rt.load(path, name="s").start()
+    waiter.closing = threading.get_ident()
+    emitter = threading.Thread(target=lambda: rt.bus.emit("go", {}))
+    emitter.start()
+    assert waiter.entered.wait(10)
+    rt.unload("s")  # cancels, then waits in LuaEngine.close for the handler
+    emitter.join()
+    assert _active("x") == []
+    assert _lua_states() == collector_off
+    rt.close()
