@@ -335,3 +335,28 @@ def test_a_handler_that_subscribes_while_another_thread_closes_its_script(
     assert _active("x") == []
     assert _lua_states() == collector_off
     rt.close()
+
+
+@pytest.mark.parametrize("what", ["stop", "unload"])
+def test_a_deferred_handler_that_stops_its_own_script_does_not_block_the_event_thread(
+        tmp_path: Path, what: str) -> None:
+    """The event thread held the engine's lock and waited (stop's 30 s) for
+    the script thread, which waited in LuaEngine.close for that lock."""
+    path = tmp_path / "s.lua"
+    path.write_text(HANDLER, encoding="utf-8")
+    rt = Runtime(threaded=True, event_delivery="deferred")
+    ctl = _Control(what)
+    ctl.rt = rt
+    rt.register_api("ctl", ctl)
+    host = rt.load(path, name="s")
+    host.start()
+    started = time.monotonic()
+    rt.bus.emit("go", {"name": "s"})
+    assert rt.flush_events(10)
+    if what == "stop":
+        assert host.wait(10) == "stopped"
+    else:  # closed where it cannot wait: its status stays "stopping" (as on an emitting thread)
+        assert "s" not in rt.scripts
+    assert time.monotonic() - started < 5
+    assert ctl.notes == EXPECTED
+    rt.close()

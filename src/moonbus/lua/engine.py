@@ -446,6 +446,11 @@ class LuaEngine(GuardedCalls, EngineMemory):
             return self._host_function(func, name)
 
     @property
+    def held_here(self) -> bool:
+        """Whether the calling thread holds the engine's lock (is inside a call of it)."""
+        return bool(self._lock._is_owned())  # type: ignore[attr-defined]  # both lock types
+
+    @property
     def in_call(self) -> bool:
         """Whether a call into this engine is running (read by the thread
         holding the engine's lock: a call nested in it sees True)."""
