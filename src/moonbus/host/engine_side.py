@@ -40,6 +40,7 @@ from moonbus.host.stats_panel import StatsPanel
 from moonbus.lua.boundary import detached
 from moonbus.lua.convert import ValueTooLarge
 from moonbus.lua.engine import LuaEngine
+from moonbus.lua.fastconvert import quick_pairs
 from moonbus.lua.lua_room import admitted
 from moonbus.lua.sandbox import gc_phase
 from moonbus.lua.value_path import payload_error
@@ -80,19 +81,6 @@ def event_payload(event: Event) -> dict[str, Any]:
     payload.setdefault("type", event.type)
     payload.setdefault("seq", event.seq)
     return payload
-
-
-def _quick_pairs(targets: list[Any], bound: bool) -> list[Any]:
-    """(quick, id(quick)) or (False, 0) per target: its ``quick`` method (C, of
-    ``moonbus.shared._fastint``) when the engine binds quick host calls, which
-    script_env.lua calls with no lupa call in between (``_fastconvert.c``)."""
-    pairs: list[Any] = []
-    for target in targets:
-        quick = getattr(target, "quick", None) if bound else None
-        pairs += (False, 0) if quick is None else (quick, id(quick))
-    return pairs
-
-
 
 
 class ScriptEngine:
@@ -234,8 +222,10 @@ class ScriptEngine:
             )
         sub_id = next(self._ids)
         self.patterns[sub_id] = pattern
-        if self.kind == "main" and self.loading:
-            return sub_id  # delivered by the event engine; recorded for off()
+        if (self.kind == "main" and self.loading) or self.engine.closed:
+            # Loading: delivered by the event engine. Closed (the script stopped
+            # itself in this call, see close): never delivered. Recorded for off().
+            return sub_id
         if self.kind != "event":
             target: Callable[[int, Event], None] = self._on_deferred
         else:
@@ -337,7 +327,7 @@ class ScriptEngine:
             ops = native_ops()
             methods = [ops.get(m, method) for m, method in zip(SHARED_METHODS[kind], methods,
                                                                strict=True)]
-        quick = _quick_pairs([*methods, checker], self.engine.quick_bind is not None)
+        quick = quick_pairs([*methods, checker], self.engine.quick_bind is not None)
         checker = self._detached(check) if checker is None else checker
         if kind == "string":  # a long string must fit in Lua first (lua_room)
             methods = [admitted(m, self.converter.to_lua, f"shared:string({name!r}):{op}()")
@@ -486,10 +476,15 @@ class ScriptEngine:
                       if s.active)
 
     def close(self) -> None:
-        """Drop every bus subscription and release the Lua state."""
-        for sub in list(self.subscriptions.values()):
-            sub.cancel()
-        self.subscriptions.clear()
-        self.engine.close()
+        """Drop every bus subscription and release the Lua state. Cancelled
+        twice: before the wait for a running handler (no new deliveries), and
+        after it, for what that handler subscribed meanwhile (held by the bus,
+        with the C delivery holding the state); ``_subscribe`` adds none then."""
+        for _ in range(2):
+            for sub in list(self.subscriptions.values()):
+                sub.cancel()
+            self.subscriptions.clear()
+            if not self.engine.closed:
+                self.engine.close()  # waits for a running call
         for name in _LUA_HELD:  # the state goes now, not at a cycle collector's pass
             setattr(self, name, None)

@@ -210,7 +210,7 @@ class ScriptLifecycle:
         except (ScriptError, ClosedError) as exc:
             if not main.engine.closed:
                 main.engine.drop_task(task.coroutine)
-            return "error", exc
+            return "error", exc.with_traceback(None)  # its frames hold Lua values (start_poll)
         finally:
             main.cause = None
         return outcome, value

@@ -59,7 +59,9 @@ def start_poll(main: ScriptEngine, limit: float | None, delay: Callable[[Any, st
         task_id, outcome, value = engine.start_task(
             main.env if table is None else table, "poll", table is not None, limit=limit)
     except (ScriptError, ClosedError) as exc:
-        return None, "error", exc
+        # Returned without its traceback: its frames hold the env table, and the
+        # caller's frame holds the error (a cycle that kept the state alive).
+        return None, "error", exc.with_traceback(None)
     if outcome != "sleep" or task_id is None:
         return None, outcome, value
     try:
@@ -67,7 +69,7 @@ def start_poll(main: ScriptEngine, limit: float | None, delay: Callable[[Any, st
     except ScriptError as exc:  # NaN: the poll failed, its task is dropped (as _step)
         if not engine.closed:
             engine.drop_task(task_id)
-        return None, "error", exc
+        return None, "error", exc.with_traceback(None)
     task = LifecycleTask("poll", task_id, ())
     task.started = True
     return task, outcome, seconds

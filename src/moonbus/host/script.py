@@ -375,11 +375,14 @@ class ScriptHost(ScriptLifecycle, EventOnDemand):
 
     def _can_wait(self) -> bool:
         """Whether the calling thread may wait for this script's script thread:
-        not when it is that thread, nor (with worker threads) when it holds the
-        bus's emit lock, which the script thread may need in order to finish."""
+        not when it is that thread, nor, with worker threads, when it holds the
+        bus's emit lock, which the script thread may need in order to finish,
+        or is inside a call of one of the script's engines (a deferred handler
+        on the event thread: closing the engine waits for its lock)."""
         if self._runner == threading.get_ident():
             return False
-        return not (self._ctx.scheduler.threaded and self._ctx.bus.emitting_here())
+        return not (self._ctx.scheduler.threaded and (self._ctx.bus.emitting_here() or any(
+            side is not None and side.engine.held_here for side in (self._event, self._main))))
 
     def wait(self, timeout: float | None = None) -> str:
         """Block until the script is stopped or failed; returns the status."""

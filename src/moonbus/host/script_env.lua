@@ -318,7 +318,7 @@ end
 
 -- The handle, and its kind check: py.shared_handle returns the methods in
 -- KIND_METHODS order, then the check, then (quick, address) for each of
--- those (engine_side._quick_pairs).
+-- those (fastconvert.quick_pairs).
 local function make_handle(kind, name)
   local fns = { py.shared_handle(kind, name) }
   local methods = KIND_METHODS[kind]

@@ -1018,7 +1018,7 @@ end_call(Delivery *self)
     if (mblock_acquire(&cs->hook_lock, -1) < 0)
         return NULL;
     int simple = CS_REASON(cs->abort_reason) == Py_None && PyList_CheckExact(cs->chain) &&
-                 PyList_GET_SIZE(cs->chain) == 0;
+                 PyList_GET_SIZE(cs->chain) == 0 && cs->closed == Py_False;
     if (simple) {
         CS_SET(cs->in_call, Py_False);
         CS_SET(cs->last_reason, Py_None);
@@ -1027,8 +1027,9 @@ end_call(Delivery *self)
         return NULL;
     if (simple)
         return Py_NewRef(Py_None);
-    /* an abort or coroutines left mid-resume: engine.py's own code ends it
-     * (LuaEngine._finish_call: _end_call, then the prelude's forget) */
+    /* an abort, coroutines left mid-resume, or a handler that closed its own
+     * engine: engine.py's own code ends it (LuaEngine._finish_call: _end_call,
+     * the prelude's forget, and the release close() left to the call's end) */
     if (mb_call_noargs(self->end_call) < 0)
         return NULL;
     return Py_NewRef(CS_REASON(cs->last_reason));

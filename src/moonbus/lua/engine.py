@@ -32,7 +32,6 @@ Lua reader, and refuse sources over the size cap (see ``compile_limits.py``).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -47,13 +46,14 @@ from moonbus.lua.call_outcome import MEMORY_MESSAGE, split_error
 from moonbus.lua.call_state import CallState, EngineLock, make_call_state
 from moonbus.lua.compile_limits import COMPILE_PIECE, CompileCounters, oversize
 from moonbus.lua.convert import LuaConverter
+from moonbus.lua.engine_memory import EngineMemory
 from moonbus.lua.fastcall import NativeDelivery, native_delivery
 from moonbus.lua.fastconvert import native_quick_bind
 from moonbus.lua.guarded import GuardedCalls
 from moonbus.lua.hooks import HookControl
 from moonbus.lua.host_errors import describe_host_error
 from moonbus.lua.lazy_strings import ChunkFetcher
-from moonbus.lua.lua_room import MARGIN, LuaValueTooLarge
+from moonbus.lua.lua_room import LuaValueTooLarge
 from moonbus.lua.watchdog import Watchdog
 
 __all__ = ["LuaEngine"]
@@ -76,7 +76,7 @@ def _deny_set(obj: object, name: object, value: object) -> None:
     raise AttributeError("Python attributes are not accessible from Lua")
 
 
-class LuaEngine(GuardedCalls):
+class LuaEngine(GuardedCalls, EngineMemory):
     """A sandboxed Lua state; made only by ``SandboxFactory.create``."""
 
     def __init__(
@@ -265,13 +265,14 @@ class LuaEngine(GuardedCalls):
         # Measured first (lua_room), in the lock's hold that pushes it: another
         # thread's call between the two could fill the state.
         with self._lock:
+            if self._cs.closed:  # (its room reads 0 bytes free once released)
+                raise ClosedError(f"Lua engine {self.name!r} is closed")
             try:
                 self.converter.room.admit(source)
             except LuaValueTooLarge:
                 # Garbage counts as used until it is collected (a call that ran
                 # out of memory leaves its tables behind): collect, measure again.
-                if self._full_collect is not None:  # None: closed (the call below says so)
-                    self._full_collect()
+                self._full_collect()
                 try:
                     self.converter.room.admit(source)
                 except LuaValueTooLarge as exc:
@@ -425,6 +426,8 @@ class LuaEngine(GuardedCalls):
     def table(self, value: Any = None) -> Any:
         """A new Lua table copied from ``value`` (mapping or sequence), or empty."""
         with self._lock:
+            if self._cs.closed:
+                raise ClosedError(f"Lua engine {self.name!r} is closed")
             if value is None:
                 return self._table_from({})
             return self.converter.to_lua(value)
@@ -443,54 +446,40 @@ class LuaEngine(GuardedCalls):
             return self._host_function(func, name)
 
     @property
+    def held_here(self) -> bool:
+        """Whether the calling thread holds the engine's lock (is inside a call of it)."""
+        return bool(self._lock._is_owned())  # type: ignore[attr-defined]  # both lock types
+
+    @property
     def in_call(self) -> bool:
         """Whether a call into this engine is running (read by the thread
         holding the engine's lock: a call nested in it sees True)."""
         return bool(self._cs.depth)
 
-    def memory_used(self) -> int | None:
-        """Bytes allocated by the state (None when no memory limit is set)."""
-        used = self._rt.get_memory_used()
-        return int(used) if used is not None else None
-
-    def set_memory_limit(self, limit: int | None) -> None:
-        """Change the memory limit (bytes of total usage; None = unlimited)."""
-        with self._lock:
-            self._rt.set_max_memory(limit or 0, total=True)
-            self._set_host_call_room()
-
-    def _set_host_call_room(self) -> None:
-        """Tell host_bridge.lua the usage (KiB) above which a host call is
-        refused before Python runs: the limit less lua_room's MARGIN, so that
-        what lupa pushes when Python returns always has room (see there).
-        Owner: the thread holding the engine's lock (or the constructor)."""
-        limit = self._rt.get_max_memory(total=True)
-        self._room["limit"] = (limit - MARGIN) / 1024 if limit else math.inf
-
-    def set_memory_budget(self, extra: int) -> None:
-        """Limit the state to what it uses now plus ``extra`` bytes (a job's budget).
-
-        One locked step instead of ``memory_used()`` then ``set_memory_limit()``.
-        Needs an engine created with a memory limit (as ``set_memory_limit``).
-        """
-        with self._lock:
-            rt = self._rt
-            # Not ``total``: lupa adds the state's base usage, which
-            # get_memory_used() leaves out, so the limit is usage now + extra.
-            rt.set_max_memory(rt.get_memory_used() + extra)
-            self._set_host_call_room()
-
     def close(self) -> None:
         """Release the Lua state. Idempotent; waits for a running call to finish.
-        Drops every Lua object held here (``_LUA_HELD``, the converter's)."""
+        Drops every Lua object held here (``_LUA_HELD``, the converter's).
+
+        Called from inside a call of this engine (a host function the script
+        called stops its own script: the lock is re-entrant), the engine is
+        closed at once (no new call starts) but the Lua code of that call runs
+        on, so the objects go when the outermost call ends (``_guarded``)."""
         with self._lock:
             if self._cs.closed:
                 return
             self._cs.closed = True
-            for name in _LUA_HELD:
-                setattr(self, name, None)
-            self.converter.release()
-            self._chunks.release()
+            if not self._cs.depth:
+                self._release()
+
+    def _release(self) -> None:
+        # Under _lock, closed, no call running: close, or the end of the call
+        # that closed it (_guarded, _finish_call). Idempotent.
+        if self._call is None:
+            return
+        for name in _LUA_HELD:
+            setattr(self, name, None)
+        self.converter.release()
+        self._chunks.release()
 
     @property
     def closed(self) -> bool:

@@ -24,7 +24,8 @@ from typing import Any
 from moonbus.lua.fastcall import _lupa_lock
 from moonbus.native import load_fast_path
 
-__all__ = ["FAST_CONVERT", "native_convert_available", "native_converter", "native_quick_bind"]
+__all__ = ["FAST_CONVERT", "native_convert_available", "native_converter", "native_quick_bind",
+           "quick_pairs"]
 
 _GLOBAL_KEY = "__moonbus_native_convert"  # in the state's real _G, which scripts never see
 _QUICK_KEY = _GLOBAL_KEY  # the same key: a new one would grow _G (~2 KiB a state)
@@ -97,3 +98,14 @@ def native_quick_bind(lua_module: Any, runtime: Any, state: int) -> Any | None:
         return globals_table[_QUICK_KEY]
     finally:
         globals_table[_QUICK_KEY] = None
+
+
+def quick_pairs(targets: list[Any], bound: bool) -> list[Any]:
+    """(quick, id(quick)) or (False, 0) per target: its ``quick`` method (C, of
+    ``moonbus.shared._fastint``) when the engine binds quick host calls, which
+    script_env.lua calls with no lupa call in between (``_fastconvert.c``)."""
+    pairs: list[Any] = []
+    for target in targets:
+        quick = getattr(target, "quick", None) if bound else None
+        pairs += (False, 0) if quick is None else (quick, id(quick))
+    return pairs

@@ -245,9 +245,16 @@ class GuardedCalls(CallOutcome):
     def _finish_call(self, host_thread: int | None = None) -> None:
         # _end_call; then a resume that never returned normally (abort, error),
         # whose coroutine may still be armed: Lua resets and releases it (the
-        # prelude kept it alive until now). The C delivery's end of an unusual call.
+        # prelude kept it alive until now). The C delivery's end of an unusual
+        # call, or of one that closed its own engine (released now, as _guarded does).
         if self._end_call(host_thread):
             self._forget()
+        if self._cs.closed:
+            self._release()
+
+    def _release(self) -> None:
+        """Drop the state's objects (``LuaEngine``): under the lock, closed, idle."""
+        raise NotImplementedError
 
     def _guarded(
         self,
@@ -262,9 +269,9 @@ class GuardedCalls(CallOutcome):
         # and only this thread writes both), and the lock is taken once at the
         # end, where it must serialise with a concurrent ``abort``.
         lock = self._lock
+        cs = self._cs
         lock.acquire()
         try:
-            cs = self._cs
             if cs.closed:
                 raise ClosedError(f"Lua engine {self.name!r} is closed")
             if cs.depth:
@@ -304,6 +311,8 @@ class GuardedCalls(CallOutcome):
                     return result[1:]
             return self.outcome(result, failure, reason, limit)
         finally:
+            if cs.closed and not cs.depth:  # closed from inside this call (LuaEngine.close)
+                self._release()
             lock.release()
 
     def _nested_call(
