@@ -10,6 +10,7 @@ import gc
 from collections.abc import Iterator
 from pathlib import Path
 
+import lupa.lua54 as lua54
 import pytest
 from tests.native_paths import both_paths
 
@@ -90,5 +91,22 @@ def quiet_collector() -> Iterator[None]:
     gc.disable()
     try:
         yield
+    finally:
+        gc.enable()
+
+
+def lua_states() -> int:
+    """How many lupa runtimes (Lua states) are alive in the process."""
+    return sum(1 for o in gc.get_objects() if type(o) is lua54.LuaRuntime)
+
+
+@pytest.fixture
+def collector_off() -> Iterator[int]:
+    """CPython's cycle collector off (after a full pass), for tests that check
+    that closing frees Lua states at once; yields the states alive before."""
+    gc.collect()
+    gc.disable()
+    try:
+        yield lua_states()
     finally:
         gc.enable()

@@ -13,12 +13,10 @@ off and counts the lupa runtimes still alive.
 
 from __future__ import annotations
 
-import gc
-from collections.abc import Iterator
 from pathlib import Path
 
-import lupa.lua54 as lua54
 import pytest
+from tests.host.conftest import lua_states
 
 from moonbus.lua.exposure import lua_api
 from moonbus.runtime import Runtime
@@ -45,19 +43,6 @@ class _Game:
         self.notes.append(tick)
 
 
-def _lua_states() -> int:
-    return sum(1 for o in gc.get_objects() if type(o) is lua54.LuaRuntime)
-
-
-@pytest.fixture
-def collector_off() -> Iterator[int]:
-    """The collector off (after a full pass); yields the states alive before."""
-    gc.collect()
-    gc.disable()
-    try:
-        yield _lua_states()
-    finally:
-        gc.enable()
 
 
 @pytest.mark.parametrize("threaded", [False, True], ids=["stepped", "threaded"])
@@ -77,11 +62,11 @@ def test_closing_a_runtime_frees_every_lua_state_at_once(
         assert rt.flush_events(10)
     else:
         rt.run_due(0.0)
-    assert _lua_states() > collector_off  # each script made its engines' states
+    assert lua_states() > collector_off  # each script made its engines' states
     assert len(game.notes) == 15
     rt.close()
     del rt, hosts, host
-    assert _lua_states() == collector_off
+    assert lua_states() == collector_off
 
 
 def test_unloading_or_reloading_a_script_frees_its_old_states_at_once(
@@ -92,15 +77,15 @@ def test_unloading_or_reloading_a_script_frees_its_old_states_at_once(
         rt.register_api("game", _Game())
         keep = rt.load(path, name="keep")
         keep.start()
-        with_one = _lua_states()
+        with_one = lua_states()
         gone = rt.load(path, name="gone")
         gone.start()
         rt.bus.emit("tick", {"tick": 1})
-        assert _lua_states() > with_one
+        assert lua_states() > with_one
         rt.unload("gone")
         del gone
-        assert _lua_states() == with_one
+        assert lua_states() == with_one
         keep.reload()
         rt.bus.emit("tick", {"tick": 2})
-        assert _lua_states() == with_one  # the new engines replaced the old ones
+        assert lua_states() == with_one  # the new engines replaced the old ones
         assert keep.shared.int("ticks").get() == 2

@@ -25,8 +25,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import lupa.lua54 as lua54
 import pytest
+from tests.host.conftest import lua_states
 
 from moonbus.bus import Event, Subscription
 from moonbus.errors import ClosedError
@@ -92,18 +92,6 @@ class _Control:
         self.notes.append(text)
 
 
-def _lua_states() -> int:
-    return sum(1 for o in gc.get_objects() if type(o) is lua54.LuaRuntime)
-
-
-@pytest.fixture
-def collector_off() -> Iterator[int]:
-    gc.collect()
-    gc.disable()
-    try:
-        yield _lua_states()
-    finally:
-        gc.enable()
 
 
 @pytest.fixture
@@ -173,7 +161,7 @@ def test_the_state_of_a_script_that_closed_itself_goes_when_its_call_ends(
     with rt:
         rt.bus.emit("go", {"name": "s"})
         assert ctl.notes == EXPECTED
-        assert _lua_states() == collector_off  # not left for the cycle collector
+        assert lua_states() == collector_off  # not left for the cycle collector
     del rt
 
 
@@ -259,7 +247,7 @@ def test_a_script_whose_lifecycle_code_failed_leaves_no_state_to_the_collector(
     assert host.poll_errors + host.handler_errors >= 1
     rt.close()
     del rt, host
-    assert _lua_states() == collector_off
+    assert lua_states() == collector_off
 
 
 def test_a_closed_engine_says_closed_for_its_memory() -> None:
@@ -333,7 +321,7 @@ def test_a_handler_that_subscribes_while_another_thread_closes_its_script(
     rt.unload("s")  # cancels, then waits in LuaEngine.close for the handler
     emitter.join()
     assert _active("x") == []
-    assert _lua_states() == collector_off
+    assert lua_states() == collector_off
     rt.close()
 
 

@@ -31,6 +31,7 @@ callbacks run on the owner thread, inside a call. The attributes are set by
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from threading import get_native_id as _native_id
 from typing import Any
 
@@ -69,6 +70,8 @@ class GuardedCalls(CallOutcome):
     _frozen_mappings: frozenset[type]
     _table_from: Any
     converter: LuaConverter
+    # LuaEngine._release: drops the state's objects (under the lock, closed, idle).
+    _release: Callable[[], None]
 
     # -------------------------------------------------------------- coroutines
     def _enter(self, pointer: str) -> None:
@@ -251,10 +254,6 @@ class GuardedCalls(CallOutcome):
             self._forget()
         if self._cs.closed:
             self._release()
-
-    def _release(self) -> None:
-        """Drop the state's objects (``LuaEngine``): under the lock, closed, idle."""
-        raise NotImplementedError
 
     def _guarded(
         self,
