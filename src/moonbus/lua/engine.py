@@ -49,7 +49,7 @@ from moonbus.lua.convert import LuaConverter
 from moonbus.lua.engine_memory import EngineMemory
 from moonbus.lua.fastcall import NativeDelivery, native_delivery
 from moonbus.lua.fastconvert import native_quick_bind
-from moonbus.lua.guarded import GuardedCalls
+from moonbus.lua.guarded import IN_PLACE_SCALARS, GuardedCalls
 from moonbus.lua.hooks import HookControl
 from moonbus.lua.host_errors import describe_host_error
 from moonbus.lua.lazy_strings import ChunkFetcher
@@ -101,6 +101,7 @@ class LuaEngine(GuardedCalls, EngineMemory):
         self.name = name
         # Frozen event-data types (``.copy()``: a dict), handed in: the sandbox knows no bus.
         self._frozen_mappings = frozen_mappings
+        self._in_place = set(IN_PLACE_SCALARS)  # argument types pushed without a copy
         # Size cap of every source compiled here (host compiles and load).
         self.max_source_bytes = max_source_bytes
         self._compile_counters = compile_counters

@@ -44,12 +44,12 @@ from moonbus.lua.lua_room import argument_cost
 from moonbus.lua.value_path import payload_error
 from moonbus.lua.watchdog import Abortable, Entry, Watchdog
 
-__all__ = ["GuardedCalls"]
+__all__ = ["IN_PLACE_SCALARS", "GuardedCalls"]
 
 _PLAIN = frozenset((str, int, float, bool, type(None)))
-# Argument types lupa pushes without allocating (see ``call``); lupa's Lua
-# object types join when first met (a set's add is atomic under the GIL).
-_IN_PLACE: set[type] = {int, float, bool, type(None)}
+# Argument types lupa pushes without allocating (see ``call``): each engine's
+# ``_in_place`` starts from these, and lupa's Lua object types join when met.
+IN_PLACE_SCALARS: frozenset[type] = frozenset((int, float, bool, type(None)))
 
 
 class GuardedCalls(CallOutcome):
@@ -69,6 +69,7 @@ class GuardedCalls(CallOutcome):
     _forget: Any
     _frozen_mappings: frozenset[type]
     _table_from: Any
+    _in_place: set[type]  # IN_PLACE_SCALARS and the Lua object types met (owner thread)
     converter: LuaConverter
     # LuaEngine._release: drops the state's objects (under the lock, closed, idle).
     _release: Callable[[], None]
@@ -152,10 +153,10 @@ class GuardedCalls(CallOutcome):
         """
         for arg in args:
             kind = type(arg)
-            if kind in _IN_PLACE:
+            if kind in self._in_place:
                 continue
             if self._lua.lua_type(arg) is not None:  # a Lua object: a registry read
-                _IN_PLACE.add(kind)
+                self._in_place.add(kind)
                 continue
             # Measured under the engine's lock (reentrant; _guarded takes it
             # again): measured before it, another thread's call could fill
@@ -172,7 +173,7 @@ class GuardedCalls(CallOutcome):
         free = room.free()
         if free is None:
             return
-        cost = argument_cost(args, _IN_PLACE)
+        cost = argument_cost(args, self._in_place)
         if cost > free[0] and room.collected(cost, free[1]):  # the last call's garbage
             free = room.free() or free
         if cost > free[0]:
