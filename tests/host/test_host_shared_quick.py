@@ -110,3 +110,64 @@ def test_a_closed_store_refuses_from_lua(stepped):
     stepped.rt.shared.close()  # the runtime's store (the script's is a view of it)
     stepped.rt.bus.emit("go")
     assert h.errors == ["handler for 'go': late.lua:2: the shared store is closed"]
+
+
+def test_the_same_name_again_still_runs_the_kind_check(stepped):
+    """``shared:int(name)`` with the name of the call before (the C closure's
+    last name, kept in its upvalues) still checks the key's kind on every
+    call: a lookup alone, with no operation after it, refuses a key that
+    now holds another kind, and works again once the key is free."""
+    h = stepped.script(
+        'local refused = 0\n'
+        'events:on("look", function(e)\n'
+        '  if not pcall(shared.int, shared, "n") then refused = refused + 1 end\n'
+        'end)\n'
+        'events:on("report", function(e)\n'
+        '  shared:string("refused"):set(tostring(refused))\n'
+        'end)\n',
+        name="look",
+    )
+    h.start()
+
+    def refused() -> str:
+        stepped.rt.bus.emit("report")
+        return h.shared.string("refused").get()
+
+    for _ in range(3):  # first use, then the cache, then the last name
+        stepped.rt.bus.emit("look")
+    assert refused() == "0"
+    h.shared.remove("n")
+    h.shared.string("n").set("text")
+    stepped.rt.bus.emit("look")
+    stepped.rt.bus.emit("look")
+    assert refused() == "2"
+    h.shared.remove("n")
+    stepped.rt.bus.emit("look")
+    assert refused() == "2"
+    assert h.shared.int("n").get() == 0
+    assert h.errors == []
+
+
+def test_names_taking_turns_each_get_their_own_handle(stepped):
+    """Two names asked for in turn (each call replaces the C closure's last
+    name) and handles of several kinds: every call gets its own name's
+    handle, whichever name came before."""
+    h = _handler(stepped, """
+      for i = 1, 3 do
+        shared:int("a"):increment()
+        shared:int("b"):add(10)
+        shared:int("a"):add(100)
+        shared:int("b"):increment()
+        shared:float("f"):set(shared:float("f"):get() + 0.5)
+        shared:int("a"):increment()
+      end
+      shared:string("s"):set(tostring(shared:int("a")) .. "/" .. tostring(shared:int("b")))
+    """, name="turns")
+    stepped.rt.bus.emit("go")
+    stepped.rt.bus.emit("go")
+    store = h.shared
+    assert h.errors == []
+    assert store.int("a").get() == 2 * 3 * 102
+    assert store.int("b").get() == 2 * 3 * 11
+    assert store.float("f").get() == 3.0
+    assert store.string("s").get() == "shared int a/shared int b"

@@ -235,9 +235,15 @@ add(s(5))
 add(s(library, 5))
 add(s())
 add(s({}, "n"))
-cache.handle = function() error("check failed") end
-add(pcall(s, "n"))
-add(#calls)
+-- a name's handle and check never change once cached (get_handle): the
+-- closure keeps the last name's, and runs its check on every call
+local checked = 0
+cache.m, cache.other = "other", function() checked = checked + 1 end
+add(s("m"), s("m"), s(library, "m"), checked)
+cache.e, cache.failing = "failing", function() error("check failed") end
+add(pcall(s, "e"))
+add(pcall(s, "e"))
+add(s("n"), #calls)
 return table.concat(out, "|")
 """
 
@@ -284,8 +290,10 @@ def test_the_closures_do_the_plain_case_and_hand_the_rest_over(path: str) -> Non
         "fallback,table,5",  # a bad name after its library: the Lua code's error
         "fallback",
         "fallback,table,n",  # a table that is no library: the Lua code decides
-        "false,[string \"<python>\"]:35: check failed",
-        "7",
+        "other,other,other,3",  # the last name's check runs on every call
+        "false,[string \"<python>\"]:40: check failed",
+        "false,[string \"<python>\"]:40: check failed",
+        "handle,7",
     ], got
     assert store.int("n").get() == 10
 
@@ -304,3 +312,28 @@ def test_bind_refuses_bad_shared_arguments(path: str) -> None:
     assert ok is False and "expected selves, library, cache, fallback" in message
     ok, message = bad(bind, 1, 2, bad)
     assert ok is False and "expected a host object and its address" in message
+
+
+def test_script_env_sets_a_names_cached_handle_only_once() -> None:
+    """quick_shared keeps the last name it found with that name's handle
+    and check (its upvalues), which is right only while script_env.lua never
+    changes or removes a cached name or check: the kinds' caches are
+    written at exactly two places, both in get_handle's first use of a name,
+    and reached from nowhere else than get_handle and the C closure."""
+    import moonbus.host
+
+    source = Path(moonbus.host.__file__).with_name("script_env.lua").read_text(encoding="utf-8")
+    code = "\n".join(line.split("--", 1)[0] for line in source.splitlines())
+    writes = re.findall(r"\bhandles\[(\w+)\]\s*=(?!=)", code)
+    assert writes == ["h", "name"], writes
+    start = code.index("local function get_handle(")
+    first_use = code.index("if h == nil then", start)
+    branch_end = code.index("else", first_use)
+    for target in ("handles[h] =", "handles[name] ="):
+        assert first_use < code.index(target) < branch_end, target
+    uses = [m.start() for m in re.finditer(r"\bhandle_cache\b", code)]
+    body_end = code.index("\nend\n", start)
+    known = re.compile(r"handle_cache( = \{\}|\[kind\] = \{\}|\[kind\], function)")
+    outside = [code[max(0, u - 40):u + 40] for u in uses
+               if not start <= u < body_end and not known.match(code, u)]
+    assert outside == [], outside

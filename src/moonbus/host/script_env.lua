@@ -342,7 +342,9 @@ end
 
 -- Handles and their kind checks, by kind: in a kind's table, name -> handle
 -- and handle -> its check (names are strings, handles tables: the keys never
--- meet). One table per kind, made here, so that the C closure below holds it
+-- meet). Set once per name and never changed or removed: the C closure keeps
+-- the last name it found with its handle and check (quick_shared in
+-- _fastconvert.c), and a test holds this file to it. One table per kind, made here, so that the C closure below holds it
 -- (one table reached per `shared:int(name)`, no lookup of the kind).
 local handle_cache = {}
 for kind in pairs(KIND_METHODS) do

@@ -270,6 +270,8 @@ enum {
     CD_COUNT = CD_LAST_KEY + CD_KEYS - 1
 };
 #define CD_UPVALUE(i) (LUA_REGISTRYINDEX - (i))
+/* How many of a state's objects delivery_deliver prefetches (take_global). */
+#define WARM_OBJECTS 5
 
 static void push_cached(lua_State *L, int deliver, int slot, const char *s, size_t len);
 
@@ -516,17 +518,43 @@ push_cached(lua_State *L, int deliver, int slot, const char *s, size_t len)
     lua_d.setupvalue(L, deliver, slot);
 }
 
-/* Registers the function stored under the global ``key`` (the Lua deliver,
- * wrapped by c_deliver when it can be) and clears the global: (ref, wrapped). */
+/* What take_global is given and finds (see delivery_init). */
+typedef struct {
+    const char *key;          /* the global the Lua deliver is parked in */
+    const void *warm[WARM_OBJECTS]; /* the state's objects every delivery reads */
+} TakeGlobal;
+
+/* Registers the function stored under the global ``t->key`` (the Lua
+ * deliver, wrapped by c_deliver when it can be), clears the global, and
+ * notes in ``t->warm`` where the objects that every plain delivery reads
+ * first lie: the registry table (the deliver's reference), the deliver's
+ * closure (its upvalues), the `handlers` and `delivering` tables it reads
+ * and writes, and the state's allocator data (the event's table). Lua
+ * never moves an object, and these live as long as the state (the closure
+ * is referenced, the tables are its upvalues, never reassigned), so the
+ * addresses stay theirs; a table's contents may move, so only the table
+ * itself is noted. Results: (ref, wrapped). */
 static int
 take_global(lua_State *L)
 {
-    const char *key = (const char *)lua.touserdata(L, 1);
-    lua.getglobal(L, key);
+    TakeGlobal *t = (TakeGlobal *)lua.touserdata(L, 1);
+    lua.getglobal(L, t->key);
     int wrapped = wrap_deliver(L);
+    t->warm[0] = lua.topointer(L, LUA_REGISTRYINDEX);
+    t->warm[1] = lua.topointer(L, -1);
+    if (wrapped) {
+        lua_d.getupvalue(L, -1, CD_HANDLERS);
+        t->warm[2] = lua.topointer(L, -1);
+        lua_d.getupvalue(L, -2, CD_DELIVERING);
+        t->warm[3] = lua.topointer(L, -1);
+        lua.settop(L, -3);
+    }
+    void *ud = NULL;
+    lua.getallocf(L, &ud);
+    t->warm[4] = ud;
     int ref = lua.ref(L, LUA_REGISTRYINDEX);
     lua.pushnil(L);
-    lua.setglobal(L, key);
+    lua.setglobal(L, t->key);
     lua.pushinteger(L, ref);
     lua.pushboolean(L, wrapped);
     return 2;
@@ -808,6 +836,9 @@ typedef struct {
     PyObject *lua_error, *lua_memory_error;
     PyTypeObject *proxy_type;
     WatchSlot *slot;       /* this engine's watchdog entry while a C call runs */
+    /* where the state's objects that every plain delivery reads lie (NULL:
+     * not known), prefetched when a delivery starts (take_global) */
+    const void *warm[WARM_OBJECTS];
 } Delivery;
 
 /* interned at import: public attribute names and a message */
@@ -981,8 +1012,9 @@ delivery_init(Delivery *self, PyObject *args, PyObject *kwds)
         return -1;
     lua_State *Ls = (lua_State *)L;
     int base = lua.gettop(Ls);
+    TakeGlobal taken = {.key = global_key};
     lua.pushcclosure(Ls, take_global, 0);
-    lua.pushlightuserdata(Ls, (void *)global_key);
+    lua.pushlightuserdata(Ls, &taken);
     int status = lua.pcallk(Ls, 1, 2, 0, 0, NULL);
     int isnum = 0;
     lua_Integer ref = status == LUA_OK ? lua.tointegerx(Ls, -2, &isnum) : 0;
@@ -995,6 +1027,7 @@ delivery_init(Delivery *self, PyObject *args, PyObject *kwds)
         return -1;
     }
     self->func_ref = (int)ref;
+    memcpy(self->warm, taken.warm, sizeof self->warm);
     self->L = Ls;
     return 0;
 }
@@ -1416,6 +1449,20 @@ delivery_deliver(Delivery *self, PyObject *sub_id, PyObject *event)
     __builtin_prefetch(self->L);
     __builtin_prefetch((char *)self->L + 64);
     __builtin_prefetch((char *)self->L + 128);
+    /* and the Lua objects it reads first, whose addresses are known (see
+     * take_global): the closure and allocator data span a few lines */
+    const void *const *warm = self->warm;
+    __builtin_prefetch(warm[0]);
+    __builtin_prefetch(warm[1]);
+    __builtin_prefetch((const char *)warm[1] + 64);
+    __builtin_prefetch((const char *)warm[1] + 128);
+    __builtin_prefetch((const char *)warm[1] + 192);
+    __builtin_prefetch(warm[2]);
+    __builtin_prefetch(warm[3]);
+    if (warm[4] != NULL) {
+        __builtin_prefetch(warm[4]);
+        __builtin_prefetch((const char *)warm[4] + 64);
+    }
     Item item;
     Field fields[MAX_FIELDS];
     int plain = extract_item(sub_id, event, &item, fields, 0, self->proxy_type, MAX_FIELDS);

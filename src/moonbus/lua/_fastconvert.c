@@ -1130,21 +1130,39 @@ quick_method(lua_State *L)
 
 /*
  * `shared.<kind>(name)` / `shared:<kind>(name)` flattened into C (bind with
- * four arguments, from script_env.lua). Upvalues: 1 ``selves`` (the library
- * objects method_args drops as a leading self), 2 the script's ``shared``
- * library (the self of `shared:int(name)`, recognised without a lookup), 3
- * the kind's cache (name -> handle, handle -> its check), 4 the Lua
- * implementation. The plain case (name a string with a cached handle) does
- * what the Lua implementation does with no Lua function: runs the cached
- * check (a quick_method closure, so no Lua either when its cell is live) and
- * returns the handle. Anything else (first use of a name, a name that is not
- * a string...) calls the Lua implementation with the same arguments; it
+ * four arguments, from script_env.lua). Upvalues: QS_SELVES (the library
+ * objects method_args drops as a leading self), QS_LIBRARY the script's
+ * ``shared`` library (the self of `shared:int(name)`, recognised without a
+ * lookup), QS_CACHE the kind's cache (name -> handle, handle -> its check),
+ * QS_IMPL the Lua implementation, and the last name found in the cache with
+ * what it gave (QS_NAME, QS_HANDLE, QS_CHECK, and when the check is a
+ * quick_method closure its two upvalues, QS_HELD and QS_USER). The plain
+ * case (name a string with a cached handle) does what the Lua
+ * implementation does with no Lua function: runs the cached check and
+ * returns the handle. Anything else (first use of a name, a name that is
+ * not a string...) calls the Lua implementation with the same arguments; it
  * raises its own errors one level further up, past this C frame, so the
  * script sees the same message and position. Returns only the handle or the
  * Lua implementation's results: never an upvalue.
  *
- * Threads: runs inside the state's Lua, on the thread running it.
+ * Why the last name (issue 16): a handler that writes
+ * `shared:int("ticks"):increment()` asks for the same name on every event.
+ * At 10,000 scripts each object a call touches is a cache miss; the cache
+ * table, its node for the name, its node for the handle, the check closure
+ * and its call frame were five of them, on top of the closure itself. The
+ * same name (rawequal: a short string compares by address) now reads only
+ * this closure's upvalues and, for a memory-store int, runs the check's
+ * cell test (cell_fast) in place. The same answer either way: the cache
+ * never changes a name's handle or a handle's check once set (get_handle in
+ * script_env.lua), and the check runs on every call, as before, so a key
+ * removed or given another kind is still seen (the check's slow path raises).
+ *
+ * Threads: runs inside the state's Lua, on the thread running it; the
+ * upvalues it rewrites are this state's own.
  */
+enum { QS_SELVES = 1, QS_LIBRARY, QS_CACHE, QS_IMPL, QS_NAME, QS_HANDLE, QS_CHECK, QS_HELD,
+       QS_USER, QS_COUNT = QS_USER };
+
 static int
 quick_shared(lua_State *L)
 {
@@ -1154,26 +1172,54 @@ quick_shared(lua_State *L)
         /* `shared:int(name)`: the self is this closure's own library, known
          * without a table lookup; any other leading argument is dropped as
          * method_args drops it, when it is one of the library objects */
-        int self = lua.rawequal(L, 1, lua_upvalueindex(2));
+        int self = lua.rawequal(L, 1, lua_upvalueindex(QS_LIBRARY));
         if (!self) {
             lua.pushvalue(L, 1);
-            self = lua.rawget(L, lua_upvalueindex(1)) != LUA_TNIL && lua.toboolean(L, -1);
+            self = lua.rawget(L, lua_upvalueindex(QS_SELVES)) != LUA_TNIL && lua.toboolean(L, -1);
             lua.settop(L, nargs);
         }
         at = self ? 2 : 1;
     }
-    if (at <= nargs && lua.type(L, at) == LUA_TSTRING) {
+    if (at > nargs || lua.type(L, at) != LUA_TSTRING)
+        return call_fallback(L, QS_IMPL);
+    if (!lua.rawequal(L, at, lua_upvalueindex(QS_NAME))) {
+        /* another name than last time: the cache, as the Lua code reads it */
         lua.pushvalue(L, at);
-        if (lua.rawget(L, lua_upvalueindex(3)) != LUA_TNIL) {  /* nargs+1: the handle */
-            lua.pushvalue(L, nargs + 1);
-            lua.rawget(L, lua_upvalueindex(3));               /* nargs+2: its check */
-            lua.callk(L, 0, 0, 0, NULL);  /* as the Lua code: a non-function raises */
-            lua.settop(L, nargs + 1);
-            return 1;
+        if (lua.rawget(L, lua_upvalueindex(QS_CACHE)) == LUA_TNIL) { /* nargs+1: the handle */
+            lua.settop(L, nargs);
+            return call_fallback(L, QS_IMPL);
         }
+        lua.pushvalue(L, nargs + 1);
+        lua.rawget(L, lua_upvalueindex(QS_CACHE)); /* nargs+2: its check */
+        /* kept for the next call: the check's cell test, when it is a
+         * kind check's quick_method (cell_fast with no argument answers
+         * the check there; any other user would do its op) */
+        int direct = lua.tocfunction(L, nargs + 2) == quick_method &&
+                     lua.getupvalue(L, nargs + 2, 1) != NULL &&
+                     lua.getupvalue(L, nargs + 2, 2) != NULL &&
+                     Py_IS_TYPE((PyObject *)lua.touserdata(L, nargs + 4), kindcheck_type);
+        if (!direct) {
+            lua.settop(L, nargs + 2);
+            lua.pushnil(L);
+            lua.pushnil(L);
+        }
+        lua.copy(L, nargs + 4, lua_upvalueindex(QS_USER));
+        lua.copy(L, nargs + 3, lua_upvalueindex(QS_HELD));
+        lua.copy(L, nargs + 2, lua_upvalueindex(QS_CHECK));
+        lua.copy(L, nargs + 1, lua_upvalueindex(QS_HANDLE));
+        lua.copy(L, at, lua_upvalueindex(QS_NAME));
         lua.settop(L, nargs);
     }
-    return call_fallback(L, 4);
+    /* the check, as the Lua code runs it (a non-function raises) */
+    PyObject **held = (PyObject **)lua.touserdata(L, lua_upvalueindex(QS_HELD));
+    if (held == NULL || !cell_fast(L, held, (MbCellUser *)lua.touserdata(L,
+                                   lua_upvalueindex(QS_USER)), 0, 0)) {
+        lua.pushvalue(L, lua_upvalueindex(QS_CHECK));
+        lua.callk(L, 0, 0, 0, NULL);
+    }
+    lua.settop(L, nargs);
+    lua.pushvalue(L, lua_upvalueindex(QS_HANDLE));
+    return 1;
 }
 
 /*
@@ -1489,7 +1535,9 @@ quick_bind(lua_State *L)
             lua.pushlstring(L, msg, sizeof msg - 1);
             return lua.error(L);
         }
-        lua.pushcclosure(L, quick_shared, 4);
+        for (int i = QS_IMPL; i < QS_COUNT; i++)
+            lua.pushnil(L); /* no name looked up yet */
+        lua.pushcclosure(L, quick_shared, QS_COUNT);
         return 1;
     }
     if ((nargs != 2 && nargs != 3) || lua.type(L, 1) != LUA_TUSERDATA || !lua.isinteger(L, 2) ||

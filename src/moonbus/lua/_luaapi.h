@@ -99,6 +99,9 @@ typedef struct {
     void (*close)(lua_State *);
     int (*pushthread)(lua_State *);
     int (*rawequal)(lua_State *, int, int);
+    const char *(*getupvalue)(lua_State *, int, int);
+    lua_CFunction (*tocfunction)(lua_State *, int);
+    const void *(*topointer)(lua_State *, int);
 } LuaApi;
 
 static LuaApi lua;
@@ -218,6 +221,9 @@ load_api(const char *path)
     SYM(close, "lua_close");
     SYM(pushthread, "lua_pushthread");
     SYM(rawequal, "lua_rawequal");
+    SYM(getupvalue, "lua_getupvalue");
+    SYM(tocfunction, "lua_tocfunction");
+    SYM(topointer, "lua_topointer");
 #undef SYM
     /* lupa's module stays loaded for the life of the process (CPython never
      * unloads extension modules); this drops only our extra handle. */
