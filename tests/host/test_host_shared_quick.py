@@ -171,3 +171,32 @@ def test_names_taking_turns_each_get_their_own_handle(stepped):
     assert store.int("b").get() == 2 * 3 * 11
     assert store.float("f").get() == 3.0
     assert store.string("s").get() == "shared int a/shared int b"
+
+
+def test_the_same_name_again_sees_a_closed_store(stepped):
+    """The last name's check in place (its cell test) fails once the store
+    is closed, and the check's own path raises the store's error."""
+    h = _handler(stepped, 'shared:int("n"):increment()', name="shut")
+    for _ in range(3):  # first use, then the cache, then the last name
+        stepped.rt.bus.emit("go")
+    assert h.shared.int("n").get() == 3
+    stepped.rt.shared.close()
+    stepped.rt.bus.emit("go")
+    assert h.errors == ["handler for 'go': shut.lua:2: the shared store is closed"]
+
+
+def test_a_long_name_again_is_the_same_name(stepped):
+    """A long name (Lua does not intern strings over 40 bytes: two equal ones
+    are different objects) made anew on every call still finds its handle,
+    and a long name that differs in its last byte gets its own."""
+    long = "k" * 200
+    h = _handler(stepped, """
+      shared:int(string.rep("k", 200)):increment()
+      shared:int(string.rep("k", 199) .. "j"):add(10)
+      shared:int(string.rep("k", 200)):increment()
+    """, name="long")
+    for _ in range(3):
+        stepped.rt.bus.emit("go")
+    assert h.errors == []
+    assert h.shared.int(long).get() == 6
+    assert h.shared.int("k" * 199 + "j").get() == 30
