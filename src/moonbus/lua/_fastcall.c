@@ -383,7 +383,6 @@ run_items(lua_State *L)
 
 /* What c_deliver needs of Lua's API beyond _luaapi.h's (looked up the same way). */
 typedef struct {
-    const char *(*getupvalue)(lua_State *, int, int);
     const char *(*setupvalue)(lua_State *, int, int);
     int (*gettable)(lua_State *, int);
     void (*settable)(lua_State *, int);
@@ -399,12 +398,11 @@ load_deliver_api(const char *path)
         PyErr_Format(PyExc_ImportError, "lupa's Lua module is not loaded: %s", dlerror());
         return -1;
     }
-    *(void **)(&lua_d.getupvalue) = dlsym(lib, "lua_getupvalue");
     *(void **)(&lua_d.setupvalue) = dlsym(lib, "lua_setupvalue");
     *(void **)(&lua_d.gettable) = dlsym(lib, "lua_gettable");
     *(void **)(&lua_d.settable) = dlsym(lib, "lua_settable");
     dlclose(lib); /* lupa's module stays loaded (see load_api) */
-    if (!lua_d.getupvalue || !lua_d.setupvalue || !lua_d.gettable || !lua_d.settable) {
+    if (!lua_d.setupvalue || !lua_d.gettable || !lua_d.settable) {
         PyErr_SetString(PyExc_ImportError, "lupa's Lua module lacks the upvalue/table API");
         return -1;
     }
@@ -472,7 +470,7 @@ wrap_deliver(lua_State *L)
     int found[4] = {0, 0, 0, 0};
     static const char *names[4] = {"handlers", "message_handler", "delivering", "patterns"};
     const char *name;
-    for (int n = 1; (name = lua_d.getupvalue(L, f, n)) != NULL; n++) {
+    for (int n = 1; (name = lua.getupvalue(L, f, n)) != NULL; n++) {
         lua.settop(L, f);
         for (int i = 0; i < 4; i++)
             if (strcmp(name, names[i]) == 0)
@@ -482,7 +480,7 @@ wrap_deliver(lua_State *L)
         if (!found[i])
             return 0;
     for (int i = 0; i < 4; i++)
-        lua_d.getupvalue(L, f, found[i]);
+        lua.getupvalue(L, f, found[i]);
     static const char *keys[4] = {"fn", "tick", "type", "seq"};
     for (int i = 0; i < 4; i++)
         lua.pushlstring(L, keys[i], strlen(keys[i]));
@@ -505,7 +503,7 @@ wrap_deliver(lua_State *L)
 static void
 push_cached(lua_State *L, int deliver, int slot, const char *s, size_t len)
 {
-    lua_d.getupvalue(L, deliver, slot);
+    lua.getupvalue(L, deliver, slot);
     if (lua.type(L, -1) == LUA_TSTRING) {
         size_t have = 0;
         const char *kept = lua.tolstring(L, -1, &have);
@@ -543,9 +541,9 @@ take_global(lua_State *L)
     t->warm[0] = lua.topointer(L, LUA_REGISTRYINDEX);
     t->warm[1] = lua.topointer(L, -1);
     if (wrapped) {
-        lua_d.getupvalue(L, -1, CD_HANDLERS);
+        lua.getupvalue(L, -1, CD_HANDLERS);
         t->warm[2] = lua.topointer(L, -1);
-        lua_d.getupvalue(L, -2, CD_DELIVERING);
+        lua.getupvalue(L, -2, CD_DELIVERING);
         t->warm[3] = lua.topointer(L, -1);
         lua.settop(L, -3);
     }
