@@ -21,16 +21,18 @@ def test_int_operations_from_lua(stepped):
     h = _handler(stepped, """
       local c = shared:int("n")
       shared:int("ops"):set(c:increment() + c:increment(5) + c:add(10) + c:subtract(3)
-                            + c:decrement() + c:decrement(2) + shared:int("n").increment())
-      shared:int("dot"):set(c.increment(7))  -- a dot call: 7 is the handle argument
+                            + c:decrement() + c:decrement(2) + shared:int("n").increment(c))
+      -- '.' calls with 7, or nothing, where the handle belongs: refused
+      local dot = pcall(c.increment, 7) or pcall(shared:int("n").increment)
+      shared:int("dot"):set(dot and 1 or 0)
     """)
     stepped.rt.bus.emit("go")
     store = h.shared
-    assert store.int("n").get() == 12
+    assert store.int("n").get() == 11
     assert store.int("ops").get() == 1 + 6 + 16 + 13 + 12 + 10 + 11
-    assert store.int("dot").get() == 12
+    assert store.int("dot").get() == 0
     stepped.rt.bus.emit("go")
-    assert store.int("n").get() == 24
+    assert store.int("n").get() == 22
     assert h.errors == []
 
 

@@ -105,15 +105,18 @@ ERROR_LINES = [
     "other library | true | shared int n",
     "dot | true | 1",
     "colon | true | 2",
-    "dot op | true | 3",  # the first argument is dropped, whatever it is (known)
-    "no self | false | s.lua:16: shared int add: wrong number of arguments",
-    "add | true | 13",
+    # a '.' for the ':' (the 5 would be taken for the handle): refused, n unchanged
+    "dot op | false | s.lua:15: shared int 'n': 'increment' must be called as a method "
+    "(handle:increment(...)), with ':' not '.'",
+    "no self | false | s.lua:16: shared int 'n': 'add' must be called as a method "
+    "(handle:add(...)), with ':' not '.'",
+    "add | true | 12",
     "float | false | s.lua:18: shared int 'n': add needs an integer, got number 1.5",
     f"max | false | s.lua:19: shared int 'n': add({INT_MAX}) would leave the 64-bit range "
-    f"[{INT_MIN}, {INT_MAX}] (value is 13); value unchanged",
-    "overflow | true | 14",
+    f"[{INT_MIN}, {INT_MAX}] (value is 12); value unchanged",
+    "overflow | true | 13",
     f"underflow | false | s.lua:21: shared int 'n': subtract({INT_MIN}) would leave the "
-    f"64-bit range [{INT_MIN}, {INT_MAX}] (value is 14); value unchanged",
+    f"64-bit range [{INT_MIN}, {INT_MAX}] (value is 13); value unchanged",
 ]
 
 

@@ -185,9 +185,10 @@ def test_python_operands_at_the_edges(path: str) -> None:
 WRONG_SELF = """
 local x, y = shared:int("x"), shared:int("y")
 events:on("go", function(e)
-  x.increment(y)     -- a '.' call handing another handle as self
-  x.increment(5)     -- a '.' call: 5 is taken as self
-  pcall(x.increment) -- no self at all
+  local a = pcall(x.increment, y)  -- a '.' call handing another handle as self
+  local b = pcall(x.increment, 5)  -- a '.' call: 5 where the handle belongs
+  local c = pcall(x.increment)     -- no self at all
+  logger.info("dots " .. tostring(a) .. " " .. tostring(b) .. " " .. tostring(c))
   local mt = getmetatable(x)
   logger.info(type(mt) .. " " .. tostring(mt) .. " " .. tostring(rawget(x, "increment")))
   local ok = pcall(function() x.increment = function() end end)
@@ -199,30 +200,71 @@ end)
 def test_wrong_self_cannot_reach_another_key_or_a_python_object(
     stepped: Runtime, tmp_path: Path
 ) -> None:
-    """The handle's methods ignore self (the closure knows its key): another
-    handle as self still increments x; the metatable is a string; nothing
-    Python leaks."""
+    """A handle's methods run only on their own handle: another handle, a
+    number or nothing as self is refused and changes no key; the metatable
+    is a string; nothing Python leaks."""
     host = _load(stepped, tmp_path, WRONG_SELF, name="self")
     stepped.bus.emit("go")
     store = stepped.shared.namespace("self")
     assert host.errors == []
-    assert _logs(stepped, "self") == ["string shared int nil", "assign false"]
-    assert store.dump() == {"x": 3}  # y untouched: self is never used
+    assert _logs(stepped, "self") == ["dots false false false", "string shared int nil",
+                                      "assign false"]
+    assert store.dump() == {}  # neither x nor y was written
 
 
-@pytest.mark.xfail(strict=True, reason="pre-existing on main (script_env.lua host_method drops "
-                   "its first argument whatever it is): h.increment(5) adds 1, silently")
 def test_a_dot_call_with_an_operand_is_refused(stepped: Runtime, tmp_path: Path) -> None:
-    """``h.increment(5)`` (a '.' where ':' was meant) silently increments by
-    1: the 5 is dropped as self. A modder's typo that corrupts a counter
-    without an error; the method should check that self is the handle."""
+    """``h.increment(5)`` (a '.' where ':' was meant) used to increment by 1:
+    the 5 was dropped as self. A modder's typo that corrupted a counter
+    without an error; the method now checks that self is its handle, on the
+    C path (quick_method) and the Lua one alike, and the error names the
+    method, the key and the script's line."""
     host = _load(stepped, tmp_path, """
         local x = shared:int("x")
         events:on("go", function(e) x.increment(5) end)
     """, name="dot")
     stepped.bus.emit("go")
-    assert len(host.errors) == 1 and "increment" in host.errors[0]
+    assert len(host.errors) == 1
+    assert "dot.lua:3: shared int 'x': 'increment' must be called as a method" in host.errors[0]
+    assert "x:increment" not in host.errors[0] and "handle:increment(...)" in host.errors[0]
     assert stepped.shared.namespace("dot").dump() == {}
+
+
+@pytest.mark.parametrize("call", [
+    "x.increment()",          # self is nil: would have incremented by 1
+    "x.add(x, 2)",            # the handle is right: this one is a method call
+    "x.add(2)",
+    "x.get()",
+    "x.set(9)",
+    "x.decrement(x)",         # right too
+    "x:increment(2)",
+    "shared:int('y').increment(5)",
+    "shared:float('f').add(1.5)",
+    "shared:string('s').append('a')",
+    "shared:bool('b').toggle()",
+    "shared:table('t').increment('k')",
+    "x.increment({})",        # another table as self
+    "shared:int('x').increment(shared:int('y'), 3)",  # another handle as self
+])
+def test_methods_run_only_on_their_own_handle(stepped: Runtime, tmp_path: Path, call: str) -> None:
+    """Every kind's methods: called with ':' (or with the handle itself
+    passed first) they run; with anything else as self they raise, change
+    nothing, and say which method and key."""
+    host = _load(stepped, tmp_path, f"""
+        local x = shared:int("x")
+        x:set(1)
+        events:on("go", function(e) {call} end)
+    """, name="self_check")
+    before = stepped.shared.namespace("self_check").dump()
+    stepped.bus.emit("go")
+    after = stepped.shared.namespace("self_check").dump()
+    right = call.startswith(("x.add(x,", "x.decrement(x)", "x:increment"))
+    if right:
+        assert host.errors == [] and after != before
+    else:
+        assert len(host.errors) == 1, host.errors
+        assert "self_check.lua:4: shared " in host.errors[0]
+        assert "must be called as a method" in host.errors[0]
+        assert after == before
 
 
 # ---------------------------------------------------------------- kinds

@@ -8,8 +8,8 @@
 -- Returns the Lua-side dispatcher used by the host to call handlers.
 local env, py, info = ...
 
-local type, error, select, tostring, pairs, rawget, setmetatable =
-  type, error, select, tostring, pairs, rawget, setmetatable
+local type, error, select, tostring, pairs, rawget, rawequal, setmetatable =
+  type, error, select, tostring, pairs, rawget, rawequal, setmetatable
 local concat = table.concat
 local engine_kind = info.engine
 local sandbox_sleep = info.sleep
@@ -296,15 +296,25 @@ local KIND_METHODS = info.shared_methods
 local quick_bind = info.quick_bind
 local shared = {}
 
--- A handle's method (its first argument, the handle, dropped) calling host
--- function f: the quick C call first when there is one (it answers nothing
--- unless it did the plain case), else f, which raises the store's own error.
--- For a memory-store int cell the method is a C closure doing the plain case
--- itself and calling this Lua closure for anything else (quick_method in
--- _fastconvert.c): no Lua function runs between `h:increment()` and the cell.
-local function host_method(f, quick, address)
+-- A handle's method calling host function f: the quick C call first when
+-- there is one (it answers nothing unless it did the plain case), else f,
+-- which raises the store's own error. For a method, `handle` is its handle:
+-- the first argument must be it (`h:increment(5)`), so that a '.' typed for
+-- a ':' (`h.increment(5)`, which would take the 5 for the handle) is an
+-- error naming the method instead of a silent increment by 1. The kind
+-- check (`handle` nil) is called with no arguments. `label` and `name`
+-- (the handle's key and the method's name) make that error. For a memory-store int cell the method is a C
+-- closure doing the plain case itself and calling this Lua closure for
+-- anything else (quick_method in _fastconvert.c, which checks the handle
+-- too): no Lua function runs between `h:increment()` and the cell.
+local function host_method(f, quick, address, handle, label, name)
   local q = quick and quick_bind ~= nil and quick_bind(quick, address) or nil
-  local function method(_, ...)
+  local level = 2 -- the script's frame; 3 under the C closure below
+  local function method(self, ...)
+    if handle ~= nil and not rawequal(self, handle) then
+      error(label .. ": '" .. name .. "' must be called as a method (handle:" .. name ..
+            "(...)), with ':' not '.'", level)
+    end
     if q ~= nil then
       local r = q(...)
       if r ~= nil then
@@ -313,7 +323,13 @@ local function host_method(f, quick, address)
     end
     return f(...)
   end
-  return q ~= nil and quick_bind(quick, address, method) or method
+  local flat = q ~= nil and (handle ~= nil and quick_bind(quick, address, method, handle)
+                             or quick_bind(quick, address, method)) or nil
+  if flat ~= nil then
+    level = 3
+    return flat
+  end
+  return method
 end
 
 -- The handle, and its kind check: py.shared_handle returns the methods in
@@ -324,15 +340,18 @@ local function make_handle(kind, name)
   local methods = KIND_METHODS[kind]
   local count = #methods
   local index = {}
+  local handle = {}
+  local label = "shared " .. kind .. " '" .. name .. "'"
   for i = 1, count do
     local method = methods[i]
     local f = host_function(fns[i], "shared " .. kind .. " " .. method)
-    index[method] = host_method(f, fns[count + 2 * i], fns[count + 2 * i + 1])
+    index[method] = host_method(f, fns[count + 2 * i], fns[count + 2 * i + 1], handle, label,
+                                method)
   end
-  -- called with no arguments: host_method's dropped first one is nil
+  -- called with no arguments, and no handle to check
   local check = host_method(host_function(fns[count + 1], "shared"),
                             fns[3 * count + 2], fns[3 * count + 3])
-  return setmetatable({}, {
+  return setmetatable(handle, {
     __index = index,
     __newindex = function() error("shared handles are read-only", 2) end,
     __tostring = function() return "shared " .. kind .. " " .. name end,

@@ -1104,16 +1104,19 @@ call_fallback(lua_State *L, int fallback)
 /*
  * A memory-store int handle's method, or its kind check, flattened into C
  * (script_env.lua's host_method, when bind gets a third argument): (self,
- * ...) with self ignored, as host_method's Lua closure ignores it (a known
- * quirk, kept: `h.increment(5)` increments by 1). The plain case is
- * cell_fast on the arguments after self: no Lua function runs between the
- * script's `h:increment()` and the cell's CAS. Anything else calls
- * host_method's Lua closure (upvalue 3) with the same arguments, so every
- * other outcome, error and message is exactly the Lua path's (host errors
- * take the position of the nearest script frame, script_position in
- * host_bridge.lua, which skips this C frame). Upvalues: lupa's userdata of
- * the bound ``quick``, its m_self (light), the Lua closure; none is ever
- * returned to the caller.
+ * ...). A method (bind's fourth argument, the handle, is upvalue 4) runs
+ * only when self is its handle; anything else (`h.increment(5)`, a '.'
+ * where ':' was meant) goes to the Lua closure, which raises the error that
+ * names the method. The kind check (no upvalue 4) is called with no
+ * arguments. The plain case is cell_fast on the arguments after self: no
+ * Lua function runs between the script's `h:increment()` and the cell's
+ * CAS. Anything else calls host_method's Lua closure (upvalue 3) with the
+ * same arguments, so every other outcome, error and message is exactly the
+ * Lua path's (host errors take the position of the nearest script frame,
+ * script_position in host_bridge.lua, which skips this C frame; the Lua
+ * closure's own error is raised one level further up). Upvalues: lupa's
+ * userdata of the bound ``quick``, its m_self (light), the Lua closure, and
+ * for a method its handle; none is ever returned to the caller.
  *
  * Threads: as quick_cell_call (the state's thread, GIL held or not).
  */
@@ -1123,6 +1126,10 @@ quick_method(lua_State *L)
     int nargs = lua.gettop(L);
     PyObject **held = (PyObject **)lua.touserdata(L, lua_upvalueindex(1));
     MbCellUser *user = (MbCellUser *)lua.touserdata(L, lua_upvalueindex(2));
+    /* a method: self must be its handle (upvalue 4, absent for the check) */
+    if (lua.type(L, lua_upvalueindex(4)) == LUA_TTABLE &&
+        (nargs == 0 || !lua.rawequal(L, 1, lua_upvalueindex(4))))
+        return call_fallback(L, 3);
     if (cell_fast(L, held, user, nargs > 0 ? nargs - 1 : 0, 2))
         return 1;
     return call_fallback(L, 3);
@@ -1503,16 +1510,18 @@ is_cell_user_quick(PyObject *func)
            strcmp(name, "quick") == 0;
 }
 
-/* bind(obj, address): see above. bind(obj, address, fallback): a
- * quick_method closure when obj is a cell user's ``quick``, else nil (the
- * caller keeps its Lua closure). bind(selves, library, cache, fallback):
+/* bind(obj, address): see above. bind(obj, address, fallback[, handle]):
+ * a quick_method closure when obj is a cell user's ``quick``, else nil (the
+ * caller keeps its Lua closure); with ``handle``, a method that runs only
+ * when called on that handle. bind(selves, library, cache, fallback):
  * a quick_shared closure. Errors are Lua errors (wrong
  * arguments). Only trusted host Lua code (script_env.lua) holds bind. */
 static int
 quick_bind(lua_State *L)
 {
     int nargs = lua.gettop(L);
-    if (nargs == 4 && lua.type(L, 1) == LUA_TUSERDATA) { /* (converter, address, slow, finish) */
+    if (nargs == 4 && lua.type(L, 1) == LUA_TUSERDATA && lua.type(L, 4) != LUA_TTABLE) {
+        /* (converter, address, slow, finish) */
         PyObject **held = (PyObject **)lua.touserdata(L, 1);
         if (held == NULL || *held == NULL || !Py_IS_TYPE(*held, &ConverterType) ||
             (intptr_t)*held != (intptr_t)lua.tointegerx(L, 2, NULL) ||
@@ -1528,7 +1537,7 @@ quick_bind(lua_State *L)
         lua.pushcclosure(L, quick_invoke, 3);
         return 1;
     }
-    if (nargs == 4) {
+    if (nargs == 4 && lua.type(L, 1) != LUA_TUSERDATA) {
         if (lua.type(L, 1) != LUA_TTABLE || lua.type(L, 2) != LUA_TTABLE ||
             lua.type(L, 3) != LUA_TTABLE || lua.type(L, 4) != LUA_TFUNCTION) {
             static const char msg[] = "quick bind: expected selves, library, cache, fallback";
@@ -1540,8 +1549,9 @@ quick_bind(lua_State *L)
         lua.pushcclosure(L, quick_shared, QS_COUNT);
         return 1;
     }
-    if ((nargs != 2 && nargs != 3) || lua.type(L, 1) != LUA_TUSERDATA || !lua.isinteger(L, 2) ||
-        (nargs == 3 && lua.type(L, 3) != LUA_TFUNCTION)) {
+    if (nargs < 2 || nargs > 4 || lua.type(L, 1) != LUA_TUSERDATA || !lua.isinteger(L, 2) ||
+        (nargs >= 3 && lua.type(L, 3) != LUA_TFUNCTION) ||
+        (nargs == 4 && lua.type(L, 4) != LUA_TTABLE)) {
         lua.pushlstring(L, "quick bind: expected a host object and its address", 50);
         return lua.error(L);
     }
@@ -1552,13 +1562,15 @@ quick_bind(lua_State *L)
         return lua.error(L);
     }
     int cell_user = is_cell_user_quick(*held);
-    if (nargs == 3) {
+    if (nargs >= 3) {
         if (!cell_user)
             return 0;
         lua.pushvalue(L, 1);
         lua.pushlightuserdata(L, PyCFunction_GET_SELF(*held));
         lua.pushvalue(L, 3);
-        lua.pushcclosure(L, quick_method, 3);
+        if (nargs == 4)
+            lua.pushvalue(L, 4); /* a method's handle */
+        lua.pushcclosure(L, quick_method, nargs == 4 ? 4 : 3);
         return 1;
     }
     lua.pushvalue(L, 1);
