@@ -348,7 +348,8 @@ class ScriptHost(ScriptLifecycle, EventOnDemand):
         the script's running call to reach a lock, and returns within
         ``timeout`` seconds in all cases. It does not wait on the thread
         running this script nor on a thread inside ``emit`` (a bus
-        subscriber): there it only asks for the stop. When no scheduler
+        subscriber): there it stops the script itself if no script thread
+        is in it (``_stop_here``), else only asks for the stop. When no scheduler
         threads run (stepped mode), the stop is carried out on the calling
         thread. With deferred event delivery, events queued before the stop
         reach the handlers first.
@@ -372,6 +373,27 @@ class ScriptHost(ScriptLifecycle, EventOnDemand):
         if wait and can_wait:
             with self._done:
                 self._done.wait_for(lambda: self._status in ENDED, _left(deadline))
+        elif wait:
+            self._stop_here()
+
+    def _stop_here(self) -> None:
+        """The stop just asked for, carried out on this thread (as a stepped
+        runtime does) when no thread runs the script (control free): the
+        caller may not wait (a handler stopping, unloading or reloading its
+        own script inside ``emit``), and a close or reload right after would
+        find it "stopping" for good (the close drops the pending run; the
+        reload's start is refused). Else the running script thread does it."""
+        if self._runner is None and self._control.acquire(blocking=False):
+            try:
+                if self._runner is None and self._status in ACTIVE:  # (re-entrant lock)
+                    self._ctx.scheduler.remove(self)
+                    self._runner = threading.get_ident()
+                    try:
+                        self._finish()
+                    finally:
+                        self._runner = None
+            finally:
+                self._control.release()
 
     def _can_wait(self) -> bool:
         """Whether the calling thread may wait for this script's script thread:
