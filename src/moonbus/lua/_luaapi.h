@@ -102,6 +102,7 @@ typedef struct {
     const char *(*getupvalue)(lua_State *, int, int);
     lua_CFunction (*tocfunction)(lua_State *, int);
     const void *(*topointer)(lua_State *, int);
+    void *(*newuserdatauv)(lua_State *, size_t, int);
 } LuaApi;
 
 static LuaApi lua;
@@ -224,6 +225,7 @@ load_api(const char *path)
     SYM(getupvalue, "lua_getupvalue");
     SYM(tocfunction, "lua_tocfunction");
     SYM(topointer, "lua_topointer");
+    SYM(newuserdatauv, "lua_newuserdatauv");
 #undef SYM
     /* lupa's module stays loaded for the life of the process (CPython never
      * unloads extension modules); this drops only our extra handle. */
