@@ -28,7 +28,6 @@ import math
 from typing import Any
 
 from moonbus.errors import SharedTypeError
-from moonbus.native import load_fast_path
 from moonbus.shared.backend import SharedBackend
 from moonbus.shared.handles import SharedBool, SharedFloat, SharedInt, SharedString
 from moonbus.shared.memory_state import FRESH_TYPES, MemoryHandle, MemoryState, raise_closed
@@ -63,14 +62,14 @@ class MemoryInt(MemoryHandle, SharedInt):
     def native_ops(self) -> dict[str, Any]:
         """C versions of increment/decrement/add/subtract for this key, to hand
         to Lua (``moonbus.shared._fastint``); empty when not built or switched
-        off (``moonbus.native``), now or when the store was made. Each falls
+        off (``moonbus.native``) when the store was made. Each falls
         back to the method here for anything but the plain case, so errors
         are the same."""
-        fast = load_fast_path("moonbus.shared._fastint")
-        if fast.module is None or self._state.gate is None:  # off now, or for this store
+        fast = self._state.fast
+        if fast is None:  # off for this store (an engine with the C path off never asks)
             return {}
         return {
-            op: fast.module.IntOp(values=self._values, name=self.name, state=self._state,
+            op: fast.IntOp(values=self._values, name=self.name, state=self._state,
                       fallback=getattr(self, op), sign=sign, default_one=default_one)
             for op, (sign, default_one) in _INT_OPS.items()
         }
