@@ -347,12 +347,10 @@ class ScriptHost(ScriptLifecycle, EventOnDemand):
         Any thread may call it (see the module docstring): it never waits for
         the script's running call to reach a lock, and returns within
         ``timeout`` seconds in all cases. It does not wait on the thread
-        running this script nor on a thread inside ``emit`` (a bus
-        subscriber): there it stops the script itself if no script thread
-        is in it (``_stop_here``), else only asks for the stop. When no scheduler
-        threads run (stepped mode), the stop is carried out on the calling
-        thread. With deferred event delivery, events queued before the stop
-        reach the handlers first.
+        running this script nor on a thread inside ``emit``: there it only
+        asks for the stop (or does it: ``_stop_here``). Stepped mode: the
+        stop runs on the calling thread. With deferred event delivery,
+        events queued before the stop reach the handlers first.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         can_wait = self._can_wait()
@@ -377,13 +375,13 @@ class ScriptHost(ScriptLifecycle, EventOnDemand):
             self._stop_here()
 
     def _stop_here(self) -> None:
-        """The stop just asked for, carried out on this thread (as a stepped
-        runtime does) when no thread runs the script (control free): the
-        caller may not wait (a handler stopping, unloading or reloading its
-        own script inside ``emit``), and a close or reload right after would
-        find it "stopping" for good (the close drops the pending run; the
-        reload's start is refused). Else the running script thread does it."""
-        if self._runner is None and self._control.acquire(blocking=False):
+        """The stop just asked for, done here (as stepped mode does) when this
+        thread is in one of the script's own engine calls (a handler stopping
+        or reloading its script: the start is refused while "stopping") and no
+        thread runs the script. Not for another script: its on_stop would be
+        timed as the caller's handler, and its engines may be held by a
+        thread waiting for this one's emit lock."""
+        if self._runner is None and self._inside() and self._control.acquire(blocking=False):
             try:
                 if self._runner is None and self._status in ACTIVE:  # (re-entrant lock)
                     self._ctx.scheduler.remove(self)
@@ -399,12 +397,14 @@ class ScriptHost(ScriptLifecycle, EventOnDemand):
         """Whether the calling thread may wait for this script's script thread:
         not when it is that thread, nor, with worker threads, when it holds the
         bus's emit lock, which the script thread may need in order to finish,
-        or is inside a call of one of the script's engines (a deferred handler
-        on the event thread: closing the engine waits for its lock)."""
+        or is inside a call of one of its engines (closing it waits for that)."""
         if self._runner == threading.get_ident():
             return False
-        return not (self._ctx.scheduler.threaded and (self._ctx.bus.emitting_here() or any(
-            side is not None and side.engine.held_here for side in (self._event, self._main))))
+        return not (self._ctx.scheduler.threaded and (self._ctx.bus.emitting_here() or
+                                                      self._inside()))
+
+    def _inside(self) -> bool:  # is this thread inside a call of one of its engines?
+        return any(side is not None and side.engine.held_here for side in (self._event, self._main))
 
     def wait(self, timeout: float | None = None) -> str:
         """Block until the script is stopped or failed; returns the status."""
@@ -477,8 +477,8 @@ class ScriptHost(ScriptLifecycle, EventOnDemand):
         self.stop(wait=True, timeout=timeout)
         can_wait = self._can_wait()
         left = _left(deadline)
-        if not can_wait:
-            acquired = self._control.acquire(blocking=False)
+        if not can_wait:  # (a stop left to the script thread: closing here would drop it)
+            acquired = self._status not in ACTIVE and self._control.acquire(blocking=False)
         else:
             acquired = self._control.acquire(timeout=-1 if left is None else left)
         if not acquired:
