@@ -136,12 +136,6 @@ events:on("go", function() ctl:{what}("b"); shared:int("after"):increment() end)
             _until(lambda: b._event is None and b._main is None)  # engines released
 
 
-@pytest.mark.xfail(strict=True, run=False, reason=(
-    "not fixed (older than 125efd2; it hangs, so not run): a's handler "
-    "(on the emitting thread, in a's event engine) reloads a while a worker "
-    "is in a's poll: _stop_here leaves the stop to the worker, reload() then "
-    "blocks on _control while the worker's stop waits for the event engine's "
-    "lock this thread holds"))
 def test_a_handler_reloading_its_script_while_a_worker_polls_does_not_hang(
         tmp_path: Path) -> None:
     @lua_api
@@ -162,6 +156,8 @@ function poll() local t = os.clock(); while os.clock() - t < 0.05 do end; return
     assert not emitter.is_alive(), "deadlocked"
     with rt:
         _until(lambda: host.status == "running")
+        assert host.errors == []
+        assert rt.script("s") is host
 
 
 def test_a_dot_call_in_tail_position_names_the_script_line(

@@ -55,13 +55,14 @@ from moonbus.host.budget import TimeoutWatch
 from moonbus.host.context import ScriptContext
 from moonbus.host.engine_side import ScriptEngine
 from moonbus.host.event_on_demand import EventOnDemand
-from moonbus.host.lifecycle import ACTIVE, ENDED, LifecycleTask, ScriptLifecycle
+from moonbus.host.lifecycle import ACTIVE, ENDED, LifecycleTask
 from moonbus.host.memory_caps import ScriptLimitCounters, ScriptLimitStatistics
 from moonbus.host.poll_latency import PollLatency, PollLatencyStatistics
 from moonbus.host.reporter import ScriptReporter
 from moonbus.host.script_call import call_in_engine
 from moonbus.host.script_eval import eval_in_engine
 from moonbus.host.script_events import ObservedStatus
+from moonbus.host.self_stop import SelfStop
 from moonbus.host.source import ScriptSource, load_source
 from moonbus.host.stats_panel import StatsPanel
 
@@ -109,7 +110,7 @@ class ScriptStatistics:
     poll_latency: PollLatencyStatistics  # how late polls started (moonbus.host.poll_latency)
 
 
-class ScriptHost(ScriptLifecycle, EventOnDemand):
+class ScriptHost(SelfStop, EventOnDemand):
     """One script instance. Users get it from ``Runtime.load``."""
 
     _status = ObservedStatus()  # changes reach the host (moonbus.host.script_events)
@@ -140,6 +141,7 @@ class ScriptHost(ScriptLifecycle, EventOnDemand):
         self._limits = ScriptLimitCounters()
         self._stats = StatsPanel(ctx.settings, self._limits)
         self._errors: deque[str] = deque(maxlen=ctx.settings.max_errors_kept)
+        self._reload_to: Any = None  # a reload left to the script thread (host/self_stop.py)
         self._reporter = ScriptReporter(name=name, ctx=ctx, source=source, errors=self._errors,
                                         limits=self._limits)
         self.polls = 0
@@ -374,25 +376,6 @@ class ScriptHost(ScriptLifecycle, EventOnDemand):
         elif wait:
             self._stop_here()
 
-    def _stop_here(self) -> None:
-        """The stop just asked for, done here (as stepped mode does) when this
-        thread is in one of the script's own engine calls (a handler stopping
-        or reloading its script: the start is refused while "stopping") and no
-        thread runs the script. Not for another script: its on_stop would be
-        timed as the caller's handler, and its engines may be held by a
-        thread waiting for this one's emit lock."""
-        if self._runner is None and self._inside() and self._control.acquire(blocking=False):
-            try:
-                if self._runner is None and self._status in ACTIVE:  # (re-entrant lock)
-                    self._ctx.scheduler.remove(self)
-                    self._runner = threading.get_ident()
-                    try:
-                        self._finish()
-                    finally:
-                        self._runner = None
-            finally:
-                self._control.release()
-
     def _can_wait(self) -> bool:
         """Whether the calling thread may wait for this script's script thread:
         not when it is that thread, nor, with worker threads, when it holds the
@@ -402,9 +385,6 @@ class ScriptHost(ScriptLifecycle, EventOnDemand):
             return False
         return not (self._ctx.scheduler.threaded and (self._ctx.bus.emitting_here() or
                                                       self._inside()))
-
-    def _inside(self) -> bool:  # is this thread inside a call of one of its engines?
-        return any(side is not None and side.engine.held_here for side in (self._event, self._main))
 
     def wait(self, timeout: float | None = None) -> str:
         """Block until the script is stopped or failed; returns the status."""
@@ -430,6 +410,8 @@ class ScriptHost(ScriptLifecycle, EventOnDemand):
             probe.close()
         was_running = self._status in ACTIVE
         self.stop(wait=True)
+        if was_running and self._reload_after_stop(fresh):
+            return  # a script thread is stopping it and starts it again (host/self_stop.py)
         with self._control:
             self.source = fresh
             self._reporter.retarget(fresh)
