@@ -44,6 +44,15 @@ def _stuck_clients(server: HttpServer, count: int, request: bytes) -> list[socke
     return socks
 
 
+def _until_no_more_answers(server: HttpServer, limit: float = 20.0) -> None:
+    """Wait until the server has answered no request for half a second."""
+    deadline = time.monotonic() + limit
+    served = -1
+    while served != server.statistics().requests and time.monotonic() < deadline:
+        served = server.statistics().requests
+        time.sleep(0.5)
+
+
 @pytest.mark.parametrize("path", ["/static/console.js", "/api/scripts"])
 def test_clients_without_the_token_cannot_take_the_operators_request_slots(
         small: HttpServer, path: str) -> None:
@@ -309,7 +318,11 @@ def test_connections_that_never_read_their_answers_cannot_keep_the_operator_out(
     try:
         socks = _stuck_clients(server, 4, b"GET /static/console.js HTTP/1.1\r\nHost: x\r\n\r\n")
         try:
-            time.sleep(1.5)  # past head_timeout: they are not idle, their sends are stuck
+            # past head_timeout, and until their answers fill every buffer (the
+            # kernel's may take a few MiB first: until then they are being
+            # served, and a newcomer is rightly refused): not idle, sends stuck
+            time.sleep(1.0)
+            _until_no_more_answers(server)
             with httpx.Client(base_url=server.url, headers=AUTH, timeout=5) as client:
                 assert client.get("/api/scripts").status_code == 200
             assert server.statistics().connections_evicted >= 1
