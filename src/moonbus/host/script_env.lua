@@ -303,10 +303,11 @@ local shared = {}
 -- a ':' (`h.increment(5)`, which would take the 5 for the handle) is an
 -- error naming the method instead of a silent increment by 1. The kind
 -- check (`handle` nil) is called with no arguments. `label` and `name`
--- (the handle's key and the method's name) make that error. For a memory-store int cell the method is a C
--- closure doing the plain case itself and calling this Lua closure for
--- anything else (quick_method in _fastconvert.c, which checks the handle
--- too): no Lua function runs between `h:increment()` and the cell.
+-- (the handle's key and the method's name) make that error. For a
+-- memory-store int cell the method is a C closure doing the plain case
+-- itself and calling this Lua closure for anything else (quick_handle_method
+-- in _fastconvert.c, which checks the handle too; the kind check is
+-- quick_method): no Lua function runs between `h:increment()` and the cell.
 local function host_method(f, quick, address, handle, label, name)
   local q = quick and quick_bind ~= nil and quick_bind(quick, address) or nil
   local level = 2 -- the script's frame; 3 under the C closure below
